@@ -1,0 +1,58 @@
+"""The measurement catalogue: names, units, cardiac phase, LOINC codes and which model makes each.
+
+Names are the contract of the CLI, CSV and JSON (architecture.md section 3).  Conventions follow
+the ASE 2015 chamber-quantification guideline (calipers on tissue-blood interfaces).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Mode = Literal["2d", "doppler"]
+Phase = Literal["ed", "es", "systole", "diastole", "derived"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One entry of the catalogue."""
+
+    name: str
+    title: str
+    mode: Mode
+    phase: Phase
+    unit: str  # physical unit when calibrated: "cm", "m/s" or "ratio"
+    ucum: str  # UCUM unit for exports
+    loinc: str | None
+    n_points: int  # caliper endpoints (2) or Doppler peak markers (1)
+    model: str | None  # registry name of the model that proposes it (None: derived)
+
+
+CATALOG: dict[str, Measurement] = {
+    m.name: m
+    for m in (
+        Measurement("ivsd", "Interventricular septum thickness, diastole", "2d", "ed", "cm", "cm", "79969-2", 2, "plax-linear"),
+        Measurement("lvidd", "LV internal diameter, diastole", "2d", "ed", "cm", "cm", "80007-8", 2, "plax-linear"),
+        Measurement("lvpwd", "LV posterior wall thickness, diastole", "2d", "ed", "cm", "cm", "80032-6", 2, "plax-linear"),
+        Measurement("lvids", "LV internal diameter, systole", "2d", "es", "cm", "cm", "80012-8", 2, "plax-linear"),
+        Measurement("la", "Left atrium antero-posterior dimension", "2d", "es", "cm", "cm", "79975-9", 2, "plax-linear"),
+        Measurement("aortic_root", "Aortic root diameter at the sinuses", "2d", "ed", "cm", "cm", "79936-1", 2, "plax-linear"),
+        Measurement("av_vmax", "Aortic valve peak velocity", "doppler", "systole", "m/s", "m/s", "79964-3", 1, "doppler-peaks"),
+        Measurement("tr_vmax", "Tricuspid regurgitation peak velocity", "doppler", "systole", "m/s", "m/s", "79921-3", 1, "doppler-peaks"),
+        Measurement("lvot_vmax", "LVOT peak velocity", "doppler", "systole", "m/s", "m/s", "80033-4", 1, "doppler-peaks"),
+        Measurement("mv_e", "Mitral inflow E-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80070-6", 1, "doppler-peaks"),
+        Measurement("mv_a", "Mitral inflow A-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80066-4", 1, "doppler-peaks"),
+        Measurement("mv_ea", "Mitral E/A ratio", "doppler", "derived", "ratio", "{ratio}", "18038-0", 0, None),
+    )
+}
+
+LINEAR_2D = tuple(n for n, m in CATALOG.items() if m.mode == "2d")
+DOPPLER = tuple(n for n, m in CATALOG.items() if m.mode == "doppler")
+
+
+def get(name: str) -> Measurement:
+    """Look a measurement up by its CLI/CSV name; raises ``KeyError`` listing the valid names."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"unknown measurement {name!r}; known: {', '.join(CATALOG)}") from None

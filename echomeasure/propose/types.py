@@ -1,0 +1,50 @@
+"""What the models propose for one clip, in original-image pixel coordinates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Point = tuple[float, float]  # (x, y) pixels, x right, y down, original image
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Identity of the weights that made a proposal."""
+
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One proposed measurement.
+
+    ``value`` is in ``unit`` ("cm", "m/s", "ratio"); ``value`` is None and ``unit`` "px" when the
+    clip has no calibration (``pixel_length`` then still says how long the caliper is).
+    """
+
+    name: str
+    frame: int
+    points: tuple[Point, ...]
+    value: float | None
+    unit: str
+    confidence: float
+    model: ModelInfo | None = None
+    pixel_length: float | None = None
+    signed_value: float | None = None  # Doppler: velocity with the sign the region implies
+
+
+@dataclass
+class ClipProposals:
+    """Everything proposed for one clip."""
+
+    kind: Literal["2d", "doppler"]
+    calibration: Literal["dicom", "user", "none"]
+    model: ModelInfo
+    measurements: list[Proposal]
+    ed_frame: int | None = None
+    es_frame: int | None = None
+    frames: list[dict] = field(default_factory=list)  # per-frame points when asked for
+    timings_s: dict[str, float] = field(default_factory=dict)
