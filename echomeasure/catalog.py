@@ -56,3 +56,39 @@ def get(name: str) -> Measurement:
         return CATALOG[name]
     except KeyError:
         raise KeyError(f"unknown measurement {name!r}; known: {', '.join(CATALOG)}") from None
+
+
+# --------------------------------------------------------------------------- 2D keypoints
+# The PLAX linear measurements share endpoints: IVSd, LVIDd/LVIDs and LVPWd lie on one line
+# at the mitral leaflet tips, so four interface points give three measurements.  The 2D model
+# predicts one heatmap channel per keypoint below, in this order.
+KEYPOINTS_2D: tuple[str, ...] = (
+    "rv_septum",  # RV blood / septum interface
+    "septum_lv",  # septum / LV blood interface
+    "lv_pw",  # LV blood / posterior wall interface
+    "pw_pericardium",  # posterior wall / pericardium interface
+    "ao_anterior",  # anterior aortic wall, inner edge (sinuses)
+    "ao_posterior",  # posterior aortic wall, inner edge (sinuses)
+    "la_anterior",  # posterior aortic wall, LA side
+    "la_posterior",  # LA posterior wall, blood side
+)
+
+# measurement name -> (first endpoint, second endpoint), both names from KEYPOINTS_2D
+LINEAR_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "ivsd": ("rv_septum", "septum_lv"),
+    "lvidd": ("septum_lv", "lv_pw"),
+    "lvpwd": ("lv_pw", "pw_pericardium"),
+    "lvids": ("septum_lv", "lv_pw"),
+    "aortic_root": ("ao_anterior", "ao_posterior"),
+    "la": ("la_anterior", "la_posterior"),
+}
+
+# Doppler: one heatmap channel per peak type.  A spectral strip shows one flow: which
+# channels apply to which flow, and the catalogue names they produce.
+DOPPLER_CHANNELS: tuple[str, ...] = ("av_vmax", "tr_vmax", "lvot_vmax", "mv_e", "mv_a")
+DOPPLER_FLOWS: dict[str, tuple[str, ...]] = {
+    "av": ("av_vmax",),
+    "tr": ("tr_vmax",),
+    "lvot": ("lvot_vmax",),
+    "mv": ("mv_e", "mv_a"),
+}
