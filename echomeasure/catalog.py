@@ -1,5 +1,10 @@
 """The measurement catalogue: names, units, cardiac phase, LOINC codes and which model makes each.
 
+LOINC codes: the 2D-specific codes where LOINC has one (ivsd, lvidd, lvpwd, la); for lvids and
+aortic_root the method-less codes DICOM SR uses (29438-9 "Left Ventricle Internal Systolic
+Dimension", 18015-8 "Aortic Root Diameter"); lvot_vmax uses 11726-7 "Peak Velocity", which DICOM SR
+qualifies by finding site (LVOT).
+
 Names are the contract of the CLI, CSV and JSON (architecture.md section 3).  Conventions follow
 the ASE 2015 chamber-quantification guideline (calipers on tissue-blood interfaces).
 """
@@ -34,12 +39,12 @@ CATALOG: dict[str, Measurement] = {
         Measurement("ivsd", "Interventricular septum thickness, diastole", "2d", "ed", "cm", "cm", "79969-2", 2, "plax-linear"),
         Measurement("lvidd", "LV internal diameter, diastole", "2d", "ed", "cm", "cm", "80007-8", 2, "plax-linear"),
         Measurement("lvpwd", "LV posterior wall thickness, diastole", "2d", "ed", "cm", "cm", "80032-6", 2, "plax-linear"),
-        Measurement("lvids", "LV internal diameter, systole", "2d", "es", "cm", "cm", "80012-8", 2, "plax-linear"),
+        Measurement("lvids", "LV internal diameter, systole", "2d", "es", "cm", "cm", "29438-9", 2, "plax-linear"),
         Measurement("la", "Left atrium antero-posterior dimension", "2d", "es", "cm", "cm", "79975-9", 2, "plax-linear"),
-        Measurement("aortic_root", "Aortic root diameter at the sinuses", "2d", "ed", "cm", "cm", "79936-1", 2, "plax-linear"),
+        Measurement("aortic_root", "Aortic root diameter at the sinuses", "2d", "ed", "cm", "cm", "18015-8", 2, "plax-linear"),
         Measurement("av_vmax", "Aortic valve peak velocity", "doppler", "systole", "m/s", "m/s", "79964-3", 1, "doppler-peaks"),
         Measurement("tr_vmax", "Tricuspid regurgitation peak velocity", "doppler", "systole", "m/s", "m/s", "79921-3", 1, "doppler-peaks"),
-        Measurement("lvot_vmax", "LVOT peak velocity", "doppler", "systole", "m/s", "m/s", "80033-4", 1, "doppler-peaks"),
+        Measurement("lvot_vmax", "LVOT peak velocity", "doppler", "systole", "m/s", "m/s", "11726-7", 1, "doppler-peaks"),
         Measurement("mv_e", "Mitral inflow E-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80070-6", 1, "doppler-peaks"),
         Measurement("mv_a", "Mitral inflow A-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80066-4", 1, "doppler-peaks"),
         Measurement("mv_ea", "Mitral E/A ratio", "doppler", "derived", "ratio", "{ratio}", "18038-0", 0, None),

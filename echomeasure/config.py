@@ -43,7 +43,16 @@ def secret(explicit: str | None = None) -> bytes:
     path = DB_DIR / ".secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Write a complete file under a temporary name, then link it into place: a second
+        # process racing us either wins (we read its secret) or loses (it reads ours).
+        tmp = path.with_name(f".secret.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
     return path.read_text().strip().encode("utf-8")
