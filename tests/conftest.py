@@ -20,4 +20,5 @@ def _isolated_config(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ECHOMEASURE_SECRET", "test-secret-not-for-production")
     db_dir = tmp_path_factory.mktemp("db")
     monkeypatch.setenv("ECHOMEASURE_DB", f"sqlite:///{db_dir / 'test.sqlite'}")
+    monkeypatch.setenv("ECHOMEASURE_IMAGES", str(db_dir / "images"))
     yield

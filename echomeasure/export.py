@@ -1,0 +1,382 @@
+"""Exports of the review store: CSV (long format), JSON (full history), COCO keypoints.
+
+Nothing identifying is exported: clips are known by their pseudonymous UIDs and store id, and
+the store holds nothing else.  Files are written atomically (a temporary file in the same
+folder, then renamed), so an interrupted export never leaves a partial file behind.
+
+CSV (domain.md section 6): one row per measurement of a clip (every proposed measurement, plus
+those a reviewer added), with the final and the proposed points and values, the UCUM unit
+(``cm``, ``m/s``, ``{ratio}``; ``{px}`` for uncalibrated pixel lengths), the LOINC code, the
+calibration source, the review status, the model name and version, the reviewer and ISO 8601
+UTC times.  ``.`` is the decimal separator whatever the locale; empty cells mean "none".
+
+COCO keypoints: ``images`` are the reviewed frames (``file_name`` relative to the store's image
+folder), one annotation per frame with ``catalog.KEYPOINTS_2D`` (category ``plax_linear``) or
+``catalog.DOPPLER_CHANNELS`` (category ``doppler_peaks``) in that order, visibility 2 for
+reviewed points and 0 (with x = y = 0) for the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from echomeasure import __version__, catalog
+from echomeasure.errors import StoreError
+from echomeasure.store import MeasurementState, Store
+
+log = logging.getLogger(__name__)
+
+ExportFormat = Literal["csv", "json", "coco"]
+FORMATS: tuple[str, ...] = ("csv", "json", "coco")
+JSON_SCHEMA = "echomeasure.export/1"
+
+UCUM_UNITS = {"cm": "cm", "m/s": "m/s", "ratio": "{ratio}", "px": "{px}"}
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "study_uid",
+    "series_uid",
+    "instance_uid",
+    "clip_id",
+    "clip_kind",
+    "measurement",
+    "loinc",
+    "status",
+    "frame",
+    "value",
+    "unit",
+    "x1_px",
+    "y1_px",
+    "x2_px",
+    "y2_px",
+    "proposed_frame",
+    "proposed_value",
+    "proposed_unit",
+    "proposed_x1_px",
+    "proposed_y1_px",
+    "proposed_x2_px",
+    "proposed_y2_px",
+    "pixel_length_px",
+    "confidence",
+    "calibration_source",
+    "model_name",
+    "model_version",
+    "reviewer",
+    "n_reviews",
+    "seconds_spent",
+    "proposed_at",
+    "reviewed_at",
+)
+
+COCO_CATEGORIES = (
+    {"id": 1, "name": "plax_linear", "supercategory": "echo_2d", "keypoints": list(catalog.KEYPOINTS_2D)},
+    {"id": 2, "name": "doppler_peaks", "supercategory": "echo_doppler", "keypoints": list(catalog.DOPPLER_CHANNELS)},
+)
+
+
+def iso_utc(ts: datetime | None) -> str:
+    """ISO 8601 in UTC with a ``Z`` (``2025-03-01T08:15:02.123Z``); empty for None."""
+    if ts is None:
+        return ""
+    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ucum(unit: str | None) -> str:
+    """The UCUM code of a store unit (``ratio`` -> ``{ratio}``); empty for None."""
+    if unit is None:
+        return ""
+    return UCUM_UNITS.get(unit, unit)
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    # repr of a rounded float: locale-independent, "." decimal separator, no trailing noise.
+    return "" if value is None else repr(round(float(value), digits))
+
+
+def _points_cells(points: Sequence[tuple[float, float]] | None) -> list[str]:
+    cells = ["", "", "", ""]
+    for i, (x, y) in enumerate((points or ())[:2]):
+        cells[2 * i], cells[2 * i + 1] = _num(x, 2), _num(y, 2)
+    return cells
+
+
+def _clip_ids(store: Store, clip_ids: Iterable[int] | None) -> list[int]:
+    known = [c.id for c in store.clips()]
+    if clip_ids is None:
+        return known
+    wanted = list(dict.fromkeys(int(c) for c in clip_ids))
+    missing = [c for c in wanted if c not in set(known)]
+    if missing:
+        raise StoreError(f"no clip {missing[0]} in the store; run the export without --clip to see all")
+    return wanted
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def csv_rows(store: Store, clip_ids: Iterable[int] | None = None) -> list[dict[str, str]]:
+    """The CSV export as a list of rows (column name -> cell text), in ``CSV_COLUMNS`` order."""
+    rows: list[dict[str, str]] = []
+    for clip_id in _clip_ids(store, clip_ids):
+        clip = store.clip(clip_id)
+        for st in store.current_measurements(clip_id):
+            rows.append(_csv_row(clip, st))
+    return rows
+
+
+def _csv_row(clip: Any, st: MeasurementState) -> dict[str, str]:
+    spec = catalog.get(st.measurement)
+    final = _points_cells(st.points)
+    proposed = _points_cells(st.proposed_points)
+    row = {
+        "study_uid": clip.study_uid,
+        "series_uid": clip.series_uid,
+        "instance_uid": clip.instance_uid,
+        "clip_id": str(clip.id),
+        "clip_kind": clip.kind,
+        "measurement": st.measurement,
+        "loinc": spec.loinc or "",
+        "status": st.status,
+        "frame": "" if st.frame_index is None else str(st.frame_index),
+        "value": _num(st.value),
+        "unit": ucum(st.unit) if st.value is not None else "",
+        "x1_px": final[0],
+        "y1_px": final[1],
+        "x2_px": final[2],
+        "y2_px": final[3],
+        "proposed_frame": "" if st.proposed_frame_index is None else str(st.proposed_frame_index),
+        "proposed_value": _num(st.proposed_value),
+        "proposed_unit": ucum(st.proposed_unit) if st.proposed_value is not None else "",
+        "proposed_x1_px": proposed[0],
+        "proposed_y1_px": proposed[1],
+        "proposed_x2_px": proposed[2],
+        "proposed_y2_px": proposed[3],
+        "pixel_length_px": _num(st.pixel_length_px, 2),
+        "confidence": _num(st.confidence, 3),
+        "calibration_source": clip.calibration_source,
+        "model_name": st.model_name or "",
+        "model_version": st.model_version or "",
+        "reviewer": st.reviewer or "",
+        "n_reviews": str(st.n_reviews),
+        "seconds_spent": _num(st.seconds_spent, 1),
+        "proposed_at": iso_utc(st.proposed_at),
+        "reviewed_at": iso_utc(st.reviewed_at),
+    }
+    return row
+
+
+def export_csv(store: Store, clip_ids: Iterable[int] | None = None) -> str:
+    """The CSV export as text (header + one row per measurement)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(store, clip_ids))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def export_json(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str, Any]:
+    """Full history as a JSON-ready dict: clips with their proposals, reviews, current
+    measurements and audit events, plus the model versions and store-wide audit events."""
+    ids = _clip_ids(store, clip_ids)
+    clips = []
+    for clip_id in ids:
+        c = store.clip(clip_id)
+        clips.append(
+            {
+                "clip_id": c.id,
+                "study_uid": c.study_uid,
+                "series_uid": c.series_uid,
+                "instance_uid": c.instance_uid,
+                "kind": c.kind,
+                "n_frames": c.n_frames,
+                "frame_time_ms": c.frame_time_ms,
+                "width_px": c.width_px,
+                "height_px": c.height_px,
+                "calibration_source": c.calibration_source,
+                "user_cm_per_px": c.user_cm_per_px,
+                "regions": list(c.regions),
+                "pixel_sha256": c.pixel_sha256,
+                "deidentification": c.deid_record,
+                "created_at": iso_utc(c.created_at),
+                "frames_saved": [f.frame_index for f in store.frame_images(c.id)],
+                "measurements": [_state_json(st) for st in store.current_measurements(c.id)],
+                "proposals": [_record_json(p) for p in store.proposals(c.id)],
+                "reviews": [_record_json(r) for r in store.reviews(c.id)],
+                "audit": [_record_json(a) for a in store.audit_events(c.id)],
+            }
+        )
+    return {
+        "schema": JSON_SCHEMA,
+        "echomeasure_version": __version__,
+        "exported_at": iso_utc(datetime.now(timezone.utc)),
+        "model_versions": [_record_json(m) for m in store.model_versions()],
+        "audit": [_record_json(a) for a in store.audit_events() if a.clip_id is None],
+        "clips": clips,
+    }
+
+
+def _state_json(st: MeasurementState) -> dict[str, Any]:
+    out = _record_json(st)
+    spec = catalog.get(st.measurement)
+    out["loinc"] = spec.loinc
+    out["ucum"] = ucum(st.unit) if st.unit else None
+    return out
+
+
+def _record_json(rec: Any) -> dict[str, Any]:
+    import dataclasses
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(rec):
+        v = getattr(rec, f.name)
+        if isinstance(v, datetime):
+            v = iso_utc(v)
+        elif isinstance(v, tuple):
+            v = [list(p) if isinstance(p, tuple) else p for p in v]
+        out[f.name] = v
+    return out
+
+
+# --------------------------------------------------------------------------- COCO
+
+
+def export_coco(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str, Any]:
+    """COCO keypoints for retraining: one image per reviewed frame, one annotation each."""
+    ids = _clip_ids(store, clip_ids)
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for frame in store.reviews_for_training(clip_ids=ids, require_image=False):
+        names = catalog.KEYPOINTS_2D if frame.kind == "2d" else catalog.DOPPLER_CHANNELS
+        category_id = 1 if frame.kind == "2d" else 2
+        image_id = len(images) + 1
+        file_name = (
+            str(frame.image_path.relative_to(store.images_dir)) if frame.image_path is not None else None
+        )
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": frame.width_px,
+                "height": frame.height_px,
+                "clip_id": frame.clip_id,
+                "frame_index": frame.frame_index,
+                "study_uid": frame.study_uid,
+                "instance_uid": frame.instance_uid,
+                "date_captured": iso_utc(frame.reviewed_at),
+            }
+        )
+        keypoints: list[float] = []
+        visible: list[tuple[float, float]] = []
+        for name in names:
+            point = frame.keypoints.get(name)
+            if point is None:
+                keypoints += [0.0, 0.0, 0]
+            else:
+                keypoints += [round(point[0], 2), round(point[1], 2), 2]
+                visible.append(point)
+        if not visible:
+            images.pop()
+            continue
+        xs, ys = [p[0] for p in visible], [p[1] for p in visible]
+        bbox = [round(min(xs), 2), round(min(ys), 2), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)]
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": category_id,
+                "keypoints": keypoints,
+                "num_keypoints": len(visible),
+                "bbox": bbox,
+                "area": round(bbox[2] * bbox[3], 2),
+                "iscrowd": 0,
+                "measurements": {k: [list(p) for p in v] for k, v in frame.measurements.items()},
+                "statuses": frame.statuses,
+                "model_version_ids": list(frame.model_version_ids),
+            }
+        )
+    categories = []
+    for cat in COCO_CATEGORIES:
+        c = dict(cat)
+        index = {n: i + 1 for i, n in enumerate(c["keypoints"])}
+        c["skeleton"] = (
+            [[index[a], index[b]] for a, b in dict.fromkeys(catalog.LINEAR_ENDPOINTS.values())]
+            if cat["id"] == 1
+            else []
+        )
+        categories.append(c)
+    return {
+        "info": {
+            "description": "echomeasure reviewed keypoints (synthetic or de-identified frames)",
+            "version": JSON_SCHEMA,
+            "date_created": iso_utc(datetime.now(timezone.utc)),
+            "file_names_relative_to": "the store's image folder",
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def render(store: Store, fmt: str, clip_ids: Iterable[int] | None = None) -> str:
+    """The export in ``fmt`` (csv, json or coco) as text."""
+    if fmt == "csv":
+        return export_csv(store, clip_ids)
+    if fmt == "json":
+        return json.dumps(export_json(store, clip_ids), indent=1, allow_nan=False) + "\n"
+    if fmt == "coco":
+        return json.dumps(export_coco(store, clip_ids), allow_nan=False) + "\n"
+    raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    target = Path(path).expanduser()
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise StoreError(f"cannot write {target}: folder {folder} does not exist")
+    if target.is_dir():
+        raise StoreError(f"cannot write {target}: it is a folder; give a file name")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def export(
+    store: Store,
+    fmt: str = "csv",
+    output: str | os.PathLike[str] | None = None,
+    clip_ids: Iterable[int] | None = None,
+) -> str:
+    """Render the export and write it to ``output`` atomically (returns the text).
+
+    With ``output`` None nothing is written; the caller prints the text.
+    """
+    text = render(store, fmt, clip_ids)
+    if output is not None:
+        write_atomic(output, text)
+        log.info("wrote %s export to %s", fmt, output)
+    return text

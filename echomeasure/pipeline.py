@@ -1,0 +1,184 @@
+"""Ingest one file end to end: de-identify -> store clip and frames -> propose -> store proposals.
+
+The CLI (``echomeasure ingest``) and the review UI both call :func:`ingest_path`.  Only the
+de-identification gate's output (:class:`echomeasure.ingest.DeidentifiedClip`) reaches the store.
+When no model weights are installed the clip is still stored, without proposals, and the
+result carries a warning instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from echomeasure.errors import MeasurementError, WeightsError
+from echomeasure.ingest.clip import display_name
+from echomeasure.store import ClipRecord, ProposalRecord, Store
+
+log = logging.getLogger(__name__)
+
+# progress(fraction 0..1, description): the signature of gradio.Progress as well.
+Progress = Callable[[float, str], Any]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to one file.
+
+    ``file`` is the base file name only (never the directories); show it on the terminal or
+    screen, never store or export it.  ``new`` is False when the clip was already in the store.
+    """
+
+    file: str
+    clip: ClipRecord
+    proposals: tuple[ProposalRecord, ...] = ()
+    new: bool = True
+    proposed: bool = False
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON line ``echomeasure ingest`` prints for this file (no identifying value)."""
+        c = self.clip
+        return {
+            "file": self.file,
+            "status": "ok",
+            "clip_id": c.id,
+            "new": self.new,
+            "study_uid": c.study_uid,
+            "series_uid": c.series_uid,
+            "instance_uid": c.instance_uid,
+            "kind": c.kind,
+            "frames": c.n_frames,
+            "calibration": c.calibration_source,
+            "proposals": len(self.proposals),
+            "warnings": list(self.warnings),
+        }
+
+
+def ingest_path(
+    path: str | os.PathLike[str],
+    store: Store,
+    *,
+    secret: bytes | str,
+    run_models: bool = True,
+    user_cm_per_px: float | None = None,
+    only: Sequence[str] | None = None,
+    save_frames: bool = True,
+    reviewer: str = "system",
+    progress: Progress | None = None,
+) -> IngestResult:
+    """De-identify ``path``, store it with its frames, and store the models' proposals.
+
+    Parameters
+    ----------
+    path
+        A DICOM, AVI/MP4 or PNG/JPEG file.
+    store
+        The review store to write to.
+    secret
+        Site secret for the HMAC UID remap (``echomeasure.config.secret()``).
+    run_models
+        Propose measurements (skipped with a warning when no weights are installed).
+    user_cm_per_px
+        A scale for uncalibrated sources (videos, screenshots).
+    only
+        Restrict the proposed measurements to these catalogue names.
+    save_frames
+        Keep every de-identified frame in the image store (the review UI and fine-tuning read
+        them from there).
+    reviewer
+        Who is ingesting (recorded in the audit trail).
+    progress
+        Called as ``progress(fraction, description)``.
+
+    Returns
+    -------
+    IngestResult
+
+    Raises
+    ------
+    EchomeasureError
+        The file cannot be read or de-identified (nothing is stored then).
+    """
+    from echomeasure import ingest
+
+    name = display_name(path)
+    report = progress or (lambda fraction, desc: None)
+    secret_bytes = secret.encode("utf-8") if isinstance(secret, str) else secret
+
+    report(0.0, f"de-identifying {name}")
+    dclip = ingest.load(Path(path), secret=secret_bytes, user_cm_per_px=user_cm_per_px)
+
+    report(0.3, "storing the de-identified clip")
+    record = store.add_clip(dclip, actor=reviewer)
+    if save_frames and (record.created or len(store.frame_images(record.id)) < record.n_frames):
+        report(0.35, "keeping the de-identified frames")
+        store.save_frames(record.id, dclip.clip.frames, actor=reviewer)
+
+    warnings: list[str] = []
+    proposals: tuple[ProposalRecord, ...] = ()
+    proposed = False
+    if not record.created:
+        proposals = tuple(store.proposals(record.id))
+    if run_models and not proposals:
+        report(0.5, "proposing measurements")
+        try:
+            clip_proposals = _propose(dclip, only, report)
+        except (WeightsError, MeasurementError) as exc:
+            warnings.append(f"no proposals: {exc}")
+            log.info("%s: no proposals: %s", name, exc)  # reported in the result, not twice
+        else:
+            proposals = tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer))
+            proposed = True
+    elif not run_models and not proposals:
+        warnings.append("proposals skipped on request")
+    report(1.0, "done")
+    return IngestResult(
+        file=name,
+        clip=record,
+        proposals=proposals,
+        new=record.created,
+        proposed=proposed,
+        warnings=tuple(warnings),
+    )
+
+
+def _propose(dclip: Any, only: Sequence[str] | None, report: Progress) -> Any:
+    """Run the models on the de-identified clip (imports torch only when needed)."""
+    from echomeasure.propose import propose
+
+    def frames_done(done: int, total: int) -> None:
+        report(0.5 + 0.45 * done / max(total, 1), f"proposing measurements: frame {done}/{total}")
+
+    return propose(dclip.clip, only=list(only) if only else None, progress=frames_done)
+
+
+# Files met in study folders that are never images; DICOM files may have any other name.
+NOT_MEDIA_SUFFIXES = frozenset({".json", ".md", ".txt", ".rst", ".csv", ".html", ".pdf", ".yaml", ".yml", ".log", ".xml"})
+
+
+def iter_input_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The files to ingest from the paths a user gave.
+
+    A file is taken as given; a folder is walked recursively in sorted order, skipping hidden
+    files and folders, ``*.json`` (the synthetic ground-truth files beside each case), documents
+    that are never images (README.md, notes.txt, ...) and DICOMDIR index files.
+    A path that does not exist is returned as is, so the caller reports it and goes on.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.is_dir():
+            out.append(p)
+            continue
+        for child in sorted(p.rglob("*")):
+            rel = child.relative_to(p)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if child.is_file() and child.suffix.lower() not in NOT_MEDIA_SUFFIXES and child.name != "DICOMDIR":
+                out.append(child)
+    return out

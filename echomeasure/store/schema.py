@@ -1,0 +1,236 @@
+"""SQLAlchemy 2.0 typed models of the review store.
+
+The schema is created and changed only by the Alembic migrations in ``db/migrations`` (never
+``create_all`` on a live database); these classes must match the latest migration, which
+``tests/test_store_migrations.py`` checks.
+
+Nothing that identifies a patient is stored: a ``clip`` row is built only from a
+:class:`echomeasure.ingest.DeidentifiedClip` (pseudonymous UIDs, pixel hash, calibration and
+the record of what de-identification did).  ``review`` and ``audit_event`` are append-only:
+database triggers refuse UPDATE and DELETE on them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+REVIEW_ACTIONS = ("accepted", "corrected", "rejected", "added")
+
+
+def utcnow() -> datetime:
+    """Current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always returned timezone-aware.
+
+    SQLite keeps no zone; PostgreSQL's ``timestamptz`` does.  Both come back as aware UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all store tables."""
+
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class Study(Base):
+    """A study, known only by its pseudonymous Study Instance UID."""
+
+    __tablename__ = "study"
+    __table_args__ = (UniqueConstraint("study_uid", name="uq_study_study_uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    clips: Mapped[list[Clip]] = relationship(back_populates="study")
+
+
+class Clip(Base):
+    """One de-identified clip (a DICOM instance, a video or a still)."""
+
+    __tablename__ = "clip"
+    __table_args__ = (
+        UniqueConstraint("instance_uid", "pixel_sha256", name="uq_clip_instance_pixels"),
+        CheckConstraint("kind IN ('2d', 'doppler')", name="ck_clip_kind"),
+        CheckConstraint("calibration_source IN ('dicom', 'user', 'none')", name="ck_clip_calibration_source"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
+    series_uid: Mapped[str] = mapped_column(String(64))
+    instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    source_kind: Mapped[str] = mapped_column(String(16))
+    n_frames: Mapped[int] = mapped_column(Integer)
+    frame_time_ms: Mapped[float | None] = mapped_column(Float)
+    width_px: Mapped[int] = mapped_column(Integer)
+    height_px: Mapped[int] = mapped_column(Integer)
+    regions: Mapped[list[Any]] = mapped_column(JSONType)
+    calibration_source: Mapped[str] = mapped_column(String(16))
+    user_cm_per_px: Mapped[float | None] = mapped_column(Float)
+    pixel_sha256: Mapped[str] = mapped_column(String(64))
+    deid_record: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="clips")
+
+
+class FrameImage(Base):
+    """A de-identified frame kept in the content-addressed image store.
+
+    ``relpath`` is relative to the store's image folder (``<sha[:2]>/<sha>.png``); ``sha256``
+    is the hash of the PNG file's bytes, checked when the frame is read back.
+    """
+
+    __tablename__ = "frame_image"
+    __table_args__ = (UniqueConstraint("clip_id", "frame_index", name="uq_frame_image_clip_frame"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id"), index=True)
+    frame_index: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    width_px: Mapped[int] = mapped_column(Integer)
+    height_px: Mapped[int] = mapped_column(Integer)
+    relpath: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """A set of weights that made proposals (shipped, trained or fine-tuned)."""
+
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("name", "version", "sha256", name="uq_model_version_identity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    trained_on: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Proposal(Base):
+    """One measurement a model proposed on one clip."""
+
+    __tablename__ = "proposal"
+    __table_args__ = (Index("ix_proposal_clip_measurement", "clip_id", "measurement"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id"))
+    frame_index: Mapped[int] = mapped_column(Integer)
+    measurement: Mapped[str] = mapped_column(String(32))
+    points: Mapped[list[Any]] = mapped_column(JSONType)
+    value: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16))
+    signed_value: Mapped[float | None] = mapped_column(Float)
+    pixel_length_px: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model_version: Mapped[ModelVersion | None] = relationship()
+
+
+class Review(Base):
+    """One human decision on a measurement (append-only)."""
+
+    __tablename__ = "review"
+    __table_args__ = (
+        CheckConstraint(
+            "action IN ('accepted', 'corrected', 'rejected', 'added')", name="ck_review_action"
+        ),
+        CheckConstraint("length(reviewer) > 0", name="ck_review_reviewer"),
+        Index("ix_review_clip_measurement", "clip_id", "measurement"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("proposal.id"), index=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id"))
+    frame_index: Mapped[int | None] = mapped_column(Integer)
+    measurement: Mapped[str] = mapped_column(String(32))
+    points: Mapped[list[Any] | None] = mapped_column(JSONType)
+    value: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(100))
+    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what to which entity, and when, with the state before and after (append-only)."""
+
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[int | None] = mapped_column(Integer)
+    clip_id: Mapped[int | None] = mapped_column(ForeignKey("clip.id"), index=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Tables whose rows may never change or disappear once written.
+APPEND_ONLY_TABLES = ("review", "audit_event")
+
+__all__ = [
+    "APPEND_ONLY_TABLES",
+    "AuditEvent",
+    "Base",
+    "Clip",
+    "FrameImage",
+    "ModelVersion",
+    "Proposal",
+    "REVIEW_ACTIONS",
+    "Review",
+    "Study",
+    "utcnow",
+]
