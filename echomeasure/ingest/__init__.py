@@ -1,0 +1,272 @@
+"""Ingest: read DICOM / video / still files, de-identify them, gate the result, calibrate.
+
+Public API (other stages code against these names)::
+
+    read_clip(path, *, user_cm_per_px=None, allow_non_us=False) -> Clip        # raw read, no de-id
+    load(path, *, secret, user_cm_per_px=None, allow_non_us=False) -> DeidentifiedClip
+    deidentify_file(in_path, out_path, *, secret) -> dict                       # atomic write
+    deidentify_dataset(ds, *, secret) -> pydicom.Dataset
+    inspect_file(path) -> dict
+    passes_gate(candidate_path_or_bytes, original_path) -> bool
+    physical_value(clip, name, points) -> (value, unit, signed_value)
+    distance_cm(regions, p1, p2), velocity_m_s(regions, x, y), spectral_region(regions)
+
+``load`` is the only way to get a :class:`DeidentifiedClip`: quarantine -> read -> de-identify ->
+gate.  The original is held only in the quarantine folder, which is removed in ``finally``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from echomeasure.errors import DeidentificationError, InvalidInputError
+from echomeasure.ingest.calibration import (
+    calibration_record,
+    distance_cm,
+    physical_value,
+    spectral_region,
+    velocity_m_s,
+)
+from echomeasure.ingest.clip import Clip, Region
+from echomeasure.ingest.deid import deidentify_dataset
+from echomeasure.ingest.gate import DeidentifiedClip, passes_gate
+from echomeasure.ingest.profile import DeidOptions
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Clip", "DeidOptions", "DeidentifiedClip", "Region", "calibration_record", "deidentify_dataset",
+    "deidentify_file", "distance_cm", "inspect_file", "load", "passes_gate", "physical_value",
+    "read_clip", "spectral_region", "velocity_m_s",
+]
+
+
+def _check_scale(user_cm_per_px: float | None) -> float | None:
+    if user_cm_per_px is None:
+        return None
+    v = float(user_cm_per_px)
+    if not (0 < v < 10):
+        raise InvalidInputError(f"a scale of {user_cm_per_px} cm per pixel is not plausible; give a positive value below 10")
+    return v
+
+
+def _kind(path: Path) -> tuple[str, str | None]:
+    from echomeasure.ingest.video_io import sniff
+
+    kind, fmt = sniff(path)
+    return ("dicom", None) if kind == "unknown" else (kind, fmt)
+
+
+def read_clip(path: str | os.PathLike[str], *, user_cm_per_px: float | None = None, allow_non_us: bool = False) -> Clip:
+    """Read and validate a file into a :class:`Clip` of uint8 RGB frames.  No de-identification.
+
+    Parameters
+    ----------
+    path : path-like
+        DICOM (any supported transfer syntax), AVI/MP4/MOV/MKV video, or PNG/JPEG still.
+    user_cm_per_px : float, optional
+        Scale for uncalibrated sources (videos, stills); recorded as calibration ``user``.
+    allow_non_us : bool
+        Read DICOM objects that are not ultrasound (refused by default).
+
+    Raises
+    ------
+    InputNotFoundError, InvalidInputError, UnsupportedEncodingError
+        Missing path or directory; unreadable, truncated or implausible file; undecodable encoding.
+    """
+    from echomeasure.ingest import dicom_io, video_io
+
+    p = dicom_io.check_path(path)
+    scale = _check_scale(user_cm_per_px)
+    kind, _ = _kind(p)
+    if kind == "video":
+        return video_io.read_video(p, user_cm_per_px=scale)
+    if kind == "image":
+        return video_io.read_image(p, user_cm_per_px=scale)
+    ds = dicom_io.read_dataset(p)
+    clip = dicom_io.clip_from_dataset(ds, source_name=p.name, user_cm_per_px=scale, allow_non_us=allow_non_us)
+    if clip.regions and scale is not None:
+        log.info("%s: DICOM regions present; the user scale is kept but DICOM calibration takes precedence", p.name)
+    return clip
+
+
+@dataclass
+class _Outcome:
+    data: bytes
+    clip: DeidentifiedClip
+    source_kind: str
+    container: str | None
+
+
+def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None, allow_non_us: bool,
+                     options: DeidOptions) -> _Outcome:
+    """Quarantine -> read -> de-identify -> gate; returns the output bytes and the gated clip."""
+    from echomeasure.ingest import deid, dicom_io, gate, video_io
+    from echomeasure.ingest.quarantine import quarantined
+
+    if not secret:
+        raise DeidentificationError("the de-identification secret is empty; set ECHOMEASURE_SECRET or pass --secret")
+    kind, fmt = _kind(path)
+    with quarantined(path) as original:
+        if kind == "dicom":
+            ds = dicom_io.read_dataset(original)
+            dicom_io.check_sop_class(ds, "file", allow_non_us)
+            geometry = dicom_io.check_geometry(ds)
+            frames = dicom_io.decode_frames(ds, geometry)
+            regions = dicom_io.regions_from_dataset(ds)
+            identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
+            result = deid.deidentify_dicom(ds, frames, regions, secret=secret, options=options, attach_pixels=False)
+            del frames, ds
+            data = deid.dicom_bytes(result.dataset, result.frames)
+            del result.frames
+            dc = gate.admit_dicom(identifiers, data, result.record, user_cm_per_px=user_cm_per_px)
+            return _Outcome(data, dc, "dicom", None)
+        from echomeasure.ingest.sector import motion_sector_mask
+
+        if kind == "video":
+            identifiers = gate.collect_container_identifiers(video_io.container_metadata(original))
+            clip = video_io.read_video(original, user_cm_per_px=user_cm_per_px)
+        else:
+            identifiers = gate.collect_container_identifiers(video_io.image_metadata(original.read_bytes()))
+            clip = video_io.read_image(original, user_cm_per_px=user_cm_per_px)
+        keep = motion_sector_mask(clip.frames)
+        if keep is not None:
+            frames = deid.blank_outside(clip.frames, keep)
+            pixels = {"method": "motion-sector-mask", "cleaned": True, "blanked_fraction": round(1 - float(keep.mean()), 4),
+                      "note": "pixels that do not vary over time (outside the scan sector) set to 0; confirm visually",
+                      "human_confirmation_needed": True}
+        else:
+            frames = clip.frames
+            pixels = {"method": "none", "cleaned": False, "blanked_fraction": 0.0,
+                      "note": "no moving sector found (still image or static clip): pixels were NOT cleaned; "
+                              "a human must confirm there is no burned-in text",
+                      "human_confirmation_needed": True}
+        if kind == "video":
+            data = video_io.encode_video(frames, fmt or "mp4", clip.frame_time_ms)  # type: ignore[arg-type]
+        else:
+            data = video_io.encode_image(frames[0], fmt or "png")  # type: ignore[arg-type]
+        record = {
+            "profile": "container re-encode: decoded and written into a new container without metadata",
+            "options": {"container": fmt},
+            "cid7050_codes": [],
+            "metadata": "dropped (only muxer-written technical keys remain)",
+            "pixels": pixels,
+            "output": {"container": fmt, "codec": ("libx264" if fmt in ("mp4", "mov") else "ffv1") if kind == "video" else fmt},
+        }
+        dc = gate.admit_frames(identifiers, data, "video" if kind == "video" else "image", frames, record,
+                               frame_time_ms=clip.frame_time_ms, source_kind=kind, secret=secret,
+                               user_cm_per_px=user_cm_per_px)
+        return _Outcome(data, dc, kind, fmt)
+
+
+def load(path: str | os.PathLike[str], *, secret: bytes, user_cm_per_px: float | None = None,
+         allow_non_us: bool = False, options: DeidOptions = DeidOptions()) -> DeidentifiedClip:
+    """Quarantine, read, de-identify and gate a file: the only source of :class:`DeidentifiedClip`.
+
+    Parameters
+    ----------
+    path : path-like
+        DICOM, video or still.
+    secret : bytes
+        Site secret for the HMAC UID remap, pseudonyms and date offsets (``config.secret()``).
+    user_cm_per_px : float, optional
+        Scale for uncalibrated sources.
+    allow_non_us : bool
+        Accept non-ultrasound DICOM objects.
+    options : DeidOptions
+        Profile options (dates shifted by default).
+
+    Returns
+    -------
+    DeidentifiedClip
+        De-identified frames (read-only), pseudonymous UIDs, ``pixel_sha256`` and ``deid_record``.
+
+    Raises
+    ------
+    EchomeasureError subclasses
+        Bad input (see :func:`read_clip`) or :class:`DeidentificationError` when the gate refuses.
+    """
+    from echomeasure.ingest.dicom_io import check_path
+
+    p = check_path(path)
+    return _deidentify_path(p, secret=secret, user_cm_per_px=_check_scale(user_cm_per_px),
+                            allow_non_us=allow_non_us, options=options).clip
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def deidentify_file(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, secret: bytes,
+                    allow_non_us: bool = False, options: DeidOptions = DeidOptions()) -> dict:
+    """Write a de-identified copy of ``in_path`` at ``out_path`` (DICOM to DICOM, video to video).
+
+    The output is written to a temporary file in the output folder and renamed into place only
+    after the gate passed it, so nothing partial is ever left at ``out_path``.  Refuses to
+    overwrite the input.
+
+    Returns
+    -------
+    dict
+        JSON-able summary: output path, kind, pseudonymous UIDs, frames, size, pixel sha256 and
+        the de-identification record.
+    """
+    from echomeasure.ingest.dicom_io import check_path
+
+    src = check_path(in_path)
+    dst = Path(out_path)
+    if _same_file(src, dst) or src.resolve() == dst.resolve():
+        raise InvalidInputError("the output path is the input file; write the de-identified copy elsewhere")
+    if dst.is_dir():
+        raise InvalidInputError(f"{dst}: is a directory; give an output file name")
+    if not dst.parent.exists():
+        raise InvalidInputError(f"{dst.parent}: output folder does not exist")
+    outcome = _deidentify_path(src, secret=secret, user_cm_per_px=None, allow_non_us=allow_non_us, options=options)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(outcome.data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dc = outcome.clip
+    return {
+        "output": str(dst),
+        "source_kind": outcome.source_kind,
+        "container": outcome.container,
+        "kind": dc.kind,
+        "display_name": dc.display_name,
+        "study_uid": dc.study_uid,
+        "series_uid": dc.series_uid,
+        "instance_uid": dc.instance_uid,
+        "frames": dc.clip.n_frames,
+        "rows": dc.clip.height,
+        "columns": dc.clip.width,
+        "frame_time_ms": dc.frame_time_ms,
+        "bytes": len(outcome.data),
+        "pixel_sha256": dc.pixel_sha256,
+        "deid_record": dc.deid_record,
+    }
+
+
+def inspect_file(path: str | os.PathLike[str]) -> dict:
+    """Describe a file as JSON without decoding its pixels (DICOM) or with one pass (video).
+
+    Keys: ``source_kind``, ``kind``, ``frames``, ``rows``, ``columns``, ``frame_time_ms``,
+    ``regions`` (with unit and data-type names), ``calibration``, ``burned_in_annotation``,
+    ``deidentification`` (PatientIdentityRemoved, method, codes), ``transfer_syntax``,
+    ``sop_class`` and ``ultrasound``.
+    """
+    from echomeasure.ingest.inspect import inspect_path
+
+    return inspect_path(path)

@@ -1,0 +1,306 @@
+"""Physical values from pixel positions: the DICOM Sequence of Ultrasound Regions, or a user scale.
+
+The one place where pixels become centimetres or metres per second (domain.md section 3):
+
+* distances: two points in *one* 2D region whose X and Y units are cm,
+  ``hypot(dx * |DeltaX|, dy * |DeltaY|)``;
+* velocities: a row in a spectral Doppler region whose Y units are cm/s,
+  ``v = ReferencePhysicalValueY + (row - (MinY0 + ReferencePixelY0)) * DeltaY`` (signed, the
+  sign the region implies); Vmax is reported as a magnitude.
+
+Anything else is refused with :class:`~echomeasure.errors.CalibrationError`: no region contains
+the points, the points fall in two regions, the units are wrong, or the Doppler scale is
+frequency.  Videos and stills carry no regions: their values stay in pixels unless the user gives
+a scale in cm per pixel (calibration source ``user``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from echomeasure import catalog
+from echomeasure.errors import CalibrationError, MeasurementError
+from echomeasure.ingest.clip import (
+    SPATIAL_2D,
+    SPATIAL_SPECTRAL,
+    UNIT_CM,
+    UNIT_CM_S,
+    Clip,
+    Region,
+)
+
+Point = tuple[float, float]
+
+SPATIAL_FORMAT_NAMES = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
+DATA_TYPE_NAMES = {
+    0: "none", 1: "tissue", 2: "color flow", 3: "PW spectral Doppler", 4: "CW spectral Doppler",
+    5: "Doppler mean trace", 6: "Doppler mode trace", 7: "Doppler max trace", 8: "volume trace",
+    9: "d(volume)/dt trace", 10: "ECG trace", 11: "pulse trace", 12: "phonocardiogram trace",
+    13: "gray bar", 14: "color bar", 15: "integrated backscatter", 16: "area trace",
+    17: "d(area)/dt", 18: "other physical input",
+}
+UNIT_NAMES = {
+    0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "seconds", 5: "hertz", 6: "dB/seconds",
+    7: "cm/sec", 8: "cm2", 9: "cm2/sec", 10: "cm3", 11: "cm3/sec", 12: "degrees",
+}
+# Data types that image anatomy in a 2D region: distances are meaningful there.
+_IMAGING_DATA_TYPES = (1, 2, 15)
+_SPECTRAL_DATA_TYPES = (3, 4)
+
+
+def _fmt(p: Point) -> str:
+    return f"({p[0]:.1f}, {p[1]:.1f})"
+
+
+def _area_px(r: Region) -> int:
+    return (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1)
+
+
+def regions_containing(regions: Iterable[Region], point: Point) -> list[Region]:
+    """All regions whose box (max inclusive) contains ``point`` (x, y) in pixels."""
+    x, y = point
+    return [r for r in regions if r.contains(x, y)]
+
+
+def _common_region(regions: Sequence[Region], points: Sequence[Point], what: str) -> list[Region]:
+    """Regions containing every point; refuses when a point is outside all regions or the points split."""
+    if not regions:
+        raise CalibrationError(
+            f"this image has no ultrasound regions, so a {what} cannot be calibrated; "
+            "give a scale in cm per pixel or use a calibrated DICOM"
+        )
+    per_point = [regions_containing(regions, p) for p in points]
+    for p, found in zip(points, per_point):
+        if not found:
+            raise CalibrationError(
+                f"no ultrasound region contains point {_fmt(p)}; place the caliper inside the image sector"
+            )
+    common = [r for r in per_point[0] if all(r in found for found in per_point[1:])]
+    if not common:
+        raise CalibrationError(
+            f"the points {', '.join(_fmt(p) for p in points)} lie in different ultrasound regions; "
+            "a measurement must stay within one region"
+        )
+    return common
+
+
+def region_for_distance(regions: Sequence[Region], p1: Point, p2: Point) -> Region:
+    """The 2D region (units cm) that contains both points.
+
+    Nested regions (colour flow inside a 2D sector) are resolved by preferring tissue, then the
+    smallest box.  Raises :class:`CalibrationError` when no region qualifies.
+    """
+    common = _common_region(regions, (p1, p2), "distance")
+    usable = [r for r in common if r.is_2d_cm]
+    if not usable:
+        r = common[0]
+        raise CalibrationError(
+            f"the region holding these points is {SPATIAL_FORMAT_NAMES.get(r.spatial_format, r.spatial_format)} "
+            f"with units {UNIT_NAMES.get(r.units_x, r.units_x)}/{UNIT_NAMES.get(r.units_y, r.units_y)}; "
+            "a distance needs a 2D region in cm"
+        )
+    usable.sort(key=lambda r: (r.data_type not in _IMAGING_DATA_TYPES, r.data_type != 1, _area_px(r)))
+    return usable[0]
+
+
+def distance_cm(regions: Sequence[Region], p1: Point, p2: Point) -> float:
+    """Length in cm between two points (pixels, x right, y down) in one 2D region.
+
+    Parameters
+    ----------
+    regions : sequence of Region
+        The clip's ultrasound regions.
+    p1, p2 : (float, float)
+        Caliper endpoints in original-image pixel coordinates.
+
+    Returns
+    -------
+    float
+        ``hypot(dx * |DeltaX|, dy * |DeltaY|)`` in cm.
+
+    Raises
+    ------
+    CalibrationError
+        No region contains the points, they fall in two regions, or the region is not 2D in cm.
+    """
+    r = region_for_distance(regions, p1, p2)
+    dx_px = float(p2[0]) - float(p1[0])
+    dy_px = float(p2[1]) - float(p1[1])
+    return math.hypot(dx_px * abs(r.delta_x), dy_px * abs(r.delta_y))
+
+
+def _spectral_problem(r: Region) -> str | None:
+    if r.spatial_format != SPATIAL_SPECTRAL:
+        return (f"the region is {SPATIAL_FORMAT_NAMES.get(r.spatial_format, r.spatial_format)}, "
+                "not spectral Doppler")
+    if r.doppler_scale_is_frequency:
+        return "the Doppler scale of this region is frequency (Hz), not velocity; re-export the strip with a velocity scale"
+    if r.units_y != UNIT_CM_S:
+        return (f"the vertical units of the spectral region are {UNIT_NAMES.get(r.units_y, r.units_y)}, "
+                "a velocity needs cm/sec")
+    if r.delta_y == 0:
+        return "the spectral region has a zero vertical scale (PhysicalDeltaY = 0)"
+    return None
+
+
+def spectral_region(regions: Sequence[Region]) -> Region:
+    """The spectral Doppler region to read velocities from.
+
+    Chooses among regions with spatial format 3 (spectral) and data type PW/CW Doppler whose
+    vertical units are cm/s; with several, the largest.  Raises :class:`CalibrationError` when
+    there is none, or when the only spectral region has a frequency scale or other units.
+    """
+    spectral = [r for r in regions if r.spatial_format == SPATIAL_SPECTRAL]
+    if not spectral:
+        raise CalibrationError("this image has no spectral Doppler region; open a Doppler strip or give the trace type")
+    good = [r for r in spectral if _spectral_problem(r) is None]
+    if not good:
+        raise CalibrationError(_spectral_problem(spectral[0]) or "no usable spectral region")
+    good.sort(key=lambda r: (r.data_type not in _SPECTRAL_DATA_TYPES, -_area_px(r)))
+    return good[0]
+
+
+def baseline_row(region: Region) -> float:
+    """Image row of the zero-velocity baseline of a spectral region (``MinY0 + ReferencePixelY0``)."""
+    ref_y0 = region.ref_y0 if region.ref_y0 is not None else 0
+    return float(region.y0 + ref_y0)
+
+
+def velocity_cm_s_in_region(region: Region, y: float) -> float:
+    """Signed velocity in cm/s at image row ``y`` of a spectral region (no containment check)."""
+    problem = _spectral_problem(region)
+    if problem:
+        raise CalibrationError(problem)
+    return float(region.ref_phys_y) + (float(y) - baseline_row(region)) * float(region.delta_y)
+
+
+def velocity_m_s(regions: Sequence[Region], x: float, y: float) -> float:
+    """Signed velocity in m/s at pixel (x, y) of the spectral region that contains it.
+
+    ``v = ReferencePhysicalValueY + (y - (MinY0 + ReferencePixelY0)) * DeltaY`` in cm/s, divided
+    by 100.  The sign is the one the region implies (vendors sign DeltaY differently); report
+    a peak as ``abs()`` of this.
+
+    Raises
+    ------
+    CalibrationError
+        No region contains the point, the region is not spectral, its scale is frequency, or its
+        vertical units are not cm/s.
+    """
+    containing = _common_region(regions, ((x, y),), "velocity")
+    spectral = [r for r in containing if r.spatial_format == SPATIAL_SPECTRAL]
+    if not spectral:
+        r = containing[0]
+        raise CalibrationError(
+            f"point {_fmt((x, y))} lies in a {SPATIAL_FORMAT_NAMES.get(r.spatial_format, r.spatial_format)} "
+            "region, not in the spectral Doppler strip"
+        )
+    good = [r for r in spectral if _spectral_problem(r) is None]
+    if not good:
+        raise CalibrationError(_spectral_problem(spectral[0]) or "no usable spectral region")
+    good.sort(key=lambda r: _area_px(r))
+    return velocity_cm_s_in_region(good[0], y) / 100.0
+
+
+def _as_points(points: object) -> list[Point]:
+    pts = [tuple(map(float, p)) for p in points]  # type: ignore[union-attr]
+    for p in pts:
+        if len(p) != 2 or not all(math.isfinite(c) for c in p):
+            raise ValueError(f"points must be finite (x, y) pairs, got {points!r}")
+    return pts  # type: ignore[return-value]
+
+
+def physical_value(clip: Clip, name: str, points: Sequence[Sequence[float]]) -> tuple[float | None, str, float | None]:
+    """The physical value of a catalogue measurement placed at ``points`` on ``clip``.
+
+    Parameters
+    ----------
+    clip : Clip
+        The clip (its regions or user scale give the calibration).
+    name : str
+        Catalogue name: a 2D linear measurement (``ivsd``, ``lvidd``, ...) or a Doppler peak
+        (``av_vmax``, ``mv_e``, ...).
+    points : sequence of (x, y)
+        Two caliper endpoints for 2D names; one peak point (the first is used) for Doppler.
+
+    Returns
+    -------
+    (value, unit, signed_value)
+        2D: ``(cm, "cm", None)`` from a DICOM 2D region or the user's cm-per-pixel scale, or
+        ``(None, "px", None)`` when the clip is uncalibrated.  Doppler: ``(|v|, "m/s", v)`` with
+        ``v`` the signed velocity in m/s, or ``(None, "px", None)`` without a spectral
+        calibration on an uncalibrated source.
+
+    Raises
+    ------
+    CalibrationError
+        The DICOM calibration refuses the points (outside regions, two regions, wrong units,
+        frequency scale).
+    MeasurementError
+        ``name`` is derived (``mv_ea``) and has no points of its own.
+    """
+    m = catalog.get(name)
+    pts = _as_points(points)
+    if m.n_points == 0:
+        raise MeasurementError(f"{name} is derived from other measurements; compute it from their values")
+    if m.mode == "2d":
+        if len(pts) != 2:
+            raise ValueError(f"{name} needs 2 points, got {len(pts)}")
+        if clip.regions:
+            return distance_cm(clip.regions, pts[0], pts[1]), "cm", None
+        if clip.user_cm_per_px:
+            length_px = math.hypot(pts[1][0] - pts[0][0], pts[1][1] - pts[0][1])
+            return length_px * float(clip.user_cm_per_px), "cm", None
+        return None, "px", None
+    if not pts:
+        raise ValueError(f"{name} needs a peak point")
+    if not clip.regions:
+        return None, "px", None
+    v_m_s = velocity_m_s(clip.regions, pts[0][0], pts[0][1])
+    return abs(v_m_s), "m/s", v_m_s
+
+
+def pixel_length(p1: Sequence[float], p2: Sequence[float]) -> float:
+    """Euclidean caliper length in pixels (no calibration)."""
+    return math.hypot(float(p2[0]) - float(p1[0]), float(p2[1]) - float(p1[1]))
+
+
+def region_record(r: Region) -> dict:
+    """A JSON-serialisable description of one region with readable names for its codes."""
+    return {
+        "box_px": [r.x0, r.y0, r.x1, r.y1],
+        "spatial_format": r.spatial_format,
+        "spatial_format_name": SPATIAL_FORMAT_NAMES.get(r.spatial_format, "unknown"),
+        "data_type": r.data_type,
+        "data_type_name": DATA_TYPE_NAMES.get(r.data_type, "unknown"),
+        "units_x": UNIT_NAMES.get(r.units_x, str(r.units_x)),
+        "units_y": UNIT_NAMES.get(r.units_y, str(r.units_y)),
+        "delta_x": r.delta_x,
+        "delta_y": r.delta_y,
+        "reference_pixel_x0": r.ref_x0,
+        "reference_pixel_y0": r.ref_y0,
+        "reference_physical_value_x": r.ref_phys_x,
+        "reference_physical_value_y": r.ref_phys_y,
+        "doppler_scale": ("frequency" if r.doppler_scale_is_frequency else "velocity") if r.is_spectral else None,
+        "calibrated": r.is_2d_cm or (r.is_spectral and _spectral_problem(r) is None),
+    }
+
+
+def calibration_record(clip: Clip) -> dict:
+    """JSON description of how a clip is calibrated, for stores and exports.
+
+    ``{"source": "dicom"|"user"|"none", "user_cm_per_px": ..., "regions": [...]}``.
+    """
+    return {
+        "source": clip.calibration_source,
+        "user_cm_per_px": clip.user_cm_per_px,
+        "regions": [region_record(r) for r in clip.regions],
+    }
+
+
+__all__ = [
+    "Point", "baseline_row", "calibration_record", "distance_cm", "physical_value", "pixel_length",
+    "region_for_distance", "region_record", "regions_containing", "spectral_region", "velocity_m_s",
+    "velocity_cm_s_in_region", "SPATIAL_2D", "UNIT_CM",
+]

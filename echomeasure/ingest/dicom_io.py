@@ -1,0 +1,382 @@
+"""Reading ultrasound DICOM: validate the header against the bytes present, then decode to RGB.
+
+Supports single and multi-frame images; RGB, YBR_FULL, YBR_FULL_422, YBR_RCT/ICT, PALETTE COLOR,
+MONOCHROME1/2; 8 and 16 bit; native (little/big endian, explicit/implicit VR), RLE, JPEG
+Baseline/Extended/Lossless, JPEG-LS and JPEG 2000 through pydicom 3's decoders (pylibjpeg
+plugins).  Dimensions are checked against the bytes present *before* anything is decoded, so a
+header that claims 100000 x 100000 pixels never allocates them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from echomeasure.errors import InputNotFoundError, InvalidInputError, UnsupportedEncodingError
+from echomeasure.ingest.clip import Clip, Region
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE_PX = 4096
+MAX_TOTAL_BYTES = 2 * 1024**3  # decoded RGB uint8, all frames
+
+US_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.6.2": "Enhanced US Volume Storage",
+}
+
+# Transfer syntaxes that carry a video bitstream: pydicom cannot decode them.
+_VIDEO_SYNTAXES = {
+    "1.2.840.10008.1.2.4.100": "MPEG2 Main Profile / Main Level",
+    "1.2.840.10008.1.2.4.100.1": "Fragmentable MPEG2 Main Profile / Main Level",
+    "1.2.840.10008.1.2.4.101": "MPEG2 Main Profile / High Level",
+    "1.2.840.10008.1.2.4.101.1": "Fragmentable MPEG2 Main Profile / High Level",
+    "1.2.840.10008.1.2.4.102": "MPEG-4 AVC/H.264 High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.102.1": "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.103": "MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.103.1": "Fragmentable MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1",
+    "1.2.840.10008.1.2.4.104": "MPEG-4 AVC/H.264 High Profile For 2D Video",
+    "1.2.840.10008.1.2.4.104.1": "Fragmentable MPEG-4 AVC/H.264 High Profile For 2D Video",
+    "1.2.840.10008.1.2.4.105": "MPEG-4 AVC/H.264 High Profile For 3D Video",
+    "1.2.840.10008.1.2.4.105.1": "Fragmentable MPEG-4 AVC/H.264 High Profile For 3D Video",
+    "1.2.840.10008.1.2.4.106": "MPEG-4 AVC/H.264 Stereo High Profile",
+    "1.2.840.10008.1.2.4.106.1": "Fragmentable MPEG-4 AVC/H.264 Stereo High Profile",
+    "1.2.840.10008.1.2.4.107": "HEVC/H.265 Main Profile / Level 5.1",
+    "1.2.840.10008.1.2.4.108": "HEVC/H.265 Main 10 Profile / Level 5.1",
+}
+
+
+@dataclass(frozen=True)
+class PixelGeometry:
+    """What the header says the pixel data is, checked against the bytes present."""
+
+    rows: int
+    columns: int
+    n_frames: int
+    samples_per_pixel: int
+    bits_allocated: int
+    photometric: str
+    transfer_syntax: str
+    encapsulated: bool
+
+
+def check_path(path: str | os.PathLike[str]) -> Path:
+    """The path as a :class:`Path`, refusing missing paths, directories and empty files."""
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise InputNotFoundError(f"{p}: is a directory; give a DICOM, video or image file")
+    if not p.is_file():
+        raise InputNotFoundError(f"{p}: not a regular file")
+    if p.stat().st_size == 0:
+        raise InvalidInputError(f"{p.name}: the file is empty")
+    return p
+
+
+def is_ultrasound(ds: Dataset) -> bool:
+    """True for the ultrasound SOP classes (current and retired) or Modality ``US``."""
+    sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    return sop in US_SOP_CLASSES or str(ds.get("Modality", "")).upper() == "US"
+
+
+def sop_class_name(uid: str | None) -> str | None:
+    """Readable name of a SOP class UID (None when unknown or absent)."""
+    if not uid:
+        return None
+    if uid in US_SOP_CLASSES:
+        return US_SOP_CLASSES[uid]
+    name = UID(uid).name
+    return name if name != uid else None
+
+
+def read_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
+    """Parse a DICOM file (with or without the 128-byte preamble), mapping parse errors to user errors."""
+    p = Path(path)
+    try:
+        return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        pass
+    except (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        raise InvalidInputError(f"{p.name}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    # No preamble: accept only if the forced parse finds an image header.
+    try:
+        ds = pydicom.dcmread(p, force=True, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:  # noqa: BLE001 - any parser failure means "not DICOM"
+        raise InvalidInputError(f"{p.name}: not a DICOM, video or image file") from exc
+    if "Rows" not in ds and "SOPClassUID" not in ds:
+        raise InvalidInputError(f"{p.name}: not a DICOM, video or image file")
+    if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
+        ds.file_meta.TransferSyntaxUID = (
+            pydicom.uid.ImplicitVRLittleEndian if ds.is_implicit_VR else pydicom.uid.ExplicitVRLittleEndian
+        )
+    return ds
+
+
+def transfer_syntax(ds: Dataset) -> UID:
+    """The dataset's transfer syntax (Implicit VR Little Endian when the meta is missing)."""
+    fm = getattr(ds, "file_meta", None)
+    ts = fm.get("TransferSyntaxUID") if fm is not None else None
+    return UID(ts) if ts else pydicom.uid.ImplicitVRLittleEndian
+
+
+def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
+    v = ds.get(keyword, None)
+    if v is None or v == "":
+        return default
+    try:
+        return int(v)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{keyword} has an unreadable value {v!r}") from exc
+
+
+def check_geometry(ds: Dataset, name: str = "") -> PixelGeometry:
+    """Validate the image header against the pixel bytes present, before any decoding.
+
+    Raises :class:`InvalidInputError` for missing pixel data, zero frames, absurd dimensions,
+    truncated data or a NumberOfFrames larger than the data; :class:`UnsupportedEncodingError`
+    for transfer syntaxes that cannot be decoded here.
+    """
+    label = f"{name}: " if name else ""
+    if "PixelData" not in ds:
+        raise InvalidInputError(f"{label}the DICOM file has no pixel data (not an image)")
+    rows = _int(ds, "Rows", 0) or 0
+    cols = _int(ds, "Columns", 0) or 0
+    spp = _int(ds, "SamplesPerPixel", 1) or 1
+    bits = _int(ds, "BitsAllocated", 8) or 8
+    n_frames = _int(ds, "NumberOfFrames", 1)
+    n_frames = 1 if n_frames is None else n_frames
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    ts = transfer_syntax(ds)
+    if n_frames <= 0:
+        raise InvalidInputError(f"{label}NumberOfFrames is {n_frames}: the file holds zero frames")
+    if rows <= 0 or cols <= 0:
+        raise InvalidInputError(f"{label}the image size is {rows} x {cols} pixels; the header is corrupt")
+    if rows > MAX_SIDE_PX or cols > MAX_SIDE_PX:
+        raise InvalidInputError(
+            f"{label}the header claims {rows} x {cols} pixels per frame; more than {MAX_SIDE_PX} x {MAX_SIDE_PX} is refused"
+        )
+    total = n_frames * rows * cols * 3
+    if total > MAX_TOTAL_BYTES:
+        raise InvalidInputError(
+            f"{label}{n_frames} frames of {rows} x {cols} would need {total / 2**30:.1f} GiB decoded; "
+            f"the limit is {MAX_TOTAL_BYTES / 2**30:.0f} GiB: split the clip"
+        )
+    if spp not in (1, 3) or bits not in (1, 8, 16, 32):
+        raise UnsupportedEncodingError(f"{label}{spp} samples per pixel at {bits} bits allocated are not supported")
+    if ts in _VIDEO_SYNTAXES:
+        raise UnsupportedEncodingError(
+            f"{label}pixel data is a video bitstream ({_VIDEO_SYNTAXES[ts]}, {ts}), which is not supported; "
+            "export the clip from the scanner as JPEG, RLE or uncompressed DICOM, or as an MP4 file"
+        )
+    encapsulated = bool(ts.is_compressed)
+    raw = ds["PixelData"].value
+    if raw is None:
+        raise InvalidInputError(f"{label}the pixel data is empty")
+    if encapsulated:
+        _check_encapsulated(raw, n_frames, label)
+        try:
+            decoder = pydicom.pixels.get_decoder(ts)
+        except NotImplementedError as exc:
+            raise UnsupportedEncodingError(f"{label}transfer syntax {ts.name} ({ts}) cannot be decoded") from exc
+        if not decoder.is_available:
+            missing = "; ".join(str(m) for m in decoder.missing_dependencies)
+            raise UnsupportedEncodingError(
+                f"{label}no decoder installed for {ts.name} ({ts}); install one of the plugins ({missing})"
+            )
+    else:
+        if photometric == "YBR_FULL_422" and spp == 3:
+            frame_bytes = rows * cols * 2 * (bits // 8)
+        else:
+            frame_bytes = (rows * cols * spp * bits + 7) // 8
+        expected = frame_bytes * n_frames
+        if len(raw) < expected:
+            have = len(raw) // frame_bytes if frame_bytes else 0
+            raise InvalidInputError(
+                f"{label}pixel data is truncated: {len(raw)} bytes present, {expected} needed for "
+                f"{n_frames} frames of {rows} x {cols} (only {have} complete frames)"
+            )
+    return PixelGeometry(rows, cols, n_frames, spp, bits, photometric, str(ts), encapsulated)
+
+
+def _check_encapsulated(raw: bytes, n_frames: int, label: str) -> None:
+    """Count the fragments of encapsulated pixel data without decoding them."""
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
+    from io import BytesIO
+
+    try:
+        fp = BytesIO(raw)
+        offsets = parse_basic_offsets(fp)
+        n_fragments, _ = parse_fragments(fp)
+    except (ValueError, EOFError, OSError) as exc:
+        raise InvalidInputError(f"{label}encapsulated pixel data is corrupt or truncated ({exc})") from exc
+    if n_fragments == 0:
+        raise InvalidInputError(f"{label}encapsulated pixel data holds no fragments")
+    available = len(offsets) if offsets else n_fragments
+    if n_frames > max(available, n_fragments if not offsets else available):
+        raise InvalidInputError(
+            f"{label}NumberOfFrames is {n_frames} but the pixel data holds only {available} frames"
+        )
+
+
+def _to_uint8(arr: np.ndarray, bits_stored: int) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind == "f":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return np.clip((arr - lo) * scale, 0, 255).astype(np.uint8)
+    if arr.dtype.kind == "i":
+        arr = arr.astype(np.int64) - int(arr.min())
+        top = max(int(arr.max()), 1)
+        return (arr * 255 // top).astype(np.uint8)
+    shift = max(int(bits_stored) - 8, 0)
+    return (arr >> shift).astype(np.uint8) if shift else arr.astype(np.uint8)
+
+
+def decode_frames(ds: Dataset, geometry: PixelGeometry) -> np.ndarray:
+    """Decode all frames to a contiguous (N, H, W, 3) uint8 RGB array.
+
+    Fast path: native 8-bit RGB (planar configuration 0) is viewed straight from the bytes
+    (read-only; callers that modify it must copy, e.g. by the blanking multiply).
+    """
+    g = geometry
+    pi = g.photometric
+    if not g.encapsulated and g.bits_allocated == 8 and g.samples_per_pixel == 3 and pi == "RGB" \
+            and int(ds.get("PlanarConfiguration", 0) or 0) == 0:
+        n = g.rows * g.columns * 3 * g.n_frames
+        return np.frombuffer(ds.PixelData, dtype=np.uint8, count=n).reshape(g.n_frames, g.rows, g.columns, 3)
+    try:
+        arr = pydicom.pixels.pixel_array(ds)
+    except (ValueError, RuntimeError, EOFError, OSError, IndexError, TypeError, KeyError) as exc:
+        raise InvalidInputError(f"the pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
+    except NotImplementedError as exc:
+        raise UnsupportedEncodingError(f"the pixel data cannot be decoded here ({exc})") from exc
+    if g.n_frames == 1 and arr.ndim == (3 if g.samples_per_pixel == 3 else 2):
+        arr = arr[None]
+    if arr.shape[0] != g.n_frames:
+        raise InvalidInputError(f"decoded {arr.shape[0]} frames, the header says {g.n_frames}")
+    bits_stored = int(ds.get("BitsStored", g.bits_allocated) or g.bits_allocated)
+    if pi == "PALETTE COLOR":
+        try:
+            rgb = pydicom.pixels.apply_color_lut(arr, ds)
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise InvalidInputError(f"the palette colour lookup table is missing or invalid ({exc})") from exc
+        lut_bits = 16 if rgb.dtype != np.uint8 else 8
+        if lut_bits == 16:
+            # Palette entries are 16-bit when the LUT descriptor says so; many 8-bit LUTs are
+            # stored scaled to 16 bits: take the high byte only if values exceed 255.
+            rgb = (rgb >> 8).astype(np.uint8) if int(rgb.max(initial=0)) > 255 else rgb.astype(np.uint8)
+        return np.ascontiguousarray(rgb)
+    if g.samples_per_pixel == 1:
+        gray = arr
+        if gray.dtype != np.uint8 and "WindowCenter" in ds and "WindowWidth" in ds:
+            try:
+                gray = pydicom.pixels.apply_voi_lut(gray.astype(np.float64), ds)
+            except (ValueError, KeyError, TypeError):
+                gray = arr
+        gray = _to_uint8(gray, bits_stored)
+        if pi == "MONOCHROME1":
+            gray = 255 - gray
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=-1))
+    # YBR_FULL / YBR_FULL_422 are converted to RGB by pydicom while decoding (as_rgb=True);
+    # YBR_RCT / YBR_ICT are undone by the JPEG 2000 decoder itself.
+    return np.ascontiguousarray(_to_uint8(arr, bits_stored))
+
+
+def regions_from_dataset(ds: Dataset) -> tuple[Region, ...]:
+    """The Sequence of Ultrasound Regions (0018,6011) as :class:`Region` values (skips broken items)."""
+    seq = ds.get("SequenceOfUltrasoundRegions")
+    if not seq:
+        return ()
+    out: list[Region] = []
+    for i, item in enumerate(seq):
+        try:
+            out.append(Region(
+                x0=int(item.RegionLocationMinX0), y0=int(item.RegionLocationMinY0),
+                x1=int(item.RegionLocationMaxX1), y1=int(item.RegionLocationMaxY1),
+                spatial_format=int(item.get("RegionSpatialFormat", 0) or 0),
+                data_type=int(item.get("RegionDataType", 0) or 0),
+                units_x=int(item.get("PhysicalUnitsXDirection", 0) or 0),
+                units_y=int(item.get("PhysicalUnitsYDirection", 0) or 0),
+                delta_x=float(item.get("PhysicalDeltaX", 0.0) or 0.0),
+                delta_y=float(item.get("PhysicalDeltaY", 0.0) or 0.0),
+                ref_x0=int(item.ReferencePixelX0) if item.get("ReferencePixelX0") is not None else None,
+                ref_y0=int(item.ReferencePixelY0) if item.get("ReferencePixelY0") is not None else None,
+                ref_phys_x=float(item.get("ReferencePixelPhysicalValueX", 0.0) or 0.0),
+                ref_phys_y=float(item.get("ReferencePixelPhysicalValueY", 0.0) or 0.0),
+                flags=int(item.get("RegionFlags", 0) or 0),
+            ))
+        except (AttributeError, TypeError, ValueError) as exc:
+            log.warning("ultrasound region %d skipped: %s", i, exc)
+    return tuple(out)
+
+
+def frame_time_ms(ds: Dataset) -> float | None:
+    """Time between frames in ms from FrameTime, FrameTimeVector, CineRate or RecommendedDisplayFrameRate."""
+    try:
+        ft = ds.get("FrameTime")
+        if ft not in (None, "") and float(ft) > 0:
+            return float(ft)
+        ftv = ds.get("FrameTimeVector")
+        if ftv not in (None, ""):
+            vals = [float(v) for v in (ftv if isinstance(ftv, (list, tuple, pydicom.multival.MultiValue)) else [ftv])]
+            steps = [v for v in vals[1:] if v > 0]
+            if steps:
+                return float(sum(steps) / len(steps))
+        for kw in ("CineRate", "RecommendedDisplayFrameRate"):
+            rate = ds.get(kw)
+            if rate not in (None, "") and float(rate) > 0:
+                return 1000.0 / float(rate)
+    except (TypeError, ValueError):
+        log.warning("unreadable frame timing; frame time unknown")
+    return None
+
+
+def check_sop_class(ds: Dataset, name: str, allow_non_us: bool) -> None:
+    """Refuse non-ultrasound objects unless the user allows them."""
+    if allow_non_us or is_ultrasound(ds):
+        return
+    sop = str(ds.get("SOPClassUID", "") or "")
+    label = sop_class_name(sop) or sop or "unknown"
+    raise InvalidInputError(
+        f"{name}: not an ultrasound object (SOP class {label}, modality {ds.get('Modality', 'none')}); "
+        "pass --allow-non-us to read it anyway"
+    )
+
+
+def clip_from_dataset(
+    ds: Dataset,
+    *,
+    source_name: str = "",
+    user_cm_per_px: float | None = None,
+    allow_non_us: bool = False,
+) -> Clip:
+    """Validate and decode a parsed dataset into a :class:`Clip` (no de-identification)."""
+    check_sop_class(ds, source_name or "file", allow_non_us)
+    geometry = check_geometry(ds, source_name)
+    frames = decode_frames(ds, geometry)
+    return Clip(
+        frames=frames,
+        frame_time_ms=frame_time_ms(ds),
+        regions=regions_from_dataset(ds),
+        source_kind="dicom",
+        source_name=source_name,
+        sop_class_uid=str(ds.get("SOPClassUID", "")) or None,
+        modality=str(ds.get("Modality", "")) or None,
+        burned_in_annotation=str(ds.get("BurnedInAnnotation", "")) or None,
+        user_cm_per_px=user_cm_per_px,
+        extra={"transfer_syntax": geometry.transfer_syntax, "photometric_interpretation": geometry.photometric},
+    )

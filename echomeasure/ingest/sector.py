@@ -1,0 +1,65 @@
+"""Find the scan sector of a clip from its frames: pixels that vary over time.
+
+Used where no Sequence of Ultrasound Regions exists (videos, region-less DICOM).  Burned-in
+banners (patient name, date) are static and fall outside; so do scale markers and logos.  A
+clock or frame counter that changes is small and not connected to the sector, and is dropped.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# A pixel "moves" when its brightness range over the sampled frames exceeds this (0-255).
+MOTION_THRESHOLD = 12
+# Connected moving areas smaller than this fraction of the largest one are treated as text.
+MIN_COMPONENT_RATIO = 0.2
+# Below this fraction of the image the sector is considered not found.
+MIN_SECTOR_FRACTION = 0.02
+SAMPLE_FRAMES = 32
+
+
+def motion_sector_mask(frames: np.ndarray, *, threshold: int = MOTION_THRESHOLD) -> np.ndarray | None:
+    """Boolean (H, W) mask of the scan sector, or None when it cannot be found.
+
+    Parameters
+    ----------
+    frames : ndarray
+        (N, H, W, 3) uint8 RGB.
+    threshold : int
+        Minimum brightness range over time for a pixel to count as moving.
+
+    Returns
+    -------
+    ndarray of bool or None
+        True inside the sector (convex hull of each large moving area, dilated by 2 px);
+        None for single frames or when less than 2 % of the image moves.
+    """
+    n, h, w, _ = frames.shape
+    if n < 2:
+        return None
+    idx = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_FRAMES)).astype(int))
+    sample = frames[idx]
+    spread = (sample.max(axis=0).astype(np.int16) - sample.min(axis=0).astype(np.int16)).max(axis=-1)
+    moving = (spread > threshold).astype(np.uint8)
+    if moving.mean() < MIN_SECTOR_FRACTION / 4:
+        return None
+    k = max(3, (min(h, w) // 60) | 1)
+    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
+    if n_labels <= 1:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    largest = int(areas.max())
+    mask = np.zeros((h, w), dtype=np.uint8)
+    for label, area in enumerate(areas, start=1):
+        if area < MIN_COMPONENT_RATIO * largest:
+            continue
+        ys, xs = np.nonzero(labels == label)
+        hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 1)
+    mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
+    keep = mask.astype(bool)
+    if keep.mean() < MIN_SECTOR_FRACTION:
+        return None
+    return keep

@@ -1,0 +1,198 @@
+"""Videos (AVI, MP4, MOV, MKV through PyAV) and stills (PNG, JPEG): read, and re-encode clean.
+
+Re-encoding is how container metadata (title, comment, creation_time, GPS, ...) is dropped: the
+frames are decoded and written into a *new* container with no metadata copied.  The input's
+container type is kept: MP4/MOV -> H.264 in MP4/MOV, AVI -> FFV1 (lossless) in AVI, MKV -> FFV1
+in Matroska; PNG -> PNG, JPEG -> JPEG (no EXIF, no comments).
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from io import BytesIO
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from echomeasure.errors import InvalidInputError, UnsupportedEncodingError
+from echomeasure.ingest.clip import Clip
+from echomeasure.ingest.dicom_io import MAX_SIDE_PX, MAX_TOTAL_BYTES
+
+log = logging.getLogger(__name__)
+
+VideoContainer = Literal["mp4", "mov", "avi", "matroska"]
+ImageFormat = Literal["png", "jpeg"]
+
+# Metadata keys that muxers write on their own; everything else counts as user metadata.
+TECHNICAL_METADATA_KEYS = frozenset({
+    "encoder", "major_brand", "minor_version", "compatible_brands", "handler_name", "vendor_id",
+    "language", "duration", "software",
+})
+
+
+def sniff(path: Path) -> tuple[Literal["dicom", "video", "image", "unknown"], str | None]:
+    """Guess what a file is from its first bytes: (kind, container/format name)."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom", None
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image", "png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "image", "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video", "avi"
+    if head[4:8] == b"ftyp":
+        return "video", "mov" if head[8:12] == b"qt  " else "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "video", "matroska"
+    return "unknown", None
+
+
+def _check_size(name: str, n: int, h: int, w: int) -> None:
+    if h <= 0 or w <= 0:
+        raise InvalidInputError(f"{name}: the video has no picture size")
+    if h > MAX_SIDE_PX or w > MAX_SIDE_PX:
+        raise InvalidInputError(f"{name}: {w} x {h} pixels per frame; more than {MAX_SIDE_PX} x {MAX_SIDE_PX} is refused")
+    if n * h * w * 3 > MAX_TOTAL_BYTES:
+        raise InvalidInputError(f"{name}: {n} frames of {w} x {h} exceed the {MAX_TOTAL_BYTES // 2**30} GiB limit; split the clip")
+
+
+def container_metadata(source: str | Path | bytes) -> dict[str, str]:
+    """All metadata of a video container and its streams, as ``{"scope:key": value}``."""
+    import av
+
+    src = BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
+    out: dict[str, str] = {}
+    try:
+        with av.open(src) as c:
+            for k, v in c.metadata.items():
+                out[f"container:{k}"] = str(v)
+            for i, s in enumerate(c.streams):
+                for k, v in s.metadata.items():
+                    out[f"stream{i}:{k}"] = str(v)
+    except av.error.FFmpegError as exc:
+        raise InvalidInputError(f"not a readable video ({exc})") from exc
+    return out
+
+
+def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
+    """Decode every frame of a video file to a :class:`Clip` (uncalibrated unless a scale is given)."""
+    import av
+
+    name = path.name
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise InvalidInputError(f"{name}: not a readable video ({exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise InvalidInputError(f"{name}: the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        cc = stream.codec_context
+        h, w = int(cc.height or 0), int(cc.width or 0)
+        _check_size(name, max(int(stream.frames or 0), 1), h, w)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        frame_time = 1000.0 / float(rate) if rate else None
+        frames: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray(format="rgb24")
+                frames.append(arr)
+                _check_size(name, len(frames), arr.shape[0], arr.shape[1])
+        except av.error.FFmpegError as exc:
+            if not frames:
+                raise InvalidInputError(f"{name}: the video could not be decoded ({exc})") from exc
+            log.warning("%s: decoding stopped after %d frames: %s", name, len(frames), exc)
+        codec = cc.name
+    if not frames:
+        raise InvalidInputError(f"{name}: the video holds zero frames")
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise InvalidInputError(f"{name}: frames change size within the video; not supported")
+    return Clip(
+        frames=np.stack(frames),
+        frame_time_ms=frame_time,
+        regions=(),
+        source_kind="video",
+        source_name=name,
+        user_cm_per_px=user_cm_per_px,
+        extra={"codec": codec},
+    )
+
+
+def read_image(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
+    """Decode a PNG/JPEG still into a one-frame :class:`Clip` (metadata is not carried over)."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = path.name
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            _check_size(name, 1, h, w)
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInputError(f"{name}: not a readable image ({exc})") from exc
+    return Clip(frames=rgb[None].copy(), frame_time_ms=None, regions=(), source_kind="image",
+                source_name=name, user_cm_per_px=user_cm_per_px)
+
+
+def encode_video(frames: np.ndarray, container_format: VideoContainer, frame_time_ms: float | None) -> bytes:
+    """Encode frames into a new container with no metadata: bytes of the whole file."""
+    import av
+
+    n, h, w, _ = frames.shape
+    fps = Fraction(1000.0 / frame_time_ms).limit_denominator(1001) if frame_time_ms else Fraction(30)
+    buf = BytesIO()
+    fmt = {"mp4": "mp4", "mov": "mov", "avi": "avi", "matroska": "matroska"}[container_format]
+    try:
+        with av.open(buf, mode="w", format=fmt, options={"fflags": "+bitexact"}) as out:
+            if container_format in ("mp4", "mov"):
+                stream = out.add_stream("libx264", rate=fps)
+                stream.pix_fmt = "yuv420p" if (h % 2 == 0 and w % 2 == 0) else "yuv444p"
+                stream.options = {"crf": "12", "preset": "veryfast"}
+            else:
+                stream = out.add_stream("ffv1", rate=fps)
+                stream.pix_fmt = "bgr0"
+            stream.width, stream.height = w, h
+            stream.codec_context.flags |= getattr(av.codec.context.Flags, "BITEXACT", 0)
+            for arr in frames:
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+                for packet in stream.encode(vf):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+    except av.error.FFmpegError as exc:
+        raise UnsupportedEncodingError(f"could not write the de-identified video ({exc})") from exc
+    return buf.getvalue()
+
+
+def encode_image(frame: np.ndarray, image_format: ImageFormat) -> bytes:
+    """Encode one RGB frame as PNG or JPEG with no metadata."""
+    from PIL import Image
+
+    buf = BytesIO()
+    im = Image.fromarray(np.ascontiguousarray(frame), mode="RGB")
+    if image_format == "png":
+        im.save(buf, format="PNG", optimize=False)
+    else:
+        im.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def image_metadata(data: bytes) -> dict[str, str]:
+    """Text metadata of a PNG/JPEG (text chunks, comments, EXIF strings) as ``{key: value}``."""
+    from PIL import Image
+
+    out: dict[str, str] = {}
+    with Image.open(BytesIO(data)) as im:
+        for k, v in im.info.items():
+            if isinstance(v, (str, bytes)) and k not in ("icc_profile",):
+                out[f"info:{k}"] = v.decode("latin-1") if isinstance(v, bytes) else v
+        for k, v in im.getexif().items():
+            if isinstance(v, (str, bytes)):
+                out[f"exif:{k}"] = v.decode("latin-1", "replace") if isinstance(v, bytes) else v
+    return out
