@@ -1,0 +1,757 @@
+"""Synthetic PLAX B-mode cines with exact per-frame truth.
+
+``sample_plax_params(rng)`` draws a case (anatomy across the clinical range, heart rate, probe
+pose, scanner settings, image size); ``render_plax(params)`` renders it.  Both are pure
+functions of their inputs: the same seed gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from echomeasure.catalog import KEYPOINTS_2D, LINEAR_ENDPOINTS, CATALOG
+from echomeasure.ingest.clip import (
+    SPATIAL_2D,
+    SPATIAL_WAVEFORM,
+    UNIT_CM,
+    UNIT_NONE,
+    UNIT_S,
+    Region,
+)
+from echomeasure.synthetic import anatomy
+from echomeasure.synthetic.anatomy import HeartGeometry, HeartShape, heart_state
+from echomeasure.synthetic.overlays import FakeIdentity, draw_banner, draw_ecg, fake_identity, put_text
+from echomeasure.synthetic.types import LABEL_CLASSES, SyntheticCine
+from echomeasure.synthetic.ultrasound import (
+    ScanConverter,
+    SectorGeometry,
+    SpeckleSettings,
+    complex_field,
+    depth_gain,
+    envelope,
+    log_compress,
+    smooth_field,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (600, 800), (434, 636), (768, 1024))
+RANGES_CM: dict[str, tuple[float, float]] = {
+    "ivsd": (0.6, 1.8),
+    "lvidd": (3.5, 7.0),
+    "lvpwd": (0.6, 1.6),
+    "aortic_root": (2.4, 4.2),
+    "la": (2.5, 5.5),
+}
+EF_RANGE_PERCENT = (20.0, 75.0)
+GENERATOR_VERSION = "5"
+
+
+@dataclass(frozen=True)
+class PlaxParams:
+    """Everything that defines one synthetic PLAX cine (JSON-able via :func:`params_to_dict`).
+
+    Anatomy is in ``shape`` (cm).  Probe frame: the heart-frame origin (LV cavity centre on the
+    measurement line at end-diastole) sits at (``heart_x_cm``, ``heart_z_cm``) from the sector
+    apex, the LV long axis rotated by ``rotation_deg`` (positive: base lower on screen) at
+    end-diastole; the heart turns by a further ``shape.twist_deg`` at end-systole.
+    """
+
+    shape: HeartShape
+    ef_percent: float
+    heart_rate_bpm: float
+    systole_fraction: float
+    phase0: float
+    n_frames: int
+    fps: float
+    height_px: int
+    width_px: int
+    depth_cm: float
+    sector_deg: float
+    steer_deg: float
+    rotation_deg: float
+    heart_x_cm: float
+    heart_z_cm: float
+    chest_wall_cm: float
+    probe_offset_frac: float  # lateral offset of the sector apex from the image centre (fraction of width)
+    frequency_mhz: float
+    speckle: SpeckleSettings
+    echo_db: tuple[float, ...]  # mean echo level per anatomy echo class (dB re pericardium)
+    texture_db: float
+    specular_db: float  # extra echo where a beam crosses a tissue interface (angle dependent)
+    clutter_db: float
+    dropout: tuple[tuple[float, float, float, float], ...]  # (beam frac, depth frac, size frac, loss dB)
+    tint: tuple[float, float, float]
+    respiration: tuple[float, float, float, float] = (15.0, 0.0, 0.0, 0.0)  # (/min, amplitude cm, phase, direction rad)
+    rib_shadow_db: float = 0.0  # 0: no rib/lung shadow
+    rib_shadow_side: int = -1  # -1 left edge of the sector, +1 right edge
+    rib_shadow_width: float = 0.0  # fraction of the sector's beams
+    case_index: int = 0
+    seed: int = 0
+    noise_seed: int = 0
+
+    @property
+    def frame_time_ms(self) -> float:
+        """Time between frames (ms), rounded as written to DICOM FrameTime."""
+        return round(1000.0 / self.fps, 4)
+
+    @property
+    def rr_s(self) -> float:
+        """Cardiac cycle length (s)."""
+        return 60.0 / self.heart_rate_bpm
+
+    def respiratory_drift_cm(self, index: int) -> tuple[float, float]:
+        """In-plane shift (X, Z) of the whole heart by breathing at frame ``index`` (cm)."""
+        t_s = index * self.frame_time_ms / 1000.0
+        a = self.respiration[1] * math.sin(2 * math.pi * t_s * self.respiration[0] / 60.0 + self.respiration[2])
+        d = self.respiration[3]
+        return a * math.cos(d), a * math.sin(d)
+
+    def phase_of_frame(self, index: np.ndarray | int) -> np.ndarray:
+        """Cardiac phase (0 = end-diastole) at frame ``index``."""
+        t_s = np.asarray(index, dtype=np.float64) * self.frame_time_ms / 1000.0
+        return np.mod(self.phase0 + t_s / self.rr_s, 1.0)
+
+
+def params_to_dict(params: PlaxParams) -> dict:
+    """JSON-ready dict of the parameters (nested dataclasses flattened to dicts)."""
+    return dataclasses.asdict(params)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def teichholz_volume_ml(d_cm: float) -> float:
+    """LV volume from a linear diameter (Teichholz): 7 D^3 / (2.4 + D)."""
+    return 7.0 * d_cm**3 / (2.4 + d_cm)
+
+
+def lvids_for_ef(lvidd_cm: float, ef_percent: float) -> float:
+    """The end-systolic diameter giving ``ef_percent`` by Teichholz (bisection, exact to 1e-9 cm)."""
+    target = teichholz_volume_ml(lvidd_cm) * (1.0 - ef_percent / 100.0)
+    lo, hi = 0.1, lvidd_cm
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if teichholz_volume_ml(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _sample_shape(rng: np.random.Generator) -> tuple[HeartShape, float]:
+    u = rng.uniform
+    ivsd = u(*RANGES_CM["ivsd"])
+    lvidd = u(*RANGES_CM["lvidd"])
+    lvpwd = u(*RANGES_CM["lvpwd"])
+    ef = u(*EF_RANGE_PERCENT)
+    lvids = lvids_for_ef(lvidd, ef)
+    aor = u(*RANGES_CM["aortic_root"])
+    la = u(*RANGES_CM["la"])
+    function = ef / 60.0
+    pert = []
+    for _ in range(4 * 2):
+        pert += [u(0.0, 0.12), u(3.0, 9.0), u(0.0, 2 * math.pi)]
+    base = u(1.0, 1.8)
+    sinus = u(0.9, 1.3) * aor / 3.0
+    shape = HeartShape(
+        ivsd_cm=ivsd,
+        lvidd_cm=lvidd,
+        lvpwd_cm=lvpwd,
+        lvids_cm=lvids,
+        aortic_root_cm=aor,
+        la_es_cm=la,
+        rv_cm=u(1.6, 3.2),
+        rv_wall_cm=u(0.3, 0.5),
+        ao_wall_cm=u(0.18, 0.32),
+        la_wall_cm=u(0.2, 0.35),
+        pericardium_cm=u(0.15, 0.35),
+        apex_distance_cm=u(1.05, 1.45) * lvidd + u(0.5, 2.0),
+        base_distance_cm=base,
+        leaflet_tip_offset_cm=u(0.12, 0.3),
+        sinus_distance_cm=sinus,
+        aorta_length_cm=u(4.5, 7.0),
+        la_half_length_cm=max(sinus + 0.6, la * u(0.55, 0.8)),
+        ao_angle_deg=u(-28.0, -6.0),
+        lv_curvature_per_cm=u(-0.012, 0.02),
+        septal_thickening=u(0.2, 0.5) * function,
+        posterior_thickening=u(0.3, 0.6) * function,
+        septal_share=u(0.3, 0.5),
+        base_shift_s_cm=-u(0.2, 0.7) * function,
+        base_shift_t_cm=-u(0.1, 0.45),
+        descending_aorta_cm=u(0.6, 1.0) if rng.random() < 0.75 else 0.0,
+        papillary=(-u(1.6, 3.0), u(0.7, 1.2), u(0.4, 0.9) if rng.random() < 0.6 else 0.0),
+        twist_deg=u(-4.0, 4.0),
+        mitral_annulus_cm=u(2.2, 3.4),
+        perturbation=tuple(float(x) for x in pert),
+    )
+    return shape, ef
+
+
+def _frames_and_fps(rng: np.random.Generator, rr_s: float, n_frames: int | None, fps: float | None) -> tuple[int, float]:
+    """A frame rate and count that cover at least one full cardiac cycle (so ED and ES are in)."""
+    if fps is None:
+        hi = 80.0 if n_frames is None else min(80.0, (n_frames - 1) / (1.05 * rr_s))
+        fps = float(rng.integers(30, int(max(30.0, hi)) + 1))
+    if n_frames is None:
+        need = int(math.ceil(1.05 * rr_s * fps)) + 1
+        n_frames = int(rng.integers(max(30, need), max(30, need, 120) + 1))
+    return n_frames, fps
+
+
+def _sector_layout(height: int, width: int, depth_cm: float, sector_deg: float, steer_deg: float, x_jitter: float) -> SectorGeometry:
+    banner = int(np.clip(round(0.07 * height), 24, 64))
+    ecg = int(round(0.1 * height))
+    apex_y = banner + 6
+    depth_px = height - ecg - 8 - apex_y
+    half = math.radians(sector_deg / 2.0 + abs(steer_deg))
+    max_half_w = width / 2.0 - 6 - abs(x_jitter) * width
+    depth_px = min(depth_px, max_half_w / math.sin(half))
+    cm_per_px = depth_cm / depth_px
+    apex_x = int(round(width / 2.0 + x_jitter * width))
+    dr = cm_per_px * 0.8
+    n_samples = int(math.ceil(depth_cm / dr)) + 1
+    n_beams = int(math.ceil(sector_deg / 0.36)) + 1
+    return SectorGeometry(height, width, apex_x, apex_y, cm_per_px, depth_cm, sector_deg, steer_deg, n_beams, n_samples)
+
+
+def sample_plax_params(
+    rng: np.random.Generator,
+    *,
+    n_frames: int | None = None,
+    fps: float | None = None,
+    image_size: tuple[int, int] | None = None,
+    case_index: int = 0,
+    seed: int = 0,
+) -> PlaxParams:
+    """Draw one PLAX case: anatomy, cycle, probe pose, scanner settings, image size.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The only source of randomness (no global RNG is touched).
+    n_frames, fps, image_size : optional
+        Fix the frame count, frame rate or (height, width) instead of drawing them.
+    case_index, seed : int
+        Recorded in the parameters (fake identity, UIDs).
+
+    Returns
+    -------
+    PlaxParams
+        A case whose every keypoint stays inside the sector on every frame.
+    """
+    u = rng.uniform
+    for _attempt in range(200):
+        shape, ef = _sample_shape(rng)
+        hr = u(50.0, 120.0)
+        rr = 60.0 / hr
+        sf = float(np.clip(0.33 + 0.0012 * (hr - 70.0) + u(-0.03, 0.03), 0.27, 0.42))
+        nf, fr = _frames_and_fps(rng, rr, n_frames, fps)
+        h, w = image_size if image_size is not None else IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+        sector = u(60.0, 90.0)
+        steer = u(-4.0, 4.0)
+        rotation = u(-15.0, 15.0)
+        chest = u(0.8, 2.2)
+        heart_z = chest + shape.rv_wall_cm + shape.rv_cm + shape.ivsd_cm + shape.lvidd_cm / 2.0 + u(0.0, 0.6)
+        heart_x = u(-1.8, 1.2)
+        needed = heart_z + shape.lvidd_cm / 2 + shape.lvpwd_cm + 2.0
+        depth = float(np.clip(max(u(12.0, 20.0), needed), 12.0, 20.0))
+        x_jitter = u(-0.04, 0.04)
+        geom = _sector_layout(h, w, depth, sector, steer, x_jitter)
+        speckle = SpeckleSettings(
+            gain_db=u(-10.0, 0.0),
+            dynamic_range_db=u(50.0, 65.0),
+            psf_axial_samples=u(0.9, 1.6),
+            psf_lateral_beams=u(0.55, 1.1) / 0.36 * (geom.n_beams - 1) / (sector / 0.36),
+            persistence=u(0.55, 0.85),
+            attenuation_db_per_cm=u(0.6, 1.8),
+            tgc_residual_db=u(1.0, 6.0),
+            noise_level=10 ** (u(-72.0, -62.0) / 20.0),
+            gamma=u(1.1, 1.6),
+        )
+        echo = [0.0] * anatomy.N_ECHO_CLASSES
+        blood = u(-74.0, -64.0)
+        myo = u(-28.0, -20.0)
+        echo[anatomy.E_BG] = u(-43.0, -33.0)
+        for k in (anatomy.E_LV, anatomy.E_RV, anatomy.E_LA, anatomy.E_AO, anatomy.E_DAO):
+            echo[k] = blood + u(-2.0, 2.0)
+        echo[anatomy.E_SEPTUM] = myo + u(-2.0, 2.0)
+        echo[anatomy.E_MYO] = myo + u(-2.0, 3.0)
+        echo[anatomy.E_PERI] = u(-4.0, 0.0)
+        echo[anatomy.E_VALVE] = u(-20.0, -12.0)
+        echo[anatomy.E_FIBROUS] = u(-27.0, -19.0)
+        echo[anatomy.E_DAO_WALL] = u(-16.0, -8.0)
+        echo[anatomy.E_CHORDAE] = u(-42.0, -32.0)
+        dropout = tuple(
+            (u(0.0, 1.0), u(0.15, 0.9), u(0.05, 0.2), u(6.0, 20.0)) for _ in range(int(rng.integers(0, 4)))
+        )
+        tint = (1.0, 1.0, 1.0) if rng.random() < 0.6 else (u(0.9, 1.0), u(0.93, 1.0), u(0.85, 1.0))
+        params = PlaxParams(
+            shape=shape,
+            ef_percent=ef,
+            heart_rate_bpm=hr,
+            systole_fraction=sf,
+            phase0=u(0.0, 1.0),
+            n_frames=nf,
+            fps=fr,
+            height_px=h,
+            width_px=w,
+            depth_cm=depth,
+            sector_deg=sector,
+            steer_deg=steer,
+            rotation_deg=rotation,
+            heart_x_cm=heart_x,
+            heart_z_cm=heart_z,
+            chest_wall_cm=chest,
+            probe_offset_frac=x_jitter,
+            frequency_mhz=u(1.7, 3.6),
+            speckle=speckle,
+            echo_db=tuple(echo),
+            texture_db=u(3.0, 6.5),
+            specular_db=u(1.5, 6.0),
+            clutter_db=u(-40.0, -22.0),
+            dropout=dropout,
+            tint=tint,
+            respiration=(u(10.0, 20.0), u(0.0, 0.3), u(0.0, 2 * math.pi), u(0.0, 2 * math.pi)),
+            rib_shadow_db=u(8.0, 25.0) if rng.random() < 0.3 else 0.0,
+            rib_shadow_side=int(rng.choice([-1, 1])),
+            rib_shadow_width=u(0.04, 0.15),
+            case_index=case_index,
+            seed=seed,
+            noise_seed=int(rng.integers(0, 2**63 - 1)),
+        )
+        if _fits(params, geom):
+            return params
+    raise RuntimeError("could not place a PLAX heart inside the sector after 200 draws")  # programmer error
+
+
+def sector_geometry(params: PlaxParams) -> SectorGeometry:
+    """The sector layout of a case (deterministic from the parameters)."""
+    p = params
+    return _sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
+
+
+def _fits(params: PlaxParams, geom: SectorGeometry) -> bool:
+    phases = np.linspace(0.0, 1.0, 25, endpoint=False)
+    for ph in phases:
+        geo = HeartGeometry(params.shape, heart_state(params.shape, float(ph), params.systole_fraction))
+        kp = heart_to_probe(params, geo, geo.keypoints())
+        if not np.all(geom.contains_cm(kp, margin_cm=0.8)):
+            return False
+        # the base must be in view too, as in a standard PLAX: mitral annulus, the aorta beyond
+        # the sinuses and most of the LA
+        shp = params.shape
+        extra = np.array([
+            geo.H_p2,
+            geo.E_p + np.array([0.0, shp.pericardium_cm]),
+            geo.from_aortic(geo.a_sin + 1.2, 0.0),
+            geo.from_aortic(geo.a_sin + 0.5 * shp.la_half_length_cm, geo.r_sinus + shp.ao_wall_cm + 0.5 * geo.st.la_cm),
+        ])
+        if not np.all(geom.contains_cm(heart_to_probe(params, geo, extra), margin_cm=0.3)):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def heart_to_probe(params: PlaxParams, geo: HeartGeometry, pts: np.ndarray) -> np.ndarray:
+    """Heart-frame points (..., 2) -> probe-frame (X, Z) cm at the geometry's instant."""
+    th = math.radians(params.rotation_deg + geo.st.twist_deg)
+    c, s = math.cos(th), math.sin(th)
+    p = np.asarray(pts, dtype=np.float64)
+    ps = p[..., 0] + geo.st.shift_s
+    pt = p[..., 1] + geo.st.shift_t
+    ox, oz = params.heart_x_cm + geo.drift_cm[0], params.heart_z_cm + geo.drift_cm[1]
+    return np.stack([ox + c * ps - s * pt, oz + s * ps + c * pt], axis=-1)
+
+
+def probe_to_heart(params: PlaxParams, geo: HeartGeometry, x_cm: np.ndarray, z_cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probe-frame coordinates -> heart-frame (s, t) arrays at the geometry's instant."""
+    th = math.radians(params.rotation_deg + geo.st.twist_deg)
+    c, s = np.float32(math.cos(th)), np.float32(math.sin(th))
+    dx = x_cm - np.float32(params.heart_x_cm + geo.drift_cm[0])
+    dz = z_cm - np.float32(params.heart_z_cm + geo.drift_cm[1])
+    return c * dx + s * dz - np.float32(geo.st.shift_s), -s * dx + c * dz - np.float32(geo.st.shift_t)
+
+
+def frame_geometry(params: PlaxParams, index: int) -> HeartGeometry:
+    """The heart geometry at frame ``index`` of the clip."""
+    ph = float(params.phase_of_frame(index))
+    geo = HeartGeometry(params.shape, heart_state(params.shape, ph, params.systole_fraction))
+    geo.drift_cm = params.respiratory_drift_cm(index)
+    return geo
+
+
+def plax_keypoints(params: PlaxParams, frames: Sequence[int] | None = None) -> np.ndarray:
+    """Truth keypoints (N, 8, 2) float64 in image pixels, ``KEYPOINTS_2D`` order; cheap (no rendering)."""
+    idx = range(params.n_frames) if frames is None else frames
+    geom = sector_geometry(params)
+    out = [geom.probe_cm_to_px(heart_to_probe(params, g, g.keypoints())) for g in (frame_geometry(params, i) for i in idx)]
+    return np.asarray(out, dtype=np.float64).reshape(-1, len(KEYPOINTS_2D), 2)
+
+
+def linear_values_cm(keypoints_px: np.ndarray, cm_per_px: float) -> dict[str, np.ndarray]:
+    """Per-frame length (cm) of every linear measurement from (N, 8, 2) pixel keypoints."""
+    idx = {k: i for i, k in enumerate(KEYPOINTS_2D)}
+    out = {}
+    for name, (a, b) in LINEAR_ENDPOINTS.items():
+        d = keypoints_px[:, idx[b]] - keypoints_px[:, idx[a]]
+        out[name] = np.hypot(d[:, 0], d[:, 1]) * cm_per_px
+    return out
+
+
+def ed_es_frames(params: PlaxParams) -> tuple[int, int]:
+    """End-diastolic and end-systolic frames: largest and smallest LV internal diameter."""
+    kp = plax_keypoints(params)
+    lvid = linear_values_cm(kp, 1.0)["lvidd"]
+    return int(np.argmax(lvid)), int(np.argmin(lvid))
+
+
+# --------------------------------------------------------------------------- renderer
+
+
+class PlaxRenderer:
+    """Renders the frames of one case; the per-case work (maps, static fields, canvas) is done once."""
+
+    def __init__(self, params: PlaxParams, rng: np.random.Generator | None = None) -> None:
+        self.p = params
+        # Without an explicit generator, per-case fields come from (noise_seed, 0) and the noise of
+        # frame i from (noise_seed, 1, i): any subset of frames renders exactly as in the full clip.
+        self.explicit_rng = rng
+        self.rng = rng if rng is not None else np.random.default_rng([params.noise_seed, 0])
+        self.geom = sector_geometry(params)
+        self.conv = ScanConverter(self.geom)
+        g = self.geom
+        shape = (g.n_samples, g.n_beams)
+        r = self.rng
+        self.static = complex_field(r, shape)
+        depth_scale = 0.6 / (params.depth_cm / g.n_samples)
+        fine = smooth_field(r, shape, (depth_scale, max(2.0, g.n_beams / 40)))
+        coarse = smooth_field(r, shape, (4 * depth_scale, max(6.0, g.n_beams / 12)))
+        self.texture = (0.55 * fine + 0.85 * coarse).astype(np.float32)
+        echo_db = np.asarray(params.echo_db, dtype=np.float32)
+        tex_gain = np.full(anatomy.N_ECHO_CLASSES, params.texture_db, dtype=np.float32)
+        # blood: smooth haze (slow flow, side lobes), stronger in some cases than others
+        tex_gain[[anatomy.E_LV, anatomy.E_RV, anatomy.E_LA, anatomy.E_AO, anatomy.E_DAO]] = r.uniform(3.0, 7.0)
+        self.echo_db = echo_db
+        blood = [anatomy.E_LV, anatomy.E_RV, anatomy.E_LA, anatomy.E_AO, anatomy.E_DAO, anatomy.E_CHORDAE]
+        self.tissue_lut = np.ones(anatomy.N_ECHO_CLASSES, dtype=bool)
+        self.tissue_lut[blood] = False
+        self.tex_gain = tex_gain
+        z = self.conv.sample_depth_cm
+        tgc_shape = np.interp(z, np.linspace(0, params.depth_cm, 6), r.uniform(-1.0, 1.0, 6)).astype(np.float32)
+        self.depth_gain = depth_gain(z, params.speckle, tgc_shape)[:, None]
+        # near field: haze and reverberation over the first centimetres, static with slow change
+        clutter = 10 ** (params.clutter_db / 10.0) * np.exp(-z / 1.4) * (1.0 + 0.8 * np.cos(2 * math.pi * z / max(params.chest_wall_cm, 0.5)) ** 8)
+        self.clutter = (clutter[:, None] * np.exp(0.5 * smooth_field(r, shape, (3.0, 6.0)))).astype(np.float32)
+        chest = z < params.chest_wall_cm
+        layers = np.cos(2 * math.pi * z * r.uniform(1.2, 2.5)) > 0.6
+        self.chest_db = (np.where(chest, 9.0, 0.0) + np.where(chest & layers, 6.0, 0.0)).astype(np.float32)[:, None]
+        drop = np.zeros(shape, dtype=np.float32)
+        bb, ss = np.meshgrid(np.linspace(0, 1, g.n_beams), np.linspace(0, 1, g.n_samples))
+        for bfrac, dfrac, size, loss in params.dropout:
+            drop += loss * np.exp(-(((bb - bfrac) / size) ** 2 + ((ss - dfrac) / (1.5 * size)) ** 2))
+        edge = np.minimum(bb, 1 - bb)
+        drop += 10.0 * np.exp(-edge / 0.07)  # weaker edge beams
+        if params.rib_shadow_db > 0:
+            # a rib or lung edge shadows a few beams at one side of the sector below the chest wall
+            side = bb if params.rib_shadow_side < 0 else 1 - bb
+            below = np.clip((ss * params.depth_cm - params.chest_wall_cm * 0.6) / 0.5, 0.0, 1.0)
+            drop += params.rib_shadow_db * below * (side < params.rib_shadow_width)
+        self.dropout_db = drop
+        # sparse strong scatterers (fibres, trabeculae): a few per cent of samples, static
+        bright = r.random(shape, dtype=np.float32) < 0.03
+        self.sparse_db = np.where(bright, r.uniform(3.0, 9.0, shape).astype(np.float32), 0.0).astype(np.float32)
+        self._init_tissue_scatterers()
+        self.canvas = self._canvas()
+        self.ecg_box = self._ecg_box()
+
+    def _init_tissue_scatterers(self) -> None:
+        """A scatterer field fixed to the heart, so myocardial speckle moves with the heart.
+
+        It lives on a grid in heart-frame coordinates (a little finer than the polar samples,
+        band-limited so that resampling it does not modulate its variance) and is looked up at
+        the heart-frame position of every polar sample on every frame.
+        """
+        p, r = self.p, self.rng
+        geo = frame_geometry(p, 0)
+        s, t = probe_to_heart(p, geo, self.conv.polar_x_cm, self.conv.polar_z_cm)
+        margin = 2.0
+        step = 0.6 * self.conv.dr_cm
+        shp = p.shape
+        # only the heart needs it (elsewhere the lookup reflects at the border, still noise)
+        lo_s = max(float(s.min()), -(shp.apex_distance_cm + shp.ivsd_cm + shp.lvpwd_cm)) - margin
+        hi_s = min(float(s.max()), shp.base_distance_cm + shp.aorta_length_cm) + margin
+        lo_t = max(float(t.min()), -(shp.lvidd_cm / 2 + shp.ivsd_cm + shp.rv_cm + shp.rv_wall_cm + 4.0)) - margin
+        hi_t = min(float(t.max()), shp.lvidd_cm / 2 + shp.lvpwd_cm + shp.la_es_cm + 3.0) + margin
+        while ((hi_s - lo_s) / step) * ((hi_t - lo_t) / step) > 3.0e6:
+            step *= 1.25
+        nx, ny = int((hi_s - lo_s) / step) + 2, int((hi_t - lo_t) / step) + 2
+        tex = r.standard_normal((ny, nx, 2), dtype=np.float32)
+        tex = cv2.GaussianBlur(tex, (0, 0), sigmaX=1.0, sigmaY=1.0)
+        tex /= np.float32(tex.std() or 1.0)
+        self.tissue_tex = tex
+        self.tex_origin = (lo_s, lo_t)
+        self.tex_step = step
+        heart_tissue = [anatomy.E_SEPTUM, anatomy.E_MYO, anatomy.E_PERI, anatomy.E_VALVE, anatomy.E_FIBROUS, anatomy.E_DAO_WALL]
+        self.heart_tissue_lut = np.zeros(anatomy.N_ECHO_CLASSES, dtype=bool)
+        self.heart_tissue_lut[heart_tissue] = True
+
+    def _scatterers(self, cls: np.ndarray, s: np.ndarray, t: np.ndarray, fresh: tuple[np.ndarray, np.ndarray]):
+        """Persistent part of the scatterers: heart-locked in heart tissue, fresh in blood, fixed elsewhere."""
+        inv = np.float32(1.0 / self.tex_step)
+        ms = (s - np.float32(self.tex_origin[0])) * inv
+        mt = (t - np.float32(self.tex_origin[1])) * inv
+        tex = cv2.remap(self.tissue_tex, ms, mt, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        heart = self.heart_tissue_lut[cls]
+        blood = ~self.tissue_lut[cls]
+        re = np.where(heart, tex[..., 0], np.where(blood, fresh[1][::-1], self.static[0]))
+        im = np.where(heart, tex[..., 1], np.where(blood, fresh[0][:, ::-1], self.static[1]))
+        return re, im
+
+    # ----------------------------------------------------------------- layout and overlays
+    @property
+    def banner_px(self) -> int:
+        """Height of the burned-in patient banner (rows above every region)."""
+        return int(np.clip(round(0.07 * self.p.height_px), 24, 64))
+
+    def _ecg_box(self) -> tuple[int, int, int, int]:
+        x0, _, x1, y1 = self.geom.bounding_box_px
+        h = self.p.height_px
+        return x0, y1 + 3, x1, h - 3
+
+    def regions(self) -> tuple[Region, ...]:
+        """2D region (cm, origin at the sector apex) and the ECG region (s)."""
+        g = self.geom
+        x0, y0, x1, y1 = g.bounding_box_px
+        tissue = Region(
+            x0=x0, y0=y0, x1=x1, y1=y1,
+            spatial_format=SPATIAL_2D, data_type=1, units_x=UNIT_CM, units_y=UNIT_CM,
+            delta_x=g.cm_per_px, delta_y=g.cm_per_px,
+            ref_x0=g.apex_x_px - x0, ref_y0=g.apex_y_px - y0, ref_phys_x=0.0, ref_phys_y=0.0, flags=2,
+        )
+        ex0, ey0, ex1, ey1 = self.ecg_box
+        duration_s = self.p.n_frames * self.p.frame_time_ms / 1000.0
+        ecg = Region(
+            x0=ex0, y0=ey0, x1=ex1, y1=ey1,
+            spatial_format=SPATIAL_WAVEFORM, data_type=10, units_x=UNIT_S, units_y=UNIT_NONE,
+            delta_x=duration_s / max(1, ex1 - ex0), delta_y=0.0, ref_x0=0, ref_y0=0, ref_phys_x=0.0, ref_phys_y=0.0,
+        )
+        return tissue, ecg
+
+    def identity(self) -> FakeIdentity:
+        """The fake identity burned into the banner (from the run seed and case index)."""
+        return fake_identity(self.p.seed, self.p.case_index)
+
+    def _canvas(self) -> np.ndarray:
+        p, g = self.p, self.geom
+        canvas = np.zeros((p.height_px, p.width_px, 3), dtype=np.uint8)
+        draw_banner(canvas, self.identity(), self.banner_px)
+        x0, y0, x1, y1 = g.bounding_box_px
+        th = max(8.0, 0.022 * p.height_px)
+        put_text(canvas, "PLAX", (x0 + 4, y0 + int(1.6 * th)), th, (210, 210, 210))
+        put_text(canvas, f"{p.frequency_mhz:.1f} MHz", (x0 + 4, y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
+        put_text(canvas, f"{p.depth_cm:.0f} cm", (x0 + 4, y0 + int(4.6 * th)), th * 0.8, (170, 170, 170))
+        put_text(canvas, f"HR {p.heart_rate_bpm:.0f}", (x1 - int(5 * th), y0 + int(1.6 * th)), th * 0.8, (170, 170, 170))
+        put_text(canvas, f"G{50 + p.speckle.gain_db:.0f} DR{p.speckle.dynamic_range_db:.0f}", (x1 - int(6.5 * th), y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
+        # depth ticks every cm along the right sector edge, just outside it
+        edge = math.radians(p.steer_deg + p.sector_deg / 2.0)
+        for k in range(1, int(p.depth_cm) + 1):
+            r_px = k / g.cm_per_px
+            x = g.apex_x_px + r_px * math.sin(edge) + 6 * math.cos(edge)
+            y = g.apex_y_px + r_px * math.cos(edge) - 6 * math.sin(edge)
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                rad = 2 if k % 5 == 0 else 1
+                cv2.circle(canvas, (int(round(x)), int(round(y))), rad, (200, 200, 200), -1, cv2.LINE_AA)
+        ex0, ey0, ex1, ey1 = self._ecg_box()
+        t = np.arange(ex1 - ex0 + 1) * (p.n_frames * p.frame_time_ms / 1000.0) / max(1, ex1 - ex0)
+        draw_ecg(canvas, (ex0, ey0, ex1, ey1), np.mod(p.phase0 + t / p.rr_s, 1.0), p.systole_fraction)
+        return canvas
+
+    # ----------------------------------------------------------------- per frame
+    def _classes_polar(self, geo: HeartGeometry, with_coords: bool = False):
+        s, t = probe_to_heart(self.p, geo, self.conv.polar_x_cm, self.conv.polar_z_cm)
+        cls = geo.echo_classes(s, t)
+        lines = [self.conv.probe_cm_to_polar_index(heart_to_probe(self.p, geo, ln)) for ln in geo.valve_polylines()]
+        anatomy.draw_polylines(cls, lines, anatomy.E_VALVE, 0.12 / self.conv.dr_cm)
+        chordae = [self.conv.probe_cm_to_polar_index(heart_to_probe(self.p, geo, ln)) for ln in geo.chordae_polylines()]
+        if chordae:
+            cords = np.zeros_like(cls)
+            anatomy.draw_polylines(cords, chordae, 1, 1.0)
+            cls[(cords > 0) & (cls == anatomy.E_LV)] = anatomy.E_CHORDAE
+        return (cls, s, t) if with_coords else cls
+
+    def labels(self, geo: HeartGeometry) -> np.ndarray:
+        """(H, W) uint8 label map of one instant (classes of ``types.LABEL_CLASSES``), 0 outside the sector."""
+        p, g = self.p, self.geom
+        s, t = probe_to_heart(p, geo, self.conv.inside_x_cm, self.conv.inside_z_cm)
+        cls = geo.echo_classes(s, t)
+        flat = np.zeros(p.height_px * p.width_px, dtype=np.uint8)
+        flat[self.conv.inside_index] = anatomy.ECHO_TO_LABEL[cls]
+        lab = flat.reshape(p.height_px, p.width_px)
+        lines = [g.probe_cm_to_px(heart_to_probe(p, geo, ln)) for ln in geo.valve_polylines()]
+        anatomy.draw_polylines(lab, lines, 6, 0.12 / g.cm_per_px)
+        lab[~self.conv.sector_mask] = 0
+        return lab
+
+    def frame_rng(self, index: int) -> np.random.Generator:
+        """Noise source of frame ``index`` (the explicit generator when one was given)."""
+        if self.explicit_rng is not None:
+            return self.explicit_rng
+        return np.random.default_rng([self.p.noise_seed, 1, int(index)])
+
+    def sector_image(self, geo: HeartGeometry, index: int = 0) -> np.ndarray:
+        """(H, W) uint8 grey B-mode image of frame ``index`` (0 outside the sector)."""
+        p = self.p
+        cls, s, t = self._classes_polar(geo, with_coords=True)
+        db = self.echo_db[cls] + self.tex_gain[cls] * self.texture + self.chest_db * (cls == anatomy.E_BG) - self.dropout_db
+        tissue = self.tissue_lut[cls]
+        db += self.sparse_db * tissue
+        # specular echo where the beam crosses an interface into or out of tissue: strong for
+        # interfaces facing the beam, rare for interfaces parallel to it (lateral dropout)
+        change = np.zeros(cls.shape, dtype=bool)
+        change[1:] = (cls[1:] != cls[:-1]) & (tissue[1:] | tissue[:-1])
+        db += np.float32(p.specular_db) * change
+        power = np.exp(db * np.float32(math.log(10.0) / 10.0)) + self.clutter
+        fresh = complex_field(self.frame_rng(index), power.shape)
+        env = envelope(power, fresh, self._scatterers(cls, s, t, fresh), p.speckle) * self.depth_gain
+        noise = p.speckle.noise_level * cv2.magnitude(fresh[0][::-1], fresh[1][:, ::-1])
+        env = env + noise
+        polar = log_compress(env, p.speckle).astype(np.uint8)
+        return self.conv.to_image(polar)
+
+    def frame(self, index: int, geo: HeartGeometry | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB frame ``index``: banner, sector, annotations, ECG with cursor."""
+        p = self.p
+        geo = geo or frame_geometry(p, index)
+        gray = self.sector_image(geo, index)
+        # the canvas is black inside the sector and the sector image black outside it
+        if p.tint == (1.0, 1.0, 1.0):
+            rgb = cv2.merge([gray, gray, gray])
+        else:
+            rgb = cv2.merge([cv2.convertScaleAbs(gray, alpha=float(k)) for k in p.tint])
+        out = cv2.add(self.canvas, rgb)
+        ex0, ey0, ex1, ey1 = self.ecg_box
+        t_s = index * p.frame_time_ms / 1000.0
+        duration = p.n_frames * p.frame_time_ms / 1000.0
+        xc = int(round(ex0 + t_s / duration * (ex1 - ex0)))
+        cv2.line(out, (xc, ey0), (xc, ey1), (230, 230, 90), 1)
+        return out
+
+
+def render_plax(
+    params: PlaxParams,
+    rng: np.random.Generator | None = None,
+    frames: int | Sequence[int] | None = None,
+    labels: bool = True,
+) -> SyntheticCine:
+    """Render a PLAX cine and its truth.
+
+    Parameters
+    ----------
+    params : PlaxParams
+        From :func:`sample_plax_params`.
+    rng : numpy.random.Generator, optional
+        Speckle noise source; default ``default_rng(params.noise_seed)`` (deterministic).
+    frames : int or sequence of int, optional
+        None: all ``params.n_frames`` frames; an int: the first that many; a sequence: those frame
+        indices of the clip (e.g. ``[ed, es]`` from :func:`ed_es_frames`).
+    labels : bool
+        Also render the per-frame label maps (about a third of the time).
+
+    Returns
+    -------
+    SyntheticCine
+    """
+    if frames is None:
+        idx = tuple(range(params.n_frames))
+    elif isinstance(frames, (int, np.integer)):
+        idx = tuple(range(min(int(frames), params.n_frames)))
+    else:
+        idx = tuple(int(i) for i in frames)
+    renderer = PlaxRenderer(params, rng)
+    geos = [frame_geometry(params, i) for i in idx]
+    imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
+    labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
+    for k, (i, geo) in enumerate(zip(idx, geos)):
+        imgs[k] = renderer.frame(i, geo)
+        if labs is not None:
+            labs[k] = renderer.labels(geo)
+    kp_all = plax_keypoints(params)
+    ed, es = _ed_es_from_keypoints(kp_all)
+    regions = renderer.regions()
+    truth = plax_truth(params, kp_all, ed, es, renderer)
+    return SyntheticCine(
+        frames=imgs,
+        frame_time_ms=params.frame_time_ms,
+        regions=regions,
+        keypoints=kp_all[list(idx)].astype(np.float32),
+        labels=labs,
+        ed_frame=ed,
+        es_frame=es,
+        frame_indices=idx,
+        truth=truth,
+        cm_per_px=renderer.geom.cm_per_px,
+    )
+
+
+def _ed_es_from_keypoints(kp: np.ndarray) -> tuple[int, int]:
+    lvid = linear_values_cm(kp, 1.0)["lvidd"]
+    return int(np.argmax(lvid)), int(np.argmin(lvid))
+
+
+def plax_truth(params: PlaxParams, kp_all: np.ndarray, ed: int, es: int, renderer: PlaxRenderer) -> dict:
+    """The truth document of a cine (architecture.md section 3, plus per-frame keypoints)."""
+    cm = renderer.geom.cm_per_px
+    values = linear_values_cm(kp_all, cm)
+    phases = params.phase_of_frame(np.arange(params.n_frames))
+    idx = {k: i for i, k in enumerate(KEYPOINTS_2D)}
+    measurements = {}
+    for name, (a, b) in LINEAR_ENDPOINTS.items():
+        frame = ed if CATALOG[name].phase == "ed" else es
+        measurements[name] = {
+            "value": round(float(values[name][frame]), 6),
+            "unit": "cm",
+            "frame": frame,
+            "points": [[round(float(v), 4) for v in kp_all[frame, idx[a]]], [round(float(v), 4) for v in kp_all[frame, idx[b]]]],
+        }
+    return {
+        "kind": "2d",
+        "view": "plax",
+        "ed_frame": ed,
+        "es_frame": es,
+        "n_frames": params.n_frames,
+        "frame_time_ms": params.frame_time_ms,
+        "heart_rate_bpm": round(params.heart_rate_bpm, 3),
+        "cm_per_px": cm,
+        "measurements": measurements,
+        "keypoints": list(KEYPOINTS_2D),
+        "frames": [
+            {
+                "index": i,
+                "phase": round(float(phases[i]), 6),
+                "keypoints": [[round(float(x), 4), round(float(y), 4)] for x, y in kp_all[i]],
+                "values_cm": {name: round(float(values[name][i]), 6) for name in LINEAR_ENDPOINTS},
+            }
+            for i in range(params.n_frames)
+        ],
+        "label_classes": {str(k): v for k, v in LABEL_CLASSES.items()},
+        "conventions": {
+            "points": "image pixels (x right, y down), pixel centres on integers",
+            "linear": "ASE 2015: calipers on tissue-blood interfaces; IVSd/LVID/LVPWd on one line "
+            "perpendicular to the LV long axis at the mitral leaflet tips",
+            "ed_frame": "largest LV internal diameter in the clip",
+            "phase": "cardiac phase of each frame, 0 = end-diastole (QRS), 1 = next end-diastole",
+            "es_frame": "smallest LV internal diameter in the clip",
+        },
+        "params": params_to_dict(params),
+        "generator": {"name": "echomeasure.synthetic.plax", "version": GENERATOR_VERSION, "seed": params.seed, "case": params.case_index},
+    }

@@ -1,0 +1,166 @@
+"""Write synthetic studies to disk: ``case_XXXX.dcm`` + ``case_XXXX.truth.json``, atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from echomeasure.errors import InvalidInputError
+from echomeasure.synthetic.dicom_writer import build_dataset, file_mode, write_dataset_atomic
+from echomeasure.synthetic.doppler import FLOWS, render_doppler, sample_doppler_params
+from echomeasure.synthetic.overlays import fake_identity
+from echomeasure.synthetic.plax import render_plax, sample_plax_params
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["2d", "doppler"]
+#: (height, width) and frame count of "small" cases (examples, tests, smoke runs)
+SMALL_IMAGE_SIZE: tuple[int, int] = (480, 640)
+SMALL_N_FRAMES = 40
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """One case to write: its index (file number), kind and, for Doppler, flow."""
+
+    index: int
+    kind: Kind
+    flow: str | None = None
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files written for one case."""
+
+    dicom: Path
+    truth: Path
+    kind: Kind
+    flow: str | None
+
+
+def plan_cases(n_cases: int, kind: str, flow: str | None = None) -> list[CaseJob]:
+    """Which cases ``echomeasure synth`` writes.
+
+    ``kind="both"`` writes ``n_cases`` cines (indices 0..n-1) and then ``n_cases`` Doppler strips
+    (indices n..2n-1).  Doppler flows cycle through av, mv, lvot, tr unless ``flow`` is given, so
+    two strips are one "av" and one "mv".
+    """
+    jobs: list[CaseJob] = []
+    if kind in ("2d", "both"):
+        jobs += [CaseJob(i, "2d") for i in range(n_cases)]
+    if kind in ("doppler", "both"):
+        start = len(jobs)
+        jobs += [CaseJob(start + j, "doppler", flow or FLOWS[j % len(FLOWS)]) for j in range(n_cases)]
+    return jobs
+
+
+def case_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of case ``index`` of a run with ``seed`` (independent streams per case)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def _regions_json(regions) -> list[dict]:
+    return [asdict(r) for r in regions]
+
+
+def write_json_atomic(obj: object, path: Path) -> None:
+    """Write JSON through a temporary file in the same folder, then ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=False)
+            fh.write("\n")
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = False, jpeg: bool = False) -> CaseFiles:
+    """Render and write one case (DICOM first, then its truth; each atomically).
+
+    Parameters
+    ----------
+    out_dir : path
+        Folder (created when missing).
+    job : CaseJob
+        Index, kind and flow of the case.
+    seed : int
+        Run seed; with ``job.index`` it fixes every pixel, UID and date.
+    small : bool
+        Small study: 40 frames at 480x640 (Doppler: 480x640), JPEG Baseline.
+    jpeg : bool
+        JPEG Baseline (YBR_FULL_422) instead of uncompressed RGB.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"case_{job.index:04d}"
+    dcm_path, truth_path = out / f"{stem}.dcm", out / f"{stem}.truth.json"
+    rng = case_rng(seed, job.index)
+    identity = fake_identity(seed, job.index)
+    jpeg = jpeg or small
+    if job.kind == "2d":
+        kwargs = {"image_size": SMALL_IMAGE_SIZE, "n_frames": SMALL_N_FRAMES} if small else {}
+        params = sample_plax_params(rng, case_index=job.index, seed=seed, **kwargs)
+        cine = render_plax(params, labels=False)
+        ds = build_dataset(
+            cine.frames, cine.regions, identity, seed=seed, case_index=job.index, kind="2d",
+            frame_time_ms=cine.frame_time_ms, heart_rate_bpm=params.heart_rate_bpm, jpeg=jpeg,
+            description="PLAX 2D",
+        )
+        truth = dict(cine.truth)
+        regions = cine.regions
+    else:
+        kwargs = {"image_size": SMALL_IMAGE_SIZE} if small else {}
+        params = sample_doppler_params(rng, job.flow, case_index=job.index, seed=seed, **kwargs)
+        strip = render_doppler(params)
+        ds = build_dataset(
+            strip.image, strip.regions, identity, seed=seed, case_index=job.index, kind="doppler",
+            frame_time_ms=None, heart_rate_bpm=params.heart_rate_bpm, jpeg=jpeg,
+            description=f"{params.flow.upper()} {params.mode.upper()} DOPPLER",
+        )
+        truth = dict(strip.truth)
+        regions = strip.regions
+    truth = {
+        "file": dcm_path.name,
+        **truth,
+        "regions": _regions_json(regions),
+        "encoding": "jpeg-baseline" if jpeg else "rgb",
+        "fake_identity": asdict(identity),
+    }
+    write_dataset_atomic(ds, dcm_path)
+    write_json_atomic(truth, truth_path)
+    log.info("wrote %s (%s%s)", dcm_path, job.kind, f" {job.flow}" if job.flow else "")
+    return CaseFiles(dcm_path, truth_path, job.kind, job.flow)
+
+
+def write_cases(
+    out_dir: str | Path,
+    n_cases: int,
+    seed: int,
+    kind: str = "2d",
+    *,
+    flow: str | None = None,
+    small: bool = False,
+    jpeg: bool = False,
+    progress: bool = True,
+) -> Iterator[CaseFiles]:
+    """Write all cases of a run (yields each as it is written); progress bar on stderr."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"{out} is a file; give a folder for the synthetic studies")
+    jobs = plan_cases(n_cases, kind, flow)
+    from tqdm import tqdm
+
+    bar = tqdm(jobs, desc="synth", unit="case", disable=not progress or len(jobs) < 3, leave=False)
+    for job in bar:
+        yield write_case(out, job, seed, small=small, jpeg=jpeg)
