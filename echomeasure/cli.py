@@ -45,8 +45,187 @@ def cmd_deid(args: argparse.Namespace) -> int:
     from echomeasure import config
     from echomeasure.ingest import deidentify_file
 
-    result = deidentify_file(args.input, args.output, secret=config.secret(args.secret))
+    result = deidentify_file(args.input, args.output, secret=config.secret(args.secret),
+                             allow_non_us=getattr(args, "allow_non_us", False))
     _print_json(result)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """De-identify and register files (folders walked recursively); one JSON line per file."""
+    from tqdm import tqdm
+
+    from echomeasure import config
+    from echomeasure.ingest.clip import display_name
+    from echomeasure.pipeline import ingest_path, iter_input_files
+    from echomeasure.store import open_store
+
+    files = iter_input_files(args.paths)
+    if not files:
+        raise EchomeasureError("no files to ingest in the given folder(s); give DICOM, video or image files")
+    secret = config.secret(args.secret)
+    failed = 0
+    with open_store(args.db) as store:
+        bar = tqdm(files, desc="ingest", unit="file", file=sys.stderr, disable=None, leave=False)
+        for path in bar:
+            name = display_name(path)
+            try:
+                result = ingest_path(
+                    path,
+                    store,
+                    secret=secret,
+                    run_models=not args.no_propose,
+                    user_cm_per_px=args.cm_per_px,
+                    only=args.only.split(",") if args.only else None,
+                )
+            except EchomeasureError as exc:
+                failed += 1
+                _print_json({"file": name, "status": "error", "error": str(exc)})
+                tqdm.write(f"error: {name}: {exc}", file=sys.stderr)
+                continue
+            _print_json(result.as_json())
+    return 2 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the review store as CSV, JSON (full history) or COCO keypoints."""
+    from echomeasure import config
+    from echomeasure.export import export
+    from echomeasure.store import open_store
+    from echomeasure.store.engine import parse_url, sqlite_path
+
+    url = config.db_url(args.db)
+    db_file = sqlite_path(parse_url(url))
+    if db_file is not None and not db_file.exists():
+        raise EchomeasureError(f"no review database at {db_file}; run 'echomeasure ingest' first or pass --db")
+    with open_store(url) as store:
+        text = export(store, args.format, args.output, clip_ids=args.clip)
+    if args.output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """De-identify one file, run the models, print the proposals as JSON (architecture.md 3)."""
+    from echomeasure.propose.measure import measure_file, terminal_progress
+
+    with terminal_progress(not args.quiet) as progress:
+        result = measure_file(
+            args.path,
+            only=args.only,
+            per_frame=args.per_frame,
+            scale_cm_per_px=args.scale,
+            model_version=args.model_version,
+            progress=progress,
+            backend=args.backend,
+        )
+    _print_json(result)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure speed (and accuracy, with trained weights) and write/print the results JSON."""
+    from echomeasure.bench import run_bench
+
+    results = run_bench(
+        speed=args.speed or not (args.accuracy or args.memory or args.backbones),
+        accuracy=args.accuracy,
+        cases=args.cases,
+        n_frames=args.frames,
+        repeats=args.repeats,
+        backbones=args.backbones,
+        memory=args.memory,
+        profile=args.profile,
+        output=args.output,
+    )
+    if args.output is None:
+        _print_json(results)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write synthetic DICOM studies with exact truth (and/or a realism contact sheet)."""
+    from echomeasure.errors import InvalidInputError
+
+    if args.outdir is None and args.preview is None:
+        raise InvalidInputError("give an output folder (echomeasure synth OUTDIR) or --preview SHEET.png")
+    if args.cases < 1:
+        raise InvalidInputError("--cases must be at least 1")
+    if args.outdir is not None:
+        from echomeasure.synthetic.studio import write_cases
+
+        for case in write_cases(args.outdir, args.cases, args.seed, args.kind, flow=args.flow,
+                                small=args.small, jpeg=args.jpeg, progress=not args.quiet):
+            _print_json({"file": str(case.dicom), "truth": str(case.truth), "kind": case.kind, "flow": case.flow})
+    if args.preview is not None:
+        from echomeasure.synthetic.preview import write_contact_sheet
+
+        sheet = write_contact_sheet(args.preview, seed=args.seed)
+        _print_json({"preview": str(sheet)})
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on synthetic data, evaluate it on held-out cases and register it."""
+    from echomeasure.training.train import train_model
+
+    outcome = train_model(
+        args.model, steps=args.steps, seed=args.seed, out=args.out, smoke=args.smoke, cases=args.cases,
+        eval_cases=args.eval_cases, version=args.version, threads=args.threads,
+        max_wall_s=None if args.max_minutes is None else args.max_minutes * 60.0, progress=not args.quiet,
+    )
+    e = outcome.entry
+    _print_json({"name": e.name, "version": e.version, "file": e.file, "sha256": e.sha256,
+                 "steps": outcome.result.steps_done, "train_wall_s": round(outcome.result.wall_s, 1),
+                 "metrics": outcome.metrics})
+    return 0
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_auth(spec: str | None) -> tuple[str, str] | None:
+    """``--auth USER:PASS`` as a (user, password) pair; a user error when malformed."""
+    from echomeasure.errors import InvalidInputError
+
+    if spec is None:
+        return None
+    user, sep, password = spec.partition(":")
+    if not sep or not user or not password:
+        raise InvalidInputError("--auth needs USER:PASS with a non-empty user and password")
+    return user, password
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the review UI; refuse to listen beyond this machine without a login."""
+    from echomeasure import config
+    from echomeasure.errors import InvalidInputError
+
+    auth = parse_auth(args.auth)
+    if args.host not in LOOPBACK_HOSTS and auth is None and not args.no_auth:
+        raise InvalidInputError(
+            f"refusing to serve on {args.host} without a login; add --auth USER:PASS "
+            "(or --no-auth if this network is trusted)"
+        )
+    if str(config.PROJECT_ROOT) not in sys.path:  # the demo/ app lives beside the package
+        sys.path.insert(0, str(config.PROJECT_ROOT))
+    from demo.app import main as demo_main
+
+    demo_main(host=args.host, port=args.port, db=args.db, auth=auth, reviewer=args.reviewer)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a model from the reviews in the store, evaluate before/after, register it."""
+    from echomeasure.training.finetune import finetune
+
+    outcome = finetune(
+        args.db, base=args.base, base_version=args.base_version, epochs=args.epochs, weights_dir=args.out,
+        min_frames=args.min_frames, holdout_fraction=args.holdout, synthetic_eval_cases=args.eval_cases,
+        seed=args.seed, activate=args.activate, progress=not args.quiet, max_steps=args.max_steps,
+    )
+    _print_json(outcome.to_dict())
     return 0
 
 
@@ -71,7 +250,97 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input", metavar="IN")
     s.add_argument("output", metavar="OUT")
     s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
+    s.add_argument("--allow-non-us", action="store_true", help="also accept DICOM objects that are not ultrasound")
     s.set_defaults(func=cmd_deid)
+
+    s = sub.add_parser("ingest", help="de-identify files and register them in the review store")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked recursively)")
+    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
+    s.add_argument("--no-propose", action="store_true", help="store the clips without running the models")
+    s.add_argument("--only", help="comma-separated measurement names to propose (e.g. av_vmax)")
+    s.add_argument("--cm-per-px", type=float, help="scale for uncalibrated videos and images (cm per pixel)")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("export", help="export reviews as CSV, JSON (full history) or COCO keypoints")
+    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--format", choices=("csv", "json", "coco"), default="csv")
+    s.add_argument("-o", "--output", help="output file (written atomically; default: stdout)")
+    s.add_argument("--clip", type=int, action="append", metavar="ID", help="export only this clip (repeatable)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("measure", help="propose measurements for one file and print JSON")
+    s.add_argument("path", metavar="PATH")
+    s.add_argument("--per-frame", action="store_true", help="include per-frame keypoints and confidences")
+    s.add_argument("--only", metavar="NAMES", help="comma-separated measurements to propose (e.g. ivsd,lvidd or av_vmax)")
+    s.add_argument("--scale", type=float, metavar="CM_PER_PX", help="user calibration for videos/images without DICOM calibration")
+    s.add_argument("--model-version", metavar="V", help="model version to use (V, or NAME=V[,NAME=V]); default: the active one")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="inference backend (default: auto)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_measure)
+
+    s = sub.add_parser("bench", help="speed / memory / accuracy benchmark on synthetic clips")
+    s.add_argument("--speed", action="store_true", help="time the models and the end-to-end path (default when no other part is asked for)")
+    s.add_argument("--accuracy", action="store_true", help="accuracy of the registered weights on held-out synthetic cases")
+    s.add_argument("--cases", type=int, default=20, help="held-out cases for --accuracy (default 20)")
+    s.add_argument("--frames", type=int, default=100, help="frames of the end-to-end clip (default 100)")
+    s.add_argument("--repeats", type=int, default=5, help="repeats for the medians (default 5)")
+    s.add_argument("--backbones", action="store_true", help="also time the backbone/input-size table (slow)")
+    s.add_argument("--memory", action="store_true", help="peak memory of a 300-frame 600x800 clip in a child process")
+    s.add_argument("--profile", action="store_true", help="add a cProfile top list of one end-to-end run")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the results JSON here (default: stdout)")
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("synth", help="write synthetic echo studies (DICOM + truth JSON)")
+    s.add_argument("outdir", nargs="?", metavar="OUTDIR", help="folder for case_XXXX.dcm + case_XXXX.truth.json")
+    s.add_argument("--cases", type=int, default=4, help="cases per kind (default 4)")
+    s.add_argument("--seed", type=int, default=0, help="run seed: same seed, same bytes (default 0)")
+    s.add_argument("--kind", choices=("2d", "doppler", "both"), default="2d", help="PLAX cines, Doppler strips or both (default 2d)")
+    s.add_argument("--flow", choices=("av", "tr", "lvot", "mv"), help="Doppler flow for every strip (default: cycle av, mv, lvot, tr)")
+    s.add_argument("--jpeg", action="store_true", help="JPEG Baseline (YBR_FULL_422) instead of uncompressed RGB")
+    s.add_argument("--small", action="store_true", help="small studies: 40 frames at 480x640, JPEG (examples, tests)")
+    s.add_argument("--preview", metavar="SHEET.png", help="also write a contact sheet of synthetic frames next to a real echo")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("train", help="train a model on synthetic data, evaluate it and register the weights")
+    s.add_argument("--model", required=True, choices=("plax-linear", "doppler-peaks"))
+    s.add_argument("--steps", type=int, help="optimisation steps (default: the shipped recipe's)")
+    s.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and augmentation (default 0)")
+    s.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
+    s.add_argument("--smoke", action="store_true", help="tiny inputs and a few steps: checks the pipeline in seconds")
+    s.add_argument("--cases", type=int, help="synthetic training cases to render (default 400 cines / 800 strips)")
+    s.add_argument("--eval-cases", type=int, help="held-out cases to evaluate on (default 40)")
+    s.add_argument("--version", help="version to register (default: the next 1.N)")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    s.add_argument("--max-minutes", type=float, help="stop with a resumable checkpoint after this long")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("demo", help="start the review UI (Gradio) on http://127.0.0.1:7860")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--db", help="SQLAlchemy URL of the review store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--auth", metavar="USER:PASS", help="require this login (needed to listen beyond localhost)")
+    s.add_argument("--no-auth", action="store_true", help="listen beyond localhost without a login (trusted networks only)")
+    s.add_argument("--reviewer", help="pre-fill the reviewer name")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("finetune", help="fine-tune a model from stored reviews and register the new version")
+    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--base", default="plax-linear", choices=("plax-linear", "doppler-peaks"), help="model to fine-tune")
+    s.add_argument("--base-version", help="version to start from (default: the active one)")
+    s.add_argument("--epochs", type=int, default=10, help="passes over the training reviews (default 10)")
+    s.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
+    s.add_argument("--min-frames", type=int, default=20, help="refuse with fewer reviewed frames (default 20)")
+    s.add_argument("--holdout", type=float, default=0.25, help="share of reviewed clips held out (default 0.25)")
+    s.add_argument("--eval-cases", type=int, default=20, help="synthetic hold-out cases before/after (default 20)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--activate", choices=("auto", "yes", "no"), default="auto",
+                   help="make the new version active: auto = only when it is not worse (default)")
+    s.add_argument("--max-steps", type=int, help="cap on optimisation steps")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_finetune)
 
     return p
 
