@@ -1,0 +1,451 @@
+"""The echomeasure review UI (Gradio Blocks) and the Hugging Face Space entry point.
+
+A thin shell over the library: opening a file calls :func:`echomeasure.pipeline.ingest_path`
+(de-identify, store, propose), the worklist is :meth:`Store.worklist`, reviews go through
+:func:`demo.review.save_reviews` to :meth:`Store.add_review`, exports are
+:func:`echomeasure.export.export_csv`.  Reviews are written only from the caliper viewer's
+explicit ``commit`` event, never from ``.change``.
+
+Run it with ``echomeasure demo`` (or ``make demo``); ``build_app`` is what tests launch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from echomeasure import config
+from echomeasure.errors import EchomeasureError, StoreError
+from echomeasure.store import ClipRecord, Store, open_store
+
+from demo import review, viewmodel
+from demo.caliper import CaliperViewer
+
+log = logging.getLogger(__name__)
+
+TITLE = "echomeasure"
+#: Largest upload accepted (Gradio refuses bigger files before they reach the server).
+MAX_UPLOAD = "200mb"
+#: File types offered in the upload dialog (DICOM files often have no extension at all, so the
+#: ingest layer, not the extension, decides what is readable).
+UPLOAD_TYPES = [".dcm", ".dicom", ".avi", ".mp4", ".png", ".jpg", ".jpeg"]
+EXAMPLE_GLOB = "*.dcm"
+
+THEME = gr.themes.Base(
+    primary_hue=gr.themes.colors.blue,
+    secondary_hue=gr.themes.colors.slate,
+    neutral_hue=gr.themes.colors.slate,
+    # System fonts only: the app must look the same offline (no font CDN).
+    font=["Inter", "ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    radius_size=gr.themes.sizes.radius_sm,
+    spacing_size=gr.themes.sizes.spacing_sm,
+    text_size=gr.themes.sizes.text_sm,
+)
+
+CSS = """
+.gradio-container { max-width: 100% !important; }
+#em-topbar { align-items: center; border-bottom: 1px solid var(--border-color-primary); padding-bottom: 6px; }
+#em-brand { font-size: 20px; font-weight: 700; letter-spacing: -0.01em; }
+#em-brand .em-sub { font-size: 12px; font-weight: 400; color: var(--body-text-color-subdued); margin-left: 8px; }
+#em-clipinfo { min-height: 24px; font-size: 13px; }
+#em-clipinfo p { margin: 0; }
+#em-worklist table { font-size: 12px; }
+.em-reviewer-missing input { border-color: #ff9f43 !important; box-shadow: 0 0 0 1px #ff9f43 !important; }
+"""
+
+# Dark mode by default: a reading room is dark, and the viewer is dark anyway.
+JS_DARK = """
+() => {
+  const url = new URL(window.location);
+  if (!url.searchParams.has('__theme')) document.body.classList.add('dark');
+}
+"""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def list_examples(examples_dir: str | os.PathLike[str] | None) -> list[Path]:
+    """The synthetic example studies (``case_XXXX.dcm``) in ``examples_dir``, sorted."""
+    folder = Path(examples_dir) if examples_dir else config.EXAMPLES_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(EXAMPLE_GLOB) if p.is_file())
+
+
+def seed_examples(
+    store: Store,
+    examples_dir: str | os.PathLike[str] | None = None,
+    *,
+    secret: bytes | None = None,
+    progress: Callable[[float, str], Any] | None = None,
+) -> int:
+    """Ingest the synthetic examples when the store has no clip yet (first start).
+
+    Returns the number of clips ingested (0 when the store already had clips).  A file that
+    cannot be ingested is logged and skipped.
+    """
+    from echomeasure.pipeline import ingest_path
+
+    if store.worklist():
+        return 0
+    files = list_examples(examples_dir)
+    done = 0
+    for i, path in enumerate(files):
+        if progress:
+            progress(i / max(len(files), 1), f"ingesting example {path.name}")
+        try:
+            ingest_path(path, store, secret=secret or config.secret(), reviewer="system")
+            done += 1
+        except EchomeasureError as exc:
+            log.warning("example %s not ingested: %s", path.name, exc)
+    log.info("ingested %d example(s) into %s", done, store.url)
+    return done
+
+
+def _gr_progress(progress: gr.Progress) -> Callable[[float, str], None]:
+    def report(fraction: float, description: str) -> None:
+        progress(fraction, desc=description)
+
+    return report
+
+
+def _clip_header(clip: ClipRecord, states: Sequence[Any], warnings: Sequence[str] = ()) -> str:
+    model = next((f"{s.model_name} {s.model_version}" for s in states if s.model_name), "no model")
+    cal = {"dicom": "DICOM calibration", "user": "user scale", "none": "uncalibrated (values in px)"}.get(
+        clip.calibration_source, clip.calibration_source
+    )
+    ft = f"{clip.frame_time_ms:.1f} ms/frame" if clip.frame_time_ms else "frame time unknown"
+    parts = [
+        f"**{clip.label}**",
+        f"{clip.kind.upper()} · {clip.n_frames} frames · {ft}",
+        cal,
+        f"model: {model}",
+        f"study …{clip.study_uid[-8:]}",
+    ]
+    text = " &nbsp;|&nbsp; ".join(parts)
+    for w in warnings:
+        text += f"\n\n⚠ {w}"
+    return text
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def build_app(
+    store_url: str | None = None,
+    examples_dir: str | os.PathLike[str] | None = None,
+    reviewer: str | None = None,
+) -> gr.Blocks:
+    """Build the review UI.
+
+    Parameters
+    ----------
+    store_url
+        SQLAlchemy URL of the review store (default ``ECHOMEASURE_DB`` or SQLite under ``db/``).
+    examples_dir
+        Folder of synthetic examples offered in the "Open example" list (default ``examples/``).
+    reviewer
+        Pre-filled reviewer name (the user can change it; saving needs one).
+
+    Returns
+    -------
+    gradio.Blocks
+        Launch it with :func:`launch` (which adds the theme, CSS, upload limit and the image
+        folder to the served paths).
+    """
+    store = open_store(store_url)
+    images_dir = store.images_dir
+    images_dir.mkdir(parents=True, exist_ok=True)
+    # Frames are served as static files from the store's image folder (de-identified PNGs only).
+    gr.set_static_paths([images_dir])
+    examples = list_examples(examples_dir)
+    example_paths = {p.name: p for p in examples}
+
+    # ------------------------------------------------------------------ callbacks
+    def worklist_update() -> list[list[Any]]:
+        return viewmodel.worklist_rows(store.worklist())
+
+    def show_clip(clip_id: int, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
+        clip = store.clip(clip_id)
+        states = store.current_measurements(clip_id)
+        frames = store.frame_images(clip_id)
+        if len(frames) < clip.n_frames:
+            raise StoreError(f"{clip.label} has {len(frames)} of {clip.n_frames} frames stored; re-ingest the file")
+        viewer_update = gr.update(
+            value=viewmodel.viewer_value(clip_id, states, reload=True),
+            clip=viewmodel.viewer_clip(clip, frames, states),
+        )
+        return viewer_update, _clip_header(clip, states, warnings), clip_id
+
+    def ingest_and_show(path: str | os.PathLike[str], reviewer_name: str, progress: gr.Progress) -> tuple:
+        from echomeasure.pipeline import ingest_path
+
+        started = time.perf_counter()
+        result = ingest_path(
+            path,
+            store,
+            secret=config.secret(),
+            reviewer=(reviewer_name or "").strip() or "anonymous",
+            progress=_gr_progress(progress),
+        )
+        log.info("%s ingested and proposed in %.1f s", result.file, time.perf_counter() - started)
+        for w in result.warnings:
+            gr.Warning(w)
+        if not result.new:
+            log.info("%s was already stored as clip %s", result.file, result.clip.id)
+        viewer_update, header, clip_id = show_clip(result.clip.id, result.warnings)
+        return viewer_update, header, clip_id, worklist_update()
+
+    def open_example(name: str | None, reviewer_name: str, progress: gr.Progress = gr.Progress()) -> tuple:
+        if not name or name not in example_paths:
+            gr.Warning("Pick an example from the list first.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            return ingest_and_show(example_paths[name], reviewer_name, progress)
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    def open_upload(file: str | None, reviewer_name: str, progress: gr.Progress = gr.Progress()) -> tuple:
+        if not file:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            return ingest_and_show(file, reviewer_name, progress)
+        except EchomeasureError as exc:
+            gr.Warning(f"Not opened: {exc}")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        finally:
+            # The upload is the original (identifiable) file: do not keep it in Gradio's cache.
+            try:
+                Path(file).unlink(missing_ok=True)
+            except OSError:
+                log.warning("could not remove the uploaded original %s", Path(file).name)
+
+    def open_from_worklist(evt: gr.SelectData) -> tuple:
+        row = evt.row_value or []
+        if not row:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            return show_clip(int(row[0]))
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip()
+
+    def commit(reviewer_name: str, evt: gr.EventData) -> tuple:
+        payload = dict(evt._data or {})
+        clip_id = payload.get("clip_id")
+        items = payload.get("reviews") or []
+        if clip_id is None or not items:
+            return gr.skip(), gr.skip()
+        if not (reviewer_name or "").strip():
+            gr.Warning("Enter your name in the Reviewer field (top right) before saving: reviews are signed.")
+            return gr.skip(), gr.skip()
+        try:
+            requests = [review.ReviewRequest.from_payload(item) for item in items]
+            saved = review.save_reviews(store, int(clip_id), requests, reviewer_name)
+        except EchomeasureError as exc:
+            gr.Warning(f"Not saved: {exc}")
+            return gr.skip(), gr.skip()
+        states = store.current_measurements(int(clip_id))
+        value = viewmodel.viewer_value(int(clip_id), states, committed=[r.measurement for r in saved])
+        if len(saved) > 1:
+            gr.Info(f"Saved {len(saved)} reviews as {reviewer_name.strip()}.")
+        return value, worklist_update()
+
+    def export_study(clip_id: int | None) -> Any:
+        from echomeasure.export import export_csv
+
+        if clip_id is None:
+            gr.Warning("Open a study first, or export everything.")
+            return gr.skip()
+        try:
+            clip = store.clip(int(clip_id))
+            ids = [c.id for c in store.clips() if c.study_uid == clip.study_uid]
+            text = export_csv(store, ids)
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+        return gr.update(value=_write_download(text, f"echomeasure_study_{clip.study_uid[-8:]}.csv"), visible=True)
+
+    def export_all() -> Any:
+        from echomeasure.export import export_csv
+
+        try:
+            text = export_csv(store)
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+        return gr.update(value=_write_download(text, "echomeasure_all.csv"), visible=True)
+
+    # ------------------------------------------------------------------ layout
+    with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=False) as app:
+        current_clip = gr.State(None)
+        with gr.Row(elem_id="em-topbar", equal_height=True):
+            gr.HTML(
+                '<div id="em-brand">echomeasure<span class="em-sub">echocardiography measurement review'
+                " · synthetic data · not for clinical use</span></div>",
+                js_on_load=None,
+            )
+            reviewer_box = gr.Textbox(
+                value=reviewer or "",
+                label="Reviewer",
+                placeholder="Your name (required to save)",
+                scale=0,
+                min_width=260,
+                elem_id="em-reviewer",
+            )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=360):
+                with gr.Group():
+                    example_dd = gr.Dropdown(
+                        choices=list(example_paths),
+                        value=next(iter(example_paths), None),
+                        label="Synthetic example",
+                        elem_id="em-example",
+                    )
+                    open_btn = gr.Button("Open example", variant="primary", elem_id="em-open-example")
+                upload = gr.File(
+                    label="Upload DICOM / AVI / MP4 (de-identified on arrival)",
+                    file_types=UPLOAD_TYPES,
+                    type="filepath",
+                    height=110,
+                    elem_id="em-upload",
+                )
+                worklist = gr.Dataframe(
+                    value=worklist_update,
+                    headers=list(viewmodel.WORKLIST_HEADERS),
+                    interactive=False,
+                    label="Worklist (click a row to open)",
+                    elem_id="em-worklist",
+                    max_height=320,
+                    wrap=False,
+                )
+                with gr.Row():
+                    csv_study_btn = gr.Button("CSV: this study", size="sm", elem_id="em-csv-study")
+                    csv_all_btn = gr.Button("CSV: everything", size="sm", elem_id="em-csv-all")
+                csv_file = gr.File(label="Export", interactive=False, visible=False, elem_id="em-csv-file")
+            with gr.Column(scale=4):
+                clip_info = gr.Markdown("No clip open.", elem_id="em-clipinfo")
+                viewer = CaliperViewer(elem_id="em-viewer")
+
+        outputs_open = [viewer, clip_info, current_clip, worklist]
+        open_btn.click(open_example, [example_dd, reviewer_box], outputs_open, api_name="open_example")
+        upload.upload(open_upload, [upload, reviewer_box], outputs_open, api_name="open_upload")
+        worklist.select(open_from_worklist, None, [viewer, clip_info, current_clip], api_visibility="private")
+        viewer.commit(commit, [reviewer_box], [viewer, worklist], api_visibility="private")
+        csv_study_btn.click(export_study, [current_clip], [csv_file], api_name="export_study_csv")
+        csv_all_btn.click(export_all, None, [csv_file], api_name="export_all_csv")
+        app.load(worklist_update, None, [worklist], api_visibility="private")
+
+        # API-only endpoints (gradio_client, scripts): the same library calls as the UI.
+        def save_review(
+            clip_id: int,
+            measurement: str,
+            action: str,
+            reviewer: str,
+            points: list[list[float]] | None = None,
+            frame: int | None = None,
+            seconds: float | None = None,
+        ) -> dict:
+            """Save one review (action: accept, rejected or added) and return the measurement's state."""
+            try:
+                request = review.ReviewRequest.from_payload(
+                    {"name": measurement, "action": action, "points": points or [], "frame": frame, "seconds": seconds}
+                )
+                review.save_reviews(store, int(clip_id), [request], reviewer)
+            except EchomeasureError as exc:
+                raise gr.Error(str(exc)) from None
+            states = {s.measurement: s for s in store.current_measurements(int(clip_id))}
+            return viewmodel.measurement_entry(states[measurement])
+
+        def measurements(clip_id: int) -> list[dict]:
+            """Where each measurement of a clip stands (status, points, values)."""
+            try:
+                return [viewmodel.measurement_entry(s) for s in store.current_measurements(int(clip_id))]
+            except EchomeasureError as exc:
+                raise gr.Error(str(exc)) from None
+
+        gr.api(save_review, api_name="save_review")
+        gr.api(measurements, api_name="measurements")
+
+    app.echomeasure_store = store  # type: ignore[attr-defined]
+    app.echomeasure_launch = {  # type: ignore[attr-defined]
+        "theme": THEME,
+        "css": CSS,
+        "js": JS_DARK,
+        "max_file_size": MAX_UPLOAD,
+        "allowed_paths": [str(images_dir)],
+        "footer_links": ["api"],
+    }
+    return app
+
+
+def _write_download(text: str, name: str) -> str:
+    """Write an export for download: a fresh temp folder, complete file renamed into place."""
+    folder = Path(tempfile.mkdtemp(prefix="echomeasure-export-"))
+    target = folder / name
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(text, encoding="utf-8", newline="")
+    os.replace(tmp, target)
+    return str(target)
+
+
+def launch(app: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
+    """Launch an app from :func:`build_app` with its theme, CSS, upload limit and served paths.
+
+    Keyword arguments are passed on to :meth:`gradio.Blocks.launch` and win over the defaults.
+    """
+    options = dict(getattr(app, "echomeasure_launch", {}))
+    options.update(kwargs)
+    return app.launch(**options)
+
+
+def main(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    db: str | None = None,
+    auth: tuple[str, str] | None = None,
+    examples_dir: str | os.PathLike[str] | None = None,
+    reviewer: str | None = None,
+) -> None:
+    """Start the review UI (blocking): seed the examples on first start, then serve.
+
+    Parameters
+    ----------
+    host, port
+        Where to listen.  The CLI refuses a host other than localhost without ``auth``.
+    db
+        SQLAlchemy URL of the review store.
+    auth
+        ``(user, password)`` for Gradio's login page.
+    """
+    app = build_app(db, examples_dir=examples_dir, reviewer=reviewer)
+    store: Store = app.echomeasure_store  # type: ignore[attr-defined]
+    n = seed_examples(store, examples_dir)
+    if n:
+        log.info("first start: %d example clip(s) added to the worklist", n)
+    launch(app, server_name=host, server_port=port, auth=auth, show_error=False)
+
+
+def space_main() -> None:
+    """Hugging Face Space entry: synthetic examples, SQLite in a temporary folder (ephemeral disk)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    workdir = Path(tempfile.mkdtemp(prefix="echomeasure-space-"))
+    os.environ.setdefault("ECHOMEASURE_SECRET", os.urandom(32).hex())
+    url = f"sqlite:///{workdir / 'echomeasure.sqlite'}"
+    app = build_app(url, examples_dir=config.EXAMPLES_DIR)
+    seed_examples(app.echomeasure_store)  # type: ignore[attr-defined]
+    launch(app, server_name=os.environ.get("GRADIO_SERVER_NAME"), ssr_mode=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    space_main()

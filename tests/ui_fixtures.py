@@ -1,0 +1,132 @@
+"""Test data for the review UI tests (``tests/test_ui*.py``).
+
+A review store in a temporary folder holding one synthetic example clip ingested through the
+real pipeline (de-identification gate included, models skipped) plus *known* proposals built
+from the example's ground truth, so that the UI tests do not depend on model weights or on
+model accuracy.  The app is launched inside the test process on 127.0.0.1 and a free port.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from echomeasure import catalog, config
+
+if str(config.PROJECT_ROOT) not in sys.path:  # demo/ lives beside the package
+    sys.path.insert(0, str(config.PROJECT_ROOT))
+
+EXAMPLE_2D = "case_0000.dcm"
+EXAMPLE_DOPPLER = "case_0002.dcm"
+TEST_SECRET = b"test-secret-not-for-production"
+TEST_MODEL = ("plax-linear", "ui-test", "b" * 64)
+TEST_DOPPLER_MODEL = ("doppler-peaks", "ui-test", "c" * 64)
+# One proposal is deliberately unsure, to check the low-confidence flag.
+CONFIDENCE = {"ivsd": 0.91, "lvidd": 0.95, "lvpwd": 0.88, "lvids": 0.93, "la": 0.35, "aortic_root": 0.9}
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+
+def truth(example: str) -> dict:
+    """The ground truth written beside an example."""
+    return json.loads((config.EXAMPLES_DIR / example.replace(".dcm", ".truth.json")).read_text())
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class UiStore:
+    """A store prepared for the UI tests."""
+
+    url: str
+    folder: Path
+    clip_id: int
+    doppler_clip_id: int
+
+
+def _ingest(store, example: str) -> int:
+    from echomeasure.pipeline import ingest_path
+
+    result = ingest_path(config.EXAMPLES_DIR / example, store, secret=TEST_SECRET, run_models=False)
+    return result.clip.id
+
+
+def prepare_store(folder: Path) -> UiStore:
+    """Ingest the 2D and Doppler examples (models skipped) and add proposals from the truth."""
+    from echomeasure.ingest.calibration import distance_cm, velocity_m_s
+    from echomeasure.propose.types import ClipProposals, ModelInfo, Proposal
+    from echomeasure.store import open_store
+
+    url = f"sqlite:///{folder / 'ui.sqlite'}"
+    store = open_store(url)
+    try:
+        clip_id = _ingest(store, EXAMPLE_2D)
+        clip = store.clip(clip_id)
+        t = truth(EXAMPLE_2D)
+        proposals = []
+        for name in catalog.LINEAR_2D:
+            m = t["measurements"][name]
+            # Proposals a little off the truth (1-2 px), as a model's would be.
+            pts = ((m["points"][0][0] + 1.25, m["points"][0][1] - 1.5), (m["points"][1][0] - 0.75, m["points"][1][1] + 2.0))
+            value = distance_cm(clip.region_objects, pts[0], pts[1])
+            proposals.append(Proposal(name, int(m["frame"]), pts, value, "cm", CONFIDENCE[name]))
+        store.add_proposals(
+            clip_id, ClipProposals("2d", "dicom", ModelInfo(*TEST_MODEL), proposals, t["ed_frame"], t["es_frame"])
+        )
+
+        doppler_id = _ingest(store, EXAMPLE_DOPPLER)
+        dclip = store.clip(doppler_id)
+        td = truth(EXAMPLE_DOPPLER)
+        peak = td["measurements"]["av_vmax"]["peaks"][0]
+        pt = (float(peak[0]), float(peak[1]) + 1.0)
+        v = velocity_m_s(dclip.region_objects, *pt)
+        store.add_proposals(
+            doppler_id,
+            ClipProposals(
+                "doppler", "dicom", ModelInfo(*TEST_DOPPLER_MODEL), [Proposal("av_vmax", 0, (pt,), abs(v), "m/s", 0.8, signed_value=v)]
+            ),
+        )
+    finally:
+        store.close()
+    return UiStore(url=url, folder=folder, clip_id=clip_id, doppler_clip_id=doppler_id)
+
+
+@pytest.fixture(scope="module")
+def ui_store(tmp_path_factory) -> UiStore:
+    """A prepared store shared by the tests of one module."""
+    return prepare_store(tmp_path_factory.mktemp("ui-store"))
+
+
+@pytest.fixture(scope="module")
+def running_app(ui_store) -> Iterator[tuple[str, UiStore]]:
+    """The review UI served on 127.0.0.1 and a free port: yields (url, store info)."""
+    from demo.app import build_app, launch
+
+    app = build_app(ui_store.url, examples_dir=config.EXAMPLES_DIR)
+    port = free_port()
+    _, url, _ = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield url.rstrip("/"), ui_store
+    finally:
+        app.close()
+        app.echomeasure_store.close()
