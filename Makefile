@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev,postgres,fast]'
+	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
