@@ -1,0 +1,266 @@
+"""How a frame becomes model input, and how model coordinates map back to image pixels.
+
+Used by BOTH training (:mod:`echomeasure.training`) and inference (:mod:`echomeasure.propose`),
+so that a model always sees the same kind of input it was trained on.
+
+Pixel convention (shared with :mod:`echomeasure.training.heatmaps` and
+:mod:`echomeasure.models.decode`): pixel ``[i, j]`` of an image or heatmap is centred on the
+coordinate ``(x=j, y=i)``.  A crop box of ``w x h`` image pixels resized to ``W x H`` model
+pixels maps model coordinate ``u`` to image coordinate ``x0 + (u + 0.5) * w / W - 0.5``
+(the pixel-centre alignment that ``cv2.resize`` uses), and back exactly.
+
+* 2D: crop to the ultrasound 2D region box (DICOM region; for videos the scan sector found from
+  the pixels that change over time, else the whole frame), resize to the model input size with
+  ``cv2.INTER_AREA``, keep RGB, divide by 255.
+* Doppler: crop to the spectral region box, resize the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported only by the functions that return tensors
+    import torch
+
+from echomeasure.errors import MeasurementError
+from echomeasure.ingest.clip import SPATIAL_2D, Clip
+
+Mode = Literal["2d", "doppler"]
+
+# Sector detection (videos without regions): a pixel belongs to the scan sector when its
+# grey level changes over time by more than this many grey levels (standard deviation).
+_SECTOR_STD_THRESHOLD = 2.0
+# a row / column belongs to the sector box when at least this share of it varies
+_SECTOR_LINE_SHARE = 0.02
+
+
+@dataclass(frozen=True)
+class Box:
+    """A pixel rectangle of the original image; ``x1``/``y1`` are *inclusive* (as in DICOM)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def __post_init__(self) -> None:
+        if self.x1 < self.x0 or self.y1 < self.y0:
+            raise ValueError(f"empty box {self}")
+
+    @property
+    def width_px(self) -> int:
+        """Number of pixel columns in the box."""
+        return self.x1 - self.x0 + 1
+
+    @property
+    def height_px(self) -> int:
+        """Number of pixel rows in the box."""
+        return self.y1 - self.y0 + 1
+
+    def clipped(self, height_px: int, width_px: int) -> Box:
+        """The box intersected with an image of the given size."""
+        return Box(
+            max(0, self.x0), max(0, self.y0), min(width_px - 1, self.x1), min(height_px - 1, self.y1)
+        )
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)``."""
+        return (self.x0, self.y0, self.x1, self.y1)
+
+
+# --------------------------------------------------------------------------- which box
+
+
+def detect_sector_box(frames: np.ndarray, *, max_frames: int = 24) -> Box:
+    """Find the scan sector of a clip without regions from the pixels that change over time.
+
+    Parameters
+    ----------
+    frames
+        ``(N, H, W, 3)`` uint8 RGB.  With fewer than 2 frames the bounding box of non-black
+        pixels is used instead.
+    max_frames
+        At most this many evenly spaced frames are looked at (keeps it cheap on long clips).
+
+    Returns
+    -------
+    Box
+        The bounding box of the varying pixels, or the whole frame when nothing varies.
+    """
+    n, h, w = frames.shape[:3]
+    full = Box(0, 0, w - 1, h - 1)
+    if n >= 2:
+        idx = np.linspace(0, n - 1, min(n, max_frames)).round().astype(int)
+        grey = frames[idx, :, :, 1].astype(np.float32)  # green channel ~ luminance for grey echo
+        active = grey.std(axis=0) > _SECTOR_STD_THRESHOLD
+    else:
+        active = frames[0].max(axis=-1) > 8
+    rows = np.flatnonzero(active.mean(axis=1) >= _SECTOR_LINE_SHARE)
+    cols = np.flatnonzero(active.mean(axis=0) >= _SECTOR_LINE_SHARE)
+    if rows.size == 0 or cols.size == 0:
+        return full
+    box = Box(int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
+    # a "sector" of a few pixels is noise, not an image
+    if box.width_px < w // 8 or box.height_px < h // 8:
+        return full
+    return box
+
+
+def box_2d(clip: Clip) -> Box:
+    """The box the 2D model looks at.
+
+    The largest DICOM 2D region (tissue regions preferred); for a clip without 2D regions
+    (videos, screenshots) a sector box recorded by ingest (``clip.extra["sector_box"]``) or
+    one found by :func:`detect_sector_box`.
+    """
+    regions = [r for r in clip.regions if r.spatial_format == SPATIAL_2D]
+    if regions:
+        tissue = [r for r in regions if r.data_type == 1] or regions
+        r = max(tissue, key=lambda r: (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1))
+        return Box(r.x0, r.y0, r.x1, r.y1).clipped(clip.height, clip.width)
+    recorded = clip.extra.get("sector_box") if isinstance(clip.extra, dict) else None
+    if recorded is not None and len(recorded) == 4:
+        return Box(*(int(v) for v in recorded)).clipped(clip.height, clip.width)
+    return detect_sector_box(clip.frames)
+
+
+def box_doppler(clip: Clip) -> Box:
+    """The box the Doppler model looks at: the spectral region (the largest if several).
+
+    Raises
+    ------
+    MeasurementError
+        When the clip has no spectral Doppler region.
+    """
+    spectral = [r for r in clip.regions if r.is_spectral]
+    if not spectral:
+        raise MeasurementError(
+            "this clip has no spectral Doppler region; Doppler measurements need a DICOM with one"
+        )
+    r = max(spectral, key=lambda r: (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1))
+    return Box(r.x0, r.y0, r.x1, r.y1).clipped(clip.height, clip.width)
+
+
+# --------------------------------------------------------------------------- transform
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """Crop a box out of frames and resize it to the model input; map points both ways.
+
+    Parameters
+    ----------
+    box
+        The image box (inclusive max) that the model sees.
+    input_size
+        Model input ``(H, W)`` in pixels.
+
+    Examples
+    --------
+    >>> t = CropTransform(Box(10, 20, 409, 319), (192, 192))
+    >>> x = t.apply(frames)                 # (N, 3, 192, 192) float32 in [0, 1]
+    >>> pts_model = t.to_model(pts_image)   # training targets
+    >>> pts_image = t.to_image(pts_model)   # decoded predictions
+    """
+
+    box: Box
+    input_size: tuple[int, int]
+
+    @classmethod
+    def for_clip(cls, clip: Clip, input_size: tuple[int, int], mode: Mode = "2d") -> CropTransform:
+        """The transform for a clip: :func:`box_2d` for ``"2d"``, :func:`box_doppler` for ``"doppler"``."""
+        box = box_2d(clip) if mode == "2d" else box_doppler(clip)
+        return cls(box, (int(input_size[0]), int(input_size[1])))
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        """Image pixels per model pixel along x and y."""
+        h, w = self.input_size
+        return self.box.width_px / w, self.box.height_px / h
+
+    def to_model(self, points_xy_image: np.ndarray) -> np.ndarray:
+        """Map ``(..., 2)`` image-pixel points ``(x, y)`` to model-input pixel coordinates."""
+        p = np.asarray(points_xy_image, dtype=np.float64)
+        sx, sy = self.scale_xy
+        out = np.empty_like(p)
+        out[..., 0] = (p[..., 0] - self.box.x0 + 0.5) / sx - 0.5
+        out[..., 1] = (p[..., 1] - self.box.y0 + 0.5) / sy - 0.5
+        return out
+
+    def to_image(self, points_xy_model: np.ndarray) -> np.ndarray:
+        """Map ``(..., 2)`` model-input points ``(x, y)`` back to original image pixels."""
+        p = np.asarray(points_xy_model, dtype=np.float64)
+        sx, sy = self.scale_xy
+        out = np.empty_like(p)
+        out[..., 0] = (p[..., 0] + 0.5) * sx - 0.5 + self.box.x0
+        out[..., 1] = (p[..., 1] + 0.5) * sy - 0.5 + self.box.y0
+        return out
+
+    def crop_resize(self, frames: np.ndarray) -> np.ndarray:
+        """Crop and resize uint8 frames; returns ``(N, H, W, 3)`` uint8 at the model input size.
+
+        Accepts ``(N, h, w, 3)`` or a single ``(h, w, 3)`` frame (then N = 1).
+        """
+        if frames.ndim == 3:
+            frames = frames[None]
+        b = self.box
+        h, w = self.input_size
+        out = np.empty((frames.shape[0], h, w, 3), dtype=np.uint8)
+        for i, frame in enumerate(frames):
+            crop = frame[b.y0 : b.y1 + 1, b.x0 : b.x1 + 1]
+            if crop.shape[0] != b.height_px or crop.shape[1] != b.width_px:
+                raise ValueError(f"box {b.as_tuple()} lies outside a frame of {frame.shape[:2]}")
+            interp = cv2.INTER_AREA if (b.width_px >= w and b.height_px >= h) else cv2.INTER_LINEAR
+            out[i] = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=interp)
+        return out
+
+    def apply_array(self, frames: np.ndarray) -> np.ndarray:
+        """Frames to model input as a numpy array (what ONNX Runtime takes; no torch needed).
+
+        Parameters
+        ----------
+        frames
+            ``(N, h, w, 3)`` or ``(h, w, 3)`` uint8 RGB of the original image.
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, 3, H, W)`` float32 in [0, 1] (RGB order), C-contiguous.
+        """
+        small = self.crop_resize(frames)
+        # one pass: uint8 NHWC -> float32 NCHW scaled to [0, 1], only for this small batch
+        out = np.empty((small.shape[0], 3, small.shape[1], small.shape[2]), dtype=np.float32)
+        np.multiply(small.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=out)
+        return out
+
+    def apply(self, frames: np.ndarray) -> torch.Tensor:
+        """Frames to model input as a torch tensor (training, torch inference).
+
+        Parameters
+        ----------
+        frames
+            ``(N, h, w, 3)`` or ``(h, w, 3)`` uint8 RGB of the original image.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, 3, H, W)`` float32 in [0, 1] (RGB order), contiguous NCHW, sharing memory
+            with :meth:`apply_array`'s result.
+        """
+        import torch
+
+        return torch.from_numpy(self.apply_array(frames))
+
+    def batches(self, frames: np.ndarray, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_frame_index, model_input)`` for consecutive batches of a clip.
+
+        The input is :meth:`apply_array`'s float32 array.  Only one batch of float input
+        exists at a time, so a long clip never has a float copy.
+        """
+        for start in range(0, frames.shape[0], batch_size):
+            yield start, self.apply_array(frames[start : start + batch_size])

@@ -1,0 +1,596 @@
+"""The weights registry: every shipped or fine-tuned model version, in torchvision's Weights style.
+
+A :class:`WeightsEntry` carries everything needed to use a weight file: architecture, input
+size, normalisation, the meaning of each output channel, the data it was trained on, its
+measured error, the exact recipe, its sha256 and its parent version.  ``load_model("plax-linear")``
+needs nothing else.
+
+The entries live in ``manifest.json`` in the weights folder (:func:`echomeasure.config.weights_dir`,
+``$ECHOMEASURE_WEIGHTS``)::
+
+    {
+      "format": 1,
+      "active": {"plax-linear": "1.0", "doppler-peaks": "1.0"},
+      "models": [
+        {"name": "plax-linear", "version": "1.0", "arch": "deeplabv3_mobilenet_v3_large",
+         "input_size": [192, 192], "normalisation": "unit",
+         "channels": ["rv_septum", "septum_lv", ...],
+         "file": "plax-linear-1.0.pt", "sha256": "...",
+         "trained_on": "synthetic 2d cases 0-399, seed 1", "seed": 1,
+         "recipe": "echomeasure train --model plax-linear ...",
+         "metrics": {"ivsd_mae_mm": 0.41, ...}, "parent": null,
+         "created": "2025-01-01T12:00:00+00:00", "num_params": 11020000, "extra": {}},
+        ...
+      ]
+    }
+
+``file`` is relative to the weights folder.  A weight file is a ``torch.save``-d state dict as
+written by :func:`save_weights` (keys ``m.*``, fp16 or fp32); :func:`load_checkpoint` also reads
+the published EchoNet layouts.  Training and fine-tuning call :func:`save_weights` and then
+:func:`register`; the manifest is rewritten atomically under a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from echomeasure import config
+from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
+from echomeasure.errors import WeightsError
+from echomeasure.models.choices import ARCHITECTURES, Normalisation
+
+if TYPE_CHECKING:  # torch is imported only where weights are read or written
+    from torch import nn
+
+    from echomeasure.models.builders import HeatmapModel
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+
+#: Registry names of the models the catalogue refers to (``catalog.Measurement.model``).
+PLAX_LINEAR = "plax-linear"
+DOPPLER_PEAKS = "doppler-peaks"
+
+_TRAIN_HINT = {
+    PLAX_LINEAR: "echomeasure train --model plax-linear",
+    DOPPLER_PEAKS: "echomeasure train --model doppler-peaks",
+}
+
+
+def _train_hint(name: str) -> str:
+    return _TRAIN_HINT.get(name, f"echomeasure train --model {name}")
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One version of one model: everything needed to load and use its weight file.
+
+    Attributes
+    ----------
+    name
+        Registry name, e.g. ``"plax-linear"`` or ``"doppler-peaks"``.
+    version
+        Free-form version string, unique per name (e.g. ``"1.0"``, ``"1.1-ft3"``).
+    arch
+        Builder name from :data:`echomeasure.models.builders.ARCHITECTURES`.
+    input_size
+        Model input ``(H, W)`` in pixels (see :class:`echomeasure.models.preprocess.CropTransform`).
+    normalisation
+        ``"unit"`` (RGB / 255) or ``"imagenet"`` (applied inside the model).
+    channels
+        Meaning of each output channel, all from :data:`echomeasure.catalog.KEYPOINTS_2D` (2D)
+        or all from :data:`echomeasure.catalog.DOPPLER_CHANNELS` (Doppler), in output order.
+    file
+        Weight file name, relative to the weights folder.
+    sha256
+        Hex sha256 of the weight file; a mismatch refuses to load.
+    trained_on
+        Human-readable description of the training data (generator, case ids, seeds, reviews).
+    seed
+        Random seed of the training run (None if not seeded).
+    recipe
+        The exact command that produced the file.
+    metrics
+        Measured error, e.g. ``{"lvidd_mae_mm": 0.8, "within_1mm": 0.93}``.
+    parent
+        Version this one was fine-tuned from (None for a model trained from scratch).
+    created
+        ISO 8601 timestamp (UTC).
+    num_params
+        Number of parameters.
+    extra
+        Anything else worth keeping (heatmap sigma, training loss, ...).
+    """
+
+    name: str
+    version: str
+    arch: str
+    input_size: tuple[int, int]
+    channels: tuple[str, ...]
+    file: str
+    sha256: str
+    normalisation: Normalisation = "unit"
+    trained_on: str = ""
+    seed: int | None = None
+    recipe: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    parent: str | None = None
+    created: str = ""
+    num_params: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if not self.name or not self.version:
+            raise ValueError("a weights entry needs a name and a version")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(ARCHITECTURES)}")
+        if len(self.input_size) != 2 or min(self.input_size) < 32:
+            raise ValueError(f"input_size must be (H, W) >= 32 px, got {self.input_size}")
+        if self.normalisation not in ("unit", "imagenet"):
+            raise ValueError(f"unknown normalisation {self.normalisation!r}")
+        if not self.channels:
+            raise ValueError("a weights entry needs at least one channel")
+        if not (set(self.channels) <= set(KEYPOINTS_2D) or set(self.channels) <= set(DOPPLER_CHANNELS)):
+            raise ValueError(
+                f"channels {self.channels} must all come from catalog.KEYPOINTS_2D or all from "
+                "catalog.DOPPLER_CHANNELS"
+            )
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"duplicate channels in {self.channels}")
+        if len(self.sha256) != 64:
+            raise ValueError(f"sha256 must be 64 hex digits, got {self.sha256!r}")
+
+    @property
+    def mode(self) -> Literal["2d", "doppler"]:
+        """``"2d"`` for keypoint models, ``"doppler"`` for peak models."""
+        return "2d" if set(self.channels) <= set(KEYPOINTS_2D) else "doppler"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (the manifest form)."""
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["channels"] = list(self.channels)
+        d["metrics"] = dict(self.metrics)
+        d["extra"] = dict(self.extra)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> WeightsEntry:
+        """Build an entry from its manifest form (unknown keys go to ``extra``)."""
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in d.items() if k in known}
+        unknown = {k: v for k, v in d.items() if k not in known}
+        if unknown:
+            kwargs["extra"] = {**dict(kwargs.get("extra") or {}), **unknown}
+        return cls(**kwargs)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference with the entry that describes it."""
+
+    entry: WeightsEntry
+    model: HeatmapModel
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """Registry name."""
+        return self.entry.name
+
+    @property
+    def version(self) -> str:
+        """Registry version."""
+        return self.entry.version
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the weight file (checked at load)."""
+        return self.entry.sha256
+
+
+# --------------------------------------------------------------------------- files
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600; a shared weights folder wants the usual umask-based mode
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str], *, half: bool = True) -> str:
+    """Write a model's weights atomically and return the file's sha256.
+
+    Parameters
+    ----------
+    model
+        A :class:`~echomeasure.models.builders.HeatmapModel` (its state dict keys are ``m.*``).
+    path
+        Destination; written to a temporary file in the same folder, then renamed.
+    half
+        Store floating-point tensors as fp16 (half the size; loading casts back to fp32, the
+        heatmap change is far below decoding noise).  BatchNorm statistics stay fp32.
+
+    Returns
+    -------
+    str
+        Hex sha256 of the written file, for :class:`WeightsEntry`.
+    """
+    import torch
+
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point() and not k.endswith(("running_mean", "running_var")):
+            v = v.half()
+        state[k] = v.contiguous()
+    path = Path(path)
+    _atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+    return sha256_file(path)
+
+
+_PREFIXES = ("module.", "m.", "model.")
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(f"{path.name} holds no state dict; give a torch.save-d state dict or {{'state_dict': ...}}")
+    import torch
+
+    out: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"{path.name}: entry {key!r} is not a tensor; this is not a weights file")
+        k = str(key)
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in _PREFIXES:
+                if k.startswith(prefix):
+                    k = k[len(prefix) :]
+                    stripped = True
+        if k.startswith("aux_classifier."):
+            continue
+        out[k] = value
+    return out
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    arch: str = "deeplabv3_resnet50",
+    num_classes: int = 1,
+    *,
+    normalisation: Normalisation = "unit",
+) -> HeatmapModel:
+    """Load a DeepLabV3 checkpoint in any of the published layouts into a :class:`HeatmapModel`.
+
+    Accepted layouts: a plain state dict whose keys carry an ``m.`` prefix (EchoNet-Measurements
+    and :func:`save_weights`); ``{"state_dict": ...}`` with ``module.`` prefixes
+    (EchoNet-Dynamic, ``DataParallel``); plain torchvision keys.  Auxiliary-head keys
+    (``aux_classifier.*``) are dropped; fp16 tensors are cast to fp32.
+
+    Parameters
+    ----------
+    path
+        The checkpoint file (``torch.load`` with ``weights_only=True``: no code is executed).
+    arch
+        Builder name (``"deeplabv3_resnet50"`` for the EchoNet checkpoints).
+    num_classes
+        Output channels (EchoNet: 2 for a two-endpoint 2D model, 1 for a Doppler model).
+    normalisation
+        See :class:`~echomeasure.models.builders.HeatmapModel`.
+
+    Returns
+    -------
+    HeatmapModel
+        In eval mode, fp32.
+
+    Raises
+    ------
+    WeightsError
+        Missing, unreadable or corrupt file; keys of another architecture; mismatched shapes.
+    """
+    import torch
+
+    from echomeasure.models.builders import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} not found; check the path or restore the file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated/foreign file
+        raise WeightsError(
+            f"cannot read weights file {path.name} ({type(exc).__name__}); it is corrupt or not a "
+            "PyTorch checkpoint: restore it or re-train"
+        ) from None
+    state = _unwrap_state_dict(obj, path)
+    model = build_model(arch, num_classes, normalisation=normalisation)
+    expected = model.m.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        sample = ", ".join((missing or unexpected)[:3])
+        raise WeightsError(
+            f"{path.name} does not fit a {arch}: {len(missing)} missing and {len(unexpected)} "
+            f"unexpected keys (e.g. {sample}); pass the architecture it was trained with"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise WeightsError(
+                f"{path.name}: {k} has shape {tuple(v.shape)} but a {arch} with {num_classes} "
+                f"output(s) needs {tuple(expected[k].shape)}; pass the right arch/num_classes"
+            )
+    fixed = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    for k, v in expected.items():  # older checkpoints lack num_batches_tracked
+        fixed.setdefault(k, v)
+    model.m.load_state_dict(fixed, strict=True)
+    # one reduction per tensor: a NaN or inf anywhere makes its sum non-finite (an elementwise
+    # isfinite over 11 M parameters costs ~10x more)
+    with torch.no_grad():
+        sums = torch.stack([p.detach().sum() for p in model.parameters()])
+    if not bool(torch.isfinite(sums).all()):
+        raise WeightsError(f"{path.name} contains NaN or infinite weights; restore it or re-train")
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _manifest_path(weights_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(weights_dir) if weights_dir is not None else config.weights_dir()
+
+
+def _empty_manifest() -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "active": {}, "models": []}
+
+
+def read_manifest(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The raw manifest of a weights folder (an empty one when the file does not exist).
+
+    Raises
+    ------
+    WeightsError
+        When ``manifest.json`` exists but is not valid JSON of the expected shape.
+    """
+    path = _manifest_path(weights_dir) / MANIFEST_NAME
+    if not path.exists():
+        return _empty_manifest()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read {path} ({exc}); restore it from version control") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise WeightsError(f"{path} is not a weights manifest (no 'models' list); restore it")
+    data.setdefault("active", {})
+    return data
+
+
+def list_entries(weights_dir: str | os.PathLike[str] | None = None) -> list[WeightsEntry]:
+    """All registered versions, in registration order."""
+    return [WeightsEntry.from_json(d) for d in read_manifest(weights_dir)["models"]]
+
+
+def active_version(name: str, weights_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The active version of ``name`` (explicitly set, else the last registered), or None."""
+    manifest = read_manifest(weights_dir)
+    active = manifest["active"].get(name)
+    if active:
+        return str(active)
+    versions = [d["version"] for d in manifest["models"] if d.get("name") == name]
+    return str(versions[-1]) if versions else None
+
+
+def get_entry(name: str, version: str | None = None, weights_dir: str | os.PathLike[str] | None = None) -> WeightsEntry:
+    """Look up a registry entry; ``version=None`` means the active version.
+
+    Raises
+    ------
+    WeightsError
+        No manifest, no such model, or no such version (the message lists what exists).
+    """
+    folder = _manifest_path(weights_dir)
+    if not (folder / MANIFEST_NAME).exists():
+        raise WeightsError(
+            f"no model weights in {folder} (manifest.json missing); run `{_train_hint(name)}` or "
+            "set ECHOMEASURE_WEIGHTS to a folder with trained weights"
+        )
+    entries = [e for e in list_entries(folder) if e.name == name]
+    if not entries:
+        raise WeightsError(f"no weights for model {name!r} in {folder}; run `{_train_hint(name)}`")
+    wanted = version if version is not None else active_version(name, folder)
+    for e in entries:
+        if e.version == wanted:
+            return e
+    known = ", ".join(e.version for e in entries)
+    raise WeightsError(f"model {name!r} has no version {wanted!r}; known versions: {known}")
+
+
+@contextlib.contextmanager
+def _manifest_lock(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / ".manifest.lock"
+    with open(lock_path, "a+") as fh:
+        try:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - non-POSIX: best effort
+            pass
+        yield
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    _atomic_write_bytes(folder / MANIFEST_NAME, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def register(
+    entry: WeightsEntry,
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    activate: bool = True,
+    verify: bool = True,
+) -> WeightsEntry:
+    """Add a version to the manifest (atomically, under a file lock).
+
+    Parameters
+    ----------
+    entry
+        The new version; ``entry.file`` must already exist in the weights folder.  ``created``
+        is filled in when empty.
+    weights_dir
+        The weights folder (default :func:`echomeasure.config.weights_dir`).
+    activate
+        Make this the active version of ``entry.name``.
+    verify
+        Check that the file's sha256 matches ``entry.sha256``.
+
+    Returns
+    -------
+    WeightsEntry
+        The entry as stored.
+
+    Raises
+    ------
+    WeightsError
+        The file is missing or its sha256 differs.
+    ValueError
+        ``(name, version)`` is already registered (versions are immutable).
+    """
+    folder = _manifest_path(weights_dir)
+    path = folder / entry.file
+    if verify:
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} not found; save it before registering")
+        actual = sha256_file(path)
+        if actual != entry.sha256:
+            raise WeightsError(f"weights file {entry.file} has sha256 {actual}, entry says {entry.sha256}")
+    if not entry.created:
+        entry = WeightsEntry.from_json(
+            {**entry.to_json(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        )
+    with _manifest_lock(folder):
+        manifest = read_manifest(folder)
+        if any(d.get("name") == entry.name and d.get("version") == entry.version for d in manifest["models"]):
+            raise ValueError(f"{entry.name} {entry.version} is already registered; pick a new version")
+        manifest["models"].append(entry.to_json())
+        if activate:
+            manifest["active"][entry.name] = entry.version
+        manifest["format"] = MANIFEST_FORMAT
+        _write_manifest(folder, manifest)
+    log.info("registered %s %s (%s)", entry.name, entry.version, entry.file)
+    return entry
+
+
+def set_active(name: str, version: str, *, weights_dir: str | os.PathLike[str] | None = None) -> None:
+    """Select which version of ``name`` is used when no version is asked for.
+
+    Raises
+    ------
+    WeightsError
+        When ``(name, version)`` is not registered.
+    """
+    folder = _manifest_path(weights_dir)
+    get_entry(name, version, folder)
+    with _manifest_lock(folder):
+        manifest = read_manifest(folder)
+        manifest["active"][name] = version
+        _write_manifest(folder, manifest)
+
+
+def resolve_path(entry: WeightsEntry, weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Absolute path of an entry's weight file."""
+    return _manifest_path(weights_dir) / entry.file
+
+
+def verify_file(entry: WeightsEntry, weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Check that an entry's file exists and has the registered sha256; return its path.
+
+    Raises
+    ------
+    WeightsError
+        Missing file or sha256 mismatch, with what to do.
+    """
+    path = resolve_path(entry, weights_dir)
+    hint = _train_hint(entry.name)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} for {entry.name} {entry.version} is missing; re-run `{hint}` or restore the file")
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise WeightsError(
+            f"weights file {entry.file} has sha256 {actual[:16]}..., manifest says {entry.sha256[:16]}...; "
+            f"re-run `{hint}` or restore the file"
+        )
+    return path
+
+
+def load_model(
+    name: str, version: str | None = None, weights_dir: str | os.PathLike[str] | None = None
+) -> LoadedModel:
+    """Load a registered model, checking its sha256 first.
+
+    Parameters
+    ----------
+    name
+        Registry name (``"plax-linear"``, ``"doppler-peaks"``).
+    version
+        A registered version; None for the active one.
+    weights_dir
+        The weights folder (default :func:`echomeasure.config.weights_dir`).
+
+    Returns
+    -------
+    LoadedModel
+        The model in eval mode (fp32) with its entry.
+
+    Raises
+    ------
+    WeightsError
+        No manifest/entry, missing file, sha256 mismatch, or a file that does not fit the entry.
+    """
+    entry = get_entry(name, version, weights_dir)
+    path = verify_file(entry, weights_dir)
+    model = load_checkpoint(path, entry.arch, len(entry.channels), normalisation=entry.normalisation)
+    return LoadedModel(entry=entry, model=model, path=path)

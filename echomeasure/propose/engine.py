@@ -1,0 +1,564 @@
+"""Propose measurements for one clip: models frame by frame, decoding, smoothing, ED/ES, values.
+
+``propose(clip)`` is what the CLI (``echomeasure measure``), the store pipeline and the review
+UI call.  Everything heavy (weights, ONNX sessions) is loaded once per process and reused.
+
+2D (PLAX cine):
+    all frames -> crop to the 2D region -> ``plax-linear`` heatmaps (batched) -> local
+    soft-argmax + confidence -> image pixels -> confidence-weighted smoothing in ms ->
+    LV diameter per frame -> ED (largest) / ES (smallest) -> ED measurements (ivsd, lvidd,
+    lvpwd, aortic_root) on ED, ES measurements (lvids, la) on ES -> cm via the DICOM regions.
+Doppler (a clip with a spectral region):
+    the strip -> ``doppler-peaks`` heatmaps -> per-beat peaks per channel -> among the flows
+    of the region's mode (PW: LVOT, mitral inflow; CW: AV, TR), the one whose channels are most
+    confident (or the one ``only`` names) -> each peak snapped onto the
+    envelope's outer edge (:mod:`echomeasure.propose.envelope`) -> per-beat velocities -> Vmax
+    as the mean per-beat magnitude; ``mv_ea`` derived from E and A.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from echomeasure import catalog
+from echomeasure.errors import CalibrationError, MeasurementError
+from echomeasure.ingest.clip import UNIT_S, Clip
+from echomeasure.propose.temporal import select_ed_es, smooth_tracks
+from echomeasure.propose.types import ClipProposals, ModelInfo, Point, Proposal
+
+log = logging.getLogger(__name__)
+
+#: Frames per inference batch: large enough to amortise per-call overhead, small enough that
+#: the float input of one batch stays a few MB whatever the clip length.
+BATCH_SIZE = 16
+#: Shortest plausible interval between two beats (HR 200/min), for Doppler peak NMS.
+MIN_BEAT_INTERVAL_S = 0.30
+#: How far along the time axis a Doppler peak may move when snapped to the envelope edge.
+ENVELOPE_SEARCH_S = 0.06
+#: Doppler mode each flow is measured with (ASE): AV and TR peak velocities by continuous wave,
+#: LVOT velocity and mitral inflow by pulsed wave.
+FLOW_DOPPLER_MODE: dict[str, str] = {"av": "cw", "tr": "cw", "lvot": "pw", "mv": "pw"}
+# RegionDataType (0018,6014): 3 PW spectral Doppler, 4 CW spectral Doppler
+_DOPPLER_MODE_OF_DATA_TYPE: dict[int, str] = {3: "pw", 4: "cw"}
+
+Progress = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def parse_only(only: str | Iterable[str] | None) -> tuple[str, ...] | None:
+    """Normalise ``--only``: a comma-separated string or names; unknown names raise.
+
+    Raises
+    ------
+    MeasurementError
+        An unknown measurement name (the message lists the known ones).
+    """
+    if only is None:
+        return None
+    names = [s.strip().lower() for s in (only.split(",") if isinstance(only, str) else only)]
+    names = [n for n in names if n]
+    if not names:
+        return None
+    unknown = [n for n in names if n not in catalog.CATALOG]
+    if unknown:
+        raise MeasurementError(
+            f"unknown measurement {unknown[0]!r}; choose from {', '.join(catalog.CATALOG)}"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def _check_kind(only: tuple[str, ...] | None, kind: str) -> None:
+    if not only:
+        return
+    for name in only:
+        mode = catalog.get(name).mode
+        if mode != kind:
+            what = "a Doppler" if mode == "doppler" else "a 2D"
+            clip_kind = "a spectral Doppler strip" if kind == "doppler" else "a 2D cine"
+            fits = ", ".join(catalog.DOPPLER if kind == "doppler" else catalog.LINEAR_2D)
+            raise MeasurementError(
+                f"{name} is {what} measurement but this clip is {clip_kind}; for this clip use one of {fits}"
+            )
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class _Engine:
+    entry: Any  # registry.WeightsEntry (its file verified against the manifest's sha256)
+    runner: Any  # runtime.HeatmapRunner, or any callable (B, 3, H, W) array -> (B, C, H, W) logits
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.entry.name, self.entry.version, self.entry.sha256)
+
+    @property
+    def sigma_px(self) -> float:
+        from echomeasure.models.decode import DEFAULT_SIGMA_PX
+
+        return float(self.entry.extra.get("sigma_px", DEFAULT_SIGMA_PX))
+
+    @property
+    def max_shift_px(self) -> float:
+        """How far decoding may move a point from the arg-max (weights entry, default 1.5 px)."""
+        return float(self.entry.extra.get("max_shift_px", 1.5))
+
+
+_ENGINES: dict[tuple, _Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(name: str, version: str | None = None, *, weights_dir: Any = None, backend: str = "auto") -> _Engine:
+    """The verified weights entry + runner for a registry name (cached per process, keyed by sha256).
+
+    The weight file's sha256 is checked against the manifest when the engine is created; with
+    ONNX Runtime and a cached graph no torch model is built (see :mod:`echomeasure.models.runtime`).
+    """
+    from echomeasure.models import registry
+    from echomeasure.models.runtime import HeatmapRunner
+
+    entry = registry.get_entry(name, version, weights_dir)
+    key = (name, entry.version, entry.sha256, str(registry.resolve_path(entry, weights_dir)), backend)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            path = registry.verify_file(entry, weights_dir)
+            engine = _Engine(entry, HeatmapRunner.for_entry(entry, path, backend=backend))  # type: ignore[arg-type]
+            _ENGINES[key] = engine
+            log.info("loaded %s %s (%s backend)", name, entry.version, engine.runner.backend)
+    return engine
+
+
+def clear_engines() -> None:
+    """Forget the cached models (after fine-tuning registers a new version, or in tests)."""
+    with _ENGINES_LOCK:
+        _ENGINES.clear()
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _pixel_length(points: tuple[Point, ...]) -> float:
+    (x1, y1), (x2, y2) = points
+    return float(math.hypot(x2 - x1, y2 - y1))
+
+
+def physical_value(clip: Clip, name: str, points: tuple[Point, ...]) -> tuple[float | None, str, float | None]:
+    """Value, unit and signed value of a measurement through the clip's calibration.
+
+    DICOM regions first (:func:`echomeasure.ingest.calibration.physical_value`); for a 2D
+    measurement on a clip without DICOM calibration, the user's ``cm/px`` scale when given.
+    A calibration problem for one measurement (e.g. wrong units) is logged and the value left
+    in pixels, so the other measurements are still proposed.
+    """
+    from echomeasure.ingest.calibration import physical_value as dicom_value
+
+    try:
+        value, unit, signed = dicom_value(clip, name, points)
+    except CalibrationError as exc:
+        log.warning("%s: %s; value left in pixels", name, exc)
+        return None, "px", None
+    if value is None and clip.user_cm_per_px and catalog.get(name).mode == "2d" and len(points) == 2:
+        v = _pixel_length(points) * float(clip.user_cm_per_px)
+        return v, "cm", v
+    return value, unit, signed
+
+
+# --------------------------------------------------------------------------- 2D
+
+
+def _propose_2d(
+    clip: Clip,
+    engine: _Engine,
+    wanted: tuple[str, ...],
+    *,
+    per_frame: bool,
+    progress: Progress | None,
+    batch_size: int,
+    timings: dict[str, float],
+) -> tuple[list[Proposal], int, int, list[dict]]:
+    from echomeasure.models.decode import decode_keypoints
+    from echomeasure.models.preprocess import CropTransform
+
+    entry = engine.entry
+    ch = {name: i for i, name in enumerate(entry.channels)}
+    missing = {kp for m in wanted for kp in catalog.LINEAR_ENDPOINTS[m]} - set(ch)
+    if missing or not {"septum_lv", "lv_pw"} <= set(ch):
+        lacking = sorted(missing or {"septum_lv", "lv_pw"} - set(ch))
+        raise MeasurementError(
+            f"model {entry.name} {entry.version} has no channel for {', '.join(lacking)}; "
+            "use a model version trained with all PLAX keypoints"
+        )
+    transform = CropTransform.for_clip(clip, entry.input_size, "2d")
+    n = clip.n_frames
+    k = len(entry.channels)
+    pts_model = np.zeros((n, k, 2))
+    conf = np.zeros((n, k))
+    t_pre = t_inf = t_dec = 0.0
+    for start in range(0, n, batch_size):
+        t0 = time.perf_counter()
+        x = transform.apply_array(clip.frames[start : start + batch_size])
+        t1 = time.perf_counter()
+        logits = engine.runner(x)
+        t2 = time.perf_counter()
+        decoded = decode_keypoints(logits, sigma_px=engine.sigma_px, max_shift_px=engine.max_shift_px)
+        t3 = time.perf_counter()
+        pts_model[start : start + len(x)] = decoded.points_xy
+        conf[start : start + len(x)] = decoded.confidence
+        t_pre, t_inf, t_dec = t_pre + t1 - t0, t_inf + t2 - t1, t_dec + t3 - t2
+        if progress is not None:
+            progress(min(n, start + batch_size), n)
+    timings.update(preprocess=t_pre, inference=t_inf, decode=t_dec)
+
+    t0 = time.perf_counter()
+    raw = transform.to_image(pts_model)
+    smoothed = smooth_tracks(raw, conf, clip.frame_time_ms)
+    a, b = ch["septum_lv"], ch["lv_pw"]
+    diameter = np.hypot(*(smoothed[:, a] - smoothed[:, b]).T)
+    diameter_conf = np.minimum(conf[:, a], conf[:, b])
+    ed, es = select_ed_es(diameter, diameter_conf, frame_time_ms=clip.frame_time_ms)
+    timings["smoothing"] = time.perf_counter() - t0
+
+    proposals: list[Proposal] = []
+    for name in wanted:
+        frame = ed if catalog.get(name).phase == "ed" else es
+        p, q = (ch[kp] for kp in catalog.LINEAR_ENDPOINTS[name])
+        points = (
+            (float(smoothed[frame, p, 0]), float(smoothed[frame, p, 1])),
+            (float(smoothed[frame, q, 0]), float(smoothed[frame, q, 1])),
+        )
+        value, unit, signed = physical_value(clip, name, points)
+        proposals.append(
+            Proposal(
+                name=name,
+                frame=frame,
+                points=points,
+                value=value,
+                unit=unit,
+                confidence=float(min(conf[frame, p], conf[frame, q])),
+                model=engine.info,
+                pixel_length=_pixel_length(points),
+                signed_value=signed,
+            )
+        )
+
+    frames: list[dict] = []
+    if per_frame:
+        for i in range(n):
+            frames.append(
+                {
+                    "frame": i,
+                    "time_ms": None if clip.frame_time_ms is None else round(i * clip.frame_time_ms, 3),
+                    "points": {kp: [round(float(smoothed[i, j, 0]), 2), round(float(smoothed[i, j, 1]), 2)] for kp, j in ch.items()},
+                    "raw_points": {kp: [round(float(raw[i, j, 0]), 2), round(float(raw[i, j, 1]), 2)] for kp, j in ch.items()},
+                    "confidence": {kp: round(float(conf[i, j]), 4) for kp, j in ch.items()},
+                    "lv_diameter_px": round(float(diameter[i]), 2),
+                }
+            )
+    return proposals, ed, es, frames
+
+
+# --------------------------------------------------------------------------- Doppler
+
+
+def _spectral_region(clip: Clip) -> Any:
+    """The spectral Region the Doppler model looks at (the one :func:`box_doppler` picks), or None."""
+    from echomeasure.models.preprocess import box_doppler
+
+    box = box_doppler(clip)
+    return next(
+        (r for r in clip.regions if r.is_spectral and (r.x0, r.y0, r.x1, r.y1) == box.as_tuple()),
+        None,
+    )
+
+
+def _min_spacing_model_px(clip: Clip, transform: Any) -> float:
+    """Shortest beat interval in model pixels along x, from the spectral region's time axis."""
+    region = _spectral_region(clip)
+    sx, _ = transform.scale_xy
+    if region is not None and region.units_x == UNIT_S and region.delta_x:
+        return MIN_BEAT_INTERVAL_S / abs(region.delta_x) / sx
+    return transform.input_size[1] / 8.0  # no time axis: assume at most ~8 beats on the strip
+
+
+def _snap_dx_px(region: Any) -> int:
+    """Columns searched on each side when snapping to the envelope: 60 ms of the time axis."""
+    if region is not None and region.units_x == UNIT_S and region.delta_x:
+        return max(2, int(round(ENVELOPE_SEARCH_S / abs(region.delta_x))))
+    return 8
+
+
+def _propose_doppler(
+    clip: Clip,
+    engine: _Engine,
+    only: tuple[str, ...] | None,
+    *,
+    per_frame: bool,
+    progress: Progress | None,
+    timings: dict[str, float],
+    snap_to_envelope: bool = True,
+) -> tuple[list[Proposal], int, list[dict]]:
+    from echomeasure.models.decode import decode_doppler_peaks
+    from echomeasure.models.preprocess import CropTransform
+    from echomeasure.propose.envelope import snap_to_envelope as snap
+
+    entry = engine.entry
+    transform = CropTransform.for_clip(clip, entry.input_size, "doppler")
+    # a scrolling acquisition ends on the complete sweep the sonographer froze
+    frame = clip.n_frames - 1
+    t0 = time.perf_counter()
+    x = transform.apply_array(clip.frames[frame])
+    t1 = time.perf_counter()
+    logits = engine.runner(x)
+    t2 = time.perf_counter()
+    peaks = decode_doppler_peaks(
+        logits[0], min_spacing_px=_min_spacing_model_px(clip, transform), sigma_px=engine.sigma_px,
+        max_shift_px=engine.max_shift_px,
+    )
+    t3 = time.perf_counter()
+    timings.update(preprocess=t1 - t0, inference=t2 - t1, decode=t3 - t2)
+    if progress is not None:
+        progress(1, 1)
+    by_channel = dict(zip(entry.channels, peaks))
+    region = _spectral_region(clip)
+    dx_px = _snap_dx_px(region)
+
+    def channel_score(name: str) -> float:
+        pk = by_channel.get(name) or []
+        return max((p.confidence for p in pk), default=0.0)
+
+    if only:
+        wanted_channels = [n for n in only if n in catalog.DOPPLER_CHANNELS]
+        if "mv_ea" in only:
+            wanted_channels += [n for n in ("mv_e", "mv_a") if n not in wanted_channels]
+        flow_scores = {}
+    else:
+        # the region says whether the strip is PW or CW; ASE acquires AV and TR Vmax with CW and
+        # LVOT and mitral inflow with PW, so only the flows of that mode compete
+        mode = _DOPPLER_MODE_OF_DATA_TYPE.get(region.data_type) if region is not None else None
+        flow_scores = {
+            flow: float(np.mean([channel_score(c) for c in chans]))
+            for flow, chans in catalog.DOPPLER_FLOWS.items()
+            if all(c in by_channel for c in chans) and (mode is None or FLOW_DOPPLER_MODE.get(flow) == mode)
+        }
+        if not flow_scores:
+            raise MeasurementError(f"model {entry.name} {entry.version} has no complete Doppler flow channels")
+        best = max(flow_scores, key=flow_scores.get)  # type: ignore[arg-type]
+        wanted_channels = list(catalog.DOPPLER_FLOWS[best])
+        log.info("Doppler flow %s (scores %s)", best, {k: round(v, 3) for k, v in flow_scores.items()})
+    missing = [c for c in wanted_channels if c not in by_channel]
+    if missing:
+        raise MeasurementError(f"model {entry.name} {entry.version} has no channel for {', '.join(missing)}")
+
+    proposals: list[Proposal] = []
+    values: dict[str, Proposal] = {}
+    for name in wanted_channels:
+        pk = by_channel[name]
+        if not pk:
+            log.info("%s: no peak found on the strip", name)
+            continue
+        pts_img = transform.to_image(np.array([[p.x, p.y] for p in pk]))
+        if snap_to_envelope and region is not None:
+            pts_img = [snap(clip.frames[frame], region, x, y, max_dx_px=dx_px) for x, y in pts_img]
+        points = tuple((float(x), float(y)) for x, y in pts_img)
+        per_beat = [physical_value(clip, name, (pt,)) for pt in points]
+        mags = [abs(v[2]) if v[2] is not None else v[0] for v in per_beat]
+        if all(m is not None for m in mags):
+            value: float | None = float(np.mean(mags))
+            unit = per_beat[0][1]
+            signed = float(np.mean([v[2] for v in per_beat if v[2] is not None])) if per_beat[0][2] is not None else None
+        else:
+            value, unit, signed = None, "px", None
+        proposal = Proposal(
+            name=name,
+            frame=frame,
+            points=points,
+            value=value,
+            unit=unit,
+            confidence=float(np.mean([p.confidence for p in pk])),
+            model=engine.info,
+            signed_value=signed,
+        )
+        values[name] = proposal
+        if only is None or name in only:
+            proposals.append(proposal)
+
+    if (only is None or "mv_ea" in only) and "mv_e" in values and "mv_a" in values:
+        e, a = values["mv_e"], values["mv_a"]
+        if e.value is not None and a.value:
+            ratio: float | None = e.value / a.value
+        else:
+            # uncalibrated: the ratio of pixel heights above the baseline is not known either
+            ratio = None
+        proposals.append(
+            Proposal(
+                name="mv_ea",
+                frame=frame,
+                points=(),
+                value=None if ratio is None else float(ratio),
+                unit="ratio" if ratio is not None else "px",
+                confidence=min(e.confidence, a.confidence),
+                model=engine.info,
+            )
+        )
+
+    frames: list[dict] = []
+    if per_frame:
+        frames.append(
+            {
+                "frame": frame,
+                "flow_scores": {k: round(v, 4) for k, v in flow_scores.items()},
+                "peaks": {
+                    ch: [
+                        {"point": [round(float(x), 2), round(float(y), 2)], "confidence": round(p.confidence, 4)}
+                        for p, (x, y) in zip(pk, transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2)))
+                    ]
+                    for ch, pk in by_channel.items()
+                },
+            }
+        )
+    return proposals, frame, frames
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _unwrap(clip_or_deidentified: Any) -> Clip:
+    if isinstance(clip_or_deidentified, Clip):
+        return clip_or_deidentified
+    inner = getattr(clip_or_deidentified, "clip", None)
+    if isinstance(inner, Clip):
+        return inner
+    raise TypeError(f"propose() needs a Clip or a de-identified clip, got {type(clip_or_deidentified).__name__}")
+
+
+def propose(
+    clip_or_deidentified: Any,
+    *,
+    only: str | Iterable[str] | None = None,
+    per_frame: bool = False,
+    progress: Progress | None = None,
+    model_versions: Mapping[str, str] | None = None,
+    weights_dir: Any = None,
+    backend: str = "auto",
+    batch_size: int = BATCH_SIZE,
+    snap_doppler_to_envelope: bool = True,
+) -> ClipProposals:
+    """Propose the measurements that apply to a clip.
+
+    Parameters
+    ----------
+    clip_or_deidentified
+        A :class:`~echomeasure.ingest.clip.Clip`, or a de-identified clip carrying one as ``.clip``.
+    only
+        Catalogue names (or one comma-separated string) to restrict what is proposed; a name of
+        the other mode (e.g. ``av_vmax`` on a 2D cine) raises :class:`MeasurementError`.
+    per_frame
+        Also return per-frame points and confidences (``ClipProposals.frames``).
+    progress
+        Called as ``progress(frames_done, frames_total)`` after every batch.
+    model_versions
+        Registry name -> version to use instead of the active one (e.g. ``{"plax-linear": "1.0"}``).
+    weights_dir
+        Weights folder (default ``$ECHOMEASURE_WEIGHTS`` or ``<project>/weights``).
+    backend
+        ``"auto"``, ``"onnx"`` or ``"torch"`` (see :class:`echomeasure.models.runtime.HeatmapRunner`).
+    batch_size
+        Frames per inference batch.
+    snap_doppler_to_envelope
+        Move each Doppler peak onto the outer edge of the spectral envelope
+        (:mod:`echomeasure.propose.envelope`); off gives the model's raw points.
+
+    Returns
+    -------
+    ClipProposals
+        Points in original-image pixels; values in cm / m/s (None with unit ``"px"`` when the
+        clip is not calibrated); ``timings_s`` says where the time went.
+
+    Raises
+    ------
+    MeasurementError
+        Unknown name in ``only`` or a name that does not apply to this kind of clip.
+    WeightsError
+        The model's weights are missing or do not match the manifest.
+    """
+    t_start = time.perf_counter()
+    clip = _unwrap(clip_or_deidentified)
+    wanted_only = parse_only(only)
+    kind = clip.kind
+    _check_kind(wanted_only, kind)
+    versions = dict(model_versions or {})
+    timings: dict[str, float] = {}
+
+    if kind == "2d":
+        name = "plax-linear"
+        t0 = time.perf_counter()
+        engine = get_engine(name, versions.get(name), weights_dir=weights_dir, backend=backend)
+        timings["load_model"] = time.perf_counter() - t0
+        wanted = wanted_only or catalog.LINEAR_2D
+        proposals, ed, es, frames = _propose_2d(
+            clip, engine, wanted, per_frame=per_frame, progress=progress, batch_size=batch_size, timings=timings
+        )
+    else:
+        name = "doppler-peaks"
+        t0 = time.perf_counter()
+        engine = get_engine(name, versions.get(name), weights_dir=weights_dir, backend=backend)
+        timings["load_model"] = time.perf_counter() - t0
+        proposals, frame, frames = _propose_doppler(
+            clip, engine, wanted_only, per_frame=per_frame, progress=progress, timings=timings,
+            snap_to_envelope=snap_doppler_to_envelope,
+        )
+        ed = es = None
+    timings["total"] = time.perf_counter() - t_start
+    return ClipProposals(
+        kind=kind,
+        calibration=clip.calibration_source,
+        model=engine.info,
+        measurements=proposals,
+        ed_frame=ed,
+        es_frame=es,
+        frames=frames,
+        timings_s=timings,
+    )
+
+
+def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 4) -> dict[str, Any]:
+    """The ``echomeasure measure`` JSON (architecture.md section 3) for a proposal set.
+
+    ``file_name`` should already be a base name (no directories).
+    """
+
+    def rnd(v: float | None) -> float | None:
+        return None if v is None else round(float(v), digits)
+
+    out: dict[str, Any] = {
+        "file": file_name,
+        "kind": proposals.kind,
+        "calibration": proposals.calibration,
+        "model": {"name": proposals.model.name, "version": proposals.model.version, "sha256": proposals.model.sha256},
+        "measurements": [
+            {
+                "name": p.name,
+                "value": rnd(p.value),
+                "unit": p.unit,
+                "frame": p.frame,
+                "points": [[round(x, 2), round(y, 2)] for x, y in p.points],
+                "confidence": round(float(p.confidence), 4),
+            }
+            for p in proposals.measurements
+        ],
+    }
+    if proposals.frames:
+        out["frames"] = proposals.frames
+    return out

@@ -1,0 +1,68 @@
+"""Random-weight model registries for the models / propose / measure tests.
+
+Import into a test module: ``from models_fixtures import random_weights_dir``.  The weights are
+randomly initialised (no trained accuracy is assumed) at a small input size so the tests stay
+fast on one core; they go through the real save -> register -> load path with sha256 checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
+from echomeasure.models.builders import build_model
+from echomeasure.models.registry import WeightsEntry, register, save_weights
+
+TEST_ARCH = "deeplabv3_mobilenet_v3_large"
+TEST_INPUT_2D = (96, 96)
+TEST_INPUT_DOPPLER = (64, 128)
+
+
+def write_random_registry(folder: Path, *, seed: int = 0) -> Path:
+    """Save random plax-linear and doppler-peaks weights into ``folder`` and register them."""
+    torch.manual_seed(seed)
+    for name, channels, size in (
+        ("plax-linear", KEYPOINTS_2D, TEST_INPUT_2D),
+        ("doppler-peaks", DOPPLER_CHANNELS, TEST_INPUT_DOPPLER),
+    ):
+        model = build_model(TEST_ARCH, len(channels))
+        file = f"{name}-0.0-random.pt"
+        sha = save_weights(model, folder / file)
+        register(
+            WeightsEntry(
+                name=name,
+                version="0.0-random",
+                arch=TEST_ARCH,
+                input_size=size,
+                channels=channels,
+                file=file,
+                sha256=sha,
+                trained_on="nothing (random initialisation for tests)",
+                seed=seed,
+                recipe="tests/models_fixtures.py write_random_registry",
+            ),
+            weights_dir=folder,
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def random_weights_dir(tmp_path_factory) -> Path:
+    """A weights folder with random plax-linear and doppler-peaks models (session-wide, read-only)."""
+    torch.set_num_threads(1)
+    return write_random_registry(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture()
+def use_random_weights(random_weights_dir, tmp_path_factory, monkeypatch) -> Path:
+    """Point ECHOMEASURE_WEIGHTS (and the ONNX cache) at the random registry for one test."""
+    from echomeasure.propose import clear_engines
+
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(random_weights_dir))
+    monkeypatch.setenv("ECHOMEASURE_CACHE", str(random_weights_dir.parent / "cache"))
+    clear_engines()
+    yield random_weights_dir
+    clear_engines()

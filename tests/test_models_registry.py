@@ -1,0 +1,149 @@
+"""Weights registry: manifest, sha256 check, active versions, EchoNet checkpoint layouts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from echomeasure.catalog import KEYPOINTS_2D
+from echomeasure.errors import WeightsError
+from echomeasure.models.builders import build_model
+from echomeasure.models.registry import (
+    WeightsEntry,
+    active_version,
+    get_entry,
+    list_entries,
+    load_checkpoint,
+    load_model,
+    register,
+    save_weights,
+    set_active,
+)
+
+ARCH = "deeplabv3_mobilenet_v3_large"
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(1)
+    return build_model(ARCH, 2).eval()
+
+
+def _entry(file: str, sha: str, version: str = "1.0", **kw) -> WeightsEntry:
+    return WeightsEntry(
+        name="plax-linear", version=version, arch=ARCH, input_size=(96, 96),
+        channels=KEYPOINTS_2D[:2], file=file, sha256=sha, **kw,
+    )
+
+
+def test_build_model_returns_logits_at_input_resolution():
+    model = build_model(ARCH, 8).eval()
+    with torch.inference_mode():
+        out = model(torch.rand(2, 3, 64, 80))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 8, 64, 80)
+    assert not any(k.startswith("m.aux_classifier") for k in model.state_dict())
+
+
+def test_register_then_load_checks_sha_and_returns_same_weights(tmp_path, small_model):
+    sha = save_weights(small_model, tmp_path / "a.pt", half=False)
+    register(_entry("a.pt", sha, metrics={"lvidd_mae_mm": 0.9}), weights_dir=tmp_path)
+    loaded = load_model("plax-linear", weights_dir=tmp_path)
+    assert loaded.version == "1.0" and loaded.sha256 == sha
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(x), small_model(x), atol=1e-5)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["active"]["plax-linear"] == "1.0"
+    assert manifest["models"][0]["metrics"] == {"lvidd_mae_mm": 0.9}
+    assert manifest["models"][0]["created"]
+
+
+def test_sha_mismatch_is_refused_with_what_to_do(tmp_path, small_model):
+    sha = save_weights(small_model, tmp_path / "a.pt")
+    register(_entry("a.pt", sha), weights_dir=tmp_path)
+    with open(tmp_path / "a.pt", "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(WeightsError, match=r"has sha256 .* manifest says .*echomeasure train"):
+        load_model("plax-linear", weights_dir=tmp_path)
+
+
+def test_missing_manifest_tells_user_how_to_get_weights(tmp_path):
+    with pytest.raises(WeightsError, match="echomeasure train"):
+        load_model("plax-linear", weights_dir=tmp_path)
+
+
+def test_active_version_selectable_and_versions_immutable(tmp_path, small_model):
+    sha = save_weights(small_model, tmp_path / "a.pt")
+    register(_entry("a.pt", sha, version="1.0"), weights_dir=tmp_path)
+    register(_entry("a.pt", sha, version="1.1", parent="1.0"), weights_dir=tmp_path)
+    assert active_version("plax-linear", tmp_path) == "1.1"
+    set_active("plax-linear", "1.0", weights_dir=tmp_path)
+    assert get_entry("plax-linear", weights_dir=tmp_path).version == "1.0"
+    assert [e.version for e in list_entries(tmp_path)] == ["1.0", "1.1"]
+    with pytest.raises(ValueError, match="already registered"):
+        register(_entry("a.pt", sha, version="1.1"), weights_dir=tmp_path)
+    with pytest.raises(WeightsError, match="known versions: 1.0, 1.1"):
+        load_model("plax-linear", "9.9", weights_dir=tmp_path)
+
+
+def test_entry_refuses_channels_outside_the_catalogue():
+    with pytest.raises(ValueError, match="KEYPOINTS_2D"):
+        WeightsEntry(name="x", version="1", arch=ARCH, input_size=(96, 96), channels=("lvidd_top",),
+                     file="x.pt", sha256="0" * 64)
+
+
+@pytest.mark.parametrize("layout", ["m_prefix", "state_dict_module", "plain"])
+def test_echonet_checkpoint_layouts_load(tmp_path, small_model, layout):
+    plain = {k[2:]: v for k, v in small_model.state_dict().items()}  # torchvision keys
+    # EchoNet checkpoints were trained with an aux head: its keys must be dropped
+    aux = {"aux_classifier.0.weight": torch.zeros(10, 40, 3, 3)}
+    if layout == "m_prefix":
+        obj = {f"m.{k}": v for k, v in {**plain, **aux}.items()}
+    elif layout == "state_dict_module":
+        obj = {"state_dict": {f"module.{k}": v for k, v in {**plain, **aux}.items()}, "epoch": 45}
+    else:
+        obj = dict(plain)
+    torch.save(obj, tmp_path / "ck.pt")
+    model = load_checkpoint(tmp_path / "ck.pt", ARCH, 2)
+    x = torch.rand(1, 3, 48, 48)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), small_model(x), atol=1e-5)
+
+
+def test_checkpoint_with_wrong_output_channels_refused(tmp_path, small_model):
+    torch.save(small_model.state_dict(), tmp_path / "two.pt")
+    with pytest.raises(WeightsError, match=r"shape .* needs"):
+        load_checkpoint(tmp_path / "two.pt", ARCH, 1)
+
+
+def test_checkpoint_of_another_architecture_refused(tmp_path, small_model):
+    torch.save(small_model.state_dict(), tmp_path / "mnv3.pt")
+    with pytest.raises(WeightsError, match="does not fit a deeplabv3_resnet50"):
+        load_checkpoint(tmp_path / "mnv3.pt", "deeplabv3_resnet50", 2)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated"])
+def test_corrupt_checkpoint_refused(tmp_path, content):
+    (tmp_path / "bad.pt").write_bytes(content)
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_checkpoint(tmp_path / "bad.pt", ARCH, 2)
+
+
+def test_truncated_real_checkpoint_refused(tmp_path, small_model):
+    save_weights(small_model, tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError):
+        load_checkpoint(tmp_path / "cut.pt", ARCH, 2)
+
+
+def test_checkpoint_with_nan_weights_refused(tmp_path, small_model):
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    key = next(k for k in state if k.endswith("classifier.4.weight"))
+    state[key][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(WeightsError, match="NaN or infinite"):
+        load_checkpoint(tmp_path / "nan.pt", ARCH, 2)

@@ -1,0 +1,215 @@
+"""propose(): the whole proposal path with an oracle heatmap model and with random weights.
+
+The oracle replaces the network by heatmaps drawn at the synthetic ground truth, so these tests
+check everything around the model (cropping, coordinate mapping, decoding, smoothing in ms,
+ED/ES choice, calibration, Doppler flow choice and per-beat peaks) without trained weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
+
+from echomeasure import catalog
+from echomeasure.errors import MeasurementError, WeightsError
+from echomeasure.ingest.clip import Clip
+from echomeasure.models.preprocess import CropTransform
+from echomeasure.propose import engine as engine_mod
+from echomeasure.propose import propose
+
+SIGMA = 2.0
+
+
+def _gaussian_logits(points_model: np.ndarray, h: int, w: int, present: np.ndarray | None = None) -> torch.Tensor:
+    """(C, H, W) logits with one or several Gaussian blobs per channel (points: list per channel)."""
+    ys, xs = np.mgrid[0:h, 0:w]
+    out = np.full((len(points_model), h, w), 1e-4)
+    for c, pts in enumerate(points_model):
+        for x, y in np.asarray(pts, dtype=float).reshape(-1, 2):
+            out[c] = np.maximum(out[c], 0.95 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * SIGMA**2)))
+    return torch.logit(torch.from_numpy(out).float())
+
+
+class OracleRunner:
+    """Stands in for the network: heatmaps at the true keypoints of the frames it is fed, in order."""
+
+    def __init__(self, transform: CropTransform, keypoints_per_frame: list[list[np.ndarray]]):
+        self.transform = transform
+        self.truth = keypoints_per_frame
+        self.next = 0
+        self.backend = "oracle"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = self.transform.input_size
+        maps = []
+        for _ in range(x.shape[0]):
+            pts = [self.transform.to_model(np.asarray(p, dtype=float).reshape(-1, 2)) for p in self.truth[self.next]]
+            maps.append(_gaussian_logits(pts, h, w))
+            self.next += 1
+        return torch.stack(maps)
+
+
+@pytest.fixture(scope="module")
+def plax_case():
+    from echomeasure.synthetic import render_plax_case
+
+    return render_plax_case(3, small=True)
+
+
+@pytest.fixture(scope="module")
+def mv_case():
+    from echomeasure.synthetic import render_doppler_case
+
+    return render_doppler_case(3, small=True, flow="mv")
+
+
+def _with_oracle(monkeypatch, name: str, make_runner):
+    real = engine_mod.get_engine
+
+    def fake(n, version=None, **kw):
+        eng = real(n, version, **kw)
+        return engine_mod._Engine(eng.entry, make_runner(eng.entry)) if n == name else eng
+
+    monkeypatch.setattr(engine_mod, "get_engine", fake)
+
+
+def test_2d_proposals_reproduce_truth_through_oracle_heatmaps(plax_case, use_random_weights, monkeypatch):
+    clip = Clip(plax_case.frames, plax_case.frame_time_ms, plax_case.regions, "dicom")
+
+    def runner(entry):
+        t = CropTransform.for_clip(clip, entry.input_size, "2d")
+        return OracleRunner(t, [list(kp) for kp in plax_case.keypoints])
+
+    _with_oracle(monkeypatch, "plax-linear", runner)
+    result = propose(clip, per_frame=True, batch_size=7)
+    assert result.kind == "2d" and result.calibration == "dicom"
+    assert [p.name for p in result.measurements] == list(catalog.LINEAR_2D)
+    assert abs(result.ed_frame - plax_case.ed_frame) <= 1
+    assert abs(result.es_frame - plax_case.es_frame) <= 1
+    truth = plax_case.truth["measurements"]
+    for p in result.measurements:
+        phase = catalog.get(p.name).phase
+        assert p.frame == (result.ed_frame if phase == "ed" else result.es_frame)
+        assert p.unit == "cm"
+        assert p.value == pytest.approx(truth[p.name]["value"], abs=0.05), p.name  # 0.5 mm
+        assert 0.5 < p.confidence <= 1.0
+    assert len(result.frames) == clip.n_frames
+    assert set(result.frames[0]["points"]) == set(catalog.KEYPOINTS_2D)
+
+
+def test_2d_uncalibrated_video_gives_px_and_null_value(plax_case, use_random_weights):
+    clip = Clip(plax_case.frames[:6], 33.3, (), "video")
+    result = propose(clip)
+    assert result.calibration == "none"
+    for p in result.measurements:
+        assert p.value is None and p.unit == "px"
+        assert p.pixel_length is not None and p.pixel_length >= 0
+        for x, y in p.points:
+            assert 0 <= x < clip.width and 0 <= y < clip.height
+
+
+def test_user_scale_turns_pixels_into_cm(plax_case, use_random_weights):
+    clip = Clip(plax_case.frames[:4], 33.3, (), "video", user_cm_per_px=0.05)
+    result = propose(clip, only="lvidd")
+    (p,) = result.measurements
+    assert result.calibration == "user"
+    assert p.unit == "cm" and p.value == pytest.approx(p.pixel_length * 0.05)
+
+
+def test_doppler_name_on_2d_clip_is_refused_before_any_model_runs(plax_case, tmp_path, monkeypatch):
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(tmp_path))  # no weights at all
+    clip = Clip(plax_case.frames[:2], 33.3, plax_case.regions, "dicom")
+    with pytest.raises(MeasurementError, match="av_vmax is a Doppler measurement but this clip is a 2D cine"):
+        propose(clip, only="av_vmax")
+    with pytest.raises(MeasurementError, match="unknown measurement 'lvedv'"):
+        propose(clip, only=["lvedv"])
+
+
+def test_missing_weights_tell_user_to_train(plax_case, tmp_path, monkeypatch):
+    engine_mod.clear_engines()
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(tmp_path))
+    clip = Clip(plax_case.frames[:2], 33.3, plax_case.regions, "dicom")
+    with pytest.raises(WeightsError, match="echomeasure train"):
+        propose(clip)
+
+
+def test_doppler_flow_chosen_by_confidence_and_per_beat_values(mv_case, use_random_weights, monkeypatch):
+    clip = Clip(mv_case.image[None], None, mv_case.regions, "dicom")
+    assert clip.kind == "doppler"
+
+    def runner(entry):
+        t = CropTransform.for_clip(clip, entry.input_size, "doppler")
+        per_channel = [mv_case.peaks.get(ch, []) for ch in entry.channels]
+        return OracleRunner(t, [per_channel])
+
+    _with_oracle(monkeypatch, "doppler-peaks", runner)
+    # the oracle's points are exact: compare them without the envelope snapping
+    result = propose(clip, snap_doppler_to_envelope=False)
+    names = [p.name for p in result.measurements]
+    assert names == ["mv_e", "mv_a", "mv_ea"]
+    truth = mv_case.truth["measurements"]
+    by_name = {p.name: p for p in result.measurements}
+    for name in ("mv_e", "mv_a"):
+        p = by_name[name]
+        assert p.unit == "m/s"
+        assert len(p.points) == len(mv_case.peaks[name])  # one point per beat
+        assert p.value == pytest.approx(truth[name]["value"], rel=0.03)
+    assert by_name["mv_ea"].value == pytest.approx(truth["mv_ea"]["value"], rel=0.05)
+    assert by_name["mv_ea"].unit == "ratio"
+
+
+def test_doppler_only_restricts_to_the_named_peak(mv_case, use_random_weights, monkeypatch):
+    clip = Clip(mv_case.image[None], None, mv_case.regions, "dicom")
+
+    def runner(entry):
+        t = CropTransform.for_clip(clip, entry.input_size, "doppler")
+        return OracleRunner(t, [[mv_case.peaks.get(ch, []) for ch in entry.channels]])
+
+    _with_oracle(monkeypatch, "doppler-peaks", runner)
+    result = propose(clip, only="mv_e")
+    assert [p.name for p in result.measurements] == ["mv_e"]
+    with pytest.raises(MeasurementError, match="lvidd is a 2D measurement"):
+        propose(clip, only="lvidd")
+
+
+def test_progress_reports_every_batch_up_to_the_frame_count(plax_case, use_random_weights):
+    clip = Clip(plax_case.frames[:10], plax_case.frame_time_ms, plax_case.regions, "dicom")
+    calls: list[tuple[int, int]] = []
+    propose(clip, progress=lambda done, total: calls.append((done, total)), batch_size=4, backend="torch")
+    assert calls == [(4, 10), (8, 10), (10, 10)]
+
+
+def test_model_version_selects_a_registered_version(plax_case, use_random_weights, tmp_path):
+    import shutil
+
+    from echomeasure.models.registry import get_entry, register
+
+    folder = tmp_path / "weights"
+    shutil.copytree(use_random_weights, folder)
+    old = get_entry("plax-linear", None, folder)
+    register(old.__class__.from_json({**old.to_json(), "version": "0.1-ft", "parent": old.version, "created": ""}),
+             weights_dir=folder, activate=False)
+    clip = Clip(plax_case.frames[:2], 33.3, plax_case.regions, "dicom")
+    assert propose(clip, weights_dir=folder, backend="torch").model.version == old.version
+    chosen = propose(clip, weights_dir=folder, model_versions={"plax-linear": "0.1-ft"}, backend="torch")
+    assert chosen.model.version == "0.1-ft"
+
+
+def test_doppler_flow_limited_to_the_region_mode(use_random_weights, monkeypatch):
+    """A CW strip is AV or TR (ASE): an equally strong LVOT (PW) response cannot win."""
+    from echomeasure.synthetic import render_doppler_case
+
+    strip = render_doppler_case(5, small=True, flow="av")
+    clip = Clip(strip.image[None], None, strip.regions, "dicom")
+    assert next(r for r in clip.regions if r.is_spectral).data_type == 4  # CW
+
+    def runner(entry):
+        t = CropTransform.for_clip(clip, entry.input_size, "doppler")
+        av = strip.peaks["av_vmax"]
+        return OracleRunner(t, [[av if ch in ("av_vmax", "lvot_vmax") else [] for ch in entry.channels]])
+
+    _with_oracle(monkeypatch, "doppler-peaks", runner)
+    result = propose(clip)
+    assert [p.name for p in result.measurements] == ["av_vmax"]
