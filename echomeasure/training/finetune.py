@@ -1,0 +1,526 @@
+"""Fine-tune a registered model from the sonographers' reviews (issue 6).
+
+What the reviews mean as training data
+--------------------------------------
+* **accepted** and **corrected** measurements: their final points are targets (Gaussian
+  heatmaps) for the keypoints they place; **added** ones likewise.
+* **rejected** proposals: the model's point was wrong, but where the right point is is unknown.
+  They are *not* targets.  Their frame becomes a hard negative *for those keypoints only*:
+  the heatmap is pushed to zero in a disc of radius ``2 sigma`` around each rejected point and
+  nothing else on that channel is learned from the frame.
+* Keypoints nobody reviewed on a frame carry no loss at all (an unreviewed keypoint is not
+  "absent", it is unknown).
+
+Training mixes every batch half-and-half with synthetic cases from the training seed range
+(replay against forgetting) and starts from the base weights with a small learning rate.
+
+Evaluation, before and after, on a held-out split of the reviews (by clip, so frames of one clip
+never sit on both sides) and on the synthetic hold-out of :mod:`echomeasure.training.evaluate`;
+both go through the real ``propose`` path.  The new version is registered in the weights
+manifest (parent, data used, metrics, sha256) and in the review store's ``model_version``
+table.  It becomes the active version only if it is not worse on the review hold-out and not
+markedly worse (more than 25 %) on the synthetic hold-out, unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from echomeasure import catalog, config
+from echomeasure.errors import StoreError, TrainingError
+from echomeasure.ingest.clip import Clip, Region
+from echomeasure.models import registry
+from echomeasure.models.preprocess import CropTransform
+from echomeasure.training.augment import IntensityAugment
+from echomeasure.training.batch import KeypointBatch
+from echomeasure.training.datasets import MAX_BEATS, HeatmapTrainingSet, TrainingSetSpec, build_cache
+from echomeasure.training.heatmaps import multi_peak_heatmaps
+from echomeasure.training.loop import OptimRecipe, TrainResult, run_optimisation
+
+log = logging.getLogger(__name__)
+
+#: Fewer reviewed frames than this and fine-tuning is refused (it would mostly fit noise).
+MIN_REVIEWED_FRAMES = 20
+#: Radius of the hard-negative disc around a rejected point, in heatmap sigmas.
+NEGATIVE_RADIUS_SIGMAS = 2.0
+#: Activation rule: the synthetic hold-out error may grow at most this much (relative).
+MAX_SYNTHETIC_REGRESSION = 0.25
+
+Activate = Literal["auto", "yes", "no"]
+
+
+# --------------------------------------------------------------------------- review samples
+
+
+@dataclass
+class ReviewSample:
+    """One reviewed frame at model resolution.
+
+    ``targets`` (K, M, 2): reviewed points per channel in model pixels (NaN: none);
+    ``negatives``: ``(channel, x, y)`` rejected points in model pixels;
+    ``points_image``: the reviewed points per measurement in image pixels (for evaluation).
+    """
+
+    clip_id: int
+    frame_index: int
+    image: np.ndarray
+    targets: np.ndarray
+    negatives: list[tuple[int, float, float]]
+    transform: CropTransform
+    regions: tuple[Region, ...]
+    frame_image: np.ndarray
+    measurements: dict[str, tuple[tuple[float, float], ...]]
+
+    @property
+    def trusted(self) -> np.ndarray:
+        """(K,) channels with at least one reviewed point."""
+        return np.isfinite(self.targets).all(-1).any(-1)
+
+
+def _channel_points(mode: str, channels: Sequence[str], measurements: dict[str, tuple]) -> dict[str, list]:
+    """Reviewed points per model channel from a frame's final measurement points."""
+    out: dict[str, list] = {c: [] for c in channels}
+    for name, pts in measurements.items():
+        if mode == "2d" and name in catalog.LINEAR_ENDPOINTS:
+            for kp, p in zip(catalog.LINEAR_ENDPOINTS[name], pts):
+                if kp in out:
+                    out[kp] = [p]  # shared endpoints: one point per keypoint (the latest wins upstream)
+        elif mode == "doppler" and name in out:
+            out[name] = list(pts)[:MAX_BEATS]
+    return out
+
+
+def load_review_samples(store: Any, entry: registry.WeightsEntry) -> list[ReviewSample]:
+    """Reviewed frames of the store that fit a model, with targets and hard negatives.
+
+    Parameters
+    ----------
+    store : echomeasure.store.Store
+        The review store.
+    entry : WeightsEntry
+        The base model (its mode, channels and input size).
+    """
+    mode = entry.mode
+    channels = list(entry.channels)
+    ch_index = {c: i for i, c in enumerate(channels)}
+    frames = store.reviews_for_training(kind=mode)
+    # rejected proposals, by (clip, frame): the trainable frames above leave them out
+    rejected: dict[tuple[int, int], list[tuple[str, tuple]]] = {}
+    clip_ids = {f.clip_id for f in frames} | {r.clip_id for r in store.reviews() if r.action == "rejected"}
+    clips = {cid: store.clip(cid) for cid in clip_ids}
+    for cid, rec in clips.items():
+        if rec.kind != mode:
+            continue
+        for st in store.current_measurements(cid):
+            if st.status == "rejected" and st.proposed_points and st.proposed_frame_index is not None:
+                rejected.setdefault((cid, st.proposed_frame_index), []).append((st.measurement, st.proposed_points))
+    samples: list[ReviewSample] = []
+    by_key = {(f.clip_id, f.frame_index): f for f in frames}
+    for key in sorted(set(by_key) | set(rejected)):
+        cid, fi = key
+        rec = clips[cid]
+        tf = by_key.get(key)
+        try:
+            image = tf.load_image() if tf is not None else store.frame(cid, fi)
+        except (FileNotFoundError, StoreError) as exc:  # a frame never saved cannot be learned from
+            log.info("clip %d frame %d: no stored image (%s); skipped", cid, fi, type(exc).__name__)
+            continue
+        regions = rec.region_objects
+        clip = Clip(frames=image[None], frame_time_ms=None, regions=regions, source_kind="dicom")
+        transform = CropTransform.for_clip(clip, entry.input_size, mode)
+        targets = np.full((len(channels), MAX_BEATS if mode == "doppler" else 1, 2), np.nan, np.float32)
+        measurements = dict(tf.measurements) if tf is not None else {}
+        for c, pts in _channel_points(mode, channels, measurements).items():
+            if pts:
+                targets[ch_index[c], : len(pts)] = transform.to_model(np.asarray(pts, dtype=np.float64))
+        negatives: list[tuple[int, float, float]] = []
+        for name, pts in rejected.get(key, []):
+            kps = catalog.LINEAR_ENDPOINTS.get(name, ()) if mode == "2d" else (name,)
+            pts_iter = zip(kps, pts) if mode == "2d" else ((name, p) for p in pts)
+            for kp, p in pts_iter:
+                if kp in ch_index and not np.isfinite(targets[ch_index[kp]]).all(-1).any():
+                    x, y = transform.to_model(np.asarray(p, dtype=np.float64))
+                    negatives.append((ch_index[kp], float(x), float(y)))
+        if not np.isfinite(targets).any() and not negatives:
+            continue
+        samples.append(ReviewSample(cid, fi, transform.crop_resize(image)[0], targets, negatives, transform,
+                                    regions, image, measurements))
+    return samples
+
+
+def split_by_clip(samples: Sequence[ReviewSample], holdout_fraction: float, seed: int,
+                  ) -> tuple[list[ReviewSample], list[ReviewSample]]:
+    """Split samples into (train, hold-out) by clip, deterministically from ``seed``."""
+    clip_ids = sorted({s.clip_id for s in samples})
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(clip_ids))
+    n_hold = int(round(holdout_fraction * len(clip_ids)))
+    if holdout_fraction > 0 and len(clip_ids) >= 2:
+        n_hold = max(1, min(n_hold, len(clip_ids) - 1))
+    else:
+        n_hold = 0
+    hold = set(order[:n_hold])
+    return [s for s in samples if s.clip_id not in hold], [s for s in samples if s.clip_id in hold]
+
+
+class ReviewTrainingSet:
+    """Draws augmented batches from review samples (targets, unknowns and hard negatives)."""
+
+    def __init__(self, samples: Sequence[ReviewSample], sigma_px: float, augment: IntensityAugment | None) -> None:
+        self.samples = list(samples)
+        self.sigma_px = float(sigma_px)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> KeypointBatch:
+        """A random batch; pixel weights are 0 on unknown channels, 1 on reviewed ones, and
+        1 inside the hard-negative discs of rejected points (target 0 there)."""
+        idx = rng.integers(0, len(self.samples), size=batch_size)
+        images, heats, weights, points = [], [], [], []
+        for i in idx:
+            s = self.samples[int(i)]
+            img = self.augment(s.image, rng) if self.augment is not None else s.image.astype(np.float32) / 255.0
+            k, h, w = s.targets.shape[0], s.image.shape[0], s.image.shape[1]
+            heat = multi_peak_heatmaps([p[np.isfinite(p).all(-1)] for p in s.targets], h, w, self.sigma_px)
+            weight = np.zeros((k, h, w), np.float32)
+            weight[s.trusted] = 1.0
+            ys, xs = np.mgrid[0:h, 0:w]
+            radius = NEGATIVE_RADIUS_SIGMAS * self.sigma_px
+            for c, x, y in s.negatives:
+                weight[c][(xs - x) ** 2 + (ys - y) ** 2 <= radius**2] = 1.0
+            images.append(np.ascontiguousarray(img.transpose(2, 0, 1)))
+            heats.append(heat)
+            weights.append(weight)
+            points.append(s.targets)
+        return KeypointBatch(images=torch.from_numpy(np.stack(images)), heatmaps=torch.from_numpy(np.stack(heats)),
+                             pixel_weight=torch.from_numpy(np.stack(weights)),
+                             points_px=torch.from_numpy(np.stack(points)))
+
+
+# --------------------------------------------------------------------------- evaluation on reviews
+
+
+def review_errors(propose_fn: Callable[..., Any], samples: Sequence[ReviewSample], mode: str) -> dict[str, float | None]:
+    """Error of a model's proposals against the reviewed points on held-out review frames.
+
+    Each frame goes through ``propose_fn`` (the real ``propose``) as a one-frame clip with the
+    stored regions, restricted to the measurements reviewed on it.  2D: mean endpoint distance
+    and mean absolute value error in mm; Doppler: mean absolute velocity error in % of the
+    reviewed value.
+    """
+    from echomeasure.ingest.calibration import physical_value
+
+    endpoint_mm: list[float] = []
+    value_err: list[float] = []
+    for s in samples:
+        names = [n for n in s.measurements if catalog.get(n).mode == mode and catalog.get(n).n_points > 0]
+        if not names:
+            continue
+        clip = Clip(frames=s.frame_image[None], frame_time_ms=None, regions=s.regions, source_kind="dicom")
+        got = {p.name: p for p in propose_fn(clip, only=names).measurements}
+        for name in names:
+            p = got.get(name)
+            truth_pts = s.measurements[name]
+            if p is None:
+                continue
+            truth_value, _, _ = physical_value(clip, name, truth_pts) if mode == "2d" else (None, None, None)
+            if mode == "2d":
+                if p.value is not None and truth_value is not None:
+                    value_err.append(abs(p.value - truth_value) * 10.0)
+                    mm_per_px = truth_value * 10.0 / max(1e-9, float(np.hypot(*np.subtract(*truth_pts))))
+                    for a, b in zip(p.points, truth_pts):
+                        endpoint_mm.append(float(np.hypot(a[0] - b[0], a[1] - b[1])) * mm_per_px)
+            else:
+                vals = [abs(physical_value(clip, name, (pt,))[0] or 0.0) for pt in truth_pts]
+                if p.value is not None and vals and np.mean(vals) > 0:
+                    value_err.append(abs(p.value - float(np.mean(vals))) / float(np.mean(vals)) * 100.0)
+    if mode == "2d":
+        return {"endpoint_mae_mm": float(np.mean(endpoint_mm)) if endpoint_mm else None,
+                "value_mae_mm": float(np.mean(value_err)) if value_err else None,
+                "n_measurements": float(len(value_err))}
+    return {"value_error_pct": float(np.mean(value_err)) if value_err else None,
+            "n_measurements": float(len(value_err))}
+
+
+def _review_score(errors: dict[str, float | None]) -> float | None:
+    return errors.get("endpoint_mae_mm", errors.get("value_error_pct"))
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+@dataclass
+class FinetuneOutcome:
+    """What :func:`finetune` did."""
+
+    entry: registry.WeightsEntry
+    parent: registry.WeightsEntry
+    activated: bool
+    n_train_frames: int
+    n_holdout_frames: int
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+    result: TrainResult | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (what ``echomeasure finetune`` prints)."""
+        return {"name": self.entry.name, "version": self.entry.version, "parent": self.parent.version,
+                "sha256": self.entry.sha256, "activated": self.activated,
+                "train_frames": self.n_train_frames, "holdout_frames": self.n_holdout_frames,
+                "before": self.before, "after": self.after,
+                "steps": None if self.result is None else self.result.steps_done,
+                "wall_s": None if self.result is None else round(self.result.wall_s, 1)}
+
+
+def _next_ft_version(parent: registry.WeightsEntry, weights_dir: Path) -> str:
+    existing = {e.version for e in registry.list_entries(weights_dir) if e.name == parent.name}
+    base = parent.version.split("-ft")[0]
+    i = 1
+    while f"{base}-ft{i}" in existing:
+        i += 1
+    return f"{base}-ft{i}"
+
+
+def finetune(
+    db_url: str | None = None,
+    *,
+    base: str = registry.PLAX_LINEAR,
+    base_version: str | None = None,
+    epochs: int = 10,
+    weights_dir: str | os.PathLike[str] | None = None,
+    min_frames: int = MIN_REVIEWED_FRAMES,
+    holdout_fraction: float = 0.25,
+    synthetic_eval_cases: int = 20,
+    replay_cases: int | None = None,
+    replay_fraction: float = 0.5,
+    lr: float = 3e-4,
+    batch_size: int = 8,
+    seed: int = 0,
+    activate: Activate = "auto",
+    store: Any = None,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> FinetuneOutcome:
+    """Fine-tune ``base`` on the reviews in the store and register the result.
+
+    Parameters
+    ----------
+    db_url : str, optional
+        Review store URL (default ``--db``/``$ECHOMEASURE_DB``/SQLite under ``db/``).
+    base : {"plax-linear", "doppler-peaks"}
+        Registry name of the model to fine-tune.
+    base_version : str, optional
+        Version to start from (default: the active one).
+    epochs : int
+        Passes over the training reviews (each batch is half reviews, half synthetic replay).
+    weights_dir : path, optional
+        Weights folder (default ``$ECHOMEASURE_WEIGHTS`` or ``weights/``).
+    min_frames : int
+        Refuse with fewer reviewed frames than this.
+    holdout_fraction : float
+        Share of reviewed clips kept out for evaluation.
+    synthetic_eval_cases : int
+        Held-out synthetic cases evaluated before and after (0: skip).
+    replay_cases : int, optional
+        Synthetic training cases for replay (default: the parent's training set, whose cache is
+        reused when present).
+    replay_fraction : float
+        Share of each batch drawn from the synthetic replay set (0: reviews only).
+    lr, batch_size, seed
+        Optimisation settings (seeded: the same reviews give the same weights).
+    activate : {"auto", "yes", "no"}
+        Make the new version active: always, never, or when it is not worse (module docstring).
+    store : echomeasure.store.Store, optional
+        An open store (instead of ``db_url``).
+    progress : bool
+        Progress bars on stderr.
+    max_steps : int, optional
+        Cap on optimisation steps (tests, quick experiments).
+
+    Raises
+    ------
+    TrainingError
+        Too few reviewed frames, unknown base model, or nothing trainable.
+    """
+    wdir = Path(weights_dir) if weights_dir is not None else config.weights_dir()
+    if base not in (registry.PLAX_LINEAR, registry.DOPPLER_PEAKS):
+        raise TrainingError(f"unknown base model {base!r}; fine-tune 'plax-linear' or 'doppler-peaks'")
+    if epochs < 1:
+        raise TrainingError("--epochs must be at least 1")
+    parent = registry.get_entry(base, base_version, wdir)
+    own_store = store is None
+    if own_store:
+        from echomeasure.store import open_store
+
+        store = open_store(config.db_url(db_url))
+    try:
+        return _finetune(store, parent, wdir, epochs=epochs, min_frames=min_frames,
+                         holdout_fraction=holdout_fraction, synthetic_eval_cases=synthetic_eval_cases,
+                         replay_cases=replay_cases, replay_fraction=replay_fraction, lr=lr,
+                         batch_size=batch_size, seed=seed, activate=activate,
+                         progress=progress, max_steps=max_steps)
+    finally:
+        if own_store:
+            store.close()
+
+
+def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, *, epochs: int, min_frames: int,
+              holdout_fraction: float, synthetic_eval_cases: int, replay_cases: int | None,
+              replay_fraction: float, lr: float,
+              batch_size: int, seed: int, activate: Activate, progress: bool,
+              max_steps: int | None) -> FinetuneOutcome:
+    from echomeasure.propose import clear_engines, propose
+    from echomeasure.training.evaluate import evaluate
+
+    base = parent.name
+    samples = load_review_samples(store, parent)
+    store_parent = _store_version(store, parent)
+    n_target_frames = sum(1 for s in samples if s.trusted.any())
+    if n_target_frames < min_frames:
+        raise TrainingError(
+            f"only {n_target_frames} reviewed {parent.mode} frame(s) with accepted or corrected points "
+            f"(at least {min_frames} needed); review more clips before fine-tuning"
+        )
+    train_s, hold_s = split_by_clip(samples, holdout_fraction, seed)
+    if not any(s.trusted.any() for s in train_s):
+        raise TrainingError("no reviewed frame with accepted or corrected points is left for training")
+    log.info("fine-tuning %s %s on %d frames (%d held out)", base, parent.version, len(train_s), len(hold_s))
+
+    sigma = float(parent.extra.get("sigma_px", 6.0))
+    reviews = ReviewTrainingSet(train_s, sigma, IntensityAugment())
+    replay_spec = _replay_spec(parent, replay_cases)
+    replay = HeatmapTrainingSet.from_cache(build_cache(replay_spec, progress=progress), sigma, IntensityAugment())
+    n_replay = int(round(min(max(replay_fraction, 0.0), 0.9) * batch_size))
+    half = max(1, batch_size - n_replay)  # review frames per batch
+
+    def batches(rng: np.random.Generator, size: int) -> KeypointBatch:
+        parts = [reviews.batch(rng, half)] + ([replay.batch(rng, size - half)] if size > half else [])
+        b = KeypointBatch.concat(parts)
+        return replace(b, images=b.images.contiguous(memory_format=torch.channels_last))
+
+    steps = epochs * math.ceil(len(train_s) / half)
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    optim_dict = parent.extra.get("optimiser", {}) if isinstance(parent.extra, dict) else {}
+    recipe = OptimRecipe(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(1, steps // 10),
+                         coord_window_px=int(optim_dict.get("coord_window_px", round(2.5 * sigma))),
+                         coord_start_frac=0.0, seed=seed)
+
+    def fn_for(version: str, folder: Path):
+        return partial(propose, model_versions={base: version}, weights_dir=folder, backend="torch")
+
+    before_reviews = review_errors(fn_for(parent.version, wdir), hold_s, parent.mode) if hold_s else {}
+    before_synth = (evaluate(base, parent.version, weights_dir=wdir, n_cases=synthetic_eval_cases,
+                             small=replay_spec.small, progress=progress).flat_metrics()
+                    if synthetic_eval_cases else {})
+
+    loaded = registry.load_model(base, parent.version, wdir)
+    model = loaded.model.train().to(memory_format=torch.channels_last)
+    result = run_optimisation(model, batches, recipe, progress=progress, desc=f"finetune {base}")
+    model = model.to(memory_format=torch.contiguous_format).eval()
+
+    version = _next_ft_version(parent, wdir)
+    file_name = f"{base}-{version}.pt"
+    with tempfile.TemporaryDirectory(prefix="em-ft-", dir=wdir) as scratch:
+        scratch_dir = Path(scratch)
+        sha = registry.save_weights(model, scratch_dir / file_name)
+        entry = replace(parent, version=version, file=file_name, sha256=sha, parent=parent.version, created="",
+                        metrics={}, seed=seed,
+                        recipe=(f"echomeasure finetune --base {base} --base-version {parent.version} "
+                                f"--epochs {epochs} --seed {seed}"),
+                        trained_on=(f"{len(train_s)} reviewed frames from {len({s.clip_id for s in train_s})} "
+                                    f"clips of the review store + synthetic replay ({replay_spec.n_cases} cases); "
+                                    f"parent {base} {parent.version}"))
+        registry.register(entry, weights_dir=scratch_dir)
+        after_reviews = review_errors(fn_for(version, scratch_dir), hold_s, parent.mode) if hold_s else {}
+        after_synth = (evaluate(base, version, weights_dir=scratch_dir, n_cases=synthetic_eval_cases,
+                                small=replay_spec.small, progress=progress).flat_metrics()
+                       if synthetic_eval_cases else {})
+        tmp = wdir / f".{file_name}.tmp"
+        shutil.copyfile(scratch_dir / file_name, tmp)
+        os.replace(tmp, wdir / file_name)
+
+    before = {"reviews_holdout": before_reviews, "synthetic_holdout": before_synth}
+    after = {"reviews_holdout": after_reviews, "synthetic_holdout": after_synth}
+    activated = _should_activate(activate, before, after)
+    extra = {**dict(parent.extra), "finetune": {
+        "parent": parent.version, "train_frames": len(train_s), "holdout_frames": len(hold_s),
+        "train_clip_ids": sorted({s.clip_id for s in train_s}), "holdout_clip_ids": sorted({s.clip_id for s in hold_s}),
+        "hard_negative_points": sum(len(s.negatives) for s in train_s), "replay": replay_spec.describe(),
+        "replay_fraction": n_replay / batch_size,
+        "optimiser": recipe.to_dict(), "before": before, "after": after, "wall_s": round(result.wall_s, 1),
+        "activated": activated}}
+    extra.pop("evaluation", None)
+    metrics = {**{k: v for k, v in after_synth.items()},
+               **{f"reviews_{k}": v for k, v in after_reviews.items() if v is not None}}
+    entry = registry.register(replace(entry, metrics=metrics, extra=extra), weights_dir=wdir, activate=activated)
+    clear_engines()
+
+    # the review store keeps the lineage too
+    from echomeasure.propose.types import ModelInfo
+
+    store.register_model_version(
+        ModelInfo(entry.name, entry.version, entry.sha256),
+        parent_id=store_parent,
+        trained_on={"reviews": {"clip_ids": extra["finetune"]["train_clip_ids"], "frames": len(train_s)},
+                    "synthetic_replay": replay_spec.describe()},
+        metrics=metrics, activate=activated, actor="finetune",
+    )
+    return FinetuneOutcome(entry=entry, parent=parent, activated=activated, n_train_frames=len(train_s),
+                           n_holdout_frames=len(hold_s), before=before, after=after, result=result)
+
+
+def _replay_spec(parent: registry.WeightsEntry, replay_cases: int | None) -> TrainingSetSpec:
+    """The synthetic replay set: the parent's own training set (its cache is reused) unless a
+    number of cases is asked for."""
+    data = parent.extra.get("training_data", {}) if isinstance(parent.extra, dict) else {}
+    n = replay_cases or int(data.get("n_cases") or 100)
+    fpc = int(data.get("frames_per_case") or (4 if parent.mode == "2d" else 1))
+    small = bool(data.get("small", parent.input_size[0] < 96))
+    return TrainingSetSpec(parent.mode, n, tuple(parent.input_size), frames_per_case=fpc, small=small)
+
+
+def _store_version(store: Any, entry: registry.WeightsEntry) -> int | None:
+    """The store's id of a weights entry (registered on the fly when the store has not seen it)."""
+    from echomeasure.propose.types import ModelInfo
+
+    for rec in store.model_versions(entry.name):
+        if rec.version == entry.version and rec.sha256 == entry.sha256:
+            return rec.id
+    rec = store.register_model_version(ModelInfo(entry.name, entry.version, entry.sha256),
+                                       trained_on={"description": entry.trained_on}, metrics=dict(entry.metrics),
+                                       actor="finetune")
+    return rec.id
+
+
+def _should_activate(mode: Activate, before: dict, after: dict) -> bool:
+    if mode == "yes":
+        return True
+    if mode == "no":
+        return False
+    rb, ra = _review_score(before["reviews_holdout"]), _review_score(after["reviews_holdout"])
+    if rb is not None and ra is not None and ra > rb:
+        return False
+    key = "mean_mae_mm" if "mean_mae_mm" in before["synthetic_holdout"] else "mean_error_pct"
+    sb, sa = before["synthetic_holdout"].get(key), after["synthetic_holdout"].get(key)
+    if sb is not None and sa is not None and sa > sb * (1 + MAX_SYNTHETIC_REGRESSION):
+        return False
+    return True
+
+
+__all__ = ["FinetuneOutcome", "MIN_REVIEWED_FRAMES", "ReviewSample", "finetune", "load_review_samples",
+           "review_errors", "split_by_clip"]

@@ -1,0 +1,277 @@
+"""Train a keypoint model from synthetic data, evaluate it on held-out cases, register it.
+
+``train_model("plax-linear", steps=..., seed=...)`` is what ``echomeasure train`` runs:
+
+1. render (once, cached) the training set from the training seed range
+   (:mod:`echomeasure.training.datasets`);
+2. build the DeepLabV3 model (:func:`echomeasure.models.builders.build_model`) and optimise it
+   (:func:`echomeasure.training.loop.run_optimisation`; resumable checkpoint in the cache);
+3. save the weights (fp16 state dict) and evaluate them through the real ``propose`` path on
+   held-out cases (:mod:`echomeasure.training.evaluate`);
+4. register the version in ``manifest.json`` with data description, recipe, seed, sha256 and
+   the measured errors.
+
+Everything is seeded: the same command on the same machine reproduces the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from echomeasure import config
+from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
+from echomeasure.errors import TrainingError
+from echomeasure.models import registry
+from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
+from echomeasure.training.augment import IntensityAugment
+from echomeasure.training.datasets import HeatmapTrainingSet, TrainingSetSpec, build_cache, cache_dir
+from echomeasure.training.loop import OptimRecipe, TrainResult, run_optimisation
+
+log = logging.getLogger(__name__)
+
+
+#: DeepLabV3-MobileNetV3 has output stride 16: its logits are a 16-px lattice upsampled
+#: bilinearly, so a peak can only be as narrow as the lattice allows and its arg-max always
+#: sits on a lattice node.  The targets are therefore Gaussians of sigma 6 model pixels, the
+#: decoder window is 2.5 sigma, and decoding may move up to 24 px from the arg-max (a lattice
+#: cell and a half), which the coordinate loss trains for.
+HEATMAP_SIGMA_PX = 6.0
+MAX_SHIFT_PX = 24.0
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Everything that defines how one registry model is trained (recorded in the manifest)."""
+
+    name: str
+    mode: str  # "2d" | "doppler"
+    channels: tuple[str, ...]
+    arch: str
+    input_size: tuple[int, int]
+    sigma_px: float
+    max_shift_px: float
+    data: TrainingSetSpec
+    optim: OptimRecipe
+    eval_cases: int
+
+
+def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: bool = False,
+                 cases: int | None = None, eval_cases: int | None = None) -> ModelPlan:
+    """The training plan of a registry model.
+
+    Parameters
+    ----------
+    name : {"plax-linear", "doppler-peaks"}
+        Registry name.
+    steps : int, optional
+        Optimisation steps (default: the shipped recipe's; smoke: 12).
+    seed : int
+        Seed of weight initialisation, batch drawing and augmentation.
+    smoke : bool
+        Tiny inputs, few small cases, few steps: a run of well under a minute (CI).
+    cases : int, optional
+        Training cases to render (default 400 PLAX cines x 6 frames, or 800 Doppler strips).
+    eval_cases : int, optional
+        Held-out cases to evaluate on.
+
+    Raises
+    ------
+    TrainingError
+        Unknown model name.
+    """
+    if name == registry.PLAX_LINEAR:
+        mode, channels = "2d", KEYPOINTS_2D
+        size = (128, 128) if smoke else (192, 192)
+        data = TrainingSetSpec("2d", cases or (3 if smoke else 400), size, frames_per_case=3 if smoke else 6,
+                               small=smoke)
+        default_steps = 700
+    elif name == registry.DOPPLER_PEAKS:
+        mode, channels = "doppler", DOPPLER_CHANNELS
+        size = (64, 128) if smoke else (128, 256)
+        data = TrainingSetSpec("doppler", cases or (4 if smoke else 800), size, small=smoke)
+        default_steps = 900
+    else:
+        raise TrainingError(f"unknown model {name!r}; train 'plax-linear' or 'doppler-peaks'")
+    n_steps = steps if steps is not None else (12 if smoke else default_steps)
+    if n_steps < 1:
+        raise TrainingError("--steps must be at least 1")
+    optim = OptimRecipe(steps=n_steps, batch_size=2 if smoke else 8, lr=2e-3,
+                        warmup_steps=min(50, max(1, n_steps // 10)), seed=seed,
+                        coord_window_px=int(round(2.5 * HEATMAP_SIGMA_PX)), coord_start_frac=0.1)
+    return ModelPlan(name=name, mode=mode, channels=tuple(channels), arch=DEFAULT_ARCH, input_size=size,
+                     sigma_px=HEATMAP_SIGMA_PX, max_shift_px=MAX_SHIFT_PX, data=data, optim=optim,
+                     eval_cases=eval_cases if eval_cases is not None else (2 if smoke else 40))
+
+
+def recipe_command(plan: ModelPlan, smoke: bool) -> str:
+    """The exact command that reproduces a plan's weights."""
+    cmd = f"echomeasure train --model {plan.name} --steps {plan.optim.steps} --seed {plan.optim.seed}"
+    cmd += f" --cases {plan.data.n_cases} --eval-cases {plan.eval_cases}"
+    return cmd + (" --smoke" if smoke else "")
+
+
+def next_version(name: str, weights_dir: Path, smoke: bool) -> str:
+    """``1.0`` for the first full training run of a model, then ``1.1``, ``1.2``...; smoke runs
+    get ``0.0-smokeN`` so they never shadow a real model's version numbers."""
+    existing = {e.version for e in registry.list_entries(weights_dir) if e.name == name}
+    if smoke:
+        i = 1
+        while f"0.0-smoke{i}" in existing:
+            i += 1
+        return f"0.0-smoke{i}"
+    minor = 0
+    while f"1.{minor}" in existing:
+        minor += 1
+    return f"1.{minor}"
+
+
+def _plan_hash(plan: ModelPlan) -> str:
+    d = {"name": plan.name, "arch": plan.arch, "size": list(plan.input_size), "sigma": plan.sigma_px,
+         "data": plan.data.key(), "optim": plan.optim.to_dict()}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainOutcome:
+    """What ``train_model`` produced."""
+
+    entry: registry.WeightsEntry
+    result: TrainResult
+    metrics: dict
+
+
+def train_model(
+    name: str,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    out: str | os.PathLike[str] | None = None,
+    smoke: bool = False,
+    cases: int | None = None,
+    eval_cases: int | None = None,
+    version: str | None = None,
+    threads: int | None = None,
+    max_wall_s: float | None = None,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Train, evaluate and register one model.
+
+    Parameters
+    ----------
+    name : {"plax-linear", "doppler-peaks"}
+        Registry name.
+    steps, seed, smoke, cases, eval_cases
+        See :func:`default_plan`.
+    out : path, optional
+        Weights folder (default ``$ECHOMEASURE_WEIGHTS`` or ``<project>/weights``).
+    version : str, optional
+        Version to register (default :func:`next_version`).
+    threads : int, optional
+        ``torch.set_num_threads`` for the run.
+    max_wall_s : float, optional
+        Stop after this long with a resumable checkpoint (nothing is registered); the same
+        command resumes.
+    progress : bool
+        tqdm progress bars on stderr.
+
+    Returns
+    -------
+    TrainOutcome with the registered entry, the loss history and the held-out metrics.
+
+    Raises
+    ------
+    TrainingError
+        Unknown model, bad arguments, or a run stopped by ``max_wall_s`` before the last step.
+    """
+    from echomeasure.training.evaluate import evaluate
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    plan = default_plan(name, steps=steps, seed=seed, smoke=smoke, cases=cases, eval_cases=eval_cases)
+    weights_dir = Path(out) if out is not None else config.weights_dir()
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(name, weights_dir, smoke)
+    if any(e.name == name and e.version == version for e in registry.list_entries(weights_dir)):
+        raise TrainingError(f"{name} {version} is already registered in {weights_dir}; pick another --version")
+
+    t0 = time.monotonic()
+    cache = build_cache(plan.data, progress=progress)
+    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment())
+    log.info("training set: %d images of %s", len(dataset), dataset.input_size)
+    t_data = time.monotonic() - t0
+
+    torch.manual_seed(plan.optim.seed)
+    model = build_model(plan.arch, len(plan.channels)).to(memory_format=torch.channels_last)
+
+    def batches(rng, batch_size):
+        b = dataset.batch(rng, batch_size)
+        return replace(b, images=b.images.contiguous(memory_format=torch.channels_last))
+
+    checkpoint = cache_dir() / "checkpoints" / f"{name}-{_plan_hash(plan)}.pt"
+    result = run_optimisation(model, batches, plan.optim, checkpoint=checkpoint,
+                              checkpoint_every=25 if not smoke else 1000, max_wall_s=max_wall_s,
+                              progress=progress, desc=f"train {name}")
+    if result.steps_done < plan.optim.steps:
+        raise TrainingError(
+            f"training stopped at step {result.steps_done} of {plan.optim.steps} (wall-time limit); "
+            "run the same command again to resume from the checkpoint"
+        )
+    model = model.to(memory_format=torch.contiguous_format).eval()
+
+    file_name = f"{name}-{version}.pt"
+    recipe = recipe_command(plan, smoke)
+    base_extra = {
+        "sigma_px": plan.sigma_px,
+        "max_shift_px": plan.max_shift_px,
+        "training_data": plan.data.describe(),
+        "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
+        "loss": "pixel-weighted BCE-with-logits on Gaussian heatmaps + window-centroid smooth-L1",
+        "augmentation": IntensityAugment().to_dict(),
+        "train_wall_s": round(result.wall_s, 1),
+        "data_wall_s": round(t_data, 1),
+        "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
+        "torch": torch.__version__,
+    }
+    data_description = {**plan.data.describe(), "n_samples": len(dataset)}
+    base_extra["training_data"] = data_description
+    trained_on = (f"synthetic {plan.mode} cases, seeds {plan.data.seeds[0]}-{plan.data.seeds[-1]} "
+                  f"({len(dataset)} images), generator {data_description['generator_version']}")
+
+    # evaluate through the real propose path: register in a scratch folder first, then for real
+    # with the measured metrics (registered versions are immutable)
+    with tempfile.TemporaryDirectory(prefix="em-eval-", dir=weights_dir) as scratch:
+        scratch_dir = Path(scratch)
+        sha = registry.save_weights(model, scratch_dir / file_name)
+        entry = registry.WeightsEntry(
+            name=name, version=version, arch=plan.arch, input_size=plan.input_size, channels=plan.channels,
+            file=file_name, sha256=sha, normalisation="unit", trained_on=trained_on, seed=plan.optim.seed,
+            recipe=recipe, metrics={}, parent=None, num_params=count_parameters(model), extra=base_extra,
+        )
+        registry.register(entry, weights_dir=scratch_dir)
+        report = evaluate(name, version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
+                          progress=progress)
+        final_path = weights_dir / file_name
+        tmp_final = weights_dir / f".{file_name}.tmp"
+        shutil.copyfile(scratch_dir / file_name, tmp_final)
+        os.replace(tmp_final, final_path)
+    metrics = report.flat_metrics()
+    entry = replace(entry, metrics=metrics, extra={**base_extra, "evaluation": report.to_dict()})
+    entry = registry.register(entry, weights_dir=weights_dir)
+    try:
+        from echomeasure.propose import clear_engines
+
+        clear_engines()
+    except ImportError:  # pragma: no cover - propose is part of the package
+        pass
+    log.info("registered %s %s: %s", name, version, metrics)
+    return TrainOutcome(entry=entry, result=result, metrics=metrics)

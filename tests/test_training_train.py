@@ -1,0 +1,127 @@
+"""Training from synthetic data, registration, and held-out evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from echomeasure import catalog
+from echomeasure.cli import main
+from echomeasure.models import registry
+from echomeasure.propose.engine import physical_value
+from echomeasure.propose.types import Proposal
+from echomeasure.training.datasets import HELDOUT_SEEDS, TRAIN_SEEDS, heldout_case_seeds, train_case_seeds
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ECHOMEASURE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def test_training_and_heldout_seed_ranges_never_overlap():
+    assert set(TRAIN_SEEDS).isdisjoint(HELDOUT_SEEDS)
+    for mode in ("2d", "doppler"):
+        assert set(train_case_seeds(500, mode)) <= set(TRAIN_SEEDS)
+        assert set(heldout_case_seeds(50, mode)) <= set(HELDOUT_SEEDS)
+    assert set(train_case_seeds(500, "2d")).isdisjoint(train_case_seeds(500, "doppler"))
+
+
+def test_smoke_training_lowers_loss_and_registers_a_version_load_model_accepts(tmp_path):
+    from echomeasure.training.train import train_model
+
+    out = tmp_path / "weights"
+    outcome = train_model("plax-linear", smoke=True, out=out, progress=False, threads=1)
+    losses = outcome.result.losses
+    assert outcome.result.steps_done == len(losses) == 12
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+    e = registry.get_entry("plax-linear", None, out)
+    assert e.version == outcome.entry.version == "0.0-smoke1"
+    assert e.sha256 == registry.sha256_file(out / e.file)
+    assert e.channels == catalog.KEYPOINTS_2D and e.input_size == (128, 128)
+    assert e.recipe.startswith("echomeasure train --model plax-linear --steps 12 --seed 0")
+    assert e.seed == 0 and e.parent is None
+    assert e.extra["training_data"]["train_seed_range"] == [TRAIN_SEEDS.start, TRAIN_SEEDS.stop]
+    assert "lvidd_mae_mm" in e.metrics and "within_1mm_pct" in e.metrics
+    loaded = registry.load_model("plax-linear", weights_dir=out)
+    assert loaded.sha256 == e.sha256
+    assert not list(out.glob("em-eval-*")), "scratch folder left behind"
+
+
+def test_cli_train_doppler_smoke_prints_the_registered_entry(tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["train", "--model", "doppler-peaks", "--smoke", "--out", str(out), "-q", "--threads", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["name"] == "doppler-peaks" and printed["steps"] == 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    (entry,) = manifest["models"]
+    assert entry["sha256"] == printed["sha256"] == hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
+    assert entry["channels"] == list(catalog.DOPPLER_CHANNELS)
+    assert manifest["active"]["doppler-peaks"] == entry["version"]
+
+
+def test_cli_train_refuses_zero_steps_with_one_line_error(tmp_path, capsys):
+    assert main(["train", "--model", "plax-linear", "--smoke", "--steps", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --steps must be at least 1"]
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def _offset_propose(offset_px: float):
+    """A stand-in for ``propose`` that returns the true calipers with the second endpoint moved
+    ``offset_px`` further along the caliper (so each length grows by exactly ``offset_px``)."""
+    from echomeasure.synthetic.plax import ed_es_frames, render_plax
+    from echomeasure.training.datasets import plax_params_for_seed
+
+    truth: dict[str, np.ndarray] = {}
+
+    def remember(seed: int) -> None:
+        params = plax_params_for_seed(seed, small=True)
+        cine = render_plax(params, frames=list(ed_es_frames(params)), labels=False)
+        for j in range(2):
+            truth[hashlib.sha1(cine.frames[j].tobytes()).hexdigest()] = cine.keypoints[j].astype(float)
+
+    def propose(clip, only):
+        kp = truth[hashlib.sha1(clip.frames[0].tobytes()).hexdigest()]
+        idx = {k: i for i, k in enumerate(catalog.KEYPOINTS_2D)}
+        out = []
+        for name in only:
+            a, b = (kp[idx[k]] for k in catalog.LINEAR_ENDPOINTS[name])
+            b = b + (b - a) / np.hypot(*(b - a)) * offset_px
+            pts = (tuple(a), tuple(b))
+            value, unit, _ = physical_value(clip, name, pts)
+            out.append(Proposal(name, 0, pts, value, unit, confidence=0.9))
+        return SimpleNamespace(measurements=out)
+
+    return propose, remember
+
+
+@pytest.mark.parametrize("offset_px", [1.0, 4.0])
+def test_evaluate_reports_a_known_caliper_offset_in_mm_through_the_calibration(offset_px):
+    from echomeasure.training.datasets import plax_params_for_seed
+    from echomeasure.training.evaluate import evaluate_plax
+
+    seeds = heldout_case_seeds(3, "2d")
+    propose, remember = _offset_propose(offset_px)
+    for s in seeds:
+        remember(s)
+    report = evaluate_plax(propose, seeds, small=True, progress=False)
+
+    from echomeasure.synthetic.plax import sector_geometry
+
+    mm_per_px = np.array([sector_geometry(plax_params_for_seed(s, small=True)).cm_per_px * 10 for s in seeds])
+    assert set(report.measurements) == set(catalog.LINEAR_2D)
+    for name, m in report.measurements.items():
+        assert m.n == 3
+        assert m.mae == pytest.approx(offset_px * mm_per_px.mean(), rel=1e-3), name
+        assert m.bias == pytest.approx(m.mae, rel=1e-6)  # every caliper too long
+        expected_within = 100 * (0.5 + 0.5 * np.mean(offset_px * mm_per_px <= 1.0))
+        assert m.within_1mm_pct == pytest.approx(expected_within)
+    assert report.overall["endpoint_mae_mm"] == pytest.approx(offset_px * mm_per_px.mean() / 2, rel=1e-3)
