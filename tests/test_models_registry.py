@@ -48,7 +48,7 @@ def test_build_model_returns_logits_at_input_resolution():
 
 
 def test_register_then_load_checks_sha_and_returns_same_weights(tmp_path, small_model):
-    sha = save_weights(small_model, tmp_path / "a.pt", half=False)
+    sha = save_weights(small_model, tmp_path / "a.pt", precision="fp32")
     register(_entry("a.pt", sha, metrics={"lvidd_mae_mm": 0.9}), weights_dir=tmp_path)
     loaded = load_model("plax-linear", weights_dir=tmp_path)
     assert loaded.version == "1.0" and loaded.sha256 == sha
@@ -147,3 +147,35 @@ def test_checkpoint_with_nan_weights_refused(tmp_path, small_model):
     torch.save(state, tmp_path / "nan.pt")
     with pytest.raises(WeightsError, match="NaN or infinite"):
         load_checkpoint(tmp_path / "nan.pt", ARCH, 2)
+
+
+def test_int8_weights_are_compact_deterministic_and_close_to_fp32(tmp_path, small_model):
+    sha_a = save_weights(small_model, tmp_path / "a.pt")  # the default: int8, gzip
+    sha_b = save_weights(small_model, tmp_path / "b.pt")
+    save_weights(small_model, tmp_path / "f.pt", precision="fp32")
+    assert sha_a == sha_b  # same weights, same bytes: the manifest sha256 is reproducible
+    assert (tmp_path / "a.pt").read_bytes()[:2] == b"\x1f\x8b"
+    assert (tmp_path / "a.pt").stat().st_size < (tmp_path / "f.pt").stat().st_size / 3.5
+    model = load_checkpoint(tmp_path / "a.pt", ARCH, 2)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    ref_state, got_state = small_model.state_dict(), model.state_dict()
+    quantised = 0
+    for k, ref in ref_state.items():
+        got = got_state[k]
+        if ref.is_floating_point() and ref.ndim >= 2:
+            # per output channel, the rounding error is at most half a step of max|w| / 127
+            step = ref.reshape(ref.shape[0], -1).abs().amax(1) / 127
+            err = (got - ref).reshape(ref.shape[0], -1).abs().amax(1)
+            assert bool((err <= step / 2 + 1e-7).all()), k
+            quantised += int(not torch.equal(got, ref))
+        else:
+            assert torch.equal(got, ref.to(got.dtype)), k  # biases and BatchNorm stay exact
+    assert quantised > 50  # the conv weights really were stored as int8
+
+
+def test_corrupt_int8_file_refused(tmp_path, small_model):
+    save_weights(small_model, tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_checkpoint(tmp_path / "cut.pt", ARCH, 2)
