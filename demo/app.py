@@ -317,7 +317,7 @@ def build_app(
                     label="Upload DICOM / AVI / MP4 (de-identified on arrival)",
                     file_types=UPLOAD_TYPES,
                     type="filepath",
-                    height=110,
+                    height=150,
                     elem_id="em-upload",
                 )
                 worklist = gr.Dataframe(

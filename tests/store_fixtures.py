@@ -1,6 +1,7 @@
 """Test data for the store, export and ingest-CLI tests.
 
-Import the fixtures into a test module: ``from store_fixtures import dicom_file, deidentified_clip``.  Clips reach the store only through the
+Import the fixtures into a test module: ``from store_fixtures import store, dicom_file, deidentified_clip``
+(``store`` needs ``pytest_plugins = ["postgres_fixture"]`` for its ``store_url``).  Clips reach the store only through the
 real de-identification gate (``echomeasure.ingest.load``) from small DICOM files written here,
 whose identifying elements carry canary strings that must never come out of the store.
 """
@@ -113,6 +114,16 @@ def lvidd_proposals(model: ModelInfo = MODEL_2D, frame: int = 1) -> ClipProposal
         Proposal("lvids", 3, ((20.0, 18.0), (20.0, 36.0)), 0.9, "cm", 0.66, model, 18.0),
     ]
     return ClipProposals(kind="2d", calibration="dicom", model=model, measurements=items, ed_frame=frame, es_frame=3)
+
+
+@pytest.fixture
+def store(store_url, tmp_path: Path):
+    """An open store on every backend of ``postgres_fixture.store_url`` (SQLite, PostgreSQL)."""
+    from echomeasure.store import open_store
+
+    s = open_store(store_url, images_dir=tmp_path / "images")
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -21,16 +21,10 @@ from store_fixtures import (  # noqa: F401 - fixtures
     deidentified_clip,
     dicom_file,
     lvidd_proposals,
+    store,
 )
 
 pytest_plugins = ["postgres_fixture"]
-
-
-@pytest.fixture
-def store(store_url, tmp_path):
-    s = open_store(store_url, images_dir=tmp_path / "images")
-    yield s
-    s.close()
 
 
 @pytest.fixture
