@@ -151,9 +151,15 @@ def test_trained_weights_measure_synthetic_case_close_to_truth(synthetic_dir, mo
     manifest = json.loads(PROJECT_MANIFEST.read_text())
     entry = next(m for m in manifest["models"]
                  if m["name"] == "plax-linear" and m["version"] == doc["model"]["version"])
-    for m in doc["measurements"]:
-        # the file path (de-identification, JPEG, ED/ES choice, smoothing) must stay within what
-        # the caliper evaluation of these weights promises: 3x its MAE, at least 3 mm
-        mae_mm = float(entry["metrics"].get(f"{m['name']}_mae_mm", 1.0))
-        tolerance_cm = max(0.3, 3.0 * mae_mm / 10.0)
-        assert m["value"] == pytest.approx(truth[m["name"]]["value"], abs=tolerance_cm), m["name"]
+    errors_mm = {m["name"]: abs(m["value"] - truth[m["name"]]["value"]) * 10.0 for m in doc["measurements"]}
+    confidence = {m["name"]: m["confidence"] for m in doc["measurements"]}
+    assert set(errors_mm) == {"ivsd", "lvidd", "lvpwd", "lvids", "la", "aortic_root"}
+    # the file path (de-identification, JPEG, ED/ES choice, smoothing, edge refinement) must keep
+    # what the held-out evaluation of these weights promises, on this one case: the typical
+    # (median) error within 2x the mean MAE, at least 1.5 mm.  A single gross miss can happen
+    # (the evaluation has a tail); the contract then is that it carries the case's low confidence.
+    tolerance_mm = max(1.5, 2.0 * float(entry["metrics"]["mean_mae_mm"]))
+    assert float(np.median(list(errors_mm.values()))) <= tolerance_mm, errors_mm
+    worst = max(errors_mm, key=errors_mm.get)
+    if errors_mm[worst] > 3.0:
+        assert confidence[worst] < float(np.median(list(confidence.values()))), (errors_mm, confidence)

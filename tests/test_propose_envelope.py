@@ -63,3 +63,66 @@ def test_exact_peak_stays_within_a_few_percent(strips):
                 _, sy = snap_to_envelope(strip.image, region, x, y)
                 errors.append(abs(abs(sy - base) - abs(y - base)) / abs(y - base))
     assert np.median(errors) < 0.03 and max(errors) < 0.08
+
+
+def test_trace_reads_the_true_peaks_within_one_percent(strips):
+    from echomeasure.propose.envelope import EnvelopeTrace
+
+    errors = []
+    for strip in strips:
+        region = _spectral(strip)
+        base = baseline_row(region)
+        traces = {s: EnvelopeTrace.measure(strip.image, region, s) for s in (-1, 1)}
+        for pts in strip.peaks.values():
+            for x, y in pts:
+                found = traces[1 if y > base else -1].local_peak(x, 4)
+                assert found is not None
+                errors.append(abs(found[1] - abs(y - base)) / abs(y - base))
+    assert np.mean(errors) < 0.01 and np.median(errors) < 0.01
+
+
+def test_isolated_bright_pixel_beyond_the_envelope_does_not_stretch_it(strips):
+    strip = strips[0]
+    region = _spectral(strip)
+    base = baseline_row(region)
+    x, y = strip.peaks["av_vmax"][0]
+    clean = snap_to_envelope(strip.image, region, x, base + 0.95 * (y - base))
+    speckled = strip.image.copy()
+    # a bright noise speck 10 % beyond the peak, a few columns to its side
+    speckled[int(round(base + 1.1 * (y - base))), int(round(x)) + 2] = 255
+    assert snap_to_envelope(speckled, region, x, base + 0.95 * (y - base)) == clean
+    assert abs(abs(clean[1] - base) - abs(y - base)) <= 0.02 * abs(y - base)
+
+
+def test_a_peak_is_not_snapped_onto_the_tail_of_the_higher_e_wave(strips):
+    from echomeasure.propose.envelope import EnvelopeTrace
+
+    strip = strips[1]
+    assert strip.flow == "mv"
+    region = _spectral(strip)
+    base = baseline_row(region)
+    trace = EnvelopeTrace.measure(strip.image, region, -1)
+    checked = 0
+    for (xe, ye), (xa, ya) in zip(strip.peaks["mv_e"], strip.peaks["mv_a"]):
+        if xa < xe or abs(ye - base) <= abs(ya - base):
+            continue
+        checked += 1
+        # a search window wide enough to reach the E wave's falling limb, which is higher
+        window = int(xa - xe) - 2
+        sx, sy, on = trace.snap_peak(xa, base + 0.95 * (ya - base), max_dx_px=window)
+        assert on and abs(sx - xa) <= 3
+        assert abs(abs(sy - base) - abs(ya - base)) <= 0.03 * abs(ya - base)
+    assert checked >= 1
+
+
+def test_snap_peak_says_when_the_model_point_was_kept(strips):
+    from echomeasure.propose.envelope import EnvelopeTrace
+
+    strip = strips[0]
+    region = _spectral(strip)
+    base = baseline_row(region)
+    x, y = strip.peaks["av_vmax"][0]
+    trace = EnvelopeTrace.measure(strip.image, region, 1 if y > base else -1)
+    assert trace.snap_peak(x, base + 0.97 * (y - base))[2]
+    far = base + 0.4 * (y - base)  # 2.5x short of the edge: outside the accepted range
+    assert trace.snap_peak(x, far) == (x, far, False)

@@ -10,10 +10,13 @@ UI call.  Everything heavy (weights, ONNX sessions) is loaded once per process a
     lvpwd, aortic_root) on ED, ES measurements (lvids, la) on ES -> cm via the DICOM regions.
 Doppler (a clip with a spectral region):
     the strip -> ``doppler-peaks`` heatmaps -> per-beat peaks per channel -> among the flows
-    of the region's mode (PW: LVOT, mitral inflow; CW: AV, TR), the one whose channels are most
-    confident (or the one ``only`` names) -> each peak snapped onto the
-    envelope's outer edge (:mod:`echomeasure.propose.envelope`) -> per-beat velocities -> Vmax
-    as the mean per-beat magnitude; ``mv_ea`` derived from E and A.
+    of the region's mode (PW: LVOT, mitral inflow; CW: AV, TR), the one the strip shows: the
+    side of the baseline its spectrum is on (mitral inflow above), for AV vs TR the jet's onset
+    against the ECG's R waves, else the most confident channels (or the one ``only`` names) ->
+    each peak snapped onto the envelope's outer edge (:mod:`echomeasure.propose.envelope`) ->
+    one peak per wave; AV/TR beats from either jet channel; mitral E and A paired per beat
+    (:mod:`echomeasure.propose.doppler_beats`) -> per-beat velocities -> Vmax as the mean
+    per-beat magnitude; ``mv_ea`` derived from E and A.
 """
 
 from __future__ import annotations
@@ -187,9 +190,11 @@ def _propose_2d(
     progress: Progress | None,
     batch_size: int,
     timings: dict[str, float],
+    refine_edges: bool = True,
 ) -> tuple[list[Proposal], int, int, list[dict]]:
     from echomeasure.models.decode import decode_keypoints
     from echomeasure.models.preprocess import CropTransform
+    from echomeasure.propose import edges
 
     entry = engine.entry
     ch = {name: i for i, name in enumerate(entry.channels)}
@@ -230,13 +235,30 @@ def _propose_2d(
     ed, es = select_ed_es(diameter, diameter_conf, frame_time_ms=clip.frame_time_ms)
     timings["smoothing"] = time.perf_counter() - t0
 
+    # calipers onto the tissue-blood interfaces of the full-resolution frame (keypoints, so a
+    # keypoint shared by two measurements moves once), on the reported frames only
+    points_px = smoothed
+    edge_factor = np.ones_like(conf)
+    if refine_edges:
+        t0 = time.perf_counter()
+        points_px = smoothed.copy()
+        px_per_mm = edges.plax_px_per_mm(
+            clip.regions, smoothed[ed, a], user_cm_per_px=clip.user_cm_per_px,
+            fallback_height_px=transform.box.height_px,
+        )
+        for i in range(n) if per_frame else sorted({ed, es}):
+            refined = edges.refine_plax_keypoints(clip.frames[i], smoothed[i], entry.channels, px_per_mm)
+            points_px[i] = refined.points_xy
+            edge_factor[i] = edges.edge_confidence_factor(refined.contrast_grey)
+        timings["edge_refinement"] = time.perf_counter() - t0
+
     proposals: list[Proposal] = []
     for name in wanted:
         frame = ed if catalog.get(name).phase == "ed" else es
         p, q = (ch[kp] for kp in catalog.LINEAR_ENDPOINTS[name])
         points = (
-            (float(smoothed[frame, p, 0]), float(smoothed[frame, p, 1])),
-            (float(smoothed[frame, q, 0]), float(smoothed[frame, q, 1])),
+            (float(points_px[frame, p, 0]), float(points_px[frame, p, 1])),
+            (float(points_px[frame, q, 0]), float(points_px[frame, q, 1])),
         )
         value, unit, signed = physical_value(clip, name, points)
         proposals.append(
@@ -246,7 +268,7 @@ def _propose_2d(
                 points=points,
                 value=value,
                 unit=unit,
-                confidence=float(min(conf[frame, p], conf[frame, q])),
+                confidence=float(min(conf[frame, p] * edge_factor[frame, p], conf[frame, q] * edge_factor[frame, q])),
                 model=engine.info,
                 pixel_length=_pixel_length(points),
                 signed_value=signed,
@@ -260,7 +282,7 @@ def _propose_2d(
                 {
                     "frame": i,
                     "time_ms": None if clip.frame_time_ms is None else round(i * clip.frame_time_ms, 3),
-                    "points": {kp: [round(float(smoothed[i, j, 0]), 2), round(float(smoothed[i, j, 1]), 2)] for kp, j in ch.items()},
+                    "points": {kp: [round(float(points_px[i, j, 0]), 2), round(float(points_px[i, j, 1]), 2)] for kp, j in ch.items()},
                     "raw_points": {kp: [round(float(raw[i, j, 0]), 2), round(float(raw[i, j, 1]), 2)] for kp, j in ch.items()},
                     "confidence": {kp: round(float(conf[i, j]), 4) for kp, j in ch.items()},
                     "lv_diameter_px": round(float(diameter[i]), 2),
@@ -311,7 +333,8 @@ def _propose_doppler(
 ) -> tuple[list[Proposal], int, list[dict]]:
     from echomeasure.models.decode import decode_doppler_peaks
     from echomeasure.models.preprocess import CropTransform
-    from echomeasure.propose.envelope import snap_to_envelope as snap
+    from echomeasure.propose import doppler_beats
+    from echomeasure.propose.envelope import EnvelopeTrace, baseline_row
 
     entry = engine.entry
     transform = CropTransform.for_clip(clip, entry.input_size, "doppler")
@@ -333,11 +356,26 @@ def _propose_doppler(
     by_channel = dict(zip(entry.channels, peaks))
     region = _spectral_region(clip)
     dx_px = _snap_dx_px(region)
+    traces: dict[int, EnvelopeTrace] = {}
+
+    def trace_on(sign: int) -> EnvelopeTrace:
+        # one envelope trace per side of the baseline (+1 below, -1 above), measured once
+        if sign not in traces:
+            traces[sign] = EnvelopeTrace.measure(clip.frames[frame], region, sign)
+        return traces[sign]
+
+    def trace_of(y: float) -> EnvelopeTrace:
+        return trace_on(1 if y > baseline_row(region) else -1)
 
     def channel_score(name: str) -> float:
         pk = by_channel.get(name) or []
         return max((p.confidence for p in pk), default=0.0)
 
+    image = clip.frames[frame]
+    dt_px = doppler_beats.seconds_per_column(region)
+    ecg = doppler_beats.ecg_region(clip.regions) if region is not None else None
+    r_columns = doppler_beats.ecg_r_wave_columns(image, ecg, region) if ecg is not None else np.zeros(0)
+    evidence: dict[str, Any] = {"r_waves": int(r_columns.size)}
     if only:
         wanted_channels = [n for n in only if n in catalog.DOPPLER_CHANNELS]
         if "mv_ea" in only:
@@ -345,7 +383,9 @@ def _propose_doppler(
         flow_scores = {}
     else:
         # the region says whether the strip is PW or CW; ASE acquires AV and TR Vmax with CW and
-        # LVOT and mitral inflow with PW, so only the flows of that mode compete
+        # LVOT and mitral inflow with PW, so only the flows of that mode compete; then the strip
+        # itself: the side of the baseline the spectrum is on, and (AV vs TR) the jet's onset
+        # against the ECG's R waves
         mode = _DOPPLER_MODE_OF_DATA_TYPE.get(region.data_type) if region is not None else None
         flow_scores = {
             flow: float(np.mean([channel_score(c) for c in chans]))
@@ -354,24 +394,68 @@ def _propose_doppler(
         }
         if not flow_scores:
             raise MeasurementError(f"model {entry.name} {entry.version} has no complete Doppler flow channels")
-        best = max(flow_scores, key=flow_scores.get)  # type: ignore[arg-type]
+        side = jet_flow = None
+        if region is not None:
+            side = doppler_beats.spectrum_side(image, region, baseline_row(region))
+            if {"av", "tr"} <= set(flow_scores) and r_columns.size:
+                # AV and TR jets flow away from the transducer: below the baseline
+                delays = doppler_beats.jet_onset_delays_s(trace_on(1).edge_px, region, r_columns)
+                jet_flow = doppler_beats.systolic_jet_flow(delays)
+                evidence["jet_onset_delay_s"] = round(float(np.median(delays)), 4) if delays else None
+        best, reason = doppler_beats.choose_flow(flow_scores, side=side, jet_flow=jet_flow)
+        evidence.update(side=side, jet_timing=jet_flow, decided_by=reason)
         wanted_channels = list(catalog.DOPPLER_FLOWS[best])
-        log.info("Doppler flow %s (scores %s)", best, {k: round(v, 3) for k, v in flow_scores.items()})
+        log.info("Doppler flow %s by %s (scores %s, evidence %s)", best, reason,
+                 {k: round(v, 3) for k, v in flow_scores.items()}, evidence)
     missing = [c for c in wanted_channels if c not in by_channel]
     if missing:
         raise MeasurementError(f"model {entry.name} {entry.version} has no channel for {', '.join(missing)}")
 
+    def beat_peaks(name: str) -> list[doppler_beats.BeatPeak]:
+        pk = by_channel[name]
+        if not pk:
+            return []
+        pts_img = transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2))
+        if not (snap_to_envelope and region is not None):
+            return [doppler_beats.BeatPeak(float(x), float(y), float(p.confidence)) for (x, y), p in zip(pts_img, pk)]
+        out = []
+        for (x, y), p in zip(pts_img, pk):
+            sx, sy, on = trace_of(y).snap_peak(x, y, max_dx_px=dx_px)
+            out.append(doppler_beats.BeatPeak(sx, sy, float(p.confidence), on_envelope=on))
+        return out
+
+    snapped: dict[str, list[doppler_beats.BeatPeak]] = {}
+    for name in wanted_channels:
+        if name in doppler_beats.SYSTOLIC_JET_CHANNELS:
+            # AV and TR jets look alike and the model may give a beat to either channel: the
+            # peaks of both are the jet's beats, so naming one (--only av_vmax) measures the
+            # jet whatever the model thought it was
+            both = [c for c in doppler_beats.SYSTOLIC_JET_CHANNELS if c in by_channel]
+            merged = [bp for c in both for bp in beat_peaks(c)]
+            snapped[name] = doppler_beats.one_per_wave(merged, dt_px, MIN_BEAT_INTERVAL_S)
+        else:
+            snapped[name] = doppler_beats.one_per_wave(beat_peaks(name), dt_px)
+    for name, beats in snapped.items():
+        # beats read on the envelope outvote the model's own (coarse) points
+        snapped[name] = doppler_beats.prefer_on_envelope(beats)
+    separable = 1.0
+    if "mv_e" in snapped and "mv_a" in snapped:
+        n_a = len(snapped["mv_a"])
+        snapped["mv_e"], snapped["mv_a"] = doppler_beats.pair_mitral_peaks(
+            snapped["mv_e"], snapped["mv_a"], seconds_per_px=dt_px, r_columns=r_columns
+        )
+        # beats whose A could not be told from E (or from noise) lower the A's confidence
+        separable = min(1.0, len(snapped["mv_a"]) / max(1, len(snapped["mv_e"]))) if n_a else 0.0
+        evidence["mitral_a_beats"] = f"{len(snapped['mv_a'])} of {len(snapped['mv_e'])} E beats"
+
     proposals: list[Proposal] = []
     values: dict[str, Proposal] = {}
     for name in wanted_channels:
-        pk = by_channel[name]
-        if not pk:
+        beats = snapped[name]
+        if not beats:
             log.info("%s: no peak found on the strip", name)
             continue
-        pts_img = transform.to_image(np.array([[p.x, p.y] for p in pk]))
-        if snap_to_envelope and region is not None:
-            pts_img = [snap(clip.frames[frame], region, x, y, max_dx_px=dx_px) for x, y in pts_img]
-        points = tuple((float(x), float(y)) for x, y in pts_img)
+        points = tuple((bp.x, bp.y) for bp in beats)
         per_beat = [physical_value(clip, name, (pt,)) for pt in points]
         mags = [abs(v[2]) if v[2] is not None else v[0] for v in per_beat]
         if all(m is not None for m in mags):
@@ -380,13 +464,14 @@ def _propose_doppler(
             signed = float(np.mean([v[2] for v in per_beat if v[2] is not None])) if per_beat[0][2] is not None else None
         else:
             value, unit, signed = None, "px", None
+        confidence = float(np.mean([bp.confidence for bp in beats]))
         proposal = Proposal(
             name=name,
             frame=frame,
             points=points,
             value=value,
             unit=unit,
-            confidence=float(np.mean([p.confidence for p in pk])),
+            confidence=confidence * separable if name == "mv_a" else confidence,
             model=engine.info,
             signed_value=signed,
         )
@@ -419,6 +504,7 @@ def _propose_doppler(
             {
                 "frame": frame,
                 "flow_scores": {k: round(v, 4) for k, v in flow_scores.items()},
+                "flow_evidence": evidence,
                 "peaks": {
                     ch: [
                         {"point": [round(float(x), 2), round(float(y), 2)], "confidence": round(p.confidence, 4)}
@@ -454,6 +540,7 @@ def propose(
     backend: str = "auto",
     batch_size: int = BATCH_SIZE,
     snap_doppler_to_envelope: bool = True,
+    refine_edges: bool = True,
 ) -> ClipProposals:
     """Propose the measurements that apply to a clip.
 
@@ -479,6 +566,11 @@ def propose(
     snap_doppler_to_envelope
         Move each Doppler peak onto the outer edge of the spectral envelope
         (:mod:`echomeasure.propose.envelope`); off gives the model's raw points.
+    refine_edges
+        Move each 2D caliper endpoint along its caliper line onto the tissue-blood interface of
+        the full-resolution frame (:mod:`echomeasure.propose.edges`); the confidence of an
+        endpoint without a clear interface drops, and ``timings_s["edge_refinement"]`` is
+        present when it ran.  Off gives the model's (smoothed) points.
 
     Returns
     -------
@@ -508,7 +600,8 @@ def propose(
         timings["load_model"] = time.perf_counter() - t0
         wanted = wanted_only or catalog.LINEAR_2D
         proposals, ed, es, frames = _propose_2d(
-            clip, engine, wanted, per_frame=per_frame, progress=progress, batch_size=batch_size, timings=timings
+            clip, engine, wanted, per_frame=per_frame, progress=progress, batch_size=batch_size, timings=timings,
+            refine_edges=refine_edges,
         )
     else:
         name = "doppler-peaks"
