@@ -1,6 +1,10 @@
 """Re-store a registered model's weights as compact int8 and re-measure its held-out error.
 
     python benchmarks/repack_weights.py plax-linear 1.1 [--weights-dir weights] [--eval-cases 40]
+    python benchmarks/repack_weights.py plax-linear 1.0 --remeasure-only --why "edge refinement"
+
+``--remeasure-only`` keeps the file and re-measures the metrics through today's ``propose``
+(after a decoding change); the previous metrics move to ``extra.metrics_history`` with the reason.
 
 ``echomeasure train`` and ``finetune`` already write the compact format
 (:func:`echomeasure.models.registry.save_weights`, ``precision="int8"``).  This script converts a
@@ -29,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("version")
     ap.add_argument("--weights-dir", default=None, help="weights folder (default $ECHOMEASURE_WEIGHTS or weights/)")
     ap.add_argument("--eval-cases", type=int, default=40)
+    ap.add_argument("--remeasure-only", action="store_true", help="keep the file, only re-measure the metrics")
+    ap.add_argument("--why", default="", help="with --remeasure-only: what changed in decoding (recorded)")
     args = ap.parse_args(argv)
 
     from echomeasure import config
@@ -38,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.weights_dir) if args.weights_dir else config.weights_dir()
     loaded = registry.load_model(args.name, args.version, folder)
     old = loaded.entry
+    if args.remeasure_only:
+        return _remeasure(folder, old, args.eval_cases, args.why)
     old_bytes = registry.resolve_path(old, folder).stat().st_size
     with tempfile.TemporaryDirectory(prefix="em-eval-", dir=folder) as scratch:
         scratch_dir = Path(scratch)
@@ -65,6 +73,34 @@ def main(argv: list[str] | None = None) -> int:
             registry._write_manifest(folder, manifest)
     print(json.dumps({"name": old.name, "version": old.version, "bytes": [old_bytes, new_bytes],
                       "metrics_before": old.metrics, "metrics_after": new.metrics}, indent=1))
+    return 0
+
+
+def _replace_entry(folder: Path, entry) -> None:
+    from echomeasure.models import registry
+
+    with registry._manifest_lock(folder):
+        manifest = registry.read_manifest(folder)
+        for i, d in enumerate(manifest["models"]):
+            if d.get("name") == entry.name and d.get("version") == entry.version:
+                manifest["models"][i] = entry.to_json()
+        registry._write_manifest(folder, manifest)
+
+
+def _remeasure(folder: Path, old, n_cases: int, why: str) -> int:
+    import datetime as dt
+
+    from echomeasure.training.evaluate import evaluate
+
+    report = evaluate(old.name, old.version, weights_dir=folder, n_cases=n_cases)
+    history = list(old.extra.get("metrics_history", []))
+    history.append({"metrics": old.metrics, "replaced": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "why": why or "re-measured through the current propose pipeline"})
+    new = replace(old, metrics=report.flat_metrics(),
+                  extra={**old.extra, "evaluation": report.to_dict(), "metrics_history": history})
+    _replace_entry(folder, new)
+    print(json.dumps({"name": old.name, "version": old.version, "metrics_before": old.metrics,
+                      "metrics_after": new.metrics}, indent=1))
     return 0
 
 

@@ -396,7 +396,11 @@ def run_accuracy(cases: int, weights_dir: Path | None) -> dict[str, Any]:
     * ``caliper``: :func:`echomeasure.training.evaluate.evaluate` per registered model (owned by
       training): one-frame clips at the true ED/ES frames (2D) or strips with the flow given
       (Doppler): MAE per measurement (mm, m/s, %), share of endpoints within 1 mm, the
-      confidence-vs-error Spearman correlation;
+      confidence-vs-error Spearman correlation, and the robustness breakdown (error per tertile of
+      depth, gain, noise, rotation, heart size, heart rate, frame rate, image size);
+    * ``full_cine``: the same evaluation of the PLAX model on whole cines (``cine=True``): values as
+      a user gets them after smoothing and ED/ES choice, ED/ES frame-choice error in frames and ms,
+      error against the chosen frame's truth;
     * ``end_to_end``: :func:`end_to_end_accuracy`: whole cines and strips exactly as a user
       runs them (ED/ES chosen by the tool, Doppler flow chosen by the tool).
     """
@@ -422,6 +426,9 @@ def run_accuracy(cases: int, weights_dir: Path | None) -> dict[str, Any]:
             continue
         report = evaluate(name, weights_dir=weights_dir, n_cases=cases, progress=False, backend="auto")
         out["caliper"][name] = report.to_dict()
+        if entry.mode == "2d":
+            cine = evaluate(name, weights_dir=weights_dir, n_cases=cases, progress=False, backend="auto", cine=True)
+            out.setdefault("full_cine", {})[name] = cine.to_dict()
     out["end_to_end"] = end_to_end_accuracy(
         min(cases, 10), weights_dir, plax=registered["plax-linear"] is not None,
         doppler=registered["doppler-peaks"] is not None,

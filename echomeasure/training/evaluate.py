@@ -1,20 +1,37 @@
 """Accuracy of a registered model on held-out synthetic cases, through the real ``propose`` path.
 
-PLAX (``plax-linear``)
-    For each held-out case (seeds from :data:`~echomeasure.training.datasets.HELDOUT_SEEDS`)
-    the true end-diastolic and end-systolic frames are rendered and each is given to
+PLAX (``plax-linear``), two protocols
+    *single-frame* (the default, and what the manifest's metrics come from): for each held-out
+    case (seeds from :data:`~echomeasure.training.datasets.HELDOUT_SEEDS`) the true
+    end-diastolic and end-systolic frames are rendered and each is given to
     :func:`echomeasure.propose.propose` as a one-frame clip with the case's DICOM regions: the
     same crop, model, decoding and calibration as for a user's clip, with the frame choice taken
-    out (ED/ES selection is judged separately by the end-to-end benchmark), so the figures are
-    the caliper accuracy a sonographer reviewing that frame would see.  Reported per
-    measurement: MAE and bias in mm, MAE in % of the true value, share of caliper endpoints
-    within 1 mm of the truth, and the Spearman correlation between the proposal's confidence
-    and its absolute error (negative: confidence ranks errors).
+    out, so the figures are the caliper accuracy a sonographer reviewing that frame would see.
+
+    *full-cine* (``cine=True``): the whole held-out cine is rendered and ``propose`` runs once,
+    as for a user: points are smoothed over time and ED/ES are chosen from the per-frame LV
+    diameter.  Scored: the reported value against the truth value at the true ED/ES frame; the
+    frame choice (cycle-aware: distance in cardiac phase to the true ED/ES, in frames and ms,
+    plus the raw index difference, which counts another beat's ED as wrong); the endpoint error
+    on the chosen frame against that frame's truth; and the value error against the truth of the
+    chosen frame (the caliper error with the frame choice taken out).
+
+    Reported per measurement: MAE and bias in mm, MAE in % of the true value, share of caliper
+    endpoints within 1 mm of the truth, and the Spearman correlation between the proposal's
+    confidence and its absolute error (negative: confidence ranks errors).
 Doppler (``doppler-peaks``)
     Each held-out strip goes through ``propose`` with ``only`` = the channels of its flow (what
     the user states when measuring a trace); the proposed value (mean per-beat peak magnitude,
     m/s) is compared with the truth: error in m/s and %, beats found, and the confidence-error
     correlation.
+Robustness breakdown (both kinds)
+    Every case records the generator parameters that real clips vary in (:func:`plax_conditions`,
+    :func:`doppler_conditions`: depth, pixel size, gain, noise, probe rotation, heart size,
+    heart rate, frame rate, image size...).  :func:`robustness_breakdown` splits the cases into
+    tertiles of each (one bin per value when it takes at most four) and reports the error of
+    every measurement per bin, plus the Spearman correlation between the parameter and the
+    case's mean error.  Forty cases make bins of about thirteen: differences below ~30 % between
+    bins are within noise.
 
 :func:`evaluate` is what ``echomeasure train`` records in the manifest and what
 ``echomeasure bench`` calls.
@@ -23,8 +40,9 @@ Doppler (``doppler-peaks``)
 from __future__ import annotations
 
 import logging
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -46,10 +64,46 @@ log = logging.getLogger(__name__)
 #: ``propose``-like callable: ``(clip, only) -> ClipProposals`` (injectable for tests).
 ProposeFn = Callable[..., Any]
 
+SINGLE_FRAME = "single-frame"
+FULL_CINE = "full-cine"
+#: A parameter taking at most this many distinct values is binned by value, not by tertile.
+MAX_CATEGORIES = 4
+
+
+@dataclass
+class CaseResult:
+    """What one held-out case contributed: its conditions and its errors.
+
+    ``errors`` maps a measurement to its signed error (mm for PLAX, % of the true value for
+    Doppler); ``frame_error_ms`` (full-cine PLAX only) maps "ed"/"es" to the cycle-aware frame
+    choice error.
+    """
+
+    seed: int
+    conditions: dict[str, float | str]
+    errors: dict[str, float] = field(default_factory=dict)
+    frame_error_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (floats rounded for reading)."""
+        def rnd(v):
+            return round(float(v), 4) if isinstance(v, (float, np.floating)) else v
+
+        return {"seed": self.seed, "conditions": {k: rnd(v) for k, v in self.conditions.items()},
+                "errors": {k: rnd(v) for k, v in self.errors.items()},
+                **({"frame_error_ms": {k: rnd(v) for k, v in self.frame_error_ms.items()}}
+                   if self.frame_error_ms else {})}
+
 
 @dataclass
 class EvaluationReport:
-    """Held-out accuracy of one model version."""
+    """Held-out accuracy of one model version.
+
+    ``protocol`` is ``"single-frame"`` or ``"full-cine"`` for PLAX, ``"strip"`` for Doppler;
+    ``frame_choice`` (full-cine only) holds the ED/ES frame choice figures, the error against
+    the chosen frame's truth and ``breakdown_ms`` (the frame choice error, ms, per bin of each
+    condition); ``breakdown`` is :func:`robustness_breakdown` of ``cases``.
+    """
 
     model: str
     version: str
@@ -59,15 +113,33 @@ class EvaluationReport:
     measurements: dict[str, MeasurementAccuracy] = field(default_factory=dict)
     overall: dict[str, float | None] = field(default_factory=dict)
     wall_s: float = 0.0
+    protocol: str = SINGLE_FRAME
+    frame_choice: dict[str, Any] = field(default_factory=dict)
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    cases: list[CaseResult] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        """JSON-ready form (per-measurement dicts plus overall figures)."""
-        return {
-            "model": self.model, "version": self.version, "mode": self.mode, "n_cases": self.n_cases,
+    def to_dict(self, *, cases: bool = False) -> dict:
+        """JSON-ready form (per-measurement dicts, overall figures, robustness breakdown).
+
+        Parameters
+        ----------
+        cases : bool
+            Also list every case's conditions and errors (``"cases"``).
+        """
+        out = {
+            "model": self.model, "version": self.version, "mode": self.mode, "protocol": self.protocol,
+            "n_cases": self.n_cases,
             "case_seeds": [self.case_seeds[0], self.case_seeds[-1]] if self.case_seeds else [],
             "measurements": {k: v.to_dict() for k, v in self.measurements.items()},
             "overall": self.overall, "wall_s": round(self.wall_s, 1),
         }
+        if self.frame_choice:
+            out["frame_choice"] = self.frame_choice
+        if self.breakdown:
+            out["breakdown"] = self.breakdown
+        if cases:
+            out["cases"] = [c.to_dict() for c in self.cases]
+        return out
 
     def flat_metrics(self) -> dict[str, float]:
         """Flat ``{"lvidd_mae_mm": ..., ...}`` figures for the registry entry's ``metrics``."""
@@ -85,16 +157,204 @@ class EvaluationReport:
                 out[k] = round(float(v), 4)
         return out
 
-    def table(self) -> str:
-        """A plain-text table for logs and the CLI."""
-        rows = [f"{self.model} {self.version}: {self.n_cases} held-out cases"]
+    def table(self, *, breakdown: bool = True) -> str:
+        """A plain-text table for logs and the CLI (with the robustness breakdown by default)."""
+        rows = [f"{self.model} {self.version}: {self.n_cases} held-out cases ({self.protocol})"]
         for m in self.measurements.values():
             within = "" if m.within_1mm_pct is None else f"  within 1 mm {m.within_1mm_pct:5.1f}%"
             rho = "" if m.spearman_conf_err is None else f"  rho(conf, err) {m.spearman_conf_err:+.2f}"
             rows.append(f"  {m.name:12s} MAE {m.mae:7.3f} {m.unit:3s} ({m.mape_pct:5.1f}%)  bias {m.bias:+7.3f}"
                         f"{within}{rho}  n={m.n}")
         rows.append("  overall " + ", ".join(f"{k}={v:.3g}" for k, v in self.overall.items() if v is not None))
+        if self.frame_choice:
+            fc = self.frame_choice
+            for phase in ("ed", "es"):
+                f = fc[phase]
+                rows.append(f"  {phase.upper()} frame choice: median {f['error_ms_median']:.0f} ms "
+                            f"({f['error_frames_median']:.1f} frames), mean {f['error_ms_mean']:.0f} ms, "
+                            f"max {f['error_ms_max']:.0f} ms; within half a frame in {f['within_half_frame_pct']:.0f}%; "
+                            f"raw |index - truth| median {f['index_error_median']:.0f}")
+            chosen = fc.get("chosen_frame_mae", {})
+            if chosen:
+                rows.append("  MAE vs the chosen frame's truth: "
+                            + ", ".join(f"{k} {v:.2f}" for k, v in chosen.items()))
+        if breakdown and self.breakdown:
+            rows.append(breakdown_table(self.breakdown))
         return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------- robustness breakdown
+
+
+def plax_conditions(params: Any) -> dict[str, float | str]:
+    """The acquisition conditions of a PLAX case that real clips vary in.
+
+    Parameters
+    ----------
+    params : echomeasure.synthetic.plax.PlaxParams
+
+    Returns
+    -------
+    dict
+        ``depth_cm`` (sector depth), ``mm_per_px`` (pixel size, from depth and image size),
+        ``image_width_px``, ``gain_db``, ``noise_db`` (electronic noise floor),
+        ``dynamic_range_db``, ``rotation_abs_deg`` (long-axis tilt on screen, either way),
+        ``lvidd_cm`` (heart size), ``ef_percent``, ``heart_rate_bpm``, ``frame_rate_fps``,
+        ``frames_per_cycle``, ``dropouts`` (count of echo dropout patches), ``rib_shadow``
+        (1 when present).
+    """
+    from echomeasure.synthetic.plax import sector_geometry
+
+    sp = params.speckle
+    return {
+        "depth_cm": float(params.depth_cm),
+        "mm_per_px": float(sector_geometry(params).cm_per_px * 10.0),
+        "image_width_px": int(params.width_px),
+        "gain_db": float(sp.gain_db),
+        "noise_db": float(20.0 * math.log10(sp.noise_level)),
+        "dynamic_range_db": float(sp.dynamic_range_db),
+        "rotation_abs_deg": float(abs(params.rotation_deg)),
+        "lvidd_cm": float(params.shape.lvidd_cm),
+        "ef_percent": float(params.ef_percent),
+        "heart_rate_bpm": float(params.heart_rate_bpm),
+        "frame_rate_fps": float(params.fps),
+        "frames_per_cycle": float(params.fps * params.rr_s),
+        "dropouts": int(len(params.dropout)),
+        "rib_shadow": int(params.rib_shadow_db > 0),
+    }
+
+
+def doppler_conditions(truth: Mapping[str, Any]) -> dict[str, float | str]:
+    """The acquisition conditions of a Doppler strip that real strips vary in.
+
+    Parameters
+    ----------
+    truth : dict
+        ``SyntheticDoppler.truth`` (carries the generator parameters).
+
+    Returns
+    -------
+    dict
+        ``flow``, ``scale_m_s`` (display range), ``velocity_cm_s_per_px`` (velocity per row),
+        ``peak_to_scale`` (true peak / display range), ``heart_rate_bpm``, ``gain_db`` (signal
+        intensity), ``noise_db``, ``dynamic_range_db``, ``image_width_px``.
+    """
+    p = truth["params"]
+    peaks = [abs(float(m["value"])) for k, m in truth["measurements"].items()
+             if k in catalog.DOPPLER_CHANNELS and m.get("value")]
+    return {
+        "flow": str(p["flow"]),
+        "scale_m_s": float(p["scale_m_s"]),
+        "velocity_cm_s_per_px": float(abs(truth["velocity_cm_s_per_px"])),
+        "peak_to_scale": float(max(peaks) / p["scale_m_s"]) if peaks else float("nan"),
+        "heart_rate_bpm": float(p["heart_rate_bpm"]),
+        "gain_db": float(p["intensity_db"]),
+        "noise_db": float(p["noise_db"]),
+        "dynamic_range_db": float(p["dynamic_range_db"]),
+        "image_width_px": int(p["width_px"]),
+    }
+
+
+def condition_bins(values: Sequence[float | str]) -> list[tuple[str, np.ndarray]]:
+    """Split cases by one condition: one bin per value (text, or at most
+    :data:`MAX_CATEGORIES` whole-number values: counts, sizes, flags) or tertiles.
+
+    Every case falls in exactly one bin (cases whose value is NaN are left out); empty bins are
+    dropped.
+
+    Returns
+    -------
+    list of (label, boolean mask over the cases)
+    """
+    vals = list(values)
+    if not vals:
+        return []
+    if any(isinstance(v, str) for v in vals):
+        arr = np.asarray([str(v) for v in vals])
+        return [(v, arr == v) for v in sorted(set(arr.tolist()))]
+    x = np.asarray(vals, dtype=float)
+    ok = np.isfinite(x)
+    distinct = np.unique(x[ok])
+    if len(distinct) <= MAX_CATEGORIES and np.all(distinct == np.round(distinct)):  # counts, sizes, flags
+        return [(f"{v:g}", ok & (x == v)) for v in distinct]
+    q1, q2 = np.quantile(x[ok], [1.0 / 3.0, 2.0 / 3.0])
+    which = np.searchsorted(np.asarray([q1, q2]), x, side="left")  # <= q1, (q1, q2], > q2
+    bins = []
+    for k in range(3):
+        mask = ok & (which == k)
+        if mask.any():
+            bins.append((f"{x[mask].min():.3g}-{x[mask].max():.3g}", mask))
+    return bins
+
+
+def robustness_breakdown(cases: Sequence[CaseResult], measurements: Sequence[str], unit: str) -> dict[str, Any]:
+    """Error of every measurement per bin of every recorded condition.
+
+    Parameters
+    ----------
+    cases : sequence of CaseResult
+        Cases with their ``conditions`` and signed ``errors``.
+    measurements : sequence of str
+        Which measurements to report (in this order).
+    unit : str
+        Unit of the errors ("mm" or "%"), recorded in the result.
+
+    Returns
+    -------
+    dict
+        ``condition -> {"unit", "spearman_vs_case_error", "bins": [{"label", "lo", "hi",
+        "n_cases", "mae": {measurement: MAE or None}, "mean_mae"}]}``.  ``mean_mae`` averages the
+        case-level mean absolute error over the cases of the bin; ``spearman_vs_case_error`` is
+        the rank correlation of the condition with that case-level error (positive: error grows
+        with the condition).  The bins of a condition partition the cases that have a value.
+    """
+    if not cases:
+        return {}
+    case_err = np.asarray([np.mean([abs(v) for v in c.errors.values()]) if c.errors else np.nan for c in cases])
+    out: dict[str, Any] = {}
+    for cond in cases[0].conditions:
+        values = [c.conditions.get(cond, float("nan")) for c in cases]
+        bins = []
+        for label, mask in condition_bins(values):
+            members = [c for c, m in zip(cases, mask) if m]
+            mae: dict[str, float | None] = {}
+            for name in measurements:
+                errs = [abs(c.errors[name]) for c in members if name in c.errors]
+                mae[name] = round(float(np.mean(errs)), 4) if errs else None
+            numeric = [v for v, m in zip(values, mask) if m and not isinstance(v, str)]
+            ce = case_err[mask]
+            bins.append({
+                "label": label,
+                "lo": round(float(min(numeric)), 4) if numeric else None,
+                "hi": round(float(max(numeric)), 4) if numeric else None,
+                "n_cases": int(mask.sum()),
+                "mae": mae,
+                "mean_mae": round(float(np.nanmean(ce)), 4) if np.isfinite(ce).any() else None,
+            })
+        rho = None
+        if not any(isinstance(v, str) for v in values):
+            r = spearman(np.asarray(values, dtype=float), case_err)  # defined for any two series
+            rho = None if r is None else round(r, 3)
+        out[cond] = {"unit": unit, "spearman_vs_case_error": rho, "bins": bins}
+    return out
+
+
+def breakdown_table(breakdown: Mapping[str, Any]) -> str:
+    """Compact plain-text table of :func:`robustness_breakdown`: one row per bin, MAE per measurement."""
+    if not breakdown:
+        return ""
+    first = next(iter(breakdown.values()))
+    names = list(first["bins"][0]["mae"]) if first["bins"] else []
+    head = f"  {'condition':20s} {'bin':>15s} {'n':>3s} " + " ".join(f"{n[:8]:>8s}" for n in names) + "     mean  rho"
+    rows = [f"  robustness breakdown (MAE, {first['unit']}, per bin of each condition)", head]
+    for cond, b in breakdown.items():
+        rho = b.get("spearman_vs_case_error")
+        for i, bn in enumerate(b["bins"]):
+            cells = " ".join("       -" if bn["mae"].get(n) is None else f"{bn['mae'][n]:8.2f}" for n in names)
+            mean = "     -" if bn["mean_mae"] is None else f"{bn['mean_mae']:6.2f}"
+            tail = f" {rho:+.2f}" if (i == 0 and rho is not None) else ""
+            rows.append(f"  {cond if i == 0 else '':20s} {bn['label']:>15s} {bn['n_cases']:3d} {cells}   {mean}{tail}")
+    return "\n".join(rows)
 
 
 # --------------------------------------------------------------------------- PLAX
@@ -105,6 +365,24 @@ def _plax_clip(frames: np.ndarray, regions, frame_time_ms: float | None) -> Clip
                 source_kind="dicom", source_name="heldout")
 
 
+def _cycle_distance(phase_a: float, phase_b: float) -> float:
+    """Distance between two cardiac phases (fractions of the cycle, 0..0.5)."""
+    d = abs(phase_a - phase_b) % 1.0
+    return min(d, 1.0 - d)
+
+
+class _PlaxScores:
+    """Per-measurement accumulators of one PLAX evaluation."""
+
+    def __init__(self) -> None:
+        names = catalog.LINEAR_2D
+        self.pred: dict[str, list[float]] = {n: [] for n in names}
+        self.true: dict[str, list[float]] = {n: [] for n in names}
+        self.conf: dict[str, list[float]] = {n: [] for n in names}
+        self.endpoint_mm: dict[str, list[float]] = {n: [] for n in names}
+        self.chosen_err_mm: dict[str, list[float]] = {n: [] for n in names}
+
+
 def evaluate_plax(
     propose_fn: ProposeFn,
     case_seeds: Sequence[int],
@@ -113,6 +391,7 @@ def evaluate_plax(
     progress: bool = True,
     label: tuple[str, str] = ("plax-linear", "?"),
     truth_keypoints_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    cine: bool = False,
 ) -> EvaluationReport:
     """Caliper accuracy on held-out PLAX cases (see the module docstring).
 
@@ -131,54 +410,120 @@ def evaluate_plax(
     truth_keypoints_fn : callable ``(keypoints (8, 2) px, cm_per_px) -> keypoints``, optional
         Another caliper convention to measure against (e.g. a reviewer's habit); the true values
         are then the distances between the mapped keypoints.
+    cine : bool
+        Full-cine protocol: the whole cine through ``propose`` once (frame choice and temporal
+        smoothing included) instead of one-frame clips at the true ED and ES frames.
+
+    Returns
+    -------
+    EvaluationReport
+        With ``protocol`` "single-frame" or "full-cine", the robustness ``breakdown`` and the
+        per-case records; full-cine adds ``frame_choice``.
     """
     from echomeasure.synthetic import render_plax
     from echomeasure.synthetic.plax import ed_es_frames
 
     idx = {k: i for i, k in enumerate(catalog.KEYPOINTS_2D)}
-    pred: dict[str, list[float]] = {n: [] for n in catalog.LINEAR_2D}
-    true: dict[str, list[float]] = {n: [] for n in catalog.LINEAR_2D}
-    conf: dict[str, list[float]] = {n: [] for n in catalog.LINEAR_2D}
-    endpoint_mm: dict[str, list[float]] = {n: [] for n in catalog.LINEAR_2D}
-    for seed in tqdm(case_seeds, desc=f"evaluate {label[0]}", file=sys.stderr, disable=not progress,
+    scores = _PlaxScores()
+    cases: list[CaseResult] = []
+    frame_rows: list[dict[str, float]] = []
+
+    def truth_points(kp: np.ndarray, cm_per_px: float) -> np.ndarray:
+        kp = kp.astype(np.float64)
+        return kp if truth_keypoints_fn is None else truth_keypoints_fn(kp, cm_per_px)
+
+    def length_mm(kp: np.ndarray, name: str, mm_per_px: float) -> float:
+        a, b = catalog.LINEAR_ENDPOINTS[name]
+        return float(np.hypot(*(kp[idx[a]] - kp[idx[b]]))) * mm_per_px
+
+    def score(case: CaseResult, p: Any, true_mm: float, kp_on_frame: np.ndarray, mm_per_px: float) -> None:
+        name = p.name
+        a, b = catalog.LINEAR_ENDPOINTS[name]
+        pred_mm = float(p.value) * 10.0
+        scores.pred[name].append(pred_mm)
+        scores.true[name].append(true_mm)
+        scores.conf[name].append(float(p.confidence))
+        for point, kp in zip(p.points, (a, b)):
+            scores.endpoint_mm[name].append(float(np.hypot(*(np.asarray(point) - kp_on_frame[idx[kp]]))) * mm_per_px)
+        case.errors[name] = pred_mm - true_mm
+
+    protocol = FULL_CINE if cine else SINGLE_FRAME
+    for seed in tqdm(case_seeds, desc=f"evaluate {label[0]} ({protocol})", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True, mininterval=2.0):
         params = plax_params_for_seed(seed, small=small)
-        ed, es = ed_es_frames(params)
-        cine = render_plax(params, frames=[ed, es], labels=False)
-        mm_per_px = cine.cm_per_px * 10.0
-        for j, phase in enumerate(("ed", "es")):
-            names = [n for n in catalog.LINEAR_2D if catalog.get(n).phase == phase]
-            clip = _plax_clip(cine.frames[j : j + 1], cine.regions, cine.frame_time_ms)
-            result = propose_fn(clip, only=names)
-            by_name = {p.name: p for p in result.measurements}
-            truth_kp = cine.keypoints[j].astype(np.float64)
-            if truth_keypoints_fn is not None:
-                truth_kp = truth_keypoints_fn(truth_kp, cine.cm_per_px)
-            for name in names:
-                p = by_name.get(name)
-                if p is None or p.value is None:
-                    continue
-                a, b = catalog.LINEAR_ENDPOINTS[name]
-                pred[name].append(float(p.value) * 10.0)
-                if truth_keypoints_fn is None:
-                    true[name].append(float(cine.truth["measurements"][name]["value"]) * 10.0)
-                else:
-                    true[name].append(float(np.hypot(*(truth_kp[idx[a]] - truth_kp[idx[b]]))) * mm_per_px)
-                conf[name].append(float(p.confidence))
-                for point, kp in zip(p.points, (a, b)):
-                    endpoint_mm[name].append(float(np.hypot(*(np.asarray(point) - truth_kp[idx[kp]]))) * mm_per_px)
+        case = CaseResult(seed=int(seed), conditions=plax_conditions(params))
+        cases.append(case)
+        if not cine:
+            ed, es = ed_es_frames(params)
+            rendered = render_plax(params, frames=[ed, es], labels=False)
+            mm_per_px = rendered.cm_per_px * 10.0
+            for j, phase in enumerate(("ed", "es")):
+                names = [n for n in catalog.LINEAR_2D if catalog.get(n).phase == phase]
+                clip = _plax_clip(rendered.frames[j : j + 1], rendered.regions, rendered.frame_time_ms)
+                result = propose_fn(clip, only=names)
+                by_name = {p.name: p for p in result.measurements}
+                truth_kp = truth_points(rendered.keypoints[j], rendered.cm_per_px)
+                for name in names:
+                    p = by_name.get(name)
+                    if p is None or p.value is None:
+                        continue
+                    if truth_keypoints_fn is None:
+                        true_mm = float(rendered.truth["measurements"][name]["value"]) * 10.0
+                    else:
+                        true_mm = length_mm(truth_kp, name, mm_per_px)
+                    score(case, p, true_mm, truth_kp, mm_per_px)
+            continue
+
+        rendered = render_plax(params, labels=False)
+        mm_per_px = rendered.cm_per_px * 10.0
+        clip = _plax_clip(rendered.frames, rendered.regions, rendered.frame_time_ms)
+        result = propose_fn(clip, only=list(catalog.LINEAR_2D))
+        by_name = {p.name: p for p in result.measurements}
+        truth_frame = {"ed": rendered.ed_frame, "es": rendered.es_frame}
+        phases = [f["phase"] for f in rendered.truth["frames"]]
+        frame_time_ms = float(rendered.frame_time_ms)
+        rr_ms = params.rr_s * 1000.0
+        row: dict[str, float] = {}
+        for phase in ("ed", "es"):
+            chosen = getattr(result, f"{phase}_frame", None)
+            if chosen is None:  # a propose stand-in without frame fields: take its proposals' frame
+                chosen = next((p.frame for p in result.measurements if catalog.get(p.name).phase == phase), None)
+            if chosen is None:
+                continue
+            err_ms = _cycle_distance(phases[chosen], phases[truth_frame[phase]]) * rr_ms
+            case.frame_error_ms[phase] = err_ms
+            row[f"{phase}_ms"] = err_ms
+            row[f"{phase}_frames"] = err_ms / frame_time_ms
+            row[f"{phase}_index"] = abs(int(chosen) - int(truth_frame[phase]))
+        frame_rows.append(row)
+        for name in catalog.LINEAR_2D:
+            p = by_name.get(name)
+            if p is None or p.value is None:
+                continue
+            true_kp = truth_points(rendered.keypoints[truth_frame[catalog.get(name).phase]], rendered.cm_per_px)
+            chosen_kp = truth_points(rendered.keypoints[p.frame], rendered.cm_per_px)
+            if truth_keypoints_fn is None:
+                true_mm = float(rendered.truth["measurements"][name]["value"]) * 10.0
+                chosen_mm = float(rendered.truth["frames"][p.frame]["values_cm"][name]) * 10.0
+            else:
+                true_mm = length_mm(true_kp, name, mm_per_px)
+                chosen_mm = length_mm(chosen_kp, name, mm_per_px)
+            score(case, p, true_mm, chosen_kp, mm_per_px)
+            scores.chosen_err_mm[name].append(float(p.value) * 10.0 - chosen_mm)
+
     report = EvaluationReport(model=label[0], version=label[1], mode="2d", n_cases=len(case_seeds),
-                              case_seeds=list(case_seeds))
+                              case_seeds=list(case_seeds), protocol=protocol, cases=cases)
     all_endpoints: list[float] = []
     all_conf: list[float] = []
     all_err: list[float] = []
     for name in catalog.LINEAR_2D:
-        if not pred[name]:
+        if not scores.pred[name]:
             continue
-        report.measurements[name] = summarise(name, "mm", pred[name], true[name], conf[name], endpoint_mm[name])
-        all_endpoints += endpoint_mm[name]
-        all_conf += conf[name]
-        all_err += list(np.abs(np.asarray(pred[name]) - np.asarray(true[name])))
+        report.measurements[name] = summarise(name, "mm", scores.pred[name], scores.true[name], scores.conf[name],
+                                              scores.endpoint_mm[name])
+        all_endpoints += scores.endpoint_mm[name]
+        all_conf += scores.conf[name]
+        all_err += list(np.abs(np.asarray(scores.pred[name]) - np.asarray(scores.true[name])))
     maes = [m.mae for m in report.measurements.values()]
     report.overall = {
         "mean_mae_mm": float(np.mean(maes)) if maes else None,
@@ -186,7 +531,39 @@ def evaluate_plax(
         "endpoint_mae_mm": float(np.mean(all_endpoints)) if all_endpoints else None,
         "spearman_conf_err": spearman(all_conf, all_err),
     }
+    if cine:
+        report.frame_choice = _frame_choice_summary(frame_rows, scores.chosen_err_mm)
+        timing = [CaseResult(c.seed, c.conditions, errors=dict(c.frame_error_ms)) for c in cases]
+        report.frame_choice["breakdown_ms"] = robustness_breakdown(timing, ["ed", "es"], "ms")
+    report.breakdown = robustness_breakdown(cases, list(report.measurements), "mm")
     return report
+
+
+def _frame_choice_summary(rows: Sequence[Mapping[str, float]], chosen_err_mm: Mapping[str, list[float]]) -> dict:
+    """ED/ES frame-choice figures of a full-cine evaluation and the MAE against the chosen frame."""
+    out: dict[str, Any] = {}
+    for phase in ("ed", "es"):
+        ms = np.asarray([r[f"{phase}_ms"] for r in rows if f"{phase}_ms" in r])
+        frames = np.asarray([r[f"{phase}_frames"] for r in rows if f"{phase}_frames" in r])
+        index = np.asarray([r[f"{phase}_index"] for r in rows if f"{phase}_index" in r])
+        if not len(ms):
+            continue
+        out[phase] = {
+            "n": int(len(ms)),
+            "error_ms_median": round(float(np.median(ms)), 2),
+            "error_ms_mean": round(float(np.mean(ms)), 2),
+            "error_ms_max": round(float(np.max(ms)), 2),
+            "error_frames_median": round(float(np.median(frames)), 3),
+            "error_frames_mean": round(float(np.mean(frames)), 3),
+            "within_half_frame_pct": round(float(np.mean(frames < 0.5) * 100.0), 1),
+            "within_1_frame_pct": round(float(np.mean(frames < 1.5) * 100.0), 1),
+            "index_error_median": float(np.median(index)),
+            "index_error_mean": round(float(np.mean(index)), 2),
+        }
+    out["chosen_frame_mae"] = {k: round(float(np.mean(np.abs(v))), 4) for k, v in chosen_err_mm.items() if v}
+    out["chosen_frame_bias"] = {k: round(float(np.mean(v)), 4) for k, v in chosen_err_mm.items() if v}
+    out["unit"] = "mm"
+    return out
 
 
 # --------------------------------------------------------------------------- Doppler
@@ -200,15 +577,21 @@ def evaluate_doppler(
     progress: bool = True,
     label: tuple[str, str] = ("doppler-peaks", "?"),
 ) -> EvaluationReport:
-    """Peak-velocity accuracy on held-out Doppler strips (see the module docstring)."""
+    """Peak-velocity accuracy on held-out Doppler strips (see the module docstring).
+
+    The robustness ``breakdown`` is in % of the true value (channels differ in scale).
+    """
     pred: dict[str, list[float]] = {n: [] for n in catalog.DOPPLER_CHANNELS}
     true: dict[str, list[float]] = {n: [] for n in catalog.DOPPLER_CHANNELS}
     conf: dict[str, list[float]] = {n: [] for n in catalog.DOPPLER_CHANNELS}
     beats_found: list[float] = []
+    cases: list[CaseResult] = []
     missed = 0
     for seed in tqdm(case_seeds, desc=f"evaluate {label[0]}", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True, mininterval=2.0):
         strip = doppler_case(seed, small=small)
+        case = CaseResult(seed=int(seed), conditions=doppler_conditions(strip.truth))
+        cases.append(case)
         clip = Clip(frames=strip.image[None], frame_time_ms=None, regions=tuple(strip.regions),
                     source_kind="dicom", source_name="heldout")
         channels = catalog.DOPPLER_FLOWS[strip.flow]
@@ -219,12 +602,14 @@ def evaluate_doppler(
             if p is None or p.value is None:
                 missed += 1
                 continue
+            value_true = float(strip.truth["measurements"][ch]["value"])
             pred[ch].append(float(p.value))
-            true[ch].append(float(strip.truth["measurements"][ch]["value"]))
+            true[ch].append(value_true)
             conf[ch].append(float(p.confidence))
             beats_found.append(len(p.points) / max(1, len(strip.peaks.get(ch, []))))
+            case.errors[ch] = (float(p.value) - value_true) / value_true * 100.0
     report = EvaluationReport(model=label[0], version=label[1], mode="doppler", n_cases=len(case_seeds),
-                              case_seeds=list(case_seeds))
+                              case_seeds=list(case_seeds), protocol="strip", cases=cases)
     all_rel: list[float] = []
     all_conf: list[float] = []
     for ch in catalog.DOPPLER_CHANNELS:
@@ -242,6 +627,7 @@ def evaluate_doppler(
         "missed_measurements": float(missed),
         "spearman_conf_err": spearman(all_conf, all_rel),
     }
+    report.breakdown = robustness_breakdown(cases, list(report.measurements), "%")
     return report
 
 
@@ -257,6 +643,8 @@ def evaluate(
     small: bool = False,
     progress: bool = True,
     backend: str = "torch",
+    cine: bool = False,
+    propose_options: Mapping[str, Any] | None = None,
 ) -> EvaluationReport:
     """Evaluate a registered model on held-out synthetic cases through ``propose``.
 
@@ -277,6 +665,11 @@ def evaluate(
         tqdm bar on stderr.
     backend : {"torch", "onnx", "auto"}
         Inference backend of ``propose`` (results agree to ~1e-5).
+    cine : bool
+        PLAX only: the full-cine protocol (whole cine, frame choice included) instead of the
+        single-frame one the manifest's metrics come from.
+    propose_options : mapping, optional
+        Further keyword arguments of :func:`echomeasure.propose.propose` (default: its defaults).
 
     Returns
     -------
@@ -288,17 +681,31 @@ def evaluate(
     from echomeasure.propose import propose
 
     entry = registry.get_entry(name, version, weights_dir)
-    fn = partial(propose, model_versions={name: entry.version}, weights_dir=weights_dir, backend=backend)
+    fn = partial(propose, model_versions={name: entry.version}, weights_dir=weights_dir, backend=backend,
+                 **dict(propose_options or {}))
     t0 = time.monotonic()
     mode = entry.mode
     seeds = heldout_case_seeds(n_cases, mode)
     if mode == "2d":
-        report = evaluate_plax(fn, seeds, small=small, progress=progress, label=(name, entry.version))
+        report = evaluate_plax(fn, seeds, small=small, progress=progress, label=(name, entry.version), cine=cine)
     else:
+        if cine:
+            raise ValueError("cine=True applies to the PLAX model only (a Doppler strip is one image)")
         report = evaluate_doppler(fn, seeds, small=small, progress=progress, label=(name, entry.version))
     report.wall_s = time.monotonic() - t0
     log.info("%s", report.table())
     return report
 
 
-__all__ = ["EvaluationReport", "evaluate", "evaluate_doppler", "evaluate_plax"]
+__all__ = [
+    "CaseResult",
+    "EvaluationReport",
+    "breakdown_table",
+    "condition_bins",
+    "doppler_conditions",
+    "evaluate",
+    "evaluate_doppler",
+    "evaluate_plax",
+    "plax_conditions",
+    "robustness_breakdown",
+]

@@ -1,0 +1,221 @@
+"""Held-out evaluation: single-frame and full-cine PLAX protocols, robustness breakdown.
+
+Stand-in ``propose`` functions that know the truth (an oracle, an oracle off by a known
+caliper offset, an oracle that picks a neighbouring frame) must give exactly the errors they
+were built with, through the real rendering, calibration and scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from echomeasure import catalog
+from echomeasure.propose.engine import physical_value
+from echomeasure.propose.types import Proposal
+from echomeasure.synthetic.plax import render_plax, sector_geometry
+from echomeasure.training.datasets import doppler_case, heldout_case_seeds, plax_params_for_seed
+from echomeasure.training.evaluate import (
+    CaseResult,
+    condition_bins,
+    evaluate_doppler,
+    evaluate_plax,
+    robustness_breakdown,
+)
+
+SEEDS = heldout_case_seeds(3, "2d")
+KP = {k: i for i, k in enumerate(catalog.KEYPOINTS_2D)}
+
+
+def _digest(frame: np.ndarray) -> str:
+    return hashlib.sha1(frame.tobytes()).hexdigest()
+
+
+def _proposal(clip, name: str, frame: int, kp: np.ndarray, offset_px: float) -> Proposal:
+    a, b = (kp[KP[k]].astype(float) for k in catalog.LINEAR_ENDPOINTS[name])
+    b = b + (b - a) / np.hypot(*(b - a)) * offset_px  # caliper too long by offset_px
+    pts = (tuple(a), tuple(b))
+    value, unit, _ = physical_value(clip, name, pts)
+    return Proposal(name, frame, pts, value, unit, confidence=0.9)
+
+
+def _cine_oracle(offset_px: float = 0.0, frame_shift: int = 0):
+    """A full-cine ``propose``: truth points of the frame it picks (truth ED/ES + ``frame_shift``)."""
+    cines = {}
+    for seed in SEEDS:
+        c = render_plax(plax_params_for_seed(seed, small=True), labels=False)
+        cines[_digest(c.frames[0])] = c
+
+    def pick(c, truth_frame: int) -> int:
+        f = truth_frame + frame_shift
+        return f if 0 <= f < len(c.frames) else truth_frame - frame_shift
+
+    def propose(clip, only):
+        c = cines[_digest(clip.frames[0])]
+        assert len(clip.frames) == len(c.frames)  # the whole cine, not one frame
+        ed, es = pick(c, c.ed_frame), pick(c, c.es_frame)
+        out = [_proposal(clip, n, ed if catalog.get(n).phase == "ed" else es,
+                         c.keypoints[ed if catalog.get(n).phase == "ed" else es], offset_px) for n in only]
+        return SimpleNamespace(measurements=out, ed_frame=ed, es_frame=es)
+
+    return propose, cines
+
+
+def _frame_oracle(offset_px: float = 0.0):
+    """A single-frame ``propose``: truth points of the one frame it is given."""
+    from echomeasure.synthetic.plax import ed_es_frames
+
+    truth = {}
+    for seed in SEEDS:
+        params = plax_params_for_seed(seed, small=True)
+        c = render_plax(params, frames=list(ed_es_frames(params)), labels=False)
+        for i in range(len(c.frames)):
+            truth[_digest(c.frames[i])] = c.keypoints[i]
+
+    def propose(clip, only):
+        assert len(clip.frames) == 1
+        kp = truth[_digest(clip.frames[0])]
+        return SimpleNamespace(measurements=[_proposal(clip, n, 0, kp, offset_px) for n in only])
+
+    return propose
+
+
+def _mm_per_px() -> np.ndarray:
+    return np.array([sector_geometry(plax_params_for_seed(s, small=True)).cm_per_px * 10 for s in SEEDS])
+
+
+@pytest.mark.parametrize("offset_px", [0.0, 3.0])
+def test_single_frame_and_full_cine_report_the_same_known_caliper_offset(offset_px):
+    expected = offset_px * _mm_per_px().mean()
+    single = evaluate_plax(_frame_oracle(offset_px), SEEDS, small=True, progress=False)
+    propose, _ = _cine_oracle(offset_px)
+    cine = evaluate_plax(propose, SEEDS, small=True, progress=False, cine=True)
+    assert single.protocol == "single-frame" and cine.protocol == "full-cine"
+    for report in (single, cine):
+        assert set(report.measurements) == set(catalog.LINEAR_2D)
+        for name, m in report.measurements.items():
+            assert m.n == len(SEEDS)
+            assert m.mae == pytest.approx(expected, abs=1e-4), (report.protocol, name)
+            assert m.bias == pytest.approx(expected, abs=1e-4)
+        # one endpoint exact, the other offset_px away
+        assert report.overall["endpoint_mae_mm"] == pytest.approx(expected / 2, abs=1e-4)
+    assert not single.frame_choice
+    fc = cine.frame_choice
+    for phase in ("ed", "es"):
+        assert fc[phase]["error_ms_max"] == pytest.approx(0.0, abs=1e-6)
+        assert fc[phase]["index_error_median"] == 0
+        assert fc[phase]["within_half_frame_pct"] == 100.0
+    for name in catalog.LINEAR_2D:
+        assert fc["chosen_frame_mae"][name] == pytest.approx(expected, abs=1e-4)
+
+
+def test_full_cine_scores_a_neighbouring_frame_choice_against_the_true_frame():
+    propose, cines = _cine_oracle(frame_shift=1)
+    report = evaluate_plax(propose, SEEDS, small=True, progress=False, cine=True)
+    frame_ms = np.array([c.frame_time_ms for c in cines.values()])
+    fc = report.frame_choice
+    for phase in ("ed", "es"):
+        # one frame off: one frame time of cardiac phase, whichever way
+        assert fc[phase]["error_ms_mean"] == pytest.approx(frame_ms.mean(), abs=0.01)
+        assert fc[phase]["error_frames_mean"] == pytest.approx(1.0, abs=1e-3)
+        assert fc[phase]["index_error_median"] == 1
+        assert fc[phase]["within_half_frame_pct"] == 0.0
+    # the frame-choice breakdown: one frame time per case, averaged per frame-rate bin
+    fps = np.array([c.conditions["frame_rate_fps"] for c in report.cases])
+    bins = fc["breakdown_ms"]["frame_rate_fps"]["bins"]
+    for bn, (_, mask) in zip(bins, condition_bins(list(fps)), strict=True):
+        assert bn["mae"]["ed"] == pytest.approx(np.mean(1000.0 / fps[mask]), abs=1e-2)
+    # exact points on the chosen frame, so the value error is the truth's change over one frame
+    expected: dict[str, list[float]] = {n: [] for n in catalog.LINEAR_2D}
+    for c in cines.values():
+        for name in catalog.LINEAR_2D:
+            truth_frame = c.ed_frame if catalog.get(name).phase == "ed" else c.es_frame
+            chosen = truth_frame + 1 if truth_frame + 1 < len(c.frames) else truth_frame - 1
+            values = c.truth["frames"]
+            expected[name].append(10 * (values[chosen]["values_cm"][name] - values[truth_frame]["values_cm"][name]))
+    for name, m in report.measurements.items():
+        assert fc["chosen_frame_mae"][name] == pytest.approx(0.0, abs=1e-3)
+        assert m.mae == pytest.approx(np.mean(np.abs(expected[name])), abs=1e-3), name
+    assert report.overall["endpoint_mae_mm"] == pytest.approx(0.0, abs=1e-3)
+    # LVIDd is the largest diameter: a neighbouring frame can only be smaller
+    assert report.measurements["lvidd"].bias < 0
+    assert report.measurements["lvids"].bias > 0
+
+
+def test_breakdown_bins_partition_the_cases_and_average_their_errors():
+    single = evaluate_plax(_frame_oracle(2.0), SEEDS, small=True, progress=False)
+    assert len(single.cases) == len(SEEDS)
+    assert single.breakdown
+    mm_per_px = np.array([c.conditions["mm_per_px"] for c in single.cases])
+    assert mm_per_px == pytest.approx(_mm_per_px())
+    for cond, b in single.breakdown.items():
+        assert sum(bn["n_cases"] for bn in b["bins"]) == len(SEEDS), cond
+        masks = [m for _, m in condition_bins([c.conditions[cond] for c in single.cases])]
+        assert len(masks) == len(b["bins"])
+        for bn, mask in zip(b["bins"], masks):
+            assert bn["n_cases"] == int(mask.sum())
+            for name in catalog.LINEAR_2D:  # every caliper 2 px too long: 2 px in each case's mm
+                assert bn["mae"][name] == pytest.approx(2.0 * mm_per_px[mask].mean(), abs=1e-3)
+    # small renders share one image size: one bin holding every case
+    (only,) = single.breakdown["image_width_px"]["bins"]
+    assert only["n_cases"] == len(SEEDS) and only["label"] == "320"
+    assert "robustness breakdown" in single.table()
+    json.dumps(single.to_dict(cases=True))
+
+
+def test_condition_bins_tertiles_categories_and_strings():
+    x = np.arange(9.0)[::-1]
+    bins = condition_bins(list(x))
+    assert [b[0] for b in bins] == ["0-2", "3-5", "6-8"]
+    masks = np.stack([m for _, m in bins])
+    assert (masks.sum(axis=0) == 1).all()  # every case in exactly one bin
+    assert [lab for lab, _ in condition_bins([640, 800, 640, 1024])] == ["640", "800", "1024"]
+    assert [int(m.sum()) for _, m in condition_bins(["av", "mv", "av", "tr", "lvot"])] == [2, 1, 1, 1]
+    nan_left_out = condition_bins([1.0, float("nan"), 2.0])
+    assert sum(int(m.sum()) for _, m in nan_left_out) == 2
+
+
+def test_breakdown_finds_the_condition_that_drives_the_error():
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(30):
+        depth = 12 + 8 * rng.random()
+        cases.append(CaseResult(seed=i, conditions={"depth_cm": depth, "gain_db": -10 * rng.random()},
+                                errors={"lvidd": 0.5 * (depth - 12), "ivsd": -0.25 * (depth - 12)}))
+    b = robustness_breakdown(cases, ["lvidd", "ivsd"], "mm")
+    depth_bins = b["depth_cm"]["bins"]
+    assert b["depth_cm"]["spearman_vs_case_error"] == pytest.approx(1.0)
+    assert abs(b["gain_db"]["spearman_vs_case_error"]) < 0.5
+    maes = [bn["mae"]["lvidd"] for bn in depth_bins]
+    assert maes == sorted(maes) and maes[-1] > 3 * maes[0]
+    for bn in depth_bins:
+        assert bn["mae"]["ivsd"] == pytest.approx(bn["mae"]["lvidd"] / 2, abs=1e-3)  # 4-decimal rounding
+        members = [c for c in cases if bn["lo"] - 1e-3 <= c.conditions["depth_cm"] <= bn["hi"] + 1e-3]
+        assert len(members) == bn["n_cases"]
+
+
+def test_doppler_oracle_gives_zero_error_and_breaks_down_by_flow():
+    seeds = heldout_case_seeds(4, "doppler")
+    strips = {}
+    for s in seeds:
+        strip = doppler_case(s, small=True)
+        strips[_digest(strip.image)] = strip
+
+    def propose(clip, only):
+        strip = strips[_digest(clip.frames[0])]
+        out = [Proposal(ch, 0, tuple(strip.peaks[ch]), float(strip.truth["measurements"][ch]["value"]) * 1.1,
+                        "m/s", confidence=0.9) for ch in only]
+        return SimpleNamespace(measurements=out)
+
+    report = evaluate_doppler(propose, seeds, small=True, progress=False)
+    assert report.overall["mean_error_pct"] == pytest.approx(10.0)
+    flows = report.breakdown["flow"]["bins"]
+    assert sum(bn["n_cases"] for bn in flows) == len(seeds)
+    assert {bn["label"] for bn in flows} == {s.flow for s in strips.values()}
+    for bn in flows:
+        assert bn["mean_mae"] == pytest.approx(10.0)
+    assert report.breakdown["scale_m_s"]["unit"] == "%"
