@@ -169,6 +169,8 @@ def build_app(
     gr.set_static_paths([images_dir])
     examples = list_examples(examples_dir)
     example_paths = {p.name: p for p in examples}
+    # Each model version's own low-confidence threshold (held-out 25th percentile), read once.
+    thresholds = viewmodel.RegistryThresholds()
 
     # ------------------------------------------------------------------ callbacks
     def worklist_update() -> list[list[Any]]:
@@ -181,7 +183,7 @@ def build_app(
         if len(frames) < clip.n_frames:
             raise StoreError(f"{clip.label} has {len(frames)} of {clip.n_frames} frames stored; re-ingest the file")
         viewer_update = gr.update(
-            value=viewmodel.viewer_value(clip_id, states, reload=True),
+            value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=thresholds),
             clip=viewmodel.viewer_clip(clip, frames, states),
         )
         return viewer_update, _clip_header(clip, states, warnings), clip_id
@@ -256,7 +258,9 @@ def build_app(
             gr.Warning(f"Not saved: {exc}")
             return gr.skip(), gr.skip()
         states = store.current_measurements(int(clip_id))
-        value = viewmodel.viewer_value(int(clip_id), states, committed=[r.measurement for r in saved])
+        value = viewmodel.viewer_value(
+            int(clip_id), states, committed=[r.measurement for r in saved], thresholds=thresholds
+        )
         if len(saved) > 1:
             gr.Info(f"Saved {len(saved)} reviews as {reviewer_name.strip()}.")
         return value, worklist_update()
@@ -365,12 +369,12 @@ def build_app(
             except EchomeasureError as exc:
                 raise gr.Error(str(exc)) from None
             states = {s.measurement: s for s in store.current_measurements(int(clip_id))}
-            return viewmodel.measurement_entry(states[measurement])
+            return viewmodel.measurement_entry(states[measurement], thresholds)
 
         def measurements(clip_id: int) -> list[dict]:
             """Where each measurement of a clip stands (status, points, values)."""
             try:
-                return [viewmodel.measurement_entry(s) for s in store.current_measurements(int(clip_id))]
+                return [viewmodel.measurement_entry(s, thresholds) for s in store.current_measurements(int(clip_id))]
             except EchomeasureError as exc:
                 raise gr.Error(str(exc)) from None
 

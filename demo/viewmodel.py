@@ -4,20 +4,38 @@ The caliper viewer (:mod:`demo.caliper`) takes two JSON objects: the clip descri
 (:func:`viewer_clip`: frame URLs, size, frame time, ED/ES, calibration regions) and the viewer
 value (:func:`viewer_value`: one entry per measurement with its current and proposed points,
 value, confidence and review status).  The worklist table comes from :func:`worklist_rows`.
+
+Low-confidence flag: raw confidences are model-specific (PLAX ~0.01-0.15), so each model
+version has its own threshold, measured on held-out cases (``low_confidence_below`` in its
+registry metrics, see :func:`echomeasure.training.evaluate.confidence_flag`).  The view
+functions take a ``thresholds`` lookup ``(model_name, model_version) -> threshold``; the default
+is the fixed :data:`LOW_CONFIDENCE_THRESHOLD` (pure), and the app passes a
+:class:`RegistryThresholds`, the one piece here that reads anything (the weights manifest,
+once per model version).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from echomeasure import catalog
 from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState
 
-#: A proposal whose model confidence is below this is flagged in the table and drawn dashed.
+log = logging.getLogger(__name__)
+
+#: Flag threshold when the model's own is unknown (a version the registry does not hold, or one
+#: measured before thresholds were recorded): a proposal below it is flagged and drawn dashed.
 LOW_CONFIDENCE_THRESHOLD = 0.5
+#: Registry metric holding a model version's own threshold.
+THRESHOLD_METRIC = "low_confidence_below"
+
+#: ``(model_name, model_version) -> threshold``: a proposal below it is flagged.
+ThresholdLookup = Callable[[str | None, str | None], float]
 
 #: Short names as sonographers write them.
 SHORT_NAMES: dict[str, str] = {
@@ -56,9 +74,88 @@ def _points(points: Sequence[Sequence[float]] | None) -> list[list[float]] | Non
     return [[float(p[0]), float(p[1])] for p in points]
 
 
-def is_low_confidence(confidence: float | None) -> bool:
-    """True for a model proposal the reviewer should look at closely."""
-    return confidence is not None and confidence < LOW_CONFIDENCE_THRESHOLD
+def is_low_confidence(confidence: float | None, threshold: float = LOW_CONFIDENCE_THRESHOLD) -> bool:
+    """True for a model proposal the reviewer should look at closely (confidence below ``threshold``)."""
+    return confidence is not None and confidence < threshold
+
+
+def fixed_threshold(model_name: str | None, model_version: str | None) -> float:
+    """The default :data:`ThresholdLookup`: :data:`LOW_CONFIDENCE_THRESHOLD` for every model."""
+    return LOW_CONFIDENCE_THRESHOLD
+
+
+#: Metric of the registry entry saying how much worse the flagged quarter was held-out.
+FLAG_RATIO_METRIC = "flagged_mae_ratio"
+#: Flag only for models whose low-confidence quarter had at least this much more error.
+MIN_FLAGGED_ERROR_RATIO = 1.2
+
+
+class RegistryThresholds:
+    """:data:`ThresholdLookup` from the weights registry: each version's ``low_confidence_below``.
+
+    Read once per ``(name, version)`` and cached (a version's metrics change only when it is
+    re-measured; restart the app to pick that up).  Falls back to ``fallback``
+    (:data:`LOW_CONFIDENCE_THRESHOLD`) when the registry does not hold the version or its
+    metrics have no usable threshold (cached: a settled answer), or when the registry cannot be
+    read (logged, not cached: the next lookup reads again).  It never raises.  A version whose
+    held-out ``flagged_mae_ratio`` is below :data:`MIN_FLAGGED_ERROR_RATIO` gets threshold 0
+    (nothing flagged): its confidence did not rank errors, so a flag would mislead.
+
+    Parameters
+    ----------
+    weights_dir : path, optional
+        Weights folder (default: the registry's, ``$ECHOMEASURE_WEIGHTS`` or ``weights/``).
+    list_entries : callable ``(weights_dir) -> iterable of WeightsEntry``, optional
+        Reads the registry (default :func:`echomeasure.models.registry.list_entries`; injectable
+        for tests).
+    fallback : float
+        Threshold when the model's own is unknown.
+    """
+
+    def __init__(
+        self,
+        weights_dir: str | Path | None = None,
+        list_entries: Callable[[Any], Iterable[Any]] | None = None,
+        fallback: float = LOW_CONFIDENCE_THRESHOLD,
+    ) -> None:
+        self.weights_dir = weights_dir
+        self.fallback = float(fallback)
+        self._list_entries = list_entries
+        self._cache: dict[tuple[str, str], float] = {}
+
+    def __call__(self, model_name: str | None, model_version: str | None) -> float:
+        if not model_name or not model_version:
+            return self.fallback
+        key = (model_name, model_version)
+        if key in self._cache:
+            return self._cache[key]
+        try:
+            list_entries = self._list_entries
+            if list_entries is None:
+                from echomeasure.models.registry import list_entries
+            entry = next((e for e in list_entries(self.weights_dir)
+                          if (e.name, e.version) == key), None)
+            metrics = {} if entry is None else (entry.metrics or {})
+            value = float(metrics.get(THRESHOLD_METRIC, math.nan))
+            ratio = float(metrics.get(FLAG_RATIO_METRIC, math.nan))
+        except Exception as exc:  # noqa: BLE001 - the UI must open the clip whatever the registry does
+            log.warning("could not read the low-confidence threshold of %s %s from the registry (%s); "
+                        "flagging below %g", model_name, model_version, exc, self.fallback)
+            return self.fallback
+        if math.isfinite(ratio) and ratio < MIN_FLAGGED_ERROR_RATIO:
+            # on held-out cases the low-confidence quarter was not worse than the rest: a flag
+            # would send the reviewer to the wrong proposals, so this model flags nothing
+            threshold = 0.0
+            log.info("%s %s: confidence does not rank errors (flagged/unflagged error %.2f); no flags",
+                     model_name, model_version, ratio)
+        elif math.isfinite(value) and value > 0:
+            threshold = value
+        else:
+            threshold = self.fallback
+            log.info("no low-confidence threshold recorded for %s %s; flagging below %g",
+                     model_name, model_version, threshold)
+        self._cache[key] = threshold
+        return threshold
 
 
 def _phase_frames(states: Iterable[MeasurementState]) -> tuple[int | None, int | None]:
@@ -139,9 +236,14 @@ def viewer_clip(
     }
 
 
-def measurement_entry(st: MeasurementState) -> dict[str, Any]:
-    """One row of the viewer value from a measurement's state in the store."""
+def measurement_entry(st: MeasurementState, thresholds: ThresholdLookup = fixed_threshold) -> dict[str, Any]:
+    """One row of the viewer value from a measurement's state in the store.
+
+    ``thresholds`` gives the low-confidence threshold of the model version that made the
+    proposal (default: :data:`LOW_CONFIDENCE_THRESHOLD` for all).
+    """
     spec = catalog.get(st.measurement)
+    threshold = thresholds(st.model_name, st.model_version) if st.confidence is not None else None
     points = st.points
     frame = st.frame_index
     if st.status == "rejected":
@@ -163,7 +265,8 @@ def measurement_entry(st: MeasurementState) -> dict[str, Any]:
         "proposed_value": st.proposed_value,
         "proposed_unit": st.proposed_unit,
         "confidence": st.confidence,
-        "low_confidence": is_low_confidence(st.confidence),
+        "low_confidence": threshold is not None and is_low_confidence(st.confidence, threshold),
+        "low_confidence_below": threshold,
         "status": st.status,
         "proposal_id": st.proposal_id,
         "reviewer": st.reviewer,
@@ -176,6 +279,7 @@ def viewer_value(
     *,
     committed: Iterable[str] = (),
     reload: bool = False,
+    thresholds: ThresholdLookup = fixed_threshold,
 ) -> dict[str, Any]:
     """The caliper viewer's value.
 
@@ -189,10 +293,12 @@ def viewer_value(
         Names just saved: the browser replaces these entries and keeps local edits of the others.
     reload
         The clip was (re)opened: the browser drops all local edits.
+    thresholds
+        Low-confidence threshold per model version (:class:`RegistryThresholds` in the app).
     """
     return {
         "clip_id": clip_id,
-        "measurements": [measurement_entry(st) for st in states],
+        "measurements": [measurement_entry(st, thresholds) for st in states],
         "committed": sorted(set(committed)),
         "reload": reload,
         "nonce": next(_nonce),  # makes every server value differ, so the browser always sees it

@@ -20,8 +20,10 @@ from echomeasure.propose.types import Proposal
 from echomeasure.synthetic.plax import render_plax, sector_geometry
 from echomeasure.training.datasets import doppler_case, heldout_case_seeds, plax_params_for_seed
 from echomeasure.training.evaluate import (
+    FLAG_QUANTILE,
     CaseResult,
     condition_bins,
+    confidence_flag,
     evaluate_doppler,
     evaluate_plax,
     robustness_breakdown,
@@ -35,20 +37,29 @@ def _digest(frame: np.ndarray) -> str:
     return hashlib.sha1(frame.tobytes()).hexdigest()
 
 
-def _proposal(clip, name: str, frame: int, kp: np.ndarray, offset_px: float) -> Proposal:
+def _proposal(clip, name: str, frame: int, kp: np.ndarray, offset_px, confidence: float = 0.9) -> Proposal:
+    """Truth points of ``kp`` with the caliper too long by ``offset_px`` (a number or ``{name: px}``)."""
+    offset = offset_px[name] if isinstance(offset_px, dict) else offset_px
     a, b = (kp[KP[k]].astype(float) for k in catalog.LINEAR_ENDPOINTS[name])
-    b = b + (b - a) / np.hypot(*(b - a)) * offset_px  # caliper too long by offset_px
+    b = b + (b - a) / np.hypot(*(b - a)) * offset  # caliper too long by offset px
     pts = (tuple(a), tuple(b))
     value, unit, _ = physical_value(clip, name, pts)
-    return Proposal(name, frame, pts, value, unit, confidence=0.9)
+    return Proposal(name, frame, pts, value, unit, confidence=confidence)
 
 
-def _cine_oracle(offset_px: float = 0.0, frame_shift: int = 0):
-    """A full-cine ``propose``: truth points of the frame it picks (truth ED/ES + ``frame_shift``)."""
+def _fixed_confidence(seed: int, name: str) -> float:
+    return 0.9
+
+
+def _cine_oracle(offset_px=0.0, frame_shift: int = 0, confidence=_fixed_confidence):
+    """A full-cine ``propose``: truth points of the frame it picks (truth ED/ES + ``frame_shift``),
+    with ``confidence(seed, name)``."""
     cines = {}
+    seed_of = {}
     for seed in SEEDS:
         c = render_plax(plax_params_for_seed(seed, small=True), labels=False)
         cines[_digest(c.frames[0])] = c
+        seed_of[_digest(c.frames[0])] = seed
 
     def pick(c, truth_frame: int) -> int:
         f = truth_frame + frame_shift
@@ -56,17 +67,19 @@ def _cine_oracle(offset_px: float = 0.0, frame_shift: int = 0):
 
     def propose(clip, only):
         c = cines[_digest(clip.frames[0])]
+        seed = seed_of[_digest(clip.frames[0])]
         assert len(clip.frames) == len(c.frames)  # the whole cine, not one frame
         ed, es = pick(c, c.ed_frame), pick(c, c.es_frame)
         out = [_proposal(clip, n, ed if catalog.get(n).phase == "ed" else es,
-                         c.keypoints[ed if catalog.get(n).phase == "ed" else es], offset_px) for n in only]
+                         c.keypoints[ed if catalog.get(n).phase == "ed" else es], offset_px, confidence(seed, n))
+               for n in only]
         return SimpleNamespace(measurements=out, ed_frame=ed, es_frame=es)
 
     return propose, cines
 
 
-def _frame_oracle(offset_px: float = 0.0):
-    """A single-frame ``propose``: truth points of the one frame it is given."""
+def _frame_oracle(offset_px=0.0, confidence=_fixed_confidence):
+    """A single-frame ``propose``: truth points of the one frame it is given, with ``confidence(seed, name)``."""
     from echomeasure.synthetic.plax import ed_es_frames
 
     truth = {}
@@ -74,12 +87,12 @@ def _frame_oracle(offset_px: float = 0.0):
         params = plax_params_for_seed(seed, small=True)
         c = render_plax(params, frames=list(ed_es_frames(params)), labels=False)
         for i in range(len(c.frames)):
-            truth[_digest(c.frames[i])] = c.keypoints[i]
+            truth[_digest(c.frames[i])] = (seed, c.keypoints[i])
 
     def propose(clip, only):
         assert len(clip.frames) == 1
-        kp = truth[_digest(clip.frames[0])]
-        return SimpleNamespace(measurements=[_proposal(clip, n, 0, kp, offset_px) for n in only])
+        seed, kp = truth[_digest(clip.frames[0])]
+        return SimpleNamespace(measurements=[_proposal(clip, n, 0, kp, offset_px, confidence(seed, n)) for n in only])
 
     return propose
 
@@ -219,3 +232,106 @@ def test_doppler_oracle_gives_zero_error_and_breaks_down_by_flow():
     for bn in flows:
         assert bn["mean_mae"] == pytest.approx(10.0)
     assert report.breakdown["scale_m_s"]["unit"] == "%"
+
+
+# --------------------------------------------------------------------------- low-confidence flag
+
+
+def _expected_flag(conf: np.ndarray, rel_err_pct: np.ndarray) -> tuple[float, float]:
+    """The 25th percentile of the confidences and mean error of those below it over the rest."""
+    threshold = float(np.percentile(conf, 25.0))
+    flagged = conf < threshold
+    return threshold, float(rel_err_pct[flagged].mean() / rel_err_pct[~flagged].mean())
+
+
+@pytest.mark.parametrize("cine", [False, True])
+def test_plax_flag_threshold_is_the_quartile_of_confidences_and_flagged_errors_are_compared(cine):
+    # Distinct raw confidences of the size the shipped models give (~0.001-0.01: the manifest
+    # must keep them, not round them to 0.00xx); the least confident calipers are the worst.
+    names = list(catalog.LINEAR_2D)
+    conf_of = {(seed, n): 0.001 * (1 + j) + 0.0001 * i for i, seed in enumerate(SEEDS) for j, n in enumerate(names)}
+    offset_px = {n: (6.0 if j < 2 else 1.0) for j, n in enumerate(names)}
+
+    def confidence(seed, name):
+        return conf_of[(seed, name)]
+
+    if cine:
+        propose, _ = _cine_oracle(offset_px, confidence=confidence)
+    else:
+        propose = _frame_oracle(offset_px, confidence=confidence)
+    report = evaluate_plax(propose, SEEDS, small=True, progress=False, cine=cine)
+
+    # expected from the truth: each caliper is offset_px too long, in that case's mm
+    mm_per_px = dict(zip(SEEDS, _mm_per_px()))
+    conf, rel = [], []
+    for seed in SEEDS:
+        truth = render_plax(plax_params_for_seed(seed, small=True), frames=[0], labels=False).truth
+        for n in names:
+            true_mm = truth["measurements"][n]["value"] * 10.0
+            conf.append(conf_of[(seed, n)])
+            rel.append(offset_px[n] * mm_per_px[seed] / true_mm * 100.0)
+    threshold, ratio = _expected_flag(np.asarray(conf), np.asarray(rel))
+    overall = report.overall
+    assert overall["low_confidence_below"] == pytest.approx(threshold, rel=1e-9)
+    assert overall["flagged_pct"] == pytest.approx(np.mean(np.asarray(conf) < threshold) * 100)
+    assert 20.0 <= overall["flagged_pct"] <= 30.0
+    assert overall["flagged_mae_ratio"] == pytest.approx(ratio, rel=1e-6)
+    assert overall["flagged_mae_ratio"] > 2.0  # the flagged quarter holds the 6-px calipers
+    flat = report.flat_metrics()  # what the manifest stores
+    assert flat["low_confidence_below"] == pytest.approx(threshold, rel=1e-3)
+    assert flat["flagged_mae_ratio"] == pytest.approx(ratio, abs=1e-4)
+    assert "low_confidence_below" in report.table(breakdown=False)
+
+
+def test_doppler_flag_threshold_and_ratio_from_known_confidences():
+    seeds = heldout_case_seeds(8, "doppler")
+    strips = {}
+    for i, s in enumerate(seeds):
+        strip = doppler_case(s, small=True)
+        strips[_digest(strip.image)] = (i, strip)
+
+    def error_pct(i: int) -> float:  # low confidence, large error; a few well-placed exceptions
+        return [12.0, 9.0, 1.0, 2.0, 3.0, 1.5, 2.5, 0.5][i]
+
+    def confidence(i: int, j: int) -> float:
+        return 0.2 + 0.05 * i + 0.01 * j
+
+    def propose(clip, only):
+        i, strip = strips[_digest(clip.frames[0])]
+        out = [Proposal(ch, 0, tuple(strip.peaks[ch]),
+                        float(strip.truth["measurements"][ch]["value"]) * (1 + error_pct(i) / 100.0),
+                        "m/s", confidence=confidence(i, j)) for j, ch in enumerate(only)]
+        return SimpleNamespace(measurements=out)
+
+    report = evaluate_doppler(propose, seeds, small=True, progress=False)
+    conf, rel = [], []
+    for i, strip in strips.values():
+        for j, _ in enumerate(catalog.DOPPLER_FLOWS[strip.flow]):
+            conf.append(confidence(i, j))
+            rel.append(error_pct(i))
+    threshold, ratio = _expected_flag(np.asarray(conf), np.asarray(rel))
+    assert report.overall["low_confidence_below"] == pytest.approx(threshold, rel=1e-9)
+    assert report.overall["flagged_mae_ratio"] == pytest.approx(ratio, rel=1e-6)
+    assert report.overall["flagged_mae_ratio"] > 1.0
+    assert report.flat_metrics()["low_confidence_below"] == pytest.approx(threshold, rel=1e-3)
+
+
+def test_confidence_flag_edge_cases():
+    # confidence that ranks errors backwards: the flagged quarter is the better one
+    conf = np.linspace(0.1, 0.9, 9)
+    err = np.linspace(1.0, 9.0, 9)  # error grows with confidence
+    out = confidence_flag(conf, err)
+    assert out["low_confidence_below"] == pytest.approx(0.3)
+    assert out["flagged_pct"] == pytest.approx(200 / 9)  # 0.1 and 0.2 are below 0.3
+    assert out["flagged_mae_ratio"] == pytest.approx(1.5 / np.mean(err[2:]))
+    assert out["flagged_mae_ratio"] < 1.0
+    # one confidence for all: nobody is below it, nothing to compare
+    tied = confidence_flag([0.9] * 5, [1, 2, 3, 4, 5])
+    assert tied["low_confidence_below"] == 0.9 and tied["flagged_pct"] == 0.0 and tied["flagged_mae_ratio"] is None
+    assert confidence_flag([], []) == {"low_confidence_below": None, "flagged_pct": None, "flagged_mae_ratio": None}
+    # non-finite entries are left out; signed errors count by their size
+    nan_out = confidence_flag([0.1, float("nan"), 0.5, 0.6, 0.7], [-4.0, 100.0, 1.0, 1.0, 1.0])
+    assert nan_out["low_confidence_below"] == pytest.approx(np.quantile([0.1, 0.5, 0.6, 0.7], FLAG_QUANTILE))
+    assert nan_out["flagged_mae_ratio"] == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        confidence_flag([0.1, 0.2], [1.0])

@@ -24,6 +24,14 @@ Doppler (``doppler-peaks``)
     the user states when measuring a trace); the proposed value (mean per-beat peak magnitude,
     m/s) is compared with the truth: error in m/s and %, beats found, and the confidence-error
     correlation.
+Low-confidence flag (both kinds)
+    The raw confidences are model-specific (PLAX ~0.01-0.15), so a fixed flag threshold means
+    nothing.  :func:`confidence_flag` sets the model's own threshold, ``low_confidence_below``:
+    the :data:`FLAG_QUANTILE` quantile of the held-out confidences (about a quarter of proposals
+    fall below it), and reports ``flagged_mae_ratio``, the mean relative error (%) of the
+    flagged proposals over that of the others (above 1: the flag picks out worse proposals), and
+    ``flagged_pct``, the share actually flagged.  The review UI flags with the threshold of the
+    model version that made the proposal (stored in the manifest's ``metrics``).
 Robustness breakdown (both kinds)
     Every case records the generator parameters that real clips vary in (:func:`plax_conditions`,
     :func:`doppler_conditions`: depth, pixel size, gain, noise, probe rotation, heart size,
@@ -68,6 +76,10 @@ SINGLE_FRAME = "single-frame"
 FULL_CINE = "full-cine"
 #: A parameter taking at most this many distinct values is binned by value, not by tertile.
 MAX_CATEGORIES = 4
+#: Quantile of the held-out confidences below which a proposal is flagged for a close look.
+FLAG_QUANTILE = 0.25
+#: Significant figures kept for ``low_confidence_below`` (raw confidences can be ~0.001).
+_THRESHOLD_SIGNIFICANT_FIGURES = 4
 
 
 @dataclass
@@ -153,7 +165,11 @@ class EvaluationReport:
                 out[f"{name}_mae_m_s"] = d["mae"]
                 out[f"{name}_error_pct"] = d["mape_pct"]
         for k, v in self.overall.items():
-            if v is not None:
+            if v is None:
+                continue
+            if k == "low_confidence_below":  # small raw confidences: keep significant figures
+                out[k] = float(f"{float(v):.{_THRESHOLD_SIGNIFICANT_FIGURES}g}")
+            else:
                 out[k] = round(float(v), 4)
         return out
 
@@ -357,6 +373,46 @@ def breakdown_table(breakdown: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def confidence_flag(
+    confidence: Sequence[float], relative_error_pct: Sequence[float], quantile: float = FLAG_QUANTILE
+) -> dict[str, float | None]:
+    """The model's low-confidence flag threshold and how the flagged proposals compare.
+
+    Parameters
+    ----------
+    confidence : sequence of float
+        Confidence of every held-out proposal.
+    relative_error_pct : sequence of float
+        Its absolute error in % of the true value (so measurements of any size mix fairly).
+    quantile : float
+        Share of proposals meant to be flagged (:data:`FLAG_QUANTILE`).
+
+    Returns
+    -------
+    dict
+        ``low_confidence_below``: the ``quantile`` quantile of the confidences (linear
+        interpolation); a proposal is flagged when its confidence is strictly below it, as in
+        the review UI.  ``flagged_pct``: the share flagged.  ``flagged_mae_ratio``: mean
+        relative error of the flagged over that of the unflagged proposals (None when either
+        group is empty or the unflagged error is zero).  All None without proposals.
+    """
+    c = np.asarray(confidence, dtype=float)
+    e = np.asarray(relative_error_pct, dtype=float)
+    if c.shape != e.shape:
+        raise ValueError(f"{len(c)} confidences but {len(e)} errors")
+    ok = np.isfinite(c) & np.isfinite(e)
+    c, e = c[ok], np.abs(e[ok])
+    if not len(c):
+        return {"low_confidence_below": None, "flagged_pct": None, "flagged_mae_ratio": None}
+    threshold = float(np.quantile(c, quantile))
+    flagged = c < threshold
+    ratio = None
+    if flagged.any() and (~flagged).any() and np.mean(e[~flagged]) > 0:
+        ratio = float(np.mean(e[flagged]) / np.mean(e[~flagged]))
+    return {"low_confidence_below": threshold, "flagged_pct": float(np.mean(flagged) * 100.0),
+            "flagged_mae_ratio": ratio}
+
+
 # --------------------------------------------------------------------------- PLAX
 
 
@@ -516,6 +572,7 @@ def evaluate_plax(
     all_endpoints: list[float] = []
     all_conf: list[float] = []
     all_err: list[float] = []
+    all_rel: list[float] = []
     for name in catalog.LINEAR_2D:
         if not scores.pred[name]:
             continue
@@ -523,13 +580,16 @@ def evaluate_plax(
                                               scores.endpoint_mm[name])
         all_endpoints += scores.endpoint_mm[name]
         all_conf += scores.conf[name]
-        all_err += list(np.abs(np.asarray(scores.pred[name]) - np.asarray(scores.true[name])))
+        err = np.abs(np.asarray(scores.pred[name]) - np.asarray(scores.true[name]))
+        all_err += list(err)
+        all_rel += list(err / np.asarray(scores.true[name]) * 100.0)
     maes = [m.mae for m in report.measurements.values()]
     report.overall = {
         "mean_mae_mm": float(np.mean(maes)) if maes else None,
         "within_1mm_pct": float(np.mean(np.asarray(all_endpoints) <= 1.0) * 100) if all_endpoints else None,
         "endpoint_mae_mm": float(np.mean(all_endpoints)) if all_endpoints else None,
         "spearman_conf_err": spearman(all_conf, all_err),
+        **confidence_flag(all_conf, all_rel),
     }
     if cine:
         report.frame_choice = _frame_choice_summary(frame_rows, scores.chosen_err_mm)
@@ -626,6 +686,7 @@ def evaluate_doppler(
         "beats_found_ratio": float(np.mean(beats_found)) if beats_found else None,
         "missed_measurements": float(missed),
         "spearman_conf_err": spearman(all_conf, all_rel),
+        **confidence_flag(all_conf, all_rel),
     }
     report.breakdown = robustness_breakdown(cases, list(report.measurements), "%")
     return report
@@ -702,6 +763,7 @@ __all__ = [
     "EvaluationReport",
     "breakdown_table",
     "condition_bins",
+    "confidence_flag",
     "doppler_conditions",
     "evaluate",
     "evaluate_doppler",
