@@ -156,10 +156,16 @@ def test_trained_weights_measure_synthetic_case_close_to_truth(synthetic_dir, mo
     assert set(errors_mm) == {"ivsd", "lvidd", "lvpwd", "lvids", "la", "aortic_root"}
     # the file path (de-identification, JPEG, ED/ES choice, smoothing, edge refinement) must keep
     # what the held-out evaluation of these weights promises, on this one case: the typical
-    # (median) error within 2x the mean MAE, at least 1.5 mm.  A single gross miss can happen
-    # (the evaluation has a tail); the contract then is that it carries the case's low confidence.
-    tolerance_mm = max(1.5, 2.0 * float(entry["metrics"]["mean_mae_mm"]))
+    # (median) error within 2x the mean MAE (at least 1.5 mm), and each measurement within 3x its
+    # own MAE (at least 3 mm).  The evaluation has a tail of gross misses, so a miss beyond that
+    # is tolerated only where the model's confidence is known to flag misses (held-out
+    # flagged/unflagged error ratio >= 1.2) and it does carry a below-median confidence here.
+    metrics = entry["metrics"]
+    tolerance_mm = max(1.5, 2.0 * float(metrics["mean_mae_mm"]))
     assert float(np.median(list(errors_mm.values()))) <= tolerance_mm, errors_mm
-    worst = max(errors_mm, key=errors_mm.get)
-    if errors_mm[worst] > 3.0:
-        assert confidence[worst] < float(np.median(list(confidence.values()))), (errors_mm, confidence)
+    confidence_flags_misses = float(metrics.get("flagged_mae_ratio", 0.0)) >= 1.2
+    median_confidence = float(np.median(list(confidence.values())))
+    for name, err in errors_mm.items():
+        if err <= max(3.0, 3.0 * float(metrics[f"{name}_mae_mm"])):
+            continue
+        assert confidence_flags_misses and confidence[name] < median_confidence, (name, errors_mm, confidence)
