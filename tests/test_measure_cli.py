@@ -169,3 +169,33 @@ def test_trained_weights_measure_synthetic_case_close_to_truth(synthetic_dir, mo
         if err <= max(3.0, 3.0 * float(metrics[f"{name}_mae_mm"])):
             continue
         assert confidence_flags_misses and confidence[name] < median_confidence, (name, errors_mm, confidence)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_trained_plax(), reason="no trained weights in weights/manifest.json")
+def test_trained_doppler_beats_average_and_store_one_reviewable_marker(synthetic_dir, monkeypatch, capsys, tmp_path):
+    """Every beat is read and averaged; the store keeps one marker a reviewer can drag."""
+    from echomeasure import config
+    from echomeasure.pipeline import ingest_path
+    from echomeasure.propose import clear_engines
+    from echomeasure.store import open_store
+
+    clear_engines()
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(PROJECT_MANIFEST.parent))
+    code, out, err = _run(capsys, str(synthetic_dir / "case_0001.dcm"))
+    assert code == 0, err
+    av = next(m for m in json.loads(out)["measurements"] if m["name"] == "av_vmax")
+    truth = json.loads((synthetic_dir / "case_0001.truth.json").read_text())["measurements"]["av_vmax"]["value"]
+    assert len(av["points"]) == 1 and len(av["beats"]) >= 2
+    assert av["points"][0] in av["beats"]
+    assert av["value"] == pytest.approx(truth, rel=0.03)
+
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", images_dir=tmp_path / "images")
+    try:
+        result = ingest_path(synthetic_dir / "case_0001.dcm", store, secret=config.secret())
+        stored = {p.measurement: p for p in result.proposals}
+        assert result.proposed and "av_vmax" in stored
+        assert len(stored["av_vmax"].points) == 1
+        assert stored["av_vmax"].value == pytest.approx(av["value"], abs=1e-3)
+    finally:
+        store.close()

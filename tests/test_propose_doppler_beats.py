@@ -140,7 +140,7 @@ def test_only_names_the_jet_whatever_channel_the_model_gave_it(jets, flow, named
     _oracle(monkeypatch, clip, lambda ch: strip.peaks[named] if ch == other else [])
     (p,) = propose(clip, only=named).measurements
     assert p.name == named
-    assert len(p.points) == len(strip.peaks[named])
+    assert len(p.beat_points) == len(strip.peaks[named])
     assert p.value == pytest.approx(strip.truth["measurements"][named]["value"], rel=0.02)
 
 
@@ -163,7 +163,7 @@ def test_mitral_e_and_a_swapped_by_the_model_are_read_right_from_the_ecg(mitral,
         _oracle(monkeypatch, clip, lambda ch: a_true if ch == "mv_e" else e_true if ch == "mv_a" else [])
         by = {p.name: p for p in propose(clip, only="mv_e,mv_a").measurements}
         truth = strip.truth["measurements"]
-        assert len(by["mv_e"].points) == len(e_true) and len(by["mv_a"].points) == len(a_true)
+        assert len(by["mv_e"].beat_points) == len(e_true) and len(by["mv_a"].beat_points) == len(a_true)
         assert by["mv_e"].value == pytest.approx(truth["mv_e"]["value"], rel=0.02)
         assert by["mv_a"].value == pytest.approx(truth["mv_a"]["value"], rel=0.02)
 

@@ -465,10 +465,16 @@ def _propose_doppler(
         else:
             value, unit, signed = None, "px", None
         confidence = float(np.mean([bp.confidence for bp in beats]))
+        # the marker shown for review: the beat closest to the averaged value (ties: most confident)
+        if value is not None:
+            shown = min(range(len(points)), key=lambda i: (abs(mags[i] - value), -beats[i].confidence))
+        else:
+            shown = max(range(len(points)), key=lambda i: beats[i].confidence)
         proposal = Proposal(
             name=name,
             frame=frame,
-            points=points,
+            points=(points[shown],),
+            beat_points=points,
             value=value,
             unit=unit,
             confidence=confidence * separable if name == "mv_a" else confidence,
@@ -648,6 +654,7 @@ def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 
                 "frame": p.frame,
                 "points": [[round(x, 2), round(y, 2)] for x, y in p.points],
                 "confidence": round(float(p.confidence), 4),
+                **({"beats": [[round(x, 2), round(y, 2)] for x, y in p.beat_points]} if p.beat_points else {}),
             }
             for p in proposals.measurements
         ],

@@ -23,6 +23,10 @@ class Proposal:
 
     ``value`` is in ``unit`` ("cm", "m/s", "ratio"); ``value`` is None and ``unit`` "px" when the
     clip has no calibration (``pixel_length`` then still says how long the caliper is).
+
+    Doppler peaks are read on every beat of the strip: ``beat_points`` holds one marker per beat,
+    ``value`` is the mean over those beats (ASE: average beats), and ``points`` is the one marker
+    a reviewer sees and drags (the beat whose velocity is closest to that mean).
     """
 
     name: str
@@ -34,6 +38,7 @@ class Proposal:
     model: ModelInfo | None = None
     pixel_length: float | None = None
     signed_value: float | None = None  # Doppler: velocity with the sign the region implies
+    beat_points: tuple[Point, ...] = ()  # Doppler: the peak marker of every beat averaged
 
 
 @dataclass

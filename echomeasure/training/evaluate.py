@@ -666,7 +666,7 @@ def evaluate_doppler(
             pred[ch].append(float(p.value))
             true[ch].append(value_true)
             conf[ch].append(float(p.confidence))
-            beats_found.append(len(p.points) / max(1, len(strip.peaks.get(ch, []))))
+            beats_found.append(len(p.beat_points or p.points) / max(1, len(strip.peaks.get(ch, []))))
             case.errors[ch] = (float(p.value) - value_true) / value_true * 100.0
     report = EvaluationReport(model=label[0], version=label[1], mode="doppler", n_cases=len(case_seeds),
                               case_seeds=list(case_seeds), protocol="strip", cases=cases)
