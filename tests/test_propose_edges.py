@@ -193,3 +193,86 @@ def test_search_scale_comes_from_the_region_that_holds_the_point():
     # outside every region: the user's scale, then the assumed 16 cm depth over the box height
     assert edges.plax_px_per_mm([region], (400.0, 100.0), user_cm_per_px=0.05) == pytest.approx(2.0)
     assert edges.plax_px_per_mm([], (1.0, 1.0), fallback_height_px=480) == pytest.approx(3.0)
+
+
+# --------------------------------------------------------------------------- a site's caliper convention
+
+
+def test_edge_offsets_move_each_keypoint_once_along_its_own_caliper_line():
+    from echomeasure.propose.edges import apply_edge_offsets, edge_offsets_along_lines_mm
+
+    idx = {k: i for i, k in enumerate(catalog.KEYPOINTS_2D)}
+    kp = np.array([
+        [100.0, 90.0], [102.0, 110.0], [107.0, 160.0], [109.0, 180.0],  # LV line (oblique)
+        [200.0, 80.0], [203.0, 130.0], [203.3, 135.0], [206.0, 180.0],  # aortic-root line
+    ])
+    px_per_mm = 2.5
+    offsets = {"septum_lv": -1.0, "lv_pw": 1.0, "la_posterior": 0.4}
+    out = apply_edge_offsets(kp, catalog.KEYPOINTS_2D, offsets, px_per_mm)
+
+    def length_mm(pts, a, b):
+        return float(np.hypot(*(pts[idx[b]] - pts[idx[a]]))) / px_per_mm
+
+    # leading edge: LVID 2 mm longer, IVS 1 mm thinner (septum_lv is shared and moves once)
+    assert length_mm(out, "septum_lv", "lv_pw") == pytest.approx(length_mm(kp, "septum_lv", "lv_pw") + 2.0)
+    ivs = np.dot(out[idx["septum_lv"]] - out[idx["rv_septum"]], kp[idx["lv_pw"]] - kp[idx["septum_lv"]])
+    ivs0 = np.dot(kp[idx["septum_lv"]] - kp[idx["rv_septum"]], kp[idx["lv_pw"]] - kp[idx["septum_lv"]])
+    lv_len = np.hypot(*(kp[idx["lv_pw"]] - kp[idx["septum_lv"]]))
+    assert (ivs0 - ivs) / lv_len / px_per_mm == pytest.approx(1.0)
+    # the moved points stay on their line; keypoints without an offset do not move at all
+    d = out[idx["lv_pw"]] - out[idx["septum_lv"]]
+    line = kp[idx["lv_pw"]] - kp[idx["septum_lv"]]
+    assert abs(d[0] * line[1] - d[1] * line[0]) < 1e-9
+    for name in ("rv_septum", "pw_pericardium", "ao_anterior", "ao_posterior", "la_anterior"):
+        np.testing.assert_array_equal(out[idx[name]], kp[idx[name]])
+    # LA offsets go along the aortic-root line (towards ao_posterior)
+    ao = kp[idx["ao_posterior"]] - kp[idx["ao_anterior"]]
+    moved = out[idx["la_posterior"]] - kp[idx["la_posterior"]]
+    np.testing.assert_allclose(moved, 0.4 * px_per_mm * ao / np.hypot(*ao))
+    # measuring the offsets back recovers them (NaN where a keypoint has no line)
+    back = edge_offsets_along_lines_mm(kp, out, catalog.KEYPOINTS_2D, px_per_mm)
+    np.testing.assert_allclose(back, [offsets.get(k, 0.0) for k in catalog.KEYPOINTS_2D], atol=1e-9)
+    assert np.isnan(edge_offsets_along_lines_mm(kp[:3], kp[:3], ("rv_septum", "septum_lv", "mystery"), 2.0)[2])
+    # no offsets (a version without a convention): the points as they are
+    np.testing.assert_array_equal(apply_edge_offsets(kp, catalog.KEYPOINTS_2D, None, px_per_mm), kp)
+    np.testing.assert_array_equal(apply_edge_offsets(kp, catalog.KEYPOINTS_2D, {}, px_per_mm), kp)
+
+
+def test_propose_applies_the_versions_caliper_offsets_after_refinement(heldout_frames, tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.models import registry
+    from echomeasure.propose import propose
+
+    try:
+        base = registry.get_entry("plax-linear", None)
+        src = registry.verify_file(base)
+    except Exception as exc:  # pragma: no cover - depends on the shipped weights being present
+        pytest.skip(f"shipped plax-linear weights unavailable: {exc}")
+    shutil.copyfile(src, tmp_path / base.file)
+    registry.register(base, weights_dir=tmp_path)
+    site = replace(base, version=f"{base.version}-site", parent=base.version, created="",
+                   extra={**dict(base.extra), "decode": {"refine_edges": True,
+                                                         "edge_offsets_mm": {"septum_lv": -1.0, "lv_pw": 1.0}}})
+    registry.register(site, weights_dir=tmp_path, activate=False)
+    cine = heldout_frames[0]
+    clip = Clip(frames=cine.frames[:1], frame_time_ms=cine.frame_time_ms, regions=tuple(cine.regions),
+                source_kind="dicom", source_name="heldout")
+    names = ["ivsd", "lvidd", "lvpwd", "aortic_root"]
+
+    def values(version, refine=True):
+        r = propose(clip, only=names, model_versions={"plax-linear": version}, weights_dir=tmp_path,
+                    backend="torch", refine_edges=refine)
+        return {p.name: p for p in r.measurements}
+
+    plain, conv = values(base.version), values(site.version)
+    assert conv["lvidd"].value - plain["lvidd"].value == pytest.approx(0.2, abs=1e-3)  # cm
+    assert conv["ivsd"].value - plain["ivsd"].value == pytest.approx(-0.1, abs=1e-3)
+    assert conv["lvpwd"].value - plain["lvpwd"].value == pytest.approx(-0.1, abs=1e-3)
+    assert conv["aortic_root"].points == plain["aortic_root"].points
+    # shared endpoints stay one point
+    assert conv["ivsd"].points[1] == conv["lvidd"].points[0] and conv["lvidd"].points[1] == conv["lvpwd"].points[0]
+    # the offsets are relative to the interfaces: without refinement they are not applied
+    assert values(site.version, False)["lvidd"].points == values(base.version, False)["lvidd"].points

@@ -400,11 +400,84 @@ def refine_plax_keypoints(
     )
 
 
+def apply_edge_offsets(
+    keypoints_xy: np.ndarray,
+    channels: Sequence[str],
+    offsets_mm: Mapping[str, float] | None,
+    px_per_mm: float,
+) -> np.ndarray:
+    """Shift refined PLAX keypoints by a caliper convention, each along its own caliper line.
+
+    A site's (or reviewer's) caliper convention is a systematic offset of each endpoint from the
+    tissue-blood interface along the caliper line (e.g. *leading edge*: the LV cavity endpoints
+    further out).  Fine-tuning learns it from reviews
+    (:func:`echomeasure.training.finetune.learn_edge_offsets_mm`) and stores it in the weights
+    entry (``extra["decode"]["edge_offsets_mm"]``); ``propose`` applies it after
+    :func:`refine_plax_keypoints`.
+
+    Parameters
+    ----------
+    keypoints_xy : (K, 2)
+        One frame's keypoints in image pixels, in ``channels`` order (normally refined).
+    channels : sequence of str
+        Keypoint name of each row.
+    offsets_mm : mapping of str to float, optional
+        Signed offset per keypoint in mm along its search direction of
+        :func:`plax_search_lines` (the LV line points from ``septum_lv`` to ``lv_pw``, the
+        aortic-root line from ``ao_anterior`` to ``ao_posterior``); missing keypoints: 0.
+    px_per_mm : float
+        Image pixels per millimetre.
+
+    Returns
+    -------
+    (K, 2) float64
+        The shifted keypoints.  Every keypoint moves once, along the line through the *input*
+        keypoints, so a keypoint shared by two measurements moves consistently for both and
+        keypoints of one line stay on it; keypoints without a caliper line stay where they are.
+    """
+    kp = np.array(keypoints_xy, dtype=np.float64).reshape(-1, 2)
+    if not offsets_mm:
+        return kp
+    _, directions, _, refinable = plax_search_lines(kp, channels)
+    shift_mm = np.array([float(offsets_mm.get(name, 0.0)) for name in channels])
+    shift_mm = np.where(refinable & np.isfinite(shift_mm), shift_mm, 0.0)
+    return kp + (shift_mm * float(px_per_mm))[:, None] * directions
+
+
+def edge_offsets_along_lines_mm(
+    reference_xy: np.ndarray,
+    target_xy: np.ndarray,
+    channels: Sequence[str],
+    px_per_mm: float,
+) -> np.ndarray:
+    """Signed offset (mm) of target keypoints from reference keypoints along the caliper lines.
+
+    The inverse of :func:`apply_edge_offsets`: the lines and directions are those of
+    :func:`plax_search_lines` on ``reference_xy`` (e.g. a model's refined keypoints), and each
+    offset is the projection of ``target - reference`` (e.g. a reviewer's point) onto its
+    keypoint's direction.
+
+    Returns
+    -------
+    (K,) float64
+        NaN where a keypoint has no caliper line or either point is missing (NaN).
+    """
+    ref = np.asarray(reference_xy, dtype=np.float64).reshape(-1, 2)
+    tgt = np.asarray(target_xy, dtype=np.float64).reshape(-1, 2)
+    _, directions, _, refinable = plax_search_lines(ref, channels)
+    along_px = np.sum((tgt - ref) * directions, axis=1)
+    out = along_px / float(px_per_mm)
+    ok = refinable & np.isfinite(out)
+    return np.where(ok, out, np.nan)
+
+
 __all__ = [
     "FALLING",
     "PLAX_INTERFACES",
     "RISING",
     "EdgeRefinement",
+    "apply_edge_offsets",
+    "edge_offsets_along_lines_mm",
     "edge_confidence_factor",
     "plax_px_per_mm",
     "plax_search_lines",

@@ -246,9 +246,11 @@ def _propose_2d(
             clip.regions, smoothed[ed, a], user_cm_per_px=clip.user_cm_per_px,
             fallback_height_px=transform.box.height_px,
         )
+        # the version's caliper convention (learned from a site's reviews): offsets from the interface
+        offsets_mm = (entry.extra.get("decode") or {}).get("edge_offsets_mm") if isinstance(entry.extra, dict) else None
         for i in range(n) if per_frame else sorted({ed, es}):
             refined = edges.refine_plax_keypoints(clip.frames[i], smoothed[i], entry.channels, px_per_mm)
-            points_px[i] = refined.points_xy
+            points_px[i] = edges.apply_edge_offsets(refined.points_xy, entry.channels, offsets_mm, px_per_mm)
             edge_factor[i] = edges.edge_confidence_factor(refined.contrast_grey)
         timings["edge_refinement"] = time.perf_counter() - t0
 

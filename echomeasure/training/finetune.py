@@ -14,12 +14,32 @@ What the reviews mean as training data
 Training mixes every batch half-and-half with synthetic cases from the training seed range
 (replay against forgetting) and starts from the base weights with a small learning rate.
 
+The site's caliper convention
+-----------------------------
+``propose`` refines every PLAX endpoint onto the ASE tissue-blood interface along its caliper
+line (:mod:`echomeasure.propose.edges`), which would snap the fine-tuned points straight back
+from a reviewer's convention (e.g. leading edge) onto the interface.  So a site's convention is
+also learned as a systematic offset of each endpoint from the interface along its caliper line
+(:func:`learn_edge_offsets_mm`): on the frames of the *training* split, the parent runs through
+the real ``propose`` (edge refinement on, its own offsets included) and, per keypoint, the
+median signed distance along the line between the reviewer's final point and the parent's is
+added to the parent's offset (at least :data:`MIN_OFFSET_SAMPLES` frames; a residual below
+:data:`MIN_EDGE_OFFSET_MM` or within :data:`MIN_EDGE_OFFSET_SE` standard errors of 0 is taken for
+none; clipped to :data:`MAX_EDGE_OFFSET_MM`).  The result is part of the
+new version, ``extra["decode"] = {"refine_edges": true, "edge_offsets_mm": {...},
+"edge_offset_samples": {...}}``, and ``propose`` applies it after the refinement.  The weights
+are fine-tuned as before (the offsets act on top of them).
+
 Evaluation, before and after, on a held-out split of the reviews (by clip, so frames of one clip
 never sit on both sides) and on the synthetic hold-out of :mod:`echomeasure.training.evaluate`;
 both go through the real ``propose`` path.  The new version is registered in the weights
 manifest (parent, data used, metrics, sha256) and in the review store's ``model_version``
 table.  It becomes the active version only if it is not worse on the review hold-out and not
-markedly worse (more than 25 %) on the synthetic hold-out, unless asked otherwise.
+markedly worse (more than 25 %) on the synthetic hold-out, unless asked otherwise.  Both
+evaluations use each version's own decoding (the child's offsets included).  The synthetic
+hold-out follows the ASE convention, so a version with a site convention is meant to differ
+from it by about its offsets: the activation guard against forgetting then looks at the
+child's synthetic error without its offsets (``synthetic_holdout_without_offsets``).
 """
 
 from __future__ import annotations
@@ -57,6 +77,15 @@ MIN_REVIEWED_FRAMES = 20
 NEGATIVE_RADIUS_SIGMAS = 2.0
 #: Activation rule: the synthetic hold-out error may grow at most this much (relative).
 MAX_SYNTHETIC_REGRESSION = 0.25
+#: Caliper convention (:func:`learn_edge_offsets_mm`): fewest reviewed frames per keypoint, the
+#: smallest offset kept (smaller ones are taken for 0) and the largest allowed, in mm.
+MIN_OFFSET_SAMPLES = 5
+MIN_EDGE_OFFSET_MM = 0.1
+MAX_EDGE_OFFSET_MM = 3.0
+#: ... and how many robust standard errors of the median (1.2533 x 1.4826 MAD / sqrt(n)) an
+#: offset must stand out of the scatter: an endpoint whose refinement lands on one of two
+#: interfaces (bimodal residuals, e.g. the LA's posterior wall) has no consistent convention.
+MIN_EDGE_OFFSET_SE = 2.0
 
 Activate = Literal["auto", "yes", "no"]
 
@@ -256,6 +285,102 @@ def review_errors(propose_fn: Callable[..., Any], samples: Sequence[ReviewSample
             "n_measurements": float(len(value_err))}
 
 
+@dataclass
+class EdgeOffsets:
+    """A caliper convention learned by :func:`learn_edge_offsets_mm`.
+
+    ``offsets_mm``: keypoint -> offset applied after edge refinement (mm along its caliper line,
+    :func:`echomeasure.propose.edges.apply_edge_offsets`); ``n_samples``: reviewed frames per
+    keypoint; ``median_mm``: the raw median residual, reviewer minus parent, before shrinking
+    and clipping (None: too few frames).
+    """
+
+    offsets_mm: dict[str, float]
+    n_samples: dict[str, int]
+    median_mm: dict[str, float | None]
+
+    def decode(self) -> dict:
+        """The ``extra["decode"]`` entry of a weights version."""
+        return {"refine_edges": True, "edge_offsets_mm": dict(self.offsets_mm),
+                "edge_offset_samples": dict(self.n_samples),
+                "edge_offset_median_mm": dict(self.median_mm)}
+
+
+def learn_edge_offsets_mm(
+    propose_fn: Callable[..., Any],
+    samples: Sequence[ReviewSample],
+    channels: Sequence[str],
+    *,
+    parent_offsets_mm: dict[str, float] | None = None,
+    min_samples: int = MIN_OFFSET_SAMPLES,
+    min_offset_mm: float = MIN_EDGE_OFFSET_MM,
+    max_offset_mm: float = MAX_EDGE_OFFSET_MM,
+    min_offset_se: float = MIN_EDGE_OFFSET_SE,
+) -> EdgeOffsets:
+    """Learn a site's caliper convention: per keypoint, the reviewers' offset along the line.
+
+    Parameters
+    ----------
+    propose_fn : callable
+        The parent's real ``propose`` (edge refinement on); each 2D frame goes through it as a
+        one-frame clip with the stored regions, ``per_frame=True`` (all keypoints).
+    samples : sequence of ReviewSample
+        Reviewed frames to learn from: the *training* split only.
+    channels : sequence of str
+        The model's keypoint channels.
+    parent_offsets_mm : dict, optional
+        The parent's own offsets (already in its proposals): the result is parent + median
+        residual.
+    min_samples, min_offset_mm, max_offset_mm, min_offset_se
+        Fewest frames per keypoint (else the parent's offset is kept); a residual (reviewer minus
+        parent) smaller than ``min_offset_mm`` or than ``min_offset_se`` robust standard errors
+        of the median is taken for 0 (the parent's offset stays); the clip of the result.
+
+    Returns
+    -------
+    EdgeOffsets
+    """
+    from echomeasure.propose import edges
+
+    parent = {k: float(v) for k, v in (parent_offsets_mm or {}).items()}
+    residual: dict[str, list[float]] = {c: [] for c in channels}
+    for s in samples:
+        names = [n for n in s.measurements if n in catalog.LINEAR_ENDPOINTS]
+        if not names:
+            continue
+        reviewed = _channel_points("2d", channels, {n: s.measurements[n] for n in names})
+        clip = Clip(frames=s.frame_image[None], frame_time_ms=None, regions=s.regions, source_kind="dicom")
+        frames = propose_fn(clip, only=names, per_frame=True).frames
+        if not frames:
+            continue
+        got = frames[0]["points"]
+        proposed = np.array([got.get(c, (np.nan, np.nan)) for c in channels], dtype=np.float64)
+        target = np.array([reviewed[c][0] if reviewed[c] else (np.nan, np.nan) for c in channels], dtype=np.float64)
+        ref = proposed[channels.index("septum_lv")] if "septum_lv" in channels else proposed[0]
+        px_per_mm = edges.plax_px_per_mm(s.regions, ref, fallback_height_px=s.transform.box.height_px)
+        along = edges.edge_offsets_along_lines_mm(proposed, target, channels, px_per_mm)
+        for c, v in zip(channels, along):
+            if np.isfinite(v):
+                residual[c].append(float(v))
+    offsets: dict[str, float] = {}
+    medians: dict[str, float | None] = {}
+    for c in channels:
+        vals = residual[c]
+        if len(vals) < min_samples:
+            medians[c] = None
+            if parent.get(c):
+                offsets[c] = parent[c]
+            continue
+        v = np.asarray(vals)
+        med = float(np.median(v))
+        se = 1.2533 * 1.4826 * float(np.median(np.abs(v - med))) / math.sqrt(len(v))
+        medians[c] = round(med, 4)
+        total = parent.get(c, 0.0) + (med if abs(med) >= max(min_offset_mm, min_offset_se * se) else 0.0)
+        if abs(total) >= min_offset_mm:
+            offsets[c] = round(float(np.clip(total, -max_offset_mm, max_offset_mm)), 4)
+    return EdgeOffsets(offsets, {c: len(residual[c]) for c in channels}, medians)
+
+
 def _review_score(errors: dict[str, float | None]) -> float | None:
     return errors.get("endpoint_mae_mm", errors.get("value_error_pct"))
 
@@ -282,6 +407,7 @@ class FinetuneOutcome:
                 "sha256": self.entry.sha256, "activated": self.activated,
                 "train_frames": self.n_train_frames, "holdout_frames": self.n_holdout_frames,
                 "before": self.before, "after": self.after,
+                "decode": self.entry.extra.get("decode") if isinstance(self.entry.extra, dict) else None,
                 "steps": None if self.result is None else self.result.steps_done,
                 "wall_s": None if self.result is None else round(self.result.wall_s, 1)}
 
@@ -433,6 +559,16 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, *, epochs: 
     result = run_optimisation(model, batches, recipe, progress=progress, desc=f"finetune {base}")
     model = model.to(memory_format=torch.contiguous_format).eval()
 
+    # the site's caliper convention, from the training split only (2D: after edge refinement)
+    decode = dict(parent.extra.get("decode") or {}) if isinstance(parent.extra, dict) else {}
+    offsets: EdgeOffsets | None = None
+    if parent.mode == "2d":
+        pf = partial(fn_for(parent.version, wdir), refine_edges=True)
+        offsets = learn_edge_offsets_mm(pf, train_s, list(parent.channels),
+                                        parent_offsets_mm=decode.get("edge_offsets_mm"))
+        decode = {**decode, **offsets.decode()}
+        log.info("caliper convention (mm along the caliper line): %s", offsets.offsets_mm)
+
     version = _next_ft_version(parent, wdir)
     file_name = f"{base}-{version}.pt"
     with tempfile.TemporaryDirectory(prefix="em-ft-", dir=wdir) as scratch:
@@ -444,26 +580,40 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, *, epochs: 
                                 f"--epochs {epochs} --seed {seed}"),
                         trained_on=(f"{len(train_s)} reviewed frames from {len({s.clip_id for s in train_s})} "
                                     f"clips of the review store + synthetic replay ({replay_spec.n_cases} cases); "
-                                    f"parent {base} {parent.version}"))
+                                    f"parent {base} {parent.version}"),
+                        extra={**dict(parent.extra), **({"decode": decode} if decode else {})})
         registry.register(entry, weights_dir=scratch_dir)
         after_reviews = review_errors(fn_for(version, scratch_dir), hold_s, parent.mode) if hold_s else {}
         after_synth = (evaluate(base, version, weights_dir=scratch_dir, n_cases=synthetic_eval_cases,
                                 small=replay_spec.small, progress=progress).flat_metrics()
                        if synthetic_eval_cases else {})
+        after_synth_plain: dict = {}
+        if synthetic_eval_cases and decode.get("edge_offsets_mm"):
+            # the same weights on the ASE interfaces (no site offsets): the guard against forgetting
+            plain_dir = scratch_dir / "without-offsets"
+            plain_dir.mkdir()
+            shutil.copyfile(scratch_dir / file_name, plain_dir / file_name)
+            plain = {**dict(entry.extra), "decode": {**decode, "edge_offsets_mm": {}}}
+            registry.register(replace(entry, extra=plain), weights_dir=plain_dir)
+            after_synth_plain = evaluate(base, version, weights_dir=plain_dir, n_cases=synthetic_eval_cases,
+                                         small=replay_spec.small, progress=progress).flat_metrics()
         tmp = wdir / f".{file_name}.tmp"
         shutil.copyfile(scratch_dir / file_name, tmp)
         os.replace(tmp, wdir / file_name)
 
     before = {"reviews_holdout": before_reviews, "synthetic_holdout": before_synth}
-    after = {"reviews_holdout": after_reviews, "synthetic_holdout": after_synth}
+    after = {"reviews_holdout": after_reviews, "synthetic_holdout": after_synth,
+             **({"synthetic_holdout_without_offsets": after_synth_plain} if after_synth_plain else {})}
     activated = _should_activate(activate, before, after)
-    extra = {**dict(parent.extra), "finetune": {
+    extra = {**dict(entry.extra), "finetune": {
         "parent": parent.version, "train_frames": len(train_s), "holdout_frames": len(hold_s),
         "train_clip_ids": sorted({s.clip_id for s in train_s}), "holdout_clip_ids": sorted({s.clip_id for s in hold_s}),
         "hard_negative_points": sum(len(s.negatives) for s in train_s), "replay": replay_spec.describe(),
         "replay_fraction": n_replay / batch_size,
         "optimiser": recipe.to_dict(), "before": before, "after": after, "wall_s": round(result.wall_s, 1),
-        "activated": activated}}
+        "activated": activated,
+        "edge_offsets": None if offsets is None else {"learned_from": "train split", "n_samples": offsets.n_samples,
+                                                      "median_mm": offsets.median_mm}}}
     extra.pop("evaluation", None)
     metrics = {**{k: v for k, v in after_synth.items()},
                **{f"reviews_{k}": v for k, v in after_reviews.items() if v is not None}}
@@ -516,11 +666,14 @@ def _should_activate(mode: Activate, before: dict, after: dict) -> bool:
     if rb is not None and ra is not None and ra > rb:
         return False
     key = "mean_mae_mm" if "mean_mae_mm" in before["synthetic_holdout"] else "mean_error_pct"
-    sb, sa = before["synthetic_holdout"].get(key), after["synthetic_holdout"].get(key)
+    # a site convention moves the calipers off the ASE interfaces on purpose: judge forgetting on
+    # the weights without it
+    synth_after = after.get("synthetic_holdout_without_offsets") or after["synthetic_holdout"]
+    sb, sa = before["synthetic_holdout"].get(key), synth_after.get(key)
     if sb is not None and sa is not None and sa > sb * (1 + MAX_SYNTHETIC_REGRESSION):
         return False
     return True
 
 
-__all__ = ["FinetuneOutcome", "MIN_REVIEWED_FRAMES", "ReviewSample", "finetune", "load_review_samples",
-           "review_errors", "split_by_clip"]
+__all__ = ["EdgeOffsets", "FinetuneOutcome", "MIN_OFFSET_SAMPLES", "MIN_REVIEWED_FRAMES", "ReviewSample",
+           "finetune", "learn_edge_offsets_mm", "load_review_samples", "review_errors", "split_by_clip"]
