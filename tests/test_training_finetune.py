@@ -268,3 +268,27 @@ def test_finetune_learns_the_reviewers_caliper_convention_and_proposals_follow_i
     # endpoints move only along the caliper lines (the across-line error stays): closer, not halved
     assert after["endpoint_mae_mm"] < before["endpoint_mae_mm"] - 0.1, (before, after)
     assert after["value_mae_mm"] < 0.6 * before["value_mae_mm"], (before, after)
+
+
+def test_doppler_review_trains_only_around_the_reviewed_beat():
+    """One reviewed marker must not teach the model to suppress the strip's other beats."""
+    from echomeasure.training.finetune import DOPPLER_BAND_SIGMAS, ReviewSample, ReviewTrainingSet
+
+    k = len(catalog.DOPPLER_CHANNELS)
+    targets = np.full((k, 1, 2), np.nan, np.float32)
+    targets[0, 0] = (40.0, 20.0)  # one beat's reviewed peak on a 128-wide strip
+    sample = ReviewSample(
+        clip_id=1, frame_index=0, image=np.full((64, 128, 3), 80, np.uint8), targets=targets, negatives=[],
+        transform=CropTransform(Box(0, 0, 127, 63), (64, 128)), regions=(),
+        frame_image=np.zeros((64, 128, 3), np.uint8), measurements={},
+    )
+    sigma = 3.0
+    doppler = ReviewTrainingSet([sample], sigma_px=sigma, augment=None, mode="doppler").batch(np.random.default_rng(0), 1)
+    plain = ReviewTrainingSet([sample], sigma_px=sigma, augment=None).batch(np.random.default_rng(0), 1)
+    w = doppler.pixel_weight[0, 0]
+    band = DOPPLER_BAND_SIGMAS * sigma
+    assert torch.all(w[:, 40 - int(band): 40 + int(band) + 1] == 1)  # the reviewed beat is learned
+    assert torch.all(w[:, 80:] == 0) and torch.all(w[:, :20] == 0)  # other beats carry no loss
+    assert torch.all(doppler.pixel_weight[0, 1:] == 0)
+    assert torch.all(plain.pixel_weight[0, 0] == 1)  # 2D keeps the whole reviewed channel
+    assert doppler.heatmaps[0, 0, 20, 40] == pytest.approx(1.0)

@@ -204,13 +204,26 @@ def split_by_clip(samples: Sequence[ReviewSample], holdout_fraction: float, seed
     return [s for s in samples if s.clip_id not in hold], [s for s in samples if s.clip_id in hold]
 
 
-class ReviewTrainingSet:
-    """Draws augmented batches from review samples (targets, unknowns and hard negatives)."""
+#: Doppler: a review answers one beat's marker, and the strip's other beats are unreviewed, so a
+#: reviewed channel is trained only in a band of columns this many sigmas either side of it.
+DOPPLER_BAND_SIGMAS = 3.0
 
-    def __init__(self, samples: Sequence[ReviewSample], sigma_px: float, augment: IntensityAugment | None) -> None:
+
+class ReviewTrainingSet:
+    """Draws augmented batches from review samples (targets, unknowns and hard negatives).
+
+    ``mode="doppler"``: a reviewed Doppler measurement is one marker on one beat, while the strip
+    holds several beats of the same channel; training the whole channel towards that one marker
+    would teach the model to suppress the other beats, so the loss is limited to a band of
+    columns around each reviewed point (:data:`DOPPLER_BAND_SIGMAS`).
+    """
+
+    def __init__(self, samples: Sequence[ReviewSample], sigma_px: float, augment: IntensityAugment | None,
+                 mode: str = "2d") -> None:
         self.samples = list(samples)
         self.sigma_px = float(sigma_px)
         self.augment = augment
+        self.mode = mode
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -226,8 +239,14 @@ class ReviewTrainingSet:
             k, h, w = s.targets.shape[0], s.image.shape[0], s.image.shape[1]
             heat = multi_peak_heatmaps([p[np.isfinite(p).all(-1)] for p in s.targets], h, w, self.sigma_px)
             weight = np.zeros((k, h, w), np.float32)
-            weight[s.trusted] = 1.0
             ys, xs = np.mgrid[0:h, 0:w]
+            if self.mode == "doppler":
+                band = DOPPLER_BAND_SIGMAS * self.sigma_px
+                for c in np.flatnonzero(s.trusted):
+                    for x, _y in s.targets[c][np.isfinite(s.targets[c]).all(-1)]:
+                        weight[c][:, np.abs(xs[0] - x) <= band] = 1.0
+            else:
+                weight[s.trusted] = 1.0
             radius = NEGATIVE_RADIUS_SIGMAS * self.sigma_px
             for c, x, y in s.negatives:
                 weight[c][(xs - x) ** 2 + (ys - y) ** 2 <= radius**2] = 1.0
@@ -527,7 +546,7 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, *, epochs: 
     log.info("fine-tuning %s %s on %d frames (%d held out)", base, parent.version, len(train_s), len(hold_s))
 
     sigma = float(parent.extra.get("sigma_px", 6.0))
-    reviews = ReviewTrainingSet(train_s, sigma, IntensityAugment())
+    reviews = ReviewTrainingSet(train_s, sigma, IntensityAugment(), mode=parent.mode)
     replay_spec = _replay_spec(parent, replay_cases)
     replay = HeatmapTrainingSet.from_cache(build_cache(replay_spec, progress=progress), sigma, IntensityAugment())
     n_replay = int(round(min(max(replay_fraction, 0.0), 0.9) * batch_size))
