@@ -86,7 +86,9 @@ def fixed_threshold(model_name: str | None, model_version: str | None) -> float:
 
 #: Metric of the registry entry saying how much worse the flagged quarter was held-out.
 FLAG_RATIO_METRIC = "flagged_mae_ratio"
-#: Flag only for models whose low-confidence quarter had at least this much more error.
+#: Metric: the held-out 2nd percentile of confidence; below it a proposal is always flagged.
+FLOOR_METRIC = "confidence_floor"
+#: Flag the lowest quarter only for models whose flagged quarter had at least this much more error.
 MIN_FLAGGED_ERROR_RATIO = 1.2
 
 
@@ -98,8 +100,9 @@ class RegistryThresholds:
     (:data:`LOW_CONFIDENCE_THRESHOLD`) when the registry does not hold the version or its
     metrics have no usable threshold (cached: a settled answer), or when the registry cannot be
     read (logged, not cached: the next lookup reads again).  It never raises.  A version whose
-    held-out ``flagged_mae_ratio`` is below :data:`MIN_FLAGGED_ERROR_RATIO` gets threshold 0
-    (nothing flagged): its confidence did not rank errors, so a flag would mislead.
+    held-out ``flagged_mae_ratio`` is below :data:`MIN_FLAGGED_ERROR_RATIO` gets its
+    ``confidence_floor`` instead (0 when unknown): its confidence did not rank errors within the
+    validated range, so only proposals below anything seen held-out are flagged.
 
     Parameters
     ----------
@@ -138,14 +141,16 @@ class RegistryThresholds:
             metrics = {} if entry is None else (entry.metrics or {})
             value = float(metrics.get(THRESHOLD_METRIC, math.nan))
             ratio = float(metrics.get(FLAG_RATIO_METRIC, math.nan))
+            floor = float(metrics.get(FLOOR_METRIC, 0.0) or 0.0)
         except Exception as exc:  # noqa: BLE001 - the UI must open the clip whatever the registry does
             log.warning("could not read the low-confidence threshold of %s %s from the registry (%s); "
                         "flagging below %g", model_name, model_version, exc, self.fallback)
             return self.fallback
         if math.isfinite(ratio) and ratio < MIN_FLAGGED_ERROR_RATIO:
             # on held-out cases the low-confidence quarter was not worse than the rest: a flag
-            # would send the reviewer to the wrong proposals, so this model flags nothing
-            threshold = 0.0
+            # would send the reviewer to the wrong proposals, so only what lies below anything
+            # seen held-out (wrong view, failed caliper, implausible value) is flagged
+            threshold = floor if math.isfinite(floor) and floor > 0 else 0.0
             log.info("%s %s: confidence does not rank errors (flagged/unflagged error %.2f); no flags",
                      model_name, model_version, ratio)
         elif math.isfinite(value) and value > 0:

@@ -51,6 +51,32 @@ CATALOG: dict[str, Measurement] = {
     )
 }
 
+#: Generous adult limits, in the catalogue unit (cm, m/s).  A proposed value outside them is a
+#: failed proposal (wrong view, collapsed caliper), not a finding: ``propose`` keeps it for the
+#: reviewer but gives it confidence 0 so it is flagged.
+PLAUSIBLE_RANGE: dict[str, tuple[float, float]] = {
+    "ivsd": (0.3, 3.0),
+    "lvidd": (2.0, 9.0),
+    "lvpwd": (0.3, 3.0),
+    "lvids": (1.0, 8.0),
+    "la": (1.5, 8.0),
+    "aortic_root": (1.5, 6.0),
+    "av_vmax": (0.3, 7.0),
+    "tr_vmax": (0.5, 6.5),
+    "lvot_vmax": (0.3, 3.5),
+    "mv_e": (0.2, 2.5),
+    "mv_a": (0.1, 2.0),
+}
+
+
+def is_plausible(name: str, value: float | None, unit: str) -> bool:
+    """False when a calibrated value lies outside :data:`PLAUSIBLE_RANGE` (pixels: always True)."""
+    lo_hi = PLAUSIBLE_RANGE.get(name)
+    if value is None or lo_hi is None or unit != CATALOG[name].unit:
+        return True
+    return lo_hi[0] <= abs(value) <= lo_hi[1]
+
+
 LINEAR_2D = tuple(n for n, m in CATALOG.items() if m.mode == "2d")
 DOPPLER = tuple(n for n, m in CATALOG.items() if m.mode == "doppler")
 

@@ -328,7 +328,8 @@ def test_confidence_flag_edge_cases():
     # one confidence for all: nobody is below it, nothing to compare
     tied = confidence_flag([0.9] * 5, [1, 2, 3, 4, 5])
     assert tied["low_confidence_below"] == 0.9 and tied["flagged_pct"] == 0.0 and tied["flagged_mae_ratio"] is None
-    assert confidence_flag([], []) == {"low_confidence_below": None, "flagged_pct": None, "flagged_mae_ratio": None}
+    assert confidence_flag([], []) == {"low_confidence_below": None, "flagged_pct": None, "flagged_mae_ratio": None,
+                                       "confidence_floor": None}
     # non-finite entries are left out; signed errors count by their size
     nan_out = confidence_flag([0.1, float("nan"), 0.5, 0.6, 0.7], [-4.0, 100.0, 1.0, 1.0, 1.0])
     assert nan_out["low_confidence_below"] == pytest.approx(np.quantile([0.1, 0.5, 0.6, 0.7], FLAG_QUANTILE))

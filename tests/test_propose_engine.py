@@ -214,3 +214,16 @@ def test_doppler_flow_limited_to_the_region_mode(use_random_weights, monkeypatch
     _with_oracle(monkeypatch, "doppler-peaks", runner)
     result = propose(clip)
     assert [p.name for p in result.measurements] == ["av_vmax"]
+
+
+def test_implausible_values_are_proposed_with_confidence_zero():
+    from echomeasure import catalog
+    from echomeasure.propose.engine import _plausibility
+
+    assert _plausibility("lvpwd", 0.0001, "cm") == 0.0  # a collapsed caliper
+    assert _plausibility("lvidd", 12.0, "cm") == 0.0
+    assert _plausibility("av_vmax", -9.0, "m/s") == 0.0
+    assert _plausibility("lvidd", 4.8, "cm") == 1.0
+    assert _plausibility("av_vmax", -3.2, "m/s") == 1.0  # the sign is the flow direction
+    assert _plausibility("lvpwd", 0.0001, "px") == 1.0  # uncalibrated: nothing to judge
+    assert set(catalog.PLAUSIBLE_RANGE) == set(catalog.LINEAR_2D) | set(catalog.DOPPLER_CHANNELS)

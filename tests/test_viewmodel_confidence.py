@@ -159,3 +159,15 @@ def test_a_model_whose_confidence_did_not_rank_errors_flags_nothing(tmp_path):
     useful = viewmodel.measurement_entry(_state(confidence=0.01, model=("plax-linear", "3.1")), thresholds)
     assert useless["low_confidence"] is False and useless["low_confidence_below"] == 0.0
     assert useful["low_confidence"] is True
+
+
+def test_below_the_held_out_floor_is_flagged_even_where_confidence_does_not_rank_errors(tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    _register(folder, "plax-linear", "4.0",
+              {"low_confidence_below": 0.3, "flagged_mae_ratio": 0.85, "confidence_floor": 0.12})
+    thresholds = viewmodel.RegistryThresholds(folder)
+    typical = viewmodel.measurement_entry(_state(confidence=0.2, model=("plax-linear", "4.0")), thresholds)
+    unseen = viewmodel.measurement_entry(_state(confidence=0.01, model=("plax-linear", "4.0")), thresholds)
+    assert typical["low_confidence"] is False  # inside the validated range: no misleading flag
+    assert unseen["low_confidence"] is True and unseen["low_confidence_below"] == pytest.approx(0.12)

@@ -181,6 +181,15 @@ def physical_value(clip: Clip, name: str, points: tuple[Point, ...]) -> tuple[fl
 # --------------------------------------------------------------------------- 2D
 
 
+def _plausibility(name: str, value: float | None, unit: str) -> float:
+    """1, or 0 for a value outside the catalogue's plausible range (flagged for the reviewer)."""
+    if catalog.is_plausible(name, value, unit):
+        return 1.0
+    log.warning("%s = %.3g %s is outside the plausible range %s: proposed with confidence 0",
+                name, value, unit, catalog.PLAUSIBLE_RANGE.get(name))
+    return 0.0
+
+
 def _propose_2d(
     clip: Clip,
     engine: _Engine,
@@ -270,7 +279,9 @@ def _propose_2d(
                 points=points,
                 value=value,
                 unit=unit,
-                confidence=float(min(conf[frame, p] * edge_factor[frame, p], conf[frame, q] * edge_factor[frame, q])),
+                confidence=_plausibility(name, value, unit) * float(
+                    min(conf[frame, p] * edge_factor[frame, p], conf[frame, q] * edge_factor[frame, q])
+                ),
                 model=engine.info,
                 pixel_length=_pixel_length(points),
                 signed_value=signed,
@@ -479,7 +490,7 @@ def _propose_doppler(
             beat_points=points,
             value=value,
             unit=unit,
-            confidence=confidence * separable if name == "mv_a" else confidence,
+            confidence=_plausibility(name, value, unit) * (confidence * separable if name == "mv_a" else confidence),
             model=engine.info,
             signed_value=signed,
         )

@@ -78,6 +78,9 @@ FULL_CINE = "full-cine"
 MAX_CATEGORIES = 4
 #: Quantile of the held-out confidences below which a proposal is flagged for a close look.
 FLAG_QUANTILE = 0.25
+#: ``confidence_floor``: below the 2nd percentile of held-out confidences a proposal is unlike
+#: anything the model was validated on (wrong view, failed caliper); the UI always flags it.
+FLOOR_QUANTILE = 0.02
 #: Significant figures kept for ``low_confidence_below`` (raw confidences can be ~0.001).
 _THRESHOLD_SIGNIFICANT_FIGURES = 4
 
@@ -167,7 +170,7 @@ class EvaluationReport:
         for k, v in self.overall.items():
             if v is None:
                 continue
-            if k == "low_confidence_below":  # small raw confidences: keep significant figures
+            if k in ("low_confidence_below", "confidence_floor"):  # small raw confidences: keep significant figures
                 out[k] = float(f"{float(v):.{_THRESHOLD_SIGNIFICANT_FIGURES}g}")
             else:
                 out[k] = round(float(v), 4)
@@ -394,7 +397,9 @@ def confidence_flag(
         interpolation); a proposal is flagged when its confidence is strictly below it, as in
         the review UI.  ``flagged_pct``: the share flagged.  ``flagged_mae_ratio``: mean
         relative error of the flagged over that of the unflagged proposals (None when either
-        group is empty or the unflagged error is zero).  All None without proposals.
+        group is empty or the unflagged error is zero).  ``confidence_floor``: the
+        :data:`FLOOR_QUANTILE` quantile, below which the UI flags whatever the ratio.  All None
+        without proposals.
     """
     c = np.asarray(confidence, dtype=float)
     e = np.asarray(relative_error_pct, dtype=float)
@@ -403,14 +408,15 @@ def confidence_flag(
     ok = np.isfinite(c) & np.isfinite(e)
     c, e = c[ok], np.abs(e[ok])
     if not len(c):
-        return {"low_confidence_below": None, "flagged_pct": None, "flagged_mae_ratio": None}
+        return {"low_confidence_below": None, "flagged_pct": None, "flagged_mae_ratio": None,
+                "confidence_floor": None}
     threshold = float(np.quantile(c, quantile))
     flagged = c < threshold
     ratio = None
     if flagged.any() and (~flagged).any() and np.mean(e[~flagged]) > 0:
         ratio = float(np.mean(e[flagged]) / np.mean(e[~flagged]))
     return {"low_confidence_below": threshold, "flagged_pct": float(np.mean(flagged) * 100.0),
-            "flagged_mae_ratio": ratio}
+            "flagged_mae_ratio": ratio, "confidence_floor": float(np.quantile(c, FLOOR_QUANTILE))}
 
 
 # --------------------------------------------------------------------------- PLAX
