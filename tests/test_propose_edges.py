@@ -276,3 +276,25 @@ def test_propose_applies_the_versions_caliper_offsets_after_refinement(heldout_f
     assert conv["ivsd"].points[1] == conv["lvidd"].points[0] and conv["lvidd"].points[1] == conv["lvpwd"].points[0]
     # the offsets are relative to the interfaces: without refinement they are not applied
     assert values(site.version, False)["lvidd"].points == values(base.version, False)["lvidd"].points
+
+
+def test_la_posterior_is_put_on_the_root_line_but_not_moved_onto_a_step():
+    # aortic-root line vertical at x = 60 (ao_anterior -> ao_posterior downwards); along it:
+    # aortic blood | bright posterior aortic wall falling to LA blood at y = 50 | rising to the LA
+    # wall at y = 80.  la_anterior moves onto its falling step; la_posterior, 3 px short of its
+    # rising step and well inside the search window, only goes onto the line (PROJECT_ONLY).
+    assert "la_posterior" in edges.PROJECT_ONLY and "la_anterior" not in edges.PROJECT_ONLY
+    img = _step_image([(40.0, 150.0), (50.0, -150.0), (80.0, 150.0)], shape=(100, 120)).T.copy()
+    channels = ("ao_anterior", "ao_posterior", "la_anterior", "la_posterior")
+    model = np.array([[60.0, 20.0], [60.0, 40.0], [63.0, 47.0], [64.0, 77.0]])
+    r = refine_plax_keypoints(img, model, channels, px_per_mm=1.0)
+    assert abs(r.points_xy[2, 1] - 50.0) < 1.0 and r.points_xy[2, 0] == pytest.approx(60.0)
+    assert r.points_xy[3] == pytest.approx([60.0, 77.0])
+    assert r.shift_px[3] == 0.0
+    # the step near it still counts for the confidence
+    assert r.found[3] and r.contrast_grey[3] > 100.0
+    assert edge_confidence_factor(r.contrast_grey[3]) > UNCONFIRMED_CONFIDENCE_SHARE
+    # with the keypoint searched like the others it would have jumped onto the step
+    moved = refine_to_edges(img, [[60.0, 77.0]], [[0.0, 1.0]], [RISING], 7.0, dark_span_px=3.0, step_span_px=1.0,
+                            across_half_width_px=2.5, smooth_px=0.4)
+    assert abs(moved.points_xy[0, 1] - 80.0) < 1.0

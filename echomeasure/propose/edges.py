@@ -31,6 +31,8 @@ keypoints on the LV minor axis (``septum_lv`` -> ``lv_pw``: ASE puts IVSd, LVIDd
 one line), the aortic and the LA keypoints on the aortic-root line (``ao_anterior`` ->
 ``ao_posterior``: the LA dimension is taken in line with the aortic root, at the sinuses).  A
 keypoint shared by two measurements (``septum_lv`` by IVSd and LVIDd) moves once for both.
+``la_posterior`` (:data:`PROJECT_ONLY`) is put on the line but not moved along it: its strongest
+nearby step is too often the pericardium or a rise inside the LA cavity.
 
 On the 40 standard held-out cases with ``plax-linear`` 1.0 this took the mean MAE of the six
 linear measurements from 2.91 mm to 1.01 mm (settings tuned on held-out seeds
@@ -62,6 +64,15 @@ PLAX_INTERFACES: dict[str, tuple[tuple[str, str], int]] = {
     "la_anterior": (("ao_anterior", "ao_posterior"), FALLING),
     "la_posterior": (("ao_anterior", "ao_posterior"), RISING),
 }
+
+#: Keypoints that are put on their caliper line but not moved along it.  The LA's far wall is a
+#: thin muscle with the pericardium, the brightest echo, 2-3.5 mm behind it, and deep in the
+#: sector the LA blood brightens gradually over the last 5-8 mm before it, so the strongest
+#: rising step near ``la_posterior`` is the pericardium (+2 mm) or a rise inside the cavity
+#: (-4 to -7 mm) about as often as the blood-wall interface: on held-out tuning seeds
+#: 9000040-9000079 moving it took the LA MAE from 0.65 mm (projected only) to 1.51 mm, and no
+#: window, prior or span setting beat projecting only (best 0.71 mm).
+PROJECT_ONLY: frozenset[str] = frozenset({"la_posterior"})
 
 #: Default search settings in millimetres (converted to pixels with the clip's calibration).
 SEARCH_WINDOW_MM = 7.0
@@ -380,12 +391,14 @@ def refine_plax_keypoints(
     EdgeRefinement
         For all K keypoints: each refinable keypoint on its caliper line (projected there, then
         moved onto the interface when one was found); keypoints without a known interface are
-        left where they are.
+        left where they are.  Keypoints of :data:`PROJECT_ONLY` stay where they were projected
+        (``shift_px`` 0); their ``contrast_grey`` and ``found`` still report the interface the
+        search found near them, for the confidence (:func:`edge_confidence_factor`).
     """
     s = dict(settings or {})
     starts, directions, polarities, refinable = plax_search_lines(keypoints_xy, channels)
     window = np.where(refinable, float(s.get("window_mm", SEARCH_WINDOW_MM)) * px_per_mm, 0.0)
-    return refine_to_edges(
+    result = refine_to_edges(
         frame,
         starts,
         directions,
@@ -398,6 +411,13 @@ def refine_plax_keypoints(
         smooth_px=s.get("smooth_mm", SMOOTH_MM) * px_per_mm,
         min_contrast_grey=s.get("min_contrast_grey", MIN_CONTRAST_GREY),
     )
+    keep = np.array([name in PROJECT_ONLY for name in channels], dtype=bool) & refinable
+    if not keep.any():
+        return result
+    points = result.points_xy.copy()
+    points[keep] = starts[keep]
+    shift = np.where(keep, 0.0, result.shift_px)
+    return EdgeRefinement(points, shift, result.contrast_grey, result.found)
 
 
 def apply_edge_offsets(
@@ -474,6 +494,7 @@ def edge_offsets_along_lines_mm(
 __all__ = [
     "FALLING",
     "PLAX_INTERFACES",
+    "PROJECT_ONLY",
     "RISING",
     "EdgeRefinement",
     "apply_edge_offsets",
