@@ -21,10 +21,10 @@ the ASE interface, the reviewer's convention reaches the proposals through the e
 fine-tuning learns and records in the new version (``extra["decode"]``, see
 :mod:`echomeasure.training.finetune`).  With the defaults (24 review studies, 12 new ones,
 ``plax-linear`` 1.1, shift 1 mm; ``benchmarks/finetune_experiment.md``) the MAE against the
-reviewer on the new cases went from 1.27 to 0.55 mm (LVIDd 1.92 -> 0.31 mm, LVIDs 1.74 -> 0.46,
+reviewer on the new cases went from 1.05 to 0.39 mm (LVIDd 1.92 -> 0.31 mm, LVIDs 1.74 -> 0.46,
 IVSd 0.88 -> 0.31, LVPWd 0.79 -> 0.29); on the ASE synthetic hold-out the fine-tuned version is
-off by about the convention (mean 0.69 -> 1.27 mm; its weights alone, without the offsets,
-0.67 mm).
+off by about the convention (mean 0.49 -> 1.12 mm; its weights alone, without the offsets,
+0.51 mm).
 """
 
 from __future__ import annotations
