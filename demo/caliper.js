@@ -62,6 +62,12 @@
   function area(r) { return (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1); }
   function spectralOk(r) { return r.spatial_format === 3 && !(r.flags & 4) && r.units_y === 7 && r.delta_y !== 0; }
 
+  function labelSide(x, gap) {
+    // a label near the right edge goes to the left of its point so that it stays readable
+    if (!clip || x < 0.72 * clip.width) return {};
+    return { x: x - gap, "text-anchor": "end" };
+  }
+
   function liveValue(m) {
     // -> {value, unit, text, error, baseline}
     const pts = m.points || [];
@@ -96,7 +102,10 @@
       const r = good[0];
       const baseline = r.y0 + (r.ref_y0 === null || r.ref_y0 === undefined ? 0 : r.ref_y0);
       const cmS = (r.ref_phys_y || 0) + (p[1] - baseline) * r.delta_y;
-      const mS = Math.abs(cmS) / 100;
+      let mS = Math.abs(cmS) / 100;
+      // untouched proposal: its value is the mean over every beat of the strip, not this one
+      // marker's beat; once the marker is moved the value is the marker's own velocity
+      if (m.value !== null && m.value !== undefined && m.unit === "m/s" && samePoints(pts, m.saved_points)) mS = m.value;
       return { value: mS, unit: "m/s", text: mS.toFixed(2) + " m/s", baseline: baseline };
     }
     if (m.value !== null && m.value !== undefined) return { value: m.value, unit: m.unit, text: fmt(m.value, m.unit) + " " + (m.unit || "") };
@@ -236,7 +245,7 @@
           "stroke-width": (isSel ? 2.2 : 1.5) * s, "stroke-dasharray": dash, class: "em-line" }, g);
         const mx = (p[0] + q[0]) / 2, my = (p[1] + q[1]) / 2;
         const t = el("text", { x: mx + 10 * s, y: my - 6 * s, fill: color, "font-size": fontPx,
-          "stroke-width": 3 * s, class: "em-label" }, g);
+          "stroke-width": 3 * s, class: "em-label", ...labelSide(mx, 10 * s) }, g);
         t.textContent = label;
       } else if (m.mode === "doppler" && m.points.length === 1) {
         const [x, y] = m.points[0];
@@ -247,7 +256,7 @@
         el("line", { x1: x - 14 * s, y1: y, x2: x + 14 * s, y2: y, stroke: color, "stroke-width": 1.6 * s,
           "stroke-dasharray": dash }, g);
         const t = el("text", { x: x + 12 * s, y: y - 8 * s, fill: color, "font-size": fontPx,
-          "stroke-width": 3 * s, class: "em-label" }, g);
+          "stroke-width": 3 * s, class: "em-label", ...labelSide(x, 12 * s) }, g);
         t.textContent = label;
       }
       m.points.forEach((p, i) => {
