@@ -294,7 +294,42 @@ def test_la_posterior_is_put_on_the_root_line_but_not_moved_onto_a_step():
     # the step near it still counts for the confidence
     assert r.found[3] and r.contrast_grey[3] > 100.0
     assert edge_confidence_factor(r.contrast_grey[3]) > UNCONFIRMED_CONFIDENCE_SHARE
+    # ... and so does how far it lies from the model's point (the point itself stays)
+    assert abs(r.interface_shift_px[3] - 3.0) < 1.0 and r.interface_shift_px[2] == r.shift_px[2]
     # with the keypoint searched like the others it would have jumped onto the step
     moved = refine_to_edges(img, [[60.0, 77.0]], [[0.0, 1.0]], [RISING], 7.0, dark_span_px=3.0, step_span_px=1.0,
                             across_half_width_px=2.5, smooth_px=0.4)
     assert abs(moved.points_xy[0, 1] - 80.0) < 1.0
+
+
+def test_ambiguous_interface_gets_less_confidence_than_a_clean_step():
+    from echomeasure.propose.edges import (
+        decode_confidence_gate,
+        interface_confidence_factor,
+        resolution_confidence_factor,
+    )
+
+    # the same rising step at x = 44, alone, with an equal rival at x = 34 or with a weaker one
+    clean = _step_image([(44.0, 120.0)])
+    two_equal = _step_image([(34.0, 60.0), (38.0, -60.0), (44.0, 60.0)])
+    weak_rival = _step_image([(34.0, 25.0), (38.0, -25.0), (44.0, 100.0)])
+    results = {name: refine_to_edges(img, [[41.0, 40.0]], [[1.0, 0.0]], [RISING], 10.0)
+               for name, img in (("clean", clean), ("equal", two_equal), ("weak", weak_rival))}
+    for r in results.values():
+        assert r.found[0] and abs(r.points_xy[0, 0] - 44.0) < 0.5  # the rival does not move the point
+        assert r.window_px[0] == pytest.approx(10.0)
+    assert results["clean"].rival_contrast_grey[0] == 0.0
+    assert results["equal"].rival_contrast_grey[0] == pytest.approx(results["equal"].contrast_grey[0], rel=0.05)
+    assert abs(results["equal"].rival_shift_px[0] - (34.0 - 41.0)) < 0.5
+    factor = {name: float(interface_confidence_factor(r)[0]) for name, r in results.items()}
+    assert 0.0 < factor["equal"] < 0.15 < factor["weak"] < factor["clean"]
+    # the shift term: the same clean step found further from the start point counts for less
+    far = refine_to_edges(clean, [[36.0, 40.0]], [[1.0, 0.0]], [RISING], 10.0)
+    assert far.found[0] and interface_confidence_factor(far)[0] < factor["clean"]
+    # no interface: the unconfirmed share, whatever the (absent) rival
+    none = refine_to_edges(_step_image([], base=90.0), [[40.0, 40.0]], [[1.0, 0.0]], [RISING], 8.0)
+    assert interface_confidence_factor(none)[0] == pytest.approx(UNCONFIRMED_CONFIDENCE_SHARE)
+    # a finer image and a confident model give more confidence, a lost model gates it down
+    assert resolution_confidence_factor(2.0) < resolution_confidence_factor(4.0) <= 1.0
+    assert resolution_confidence_factor(0.0) == 0.0
+    np.testing.assert_allclose(decode_confidence_gate([0.05, 0.1, 0.6]), [0.25, 0.5, 1.0])

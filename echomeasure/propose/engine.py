@@ -247,7 +247,7 @@ def _propose_2d(
     # calipers onto the tissue-blood interfaces of the full-resolution frame (keypoints, so a
     # keypoint shared by two measurements moves once), on the reported frames only
     points_px = smoothed
-    edge_factor = np.ones_like(conf)
+    endpoint_conf = conf  # with refinement: decode gate x interface factor x image resolution
     if refine_edges:
         t0 = time.perf_counter()
         points_px = smoothed.copy()
@@ -257,10 +257,11 @@ def _propose_2d(
         )
         # the version's caliper convention (learned from a site's reviews): offsets from the interface
         offsets_mm = (entry.extra.get("decode") or {}).get("edge_offsets_mm") if isinstance(entry.extra, dict) else None
+        endpoint_conf = edges.decode_confidence_gate(conf) * edges.resolution_confidence_factor(px_per_mm)
         for i in range(n) if per_frame else sorted({ed, es}):
             refined = edges.refine_plax_keypoints(clip.frames[i], smoothed[i], entry.channels, px_per_mm)
             points_px[i] = edges.apply_edge_offsets(refined.points_xy, entry.channels, offsets_mm, px_per_mm)
-            edge_factor[i] = edges.edge_confidence_factor(refined.contrast_grey)
+            endpoint_conf[i] *= edges.interface_confidence_factor(refined)
         timings["edge_refinement"] = time.perf_counter() - t0
 
     proposals: list[Proposal] = []
@@ -280,7 +281,7 @@ def _propose_2d(
                 value=value,
                 unit=unit,
                 confidence=_plausibility(name, value, unit) * float(
-                    min(conf[frame, p] * edge_factor[frame, p], conf[frame, q] * edge_factor[frame, q])
+                    min(endpoint_conf[frame, p], endpoint_conf[frame, q])
                 ),
                 model=engine.info,
                 pixel_length=_pixel_length(points),
