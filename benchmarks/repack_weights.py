@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import tempfile
 from dataclasses import replace
@@ -42,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     from echomeasure.training.evaluate import evaluate
 
     folder = Path(args.weights_dir) if args.weights_dir else config.weights_dir()
+    if args.remeasure_only:
+        return _remeasure(folder, registry.get_entry(args.name, args.version, folder), args.eval_cases, args.why)
     loaded = registry.load_model(args.name, args.version, folder)
     old = loaded.entry
-    if args.remeasure_only:
-        return _remeasure(folder, old, args.eval_cases, args.why)
     old_bytes = registry.resolve_path(old, folder).stat().st_size
     with tempfile.TemporaryDirectory(prefix="em-eval-", dir=folder) as scratch:
         scratch_dir = Path(scratch)
@@ -62,34 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         new = replace(new, metrics=report.flat_metrics(),
                       extra={**old.extra, "evaluation": report.to_dict(), "storage": storage})
-        with registry._manifest_lock(folder):
-            manifest = registry.read_manifest(folder)
-            for i, d in enumerate(manifest["models"]):
-                if d.get("name") == old.name and d.get("version") == old.version:
-                    manifest["models"][i] = new.to_json()
-            tmp = folder / f".{old.file}.tmp"
-            shutil.copyfile(scratch_dir / old.file, tmp)
-            os.replace(tmp, folder / old.file)
-            registry._write_manifest(folder, manifest)
+        registry.update_entry(new, weights_dir=folder, new_file=scratch_dir / old.file)
     print(json.dumps({"name": old.name, "version": old.version, "bytes": [old_bytes, new_bytes],
                       "metrics_before": old.metrics, "metrics_after": new.metrics}, indent=1))
     return 0
 
 
-def _replace_entry(folder: Path, entry) -> None:
-    from echomeasure.models import registry
-
-    with registry._manifest_lock(folder):
-        manifest = registry.read_manifest(folder)
-        for i, d in enumerate(manifest["models"]):
-            if d.get("name") == entry.name and d.get("version") == entry.version:
-                manifest["models"][i] = entry.to_json()
-        registry._write_manifest(folder, manifest)
-
-
 def _remeasure(folder: Path, old, n_cases: int, why: str) -> int:
     import datetime as dt
 
+    from echomeasure.models import registry
     from echomeasure.training.evaluate import evaluate
 
     report = evaluate(old.name, old.version, weights_dir=folder, n_cases=n_cases)
@@ -98,7 +78,7 @@ def _remeasure(folder: Path, old, n_cases: int, why: str) -> int:
                     "why": why or "re-measured through the current propose pipeline"})
     new = replace(old, metrics=report.flat_metrics(),
                   extra={**old.extra, "evaluation": report.to_dict(), "metrics_history": history})
-    _replace_entry(folder, new)
+    registry.update_entry(new, weights_dir=folder)
     print(json.dumps({"name": old.name, "version": old.version, "metrics_before": old.metrics,
                       "metrics_after": new.metrics}, indent=1))
     return 0

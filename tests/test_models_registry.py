@@ -20,6 +20,7 @@ from echomeasure.models.registry import (
     register,
     save_weights,
     set_active,
+    update_entry,
 )
 
 ARCH = "deeplabv3_mobilenet_v3_large"
@@ -179,3 +180,27 @@ def test_corrupt_int8_file_refused(tmp_path, small_model):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="corrupt"):
         load_checkpoint(tmp_path / "cut.pt", ARCH, 2)
+
+
+def test_update_entry_rerecords_a_version_and_swaps_its_file_only_when_the_sha_matches(tmp_path, small_model):
+    from dataclasses import replace
+
+    sha = save_weights(small_model, tmp_path / "a.pt", precision="fp32")
+    register(_entry("a.pt", sha, metrics={"lvidd_mae_mm": 2.0}), weights_dir=tmp_path)
+    # re-measured metrics: same file
+    update_entry(replace(get_entry("plax-linear", weights_dir=tmp_path), metrics={"lvidd_mae_mm": 0.4}),
+                 weights_dir=tmp_path)
+    assert get_entry("plax-linear", weights_dir=tmp_path).metrics == {"lvidd_mae_mm": 0.4}
+    # the same weights stored compactly: file and sha replaced together, the model still loads
+    (tmp_path / "new").mkdir()
+    new_sha = save_weights(small_model, tmp_path / "new" / "a.pt")
+    with pytest.raises(WeightsError, match="sha256"):
+        update_entry(replace(get_entry("plax-linear", weights_dir=tmp_path), sha256="0" * 64),
+                     weights_dir=tmp_path, new_file=tmp_path / "new" / "a.pt")
+    assert load_model("plax-linear", weights_dir=tmp_path).sha256 == sha  # nothing half-written
+    update_entry(replace(get_entry("plax-linear", weights_dir=tmp_path), sha256=new_sha),
+                 weights_dir=tmp_path, new_file=tmp_path / "new" / "a.pt")
+    assert load_model("plax-linear", weights_dir=tmp_path).sha256 == new_sha
+    assert [e.version for e in list_entries(tmp_path)] == ["1.0"]
+    with pytest.raises(WeightsError, match="not registered"):
+        update_entry(_entry("a.pt", new_sha, version="9.9"), weights_dir=tmp_path)

@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -587,6 +588,43 @@ def register(
         manifest["format"] = MANIFEST_FORMAT
         _write_manifest(folder, manifest)
     log.info("registered %s %s (%s)", entry.name, entry.version, entry.file)
+    return entry
+
+
+def update_entry(
+    entry: WeightsEntry,
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    new_file: str | os.PathLike[str] | None = None,
+) -> WeightsEntry:
+    """Re-record an already registered version (same name and version), under the manifest lock.
+
+    For what does not make it another model: re-measured metrics after a decoding change, or the
+    same weights stored more compactly (``new_file``, copied atomically over the entry's file;
+    its sha256 must be ``entry.sha256``).  Anything trained differently is a new version
+    (:func:`register`).
+
+    Raises
+    ------
+    WeightsError
+        The version is not registered, or ``new_file``'s sha256 differs from ``entry.sha256``.
+    """
+    folder = _manifest_path(weights_dir)
+    if new_file is not None and sha256_file(new_file) != entry.sha256:
+        raise WeightsError(f"{new_file} does not have the sha256 of the entry {entry.name} {entry.version}")
+    with _manifest_lock(folder):
+        manifest = read_manifest(folder)
+        index = next((i for i, d in enumerate(manifest["models"])
+                      if d.get("name") == entry.name and d.get("version") == entry.version), None)
+        if index is None:
+            raise WeightsError(f"{entry.name} {entry.version} is not registered in {folder}; register it first")
+        if new_file is not None:
+            tmp = folder / f".{entry.file}.tmp"
+            shutil.copyfile(new_file, tmp)
+            os.replace(tmp, folder / entry.file)
+        manifest["models"][index] = entry.to_json()
+        _write_manifest(folder, manifest)
+    log.info("updated %s %s (%s)", entry.name, entry.version, entry.file)
     return entry
 
 
