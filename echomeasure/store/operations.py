@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from echomeasure import catalog
 from echomeasure.errors import StoreError
+from echomeasure.store import chain
 from echomeasure.store import schema as db
 from echomeasure.store.engine import WRITE_OPTION
 from echomeasure.store.images import ImageStore
@@ -46,6 +47,7 @@ from echomeasure.store.records import (
     ReviewRecord,
     TrainingFrame,
 )
+from echomeasure.store.reviewer import validate_reviewer
 
 if TYPE_CHECKING:
     from echomeasure.ingest import DeidentifiedClip
@@ -191,7 +193,8 @@ class Store:
             s.add(row)
             s.flush()
             record = _clip_record(row, created=True)
-            _audit(s, actor, "clip.add", "clip", row.id, row.id, None, _clip_audit(record))
+            _audit(s, actor, "clip.add", "clip", row.id, row.id, None, _clip_audit(record),
+                   content=chain.rows_content_hash([_columns(row, chain.CLIP_CONTENT)], chain.CLIP_CONTENT))
             return record
 
         return self._write(op)
@@ -476,6 +479,7 @@ class Store:
             }
             out: list[ProposalRecord] = []
             added: list[dict] = []
+            added_rows: list[dict] = []
             for p in proposals.measurements:
                 spec = _measurement(p.name)
                 if not 0 <= p.frame < clip.n_frames:
@@ -502,6 +506,7 @@ class Store:
                     s.flush()
                     existing[key] = row
                     added.append(_proposal_audit(row))
+                    added_rows.append(_columns(row, chain.PROPOSAL_CONTENT))
                 out.append(_proposal_record(row, mv))
             if added:
                 after = {
@@ -510,7 +515,8 @@ class Store:
                     "es_frame": proposals.es_frame,
                     "calibration": proposals.calibration,
                 }
-                _audit(s, actor, "proposals.add", "clip", clip_id, clip_id, None, after)
+                _audit(s, actor, "proposals.add", "clip", clip_id, clip_id, None, after,
+                       content=chain.rows_content_hash(added_rows, chain.PROPOSAL_CONTENT))
             return out
 
         return self._write(op)
@@ -541,6 +547,7 @@ class Store:
         value: float | None = None,
         unit: str | None = None,
         seconds_spent: float | None = None,
+        reviewer_display_name: str | None = None,
     ) -> ReviewRecord:
         """Record one review decision (append-only) with its audit event, in one transaction.
 
@@ -553,7 +560,9 @@ class Store:
             ``corrected`` (new ``points``, and ``value`` in ``unit``), ``rejected`` (no points),
             or ``added`` (a measurement drawn by the reviewer: ``frame`` and ``points`` needed).
         reviewer
-            Who decided (non-empty).
+            Who decided: the logged-in user, or the typed name
+            (:func:`echomeasure.store.reviewer.validate_reviewer`: trimmed, 1-100 characters, no
+            control characters).
         proposal_id
             The proposal answered; defaults to the latest proposal of ``measurement`` on the
             clip for accepted/corrected/rejected.
@@ -562,6 +571,8 @@ class Store:
             ``unit`` defaults to the catalogue's unit when a value is given, else ``px``.
         seconds_spent
             Time the reviewer spent on this decision.
+        reviewer_display_name
+            The name typed beside a logged-in ``reviewer`` (same rules), or None.
 
         Raises
         ------
@@ -569,9 +580,8 @@ class Store:
             Unknown clip, proposal or measurement, invalid action, empty reviewer, wrong number
             of points, frame outside the clip.
         """
-        reviewer = (reviewer or "").strip()
-        if not reviewer:
-            raise StoreError("a review needs the reviewer's name; set it before saving")
+        reviewer = validate_reviewer(reviewer)
+        display_name = None if reviewer_display_name is None else validate_reviewer(reviewer_display_name)
         if action not in REVIEW_ACTIONS:
             raise StoreError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
         spec = _measurement(measurement)
@@ -623,6 +633,7 @@ class Store:
                 unit=r_unit,
                 action=action,
                 reviewer=reviewer,
+                reviewer_display_name=display_name,
                 seconds_spent=_opt_float(seconds_spent),
                 model_version_id=proposal.model_version_id if proposal is not None else None,
                 created_at=db.utcnow(),
@@ -630,7 +641,8 @@ class Store:
             s.add(row)
             s.flush()
             record = _review_record(row)
-            _audit(s, reviewer, f"review.{action}", "review", row.id, clip_id, before, _review_audit(row))
+            _audit(s, reviewer, f"review.{action}", "review", row.id, clip_id, before, _review_audit(row),
+                   content=chain.rows_content_hash([_columns(row, chain.REVIEW_CONTENT)], chain.REVIEW_CONTENT))
             return record
 
         return self._write(op)
@@ -816,6 +828,9 @@ class Store:
                     before=r.before,
                     after=r.after,
                     created_at=r.created_at,
+                    content_sha256=r.content_sha256,
+                    prev_sha256=r.prev_sha256,
+                    sha256=r.sha256,
                 )
                 for r in s.scalars(q).all()
             ]
@@ -846,6 +861,9 @@ def _short(exc: Exception) -> str:
     return " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
 
 
+_CHAIN_HEAD = "echomeasure_audit_head"
+
+
 def _audit(
     s: Session,
     actor: str,
@@ -855,19 +873,58 @@ def _audit(
     clip_id: int | None,
     before: dict | None,
     after: dict | None,
+    *,
+    content: str | None = None,
 ) -> None:
-    s.add(
-        db.AuditEvent(
-            actor=actor,
-            action=action,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            clip_id=clip_id,
-            before=_jsonable(before) if before is not None else None,
-            after=_jsonable(after) if after is not None else None,
-            created_at=db.utcnow(),
-        )
-    )
+    """Append one audit event to the hash chain (see :mod:`echomeasure.store.chain`).
+
+    ``content`` is the hash of the rows the event created (:func:`chain.rows_content_hash`).
+    """
+    prev = _chain_head(s)
+    event = {
+        "actor": actor,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "clip_id": clip_id,
+        "before": _jsonable(before) if before is not None else None,
+        "after": _jsonable(after) if after is not None else None,
+        "content_sha256": content,
+        "created_at": db.utcnow(),
+    }
+    sha = chain.link_hash(prev, event)
+    s.add(db.AuditEvent(**event, prev_sha256=prev, sha256=sha))
+    s.info[_CHAIN_HEAD] = sha
+
+
+def _chain_head(s: Session) -> str:
+    """The hash the next audit event links to; holds the chain's lock until the commit.
+
+    SQLite writers already hold the database's write lock (``BEGIN IMMEDIATE``); PostgreSQL
+    writers take a transaction-scoped advisory lock, so two transactions never link to the same
+    event (the unique index on ``prev_sha256`` would refuse the second).
+    """
+    head = s.info.get(_CHAIN_HEAD)
+    if head is not None:
+        return head
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": chain.PG_CHAIN_LOCK})
+    last = s.execute(
+        select(db.AuditEvent.id, db.AuditEvent.sha256).order_by(db.AuditEvent.id.desc()).limit(1)
+    ).first()
+    if last is not None:
+        if last.sha256 is None:
+            raise StoreError("the audit chain is broken (an event has no hash); run 'echomeasure audit verify'")
+        return last.sha256
+    genesis = s.scalar(select(db.AuditChain.genesis_sha256))
+    if genesis is None:
+        raise StoreError("the database has no audit genesis; run 'echomeasure audit verify'")
+    return genesis
+
+
+def _columns(row: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """The named attributes of an ORM row, for :func:`chain.rows_content_hash`."""
+    return {c: getattr(row, c) for c in columns}
 
 
 def _get_clip(s: Session, clip_id: int) -> db.Clip:
@@ -1139,6 +1196,7 @@ def _review_record(row: db.Review) -> ReviewRecord:
         seconds_spent=row.seconds_spent,
         model_version_id=row.model_version_id,
         created_at=row.created_at,
+        reviewer_display_name=row.reviewer_display_name,
     )
 
 
@@ -1153,6 +1211,7 @@ def _review_audit(row: db.Review) -> dict:
         "value": row.value,
         "unit": row.unit,
         "seconds_spent": row.seconds_spent,
+        "reviewer_display_name": row.reviewer_display_name,
     }
 
 

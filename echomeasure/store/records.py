@@ -125,6 +125,8 @@ class ReviewRecord:
     seconds_spent: float | None
     model_version_id: int | None
     created_at: datetime
+    #: The name typed beside a logged-in reviewer (``reviewer`` is the login), or None.
+    reviewer_display_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,4 +239,8 @@ class AuditEventRecord:
     before: dict | None
     after: dict | None
     created_at: datetime
+    #: Hash of the rows the event created, and the event's link in the hash chain.
+    content_sha256: str | None = None
+    prev_sha256: str | None = None
+    sha256: str | None = None
 

@@ -6,8 +6,14 @@ The schema is created and changed only by the Alembic migrations in ``db/migrati
 
 Nothing that identifies a patient is stored: a ``clip`` row is built only from a
 :class:`echomeasure.ingest.DeidentifiedClip` (pseudonymous UIDs, pixel hash, calibration and
-the record of what de-identification did).  ``review`` and ``audit_event`` are append-only:
-database triggers refuse UPDATE and DELETE on them.
+the record of what de-identification did).
+
+Append-only, enforced by the database (migration ``0002_append_only_chain``): ``study``,
+``clip``, ``frame_image``, ``proposal``, ``review``, ``audit_event`` and ``audit_chain`` refuse
+UPDATE, DELETE and TRUNCATE, and on SQLite also an INSERT that would replace an existing row
+(``INSERT OR REPLACE``, ``REPLACE``, UPSERT).  ``model_version`` refuses DELETE and replacement;
+its ``trained_on``, ``metrics``, ``parent_id`` and ``active`` change (audited) when a version is
+re-registered or activated.  Audit events form a hash chain (:mod:`echomeasure.store.chain`).
 """
 
 from __future__ import annotations
@@ -197,15 +203,26 @@ class Review(Base):
     unit: Mapped[str | None] = mapped_column(String(16))
     action: Mapped[str] = mapped_column(String(16))
     reviewer: Mapped[str] = mapped_column(String(100))
+    reviewer_display_name: Mapped[str | None] = mapped_column(String(100))
     seconds_spent: Mapped[float | None] = mapped_column(Float)
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEvent(Base):
-    """Who did what to which entity, and when, with the state before and after (append-only)."""
+    """Who did what to which entity, and when, with the state before and after (append-only).
+
+    ``sha256`` chains the event to ``prev_sha256`` (the previous event's hash, or the genesis);
+    ``content_sha256`` is the hash of the rows the event created (see :mod:`echomeasure.store.chain`).
+    The hash columns are nullable only because SQLite cannot add NOT NULL columns to a filled
+    table; a NULL is reported as a broken link.
+    """
 
     __tablename__ = "audit_event"
+    __table_args__ = (
+        Index("uq_audit_event_sha256", "sha256", unique=True),
+        Index("uq_audit_event_prev_sha256", "prev_sha256", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     actor: Mapped[str] = mapped_column(String(100))
@@ -216,18 +233,37 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    prev_sha256: Mapped[str | None] = mapped_column(String(64))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChain(Base):
+    """The database's one genesis row: a random id and the hash the first audit event links to."""
+
+    __tablename__ = "audit_chain"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_audit_chain_single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    database_id: Mapped[str] = mapped_column(String(32))
+    genesis_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 # Tables whose rows may never change or disappear once written.
-APPEND_ONLY_TABLES = ("review", "audit_event")
+APPEND_ONLY_TABLES = ("study", "clip", "frame_image", "proposal", "review", "audit_event", "audit_chain")
+# Tables whose rows may change (audited) but never disappear or be replaced.
+NO_DELETE_TABLES = ("model_version",)
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "AuditChain",
     "AuditEvent",
     "Base",
     "Clip",
     "FrameImage",
     "ModelVersion",
+    "NO_DELETE_TABLES",
     "Proposal",
     "REVIEW_ACTIONS",
     "Review",

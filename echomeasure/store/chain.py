@@ -1,0 +1,240 @@
+"""The audit hash chain: tamper evidence for the review store.
+
+Every ``audit_event`` row carries ``sha256 = SHA-256(prev_sha256 + canonical payload)`` where
+``prev_sha256`` is the previous event's ``sha256`` (events in id order) and the first event's
+``prev_sha256`` is the database's genesis hash (``audit_chain.genesis_sha256``, derived from a
+random id drawn when the database was created).  The payload holds every column of the event
+plus ``content_sha256``, the hash of the rows the event created (a review, a clip, the
+proposals of a batch), so a review edited behind the application's back no longer matches the
+audit event that recorded it.
+
+:func:`verify` walks the chain and the covered rows and reports the first broken link.  The
+canonical form (``CHAIN_FORMAT``) never changes once databases use it: numbers that are whole
+are written as integers, ``-0.0`` as ``0``, keys sorted, no spaces, UTF-8, timestamps as ISO
+8601 UTC with microseconds.
+
+The chain makes edits *evident*; it cannot stop someone who can write the database from
+recomputing every hash after an edit.  Keep the head hash printed by ``echomeasure audit
+verify`` somewhere else (a ticket, a log) to anchor it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select
+
+CHAIN_FORMAT = "echomeasure.audit/1"
+#: Advisory lock key that serialises appends to the chain on PostgreSQL.
+PG_CHAIN_LOCK = 7243012
+
+# Columns of the rows whose content audit events cover (the order does not matter: keys are sorted).
+REVIEW_CONTENT = (
+    "id", "proposal_id", "clip_id", "frame_index", "measurement", "points", "value", "unit", "action",
+    "reviewer", "reviewer_display_name", "seconds_spent", "model_version_id", "created_at",
+)
+CLIP_CONTENT = (
+    "id", "study_id", "series_uid", "instance_uid", "kind", "source_kind", "n_frames", "frame_time_ms",
+    "width_px", "height_px", "regions", "calibration_source", "user_cm_per_px", "pixel_sha256",
+    "deid_record", "created_at",
+)
+PROPOSAL_CONTENT = (
+    "id", "clip_id", "frame_index", "measurement", "points", "value", "unit", "signed_value",
+    "pixel_length_px", "confidence", "model_version_id", "created_at",
+)
+
+
+def genesis_hash(database_id: str) -> str:
+    """The hash the first event of a database links to."""
+    return hashlib.sha256(f"{CHAIN_FORMAT} genesis {database_id}".encode()).hexdigest()
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("audit payloads hold finite numbers only")
+        # JSONB and numeric round trips may turn 20.0 into 20 or 1e16 into an integer literal.
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    if isinstance(value, Mapping):
+        return {str(k): _canonical_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical_value(v) for v in value]
+    raise TypeError(f"cannot put a {type(value).__name__} into an audit payload")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The canonical UTF-8 JSON bytes of ``obj`` (see the module docstring)."""
+    return json.dumps(
+        _canonical_value(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def event_payload(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The hashed part of an audit event (every column but id and the hashes it links)."""
+    return {
+        "format": CHAIN_FORMAT,
+        "actor": event["actor"],
+        "action": event["action"],
+        "entity_type": event["entity_type"],
+        "entity_id": event["entity_id"],
+        "clip_id": event["clip_id"],
+        "before": event["before"],
+        "after": event["after"],
+        "content_sha256": event["content_sha256"],
+        "created_at": event["created_at"],
+    }
+
+
+def link_hash(prev_sha256: str, event: Mapping[str, Any]) -> str:
+    """``SHA-256(prev_sha256 + canonical payload)`` of one event."""
+    return hashlib.sha256(prev_sha256.encode("ascii") + canonical_json(event_payload(event))).hexdigest()
+
+
+# --------------------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What :func:`verify` found."""
+
+    ok: bool
+    n_events: int
+    head_sha256: str | None
+    genesis_sha256: str | None
+    broken_event_id: int | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+    covered: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.n_events,
+            "head_sha256": self.head_sha256,
+            "genesis_sha256": self.genesis_sha256,
+            "broken_event_id": self.broken_event_id,
+            "reason": self.reason,
+            "covered_rows": self.covered,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _row_hashes(conn: Connection, table: Any, columns: tuple[str, ...]) -> dict[int, str]:
+    cols = [table.c[c] for c in columns if c in table.c]
+    out: dict[int, str] = {}
+    for row in conn.execute(select(*cols)).mappings():
+        out[row["id"]] = row_hash(row, columns)
+    return out
+
+
+def _covered_ids(event: Mapping[str, Any]) -> tuple[str, list[int]] | None:
+    """Which table's rows an event's ``content_sha256`` covers, and their ids."""
+    action, after = event["action"], event["after"] or {}
+    if event["entity_type"] == "review" and action.startswith("review."):
+        return "review", [event["entity_id"]]
+    if action == "clip.add":
+        return "clip", [event["entity_id"]]
+    if action == "proposals.add":
+        return "proposal", [p["proposal_id"] for p in after.get("proposals", [])]
+    return None
+
+
+def verify(engine: Engine | Connection) -> ChainReport:
+    """Check the whole audit chain and the rows its events cover.
+
+    Broken when: an event's ``prev_sha256`` is not the previous event's hash (an event was
+    deleted, inserted or reordered), its ``sha256`` does not match its payload (an event was
+    edited), a covered row no longer hashes to the event's ``content_sha256`` (a review, clip or
+    proposal was edited or deleted), or a review, clip or proposal has no audit event at all.
+    """
+    from echomeasure.store import schema as db
+
+    started = time.perf_counter()
+    if isinstance(engine, Connection):
+        return _verify(engine, db, started)
+    with engine.connect() as conn:
+        return _verify(conn, db, started)
+
+
+def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
+    genesis_row = conn.execute(select(db.AuditChain.genesis_sha256, db.AuditChain.database_id)).first()
+    if genesis_row is None:
+        return ChainReport(False, 0, None, None, None, "the database has no audit genesis", time.perf_counter() - started)
+    genesis = genesis_row[0]
+    if genesis != genesis_hash(genesis_row[1]):
+        return ChainReport(False, 0, None, genesis, None, "the genesis hash does not match the database id",
+                           time.perf_counter() - started)
+    tables = {
+        "review": (db.Review.__table__, REVIEW_CONTENT),
+        "clip": (db.Clip.__table__, CLIP_CONTENT),
+        "proposal": (db.Proposal.__table__, PROPOSAL_CONTENT),
+    }
+    row_hashes = {name: _row_hashes(conn, t, cols) for name, (t, cols) in tables.items()}
+    unaudited = {name: set(hashes) for name, hashes in row_hashes.items()}
+
+    t = db.AuditEvent.__table__
+    prev, n = genesis, 0
+
+    def broken(event_id: int | None, reason: str) -> ChainReport:
+        return ChainReport(False, n, prev, genesis, event_id, reason, time.perf_counter() - started)
+
+    result = conn.execution_options(stream_results=True, yield_per=5000).execute(select(t).order_by(t.c.id))
+    for event in result.mappings():
+        n += 1
+        eid = event["id"]
+        if event["prev_sha256"] != prev:
+            return broken(eid, f"event {eid} does not link to the event before it (one was removed, added or edited)")
+        if event["sha256"] != link_hash(prev, event):
+            return broken(eid, f"event {eid} was changed after it was written (its hash does not match)")
+        covered = _covered_ids(event)
+        if covered is not None:
+            name, ids = covered
+            hashes = row_hashes[name]
+            missing = [i for i in ids if i not in hashes]
+            if missing:
+                return broken(eid, f"{name} {missing[0]} recorded by event {eid} is missing")
+            rows_hash = _list_hash([hashes[i] for i in ids])
+            if event["content_sha256"] != rows_hash:
+                return broken(eid, f"{name} {ids[0] if len(ids) == 1 else ids} recorded by event {eid} "
+                                   "was changed after it was written")
+            unaudited[name].difference_update(ids)
+        prev = event["sha256"]
+    for name, ids in unaudited.items():
+        if ids:
+            return ChainReport(False, n, prev, genesis, None, f"{name} {min(ids)} has no audit event (added behind "
+                               "the application's back)", time.perf_counter() - started)
+    return ChainReport(True, n, prev, genesis, None, None, time.perf_counter() - started,
+                       {name: len(h) for name, h in row_hashes.items()})
+
+
+def row_hash(row: Mapping[str, Any], columns: Iterable[str]) -> str:
+    """SHA-256 of one row's canonical content."""
+    cols = tuple(columns)
+    return hashlib.sha256(canonical_json({c: row.get(c) for c in cols})).hexdigest()
+
+
+def _list_hash(row_hashes: list[str]) -> str:
+    return hashlib.sha256(",".join(row_hashes).encode("ascii")).hexdigest()
+
+
+def rows_content_hash(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> str:
+    """The ``content_sha256`` of an event that created ``rows``: a hash over the rows' hashes."""
+    cols = tuple(columns)
+    return _list_hash([row_hash(r, cols) for r in rows])
