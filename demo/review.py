@@ -2,6 +2,10 @@
 
 The browser shows live values while the reviewer drags; the value that is stored is computed
 here from the points by :mod:`echomeasure.ingest.calibration`, never taken from the browser.
+
+A value outside the catalogue's plausibility limits (:data:`echomeasure.catalog.PLAUSIBLE_RANGE`)
+is saved only as a request of its own that says the reviewer confirmed it: "Accept all" can
+never store an impossible value as reviewed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class ReviewRequest:
     points: tuple[tuple[float, float], ...]
     seconds_spent: float | None
     proposal_id: int | None
+    confirmed: bool = False  # the reviewer confirmed a value outside the plausibility limits
 
     @classmethod
     def from_payload(cls, item: Mapping[str, Any]) -> ReviewRequest:
@@ -59,36 +64,26 @@ class ReviewRequest:
             points=points,
             seconds_spent=None if seconds is None else max(float(seconds), 0.0),
             proposal_id=None if proposal_id is None else int(proposal_id),
+            confirmed=item.get("confirmed") is True,
         )
 
 
 def measured_value(clip: ClipRecord, name: str, points: Sequence[Sequence[float]]) -> tuple[float | None, str]:
     """Value and unit of a measurement placed at ``points`` on a stored clip.
 
-    Same rules as :func:`echomeasure.ingest.calibration.physical_value`: DICOM regions first,
-    then the user's cm/px scale for 2D, else the value stays in pixels (``(None, "px")``).
+    The rule is :func:`echomeasure.ingest.calibration.calibrated_value` (DICOM regions first,
+    then the user's cm/px scale for 2D, else pixels); a wrong number of points is a store error.
 
     Raises
     ------
     CalibrationError
         The regions refuse the points (outside the sector, two regions, wrong units).
     """
-    spec = catalog.get(name)
-    regions = clip.region_objects
-    pts = [(float(p[0]), float(p[1])) for p in points]
-    if spec.mode == "2d":
-        if len(pts) != 2:
-            raise StoreError(f"{name} needs 2 points, got {len(pts)}")
-        if regions:
-            return calibration.distance_cm(regions, pts[0], pts[1]), "cm"
-        if clip.user_cm_per_px:
-            return calibration.pixel_length(pts[0], pts[1]) * float(clip.user_cm_per_px), "cm"
-        return None, "px"
-    if len(pts) != 1:
-        raise StoreError(f"{name} needs 1 point, got {len(pts)}")
-    if not regions:
-        return None, "px"
-    return abs(calibration.velocity_m_s(regions, pts[0][0], pts[0][1])), "m/s"
+    try:
+        value, unit, _signed = calibration.calibrated_value(clip.region_objects, clip.user_cm_per_px, name, points)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    return value, unit
 
 
 def _same_points(a: Sequence[Sequence[float]] | None, b: Sequence[Sequence[float]] | None) -> bool:
@@ -113,6 +108,24 @@ def resolve_action(request: ReviewRequest, state: MeasurementState | None) -> st
         request.frame is None or request.frame == state.proposed_frame_index
     )
     return "accepted" if unchanged else "corrected"
+
+
+def check_plausible(name: str, value: float | None, unit: str | None, *, confirmed: bool, alone: bool) -> None:
+    """Refuse an implausible value unless it is saved on its own after a confirmation.
+
+    Raises
+    ------
+    StoreError
+        ``value`` lies outside the catalogue's plausibility limits and the request was part of
+        a batch or not confirmed.
+    """
+    if catalog.is_plausible(name, value, unit or "px") or (confirmed and alone):
+        return
+    lo, hi = catalog.PLAUSIBLE_RANGE[name]
+    raise StoreError(
+        f"{name} {value:.2f} {unit} is outside the plausible range {lo:g}-{hi:g} {unit}; "
+        "nothing saved: check it, then accept it on its own and confirm"
+    )
 
 
 def save_reviews(
@@ -142,7 +155,8 @@ def save_reviews(
     Raises
     ------
     StoreError
-        No reviewer, unknown clip or measurement, points outside the image.
+        No reviewer, unknown clip or measurement, points outside the image, an implausible
+        value in a batch or not confirmed (:func:`check_plausible`; nothing is stored then).
     CalibrationError
         A corrected caliper left the calibrated region (nothing of that request is stored).
     """
@@ -151,7 +165,8 @@ def save_reviews(
         raise StoreError("enter your name in the Reviewer field before saving reviews")
     clip = store.clip(clip_id)
     states = {st.measurement: st for st in store.current_measurements(clip_id)}
-    saved: list[ReviewRecord] = []
+    planned: list[tuple[ReviewRequest, str, dict[str, Any]]] = []
+    # Every request is checked before the first is written: a refused batch stores nothing.
     for req in requests:
         state = states.get(req.name)
         action = resolve_action(req, state)
@@ -162,8 +177,22 @@ def save_reviews(
         if action in ("corrected", "added") and spec.n_points > 0:
             value, unit = measured_value(clip, req.name, req.points)
             kwargs.update(frame=req.frame, points=req.points, value=value, unit=unit)
-        elif action == "accepted" and req.frame is not None:
-            kwargs["frame"] = req.frame
+        elif action == "accepted":
+            if req.frame is not None:
+                kwargs["frame"] = req.frame
+            value, unit = (state.proposed_value, state.proposed_unit) if state is not None else (None, None)
+            if spec.n_points > 0 and state is not None and state.proposed_points and unit == "px" and (
+                clip.regions or clip.user_cm_per_px
+            ):
+                # proposed before the clip was calibrated (a video the user calibrated since)
+                value, unit = measured_value(clip, req.name, state.proposed_points)
+                kwargs.update(value=value, unit=unit)
+        else:
+            value, unit = None, None
+        check_plausible(req.name, value, unit, confirmed=req.confirmed, alone=len(requests) == 1)
+        planned.append((req, action, kwargs))
+    saved: list[ReviewRecord] = []
+    for req, action, kwargs in planned:
         record = store.add_review(clip_id, req.name, action, reviewer, **kwargs)
         log.info("clip %s: %s %s by %s", clip_id, req.name, action, reviewer)
         saved.append(record)
@@ -174,6 +203,7 @@ __all__ = [
     "BROWSER_ACTIONS",
     "SAME_POINT_TOLERANCE_PX",
     "ReviewRequest",
+    "check_plausible",
     "measured_value",
     "resolve_action",
     "save_reviews",

@@ -214,10 +214,25 @@ def _as_points(points: object) -> list[Point]:
 def physical_value(clip: Clip, name: str, points: Sequence[Sequence[float]]) -> tuple[float | None, str, float | None]:
     """The physical value of a catalogue measurement placed at ``points`` on ``clip``.
 
+    The clip's regions and user scale are its calibration; see :func:`calibrated_value`.
+    """
+    return calibrated_value(clip.regions, clip.user_cm_per_px, name, points)
+
+
+def calibrated_value(
+    regions: Sequence[Region],
+    user_cm_per_px: float | None,
+    name: str,
+    points: Sequence[Sequence[float]],
+) -> tuple[float | None, str, float | None]:
+    """The physical value of a catalogue measurement placed at ``points``: the one rule.
+
     Parameters
     ----------
-    clip : Clip
-        The clip (its regions or user scale give the calibration).
+    regions : sequence of Region
+        The clip's DICOM ultrasound regions (empty for videos and stills).
+    user_cm_per_px : float or None
+        The user's scale for a clip without regions (calibration source ``user``).
     name : str
         Catalogue name: a 2D linear measurement (``ivsd``, ``lvidd``, ...) or a Doppler peak
         (``av_vmax``, ``mv_e``, ...).
@@ -229,8 +244,7 @@ def physical_value(clip: Clip, name: str, points: Sequence[Sequence[float]]) -> 
     (value, unit, signed_value)
         2D: ``(cm, "cm", None)`` from a DICOM 2D region or the user's cm-per-pixel scale, or
         ``(None, "px", None)`` when the clip is uncalibrated.  Doppler: ``(|v|, "m/s", v)`` with
-        ``v`` the signed velocity in m/s, or ``(None, "px", None)`` without a spectral
-        calibration on an uncalibrated source.
+        ``v`` the signed velocity in m/s, or ``(None, "px", None)`` without regions.
 
     Raises
     ------
@@ -239,6 +253,8 @@ def physical_value(clip: Clip, name: str, points: Sequence[Sequence[float]]) -> 
         frequency scale).
     MeasurementError
         ``name`` is derived (``mv_ea``) and has no points of its own.
+    ValueError
+        Wrong number of points for the measurement, or points that are not finite pairs.
     """
     m = catalog.get(name)
     pts = _as_points(points)
@@ -247,17 +263,16 @@ def physical_value(clip: Clip, name: str, points: Sequence[Sequence[float]]) -> 
     if m.mode == "2d":
         if len(pts) != 2:
             raise ValueError(f"{name} needs 2 points, got {len(pts)}")
-        if clip.regions:
-            return distance_cm(clip.regions, pts[0], pts[1]), "cm", None
-        if clip.user_cm_per_px:
-            length_px = math.hypot(pts[1][0] - pts[0][0], pts[1][1] - pts[0][1])
-            return length_px * float(clip.user_cm_per_px), "cm", None
+        if regions:
+            return distance_cm(regions, pts[0], pts[1]), "cm", None
+        if user_cm_per_px:
+            return pixel_length(pts[0], pts[1]) * float(user_cm_per_px), "cm", None
         return None, "px", None
     if not pts:
         raise ValueError(f"{name} needs a peak point")
-    if not clip.regions:
+    if not regions:
         return None, "px", None
-    v_m_s = velocity_m_s(clip.regions, pts[0][0], pts[0][1])
+    v_m_s = velocity_m_s(regions, pts[0][0], pts[0][1])
     return abs(v_m_s), "m/s", v_m_s
 
 
@@ -300,7 +315,7 @@ def calibration_record(clip: Clip) -> dict:
 
 
 __all__ = [
-    "Point", "baseline_row", "calibration_record", "distance_cm", "physical_value", "pixel_length",
+    "Point", "baseline_row", "calibrated_value", "calibration_record", "distance_cm", "physical_value", "pixel_length",
     "region_for_distance", "region_record", "regions_containing", "spectral_region", "velocity_m_s",
     "velocity_cm_s_in_region", "SPATIAL_2D", "UNIT_CM",
 ]

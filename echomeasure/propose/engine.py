@@ -22,7 +22,6 @@ Doppler (a clip with a spectral region):
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +32,7 @@ import numpy as np
 
 from echomeasure import catalog
 from echomeasure.errors import CalibrationError, MeasurementError
+from echomeasure.ingest.calibration import pixel_length
 from echomeasure.ingest.clip import UNIT_S, Clip
 from echomeasure.propose.temporal import select_ed_es, smooth_tracks
 from echomeasure.propose.types import ClipProposals, ModelInfo, Point, Proposal
@@ -152,30 +152,20 @@ def clear_engines() -> None:
 # --------------------------------------------------------------------------- values
 
 
-def _pixel_length(points: tuple[Point, ...]) -> float:
-    (x1, y1), (x2, y2) = points
-    return float(math.hypot(x2 - x1, y2 - y1))
-
-
 def physical_value(clip: Clip, name: str, points: tuple[Point, ...]) -> tuple[float | None, str, float | None]:
-    """Value, unit and signed value of a measurement through the clip's calibration.
+    """Value, unit and signed value of a proposal through the clip's calibration.
 
-    DICOM regions first (:func:`echomeasure.ingest.calibration.physical_value`); for a 2D
-    measurement on a clip without DICOM calibration, the user's ``cm/px`` scale when given.
-    A calibration problem for one measurement (e.g. wrong units) is logged and the value left
-    in pixels, so the other measurements are still proposed.
+    The rule is :func:`echomeasure.ingest.calibration.physical_value`.  A calibration problem for
+    one measurement (e.g. wrong units) is logged and the value left in pixels, so the other
+    measurements are still proposed.
     """
-    from echomeasure.ingest.calibration import physical_value as dicom_value
+    from echomeasure.ingest.calibration import physical_value as calibrated
 
     try:
-        value, unit, signed = dicom_value(clip, name, points)
+        return calibrated(clip, name, points)
     except CalibrationError as exc:
         log.warning("%s: %s; value left in pixels", name, exc)
         return None, "px", None
-    if value is None and clip.user_cm_per_px and catalog.get(name).mode == "2d" and len(points) == 2:
-        v = _pixel_length(points) * float(clip.user_cm_per_px)
-        return v, "cm", v
-    return value, unit, signed
 
 
 # --------------------------------------------------------------------------- 2D
@@ -284,7 +274,7 @@ def _propose_2d(
                     min(endpoint_conf[frame, p], endpoint_conf[frame, q])
                 ),
                 model=engine.info,
-                pixel_length=_pixel_length(points),
+                pixel_length=pixel_length(points[0], points[1]),
                 signed_value=signed,
             )
         )

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from echomeasure.ingest.calibration import baseline_row
 from echomeasure.ingest.clip import UNIT_S, Region
 
 #: Accept a snapped point only within this range of the model's distance from the baseline.
@@ -57,11 +58,6 @@ AVERAGED_S = 0.012
 REPAIR_DROPOUTS = True
 #: Columns averaged when the region has no time axis.
 COLUMNS_AVERAGED = 3
-
-
-def baseline_row(region: Region) -> float:
-    """Image row of the zero-velocity baseline of a spectral region (MinY0 + ReferencePixelY0)."""
-    return float(region.y0 + (region.ref_y0 or 0))
 
 
 @dataclass(frozen=True)
