@@ -1,8 +1,9 @@
 """Configuration from the environment, with defaults that work from any working directory.
 
-``ECHOMEASURE_DB``       SQLAlchemy URL (default: SQLite at ``<project>/db/echomeasure.sqlite``)
-``ECHOMEASURE_SECRET``   secret for the HMAC UID remap (default: a local secret kept in ``db/.secret``)
-``ECHOMEASURE_WEIGHTS``  weights folder (default: ``<project>/weights``)
+``ECHOMEASURE_DB``       SQLAlchemy URL (default: SQLite at ``<project>/db/echomeasure.sqlite``, or
+                         ``~/.local/share/echomeasure/`` for an installed wheel)
+``ECHOMEASURE_SECRET``   secret for the HMAC UID remap (default: a local secret kept beside the database)
+``ECHOMEASURE_WEIGHTS``  weights folder (default: ``<project>/weights``, or the weights in the wheel)
 """
 
 from __future__ import annotations
@@ -11,14 +12,36 @@ import os
 import secrets
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DB_DIR = PROJECT_ROOT / "db"
-EXAMPLES_DIR = PROJECT_ROOT / "examples"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent
+# A source checkout keeps weights, migrations and examples at the top of the repository; an
+# installed wheel carries copies of them in ``echomeasure/_bundled`` (see setup.py) and keeps
+# its database under the user's data folder.
+SOURCE_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "weights").is_dir()
+BUNDLED_DIR = PACKAGE_DIR / "_bundled"
+
+
+def _user_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "echomeasure"
+
+
+DB_DIR = PROJECT_ROOT / "db" if SOURCE_CHECKOUT else _user_data_dir()
+EXAMPLES_DIR = PROJECT_ROOT / "examples" if SOURCE_CHECKOUT else BUNDLED_DIR / "examples"
+MIGRATIONS_DIR = PROJECT_ROOT / "db" / "migrations" if SOURCE_CHECKOUT else BUNDLED_DIR / "migrations"
 
 
 def weights_dir() -> Path:
-    """Folder holding the weight files and ``manifest.json``."""
-    return Path(os.environ.get("ECHOMEASURE_WEIGHTS") or PROJECT_ROOT / "weights")
+    """Folder holding the weight files and ``manifest.json``.
+
+    ``ECHOMEASURE_WEIGHTS`` when set; else the checkout's ``weights/``; else the weights the
+    wheel carries (read-only in a system install: point ``ECHOMEASURE_WEIGHTS`` at a writable
+    copy to train or fine-tune).
+    """
+    env = os.environ.get("ECHOMEASURE_WEIGHTS")
+    if env:
+        return Path(env)
+    return PROJECT_ROOT / "weights" if SOURCE_CHECKOUT else BUNDLED_DIR / "weights"
 
 
 def db_url(explicit: str | None = None) -> str:

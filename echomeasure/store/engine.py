@@ -19,12 +19,11 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from echomeasure.config import PROJECT_ROOT
+from echomeasure.config import MIGRATIONS_DIR
 from echomeasure.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = PROJECT_ROOT / "db" / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_OPTION = "echomeasure_write"
 
