@@ -119,11 +119,12 @@ def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None,
             frames = dicom_io.decode_frames(ds, geometry)
             regions = dicom_io.regions_from_dataset(ds)
             identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
-            result = deid.deidentify_dicom(ds, frames, regions, secret=secret, options=options, attach_pixels=False)
+            result = deid.deidentify_dicom(ds, frames, regions, secret=secret, options=options, attach_pixels=False,
+                                           identifiers=identifiers)
             del frames, ds
             data = deid.dicom_bytes(result.dataset, result.frames)
             del result.frames
-            dc = gate.admit_dicom(identifiers, data, result.record, user_cm_per_px=user_cm_per_px)
+            dc = gate.admit_dicom(identifiers, data, result.record, user_cm_per_px=user_cm_per_px, secret=secret)
             return _Outcome(data, dc, "dicom", None)
         from echomeasure.ingest.sector import motion_sector_mask
 

@@ -26,8 +26,10 @@ import datetime as _dt
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
@@ -38,7 +40,11 @@ from pydicom.uid import ExplicitVRLittleEndian, UID
 
 from echomeasure import __version__
 from echomeasure.errors import DeidentificationError
+from echomeasure.ingest import retention
 from echomeasure.ingest.clip import SPATIAL_GRAPHICS, SPATIAL_NONE, Region
+
+if TYPE_CHECKING:
+    from echomeasure.ingest.gate import OriginalIdentifiers
 from echomeasure.ingest.profile import DeidOptions, annex_e, resolve, row_for
 
 log = logging.getLogger(__name__)
@@ -58,7 +64,6 @@ CID_7050 = {
     "113109": "Retain Device Identity Option",
 }
 
-_FREE_TEXT_VRS = {"LT", "ST", "UT", "UN"}
 _STRING_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
 # Pixel-module attributes that no longer describe 8-bit RGB output.
 _STALE_PIXEL_KEYWORDS = (
@@ -243,7 +248,9 @@ def _remap_uids(elem: DataElement, ctx: _Context) -> None:
     ctx.count("UIDs remapped")
 
 
-def _walk(ds: Dataset, ctx: _Context, top: bool) -> None:
+def _walk(ds: Dataset, ctx: _Context, allowed: Mapping[str, str], top: bool) -> None:
+    """Remove what ``allowed`` (the retention table, or a listed sequence's item table) does not
+    list, private attributes first; apply the Annex E action of everything that stays."""
     for elem in list(ds):
         tag = elem.tag
         if tag.is_private:
@@ -252,24 +259,16 @@ def _walk(ds: Dataset, ctx: _Context, top: bool) -> None:
             continue
         if top and tag == 0x7FE00010:
             continue
-        group = tag.group
-        row = row_for(int(tag))
-        if row is None and (0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF):
+        if elem.keyword not in allowed:
             del ds[tag]
-            ctx.count("curve/overlay attributes removed")
+            group = tag.group
+            if 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF:
+                ctx.count("curve/overlay attributes removed")
+            else:
+                ctx.count("attributes not on the retention list removed")
             continue
-        if row is not None:
-            action = resolve(row, ctx.options)
-        elif elem.VR == "SQ":
-            action = "K"
-        elif elem.VR == "UI":
-            action = "U"
-        elif elem.VR in ("DA", "DT"):
-            action = "C" if ctx.options.dates == "shift" else "X"
-        elif elem.VR == "PN" or elem.VR in _FREE_TEXT_VRS:
-            action = "X"
-        else:
-            action = "K"
+        row = row_for(int(tag))
+        action = resolve(row, ctx.options) if row is not None else "K"
         _apply(ds, elem, action, ctx)
 
 
@@ -284,8 +283,9 @@ def _apply(ds: Dataset, elem: DataElement, action: str, ctx: _Context) -> None:
             elem.value = Sequence()
             ctx.count("attributes emptied")
             return
+        items = retention.items_table(elem.keyword)
         for item in elem.value:  # K, D, C, U, U*: keep the structure, clean what is inside
-            _walk(item, ctx, top=False)
+            _walk(item, ctx, items, top=False)
         return
     if action == "U" or action == "U*":
         _remap_uids(elem, ctx)
@@ -472,7 +472,7 @@ def deidentify_header(ds: Dataset, *, secret: bytes, options: DeidOptions = Deid
     if options.dates == "shift" and not already:
         day_offset = date_offset_days(secret, patient_key)
     ctx = _Context(secret=secret, options=options, remap=UidRemapper(secret), day_offset=day_offset)
-    _walk(ds, ctx, top=True)
+    _walk(ds, ctx, retention.TOP_LEVEL, top=True)
     if "PatientID" not in ds:
         ds.PatientID = patient_pseudonym(secret, patient_key)
     if "PatientName" not in ds:
@@ -486,8 +486,26 @@ def deidentify_header(ds: Dataset, *, secret: bytes, options: DeidOptions = Deid
                       else "shifted per patient (offset not recorded)" if options.dates == "shift" else "removed")}
 
 
+def drop_identifying_values(ds: Dataset, identifiers: OriginalIdentifiers, *, secret: bytes) -> list[dict]:
+    """Remove every kept value that carries an original identifier; say what and why.
+
+    A kept value such as Manufacturer "Philips" for a patient named Philips is removed (the
+    attribute, not the object): the record names the attribute and the kind of identifier it
+    matched, never the value.
+    """
+    from echomeasure.ingest.gate import matching_attributes
+
+    dropped: list[dict] = []
+    for holder, tag, label, source in matching_attributes(ds, identifiers, secret=secret, include_meta=False):
+        if tag in holder:
+            del holder[tag]
+            dropped.append({"attribute": label, "reason": f"carries an identifier from the original {source}"})
+    return dropped
+
+
 def _mark(ds: Dataset, options: DeidOptions, pixels: PixelResult, original_burned_in: str | None) -> list[dict]:
     codes = _codes(options, pixels)
+    ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = method_text(options)
     seq = Sequence()
@@ -514,17 +532,25 @@ def deidentify_dicom(
     secret: bytes,
     options: DeidOptions = DeidOptions(),
     attach_pixels: bool = True,
+    identifiers: OriginalIdentifiers | None = None,
 ) -> DicomDeidResult:
     """De-identify a decoded dataset: header profile, pixel cleaning, marks, fresh file meta.
 
     ``ds`` is modified in place: its pixel data is replaced by the cleaned 8-bit RGB frames
     (``attach_pixels``), or removed, the frames then travelling in ``result.frames`` only.
+    ``identifiers`` are the original's (collected from ``ds`` itself when not given): a kept
+    value that carries one of them is dropped and recorded (:func:`drop_identifying_values`).
     """
+    from echomeasure.ingest import gate
+
+    if identifiers is None:
+        identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
     original_burned_in = str(ds.get("BurnedInAnnotation", "") or "") or None
     header = deidentify_header(ds, secret=secret, options=options)
     pixels = clean_dicom_pixels(frames, regions)
     set_rgb_pixels(ds, pixels.frames, attach=attach_pixels)
     codes = _mark(ds, options, pixels, original_burned_in)
+    dropped = drop_identifying_values(ds, identifiers, secret=secret)
     sop_class = str(ds.get("SOPClassUID", "") or "1.2.840.10008.5.1.4.1.1.7")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
@@ -541,7 +567,16 @@ def deidentify_dicom(
         "cid7050_codes": codes,
         "uid_remap": "HMAC-SHA256(site secret, UID) -> 2.25.<UUIDv4 int>, idempotent",
         "private_attributes": "removed",
+        "retention_table": retention.TABLE_VERSION,
         "header": header,
+        "dropped_values": dropped,
+        "identifier_matching": {
+            "short_numeric_id_digits": gate.SHORT_NUMERIC_ID_DIGITS,
+            "short_numeric_ids_not_searched": identifiers.short_numeric_ids,
+            "why": (f"all-digit IDs shorter than {gate.SHORT_NUMERIC_ID_DIGITS} digits are replaced where they "
+                    "stand but not searched elsewhere: they collide with character sets, image-type codes, "
+                    "heart rates and counts, and identify nobody on their own"),
+        },
         "pixels": {
             "method": pixels.method,
             "cleaned": pixels.cleaned,

@@ -2,20 +2,34 @@
 :class:`DeidentifiedClip`.
 
 The gate does not trust the de-identifier.  Before de-identification it collects, from the
-*original*, every value that could identify someone (:func:`collect_dicom_identifiers`,
+*original*, the values that identify someone (:func:`collect_dicom_identifiers`,
 :func:`collect_container_identifiers`); afterwards it re-reads the output *bytes* and refuses
 them if any of these remain:
 
-* DICOM: a non-zero 128-byte preamble; any private attribute (nested sequences included); any
-  original identifying string (length >= 3), original UID or original date anywhere in the bytes
-  outside the pixel data value; a missing PatientIdentityRemoved=YES / CID 7050 basic code;
+* DICOM: a non-zero 128-byte preamble; any private attribute or attribute outside the retention
+  table (:mod:`echomeasure.ingest.retention`), nested sequences included; any original
+  identifier in a kept value or in the header bytes; a missing PatientIdentityRemoved=YES /
+  CID 7050 basic code;
 * videos and stills: any metadata key other than what muxers write themselves; any original
   metadata value in the parsed metadata, or (length >= 6) anywhere in the file bytes.
 
-Numeric identifiers and UIDs only match as whole numbers (not inside a longer digit run), so a
-study ID "1234" does not match inside a random ``2.25`` UID.  Pixel data is not searched for text:
-it was produced from decoded arrays and holds image samples, not strings (burned-in text is
-handled by pixel masking and recorded for human confirmation).
+Identifiers come only from identifying attributes: person names (PN, anywhere), IDs, addresses,
+institutions, stations and free text (Annex E rows that do not keep the value, and LT/ST/UT),
+dates and non-registered UIDs.  Coded values (CS), numbers, code meanings and private values
+are technical, not identifiers.  Matching is done the way a person reads: NFKC, case-folded,
+accents ignored; a name matches by any of its family/given/middle components in any order
+and with any separator; short tokens only as whole words, longer ones also inside words.
+
+Short all-digit IDs (fewer than :data:`SHORT_NUMERIC_ID_DIGITS` digits) are replaced where they
+stand (Patient ID becomes a pseudonym) but are not searched elsewhere: ``100`` is also the
+character set ISO_IR 100, ``0001`` an image-type code and ``120`` a heart rate, and a number
+with fewer than 100000 possible values identifies nobody without a name; hospital record numbers
+are six digits or longer.  Longer all-digit IDs, dates and UIDs match as whole numbers only.
+
+:func:`matching_attributes` is what the de-identifier uses to *drop* a kept value that carries
+an identifier (``Manufacturer "Philips"`` for a patient named Philips) before the gate runs:
+such a value is removed and recorded, and the object is admitted; the gate refuses only what
+was not cleaned.
 
 Only :func:`admit_dicom` / :func:`admit_frames` construct a :class:`DeidentifiedClip`; its
 constructor refuses any caller that does not hold this module's private token.
@@ -25,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -34,58 +49,158 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from echomeasure.errors import DeidentificationError
+from echomeasure.ingest import retention
 from echomeasure.ingest.clip import Clip
 from echomeasure.ingest.profile import annex_e, row_for
 
 _GATE_TOKEN = object()
 
-MIN_IDENTIFIER_LEN = 3
+#: All-digit IDs shorter than this are not searched outside their own attribute (see above).
+SHORT_NUMERIC_ID_DIGITS = 6
+#: Name tokens at least this long also match inside a longer word ("PhilipsMedical").
+LONG_NAME_TOKEN = 5
+#: Other identifiers at least this long (letters and digits, separators ignored) also match
+#: inside a longer run.
+LONG_TERM = 8
+#: Identifiers searched in the raw header bytes (binary fields too) need at least this length.
+MIN_BYTE_SEARCH_LEN = 6
 MIN_BYTE_SEARCH_LEN_CONTAINER = 6
-# Values the de-identifier itself writes; an original equal to one of these is not a leak signal.
-_WRITER_CONSTANTS = frozenset({
-    "YES", "NO", "RGB", "MODIFIED", "REMOVED", "DCM", "ANONYMIZED", "ANONYMOUS", "UNKNOWN", "NONE",
-    "19000101", "000000", "MONOCHROME2", "ISO_IR 100", "ISO_IR 192",
-})
+MIN_IDENTIFIER_LEN = 2
 _REGISTERED_ROOT = "1.2.840.10008."
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"})
+# Text VRs whose values can carry an identity when the attribute is an identifying one.
+_IDENTIFYING_VRS = frozenset({"AE", "LO", "SH", "ST", "LT", "UT", "UC", "UR"})
+_FREE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+# Identifying attributes that the Annex E table does not list.
+_UNLISTED_IDENTIFYING = frozenset({
+    "ContactDisplayName", "ContactURI", "DeviceID", "DeviceLabel", "DeviceDescription", "ManufacturerDeviceIdentifier",
+    "UDISequence", "UniqueDeviceIdentifier", "DeviceSerialNumber", "StationAETitle",
+})
+# Person-name components that are not identifying (prefix / suffix groups are skipped anyway).
+_NAME_STOPWORDS = frozenset({"dr", "mr", "mrs", "ms", "jr", "sr", "md", "phd", "iii", "ii"})
 # Elements whose values describe software, not people.
 _NOT_IDENTIFYING_META = {0x00020012, 0x00020013, 0x00020010, 0x00020002, 0x00020001}
+# Output attributes the de-identifier writes from a fixed vocabulary; the gate validates them
+# and does not search them (a patient named "Yes" is not found in PatientIdentityRemoved).
+_WRITER_VOCABULARY: dict[str, frozenset[str]] = {
+    "PatientIdentityRemoved": frozenset({"YES"}),
+    "LongitudinalTemporalInformationModified": frozenset({"MODIFIED", "REMOVED", "UNMODIFIED"}),
+    "BurnedInAnnotation": frozenset({"YES", "NO"}),
+    "PhotometricInterpretation": frozenset({"RGB"}),
+    "SpecificCharacterSet": frozenset({"ISO_IR 192"}),
+}
+
+
+def normalise(text: str) -> str:
+    """NFKC, case-folded, accents removed."""
+    t = unicodedata.normalize("NFKC", text).casefold()
+    if not t.isascii():
+        t = "".join(ch for ch in unicodedata.normalize("NFKD", t) if not unicodedata.combining(ch))
+    return t
+
+
+def tokens(text: str) -> list[str]:
+    """The words of ``text`` after :func:`normalise` (letters and digits; everything else separates)."""
+    return re.findall(r"[^\W_]+", normalise(text))
 
 
 @dataclass
 class OriginalIdentifiers:
-    """What the gate must not find again: ``{value: label}`` maps (labels name the element only)."""
+    """What the gate must not find again: ``{normalised value: label}`` maps.
 
-    strings: dict[str, str] = field(default_factory=dict)
+    Labels name the attribute only (``(0010,0010) PatientName``), never a value.
+    """
+
+    names: dict[str, str] = field(default_factory=dict)  # name tokens
+    terms: dict[str, str] = field(default_factory=dict)  # IDs, addresses, free text: token strings
+    numbers: dict[str, str] = field(default_factory=dict)  # all-digit IDs of SHORT_NUMERIC_ID_DIGITS+
     uids: dict[str, str] = field(default_factory=dict)
     dates: dict[str, str] = field(default_factory=dict)
+    short_numeric_ids: int = 0  # replaced where they stand, not searched elsewhere
 
     def __len__(self) -> int:
-        return len(self.strings) + len(self.uids) + len(self.dates)
+        return len(self.names) + len(self.terms) + len(self.numbers) + len(self.uids) + len(self.dates)
+
+    # ------------------------------------------------------------------ collecting
+
+    def add_name(self, value: str, label: str) -> None:
+        """A person name: family, given and middle components (any separator) as tokens."""
+        for group in str(value).split("="):
+            for component in group.split("^")[:3]:
+                for tok in tokens(component):
+                    self._add_token(tok, label)
+
+    def _add_token(self, tok: str, label: str) -> None:
+        if tok.isdigit():
+            if len(tok) < SHORT_NUMERIC_ID_DIGITS:
+                self.short_numeric_ids += 1
+            else:
+                self.numbers.setdefault(tok, label)
+            return
+        if len(tok) >= MIN_IDENTIFIER_LEN and tok not in _NAME_STOPWORDS:
+            self.names.setdefault(tok, label)
+
+    def add_term(self, value: str, label: str) -> None:
+        """An ID, address, institution or free text: matched as a whole (words in order)."""
+        toks = tokens(str(value).strip("\x00"))
+        if not toks:
+            return
+        if len(toks) == 1 and toks[0].isdigit():
+            if len(toks[0]) < SHORT_NUMERIC_ID_DIGITS:
+                self.short_numeric_ids += 1
+            else:
+                self.numbers.setdefault(toks[0], label)
+            return
+        term = " ".join(toks)
+        if len(term.replace(" ", "")) >= MIN_IDENTIFIER_LEN:
+            self.terms.setdefault(term, label)
+
+    # ------------------------------------------------------------------ matching
+
+    def find(self, value: str, *, uid_valued: bool = False) -> list[str]:
+        """Labels of the identifiers that occur in one kept value (empty: clean)."""
+        text = unicodedata.normalize("NFKC", str(value))
+        hits: list[str] = []
+        for table in (self.uids, self.dates, self.numbers):
+            for number, label in table.items():
+                if number in text and re.search(r"(?<![0-9.])" + re.escape(number) + r"(?![0-9])", text):
+                    hits.append(label)
+        if uid_valued:
+            return hits
+        toks = tokens(text)
+        if not toks:
+            return hits
+        padded = " " + " ".join(toks) + " "
+        compact = "".join(toks)
+        for tok, label in self.names.items():
+            if f" {tok} " in padded or (len(tok) >= LONG_NAME_TOKEN and tok in compact):
+                hits.append(label)
+        for term, label in self.terms.items():
+            whole = term.replace(" ", "")
+            if f" {term} " in padded or (len(whole) >= LONG_TERM and not whole.isdigit() and whole in compact):
+                hits.append(label)
+        return hits
+
+    def byte_needles(self, min_len: int) -> list[tuple[bytes, str, bool]]:
+        """(lower-case needle, label, whole-number) for searching raw bytes."""
+        out: list[tuple[bytes, str, bool]] = []
+        for table, numeric in ((self.names, False), (self.terms, False), (self.numbers, True),
+                               (self.uids, True), (self.dates, True)):
+            for value, label in table.items():
+                if len(value) < min_len:
+                    continue
+                for enc in ("utf-8", "latin-1"):
+                    try:
+                        b = value.encode(enc)
+                    except UnicodeEncodeError:
+                        continue
+                    out.append((b, label, numeric))
+        return out
 
 
 def _label(elem: pydicom.dataelem.DataElement) -> str:
     kw = elem.keyword or ("private" if elem.tag.is_private else "element")
     return f"({elem.tag.group:04X},{elem.tag.element:04X}) {kw}"
-
-
-def _add_string(ids: OriginalIdentifiers, value: str, label: str) -> None:
-    v = value.strip().strip("\x00").strip()
-    if len(v) < MIN_IDENTIFIER_LEN or v.upper() in _WRITER_CONSTANTS:
-        return
-    if not any(ch.isalnum() for ch in v):
-        return
-    ids.strings.setdefault(v, label)
-    if "^" in v or "=" in v:  # person names: each component on its own
-        for part in re.split(r"[\^=]", v):
-            part = part.strip()
-            # A short all-digit component ("0001" in "DOE^JOHN^0001") identifies nobody on its
-            # own and collides with legitimate coded values (ImageType "0001" = 2D imaging);
-            # the whole name is still searched for.
-            if part.isdigit() and len(part) < MIN_BYTE_SEARCH_LEN_CONTAINER:
-                continue
-            if len(part) >= MIN_IDENTIFIER_LEN and part.upper() not in _WRITER_CONSTANTS:
-                ids.strings.setdefault(part, label)
 
 
 def _printable_runs(data: bytes, min_len: int = 6) -> list[str]:
@@ -101,12 +216,21 @@ def _values(elem: pydicom.dataelem.DataElement) -> list:
     return [v]
 
 
+def _is_identifying(elem: pydicom.dataelem.DataElement) -> bool:
+    """An attribute whose text identifies someone: Annex E does not keep it, free text, or a
+    known unlisted identifying attribute.  Coded strings and numbers are technical."""
+    if elem.VR not in _IDENTIFYING_VRS:
+        return False
+    if elem.keyword in _UNLISTED_IDENTIFYING:
+        return True
+    row = row_for(int(elem.tag))
+    if row is not None:
+        return row["basic"] != "K"
+    return elem.VR in _FREE_TEXT_VRS
+
+
 def collect_dicom_identifiers(ds: Dataset, *, secret: bytes | None = None) -> OriginalIdentifiers:
     """Collect identifying values from an original dataset (all levels, file meta included).
-
-    Identifying: every element the Annex E table does not keep (X, Z, D, C, U rows), person
-    names anywhere, free text not in the table, private attributes (their strings and printable
-    runs), non-registered UIDs and every date.
 
     With ``secret``, values that verifiably came from a previous echomeasure de-identification
     under the same secret are not identifiers: UIDs whose embedded MAC verifies, a verified
@@ -131,46 +255,31 @@ def collect_dicom_identifiers(ds: Dataset, *, secret: bytes | None = None) -> Or
                     visit(item)
                 continue
             label = _label(elem)
+            if vr == "PN":
+                for v in _values(elem):
+                    ids.add_name(str(v), label)
+                continue
             if vr == "UI":
                 for u in _values(elem):
                     u = str(u).strip().rstrip("\x00")
                     if u and not u.startswith(_REGISTERED_ROOT) and not (remap and remap.is_remapped(u)):
                         ids.uids.setdefault(u, label)
                 continue
-            if vr == "TM" or tag == 0x00080201:
-                continue  # a time of day (or a UTC offset) without its date does not identify
             if vr in ("DA", "DT"):
                 if prior:
                     continue
                 for v in _values(elem):
                     s = str(v).strip()
-                    if len(s) >= 8 and s[:8].isdigit() and s[:8] not in _WRITER_CONSTANTS:
+                    if len(s) >= 8 and s[:8].isdigit() and s[:8] != "19000101":
                         ids.dates.setdefault(s[:8], label)
                 continue
-            if elem.tag.is_private:
-                for v in _values(elem):
-                    if isinstance(v, bytes):
-                        for run in _printable_runs(v):
-                            _add_string(ids, run, label)
-                    elif isinstance(v, str) or hasattr(v, "original_string"):
-                        _add_string(ids, str(v), label)
-                continue
-            row = row_for(tag)
-            identifying = (
-                (row is not None and row["basic"] != "K")
-                or vr == "PN"
-                or (row is None and vr in ("LT", "ST", "UT"))
-            )
-            if not identifying:
+            if elem.tag.is_private or not _is_identifying(elem):
                 continue
             if tag == 0x00100020 and secret and _is_pseudonym(secret, str(elem.value or "")):
                 continue
             for v in _values(elem):
-                if isinstance(v, bytes):
-                    for run in _printable_runs(v):
-                        _add_string(ids, run, label)
-                elif isinstance(v, (str, pydicom.valuerep.PersonName)):
-                    _add_string(ids, str(v), label)
+                if isinstance(v, str) and v.strip():
+                    ids.add_term(v, label)
 
     visit(ds)
     if hasattr(ds, "file_meta"):
@@ -187,66 +296,89 @@ def collect_container_identifiers(metadata: dict[str, str]) -> OriginalIdentifie
         key = scoped_key.split(":", 1)[-1].lower()
         if key in TECHNICAL_METADATA_KEYS:
             continue
-        _add_string(ids, value, f"metadata {scoped_key}")
+        label = f"metadata {scoped_key}"
+        ids.add_term(value, label)
+        if "^" in value:
+            ids.add_name(value, label)
         if key in ("creation_time", "date"):
             digits = re.sub(r"\D", "", value)
             if len(digits) >= 8:
-                ids.dates.setdefault(digits[:8], f"metadata {scoped_key}")
+                ids.dates.setdefault(digits[:8], label)
     return ids
 
 
 # --------------------------------------------------------------------------- searching
 
 
-def _encodings(value: str) -> list[bytes]:
-    out = [value.encode("utf-8", "ignore")]
-    try:
-        latin = value.encode("latin-1")
-        if latin not in out:
-            out.append(latin)
-    except UnicodeEncodeError:
-        pass
-    return [b for b in out if b]
+def _writer_value(ds: Dataset, elem: pydicom.dataelem.DataElement, secret_check) -> bool:
+    """True for a value the de-identifier wrote from a fixed vocabulary (not searched)."""
+    allowed = _WRITER_VOCABULARY.get(elem.keyword)
+    if allowed is not None:
+        return all(str(v).strip().upper() in allowed for v in _values(elem))
+    if elem.keyword == "DeidentificationMethod":
+        from echomeasure.ingest.deid import METHOD_MARKER
+
+        return str(elem.value or "").startswith(METHOD_MARKER)
+    if elem.keyword == "PatientID":
+        return secret_check is not None and secret_check(str(elem.value or ""))
+    return False
 
 
-def _find_leaks(ids: OriginalIdentifiers, haystack: bytes, *, min_len: int = MIN_IDENTIFIER_LEN) -> list[str]:
-    """Labels of identifiers found in ``haystack`` (case-sensitive; numbers and UIDs as whole numbers)."""
-    leaks: list[str] = []
-    for table, numeric in ((ids.strings, None), (ids.uids, True), (ids.dates, True)):
-        for value, label in table.items():
-            if len(value) < min_len:
-                continue
-            whole = numeric if numeric is not None else bool(re.fullmatch(r"[0-9.]+", value))
-            for enc in _encodings(value):
-                if whole:
-                    hit = re.search(rb"(?<![0-9.])" + re.escape(enc) + rb"(?![0-9])", haystack) is not None
-                else:
-                    hit = enc in haystack
-                if hit:
-                    leaks.append(label)
-                    break
-    return leaks
+def matching_attributes(ds: Dataset, ids: OriginalIdentifiers, *, secret: bytes | None = None,
+                        include_meta: bool = True) -> list[tuple[Dataset, int, str, str]]:
+    """Every kept value (nested items included) that carries an original identifier.
 
+    Returns ``(dataset holding it, tag, attribute label, label of the identifier's source)``;
+    pixel data and the de-identification marks are not searched.
+    """
+    from echomeasure.ingest.deid import CID_7050, _is_pseudonym
 
-def _text_values(ds: Dataset) -> bytes:
-    """Every string value of a parsed dataset (nested items and file meta too), NUL-separated."""
-    parts: list[str] = []
+    pseudonym = (lambda v: _is_pseudonym(secret, v)) if secret else None
+    found: list[tuple[Dataset, int, str, str]] = []
 
-    def visit(d: Dataset) -> None:
+    def visit(d: Dataset, in_deid_codes: bool) -> None:
         for elem in d:
             if elem.tag == 0x7FE00010:
                 continue
             if elem.VR == "SQ":
+                codes = elem.keyword == "DeidentificationMethodCodeSequence"
                 for item in elem.value or []:
-                    visit(item)
-            elif elem.VR in _TEXT_VRS:
-                parts.extend(str(v) for v in _values(elem))
+                    if codes and CID_7050.get(str(item.get("CodeValue", ""))) == str(item.get("CodeMeaning", "")) \
+                            and str(item.get("CodingSchemeDesignator", "")) == "DCM":
+                        continue
+                    visit(item, codes)
+                continue
+            if _writer_value(d, elem, pseudonym):
+                continue
+            if elem.VR in _TEXT_VRS:
+                values = [str(v) for v in _values(elem)]
             elif isinstance(elem.value, bytes):
-                parts.extend(_printable_runs(elem.value, 3))
+                values = _printable_runs(elem.value, 3)
+            else:
+                continue
+            for v in values:
+                hits = ids.find(v, uid_valued=elem.VR == "UI")
+                if hits:
+                    found.append((d, int(elem.tag), _label(elem), hits[0]))
+                    break
 
-    visit(ds)
-    visit(ds.file_meta)
-    return "\x00".join(parts).encode("utf-8", "ignore")
+    visit(ds, False)
+    if include_meta and hasattr(ds, "file_meta"):
+        visit(ds.file_meta, False)
+    return found
+
+
+def _find_byte_leaks(ids: OriginalIdentifiers, haystack: bytes, *, min_len: int) -> list[str]:
+    """Labels of identifiers found in raw bytes (case-insensitive; numbers as whole numbers)."""
+    low = haystack.lower()
+    leaks: list[str] = []
+    for needle, label, numeric in ids.byte_needles(min_len):
+        if needle not in low:
+            continue
+        if numeric and not re.search(rb"(?<![0-9.])" + re.escape(needle) + rb"(?![0-9])", low):
+            continue
+        leaks.append(label)
+    return leaks
 
 
 def _mask_marks(ds: Dataset, header: bytes) -> bytes:
@@ -265,11 +397,32 @@ def _mask_marks(ds: Dataset, header: bytes) -> bytes:
     version = str(ds.file_meta.get("ImplementationVersionName", ""))
     if version.startswith("ECHOMEASURE"):
         texts.append(version)
+    for kw, vocabulary in _WRITER_VOCABULARY.items():
+        if str(ds.get(kw, "")).strip().upper() in vocabulary:
+            texts.append(str(ds.get(kw)).strip())
     for t in texts:
         b = t.encode("ascii", "ignore")
         if b:
             header = header.replace(b, b" " * len(b))
     return header
+
+
+def _outside_retention(ds: Dataset) -> str | None:
+    """The first attribute (label) that the retention table does not list, or None."""
+
+    def walk(d: Dataset, allowed) -> str | None:
+        for elem in d:
+            if elem.keyword not in allowed:
+                return _label(elem)
+            if elem.VR == "SQ":
+                items = retention.items_table(elem.keyword)
+                for item in elem.value or []:
+                    bad = walk(item, items)
+                    if bad:
+                        return bad
+        return None
+
+    return walk(ds, retention.TOP_LEVEL)
 
 
 # --------------------------------------------------------------------------- DICOM checks
@@ -290,7 +443,8 @@ def _refuse(reason: str) -> DeidentificationError:
     return DeidentificationError(f"de-identification gate refused the output: {reason}; nothing was written")
 
 
-def check_dicom_bytes(original: OriginalIdentifiers, data: bytes) -> tuple[GateReport, Dataset, tuple[int, int] | None]:
+def check_dicom_bytes(original: OriginalIdentifiers, data: bytes, *, secret: bytes | None = None
+                      ) -> tuple[GateReport, Dataset, tuple[int, int] | None]:
     """Re-read a de-identified DICOM from its bytes and refuse it if anything identifying remains.
 
     Returns the report, the parsed dataset (pixel value deferred) and the (offset, length) of
@@ -335,16 +489,20 @@ def check_dicom_bytes(original: OriginalIdentifiers, data: bytes) -> tuple[GateR
     if "113100" not in codes:
         raise _refuse("the CID 7050 basic profile code 113100 is missing")
     header = data if pixel_span is None else data[: pixel_span[0]]
-    # Parsed text values at every level: all identifiers; raw bytes outside the pixel data: the
-    # longer ones (short numbers collide with binary fields by chance).
-    leaks = _find_leaks(original, _mask_marks(ds, _text_values(ds)))
-    leaks += _find_leaks(original, _mask_marks(ds, header), min_len=MIN_BYTE_SEARCH_LEN_CONTAINER)
+    # Parsed values at every level: every identifier; raw bytes outside the pixel data: the
+    # longer ones (short values collide with binary fields by chance).
+    leaks = [source for _, _, _, source in matching_attributes(ds, original, secret=secret)]
+    leaks += _find_byte_leaks(original, _mask_marks(ds, header), min_len=MIN_BYTE_SEARCH_LEN)
     if leaks:
-        raise _refuse(f"original identifying values remain in {', '.join(sorted(set(leaks))[:5])}")
+        raise _refuse(f"original identifying values remain ({', '.join(sorted(set(leaks))[:5])})")
+    unlisted = _outside_retention(ds)
+    if unlisted:
+        raise _refuse(f"attribute {unlisted} is not on the retention list")
     return (
         GateReport(
             checks=("preamble zeroed", "no private attributes", "PatientIdentityRemoved=YES and CID 7050 codes",
-                    "no original identifying value, UID or date outside the pixel data"),
+                    "no original identifying value, UID or date outside the pixel data",
+                    f"only attributes of retention table {retention.TABLE_VERSION}"),
             identifiers_checked=len(original),
         ),
         ds,
@@ -360,9 +518,8 @@ def check_container_bytes(original: OriginalIdentifiers, data: bytes, kind: str)
     extra = sorted(k for k in meta if k.split(":", 1)[-1].lower() not in TECHNICAL_METADATA_KEYS)
     if extra:
         raise _refuse(f"metadata remains ({', '.join(extra[:5])})")
-    meta_text = "\n".join(meta.values()).encode("utf-8", "ignore")
-    leaks = _find_leaks(original, meta_text)
-    leaks += _find_leaks(original, data, min_len=MIN_BYTE_SEARCH_LEN_CONTAINER)
+    leaks = [hit for v in meta.values() for hit in original.find(v)]
+    leaks += _find_byte_leaks(original, data, min_len=MIN_BYTE_SEARCH_LEN_CONTAINER)
     if leaks:
         raise _refuse(f"original identifying values remain in {', '.join(sorted(set(leaks))[:5])}")
     return GateReport(
@@ -429,7 +586,8 @@ def _sha256(buf: memoryview | bytes | np.ndarray) -> str:
     return hashlib.sha256(buf).hexdigest()
 
 
-def admit_dicom(original: OriginalIdentifiers, data: bytes, record: dict, *, user_cm_per_px: float | None = None) -> DeidentifiedClip:
+def admit_dicom(original: OriginalIdentifiers, data: bytes, record: dict, *, user_cm_per_px: float | None = None,
+                secret: bytes | None = None) -> DeidentifiedClip:
     """Gate a de-identified DICOM (bytes) and build the clip from what passed.
 
     The frames are a read-only view of the pixel data inside ``data``: what passed the gate is
@@ -437,7 +595,7 @@ def admit_dicom(original: OriginalIdentifiers, data: bytes, record: dict, *, use
     """
     from echomeasure.ingest.dicom_io import frame_time_ms, regions_from_dataset
 
-    report, ds, span = check_dicom_bytes(original, data)
+    report, ds, span = check_dicom_bytes(original, data, secret=secret)
     if span is None:
         raise _refuse("the pixel data is missing or not native")
     rows, cols = int(ds.Rows), int(ds.Columns)
@@ -514,7 +672,7 @@ def passes_gate(candidate: str | Path | bytes, original_path: str | Path, *, sec
     try:
         if kind in ("dicom", "unknown"):
             ids = collect_dicom_identifiers(read_dataset(original_path, stop_before_pixels=True), secret=secret)
-            check_dicom_bytes(ids, bytes(data))
+            check_dicom_bytes(ids, bytes(data), secret=secret)
         elif kind == "video":
             check_container_bytes(collect_container_identifiers(container_metadata(original_path)), bytes(data), "video")
         else:
