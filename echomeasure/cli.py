@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("outdir", nargs="?", metavar="OUTDIR", help="folder for case_XXXX.dcm + case_XXXX.truth.json")
     s.add_argument("--cases", type=int, default=4, help="cases per kind (default 4)")
     s.add_argument("--seed", type=int, default=0, help="run seed: same seed, same bytes (default 0)")
-    s.add_argument("--kind", choices=("2d", "doppler", "both"), default="2d", help="PLAX cines, Doppler strips or both (default 2d)")
+    s.add_argument("--kind", choices=("2d", "doppler", "both", "a4c", "a2c", "apical", "all"), default="2d",
+                   help="PLAX cines (2d), Doppler strips, both, apical 4- / 2-chamber cines (a4c, a2c; apical: "
+                   "both views of each heart) or all of them (default 2d)")
     s.add_argument("--flow", choices=("av", "tr", "lvot", "mv"), help="Doppler flow for every strip (default: cycle av, mv, lvot, tr)")
     s.add_argument("--jpeg", action="store_true", help="JPEG Baseline (YBR_FULL_422) instead of uncompressed RGB")
     s.add_argument("--small", action="store_true", help="small studies: 40 frames at 480x640, JPEG (examples, tests)")

@@ -83,7 +83,7 @@ def build_dataset(
     if frames.ndim == 3:
         frames = frames[None]
     n, h, w, _ = frames.shape
-    multiframe = kind == "2d"
+    multiframe = kind != "doppler"  # "2d" (PLAX) and the apical views are cines
     sop_class = US_MULTIFRAME_STORAGE if multiframe else US_IMAGE_STORAGE
     study_uid = stable_uid("study", seed, case_index)
     series_uid = stable_uid("series", seed, case_index, kind)
