@@ -15,9 +15,16 @@ import numpy as np
 
 from echomeasure.errors import InvalidInputError
 from echomeasure.synthetic.dicom_writer import build_dataset, file_mode, write_dataset_atomic
-from echomeasure.synthetic.doppler import FLOWS, render_doppler, sample_doppler_params
+from echomeasure.synthetic.doppler import FLOWS
 from echomeasure.synthetic.overlays import fake_identity
-from echomeasure.synthetic.plax import render_plax, sample_plax_params
+from echomeasure.synthetic.styles import (
+    DEFAULT_STYLE,
+    check_style,
+    render_styled_doppler,
+    render_styled_plax,
+    sample_styled_doppler_params,
+    sample_styled_plax_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +97,8 @@ def write_json_atomic(obj: object, path: Path) -> None:
         raise
 
 
-def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = False, jpeg: bool = False) -> CaseFiles:
+def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = False, jpeg: bool = False,
+               style: str = DEFAULT_STYLE) -> CaseFiles:
     """Render and write one case (DICOM first, then its truth; each atomically).
 
     Parameters
@@ -105,7 +113,11 @@ def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = Fa
         Small study: 40 frames at 480x640 (Doppler: 480x640), JPEG Baseline.
     jpeg : bool
         JPEG Baseline (YBR_FULL_422) instead of uncompressed RGB.
+    style : str
+        Style family (:mod:`echomeasure.synthetic.styles`); ``classic`` writes exactly what the
+        studio always wrote for a seed.
     """
+    style = check_style(style)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"case_{job.index:04d}" + (f"_{job.kind}" if job.kind in ("a4c", "a2c") else "")
@@ -115,8 +127,8 @@ def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = Fa
     jpeg = jpeg or small
     if job.kind == "2d":
         kwargs = {"image_size": SMALL_IMAGE_SIZE, "n_frames": SMALL_N_FRAMES} if small else {}
-        params = sample_plax_params(rng, case_index=job.index, seed=seed, **kwargs)
-        cine = render_plax(params, labels=False)
+        params = sample_styled_plax_params(rng, style, case_index=job.index, seed=seed, **kwargs)
+        cine = render_styled_plax(params, style, labels=False)
         ds = build_dataset(
             cine.frames, cine.regions, identity, seed=seed, case_index=job.index, kind="2d",
             frame_time_ms=cine.frame_time_ms, heart_rate_bpm=params.heart_rate_bpm, jpeg=jpeg,
@@ -138,8 +150,8 @@ def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = Fa
         regions = cine.regions
     else:
         kwargs = {"image_size": SMALL_IMAGE_SIZE} if small else {}
-        params = sample_doppler_params(rng, job.flow, case_index=job.index, seed=seed, **kwargs)
-        strip = render_doppler(params)
+        params = sample_styled_doppler_params(rng, style, job.flow, case_index=job.index, seed=seed, **kwargs)
+        strip = render_styled_doppler(params, style)
         ds = build_dataset(
             strip.image, strip.regions, identity, seed=seed, case_index=job.index, kind="doppler",
             frame_time_ms=None, heart_rate_bpm=params.heart_rate_bpm, jpeg=jpeg,
@@ -170,14 +182,16 @@ def write_cases(
     small: bool = False,
     jpeg: bool = False,
     progress: bool = True,
+    style: str = DEFAULT_STYLE,
 ) -> Iterator[CaseFiles]:
     """Write all cases of a run (yields each as it is written); progress bar on stderr."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"{out} is a file; give a folder for the synthetic studies")
+    style = check_style(style)
     jobs = plan_cases(n_cases, kind, flow)
     from tqdm import tqdm
 
     bar = tqdm(jobs, desc="synth", unit="case", disable=not progress or len(jobs) < 3, leave=False)
     for job in bar:
-        yield write_case(out, job, seed, small=small, jpeg=jpeg)
+        yield write_case(out, job, seed, small=small, jpeg=jpeg, style=style)

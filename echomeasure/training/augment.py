@@ -80,3 +80,84 @@ class IntensityAugment:
         if sd > 0:
             x = x + sd * rng.standard_normal(x.shape[:2], dtype=np.float32)[..., None]
         return np.clip(x, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GeometryAugment:
+    """A random similarity transform of the image and its keypoints (zoom, rotation, shift).
+
+    Real clips are zoomed, panned and rotated differently from any generator; the keypoints move
+    with the pixels (exactly), so the truth stays exact.  A draw that would push a keypoint out
+    of the image (beyond ``margin_px``) is not applied.
+    """
+
+    scale: tuple[float, float] = (0.8, 1.25)
+    rotation_deg: tuple[float, float] = (-12.0, 12.0)
+    shift_frac: tuple[float, float] = (-0.08, 0.08)
+    p: float = 0.6
+    margin_px: float = 3.0
+
+    def to_dict(self) -> dict:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+    def __call__(self, image: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Transform ``image`` (H, W, C) and ``points`` (..., 2) model pixels (NaN stays NaN)."""
+        if rng.random() >= self.p:
+            return image, points
+        h, w = image.shape[:2]
+        k = float(rng.uniform(*self.scale))
+        ang = float(rng.uniform(*self.rotation_deg))
+        tx, ty = (float(rng.uniform(*self.shift_frac)) * w, float(rng.uniform(*self.shift_frac)) * h)
+        m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), ang, k)
+        m[:, 2] += (tx, ty)
+        pts = np.asarray(points, dtype=np.float32)
+        moved = pts @ m[:, :2].T.astype(np.float32) + m[:, 2].astype(np.float32)
+        fin = np.isfinite(moved).all(-1)
+        inside = ((moved[..., 0] >= self.margin_px) & (moved[..., 0] <= w - 1 - self.margin_px)
+                  & (moved[..., 1] >= self.margin_px) & (moved[..., 1] <= h - 1 - self.margin_px))
+        if not inside[fin].all():
+            return image, points
+        out = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if out.ndim == 2:
+            out = out[..., None]
+        return out, np.where(fin[..., None], moved, np.nan).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class AppearanceAugment:
+    """What differs between scanners' displays rather than their physics: colour look-up tables,
+    low-detail (blocky) rendering, posterisation and JPEG artefacts.  Nothing moves a keypoint."""
+
+    tint: tuple[float, float] = (0.7, 1.1)
+    tint_p: float = 0.4
+    block: tuple[float, float] = (1.0, 2.2)
+    block_p: float = 0.25
+    levels: tuple[int, int] = (10, 40)
+    posterise_p: float = 0.2
+    jpeg_quality: tuple[int, int] = (15, 70)
+    jpeg_p: float = 0.3
+
+    def to_dict(self) -> dict:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H, W, 3) uint8 -> uint8."""
+        x = image
+        h, w = x.shape[:2]
+        if rng.random() < self.block_p:
+            f = float(rng.uniform(*self.block))
+            small = cv2.resize(x, (max(4, int(w / f)), max(4, int(h / f))), interpolation=cv2.INTER_AREA)
+            x = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+        if rng.random() < self.tint_p:
+            gains = rng.uniform(*self.tint, 3).astype(np.float32)
+            x = np.clip(x.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+        if rng.random() < self.posterise_p:
+            n = int(rng.integers(*self.levels))
+            x = (np.round(x.astype(np.float32) / 255.0 * (n - 1)) / (n - 1) * 255.0).astype(np.uint8)
+        if rng.random() < self.jpeg_p:
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x), [int(cv2.IMWRITE_JPEG_QUALITY), int(rng.integers(*self.jpeg_quality))])
+            if ok:
+                x = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        return np.ascontiguousarray(x)

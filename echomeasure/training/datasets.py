@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
 from echomeasure.models.preprocess import CropTransform
-from echomeasure.training.augment import IntensityAugment
+from echomeasure.training.augment import AppearanceAugment, GeometryAugment, IntensityAugment
 from echomeasure.training.batch import KeypointBatch
 from echomeasure.training.heatmaps import multi_peak_heatmaps
 
@@ -92,26 +92,27 @@ def _to_grey_if_possible(images: np.ndarray) -> np.ndarray:
 SMALL_IMAGE_SIZE: tuple[int, int] = (240, 320)
 
 
-def plax_params_for_seed(case_seed: int, small: bool = False):
-    """The PLAX case parameters of a case seed (``small``: a 240x320 image, fewer frames)."""
-    from echomeasure.synthetic.plax import sample_plax_params
+def plax_params_for_seed(case_seed: int, small: bool = False, style: str = "classic"):
+    """The PLAX case parameters of a case seed (``small``: a 240x320 image, fewer frames) in a
+    style family (:mod:`echomeasure.synthetic.styles`; classic: the original generator)."""
+    from echomeasure.synthetic.styles import sample_styled_plax_params
 
     rng = np.random.default_rng(case_seed)
     kwargs = {"image_size": SMALL_IMAGE_SIZE, "n_frames": 12} if small else {}
-    return sample_plax_params(rng, seed=case_seed, **kwargs)
+    return sample_styled_plax_params(rng, style, seed=case_seed, **kwargs)
 
 
-def doppler_case(case_seed: int, small: bool = False):
+def doppler_case(case_seed: int, small: bool = False, style: str = "classic"):
     """The synthetic Doppler strip of a case seed (``small``: a 240x320 image), flow drawn."""
-    from echomeasure.synthetic import render_doppler, sample_doppler_params
+    from echomeasure.synthetic.styles import render_styled_doppler, sample_styled_doppler_params
 
     rng = np.random.default_rng(case_seed)
     kwargs = {"image_size": SMALL_IMAGE_SIZE} if small else {}
-    return render_doppler(sample_doppler_params(rng, seed=case_seed, **kwargs))
+    return render_styled_doppler(sample_styled_doppler_params(rng, style, seed=case_seed, **kwargs), style)
 
 
 def render_plax_case(case_seed: int, input_size: tuple[int, int], frames_per_case: int,
-                     small: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     small: bool = False, style: str = "classic") -> tuple[np.ndarray, np.ndarray]:
     """Render one PLAX training case at model resolution.
 
     Parameters
@@ -131,22 +132,33 @@ def render_plax_case(case_seed: int, input_size: tuple[int, int], frames_per_cas
     images : (F, H, W, 3) uint8
     points : (F, 8, 2) float32 keypoints in model pixels (``catalog.KEYPOINTS_2D`` order).
     """
-    from echomeasure.synthetic.plax import ed_es_frames, render_plax
+    from echomeasure.synthetic.styles import render_styled_plax
 
-    params = plax_params_for_seed(case_seed, small=small)
+    params = plax_params_for_seed(case_seed, small=small, style=style)
     n = params.n_frames
-    ed, es = ed_es_frames(params)
+    ed, es = _styled_ed_es(params, style)
     keep = set(np.linspace(0, n - 1, max(1, frames_per_case - 2)).round().astype(int).tolist())
     order = sorted(keep | {int(ed), int(es)})
-    cine = render_plax(params, frames=order, labels=False)
+    cine = render_styled_plax(params, style, frames=order, labels=False)
     transform = _crop_for(cine.regions, cine.frames.shape[1:3], input_size, "2d")
     images = transform.crop_resize(cine.frames)
     points = transform.to_model(cine.keypoints).astype(np.float32)
     return images, points
 
 
+def _styled_ed_es(params, style: str) -> tuple[int, int]:
+    """ED and ES frames of a case as its family renders it (a warp can move them)."""
+    from echomeasure.synthetic.plax import ed_es_frames
+    from echomeasure.synthetic.styles import render_styled_plax
+
+    if style == "classic":
+        return ed_es_frames(params)
+    probe = render_styled_plax(params, style, frames=[0])
+    return probe.ed_frame, probe.es_frame
+
+
 def render_doppler_case(case_seed: int, input_size: tuple[int, int], small: bool = False,
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        style: str = "classic") -> tuple[np.ndarray, np.ndarray]:
     """Render one Doppler training strip at model resolution.
 
     Returns
@@ -155,7 +167,7 @@ def render_doppler_case(case_seed: int, input_size: tuple[int, int], small: bool
     peaks : (C, MAX_BEATS, 2) float32 per-channel per-beat peaks in model pixels (NaN padding),
         channels in ``catalog.DOPPLER_CHANNELS`` order.
     """
-    strip = doppler_case(case_seed, small=small)
+    strip = doppler_case(case_seed, small=small, style=style)
     transform = _crop_for(strip.regions, strip.image.shape[:2], input_size, "doppler")
     image = transform.crop_resize(strip.image)[0]
     peaks = np.full((len(DOPPLER_CHANNELS), MAX_BEATS, 2), np.nan, dtype=np.float32)
@@ -187,6 +199,12 @@ class TrainingSetSpec:
     input_size: tuple[int, int]
     frames_per_case: int = 1
     small: bool = False
+    #: style families (:mod:`echomeasure.synthetic.styles`): case ``i`` is rendered in ``styles[i % len]``
+    styles: tuple[str, ...] = ("classic",)
+
+    def style_of(self, index: int) -> str:
+        """Family of the ``index``-th case."""
+        return self.styles[index % len(self.styles)]
 
     @property
     def seeds(self) -> list[int]:
@@ -197,6 +215,10 @@ class TrainingSetSpec:
         """Cache key: changes whenever the rendered content would."""
         d = {"mode": self.mode, "n": self.n_cases, "size": list(self.input_size),
              "fpc": self.frames_per_case, "small": self.small, "gen": generator_version(), "fmt": 1}
+        if tuple(self.styles) != ("classic",):
+            from echomeasure.synthetic.styles import STYLES_VERSION
+
+            d["styles"] = [*self.styles, STYLES_VERSION]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
@@ -207,7 +229,8 @@ class TrainingSetSpec:
                 "n_cases": self.n_cases, "frames_per_case": self.frames_per_case,
                 "n_samples_max": self.n_cases * (self.frames_per_case if self.mode == "2d" else 1),
                 "train_seed_range": [TRAIN_SEEDS.start, TRAIN_SEEDS.stop],
-                "heldout_seed_range": [HELDOUT_SEEDS.start, HELDOUT_SEEDS.stop], "small": self.small}
+                "heldout_seed_range": [HELDOUT_SEEDS.start, HELDOUT_SEEDS.stop], "small": self.small,
+                "styles": list(self.styles)}
 
 
 def build_cache(spec: TrainingSetSpec, progress: bool = True,
@@ -227,12 +250,12 @@ def build_cache(spec: TrainingSetSpec, progress: bool = True,
     images: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     case_ids: list[int] = []
-    for seed in tqdm(spec.seeds, desc=f"render {spec.mode}", file=sys.stderr, disable=not progress,
-                     dynamic_ncols=True, mininterval=2.0):
+    for i, seed in enumerate(tqdm(spec.seeds, desc=f"render {spec.mode}", file=sys.stderr, disable=not progress,
+                                  dynamic_ncols=True, mininterval=2.0)):
         if spec.mode == "2d":
-            imgs, pts = render_plax_case(seed, spec.input_size, spec.frames_per_case, spec.small)
+            imgs, pts = render_plax_case(seed, spec.input_size, spec.frames_per_case, spec.small, spec.style_of(i))
         else:
-            img, pts = render_doppler_case(seed, spec.input_size, spec.small)
+            img, pts = render_doppler_case(seed, spec.input_size, spec.small, spec.style_of(i))
             imgs, pts = img[None], pts[None]
         images.append(imgs)
         targets.append(pts)
@@ -270,7 +293,8 @@ class HeatmapTrainingSet:
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, sigma_px: float,
-                 augment: IntensityAugment | None = None) -> None:
+                 augment: IntensityAugment | None = None, geometry: GeometryAugment | None = None,
+                 appearance: AppearanceAugment | None = None) -> None:
         if targets.ndim == 3:
             targets = targets[:, :, None, :]
         if len(images) != len(targets):
@@ -279,12 +303,16 @@ class HeatmapTrainingSet:
         self.targets = targets.astype(np.float32)
         self.sigma_px = float(sigma_px)
         self.augment = augment
+        self.geometry = geometry
+        self.appearance = appearance
 
     @classmethod
-    def from_cache(cls, path: Path, sigma_px: float, augment: IntensityAugment | None = None) -> HeatmapTrainingSet:
+    def from_cache(cls, path: Path, sigma_px: float, augment: IntensityAugment | None = None,
+                   geometry: GeometryAugment | None = None,
+                   appearance: AppearanceAugment | None = None) -> HeatmapTrainingSet:
         """Load a set written by :func:`build_cache`."""
         with np.load(path) as z:
-            return cls(z["images"], z["targets"], sigma_px, augment)
+            return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -299,9 +327,13 @@ class HeatmapTrainingSet:
         img = self.images[index]
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, axis=-1)
+        pts = self.targets[index]
+        if rng is not None and self.geometry is not None:
+            img, pts = self.geometry(img, pts, rng)
+        if rng is not None and self.appearance is not None:
+            img = self.appearance(img, rng)
         x = self.augment(img, rng) if (self.augment is not None and rng is not None) else img.astype(np.float32) / 255.0
         h, w = self.input_size
-        pts = self.targets[index]
         heat = multi_peak_heatmaps([p[np.isfinite(p).all(-1)] for p in pts], h, w, self.sigma_px)
         return np.ascontiguousarray(x.transpose(2, 0, 1)), heat, pts
 

@@ -33,7 +33,7 @@ from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
 from echomeasure.errors import TrainingError
 from echomeasure.models import registry
 from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
-from echomeasure.training.augment import IntensityAugment
+from echomeasure.training.augment import AppearanceAugment, GeometryAugment, IntensityAugment
 from echomeasure.training.datasets import HeatmapTrainingSet, TrainingSetSpec, build_cache, cache_dir
 from echomeasure.training.loop import OptimRecipe, TrainResult, run_optimisation
 
@@ -63,10 +63,18 @@ class ModelPlan:
     data: TrainingSetSpec
     optim: OptimRecipe
     eval_cases: int
+    #: ``"VERSION"`` of the same model whose weights start the run (None: ImageNet-free random init)
+    init_from: str | None = None
+
+    @property
+    def style_augmented(self) -> bool:
+        """Geometry and display-appearance augmentation on (recipes trained on several style families)."""
+        return tuple(self.data.styles) != ("classic",)
 
 
 def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: bool = False,
-                 cases: int | None = None, eval_cases: int | None = None) -> ModelPlan:
+                 cases: int | None = None, eval_cases: int | None = None,
+                 styles: str | tuple[str, ...] | None = None, init_from: str | None = None) -> ModelPlan:
     """The training plan of a registry model.
 
     Parameters
@@ -83,40 +91,59 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
         Training cases to render (default 400 PLAX cines x 6 frames, or 800 Doppler strips).
     eval_cases : int, optional
         Held-out cases to evaluate on.
+    styles : str or tuple, optional
+        Style families of the training set (``"classic,vendor"``; default classic only); the
+        held-out family (:data:`echomeasure.synthetic.styles.HELDOUT_STYLE`) is refused.  With
+        more than the classic family, geometry and display-appearance augmentation are on.
+    init_from : str, optional
+        A registered version of the same model to start from (fine-tuning the whole network).
 
     Raises
     ------
     TrainingError
         Unknown model name.
     """
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, parse_styles
+
+    try:
+        families = parse_styles(styles)
+    except Exception as exc:  # InvalidInputError: an unknown family name
+        raise TrainingError(str(exc)) from None
+    if HELDOUT_STYLE in families:
+        raise TrainingError(f"the {HELDOUT_STYLE!r} style family is held out for evaluation; train on the others")
     if name == registry.PLAX_LINEAR:
         mode, channels = "2d", KEYPOINTS_2D
         size = (128, 128) if smoke else (192, 192)
         data = TrainingSetSpec("2d", cases or (3 if smoke else 400), size, frames_per_case=3 if smoke else 6,
-                               small=smoke)
+                               small=smoke, styles=families)
         default_steps = 700
     elif name == registry.DOPPLER_PEAKS:
         mode, channels = "doppler", DOPPLER_CHANNELS
         size = (64, 128) if smoke else (128, 256)
-        data = TrainingSetSpec("doppler", cases or (4 if smoke else 800), size, small=smoke)
+        data = TrainingSetSpec("doppler", cases or (4 if smoke else 800), size, small=smoke, styles=families)
         default_steps = 900
     else:
         raise TrainingError(f"unknown model {name!r}; train 'plax-linear' or 'doppler-peaks'")
     n_steps = steps if steps is not None else (12 if smoke else default_steps)
     if n_steps < 1:
         raise TrainingError("--steps must be at least 1")
-    optim = OptimRecipe(steps=n_steps, batch_size=2 if smoke else 8, lr=2e-3,
+    optim = OptimRecipe(steps=n_steps, batch_size=2 if smoke else 8, lr=1e-3 if init_from else 2e-3,
                         warmup_steps=min(50, max(1, n_steps // 10)), seed=seed,
                         coord_window_px=int(round(2.5 * HEATMAP_SIGMA_PX)), coord_start_frac=0.1)
     return ModelPlan(name=name, mode=mode, channels=tuple(channels), arch=DEFAULT_ARCH, input_size=size,
                      sigma_px=HEATMAP_SIGMA_PX, max_shift_px=MAX_SHIFT_PX, data=data, optim=optim,
-                     eval_cases=eval_cases if eval_cases is not None else (2 if smoke else 40))
+                     eval_cases=eval_cases if eval_cases is not None else (2 if smoke else 40),
+                     init_from=init_from)
 
 
 def recipe_command(plan: ModelPlan, smoke: bool) -> str:
     """The exact command that reproduces a plan's weights."""
     cmd = f"echomeasure train --model {plan.name} --steps {plan.optim.steps} --seed {plan.optim.seed}"
     cmd += f" --cases {plan.data.n_cases} --eval-cases {plan.eval_cases}"
+    if tuple(plan.data.styles) != ("classic",):
+        cmd += f" --styles {','.join(plan.data.styles)}"
+    if plan.init_from:
+        cmd += f" --init-from {plan.init_from}"
     return cmd + (" --smoke" if smoke else "")
 
 
@@ -129,15 +156,19 @@ def next_version(name: str, weights_dir: Path, smoke: bool) -> str:
         while f"0.0-smoke{i}" in existing:
             i += 1
         return f"0.0-smoke{i}"
+    major = max([int(v.split(".")[0]) for v in existing if v.split(".")[0].isdigit()] or [1])
     minor = 0
-    while f"1.{minor}" in existing:
+    while f"{major}.{minor}" in existing:
         minor += 1
-    return f"1.{minor}"
+    return f"{major}.{minor}"
 
 
 def _plan_hash(plan: ModelPlan) -> str:
     d = {"name": plan.name, "arch": plan.arch, "size": list(plan.input_size), "sigma": plan.sigma_px,
          "data": plan.data.key(), "optim": plan.optim.to_dict()}
+    if plan.init_from or plan.style_augmented:
+        d["init_from"] = plan.init_from
+        d["augment"] = "geometry+appearance" if plan.style_augmented else "intensity"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -163,6 +194,8 @@ def train_model(
     threads: int | None = None,
     max_wall_s: float | None = None,
     progress: bool = True,
+    styles: str | tuple[str, ...] | None = None,
+    init_from: str | None = None,
 ) -> TrainOutcome:
     """Train, evaluate and register one model.
 
@@ -197,7 +230,8 @@ def train_model(
 
     if threads:
         torch.set_num_threads(int(threads))
-    plan = default_plan(name, steps=steps, seed=seed, smoke=smoke, cases=cases, eval_cases=eval_cases)
+    plan = default_plan(name, steps=steps, seed=seed, smoke=smoke, cases=cases, eval_cases=eval_cases,
+                        styles=styles, init_from=init_from)
     weights_dir = Path(out) if out is not None else config.weights_dir()
     weights_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(name, weights_dir, smoke)
@@ -206,12 +240,20 @@ def train_model(
 
     t0 = time.monotonic()
     cache = build_cache(plan.data, progress=progress)
-    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment())
+    geometry = GeometryAugment() if plan.style_augmented else None
+    appearance = AppearanceAugment() if plan.style_augmented else None
+    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance)
     log.info("training set: %d images of %s", len(dataset), dataset.input_size)
     t_data = time.monotonic() - t0
 
     torch.manual_seed(plan.optim.seed)
-    model = build_model(plan.arch, len(plan.channels)).to(memory_format=torch.channels_last)
+    model = build_model(plan.arch, len(plan.channels))
+    if plan.init_from:
+        start = registry.load_model(name, plan.init_from, weights_dir)
+        if tuple(start.entry.channels) != tuple(plan.channels) or start.entry.arch != plan.arch:
+            raise TrainingError(f"{name} {plan.init_from} has another architecture or channels; cannot start from it")
+        model.load_state_dict(start.model.state_dict())
+    model = model.to(memory_format=torch.channels_last)
 
     def batches(rng, batch_size):
         b = dataset.batch(rng, batch_size)
@@ -236,7 +278,9 @@ def train_model(
         "training_data": plan.data.describe(),
         "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
         "loss": "pixel-weighted BCE-with-logits on Gaussian heatmaps + window-centroid smooth-L1",
-        "augmentation": IntensityAugment().to_dict(),
+        "augmentation": {**IntensityAugment().to_dict(),
+                         **({"geometry": geometry.to_dict(), "appearance": appearance.to_dict()} if geometry else {})},
+        **({"init_from": plan.init_from} if plan.init_from else {}),
         "train_wall_s": round(result.wall_s, 1),
         "data_wall_s": round(t_data, 1),
         "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
@@ -255,7 +299,7 @@ def train_model(
         entry = registry.WeightsEntry(
             name=name, version=version, arch=plan.arch, input_size=plan.input_size, channels=plan.channels,
             file=file_name, sha256=sha, normalisation="unit", trained_on=trained_on, seed=plan.optim.seed,
-            recipe=recipe, metrics={}, parent=None, num_params=count_parameters(model), extra=base_extra,
+            recipe=recipe, metrics={}, parent=plan.init_from, num_params=count_parameters(model), extra=base_extra,
         )
         registry.register(entry, weights_dir=scratch_dir)
         report = evaluate(name, version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
