@@ -156,7 +156,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         from echomeasure.synthetic.studio import write_cases
 
         for case in write_cases(args.outdir, args.cases, args.seed, args.kind, flow=args.flow,
-                                small=args.small, jpeg=args.jpeg, progress=not args.quiet):
+                                small=args.small, jpeg=args.jpeg, progress=not args.quiet,
+                                style=args.style):
             _print_json({"file": str(case.dicom), "truth": str(case.truth), "kind": case.kind, "flow": case.flow})
     if args.preview is not None:
         from echomeasure.synthetic.preview import write_contact_sheet
@@ -174,6 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.model, steps=args.steps, seed=args.seed, out=args.out, smoke=args.smoke, cases=args.cases,
         eval_cases=args.eval_cases, version=args.version, threads=args.threads,
         max_wall_s=None if args.max_minutes is None else args.max_minutes * 60.0, progress=not args.quiet,
+        styles=getattr(args, "styles", None), init_from=getattr(args, "init_from", None),
     )
     e = outcome.entry
     _print_json({"name": e.name, "version": e.version, "file": e.file, "sha256": e.sha256,
@@ -301,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--flow", choices=("av", "tr", "lvot", "mv"), help="Doppler flow for every strip (default: cycle av, mv, lvot, tr)")
     s.add_argument("--jpeg", action="store_true", help="JPEG Baseline (YBR_FULL_422) instead of uncompressed RGB")
     s.add_argument("--small", action="store_true", help="small studies: 40 frames at 480x640, JPEG (examples, tests)")
+    s.add_argument("--style", default="classic", metavar="FAMILY", help="style family: classic (default), scatter or vendor")
     s.add_argument("--preview", metavar="SHEET.png", help="also write a contact sheet of synthetic frames next to a real echo")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
@@ -316,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", help="version to register (default: the next 1.N)")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.add_argument("--max-minutes", type=float, help="stop with a resumable checkpoint after this long")
+    s.add_argument("--styles", metavar="FAMILIES", help="synthetic style families to train on, e.g. classic,vendor (default classic; the held-out family is refused)")
+    s.add_argument("--init-from", metavar="VERSION", help="start from this registered version of the same model")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
 
