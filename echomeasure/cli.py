@@ -98,11 +98,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     db_file = sqlite_path(parse_url(url))
     if db_file is not None and not db_file.exists():
         raise EchomeasureError(f"no review database at {db_file}; run 'echomeasure ingest' first or pass --db")
+    if args.format == "dicom-sr":
+        return _export_dicom_sr(args, url)
+    if args.status is not None:
+        raise EchomeasureError("--status applies to --format dicom-sr only")
     with open_store(url) as store:
         text = export(store, args.format, args.output, clip_ids=args.clip)
     if args.output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
+    return 0
+
+
+def _export_dicom_sr(args: argparse.Namespace, url: str) -> int:
+    """One DICOM SR per study plus its de-identified source images in the folder ``-o``."""
+    from echomeasure import config
+    from echomeasure.sr_export import export_dicom_sr, parse_statuses
+    from echomeasure.store import open_store
+
+    if args.output is None:
+        raise EchomeasureError("--format dicom-sr writes files: give the output folder with -o DIR")
+    statuses = parse_statuses(args.status)
+    with open_store(url) as store:
+        result = export_dicom_sr(store, args.output, secret=config.secret(args.secret), clip_ids=args.clip,
+                                 statuses=statuses)
+    for notice in result.notices:
+        sys.stderr.write(f"notice: {notice}\n")
+    _print_json(result.as_json())
     return 0
 
 
@@ -266,9 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export reviews as CSV, JSON (full history) or COCO keypoints")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
-    s.add_argument("--format", choices=("csv", "json", "coco"), default="csv")
-    s.add_argument("-o", "--output", help="output file (written atomically; default: stdout)")
+    s.add_argument("--format", choices=("csv", "json", "coco", "dicom-sr"), default="csv")
+    s.add_argument("-o", "--output", help="output file (written atomically; default: stdout); a folder for dicom-sr")
     s.add_argument("--clip", type=int, action="append", metavar="ID", help="export only this clip (repeatable)")
+    s.add_argument("--status", metavar="LIST",
+                   help="dicom-sr: statuses to export (default accepted,corrected,added; may name proposed)")
+    s.add_argument("--secret", help="dicom-sr: site secret of the UID remap (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("measure", help="propose measurements for one file and print JSON")

@@ -1,0 +1,491 @@
+"""DICOM Structured Report export: one TID 1500 Measurement Report per study, built with highdicom.
+
+What a PACS receives, per study, in ``DIR/<study UID>/``:
+
+* ``sr.dcm`` - a Comprehensive SR (TID 1500 "Imaging Measurement Report"), procedure reported
+  "Transthoracic echocardiography" (SCT 433236007).  One measurement group (TID 1501) per clip,
+  whose source image is the clip's de-identified instance with the frame numbers measured on.
+  Each measurement (TID 300) carries its LOINC code (``catalog.Measurement.loinc``, meaning from
+  pydicom's ``codes.LN`` dictionary, CID 12300 where it lists the code), its value and UCUM unit,
+  and the caliper endpoints as a SCOORD (POLYLINE for two endpoints, POINT for a Doppler peak)
+  on the referenced frame.  A value the model made and nobody changed (``proposed``/``accepted``)
+  names the algorithm (TID 4019: model name and version); a value a reviewer drew
+  (``corrected``/``added``) names the reviewer as person observer (HAS OBS CONTEXT, TID 1002).
+  The document-level observer is the echomeasure device.
+* ``us_<instance UID>.dcm`` - the de-identified source instance each group references, rebuilt
+  from the store (the gate-checked frames, regions, frame time and pseudonymous UIDs) and
+  checked against the stored pixel SHA-256, so SR and image always form a consistent pair.
+  The store keeps nothing identifying, so neither file can carry more: Patient ID is a keyed
+  pseudonym of the study, names and dates are empty.
+
+UIDs: the image UIDs are the store's (the keyed HMAC remap of de-identification, which maps its
+own output to itself).  The SR's series UID is the same remap of the study UID; its instance UID
+is the remap of the study UID and a digest of the exported content, and its content date is the
+latest review time: exporting an unchanged store again gives byte-identical files, a changed
+review gives a new SR instance in the same series.
+
+Coordinates: the store keeps pixel-index points (the centre of the top-left pixel is (0, 0));
+DICOM SCOORD puts the top-left corner of that pixel at (0, 0), so SR points are store + 0.5.
+
+Values in pixels (a clip without calibration) are not allowed in the SR: those measurements are
+left out and a notice names them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+
+from echomeasure import __version__, catalog
+from echomeasure.atomic import write_bytes
+from echomeasure.errors import InvalidInputError, StoreError
+from echomeasure.store import ClipRecord, MeasurementState, Store
+
+log = logging.getLogger(__name__)
+
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+US_MULTIFRAME_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+FRAME_TIME_TAG = 0x00181063
+
+SR_STATUSES: tuple[str, ...] = ("proposed", "accepted", "corrected", "added")
+DEFAULT_SR_STATUSES: tuple[str, ...] = ("accepted", "corrected", "added")
+ALGORITHM_STATUSES = ("proposed", "accepted")  # the value is the model's
+HUMAN_STATUSES = ("corrected", "added")  # the value is the reviewer's
+
+SR_FILE_NAME = "sr.dcm"
+DEVICE_NAME = "echomeasure"
+
+# Finding sites for measurements whose LOINC code does not name the site (catalog docstring).
+_FINDING_SITES = {"lvot_vmax": ("13418002", "SCT", "Left ventricle outflow tract")}
+
+
+@dataclass
+class SrExportResult:
+    """What an SR export wrote: per study the SR and the source images, plus notices."""
+
+    reports: list[Path] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    n_measurements: int = 0
+
+    def as_json(self) -> dict:
+        return {
+            "reports": [str(p) for p in self.reports],
+            "sources": [str(p) for p in self.sources],
+            "measurements": self.n_measurements,
+            "notices": list(self.notices),
+        }
+
+
+@dataclass
+class _ClipContent:
+    clip: ClipRecord
+    source: object  # pydicom Dataset of the rebuilt de-identified instance
+    states: list[MeasurementState]
+
+
+def parse_statuses(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"accepted,corrected"`` (or a list) as a tuple of statuses; a user error for unknown ones."""
+    if spec is None:
+        return DEFAULT_SR_STATUSES
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    wanted = tuple(dict.fromkeys(s.strip() for s in items if s.strip()))
+    bad = [s for s in wanted if s not in SR_STATUSES]
+    if bad or not wanted:
+        raise InvalidInputError(
+            f"--status {bad[0] if bad else '(empty)'} cannot be exported as SR; use some of {','.join(SR_STATUSES)}"
+        )
+    return wanted
+
+
+# --------------------------------------------------------------------------- codes
+
+
+def _ln_meanings() -> dict[str, str]:
+    from pydicom.sr._concepts_dict import concepts
+
+    out: dict[str, str] = {}
+    for entry in concepts["LN"].values():
+        for code, (meaning, _cids) in entry.items():
+            out.setdefault(code, meaning)
+    return out
+
+
+def measurement_code(name: str):
+    """The LOINC ``Code`` of a catalogue measurement (meaning from pydicom's LN dictionary)."""
+    from pydicom.sr.coding import Code
+
+    spec = catalog.get(name)
+    if not spec.loinc:
+        raise StoreError(f"{name} has no LOINC code in the catalogue; it cannot go into an SR")
+    return Code(spec.loinc, "LN", _ln_meanings().get(spec.loinc, spec.title))
+
+
+def unit_code(ucum: str):
+    """The UCUM ``Code`` of a catalogue unit (``cm``, ``m/s``, ``{ratio}``)."""
+    from pydicom.sr.coding import Code
+
+    meanings = {"cm": "centimeter", "m/s": "meter per second", "{ratio}": "ratio"}
+    return Code(ucum, "UCUM", meanings.get(ucum, ucum))
+
+
+# --------------------------------------------------------------------------- source image
+
+
+def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes):
+    """The clip's de-identified instance rebuilt from the store (frames, regions, UIDs).
+
+    Raises
+    ------
+    StoreError
+        Frames of the clip are missing from the image store, or the frames read back do not
+        hash to the pixel SHA-256 the gate recorded.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import ExplicitVRLittleEndian, UID
+
+    from echomeasure.ingest.deid import CID_7050, patient_pseudonym
+
+    saved = {f.frame_index for f in store.frame_images(clip.id)}
+    missing = [i for i in range(clip.n_frames) if i not in saved]
+    if missing:
+        raise StoreError(f"clip {clip.id}: {len(missing)} of its {clip.n_frames} frames are not in the image store")
+    frames = np.stack([store.frame(clip.id, i) for i in range(clip.n_frames)])
+    if hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest() != clip.pixel_sha256:
+        raise StoreError(f"clip {clip.id}: the stored frames do not match the de-identified pixels' hash")
+
+    n, rows, cols, _ = frames.shape
+    sop_class = US_MULTIFRAME_IMAGE_STORAGE if n > 1 else US_IMAGE_STORAGE
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = clip.instance_uid
+    ds.StudyInstanceUID = clip.study_uid
+    ds.SeriesInstanceUID = clip.series_uid
+    ds.PatientName = ""
+    ds.PatientID = patient_pseudonym(secret, f"echomeasure-study|{clip.study_uid}")
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = ""
+    ds.Modality = "US"
+    ds.Laterality = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Manufacturer = ""
+    ds.PatientOrientation = ""
+    ds.ImageType = ["DERIVED", "PRIMARY"]
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.Rows, ds.Columns = rows, cols
+    if n > 1:
+        ds.NumberOfFrames = n
+        ds.FrameIncrementPointer = FRAME_TIME_TAG
+        ds.FrameTime = f"{clip.frame_time_ms or 33.3:.4g}"
+    if clip.regions:
+        ds.SequenceOfUltrasoundRegions = DicomSequence([_region_item(r) for r in clip.region_objects])
+    ds.PatientIdentityRemoved = "YES"
+    record = clip.deid_record or {}
+    method = f"echomeasure {__version__}; rebuilt from the review store"
+    ds.DeidentificationMethod = method[:64]
+    recorded = [c.get("value") if isinstance(c, dict) else c for c in record.get("cid7050_codes", []) or []]
+    items = []
+    for c in [c for c in recorded if c in CID_7050] or ["113100"]:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = c, "DCM", CID_7050[c]
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = DicomSequence(items)
+    burned = ((record.get("pixels") or {}).get("burned_in_annotation_output")) if isinstance(record, dict) else None
+    if burned in ("YES", "NO"):
+        ds.BurnedInAnnotation = burned
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ds["PixelData"].VR = "OB"
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(clip.instance_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"ECHOMEASURE{__version__}"[:16]
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128
+    return ds
+
+
+def _region_item(r):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.RegionLocationMinX0, item.RegionLocationMinY0 = int(r.x0), int(r.y0)
+    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = int(r.x1), int(r.y1)
+    item.RegionSpatialFormat = int(r.spatial_format)
+    item.RegionDataType = int(r.data_type)
+    item.RegionFlags = int(r.flags)
+    item.PhysicalUnitsXDirection = int(r.units_x)
+    item.PhysicalUnitsYDirection = int(r.units_y)
+    item.PhysicalDeltaX = float(r.delta_x)
+    item.PhysicalDeltaY = float(r.delta_y)
+    if r.ref_x0 is not None:
+        item.ReferencePixelX0 = int(r.ref_x0)
+    if r.ref_y0 is not None:
+        item.ReferencePixelY0 = int(r.ref_y0)
+    if r.ref_phys_x:
+        item.ReferencePixelPhysicalValueX = float(r.ref_phys_x)
+    if r.ref_phys_y:
+        item.ReferencePixelPhysicalValueY = float(r.ref_phys_y)
+    return item
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _measurement_item(st: MeasurementState, source) -> object:
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+
+    spec = catalog.get(st.measurement)
+    sop_class, sop_uid = str(source.SOPClassUID), str(source.SOPInstanceUID)
+    coordinates = None
+    if st.points and st.frame_index is not None:
+        graphic = np.asarray(st.points, dtype=float) + 0.5
+        coordinates = [
+            hd.sr.CoordinatesForMeasurement(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE if len(graphic) > 1 else hd.sr.GraphicTypeValues.POINT,
+                graphic_data=graphic,
+                source_image=hd.sr.SourceImageForRegion(sop_class, sop_uid, referenced_frame_numbers=[st.frame_index + 1]),
+            )
+        ]
+    algorithm = None
+    if st.status in ALGORITHM_STATUSES and st.model_name:
+        algorithm = hd.sr.AlgorithmIdentification(name=st.model_name, version=st.model_version or "unknown")
+    sites = None
+    if st.measurement in _FINDING_SITES:
+        sites = [hd.sr.FindingSite(Code(*_FINDING_SITES[st.measurement]))]
+    item = hd.sr.Measurement(
+        name=measurement_code(st.measurement),
+        value=float(st.value),
+        unit=unit_code(spec.ucum),
+        algorithm_id=algorithm,
+        finding_sites=sites,
+        referenced_coordinates=coordinates,
+    )
+    if st.status in HUMAN_STATUSES and st.reviewer:
+        observer = hd.sr.ObserverContext(
+            observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=person_name(st.reviewer)),
+        )
+        # Observation context items come first among the children they apply to.
+        children = list(item[0].ContentSequence) if "ContentSequence" in item[0] else []
+        item[0].ContentSequence = [*observer, *children]
+    return item
+
+
+def person_name(reviewer: str) -> str:
+    """The reviewer as a DICOM PN: a name without ``^`` becomes the family-name component."""
+    return reviewer if "^" in reviewer else f"{reviewer}^"
+
+
+def _group(content: _ClipContent, remap) -> object:
+    import highdicom as hd
+
+    clip, source = content.clip, content.source
+    frames = sorted({st.frame_index + 1 for st in content.states if st.frame_index is not None})
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=remap(f"echomeasure-tracking|{clip.instance_uid}"), identifier=f"clip {clip.id}"
+        ),
+        measurements=[_measurement_item(st, source) for st in content.states],
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup(
+                str(source.SOPClassUID), str(source.SOPInstanceUID), referenced_frame_numbers=frames or None
+            )
+        ],
+    )
+
+
+def _content_digest(contents: Sequence[_ClipContent]) -> str:
+    payload = [
+        {
+            "clip": c.clip.instance_uid,
+            "pixels": c.clip.pixel_sha256,
+            "m": [
+                [st.measurement, st.status, st.frame_index, st.value, st.unit, st.points, st.reviewer,
+                 st.model_name, st.model_version]
+                for st in c.states
+            ],
+        }
+        for c in contents
+    ]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _content_time(contents: Sequence[_ClipContent]) -> datetime:
+    stamps = [t for c in contents for st in c.states for t in (st.reviewed_at, st.proposed_at) if t is not None]
+    return max(stamps) if stamps else datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def build_report(contents: Sequence[_ClipContent], *, secret: bytes):
+    """The Comprehensive SR (highdicom ``ComprehensiveSR``) of one study's clips."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from echomeasure.ingest.deid import UidRemapper
+
+    remap = UidRemapper(secret)
+    study_uid = contents[0].clip.study_uid
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=remap(f"echomeasure-device|{DEVICE_NAME}"), name=DEVICE_NAME, model_name=f"echomeasure {__version__}"
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.SCT.TransthoracicEchocardiography,
+        imaging_measurements=[_group(c, remap) for c in contents],
+    )
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[c.source for c in contents],
+        content=report,
+        series_instance_uid=remap(f"echomeasure-sr-series|{study_uid}"),
+        series_number=900,
+        sop_instance_uid=remap(f"echomeasure-sr|{study_uid}|{_content_digest(contents)}"),
+        instance_number=1,
+        manufacturer="echomeasure",
+        series_description="echomeasure measurements",
+    )
+    when = _content_time(contents)
+    sr.ContentDate, sr.ContentTime = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    for kw in ("InstanceCreationDate", "InstanceCreationTime", "SeriesDate", "SeriesTime"):
+        if kw in sr:
+            setattr(sr, kw, when.strftime("%Y%m%d") if kw.endswith("Date") else when.strftime("%H%M%S"))
+    for item in sr.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")
+    return sr
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _study_contents(
+    store: Store, clips: Sequence[ClipRecord], statuses: Sequence[str], secret: bytes, notices: list[str]
+) -> list[_ClipContent]:
+    out = []
+    for clip in clips:
+        states = [st for st in store.current_measurements(clip.id) if st.status in statuses]
+        in_pixels = [st.measurement for st in states if st.unit == "px"]
+        if in_pixels:
+            notices.append(
+                f"clip {clip.id}: {', '.join(in_pixels)} left out of the SR: values in pixels "
+                "(the clip has no calibration; calibrate it to export them)"
+            )
+        kept = [st for st in states if st.value is not None and st.unit != "px" and catalog.get(st.measurement).loinc]
+        if not kept:
+            if states and not in_pixels:
+                notices.append(f"clip {clip.id}: nothing with a value to export")
+            continue
+        try:
+            source = source_dataset(store, clip, secret=secret)
+        except StoreError as exc:
+            prefix = "" if str(exc).startswith(f"clip {clip.id}:") else f"clip {clip.id}: "
+            notices.append(f"{prefix}{exc}; its measurements are left out of the SR")
+            continue
+        out.append(_ClipContent(clip, source, kept))
+    return out
+
+
+def _dicom_bytes(ds) -> bytes:
+    import pydicom
+
+    buf = BytesIO()
+    ds.preamble = b"\x00" * 128
+    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def export_dicom_sr(
+    store: Store,
+    outdir: str | os.PathLike[str],
+    *,
+    secret: bytes,
+    clip_ids: Iterable[int] | None = None,
+    statuses: Sequence[str] | str | None = None,
+) -> SrExportResult:
+    """Write one SR per study (plus the de-identified source instances) under ``outdir``.
+
+    Parameters
+    ----------
+    store
+        The review store.
+    outdir
+        Output folder (created if its parent exists); one sub-folder per study UID.
+    secret
+        Site secret of the keyed UID remap (``config.secret()``), the one used at ingest.
+    clip_ids
+        Export only these clips (default: all).
+    statuses
+        Measurement statuses to export (default accepted, corrected, added; ``proposed`` exports
+        pre-annotations).
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown status, or an output folder that cannot be made.
+    StoreError
+        Unknown clip id.
+    """
+    from echomeasure.export import _clip_ids
+
+    wanted = parse_statuses(statuses)
+    out = Path(outdir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"{outdir}: is a file; give a folder for the SR export")
+    if not out.parent.is_dir():
+        raise InvalidInputError(f"{outdir}: its parent folder does not exist")
+    ids = _clip_ids(store, clip_ids)
+    by_study: dict[str, list[ClipRecord]] = {}
+    for cid in ids:
+        clip = store.clip(cid)
+        by_study.setdefault(clip.study_uid, []).append(clip)
+
+    result = SrExportResult()
+    out.mkdir(exist_ok=True)
+    for study_uid, clips in by_study.items():
+        contents = _study_contents(store, clips, wanted, secret, result.notices)
+        if not contents:
+            continue
+        sr = build_report(contents, secret=secret)
+        folder = out / study_uid
+        folder.mkdir(exist_ok=True)
+        # Sources first: an SR is only ever written beside the images it references.
+        for c in contents:
+            path = folder / f"us_{c.clip.instance_uid}.dcm"
+            write_bytes(path, _dicom_bytes(c.source))
+            result.sources.append(path)
+        path = folder / SR_FILE_NAME
+        write_bytes(path, _dicom_bytes(sr))
+        result.reports.append(path)
+        result.n_measurements += sum(len(c.states) for c in contents)
+        log.info("wrote SR of study …%s (%d clips)", study_uid[-6:], len(contents))
+    if not result.reports:
+        result.notices.append(f"no measurement with status {','.join(wanted)} and a physical value to export")
+    return result
