@@ -34,6 +34,7 @@ from echomeasure.ingest.calibration import (
 from echomeasure.ingest.clip import Clip, Region
 from echomeasure.ingest.deid import deidentify_dataset
 from echomeasure.ingest.gate import DeidentifiedClip, passes_gate
+from echomeasure.ingest.hygiene import named_errors
 from echomeasure.ingest.profile import DeidOptions
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,16 @@ def read_clip(path: str | os.PathLike[str], *, user_cm_per_px: float | None = No
     """
     from echomeasure.ingest import dicom_io, video_io
 
-    p = dicom_io.check_path(path)
-    scale = _check_scale(user_cm_per_px)
-    kind, _ = _kind(p)
-    if kind == "video":
-        return video_io.read_video(p, user_cm_per_px=scale)
-    if kind == "image":
-        return video_io.read_image(p, user_cm_per_px=scale)
-    ds = dicom_io.read_dataset(p)
-    clip = dicom_io.clip_from_dataset(ds, source_name=p.name, user_cm_per_px=scale, allow_non_us=allow_non_us)
+    with named_errors(path):
+        p = dicom_io.check_path(path)
+        scale = _check_scale(user_cm_per_px)
+        kind, _ = _kind(p)
+        if kind == "video":
+            return video_io.read_video(p, user_cm_per_px=scale)
+        if kind == "image":
+            return video_io.read_image(p, user_cm_per_px=scale)
+        ds = dicom_io.read_dataset(p)
+        clip = dicom_io.clip_from_dataset(ds, source_name=p.name, user_cm_per_px=scale, allow_non_us=allow_non_us)
     if clip.regions and scale is not None:
         log.info("%s: DICOM regions present; the user scale is kept but DICOM calibration takes precedence", p.name)
     return clip
@@ -193,9 +195,50 @@ def load(path: str | os.PathLike[str], *, secret: bytes, user_cm_per_px: float |
     """
     from echomeasure.ingest.dicom_io import check_path
 
-    p = check_path(path)
-    return _deidentify_path(p, secret=secret, user_cm_per_px=_check_scale(user_cm_per_px),
-                            allow_non_us=allow_non_us, options=options).clip
+    with named_errors(None):  # callers name the file themselves (ingest prints its base name)
+        p = check_path(path)
+        return _deidentify_path(p, secret=secret, user_cm_per_px=_check_scale(user_cm_per_px),
+                                allow_non_us=allow_non_us, options=options).clip
+
+
+def _check_output_path(dst: Path) -> None:
+    """Refuse an output path that exists and is not a regular file (device, FIFO, folder) or
+    whose folder does not exist: renaming over a device would replace it."""
+    import stat
+
+    for probe in (os.lstat, os.stat):
+        try:
+            mode = probe(dst).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError:
+            raise InvalidInputError("the output path cannot be examined") from None
+        if stat.S_ISDIR(mode):
+            raise InvalidInputError("is a directory; give an output file name")
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise InvalidInputError("exists and is not a regular file (a device, FIFO or socket); give a file name")
+    if not dst.parent.is_dir():
+        raise InvalidInputError("the output folder does not exist")
+
+
+def _write_atomically(dst: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``dst`` and rename it into place."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    except OSError as exc:
+        raise InvalidInputError(f"the output cannot be written ({type(exc).__name__})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise InvalidInputError(f"the output cannot be written ({type(exc).__name__})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -221,25 +264,19 @@ def deidentify_file(in_path: str | os.PathLike[str], out_path: str | os.PathLike
     """
     from echomeasure.ingest.dicom_io import check_path
 
-    src = check_path(in_path)
+    with named_errors(in_path):
+        src = check_path(in_path)
     dst = Path(out_path)
-    if _same_file(src, dst) or src.resolve() == dst.resolve():
-        raise InvalidInputError("the output path is the input file; write the de-identified copy elsewhere")
-    if dst.is_dir():
-        raise InvalidInputError(f"{dst}: is a directory; give an output file name")
-    if not dst.parent.exists():
-        raise InvalidInputError(f"{dst.parent}: output folder does not exist")
-    outcome = _deidentify_path(src, secret=secret, user_cm_per_px=None, allow_non_us=allow_non_us, options=options)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(outcome.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with named_errors(out_path):
+        if _same_file(src, dst) or src.resolve() == dst.resolve():
+            raise InvalidInputError("the output path is the input file; write the de-identified copy elsewhere")
+        _check_output_path(dst)
+    with named_errors(in_path):
+        outcome = _deidentify_path(src, secret=secret, user_cm_per_px=None, allow_non_us=allow_non_us,
+                                   options=options)
+    with named_errors(out_path):
+        _check_output_path(dst)
+        _write_atomically(dst, outcome.data)
     dc = outcome.clip
     return {
         "output": str(dst),
@@ -270,4 +307,5 @@ def inspect_file(path: str | os.PathLike[str]) -> dict:
     """
     from echomeasure.ingest.inspect import inspect_path
 
-    return inspect_path(path)
+    with named_errors(path):
+        return inspect_path(path)

@@ -20,8 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from echomeasure.errors import InputNotFoundError, InvalidInputError, UnsupportedEncodingError
+from echomeasure.errors import EchomeasureError, InputNotFoundError, InvalidInputError, UnsupportedEncodingError
 from echomeasure.ingest.clip import Clip, Region
+from echomeasure.ingest.hygiene import silence_pydicom
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,13 @@ def check_path(path: str | os.PathLike[str]) -> Path:
     """The path as a :class:`Path`, refusing missing paths, directories and empty files."""
     p = Path(path)
     if not p.exists():
-        raise InputNotFoundError(f"{p}: no such file; check the path")
+        raise InputNotFoundError("no such file; check the path")
     if p.is_dir():
-        raise InputNotFoundError(f"{p}: is a directory; give a DICOM, video or image file")
+        raise InputNotFoundError("is a directory; give a DICOM, video or image file")
     if not p.is_file():
-        raise InputNotFoundError(f"{p}: not a regular file")
+        raise InputNotFoundError("not a regular file")
     if p.stat().st_size == 0:
-        raise InvalidInputError(f"{p.name}: the file is empty")
+        raise InvalidInputError("the file is empty")
     return p
 
 
@@ -104,24 +105,45 @@ def sop_class_name(uid: str | None) -> str | None:
 def read_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
     """Parse a DICOM file (with or without the 128-byte preamble), mapping parse errors to user errors."""
     p = Path(path)
+    silence_pydicom()
     try:
-        return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+        return _parsed(ds)
     except InvalidDicomError:
         pass
-    except (EOFError, OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
-        raise InvalidInputError(f"{p.name}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
+    except EchomeasureError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser failure on a hostile file is a user error
+        raise InvalidInputError(f"not a readable DICOM file ({type(exc).__name__})") from None
     # No preamble: accept only if the forced parse finds an image header.
     try:
         ds = pydicom.dcmread(p, force=True, stop_before_pixels=stop_before_pixels)
-    except Exception as exc:  # noqa: BLE001 - any parser failure means "not DICOM"
-        raise InvalidInputError(f"{p.name}: not a DICOM, video or image file") from exc
+    except Exception:  # noqa: BLE001 - any parser failure means "not DICOM"
+        raise InvalidInputError("not a DICOM, video or image file") from None
     if "Rows" not in ds and "SOPClassUID" not in ds:
-        raise InvalidInputError(f"{p.name}: not a DICOM, video or image file")
+        raise InvalidInputError("not a DICOM, video or image file")
     if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
         ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
         ds.file_meta.TransferSyntaxUID = (
             pydicom.uid.ImplicitVRLittleEndian if ds.is_implicit_VR else pydicom.uid.ExplicitVRLittleEndian
         )
+    return _parsed(ds)
+
+
+def _parsed(ds: Dataset) -> Dataset:
+    """Parse every element now (pydicom defers it), so a broken value (unknown VR, a length
+    that runs into the next element) is a user error here rather than a crash later."""
+    try:
+        for elem in ds.iterall():
+            _ = elem.value
+        if hasattr(ds, "file_meta"):
+            for elem in ds.file_meta:
+                _ = elem.value
+    except Exception:  # noqa: BLE001 - whatever the parser raises, the file is broken
+        raise InvalidInputError("the DICOM header is corrupt (an element cannot be parsed)") from None
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and not UID(str(ts)).is_transfer_syntax:
+        raise UnsupportedEncodingError("the transfer syntax UID is not a known transfer syntax")
     return ds
 
 
@@ -139,7 +161,7 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
     try:
         return int(v)
     except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{keyword} has an unreadable value {v!r}") from exc
+        raise InvalidInputError(f"{keyword} has an unreadable value") from None
 
 
 def check_geometry(ds: Dataset, name: str = "") -> PixelGeometry:
@@ -149,7 +171,7 @@ def check_geometry(ds: Dataset, name: str = "") -> PixelGeometry:
     truncated data or a NumberOfFrames larger than the data; :class:`UnsupportedEncodingError`
     for transfer syntaxes that cannot be decoded here.
     """
-    label = f"{name}: " if name else ""
+    label = ""  # the entry point names the file (hygiene.named_errors); name is kept for callers
     if "PixelData" not in ds:
         raise InvalidInputError(f"{label}the DICOM file has no pixel data (not an image)")
     rows = _int(ds, "Rows", 0) or 0
@@ -187,10 +209,11 @@ def check_geometry(ds: Dataset, name: str = "") -> PixelGeometry:
         raise InvalidInputError(f"{label}the pixel data is empty")
     if encapsulated:
         _check_encapsulated(raw, n_frames, label)
+        _check_compressed_frame_sizes(raw, n_frames, rows, cols)
         try:
             decoder = pydicom.pixels.get_decoder(ts)
         except NotImplementedError as exc:
-            raise UnsupportedEncodingError(f"{label}transfer syntax {ts.name} ({ts}) cannot be decoded") from exc
+            raise UnsupportedEncodingError(f"{label}transfer syntax {ts.name} cannot be decoded") from exc
         if not decoder.is_available:
             missing = "; ".join(str(m) for m in decoder.missing_dependencies)
             raise UnsupportedEncodingError(
@@ -221,7 +244,7 @@ def _check_encapsulated(raw: bytes, n_frames: int, label: str) -> None:
         offsets = parse_basic_offsets(fp)
         n_fragments, _ = parse_fragments(fp)
     except (ValueError, EOFError, OSError) as exc:
-        raise InvalidInputError(f"{label}encapsulated pixel data is corrupt or truncated ({exc})") from exc
+        raise InvalidInputError(f"{label}encapsulated pixel data is corrupt or truncated ({type(exc).__name__})") from None
     if n_fragments == 0:
         raise InvalidInputError(f"{label}encapsulated pixel data holds no fragments")
     available = len(offsets) if offsets else n_fragments
@@ -229,6 +252,53 @@ def _check_encapsulated(raw: bytes, n_frames: int, label: str) -> None:
         raise InvalidInputError(
             f"{label}NumberOfFrames is {n_frames} but the pixel data holds only {available} frames"
         )
+
+def _declared_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG / JPEG-LS (SOFn) or JPEG 2000 (SIZ) codestream declares, read from
+    its marker segments without decoding; None when no size marker is found early on."""
+    if frame[:2] == b"\xff\x4f" and frame[2:4] == b"\xff\x51" and len(frame) >= 24:  # J2K SOC + SIZ
+        xsiz, ysiz, xo, yo = (int.from_bytes(frame[i : i + 4], "big") for i in (8, 12, 16, 20))
+        return ysiz - yo, xsiz - xo
+    jp2 = frame.find(b"\xff\x4f\xff\x51", 0, 4096)
+    if jp2 > 0:
+        return _declared_size(frame[jp2:])
+    if frame[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(frame) and i < 1 << 16:
+        if frame[i] != 0xFF:
+            return None
+        marker = frame[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        length = int.from_bytes(frame[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) or marker == 0xF7:  # SOFn, SOF55 (JPEG-LS)
+            return int.from_bytes(frame[i + 5 : i + 7], "big"), int.from_bytes(frame[i + 7 : i + 9], "big")
+        if marker == 0xDA:
+            return None
+        i += 2 + length
+    return None
+
+
+def _check_compressed_frame_sizes(raw: bytes, n_frames: int, rows: int, cols: int) -> None:
+    """Refuse compressed frames that declare a larger image than Rows x Columns (a
+    decompression bomb: a few bytes that would decode to gigabytes)."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        for i, frame in enumerate(generate_frames(raw, number_of_frames=n_frames)):
+            size = _declared_size(bytes(frame[:70000]))
+            if size is not None and (size[0] > rows or size[1] > cols or min(size) <= 0):
+                raise InvalidInputError(
+                    "a compressed frame declares a larger image than the header's Rows x Columns "
+                    "(a decompression bomb); refused before decoding")
+            if i + 1 >= n_frames:
+                break
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - fragment parsing of a hostile file
+        raise InvalidInputError(f"encapsulated pixel data is corrupt ({type(exc).__name__})") from None
 
 
 def _to_uint8(arr: np.ndarray, bits_stored: int) -> np.ndarray:
@@ -302,10 +372,12 @@ def decode_frames(ds: Dataset, geometry: PixelGeometry) -> np.ndarray:
         return fast
     try:
         arr = pydicom.pixels.pixel_array(ds)
-    except (ValueError, RuntimeError, EOFError, OSError, IndexError, TypeError, KeyError) as exc:
-        raise InvalidInputError(f"the pixel data could not be decoded ({type(exc).__name__}: {exc})") from exc
-    except NotImplementedError as exc:
-        raise UnsupportedEncodingError(f"the pixel data cannot be decoded here ({exc})") from exc
+    except NotImplementedError:
+        raise UnsupportedEncodingError("the pixel data cannot be decoded here (NotImplementedError)") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a decoder failing on hostile data is a user error
+        raise InvalidInputError(f"the pixel data could not be decoded ({type(exc).__name__})") from None
     if g.n_frames == 1 and arr.ndim == (3 if g.samples_per_pixel == 3 else 2):
         arr = arr[None]
     if arr.shape[0] != g.n_frames:
@@ -315,7 +387,7 @@ def decode_frames(ds: Dataset, geometry: PixelGeometry) -> np.ndarray:
         try:
             rgb = pydicom.pixels.apply_color_lut(arr, ds)
         except (ValueError, KeyError, AttributeError) as exc:
-            raise InvalidInputError(f"the palette colour lookup table is missing or invalid ({exc})") from exc
+            raise InvalidInputError(f"the palette colour lookup table is missing or invalid ({type(exc).__name__})") from None
         lut_bits = 16 if rgb.dtype != np.uint8 else 8
         if lut_bits == 16:
             # Palette entries are 16-bit when the LUT descriptor says so; many 8-bit LUTs are
@@ -362,7 +434,7 @@ def regions_from_dataset(ds: Dataset) -> tuple[Region, ...]:
                 flags=int(item.get("RegionFlags", 0) or 0),
             ))
         except (AttributeError, TypeError, ValueError) as exc:
-            log.warning("ultrasound region %d skipped: %s", i, exc)
+            log.warning("ultrasound region %d skipped (%s)", i, type(exc).__name__)
     return tuple(out)
 
 
@@ -392,11 +464,8 @@ def check_sop_class(ds: Dataset, name: str, allow_non_us: bool) -> None:
     if allow_non_us or is_ultrasound(ds):
         return
     sop = str(ds.get("SOPClassUID", "") or "")
-    label = sop_class_name(sop) or sop or "unknown"
-    raise InvalidInputError(
-        f"{name}: not an ultrasound object (SOP class {label}, modality {ds.get('Modality', 'none')}); "
-        "pass --allow-non-us to read it anyway"
-    )
+    label = (sop_class_name(sop) if sop.startswith("1.2.840.10008.") else None) or "not a registered SOP class"
+    raise InvalidInputError(f"not an ultrasound object ({label}); pass --allow-non-us to read it anyway")
 
 
 def clip_from_dataset(

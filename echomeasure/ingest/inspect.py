@@ -11,7 +11,7 @@ from echomeasure.ingest.calibration import region_record
 
 def _dicom(p: Path) -> dict:
     ds = dicom_io.read_dataset(p)
-    geometry = dicom_io.check_geometry(ds, p.name)
+    geometry = dicom_io.check_geometry(ds)
     regions = dicom_io.regions_from_dataset(ds)
     # Same rules as Clip.kind / Clip.calibration_source, without decoding any frame.
     kind = "doppler" if any(r.is_spectral for r in regions) else "2d"

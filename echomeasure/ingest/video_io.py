@@ -53,11 +53,11 @@ def sniff(path: Path) -> tuple[Literal["dicom", "video", "image", "unknown"], st
 
 def _check_size(name: str, n: int, h: int, w: int) -> None:
     if h <= 0 or w <= 0:
-        raise InvalidInputError(f"{name}: the video has no picture size")
+        raise InvalidInputError(f"the video has no picture size")
     if h > MAX_SIDE_PX or w > MAX_SIDE_PX:
-        raise InvalidInputError(f"{name}: {w} x {h} pixels per frame; more than {MAX_SIDE_PX} x {MAX_SIDE_PX} is refused")
+        raise InvalidInputError(f"{w} x {h} pixels per frame; more than {MAX_SIDE_PX} x {MAX_SIDE_PX} is refused")
     if n * h * w * 3 > MAX_TOTAL_BYTES:
-        raise InvalidInputError(f"{name}: {n} frames of {w} x {h} exceed the {MAX_TOTAL_BYTES // 2**30} GiB limit; split the clip")
+        raise InvalidInputError(f"{n} frames of {w} x {h} exceed the {MAX_TOTAL_BYTES // 2**30} GiB limit; split the clip")
 
 
 def container_metadata(source: str | Path | bytes) -> dict[str, str]:
@@ -74,7 +74,7 @@ def container_metadata(source: str | Path | bytes) -> dict[str, str]:
                 for k, v in s.metadata.items():
                     out[f"stream{i}:{k}"] = str(v)
     except av.error.FFmpegError as exc:
-        raise InvalidInputError(f"not a readable video ({exc})") from exc
+        raise InvalidInputError(f"not a readable video ({type(exc).__name__})") from exc
     return out
 
 
@@ -86,10 +86,10 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, ValueError) as exc:
-        raise InvalidInputError(f"{name}: not a readable video ({exc})") from exc
+        raise InvalidInputError(f"not a readable video ({type(exc).__name__})") from exc
     with container:
         if not container.streams.video:
-            raise InvalidInputError(f"{name}: the file has no video stream")
+            raise InvalidInputError(f"the file has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         cc = stream.codec_context
@@ -105,14 +105,14 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
                 _check_size(name, len(frames), arr.shape[0], arr.shape[1])
         except av.error.FFmpegError as exc:
             if not frames:
-                raise InvalidInputError(f"{name}: the video could not be decoded ({exc})") from exc
-            log.warning("%s: decoding stopped after %d frames: %s", name, len(frames), exc)
+                raise InvalidInputError(f"the video could not be decoded ({type(exc).__name__})") from exc
+            log.warning("decoding stopped after %d frames (%s)", len(frames), type(exc).__name__)
         codec = cc.name
     if not frames:
-        raise InvalidInputError(f"{name}: the video holds zero frames")
+        raise InvalidInputError(f"the video holds zero frames")
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
-        raise InvalidInputError(f"{name}: frames change size within the video; not supported")
+        raise InvalidInputError(f"frames change size within the video; not supported")
     return Clip(
         frames=np.stack(frames),
         frame_time_ms=frame_time,
@@ -134,8 +134,12 @@ def read_image(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
             w, h = im.size
             _check_size(name, 1, h, w)
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidInputError(f"{name}: not a readable image ({exc})") from exc
+    except InvalidInputError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds on hostile files (bombs included)
+        raise InvalidInputError(f"not a readable image ({type(exc).__name__})") from None
     return Clip(frames=rgb[None].copy(), frame_time_ms=None, regions=(), source_kind="image",
                 source_name=name, user_cm_per_px=user_cm_per_px)
 
@@ -166,7 +170,7 @@ def encode_video(frames: np.ndarray, container_format: VideoContainer, frame_tim
             for packet in stream.encode(None):
                 out.mux(packet)
     except av.error.FFmpegError as exc:
-        raise UnsupportedEncodingError(f"could not write the de-identified video ({exc})") from exc
+        raise UnsupportedEncodingError(f"could not write the de-identified video ({type(exc).__name__})") from exc
     return buf.getvalue()
 
 
@@ -188,11 +192,18 @@ def image_metadata(data: bytes) -> dict[str, str]:
     from PIL import Image
 
     out: dict[str, str] = {}
-    with Image.open(BytesIO(data)) as im:
-        for k, v in im.info.items():
-            if isinstance(v, (str, bytes)) and k not in ("icc_profile",):
-                out[f"info:{k}"] = v.decode("latin-1") if isinstance(v, bytes) else v
-        for k, v in im.getexif().items():
-            if isinstance(v, (str, bytes)):
-                out[f"exif:{k}"] = v.decode("latin-1", "replace") if isinstance(v, bytes) else v
+    try:
+        with Image.open(BytesIO(data)) as im:
+            w, h = im.size
+            _check_size("", 1, h, w)
+            for k, v in im.info.items():
+                if isinstance(v, (str, bytes)) and k not in ("icc_profile",):
+                    out[f"info:{k}"] = v.decode("latin-1") if isinstance(v, bytes) else v
+            for k, v in im.getexif().items():
+                if isinstance(v, (str, bytes)):
+                    out[f"exif:{k}"] = v.decode("latin-1", "replace") if isinstance(v, bytes) else v
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds on hostile files (bombs included)
+        raise InvalidInputError(f"not a readable image ({type(exc).__name__})") from None
     return out
