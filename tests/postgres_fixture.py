@@ -6,7 +6,10 @@ Register in a test module with ``pytest_plugins = ["postgres_fixture"]``.
 the server on a free TCP port of 127.0.0.1 (trust authentication, unix socket inside the
 temporary folder, fsync off), and stops it at the end.  initdb and postgres refuse to run as
 root, so under root they run as the ``postgres`` system user.  ``postgres_url`` gives each test
-a fresh, empty database.  ``store_url`` parametrises a test over SQLite and PostgreSQL.
+a fresh, empty database.  ``store_url`` parametrises a test over SQLite and PostgreSQL (as the
+database owner, for migrations and trigger checks).  ``app_store_url`` does the same, but the
+PostgreSQL database is migrated by the owner and the URL logs in as the least-privilege
+application role (``echomeasure db init --roles``): the store tests run as the app would.
 
 Without the PostgreSQL binaries (``make system-deps`` installs them) the PostgreSQL cases are
 skipped with the reason.
@@ -124,6 +127,24 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """URL of a fresh, empty PostgreSQL database for one test."""
     return postgres_server.url(postgres_server.create_database())
+
+
+@pytest.fixture
+def postgres_app_url(postgres_url: str) -> str:
+    """A fresh PostgreSQL database migrated by its owner; the URL logs in as the app role."""
+    from echomeasure.store import open_store
+    from echomeasure.store.admin import create_app_role
+
+    open_store(postgres_url).close()
+    return create_app_role(postgres_url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def app_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store URL: SQLite file in tmp_path, or PostgreSQL as the application role."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite'}"
+    return request.getfixturevalue("postgres_app_url")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -1,7 +1,8 @@
 """Test data for the store, export and ingest-CLI tests.
 
 Import the fixtures into a test module: ``from store_fixtures import store, dicom_file, deidentified_clip``
-(``store`` needs ``pytest_plugins = ["postgres_fixture"]`` for its ``store_url``).  Clips reach the store only through the
+(``store`` needs ``pytest_plugins = ["postgres_fixture"]`` for its ``app_store_url``: on PostgreSQL it
+logs in as the least-privilege application role).  Clips reach the store only through the
 real de-identification gate (``echomeasure.ingest.load``) from small DICOM files written here,
 whose identifying elements carry canary strings that must never come out of the store.
 """
@@ -117,11 +118,12 @@ def lvidd_proposals(model: ModelInfo = MODEL_2D, frame: int = 1) -> ClipProposal
 
 
 @pytest.fixture
-def store(store_url, tmp_path: Path):
-    """An open store on every backend of ``postgres_fixture.store_url`` (SQLite, PostgreSQL)."""
+def store(app_store_url, tmp_path: Path):
+    """An open store on every backend of ``postgres_fixture.app_store_url`` (SQLite, PostgreSQL as
+    the application role)."""
     from echomeasure.store import open_store
 
-    s = open_store(store_url, images_dir=tmp_path / "images")
+    s = open_store(app_store_url, images_dir=tmp_path / "images")
     yield s
     s.close()
 

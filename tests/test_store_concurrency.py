@@ -32,8 +32,8 @@ WORKER = textwrap.dedent(
 
 
 @pytest.fixture
-def reviewed_clip(store_url, tmp_path, deidentified_clip):
-    store = open_store(store_url, images_dir=tmp_path / "images")
+def reviewed_clip(app_store_url, tmp_path, deidentified_clip):
+    store = open_store(app_store_url, images_dir=tmp_path / "images")
     rec = store.add_clip(deidentified_clip)
     store.add_proposals(rec.id, lvidd_proposals())
     yield store, rec
@@ -64,13 +64,13 @@ def test_concurrent_reviewer_threads_lose_no_review(reviewed_clip):
     _assert_all_reviews_kept(store, clip.id, {f"thread-{t}": per_thread for t in range(n_threads)})
 
 
-def test_concurrent_reviewer_processes_lose_no_review(reviewed_clip, store_url, tmp_path):
+def test_concurrent_reviewer_processes_lose_no_review(reviewed_clip, app_store_url, tmp_path):
     store, clip = reviewed_clip
     n_procs, per_proc = 4, 50
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, store_url, str(clip.id), str(w), str(per_proc), str(tmp_path / "images")],
+            [sys.executable, "-c", WORKER, app_store_url, str(clip.id), str(w), str(per_proc), str(tmp_path / "images")],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -84,8 +84,8 @@ def test_concurrent_reviewer_processes_lose_no_review(reviewed_clip, store_url, 
     _assert_all_reviews_kept(store, clip.id, {f"reviewer-{w}": per_proc for w in range(n_procs)})
 
 
-def test_the_same_clip_added_by_two_threads_at_once_is_stored_once(store_url, tmp_path, deidentified_clip):
-    store = open_store(store_url, images_dir=tmp_path / "images")
+def test_the_same_clip_added_by_two_threads_at_once_is_stored_once(app_store_url, tmp_path, deidentified_clip):
+    store = open_store(app_store_url, images_dir=tmp_path / "images")
     try:
         with ThreadPoolExecutor(4) as pool:
             records = list(pool.map(lambda _: store.add_clip(deidentified_clip), range(4)))

@@ -548,6 +548,7 @@ class Store:
         unit: str | None = None,
         seconds_spent: float | None = None,
         reviewer_display_name: str | None = None,
+        on_saved: Callable[[Session, db.Review], None] | None = None,
     ) -> ReviewRecord:
         """Record one review decision (append-only) with its audit event, in one transaction.
 
@@ -573,6 +574,10 @@ class Store:
             Time the reviewer spent on this decision.
         reviewer_display_name
             The name typed beside a logged-in ``reviewer`` (same rules), or None.
+        on_saved
+            Called with the session and the new review row inside the same transaction, so a
+            caller's own rows about the review (:mod:`echomeasure.store.readers`: the reading
+            mode) are written with it or not at all.
 
         Raises
         ------
@@ -643,6 +648,8 @@ class Store:
             record = _review_record(row)
             _audit(s, reviewer, f"review.{action}", "review", row.id, clip_id, before, _review_audit(row),
                    content=chain.rows_content_hash([_columns(row, chain.REVIEW_CONTENT)], chain.REVIEW_CONTENT))
+            if on_saved is not None:
+                on_saved(s, row)
             return record
 
         return self._write(op)
