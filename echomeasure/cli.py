@@ -253,6 +253,49 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the audit hash chain: exit 0 intact, 1 broken (first broken link on stderr), 2 user error."""
+    from echomeasure.store.admin import verify_audit
+
+    report = verify_audit(args.db)
+    _print_json(report.as_json())
+    if not report.ok:
+        where = f" at event {report.broken_event_id}" if report.broken_event_id is not None else ""
+        sys.stderr.write(f"error: audit chain broken{where}: {report.reason}\n")
+        return 1
+    return 0
+
+
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    """Back up the store: SQLite online backup to OUT; for PostgreSQL print the pg_dump command."""
+    from echomeasure.store.admin import backup
+
+    result = backup(args.db, args.output)
+    _print_json(result.as_json())
+    if result.report is not None and not result.report.ok:
+        sys.stderr.write(f"error: backup written, but its audit chain is broken: {result.report.reason}\n")
+        return 1
+    return 0
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    """Create or upgrade the store; with --roles (PostgreSQL) create the least-privilege app role."""
+    import os
+
+    from echomeasure import config
+    from echomeasure.store import open_store
+    from echomeasure.store.admin import create_app_role
+
+    url = config.db_url(args.db)
+    with open_store(url) as store:
+        out: dict[str, object] = {"database": store.url}
+    if args.roles:
+        out["app_role"] = args.app_role
+        out["app_url"] = create_app_role(url, args.app_role, os.environ.get("ECHOMEASURE_APP_PASSWORD"))
+    _print_json(out)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -373,6 +416,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-steps", type=int, help="cap on optimisation steps")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("audit", help="check the tamper-evident audit trail")
+    audit_sub = s.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    a = audit_sub.add_parser("verify", help="verify the audit hash chain (exit 0 intact, 1 broken, 2 user error)")
+    a.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    a.set_defaults(func=cmd_audit_verify)
+
+    s = sub.add_parser("db", help="create, upgrade or back up the review store")
+    db_sub = s.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    a = db_sub.add_parser("init", help="create/upgrade the store; --roles adds the PostgreSQL app role")
+    a.add_argument("--db", help="SQLAlchemy URL of the store, as its owner (default: $ECHOMEASURE_DB)")
+    a.add_argument("--roles", action="store_true",
+                   help="PostgreSQL: create the app role (SELECT/INSERT, no UPDATE/DELETE on append-only tables); "
+                        "its password from $ECHOMEASURE_APP_PASSWORD")
+    a.add_argument("--app-role", default="echomeasure_app", metavar="NAME", help="name of the app role (default echomeasure_app)")
+    a.set_defaults(func=cmd_db_init)
+    a = db_sub.add_parser("backup", help="SQLite: online backup to OUT (atomic); PostgreSQL: print the pg_dump command")
+    a.add_argument("output", metavar="OUT", help="backup file (replaced atomically; must not be a folder or link)")
+    a.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    a.set_defaults(func=cmd_db_backup)
 
     return p
 
