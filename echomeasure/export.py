@@ -9,6 +9,10 @@ those a reviewer added), with the final and the proposed points and values, the 
 (``cm``, ``m/s``, ``{ratio}``; ``{px}`` for uncalibrated pixel lengths), the LOINC code, the
 calibration source, the review status, the model name and version, the reviewer and ISO 8601
 UTC times.  ``.`` is the decimal separator whatever the locale; empty cells mean "none".
+Text cells that begin with ``=``, ``+``, ``-``, ``@``, tab or carriage return get a leading
+``'`` so a spreadsheet shows them instead of running them as formulas (OWASP CSV injection);
+numeric columns (``CSV_NUMERIC_COLUMNS``, e.g. a negative Doppler value) are left as numbers.
+JSON and COCO keep every value exactly as stored.
 
 COCO keypoints: ``images`` are the reviewed frames (``file_name`` relative to the store's image
 folder), one annotation per frame with ``catalog.KEYPOINTS_2D`` (category ``plax_linear``) or
@@ -76,6 +80,17 @@ CSV_COLUMNS: tuple[str, ...] = (
     "reviewed_at",
 )
 
+#: Columns holding numbers written by the exporter itself (never neutralised: ``-0.8`` stays a number).
+CSV_NUMERIC_COLUMNS = frozenset(
+    {
+        "clip_id", "frame", "value", "x1_px", "y1_px", "x2_px", "y2_px", "proposed_frame", "proposed_value",
+        "proposed_x1_px", "proposed_y1_px", "proposed_x2_px", "proposed_y2_px", "pixel_length_px",
+        "confidence", "n_reviews", "seconds_spent",
+    }
+)
+#: First characters that make a spreadsheet read a cell as a formula (OWASP).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
 COCO_CATEGORIES = (
     {"id": 1, "name": "plax_linear", "supercategory": "echo_2d", "keypoints": list(catalog.KEYPOINTS_2D)},
     {"id": 2, "name": "doppler_peaks", "supercategory": "echo_doppler", "keypoints": list(catalog.DOPPLER_CHANNELS)},
@@ -99,6 +114,11 @@ def ucum(unit: str | None) -> str:
 def _num(value: float | None, digits: int = 4) -> str:
     # repr of a rounded float: locale-independent, "." decimal separator, no trailing noise.
     return "" if value is None else repr(round(float(value), digits))
+
+
+def neutralise_cell(text: str) -> str:
+    """A text cell a spreadsheet will not run: a leading ``'`` before a formula trigger."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
 
 
 def _points_cells(points: Sequence[tuple[float, float]] | None) -> list[str]:
@@ -170,7 +190,7 @@ def _csv_row(clip: Any, st: MeasurementState) -> dict[str, str]:
         "proposed_at": iso_utc(st.proposed_at),
         "reviewed_at": iso_utc(st.reviewed_at),
     }
-    return row
+    return {k: v if k in CSV_NUMERIC_COLUMNS else neutralise_cell(v) for k, v in row.items()}
 
 
 def export_csv(store: Store, clip_ids: Iterable[int] | None = None) -> str:
