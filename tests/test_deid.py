@@ -203,7 +203,8 @@ def test_quarantine_is_cleaned_up_even_when_reading_fails(tmp_path, monkeypatch)
     with pytest.raises(InvalidInputError):
         load(bad, secret=SECRET)
     load(write_canary_dicom(tmp_path / "ok.dcm", 1), secret=SECRET)
-    assert list((tmp_path / "q").iterdir()) == []
+    assert quarantine.leftovers(tmp_path / "q") == []
+    assert [p.name for p in (tmp_path / "q").iterdir()] == [quarantine.SWEEP_LOCK]
 
 
 def test_deid_refuses_to_overwrite_its_input(tmp_path):

@@ -1,0 +1,115 @@
+"""Crash-safe quarantine: originals never outlive a run, even one killed with SIGKILL."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from echomeasure.ingest import load, quarantine
+from test_ingest_builders import write_canary_dicom
+
+SECRET = b"quarantine-secret"
+
+_LOOP = """
+import sys
+from echomeasure.ingest import load
+print("ready", flush=True)
+while True:
+    load(sys.argv[1], secret=b"quarantine-secret")
+"""
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "ECHOMEASURE_QUARANTINE": str(root)}
+
+
+def test_ten_kill_9_at_random_points_leave_nothing_after_the_next_start(tmp_path):
+    root = tmp_path / "q"
+    src = write_canary_dicom(tmp_path / "in.dcm", 40)
+    rng = random.Random(7)
+    left_behind = 0
+    for _ in range(10):
+        proc = subprocess.Popen([sys.executable, "-c", _LOOP, str(src)], env=_env(root), stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        left_behind += bool(quarantine.leftovers(root))
+    assert left_behind >= 3  # the kills did land inside runs (otherwise this test proves nothing)
+    # The next start (any run) sweeps what the dead runs left.
+    os.environ["ECHOMEASURE_QUARANTINE"] = str(root)
+    try:
+        load(src, secret=SECRET)
+    finally:
+        del os.environ["ECHOMEASURE_QUARANTINE"]
+    assert quarantine.leftovers(root) == []
+    assert src.exists() and os.stat(src).st_nlink == 1  # no second name of the original anywhere
+
+
+def test_a_sweep_leaves_a_live_run_alone(tmp_path):
+    root = tmp_path / "q"
+    root.mkdir()
+    live = root / f"{quarantine.FOLDER_PREFIX}live"
+    live.mkdir()
+    (live / "original").write_bytes(b"x")
+    fd = os.open(root / f"{live.name}{quarantine.LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    dead = root / f"{quarantine.FOLDER_PREFIX}dead"
+    dead.mkdir()
+    (dead / "original").write_bytes(b"y")
+    (root / f"{dead.name}{quarantine.LOCK_SUFFIX}").touch()  # its owner died: nobody holds it
+    orphan = root / f"{quarantine.FOLDER_PREFIX}nolock"
+    orphan.mkdir()
+    try:
+        assert quarantine.sweep(root) == 2
+        assert quarantine.leftovers(root) == [live, live.with_name(live.name + quarantine.LOCK_SUFFIX)]
+    finally:
+        os.close(fd)
+    assert quarantine.sweep(root) == 1 and quarantine.leftovers(root) == []
+
+
+def test_an_input_on_another_file_system_is_read_in_place(tmp_path, monkeypatch):
+    """When a hard link is impossible the original is not copied into the quarantine."""
+    root = tmp_path / "q"
+    monkeypatch.setenv("ECHOMEASURE_QUARANTINE", str(root))
+    src = write_canary_dicom(tmp_path / "in.dcm", 1)
+
+    def no_link(a, b):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    with quarantine.quarantined(src) as original:
+        assert original == src
+        assert [p for p in quarantine.leftovers(root) if p.is_dir() and any(p.iterdir())] == []
+    assert quarantine.leftovers(root) == []
+
+
+@pytest.mark.parametrize("fail", [True, False])
+def test_the_quarantine_folder_goes_whatever_happens(tmp_path, monkeypatch, fail):
+    root = tmp_path / "q"
+    monkeypatch.setenv("ECHOMEASURE_QUARANTINE", str(root))
+    src = write_canary_dicom(tmp_path / "in.dcm", 1)
+    with pytest.raises(RuntimeError) if fail else _nothing():
+        with quarantine.quarantined(src) as original:
+            assert original.parent.name.startswith(quarantine.FOLDER_PREFIX)
+            assert os.stat(src).st_nlink == 2
+            if fail:
+                raise RuntimeError("boom")
+    assert quarantine.leftovers(root) == [] and os.stat(src).st_nlink == 1
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
