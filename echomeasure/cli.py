@@ -60,6 +60,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from echomeasure.pipeline import ingest_path, iter_input_files
     from echomeasure.store import open_store
 
+    if args.from_parquet:
+        return _ingest_from_parquet(args)
     files = iter_input_files(args.paths)
     if not files:
         raise EchomeasureError("no files to ingest in the given folder(s); give DICOM, video or image files")
@@ -81,10 +83,47 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             except EchomeasureError as exc:
                 failed += 1
                 _print_json({"file": name, "status": "error", "error": str(exc)})
-                tqdm.write(f"error: {name}: {exc}", file=sys.stderr)
+                from echomeasure.ingest.hygiene import quote_path
+
+                tqdm.write(f"error: {quote_path(name)}: {exc}", file=sys.stderr)
                 continue
             _print_json(result.as_json())
     return 2 if failed else 0
+
+
+def _ingest_from_parquet(args: argparse.Namespace) -> int:
+    """Store the results of ``echomeasure batch --out parquet DIR`` (seals checked with the site secret)."""
+    from echomeasure import config
+    from echomeasure.batch import ingest_from_parquet
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.store import open_store
+
+    if args.paths:
+        raise InvalidInputError("give either files to ingest or --from-parquet DIR, not both")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise EchomeasureError("reading batch results needs pyarrow: pip install 'echomeasure[ray]'") from None
+    with open_store(args.db) as store:
+        failed = ingest_from_parquet(args.from_parquet, store, secret=config.secret(args.secret), emit=_print_json)
+    return 2 if failed else 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Pre-annotate an archive on Ray: de-identify and propose in parallel, store with one writer."""
+    from echomeasure.batch import run_batch
+
+    out_kind, out_dir = args.out if args.out else (None, None)
+    if out_kind is not None and out_kind != "parquet":
+        from echomeasure.errors import InvalidInputError
+
+        raise InvalidInputError(f"--out {out_kind}: the only output kind is parquet (--out parquet DIR)")
+    summary = run_batch(
+        args.paths, db=args.db, address=args.address, workers=args.workers, out_parquet=out_dir,
+        resume=args.resume, run_models=not args.no_propose, only=args.only.split(",") if args.only else None,
+        user_cm_per_px=args.cm_per_px, gpus_per_worker=args.gpus_per_worker,
+    )
+    return 2 if summary.failed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -128,17 +167,52 @@ def _export_dicom_sr(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
+def cmd_agreement(args: argparse.Namespace) -> int:
+    """Agreement between readers and with the AI, per measurement (ICC, Bland-Altman, CV)."""
+    from echomeasure import config
+    from echomeasure.agreement import run
+    from echomeasure.store import open_store
+    from echomeasure.store.engine import parse_url, sqlite_path
+
+    url = config.db_url(args.db)
+    db_file = sqlite_path(parse_url(url))
+    if db_file is not None and not db_file.exists():
+        raise EchomeasureError(f"no review database at {db_file}; run 'echomeasure ingest' first or pass --db")
+    modes = args.mode.split(",") if args.mode else None
+    with open_store(url) as store:
+        text = run(store, fmt=args.format, plots=args.plots, modes=modes)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     """De-identify one file, run the models, print the proposals as JSON (architecture.md 3)."""
     from echomeasure.propose.measure import measure_file, terminal_progress
 
+    model_version = args.model_version
+    if getattr(args, "model", None):
+        from echomeasure.errors import InvalidInputError
+        from echomeasure.models.echonet_measurements import FAMILY, measure_file_echonet
+
+        name, _, version = args.model.partition(":")
+        if name == FAMILY:
+            with terminal_progress(not args.quiet, desc=FAMILY) as progress:
+                result = measure_file_echonet(args.path, only=args.only, per_frame=args.per_frame,
+                                              scale_cm_per_px=args.scale, version=version or None, progress=progress)
+            _print_json(result)
+            return 0
+        if name not in ("plax-linear", "doppler-peaks"):
+            raise InvalidInputError(f"--model {name}: unknown model; use plax-linear, doppler-peaks or {FAMILY}")
+        if version:
+            model_version = ",".join(p for p in (model_version, f"{name}={version}") if p)
     with terminal_progress(not args.quiet) as progress:
         result = measure_file(
             args.path,
             only=args.only,
             per_frame=args.per_frame,
             scale_cm_per_px=args.scale,
-            model_version=args.model_version,
+            model_version=model_version,
             progress=progress,
             backend=args.backend,
         )
@@ -193,6 +267,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on synthetic data, evaluate it on held-out cases and register it."""
     from echomeasure.training.train import train_model
 
+    if getattr(args, "dataset", None):
+        return _train_on_dataset(args)
+    if not args.model:
+        from echomeasure.errors import InvalidInputError
+
+        raise InvalidInputError("give --model plax-linear|doppler-peaks, or --dataset echonet-lvh PATH")
     outcome = train_model(
         args.model, steps=args.steps, seed=args.seed, out=args.out, smoke=args.smoke, cases=args.cases,
         eval_cases=args.eval_cases, version=args.version, threads=args.threads,
@@ -203,6 +283,94 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print_json({"name": e.name, "version": e.version, "file": e.file, "sha256": e.sha256,
                  "steps": outcome.result.steps_done, "train_wall_s": round(outcome.result.wall_s, 1),
                  "metrics": outcome.metrics})
+    return 0
+
+
+def _dataset_arg(spec: Sequence[str]) -> str:
+    """The PATH of ``--dataset NAME PATH``; only echonet-lvh is known."""
+    from echomeasure.errors import InvalidInputError
+
+    name, path = spec
+    if name != "echonet-lvh":
+        raise InvalidInputError(f"--dataset {name}: unknown dataset; known: echonet-lvh")
+    return path
+
+
+def _train_on_dataset(args: argparse.Namespace) -> int:
+    """``train --dataset echonet-lvh PATH``: plax-linear trained on the dataset's train split."""
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.training.echonet_lvh import train_on_lvh
+
+    path = _dataset_arg(args.dataset)
+    if args.model not in (None, "plax-linear"):
+        raise InvalidInputError("--dataset echonet-lvh trains plax-linear; drop --model or give --model plax-linear")
+    outcome = train_on_lvh(
+        path, steps=args.steps, seed=args.seed, out=args.out, version=args.version,
+        base_version=getattr(args, "init_from", None), from_scratch=args.from_scratch, max_videos=args.cases,
+        eval_videos=args.eval_cases, activate=args.activate, threads=args.threads, progress=not args.quiet,
+    )
+    e = outcome.entry
+    _print_json({"name": e.name, "version": e.version, "parent": e.parent, "file": e.file, "sha256": e.sha256,
+                 "dataset": "echonet-lvh", "train_frames": outcome.n_images, "steps": outcome.steps,
+                 "train_wall_s": round(outcome.train_wall_s, 1), "active": args.activate, "metrics": dict(e.metrics)})
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Error of a registered model on a public dataset split (JSON)."""
+    from echomeasure.training.echonet_lvh import evaluate_lvh
+
+    path = _dataset_arg(args.dataset)
+    _print_json(evaluate_lvh(path, split=args.split, model=args.model, max_videos=args.max_videos,
+                             progress=not args.quiet))
+    return 0
+
+
+def cmd_weights_import(args: argparse.Namespace) -> int:
+    """Register published checkpoints (copied into the weights folder, sha256 recorded)."""
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.models.echonet_measurements import FAMILY, import_checkpoints
+
+    if args.source != FAMILY:
+        raise InvalidInputError(f"weights import {args.source}: unknown source; known: {FAMILY}")
+    report = import_checkpoints(args.dir, weights_dir=args.out, version=args.version)
+    for notice in report.notices:
+        sys.stderr.write(f"notice: {notice}\n")
+    _print_json(report.to_dict())
+    return 0
+
+
+def _metrics_summary(metrics: dict) -> str:
+    """One short cell for ``weights list``: the mean error, and gross misses when counted."""
+    parts = []
+    if metrics.get("mean_mae_mm") is not None:
+        parts.append(f"MAE {metrics['mean_mae_mm']:.2f} mm")
+    if metrics.get("mean_error_pct") is not None:
+        parts.append(f"error {metrics['mean_error_pct']:.2f} %")
+    gross = sum(v for k, v in metrics.items() if k.endswith("_gross") and v is not None)
+    if any(k.endswith("_gross") for k in metrics):
+        parts.append(f"{gross:g} gross")
+    return ", ".join(parts) or "not measured here"
+
+
+def cmd_weights_list(args: argparse.Namespace) -> int:
+    """Every registered version with its data and metrics (table, or JSON with --json)."""
+    from echomeasure.models.registry import active_version, list_entries
+
+    rows = []
+    for e in list_entries(args.out):
+        rows.append({"name": e.name, "version": e.version, "active": active_version(e.name, args.out) == e.version,
+                     "arch": e.arch, "parent": e.parent, "trained_on": e.trained_on, "created": e.created,
+                     "sha256": e.sha256, "metrics": dict(e.metrics)})
+    if args.json:
+        _print_json(rows)
+        return 0
+    head = ("name", "version", "active", "metrics", "data")
+    table = [head] + [(r["name"], r["version"], "*" if r["active"] else "", _metrics_summary(r["metrics"]),
+                       r["trained_on"]) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head) - 1)]
+    for row in table:
+        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]) + "\n")
     return 0
 
 
@@ -321,13 +489,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_deid)
 
     s = sub.add_parser("ingest", help="de-identify files and register them in the review store")
-    s.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked recursively)")
+    s.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (walked recursively)")
+    s.add_argument("--from-parquet", metavar="DIR", help="store the results 'echomeasure batch --out parquet DIR' wrote")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
     s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.add_argument("--no-propose", action="store_true", help="store the clips without running the models")
     s.add_argument("--only", help="comma-separated measurement names to propose (e.g. av_vmax)")
     s.add_argument("--cm-per-px", type=float, help="scale for uncalibrated videos and images (cm per pixel)")
     s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("batch", help="pre-annotate an archive in parallel on Ray (local or a cluster)")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked recursively)")
+    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--address", help="join a Ray cluster: 'auto' or ray://HOST:PORT (default: local Ray sized to this machine)")
+    s.add_argument("--workers", type=int, help="actors in the pool (default: one per CPU)")
+    s.add_argument("--out", nargs=2, metavar=("parquet", "DIR"), help="write Parquet results to DIR instead of the store")
+    s.add_argument("--resume", action="store_true", help="skip files an earlier run finished (keyed by content)")
+    s.add_argument("--no-propose", action="store_true", help="store the clips without running the models")
+    s.add_argument("--only", help="comma-separated measurement names to propose (e.g. av_vmax)")
+    s.add_argument("--cm-per-px", type=float, help="scale for uncalibrated videos and images (cm per pixel)")
+    s.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per actor (num_gpus; default 0)")
+    s.set_defaults(func=cmd_batch)
 
     s = sub.add_parser("export", help="export reviews as CSV, JSON (full history) or COCO keypoints")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
@@ -339,12 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--secret", help="dicom-sr: site secret of the UID remap (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("agreement", help="agreement between readers and with the AI (ICC, Bland-Altman, CV)")
+    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--format", choices=("md", "json"), default="md", help="report format (default md)")
+    s.add_argument("--plots", metavar="DIR", help="also write one Bland-Altman PNG per measurement here")
+    s.add_argument("--mode", metavar="MODES", help="only reads made in these modes (e.g. blinded or unassisted)")
+    s.set_defaults(func=cmd_agreement)
+
     s = sub.add_parser("measure", help="propose measurements for one file and print JSON")
     s.add_argument("path", metavar="PATH")
     s.add_argument("--per-frame", action="store_true", help="include per-frame keypoints and confidences")
     s.add_argument("--only", metavar="NAMES", help="comma-separated measurements to propose (e.g. ivsd,lvidd or av_vmax)")
     s.add_argument("--scale", type=float, metavar="CM_PER_PX", help="user calibration for videos/images without DICOM calibration")
     s.add_argument("--model-version", metavar="V", help="model version to use (V, or NAME=V[,NAME=V]); default: the active one")
+    s.add_argument("--model", metavar="NAME[:VERSION]",
+                   help="plax-linear, doppler-peaks or echonet-measurements (imported checkpoints), optionally :VERSION")
     s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="inference backend (default: auto)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_measure)
@@ -377,7 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("train", help="train a model on synthetic data, evaluate it and register the weights")
-    s.add_argument("--model", required=True, choices=("plax-linear", "doppler-peaks"))
+    s.add_argument("--model", choices=("plax-linear", "doppler-peaks"), help="model to train (required without --dataset)")
+    s.add_argument("--dataset", nargs=2, metavar=("echonet-lvh", "PATH"),
+                   help="train plax-linear on a public dataset folder instead of synthetic data")
+    s.add_argument("--from-scratch", action="store_true", help="--dataset: start from random weights, not the active plax-linear")
+    s.add_argument("--activate", action="store_true", help="--dataset: make the new version the active one")
     s.add_argument("--steps", type=int, help="optimisation steps (default: the shipped recipe's)")
     s.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and augmentation (default 0)")
     s.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
@@ -391,6 +586,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--init-from", metavar="VERSION", help="start from this registered version of the same model")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="error of a registered model on a public dataset split (JSON)")
+    s.add_argument("--dataset", nargs=2, required=True, metavar=("echonet-lvh", "PATH"), help="the dataset and its folder")
+    s.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default test)")
+    s.add_argument("--model", metavar="NAME[:VERSION]", help="plax-linear (default, active version) or echonet-measurements")
+    s.add_argument("--max-videos", type=int, metavar="N", help="only the first N videos of the split")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("weights", help="list registered model versions, or import published checkpoints")
+    weights_sub = s.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    a = weights_sub.add_parser("list", help="every registered version with its data and metrics")
+    a.add_argument("--json", action="store_true", help="JSON instead of a table")
+    a.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
+    a.set_defaults(func=cmd_weights_list)
+    a = weights_sub.add_parser("import", help="register published checkpoints: weights import echonet-measurements DIR")
+    a.add_argument("source", metavar="SOURCE", help="echonet-measurements")
+    a.add_argument("dir", metavar="DIR", help="folder holding the <task>_weights.ckpt files")
+    a.add_argument("--version", help="version to register (default: the next 1.N)")
+    a.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
+    a.set_defaults(func=cmd_weights_import)
 
     s = sub.add_parser("demo", help="start the review UI (Gradio) on http://127.0.0.1:7860")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from echomeasure.ingest.clip import Clip, Region
 from echomeasure.ingest.hygiene import silence_pydicom
 
 log = logging.getLogger(__name__)
+
+_UID_SYNTAX = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 MAX_SIDE_PX = 4096
 MAX_TOTAL_BYTES = 2 * 1024**3  # decoded RGB uint8, all frames
@@ -461,9 +464,11 @@ def frame_time_ms(ds: Dataset) -> float | None:
 
 def check_sop_class(ds: Dataset, name: str, allow_non_us: bool) -> None:
     """Refuse non-ultrasound objects unless the user allows them."""
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if sop and not _UID_SYNTAX.fullmatch(sop):
+        raise InvalidInputError("the DICOM header is corrupt (the SOP Class UID is malformed)")
     if allow_non_us or is_ultrasound(ds):
         return
-    sop = str(ds.get("SOPClassUID", "") or "")
     label = (sop_class_name(sop) if sop.startswith("1.2.840.10008.") else None) or "not a registered SOP class"
     raise InvalidInputError(f"not an ultrasound object ({label}); pass --allow-non-us to read it anyway")
 
