@@ -591,6 +591,55 @@ def register(
     return entry
 
 
+def register_many(
+    entries: list[WeightsEntry],
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    activate: bool = True,
+) -> list[WeightsEntry]:
+    """Add several versions in one manifest write: all of them, or none.
+
+    Every file is checked against its sha256 first, and every ``(name, version)`` must be new;
+    then the manifest is rewritten once, atomically, under the lock (an import of several
+    checkpoints never leaves half of them registered).
+
+    Raises
+    ------
+    WeightsError
+        A file is missing or its sha256 differs.
+    ValueError
+        A ``(name, version)`` is already registered or given twice.
+    """
+    folder = _manifest_path(weights_dir)
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    stamped: list[WeightsEntry] = []
+    for entry in entries:
+        path = folder / entry.file
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} not found; save it before registering")
+        if sha256_file(path) != entry.sha256:
+            raise WeightsError(f"weights file {entry.file} does not have the sha256 its entry gives")
+        stamped.append(entry if entry.created else WeightsEntry.from_json({**entry.to_json(), "created": now}))
+    keys = [(e.name, e.version) for e in stamped]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the same name and version is given twice")
+    with _manifest_lock(folder):
+        manifest = read_manifest(folder)
+        existing = {(d.get("name"), d.get("version")) for d in manifest["models"]}
+        taken = [f"{n} {v}" for n, v in keys if (n, v) in existing]
+        if taken:
+            raise ValueError(f"{taken[0]} is already registered; pick a new version")
+        for entry in stamped:
+            manifest["models"].append(entry.to_json())
+            if activate:
+                manifest["active"][entry.name] = entry.version
+        manifest["format"] = MANIFEST_FORMAT
+        _write_manifest(folder, manifest)
+    for entry in stamped:
+        log.info("registered %s %s (%s)", entry.name, entry.version, entry.file)
+    return stamped
+
+
 def update_entry(
     entry: WeightsEntry,
     *,
