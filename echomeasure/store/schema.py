@@ -250,6 +250,42 @@ class AuditChain(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+READING_MODES = ("open", "blinded", "unassisted")
+
+
+class ReaderAssignment(Base):
+    """A clip assigned to one reader, with the mode they read it in (append-only)."""
+
+    __tablename__ = "reader_assignment"
+    __table_args__ = (
+        UniqueConstraint("clip_id", "reader", name="uq_reader_assignment_clip_reader"),
+        CheckConstraint("mode IN ('open', 'blinded', 'unassisted')", name="ck_reader_assignment_mode"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id"))
+    reader: Mapped[str] = mapped_column(String(100), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    assigned_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReaderRead(Base):
+    """A review made as an assigned reader, with the mode it was made in (append-only)."""
+
+    __tablename__ = "reader_read"
+    __table_args__ = (
+        UniqueConstraint("review_id", name="uq_reader_read_review"),
+        CheckConstraint("mode IN ('open', 'blinded', 'unassisted')", name="ck_reader_read_mode"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("review.id"))
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("reader_assignment.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # Tables whose rows may never change or disappear once written.
 APPEND_ONLY_TABLES = ("study", "clip", "frame_image", "proposal", "review", "audit_event", "audit_chain")
 # Tables whose rows may change (audited) but never disappear or be replaced.
