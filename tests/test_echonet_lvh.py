@@ -1,0 +1,178 @@
+"""EchoNet-LVH: reading the published layout, ``evaluate --dataset``, ``train --dataset``, bad input.
+
+The dataset is fabricated at test time in exactly the published format (two AVI videos, the
+MeasurementsList.csv header with its unnamed index column and X1,X2,Y1,Y2 order); the videos are
+synthetic PLAX cines, so the labelled lines are the true calipers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from echonet_fixtures import copy_shipped_plax_linear, rewrite_csv, write_echonet_lvh
+
+from echomeasure.cli import main
+from echomeasure.models import registry
+from echomeasure.training import echonet_lvh as lvh
+
+
+@pytest.fixture(scope="module")
+def lvh_root(tmp_path_factory) -> tuple[Path, list]:
+    root = tmp_path_factory.mktemp("echonet-lvh") / "EchoNet-LVH"
+    return root, write_echonet_lvh(root)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache (ONNX graphs, decoded training frames) for the module: exports happen once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture()
+def weights(tmp_path, monkeypatch, shared_cache) -> Path:
+    folder = tmp_path / "weights"
+    copy_shipped_plax_linear(folder)
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(folder))
+    monkeypatch.setenv("ECHOMEASURE_CACHE", str(shared_cache))
+    return folder
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_read_lvh_orders_ends_by_depth_and_derives_cm_per_px_from_each_line(lvh_root):
+    root, truth = lvh_root
+    data = lvh.read_lvh(root)
+    assert data.splits() == {"train": 1, "test": 1}
+    for video, fabricated in zip(data.videos, truth):
+        assert video.name == fabricated.name and video.path.parent.name == fabricated.batch
+        assert video.frames == sorted({fabricated.ed, fabricated.es})
+        assert {ln.measurement for ln in video.lines} == {"ivsd", "lvidd", "lvpwd", "lvids"}
+        for ln in video.lines:
+            assert ln.start[1] <= ln.end[1]  # the shallower end first, whatever the CSV's order
+            assert ln.cm_per_px == pytest.approx(fabricated.cm_per_px, rel=2e-3)
+    # the first CSV row lists the deeper end first: it was swapped
+    first = data.videos[0].lines[0]
+    assert first.row == 1 and first.measurement == "ivsd"
+    # the diastolic chain shares its keypoints: IVS ends where LVID starts
+    ed_lines = [ln for ln in data.videos[0].lines if ln.frame == truth[0].ed]
+    kp = lvh.frame_keypoints(ed_lines)
+    assert np.isfinite(kp[:4]).all() and np.isnan(kp[4:]).all()
+    ivs = next(ln for ln in ed_lines if ln.measurement == "ivsd")
+    assert np.allclose(kp[1], ivs.end, atol=0.02)
+
+
+def test_evaluate_prints_the_error_per_measurement(lvh_root, weights, capsys):
+    root, _ = lvh_root
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(root), "--split", "test", "-q")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert {"dataset", "model", "n", "measurements"} <= set(report)
+    assert report["dataset"] == "echonet-lvh" and report["n"] == 1 and report["split"] == "test"
+    assert "CalcValue" in report["calibration"]
+    entry = registry.get_entry("plax-linear", None, weights)
+    assert report["model"] == {"name": "plax-linear", "version": entry.version, "sha256": entry.sha256}
+    assert set(report["measurements"]) == {"ivsd", "lvidd", "lvpwd", "lvids"}
+    for m in report["measurements"].values():
+        assert {"mae_mm", "median_mm", "gross", "n"} <= set(m) and m["n"] == 1
+    # the shipped model lands on these synthetic PLAX frames: typical errors of a millimetre or two
+    assert np.median([m["mae_mm"] for m in report["measurements"].values()]) < 3.0
+
+
+def test_evaluate_compares_against_the_labels(lvh_root, weights, tmp_path):
+    """Moving one labelled line (same CalcValue, a longer pixel line) changes only its error."""
+    root, truth = lvh_root
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    before = lvh.evaluate_lvh(moved, split="test", progress=False)
+    data = lvh.read_lvh(moved)
+    video = data.split("test")[0]
+    ivs = next(ln for ln in video.lines if ln.measurement == "ivsd")
+    # same caliper line but twice as long in pixels: its cm/px halves, so the proposal's value halves
+    import csv
+
+    rows = list(csv.reader((moved / "MeasurementsList.csv").read_text().splitlines()))
+    row = rows[ivs.row]
+    x1, x2, y1, y2 = (float(v) for v in row[5:9])
+    row[6], row[8] = str(x2 + (x2 - x1)), str(y2 + (y2 - y1))
+    with open(moved / "MeasurementsList.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    after = lvh.evaluate_lvh(moved, split="test", progress=False)
+    assert after["measurements"]["lvidd"] == before["measurements"]["lvidd"]
+    # the proposal's pixel length is unchanged; converted with half the cm/px it measures half as much
+    value_mm = ivs.value_cm * 10.0
+    expected_mae = abs((before["measurements"]["ivsd"]["bias_mm"] + value_mm) / 2.0 - value_mm)
+    assert after["measurements"]["ivsd"]["mae_mm"] == pytest.approx(expected_mae, abs=0.01)
+    assert after["measurements"]["ivsd"]["mae_mm"] > before["measurements"]["ivsd"]["mae_mm"] + 2.0
+
+
+@pytest.mark.slow
+def test_train_registers_a_plax_linear_version_trained_on_the_dataset(lvh_root, weights, capsys):
+    root, _ = lvh_root
+    active_before = registry.active_version("plax-linear", weights)
+    rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "2", "-q")
+    assert rc == 0, err
+    result = json.loads(out)
+    entry = registry.get_entry("plax-linear", result["version"], weights)
+    assert entry.parent == active_before and result["version"].startswith(f"{active_before}-lvh")
+    assert "EchoNet-LVH train split: 1 videos, 2 labelled frames" in entry.trained_on
+    assert entry.extra["training_data"]["calibration"] == lvh.CALIBRATION_NOTE
+    assert entry.extra["evaluation"]["split"] == "test" and entry.metrics["ivsd_n"] == 1
+    assert registry.verify_file(entry, weights).is_file()
+    assert registry.active_version("plax-linear", weights) == active_before  # not activated unasked
+    # the new version is selectable by name:version
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(root), "--model",
+                        f"plax-linear:{entry.version}", "-q")
+    assert rc == 0 and json.loads(out)["model"]["version"] == entry.version
+
+
+def _manifest_bytes(folder: Path) -> bytes:
+    return (folder / "manifest.json").read_bytes()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_missing_column_is_a_one_line_error_and_nothing_is_registered(command, lvh_root, weights, tmp_path, capsys):
+    root, _ = lvh_root
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    rewrite_csv(bad, drop_column="CalcValue")
+    before = _manifest_bytes(weights)
+    rc, out, err = _run(capsys, command, "--dataset", "echonet-lvh", str(bad), "-q")
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert str(bad / "MeasurementsList.csv") in err and "CalcValue" in err
+    assert _manifest_bytes(weights) == before and not list(weights.glob("*lvh*"))
+
+
+def test_a_listed_video_that_is_absent_is_a_one_line_error(lvh_root, weights, tmp_path, capsys):
+    root, truth = lvh_root
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    (bad / truth[1].batch / f"{truth[1].name}.avi").unlink()
+    before = _manifest_bytes(weights)
+    rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(bad), "--steps", "1", "-q")
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert f"{truth[1].name}.avi" in err and "MeasurementsList.csv" in err
+    assert _manifest_bytes(weights) == before
+
+
+def test_other_bad_dataset_input(lvh_root, weights, tmp_path, capsys):
+    root, truth = lvh_root
+    rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(tmp_path / "nowhere"), "-q")
+    assert rc == 2 and str(tmp_path / "nowhere") in err
+    rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(root), "--split", "val", "-q")
+    assert rc == 2 and "no videos in split 'val'" in err
+    rc, _, err = _run(capsys, "evaluate", "--dataset", "camus", str(root), "-q")
+    assert rc == 2 and "unknown dataset" in err
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    rewrite_csv(bad, extra_row=[8, truth[0].name, "IVSd", "abc", 0, 1, 2, 3, 4, 12, 30, 320, 240, "train"])
+    rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(bad), "-q")
+    assert rc == 2 and "row 9" in err and "abc" not in err
