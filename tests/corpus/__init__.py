@@ -1,0 +1,1 @@
+"""Test corpus for de-identification: real test-data files and fabricated vendor files."""
