@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,7 +146,9 @@ def icc_table(table: np.ndarray) -> tuple[ICC, ICC]:
     long = pd.DataFrame(
         {"clip": np.repeat(np.arange(n), k), "reader": np.tile(np.arange(k), n), "value": table.ravel()}
     )
-    res = pg.intraclass_corr(data=long, targets="clip", raters="reader", ratings="value").set_index("Type")
+    with warnings.catch_warnings():  # pingouin's pandas deprecation notices are not the user's business
+        warnings.simplefilter("ignore")
+        res = pg.intraclass_corr(data=long, targets="clip", raters="reader", ratings="value").set_index("Type")
 
     def pick(*labels: str) -> ICC:
         for label in labels:

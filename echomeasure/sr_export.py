@@ -182,7 +182,7 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes):
     ds.StudyID = ""
     ds.AccessionNumber = ""
     ds.Modality = "US"
-    ds.Laterality = ""
+    ds.BodyPartExamined = "HEART"  # unpaired: no Laterality
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.Manufacturer = ""
@@ -489,3 +489,38 @@ def export_dicom_sr(
     if not result.reports:
         result.notices.append(f"no measurement with status {','.join(wanted)} and a physical value to export")
     return result
+
+
+def content_tree(sr) -> str:
+    """A compact, indented outline of an SR's content tree (relationship, type, concept: value)."""
+    lines: list[str] = []
+
+    def value_of(item) -> str:
+        vt = item.ValueType
+        if vt == "NUM":
+            mv = item.MeasuredValueSequence[0]
+            return f"{mv.NumericValue} [{mv.MeasurementUnitsCodeSequence[0].CodeValue}]"
+        if vt == "CODE":
+            c = item.ConceptCodeSequence[0]
+            return f"{c.CodeMeaning} ({c.CodeValue}, {c.CodingSchemeDesignator})"
+        if vt in ("TEXT", "UIDREF", "PNAME", "DATETIME"):
+            return str(item.get("TextValue", item.get("UID", item.get("PersonName", item.get("DateTime", "")))))
+        if vt == "SCOORD":
+            return f"{item.GraphicType} {[round(float(v), 2) for v in item.GraphicData]}"
+        if vt == "IMAGE":
+            ref = item.ReferencedSOPSequence[0]
+            frames = ref.get("ReferencedFrameNumber")
+            return f"…{str(ref.ReferencedSOPInstanceUID)[-8:]}" + (f" frames {frames}" if frames is not None else "")
+        return ""
+
+    def walk(item, depth: int) -> None:
+        name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
+        code = f"{name.CodeMeaning} ({name.CodeValue}, {name.CodingSchemeDesignator})" if name is not None else ""
+        rel = item.get("RelationshipType", "ROOT")
+        value = value_of(item)
+        lines.append(f"{'  ' * depth}{rel} {item.ValueType} {code}{': ' + value if value else ''}")
+        for child in item.get("ContentSequence", []):
+            walk(child, depth + 1)
+
+    walk(sr, 0)
+    return "\n".join(lines)

@@ -19,6 +19,7 @@ from echomeasure.propose.types import ClipProposals, Proposal
 from echomeasure.sr_export import (
     DEFAULT_SR_STATUSES,
     SR_FILE_NAME,
+    content_tree,
     export_dicom_sr,
     parse_statuses,
 )
@@ -93,6 +94,10 @@ def test_sr_round_trip_equals_the_store(reviewed, tmp_path: Path):
     root = sr.ContentSequence
     procedures = [c for c in root if c.ConceptNameCodeSequence[0].CodeValue == "121058"]
     assert [p.ConceptCodeSequence[0].CodeValue for p in procedures] == ["433236007"]  # TTE
+
+    outline = content_tree(sr)
+    assert "Procedure reported (121058, DCM): Transthoracic echocardiography (433236007, SCT)" in outline
+    assert outline.count("CONTAINS CONTAINER Measurement Group") == 2
 
     groups = _measurements_by_clip(sr_path)
     assert set(groups) == {f"clip {first}", f"clip {second}"}
