@@ -266,3 +266,42 @@ def test_annex_e_table_is_edition_stamped_and_covers_each_action_class():
     assert resolve(row_for(0x00101010), DeidOptions(retain_patient_characteristics=True)) == "K"
     assert resolve(row_for(0x60003000), opts) == "X"  # Overlay Data (repeating group)
     assert row_for(0x00185010)["basic"] == "X"  # Transducer Data: device identity (local rule)
+
+
+def test_gate_matches_names_case_insensitively_in_any_order_and_refuses_what_was_not_cleaned(tmp_path):
+    ds = canary_dataset(1)
+    ds.PatientName = "DOE^JONATHAN"
+    ids = gate.collect_dicom_identifiers(ds, secret=SECRET)
+    good = deid.dicom_bytes(deid.deidentify_dicom(canary_dataset(1), canary_frames(1), (), secret=SECRET).dataset)
+    for value in ("Jonathan Doe", "doe, jonathan", "ＤＯＥ jonathan"):  # reordered, lower case, full-width (NFKC)
+        leaky = pydicom.dcmread(__import__("io").BytesIO(good))
+        leaky.ViewName = value  # a kept attribute
+        with pytest.raises(DeidentificationError, match="PatientName"):
+            gate.check_dicom_bytes(ids, deid.dicom_bytes(leaky))
+    unlisted = pydicom.dcmread(__import__("io").BytesIO(good))
+    unlisted.ContactURI = "https://example.org"  # harmless value, but not on the retention list
+    with pytest.raises(DeidentificationError, match="retention"):
+        gate.check_dicom_bytes(ids, deid.dicom_bytes(unlisted))
+
+
+def test_kept_values_with_an_identifier_are_dropped_not_refused(tmp_path):
+    ds = canary_dataset(2)
+    ds.PatientName = "DOE^JONATHAN"
+    ds.Manufacturer = "Doe Ultrasound"
+    ds.ContactDisplayName = "Jonathan Doe"
+    ds.DeviceID = "DEV-77"
+    ds.add_new(0x00402006, "SH", "ORDER-998877")  # retired order number
+    icon = pydicom.Dataset()
+    icon.add_new(0x7FE00010, "OB", b"DOE^JONATHAN" * 8)  # nested pixel data in an unlisted sequence
+    ds.IconImageSequence = pydicom.sequence.Sequence([icon])
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    summary = deidentify_file(src, tmp_path / "out.dcm", secret=SECRET)
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert "Manufacturer" not in out
+    assert summary["deid_record"]["dropped_values"] == [
+        {"attribute": "(0008,0070) Manufacturer", "reason": "carries an identifier from the original (0010,0010) PatientName"}]
+    for kw in ("ContactDisplayName", "DeviceID", "IconImageSequence", "PlacerOrderNumberImagingServiceRequestRetired"):
+        assert kw not in out
+    assert b"jonathan" not in (tmp_path / "out.dcm").read_bytes().lower()
+    assert summary["deid_record"]["header"]["counts"]["attributes not on the retention list removed"] >= 4
