@@ -148,7 +148,8 @@ def quarantined(path: Path) -> Iterator[Path]:
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
     try:
         os.chmod(folder, 0o700)
-        target = folder / "original"
+        # The link keeps the input's own name, so an error about it names the file as given.
+        target = folder / (Path(path).name or "original")
         try:
             os.link(path, target)  # same file system: no bytes copied
         except OSError:
