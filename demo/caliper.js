@@ -1,34 +1,68 @@
 // Caliper viewer (runs as gr.HTML js_on_load: element, trigger, props, server, upload, watch).
 //
 // The HTML template is static; this script owns the DOM below it.  Server -> browser: the
-// `value` prop (measurements, statuses) and the `clip` prop (frame URLs, size, frame time,
-// calibration).  Browser -> server: only the explicit custom event `commit` (reviews to save).
-// Nothing is sent while dragging or playing; frames are preloaded and played locally.
+// `value` prop (measurements, statuses, a notice) and the `clip` prop (frame URLs, size, frame
+// time, calibration, plausibility limits).  Browser -> server: only explicit custom events:
+// "commit" (reviews to save), "calibrate" (a known length drawn on an uncalibrated clip) and
+// "next_clip" (open the next unreviewed clip).  Nothing is sent while dragging, zooming or
+// playing; frames are preloaded and played locally.
+//
+// Coordinates: points are original-image pixels (pixel centres at integers).  Zoom and pan
+// change only the SVG viewBox, so getScreenCTM() maps screen <-> image pixels exactly at any
+// zoom; handles and labels are sized in screen pixels (times 1 / CTM scale).
+// Frames are numbered from 0, as in the store and the CSV.
 (function () {
   "use strict";
   const SVGNS = "http://www.w3.org/2000/svg";
-  const root = element.querySelector(".em-viewer");
-  const svg = element.querySelector(".em-svg");
-  const frameImage = element.querySelector(".em-frame");
-  const overlay = element.querySelector(".em-overlay");
-  const empty = element.querySelector(".em-empty");
-  const banner = element.querySelector(".em-banner");
-  const playBtn = element.querySelector(".em-play");
-  const slider = element.querySelector(".em-slider");
-  const frameInfo = element.querySelector(".em-frameinfo");
-  const edBtn = element.querySelector(".em-ed");
-  const esBtn = element.querySelector(".em-es");
-  const tbody = element.querySelector(".em-tbody");
-  const acceptAllBtn = element.querySelector(".em-accept-all");
-  const addSelect = element.querySelector(".em-add-name");
-  const addBtn = element.querySelector(".em-add");
-  const summary = element.querySelector(".em-summary");
+  const q = (sel) => element.querySelector(sel);
+  const root = q(".em-viewer");
+  const svg = q(".em-svg");
+  const frameImage = q(".em-frame");
+  const overlay = q(".em-overlay");
+  const empty = q(".em-empty");
+  const banner = q(".em-banner");
+  const playBtn = q(".em-play");
+  const slider = q(".em-slider");
+  const frameInfo = q(".em-frameinfo");
+  const edBtn = q(".em-ed");
+  const esBtn = q(".em-es");
+  const tbody = q(".em-tbody");
+  const acceptAllBtn = q(".em-accept-all");
+  const addSelect = q(".em-add-name");
+  const addBtn = q(".em-add");
+  const summary = q(".em-summary");
+  const notes = q(".em-notes");
+  const fitBtn = q(".em-fit");
+  const zoomInBtn = q(".em-zoom-in");
+  const zoomOutBtn = q(".em-zoom-out");
+  const zoomText = q(".em-zoom");
+  const wlText = q(".em-wl");
+  const wlResetBtn = q(".em-wl-reset");
+  const linkBox = q(".em-link");
+  const calibrateBtn = q(".em-calibrate");
+  const focusText = q(".em-focus");
+  const confirmBar = q(".em-confirm");
+  const confirmText = q(".em-confirm-text");
+  const confirmYes = q(".em-confirm-yes");
+  const confirmNo = q(".em-confirm-no");
+  const calForm = q(".em-calform");
+  const calFormText = q(".em-calform-text");
+  const calCm = q(".em-cal-cm");
+  const calSet = q(".em-cal-set");
+  const calCancel = q(".em-cal-cancel");
+  const wlFuncs = Array.from(element.querySelectorAll(".em-wl-filter feFuncR, .em-wl-filter feFuncG, .em-wl-filter feFuncB"));
 
   const COLORS = {
     proposed: "#f5c242", accepted: "#3ddc84", corrected: "#4fc3f7",
     rejected: "#ff6b6b", added: "#b388ff", draft: "#e6ebf0",
   };
   const LOW_COLOR = "#ff9f43";
+  // Endpoints shared on echo machines: [measurement, endpoint, measurement, endpoint].
+  const LINKS = [["ivsd", 1, "lvidd", 0], ["lvidd", 1, "lvpwd", 0], ["aortic_root", 1, "la", 0]];
+  const ZOOM_STEP = Math.SQRT2;      // two presses of + double the zoom
+  const MAX_ZOOM = 16;
+  const IDLE_MS = 30000;             // a pause longer than this is not time spent reviewing
+  const LABEL_FONT_PX = 13;
 
   // ------------------------------------------------------------------ state
   let clip = null;          // the `clip` prop
@@ -37,15 +71,26 @@
   let endpoint = 0;         // index of the selected endpoint of the selected measurement
   let frame = 0;            // frame shown
   let timer = null;         // cine interval
-  let placing = null;       // {name, points: []} while the user places a new measurement
-  let undoStack = [];       // [{name, points, frame}] states before each edit
-  let drag = null;          // {name, index, startImg, orig}
-  let spentMs = {};         // name -> milliseconds spent with the measurement selected
-  let selectedSince = null; // performance.now() when the current selection started
+  let placing = null;       // {name, spec, points: [], calibrate} while the user places points
+  let calPoints = null;     // the known length drawn for a user calibration, awaiting its cm
+  let undoStack = [];       // {type: "edit", name, points, frame, linked} | {type: "save", name, before}
+  let drag = null;          // {name, index, startImg, orig, partners, moved}
+  let pan = null;           // {x, y, view} while panning
+  let wlDrag = null;        // {x, y, width, level} while changing window/level
+  let view = null;          // {x, y, w, h}: the part of the image shown (SVG viewBox)
+  let wl = { width: 1, level: 0.5 };  // window/level on a 0-1 intensity scale
+  let drafts = {};          // clip id -> {edits, undo}: unsaved work kept while other clips are open
+  let spentMs = {};         // name -> milliseconds of active review with the measurement selected
+  let lastActivity = null;  // performance.now() of the last input in the viewer
+  let engaged = false;      // the reviewer has acted since the clip opened (auto-selection is not review)
+  let pendingConfirm = null; // name awaiting "accept anyway"
+  let bannerTimer = null;
+  let renderQueued = false;
   let preloaded = [];
 
   const copy = (o) => JSON.parse(JSON.stringify(o));
   const byName = (name) => items.find((m) => m.name === name) || null;
+  const clamp = (v, lo, hi) => Math.min(Math.max(v, lo), hi);
 
   // ------------------------------------------------------------------ calibration
   // Mirrors echomeasure.ingest.calibration (distance_cm / velocity_m_s / physical_value); the
@@ -62,11 +107,6 @@
   function area(r) { return (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1); }
   function spectralOk(r) { return r.spatial_format === 3 && !(r.flags & 4) && r.units_y === 7 && r.delta_y !== 0; }
 
-  function labelSide(x, gap) {
-    // a label near the right edge goes to the left of its point so that it stays readable
-    if (!clip || x < 0.72 * clip.width) return {};
-    return { x: x - gap, "text-anchor": "end" };
-  }
 
   function liveValue(m) {
     // -> {value, unit, text, error, baseline}
@@ -127,16 +167,27 @@
     if (m.status === "draft") return true;
     return !(samePoints(m.points, m.saved_points) && m.frame === m.saved_frame);
   }
-  function displayStatus(m) { return m.status; }
+  function isPending(m) {
+    return m.status === "proposed" || m.status === "draft" || (isEdited(m) && m.status !== "rejected");
+  }
+  // "check": the model flagged it and no human has touched it yet
+  function flagged(m) { return !!m.low_confidence && m.status === "proposed" && !isEdited(m); }
+  function plausibleRange(m) { return (clip && clip.plausible && clip.plausible[m.name]) || null; }
+  function isPlausible(m) {
+    const range = plausibleRange(m);
+    if (!range || m.status === "rejected") return true;
+    const lv = liveValue(m);
+    if (lv.value === null || lv.value === undefined || lv.unit !== range[2]) return true;
+    return range[0] <= Math.abs(lv.value) && Math.abs(lv.value) <= range[1];
+  }
   function colorOf(m) {
-    if (m.status === "proposed" && m.low_confidence) return LOW_COLOR;
+    if (flagged(m) || (m.status !== "rejected" && !isPlausible(m))) return LOW_COLOR;
     return COLORS[m.status] || COLORS.proposed;
   }
   function imageScale() {
-    // image pixels per screen pixel, to keep handles a constant size on screen
-    if (!clip) return 1;
-    const box = svg.getBoundingClientRect();
-    return box.width > 0 ? clip.width / box.width : 1;
+    // image pixels per screen pixel: handles and labels keep their screen size at any zoom
+    const ctm = svg.getScreenCTM();
+    return ctm && ctm.a > 0 ? 1 / ctm.a : 1;
   }
   function toImage(evt) {
     const pt = svg.createSVGPoint();
@@ -149,7 +200,7 @@
   function clampPoint(p) {
     const w = clip ? clip.width : 1, h = clip ? clip.height : 1;
     // No rounding: a 1 px nudge must move a point by exactly 1 px.
-    return [Math.min(Math.max(p[0], -0.5), w - 0.5), Math.min(Math.max(p[1], -0.5), h - 0.5)];
+    return [clamp(p[0], -0.5, w - 0.5), clamp(p[1], -0.5, h - 0.5)];
   }
   function el(tag, attrs, parent) {
     const node = document.createElementNS(SVGNS, tag);
@@ -157,33 +208,36 @@
     if (parent) parent.appendChild(node);
     return node;
   }
-  function setBanner(text) {
+  function setBanner(text, ms) {
+    if (bannerTimer !== null) { clearTimeout(bannerTimer); bannerTimer = null; }
     banner.textContent = text || "";
     banner.classList.toggle("em-hidden", !text);
+    if (text && ms) bannerTimer = setTimeout(() => setBanner(""), ms);
+  }
+  function isTextField(node) {
+    if (!node) return false;
+    if (node.isContentEditable || node.tagName === "TEXTAREA" || node.tagName === "SELECT") return true;
+    return node.tagName === "INPUT" && !["range", "checkbox", "button"].includes(node.type);
   }
 
   // ------------------------------------------------------------------ time spent
-  function stopClock() {
-    if (selected && selectedSince !== null) {
-      spentMs[selected] = (spentMs[selected] || 0) + (performance.now() - selectedSince);
+  // Time counts only while the reviewer acts: the gaps between inputs in the viewer (each
+  // capped at IDLE_MS) go to the measurement selected, and nothing counts before the first
+  // input after a clip opens (a measurement selected automatically is not being reviewed).
+  function activity(engage) {
+    const now = performance.now();
+    if (selected && engaged && lastActivity !== null) {
+      const gap = now - lastActivity;
+      if (gap <= IDLE_MS) spentMs[selected] = (spentMs[selected] || 0) + gap;
     }
-    selectedSince = null;
+    lastActivity = now;
+    if (engage) engaged = true;
   }
-  function startClock() { selectedSince = selected ? performance.now() : null; }
-  function secondsFor(name) {
-    let ms = spentMs[name] || 0;
-    if (name === selected && selectedSince !== null) ms += performance.now() - selectedSince;
-    return Math.round(ms / 100) / 10;
-  }
+  function secondsFor(name) { return Math.round((spentMs[name] || 0) / 100) / 10; }
 
   // ------------------------------------------------------------------ selection / frames
   function select(name, jump) {
-    if (name !== selected) {
-      stopClock();
-      selected = name;
-      endpoint = 0;
-      startClock();
-    }
+    if (name !== selected) { selected = name; endpoint = 0; }
     const m = byName(name);
     if (jump && m && m.frame !== null && m.frame !== undefined && m.frame !== frame) showFrame(m.frame);
     render();
@@ -198,7 +252,7 @@
     let tag = "";
     if (frame === clip.ed_frame) tag = " · ED";
     else if (frame === clip.es_frame) tag = " · ES";
-    frameInfo.textContent = "Frame " + (frame + 1) + "/" + n + tag + " · " + ft;
+    frameInfo.textContent = "Frame " + frame + " (0–" + (n - 1) + ")" + tag + " · " + ft;
     drawOverlay();
   }
   function play() {
@@ -216,15 +270,128 @@
   }
   function togglePlay() { if (timer === null) play(); else pause(); }
 
+  // ------------------------------------------------------------------ zoom, pan, window/level
+  function zoomFactor() { return clip && view ? clip.width / view.w : 1; }
+  function applyView() {
+    if (!clip || !view) return;
+    svg.setAttribute("viewBox", view.x + " " + view.y + " " + view.w + " " + view.h);
+    zoomText.textContent = Math.round(zoomFactor() * 100) + "%";
+    drawOverlay();
+  }
+  function clampView() {
+    view.x = clamp(view.x, -0.5, -0.5 + clip.width - view.w);
+    view.y = clamp(view.y, -0.5, -0.5 + clip.height - view.h);
+  }
+  function fitView() {
+    if (!clip) return;
+    view = { x: -0.5, y: -0.5, w: clip.width, h: clip.height };
+    applyView();
+  }
+  function zoomAt(factor, cx, cy) {
+    // zoom by `factor` keeping the image point (cx, cy) where it is on the screen
+    if (!clip || !view) return;
+    const z = clamp(zoomFactor() * factor, 1, MAX_ZOOM);
+    const w = clip.width / z, h = clip.height / z;
+    const rx = (cx - view.x) / view.w, ry = (cy - view.y) / view.h;
+    view = { x: cx - rx * w, y: cy - ry * h, w: w, h: h };
+    clampView();
+    applyView();
+  }
+  function zoomCenter(factor) { if (view) zoomAt(factor, view.x + view.w / 2, view.y + view.h / 2); }
+  function applyWL() {
+    const slope = 1 / wl.width, intercept = 0.5 - wl.level / wl.width;
+    for (const f of wlFuncs) { f.setAttribute("slope", slope); f.setAttribute("intercept", intercept); }
+    const identity = Math.abs(wl.width - 1) < 1e-9 && Math.abs(wl.level - 0.5) < 1e-9;
+    if (identity) frameImage.removeAttribute("filter"); else frameImage.setAttribute("filter", "url(#em-wl-filter)");
+    wlText.textContent = "W/L " + Math.round(wl.width * 255) + "/" + Math.round(wl.level * 255);
+    wlResetBtn.disabled = identity;
+  }
+  function resetWL() { wl = { width: 1, level: 0.5 }; applyWL(); }
+
+  // ------------------------------------------------------------------ linked calipers
+  function partnersOf(name, index) {
+    if (!linkBox.checked) return [];
+    const out = [];
+    for (const [a, ai, b, bi] of LINKS) {
+      let other = null, oi = null;
+      if (a === name && ai === index) { other = b; oi = bi; }
+      else if (b === name && bi === index) { other = a; oi = ai; }
+      if (other === null) continue;
+      const m = byName(other);
+      if (!m || m.status === "rejected" || !m.points || m.points.length <= oi) continue;
+      out.push({ name: other, index: oi, orig: copy(m.points[oi]) });
+    }
+    return out;
+  }
+  function moveLinked(partners, dx, dy) {
+    for (const p of partners) {
+      const m = byName(p.name);
+      if (m) m.points[p.index] = clampPoint([p.orig[0] + dx, p.orig[1] + dy]);
+    }
+  }
+
   // ------------------------------------------------------------------ drawing
+  function scheduleRender() {
+    if (renderQueued) return;
+    renderQueued = true;
+    requestAnimationFrame(() => { renderQueued = false; render(); });
+  }
+
+  function placeLabels(labels, s) {
+    // Greedy placement in priority order (selected first): each label takes the first spot
+    // near its anchor that overlaps no label placed before it and stays inside the view;
+    // a label moved away from its own spot gets a leader line to its caliper.
+    if (!labels.length) return;
+    const boxes = labels.map((l) => { try { return l.node.getBBox(); } catch (e) { return { width: 80 * s, height: 16 * s }; } });
+    const placed = [];
+    const vx0 = view ? view.x : 0, vy0 = view ? view.y : 0;
+    const vx1 = view ? view.x + view.w : 1e9, vy1 = view ? view.y + view.h : 1e9;
+    const pad = 2 * s;
+    labels.forEach((l, i) => {
+      const w = boxes[i].width + 2 * pad, h = boxes[i].height + pad;
+      const gap = 10 * s;
+      const preferLeft = clip && l.ax > vx0 + 0.72 * (vx1 - vx0);
+      const sides = preferLeft ? [-1, 1] : [1, -1];
+      let best = null;
+      for (let k = 0; k < 24 && !best; k++) {
+        const step = k === 0 ? 0 : (k % 2 ? 1 : -1) * Math.ceil(k / 2);
+        for (const side of sides) {
+          const x0 = side > 0 ? l.ax + gap : l.ax - gap - w;
+          const y0 = l.ay - 6 * s - h + step * h;
+          const box = { x0: x0, y0: y0, x1: x0 + w, y1: y0 + h };
+          if (box.x0 < vx0 || box.x1 > vx1 || box.y0 < vy0 || box.y1 > vy1) continue;
+          if (placed.some((b) => box.x0 < b.x1 && b.x0 < box.x1 && box.y0 < b.y1 && b.y0 < box.y1)) continue;
+          best = { box: box, side: side, moved: k > 0 || side !== sides[0] };
+          break;
+        }
+      }
+      if (!best) { // no free spot in view: default spot
+        const x0 = sides[0] > 0 ? l.ax + gap : l.ax - gap - w;
+        best = { box: { x0: x0, y0: l.ay - 6 * s - h, x1: x0 + w, y1: l.ay - 6 * s }, side: sides[0], moved: false };
+      }
+      placed.push(best.box);
+      const b = best.box;
+      l.node.setAttribute("x", b.x0 + pad);
+      l.node.setAttribute("y", b.y1 - pad - 0.2 * h);
+      l.node.setAttribute("text-anchor", "start");
+      if (best.moved) {
+        const lx = best.side > 0 ? b.x0 : b.x1, ly = (b.y0 + b.y1) / 2;
+        const leader = el("line", { x1: l.ax, y1: l.ay, x2: lx, y2: ly, stroke: l.color, "stroke-width": 1 * s,
+          "stroke-opacity": 0.8, class: "em-leader", "data-name": l.name }, l.group);
+        l.group.insertBefore(leader, l.node);
+      }
+    });
+  }
+
   function drawOverlay() {
     while (overlay.firstChild) overlay.removeChild(overlay.firstChild);
     if (!clip) return;
     const s = imageScale();
-    const fontPx = 13 * s;
+    const fontPx = LABEL_FONT_PX * s;
     // The selected measurement is drawn last, so its handles win where calipers share an
-    // endpoint (LVIDd ends where LVPWd starts).
+    // endpoint (LVIDd ends where LVPWd starts); its label is placed first.
     const order = items.filter((m) => m.name !== selected).concat(items.filter((m) => m.name === selected));
+    const labels = [];
     for (const m of order) {
       if (!m.points || !m.points.length) continue;
       const isSel = m.name === selected;
@@ -235,18 +402,17 @@
         class: "em-caliper", "data-name": m.name, opacity: onFrame ? 1 : (isSel ? 0.55 : 0.28),
       }, overlay);
       const lv = liveValue(m);
-      const label = m.short + " " + lv.text + (isEdited(m) && m.status !== "draft" ? " *" : "") + (lv.error ? "  ⚠ " + lv.error : "");
-      const dash = (m.status === "proposed" && m.low_confidence) || m.status === "rejected" ? (6 * s) + " " + (4 * s) : "none";
+      const label = m.short + " " + lv.text + (isEdited(m) && m.status !== "draft" ? " *" : "") +
+        (flagged(m) ? " · check" : "") + (lv.error ? "  ⚠ " + lv.error : "");
+      const dash = flagged(m) || m.status === "rejected" ? (6 * s) + " " + (4 * s) : "none";
+      let anchor = null;
       if (m.mode === "2d" && m.points.length === 2) {
-        const [p, q] = m.points;
-        el("line", { x1: p[0], y1: p[1], x2: q[0], y2: q[1], stroke: "#000", "stroke-opacity": 0.6,
+        const [p, qq] = m.points;
+        el("line", { x1: p[0], y1: p[1], x2: qq[0], y2: qq[1], stroke: "#000", "stroke-opacity": 0.6,
           "stroke-width": (isSel ? 4.5 : 3.5) * s }, g);
-        el("line", { x1: p[0], y1: p[1], x2: q[0], y2: q[1], stroke: color,
+        el("line", { x1: p[0], y1: p[1], x2: qq[0], y2: qq[1], stroke: color,
           "stroke-width": (isSel ? 2.2 : 1.5) * s, "stroke-dasharray": dash, class: "em-line" }, g);
-        const mx = (p[0] + q[0]) / 2, my = (p[1] + q[1]) / 2;
-        const t = el("text", { x: mx + 10 * s, y: my - 6 * s, fill: color, "font-size": fontPx,
-          "stroke-width": 3 * s, class: "em-label", ...labelSide(mx, 10 * s) }, g);
-        t.textContent = label;
+        anchor = [(p[0] + qq[0]) / 2, (p[1] + qq[1]) / 2];
       } else if (m.mode === "doppler" && m.points.length === 1) {
         const [x, y] = m.points[0];
         if (lv.baseline !== undefined) {
@@ -255,9 +421,7 @@
         }
         el("line", { x1: x - 14 * s, y1: y, x2: x + 14 * s, y2: y, stroke: color, "stroke-width": 1.6 * s,
           "stroke-dasharray": dash }, g);
-        const t = el("text", { x: x + 12 * s, y: y - 8 * s, fill: color, "font-size": fontPx,
-          "stroke-width": 3 * s, class: "em-label", ...labelSide(x, 12 * s) }, g);
-        t.textContent = label;
+        anchor = [x, y];
       }
       m.points.forEach((p, i) => {
         const hit = el("circle", { cx: p[0], cy: p[1], r: 11 * s, fill: "transparent", class: "em-handle",
@@ -271,43 +435,82 @@
             "pointer-events": "none" }, g);
         }
       });
+      if (anchor) {
+        const t = el("text", { x: anchor[0], y: anchor[1], fill: color, "font-size": fontPx,
+          "stroke-width": 3 * s, class: "em-label", "data-name": m.name }, g);
+        t.textContent = label;
+        const entry = { node: t, group: g, ax: anchor[0], ay: anchor[1], color: color, name: m.name };
+        if (isSel) labels.unshift(entry); else if (onFrame) labels.splice(countOnFrame(labels), 0, entry); else labels.push(entry);
+      }
     }
-    if (placing) {
-      placing.points.forEach((p) => {
-        el("circle", { cx: p[0], cy: p[1], r: 4 * s, fill: COLORS.draft, stroke: "#000", "stroke-width": 1 * s }, overlay);
-      });
+    placeLabels(labels, s);
+    const temp = placing ? placing.points : (calPoints || []);
+    temp.forEach((p) => {
+      el("circle", { cx: p[0], cy: p[1], r: 4 * s, fill: COLORS.draft, stroke: "#000", "stroke-width": 1 * s,
+        class: "em-temp-point" }, overlay);
+    });
+    if (calPoints && calPoints.length === 2) {
+      el("line", { x1: calPoints[0][0], y1: calPoints[0][1], x2: calPoints[1][0], y2: calPoints[1][1],
+        stroke: "#fff", "stroke-width": 1.5 * s, "stroke-dasharray": (5 * s) + " " + (3 * s), class: "em-cal-line" }, overlay);
     }
+  }
+  function countOnFrame(labels) {
+    // labels of the selected and on-frame calipers come before the faint ones of other frames
+    let n = 0;
+    for (const l of labels) { const m = byName(l.name); if (m && (m.name === selected || m.frame === frame || m.mode === "doppler")) n++; }
+    return n;
+  }
+
+  function confidenceCell(m) {
+    if (m.confidence === null || m.confidence === undefined) return '<td class="em-conf" title="placed by a reviewer">—</td>';
+    const num = m.confidence.toFixed(2);
+    const thr = m.low_confidence_below === null || m.low_confidence_below === undefined ? "" : "; flagged below " + m.low_confidence_below.toFixed(2);
+    if (flagged(m)) return '<td class="em-conf em-low" title="model confidence ' + num + thr + ': check this one">check</td>';
+    const word = m.low_confidence && m.status !== "proposed" ? "reviewed" : (m.low_confidence ? "edited" : "ok");
+    return '<td class="em-conf" title="model confidence ' + num + thr + '">' + word + "</td>";
   }
 
   function renderTable() {
+    const first = clip && clip.first_frame_number ? clip.first_frame_number : 0;
     tbody.textContent = "";
     for (const m of items) {
       const tr = document.createElement("tr");
       tr.className = "em-row" + (m.name === selected ? " em-selected" : "");
       tr.dataset.name = m.name;
       const lv = liveValue(m);
+      const unit = lv.value !== null ? lv.unit : (m.status === "rejected" ? "" : (m.unit || ""));
       const cur = m.status === "rejected" ? "—" : (lv.value !== null ? fmt(lv.value, lv.unit) : (m.points && m.points.length ? lv.text.replace(/ px$/, "") : "—"));
       const prop = m.proposed_value !== null && m.proposed_value !== undefined ? fmt(m.proposed_value, m.proposed_unit || m.unit) : "—";
-      const conf = m.confidence === null || m.confidence === undefined ? "—" : m.confidence.toFixed(2);
       const edited = isEdited(m) && m.status !== "draft" && m.status !== "rejected";
+      const range = plausibleRange(m);
+      const implausible = !isPlausible(m);
+      const curTitle = implausible ? "outside the plausible range " + range[0] + "–" + range[1] + " " + range[2] : "current value";
+      const frameTag = m.frame !== null && m.frame !== undefined ? ' <span class="em-hint em-frame-no">f' + (m.frame + first) + "</span>" : "";
       const cells = [
         '<td><span class="em-dot" style="background:' + colorOf(m) + '"></span></td>',
-        '<td class="em-name" title="' + m.title + '">' + m.short + (m.frame !== null && m.frame !== undefined ? ' <span class="em-hint">f' + (m.frame + 1) + "</span>" : "") + "</td>",
+        '<td class="em-name" title="' + m.title + '">' + m.short + frameTag + "</td>",
         '<td class="em-num">' + prop + "</td>",
-        '<td class="em-num' + (edited ? " em-edited" : "") + '">' + cur + (edited ? "*" : "") + "</td>",
-        "<td>" + (lv.value !== null ? lv.unit : (m.status === "rejected" ? "" : (m.unit || ""))) + "</td>",
-        '<td class="em-num' + (m.low_confidence ? " em-low" : "") + '" title="' + (m.low_confidence ? "low confidence: check this one" : "model confidence") + '">' + conf + (m.low_confidence ? " !" : "") + "</td>",
-        '<td><span class="em-status em-s-' + m.status + '">' + displayStatus(m) + "</span></td>",
+        '<td class="em-num em-current' + (edited ? " em-edited" : "") + (implausible ? " em-low" : "") + '" title="' + curTitle + '">' +
+          cur + (edited ? "*" : "") + (implausible ? " ⚠" : "") + ' <span class="em-unit">' + unit + "</span></td>",
+        confidenceCell(m),
+        '<td><span class="em-status em-s-' + m.status + '">' + m.status + "</span></td>",
         '<td class="em-actions"><button class="em-ok" data-act="accept" title="Accept (Enter)">✓</button>' +
           '<button class="em-no" data-act="reject" title="Reject (Delete)">✗</button></td>',
       ];
       tr.innerHTML = cells.join("");
       tbody.appendChild(tr);
     }
-    const pending = items.filter((m) => m.status === "proposed" || m.status === "draft" || (isEdited(m) && m.status !== "rejected"));
-    acceptAllBtn.disabled = !pending.length;
+    const pending = items.filter(isPending);
+    const eligible = pending.filter((m) => !flagged(m) && isPlausible(m));
+    acceptAllBtn.disabled = !eligible.length;
+    acceptAllBtn.textContent = eligible.length ? "Accept all (" + eligible.length + ")" : "Accept all";
     const reviewed = items.filter((m) => m.status !== "proposed" && m.status !== "draft").length;
-    summary.textContent = items.length ? reviewed + " of " + items.length + " reviewed" : "";
+    const toCheck = pending.length - eligible.length;
+    const unsaved = items.filter((m) => isEdited(m) && m.status !== "rejected").length;
+    let text = items.length ? reviewed + " of " + items.length + " reviewed" : "";
+    if (toCheck) text += " · " + toCheck + " to check one by one";
+    if (unsaved) text += " · " + unsaved + " unsaved";
+    summary.textContent = text;
     // measurements that can be added: catalogue names of this clip's mode not shown yet
     const addable = (clip && clip.addable) || [];
     const current = addSelect.value;
@@ -319,9 +522,16 @@
       opt.value = a.name; opt.textContent = a.short;
       addSelect.appendChild(opt);
     }
-    if (current) addSelect.value = current;
-    addBtn.disabled = !addSelect.options.length || !clip;
-    addSelect.style.visibility = addSelect.options.length ? "visible" : "hidden";
+    // keep the user's choice only while it is still an option (never a stale, blank value)
+    const values = Array.from(addSelect.options).map((o) => o.value);
+    addSelect.value = values.includes(current) ? current : (values[0] || "");
+    addBtn.disabled = !values.length || !clip;
+    addSelect.style.visibility = values.length ? "visible" : "hidden";
+    const canCalibrate = !!clip && clip.kind === "2d" && !regions().length;
+    calibrateBtn.disabled = !canCalibrate;
+    calibrateBtn.title = canCalibrate ? "Draw a known length (e.g. the depth scale) and type it in cm"
+      : "This clip is calibrated by its DICOM regions";
+    calibrateBtn.style.display = clip && !regions().length ? "" : "none";
   }
 
   function render() {
@@ -331,45 +541,88 @@
   }
 
   // ------------------------------------------------------------------ edits
-  function pushUndo(m) { undoStack.push({ name: m.name, points: copy(m.points), frame: m.frame }); if (undoStack.length > 200) undoStack.shift(); }
+  function pushUndo(m, partners) {
+    undoStack.push({ type: "edit", name: m.name, points: copy(m.points), frame: m.frame,
+      linked: (partners || []).map((p) => ({ name: p.name, index: p.index, point: copy(p.orig) })) });
+    if (undoStack.length > 200) undoStack.shift();
+  }
   function undo() {
     const last = undoStack.pop();
-    if (!last) return;
+    if (!last) { setBanner("Nothing to undo", 2000); return; }
     const m = byName(last.name);
     if (!m) return;
+    if (last.type === "save") { undoSave(last, m); return; }
     m.points = last.points; m.frame = last.frame;
+    for (const l of last.linked || []) { const o = byName(l.name); if (o && o.points && o.points.length > l.index) o.points[l.index] = l.point; }
     select(m.name, true);
+  }
+  function undoSave(entry, m) {
+    // Reviews are append-only: undoing a save writes a new review that restores the
+    // measurement as it stood before that save.
+    const before = entry.before;
+    if (before.status === "draft" || !m.proposal_id && before.status !== "rejected" && m.status === "added") {
+      setBanner(m.short + " was added and saved; saved reviews stay in the history. Press Delete to reject it.", 6000);
+      return;
+    }
+    select(m.name, true);
+    if (before.status === "rejected") {
+      commit([Object.assign(review(m), { action: "rejected", points: [] })], true);
+      setBanner("Undo: " + m.short + " rejected again, as a new review (reviews are append-only)", 5000);
+      return;
+    }
+    if (m.status !== "rejected" && samePoints(before.points, m.saved_points) && before.frame === m.saved_frame) {
+      setBanner(m.short + " was saved as it was; saved reviews stay in the history. Edit it or press Delete to reject it.", 6000);
+      return;
+    }
+    m.points = copy(before.points || []); m.frame = before.frame;
+    commit([Object.assign(review(m), { action: "accept" })], true);
+    setBanner("Undo: " + m.short + " restored and saved as a new review (the earlier one stays in the history)", 5000);
   }
   function nudge(dx, dy) {
     const m = byName(selected);
     if (!m || !m.points || !m.points.length || m.status === "rejected") return;
-    pushUndo(m);
     const i = Math.min(endpoint, m.points.length - 1);
-    m.points[i] = clampPoint([m.points[i][0] + dx, m.points[i][1] + dy]);
+    const partners = m.mode === "2d" ? partnersOf(m.name, i) : [];
+    pushUndo(m, partners);
+    const before = m.points[i];
+    m.points[i] = clampPoint([before[0] + dx, before[1] + dy]);
+    moveLinked(partners, m.points[i][0] - before[0], m.points[i][1] - before[1]);
     if (m.mode === "2d") m.frame = frame;
     render();
   }
 
   function review(m) {
-    const base = { name: m.name, frame: m.frame, points: copy(m.points || []), seconds: secondsFor(m.name),
+    return { name: m.name, frame: m.frame, points: copy(m.points || []), seconds: secondsFor(m.name),
       proposal_id: m.proposal_id === undefined ? null : m.proposal_id };
-    return base;
   }
-  function commit(reviews) {
+  function commit(reviews, isUndo) {
     if (!reviews.length || !clip) return;
-    trigger("commit", { clip_id: clip.id, reviews: reviews });
+    trigger("commit", { clip_id: clip.id, reviews: reviews, undo: !!isUndo });
     for (const r of reviews) spentMs[r.name] = 0;
-    if (selectedSince !== null) selectedSince = performance.now();
   }
-  function accept(name) {
+  function hideConfirm() { pendingConfirm = null; confirmBar.classList.add("em-hidden"); }
+  function accept(name, confirmed) {
     const m = byName(name);
     if (!m) return;
-    if (m.status === "draft") commit([Object.assign(review(m), { action: "added" })]);
-    else commit([Object.assign(review(m), { action: "accept" })]);
+    if (!confirmed && !isPlausible(m)) {
+      // an impossible value is accepted only on its own, after a confirmation
+      const lv = liveValue(m), range = plausibleRange(m);
+      pendingConfirm = name;
+      confirmText.textContent = m.short + " " + lv.text + " is outside the plausible range " + range[0] + "–" + range[1] +
+        " " + range[2] + ". Accept it anyway?";
+      confirmBar.classList.remove("em-hidden");
+      select(name, true);
+      return;
+    }
+    hideConfirm();
+    const r = Object.assign(review(m), { action: m.status === "draft" ? "added" : "accept" });
+    if (confirmed) r.confirmed = true;
+    commit([r]);
   }
   function reject(name) {
     const m = byName(name);
     if (!m) return;
+    hideConfirm();
     if (m.status === "draft") { // never saved: just drop it
       items = items.filter((x) => x !== m);
       selected = null;
@@ -379,15 +632,20 @@
     commit([Object.assign(review(m), { action: "rejected", points: [] })]);
   }
   function acceptAll() {
-    const todo = items.filter((m) => m.status === "proposed" || m.status === "draft" || (isEdited(m) && m.status !== "rejected"));
+    // Only what needs no second look: not flagged by the model, within the plausible range.
+    const pending = items.filter(isPending);
+    const todo = pending.filter((m) => !flagged(m) && isPlausible(m));
+    const left = pending.filter((m) => !todo.includes(m));
     commit(todo.map((m) => Object.assign(review(m), { action: m.status === "draft" ? "added" : "accept" })));
+    const why = (m) => m.short + (isPlausible(m) ? " (check)" : " (implausible)");
+    setBanner("Accepted " + todo.length + (left.length ? "; " + left.length + " left to check one by one: " + left.map(why).join(", ") : ""), 8000);
+    notes.textContent = left.length ? left.length + " left to check one by one: " + left.map(why).join(", ") : "";
   }
   function nextMeasurement(step) {
-    const visible = items;
-    if (!visible.length) return;
-    let i = visible.findIndex((m) => m.name === selected);
-    i = i < 0 ? (step > 0 ? 0 : visible.length - 1) : (i + step + visible.length) % visible.length;
-    select(visible[i].name, true);
+    if (!items.length) return;
+    let i = items.findIndex((m) => m.name === selected);
+    i = i < 0 ? (step > 0 ? 0 : items.length - 1) : (i + step + items.length) % items.length;
+    select(items[i].name, true);
   }
   function startPlacing(name) {
     const spec = ((clip && clip.addable) || []).find((a) => a.name === name);
@@ -399,8 +657,21 @@
     root.focus({ preventScroll: true });
     render();
   }
+  function startCalibrating() {
+    if (!clip) return;
+    pause();
+    calPoints = null;
+    calForm.classList.add("em-hidden");
+    placing = { calibrate: true, spec: { n_points: 2, short: "a known length" }, points: [] };
+    svg.classList.add("em-placing");
+    setBanner("Click both ends of a known length, e.g. two marks of the depth scale (Esc cancels)");
+    root.focus({ preventScroll: true });
+    render();
+  }
   function cancelPlacing() {
     placing = null;
+    calPoints = null;
+    calForm.classList.add("em-hidden");
     svg.classList.remove("em-placing");
     setBanner("");
     render();
@@ -408,87 +679,165 @@
   function placePoint(p) {
     placing.points.push(clampPoint(p));
     if (placing.points.length < placing.spec.n_points) { render(); return; }
+    svg.classList.remove("em-placing");
+    if (placing.calibrate) {
+      calPoints = placing.points;
+      placing = null;
+      const px = Math.hypot(calPoints[1][0] - calPoints[0][0], calPoints[1][1] - calPoints[0][1]);
+      calFormText.textContent = "Line drawn: " + px.toFixed(1) + " px. Its length:";
+      calForm.classList.remove("em-hidden");
+      setBanner("Type the length of the line in cm, then Set scale");
+      calCm.focus();
+      render();
+      return;
+    }
     const spec = placing.spec;
     items = items.filter((m) => m.name !== spec.name);
     items.push({ name: spec.name, short: spec.short, title: spec.title, mode: spec.mode, unit: spec.unit,
       n_points: spec.n_points, frame: frame, points: placing.points, saved_points: null, saved_frame: null,
       proposed_value: null, proposed_unit: null, value: null, confidence: null, low_confidence: false,
       status: "draft", proposal_id: null });
-    const order = (clip.addable || []).map((a) => a.name);
-    items.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+    sortItems();
     placing = null;
-    svg.classList.remove("em-placing");
-    setBanner("Drag to adjust, then Enter or ✓ to save " + spec.short);
-    setTimeout(() => setBanner(""), 2500);
+    setBanner("Drag to adjust, then Enter or ✓ to save " + spec.short, 2500);
     select(spec.name, false);
+  }
+  function sortItems() {
+    const order = ((clip && clip.addable) || []).map((a) => a.name);
+    items.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
+  }
+  function submitCalibration() {
+    const cm = Number(calCm.value);
+    if (!calPoints || !(cm > 0) || !isFinite(cm)) { setBanner("Type the length in cm (a number above 0)", 4000); return; }
+    trigger("calibrate", { clip_id: clip.id, points: calPoints, length_cm: cm });
+    calPoints = null;
+    calForm.classList.add("em-hidden");
+    setBanner("Setting the scale…", 3000);
+    render();
   }
 
   // ------------------------------------------------------------------ pointer events
+  svg.addEventListener("contextmenu", (evt) => evt.preventDefault());
   svg.addEventListener("pointerdown", (evt) => {
     if (!clip) return;
+    activity(true);
     root.focus({ preventScroll: true });
     if (timer !== null) pause();
     const p = toImage(evt);
-    if (placing) { placePoint(p); evt.preventDefault(); return; }
-    const target = evt.target.closest ? evt.target.closest(".em-handle") : null;
+    if (evt.button === 2) { // right-drag: window/level, as in OHIF
+      wlDrag = { x: evt.clientX, y: evt.clientY, width: wl.width, level: wl.level };
+      svg.setPointerCapture(evt.pointerId);
+      evt.preventDefault();
+      return;
+    }
+    if (placing && evt.button === 0) { placePoint(p); evt.preventDefault(); return; }
+    const target = evt.button === 0 && evt.target.closest ? evt.target.closest(".em-handle") : null;
     if (target) {
       const name = target.getAttribute("data-name");
       const index = Number(target.getAttribute("data-index"));
       const m = byName(name);
       if (!m) return;
-      if (selected !== name) { stopClock(); selected = name; startClock(); }
+      selected = name;
       endpoint = index;
-      pushUndo(m);
-      drag = { name: name, index: index, startImg: p, orig: copy(m.points[index]), moved: false };
+      const partners = m.mode === "2d" ? partnersOf(name, index) : [];
+      pushUndo(m, partners);
+      drag = { name: name, index: index, startImg: p, orig: copy(m.points[index]), partners: partners, moved: false };
       svg.setPointerCapture(evt.pointerId);
       evt.preventDefault();
       render();
       return;
     }
-    const cal = evt.target.closest ? evt.target.closest(".em-caliper") : null;
-    if (cal) select(cal.getAttribute("data-name"), false);
+    const cal = evt.button === 0 && evt.target.closest ? evt.target.closest(".em-caliper") : null;
+    if (cal) { select(cal.getAttribute("data-name"), false); return; }
+    if (evt.button === 0 || evt.button === 1) { // drag the background: pan
+      pan = { x: evt.clientX, y: evt.clientY, view: Object.assign({}, view) };
+      svg.setPointerCapture(evt.pointerId);
+      svg.classList.add("em-panning");
+      evt.preventDefault();
+    }
   });
   svg.addEventListener("pointermove", (evt) => {
+    activity(false);
+    if (wlDrag) {
+      wl.width = clamp(wlDrag.width * Math.exp((evt.clientX - wlDrag.x) / 150), 0.05, 4);
+      wl.level = clamp(wlDrag.level + (evt.clientY - wlDrag.y) / 300, -0.5, 1.5);
+      applyWL();
+      return;
+    }
+    if (pan) {
+      const a = svg.getScreenCTM().a;
+      view.x = pan.view.x - (evt.clientX - pan.x) / a;
+      view.y = pan.view.y - (evt.clientY - pan.y) / a;
+      clampView();
+      svg.setAttribute("viewBox", view.x + " " + view.y + " " + view.w + " " + view.h);
+      return;
+    }
     if (!drag) return;
     const m = byName(drag.name);
     if (!m) return;
     const p = toImage(evt);
     m.points[drag.index] = clampPoint([drag.orig[0] + (p[0] - drag.startImg[0]), drag.orig[1] + (p[1] - drag.startImg[1])]);
+    moveLinked(drag.partners, m.points[drag.index][0] - drag.orig[0], m.points[drag.index][1] - drag.orig[1]);
     if (m.mode === "2d") m.frame = frame; // a caliper dragged on another frame moves to the frame shown
     drag.moved = true;
-    render();
+    scheduleRender();
   });
   function endDrag(evt) {
+    try { svg.releasePointerCapture(evt.pointerId); } catch (e) { /* already released */ }
+    if (wlDrag) { wlDrag = null; return; }
+    if (pan) { pan = null; svg.classList.remove("em-panning"); drawOverlay(); return; }
     if (!drag) return;
     if (!drag.moved) undoStack.pop();
     drag = null;
-    try { svg.releasePointerCapture(evt.pointerId); } catch (e) { /* already released */ }
     render();
   }
   svg.addEventListener("pointerup", endDrag);
   svg.addEventListener("pointercancel", endDrag);
+  svg.addEventListener("wheel", (evt) => {
+    if (!clip) return;
+    evt.preventDefault(); // trackpad pinch arrives as a wheel event with ctrlKey
+    activity(true);
+    const p = toImage(evt);
+    zoomAt(Math.exp(-evt.deltaY * (evt.ctrlKey ? 0.01 : 0.0015)), p[0], p[1]);
+  }, { passive: false });
 
   // ------------------------------------------------------------------ keyboard
   root.addEventListener("keydown", (evt) => {
-    if (evt.target && (evt.target.tagName === "SELECT" || evt.target.tagName === "INPUT") && evt.target !== slider) return;
+    if (isTextField(evt.target)) {
+      if (evt.target === calCm && evt.key === "Enter") { submitCalibration(); evt.preventDefault(); }
+      else if (evt.target === calCm && evt.key === "Escape") { cancelPlacing(); root.focus({ preventScroll: true }); }
+      return;
+    }
+    activity(true);
     const k = evt.key;
     const step = evt.shiftKey ? 10 : 1;
     let handled = true;
     if ((evt.ctrlKey || evt.metaKey) && (k === "z" || k === "Z")) undo();
+    else if (evt.ctrlKey || evt.metaKey || evt.altKey) handled = false;
     else if (k === "ArrowLeft") nudge(-step, 0);
     else if (k === "ArrowRight") nudge(step, 0);
     else if (k === "ArrowUp") nudge(0, -step);
     else if (k === "ArrowDown") nudge(0, step);
-    else if (k === "Enter") { if (selected) accept(selected); }
+    else if (k === "Enter") { if (selected && pendingConfirm !== selected) accept(selected); }
     else if (k === "Delete" || k === "Backspace") { if (selected) reject(selected); }
     else if (k === "Tab") nextMeasurement(evt.shiftKey ? -1 : 1);
-    else if (k === "Escape") { if (placing) cancelPlacing(); else { stopClock(); selected = null; render(); } }
+    else if (k === "Escape") { if (placing || calPoints) cancelPlacing(); else if (pendingConfirm) hideConfirm(); else { selected = null; render(); } }
     else if (k === " ") togglePlay();
     else if (k === "1" || k === "2") { const m = byName(selected); if (m && m.points && m.points.length > Number(k) - 1) { endpoint = Number(k) - 1; render(); } }
     else if (k === ",") { pause(); showFrame(frame - 1); }
     else if (k === ".") { pause(); showFrame(frame + 1); }
+    else if (k === "+" || k === "=") zoomCenter(ZOOM_STEP);
+    else if (k === "-" || k === "_") zoomCenter(1 / ZOOM_STEP);
+    else if (k === "f" || k === "F" || k === "0") fitView();
+    else if (k === "r" || k === "R") resetWL();
+    else if (k === "n" || k === "N") { if (clip) trigger("next_clip", { clip_id: clip.id }); }
     else handled = false;
     if (handled) { evt.preventDefault(); evt.stopPropagation(); }
+  });
+  root.addEventListener("focusin", () => { focusText.textContent = "keys active"; focusText.classList.add("em-active"); });
+  root.addEventListener("focusout", (evt) => {
+    if (evt.relatedTarget && root.contains(evt.relatedTarget)) return;
+    focusText.textContent = "click the image to use the keys"; focusText.classList.remove("em-active");
   });
 
   // ------------------------------------------------------------------ controls
@@ -496,11 +845,22 @@
   slider.addEventListener("input", () => { pause(); showFrame(Number(slider.value)); });
   edBtn.addEventListener("click", () => { pause(); if (clip && clip.ed_frame !== null) showFrame(clip.ed_frame); });
   esBtn.addEventListener("click", () => { pause(); if (clip && clip.es_frame !== null) showFrame(clip.es_frame); });
-  acceptAllBtn.addEventListener("click", () => acceptAll());
+  acceptAllBtn.addEventListener("click", () => { activity(true); acceptAll(); });
   addBtn.addEventListener("click", () => { if (addSelect.value) startPlacing(addSelect.value); });
+  fitBtn.addEventListener("click", () => fitView());
+  zoomInBtn.addEventListener("click", () => zoomCenter(ZOOM_STEP));
+  zoomOutBtn.addEventListener("click", () => zoomCenter(1 / ZOOM_STEP));
+  wlResetBtn.addEventListener("click", () => resetWL());
+  linkBox.addEventListener("change", () => root.focus({ preventScroll: true }));
+  calibrateBtn.addEventListener("click", () => startCalibrating());
+  calSet.addEventListener("click", () => submitCalibration());
+  calCancel.addEventListener("click", () => cancelPlacing());
+  confirmYes.addEventListener("click", () => { activity(true); if (pendingConfirm) accept(pendingConfirm, true); root.focus({ preventScroll: true }); });
+  confirmNo.addEventListener("click", () => { hideConfirm(); root.focus({ preventScroll: true }); });
   tbody.addEventListener("click", (evt) => {
     const tr = evt.target.closest("tr");
     if (!tr) return;
+    activity(true);
     const name = tr.dataset.name;
     const btn = evt.target.closest("button");
     if (btn && btn.dataset.act === "accept") accept(name);
@@ -510,18 +870,62 @@
   });
   window.addEventListener("resize", () => drawOverlay());
 
+  // ------------------------------------------------------------------ drafts (unsaved work per clip)
+  function stashDraft() {
+    if (!clip) return;
+    const edits = items.filter((m) => m.status === "draft" || (m.status !== "rejected" && isEdited(m))).map((m) => ({
+      name: m.name, points: copy(m.points), frame: m.frame, base_points: copy(m.saved_points), base_frame: m.saved_frame,
+      item: m.status === "draft" ? copy(m) : null,
+    }));
+    if (edits.length || undoStack.length) drafts[clip.id] = { edits: edits, undo: undoStack };
+    else delete drafts[clip.id];
+  }
+  function restoreDraft() {
+    const d = clip ? drafts[clip.id] : null;
+    if (!d) return 0;
+    delete drafts[clip.id];
+    let n = 0;
+    for (const e of d.edits) {
+      const m = byName(e.name);
+      if (e.item) {
+        if (!m || m.status === "rejected") { items = items.filter((x) => x.name !== e.name); items.push(e.item); n++; }
+        continue;
+      }
+      // an edit is restored only onto the state it was made on (not if someone saved since)
+      if (!m || !samePoints(m.saved_points, e.base_points) || m.saved_frame !== e.base_frame) continue;
+      m.points = e.points; m.frame = e.frame; n++;
+    }
+    sortItems();
+    undoStack = d.undo || [];
+    return n;
+  }
+
   // ------------------------------------------------------------------ server -> browser
+  function focusViewer() {
+    // keys work right after a clip opens, unless the user is typing somewhere
+    if (!isTextField(document.activeElement)) root.focus({ preventScroll: true });
+  }
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
     preloaded = [];
     undoStack = [];
     placing = null;
+    calPoints = null;
+    calForm.classList.add("em-hidden");
+    hideConfirm();
+    notes.textContent = "";
     setBanner("");
-    if (!clip) { frameImage.removeAttribute("href"); render(); return; }
-    svg.setAttribute("viewBox", "-0.5 -0.5 " + clip.width + " " + clip.height);
+    const enabled = !!clip;
+    for (const b of [fitBtn, zoomInBtn, zoomOutBtn]) b.disabled = !enabled;
+    if (!clip) { frameImage.removeAttribute("href"); view = null; render(); return; }
+    svg.style.aspectRatio = clip.width + " / " + clip.height;
     frameImage.setAttribute("x", -0.5); frameImage.setAttribute("y", -0.5);
     frameImage.setAttribute("width", clip.width); frameImage.setAttribute("height", clip.height);
+    view = { x: -0.5, y: -0.5, w: clip.width, h: clip.height };
+    svg.setAttribute("viewBox", view.x + " " + view.y + " " + view.w + " " + view.h);
+    zoomText.textContent = "100%";
+    resetWL();
     for (const url of clip.frames) { const im = new Image(); im.src = url; preloaded.push(im); }
     slider.max = String(Math.max(clip.frames.length - 1, 0));
     slider.disabled = clip.frames.length < 2;
@@ -532,28 +936,39 @@
 
   function applyValue(value, fresh) {
     const incoming = (value && value.measurements) || [];
+    const committed = (value && value.committed) || [];
+    const undone = new Set((value && value.undone) || []);
+    let restored = 0;
     if (fresh) {
       items = copy(incoming);
-      stopClock(); spentMs = {}; selected = null;
+      spentMs = {}; selected = null; engaged = false; lastActivity = null;
+      restored = restoreDraft();
     } else {
       // Only the measurements the server just saved are replaced; local edits elsewhere stay.
-      const saved = new Set((value && value.committed) || []);
+      const saved = new Set(committed);
       const merged = [];
       for (const m of incoming) {
         const local = byName(m.name);
+        if (saved.has(m.name) && local && !undone.has(m.name)) {
+          // remember how it stood before this save: Ctrl+Z writes a review that restores it
+          undoStack.push({ type: "save", name: m.name,
+            before: { points: copy(local.saved_points), frame: local.saved_frame, status: local.status } });
+        }
         merged.push(saved.has(m.name) || !local ? copy(m) : local);
       }
       for (const local of items) if (local.status === "draft" && !merged.some((m) => m.name === local.name)) merged.push(local);
       items = merged;
     }
+    if (value && value.notice) setBanner(value.notice, 8000);
     if (fresh) {
-      const first = items.find((m) => m.status === "proposed" && m.low_confidence) || items.find((m) => m.status === "proposed") || items[0];
+      const first = items.find((m) => flagged(m)) || items.find((m) => m.status === "proposed") || items[0];
       const start = value && value.frame !== undefined && value.frame !== null ? value.frame : (first && first.frame !== null && first.frame !== undefined ? first.frame : 0);
-      if (first) { selected = first.name; startClock(); }
+      if (first) selected = first.name;
       showFrame(start);
+      if (restored) setBanner(restored + " unsaved edit" + (restored > 1 ? "s" : "") + " kept from before (not saved yet)", 6000);
     } else if (selected && !byName(selected)) {
       selected = null;
-    } else if (selected && ((value && value.committed) || []).includes(selected)) {
+    } else if (selected && committed.includes(selected) && !undone.has(selected)) {
       // The reviewer just saved the selected one: move on to the next one still to review.
       const next = items.find((m) => m.status === "proposed" || m.status === "draft");
       if (next) { select(next.name, true); return; }
@@ -565,10 +980,13 @@
   function sync() {
     const c = props.clip;
     const newId = c && c.frames ? c.id + ":" + (c.frames[0] || "") : null;
-    const fresh = newId !== lastClipId;
-    if (fresh) { loadClip(c); lastClipId = newId; }
     const v = props.value;
-    applyValue(v, fresh || !!(v && v.reload));
+    const fresh = newId !== lastClipId;
+    const reload = fresh || !!(v && v.reload);
+    if (reload) stashDraft();           // unsaved work survives switching clips
+    if (fresh) { loadClip(c); lastClipId = newId; if (clip) focusViewer(); }
+    else if (c && c.frames) clip = c;   // same clip, new description (e.g. a user calibration)
+    applyValue(v, reload);
   }
   // Every prop: naming the clip prop in quotes here would make gr.HTML treat it as an event name.
   watch(Object.keys(props), () => sync());

@@ -6,10 +6,14 @@ Data flow (see ``/work/shared/design/ui.md``):
   ``clip`` prop (frame URLs, image size, frame time, ED/ES, calibration regions,
   :func:`demo.viewmodel.viewer_clip`).  Frames are URLs, preloaded and played in the browser,
   so scrubbing, playing and dragging need no server round trip.
-- Browser -> Python: only the explicit custom event ``commit`` with
+- Browser -> Python: only explicit custom events.  ``commit`` with
   ``{"clip_id": int, "reviews": [{"name", "action", "frame", "points", "seconds",
-  "proposal_id"}]}`` (``action``: ``accept`` (the server decides accepted or corrected),
-  ``rejected`` or ``added``).  Nothing is written to the store from ``.change``.
+  "proposal_id", "confirmed"}], "undo": bool}`` (``action``: ``accept`` (the server decides
+  accepted or corrected), ``rejected`` or ``added``; ``confirmed``: the reviewer confirmed an
+  implausible value; ``undo``: the reviews undo an earlier save).  ``calibrate`` with
+  ``{"clip_id", "points": [[x, y], [x, y]], "length_cm"}`` (a known length drawn on a clip
+  without DICOM calibration).  ``next_clip`` with ``{"clip_id"}`` (open the next unreviewed
+  clip).  Nothing is written to the store from ``.change``.
 
 The template is static: the script in ``caliper.js`` owns the DOM below it and redraws on
 ``watch(["value", "clip"])``.
@@ -27,10 +31,34 @@ _HERE = Path(__file__).resolve().parent
 # Static markup (no ${...} and no backticks: gr.HTML evaluates the template as a JS template
 # string).  The script fills the SVG overlay, the table body and the "add" list.
 HTML_TEMPLATE = """
-<div class="em-viewer" tabindex="0" aria-label="caliper viewer">
+<div class="em-viewer" tabindex="0" aria-label="caliper viewer: click the image, then use the keys">
   <div class="em-main">
+    <div class="em-tools">
+      <button class="em-fit" title="Fit the image to the viewer (F)" disabled>Fit</button>
+      <button class="em-zoom-out" title="Zoom out (-)" disabled>&minus;</button>
+      <button class="em-zoom-in" title="Zoom in (+); the mouse wheel zooms at the pointer" disabled>+</button>
+      <span class="em-zoom">100%</span>
+      <span class="em-sep"></span>
+      <span class="em-wl" title="Window/level: drag with the right mouse button (left/right: contrast, up/down: brightness)">W/L</span>
+      <button class="em-wl-reset" title="Reset brightness and contrast (R)" disabled>Reset W/L</button>
+      <span class="em-sep"></span>
+      <label class="em-link-label" title="Shared endpoints (IVSd/LVIDd/LVPWd, aortic root/LA) move together"><input type="checkbox" class="em-link" checked> Link calipers</label>
+      <span class="em-sep"></span>
+      <button class="em-calibrate" title="Draw a known length (e.g. the depth scale) and type it in cm" disabled>Calibrate</button>
+      <span style="flex:1"></span>
+      <span class="em-focus">click the image to use the keys</span>
+    </div>
     <div class="em-stage">
       <svg class="em-svg" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 640 480" preserveAspectRatio="xMidYMid meet">
+        <defs>
+          <filter class="em-wl-filter" id="em-wl-filter" color-interpolation-filters="sRGB">
+            <feComponentTransfer>
+              <feFuncR type="linear" slope="1" intercept="0"></feFuncR>
+              <feFuncG type="linear" slope="1" intercept="0"></feFuncG>
+              <feFuncB type="linear" slope="1" intercept="0"></feFuncB>
+            </feComponentTransfer>
+          </filter>
+        </defs>
         <image class="em-frame" x="0" y="0" width="640" height="480" preserveAspectRatio="none"></image>
         <g class="em-overlay"></g>
       </svg>
@@ -48,21 +76,38 @@ HTML_TEMPLATE = """
   <div class="em-side">
     <div class="em-bar"><h4>Measurements</h4><span class="em-summary"></span></div>
     <table class="em-table">
-      <thead><tr><th></th><th>Name</th><th>Proposed</th><th>Current</th><th>Unit</th><th>Conf.</th><th>Status</th><th></th></tr></thead>
+      <thead><tr><th></th><th>Name</th><th title="the model's value">Prop.</th><th>Current</th><th title="model confidence, in words: check = look closely">Conf.</th><th>Status</th><th></th></tr></thead>
       <tbody class="em-tbody"></tbody>
     </table>
+    <div class="em-confirm em-hidden">
+      <span class="em-confirm-text"></span>
+      <button class="em-confirm-yes">Accept anyway</button>
+      <button class="em-confirm-no">Cancel</button>
+    </div>
+    <div class="em-calform em-hidden">
+      <span class="em-calform-text"></span>
+      <input class="em-cal-cm" type="number" min="0.1" max="50" step="0.1" aria-label="known length in cm">
+      <span>cm</span>
+      <button class="em-cal-set em-primary">Set scale</button>
+      <button class="em-cal-cancel">Cancel</button>
+    </div>
     <div class="em-bar">
-      <button class="em-accept-all em-primary" title="Accept every measurement not yet reviewed" disabled>Accept all</button>
+      <button class="em-accept-all em-primary" title="Accept every proposal that is not flagged and lies within the plausible range" disabled>Accept all</button>
       <span style="flex:1"></span>
       <select class="em-add-name" aria-label="measurement to add"></select>
       <button class="em-add" title="Place a missing measurement by clicking its points" disabled>+ Add</button>
     </div>
+    <div class="em-notes"></div>
     <div class="em-hint">
-      Drag an endpoint to correct it. <kbd>&larr;</kbd><kbd>&rarr;</kbd><kbd>&uarr;</kbd><kbd>&darr;</kbd> nudge 1 px
+      <b>Click the image first</b>: the keys act on the viewer. Drag an endpoint to correct it.
+      <kbd>&larr;</kbd><kbd>&rarr;</kbd><kbd>&uarr;</kbd><kbd>&darr;</kbd> nudge 1 px
       (<kbd>Shift</kbd> 10 px), <kbd>1</kbd>/<kbd>2</kbd> pick the endpoint, <kbd>Enter</kbd> accept,
       <kbd>Del</kbd> reject, <kbd>Tab</kbd> next measurement, <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo,
-      <kbd>Space</kbd> play/pause, <kbd>,</kbd>/<kbd>.</kbd> previous/next frame.
-      <span class="em-s-proposed">&#9679;</span> proposed <span class="em-low">&#9679;</span> low confidence
+      <kbd>Space</kbd> play/pause, <kbd>,</kbd>/<kbd>.</kbd> previous/next frame,
+      wheel or <kbd>+</kbd>/<kbd>-</kbd> zoom, <kbd>F</kbd> fit, drag the background to pan,
+      right-drag brightness/contrast, <kbd>R</kbd> reset it, <kbd>N</kbd> next unreviewed clip.
+      Frames count from 0, as in the CSV.
+      <span class="em-s-proposed">&#9679;</span> proposed <span class="em-low">&#9679;</span> check
       <span class="em-s-accepted">&#9679;</span> accepted <span class="em-s-corrected">&#9679;</span> corrected
       <span class="em-s-added">&#9679;</span> added <span class="em-s-rejected">&#9679;</span> rejected
     </div>
@@ -73,6 +118,10 @@ HTML_TEMPLATE = """
 
 def _read(name: str) -> str:
     return (_HERE / name).read_text(encoding="utf-8")
+
+
+#: Props of the viewer besides ``value`` (sent with ``gr.update(clip=...)``).
+VIEWER_PROPS = frozenset({"clip"})
 
 
 class CaliperViewer(gr.HTML):
@@ -95,6 +144,10 @@ class CaliperViewer(gr.HTML):
     ``commit``
         The reviewer accepted, rejected or added measurements; the payload is in
         ``gr.EventData._data`` (see the module docstring).
+    ``calibrate``
+        The reviewer drew a known length on an uncalibrated clip.
+    ``next_clip``
+        The reviewer asked for the next unreviewed clip (key N).
     """
 
     def __init__(self, value: dict[str, Any] | None = None, *, clip: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -107,6 +160,13 @@ class CaliperViewer(gr.HTML):
             clip=clip or {},
             **kwargs,
         )
+
+    def __getattr__(self, name: str) -> Any:
+        # gr.HTML takes every quoted word of js_on_load for a custom event, so "clip" (a prop the
+        # script watches) would become an event trigger and an update's JSON would carry it.
+        if name in VIEWER_PROPS:
+            raise AttributeError(name)
+        return super().__getattr__(name)
 
     def api_info(self) -> dict[str, Any]:
         """The value is a JSON object (the default ``gr.HTML`` says string)."""

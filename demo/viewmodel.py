@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,25 @@ SHORT_NAMES: dict[str, str] = {
     "mv_ea": "E/A",
 }
 
-WORKLIST_HEADERS: tuple[str, ...] = ("clip", "kind", "reviewed", "status")
+WORKLIST_HEADERS: tuple[str, ...] = ("clip", "status", "reviewed", "view", "frames", "calib.", "study date")
+
+#: Worklist filter choices (a clip's review status, or every clip).
+WORKLIST_FILTERS: tuple[str, ...] = ("all", "to review", "in review", "reviewed", "no proposals")
+
+#: The view a model's proposals imply, for the worklist (a clip carries no view of its own yet).
+VIEW_OF_MODEL: dict[str, str] = {
+    "plax-linear": "PLAX",
+    "plax-seg": "PLAX",
+    "apical-seg": "A4C",
+    "doppler-peaks": "Doppler",
+}
+
+#: How the worklist and the clip header name a calibration source.
+CALIBRATION_NAMES: dict[str, str] = {"dicom": "DICOM", "user": "user", "none": "none (px)"}
+
+#: Frames are numbered from 0 everywhere: store, CSV/JSON exports and the UI ("frame 0" is the
+#: first frame of the clip, as ``frame_index`` in the store).
+FIRST_FRAME_NUMBER = 0
 
 _nonce = itertools.count(1)
 
@@ -75,8 +92,10 @@ def _points(points: Sequence[Sequence[float]] | None) -> list[list[float]] | Non
 
 
 def is_low_confidence(confidence: float | None, threshold: float = LOW_CONFIDENCE_THRESHOLD) -> bool:
-    """True for a model proposal the reviewer should look at closely (confidence below ``threshold``)."""
-    return confidence is not None and confidence < threshold
+    """True for a model proposal the reviewer should look at closely (:func:`echomeasure.propose.flags.is_flagged`)."""
+    from echomeasure.propose.flags import is_flagged
+
+    return is_flagged(confidence, threshold)
 
 
 def fixed_threshold(model_name: str | None, model_version: str | None) -> float:
@@ -139,28 +158,21 @@ class RegistryThresholds:
             entry = next((e for e in list_entries(self.weights_dir)
                           if (e.name, e.version) == key), None)
             metrics = {} if entry is None else (entry.metrics or {})
-            value = float(metrics.get(THRESHOLD_METRIC, math.nan))
-            ratio = float(metrics.get(FLAG_RATIO_METRIC, math.nan))
-            floor = float(metrics.get(FLOOR_METRIC, 0.0) or 0.0)
         except Exception as exc:  # noqa: BLE001 - the UI must open the clip whatever the registry does
             log.warning("could not read the low-confidence threshold of %s %s from the registry (%s); "
                         "flagging below %g", model_name, model_version, exc, self.fallback)
             return self.fallback
-        if math.isfinite(ratio) and ratio < MIN_FLAGGED_ERROR_RATIO:
-            # on held-out cases the low-confidence quarter was not worse than the rest: a flag
-            # would send the reviewer to the wrong proposals, so only what lies below anything
-            # seen held-out (wrong view, failed caliper, implausible value) is flagged
-            threshold = floor if math.isfinite(floor) and floor > 0 else 0.0
-            log.info("%s %s: confidence does not rank errors (flagged/unflagged error %.2f); no flags",
-                     model_name, model_version, ratio)
-        elif math.isfinite(value) and value > 0:
-            threshold = value
-        else:
-            threshold = self.fallback
-            log.info("no low-confidence threshold recorded for %s %s; flagging below %g",
-                     model_name, model_version, threshold)
+        # the one rule shared with `measure` JSON ("flagged"): echomeasure.propose.flags
+        from echomeasure.propose.flags import flag_threshold
+
+        threshold = flag_threshold(metrics, self.fallback)
         self._cache[key] = threshold
         return threshold
+
+
+def plausible_ranges() -> dict[str, list[Any]]:
+    """``name -> [low, high, unit]``: the catalogue's plausibility limits, for the browser."""
+    return {name: [lo, hi, catalog.CATALOG[name].unit] for name, (lo, hi) in catalog.PLAUSIBLE_RANGE.items()}
 
 
 def _phase_frames(states: Iterable[MeasurementState]) -> tuple[int | None, int | None]:
@@ -238,6 +250,8 @@ def viewer_clip(
             "regions": [dict(r) for r in clip.regions],
         },
         "addable": addable_measurements(clip.kind),
+        "plausible": plausible_ranges(),
+        "first_frame_number": FIRST_FRAME_NUMBER,
     }
 
 
@@ -249,6 +263,8 @@ def measurement_entry(st: MeasurementState, thresholds: ThresholdLookup = fixed_
     """
     spec = catalog.get(st.measurement)
     threshold = thresholds(st.model_name, st.model_version) if st.confidence is not None else None
+    # The flag asks a human to look: once a human accepted, corrected or re-placed it, it is gone.
+    flagged = st.status == "proposed" and threshold is not None and is_low_confidence(st.confidence, threshold)
     points = st.points
     frame = st.frame_index
     if st.status == "rejected":
@@ -270,7 +286,8 @@ def measurement_entry(st: MeasurementState, thresholds: ThresholdLookup = fixed_
         "proposed_value": st.proposed_value,
         "proposed_unit": st.proposed_unit,
         "confidence": st.confidence,
-        "low_confidence": threshold is not None and is_low_confidence(st.confidence, threshold),
+        "low_confidence": flagged,
+        "plausible": catalog.is_plausible(st.measurement, st.value, st.unit or "px"),
         "low_confidence_below": threshold,
         "status": st.status,
         "proposal_id": st.proposal_id,
@@ -285,6 +302,8 @@ def viewer_value(
     committed: Iterable[str] = (),
     reload: bool = False,
     thresholds: ThresholdLookup = fixed_threshold,
+    notice: str | None = None,
+    undone: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The caliper viewer's value.
 
@@ -300,12 +319,19 @@ def viewer_value(
         The clip was (re)opened: the browser drops all local edits.
     thresholds
         Low-confidence threshold per model version (:class:`RegistryThresholds` in the app).
+    notice
+        A sentence the viewer shows in its own banner (e.g. why nothing was saved).
+    undone
+        Names among ``committed`` whose new review undid an earlier one (the viewer does not
+        push them on its undo stack again).
     """
     return {
         "clip_id": clip_id,
         "measurements": [measurement_entry(st, thresholds) for st in states],
         "committed": sorted(set(committed)),
         "reload": reload,
+        "notice": notice,
+        "undone": sorted(set(undone)),
         "nonce": next(_nonce),  # makes every server value differ, so the browser always sees it
     }
 
@@ -315,14 +341,71 @@ def empty_viewer_value() -> dict[str, Any]:
     return viewer_value(None, (), reload=True)
 
 
-def worklist_rows(summaries: Sequence[ClipSummary]) -> list[list[Any]]:
-    """Rows of the worklist table (columns :data:`WORKLIST_HEADERS`)."""
-    return [
-        [
-            s.clip_id,
-            f"{s.kind} · {s.n_frames} fr" + ("" if s.calibration_source == "dicom" else f" · {s.calibration_source}"),
-            f"{s.n_reviewed}/{max(s.n_proposed, s.n_reviewed)}",
-            s.status,
-        ]
-        for s in summaries
-    ]
+def clip_view(kind: str, model_names: Iterable[str | None] = ()) -> str:
+    """What a clip shows, for the worklist: its own ``view`` when known, else the view its
+    proposals' model implies (``plax-linear`` -> PLAX), else the clip kind."""
+    for name in model_names:
+        if name and name in VIEW_OF_MODEL:
+            return VIEW_OF_MODEL[name]
+    return "Doppler" if kind == "doppler" else "2D"
+
+
+def shifted_study_date(summary: Any) -> str:
+    """The de-identified (shifted) study date as YYYY-MM-DD, or "—" when the store has none."""
+    raw = getattr(summary, "study_date", None)
+    if not raw:
+        return "—"
+    text = str(raw).replace("-", "")
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) >= 8 and text[:8].isdigit() else str(raw)
+
+
+def worklist_rows(
+    summaries: Sequence[ClipSummary],
+    *,
+    status: str = "all",
+    views: dict[int, str] | None = None,
+) -> list[list[Any]]:
+    """Rows of the worklist table (columns :data:`WORKLIST_HEADERS`).
+
+    Parameters
+    ----------
+    summaries
+        ``Store.worklist()``.
+    status
+        Keep only clips with this review status (one of :data:`WORKLIST_FILTERS`; "all" keeps all).
+    views
+        ``clip_id -> view`` (see :func:`clip_view`); a clip not in it shows its kind.
+    """
+    views = views or {}
+    rows = []
+    for s in summaries:
+        if status != "all" and s.status != status:
+            continue
+        rows.append(
+            [
+                s.clip_id,
+                s.status,
+                f"{s.n_reviewed}/{max(s.n_proposed, s.n_reviewed)}",
+                getattr(s, "view", None) or views.get(s.clip_id) or clip_view(s.kind),
+                s.n_frames,
+                CALIBRATION_NAMES.get(s.calibration_source, s.calibration_source),
+                shifted_study_date(s),
+            ]
+        )
+    return rows
+
+
+def next_unreviewed(summaries: Sequence[ClipSummary], current: int | None) -> int | None:
+    """The clip to open next: the first one after ``current`` (worklist order) not fully
+    reviewed, wrapping around; None when every clip with proposals is reviewed."""
+    todo = [s.clip_id for s in summaries if s.status in ("to review", "in review")]
+    if not todo:
+        return None
+    order = [s.clip_id for s in summaries]
+    if current in order:
+        start = order.index(current)
+        for cid in order[start + 1 :] + order[: start + 1]:
+            if cid in todo and cid != current:
+                return cid
+        return None
+    return todo[0]

@@ -198,7 +198,7 @@ def test_api_open_example_returns_the_stored_proposals(running_app):  # noqa: F8
 
     url, info = running_app
     client = Client(url + "/", verbose=False)
-    viewer, header, worklist = client.predict(EXAMPLE_2D, "API Reader", api_name="/open_example")
+    viewer, header, worklist, _export = client.predict(EXAMPLE_2D, "API Reader", "all", api_name="/open_example")
     if "value" in viewer and "measurements" not in viewer:  # a gr.update carrying the clip prop too
         viewer = viewer["value"]
     assert viewer["clip_id"] == info.clip_id

@@ -89,8 +89,11 @@ def test_ui_opens_example_and_draws_proposals(page, running_app):  # noqa: F811
     page.screenshot(path=str(SHOTS / "01_example_opened.png"))
     drawn = page.locator(".em-caliper").evaluate_all("els => els.map(e => e.dataset.name)")
     assert set(drawn) == {"ivsd", "lvidd", "lvpwd", "lvids", "la", "aortic_root"}
-    # Low-confidence proposal flagged in the table
-    assert "!" in page.locator('.em-row[data-name="la"] .em-low').inner_text()
+    # Low-confidence proposal flagged in words, the number in the tooltip
+    flag = page.locator('.em-row[data-name="la"] .em-conf')
+    assert flag.inner_text() == "check"
+    assert "0.35" in flag.get_attribute("title")
+    assert page.locator('.em-row[data-name="lvidd"] .em-conf').inner_text() == "ok"
     assert page.title().startswith("echomeasure")
 
 
@@ -150,9 +153,9 @@ def test_ui_reject_writes_a_rejection(page, running_app):  # noqa: F811
 
 def test_ui_accept_unchanged_proposal_is_stored_as_accepted(page, running_app):  # noqa: F811
     clip_id = running_app[1].clip_id
-    proposal = _proposal(running_app, clip_id, "lvpwd")
-    page.locator('.em-row[data-name="lvpwd"] button.em-ok').click()
-    review = _wait_for_review(page, running_app, clip_id, "lvpwd", "accepted")
+    proposal = _proposal(running_app, clip_id, "aortic_root")
+    page.locator('.em-row[data-name="aortic_root"] button.em-ok').click()
+    review = _wait_for_review(page, running_app, clip_id, "aortic_root", "accepted")
     assert [c for p in review.points for c in p] == pytest.approx([c for p in proposal.points for c in p], abs=1e-6)
     assert review.value == pytest.approx(proposal.value)
 
