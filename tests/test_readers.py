@@ -16,10 +16,12 @@ from echomeasure.pipeline import ingest_path
 from echomeasure.store.readers import (
     assign,
     assignments,
+    measurements_for,
     read_modes,
     reader_clips,
     reader_view,
     record_read,
+    save_for,
     visible_measurements,
 )
 from store_fixtures import lvidd_proposals, store, write_us_dicom  # noqa: F401 - fixtures
@@ -90,6 +92,16 @@ def test_only_assigned_readers_see_or_read_a_reader_clip(store, tmp_path):
     assert view.mode == "open" and not view.assigned
     assert [r.reviewer for r in view.other_reviews] == ["sonographer-x"]
     assert reader_clips(store, "reader-a") == [study_clip]
+    # The UI's single entry points: nothing of a reader clip without a reader name.
+    assert measurements_for(store, ordinary, None) == store.current_measurements(ordinary)
+    with pytest.raises(StoreError, match="reader name"):
+        measurements_for(store, study_clip, None)
+    with pytest.raises(StoreError, match="assigned"):
+        measurements_for(store, study_clip, "someone-else")
+    rec = save_for(store, study_clip, "reader-a", "ivsd", "accepted")
+    assert read_modes(store) == {rec.id: "blinded"}
+    plain = save_for(store, ordinary, "sonographer-y", "ivsd", "accepted")
+    assert plain.id not in read_modes(store)
 
 
 def test_assignment_is_idempotent_and_its_mode_cannot_change(store, tmp_path):

@@ -171,9 +171,38 @@ def reader_view(store: Store, clip_id: int, reader: str) -> ReaderView:
     proposals = tuple(store.proposals(clip_id)) if mode != "unassisted" else ()
     reviews = store.reviews(clip_id)
     own = tuple(r for r in reviews if r.reviewer == viewer)
-    others = tuple(r for r in reviews if r.reviewer != viewer) if mode == OPEN_REVIEW else ()
-    states = _states(clip_id, proposals, own if mode != OPEN_REVIEW else tuple(reviews))
+    if mode == OPEN_REVIEW:
+        others = tuple(r for r in reviews if r.reviewer != viewer)
+        states = tuple(store.current_measurements(clip_id))
+    else:
+        others, states = (), _states(clip_id, proposals, own)
     return ReaderView(clip_id, viewer, mode, assigned, proposals, own, others, states)
+
+
+def has_readers(store: Store, clip_id: int) -> bool:
+    """True when the clip is assigned to readers (a reader-study clip)."""
+    return bool(assignments(store, clip_id=clip_id))
+
+
+def measurements_for(store: Store, clip_id: int, viewer: str | None) -> list[MeasurementState]:
+    """What the review UI shows of a clip to ``viewer``: the one call for every screen and API.
+
+    A clip without readers shows everything (``Store.current_measurements``), whoever asks.  A
+    reader-study clip shows ``viewer``'s own view (:func:`reader_view`); without a viewer, or to
+    someone who is not one of its readers, it shows nothing (:class:`StoreError`).
+    """
+    if not has_readers(store, clip_id):
+        return store.current_measurements(clip_id)
+    if not (viewer or "").strip():
+        raise StoreError(f"clip {clip_id} is read by assigned readers only; enter your reader name first")
+    return visible_measurements(store, clip_id, viewer)  # type: ignore[arg-type]
+
+
+def save_for(store: Store, clip_id: int, reviewer: str, measurement: str, action: str, **review: Any) -> ReviewRecord:
+    """Save a review from the UI: a read (with its mode) on a reader-study clip, else a plain review."""
+    if has_readers(store, clip_id):
+        return record_read(store, clip_id, reviewer, measurement, action, **review)
+    return store.add_review(clip_id, measurement, action, reviewer, **review)
 
 
 def visible_measurements(store: Store, clip_id: int, reader: str) -> list[MeasurementState]:
