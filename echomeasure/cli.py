@@ -160,7 +160,7 @@ def _export_dicom_sr(args: argparse.Namespace, url: str) -> int:
     statuses = parse_statuses(args.status)
     with open_store(url) as store:
         result = export_dicom_sr(store, args.output, secret=config.secret(args.secret), clip_ids=args.clip,
-                                 statuses=statuses)
+                                 statuses=statuses, reader=args.reader)
     for notice in result.notices:
         sys.stderr.write(f"notice: {notice}\n")
     _print_json(result.as_json())
@@ -538,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status", metavar="LIST",
                    help="dicom-sr: statuses to export (default accepted,corrected,added; may name proposed)")
     s.add_argument("--secret", help="dicom-sr: site secret of the UID remap (default: $ECHOMEASURE_SECRET or db/.secret)")
+    s.add_argument("--reader", help="dicom-sr: on reader-study clips, export this reader's reads")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("agreement", help="agreement between readers and with the AI (ICC, Bland-Altman, CV)")

@@ -386,12 +386,36 @@ def build_report(contents: Sequence[_ClipContent], *, secret: bytes):
 # --------------------------------------------------------------------------- export
 
 
+def _clip_states(store: Store, clip: ClipRecord, reader: str | None, notices: list[str]) -> list[MeasurementState]:
+    """The measurements to report: the clip's current ones, or one reader's on a reader-study clip.
+
+    On a clip read by several readers the latest review is whichever reader saved last, which
+    is no one's report: such a clip is exported only for a named reader.
+    """
+    from echomeasure.store import readers
+
+    if not readers.has_readers(store, clip.id):
+        return store.current_measurements(clip.id)
+    if reader is None:
+        notices.append(f"clip {clip.id} is a reader-study clip: left out; export one reader's reads with --reader NAME")
+        return []
+    if reader not in {a.reader for a in readers.assignments(store, clip_id=clip.id)}:
+        notices.append(f"clip {clip.id}: not assigned to the reader given; left out")
+        return []
+    return list(readers.reader_view(store, clip.id, reader).measurements)
+
+
 def _study_contents(
-    store: Store, clips: Sequence[ClipRecord], statuses: Sequence[str], secret: bytes, notices: list[str]
+    store: Store,
+    clips: Sequence[ClipRecord],
+    statuses: Sequence[str],
+    secret: bytes,
+    notices: list[str],
+    reader: str | None = None,
 ) -> list[_ClipContent]:
     out = []
     for clip in clips:
-        states = [st for st in store.current_measurements(clip.id) if st.status in statuses]
+        states = [st for st in _clip_states(store, clip, reader, notices) if st.status in statuses]
         in_pixels = [st.measurement for st in states if st.unit == "px"]
         if in_pixels:
             notices.append(
@@ -429,6 +453,7 @@ def export_dicom_sr(
     secret: bytes,
     clip_ids: Iterable[int] | None = None,
     statuses: Sequence[str] | str | None = None,
+    reader: str | None = None,
 ) -> SrExportResult:
     """Write one SR per study (plus the de-identified source instances) under ``outdir``.
 
@@ -445,6 +470,9 @@ def export_dicom_sr(
     statuses
         Measurement statuses to export (default accepted, corrected, added; ``proposed`` exports
         pre-annotations).
+    reader
+        On clips assigned to readers (:mod:`echomeasure.store.readers`), export this reader's
+        reads; without it such clips are left out with a notice.
 
     Raises
     ------
@@ -470,7 +498,7 @@ def export_dicom_sr(
     result = SrExportResult()
     out.mkdir(exist_ok=True)
     for study_uid, clips in by_study.items():
-        contents = _study_contents(store, clips, wanted, secret, result.notices)
+        contents = _study_contents(store, clips, wanted, secret, result.notices, reader)
         if not contents:
             continue
         sr = build_report(contents, secret=secret)

@@ -249,3 +249,23 @@ def test_dciodvfy_passes_sr_and_source_of_a_real_echo(store, tmp_path: Path):
         errors = [line for line in report.splitlines() if line.startswith("Error")]
         assert errors == [], f"{path.name}:\n{report}"
 
+
+
+def test_reader_study_clip_is_exported_for_one_named_reader_only(reviewed, tmp_path: Path):
+    from echomeasure.store.readers import assign, record_read
+
+    store, (first, second) = reviewed
+    assign(store, second, ["reader-a", "reader-b"], "blinded")
+    record_read(store, second, "reader-a", "lvidd", "corrected", points=[(20, 16), (20, 41)], value=1.25)
+    record_read(store, second, "reader-b", "lvidd", "corrected", points=[(20, 16), (20, 39)], value=1.15)
+    plain = export_dicom_sr(store, tmp_path / "plain", secret=config.secret())
+    assert set(_measurements_by_clip(plain.reports[0])) == {f"clip {first}"}
+    assert any(f"clip {second}" in n and "--reader" in n for n in plain.notices)
+
+    one = export_dicom_sr(store, tmp_path / "one", secret=config.secret(), clip_ids=[second], reader="reader-a")
+    (group, by_code), = _measurements_by_clip(one.reports[0]).values()
+    m = by_code[catalog.get("lvidd").loinc]
+    assert m.value == pytest.approx(1.25)
+    assert [str(p.PersonName).rstrip("^") for p in _children(m, PERSON_OBSERVER_NAME)] == ["reader-a"]
+    # reader-a never saw reader-b's read, and neither does reader-a's report.
+    assert sorted(by_code) == [catalog.get("lvidd").loinc]
