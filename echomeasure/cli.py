@@ -389,7 +389,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
                        r["trained_on"]) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head) - 1)]
     for row in table:
-        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]) + "\n")
+        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + str(row[-1]) + "\n")
     return 0
 
 

@@ -58,7 +58,7 @@ def write_echonet_lvh(root: Path, *, seeds: tuple[int, ...] = (4242, 4343),
     index = {k: i for i, k in enumerate(KEYPOINTS_2D)}
     rows: list[list[object]] = []
     videos: list[LvhVideo] = []
-    for i, (seed, split) in enumerate(zip(seeds, splits)):
+    for i, (seed, split) in enumerate(zip(seeds, splits, strict=True)):
         params = plax_params_for_seed(seed, small=True)
         cine = render_plax(params, labels=False)
         name = f"0X{seed:016X}"

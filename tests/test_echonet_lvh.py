@@ -51,7 +51,7 @@ def test_read_lvh_orders_ends_by_depth_and_derives_cm_per_px_from_each_line(lvh_
     root, truth = lvh_root
     data = lvh.read_lvh(root)
     assert data.splits() == {"train": 1, "test": 1}
-    for video, fabricated in zip(data.videos, truth):
+    for video, fabricated in zip(data.videos, truth, strict=True):
         assert video.name == fabricated.name and video.path.parent.name == fabricated.batch
         assert video.frames == sorted({fabricated.ed, fabricated.es})
         assert {ln.measurement for ln in video.lines} == {"ivsd", "lvidd", "lvpwd", "lvids"}

@@ -238,3 +238,22 @@ def test_measure_with_imported_checkpoints_gives_the_contract_json(checkpoint_di
     (a, b) = m["points"]
     assert a[1] <= b[1] and all(0 <= x <= 320 and 0 <= y <= 240 for x, y in m["points"])
     assert m["value"] == pytest.approx(np.hypot(b[0] - a[0], b[1] - a[1]) * 0.08, abs=2e-3)
+
+
+def test_register_many_is_all_or_nothing(tmp_path):
+    weights = tmp_path / "weights"
+    _register_stand_ins(weights, ["ivs"])
+    before = (weights / "manifest.json").read_bytes()
+    t = em.TASKS["la"]
+    (weights / "la.ckpt").write_bytes(b"la")
+    new = registry.WeightsEntry(name=t.registry_name, version="0.1", arch=em.ARCH, input_size=em.INPUT_SIZE_2D,
+                                channels=t.channels, file="la.ckpt", sha256=registry.sha256_file(weights / "la.ckpt"))
+    again = registry.get_entry("echonet-measurements-ivs", "0.1", weights)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_many([new, again], weights_dir=weights)
+    with pytest.raises(registry.WeightsError):
+        registry.register_many([new, registry.WeightsEntry.from_json({**new.to_json(), "name": "x", "sha256": "0" * 64})],
+                               weights_dir=weights)
+    assert (weights / "manifest.json").read_bytes() == before
+    assert [e.name for e in registry.register_many([new], weights_dir=weights)] == [t.registry_name]
+    assert len(registry.list_entries(weights)) == 2

@@ -285,7 +285,7 @@ def import_checkpoints(
         ))
     copied: list[Path] = []
     try:
-        for entry, task_name in zip(entries, todo):
+        for entry, task_name in zip(entries, todo, strict=True):
             dest = dest_dir / entry.file
             _copy_atomically(found[task_name], dest)
             copied.append(dest)
@@ -569,7 +569,7 @@ def _propose_2d(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tup
             row: dict[str, Any] = {"frame": i, "points": {}, "confidence": {}}
             for task in tasks:
                 ep = runner.cache[(task, i)]
-                for kp, (x, y) in zip(TASKS[task].channels, ep.points):
+                for kp, (x, y) in zip(TASKS[task].channels, ep.points, strict=True):
                     row["points"][kp] = [round(x, 2), round(y, 2)]
                     row["confidence"][kp] = round(ep.confidence, 4)
             frames.append(row)
@@ -580,7 +580,13 @@ def _propose_2d(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tup
 
 def _propose_doppler(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tuple[str, ...] | None,
                      per_frame: bool, progress: Progress | None, weights_dir: Any, device: str):
-    from echomeasure.propose.engine import FLOW_DOPPLER_MODE, _DOPPLER_MODE_OF_DATA_TYPE, _plausibility, _spectral_region, physical_value
+    from echomeasure.propose.engine import (
+        _DOPPLER_MODE_OF_DATA_TYPE,
+        FLOW_DOPPLER_MODE,
+        _plausibility,
+        _spectral_region,
+        physical_value,
+    )
     from echomeasure.propose.types import Proposal
 
     region = _spectral_region(clip)
