@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 import gradio as gr
 
 from echomeasure import config
+from echomeasure import web_security
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, Store, open_store
 
@@ -162,6 +164,7 @@ def build_app(
         Launch it with :func:`launch` (which adds the theme, CSS, upload limit and the image
         folder to the served paths).
     """
+    web_security.private_upload_dir()  # before any component: Gradio reads it when they are made
     store = open_store(store_url)
     images_dir = store.images_dir
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -227,10 +230,7 @@ def build_app(
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         finally:
             # The upload is the original (identifiable) file: do not keep it in Gradio's cache.
-            try:
-                Path(file).unlink(missing_ok=True)
-            except OSError:
-                log.warning("could not remove the uploaded original %s", Path(file).name)
+            web_security.discard_upload(file)
 
     def open_from_worklist(evt: gr.SelectData) -> tuple:
         row = evt.row_value or []
@@ -242,18 +242,19 @@ def build_app(
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip()
 
-    def commit(reviewer_name: str, evt: gr.EventData) -> tuple:
+    def commit(reviewer_name: str, evt: gr.EventData, request: gr.Request) -> tuple:
         payload = dict(evt._data or {})
         clip_id = payload.get("clip_id")
         items = payload.get("reviews") or []
         if clip_id is None or not items:
             return gr.skip(), gr.skip()
-        if not (reviewer_name or "").strip():
+        login = getattr(request, "username", None)
+        if not login and not (reviewer_name or "").strip():
             gr.Warning("Enter your name in the Reviewer field (top right) before saving: reviews are signed.")
             return gr.skip(), gr.skip()
         try:
             requests = [review.ReviewRequest.from_payload(item) for item in items]
-            saved = review.save_reviews(store, int(clip_id), requests, reviewer_name)
+            saved = review.save_reviews(store, int(clip_id), requests, reviewer_name, logged_in_user=login)
         except EchomeasureError as exc:
             gr.Warning(f"Not saved: {exc}")
             return gr.skip(), gr.skip()
@@ -262,7 +263,7 @@ def build_app(
             int(clip_id), states, committed=[r.measurement for r in saved], thresholds=thresholds
         )
         if len(saved) > 1:
-            gr.Info(f"Saved {len(saved)} reviews as {reviewer_name.strip()}.")
+            gr.Info(f"Saved {len(saved)} reviews as {saved[0].reviewer}.")
         return value, worklist_update()
 
     def export_study(clip_id: int | None) -> Any:
@@ -359,13 +360,19 @@ def build_app(
             points: list[list[float]] | None = None,
             frame: int | None = None,
             seconds: float | None = None,
+            request: gr.Request = None,  # type: ignore[assignment]
         ) -> dict:
-            """Save one review (action: accept, rejected or added) and return the measurement's state."""
+            """Save one review (action: accept, rejected or added) and return the measurement's state.
+
+            With a login the reviewer recorded is the logged-in user (``reviewer`` is kept beside it).
+            """
             try:
-                request = review.ReviewRequest.from_payload(
+                decision = review.ReviewRequest.from_payload(
                     {"name": measurement, "action": action, "points": points or [], "frame": frame, "seconds": seconds}
                 )
-                review.save_reviews(store, int(clip_id), [request], reviewer)
+                review.save_reviews(
+                    store, int(clip_id), [decision], reviewer, logged_in_user=getattr(request, "username", None)
+                )
             except EchomeasureError as exc:
                 raise gr.Error(str(exc)) from None
             states = {s.measurement: s for s in store.current_measurements(int(clip_id))}
@@ -395,7 +402,7 @@ def build_app(
 
 def _write_download(text: str, name: str) -> str:
     """Write an export for download: a fresh temp folder, complete file renamed into place."""
-    folder = Path(tempfile.mkdtemp(prefix="echomeasure-export-"))
+    folder = Path(tempfile.mkdtemp(prefix="echomeasure-export-", dir=web_security.private_upload_dir()))
     target = folder / name
     tmp = folder / f".{name}.tmp"
     tmp.write_text(text, encoding="utf-8", newline="")
@@ -407,10 +414,12 @@ def launch(app: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
     """Launch an app from :func:`build_app` with its theme, CSS, upload limit and served paths.
 
     Keyword arguments are passed on to :meth:`gradio.Blocks.launch` and win over the defaults.
+    Every request goes through :class:`echomeasure.web_security.RequestGuard` (Host/Origin of
+    the bound address only, API bodies up to 1 MB).
     """
     options = dict(getattr(app, "echomeasure_launch", {}))
     options.update(kwargs)
-    return app.launch(**options)
+    return app.launch(**web_security.harden_launch_options(options))
 
 
 def main(
@@ -437,7 +446,17 @@ def main(
     n = seed_examples(store, examples_dir)
     if n:
         log.info("first start: %d example clip(s) added to the worklist", n)
-    launch(app, server_name=host, server_port=port, auth=auth, show_error=False)
+    # SIGTERM ends the server like Ctrl+C, so the upload folder is removed on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        launch(app, server_name=host, server_port=port, auth=auth, show_error=False)
+    finally:
+        store.close()
+        web_security.remove_private_upload_dir()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def space_main() -> None:

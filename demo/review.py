@@ -20,6 +20,7 @@ from echomeasure import catalog
 from echomeasure.errors import StoreError
 from echomeasure.ingest import calibration
 from echomeasure.store import ClipRecord, MeasurementState, ReviewRecord, Store
+from echomeasure.store.reviewer import resolve_reviewer
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ def save_reviews(
     clip_id: int,
     requests: Sequence[ReviewRequest],
     reviewer: str,
+    *,
+    logged_in_user: str | None = None,
 ) -> list[ReviewRecord]:
     """Write the reviewer's decisions to the store, one review per request.
 
@@ -145,7 +148,12 @@ def save_reviews(
     requests
         Decisions from the viewer (:meth:`ReviewRequest.from_payload`).
     reviewer
-        Who decided; required.
+        Who decided, as typed; required without a login
+        (:func:`echomeasure.store.reviewer.resolve_reviewer`: trimmed, 1-100 characters, no
+        control characters).
+    logged_in_user
+        The authenticated user (``echomeasure demo --auth``): recorded as the reviewer, with the
+        typed name kept beside it as display name.
 
     Returns
     -------
@@ -160,9 +168,7 @@ def save_reviews(
     CalibrationError
         A corrected caliper left the calibrated region (nothing of that request is stored).
     """
-    reviewer = (reviewer or "").strip()
-    if not reviewer:
-        raise StoreError("enter your name in the Reviewer field before saving reviews")
+    reviewer, display_name = resolve_reviewer(reviewer, logged_in_user)
     clip = store.clip(clip_id)
     states = {st.measurement: st for st in store.current_measurements(clip_id)}
     planned: list[tuple[ReviewRequest, str, dict[str, Any]]] = []
@@ -193,7 +199,7 @@ def save_reviews(
         planned.append((req, action, kwargs))
     saved: list[ReviewRecord] = []
     for req, action, kwargs in planned:
-        record = store.add_review(clip_id, req.name, action, reviewer, **kwargs)
+        record = store.add_review(clip_id, req.name, action, reviewer, reviewer_display_name=display_name, **kwargs)
         log.info("clip %s: %s %s by %s", clip_id, req.name, action, reviewer)
         saved.append(record)
     return saved

@@ -1,0 +1,282 @@
+"""Web hardening of the review UI: who may talk to it, how much, and what it leaves behind.
+
+- :class:`RequestGuard` (ASGI middleware, added by :func:`harden_launch_options`) answers 403 to
+  every HTTP request or websocket whose ``Host`` header, or ``Origin`` header when there is one,
+  names anything but this server: the loopback names (``localhost``, ``127.0.0.1``, ``::1``) and
+  the address given with ``--host`` (for ``0.0.0.0`` the machine's own names and addresses),
+  plus ``ECHOMEASURE_ALLOWED_HOSTS`` (comma-separated, e.g. the name of a reverse proxy) and,
+  on a Hugging Face Space, ``SPACE_HOST``.  A web
+  page on another site, or one reached through DNS rebinding, therefore cannot drive the API.
+  ``Origin: null`` (sandboxed frames, local files) is refused too.
+- Request bodies are limited to :data:`API_BODY_LIMIT_BYTES` (413) except on Gradio's upload
+  route, which keeps the app's own upload limit.  A body announced too large is refused before
+  it is read; a chunked body is read only up to the limit.
+- :func:`private_upload_dir` gives Gradio a private temporary folder (mode 0700) for uploads and
+  downloads; :func:`discard_upload` removes an upload once it was processed, and the whole
+  folder goes at shutdown (:func:`remove_private_upload_dir`, also registered with ``atexit``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+#: Largest request body accepted outside the upload route (JSON API calls are a few kB).
+API_BODY_LIMIT_BYTES = 1_000_000
+#: Routes that receive files; Gradio applies the app's ``max_file_size`` there.
+UPLOAD_PATHS = ("/gradio_api/upload", "/upload")
+ALLOWED_HOSTS_ENV = "ECHOMEASURE_ALLOWED_HOSTS"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _normal(name: str) -> str:
+    return name.strip().strip("[]").rstrip(".").lower()
+
+
+def allowed_hosts(bound_host: str | None, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Host names a request may name for a server bound to ``bound_host``."""
+    names = set(LOOPBACK_NAMES)
+    host = _normal(bound_host or "127.0.0.1")
+    if host in WILDCARD_HOSTS:
+        for name in (socket.gethostname(), socket.getfqdn()):
+            names.add(_normal(name))
+            try:
+                names.update(_normal(str(info[4][0])) for info in socket.getaddrinfo(name, None))
+            except OSError:
+                pass
+    else:
+        names.add(host)
+    names.update(_normal(e) for e in extra if e.strip())
+    names.update(_normal(e) for e in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if e.strip())
+    if os.environ.get("SPACE_HOST"):  # a Hugging Face Space: the public name its proxy forwards
+        names.add(_normal(os.environ["SPACE_HOST"]))
+    names.discard("")
+    return frozenset(names)
+
+
+def host_of_host_header(value: str) -> str | None:
+    """``example.org`` of ``example.org:7860``; ``::1`` of ``[::1]:7860``; None when malformed."""
+    try:
+        host = urlsplit("//" + value.strip()).hostname
+    except ValueError:
+        return None
+    return _normal(host) if host else None
+
+
+def host_of_origin(value: str) -> str | None:
+    """The host of an ``Origin`` header; None for ``null`` or anything malformed."""
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return _normal(parts.hostname)
+
+
+def refusal(headers: Any, allowed: frozenset[str]) -> str | None:
+    """Why a request with these headers is refused (None: allowed)."""
+    host_header = headers.get("host")
+    if host_header is None or host_of_host_header(host_header) not in allowed:
+        return "the Host header does not name this server"
+    origin = headers.get("origin")
+    if origin is not None and host_of_origin(origin) not in allowed:
+        return "the request comes from another site (Origin)"
+    return None
+
+
+class RequestGuard:
+    """ASGI middleware: Host/Origin check (403) and request body limit (413).
+
+    Parameters
+    ----------
+    app
+        The wrapped ASGI app.
+    allowed
+        Host names accepted (:func:`allowed_hosts`).
+    body_limit_bytes
+        Largest body outside ``upload_paths``.
+    upload_paths
+        Path suffixes of the upload routes (they keep their own limit).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        allowed: frozenset[str],
+        body_limit_bytes: int = API_BODY_LIMIT_BYTES,
+        upload_paths: tuple[str, ...] = UPLOAD_PATHS,
+    ) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.body_limit_bytes = body_limit_bytes
+        self.upload_paths = upload_paths
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from starlette.datastructures import Headers
+
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        reason = refusal(headers, self.allowed)
+        if reason is not None:
+            log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"), scope.get("path", ""), reason)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await _json_response(send, 403, f"forbidden: {reason}")
+            return
+        if scope["type"] == "http" and scope.get("method") in _BODY_METHODS and not self._is_upload(scope):
+            length = headers.get("content-length")
+            if length is not None:
+                if not length.strip().isdigit() or int(length) > self.body_limit_bytes:
+                    await _json_response(send, 413, f"request body over {self.body_limit_bytes} bytes")
+                    return
+            elif "chunked" in headers.get("transfer-encoding", "").lower():
+                replay = await self._read_limited(receive)
+                if replay is None:
+                    await _json_response(send, 413, f"request body over {self.body_limit_bytes} bytes")
+                    return
+                receive = replay
+        await self.app(scope, receive, send)
+
+    def _is_upload(self, scope: Any) -> bool:
+        path = scope.get("path", "")
+        return any(path == p or path.endswith(p) for p in self.upload_paths)
+
+    async def _read_limited(self, receive: Any) -> Any:
+        """Read a chunked body up to the limit; a replaying ``receive``, or None when over it."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.body_limit_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+
+async def _json_response(send: Any, status: int, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# --------------------------------------------------------------------------- launching
+
+
+def harden_launch_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``gr.Blocks.launch`` options with :class:`RequestGuard` added for the bound host."""
+    from starlette.middleware import Middleware
+
+    host = options.get("server_name") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    out = dict(options)
+    app_kwargs = dict(out.get("app_kwargs") or {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(RequestGuard, allowed=allowed_hosts(host))]
+    out["app_kwargs"] = app_kwargs
+    return out
+
+
+# --------------------------------------------------------------------------- temporary files
+
+_private_dir: Path | None = None
+
+
+def private_upload_dir() -> Path:
+    """This process's private folder for Gradio uploads and downloads (created once, mode 0700).
+
+    Sets ``GRADIO_TEMP_DIR`` (read by Gradio when components and the server are created), unless
+    the user set it, in which case that folder is used and left in place at exit.
+    """
+    global _private_dir
+    if _private_dir is not None and _private_dir.is_dir():
+        return _private_dir
+    chosen = os.environ.get("GRADIO_TEMP_DIR")
+    if chosen and _private_dir is None:
+        return Path(chosen)
+    _private_dir = Path(tempfile.mkdtemp(prefix="echomeasure-uploads-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(_private_dir)
+    atexit.register(remove_private_upload_dir)
+    return _private_dir
+
+
+def remove_private_upload_dir() -> None:
+    """Remove the private upload folder and everything in it (at shutdown)."""
+    global _private_dir
+    folder, _private_dir = _private_dir, None
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("GRADIO_TEMP_DIR") == str(folder):
+            del os.environ["GRADIO_TEMP_DIR"]
+
+
+def discard_upload(path: str | os.PathLike[str]) -> None:
+    """Delete a processed upload and its now-empty per-upload folder (never outside the temp folder)."""
+    file = Path(path)
+    try:
+        file.unlink(missing_ok=True)
+    except OSError:
+        log.warning("could not remove the uploaded original %s", file.name)
+        return
+    root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    parent = file.parent.resolve()
+    if parent != root and root in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            pass  # not empty: another upload of the same content is still there
+
+
+__all__ = [
+    "API_BODY_LIMIT_BYTES",
+    "LOOPBACK_NAMES",
+    "RequestGuard",
+    "allowed_hosts",
+    "discard_upload",
+    "harden_launch_options",
+    "host_of_host_header",
+    "host_of_origin",
+    "private_upload_dir",
+    "refusal",
+]
