@@ -151,3 +151,26 @@ def test_cli_synth_apical_writes_one_study_with_two_views(tmp_path, capsys):
     again = tmp_path / "again"
     assert main(["synth", str(again), "--cases", "1", "--kind", "a4c", "--small", "-q"]) == 0
     assert (again / "case_0000_a4c.dcm").read_bytes() == (out / "case_0000_a4c.dcm").read_bytes()
+
+
+@pytest.mark.parametrize("view", ["a4c", "a2c"])
+def test_method_of_discs_on_the_label_maps_matches_the_truth(view):
+    """What a segmentation would feed: the label maps of ED and ES give the truth's volumes."""
+    from echomeasure.propose import volumes
+
+    params = sample_apical_case_params(1, 3, view, small=True)
+    probe = render_apical(params, frames=[0], labels=False)  # ED/ES come with the truth
+    ed, es = probe.ed_frame, probe.es_frame
+    cine = render_apical(params, frames=[ed, es], labels=True)
+    truth = cine.truth["volumes"]
+    ax_ed, ax_es = volumes.lv_axis(cine.labels[0]), volumes.lv_axis(cine.labels[1])
+    edv = volumes.mod_single_plane_ml(ax_ed, cine.cm_per_px)
+    esv = volumes.mod_single_plane_ml(ax_es, cine.cm_per_px)
+    assert edv == pytest.approx(truth["method_of_discs"]["lvedv"], rel=0.02)
+    assert esv == pytest.approx(truth["method_of_discs"]["lvesv"], rel=0.02)
+    assert volumes.ef_percent(edv, esv) == pytest.approx(truth["method_of_discs"]["lvef"], abs=1.0)
+    la = volumes.la_area_length_ml(cine.labels[1], cine.cm_per_px, ax_es)
+    assert la == pytest.approx(truth["area_length"]["la_volume"], rel=0.03)
+    assert ax_ed.length_px * cine.cm_per_px == pytest.approx(cine.truth["frames"][ed]["lv_length_cm"], rel=0.02)
+    # no LV in the map: no axis, no volume
+    assert volumes.lv_axis(np.where(cine.labels[0] == 1, 0, cine.labels[0])) is None
