@@ -281,6 +281,15 @@ def build_app(
             return gr.skip()
         return gr.update(value=_write_download(text, f"echomeasure_study_{clip.study_uid[-8:]}.csv"), visible=True)
 
+    def agreement_report() -> str:
+        """The multi-reader agreement report (Markdown) of the whole store."""
+        from echomeasure.agreement import run as agreement_run
+
+        try:
+            return agreement_run(store, fmt="md")
+        except EchomeasureError as exc:
+            return f"Not computed: {exc}"
+
     def export_all() -> Any:
         from echomeasure.export import export_csv
 
@@ -338,6 +347,9 @@ def build_app(
                     csv_study_btn = gr.Button("CSV: this study", size="sm", elem_id="em-csv-study")
                     csv_all_btn = gr.Button("CSV: everything", size="sm", elem_id="em-csv-all")
                 csv_file = gr.File(label="Export", interactive=False, visible=False, elem_id="em-csv-file")
+                with gr.Accordion("Reader agreement", open=False, elem_id="em-agreement"):
+                    agreement_btn = gr.Button("Compute report", size="sm", elem_id="em-agreement-run")
+                    agreement_md = gr.Markdown(elem_id="em-agreement-report")
             with gr.Column(scale=4):
                 clip_info = gr.Markdown("No clip open.", elem_id="em-clipinfo")
                 viewer = CaliperViewer(elem_id="em-viewer")
@@ -349,6 +361,7 @@ def build_app(
         viewer.commit(commit, [reviewer_box], [viewer, worklist], api_visibility="private")
         csv_study_btn.click(export_study, [current_clip], [csv_file], api_name="export_study_csv")
         csv_all_btn.click(export_all, None, [csv_file], api_name="export_all_csv")
+        agreement_btn.click(agreement_report, None, [agreement_md], api_name="agreement_report")
         app.load(worklist_update, None, [worklist], api_visibility="private")
 
         # API-only endpoints (gradio_client, scripts): the same library calls as the UI.

@@ -117,3 +117,33 @@ def test_json_and_plots(tmp_path: Path):
     (png,) = write_plots(rows, reads, ai, tmp_path / "plots")
     assert png.name == "bland_altman_lvidd.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_review_ui_agreement_report_endpoint(tmp_path: Path):
+    """The UI's agreement accordion calls the same report (api_name agreement_report)."""
+    from demo.app import build_app
+    from echomeasure.pipeline import ingest_path
+    from echomeasure.store import open_store
+    from store_fixtures import lvidd_proposals, write_us_dicom
+
+    url = f"sqlite:///{tmp_path / 'ui.sqlite'}"
+    store = open_store(url, images_dir=tmp_path / "images")
+    try:
+        for seed in range(4):
+            cid = ingest_path(write_us_dicom(tmp_path / f"u{seed}.dcm", seed=seed), store, secret=config.secret(),
+                              run_models=False).clip.id
+            store.add_proposals(cid, lvidd_proposals())
+            for k, reader in enumerate(("reader-a", "reader-b")):
+                store.add_review(cid, "lvidd", "corrected", reader, points=[(20, 16), (20, 38 + seed + k)],
+                                 value=1.1 + 0.05 * seed + 0.05 * k)
+    finally:
+        store.close()
+    app = build_app(url)
+    try:
+        (fn,) = [f.fn for f in app.fns.values() if getattr(f, "api_name", None) == "agreement_report"]
+        report = fn()
+    finally:
+        app.echomeasure_store.close()
+    line = next(line for line in report.splitlines() if line.startswith("| lvidd |"))
+    assert "| 2 | 4 |" in line  # two readers, four clips
+    assert "| lvidd | reader-a | reader-b | 4 | -0.050 cm |" in report
