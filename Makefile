@@ -13,12 +13,17 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Re-install when pyproject.toml changes.
+# rapidocr-onnxruntime carries the burned-in-text detector (ONNX model inside the wheel); it is
+# installed --no-deps because it requires the GUI build of OpenCV, which would overwrite
+# opencv-python-headless.  Its other dependencies are in pyproject.toml.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q --no-deps 'rapidocr-onnxruntime>=1.4.4,<1.5'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
+	$(BIN)/python -m pip install -q --no-deps 'rapidocr-onnxruntime>=1.4.4,<1.5'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

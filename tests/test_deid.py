@@ -78,7 +78,8 @@ def test_deid_marks_the_object_and_records_what_was_done(deidentified):
     assert "SourceApplicationEntityTitle" not in ds.file_meta
     record = summary["deid_record"]
     json.dumps(record)
-    assert record["pixels"]["method"] == "region-mask" and record["pixels"]["burned_in_annotation_original"] == "YES"
+    assert record["pixels"]["method"] == "region-fan-mask" and record["pixels"]["burned_in_annotation_original"] == "YES"
+    assert record["pixels"]["text"]["searched"] and record["pixels"]["status"] == "cleaned"
     assert record["gate"]["passed"] and record["table_edition"]
     assert ds.StudyInstanceUID.startswith("2.25.") and summary["instance_uid"] == ds.SOPInstanceUID
 
@@ -226,7 +227,7 @@ def test_every_bundled_us_file_deidentifies_and_passes_the_gate(tmp_path, name, 
     for kw in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         assert str(original.get(kw, "x" * 10)).encode() not in data
     if name == "examples_ybr_color.dcm":
-        assert summary["frames"] == 30 and summary["deid_record"]["pixels"]["method"] == "region-mask"
+        assert summary["frames"] == 30 and summary["deid_record"]["pixels"]["method"] == "region-fan-mask"
     if name == "examples_rgb_color.dcm":  # no regions: honest about it
         assert summary["deid_record"]["pixels"]["human_confirmation_needed"] is True
 

@@ -128,26 +128,15 @@ def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None,
             del result.frames
             dc = gate.admit_dicom(identifiers, data, result.record, user_cm_per_px=user_cm_per_px, secret=secret)
             return _Outcome(data, dc, "dicom", None)
-        from echomeasure.ingest.sector import motion_sector_mask
-
         if kind == "video":
             identifiers = gate.collect_container_identifiers(video_io.container_metadata(original))
             clip = video_io.read_video(original, user_cm_per_px=user_cm_per_px)
         else:
             identifiers = gate.collect_container_identifiers(video_io.image_metadata(original.read_bytes()))
             clip = video_io.read_image(original, user_cm_per_px=user_cm_per_px)
-        keep = motion_sector_mask(clip.frames)
-        if keep is not None:
-            frames = deid.blank_outside(clip.frames, keep)
-            pixels = {"method": "motion-sector-mask", "cleaned": True, "blanked_fraction": round(1 - float(keep.mean()), 4),
-                      "note": "pixels that do not vary over time (outside the scan sector) set to 0; confirm visually",
-                      "human_confirmation_needed": True}
-        else:
-            frames = clip.frames
-            pixels = {"method": "none", "cleaned": False, "blanked_fraction": 0.0,
-                      "note": "no moving sector found (still image or static clip): pixels were NOT cleaned; "
-                              "a human must confirm there is no burned-in text",
-                      "human_confirmation_needed": True}
+        cleaned = deid.clean_pixels(clip.frames, (), find_text=options.find_text)
+        frames = cleaned.frames
+        pixels = cleaned.as_record()
         if kind == "video":
             data = video_io.encode_video(frames, fmt or "mp4", clip.frame_time_ms)  # type: ignore[arg-type]
         else:

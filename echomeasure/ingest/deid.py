@@ -336,22 +336,41 @@ def _apply(ds: Dataset, elem: DataElement, action: str, ctx: _Context) -> None:
 # --------------------------------------------------------------------------- pixels
 
 
-def region_keep_mask(regions: tuple[Region, ...], rows: int, columns: int) -> np.ndarray | None:
-    """Boolean (rows, columns) mask of pixels inside the ultrasound regions (max inclusive).
+def region_keep_mask(regions: tuple[Region, ...], rows: int, columns: int,
+                     frames: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """What to keep of an image with ultrasound regions: ``(keep, fan, fans_found)``.
 
-    Regions of spatial format "none" or "graphics" are not kept (they may hold annotation text).
-    Returns None when there is no usable region.
+    ``keep`` is a boolean (rows, columns) mask: inside each 2D region only its imaging fan
+    (found from ``frames``: moving pixels of a cine, non-black pixels of a still), or the whole
+    rectangle when no fan is found; M-mode, spectral and waveform regions as rectangles (max
+    inclusive).  Regions of spatial format "none" or "graphics" are not kept (they may hold
+    annotation text).  ``fan`` marks the fan pixels (None when none was found).  ``keep`` is
+    None when there is no usable region.
     """
+    from echomeasure.ingest.clip import SPATIAL_2D
+    from echomeasure.ingest.sector import fan_in_region
+
     usable = [r for r in regions if r.spatial_format not in (SPATIAL_NONE, SPATIAL_GRAPHICS)]
     if not usable:
-        return None
+        return None, None, 0
     keep = np.zeros((rows, columns), dtype=bool)
+    fan = np.zeros((rows, columns), dtype=bool)
+    fans_found = 0
     for r in usable:
         x0, y0 = max(int(r.x0), 0), max(int(r.y0), 0)
         x1, y1 = min(int(r.x1), columns - 1), min(int(r.y1), rows - 1)
-        if x1 >= x0 and y1 >= y0:
+        if x1 < x0 or y1 < y0:
+            continue
+        sector = fan_in_region(frames, x0, y0, x1, y1) if frames is not None and r.spatial_format == SPATIAL_2D else None
+        if sector is None:
             keep[y0 : y1 + 1, x0 : x1 + 1] = True
-    return keep if keep.any() else None
+        else:
+            keep[y0 : y1 + 1, x0 : x1 + 1] |= sector
+            fan[y0 : y1 + 1, x0 : x1 + 1] |= sector
+            fans_found += 1
+    if not keep.any():
+        return None, None, 0
+    return keep, (fan if fans_found else None), fans_found
 
 
 def blank_outside(frames: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -369,32 +388,97 @@ class PixelResult:
     """Cleaned frames and a record of what was done to them."""
 
     frames: np.ndarray
-    method: str  # "region-mask", "motion-sector-mask", "none"
+    method: str  # "region-fan-mask", "region-mask", "motion-sector-mask", "still-sector-mask", "none"
     blanked_fraction: float
     cleaned: bool
     note: str
+    text: dict = field(default_factory=dict)
+
+    @property
+    def human_confirmation_needed(self) -> bool:
+        """True unless regions were masked and no text was found (or could be searched) in what remains."""
+        return not (self.cleaned and self.method in ("region-fan-mask", "region-mask")
+                    and self.text.get("searched") and not self.text.get("boxes_in_fan"))
+
+    def as_record(self, original_burned_in: str | None = None, output_burned_in: str | None = None) -> dict:
+        return {
+            "method": self.method,
+            "cleaned": self.cleaned,
+            "blanked_fraction": round(self.blanked_fraction, 4),
+            "note": self.note,
+            "text": self.text,
+            "burned_in_annotation_original": original_burned_in,
+            "burned_in_annotation_output": output_burned_in,
+            "human_confirmation_needed": self.human_confirmation_needed,
+            "status": "human confirmation needed" if self.human_confirmation_needed else "cleaned",
+        }
 
 
-def clean_dicom_pixels(frames: np.ndarray, regions: tuple[Region, ...]) -> PixelResult:
-    """Blank pixels outside the ultrasound regions; without regions, outside the moving sector."""
-    from echomeasure.ingest.sector import motion_sector_mask
+def _find_and_mask_text(frames: np.ndarray, keep: np.ndarray, fan: np.ndarray | None, find_text: bool) -> tuple[np.ndarray, dict]:
+    """Search the kept pixels for burned-in text; blank boxes outside the fan, report those in it."""
+    from echomeasure.ingest import ocr
+
+    if not find_text:
+        return frames, {"searched": False, "why": "text search switched off"}
+    if not ocr.available():
+        return frames, {"searched": False, "why": "the OCR package (rapidocr-onnxruntime) is not installed"}
+    boxes = ocr.find_text(frames, keep)
+    masked, in_fan = [], []
+    blank = np.zeros(keep.shape, dtype=bool)
+    for b in boxes:
+        area = np.zeros(keep.shape, dtype=bool)
+        area[b.y0 : b.y1 + 1, b.x0 : b.x1 + 1] = True
+        if fan is not None and (area & fan).any():
+            in_fan.append(b.as_list())
+            blank |= area & ~fan  # the part outside the fan still goes
+        else:
+            masked.append(b.as_list())
+            blank |= area
+    blank &= keep
+    if blank.any():
+        frames = frames if frames.flags.writeable else frames.copy()
+        frames[:, blank] = 0
+    return frames, {"searched": True, "detector": ocr.describe(), "boxes_masked": masked, "boxes_in_fan": in_fan,
+                    "masked_pixels": int(blank.sum()),
+                    "masked_pixels_in_fan": int((blank & fan).sum()) if fan is not None else 0}
+
+
+def clean_pixels(frames: np.ndarray, regions: tuple[Region, ...], *, find_text: bool = True) -> PixelResult:
+    """Blank everything outside the imaging fan, then find burned-in text in what is left.
+
+    With regions: outside the regions, and inside 2D regions outside the fan, is set to 0.
+    Without regions: outside the moving sector (cines) or the non-black sector (stills).
+    Text found in the kept pixels outside the fan is blanked; text inside the fan is left and
+    puts the clip in "human confirmation needed" with its boxes in the record.
+    """
+    from echomeasure.ingest.sector import motion_sector_mask, still_sector_mask
 
     n, h, w, _ = frames.shape
-    keep = region_keep_mask(regions, h, w)
+    keep, fan, fans = region_keep_mask(regions, h, w, frames)
     if keep is not None:
-        fraction = 1.0 - float(keep.mean())
-        if fraction > 0:
-            return PixelResult(blank_outside(frames, keep), "region-mask", fraction, True,
-                               "pixels outside the Sequence of Ultrasound Regions set to 0 (max row/column kept)")
-        return PixelResult(frames, "region-mask", 0.0, False,
-                           "the ultrasound regions cover the whole image: nothing was blanked; burned-in text inside a region is not removed")
-    keep = motion_sector_mask(frames)
-    if keep is not None:
-        fraction = 1.0 - float(keep.mean())
-        return PixelResult(blank_outside(frames, keep), "motion-sector-mask", fraction, fraction > 0,
-                           "no ultrasound regions: pixels that do not vary over time (outside the scan sector) set to 0; confirm visually")
-    return PixelResult(frames, "none", 0.0, False,
-                       "no ultrasound regions and no moving sector: pixels were NOT cleaned; a human must confirm there is no burned-in text")
+        method = "region-fan-mask" if fans else "region-mask"
+        note = ("pixels outside the ultrasound regions, and outside the imaging fan inside 2D regions, set to 0 "
+                f"(fan found in {fans} region(s); max row/column kept)")
+    else:
+        keep = motion_sector_mask(frames) if n > 1 else still_sector_mask(frames[0])
+        fan = keep
+        method = "motion-sector-mask" if n > 1 else "still-sector-mask"
+        note = ("no ultrasound regions: pixels outside the " + ("moving" if n > 1 else "non-black")
+                + " scan sector set to 0; confirm visually")
+        if keep is None:
+            return PixelResult(frames, "none", 0.0, False,
+                               "no ultrasound regions and no sector found: pixels were NOT cleaned; "
+                               "a human must confirm there is no burned-in text",
+                               {"searched": False, "why": "no sector to search"})
+    fraction = 1.0 - float(keep.mean())
+    cleaned = blank_outside(frames, keep) if fraction > 0 else frames
+    cleaned, text = _find_and_mask_text(cleaned, keep, fan, find_text)
+    return PixelResult(cleaned, method, fraction, fraction > 0 or bool(text.get("masked_pixels")), note, text)
+
+
+def clean_dicom_pixels(frames: np.ndarray, regions: tuple[Region, ...], *, find_text: bool = True) -> PixelResult:
+    """:func:`clean_pixels` for a DICOM object (kept for callers of the earlier name)."""
+    return clean_pixels(frames, regions, find_text=find_text)
 
 
 def set_rgb_pixels(ds: Dataset, frames: np.ndarray, *, attach: bool = True) -> None:
@@ -449,7 +533,7 @@ def already_deidentified(ds: Dataset, secret: bytes) -> bool:
 
 def _codes(options: DeidOptions, pixels: PixelResult) -> list[str]:
     codes = ["113100"]
-    if pixels.cleaned and pixels.method == "region-mask":
+    if not pixels.human_confirmation_needed:
         codes.append("113101")
     if options.dates == "shift":
         codes.append("113107")
@@ -517,8 +601,10 @@ def _mark(ds: Dataset, options: DeidOptions, pixels: PixelResult, original_burne
         seq.append(item)
     ds.DeidentificationMethodCodeSequence = seq
     ds.LongitudinalTemporalInformationModified = "MODIFIED" if options.dates == "shift" else "REMOVED"
-    if pixels.cleaned and pixels.method == "region-mask":
+    if not pixels.human_confirmation_needed:
         ds.BurnedInAnnotation = "NO"
+    elif pixels.text.get("boxes_in_fan"):
+        ds.BurnedInAnnotation = "YES"
     elif original_burned_in:
         ds.BurnedInAnnotation = original_burned_in
     return [{"value": c, "scheme": "DCM", "meaning": CID_7050[c]} for c in codes]
@@ -538,7 +624,8 @@ def deidentify_dicom(
 
     ``ds`` is modified in place: its pixel data is replaced by the cleaned 8-bit RGB frames
     (``attach_pixels``), or removed, the frames then travelling in ``result.frames`` only.
-    ``identifiers`` are the original's (collected from ``ds`` itself when not given): a kept
+    Pixels: :func:`clean_pixels` (fan masking, then the text search unless
+    ``options.find_text`` is off).  ``identifiers`` are the original's (collected from ``ds`` itself when not given): a kept
     value that carries one of them is dropped and recorded (:func:`drop_identifying_values`).
     """
     from echomeasure.ingest import gate
@@ -547,7 +634,7 @@ def deidentify_dicom(
         identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
     original_burned_in = str(ds.get("BurnedInAnnotation", "") or "") or None
     header = deidentify_header(ds, secret=secret, options=options)
-    pixels = clean_dicom_pixels(frames, regions)
+    pixels = clean_pixels(frames, regions, find_text=options.find_text)
     set_rgb_pixels(ds, pixels.frames, attach=attach_pixels)
     codes = _mark(ds, options, pixels, original_burned_in)
     dropped = drop_identifying_values(ds, identifiers, secret=secret)
@@ -563,7 +650,8 @@ def deidentify_dicom(
     record = {
         "profile": "DICOM PS3.15 Annex E Basic Application Level Confidentiality Profile",
         "table_edition": annex_e().edition,
-        "options": {"dates": options.dates, "retain_patient_characteristics": options.retain_patient_characteristics},
+        "options": {"dates": options.dates, "retain_patient_characteristics": options.retain_patient_characteristics,
+                    "find_text": options.find_text},
         "cid7050_codes": codes,
         "uid_remap": "HMAC-SHA256(site secret, UID) -> 2.25.<UUIDv4 int>, idempotent",
         "private_attributes": "removed",
@@ -577,15 +665,7 @@ def deidentify_dicom(
                     "stand but not searched elsewhere: they collide with character sets, image-type codes, "
                     "heart rates and counts, and identify nobody on their own"),
         },
-        "pixels": {
-            "method": pixels.method,
-            "cleaned": pixels.cleaned,
-            "blanked_fraction": round(pixels.blanked_fraction, 4),
-            "note": pixels.note,
-            "burned_in_annotation_original": original_burned_in,
-            "burned_in_annotation_output": str(ds.get("BurnedInAnnotation", "")) or None,
-            "human_confirmation_needed": not (pixels.cleaned and pixels.method == "region-mask"),
-        },
+        "pixels": pixels.as_record(original_burned_in, str(ds.get("BurnedInAnnotation", "")) or None),
         "output": {"transfer_syntax": str(ExplicitVRLittleEndian), "photometric_interpretation": "RGB", "bits": 8},
     }
     return DicomDeidResult(ds, pixels.frames, record)

@@ -23,10 +23,13 @@ class DeidOptions:
     (every date moved back by a per-patient HMAC-derived number of days, times kept);
     ``"remove"`` applies the basic profile's X/Z to dates.
     ``retain_patient_characteristics``: keep age, sex, size, weight (CID 7050 code 113108).
+    ``find_text``: search the kept pixels for burned-in text with the OCR detector
+    (:mod:`echomeasure.ingest.ocr`); off, the record says the search was not done.
     """
 
     dates: DateHandling = "shift"
     retain_patient_characteristics: bool = False
+    find_text: bool = True
 
 
 @dataclass(frozen=True)

@@ -63,3 +63,61 @@ def motion_sector_mask(frames: np.ndarray, *, threshold: int = MOTION_THRESHOLD)
     if keep.mean() < MIN_SECTOR_FRACTION:
         return None
     return keep
+
+
+# A still has no motion: its sector is what is not black.  Pixels above this (0-255) count.
+STILL_THRESHOLD = 8
+# A fan found inside a 2D region must cover at least this fraction of the region rectangle.
+MIN_FAN_FRACTION = 0.15
+
+
+def _hull_of_large_components(active: np.ndarray, *, close_px: int) -> np.ndarray | None:
+    """Convex hull of the largest connected area of ``active`` (and those of >= 20 % of it)."""
+    h, w = active.shape
+    k = max(3, close_px | 1)
+    active = cv2.morphologyEx(active.astype(np.uint8), cv2.MORPH_CLOSE,
+                              cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(active, connectivity=8)
+    if n_labels <= 1:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    largest = int(areas.max())
+    mask = np.zeros((h, w), dtype=np.uint8)
+    for label, area in enumerate(areas, start=1):
+        if area < MIN_COMPONENT_RATIO * largest:
+            continue
+        ys, xs = np.nonzero(labels == label)
+        hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 1)
+    return cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def still_sector_mask(frame: np.ndarray, *, threshold: int = STILL_THRESHOLD) -> np.ndarray | None:
+    """Boolean (H, W) mask of the sector of one frame: the hull of the largest non-black area.
+
+    Burned-in text is thin and not connected to the sector, so it falls outside.  None when
+    less than 2 % of the image is found.
+    """
+    h, w, _ = frame.shape
+    bright = frame.max(axis=-1) > threshold
+    # Opening removes thin strokes (text, scale ticks) before the areas are measured.
+    k = max(3, (min(h, w) // 80) | 1)
+    bright = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
+    keep = _hull_of_large_components(bright, close_px=min(h, w) // 40)
+    if keep is None or keep.mean() < MIN_SECTOR_FRACTION:
+        return None
+    return keep
+
+
+def fan_in_region(frames: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray | None:
+    """The imaging fan inside one 2D region rectangle (max inclusive), as a (y1-y0+1, x1-x0+1)
+    mask: moving pixels for cines, non-black pixels for stills.  None when no plausible fan is
+    found (then the whole rectangle is kept)."""
+    crop = frames[:, y0 : y1 + 1, x0 : x1 + 1]
+    if crop.shape[0] >= 2:
+        keep = motion_sector_mask(crop)
+    else:
+        keep = still_sector_mask(crop[0])
+    if keep is None or keep.mean() < MIN_FAN_FRACTION:
+        return None
+    return keep

@@ -43,7 +43,7 @@ FAN_APEX = (160, 34)
 FAN_RADIUS = 170
 FAN_HALF_ANGLE_DEG = 38
 BANNER = (4, 4, 300, 22)  # x0, y0, x1, y1 of the burned-in banner (outside every region)
-CORNER_LABEL = (44, 190, 118, 206)  # inside the region rectangle, outside the fan
+CORNER_LABEL = (44, 34, 120, 52)  # inside the region rectangle, outside the fan
 
 
 @dataclass

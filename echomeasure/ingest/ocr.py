@@ -1,0 +1,125 @@
+"""Find burned-in text in ultrasound frames with an OCR text detector that ships inside its wheel.
+
+The detector is PP-OCRv4's text-detection network as packaged by ``rapidocr-onnxruntime``
+(``rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx``, inside the wheel: nothing is
+downloaded, ever) run with ONNX Runtime.  Only detection is used: the boxes matter, not what
+they say.
+
+Burned-in text is static while the image moves, so the detector runs once per clip on a
+temporal *minimum* of a few sampled frames: speckle averages towards dark, static text stays
+bright.  Stills are searched as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+OCR_PACKAGE = "rapidocr_onnxruntime"
+DETECTOR_FILE = "models/ch_PP-OCRv4_det_infer.onnx"
+SAMPLE_FRAMES = 6
+# The detector sees the image with its longer side at most this long (pixels, multiple of 32).
+MAX_SIDE_PX = 960
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """An axis-aligned box around detected text, in image pixels (max inclusive)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def as_list(self) -> list[int]:
+        return [self.x0, self.y0, self.x1, self.y1]
+
+
+def detector_path() -> str | None:
+    """Path of the detection model inside the installed wheel, or None when not installed."""
+    try:
+        path = resources.files(OCR_PACKAGE).joinpath(DETECTOR_FILE)
+    except ModuleNotFoundError:
+        return None
+    return str(path) if path.is_file() else None
+
+
+def available() -> bool:
+    """True when the OCR package and ONNX Runtime are installed."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return detector_path() is not None
+
+
+def describe() -> str:
+    """Name and version of the detector, for the de-identification record."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("rapidocr-onnxruntime")
+    except PackageNotFoundError:
+        v = "not installed"
+    return f"rapidocr-onnxruntime {v}, PP-OCRv4 text detection (model inside the wheel)"
+
+
+@lru_cache(maxsize=1)
+def _detector():
+    from rapidocr_onnxruntime.ch_ppocr_det import TextDetector
+
+    path = detector_path()
+    if path is None:  # pragma: no cover - callers check available()
+        raise RuntimeError("the OCR detector is not installed")
+    return TextDetector({
+        "model_path": path, "limit_side_len": MAX_SIDE_PX, "limit_type": "max", "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5], "thresh": 0.3, "box_thresh": 0.5, "max_candidates": 1000, "unclip_ratio": 1.6,
+        "use_dilation": True, "score_mode": "fast", "use_cuda": False, "use_dml": False,
+        "intra_op_num_threads": -1, "inter_op_num_threads": -1,
+    })
+
+
+def static_composite(frames: np.ndarray) -> np.ndarray:
+    """(H, W, 3) per-pixel minimum of a few frames spread over the clip (the frame for stills)."""
+    n = frames.shape[0]
+    if n == 1:
+        return frames[0]
+    idx = np.unique(np.linspace(0, n - 1, min(n, SAMPLE_FRAMES)).astype(int))
+    return np.min(frames[idx], axis=0)
+
+
+def find_text(frames: np.ndarray, search: np.ndarray | None = None) -> list[TextBox]:
+    """Boxes of burned-in text in a clip's (N, H, W, 3) frames.
+
+    ``search``: optional (H, W) bool mask of where to look (e.g. the pixels kept after masking);
+    the detector runs on its bounding box only.
+    """
+    image = static_composite(frames)
+    h, w, _ = image.shape
+    oy, ox = 0, 0
+    if search is not None:
+        ys, xs = np.nonzero(search.any(axis=1))[0], np.nonzero(search.any(axis=0))[0]
+        if ys.size == 0:
+            return []
+        oy, ox = int(ys[0]), int(xs[0])
+        image = image[oy : int(ys[-1]) + 1, ox : int(xs[-1]) + 1]
+    if min(image.shape[:2]) < 8:
+        return []
+    bgr = np.ascontiguousarray(image[..., ::-1])
+    with _lock:  # one ONNX Runtime session, not re-entrant across threads
+        boxes, _ = _detector()(bgr)
+    out: list[TextBox] = []
+    for quad in boxes if boxes is not None else []:
+        q = np.asarray(quad)
+        x0, y0 = np.floor(q.min(axis=0)).astype(int)
+        x1, y1 = np.ceil(q.max(axis=0)).astype(int)
+        out.append(TextBox(max(0, int(x0) + ox), max(0, int(y0) + oy), min(w - 1, int(x1) + ox), min(h - 1, int(y1) + oy)))
+    return out
