@@ -491,6 +491,10 @@ def export_dicom_sr(
     """
     from echomeasure.export import _clip_ids
 
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        raise InvalidInputError("the DICOM SR export needs highdicom: pip install 'echomeasure[reports]'") from None
     wanted = parse_statuses(statuses)
     out = Path(outdir).expanduser()
     if out.exists() and not out.is_dir():
