@@ -1,0 +1,492 @@
+"""The batch driver: walk the archive, fan files out over a Ray Data actor pool, write with one writer.
+
+Flow::
+
+    files (iter_input_files) -> source keys (HMAC of the bytes) -> skip finished (--resume)
+      -> ray.data.from_items(one block per file)
+      -> map_batches(PreAnnotator, compute=ActorPoolStrategy(size=N))   # gate + models, per actor
+      -> driver: verify seal -> store (one writer) or DIR/<key>.parquet
+
+Where it runs: without an address, a local Ray instance sized to this machine is started (and
+stopped at the end); ``address="auto"`` or ``"ray://host:port"`` joins an existing cluster,
+which needs a server database (a SQLite file on one machine is refused before any work).
+
+Failures: a file the gate or a reader refuses comes back as an error row and is reported; a file
+whose worker dies is retried once on a restarted actor (``max_task_retries=1``), then reported;
+the batch always runs to its end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from echomeasure import config
+from echomeasure.errors import EchomeasureError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+RAY_HINT = "Ray is not installed; install the batch extra: pip install 'echomeasure[ray]'"
+WORKER_LOST = ("its worker died twice while processing it (killed or out of memory); "
+               "run it alone with 'echomeasure ingest' to see why")
+LOCAL_ADDRESSES = (None, "", "local")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did, with its timings (seconds)."""
+
+    files: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    workers: int = 0
+    threads_per_worker: int = 0
+    ray_start_s: float = 0.0
+    first_result_s: float | None = None
+    process_s: float = 0.0
+    wall_s: float = 0.0
+    worker_peak_rss_mb: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def files_per_min(self) -> float:
+        n = self.ok + self.failed
+        return 60.0 * n / self.process_s if self.process_s > 0 else 0.0
+
+
+def require_ray() -> Any:
+    """Import Ray Data or raise the user error that says how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EchomeasureError(RAY_HINT) from None
+    return ray
+
+
+def is_remote(address: str | None) -> bool:
+    """True when ``address`` joins an existing cluster rather than starting a local one."""
+    return address not in LOCAL_ADDRESSES
+
+
+def check_destination(db: str | None, address: str | None, out_parquet: str | os.PathLike[str] | None) -> str | None:
+    """Refuse a destination the workers' cluster cannot share; return the store URL (None for Parquet).
+
+    A cluster joined by address needs a server database: a SQLite file lives on one machine and
+    the review UI and other drivers could not reach it.
+    """
+    if out_parquet is not None:
+        return None
+    from echomeasure.store.engine import parse_url, sqlite_path
+
+    url = config.db_url(db)
+    if is_remote(address) and sqlite_path(parse_url(url)) is not None:
+        raise InvalidInputError(
+            f"a Ray cluster (--address {address}) needs a server database; SQLite is a single-machine file. "
+            "Pass --db postgresql+psycopg://USER@HOST/DB (or ECHOMEASURE_DB), or --out parquet DIR"
+        )
+    return url
+
+
+# --------------------------------------------------------------------------- resume ledger
+
+
+def ledger_path(store_url: str) -> Path:
+    """Where a store's finished source keys are kept: beside a SQLite file, else under ``db/``."""
+    import hashlib
+
+    from echomeasure.store.engine import parse_url, sqlite_path
+
+    path = sqlite_path(parse_url(store_url))
+    if path is not None:
+        return path.with_name(path.name + ".batch-done")
+    return config.DB_DIR / f"batch-done-{hashlib.sha256(store_url.encode()).hexdigest()[:16]}"
+
+
+def read_ledger(path: Path, clip_ids: set[int]) -> set[str]:
+    """Keys recorded as finished whose clip is still in the store."""
+    if not path.exists():
+        return set()
+    done: set[str] = set()
+    for line in path.read_text().splitlines():
+        key, _, clip_id = line.partition("\t")
+        if key and clip_id.isdigit() and int(clip_id) in clip_ids:
+            done.add(key)
+    return done
+
+
+def append_ledger(path: Path, key: str, clip_id: int) -> None:
+    """Record a finished file after its store transaction committed."""
+    with open(path, "a", encoding="ascii") as fh:
+        fh.write(f"{key}\t{clip_id}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+def store_opened(store: Any, opened: Any, *, actor: str = "system") -> Any:
+    """Store a verified batch result as ``ingest`` stores a file (same clip, frames, proposals).
+
+    Mirrors :func:`echomeasure.pipeline.ingest_path` after its model run: a clip already stored
+    keeps its proposals; otherwise the worker's proposals (or its warnings) are recorded.
+    """
+    from echomeasure.pipeline import IngestResult
+
+    dclip = opened.dclip
+    record = store.add_clip(dclip, actor=actor)
+    if record.created or len(store.frame_images(record.id)) < record.n_frames:
+        store.save_frames(record.id, dclip.clip.frames, actor=actor)
+    proposals: tuple = () if record.created else tuple(store.proposals(record.id))
+    proposed = False
+    warnings: tuple[str, ...] = ()
+    if not proposals:
+        if opened.proposals is not None:
+            proposals = tuple(store.add_proposals(record.id, opened.proposals, actor=actor))
+            proposed = True
+        else:
+            warnings = opened.warnings
+    return IngestResult(file=opened.file, clip=record, proposals=proposals, new=record.created,
+                        proposed=proposed, warnings=warnings)
+
+
+def ingest_from_parquet(in_dir: str | os.PathLike[str], store: Any, *, secret: bytes,
+                        emit: Emit, actor: str = "system") -> int:
+    """Store every result of a Parquet batch folder; returns the number of files that failed."""
+    from echomeasure.batch import parquet, sealed
+
+    failed = 0
+    for path, row in parquet.iter_rows(in_dir):
+        name = path.name
+        try:
+            if row is None:
+                raise InvalidInputError("not a readable batch result (damaged or not written by 'echomeasure batch')")
+            opened = sealed.open_row(row, secret)
+            result = store_opened(store, opened, actor=actor)
+        except EchomeasureError as exc:
+            failed += 1
+            emit({"file": name, "status": "error", "error": str(exc)})
+            continue
+        emit(result.as_json())
+    return failed
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """Files done and rate on stderr, at most every ``every_s`` seconds, and a final line."""
+
+    def __init__(self, total: int, stream: TextIO, every_s: float = 2.0) -> None:
+        self.total, self.stream, self.every_s = total, stream, every_s
+        self.done = self.failed = 0
+        self.t0 = time.perf_counter()
+        self._last = 0.0
+
+    def update(self, ok: bool) -> None:
+        self.done += 1
+        self.failed += 0 if ok else 1
+        now = time.perf_counter()
+        if now - self._last >= self.every_s or self.done == self.total:
+            self._last = now
+            self.line()
+
+    def line(self) -> None:
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        self.stream.write(f"batch: {self.done}/{self.total} files done, {self.failed} failed, "
+                          f"{60.0 * self.done / elapsed:.1f} files/min\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def plan_pool(cluster_cpus: float, workers: int | None, n_files: int, local: bool) -> tuple[int, int, float]:
+    """``(actors, threads per actor, CPUs reserved per actor)`` for the pool.
+
+    Local: one actor per core by default; fewer actors get the spare cores as inference threads.
+    Cluster: one single-threaded actor per CPU the cluster reports, unless ``workers`` is given.
+    Never more actors than files.
+    """
+    cpus = max(1.0, float(cluster_cpus))
+    n = int(workers) if workers else max(1, int(cpus))
+    if n < 1:
+        raise InvalidInputError("--workers must be at least 1")
+    n = max(1, min(n, n_files))
+    if not local:
+        return n, 1, 1.0
+    threads = max(1, int(cpus) // n)
+    return n, threads, min(float(threads), cpus / n)
+
+
+def _start_ray(ray: Any, address: str | None) -> bool:
+    """Start or join Ray; True when this call started it (and must stop it)."""
+    if ray.is_initialized():
+        return False
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "include_dashboard": False}
+    try:
+        if is_remote(address):
+            # Workers read ECHOMEASURE_SECRET from their own environment: no runtime_env env_vars
+            # (those are shown in the dashboard), nothing secret in the job.
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(num_cpus=_usable_cpus(), **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EchomeasureError(f"cannot start or join Ray at {address or 'a local instance'}: "
+                               f"{' '.join(str(exc).split())[:200]}") from None
+    return True
+
+
+def _configure_data_context(ray: Any, n_files: int) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    # A block whose worker died twice is dropped (and reported by the driver), not fatal.
+    ctx.max_errored_blocks = max(1, n_files)
+    ctx.execution_options.preserve_order = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
+def run_batch(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    db: str | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    out_parquet: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    run_models: bool = True,
+    only: Sequence[str] | None = None,
+    user_cm_per_px: float | None = None,
+    gpus_per_worker: float = 0.0,
+    worker_class: type | None = None,
+    emit: Emit | None = None,
+    progress_stream: TextIO | None = None,
+    actor: str = "system",
+) -> BatchSummary:
+    """Pre-annotate an archive: de-identify and propose in parallel, store with one writer.
+
+    Parameters
+    ----------
+    paths
+        Files or folders (walked recursively like ``ingest``).
+    db
+        Store URL (default ``ECHOMEASURE_DB`` or the local SQLite); ignored with ``out_parquet``.
+    address
+        None: a local Ray sized to this machine.  ``"auto"`` / ``"ray://host:port"``: a cluster.
+    workers
+        Actors in the pool (default: one per CPU).
+    out_parquet
+        Write ``<source_key>.parquet`` files here instead of storing.
+    resume
+        Skip files an earlier run finished into the same store / folder (keyed by content).
+    run_models, only, user_cm_per_px
+        As for ``ingest``.
+    gpus_per_worker
+        GPUs Ray reserves for each actor (``num_gpus``) on clusters with GPU nodes.
+    worker_class
+        The callable class run per actor (default :class:`~echomeasure.batch.worker.PreAnnotator`).
+    emit
+        Called with one JSON-able dict per file (default: print a JSON line on stdout).
+    progress_stream
+        Where progress lines go (default stderr).
+
+    Returns
+    -------
+    BatchSummary
+        Counts and timings.  Failed files are reported through ``emit``; nothing raises for them.
+
+    Raises
+    ------
+    EchomeasureError
+        Before any work: no files, Ray missing, SQLite with a cluster, unreachable store or
+        cluster.  During the run: the workers hold another site secret (nothing is stored then).
+    """
+    import json
+
+    from echomeasure.batch import parquet, sealed
+    from echomeasure.batch.worker import PreAnnotator
+    from echomeasure.ingest.clip import display_name
+    from echomeasure.pipeline import iter_input_files
+
+    t_wall = time.perf_counter()
+    emit = emit or (lambda obj: (sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n"), sys.stdout.flush()))
+    stream = progress_stream or sys.stderr
+    summary = BatchSummary()
+
+    files = iter_input_files(paths)
+    if not files:
+        raise InvalidInputError("no files to process in the given folder(s); give DICOM, video or image files")
+    if workers is not None and workers < 1:
+        raise InvalidInputError("--workers must be at least 1")
+    if gpus_per_worker < 0:
+        raise InvalidInputError("--gpus-per-worker cannot be negative")
+    url = check_destination(db, address, out_parquet)
+    ray = require_ray()
+    secret = config.secret()
+    summary.files = len(files)
+
+    store = None
+    out_dir: Path | None = None
+    ledger: Path | None = None
+    if url is not None:
+        from echomeasure.store import open_store
+
+        store = open_store(url)
+        ledger = ledger_path(url)
+    else:
+        out_dir = Path(out_parquet)  # type: ignore[arg-type]
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InvalidInputError(f"{out_parquet}: is a file; give a folder for the Parquet results")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        done: set[str] = set()
+        if resume:
+            if store is not None:
+                done = read_ledger(ledger, {c.id for c in store.clips()})  # type: ignore[arg-type]
+            else:
+                done = parquet.done_keys(out_dir)  # type: ignore[arg-type]
+        items: list[dict[str, Any]] = []
+        for index, path in enumerate(files):
+            try:
+                key = sealed.source_key(path, secret)
+            except OSError:
+                key = ""  # the worker's reader reports the problem in the usual words
+            if key and key in done:
+                summary.skipped += 1
+                emit({"file": display_name(path), "status": "skipped", "reason": "finished in an earlier run"})
+                continue
+            items.append({"index": index, "path": str(path), "source_key": key})
+        if items:
+            _run_pool(ray, items, summary, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                      worker_class=worker_class or PreAnnotator, run_models=run_models, only=only,
+                      user_cm_per_px=user_cm_per_px, secret=secret, store=store, out_dir=out_dir, ledger=ledger,
+                      emit=emit, stream=stream, actor=actor, names={i["index"]: display_name(i["path"]) for i in items})
+    finally:
+        if store is not None:
+            store.close()
+    summary.wall_s = time.perf_counter() - t_wall
+    stream.write(f"batch: {summary.ok} stored, {summary.failed} failed, {summary.skipped} skipped of "
+                 f"{summary.files} files in {summary.wall_s:.1f} s ({summary.files_per_min:.1f} files/min, "
+                 f"{summary.workers} workers)\n")
+    stream.flush()
+    return summary
+
+
+def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, *, address: str | None,
+              workers: int | None, gpus_per_worker: float, worker_class: type, run_models: bool,
+              only: Sequence[str] | None, user_cm_per_px: float | None, secret: bytes, store: Any,
+              out_dir: Path | None, ledger: Path | None, emit: Emit, stream: TextIO, actor: str,
+              names: dict[int, str]) -> None:
+    """Run the actor pool over ``items`` and write each result as it arrives."""
+    from echomeasure.batch import sealed
+
+    t0 = time.perf_counter()
+    started = _start_ray(ray, address)
+    summary.ray_start_s = time.perf_counter() - t0
+    try:
+        _configure_data_context(ray, len(items))
+        cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+        n, threads, cpus_per_actor = plan_pool(cluster_cpus, workers, len(items), local=not is_remote(address))
+        summary.workers, summary.threads_per_worker = n, threads
+        remote_args: dict[str, Any] = {"num_cpus": cpus_per_actor, "max_restarts": -1, "max_task_retries": 1}
+        if gpus_per_worker:
+            remote_args["num_gpus"] = gpus_per_worker
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates passing max_restarts/max_task_retries as extra keyword
+            # arguments but has no named parameter for them yet (hence ray<2.64 in the extra);
+            # without them Ray Data retries a task whose worker dies forever.
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
+            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                worker_class,
+                fn_constructor_kwargs={"run_models": run_models, "only": list(only) if only else None,
+                                       "user_cm_per_px": user_cm_per_px, "threads": threads},
+                batch_size=1,
+                batch_format="numpy",
+                # One file at a time per actor: a worker that dies takes only its own file's
+                # retry with it, not those of files queued behind it.
+                compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1),
+                **remote_args,
+            )
+        my_check = sealed.secret_check(secret)
+        progress = _Progress(len(items), stream)
+        seen: set[int] = set()
+        t_start = time.perf_counter()
+        for row in ds.iter_rows():
+            if summary.first_result_s is None:
+                summary.first_result_s = time.perf_counter() - t_start
+            index = int(row["index"])
+            if index in seen:
+                continue
+            seen.add(index)
+            pid = row.get("worker_pid")
+            if pid is not None:
+                summary.worker_peak_rss_mb[int(pid)] = max(summary.worker_peak_rss_mb.get(int(pid), 0.0),
+                                                           float(row.get("worker_peak_rss_mb") or 0.0))
+            if row.get("secret_check") != my_check:
+                raise EchomeasureError(
+                    "the Ray workers hold another site secret than this machine (ECHOMEASURE_SECRET); their "
+                    "pseudonymous UIDs would not match: give every worker the same secret. Nothing more was stored"
+                )
+            ok = _write_one(row, secret=secret, store=store, out_dir=out_dir, ledger=ledger, emit=emit,
+                            stream=stream, actor=actor)
+            summary.ok += ok
+            summary.failed += not ok
+            progress.update(ok)
+        for index in sorted(set(names) - seen):
+            summary.failed += 1
+            emit({"file": names[index], "status": "error", "error": WORKER_LOST})
+            stream.write(f"error: {names[index]}: {WORKER_LOST}\n")
+            progress.update(False)
+        summary.process_s = time.perf_counter() - t_start
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _write_one(row: dict[str, Any], *, secret: bytes, store: Any, out_dir: Path | None, ledger: Path | None,
+               emit: Emit, stream: TextIO, actor: str) -> bool:
+    """Write one worker row through the single writer; report it; True when it was written."""
+    from echomeasure.batch import parquet, sealed
+
+    name = str(row["file"])
+    try:
+        if row["status"] != "ok":
+            raise EchomeasureError(str(row.get("error") or "failed"))
+        opened = sealed.open_row(row, secret)
+        if store is not None:
+            result = store_opened(store, opened, actor=actor)
+            if row.get("source_key"):
+                append_ledger(ledger, str(row["source_key"]), result.clip.id)  # type: ignore[arg-type]
+            emit(result.as_json())
+        else:
+            written = parquet.write_row(out_dir, row)  # type: ignore[arg-type]
+            c = opened.dclip
+            emit({"file": name, "status": "ok", "parquet": written.name, "study_uid": c.study_uid,
+                  "series_uid": c.series_uid, "instance_uid": c.instance_uid, "kind": c.kind,
+                  "frames": c.n_frames, "calibration": c.clip.calibration_source,
+                  "proposals": 0 if opened.proposals is None else len(opened.proposals.measurements),
+                  "warnings": list(opened.warnings)})
+    except EchomeasureError as exc:
+        emit({"file": name, "status": "error", "error": str(exc)})
+        stream.write(f"error: {name}: {exc}\n")
+        return False
+    return True
