@@ -6,7 +6,7 @@ Everything is built at test time under ``tmp_path`` (nothing large is committed)
 * :func:`write_echonet_lvh`: an EchoNet-LVH folder, ``MeasurementsList.csv`` (unnamed index
   column, then ``HashedFileName,Calc,CalcValue,Frame,X1,X2,Y1,Y2,Frames,FPS,Width,Height,split``,
   X1,X2 before Y1,Y2, ``CalcValue`` in cm, ``Frame`` 0-based) next to ``Batch1/`` ... holding
-  ``<HashedFileName>.avi``.  The videos are synthetic PLAX cines whose true keypoints give the
+  ``<HashedFileName>.avi`` (Motion-JPEG AVI).  The videos are synthetic PLAX cines whose true keypoints give the
   labelled lines, so a trained model has something real to find.
 * :func:`write_echonet_checkpoint`: a ``<task>_weights.ckpt`` as the authors publish it: a flat
   fp32 state dict of ``deeplabv3_resnet50(num_classes=C)`` (no aux head, full ResNet-50 shapes,
@@ -50,7 +50,6 @@ def write_echonet_lvh(root: Path, *, seeds: tuple[int, ...] = (4242, 4343),
     does not document which end comes first).
     """
     from echomeasure.catalog import KEYPOINTS_2D
-    from echomeasure.ingest.video_io import encode_video
     from echomeasure.synthetic.plax import render_plax
     from echomeasure.training.datasets import plax_params_for_seed
 
@@ -64,9 +63,9 @@ def write_echonet_lvh(root: Path, *, seeds: tuple[int, ...] = (4242, 4343),
         name = f"0X{seed:016X}"
         batch = f"Batch{i % 4 + 1}"
         (root / batch).mkdir(exist_ok=True)
-        (root / batch / f"{name}.avi").write_bytes(encode_video(cine.frames, "avi", cine.frame_time_ms))
         n, h, w = cine.frames.shape[:3]
         fps = round(1000.0 / cine.frame_time_ms, 3)
+        _write_mjpg_avi(root / batch / f"{name}.avi", cine.frames, fps)
         for calc, (a, b, phase) in LVH_LINES.items():
             frame = cine.ed_frame if phase == "ed" else cine.es_frame
             p1, p2 = cine.keypoints[frame, index[a]], cine.keypoints[frame, index[b]]
@@ -81,6 +80,17 @@ def write_echonet_lvh(root: Path, *, seeds: tuple[int, ...] = (4242, 4343),
         writer.writerow(LVH_HEADER)
         writer.writerows(rows)
     return videos
+
+
+def _write_mjpg_avi(path: Path, frames_rgb: np.ndarray, fps: float) -> None:
+    """Motion-JPEG in AVI, as the published videos are written (OpenCV, BGR order on disk)."""
+    import cv2
+
+    h, w = frames_rgb.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for frame in frames_rgb:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
 
 
 def rewrite_csv(root: Path, *, drop_column: str | None = None, extra_row: list[object] | None = None) -> None:
