@@ -186,25 +186,6 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_agreement(args: argparse.Namespace) -> int:
-    """Agreement between readers and with the AI, per measurement (ICC, Bland-Altman, CV)."""
-    from echomeasure import config
-    from echomeasure.agreement import run
-    from echomeasure.store import open_store
-    from echomeasure.store.engine import parse_url, sqlite_path
-
-    url = config.db_url(args.db)
-    db_file = sqlite_path(parse_url(url))
-    if db_file is not None and not db_file.exists():
-        raise EchomeasureError(f"no review database at {db_file}; run 'echomeasure ingest' first or pass --db")
-    modes = args.mode.split(",") if args.mode else None
-    with open_store(url) as store:
-        text = run(store, fmt=args.format, plots=args.plots, modes=modes)
-    sys.stdout.write(text)
-    sys.stdout.flush()
-    return 0
-
-
 def cmd_measure(args: argparse.Namespace) -> int:
     """De-identify one file, run the models, print the proposals as JSON (architecture.md 3)."""
     from echomeasure.propose.measure import measure_file, terminal_progress
@@ -540,13 +521,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--secret", help="dicom-sr: site secret of the UID remap (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.add_argument("--reader", help="dicom-sr: on reader-study clips, export this reader's reads")
     s.set_defaults(func=cmd_export)
-
-    s = sub.add_parser("agreement", help="agreement between readers and with the AI (ICC, Bland-Altman, CV)")
-    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
-    s.add_argument("--format", choices=("md", "json"), default="md", help="report format (default md)")
-    s.add_argument("--plots", metavar="DIR", help="also write one Bland-Altman PNG per measurement here")
-    s.add_argument("--mode", metavar="MODES", help="only reads made in these modes (e.g. blinded or unassisted)")
-    s.set_defaults(func=cmd_agreement)
 
     s = sub.add_parser("agreement", help="agreement between readers and with the AI (ICC, Bland-Altman, CV)")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
