@@ -34,6 +34,8 @@ import numpy as np
 
 from echomeasure import catalog
 from echomeasure.errors import EchomeasureError, InvalidInputError
+from echomeasure.store import Store
+from echomeasure.store.records import ReviewRecord
 
 AI_READER = "AI"
 MIN_CLIPS_FOR_ICC = 3
@@ -90,7 +92,7 @@ class MeasurementAgreement:
 # --------------------------------------------------------------------------- data
 
 
-def reads_from_store(store, *, modes: Sequence[str] | None = None) -> tuple[list[Read], list[Read]]:
+def reads_from_store(store: Store, *, modes: Sequence[str] | None = None) -> tuple[list[Read], list[Read]]:
     """The readers' reads and the AI's values in the store: ``(reads, ai_reads)``.
 
     ``modes`` keeps only reads made in those reading modes (needs the reader tables; reviews
@@ -103,7 +105,7 @@ def reads_from_store(store, *, modes: Sequence[str] | None = None) -> tuple[list
         mode_of = read_modes(store)
     except ImportError:  # pragma: no cover - the readers module ships with this one
         pass
-    latest: dict[tuple[int, str, str], object] = {}
+    latest: dict[tuple[int, str, str], ReviewRecord] = {}
     for r in store.reviews():
         latest[(r.clip_id, r.measurement, r.reviewer)] = r  # oldest first: the last one wins
     reads = []
@@ -298,7 +300,7 @@ def write_plots(
         cols = min(3, len(pairs))
         nrows = math.ceil(len(pairs) / cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
-        for ax, p in zip(axes.ravel(), pairs):
+        for ax, p in zip(axes.ravel()[: len(pairs)], pairs, strict=True):
             a, b = values[(row.measurement, p.first)], values[(row.measurement, p.second)]
             both = sorted(set(a) & set(b))
             x = np.array([(a[c] + b[c]) / 2 for c in both])

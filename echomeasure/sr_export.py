@@ -39,16 +39,24 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from echomeasure import __version__, catalog
 from echomeasure.atomic import write_bytes
 from echomeasure.errors import InvalidInputError, StoreError
 from echomeasure.store import ClipRecord, MeasurementState, Store
+
+if TYPE_CHECKING:
+    import highdicom as hd
+
+    from echomeasure.ingest.clip import Region
+    from echomeasure.ingest.deid import UidRemapper
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +97,7 @@ class SrExportResult:
 @dataclass
 class _ClipContent:
     clip: ClipRecord
-    source: object  # pydicom Dataset of the rebuilt de-identified instance
+    source: Dataset  # the rebuilt de-identified instance
     states: list[MeasurementState]
 
 
@@ -115,7 +123,7 @@ def _ln_meanings() -> dict[str, str]:
 
     out: dict[str, str] = {}
     for entry in concepts["LN"].values():
-        for code, (meaning, _cids) in entry.items():
+        for code, (meaning, _cids) in entry.items():  # type: ignore[attr-defined]
             out.setdefault(code, meaning)
     return out
 
@@ -141,7 +149,7 @@ def unit_code(ucum: str):
 # --------------------------------------------------------------------------- source image
 
 
-def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes):
+def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes) -> Dataset:
     """The clip's de-identified instance rebuilt from the store (frames, regions, UIDs).
 
     Raises
@@ -153,7 +161,7 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes):
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian, UID
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     from echomeasure.ingest.deid import CID_7050, patient_pseudonym
 
@@ -230,7 +238,7 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes):
     return ds
 
 
-def _region_item(r):
+def _region_item(r: Region) -> Dataset:
     from pydicom.dataset import Dataset
 
     item = Dataset()
@@ -257,7 +265,7 @@ def _region_item(r):
 # --------------------------------------------------------------------------- the report
 
 
-def _frames(source, frame_indices: Iterable[int]) -> list[int] | None:
+def _frames(source: Dataset, frame_indices: Iterable[int]) -> list[int] | None:
     """DICOM frame numbers (1-based) of ``source``; None for a single-frame instance, whose
     references must not carry frame numbers."""
     if "NumberOfFrames" not in source:
@@ -265,7 +273,7 @@ def _frames(source, frame_indices: Iterable[int]) -> list[int] | None:
     return sorted({int(i) + 1 for i in frame_indices}) or None
 
 
-def _measurement_item(st: MeasurementState, source) -> object:
+def _measurement_item(st: MeasurementState, source: Dataset) -> hd.sr.Measurement:
     import highdicom as hd
     from pydicom.sr.coding import Code
 
@@ -274,11 +282,12 @@ def _measurement_item(st: MeasurementState, source) -> object:
     coordinates = None
     if st.points and st.frame_index is not None:
         graphic = np.asarray(st.points, dtype=float) + 0.5
+        frame = hd.sr.SourceImageForRegion(sop_class, sop_uid, referenced_frame_numbers=_frames(source, [st.frame_index]))
         coordinates = [
             hd.sr.CoordinatesForMeasurement(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE if len(graphic) > 1 else hd.sr.GraphicTypeValues.POINT,
                 graphic_data=graphic,
-                source_image=hd.sr.SourceImageForRegion(sop_class, sop_uid, referenced_frame_numbers=_frames(source, [st.frame_index])),
+                source_image=frame,
             )
         ]
     algorithm = None
@@ -289,7 +298,7 @@ def _measurement_item(st: MeasurementState, source) -> object:
         sites = [hd.sr.FindingSite(Code(*_FINDING_SITES[st.measurement]))]
     item = hd.sr.Measurement(
         name=measurement_code(st.measurement),
-        value=float(st.value),
+        value=float(st.value),  # type: ignore[arg-type]  # only states with a value are exported
         unit=unit_code(spec.ucum),
         algorithm_id=algorithm,
         finding_sites=sites,
@@ -311,7 +320,7 @@ def person_name(reviewer: str) -> str:
     return reviewer if "^" in reviewer else f"{reviewer}^"
 
 
-def _group(content: _ClipContent, remap) -> object:
+def _group(content: _ClipContent, remap: UidRemapper) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     import highdicom as hd
 
     clip, source = content.clip, content.source
@@ -347,10 +356,10 @@ def _content_digest(contents: Sequence[_ClipContent]) -> str:
 
 def _content_time(contents: Sequence[_ClipContent]) -> datetime:
     stamps = [t for c in contents for st in c.states for t in (st.reviewed_at, st.proposed_at) if t is not None]
-    return max(stamps) if stamps else datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return max(stamps) if stamps else datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def build_report(contents: Sequence[_ClipContent], *, secret: bytes):
+def build_report(contents: Sequence[_ClipContent], *, secret: bytes) -> hd.sr.ComprehensiveSR:
     """The Comprehensive SR (highdicom ``ComprehensiveSR``) of one study's clips."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -381,7 +390,7 @@ def build_report(contents: Sequence[_ClipContent], *, secret: bytes):
         series_description="echomeasure measurements",
     )
     when = _content_time(contents)
-    sr.ContentDate, sr.ContentTime = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    sr.ContentDate, sr.ContentTime = when.strftime("%Y%m%d"), when.strftime("%H%M%S")  # type: ignore[assignment]
     for kw in ("InstanceCreationDate", "InstanceCreationTime", "SeriesDate", "SeriesTime"):
         if kw in sr:
             setattr(sr, kw, when.strftime("%Y%m%d") if kw.endswith("Date") else when.strftime("%H%M%S"))

@@ -12,7 +12,6 @@ import pytest
 
 from echomeasure import config
 from echomeasure.agreement import AI_READER, Read, agreement, render, report_markdown, write_plots
-from echomeasure.cli import main as cli_main
 
 pytest.importorskip("pingouin")
 
@@ -121,10 +120,11 @@ def test_json_and_plots(tmp_path: Path):
 
 def test_review_ui_agreement_report_endpoint(tmp_path: Path):
     """The UI's agreement accordion calls the same report (api_name agreement_report)."""
+    from store_fixtures import lvidd_proposals, write_us_dicom
+
     from demo.app import build_app
     from echomeasure.pipeline import ingest_path
     from echomeasure.store import open_store
-    from store_fixtures import lvidd_proposals, write_us_dicom
 
     url = f"sqlite:///{tmp_path / 'ui.sqlite'}"
     store = open_store(url, images_dir=tmp_path / "images")

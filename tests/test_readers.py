@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from store_fixtures import lvidd_proposals, store, write_us_dicom  # noqa: F401 - fixtures
 
 from echomeasure import config
 from echomeasure.cli import main as cli_main
@@ -24,21 +25,20 @@ from echomeasure.store.readers import (
     save_for,
     visible_measurements,
 )
-from store_fixtures import lvidd_proposals, store, write_us_dicom  # noqa: F401 - fixtures
 
 pytest_plugins = ["postgres_fixture"]
 
 READERS = ("reader-a", "reader-b", "reader-c")
 
 
-def _clip(store, tmp_path: Path, seed: int) -> int:
+def _clip(store, tmp_path: Path, seed: int) -> int:  # noqa: F811 - the fixture passed on
     path = write_us_dicom(tmp_path / f"r{seed}.dcm", seed=seed)
     cid = ingest_path(path, store, secret=config.secret(), run_models=False).clip.id
     store.add_proposals(cid, lvidd_proposals())
     return cid
 
 
-def test_blinded_reader_sees_the_proposal_but_never_another_readers_read(store, tmp_path):
+def test_blinded_reader_sees_the_proposal_but_never_another_readers_read(store, tmp_path):  # noqa: F811
     cid = _clip(store, tmp_path, 1)
     assign(store, cid, READERS, "blinded", actor="study-lead")
     assert [a.reader for a in assignments(store, clip_id=cid)] == list(READERS)
@@ -58,7 +58,7 @@ def test_blinded_reader_sees_the_proposal_but_never_another_readers_read(store, 
     assert next(m for m in store.current_measurements(cid) if m.measurement == "lvidd").reviewer == "reader-a"
 
 
-def test_unassisted_reader_sees_no_proposal_and_can_only_draw(store, tmp_path):
+def test_unassisted_reader_sees_no_proposal_and_can_only_draw(store, tmp_path):  # noqa: F811
     cid = _clip(store, tmp_path, 2)
     assign(store, cid, ["reader-u"], "unassisted")
     view = reader_view(store, cid, "reader-u")
@@ -76,7 +76,7 @@ def test_unassisted_reader_sees_no_proposal_and_can_only_draw(store, tmp_path):
     assert m.measurement == "lvidd" and m.proposed_value is None and m.value == pytest.approx(1.25)
 
 
-def test_only_assigned_readers_see_or_read_a_reader_clip(store, tmp_path):
+def test_only_assigned_readers_see_or_read_a_reader_clip(store, tmp_path):  # noqa: F811
     study_clip = _clip(store, tmp_path, 3)
     ordinary = _clip(store, tmp_path, 4)
     assign(store, study_clip, ["reader-a"], "blinded")
@@ -104,7 +104,7 @@ def test_only_assigned_readers_see_or_read_a_reader_clip(store, tmp_path):
     assert plain.id not in read_modes(store)
 
 
-def test_assignment_is_idempotent_and_its_mode_cannot_change(store, tmp_path):
+def test_assignment_is_idempotent_and_its_mode_cannot_change(store, tmp_path):  # noqa: F811
     cid = _clip(store, tmp_path, 5)
     first = assign(store, cid, ["reader-a"], "blinded")
     assert assign(store, cid, ["reader-a"], "blinded") == first
@@ -116,7 +116,7 @@ def test_assignment_is_idempotent_and_its_mode_cannot_change(store, tmp_path):
     assert actions.count("reader.assign") == 1
 
 
-def test_reads_and_assignments_are_append_only(store, tmp_path):
+def test_reads_and_assignments_are_append_only(store, tmp_path):  # noqa: F811
     cid = _clip(store, tmp_path, 6)
     assign(store, cid, ["reader-a"], "blinded")
     rec = record_read(store, cid, "reader-a", "ivsd", "accepted")
@@ -125,13 +125,12 @@ def test_reads_and_assignments_are_append_only(store, tmp_path):
     for sql in ("UPDATE reader_read SET mode = 'open'", "DELETE FROM reader_read",
                 "UPDATE reader_assignment SET mode = 'open'"):
         # SQLite: the triggers; PostgreSQL: the app role has no UPDATE/DELETE grant, and the triggers.
-        with pytest.raises(Exception, match="append-only|permission denied"):
-            with store.engine.begin() as conn:
-                conn.execute(text(sql))
+        with pytest.raises(Exception, match="append-only|permission denied"), store.engine.begin() as conn:
+            conn.execute(text(sql))
     assert read_modes(store) == {rec.id: "blinded"}
 
 
-def test_agreement_cli_on_a_three_reader_store(store, tmp_path, capsys, monkeypatch):
+def test_agreement_cli_on_a_three_reader_store(store, tmp_path, capsys, monkeypatch):  # noqa: F811
     monkeypatch.setenv("ECHOMEASURE_IMAGES", str(store.images_dir))
     bias = {"reader-a": 0.0, "reader-b": 0.05, "reader-c": -0.03}
     clips = [_clip(store, tmp_path, 10 + i) for i in range(5)]

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from store_fixtures import CANARY_STRINGS, MODEL_2D, lvidd_proposals, write_us_dicom
 
 from echomeasure import catalog, config
 from echomeasure.cli import main as cli_main
+from echomeasure.errors import InvalidInputError
 from echomeasure.pipeline import ingest_path
 from echomeasure.propose.types import ClipProposals, Proposal
 from echomeasure.sr_export import (
@@ -24,8 +26,6 @@ from echomeasure.sr_export import (
     parse_statuses,
 )
 from echomeasure.store import open_store
-from echomeasure.errors import InvalidInputError
-from store_fixtures import CANARY_STRINGS, MODEL_2D, lvidd_proposals, write_us_dicom
 
 hd = pytest.importorskip("highdicom")
 

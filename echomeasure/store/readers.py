@@ -34,7 +34,7 @@ from echomeasure import catalog
 from echomeasure.errors import StoreError
 from echomeasure.store import schema as db
 from echomeasure.store.operations import SYSTEM_ACTOR, Store, _audit, _get_clip
-from echomeasure.store.records import MeasurementState, ProposalRecord, ReviewRecord
+from echomeasure.store.records import MeasurementState, MeasurementStatus, Point, ProposalRecord, ReviewRecord
 from echomeasure.store.reviewer import validate_reviewer
 
 READING_MODES: tuple[str, ...] = db.READING_MODES
@@ -216,11 +216,16 @@ def _states(
     latest_p = {p.measurement: p for p in proposals}
     latest_r = {r.measurement: r for r in reviews}
     counts: dict[str, int] = {}
-    for r in reviews:
-        counts[r.measurement] = counts.get(r.measurement, 0) + 1
+    for review in reviews:
+        counts[review.measurement] = counts.get(review.measurement, 0) + 1
     out = []
     for name in (n for n in catalog.CATALOG if n in latest_p or n in latest_r):
-        p, r = latest_p.get(name), latest_r.get(name)
+        p: ProposalRecord | None = latest_p.get(name)
+        r: ReviewRecord | None = latest_r.get(name)
+        status: MeasurementStatus
+        frame: int | None
+        points: tuple[Point, ...] | None
+        unit: str | None
         if r is None:
             assert p is not None
             status, frame, points, value, unit = "proposed", p.frame_index, p.points, p.value, p.unit
