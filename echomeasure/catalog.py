@@ -1,11 +1,11 @@
 """The measurement catalogue: names, units, cardiac phase, LOINC codes and which model makes each.
 
-LOINC codes: the 2D-specific codes where LOINC has one (ivsd, lvidd, lvpwd, la); for lvids and
-aortic_root the method-less codes DICOM SR uses (29438-9 "Left Ventricle Internal Systolic
-Dimension", 18015-8 "Aortic Root Diameter"); lvot_vmax uses 11726-7 "Peak Velocity", which DICOM SR
-qualifies by finding site (LVOT).
+LOINC codes are those of DICOM CID 12300 (Adult Echocardiography Measurements), which pydicom
+ships as ``codes.LN``: 80011-0 "Left ventricular internal systolic dimension - 2D", 79953-6 "Aortic
+root diameter", 80029-2 "Left ventricular outflow tract Vmax", and so on, so that a DICOM SR
+reader finds each value under the code it expects.
 
-Names are the contract of the CLI, CSV and JSON (architecture.md section 3).  Conventions follow
+Names are the contract of the CLI, CSV and JSON (docs/architecture.md).  Conventions follow
 the ASE 2015 chamber-quantification guideline (calipers on tissue-blood interfaces).
 """
 
@@ -39,12 +39,12 @@ CATALOG: dict[str, Measurement] = {
         Measurement("ivsd", "Interventricular septum thickness, diastole", "2d", "ed", "cm", "cm", "79969-2", 2, "plax-linear"),
         Measurement("lvidd", "LV internal diameter, diastole", "2d", "ed", "cm", "cm", "80007-8", 2, "plax-linear"),
         Measurement("lvpwd", "LV posterior wall thickness, diastole", "2d", "ed", "cm", "cm", "80032-6", 2, "plax-linear"),
-        Measurement("lvids", "LV internal diameter, systole", "2d", "es", "cm", "cm", "29438-9", 2, "plax-linear"),
+        Measurement("lvids", "LV internal diameter, systole", "2d", "es", "cm", "cm", "80011-0", 2, "plax-linear"),
         Measurement("la", "Left atrium antero-posterior dimension", "2d", "es", "cm", "cm", "79975-9", 2, "plax-linear"),
-        Measurement("aortic_root", "Aortic root diameter at the sinuses", "2d", "ed", "cm", "cm", "18015-8", 2, "plax-linear"),
+        Measurement("aortic_root", "Aortic root diameter at the sinuses", "2d", "ed", "cm", "cm", "79953-6", 2, "plax-linear"),
         Measurement("av_vmax", "Aortic valve peak velocity", "doppler", "systole", "m/s", "m/s", "79964-3", 1, "doppler-peaks"),
         Measurement("tr_vmax", "Tricuspid regurgitation peak velocity", "doppler", "systole", "m/s", "m/s", "79921-3", 1, "doppler-peaks"),
-        Measurement("lvot_vmax", "LVOT peak velocity", "doppler", "systole", "m/s", "m/s", "11726-7", 1, "doppler-peaks"),
+        Measurement("lvot_vmax", "LVOT peak velocity", "doppler", "systole", "m/s", "m/s", "80029-2", 1, "doppler-peaks"),
         Measurement("mv_e", "Mitral inflow E-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80070-6", 1, "doppler-peaks"),
         Measurement("mv_a", "Mitral inflow A-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80066-4", 1, "doppler-peaks"),
         Measurement("mv_ea", "Mitral E/A ratio", "doppler", "derived", "ratio", "{ratio}", "18038-0", 0, None),

@@ -133,7 +133,7 @@ def test_sr_round_trip_equals_the_store(reviewed, tmp_path: Path):
                 assert persons == [st.reviewer] and algorithms == []
     assert n_exported == result.n_measurements == 4
     # rejected and untouched proposals stay out by default
-    assert "29438-9" not in groups[f"clip {first}"][1]  # lvids rejected
+    assert "80011-0" not in groups[f"clip {first}"][1]  # lvids rejected
     assert "79969-2" not in groups[f"clip {second}"][1]  # ivsd only proposed
 
 

@@ -1,0 +1,26 @@
+"""The catalogue's LOINC codes are the ones DICOM SR readers look for (CID 12300)."""
+
+from __future__ import annotations
+
+from pydicom.sr._concepts_dict import concepts
+
+from echomeasure import catalog
+
+ECHO_MEASUREMENTS_CID = 12300
+
+
+def _loinc_table() -> dict[str, tuple[str, list[int]]]:
+    table: dict[str, tuple[str, list[int]]] = {}
+    for by_code in concepts["LN"].values():
+        table.update(by_code)
+    return table
+
+
+def test_every_coded_measurement_is_in_cid_12300():
+    table = _loinc_table()
+    coded = [m for m in catalog.CATALOG.values() if m.loinc]
+    assert len(coded) >= 12
+    for m in coded:
+        assert m.loinc in table, f"{m.name}: {m.loinc} is not a LOINC code pydicom knows"
+        _meaning, cids = table[m.loinc]
+        assert ECHO_MEASUREMENTS_CID in cids, f"{m.name}: {m.loinc} is not in CID 12300"
