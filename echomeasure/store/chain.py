@@ -9,9 +9,9 @@ proposals of a batch), so a review edited behind the application's back no longe
 audit event that recorded it.
 
 :func:`verify` walks the chain and the covered rows and reports the first broken link.  The
-canonical form (``CHAIN_FORMAT``) never changes once databases use it: numbers that are whole
-are written as integers, ``-0.0`` as ``0``, keys sorted, no spaces, UTF-8, timestamps as ISO
-8601 UTC with microseconds.
+canonical form (``CHAIN_FORMAT``) never changes once databases use it: keys sorted, no spaces,
+UTF-8, numbers as Python writes them, timestamps as ISO 8601 UTC with microseconds; values are
+stored through :func:`exact_json` so both backends give back exactly what was hashed.
 
 The chain makes edits *evident*; it cannot stop someone who can write the database from
 recomputing every hash after an edit.  Keep the head hash printed by ``echomeasure audit
@@ -56,33 +56,45 @@ def genesis_hash(database_id: str) -> str:
     return hashlib.sha256(f"{CHAIN_FORMAT} genesis {database_id}".encode()).hexdigest()
 
 
-def _canonical_value(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
+# Python writes floats from 1e16 up with an exponent; PostgreSQL's JSONB gives them back as integers.
+_EXPONENT_FLOAT = 1e16
+
+
+def exact_json(value: Any) -> Any:
+    """``value`` (plain JSON types) as both databases give it back, for storing and hashing.
+
+    PostgreSQL's JSONB keeps numbers as decimals: ``-0.0`` comes back as ``0.0`` and an integral
+    float written with an exponent (``1e+16``) as an integer.  Writing those already normalised
+    makes what is hashed at write time and what is read at verification time the same.
+    """
+    kind = type(value)
+    if kind is float:
         if not math.isfinite(value):
-            raise ValueError("audit payloads hold finite numbers only")
-        # JSONB and numeric round trips may turn 20.0 into 20 or 1e16 into an integer literal.
-        if value.is_integer() and abs(value) < 2**53:
+            raise ValueError("stored numbers must be finite")
+        if value.is_integer() and abs(value) >= _EXPONENT_FLOAT:
             return int(value)
-        return value
+        return value + 0.0  # -0.0 -> 0.0
+    if kind is list or kind is tuple:
+        return [exact_json(v) for v in value]
+    if kind is dict:
+        return {k: exact_json(v) for k, v in value.items()}
+    return value
+
+
+def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
-    if isinstance(value, Mapping):
-        return {str(k): _canonical_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical_value(v) for v in value]
     raise TypeError(f"cannot put a {type(value).__name__} into an audit payload")
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The canonical UTF-8 JSON bytes of ``obj`` (see the module docstring)."""
+    """The canonical UTF-8 JSON of ``obj``: keys sorted, no spaces, numbers as Python writes
+    them, timestamps as ISO 8601 UTC with microseconds.  Values must have been stored through
+    :func:`exact_json` (and floats in float columns), so they read back identical."""
     return json.dumps(
-        _canonical_value(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
     ).encode("utf-8")
 
 

@@ -619,7 +619,7 @@ class Store:
                 raise StoreError(f"frame {r_frame} is outside clip {clip_id} (frames 0-{clip.n_frames - 1})")
             points_json = None if r_points is None else _points_json(r_points, spec, clip)
             if r_value is not None:
-                r_value = float(r_value)
+                r_value = float(r_value) + 0.0
                 if not math.isfinite(r_value):
                     raise StoreError(f"value of {measurement} must be a finite number")
                 r_unit = _unit(r_unit or spec.unit)
@@ -958,13 +958,13 @@ def _confidence(value: float) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise StoreError("proposal confidence must be a finite number")
-    return min(max(value, 0.0), 1.0)
+    return min(max(value, 0.0), 1.0) + 0.0  # + 0.0: never -0.0 (see chain.exact_json)
 
 
 def _opt_float(value: float | None) -> float | None:
     if value is None:
         return None
-    value = float(value)
+    value = float(value) + 0.0  # + 0.0: never -0.0 (see chain.exact_json)
     return value if math.isfinite(value) else None
 
 
@@ -976,7 +976,7 @@ def _points_json(points: Sequence[Sequence[float]], spec: catalog.Measurement, c
     for p in pts:
         if len(p) != 2:
             raise StoreError(f"a point of {spec.name} must be (x, y), got {p!r}")
-        x, y = float(p[0]), float(p[1])
+        x, y = float(p[0]) + 0.0, float(p[1]) + 0.0
         if not (math.isfinite(x) and math.isfinite(y)):
             raise StoreError(f"a point of {spec.name} is not a finite number: {p!r}")
         # Half a pixel of slack: a caliper on the last row/column lies at index + 0.5 at most.
@@ -1031,7 +1031,8 @@ def _jsonable(obj: Any) -> Any:
             return dataclasses.asdict(o)
         return str(o)
 
-    return json.loads(json.dumps(obj, default=default, allow_nan=False))
+    # exact_json: what both databases give back, so audit hashes match on verification.
+    return chain.exact_json(json.loads(json.dumps(obj, default=default, allow_nan=False)))
 
 
 def _utc(ts: datetime) -> datetime:
