@@ -19,7 +19,12 @@ Guarantees
 - Only :class:`echomeasure.ingest.DeidentifiedClip` (the gate's output) can become a clip row;
   frames saved are the gate-checked pixels.  Nothing identifying is stored.
 - One transaction per logical change, with its audit event in the same transaction.
-- ``review`` and ``audit_event`` are append-only (database triggers refuse UPDATE/DELETE).
+- ``study``, ``clip``, ``frame_image``, ``proposal``, ``review`` and ``audit_event`` are
+  insert-only in the database (triggers refuse UPDATE/DELETE/TRUNCATE and, on SQLite, an INSERT
+  that would replace a row); ``model_version`` rows are never deleted (migration 0002).
+- Audit events form a SHA-256 hash chain covering the reviews, clips and proposals they record
+  (:mod:`echomeasure.store.chain`; ``echomeasure audit verify``).
+- Reviewer names follow one rule (:mod:`echomeasure.store.reviewer`).
 - Concurrent reviewers never lose a review (SQLite WAL + ``BEGIN IMMEDIATE`` + busy timeout +
   retry; PostgreSQL transactions + retry on serialization failures).
 - Records returned are frozen dataclasses (:mod:`echomeasure.store.records`), never ORM objects.
