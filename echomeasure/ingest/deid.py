@@ -344,8 +344,9 @@ def region_keep_mask(regions: tuple[Region, ...], rows: int, columns: int,
     (found from ``frames``: moving pixels of a cine, non-black pixels of a still), or the whole
     rectangle when no fan is found; M-mode, spectral and waveform regions as rectangles (max
     inclusive).  Regions of spatial format "none" or "graphics" are not kept (they may hold
-    annotation text).  ``fan`` marks the fan pixels (None when none was found).  ``keep`` is
-    None when there is no usable region.
+    annotation text).  ``fan`` marks the imaging area that is measured and never masked: the 2D
+    fans and the M-mode/spectral/waveform rectangles (None when empty).  ``keep`` is None when
+    there is no usable region.
     """
     from echomeasure.ingest.clip import SPATIAL_2D
     from echomeasure.ingest.sector import fan_in_region
@@ -364,13 +365,15 @@ def region_keep_mask(regions: tuple[Region, ...], rows: int, columns: int,
         sector = fan_in_region(frames, x0, y0, x1, y1) if frames is not None and r.spatial_format == SPATIAL_2D else None
         if sector is None:
             keep[y0 : y1 + 1, x0 : x1 + 1] = True
+            if r.spatial_format != SPATIAL_2D:  # M-mode, spectral, waveform: measured as they are
+                fan[y0 : y1 + 1, x0 : x1 + 1] = True
         else:
             keep[y0 : y1 + 1, x0 : x1 + 1] |= sector
             fan[y0 : y1 + 1, x0 : x1 + 1] |= sector
             fans_found += 1
     if not keep.any():
         return None, None, 0
-    return keep, (fan if fans_found else None), fans_found
+    return keep, (fan if fan.any() else None), fans_found
 
 
 def blank_outside(frames: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -415,7 +418,8 @@ class PixelResult:
 
 
 def _find_and_mask_text(frames: np.ndarray, keep: np.ndarray, fan: np.ndarray | None, find_text: bool) -> tuple[np.ndarray, dict]:
-    """Search the kept pixels for burned-in text; blank boxes outside the fan, report those in it."""
+    """Search the kept pixels for burned-in text; blank boxes outside the imaging area (``fan``),
+    report those that reach into it (they are left: masking would alter what is measured)."""
     from echomeasure.ingest import ocr
 
     if not find_text:

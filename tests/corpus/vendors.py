@@ -38,12 +38,12 @@ US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_SOP_CLASSES = {US_MULTIFRAME, US_IMAGE, "1.2.840.10008.5.1.4.1.1.6", "1.2.840.10008.5.1.4.1.1.3"}
 ROWS, COLS = 240, 320
 # 2D region and the fan inside it (apex at the top centre).
-REGION_2D = (40, 30, 279, 209)
+REGION_2D = (8, 30, 311, 209)
 FAN_APEX = (160, 34)
 FAN_RADIUS = 170
 FAN_HALF_ANGLE_DEG = 38
 BANNER = (4, 4, 300, 22)  # x0, y0, x1, y1 of the burned-in banner (outside every region)
-CORNER_LABEL = (44, 34, 120, 52)  # inside the region rectangle, outside the fan
+CORNER_LABEL = (12, 34, 102, 50)  # inside the region rectangle, outside the fan
 
 
 @dataclass
@@ -289,7 +289,7 @@ def ge_vivid(d: Path) -> VendorFile:
     """GE Vivid E95: JPEG Baseline YBR cine, GEMS private groups, a private movie sequence with raw data."""
     p = PEOPLE["GE"]
     ds = base_dataset(p, manufacturer="GE Vingmed Ultrasound", model="Vivid E95")
-    frames = echo_frames(12, _banner(p), p.family.upper(), seed=1)
+    frames = echo_frames(12, _banner(p), p.family.upper()[:6], seed=1)
     _jpeg_baseline(ds, frames)
     ds.SequenceOfUltrasoundRegions = Sequence([_region(REGION_2D, 1, 1, 3, 3, 0.0312, 0.0312)])
     _add_private(ds, 0x0009, "GEMS_IDEN_01", {0x01: ("LO", p.dicom_name), 0x02: ("SH", p.patient_id)})
@@ -302,7 +302,7 @@ def siemens_sc2000(d: Path) -> VendorFile:
     """Siemens ACUSON SC2000: native RGB, 2D + PW Doppler regions (multi-region), SIEMENS privates."""
     p = PEOPLE["Siemens"]
     ds = base_dataset(p, manufacturer="SIEMENS", model="ACUSON SC2000")
-    frames = echo_frames(8, _banner(p), p.family.upper(), seed=2, doppler=True)
+    frames = echo_frames(8, _banner(p), p.family.upper()[:6], seed=2, doppler=True)
     _set_pixels(ds, frames)
     ds.SequenceOfUltrasoundRegions = Sequence([
         _region((40, 30, 279, 209), 1, 1, 3, 3, 0.025, 0.025),
@@ -318,7 +318,7 @@ def canon_aplio(d: Path) -> VendorFile:
     """Canon (Toshiba) Aplio i900: MONOCHROME2 8-bit, Implicit VR Little Endian, TOSHIBA_MEC_US privates."""
     p = PEOPLE["Canon"]
     ds = base_dataset(p, manufacturer="CANON_MEC", model="TUS-AI900")
-    frames = echo_frames(6, _banner(p), p.family.upper(), seed=3)
+    frames = echo_frames(6, _banner(p), p.family.upper()[:6], seed=3)
     _set_pixels(ds, frames, photometric="MONOCHROME2")
     ds.SequenceOfUltrasoundRegions = Sequence([_region(REGION_2D, 1, 1, 3, 3, 0.0288, 0.0288)])
     _add_private(ds, 0x0029, "TOSHIBA_MEC_US3", {0x01: ("LO", p.dicom_name), 0x02: ("LO", "ADULT_CARDIAC")})
@@ -330,7 +330,7 @@ def sonosite_xporte(d: Path) -> VendorFile:
     """FUJIFILM SonoSite X-Porte: single-frame still (Ultrasound Image Storage), JPEG Baseline."""
     p = PEOPLE["SonoSite"]
     ds = base_dataset(p, manufacturer="SonoSite", model="X-Porte", sop=US_IMAGE)
-    frames = echo_frames(1, _banner(p), p.family.upper(), seed=4)
+    frames = echo_frames(1, _banner(p), p.family.upper()[:6], seed=4)
     _jpeg_baseline(ds, frames)
     del ds.NumberOfFrames, ds.FrameIncrementPointer, ds.FrameTime
     ds.SequenceOfUltrasoundRegions = Sequence([_region(REGION_2D, 1, 1, 3, 3, 0.051, 0.051)])
@@ -342,7 +342,7 @@ def hitachi_aloka(d: Path, *, big_endian: bool = False) -> VendorFile:
     """Hitachi Aloka ProSound F75: 16-bit MONOCHROME2, ALOKA privates; optionally Explicit VR Big Endian."""
     p = PEOPLE["Hitachi"]
     ds = base_dataset(p, manufacturer="Hitachi Aloka Medical,Ltd.", model="ProSound F75")
-    frames = echo_frames(4, _banner(p), p.family.upper(), seed=5)
+    frames = echo_frames(4, _banner(p), p.family.upper()[:6], seed=5)
     _set_pixels(ds, frames, photometric="MONOCHROME2")
     grey16 = frames[..., 0].astype(np.uint16) * 16  # 12 bits stored
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
@@ -358,7 +358,7 @@ def samsung_hs70(d: Path) -> VendorFile:
     """Samsung Medison HS70A: RGB cine, RLE Lossless, SAMSUNG MEDISON privates."""
     p = PEOPLE["Samsung"]
     ds = base_dataset(p, manufacturer="SAMSUNG MEDISON CO., LTD.", model="HS70A")
-    frames = echo_frames(5, _banner(p), p.family.upper(), seed=6)
+    frames = echo_frames(5, _banner(p), p.family.upper()[:6], seed=6)
     _set_pixels(ds, frames)
     ds.SequenceOfUltrasoundRegions = Sequence([_region(REGION_2D, 1, 1, 3, 3, 0.0301, 0.0301)])
     _add_private(ds, 0x0033, "SAMSUNG MEDISON US", {0x01: ("LO", p.dicom_name), 0x02: ("SH", p.patient_id)})
@@ -371,7 +371,7 @@ def esaote_mylab(d: Path) -> VendorFile:
     """Esaote MyLab Seven: PALETTE COLOR 8-bit with 256-entry 16-bit LUTs, ESAOTE privates with a sequence."""
     p = PEOPLE["Esaote"]
     ds = base_dataset(p, manufacturer="ESAOTE", model="MyLab Seven")
-    frames = echo_frames(4, _banner(p), p.family.upper(), seed=7)
+    frames = echo_frames(4, _banner(p), p.family.upper()[:6], seed=7)
     _set_pixels(ds, frames, photometric="PALETTE COLOR")
     ramp = (np.arange(256, dtype=np.uint16) * 257)
     for colour in ("Red", "Green", "Blue"):
@@ -389,7 +389,7 @@ def philips_epiq_jpegls(d: Path) -> VendorFile:
     """Philips EPIQ 7C: MONOCHROME2 cine, JPEG-LS Lossless, Philips private groups."""
     p = PEOPLE["Philips"]
     ds = base_dataset(p, manufacturer="Philips Medical Systems", model="EPIQ 7C")
-    frames = echo_frames(4, _banner(p), p.family.upper(), seed=8)
+    frames = echo_frames(4, _banner(p), p.family.upper()[:6], seed=8)
     _set_pixels(ds, frames, photometric="MONOCHROME2")
     ds.SequenceOfUltrasoundRegions = Sequence([_region(REGION_2D, 1, 1, 3, 3, 0.0333, 0.0333)])
     _add_private(ds, 0x200D, "Philips US Imaging DD 017", {0x01: ("LO", p.dicom_name), 0x05: ("LO", "OB_GENERAL")})
@@ -402,7 +402,7 @@ def philips_epiq_j2k_no_region(d: Path) -> VendorFile:
     """Philips EPIQ 7C exported without regions: RGB, JPEG 2000 Lossless."""
     p = PEOPLE["Philips"]
     ds = base_dataset(p, manufacturer="Philips Medical Systems", model="EPIQ 7C")
-    frames = echo_frames(6, _banner(p), p.family.upper(), seed=9)
+    frames = echo_frames(6, _banner(p), p.family.upper()[:6], seed=9)
     _set_pixels(ds, frames)
     _add_private(ds, 0x200D, "Philips US Imaging DD 017", {0x01: ("LO", p.dicom_name)})
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
