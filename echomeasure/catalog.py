@@ -123,3 +123,18 @@ DOPPLER_FLOWS: dict[str, tuple[str, ...]] = {
     "lvot": ("lvot_vmax",),
     "mv": ("mv_e", "mv_a"),
 }
+
+# --------------------------------------------------------------------------- views
+# What the view classifier (registry name "view") tells apart, in its output order.  Only PLAX
+# cines get the PLAX linear measurements; only spectral strips get Doppler ones.
+VIEWS: tuple[str, ...] = ("plax", "a4c", "a2c", "doppler", "other")
+VIEW_TITLES: dict[str, str] = {
+    "plax": "parasternal long axis",
+    "a4c": "apical four-chamber",
+    "a2c": "apical two-chamber",
+    "doppler": "spectral Doppler",
+    "other": "another view or not an echo",
+}
+
+#: Classes of the apical segmentation model (``apical-seg``), in output order: the CAMUS labels.
+APICAL_SEG_CLASSES: tuple[str, ...] = ("background", "lv", "myocardium", "la")

@@ -134,6 +134,7 @@ def ingest_path(
         else:
             proposals = tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer))
             proposed = True
+            warnings.extend(getattr(clip_proposals, "notices", ()))
     elif not run_models and not proposals:
         warnings.append("proposals skipped on request")
     report(1.0, "done")

@@ -17,6 +17,9 @@ ARCHITECTURES: tuple[str, ...] = (
     "deeplabv3_resnet101",
 )
 
+#: Clip-level classifiers (:mod:`echomeasure.models.view`): not segmentation builders.
+CLASSIFIER_ARCHITECTURES: tuple[str, ...] = ("view_cnn",)
+
 #: The architecture and input sizes chosen by measurement (see the module docstring).
 DEFAULT_ARCH = "deeplabv3_mobilenet_v3_large"
 DEFAULT_INPUT_SIZE_2D: tuple[int, int] = (192, 192)

@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from echomeasure import config
-from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
+from echomeasure.catalog import APICAL_SEG_CLASSES, DOPPLER_CHANNELS, KEYPOINTS_2D, VIEWS
 from echomeasure.errors import WeightsError
-from echomeasure.models.choices import ARCHITECTURES, Normalisation
+from echomeasure.models.choices import ARCHITECTURES, CLASSIFIER_ARCHITECTURES, Normalisation
 
 if TYPE_CHECKING:  # torch is imported only where weights are read or written
     import torch
@@ -68,6 +68,7 @@ DOPPLER_PEAKS = "doppler-peaks"
 
 _TRAIN_HINT = {
     PLAX_LINEAR: "echomeasure train --model plax-linear",
+    "view": "python -m echomeasure.training.view_train",
     DOPPLER_PEAKS: "echomeasure train --model doppler-peaks",
 }
 
@@ -139,18 +140,19 @@ class WeightsEntry:
         object.__setattr__(self, "channels", tuple(self.channels))
         if not self.name or not self.version:
             raise ValueError("a weights entry needs a name and a version")
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(ARCHITECTURES)}")
+        if self.arch not in ARCHITECTURES + CLASSIFIER_ARCHITECTURES:
+            known = ", ".join(ARCHITECTURES + CLASSIFIER_ARCHITECTURES)
+            raise ValueError(f"unknown arch {self.arch!r}; known: {known}")
         if len(self.input_size) != 2 or min(self.input_size) < 32:
             raise ValueError(f"input_size must be (H, W) >= 32 px, got {self.input_size}")
         if self.normalisation not in ("unit", "imagenet"):
             raise ValueError(f"unknown normalisation {self.normalisation!r}")
         if not self.channels:
             raise ValueError("a weights entry needs at least one channel")
-        if not (set(self.channels) <= set(KEYPOINTS_2D) or set(self.channels) <= set(DOPPLER_CHANNELS)):
+        if not any(set(self.channels) <= set(names) for names in (KEYPOINTS_2D, DOPPLER_CHANNELS, VIEWS, APICAL_SEG_CLASSES)):
             raise ValueError(
-                f"channels {self.channels} must all come from catalog.KEYPOINTS_2D or all from "
-                "catalog.DOPPLER_CHANNELS"
+                f"channels {self.channels} must all come from catalog.KEYPOINTS_2D, all from "
+                "catalog.DOPPLER_CHANNELS, all from catalog.VIEWS or all from catalog.APICAL_SEG_CLASSES"
             )
         if len(set(self.channels)) != len(self.channels):
             raise ValueError(f"duplicate channels in {self.channels}")
@@ -158,9 +160,13 @@ class WeightsEntry:
             raise ValueError(f"sha256 must be 64 hex digits, got {self.sha256!r}")
 
     @property
-    def mode(self) -> Literal["2d", "doppler"]:
-        """``"2d"`` for keypoint models, ``"doppler"`` for peak models."""
-        return "2d" if set(self.channels) <= set(KEYPOINTS_2D) else "doppler"
+    def mode(self) -> Literal["2d", "doppler", "view", "segmentation"]:
+        """``"2d"`` keypoints, ``"doppler"`` peaks, ``"view"`` the view classifier, ``"segmentation"`` label maps."""
+        if set(self.channels) <= set(KEYPOINTS_2D):
+            return "2d"
+        if set(self.channels) <= set(VIEWS):
+            return "view"
+        return "segmentation" if set(self.channels) <= set(APICAL_SEG_CLASSES) else "doppler"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (the manifest form)."""

@@ -527,6 +527,40 @@ def _propose_doppler(
     return proposals, frame, frames
 
 
+# --------------------------------------------------------------------------- view routing
+
+
+def _classify_view(clip: Clip, versions: Mapping[str, str], weights_dir: Any, timings: dict[str, float]):
+    """The clip's view decision and notices (None and a notice when no view classifier is registered)."""
+    from echomeasure.models import view as view_model
+
+    if not view_model.view_registered(weights_dir):
+        return None, ["no view classifier is registered: the clip is taken as PLAX (2D) or Doppler by its regions"]
+    t0 = time.perf_counter()
+    decision = view_model.classify_view(clip, version=versions.get(view_model.VIEW_MODEL), weights_dir=weights_dir)
+    timings["view"] = time.perf_counter() - t0
+    notices = []
+    title = catalog.VIEW_TITLES.get(decision.name, decision.name)
+    if clip.kind == "2d" and decision.name != "plax":
+        notices.append(
+            f"this clip looks like {title} ({decision.name}, confidence {decision.confidence:.2f}), not a parasternal "
+            "long-axis view: no PLAX calipers are proposed; measurements can still be added by hand"
+        )
+    elif clip.kind == "doppler" and decision.name != "doppler":
+        notices.append(f"the view classifier sees {title} ({decision.confidence:.2f}), but the file declares a spectral "
+                       "Doppler region: Doppler measurements are proposed by the region")
+    elif decision.confidence < view_model.LOW_CONFIDENCE:
+        notices.append(f"view uncertain ({decision.name}, confidence {decision.confidence:.2f}): check the proposals")
+    return decision, notices
+
+
+def _view_model_info(decision: Any, weights_dir: Any) -> ModelInfo:
+    from echomeasure.models import view as view_model
+
+    entry = view_model.load_view_classifier(decision.model_version, weights_dir).entry
+    return ModelInfo(entry.name, entry.version, entry.sha256)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -602,6 +636,13 @@ def propose(
     _check_kind(wanted_only, kind)
     versions = dict(model_versions or {})
     timings: dict[str, float] = {}
+    view, notices = _classify_view(clip, versions, weights_dir, timings)
+    if kind == "2d" and view is not None and view.name != "plax":
+        # not a PLAX cine: the PLAX models do not run; the reviewer may still add calipers by hand
+        log.info("view %s (%.2f): no PLAX proposals", view.name, view.confidence)
+        timings["total"] = time.perf_counter() - t_start
+        return ClipProposals(kind=kind, calibration=clip.calibration_source, model=_view_model_info(view, weights_dir),
+                             measurements=[], timings_s=timings, view=view.as_json(), notices=notices)
 
     if kind == "2d":
         name = "plax-linear"
@@ -633,6 +674,8 @@ def propose(
         es_frame=es,
         frames=frames,
         timings_s=timings,
+        view=None if view is None else view.as_json(),
+        notices=notices,
     )
 
 
@@ -663,6 +706,8 @@ def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 
             for p in proposals.measurements
         ],
     }
+    out["view"] = proposals.view
+    out["notices"] = list(proposals.notices)
     if proposals.frames:
         out["frames"] = proposals.frames
     return out

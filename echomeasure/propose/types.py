@@ -52,4 +52,6 @@ class ClipProposals:
     ed_frame: int | None = None
     es_frame: int | None = None
     frames: list[dict] = field(default_factory=list)  # per-frame points when asked for
+    view: dict | None = None  # {"name", "confidence"} from the view classifier; None without one
+    notices: list[str] = field(default_factory=list)  # what the reviewer should know (e.g. not PLAX)
     timings_s: dict[str, float] = field(default_factory=dict)

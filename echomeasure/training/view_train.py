@@ -1,0 +1,545 @@
+"""Train, evaluate and register the view classifier (:mod:`echomeasure.models.view`).
+
+Data (all synthetic, rendered here, seeded):
+
+* ``plax``: PLAX cines of the training style families (:data:`echomeasure.synthetic.styles.TRAINING_STYLES`),
+* ``a4c`` / ``a2c``: apical cines (:mod:`echomeasure.synthetic.apical`),
+* ``doppler``: spectral strips of the training style families,
+* ``other``: negatives: parasternal short-axis cines, non-cardiac ultrasound (abdominal-like
+  curved and linear-array images, with and without colour flow), M-mode strips, noise, and
+  screens of text and graphics.
+
+Every clip may be re-styled (contrast, gamma, tinted look-up table, blur or blockiness, JPEG,
+annotation text blanked or added: the same for every class, so none of it tells a class), and
+may lose its regions (a video or screenshot: the classifier then sees the sector found from the
+pixels, or the whole screen).  Evaluation uses other seeds and, for PLAX and Doppler, also the
+held-out style family no model is trained on.
+
+Run: ``nice -n 5 python -m echomeasure.training.view_train [--out weights/] [--version 1.0]``
+(about 5 minutes on two cores); it writes ``view-<version>.pt``, registers it with recipe, seed
+and metrics, and writes ``benchmarks/view_accuracy.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from echomeasure.catalog import VIEWS
+from echomeasure.models.view import INPUT_PX, VIEW_ARCH, VIEW_MODEL, build_view_net, view_features
+
+log = logging.getLogger(__name__)
+
+SIZES: tuple[tuple[int, int], ...] = ((240, 320), (300, 400), (480, 640), (434, 636))
+FRAMES_RENDERED = 12
+#: Seed offsets: training and evaluation never share a case seed.
+TRAIN_SEED0, EVAL_SEED0 = 5_000_000, 6_000_000
+RECIPE_DEFAULTS = {"train_per_class": 260, "eval_per_family": 60, "epochs": 40, "seed": 0}
+WORDS = ("PLAX", "A4C", "A2C", "PSAX", "2D", "Gen", "C5-1", "S4-2", "Abd", "MI 1.1", "TIS 0.4", "HR 72", "CW", "PW",
+         "17 cm", "Res", "Pen", "THI")
+
+
+# --------------------------------------------------------------------------- negatives ("other")
+
+
+def _speckle_scene(rng: np.random.Generator, h: int, w: int, n_frames: int, kind: str) -> tuple[np.ndarray, tuple]:
+    """A non-cardiac ultrasound-like clip: curved or linear array, tissue layers, vessels, cysts."""
+    from echomeasure.synthetic.ultrasound import (
+        ScanConverter, SectorGeometry, SpeckleSettings, complex_field, envelope, log_compress, smooth_field,
+    )
+
+    u = rng.uniform
+    settings = SpeckleSettings(gain_db=u(-8, 2), dynamic_range_db=u(45, 65), psf_axial_samples=u(0.9, 1.6),
+                               psf_lateral_beams=u(0.8, 1.8), persistence=u(0.7, 0.95), gamma=u(1.0, 1.5))
+    frames = np.zeros((n_frames, h, w, 3), dtype=np.uint8)
+    if kind == "linear":
+        x0, y0 = int(u(0.05, 0.25) * w), int(u(0.06, 0.15) * h)
+        x1, y1 = int(w - u(0.05, 0.25) * w), int(h - u(0.05, 0.2) * h)
+        ns, nb = max(32, (y1 - y0) // 2), max(32, (x1 - x0) // 2)
+        mask = None
+    else:
+        depth = u(10, 24)
+        curved = kind == "curved"
+        apex_y = int(-u(0.1, 0.5) * h) if curved else int(u(0.06, 0.12) * h)
+        r_px = (h * u(0.85, 0.95) - apex_y)
+        geom = SectorGeometry(h, w, int(w / 2 + u(-0.05, 0.05) * w), apex_y, depth / r_px, depth,
+                              u(50, 80) if curved else u(60, 90), 0.0, 220, int(r_px * 0.8))
+        conv = ScanConverter(geom)
+        ns, nb = geom.n_samples, geom.n_beams
+        mask = conv
+    base = smooth_field(rng, (ns, nb), (ns / 30, nb / 30)) * u(2, 6)
+    db = np.full((ns, nb), u(-35, -25), dtype=np.float32) + base
+    yy, xx = np.mgrid[0:ns, 0:nb].astype(np.float32)
+    for _ in range(int(rng.integers(1, 4))):  # tissue layers (fascia, organ capsules)
+        y = u(0.05, 0.8) * ns + smooth_field(rng, (1, nb), (1, nb / 6))[0] * u(2, 10)
+        db += u(6, 18) * np.exp(-0.5 * ((yy - y[None, :]) / u(1.0, 4.0)) ** 2)
+    for _ in range(int(rng.integers(0, 5))):  # vessels, cysts, organs
+        cy, cx = u(0.15, 0.9) * ns, u(0.1, 0.9) * nb
+        ry, rx = u(0.03, 0.2) * ns, u(0.03, 0.25) * nb
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        db[inside] = u(-75, -60) if rng.random() < 0.6 else db[inside] + u(-8, 8)
+    power = np.exp(db * np.float32(math.log(10) / 10))
+    static = complex_field(rng, (ns, nb))
+    drift = u(-0.6, 0.6, size=2)
+    colour = rng.random() < 0.3
+    blobs = []
+    if colour:
+        for _ in range(int(rng.integers(1, 6))):
+            blobs.append((u(0.2, 0.8) * h, u(0.2, 0.8) * w, u(0.02, 0.1) * h, u(0.02, 0.12) * w))
+    for f in range(n_frames):
+        fresh = complex_field(rng, (ns, nb))
+        env = envelope(power, fresh, static, settings)
+        polar = log_compress(env, settings).astype(np.uint8)
+        if f:
+            polar = np.roll(polar, (int(round(drift[0] * f)), int(round(drift[1] * f))), axis=(0, 1))
+        if mask is None:
+            img = np.zeros((h, w), np.uint8)
+            img[y0:y1, x0:x1] = cv2.resize(polar, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        else:
+            img = mask.to_image(polar)
+        rgb = cv2.merge([img, img, img])
+        for cy, cx, ry, rx in blobs:  # colour flow / power Doppler in vessels
+            pulse = 0.5 + 0.5 * math.sin(2 * math.pi * f / max(2, n_frames) * u(0.5, 2))
+            col = (255, int(u(60, 200)), 0) if rng.random() < 0.7 else (0, int(u(60, 200)), 255)
+            ov = rgb.copy()
+            cv2.ellipse(ov, (int(cx), int(cy)), (int(rx), int(ry)), u(0, 180), 0, 360, col, -1)
+            rgb = cv2.addWeighted(ov, 0.3 + 0.5 * pulse, rgb, 0.7 - 0.5 * pulse + 0.0, 0)
+        frames[f] = rgb
+    return frames, None
+
+
+def _psax_clip(rng: np.random.Generator, h: int, w: int, n_frames: int) -> tuple[np.ndarray, tuple]:
+    """A parasternal short-axis cine: a contracting LV ring with the RV crescent beside it."""
+    from echomeasure.synthetic.apical import sample_apical_params, sector_geometry
+    from echomeasure.synthetic.ultrasound import ScanConverter, complex_field, envelope, log_compress, smooth_field
+
+    params = sample_apical_params(rng, "a4c", image_size=(h, w), n_frames=max(n_frames, 30))
+    geom = sector_geometry(params)
+    conv = ScanConverter(geom)
+    u = rng.uniform
+    cx, cz = u(-1.0, 1.0), u(5.0, min(10.0, params.depth_cm - 4.5))
+    r_in, wall = u(1.5, 2.8), u(0.7, 1.4)
+    ef = u(0.2, 0.6)
+    rv_w = u(0.8, 1.8)
+    rv_ang = u(-2.6, -1.8)
+    static = complex_field(rng, conv.polar_x_cm.shape)
+    tex = smooth_field(rng, conv.polar_x_cm.shape, (4.0, 4.0)) * u(2, 5)
+    frames = np.zeros((n_frames, h, w, 3), np.uint8)
+    for f in range(n_frames):
+        c = 0.5 - 0.5 * math.cos(2 * math.pi * f / max(2, n_frames) * u(0.9, 1.1) * 1.0)
+        r = r_in * (1 - ef * c) ** 0.5
+        t = wall * (1 + 0.4 * c)
+        dx, dz = conv.polar_x_cm - cx, conv.polar_z_cm - cz
+        rr = np.hypot(dx, dz)
+        ang = np.arctan2(dz, dx)
+        db = np.full(rr.shape, u(-40, -32), np.float32) + tex
+        db[rr < r + t] = u(-27, -19)
+        db[rr < r] = u(-72, -64)
+        # papillary muscles as two small bright spots inside the cavity
+        for pa in (0.6, 2.2):
+            px, pz = cx + 0.6 * r * math.cos(pa), cz + 0.6 * r * math.sin(pa)
+            db[np.hypot(conv.polar_x_cm - px, conv.polar_z_cm - pz) < 0.35 * r_in] = u(-30, -22)
+        rv_dist = np.abs(rr - (r + t + rv_w))
+        crescent = (rv_dist < rv_w) & (np.cos(ang - rv_ang) > 0.2)
+        db[crescent] = u(-72, -64)
+        db[np.abs(rr - (r + t + 2 * rv_w + 0.2)) < 0.25] = u(-12, -4)  # pericardium
+        power = np.exp(db * np.float32(math.log(10) / 10))
+        env = envelope(power, complex_field(rng, power.shape), static, params.speckle)
+        img = conv.to_image(log_compress(env, params.speckle).astype(np.uint8))
+        frames[f] = cv2.merge([img, img, img])
+    return frames, None
+
+
+def _mmode_strip(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """An M-mode display: depth down, time across, moving bands."""
+    u = rng.uniform
+    img = np.zeros((h, w), np.float32)
+    t = np.arange(w, dtype=np.float32)
+    period = u(60, 160)
+    for _ in range(int(rng.integers(3, 8))):
+        y = u(0.1, 0.9) * h + u(2, 20) * np.sin(2 * math.pi * t / period + u(0, 6))
+        yy = np.arange(h, dtype=np.float32)[:, None]
+        img += u(60, 200) * np.exp(-0.5 * ((yy - y[None, :]) / u(1.5, 8)) ** 2)
+    img += rng.normal(0, u(5, 25), img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    out = np.zeros((h, w, 3), np.uint8)
+    top = int(u(0.2, 0.45) * h)
+    strip = cv2.resize(img, (w, h - top))
+    out[top:] = cv2.merge([strip] * 3)
+    return out
+
+
+def _graphics_screen(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A screen of text, lines and boxes (report pages, menus, calibration screens)."""
+    u = rng.uniform
+    img = np.full((h, w, 3), int(u(0, 60)), np.uint8)
+    for _ in range(int(rng.integers(3, 25))):
+        word = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 4))))
+        col = tuple(int(c) for c in rng.integers(120, 256, 3))
+        cv2.putText(img, word, (int(u(0, w * 0.8)), int(u(10, h))), cv2.FONT_HERSHEY_SIMPLEX, u(0.3, 0.9), col, 1)
+    for _ in range(int(rng.integers(0, 6))):
+        col = tuple(int(c) for c in rng.integers(60, 256, 3))
+        p1 = (int(u(0, w)), int(u(0, h)))
+        p2 = (int(u(0, w)), int(u(0, h)))
+        (cv2.rectangle if rng.random() < 0.5 else cv2.line)(img, p1, p2, col, int(rng.integers(1, 3)))
+    return img
+
+
+def _noise_clip(rng: np.random.Generator, h: int, w: int, n_frames: int) -> np.ndarray:
+    """Noise: static or changing, grey or colour, smooth or fine, sometimes inside a sector."""
+    u = rng.uniform
+    sigma = u(0, 6)
+    frames = []
+    base = rng.random((h, w, 3 if rng.random() < 0.3 else 1), dtype=np.float32) * 255
+    for f in range(n_frames):
+        x = base if rng.random() < 0.5 else rng.random(base.shape, dtype=np.float32) * 255
+        if sigma > 0.5:
+            x = cv2.GaussianBlur(x, (0, 0), sigma)
+            x = (x - x.min()) / max(1e-6, float(x.max() - x.min())) * 255
+        x = np.clip(x * u(0.2, 1.0), 0, 255).astype(np.uint8)
+        if x.ndim == 2 or x.shape[2] == 1:
+            x = cv2.merge([x.reshape(h, w)] * 3)
+        frames.append(x)
+    out = np.stack(frames)
+    if rng.random() < 0.4:  # inside a sector
+        mask = np.zeros((h, w), np.uint8)
+        cv2.ellipse(mask, (w // 2, int(0.08 * h)), (int(0.9 * h), int(0.9 * h)), 90, -40, 40, 1, -1)
+        out *= mask[None, :, :, None]
+    return out
+
+
+# --------------------------------------------------------------------------- one sample
+
+
+def _region_box(regions) -> tuple[int, int, int, int] | None:
+    from echomeasure.ingest.clip import SPATIAL_2D
+
+    two_d = [r for r in regions if r.spatial_format == SPATIAL_2D and r.data_type == 1]
+    if not two_d:
+        return None
+    r = max(two_d, key=lambda r: (r.x1 - r.x0) * (r.y1 - r.y0))
+    return r.x0, r.y0, r.x1, r.y1
+
+
+def _render(view: str, seed: int, style: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple | None, bool]:
+    """(frames, 2D region box or None, has a spectral region) of one synthetic clip."""
+    h, w = SIZES[int(rng.integers(len(SIZES)))]
+    n_total = int(rng.integers(24, 90))
+    frames_idx = sorted({int(round(x)) for x in np.linspace(0, n_total - 1, FRAMES_RENDERED)})
+    if view == "plax":
+        from echomeasure.synthetic.styles import render_styled_plax_case
+
+        cine = render_styled_plax_case(seed, style, image_size=(h, w), n_frames=n_total, frames=frames_idx)
+        return cine.frames, _region_box(cine.regions), False
+    if view in ("a4c", "a2c"):
+        from echomeasure.synthetic.apical import render_apical, sample_apical_params
+
+        params = sample_apical_params(np.random.default_rng(seed), view, image_size=(h, w), n_frames=n_total, seed=seed)
+        cine = render_apical(params, frames=frames_idx, labels=False)
+        return cine.frames, _region_box(cine.regions), False
+    if view == "doppler":
+        from echomeasure.synthetic.styles import render_styled_doppler_case
+
+        strip = render_styled_doppler_case(seed, style, image_size=(h, w))
+        return strip.image[None], _region_box(strip.regions), True
+    # other
+    kind = rng.choice(["psax", "curved", "linear", "sector", "mmode", "graphics", "noise"], p=[0.25, 0.17, 0.17, 0.11, 0.1, 0.1, 0.1])
+    if kind == "psax":
+        return _psax_clip(rng, h, w, FRAMES_RENDERED)[0], None, False
+    if kind in ("curved", "linear", "sector"):
+        return _speckle_scene(rng, h, w, FRAMES_RENDERED, kind)[0], None, False
+    if kind == "mmode":
+        return _mmode_strip(rng, h, w)[None], None, False
+    if kind == "graphics":
+        return _graphics_screen(rng, h, w)[None], None, False
+    return _noise_clip(rng, h, w, int(rng.integers(1, FRAMES_RENDERED))), None, False
+
+
+def _restyle(frames: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Scanner / display variation that no class owns (applied the same way to all)."""
+    u = rng.uniform
+    out = frames.astype(np.float32)
+    if rng.random() < 0.5:
+        g = u(0.6, 1.6)
+        out = 255.0 * (out / 255.0) ** g
+    if rng.random() < 0.4:
+        out = out * u(0.5, 1.3) + u(-20, 30)
+    if rng.random() < 0.3:
+        out = out * np.asarray([u(0.7, 1.1), u(0.75, 1.05), u(0.6, 1.1)], np.float32)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0 + 1, y1 - y0 + 1
+    for f in range(len(out)):
+        img = out[f]
+        if rng.random() < 0.5:  # annotation corners blanked
+            img[y0 : y0 + int(0.14 * bh), x0 : x0 + int(0.3 * bw)] = 0
+            img[y0 : y0 + int(0.14 * bh), x1 - int(0.3 * bw) : x1 + 1] = 0
+    if rng.random() < 0.5:  # random annotation text, same for every class
+        word = str(rng.choice(WORDS))
+        org = (int(x0 + u(0.02, 0.6) * bw), int(y0 + u(0.04, 0.2) * bh))
+        for img in out:
+            cv2.putText(img, word, org, cv2.FONT_HERSHEY_SIMPLEX, u(0.3, 0.8), (200, 200, 200), 1, cv2.LINE_AA)
+    if rng.random() < 0.3:
+        s = u(0.25, 0.6)
+        h, w = out.shape[1:3]
+        out = np.stack([cv2.resize(cv2.resize(f, (max(8, int(w * s)), max(8, int(h * s))), interpolation=cv2.INTER_AREA),
+                                   (w, h), interpolation=cv2.INTER_NEAREST if rng.random() < 0.5 else cv2.INTER_LINEAR)
+                        for f in out])
+    if rng.random() < 0.3:
+        q = int(u(20, 70))
+        out = np.stack([cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_COLOR) for f in out])
+    return out
+
+
+def make_sample(args: tuple[str, int, str, bool]) -> np.ndarray:
+    """Features of one clip: ``(view, seed, style, augment)`` -> (3, 64, 64) float32."""
+    from echomeasure.models.preprocess import detect_sector_box
+
+    view, seed, style, augment = args
+    rng = np.random.default_rng([seed, 99])
+    frames, box, spectral = _render(view, seed, style, rng)
+    h, w = frames.shape[1:3]
+    if spectral:
+        box = (0, 0, w - 1, h - 1)
+    elif box is None or (augment and rng.random() < 0.25):
+        box = detect_sector_box(frames).as_tuple()  # a video or screenshot: no regions
+    if augment:
+        frames = _restyle(frames, rng, box)
+        if rng.random() < 0.3:  # a box a few per cent off
+            x0, y0, x1, y1 = box
+            j = lambda n: int(rng.integers(-max(1, n // 20), max(1, n // 20) + 1))  # noqa: E731
+            box = (max(0, x0 + j(x1 - x0)), max(0, y0 + j(y1 - y0)), min(w - 1, x1 + j(x1 - x0)), min(h - 1, y1 + j(y1 - y0)))
+    return view_features(frames, box)
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+def _jobs(per_class: int, seed0: int, styles_2d: tuple[str, ...], augment: bool) -> list[tuple[str, int, str, bool]]:
+    jobs = []
+    for k, view in enumerate(VIEWS):
+        for i in range(per_class):
+            style = styles_2d[i % len(styles_2d)] if view in ("plax", "doppler") else "classic"
+            jobs.append((view, seed0 + 10_000 * k + i, style, augment))
+    return jobs
+
+
+def build_set(jobs: list[tuple[str, int, str, bool]], workers: int, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render the jobs (in ``workers`` processes) into (X, y); kept in ``cache`` (an .npz) when given."""
+    import hashlib
+
+    key = hashlib.sha256(repr((jobs, INPUT_PX, FRAMES_RENDERED)).encode()).hexdigest()[:16]
+    path = None if cache is None else cache / f"view-set-{key}.npz"
+    if path is not None and path.is_file():
+        with np.load(path) as data:
+            return data["x"], data["y"]
+    if workers > 1:
+        with get_context("fork").Pool(workers) as pool:
+            feats = pool.map(make_sample, jobs, chunksize=4)
+    else:
+        feats = [make_sample(j) for j in jobs]
+    y = np.asarray([VIEWS.index(j[0]) for j in jobs], dtype=np.int64)
+    x = np.stack(feats).astype(np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, x=x, y=y)
+    return x, y
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_net(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int):
+    """Train the tiny CNN (Adam, cosine schedule, flips and small shifts); returns it in eval mode."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    net = build_view_net(len(VIEWS))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    steps_per_epoch = math.ceil(len(x) / 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    net.train()
+    for epoch in range(epochs):
+        order = gen.permutation(len(x))
+        total = 0.0
+        for b in range(steps_per_epoch):
+            idx = order[b * 64 : (b + 1) * 64]
+            xb = x[idx].copy()
+            flip = gen.random(len(idx)) < 0.5
+            xb[flip] = xb[flip][..., ::-1]
+            for i in range(len(xb)):
+                dy, dx = gen.integers(-3, 4, size=2)
+                xb[i] = np.roll(xb[i], (int(dy), int(dx)), axis=(1, 2))
+                xb[i, 0] *= gen.uniform(0.8, 1.2)
+                xb[i, 1] *= gen.uniform(0.7, 1.3)
+            logits = net(torch.from_numpy(np.ascontiguousarray(xb)))
+            loss = loss_fn(logits, torch.from_numpy(y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if epoch % 10 == 0 or epoch == epochs - 1:
+            log.info("epoch %d loss %.4f", epoch, total / len(x))
+    return net.eval()
+
+
+def predict(net, x: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, 5)."""
+    import torch
+
+    with torch.no_grad():
+        return torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
+
+
+def real_decisions(net) -> dict[str, dict]:
+    """The decisions on pydicom's real ultrasound files (through the real reader and de-identification)."""
+    from pydicom.data import get_testdata_file
+
+    from echomeasure.models.view import clip_features, decide
+    from echomeasure.propose.measure import load_deidentified
+
+    out = {}
+    for name in ("examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm"):
+        clip = load_deidentified(get_testdata_file(name), secret=b"view-train-real-check")
+        d = decide(predict(net, clip_features(clip)[None])[0])
+        out[name] = {"view": d.name, "confidence": round(d.confidence, 4), "probabilities": d.probabilities}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, evaluate, save and register the view classifier; write the benchmark report."""
+    import torch
+
+    from echomeasure import config
+    from echomeasure.models.registry import WeightsEntry, register, save_weights
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, STYLE_FAMILIES, TRAINING_STYLES
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
+    p.add_argument("--version", default="1.0")
+    p.add_argument("--train-per-class", type=int, default=RECIPE_DEFAULTS["train_per_class"])
+    p.add_argument("--eval-per-family", type=int, default=RECIPE_DEFAULTS["eval_per_family"])
+    p.add_argument("--epochs", type=int, default=RECIPE_DEFAULTS["epochs"])
+    p.add_argument("--seed", type=int, default=RECIPE_DEFAULTS["seed"])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "view_accuracy"),
+                   help="report path without extension (.json and .md are written)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(max(1, args.workers))
+    t0 = time.time()
+    from echomeasure.models.runtime import cache_dir
+
+    cache = cache_dir() / "view-train"  # rendered feature sets: a re-run with the same recipe skips rendering
+    x, y = build_set(_jobs(args.train_per_class, TRAIN_SEED0 + args.seed, TRAINING_STYLES, True), args.workers, cache)
+    t_data = time.time() - t0
+    log.info("training set %s in %.0f s", x.shape, t_data)
+    t1 = time.time()
+    net = train_net(x, y, epochs=args.epochs, seed=args.seed)
+    t_train = time.time() - t1
+    log.info("trained in %.0f s", t_train)
+
+    # held-out evaluation: new seeds; PLAX and Doppler in every style family (incl. the held-out one);
+    # each family once as rendered and once re-styled
+    families: dict[str, list] = {}
+    for view in VIEWS:
+        styles = STYLE_FAMILIES if view in ("plax", "doppler") else ("classic",)
+        for style in styles:
+            for aug in (False, True):
+                key = f"{view}/{style}" + ("+restyled" if aug else "")
+                families[key] = [(view, EVAL_SEED0 + 10_000 * VIEWS.index(view) + 1000 * STYLE_FAMILIES.index(style)
+                                  + 500 * aug + i, style, aug) for i in range(args.eval_per_family)]
+    jobs = [j for js in families.values() for j in js]
+    xe, ye = build_set(jobs, args.workers, cache)
+    pred = predict(net, xe).argmax(axis=1)
+    per_family, start = {}, 0
+    for key, js in families.items():
+        n = len(js)
+        per_family[key] = {"n": n, "accuracy_pct": round(100.0 * float(np.mean(pred[start : start + n] == ye[start : start + n])), 2),
+                           "confused_as": {VIEWS[k]: int(np.sum(pred[start : start + n] == k))
+                                           for k in range(len(VIEWS)) if k != ye[start] and np.any(pred[start : start + n] == k)}}
+        start += n
+    per_view = {v: round(100.0 * float(np.mean(pred[ye == k] == k)), 2) for k, v in enumerate(VIEWS)}
+    confusion = np.zeros((len(VIEWS), len(VIEWS)), dtype=int)
+    for t, q in zip(ye, pred):
+        confusion[t, q] += 1
+    real = real_decisions(net)
+
+    # speed: the view step on a 100-frame 600x800 clip (features + network), median of 5
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.models.view import clip_features
+
+    clip = Clip(frames=np.random.default_rng(0).integers(0, 255, (100, 600, 800, 3), dtype=np.uint8), frame_time_ms=20.0,
+                regions=(), source_kind="video")
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        predict(net, clip_features(clip)[None])
+        times.append(time.perf_counter() - t)
+    speed_ms = round(1000 * float(np.median(times)), 2)
+
+    out_dir = Path(args.out) if args.out else config.weights_dir()
+    file = f"{VIEW_MODEL}-{args.version}.pt"
+    sha = save_weights(net, out_dir / file, precision="fp32")
+    metrics = {f"{v}_accuracy_pct": a for v, a in per_view.items()}
+    metrics["min_family_accuracy_pct"] = min(f["accuracy_pct"] for f in per_family.values())
+    metrics["heldout_style_plax_accuracy_pct"] = per_family[f"plax/{HELDOUT_STYLE}"]["accuracy_pct"]
+    metrics["heldout_style_doppler_accuracy_pct"] = per_family[f"doppler/{HELDOUT_STYLE}"]["accuracy_pct"]
+    metrics["view_step_ms_100x600x800"] = speed_ms
+    recipe = (f"nice -n 5 python -m echomeasure.training.view_train --version {args.version} --train-per-class "
+              f"{args.train_per_class} --eval-per-family {args.eval_per_family} --epochs {args.epochs} --seed {args.seed}")
+    entry = WeightsEntry(
+        name=VIEW_MODEL, version=args.version, arch=VIEW_ARCH, input_size=(INPUT_PX, INPUT_PX), channels=VIEWS, file=file,
+        sha256=sha, normalisation="unit",
+        trained_on=(f"synthetic clips, {args.train_per_class} per view: PLAX and Doppler in styles {','.join(TRAINING_STYLES)}, "
+                    f"apical A4C/A2C, 'other' negatives (PSAX, non-cardiac curved/linear/sector ultrasound, colour flow, "
+                    f"M-mode, graphics, noise); case seeds from {TRAIN_SEED0 + args.seed}"),
+        seed=args.seed, recipe=recipe, metrics=metrics, num_params=sum(p.numel() for p in net.parameters()),
+        extra={"eval_seeds_from": EVAL_SEED0, "heldout_style": HELDOUT_STYLE, "train_data_s": round(t_data, 1),
+               "train_s": round(t_train, 1), "input": "64x64 letterbox: temporal mean grey, temporal std, saturation"},
+    )
+    register(entry, weights_dir=out_dir)
+    report = {"version": args.version, "per_view_accuracy_pct": per_view, "per_family": per_family,
+              "confusion": {"rows_true_cols_predicted": list(VIEWS), "matrix": confusion.tolist()},
+              "real_pydicom": real, "view_step_ms_100x600x800": speed_ms, "train_data_s": round(t_data, 1),
+              "train_s": round(t_train, 1), "recipe": recipe, "sha256": sha}
+    Path(args.report + ".json").write_text(json.dumps(report, indent=1) + "\n")
+    Path(args.report + ".md").write_text(_markdown(report))
+    print(json.dumps({"per_view": per_view, "min_family": metrics["min_family_accuracy_pct"], "real": {k: v["view"] for k, v in real.items()},
+                      "speed_ms": speed_ms, "data_s": round(t_data), "train_s": round(t_train)}))
+    return 0
+
+
+def _markdown(r: dict) -> str:
+    lines = [f"# View classifier {r['version']}: held-out accuracy", "",
+             "Held-out synthetic clips (case seeds never used in training). PLAX and Doppler in every style family, "
+             "including the held-out family no model trains on; each family also re-styled (contrast, LUT, blur, JPEG, "
+             "annotation text).", "", "| family | n | accuracy % | confused as |", "|---|---|---|---|"]
+    for k, f in r["per_family"].items():
+        conf = ", ".join(f"{v} {n}" for v, n in f["confused_as"].items()) or "-"
+        lines.append(f"| {k} | {f['n']} | {f['accuracy_pct']} | {conf} |")
+    lines += ["", "Per view: " + ", ".join(f"{v} {a} %" for v, a in r["per_view_accuracy_pct"].items()), "",
+              "## Real files (pydicom test data)", "", "| file | view | confidence |", "|---|---|---|"]
+    for k, v in r["real_pydicom"].items():
+        lines.append(f"| {k} | {v['view']} | {v['confidence']} |")
+    lines += ["", f"View step (features + network) on a 100-frame 600x800 clip: {r['view_step_ms_100x600x800']} ms (median of 5).",
+              f"Training: data {r['train_data_s']} s, network {r['train_s']} s on the shared 2-core CPU.", "",
+              f"Recipe: `{r['recipe']}`", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

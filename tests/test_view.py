@@ -1,0 +1,167 @@
+"""View recognition: features, registry entry, routing of non-PLAX clips, real pydicom cines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
+
+from echomeasure.catalog import VIEWS
+from echomeasure.cli import main
+from echomeasure.models.registry import WeightsEntry, register, save_weights
+from echomeasure.models.view import (
+    INPUT_PX,
+    VIEW_ARCH,
+    build_view_net,
+    clear_cache,
+    decide,
+    letterbox,
+    view_features,
+)
+
+PROJECT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def _has_view_model() -> bool:
+    try:
+        return any(m["name"] == "view" for m in json.loads((PROJECT_WEIGHTS / "manifest.json").read_text())["models"])
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+needs_view_model = pytest.mark.skipif(not _has_view_model(), reason="weights/ has no view classifier")
+
+
+@pytest.fixture()
+def shipped_weights(monkeypatch):
+    from echomeasure.propose import clear_engines
+
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(PROJECT_WEIGHTS))
+    clear_engines()
+    clear_cache()
+    yield PROJECT_WEIGHTS
+    clear_engines()
+    clear_cache()
+
+
+def test_features_see_anatomy_motion_and_colour():
+    rng = np.random.default_rng(0)
+    still = np.repeat(rng.integers(0, 255, (1, 120, 200, 1), dtype=np.uint8), 3, axis=3)
+    f = view_features(still, (0, 0, 199, 119))
+    assert f.shape == (3, INPUT_PX, INPUT_PX) and f.dtype == np.float32
+    assert f[1].max() == 0.0 and f[2].max() == 0.0  # one grey frame: no motion, no colour
+    moving = rng.integers(0, 255, (10, 120, 200, 3), dtype=np.uint8)
+    g = view_features(moving, (0, 0, 199, 119))
+    inside = slice(24, 40)  # the middle of the letter-boxed picture
+    assert g[1][inside, inside].min() > 0.02 and g[2][inside, inside].min() > 0.02
+    # letter-boxing keeps the aspect ratio: a wide box leaves black bands above and below
+    assert letterbox(np.full((50, 100), 255, np.uint8))[:10].max() == 0
+    assert letterbox(np.full((50, 100), 255, np.uint8))[32].min() == 255
+
+
+def test_registry_takes_a_view_classifier_entry(tmp_path):
+    net = build_view_net()
+    sha = save_weights(net, tmp_path / "view-0.pt", precision="fp32")
+    entry = WeightsEntry(name="view", version="0", arch=VIEW_ARCH, input_size=(64, 64), channels=VIEWS, file="view-0.pt",
+                         sha256=sha)
+    assert entry.mode == "view"
+    register(entry, weights_dir=tmp_path)
+    from echomeasure.models.view import load_view_classifier
+
+    clf = load_view_classifier(weights_dir=tmp_path)
+    p = clf.probabilities(np.zeros((3, 64, 64), np.float32))
+    assert p.shape == (5,) and abs(p.sum() - 1) < 1e-6
+    with pytest.raises(ValueError, match="catalog.VIEWS"):
+        WeightsEntry(name="view", version="1", arch=VIEW_ARCH, input_size=(64, 64), channels=("plax", "rv_septum"),
+                     file="x.pt", sha256=sha)
+    d = decide(np.array([0.1, 0.7, 0.1, 0.05, 0.05]))
+    assert d.name == "a4c" and d.as_json() == {"name": "a4c", "confidence": 0.7}
+
+
+def test_without_a_view_classifier_clips_still_route_by_regions(tmp_path, use_random_weights, capsys):
+    from echomeasure.synthetic.studio import CaseJob, write_case
+
+    write_case(tmp_path, CaseJob(0, "2d"), 3, small=True)
+    assert main(["measure", "-q", "--only", "lvidd", str(tmp_path / "case_0000.dcm")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["view"] is None and "no view classifier" in doc["notices"][0]
+    assert [m["name"] for m in doc["measurements"]] == ["lvidd"]
+
+
+@needs_view_model
+def test_real_sonosite_apical_cine_is_never_plax(shipped_weights, capsys):
+    from pydicom.data import get_testdata_file
+
+    code = main(["measure", "-q", get_testdata_file("examples_ybr_color.dcm")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["view"]["name"] in ("a4c", "other"), doc["view"]
+    assert doc["measurements"] == [] and "not a parasternal long-axis view" in doc["notices"][0]
+    assert doc["model"]["name"] == "view"
+
+
+@needs_view_model
+@pytest.mark.parametrize("name", ["examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm"])
+def test_real_non_cardiac_ultrasound_is_not_plax(shipped_weights, name):
+    from pydicom.data import get_testdata_file
+
+    from echomeasure.models.view import classify_view
+    from echomeasure.propose.measure import load_deidentified
+
+    clip = load_deidentified(get_testdata_file(name), secret=b"test-view")
+    assert classify_view(clip).name != "plax"
+
+
+@needs_view_model
+def test_synthetic_clips_of_every_view_are_recognised(shipped_weights):
+    """Held-out seeds (never trained on), one clip per family; the benchmark has the full figures."""
+    from echomeasure.models.view import load_view_classifier
+    from echomeasure.training.view_train import EVAL_SEED0, make_sample
+
+    clf = load_view_classifier()
+    for k, view in enumerate(VIEWS):
+        for i, style in enumerate(("classic", "scatter") if view in ("plax", "doppler") else ("classic",)):
+            x = make_sample((view, EVAL_SEED0 + 900_000 + 10 * k + i, style, False))
+            assert decide(clf.probabilities(x)).name == view, (view, style)
+
+
+@needs_view_model
+def test_apical_dicom_gets_no_plax_calipers_and_plax_does(shipped_weights, tmp_path, capsys):
+    from echomeasure.synthetic.studio import CaseJob, write_case
+
+    write_case(tmp_path, CaseJob(0, "a4c"), 21, small=True)
+    write_case(tmp_path, CaseJob(1, "2d"), 21, small=True)
+    assert main(["measure", "-q", str(tmp_path / "case_0000_a4c.dcm")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["view"]["name"] == "a4c" and doc["measurements"] == [] and doc["notices"]
+    assert main(["measure", "-q", "--only", "ivsd", str(tmp_path / "case_0001.dcm")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["view"]["name"] == "plax" and [m["name"] for m in doc["measurements"]] == ["ivsd"]
+
+
+@needs_view_model
+def test_ingest_keeps_a_non_plax_clip_without_proposals_and_says_why(shipped_weights, tmp_path):
+    from echomeasure.pipeline import ingest_path
+    from echomeasure.store import open_store
+    from echomeasure.synthetic.studio import CaseJob, write_case
+
+    write_case(tmp_path, CaseJob(0, "a2c"), 22, small=True)
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", images_dir=tmp_path / "images")
+    try:
+        result = ingest_path(tmp_path / "case_0000_a2c.dcm", store, secret=b"test-view-secret-0123456789abcdef")
+        assert result.proposals == () and any("not a parasternal long-axis view" in w for w in result.warnings)
+        assert store.frame_images(result.clip.id)  # the clip is stored for manual calipers
+    finally:
+        store.close()
+
+
+def test_view_net_is_tiny():
+    net = build_view_net()
+    assert sum(p.numel() for p in net.parameters()) < 200_000
+    with torch.no_grad():
+        assert net(torch.zeros(2, 3, INPUT_PX, INPUT_PX)).shape == (2, len(VIEWS))
