@@ -49,7 +49,7 @@ class TextBox:
     y1: int
 
     def as_list(self) -> list[int]:
-        return [self.x0, self.y0, self.x1, self.y1]
+        return [int(self.x0), int(self.y0), int(self.x1), int(self.y1)]
 
 
 def detector_path() -> str | None:
@@ -114,7 +114,7 @@ def _tiles(candidates: np.ndarray) -> list[tuple[int, int, int, int]]:
     grown = cv2.dilate(candidates.astype(np.uint8), np.ones((k // 2, k), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
     tiles = []
-    for x, y, bw, bh, _area in stats[1:]:
+    for x, y, bw, bh, _area in stats[1:].tolist():
         tiles.append((max(0, y - TILE_PAD_PX), min(h, y + bh + TILE_PAD_PX),
                       max(0, x - TILE_PAD_PX), min(w, x + bw + TILE_PAD_PX)))
     return tiles

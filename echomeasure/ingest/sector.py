@@ -100,10 +100,11 @@ def still_sector_mask(frame: np.ndarray, *, threshold: int = STILL_THRESHOLD) ->
     """
     h, w, _ = frame.shape
     bright = frame.max(axis=-1) > threshold
-    # Opening removes thin strokes (text, scale ticks) before the areas are measured.
-    k = max(3, (min(h, w) // 80) | 1)
+    # Opening removes thin strokes (text, scale ticks: a few pixels wide at any image size)
+    # before the areas are measured; the closing that follows is too small to bridge to text.
+    k = max(5, (min(h, w) // 80) | 1)
     bright = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
-    keep = _hull_of_large_components(bright, close_px=min(h, w) // 40)
+    keep = _hull_of_large_components(bright, close_px=3)
     if keep is None or keep.mean() < MIN_SECTOR_FRACTION:
         return None
     return keep
