@@ -26,6 +26,7 @@ from echomeasure import config
 from echomeasure import web_security
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, Store, open_store
+from echomeasure.store.admin import check_audit_at_start
 
 from demo import review, viewmodel
 from demo.caliper import CaliperViewer
@@ -459,6 +460,7 @@ def main(
     n = seed_examples(store, examples_dir)
     if n:
         log.info("first start: %d example clip(s) added to the worklist", n)
+    check_audit_at_start(store.engine)  # logs an error when the audit chain is broken
     # SIGTERM ends the server like Ctrl+C, so the upload folder is removed on the way out.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
