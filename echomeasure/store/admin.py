@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -26,6 +27,8 @@ from echomeasure.errors import StoreError
 from echomeasure.store import chain
 from echomeasure.store.engine import create_store_engine, current_revision, head_revision, parse_url, sqlite_path
 from echomeasure.store.schema import APPEND_ONLY_TABLES, NO_DELETE_TABLES
+
+log = logging.getLogger(__name__)
 
 DEFAULT_APP_ROLE = "echomeasure_app"
 #: Columns the application role may UPDATE (everything else is insert-only for it).
@@ -80,6 +83,18 @@ def verify_audit(url: str | None = None) -> chain.ChainReport:
         return chain.verify(engine)
     finally:
         engine.dispose()
+
+
+def check_audit_at_start(engine: Engine) -> chain.ChainReport:
+    """Verify the audit chain of an open store and log the outcome (the review UI does it on start)."""
+    report = chain.verify(engine)
+    if report.ok:
+        log.info("audit chain intact: %d events verified in %.2f s (head %s)",
+                 report.n_events, report.seconds, (report.head_sha256 or "")[:16])
+    else:
+        where = f" at event {report.broken_event_id}" if report.broken_event_id is not None else ""
+        log.error("audit chain broken%s: %s; run 'echomeasure audit verify'", where, report.reason)
+    return report
 
 
 # --------------------------------------------------------------------------- backup
@@ -261,6 +276,7 @@ __all__ = [
     "NO_DELETE_TABLES",
     "app_role_statements",
     "backup",
+    "check_audit_at_start",
     "create_app_role",
     "pg_dump_command",
     "verify_audit",
