@@ -71,7 +71,7 @@ STILL_THRESHOLD = 8
 MIN_FAN_FRACTION = 0.15
 
 
-def _hull_of_large_components(active: np.ndarray, *, close_px: int) -> np.ndarray | None:
+def _hull_of_large_components(active: np.ndarray, *, close_px: int, grow_px: int = 1) -> np.ndarray | None:
     """Convex hull of the largest connected area of ``active`` (and those of >= 20 % of it)."""
     h, w = active.shape
     k = max(3, close_px | 1)
@@ -89,7 +89,8 @@ def _hull_of_large_components(active: np.ndarray, *, close_px: int) -> np.ndarra
         ys, xs = np.nonzero(labels == label)
         hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
         cv2.fillConvexPoly(mask, hull, 1)
-    return cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(bool)
+    g = 2 * grow_px + 1
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g))).astype(bool)
 
 
 def still_sector_mask(frame: np.ndarray, *, threshold: int = STILL_THRESHOLD) -> np.ndarray | None:
@@ -104,7 +105,7 @@ def still_sector_mask(frame: np.ndarray, *, threshold: int = STILL_THRESHOLD) ->
     # before the areas are measured; the closing that follows is too small to bridge to text.
     k = max(5, (min(h, w) // 80) | 1)
     bright = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
-    keep = _hull_of_large_components(bright, close_px=3)
+    keep = _hull_of_large_components(bright, close_px=3, grow_px=k)  # give back what the opening took
     if keep is None or keep.mean() < MIN_SECTOR_FRACTION:
         return None
     return keep
