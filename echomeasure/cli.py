@@ -43,10 +43,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_deid(args: argparse.Namespace) -> int:
     """Write a de-identified copy of IN at OUT (DICOM to DICOM, video to video)."""
     from echomeasure import config
-    from echomeasure.ingest import deidentify_file
+    from echomeasure.ingest import DeidOptions, deidentify_file
 
     result = deidentify_file(args.input, args.output, secret=config.secret(args.secret),
-                             allow_non_us=getattr(args, "allow_non_us", False))
+                             allow_non_us=getattr(args, "allow_non_us", False),
+                             options=DeidOptions(find_text=not getattr(args, "no_text_search", False)))
     _print_json(result)
     return 0
 
@@ -486,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output", metavar="OUT")
     s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.add_argument("--allow-non-us", action="store_true", help="also accept DICOM objects that are not ultrasound")
+    s.add_argument("--no-text-search", action="store_true",
+                   help="skip the OCR search for burned-in text (the record then asks for human confirmation)")
     s.set_defaults(func=cmd_deid)
 
     s = sub.add_parser("ingest", help="de-identify files and register them in the review store")

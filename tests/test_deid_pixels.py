@@ -132,3 +132,14 @@ def test_the_text_search_can_be_switched_off():
     on = deid.clean_pixels(frames, regions)
     assert on.text["boxes_in_fan"] and on.human_confirmation_needed
     assert DeidOptions().find_text is True
+
+
+def test_deid_command_can_skip_the_text_search(tmp_path, capsys):
+    import json
+
+    from echomeasure.cli import main
+
+    vf = vendors.canon_aplio(tmp_path)
+    assert main(["deid", str(vf.path), str(tmp_path / "out.dcm"), "--secret", "s", "--no-text-search"]) == 0
+    pixels = json.loads(capsys.readouterr().out)["deid_record"]["pixels"]
+    assert pixels["text"]["searched"] is False and pixels["status"] == "human confirmation needed"
