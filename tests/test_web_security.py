@@ -202,6 +202,7 @@ def test_loopback_names_are_accepted(demo):
 # ----------------------------------------------------------------------------- body limit and memory
 
 
+@pytest.mark.slow
 def test_oversized_api_bodies_are_refused_and_memory_stays_put(demo):
     small = httpx.post(demo.url + "/gradio_api/call/measurements", json={"data": [demo.store.clip_id]}, timeout=30)
     assert small.status_code == 200
@@ -279,6 +280,7 @@ def test_reviewer_names_are_checked_by_the_api(demo):
     assert payload[0]["reviewer"] == "Reader Two"
 
 
+@pytest.mark.slow
 def test_uploads_never_opened_are_removed_at_shutdown(tmp_path):
     with running_demo(tmp_path) as d:
         (folder,) = d.upload_dirs()
@@ -293,6 +295,7 @@ def test_uploads_never_opened_are_removed_at_shutdown(tmp_path):
 # ----------------------------------------------------------------------------- login
 
 
+@pytest.mark.slow
 def test_with_a_login_the_reviewer_is_the_logged_in_user(tmp_path):
     from gradio_client import Client
 
