@@ -29,7 +29,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,7 +101,7 @@ def iso_utc(ts: datetime | None) -> str:
     """ISO 8601 in UTC with a ``Z`` (``2025-03-01T08:15:02.123Z``); empty for None."""
     if ts is None:
         return ""
-    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def ucum(unit: str | None) -> str:
@@ -239,7 +239,7 @@ def export_json(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
     return {
         "schema": JSON_SCHEMA,
         "echomeasure_version": __version__,
-        "exported_at": iso_utc(datetime.now(timezone.utc)),
+        "exported_at": iso_utc(datetime.now(UTC)),
         "model_versions": [_record_json(m) for m in store.model_versions()],
         "audit": [_record_json(a) for a in store.audit_events() if a.clip_id is None],
         "clips": clips,
@@ -339,7 +339,7 @@ def export_coco(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
         "info": {
             "description": "echomeasure reviewed keypoints (synthetic or de-identified frames)",
             "version": JSON_SCHEMA,
-            "date_created": iso_utc(datetime.now(timezone.utc)),
+            "date_created": iso_utc(datetime.now(UTC)),
             "file_names_relative_to": "the store's image folder",
         },
         "licenses": [],

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -52,10 +53,8 @@ def allowed_hosts(bound_host: str | None, extra: Iterable[str] = ()) -> frozense
     if host in WILDCARD_HOSTS:
         for name in (socket.gethostname(), socket.getfqdn()):
             names.add(_normal(name))
-            try:
+            with contextlib.suppress(OSError):
                 names.update(_normal(str(info[4][0])) for info in socket.getaddrinfo(name, None))
-            except OSError:
-                pass
     else:
         names.add(host)
     names.update(_normal(e) for e in extra if e.strip())
@@ -262,10 +261,8 @@ def discard_upload(path: str | os.PathLike[str]) -> None:
     root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
     parent = file.parent.resolve()
     if parent != root and root in parent.parents:
-        try:
+        with contextlib.suppress(OSError):  # not empty: another upload of the same content is there
             parent.rmdir()
-        except OSError:
-            pass  # not empty: another upload of the same content is still there
 
 
 __all__ = [

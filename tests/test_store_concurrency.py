@@ -9,9 +9,9 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals  # noqa: F401 - fixtures
 
 from echomeasure.store import open_store
-from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals  # noqa: F401 - fixtures
 
 pytest_plugins = ["postgres_fixture"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals, store  # noqa: F401 - fixtures
 
 from echomeasure.errors import StoreError
 from echomeasure.propose.types import ModelInfo
@@ -23,8 +24,6 @@ from echomeasure.store.chain import verify
 from echomeasure.store.engine import create_store_engine, downgrade, upgrade
 from echomeasure.store.reviewer import MAX_REVIEWER_CHARS, resolve_reviewer, validate_reviewer
 from echomeasure.store.schema import APPEND_ONLY_TABLES
-
-from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals, store  # noqa: F401 - fixtures
 
 pytest_plugins = ["postgres_fixture"]
 
@@ -134,7 +133,7 @@ def test_every_event_is_chained_and_reviews_are_covered(store, deidentified_clip
     _fill(store, deidentified_clip)
     events = store.audit_events()
     assert events[0].prev_sha256 == verify(store.engine).genesis_sha256
-    for a, b in zip(events, events[1:]):
+    for a, b in zip(events, events[1:], strict=False):
         assert b.prev_sha256 == a.sha256
     review_events = [e for e in events if e.entity_type == "review"]
     assert len(review_events) == 2 and all(e.content_sha256 for e in review_events)
@@ -413,12 +412,11 @@ def test_postgres_backup_prints_a_pg_dump_command_that_restores_with_an_intact_c
     subprocess.run(cmd, shell=True, check=True, env=env, timeout=120, capture_output=True)
     target = postgres_server.create_database()
     subprocess.run(
-        [f"{bindir}/pg_restore", "--no-owner", f"--host=127.0.0.1", f"--port={postgres_server.port}",
+        [f"{bindir}/pg_restore", "--no-owner", "--host=127.0.0.1", f"--port={postgres_server.port}",
          "--username=postgres", f"--dbname={target}", str(dump)],
         check=True, timeout=120, capture_output=True,
     )
     report = verify_audit(postgres_server.url(target))
     assert report.ok and report.covered["review"] == 2
-    with create_store_engine(postgres_server.url(target)).begin() as conn:
-        with pytest.raises(Exception, match="append-only"):
-            conn.execute(text("UPDATE review SET value = 1"))
+    with create_store_engine(postgres_server.url(target)).begin() as conn, pytest.raises(Exception, match="append-only"):
+        conn.execute(text("UPDATE review SET value = 1"))

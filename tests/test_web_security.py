@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from ui_fixtures import EXAMPLE_2D, UiStore, free_port, prepare_store
 
 from echomeasure import config
@@ -61,7 +60,7 @@ def running_demo(folder: Path, *args: str) -> Iterator[Demo]:
     tmpdir = folder / "tmp"
     tmpdir.mkdir()
     port = free_port()
-    log = open(folder / "demo.log", "w")
+    log = open(folder / "demo.log", "w")  # noqa: SIM115 - open as long as the server runs
     proc = subprocess.Popen(
         [sys.executable, "-m", "echomeasure.cli", "demo", "--port", str(port), "--db", info.url, *args],
         env={**os.environ, "TMPDIR": str(tmpdir)},
