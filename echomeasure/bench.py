@@ -402,7 +402,11 @@ def run_accuracy(cases: int, weights_dir: Path | None) -> dict[str, Any]:
       a user gets them after smoothing and ED/ES choice, ED/ES frame-choice error in frames and ms,
       error against the chosen frame's truth;
     * ``end_to_end``: :func:`end_to_end_accuracy`: whole cines and strips exactly as a user
-      runs them (ED/ES chosen by the tool, Doppler flow chosen by the tool).
+      runs them (ED/ES chosen by the tool, Doppler flow chosen by the tool);
+    * ``styles``: the caliper evaluation on the models' own style family and on the held-out
+      family no model is trained on (:data:`echomeasure.synthetic.styles.HELDOUT_STYLE`), per
+      measurement: MAE, median, gross-miss rate (> 5 mm, > 10 %), the share of gross misses the
+      low-confidence flag catches and the share of the others it flags, missing values.
     """
     from echomeasure.errors import WeightsError
     from echomeasure.models.registry import get_entry
@@ -417,15 +421,21 @@ def run_accuracy(cases: int, weights_dir: Path | None) -> dict[str, Any]:
             skipped = str(exc)
     if not any(registered.values()):
         return {"skipped": skipped}
-    from echomeasure.training.evaluate import evaluate
+    from echomeasure.synthetic.styles import DEFAULT_STYLE, HELDOUT_STYLE
+    from echomeasure.training.evaluate import evaluate, style_summary
 
-    out: dict[str, Any] = {"caliper": {}, "end_to_end": {}}
+    out: dict[str, Any] = {"caliper": {}, "end_to_end": {},
+                           "styles": {"own": DEFAULT_STYLE, "heldout": HELDOUT_STYLE}}
     for name, entry in registered.items():
         if entry is None:
             out["caliper"][name] = {"skipped": f"no registered {name}"}
             continue
         report = evaluate(name, weights_dir=weights_dir, n_cases=cases, progress=False, backend="auto")
         out["caliper"][name] = report.to_dict()
+        heldout = evaluate(name, weights_dir=weights_dir, n_cases=cases, progress=False, backend="auto",
+                           style=HELDOUT_STYLE)
+        out["styles"][name] = {"version": entry.version, DEFAULT_STYLE: style_summary(report),
+                               HELDOUT_STYLE: style_summary(heldout)}
         if entry.mode == "2d":
             cine = evaluate(name, weights_dir=weights_dir, n_cases=cases, progress=False, backend="auto", cine=True)
             out.setdefault("full_cine", {})[name] = cine.to_dict()

@@ -448,3 +448,86 @@ def test_contact_sheet_puts_the_real_echo_next_to_synthetic_frames(tmp_path):
 
     sheet = cv2.imread(str(path))
     assert sheet.shape[1] == 3 * TILE[1] and sheet.shape[0] == TILE[0] + 22
+
+
+# --------------------------------------------------------------------------- style families
+
+
+from echomeasure.errors import InvalidInputError  # noqa: E402
+from echomeasure.synthetic import styles  # noqa: E402
+
+
+def test_classic_style_is_the_original_generator():
+    params = _params(17, **SMALL)
+    classic = styles.render_styled_plax(
+        styles.sample_styled_plax_params(np.random.default_rng(17), "classic", seed=17, **SMALL), "classic", frames=[0, 5])
+    original = render_plax(params, frames=[0, 5], labels=False)
+    assert np.array_equal(classic.frames, original.frames)
+    assert np.array_equal(classic.keypoints, original.keypoints)
+
+
+@pytest.mark.parametrize("style", ["scatter", "vendor"])
+def test_style_family_truth_sits_on_the_rendered_interfaces(style):
+    cine = styles.render_styled_plax_case(9_000_003, style, small=True, frames=[0, 3], labels=True)
+    assert cine.truth["style"]["family"] == style
+    for k in range(2):
+        lab = cine.labels[k]
+        kp = cine.keypoints[k]
+        # septum_lv / lv_pw: the LV cavity label is within a pixel on the cavity side of each point
+        for name, toward in (("septum_lv", "lv_pw"), ("lv_pw", "septum_lv")):
+            p, q = kp[K[name]], kp[K[toward]]
+            d = (q - p) / np.hypot(*(q - p))
+            inside = p + 2.0 * d
+            outside = p - 2.0 * d
+            assert lab[int(round(inside[1])), int(round(inside[0]))] == LABEL_LV
+            assert lab[int(round(outside[1])), int(round(outside[0]))] != LABEL_LV
+    # values are the lengths between the (moved) keypoints, on the truth's ED frame
+    ed = cine.truth["ed_frame"]
+    kp_ed = np.asarray(cine.truth["frames"][ed]["keypoints"])
+    for name, (a, b) in LINEAR_ENDPOINTS.items():
+        frame = cine.truth["measurements"][name]["frame"]
+        kpf = np.asarray(cine.truth["frames"][frame]["keypoints"])
+        length = float(np.hypot(*(kpf[K[a]] - kpf[K[b]]))) * cine.cm_per_px
+        assert cine.truth["measurements"][name]["value"] == pytest.approx(length, abs=1e-3)
+    assert kp_ed.shape == (8, 2)
+
+
+def test_style_families_differ_from_classic_and_are_deterministic():
+    a = styles.render_styled_plax_case(9_000_004, "scatter", small=True, frames=[1])
+    b = styles.render_styled_plax_case(9_000_004, "scatter", small=True, frames=[1])
+    c = styles.render_styled_plax_case(9_000_004, "classic", small=True, frames=[1])
+    v = styles.render_styled_plax_case(9_000_004, "vendor", small=True, frames=[1])
+    assert np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, c.frames)
+    assert not np.array_equal(v.frames, c.frames)
+    # the vendor look is colour (a LUT) or at least not the classic grey levels
+    assert v.frames.shape == c.frames.shape
+
+
+def test_unknown_style_is_a_user_error():
+    with pytest.raises(InvalidInputError, match="unknown style 'cartoon'"):
+        styles.check_style("cartoon")
+    assert styles.parse_styles("classic, vendor") == ("classic", "vendor")
+    assert styles.HELDOUT_STYLE not in styles.TRAINING_STYLES
+
+
+@pytest.mark.parametrize("style", ["scatter", "vendor"])
+def test_styled_doppler_truth_reads_back_through_the_regions(style):
+    from echomeasure.ingest.calibration import calibrated_value
+
+    for seed in range(9_050_000, 9_050_006):
+        strip = styles.render_styled_doppler_case(seed, style, small=True)
+        for ch, pts in strip.peaks.items():
+            for (x, y), v in zip(pts, strip.peak_values_m_s[ch], strict=True):
+                value, unit, signed = calibrated_value(strip.regions, None, ch, ((x, y),))
+                assert unit == "m/s"
+                assert signed == pytest.approx(v, abs=0.02)
+
+
+def test_synth_cli_writes_a_style_family(tmp_path):
+    from echomeasure.cli import main
+
+    assert main(["synth", str(tmp_path), "--cases", "1", "--small", "--style", "vendor", "-q"]) == 0
+    truth = json.loads((tmp_path / "case_0000.truth.json").read_text())
+    assert truth["style"]["family"] == "vendor"
+    assert main(["synth", str(tmp_path / "x"), "--cases", "1", "--style", "cartoon", "-q"]) == 2

@@ -125,3 +125,42 @@ def test_evaluate_reports_a_known_caliper_offset_in_mm_through_the_calibration(o
         expected_within = 100 * (0.5 + 0.5 * np.mean(offset_px * mm_per_px <= 1.0))
         assert m.within_1mm_pct == pytest.approx(expected_within)
     assert report.overall["endpoint_mae_mm"] == pytest.approx(offset_px * mm_per_px.mean() / 2, rel=1e-3)
+
+
+def test_training_on_style_families_from_a_registered_version_records_the_recipe(tmp_path):
+    out = tmp_path / "w"
+    assert main(["train", "--model", "plax-linear", "--smoke", "--out", str(out), "-q", "--threads", "1"]) == 0
+    assert main(["train", "--model", "plax-linear", "--smoke", "--out", str(out), "-q", "--threads", "1",
+                 "--styles", "classic,vendor", "--init-from", "0.0-smoke1"]) == 0
+    e = registry.get_entry("plax-linear", None, out)
+    assert e.version == "0.0-smoke2" and e.parent == "0.0-smoke1"
+    assert "--styles classic,vendor --init-from 0.0-smoke1" in e.recipe
+    assert e.extra["training_data"]["styles"] == ["classic", "vendor"]
+    assert set(e.extra["augmentation"]) >= {"geometry", "appearance"}
+
+
+def test_training_on_the_heldout_style_is_refused(tmp_path, capsys):
+    assert main(["train", "--model", "plax-linear", "--smoke", "--styles", "classic,scatter", "--out", str(tmp_path)]) == 2
+    assert "held out" in capsys.readouterr().err
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_geometry_augment_moves_keypoints_with_the_pixels():
+    from echomeasure.training.augment import GeometryAugment
+
+    img = np.zeros((96, 96, 3), np.uint8)
+    pts = np.array([[[30.0, 40.0]], [[60.0, 50.0]]], np.float32)
+    for c, (x, y) in enumerate(pts[:, 0]):  # one marked blob per channel
+        img[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2, c] = 255
+    aug = GeometryAugment(p=1.0, margin_px=5.0)
+    moved_any = False
+    for seed in range(6):
+        out, moved = aug(img, pts, np.random.default_rng(seed))
+        for c, (x, y) in enumerate(moved[:, 0]):
+            w = out[..., c].astype(float)
+            ys, xs = np.mgrid[0:96, 0:96]
+            assert w.sum() > 0, "the marked pixel vanished"
+            cx, cy = (w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()
+            assert np.hypot(cx - x, cy - y) < 0.5
+        moved_any |= not np.allclose(moved, pts)
+    assert moved_any

@@ -21,6 +21,7 @@ Doppler (a clip with a spectral region):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from echomeasure import catalog
 from echomeasure.errors import CalibrationError, MeasurementError
 from echomeasure.ingest.calibration import pixel_length
 from echomeasure.ingest.clip import UNIT_S, Clip
+from echomeasure.propose import flags
 from echomeasure.propose.temporal import select_ed_es, smooth_tracks
 from echomeasure.propose.types import ClipProposals, ModelInfo, Point, Proposal
 
@@ -254,6 +256,27 @@ def _propose_2d(
             endpoint_conf[i] *= edges.interface_confidence_factor(refined)
         timings["edge_refinement"] = time.perf_counter() - t0
 
+    # anatomical consistency of the ED and ES point sets: one point off its line is moved back
+    # onto it; a set that breaks the geometry (order, angle, ratios, ED vs ES) is proposed with
+    # confidence 0, so it is flagged for the reviewer
+    factors: dict[str, float] = {}
+    if set(ch) == set(catalog.KEYPOINTS_2D):
+        from echomeasure.propose import consistency
+
+        order = [ch[kp] for kp in catalog.KEYPOINTS_2D]
+        mm_per_px = 1.0 / edges.plax_px_per_mm(
+            clip.regions, smoothed[ed, a], user_cm_per_px=clip.user_cm_per_px,
+            fallback_height_px=transform.box.height_px,
+        )
+        ed_pts, es_pts, factors, why = consistency.consistency_factors(
+            points_px[ed][order], points_px[es][order], mm_per_px)
+        points_px = points_px.copy()
+        if ed != es:
+            points_px[es, order] = es_pts
+        points_px[ed, order] = ed_pts
+        for name, reason in why.items():
+            log.info("%s: %s (confidence x %.1f)", name, reason, factors[name])
+
     proposals: list[Proposal] = []
     for name in wanted:
         frame = ed if catalog.get(name).phase == "ed" else es
@@ -272,7 +295,7 @@ def _propose_2d(
                 unit=unit,
                 confidence=_plausibility(name, value, unit) * float(
                     min(endpoint_conf[frame, p], endpoint_conf[frame, q])
-                ),
+                ) * factors.get(name, 1.0),
                 model=engine.info,
                 pixel_length=pixel_length(points[0], points[1]),
                 signed_value=signed,
@@ -664,6 +687,8 @@ def propose(
             snap_to_envelope=snap_doppler_to_envelope,
         )
         ed = es = None
+    threshold = flags.entry_threshold(engine.entry)
+    proposals = [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence, threshold)) for p in proposals]
     timings["total"] = time.perf_counter() - t_start
     return ClipProposals(
         kind=kind,
@@ -701,6 +726,7 @@ def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 
                 "frame": p.frame,
                 "points": [[round(x, 2), round(y, 2)] for x, y in p.points],
                 "confidence": round(float(p.confidence), 4),
+                "flagged": bool(p.flagged),
                 **({"beats": [[round(x, 2), round(y, 2)] for x, y in p.beat_points]} if p.beat_points else {}),
             }
             for p in proposals.measurements

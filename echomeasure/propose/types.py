@@ -39,6 +39,7 @@ class Proposal:
     pixel_length: float | None = None
     signed_value: float | None = None  # Doppler: velocity with the sign the region implies
     beat_points: tuple[Point, ...] = ()  # Doppler: the peak marker of every beat averaged
+    flagged: bool = False  # low confidence for this model version (:mod:`echomeasure.propose.flags`)
 
 
 @dataclass

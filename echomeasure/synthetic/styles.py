@@ -275,7 +275,8 @@ class ScatterRenderer:
         self.static = st.standard_normal((2, *self.shape), dtype=np.float32)
         # depth-dependent lateral blur weight (0 at the focus, 1 far from it)
         zf = z / float(g.depth_cm)
-        self.far_weight = np.clip(np.abs(zf - lk.focus_frac) / max(lk.focus_frac, 1 - lk.focus_frac), 0, 1)[:, None].astype(np.float32)
+        far = np.clip(np.abs(zf - lk.focus_frac) / max(lk.focus_frac, 1 - lk.focus_frac), 0, 1)
+        self.far_weight = far[:, None].astype(np.float32)
         atten = -lk.attenuation_db_per_cm * z + 0.5 * lk.attenuation_db_per_cm * z * (z / max(z.max(), 1e-6))
         self.depth_db = atten.astype(np.float32)[:, None]
         bb, ss = np.meshgrid(np.linspace(0, 1, g.n_beams), np.linspace(0, 1, g.n_samples))
@@ -425,7 +426,6 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
     :func:`sample_styled_plax_params` with the same ``style``.  The truth (keypoints, values,
     ED/ES frames) is that of the rendered pixels: warped keypoints and the lengths between them.
     """
-    from echomeasure.catalog import CATALOG, KEYPOINTS_2D, LINEAR_ENDPOINTS
     from echomeasure.synthetic.plax import (
         PlaxRenderer,
         frame_geometry,
@@ -513,7 +513,7 @@ def _case_warp(params, style: str, kp_all: np.ndarray, mask: np.ndarray, cm_per_
     """The family's scan-plane warp of a case, shrunk until every keypoint stays well inside the sector."""
     r = style_rng(params.noise_seed, style, 2)
     if style == "scatter":
-        amp, sq = r.uniform(0.2, 0.6), (r.uniform(0.8, 1.0), r.uniform(0.94, 1.08))
+        amp, sq = r.uniform(0.1, 0.35), (r.uniform(0.8, 1.0), r.uniform(0.94, 1.08))
     else:
         amp, sq = r.uniform(0.1, 0.45), (r.uniform(0.85, 1.05), r.uniform(0.95, 1.05))
     centre = kp_all[:, :4].reshape(-1, 2).mean(axis=0)

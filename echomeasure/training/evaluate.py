@@ -182,8 +182,13 @@ class EvaluationReport:
         for m in self.measurements.values():
             within = "" if m.within_1mm_pct is None else f"  within 1 mm {m.within_1mm_pct:5.1f}%"
             rho = "" if m.spearman_conf_err is None else f"  rho(conf, err) {m.spearman_conf_err:+.2f}"
+            gross = "" if m.gross_pct is None else (
+                f"  median {m.median_abs:.3f}  gross {m.gross_pct:4.1f}% ({m.n_gross})"
+                + ("" if m.gross_flagged_pct is None else f" flagged {m.gross_flagged_pct:.0f}%")
+                + ("" if m.good_flagged_pct is None else f"; good flagged {m.good_flagged_pct:.0f}%"))
+            missing = f"  missing {m.missing}" if m.missing else ""
             rows.append(f"  {m.name:12s} MAE {m.mae:7.3f} {m.unit:3s} ({m.mape_pct:5.1f}%)  bias {m.bias:+7.3f}"
-                        f"{within}{rho}  n={m.n}")
+                        f"{within}{rho}{gross}{missing}  n={m.n}")
         rows.append("  overall " + ", ".join(f"{k}={v:.3g}" for k, v in self.overall.items() if v is not None))
         if self.frame_choice:
             fc = self.frame_choice
@@ -419,6 +424,63 @@ def confidence_flag(
             "flagged_mae_ratio": ratio, "confidence_floor": float(np.quantile(c, FLOOR_QUANTILE))}
 
 
+def gross_miss_summary(measurements: Any) -> dict[str, float | None]:
+    """Pooled gross-miss figures over measurements (:class:`MeasurementAccuracy` with flag counts).
+
+    ``gross_miss_pct``: share of proposals that are gross misses; ``gross_flagged_pct``: share of
+    those the low-confidence flag catches; ``good_flagged_pct``: share of the others it flags;
+    ``missing``: measurements not proposed at all.
+    """
+    n = n_gross = 0
+    caught = good_flagged = 0.0
+    missing = 0
+    for m in measurements:
+        missing += int(m.missing or 0)
+        if not m.n or m.n_gross is None:
+            continue
+        n += m.n
+        n_gross += m.n_gross
+        if m.gross_flagged_pct is not None:
+            caught += m.gross_flagged_pct / 100.0 * m.n_gross
+        if m.good_flagged_pct is not None:
+            good_flagged += m.good_flagged_pct / 100.0 * (m.n - m.n_gross)
+    return {
+        "gross_miss_pct": n_gross / n * 100.0 if n else None,
+        "n_gross": float(n_gross),
+        "gross_flagged_pct": caught / n_gross * 100.0 if n_gross else None,
+        "good_flagged_pct": good_flagged / (n - n_gross) * 100.0 if n > n_gross else None,
+        "missing": float(missing),
+    }
+
+
+def style_summary(report: EvaluationReport) -> dict[str, Any]:
+    """The figures the held-out-style protocol compares, per measurement and pooled.
+
+    Per measurement: ``mae``, ``median`` (mm for PLAX, % of the true value for Doppler),
+    ``gross_pct`` (> 5 mm, > 10 %), ``gross_flagged_pct`` (share of the gross misses carrying the
+    low-confidence flag), ``good_flagged_pct`` (share of the others carrying it), ``missing``
+    (cases without a value), ``n``.
+    """
+    per: dict[str, Any] = {}
+    for name, m in report.measurements.items():
+        d = m.to_dict()
+        if m.unit == "mm":
+            mae, median = d["mae"], d["median_abs"]
+        else:  # Doppler: relative errors, from the per-case records
+            rel = [abs(c.errors[name]) for c in report.cases if name in c.errors]
+            mae = round(float(np.mean(rel)), 3) if rel else None
+            median = round(float(np.median(rel)), 3) if rel else None
+        per[name] = {"unit": "mm" if m.unit == "mm" else "%", "mae": mae, "median": median,
+                     "gross_pct": d["gross_pct"], "n_gross": d["n_gross"],
+                     "gross_flagged_pct": d["gross_flagged_pct"], "good_flagged_pct": d["good_flagged_pct"],
+                     "missing": d["missing"], "n": d["n"]}
+    pooled = {k: report.overall.get(k) for k in ("mean_mae_mm", "mean_error_pct", "gross_miss_pct", "n_gross",
+                                                  "gross_flagged_pct", "good_flagged_pct", "missing")
+              if report.overall.get(k) is not None}
+    return {"model": report.model, "version": report.version, "n_cases": report.n_cases,
+            "protocol": report.protocol, "measurements": per, "overall": pooled}
+
+
 # --------------------------------------------------------------------------- PLAX
 
 
@@ -443,6 +505,8 @@ class _PlaxScores:
         self.conf: dict[str, list[float]] = {n: [] for n in names}
         self.endpoint_mm: dict[str, list[float]] = {n: [] for n in names}
         self.chosen_err_mm: dict[str, list[float]] = {n: [] for n in names}
+        self.flagged: dict[str, list[bool]] = {n: [] for n in names}
+        self.missing: dict[str, int] = {n: 0 for n in names}
 
 
 def evaluate_plax(
@@ -454,6 +518,7 @@ def evaluate_plax(
     label: tuple[str, str] = ("plax-linear", "?"),
     truth_keypoints_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
     cine: bool = False,
+    style: str = "classic",
 ) -> EvaluationReport:
     """Caliper accuracy on held-out PLAX cases (see the module docstring).
 
@@ -475,6 +540,8 @@ def evaluate_plax(
     cine : bool
         Full-cine protocol: the whole cine through ``propose`` once (frame choice and temporal
         smoothing included) instead of one-frame clips at the true ED and ES frames.
+    style : str
+        Style family the cases are rendered in (:mod:`echomeasure.synthetic.styles`).
 
     Returns
     -------
@@ -482,8 +549,8 @@ def evaluate_plax(
         With ``protocol`` "single-frame" or "full-cine", the robustness ``breakdown`` and the
         per-case records; full-cine adds ``frame_choice``.
     """
-    from echomeasure.synthetic import render_plax
-    from echomeasure.synthetic.plax import ed_es_frames
+    from echomeasure.synthetic.styles import render_styled_plax
+    from echomeasure.training.datasets import _styled_ed_es
 
     idx = {k: i for i, k in enumerate(catalog.KEYPOINTS_2D)}
     scores = _PlaxScores()
@@ -505,6 +572,7 @@ def evaluate_plax(
         scores.pred[name].append(pred_mm)
         scores.true[name].append(true_mm)
         scores.conf[name].append(float(p.confidence))
+        scores.flagged[name].append(bool(getattr(p, "flagged", False)))
         for point, kp in zip(p.points, (a, b)):
             scores.endpoint_mm[name].append(float(np.hypot(*(np.asarray(point) - kp_on_frame[idx[kp]]))) * mm_per_px)
         case.errors[name] = pred_mm - true_mm
@@ -512,12 +580,12 @@ def evaluate_plax(
     protocol = FULL_CINE if cine else SINGLE_FRAME
     for seed in tqdm(case_seeds, desc=f"evaluate {label[0]} ({protocol})", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True, mininterval=2.0):
-        params = plax_params_for_seed(seed, small=small)
+        params = plax_params_for_seed(seed, small=small, style=style)
         case = CaseResult(seed=int(seed), conditions=plax_conditions(params))
         cases.append(case)
         if not cine:
-            ed, es = ed_es_frames(params)
-            rendered = render_plax(params, frames=[ed, es], labels=False)
+            ed, es = _styled_ed_es(params, style)
+            rendered = render_styled_plax(params, style, frames=[ed, es], labels=False)
             mm_per_px = rendered.cm_per_px * 10.0
             for j, phase in enumerate(("ed", "es")):
                 names = [n for n in catalog.LINEAR_2D if catalog.get(n).phase == phase]
@@ -528,6 +596,7 @@ def evaluate_plax(
                 for name in names:
                     p = by_name.get(name)
                     if p is None or p.value is None:
+                        scores.missing[name] += 1
                         continue
                     if truth_keypoints_fn is None:
                         true_mm = float(rendered.truth["measurements"][name]["value"]) * 10.0
@@ -536,7 +605,7 @@ def evaluate_plax(
                     score(case, p, true_mm, truth_kp, mm_per_px)
             continue
 
-        rendered = render_plax(params, labels=False)
+        rendered = render_styled_plax(params, style, labels=False)
         mm_per_px = rendered.cm_per_px * 10.0
         clip = _plax_clip(rendered.frames, rendered.regions, rendered.frame_time_ms)
         result = propose_fn(clip, only=list(catalog.LINEAR_2D))
@@ -561,6 +630,7 @@ def evaluate_plax(
         for name in catalog.LINEAR_2D:
             p = by_name.get(name)
             if p is None or p.value is None:
+                scores.missing[name] += 1
                 continue
             true_kp = truth_points(rendered.keypoints[truth_frame[catalog.get(name).phase]], rendered.cm_per_px)
             chosen_kp = truth_points(rendered.keypoints[p.frame], rendered.cm_per_px)
@@ -583,7 +653,8 @@ def evaluate_plax(
         if not scores.pred[name]:
             continue
         report.measurements[name] = summarise(name, "mm", scores.pred[name], scores.true[name], scores.conf[name],
-                                              scores.endpoint_mm[name])
+                                              scores.endpoint_mm[name], flagged=scores.flagged[name],
+                                              missing=scores.missing[name])
         all_endpoints += scores.endpoint_mm[name]
         all_conf += scores.conf[name]
         err = np.abs(np.asarray(scores.pred[name]) - np.asarray(scores.true[name]))
@@ -596,6 +667,7 @@ def evaluate_plax(
         "endpoint_mae_mm": float(np.mean(all_endpoints)) if all_endpoints else None,
         "spearman_conf_err": spearman(all_conf, all_err),
         **confidence_flag(all_conf, all_rel),
+        **gross_miss_summary(report.measurements.values()),
     }
     if cine:
         report.frame_choice = _frame_choice_summary(frame_rows, scores.chosen_err_mm)
@@ -642,6 +714,7 @@ def evaluate_doppler(
     small: bool = False,
     progress: bool = True,
     label: tuple[str, str] = ("doppler-peaks", "?"),
+    style: str = "classic",
 ) -> EvaluationReport:
     """Peak-velocity accuracy on held-out Doppler strips (see the module docstring).
 
@@ -650,12 +723,14 @@ def evaluate_doppler(
     pred: dict[str, list[float]] = {n: [] for n in catalog.DOPPLER_CHANNELS}
     true: dict[str, list[float]] = {n: [] for n in catalog.DOPPLER_CHANNELS}
     conf: dict[str, list[float]] = {n: [] for n in catalog.DOPPLER_CHANNELS}
+    flagged: dict[str, list[bool]] = {n: [] for n in catalog.DOPPLER_CHANNELS}
+    missing: dict[str, int] = {n: 0 for n in catalog.DOPPLER_CHANNELS}
     beats_found: list[float] = []
     cases: list[CaseResult] = []
     missed = 0
     for seed in tqdm(case_seeds, desc=f"evaluate {label[0]}", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True, mininterval=2.0):
-        strip = doppler_case(seed, small=small)
+        strip = doppler_case(seed, small=small, style=style)
         case = CaseResult(seed=int(seed), conditions=doppler_conditions(strip.truth))
         cases.append(case)
         clip = Clip(frames=strip.image[None], frame_time_ms=None, regions=tuple(strip.regions),
@@ -667,11 +742,13 @@ def evaluate_doppler(
             p = by_name.get(ch)
             if p is None or p.value is None:
                 missed += 1
+                missing[ch] += 1
                 continue
             value_true = float(strip.truth["measurements"][ch]["value"])
             pred[ch].append(float(p.value))
             true[ch].append(value_true)
             conf[ch].append(float(p.confidence))
+            flagged[ch].append(bool(getattr(p, "flagged", False)))
             beats_found.append(len(p.beat_points or p.points) / max(1, len(strip.peaks.get(ch, []))))
             case.errors[ch] = (float(p.value) - value_true) / value_true * 100.0
     report = EvaluationReport(model=label[0], version=label[1], mode="doppler", n_cases=len(case_seeds),
@@ -681,7 +758,8 @@ def evaluate_doppler(
     for ch in catalog.DOPPLER_CHANNELS:
         if not pred[ch]:
             continue
-        report.measurements[ch] = summarise(ch, "m/s", pred[ch], true[ch], conf[ch])
+        report.measurements[ch] = summarise(ch, "m/s", pred[ch], true[ch], conf[ch], flagged=flagged[ch],
+                                            missing=missing[ch])
         rel = np.abs(np.asarray(pred[ch]) - np.asarray(true[ch])) / np.asarray(true[ch]) * 100
         all_rel += list(rel)
         all_conf += conf[ch]
@@ -693,6 +771,7 @@ def evaluate_doppler(
         "missed_measurements": float(missed),
         "spearman_conf_err": spearman(all_conf, all_rel),
         **confidence_flag(all_conf, all_rel),
+        **gross_miss_summary(report.measurements.values()),
     }
     report.breakdown = robustness_breakdown(cases, list(report.measurements), "%")
     return report
@@ -712,6 +791,7 @@ def evaluate(
     backend: str = "torch",
     cine: bool = False,
     propose_options: Mapping[str, Any] | None = None,
+    style: str = "classic",
 ) -> EvaluationReport:
     """Evaluate a registered model on held-out synthetic cases through ``propose``.
 
@@ -737,6 +817,9 @@ def evaluate(
         single-frame one the manifest's metrics come from.
     propose_options : mapping, optional
         Further keyword arguments of :func:`echomeasure.propose.propose` (default: its defaults).
+    style : str
+        Style family of the held-out cases (:mod:`echomeasure.synthetic.styles`): the model's own
+        (classic) or one it never saw (:data:`~echomeasure.synthetic.styles.HELDOUT_STYLE`).
 
     Returns
     -------
@@ -754,11 +837,13 @@ def evaluate(
     mode = entry.mode
     seeds = heldout_case_seeds(n_cases, mode)
     if mode == "2d":
-        report = evaluate_plax(fn, seeds, small=small, progress=progress, label=(name, entry.version), cine=cine)
+        report = evaluate_plax(fn, seeds, small=small, progress=progress, label=(name, entry.version), cine=cine,
+                               style=style)
     else:
         if cine:
             raise ValueError("cine=True applies to the PLAX model only (a Doppler strip is one image)")
-        report = evaluate_doppler(fn, seeds, small=small, progress=progress, label=(name, entry.version))
+        report = evaluate_doppler(fn, seeds, small=small, progress=progress, label=(name, entry.version),
+                                  style=style)
     report.wall_s = time.monotonic() - t0
     log.info("%s", report.table())
     return report
@@ -776,4 +861,5 @@ __all__ = [
     "evaluate_plax",
     "plax_conditions",
     "robustness_breakdown",
+    "style_summary",
 ]

@@ -98,18 +98,19 @@ class StudyCase:
     cm_per_px: float
 
 
-def write_plax_study(out_dir: Path, seed: int, *, n_frames: int = 4, small: bool = False) -> StudyCase:
-    """Render a short PLAX cine (ED, ES and evenly spaced frames) and write it as DICOM."""
+def write_plax_study(out_dir: Path, seed: int, *, n_frames: int = 4, small: bool = False,
+                     style: str = "classic") -> StudyCase:
+    """Render a short PLAX cine (ED, ES and evenly spaced frames) in a style family and write it as DICOM."""
     from echomeasure.synthetic.dicom_writer import build_dataset, write_dataset_atomic
     from echomeasure.synthetic.overlays import fake_identity
-    from echomeasure.synthetic.plax import ed_es_frames, render_plax
-    from echomeasure.training.datasets import plax_params_for_seed
+    from echomeasure.synthetic.styles import render_styled_plax
+    from echomeasure.training.datasets import _styled_ed_es, plax_params_for_seed
 
-    params = plax_params_for_seed(seed, small=small)
-    ed, es = ed_es_frames(params)
+    params = plax_params_for_seed(seed, small=small, style=style)
+    ed, es = _styled_ed_es(params, style)
     extra = np.linspace(0, params.n_frames - 1, max(0, n_frames - 2) + 2)[1:-1].round().astype(int)
     frames = sorted({int(ed), int(es), *(int(i) for i in extra)})
-    cine = render_plax(params, frames=frames, labels=False)
+    cine = render_styled_plax(params, style, frames=frames, labels=False)
     ds = build_dataset(cine.frames, cine.regions, fake_identity(seed, 0), seed=seed, case_index=0, kind="2d",
                        frame_time_ms=cine.frame_time_ms, heart_rate_bpm=params.heart_rate_bpm, jpeg=False,
                        description="PLAX 2D")
@@ -169,6 +170,7 @@ def build_review_store(
     secret: bytes = b"experiment-secret",
     small: bool = False,
     progress: bool = True,
+    style: str = "classic",
 ) -> dict[str, int]:
     """Write, ingest (with proposals) and review one study per seed; returns action counts."""
     from echomeasure.pipeline import ingest_path
@@ -177,7 +179,7 @@ def build_review_store(
     studies.mkdir(parents=True, exist_ok=True)
     totals = {"accepted": 0, "corrected": 0, "clips": 0}
     for seed in tqdm(seeds, desc="ingest + review", file=sys.stderr, disable=not progress, dynamic_ncols=True):
-        case = write_plax_study(studies, seed, small=small)
+        case = write_plax_study(studies, seed, small=small, style=style)
         result = ingest_path(case.path, store, secret=secret)
         if not result.proposals:
             log.warning("study %d: no proposals (%s)", seed, "; ".join(result.warnings))
@@ -201,8 +203,16 @@ def run_experiment(
     small: bool = False,
     max_steps: int | None = None,
     progress: bool = True,
+    style: str = "classic",
+    base_version: str | None = None,
 ) -> dict:
     """Run the whole loop (module docstring) in ``workdir``; the shipped weights are only read.
+
+    ``style`` renders the review and test studies in a style family (the held-out one: can
+    reviews of a new scanner's clips teach the model that scanner?); ``shift_mm=0`` is a reviewer
+    who follows ASE, i.e. corrects every proposal to the truth.  The new cases are then also
+    measured by the fine-tuned weights without the learned edge offsets (``new_cases_after_weights_only``),
+    which shows what the weights themselves learned.
 
     Returns
     -------
@@ -220,39 +230,59 @@ def run_experiment(
     if wdir.exists():
         shutil.rmtree(wdir)
     wdir.mkdir()
-    base = registry.get_entry(registry.PLAX_LINEAR, None, weights_dir)
+    base = registry.get_entry(registry.PLAX_LINEAR, base_version, weights_dir)
     shutil.copyfile(registry.resolve_path(base, weights_dir), wdir / base.file)
     registry.register(base, weights_dir=wdir)
     db = workdir / "reviews.sqlite"
     for p in workdir.glob("reviews.sqlite*"):
         p.unlink()
-    convention = leading_edge_convention(shift_mm)
+    convention = leading_edge_convention(shift_mm) if shift_mm else (lambda kp, cm_per_px: np.asarray(kp, float))
     review_seeds = list(EXPERIMENT_SEEDS[:n_review_cases])
     test_seeds = list(EXPERIMENT_SEEDS[n_review_cases : n_review_cases + n_test_cases])
 
     clear_engines()
     with weights_env(wdir), open_store(f"sqlite:///{db}", images_dir=workdir / "images") as store:
-        counts = build_review_store(store, workdir, review_seeds, convention, small=small, progress=progress)
+        counts = build_review_store(store, workdir, review_seeds, convention, small=small, progress=progress,
+                                    style=style)
         outcome = finetune(store=store, base=registry.PLAX_LINEAR, weights_dir=wdir, epochs=epochs,
                            min_frames=min(20, 2 * counts["clips"]), synthetic_eval_cases=synthetic_eval_cases,
                            activate="yes", progress=progress, max_steps=max_steps)
 
-        def on_new_cases(version: str) -> dict:
-            fn = partial(propose, model_versions={registry.PLAX_LINEAR: version}, weights_dir=wdir, backend="torch")
+        def on_new_cases(version: str, folder: Path = wdir) -> dict:
+            fn = partial(propose, model_versions={registry.PLAX_LINEAR: version}, weights_dir=folder, backend="torch")
             rep = evaluate_plax(fn, test_seeds, small=small, progress=progress,
-                                label=(registry.PLAX_LINEAR, version), truth_keypoints_fn=convention)
+                                label=(registry.PLAX_LINEAR, version), truth_keypoints_fn=convention if shift_mm else None,
+                                style=style)
             return rep.to_dict()
 
         before = on_new_cases(base.version)
         after = on_new_cases(outcome.entry.version)
+        weights_only = on_new_cases(outcome.entry.version, _without_offsets(outcome.entry, wdir, workdir))
     clear_engines()
     return {
         "scenario": f"leading-edge reviewer: LV cavity endpoints {shift_mm} mm further out",
         "summary": summarise(before, after, outcome.to_dict()),
         "review_cases": len(review_seeds), "test_cases": len(test_seeds), "reviews": counts,
+        "style": style, "base_version": base.version,
         "finetune": outcome.to_dict(), "new_cases_before": before, "new_cases_after": after,
+        "new_cases_after_weights_only": weights_only,
         "wall_s": round(time.monotonic() - t0, 1),
     }
+
+
+def _without_offsets(entry: Any, wdir: Path, workdir: Path) -> Path:
+    """A weights folder holding ``entry`` with its learned edge offsets removed (same weights)."""
+    plain = workdir / "weights-without-offsets"
+    if plain.exists():
+        shutil.rmtree(plain)
+    plain.mkdir()
+    shutil.copyfile(registry.resolve_path(entry, wdir), plain / entry.file)
+    decode = dict((entry.extra or {}).get("decode") or {})
+    decode["edge_offsets_mm"] = {}
+    from dataclasses import replace
+
+    registry.register(replace(entry, extra={**dict(entry.extra), "decode": decode}), weights_dir=plain)
+    return plain
 
 
 def summarise(before: dict, after: dict, finetune_outcome: dict) -> dict:
@@ -290,12 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eval-cases", type=int, default=10)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--small", action="store_true")
+    p.add_argument("--style", default="classic", help="style family of the review and test studies")
+    p.add_argument("--base-version", help="plax-linear version to fine-tune (default: the active one)")
     p.add_argument("-o", "--output", type=Path, help="write the JSON result here too")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     result = run_experiment(args.weights or config.weights_dir(), args.workdir, n_review_cases=args.review_cases,
                             n_test_cases=args.test_cases, shift_mm=args.shift_mm, epochs=args.epochs,
-                            synthetic_eval_cases=args.eval_cases, small=args.small, max_steps=args.max_steps)
+                            synthetic_eval_cases=args.eval_cases, small=args.small, max_steps=args.max_steps,
+                            style=args.style, base_version=args.base_version)
     text = json.dumps(result, indent=1)
     if args.output:
         args.output.write_text(text + "\n")

@@ -660,7 +660,8 @@ def _replay_spec(parent: registry.WeightsEntry, replay_cases: int | None) -> Tra
     n = replay_cases or int(data.get("n_cases") or 100)
     fpc = int(data.get("frames_per_case") or (4 if parent.mode == "2d" else 1))
     small = bool(data.get("small", parent.input_size[0] < 96))
-    return TrainingSetSpec(parent.mode, n, tuple(parent.input_size), frames_per_case=fpc, small=small)
+    styles = tuple(data.get("styles") or ("classic",))
+    return TrainingSetSpec(parent.mode, n, tuple(parent.input_size), frames_per_case=fpc, small=small, styles=styles)
 
 
 def _store_version(store: Any, entry: registry.WeightsEntry) -> int | None:

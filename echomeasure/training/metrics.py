@@ -8,6 +8,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+#: A gross miss: a length more than this far from the truth (mm) ...
+GROSS_MISS_MM = 5.0
+#: ... or a velocity more than this far from it (% of the true value).
+GROSS_MISS_PCT = 10.0
+
 
 @dataclass(frozen=True)
 class MeasurementAccuracy:
@@ -25,6 +30,12 @@ class MeasurementAccuracy:
     mape_pct: float
     within_1mm_pct: float | None  # share of measurements (lengths) within 1 mm of truth
     spearman_conf_err: float | None  # negative: higher confidence goes with smaller error
+    median_abs: float | None = None  # median absolute error (unit as mae)
+    gross_pct: float | None = None  # share of gross misses (GROSS_MISS_MM, GROSS_MISS_PCT)
+    n_gross: int | None = None
+    gross_flagged_pct: float | None = None  # share of the gross misses the low-confidence flag catches
+    good_flagged_pct: float | None = None  # share of the other proposals it flags
+    missing: int = 0  # cases where the measurement was not proposed at all
 
     def to_dict(self) -> dict:
         """Plain dict for JSON reports and the manifest (floats rounded for reading)."""
@@ -66,6 +77,8 @@ def summarise(
     truth: Sequence[float],
     confidence: Sequence[float] | None = None,
     endpoint_errors_mm: Sequence[float] | None = None,
+    flagged: Sequence[bool] | None = None,
+    missing: int = 0,
 ) -> MeasurementAccuracy:
     """Summarise predicted against true values of one measurement.
 
@@ -81,6 +94,10 @@ def summarise(
         Distance of each caliper endpoint to its true position in mm; when given,
         ``within_1mm_pct`` is the share of endpoints within 1 mm; otherwise, for lengths, the
         share of measurement values within 1 mm.
+    flagged : sequence of bool, optional
+        Whether each proposal carried the low-confidence flag (for the flag's catch rates).
+    missing : int
+        Cases where no value was proposed (not in ``predicted``).
     """
     p = np.asarray(predicted, dtype=float)
     t = np.asarray(truth, dtype=float)
@@ -93,10 +110,22 @@ def summarise(
         within = float(np.mean(np.asarray(endpoint_errors_mm) <= 1.0) * 100.0)
     elif unit == "mm" and len(abs_err):
         within = float(np.mean(abs_err <= 1.0) * 100.0)
+    gross = abs_err > GROSS_MISS_MM if unit == "mm" else rel > GROSS_MISS_PCT
+    fl = None if flagged is None else np.asarray(flagged, dtype=bool)
+
+    def share(mask: np.ndarray) -> float | None:
+        return None if fl is None or not mask.any() else float(np.mean(fl[mask]) * 100.0)
+
     return MeasurementAccuracy(
         name=name,
         unit=unit,
         n=int(len(p)),
+        median_abs=float(np.median(abs_err)) if len(p) else None,
+        gross_pct=float(np.mean(gross) * 100.0) if len(p) else None,
+        n_gross=int(gross.sum()),
+        gross_flagged_pct=share(gross),
+        good_flagged_pct=share(~gross),
+        missing=int(missing),
         mae=float(abs_err.mean()) if len(p) else float("nan"),
         bias=float(err.mean()) if len(p) else float("nan"),
         mape_pct=float(np.nanmean(rel)) if len(p) and np.isfinite(rel).any() else float("nan"),

@@ -148,15 +148,17 @@ def recipe_command(plan: ModelPlan, smoke: bool) -> str:
 
 
 def next_version(name: str, weights_dir: Path, smoke: bool) -> str:
-    """``1.0`` for the first full training run of a model, then ``1.1``, ``1.2``...; smoke runs
-    get ``0.0-smokeN`` so they never shadow a real model's version numbers."""
+    """``1.0`` for the first full training run of a model, then ``1.1``, ``1.2``... (after a
+    ``2.0``: ``2.1``...); smoke runs get ``0.0-smokeN`` so they never shadow a real model's
+    version numbers."""
     existing = {e.version for e in registry.list_entries(weights_dir) if e.name == name}
     if smoke:
         i = 1
         while f"0.0-smoke{i}" in existing:
             i += 1
         return f"0.0-smoke{i}"
-    major = max([int(v.split(".")[0]) for v in existing if v.split(".")[0].isdigit()] or [1])
+    majors = [int(v.split(".")[0]) for v in existing if "smoke" not in v and v.split(".")[0].isdigit()]
+    major = max([1, *majors])
     minor = 0
     while f"{major}.{minor}" in existing:
         minor += 1

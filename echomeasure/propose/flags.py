@@ -1,0 +1,67 @@
+"""The low-confidence flag: which proposals a reviewer should look at closely.
+
+One rule, used by ``measure`` JSON (``"flagged"``), the review UI (dashed calipers, ``!``) and
+the accuracy benchmark.  Raw confidences are model-specific, so each model version carries its
+own threshold, measured on held-out cases (:func:`echomeasure.training.evaluate.confidence_flag`)
+and kept in its registry ``metrics``:
+
+* ``low_confidence_below``: a proposal with a confidence strictly below it is flagged;
+* ``flagged_mae_ratio``: how much worse the flagged quarter was held-out; below
+  :data:`MIN_FLAGGED_ERROR_RATIO` the confidence did not rank errors, so only proposals below
+  ``confidence_floor`` (unlike anything seen held-out: wrong view, failed caliper, an
+  implausible value or anatomy, which get confidence 0) are flagged;
+* no usable threshold: :data:`LOW_CONFIDENCE_THRESHOLD`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+#: Flag threshold when the model's own is unknown.
+LOW_CONFIDENCE_THRESHOLD = 0.5
+#: Registry metric holding a model version's own threshold.
+THRESHOLD_METRIC = "low_confidence_below"
+#: Registry metric: mean error of the flagged quarter over the rest, held-out.
+FLAG_RATIO_METRIC = "flagged_mae_ratio"
+#: Registry metric: the held-out 2nd percentile of confidence; below it a proposal is always flagged.
+FLOOR_METRIC = "confidence_floor"
+#: Flag the lowest quarter only for models whose flagged quarter had at least this much more error.
+MIN_FLAGGED_ERROR_RATIO = 1.2
+
+
+def flag_threshold(metrics: Mapping[str, Any] | None, fallback: float = LOW_CONFIDENCE_THRESHOLD) -> float:
+    """The confidence below which a model version's proposals are flagged (see the module docstring)."""
+    metrics = metrics or {}
+
+    def number(key: str, default: float) -> float:
+        try:
+            v = metrics.get(key, default)
+            return default if v is None else float(v)
+        except (TypeError, ValueError):
+            return default
+
+    value = number(THRESHOLD_METRIC, math.nan)
+    ratio = number(FLAG_RATIO_METRIC, math.nan)
+    floor = number(FLOOR_METRIC, 0.0)
+    if math.isfinite(ratio) and ratio < MIN_FLAGGED_ERROR_RATIO:
+        return floor if math.isfinite(floor) and floor > 0 else 0.0
+    if math.isfinite(value) and value > 0:
+        return value
+    return float(fallback)
+
+
+def is_flagged(confidence: float | None, threshold: float) -> bool:
+    """True for a proposal the reviewer should look at closely (confidence below ``threshold``).
+
+    A confidence of exactly 0 (implausible value or anatomy) is always flagged.
+    """
+    if confidence is None:
+        return False
+    return confidence < threshold or confidence <= 0.0
+
+
+def entry_threshold(entry: Any, fallback: float = LOW_CONFIDENCE_THRESHOLD) -> float:
+    """:func:`flag_threshold` of a registry entry (``entry.metrics``)."""
+    return flag_threshold(getattr(entry, "metrics", None), fallback)
