@@ -98,7 +98,7 @@ def read_clip(path: str | os.PathLike[str], *, user_cm_per_px: float | None = No
 
 @dataclass
 class _Outcome:
-    data: bytes
+    data: bytes | memoryview
     clip: DeidentifiedClip
     source_kind: str
     container: str | None
@@ -124,7 +124,7 @@ def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None,
             result = deid.deidentify_dicom(ds, frames, regions, secret=secret, options=options, attach_pixels=False,
                                            identifiers=identifiers)
             del frames, ds
-            data = deid.dicom_bytes(result.dataset, result.frames)
+            data = deid.dicom_bytes(result.dataset, result.frames, result.output)
             del result.frames
             dc = gate.admit_dicom(identifiers, data, result.record, user_cm_per_px=user_cm_per_px, secret=secret)
             return _Outcome(data, dc, "dicom", None)

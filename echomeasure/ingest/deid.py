@@ -376,14 +376,37 @@ def region_keep_mask(regions: tuple[Region, ...], rows: int, columns: int,
     return keep, (fan if fan.any() else None), fans_found
 
 
-def blank_outside(frames: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """New (N, H, W, 3) array: ``frames`` with every pixel outside ``keep`` set to 0.
+def blank_outside(frames: np.ndarray, keep: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``frames`` with every pixel outside ``keep`` set to 0, as a new array or into ``out``.
 
     One vectorised AND with a 0x00/0xFF mask laid out like a frame (H, W, 3), so the inner loop
     runs over contiguous bytes and only the frame axis is broadcast.
     """
     mask = np.repeat(keep[:, :, None], 3, axis=2).astype(np.uint8) * np.uint8(255)
-    return np.bitwise_and(frames, mask[None])
+    return np.bitwise_and(frames, mask[None], out=out)
+
+
+#: Bytes reserved in front of the pixels of an output buffer for the serialised header.
+HEADER_ROOM = 1 << 20
+
+
+@dataclass
+class OutputBuffer:
+    """One buffer that becomes the output file: header room, then the pixel data value.
+
+    The cleaned frames are written straight into it and the header is written in front of them
+    afterwards, so the largest value is never copied again.
+    """
+
+    buffer: np.ndarray  # uint8, header room + pixels (+ 1 pad byte for an odd length)
+    frames: np.ndarray
+
+    @classmethod
+    def for_shape(cls, shape: tuple[int, ...]) -> OutputBuffer:
+        n = int(np.prod(shape))
+        buffer = np.empty(HEADER_ROOM + n + n % 2, dtype=np.uint8)  # not zero-filled: every byte is written
+        buffer[HEADER_ROOM + n :] = 0
+        return cls(buffer, buffer[HEADER_ROOM : HEADER_ROOM + n].reshape(shape))
 
 
 @dataclass
@@ -447,13 +470,15 @@ def _find_and_mask_text(frames: np.ndarray, keep: np.ndarray, fan: np.ndarray | 
                     "masked_pixels_in_fan": int((blank & fan).sum()) if fan is not None else 0}
 
 
-def clean_pixels(frames: np.ndarray, regions: tuple[Region, ...], *, find_text: bool = True) -> PixelResult:
+def clean_pixels(frames: np.ndarray, regions: tuple[Region, ...], *, find_text: bool = True,
+                 out: np.ndarray | None = None) -> PixelResult:
     """Blank everything outside the imaging fan, then find burned-in text in what is left.
 
     With regions: outside the regions, and inside 2D regions outside the fan, is set to 0.
     Without regions: outside the moving sector (cines) or the non-black sector (stills).
     Text found in the kept pixels outside the fan is blanked; text inside the fan is left and
-    puts the clip in "human confirmation needed" with its boxes in the record.
+    puts the clip in "human confirmation needed" with its boxes in the record.  With ``out``
+    (same shape as ``frames``) the cleaned frames are written there.
     """
     from echomeasure.ingest.sector import motion_sector_mask, still_sector_mask
 
@@ -470,12 +495,21 @@ def clean_pixels(frames: np.ndarray, regions: tuple[Region, ...], *, find_text: 
         note = ("no ultrasound regions: pixels outside the " + ("moving" if n > 1 else "non-black")
                 + " scan sector set to 0; confirm visually")
         if keep is None:
+            if out is not None:
+                np.copyto(out, frames)
+                frames = out
             return PixelResult(frames, "none", 0.0, False,
                                "no ultrasound regions and no sector found: pixels were NOT cleaned; "
                                "a human must confirm there is no burned-in text",
                                {"searched": False, "why": "no sector to search"})
     fraction = 1.0 - float(keep.mean())
-    cleaned = blank_outside(frames, keep) if fraction > 0 else frames
+    if fraction > 0:
+        cleaned = blank_outside(frames, keep, out)
+    elif out is not None:
+        np.copyto(out, frames)
+        cleaned = out
+    else:
+        cleaned = frames
     cleaned, text = _find_and_mask_text(cleaned, keep, fan, find_text)
     return PixelResult(cleaned, method, fraction, fraction > 0 or bool(text.get("masked_pixels")), note, text)
 
@@ -523,6 +557,7 @@ class DicomDeidResult:
     dataset: Dataset
     frames: np.ndarray
     record: dict
+    output: OutputBuffer | None = None  # set when the frames live in the output file's buffer
 
 
 def already_deidentified(ds: Dataset, secret: bytes) -> bool:
@@ -638,7 +673,8 @@ def deidentify_dicom(
         identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
     original_burned_in = str(ds.get("BurnedInAnnotation", "") or "") or None
     header = deidentify_header(ds, secret=secret, options=options)
-    pixels = clean_pixels(frames, regions, find_text=options.find_text)
+    output = None if attach_pixels else OutputBuffer.for_shape(frames.shape)
+    pixels = clean_pixels(frames, regions, find_text=options.find_text, out=None if output is None else output.frames)
     set_rgb_pixels(ds, pixels.frames, attach=attach_pixels)
     codes = _mark(ds, options, pixels, original_burned_in)
     dropped = drop_identifying_values(ds, identifiers, secret=secret)
@@ -672,22 +708,33 @@ def deidentify_dicom(
         "pixels": pixels.as_record(original_burned_in, str(ds.get("BurnedInAnnotation", "")) or None),
         "output": {"transfer_syntax": str(ExplicitVRLittleEndian), "photometric_interpretation": "RGB", "bits": 8},
     }
-    return DicomDeidResult(ds, pixels.frames, record)
+    return DicomDeidResult(ds, pixels.frames, record, output)
 
 
-def dicom_bytes(ds: Dataset, frames: np.ndarray | None = None) -> bytes:
+def dicom_bytes(ds: Dataset, frames: np.ndarray | None = None, output: OutputBuffer | None = None) -> bytes | memoryview:
     """Serialise a de-identified dataset: zeroed 128-byte preamble, regenerated file meta.
 
     With ``frames`` (and no Pixel Data in ``ds``), the native pixel data element is appended
     directly from the array (Explicit VR Little Endian, OB, padded to even length): one copy.
+    With ``output`` (the buffer the frames were cleaned into) the header is written in front of
+    them and a read-only view of the whole file is returned: no copy at all.
     """
     buf = BytesIO()
     ds.preamble = b"\x00" * 128
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    if frames is None:
+    if frames is None and output is None:
         return buf.getvalue()
     if "PixelData" in ds or ds.file_meta.TransferSyntaxUID != ExplicitVRLittleEndian:
         raise ValueError("dicom_bytes(frames=...) needs a dataset without Pixel Data, Explicit VR Little Endian")
+    if output is not None:
+        n = output.frames.size
+        element = b"\xe0\x7f\x10\x00OB\x00\x00" + (n + n % 2).to_bytes(4, "little")
+        header = buf.getbuffer()
+        start = HEADER_ROOM - len(header) - len(element)
+        if start >= 0:
+            output.buffer[start:HEADER_ROOM] = np.frombuffer(bytes(header) + element, dtype=np.uint8)
+            return memoryview(output.buffer[start:]).cast("B").toreadonly()
+        frames = output.frames  # a header larger than the room: fall back to one copy
     pixels = memoryview(np.ascontiguousarray(frames)).cast("B")
     pad = b"\x00" if len(pixels) % 2 else b""
     element = b"\xe0\x7f\x10\x00OB\x00\x00" + (len(pixels) + len(pad)).to_bytes(4, "little")

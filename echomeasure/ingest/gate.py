@@ -443,6 +443,29 @@ def _refuse(reason: str) -> DeidentificationError:
     return DeidentificationError(f"de-identification gate refused the output: {reason}; nothing was written")
 
 
+def _parse_header(data: bytes | memoryview) -> tuple[Dataset, int]:
+    """Parse everything before the pixel data; return the dataset and where parsing stopped.
+
+    Only the header is copied: growing prefixes are tried until the parse stops before the
+    end of the prefix (at the pixel data) or the prefix is the whole file.
+    """
+    limit = 1 << 16
+    while True:
+        chunk = bytes(data[:limit])
+        fp = BytesIO(chunk)
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            start = fp.tell()
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a refusal (or a short prefix)
+            if limit < len(data):
+                limit *= 8
+                continue
+            raise _refuse(f"the output cannot be parsed ({type(exc).__name__})") from None
+        if start < len(chunk) or limit >= len(data):
+            return ds, start
+        limit *= 8
+
+
 def check_dicom_bytes(original: OriginalIdentifiers, data: bytes, *, secret: bytes | None = None
                       ) -> tuple[GateReport, Dataset, tuple[int, int] | None]:
     """Re-read a de-identified DICOM from its bytes and refuse it if anything identifying remains.
@@ -451,21 +474,16 @@ def check_dicom_bytes(original: OriginalIdentifiers, data: bytes, *, secret: byt
     the native pixel data value in ``data`` (None when absent).  Raises
     :class:`DeidentificationError` on any failed check.
     """
-    if len(data) < 132 or data[128:132] != b"DICM":
+    if len(data) < 132 or bytes(data[128:132]) != b"DICM":
         raise _refuse("the output is not a DICOM file with a preamble")
-    if any(data[:128]):
+    if any(bytes(data[:128])):
         raise _refuse("the 128-byte preamble is not zeroed")
-    fp = BytesIO(data)
-    try:
-        ds = pydicom.dcmread(fp, stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a refusal
-        raise _refuse(f"the output cannot be parsed ({type(exc).__name__})") from exc
+    ds, start = _parse_header(data)
     pixel_span = None
-    start = fp.tell()
     if start < len(data):
-        if data[start : start + 4] != b"\xe0\x7f\x10\x00" or data[start + 4 : start + 6] not in (b"OB", b"OW"):
+        if bytes(data[start : start + 4]) != b"\xe0\x7f\x10\x00" or bytes(data[start + 4 : start + 6]) not in (b"OB", b"OW"):
             raise _refuse("unexpected data where the pixel data should start")
-        length = int.from_bytes(data[start + 8 : start + 12], "little")
+        length = int.from_bytes(bytes(data[start + 8 : start + 12]), "little")
         if length == 0xFFFFFFFF or start + 12 + length != len(data):
             raise _refuse("the pixel data is not native or is followed by further elements")
         pixel_span = (start + 12, length)
@@ -488,7 +506,7 @@ def check_dicom_bytes(original: OriginalIdentifiers, data: bytes, *, secret: byt
     codes = {str(it.get("CodeValue", "")) for it in ds.get("DeidentificationMethodCodeSequence", [])}
     if "113100" not in codes:
         raise _refuse("the CID 7050 basic profile code 113100 is missing")
-    header = data if pixel_span is None else data[: pixel_span[0]]
+    header = bytes(data if pixel_span is None else data[: pixel_span[0]])
     # Parsed values at every level: every identifier; raw bytes outside the pixel data: the
     # longer ones (short values collide with binary fields by chance).
     leaks = [source for _, _, _, source in matching_attributes(ds, original, secret=secret)]

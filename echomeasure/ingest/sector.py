@@ -16,7 +16,7 @@ MOTION_THRESHOLD = 12
 MIN_COMPONENT_RATIO = 0.2
 # Below this fraction of the image the sector is considered not found.
 MIN_SECTOR_FRACTION = 0.02
-SAMPLE_FRAMES = 32
+SAMPLE_FRAMES = 16
 
 
 def motion_sector_mask(frames: np.ndarray, *, threshold: int = MOTION_THRESHOLD) -> np.ndarray | None:
@@ -55,8 +55,8 @@ def motion_sector_mask(frames: np.ndarray, *, threshold: int = MOTION_THRESHOLD)
     for label, area in enumerate(areas, start=1):
         if area < MIN_COMPONENT_RATIO * largest:
             continue
-        ys, xs = np.nonzero(labels == label)
-        hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+        contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.convexHull(np.concatenate(contours))
         cv2.fillConvexPoly(mask, hull, 1)
     mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
     keep = mask.astype(bool)
@@ -86,8 +86,8 @@ def _hull_of_large_components(active: np.ndarray, *, close_px: int, grow_px: int
     for label, area in enumerate(areas, start=1):
         if area < MIN_COMPONENT_RATIO * largest:
             continue
-        ys, xs = np.nonzero(labels == label)
-        hull = cv2.convexHull(np.stack([xs, ys], axis=1).astype(np.int32))
+        contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull = cv2.convexHull(np.concatenate(contours))
         cv2.fillConvexPoly(mask, hull, 1)
     g = 2 * grow_px + 1
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g))).astype(bool)
