@@ -154,6 +154,7 @@ def store_opened(store: Any, opened: Any, *, actor: str = "system") -> Any:
         if opened.proposals is not None:
             proposals = tuple(store.add_proposals(record.id, opened.proposals, actor=actor))
             proposed = True
+            warnings = tuple(getattr(opened.proposals, "notices", ()))
         else:
             warnings = opened.warnings
     return IngestResult(file=opened.file, clip=record, proposals=proposals, new=record.created,
