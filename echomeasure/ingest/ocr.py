@@ -36,6 +36,10 @@ CANDIDATE_LEVEL = 128
 TILE_PAD_PX = 16
 #: Above this share of the search area, candidate tiles are replaced by the whole area.
 MAX_TILE_SHARE = 0.35
+#: A detected box taller than this (pixels, or this share of the image height when larger) is
+#: bright anatomy the detector mistook for text, not a line of burned-in text.
+MAX_TEXT_HEIGHT_PX = 48
+MAX_TEXT_HEIGHT_SHARE = 0.06
 _lock = threading.Lock()
 
 
@@ -160,10 +164,11 @@ def find_text(frames: np.ndarray, search: np.ndarray | None = None) -> list[Text
     tile_px = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in tiles)
     if tile_px > MAX_TILE_SHARE * (whole[1] - whole[0]) * (whole[3] - whole[2]):
         tiles = [whole]
+    tallest = max(MAX_TEXT_HEIGHT_PX, int(MAX_TEXT_HEIGHT_SHARE * h))
     out: list[TextBox] = []
     for y0, y1, x0, x1 in tiles:
         for b in _detect(image[y0:y1, x0:x1], y0, x0):
             box = TextBox(max(b.x0, 0), max(b.y0, 0), min(b.x1, w - 1), min(b.y1, h - 1))
-            if box.x1 >= box.x0 and box.y1 >= box.y0:
+            if box.x1 >= box.x0 and box.y1 >= box.y0 and box.y1 - box.y0 + 1 <= tallest:
                 out.append(box)
     return out
