@@ -3,7 +3,8 @@
 - :class:`RequestGuard` (ASGI middleware, added by :func:`harden_launch_options`) answers 403 to
   every HTTP request or websocket whose ``Host`` header, or ``Origin`` header when there is one,
   names anything but this server: the loopback names (``localhost``, ``127.0.0.1``, ``::1``) and
-  the address given with ``--host`` (for ``0.0.0.0`` the machine's own names and addresses),
+  the address given with ``--host`` (for ``0.0.0.0`` the machine's host names, their addresses
+  and its outgoing IPv4/IPv6 addresses),
   plus ``ECHOMEASURE_ALLOWED_HOSTS`` (comma-separated, e.g. the name of a reverse proxy) and,
   on a Hugging Face Space, ``SPACE_HOST``.  A web
   page on another site, or one reached through DNS rebinding, therefore cannot drive the API.
@@ -55,6 +56,7 @@ def allowed_hosts(bound_host: str | None, extra: Iterable[str] = ()) -> frozense
             names.add(_normal(name))
             with contextlib.suppress(OSError):
                 names.update(_normal(str(info[4][0])) for info in socket.getaddrinfo(name, None))
+        names.update(_primary_addresses())
     else:
         names.add(host)
     names.update(_normal(e) for e in extra if e.strip())
@@ -63,6 +65,16 @@ def allowed_hosts(bound_host: str | None, extra: Iterable[str] = ()) -> frozense
         names.add(_normal(os.environ["SPACE_HOST"]))
     names.discard("")
     return frozenset(names)
+
+
+def _primary_addresses() -> set[str]:
+    """This machine's outgoing IPv4/IPv6 addresses (a UDP connect sends nothing)."""
+    found = set()
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            found.add(_normal(str(sock.getsockname()[0])))
+    return found
 
 
 def host_of_host_header(value: str) -> str | None:

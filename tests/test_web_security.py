@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,8 @@ def test_host_and_origin_parsing():
     allowed = allowed_hosts("127.0.0.1")
     assert {"localhost", "127.0.0.1", "::1"} <= allowed and "evil.example" not in allowed
     assert "10.1.2.3" in allowed_hosts("10.1.2.3")
+    everywhere = allowed_hosts("0.0.0.0")
+    assert socket.gethostname().lower() in everywhere and "evil.example" not in everywhere
     assert refusal({"host": "localhost:7860", "origin": "http://127.0.0.1:7860"}, allowed) is None
     assert refusal({"host": "localhost:7860"}, allowed) is None
     assert refusal({}, allowed) is not None
