@@ -98,7 +98,7 @@ def canonical_json(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def event_payload(event: Mapping[str, Any]) -> dict[str, Any]:
+def event_payload(event: Mapping[Any, Any]) -> dict[str, Any]:
     """The hashed part of an audit event (every column but id and the hashes it links)."""
     return {
         "format": CHAIN_FORMAT,
@@ -114,7 +114,7 @@ def event_payload(event: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def link_hash(prev_sha256: str, event: Mapping[str, Any]) -> str:
+def link_hash(prev_sha256: str, event: Mapping[Any, Any]) -> str:
     """``SHA-256(prev_sha256 + canonical payload)`` of one event."""
     return hashlib.sha256(prev_sha256.encode("ascii") + canonical_json(event_payload(event))).hexdigest()
 
@@ -156,7 +156,7 @@ def _row_hashes(conn: Connection, table: Any, columns: tuple[str, ...]) -> dict[
     return out
 
 
-def _covered_ids(event: Mapping[str, Any]) -> tuple[str, list[int]] | None:
+def _covered_ids(event: Mapping[Any, Any]) -> tuple[str, list[int]] | None:
     """Which table's rows an event's ``content_sha256`` covers, and their ids."""
     action, after = event["action"], event["after"] or {}
     if event["entity_type"] == "review" and action.startswith("review."):
@@ -228,15 +228,15 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
                                    "was changed after it was written")
             unaudited[name].difference_update(ids)
         prev = event["sha256"]
-    for name, ids in unaudited.items():
-        if ids:
-            return ChainReport(False, n, prev, genesis, None, f"{name} {min(ids)} has no audit event (added behind "
+    for name, left in unaudited.items():
+        if left:
+            return ChainReport(False, n, prev, genesis, None, f"{name} {min(left)} has no audit event (added behind "
                                "the application's back)", time.perf_counter() - started)
     return ChainReport(True, n, prev, genesis, None, None, time.perf_counter() - started,
                        {name: len(h) for name, h in row_hashes.items()})
 
 
-def row_hash(row: Mapping[str, Any], columns: Iterable[str]) -> str:
+def row_hash(row: Mapping[Any, Any], columns: Iterable[str]) -> str:
     """SHA-256 of one row's canonical content."""
     cols = tuple(columns)
     return hashlib.sha256(canonical_json({c: row.get(c) for c in cols})).hexdigest()
@@ -246,7 +246,7 @@ def _list_hash(row_hashes: list[str]) -> str:
     return hashlib.sha256(",".join(row_hashes).encode("ascii")).hexdigest()
 
 
-def rows_content_hash(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> str:
+def rows_content_hash(rows: Iterable[Mapping[Any, Any]], columns: Iterable[str]) -> str:
     """The ``content_sha256`` of an event that created ``rows``: a hash over the rows' hashes."""
     cols = tuple(columns)
     return _list_hash([row_hash(r, cols) for r in rows])
