@@ -317,3 +317,30 @@ def test_with_a_login_the_reviewer_is_the_logged_in_user(tmp_path):
         finally:
             s.close()
         assert event.actor == "alice"
+
+
+# ----------------------------------------------------------------------------- the UI's save path
+
+
+def test_the_ui_save_path_applies_the_same_reviewer_rules(tmp_path):
+    from demo.review import ReviewRequest, save_reviews
+
+    from echomeasure.errors import StoreError
+    from echomeasure.store import open_store
+
+    info = prepare_store(tmp_path)
+    store = open_store(info.url)
+    try:
+        request = ReviewRequest.from_payload({"name": "ivsd", "action": "accept"})
+        for bad in ("x" * 101, "Dr.\x00A", "Dr.\u200bA", ""):
+            with pytest.raises(StoreError):
+                save_reviews(store, info.clip_id, [request], bad)
+        with pytest.raises(StoreError):  # a typed display name beside a login follows the rule too
+            save_reviews(store, info.clip_id, [request], "Dr.\nA", logged_in_user="alice")
+        assert store.reviews() == []
+        (saved,) = save_reviews(store, info.clip_id, [request], "Dr. Bob (not alice)", logged_in_user="alice")
+        assert (saved.reviewer, saved.reviewer_display_name) == ("alice", "Dr. Bob (not alice)")
+        (saved,) = save_reviews(store, info.clip_id, [request], "  Reader One ")
+        assert (saved.reviewer, saved.reviewer_display_name) == ("Reader One", None)
+    finally:
+        store.close()
