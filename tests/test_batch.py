@@ -239,11 +239,26 @@ class _KillingAnnotator(PreAnnotator):
 def test_a_killed_worker_is_retried_once_then_the_file_is_reported(ray_session, tmp_path, monkeypatch):
     from ray import cloudpickle
 
+    from echomeasure.errors import EchomeasureError
+
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
     root = tmp_path / "archive"
     root.mkdir()
     for i, name in enumerate(("a_good.dcm", "flaky.dcm", "poison.dcm", "z_good.dcm")):
         write_us_dicom(root / name, seed=10 + i)
+
+    # First: workers that hold another site secret than the writer are refused before anything
+    # is stored (the workers inherited the session's secret; the writer now has its own).
+    with monkeypatch.context() as m:
+        m.setenv("ECHOMEASURE_SECRET", "the writer's own secret")
+        other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+        with pytest.raises(EchomeasureError, match="another site secret"):
+            run_batch([root / "a_good.dcm"], db=other, workers=1, run_models=False, emit=lambda obj: None)
+        with open_store(other) as store:
+            assert store.clips() == []
+
+    # Kept last in the module: Ray Data may keep the restarted actor of this run until the
+    # session ends (a CLI run stops its own Ray at the end).
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     reported: list[dict] = []
     summary = run_batch([root], db=url, workers=1, run_models=False, worker_class=_KillingAnnotator,
@@ -254,13 +269,3 @@ def test_a_killed_worker_is_retried_once_then_the_file_is_reported(ray_session, 
     assert (summary.ok, summary.failed) == (3, 1)
     with open_store(url) as store:
         assert len(store.clips()) == 3
-
-    # Workers that hold another site secret than the writer: refused before anything is stored.
-    monkeypatch.setenv("ECHOMEASURE_SECRET", "the writer's own secret")
-    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
-    from echomeasure.errors import EchomeasureError
-
-    with pytest.raises(EchomeasureError, match="another site secret"):
-        run_batch([root / "a_good.dcm"], db=other, workers=1, run_models=False, emit=reported.append)
-    with open_store(other) as store:
-        assert store.clips() == []

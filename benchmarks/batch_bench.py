@@ -1,0 +1,112 @@
+"""Throughput of ``echomeasure batch`` with 1 and 2 Ray workers on this machine, and the sequential baseline.
+
+Usage::
+
+    .venv/bin/python benchmarks/batch_bench.py [--archive DIR] [--cases 50] [--workers 1 2] [-o results.json]
+
+Without ``--archive`` it writes ``--cases`` small synthetic PLAX cines and as many Doppler strips
+(``echomeasure synth --kind both --small``) into a temporary folder.  Each batch run starts its
+own local Ray (so start-up is included), stores into a fresh SQLite and reports:
+
+* ``ray_start_s``: ``ray.init`` of a local instance;
+* ``first_result_s``: from submitting the dataset to the first stored study (actor start, model
+  load, the first study);
+* ``studies_per_min``: all studies over the processing time (first result included);
+* ``steady_studies_per_min``: the rate after the first result;
+* ``worker_peak_rss_mb``: peak resident memory of each actor process (``ru_maxrss``).
+
+The sequential baseline is ``ingest_path`` in a loop in this process (models loaded once), the
+same work ``echomeasure ingest`` does.  The load average before and after each run is recorded:
+other processes on a shared machine slow every figure down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def sequential(files: list[Path], db_url: str, secret: bytes) -> dict:
+    from echomeasure.pipeline import ingest_path
+    from echomeasure.store import open_store
+
+    t0 = time.perf_counter()
+    load_before = _load()
+    with open_store(db_url) as store:
+        for path in files:
+            ingest_path(path, store, secret=secret)
+    wall = time.perf_counter() - t0
+    return {"mode": "sequential ingest", "studies": len(files), "wall_s": round(wall, 1),
+            "studies_per_min": round(60 * len(files) / wall, 1), "load_before": load_before, "load_after": _load()}
+
+
+def batch(archive: Path, db_url: str, workers: int) -> dict:
+    from echomeasure.batch import run_batch
+
+    load_before = _load()
+    lines: list[dict] = []
+    s = run_batch([archive], db=db_url, workers=workers, emit=lines.append, progress_stream=sys.stderr)
+    n = s.ok + s.failed
+    steady = None
+    if s.first_result_s is not None and n > 1 and s.process_s > s.first_result_s:
+        steady = round(60 * (n - 1) / (s.process_s - s.first_result_s), 1)
+    return {
+        "mode": f"batch, {workers} worker{'s' if workers > 1 else ''}", "workers": s.workers,
+        "threads_per_worker": s.threads_per_worker, "studies": n, "failed": s.failed,
+        "ray_start_s": round(s.ray_start_s, 1), "first_result_s": round(s.first_result_s or 0.0, 1),
+        "process_s": round(s.process_s, 1), "wall_s": round(s.wall_s, 1),
+        "studies_per_min": round(s.files_per_min, 1), "steady_studies_per_min": steady,
+        "worker_peak_rss_mb": sorted(round(v) for v in s.worker_peak_rss_mb.values()),
+        "load_before": load_before, "load_after": _load(),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--archive", type=Path, help="folder of studies (default: synthetic, written to a temporary folder)")
+    p.add_argument("--cases", type=int, default=50, help="synthetic cases per kind (default 50: 100 studies)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--no-sequential", action="store_true", help="skip the sequential baseline")
+    p.add_argument("-o", "--output", type=Path, help="write the results JSON here")
+    args = p.parse_args()
+
+    os.environ.setdefault("ECHOMEASURE_SECRET", "batch-benchmark-secret")
+    from echomeasure import config
+    from echomeasure.pipeline import iter_input_files
+
+    with tempfile.TemporaryDirectory(prefix="batch-bench-") as tmp:
+        root = Path(tmp)
+        archive = args.archive
+        if archive is None:
+            from echomeasure.synthetic.studio import write_cases
+
+            archive = root / "archive"
+            for _ in write_cases(archive, args.cases, seed=11, kind="both", small=True, progress=False):
+                pass
+        files = iter_input_files([archive])
+        os.environ["ECHOMEASURE_IMAGES"] = str(root / "images")
+        results: dict = {"cpus": len(os.sched_getaffinity(0)), "studies": len(files), "runs": []}
+        for w in args.workers:
+            r = batch(archive, f"sqlite:///{root / f'batch{w}.sqlite'}", w)
+            print(json.dumps(r), flush=True)
+            results["runs"].append(r)
+        if not args.no_sequential:
+            r = sequential(files, f"sqlite:///{root / 'sequential.sqlite'}", config.secret())
+            print(json.dumps(r), flush=True)
+            results["runs"].append(r)
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
