@@ -12,6 +12,7 @@ import pytest
 from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals  # noqa: F401 - fixtures
 
 from echomeasure.store import open_store
+from echomeasure.store.chain import verify
 
 pytest_plugins = ["postgres_fixture"]
 
@@ -49,6 +50,10 @@ def _assert_all_reviews_kept(store, clip_id, expected_by_reviewer):
     audit = [e for e in store.audit_events(clip_id) if e.entity_type == "review"]
     assert sorted(e.entity_id for e in audit) == sorted(r.id for r in reviews)
     assert store.current_measurements(clip_id)[1].n_reviews == sum(expected_by_reviewer.values())
+    # Concurrent writers never fork or break the audit hash chain.
+    report = verify(store.engine)
+    assert report.ok, report.reason
+    assert report.covered["review"] == len(reviews)
 
 
 def test_concurrent_reviewer_threads_lose_no_review(reviewed_clip):
