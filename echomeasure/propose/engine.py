@@ -192,6 +192,8 @@ def _propose_2d(
     batch_size: int,
     timings: dict[str, float],
     refine_edges: bool = True,
+    anatomy_check: bool = True,
+    depth_zoom: bool = True,
 ) -> tuple[list[Proposal], int, int, list[dict]]:
     from echomeasure.models.decode import decode_keypoints
     from echomeasure.models.preprocess import CropTransform
@@ -206,7 +208,12 @@ def _propose_2d(
             f"model {entry.name} {entry.version} has no channel for {', '.join(lacking)}; "
             "use a model version trained with all PLAX keypoints"
         )
-    transform = CropTransform.for_clip(clip, entry.input_size, "2d")
+    # a deep sector is shown to the model as a shallower scan would show it (propose.zoom)
+    from echomeasure.models.preprocess import box_2d
+    from echomeasure.propose.zoom import depth_capped_box
+
+    box = depth_capped_box(box_2d(clip), clip.regions) if depth_zoom else box_2d(clip)
+    transform = CropTransform(box, tuple(entry.input_size))
     n = clip.n_frames
     k = len(entry.channels)
     pts_model = np.zeros((n, k, 2))
@@ -260,7 +267,7 @@ def _propose_2d(
     # onto it; a set that breaks the geometry (order, angle, ratios, ED vs ES) is proposed with
     # confidence 0, so it is flagged for the reviewer
     factors: dict[str, float] = {}
-    if set(ch) == set(catalog.KEYPOINTS_2D):
+    if anatomy_check and set(ch) == set(catalog.KEYPOINTS_2D):
         from echomeasure.propose import consistency
 
         order = [ch[kp] for kp in catalog.KEYPOINTS_2D]
@@ -608,6 +615,8 @@ def propose(
     batch_size: int = BATCH_SIZE,
     snap_doppler_to_envelope: bool = True,
     refine_edges: bool = True,
+    anatomy_check: bool = True,
+    depth_zoom: bool = True,
 ) -> ClipProposals:
     """Propose the measurements that apply to a clip.
 
@@ -638,6 +647,11 @@ def propose(
         the full-resolution frame (:mod:`echomeasure.propose.edges`); the confidence of an
         endpoint without a clear interface drops, and ``timings_s["edge_refinement"]`` is
         present when it ran.  Off gives the model's (smoothed) points.
+    anatomy_check
+        Check the ED and ES caliper sets against PLAX geometry (:mod:`echomeasure.propose.consistency`):
+        one point off its line is moved back onto it, an implausible set gets confidence 0.
+    depth_zoom
+        Show the 2D model at most :data:`echomeasure.propose.zoom.VIEW_DEPTH_CM` of a deeper sector.
 
     Returns
     -------
@@ -675,7 +689,7 @@ def propose(
         wanted = wanted_only or catalog.LINEAR_2D
         proposals, ed, es, frames = _propose_2d(
             clip, engine, wanted, per_frame=per_frame, progress=progress, batch_size=batch_size, timings=timings,
-            refine_edges=refine_edges,
+            refine_edges=refine_edges, anatomy_check=anatomy_check, depth_zoom=depth_zoom,
         )
     else:
         name = "doppler-peaks"

@@ -205,6 +205,7 @@ def run_experiment(
     progress: bool = True,
     style: str = "classic",
     base_version: str | None = None,
+    replay_cases: int | None = None,
 ) -> dict:
     """Run the whole loop (module docstring) in ``workdir``; the shipped weights are only read.
 
@@ -246,7 +247,7 @@ def run_experiment(
                                     style=style)
         outcome = finetune(store=store, base=registry.PLAX_LINEAR, weights_dir=wdir, epochs=epochs,
                            min_frames=min(20, 2 * counts["clips"]), synthetic_eval_cases=synthetic_eval_cases,
-                           activate="yes", progress=progress, max_steps=max_steps)
+                           activate="yes", progress=progress, max_steps=max_steps, replay_cases=replay_cases)
 
         def on_new_cases(version: str, folder: Path = wdir) -> dict:
             fn = partial(propose, model_versions={registry.PLAX_LINEAR: version}, weights_dir=folder, backend="torch")
@@ -322,13 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--small", action="store_true")
     p.add_argument("--style", default="classic", help="style family of the review and test studies")
     p.add_argument("--base-version", help="plax-linear version to fine-tune (default: the active one)")
+    p.add_argument("--replay-cases", type=int, help="synthetic replay cases (default: the base's training set)")
     p.add_argument("-o", "--output", type=Path, help="write the JSON result here too")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     result = run_experiment(args.weights or config.weights_dir(), args.workdir, n_review_cases=args.review_cases,
                             n_test_cases=args.test_cases, shift_mm=args.shift_mm, epochs=args.epochs,
                             synthetic_eval_cases=args.eval_cases, small=args.small, max_steps=args.max_steps,
-                            style=args.style, base_version=args.base_version)
+                            style=args.style, base_version=args.base_version, replay_cases=args.replay_cases)
     text = json.dumps(result, indent=1)
     if args.output:
         args.output.write_text(text + "\n")
