@@ -286,6 +286,29 @@ def test_postgres_app_role_may_insert_and_select_but_never_update_or_delete(post
         s.close()
 
 
+@pytest.mark.postgres
+def test_the_app_role_cannot_migrate_and_says_who_can(postgres_app_url, postgres_url):
+    engine = create_store_engine(postgres_url)
+    try:
+        downgrade(engine, "0002_append_only_chain")  # as if echomeasure was upgraded since
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match="upgrade it as the owner"):
+        open_store(postgres_app_url)
+    open_store(postgres_url).close()  # the owner can
+    app = open_store(postgres_app_url)
+    try:
+        # Tables the owner's upgrade re-created are readable by the app role (default privileges),
+        # and still not writable beyond INSERT.
+        from sqlalchemy import inspect
+
+        for table in inspect(app.engine).get_table_names():
+            assert _count(app, table) >= 0
+        _refused(app, "DELETE FROM review", match="permission denied")
+    finally:
+        app.close()
+
+
 def test_db_init_roles_on_sqlite_is_a_user_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "echomeasure.cli", "db", "init", "--roles", "--db", f"sqlite:///{tmp_path / 'x.sqlite'}"],

@@ -41,7 +41,7 @@ import os
 from pathlib import Path
 
 from alembic.util.exc import CommandError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from echomeasure import config
 from echomeasure.errors import StoreError
@@ -142,6 +142,13 @@ def open_store(
                 raise StoreError(
                     f"the database schema {at} is unknown to this echomeasure (made by a newer "
                     "version?); upgrade echomeasure or use another --db"
+                ) from None
+            except ProgrammingError as exc:  # e.g. the least-privilege app role may not create tables
+                if getattr(getattr(exc, "orig", None), "sqlstate", None) != "42501":
+                    raise
+                raise StoreError(
+                    f"the database is at schema {at or 'empty'}, not {head}, and this login may not "
+                    "change the schema; upgrade it as the owner: echomeasure db init --db OWNER_URL"
                 ) from None
     except OperationalError as exc:
         engine.dispose()
