@@ -170,3 +170,15 @@ def test_pydicom_log_records_are_dropped(tmp_path, caplog):
     text = "\n".join(r.getMessage() for r in caplog.records)
     for value in IDENTIFYING:
         assert value not in text
+
+
+def test_a_device_as_output_is_refused_before_anything_is_written():
+    """Checked with the output-path rule itself (it only stats): a regression here must never be
+    found by writing over a real device."""
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.ingest import _check_output_path
+
+    for device in ("/dev/null", "/dev/full"):
+        if Path(device).exists():
+            with pytest.raises(InvalidInputError, match="not a regular file"):
+                _check_output_path(Path(device))
