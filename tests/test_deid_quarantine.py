@@ -31,6 +31,7 @@ def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "ECHOMEASURE_QUARANTINE": str(root)}
 
 
+@pytest.mark.slow
 def test_ten_kill_9_at_random_points_leave_nothing_after_the_next_start(tmp_path):
     root = tmp_path / "q"
     src = write_canary_dicom(tmp_path / "in.dcm", 40)
