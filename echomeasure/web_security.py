@@ -218,15 +218,40 @@ async def _json_response(send: Any, status: int, message: str) -> None:
 
 
 def harden_launch_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``gr.Blocks.launch`` options with :class:`RequestGuard` added for the bound host."""
+    """``gr.Blocks.launch`` options with :class:`RequestGuard` added for the bound host.
+
+    Gradio adds its own middleware (CORS, compression) after creating the app, which would put
+    them in front of the guard; a lifespan hook moves the guard to the front before the first
+    request, so even a CORS preflight from a foreign origin gets the 403.
+    """
     from starlette.middleware import Middleware
 
     host = options.get("server_name") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     out = dict(options)
     app_kwargs = dict(out.get("app_kwargs") or {})
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(RequestGuard, allowed=allowed_hosts(host))]
+    app_kwargs["lifespan"] = _guard_first(app_kwargs.get("lifespan"))
     out["app_kwargs"] = app_kwargs
     return out
+
+
+def _guard_first(user_lifespan: Any) -> Any:
+    """A lifespan that makes :class:`RequestGuard` the outermost middleware, then runs ``user_lifespan``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        middleware = list(getattr(app, "user_middleware", []))
+        guards = [m for m in middleware if getattr(m, "cls", None) is RequestGuard]
+        if guards and middleware[: len(guards)] != guards:
+            app.user_middleware[:] = guards + [m for m in middleware if m not in guards]
+            app.middleware_stack = app.build_middleware_stack()
+        if user_lifespan is None:
+            yield None
+        else:
+            async with user_lifespan(app) as state:
+                yield state
+
+    return lifespan
 
 
 # --------------------------------------------------------------------------- temporary files

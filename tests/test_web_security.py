@@ -192,6 +192,14 @@ def test_requests_naming_another_host_or_origin_are_refused_on_every_endpoint(de
     assert reviews_by(demo.store, "lvids") == []
 
 
+def test_a_cors_preflight_from_another_site_is_refused_too(demo):
+    preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    r = httpx.options(demo.url + "/gradio_api/call/save_review", headers=preflight, timeout=30)
+    assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+    r = httpx.options(demo.url + "/gradio_api/call/save_review", headers={**preflight, "Host": "evil.example"}, timeout=30)
+    assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
+
+
 def test_loopback_names_are_accepted(demo):
     for host, origin in (("127.0.0.1", "http://127.0.0.1"), ("localhost", "http://localhost"), ("[::1]", None)):
         headers = {"Host": f"{host}:{demo.port}"}
