@@ -54,14 +54,27 @@ THEME = gr.themes.Base(
 )
 
 CSS = """
-.gradio-container { max-width: 100% !important; }
-#em-topbar { align-items: center; border-bottom: 1px solid var(--border-color-primary); padding-bottom: 6px; }
+.gradio-container { max-width: 100% !important; padding: 0 !important; }
+.gradio-container .main { padding: 4px 8px !important; }
+#em-main-row { gap: 8px !important; flex-wrap: nowrap !important; }
+#em-left { gap: 6px !important; }
+#em-topbar { align-items: center; border-bottom: 1px solid var(--border-color-primary); padding-bottom: 2px; }
+#em-topbar label span { margin-bottom: 0; }
 #em-brand { font-size: 20px; font-weight: 700; letter-spacing: -0.01em; }
 #em-brand .em-sub { font-size: 12px; font-weight: 400; color: var(--body-text-color-subdued); margin-left: 8px; }
-#em-clipinfo { min-height: 24px; font-size: 13px; }
+#em-clipinfo { min-height: 20px; font-size: 12px; line-height: 1.35; }
+#em-brand { white-space: nowrap; }
+#em-brand .em-sub { display: block; margin-left: 0 !important; }
+#em-worklist td, #em-worklist th { padding: 2px 3px !important; font-size: 11px !important; }
+#em-worklist td *, #em-worklist th * { padding-left: 0 !important; padding-right: 0 !important; }
+#em-upload { min-height: 0 !important; }
+#em-viewer .html-container { padding: 0 !important; }
 #em-clipinfo p { margin: 0; }
 #em-worklist table { font-size: 12px; }
-.em-reviewer-missing input { border-color: #ff9f43 !important; box-shadow: 0 0 0 1px #ff9f43 !important; }
+#em-worklist { font-size: 12px; }
+.em-reviewer-missing input, .em-reviewer-missing textarea { border-color: #ff9f43 !important; box-shadow: 0 0 0 2px #ff9f43 !important; }
+.em-reviewer-missing label span { color: #ff9f43 !important; }
+footer { display: none !important; }
 """
 
 # Dark mode by default: a reading room is dark, and the viewer is dark anyway.
@@ -123,13 +136,13 @@ def _gr_progress(progress: gr.Progress) -> Callable[[float, str], None]:
 
 def _clip_header(clip: ClipRecord, states: Sequence[Any], warnings: Sequence[str] = ()) -> str:
     model = next((f"{s.model_name} {s.model_version}" for s in states if s.model_name), "no model")
-    cal = {"dicom": "DICOM calibration", "user": "user scale", "none": "uncalibrated (values in px)"}.get(
+    cal = {"dicom": "DICOM calibration", "user": "user scale", "none": "uncalibrated (values in px): Calibrate"}.get(
         clip.calibration_source, clip.calibration_source
     )
     ft = f"{clip.frame_time_ms:.1f} ms/frame" if clip.frame_time_ms else "frame time unknown"
     parts = [
         f"**{clip.label}**",
-        f"{clip.kind.upper()} · {clip.n_frames} frames · {ft}",
+        f"{clip.kind.upper()} · {clip.n_frames} frames (0–{clip.n_frames - 1}) · {ft}",
         cal,
         f"model: {model}",
         f"study …{clip.study_uid[-8:]}",
@@ -177,8 +190,16 @@ def build_app(
     thresholds = viewmodel.RegistryThresholds()
 
     # ------------------------------------------------------------------ callbacks
-    def worklist_update() -> list[list[Any]]:
-        return viewmodel.worklist_rows(store.worklist())
+    def clip_views(summaries: Sequence[Any]) -> dict[int, str]:
+        views = {}
+        for summary in summaries:
+            names = {p.model_name for p in store.proposals(summary.clip_id)}
+            views[summary.clip_id] = viewmodel.clip_view(summary.kind, sorted(n for n in names if n))
+        return views
+
+    def worklist_update(status: str | None = "all") -> list[list[Any]]:
+        summaries = store.worklist()
+        return viewmodel.worklist_rows(summaries, status=status or "all", views=clip_views(summaries))
 
     def show_clip(clip_id: int, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
         clip = store.clip(clip_id)
@@ -192,7 +213,13 @@ def build_app(
         )
         return viewer_update, _clip_header(clip, states, warnings), clip_id
 
-    def ingest_and_show(path: str | os.PathLike[str], reviewer_name: str, progress: gr.Progress) -> tuple:
+    # What opening a clip updates: the viewer, its header, the current clip, the worklist, and
+    # the export link of the previous study (hidden: it belongs to the clip that was open).
+    no_export = gr.update(value=None, visible=False)
+
+    def ingest_and_show(
+        path: str | os.PathLike[str], reviewer_name: str, progress: gr.Progress, status: str = "all"
+    ) -> tuple:
         from echomeasure.pipeline import ingest_path
 
         started = time.perf_counter()
@@ -206,29 +233,39 @@ def build_app(
         log.info("%s ingested and proposed in %.1f s", result.file, time.perf_counter() - started)
         for w in result.warnings:
             gr.Warning(w)
+        notes = list(result.warnings)
         if not result.new:
             log.info("%s was already stored as clip %s", result.file, result.clip.id)
-        viewer_update, header, clip_id = show_clip(result.clip.id, result.warnings)
-        return viewer_update, header, clip_id, worklist_update()
+            notes.append(f"{result.file} was already stored as clip {result.clip.id}: opened it (nothing ingested twice)")
+        viewer_update, header, clip_id = show_clip(result.clip.id, notes)
+        return viewer_update, header, clip_id, worklist_update(status), no_export
 
-    def open_example(name: str | None, reviewer_name: str, progress: gr.Progress = gr.Progress()) -> tuple:
+    def open_example(
+        name: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()
+    ) -> tuple:
         if not name or name not in example_paths:
             gr.Warning("Pick an example from the list first.")
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return ingest_and_show(example_paths[name], reviewer_name, progress)
+            return ingest_and_show(example_paths[name], reviewer_name, progress, status)
         except EchomeasureError as exc:
             gr.Warning(str(exc))
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def open_upload(file: str | None, reviewer_name: str, progress: gr.Progress = gr.Progress()) -> tuple:
+    def open_upload(
+        file: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()
+    ) -> tuple:
+        # The upload box is emptied whatever happens: a failed file does not linger there, and
+        # no link is left to an original that is removed below.
         if not file:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
         try:
-            return ingest_and_show(file, reviewer_name, progress)
+            return (*ingest_and_show(file, reviewer_name, progress, status), None)
         except EchomeasureError as exc:
-            gr.Warning(f"Not opened: {exc}")
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            # named as the user knows it (the upload keeps its file name), never by a temp path
+            name, message = Path(file).name, str(exc)
+            gr.Warning(f"Not opened: {message if message.startswith(name) else f'{name}: {message}'}")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
         finally:
             # The upload is the original (identifiable) file: do not keep it in Gradio's cache.
             web_security.discard_upload(file)
@@ -236,36 +273,59 @@ def build_app(
     def open_from_worklist(evt: gr.SelectData) -> tuple:
         row = evt.row_value or []
         if not row:
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return show_clip(int(row[0]))
+            return (*show_clip(int(row[0])), no_export)
         except EchomeasureError as exc:
             gr.Warning(str(exc))
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def commit(reviewer_name: str, evt: gr.EventData, request: gr.Request) -> tuple:
+    def open_next(current: int | None, status: str, evt: gr.EventData) -> tuple:
+        payload = getattr(evt, "_data", None)
+        if isinstance(payload, dict) and payload.get("clip_id") is not None:
+            current = payload["clip_id"]  # the viewer's key N says which clip it shows
+        target = viewmodel.next_unreviewed(store.worklist(), None if current is None else int(current))
+        if target is None:
+            gr.Info("Every clip with proposals is reviewed.")
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        try:
+            return (*show_clip(target), no_export, worklist_update(status))
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    def viewer_notice(clip_id: int, notice: str) -> dict:
+        # Told inside the viewer (next to what the reviewer was doing), not in a toast over the
+        # top-right corner where the Reviewer field is.
+        states = store.current_measurements(clip_id)
+        return viewmodel.viewer_value(clip_id, states, thresholds=thresholds, notice=notice)
+
+    reviewer_ok = gr.update(elem_classes=["em-reviewer-ok"])
+    reviewer_missing = gr.update(elem_classes=["em-reviewer-missing"])
+
+    def commit(reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
         payload = dict(evt._data or {})
         clip_id = payload.get("clip_id")
         items = payload.get("reviews") or []
         if clip_id is None or not items:
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         login = getattr(request, "username", None)
         if not login and not (reviewer_name or "").strip():
-            gr.Warning("Enter your name in the Reviewer field (top right) before saving: reviews are signed.")
-            return gr.skip(), gr.skip()
+            notice = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
+            return viewer_notice(int(clip_id), notice), gr.skip(), reviewer_missing
         try:
             requests = [review.ReviewRequest.from_payload(item) for item in items]
             saved = review.save_reviews(store, int(clip_id), requests, reviewer_name, logged_in_user=login)
         except EchomeasureError as exc:
-            gr.Warning(f"Not saved: {exc}")
-            return gr.skip(), gr.skip()
+            return viewer_notice(int(clip_id), f"Not saved: {exc}"), gr.skip(), gr.skip()
         states = store.current_measurements(int(clip_id))
+        names = [r.measurement for r in saved]
+        notice = f"Saved {len(saved)} reviews as {saved[0].reviewer}." if len(saved) > 1 else None
         value = viewmodel.viewer_value(
-            int(clip_id), states, committed=[r.measurement for r in saved], thresholds=thresholds
+            int(clip_id), states, committed=names, thresholds=thresholds, notice=notice,
+            undone=names if payload.get("undo") else (),
         )
-        if len(saved) > 1:
-            gr.Info(f"Saved {len(saved)} reviews as {saved[0].reviewer}.")
-        return value, worklist_update()
+        return value, worklist_update(status), reviewer_ok
 
     def export_study(clip_id: int | None) -> Any:
         from echomeasure.export import export_csv
@@ -304,22 +364,25 @@ def build_app(
     # ------------------------------------------------------------------ layout
     with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=False) as app:
         current_clip = gr.State(None)
+        # One line on top (brand, then what the open clip is), so the image gets the height; the
+        # Reviewer field heads the left column, away from the corner where notices appear.
         with gr.Row(elem_id="em-topbar", equal_height=True):
             gr.HTML(
-                '<div id="em-brand">echomeasure<span class="em-sub">echocardiography measurement review'
+                '<div id="em-brand">echomeasure<span class="em-sub">measurement review'
                 " · synthetic data · not for clinical use</span></div>",
                 js_on_load=None,
-            )
-            reviewer_box = gr.Textbox(
-                value=reviewer or "",
-                label="Reviewer",
-                placeholder="Your name (required to save)",
                 scale=0,
-                min_width=260,
-                elem_id="em-reviewer",
+                min_width=250,
             )
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=360):
+            clip_info = gr.Markdown("No clip open.", elem_id="em-clipinfo")
+        with gr.Row(equal_height=False, elem_id="em-main-row"):
+            with gr.Column(scale=0, min_width=262, elem_id="em-left"):
+                reviewer_box = gr.Textbox(
+                    value=reviewer or "",
+                    label="Reviewer",
+                    placeholder="Your name (required to save)",
+                    elem_id="em-reviewer",
+                )
                 with gr.Group():
                     example_dd = gr.Dropdown(
                         choices=list(example_paths),
@@ -332,34 +395,59 @@ def build_app(
                     label="Upload DICOM / AVI / MP4 (de-identified on arrival)",
                     file_types=UPLOAD_TYPES,
                     type="filepath",
-                    height=150,
+                    height=118,
                     elem_id="em-upload",
                 )
+                with gr.Row(equal_height=True):
+                    status_filter = gr.Dropdown(
+                        choices=list(viewmodel.WORKLIST_FILTERS),
+                        value="all",
+                        label="Show",
+                        show_label=False,
+                        container=False,
+                        scale=1,
+                        min_width=100,
+                        elem_id="em-worklist-filter",
+                    )
+                    next_btn = gr.Button("Next unreviewed (N)", size="sm", scale=1, min_width=100, elem_id="em-next")
                 worklist = gr.Dataframe(
                     value=worklist_update,
                     headers=list(viewmodel.WORKLIST_HEADERS),
                     interactive=False,
                     label="Worklist (click a row to open)",
                     elem_id="em-worklist",
-                    max_height=320,
-                    wrap=False,
+                    max_height=230,
+                    wrap=True,
+                    column_widths=["36px", "66px", "40px", "120px"],
                 )
                 with gr.Row():
-                    csv_study_btn = gr.Button("CSV: this study", size="sm", elem_id="em-csv-study")
-                    csv_all_btn = gr.Button("CSV: everything", size="sm", elem_id="em-csv-all")
+                    csv_study_btn = gr.Button("CSV: this study", size="sm", min_width=100, elem_id="em-csv-study")
+                    csv_all_btn = gr.Button("CSV: everything", size="sm", min_width=100, elem_id="em-csv-all")
                 csv_file = gr.File(label="Export", interactive=False, visible=False, elem_id="em-csv-file")
                 with gr.Accordion("Reader agreement", open=False, elem_id="em-agreement"):
                     agreement_btn = gr.Button("Compute report", size="sm", elem_id="em-agreement-run")
                     agreement_md = gr.Markdown(elem_id="em-agreement-report")
-            with gr.Column(scale=4):
-                clip_info = gr.Markdown("No clip open.", elem_id="em-clipinfo")
+            with gr.Column(scale=1, min_width=600):
                 viewer = CaliperViewer(elem_id="em-viewer")
 
-        outputs_open = [viewer, clip_info, current_clip, worklist]
-        open_btn.click(open_example, [example_dd, reviewer_box], outputs_open, api_name="open_example")
-        upload.upload(open_upload, [upload, reviewer_box], outputs_open, api_name="open_upload")
-        worklist.select(open_from_worklist, None, [viewer, clip_info, current_clip], api_visibility="private")
-        viewer.commit(commit, [reviewer_box], [viewer, worklist], api_visibility="private")
+        outputs_open = [viewer, clip_info, current_clip, worklist, csv_file]
+        open_btn.click(open_example, [example_dd, reviewer_box, status_filter], outputs_open, api_name="open_example")
+        upload.upload(
+            open_upload, [upload, reviewer_box, status_filter], [*outputs_open, upload], api_name="open_upload"
+        )
+        worklist.select(
+            open_from_worklist, None, [viewer, clip_info, current_clip, csv_file], api_visibility="private"
+        )
+        outputs_next = [viewer, clip_info, current_clip, csv_file, worklist]
+        next_btn.click(open_next, [current_clip, status_filter], outputs_next, api_visibility="private")
+        viewer.next_clip(open_next, [current_clip, status_filter], outputs_next, api_visibility="private")
+        status_filter.change(worklist_update, [status_filter], [worklist], api_visibility="private")
+        viewer.commit(commit, [reviewer_box, status_filter], [viewer, worklist, reviewer_box], api_visibility="private")
+        # Typing a name takes the highlight off at once (in the browser: no round trip per key).
+        reviewer_box.input(
+            None, None, None, api_visibility="private",
+            js="() => { document.querySelector('#em-reviewer')?.classList.remove('em-reviewer-missing'); }",
+        )
         csv_study_btn.click(export_study, [current_clip], [csv_file], api_name="export_study_csv")
         csv_all_btn.click(export_all, None, [csv_file], api_name="export_all_csv")
         agreement_btn.click(agreement_report, None, [agreement_md], api_name="agreement_report")

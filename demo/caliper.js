@@ -485,7 +485,7 @@
       const range = plausibleRange(m);
       const implausible = !isPlausible(m);
       const curTitle = implausible ? "outside the plausible range " + range[0] + "–" + range[1] + " " + range[2] : "current value";
-      const frameTag = m.frame !== null && m.frame !== undefined ? ' <span class="em-hint em-frame-no">f' + (m.frame + first) + "</span>" : "";
+      const frameTag = m.frame !== null && m.frame !== undefined ? ' <span class="em-frame-no">f' + (m.frame + first) + "</span>" : "";
       const cells = [
         '<td><span class="em-dot" style="background:' + colorOf(m) + '"></span></td>',
         '<td class="em-name" title="' + m.title + '">' + m.short + frameTag + "</td>",
@@ -959,7 +959,7 @@
       for (const local of items) if (local.status === "draft" && !merged.some((m) => m.name === local.name)) merged.push(local);
       items = merged;
     }
-    if (value && value.notice) setBanner(value.notice, 8000);
+    if (value && value.notice) setBanner(value.notice + (notes.textContent ? " · " + notes.textContent : ""), 8000);
     if (fresh) {
       const first = items.find((m) => flagged(m)) || items.find((m) => m.status === "proposed") || items[0];
       const start = value && value.frame !== undefined && value.frame !== null ? value.frame : (first && first.frame !== null && first.frame !== undefined ? first.frame : 0);
@@ -981,6 +981,8 @@
     const c = props.clip;
     const newId = c && c.frames ? c.id + ":" + (c.frames[0] || "") : null;
     const v = props.value;
+    // A clip switch updates two props, one watch call each: act once both name the same clip.
+    if (c && c.frames && v && v.clip_id !== null && v.clip_id !== undefined && v.clip_id !== c.id) return;
     const fresh = newId !== lastClipId;
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips

@@ -52,7 +52,7 @@ SHORT_NAMES: dict[str, str] = {
     "mv_ea": "E/A",
 }
 
-WORKLIST_HEADERS: tuple[str, ...] = ("clip", "status", "reviewed", "view", "frames", "calib.", "study date")
+WORKLIST_HEADERS: tuple[str, ...] = ("clip", "status", "done", "view · frames · calib. · study date")
 
 #: Worklist filter choices (a clip's review status, or every clip).
 WORKLIST_FILTERS: tuple[str, ...] = ("all", "to review", "in review", "reviewed", "no proposals")
@@ -386,10 +386,14 @@ def worklist_rows(
                 s.clip_id,
                 s.status,
                 f"{s.n_reviewed}/{max(s.n_proposed, s.n_reviewed)}",
-                getattr(s, "view", None) or views.get(s.clip_id) or clip_view(s.kind),
-                s.n_frames,
-                CALIBRATION_NAMES.get(s.calibration_source, s.calibration_source),
-                shifted_study_date(s),
+                " · ".join(
+                    (
+                        getattr(s, "view", None) or views.get(s.clip_id) or clip_view(s.kind),
+                        f"{s.n_frames} fr",
+                        CALIBRATION_NAMES.get(s.calibration_source, s.calibration_source),
+                        shifted_study_date(s),
+                    )
+                ),
             ]
         )
     return rows
