@@ -49,18 +49,19 @@ def sequential(files: list[Path], db_url: str, secret: bytes) -> dict:
             "studies_per_min": round(60 * len(files) / wall, 1), "load_before": load_before, "load_after": _load()}
 
 
-def batch(archive: Path, db_url: str, workers: int) -> dict:
+def batch(archive: Path, db_url: str, workers: int, threads: int | None) -> dict:
     from echomeasure.batch import run_batch
 
     load_before = _load()
     lines: list[dict] = []
-    s = run_batch([archive], db=db_url, workers=workers, emit=lines.append, progress_stream=sys.stderr)
+    s = run_batch([archive], db=db_url, workers=workers, threads_per_worker=threads, emit=lines.append,
+                  progress_stream=sys.stderr)
     n = s.ok + s.failed
     steady = None
     if s.first_result_s is not None and n > 1 and s.process_s > s.first_result_s:
         steady = round(60 * (n - 1) / (s.process_s - s.first_result_s), 1)
     return {
-        "mode": f"batch, {workers} worker{'s' if workers > 1 else ''}", "workers": s.workers,
+        "mode": f"batch, {s.workers} x {s.threads_per_worker} thread(s)", "workers": s.workers,
         "threads_per_worker": s.threads_per_worker, "studies": n, "failed": s.failed,
         "ray_start_s": round(s.ray_start_s, 1), "first_result_s": round(s.first_result_s or 0.0, 1),
         "process_s": round(s.process_s, 1), "wall_s": round(s.wall_s, 1),
@@ -74,7 +75,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archive", type=Path, help="folder of studies (default: synthetic, written to a temporary folder)")
     p.add_argument("--cases", type=int, default=50, help="synthetic cases per kind (default 50: 100 studies)")
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--workers", nargs="+", default=["1x1", "2x1", "1"],
+                   help="runs: N (the default plan: spare cores become threads) or NxT (N actors, T threads each)")
     p.add_argument("--no-sequential", action="store_true", help="skip the sequential baseline")
     p.add_argument("-o", "--output", type=Path, help="write the results JSON here")
     args = p.parse_args()
@@ -95,8 +97,9 @@ def main() -> int:
         files = iter_input_files([archive])
         os.environ["ECHOMEASURE_IMAGES"] = str(root / "images")
         results: dict = {"cpus": len(os.sched_getaffinity(0)), "studies": len(files), "runs": []}
-        for w in args.workers:
-            r = batch(archive, f"sqlite:///{root / f'batch{w}.sqlite'}", w)
+        for spec in args.workers:
+            w, _, t = spec.partition("x")
+            r = batch(archive, f"sqlite:///{root / f'batch{spec}.sqlite'}", int(w), int(t) if t else None)
             print(json.dumps(r), flush=True)
             results["runs"].append(r)
         if not args.no_sequential:

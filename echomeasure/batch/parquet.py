@@ -50,7 +50,7 @@ def iter_rows(in_dir: str | os.PathLike[str]) -> Iterator[tuple[Path, dict[str, 
 
     folder = Path(in_dir)
     if not folder.is_dir():
-        raise InvalidInputError(f"{in_dir}: not a folder of batch results; give the folder 'echomeasure batch --out parquet' wrote")
+        raise InvalidInputError(f"{in_dir}: not a folder of batch results; give the folder 'batch --out parquet' wrote")
     files = sorted(p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith("."))
     if not files:
         raise InvalidInputError(f"{in_dir}: no batch results (*.parquet) in this folder")

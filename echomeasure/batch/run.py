@@ -18,6 +18,7 @@ the batch always runs to its end.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -185,6 +186,12 @@ def ingest_from_parquet(in_dir: str | os.PathLike[str], store: Any, *, secret: b
 # --------------------------------------------------------------------------- progress
 
 
+def _print_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+
 class _Progress:
     """Files done and rate on stderr, at most every ``every_s`` seconds, and a final line."""
 
@@ -278,6 +285,7 @@ def run_batch(
     only: Sequence[str] | None = None,
     user_cm_per_px: float | None = None,
     gpus_per_worker: float = 0.0,
+    threads_per_worker: int | None = None,
     worker_class: type | None = None,
     emit: Emit | None = None,
     progress_stream: TextIO | None = None,
@@ -303,6 +311,8 @@ def run_batch(
         As for ``ingest``.
     gpus_per_worker
         GPUs Ray reserves for each actor (``num_gpus``) on clusters with GPU nodes.
+    threads_per_worker
+        Inference threads (and CPUs reserved) per actor instead of the plan of :func:`plan_pool`.
     worker_class
         The callable class run per actor (default :class:`~echomeasure.batch.worker.PreAnnotator`).
     emit
@@ -321,15 +331,13 @@ def run_batch(
         Before any work: no files, Ray missing, SQLite with a cluster, unreachable store or
         cluster.  During the run: the workers hold another site secret (nothing is stored then).
     """
-    import json
-
     from echomeasure.batch import parquet, sealed
     from echomeasure.batch.worker import PreAnnotator
     from echomeasure.ingest.clip import display_name
     from echomeasure.pipeline import iter_input_files
 
     t_wall = time.perf_counter()
-    emit = emit or (lambda obj: (sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n"), sys.stdout.flush()))
+    emit = emit or _print_json
     stream = progress_stream or sys.stderr
     summary = BatchSummary()
 
@@ -360,11 +368,10 @@ def run_batch(
         out_dir.mkdir(parents=True, exist_ok=True)
     try:
         done: set[str] = set()
-        if resume:
-            if store is not None:
-                done = read_ledger(ledger, {c.id for c in store.clips()})  # type: ignore[arg-type]
-            else:
-                done = parquet.done_keys(out_dir)  # type: ignore[arg-type]
+        if resume and store is not None:
+            done = read_ledger(ledger, {c.id for c in store.clips()})  # type: ignore[arg-type]
+        elif resume:
+            done = parquet.done_keys(out_dir)  # type: ignore[arg-type]
         items: list[dict[str, Any]] = []
         for index, path in enumerate(files):
             try:
@@ -378,6 +385,7 @@ def run_batch(
             items.append({"index": index, "path": str(path), "source_key": key})
         if items:
             _run_pool(ray, items, summary, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                      threads_per_worker=threads_per_worker,
                       worker_class=worker_class or PreAnnotator, run_models=run_models, only=only,
                       user_cm_per_px=user_cm_per_px, secret=secret, store=store, out_dir=out_dir, ledger=ledger,
                       emit=emit, stream=stream, actor=actor, names={i["index"]: display_name(i["path"]) for i in items})
@@ -393,7 +401,8 @@ def run_batch(
 
 
 def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, *, address: str | None,
-              workers: int | None, gpus_per_worker: float, worker_class: type, run_models: bool,
+              workers: int | None, gpus_per_worker: float, threads_per_worker: int | None,
+              worker_class: type, run_models: bool,
               only: Sequence[str] | None, user_cm_per_px: float | None, secret: bytes, store: Any,
               out_dir: Path | None, ledger: Path | None, emit: Emit, stream: TextIO, actor: str,
               names: dict[int, str]) -> None:
@@ -407,6 +416,8 @@ def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, *, a
         _configure_data_context(ray, len(items))
         cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
         n, threads, cpus_per_actor = plan_pool(cluster_cpus, workers, len(items), local=not is_remote(address))
+        if threads_per_worker:
+            threads, cpus_per_actor = int(threads_per_worker), float(threads_per_worker)
         summary.workers, summary.threads_per_worker = n, threads
         remote_args: dict[str, Any] = {"num_cpus": cpus_per_actor, "max_restarts": -1, "max_task_retries": 1}
         if gpus_per_worker:
