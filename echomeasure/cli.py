@@ -203,6 +203,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
                                               scale_cm_per_px=args.scale, version=version or None, progress=progress)
             _print_json(result)
             return 0
+        from echomeasure.models.segmentation import measure_file_segmentation, segmentation_registered
+
+        if segmentation_registered(name):
+            _print_json(measure_file_segmentation(args.path, name, version or None, per_frame=args.per_frame,
+                                                  scale_cm_per_px=args.scale))
+            return 0
         if name not in ("plax-linear", "doppler-peaks"):
             raise InvalidInputError(f"--model {name}: unknown model; use plax-linear, doppler-peaks or {FAMILY}")
         if version:
@@ -293,8 +299,15 @@ def _dataset_arg(spec: Sequence[str]) -> str:
 
     name, path = spec
     if name != "echonet-lvh":
-        raise InvalidInputError(f"--dataset {name}: unknown dataset; known: echonet-lvh")
+        raise InvalidInputError(f"--dataset {name}: unknown dataset; known: echonet-lvh, camus, echonet-dynamic, masks")
     return path
+
+
+def _segmentation_dataset(spec: Sequence[str] | None) -> bool:
+    """True for ``--dataset camus|echonet-dynamic|masks PATH`` (segmentation datasets)."""
+    from echomeasure.training.seg_datasets import SEG_DATASETS
+
+    return bool(spec) and spec[0] in SEG_DATASETS
 
 
 def _train_on_dataset(args: argparse.Namespace) -> int:
@@ -302,6 +315,13 @@ def _train_on_dataset(args: argparse.Namespace) -> int:
     from echomeasure.errors import InvalidInputError
     from echomeasure.training.echonet_lvh import train_on_lvh
 
+    if _segmentation_dataset(args.dataset):
+        from echomeasure.training.seg_datasets import train_on_dataset
+
+        _print_json(train_on_dataset(args.dataset[0], args.dataset[1], steps=args.steps, seed=args.seed, out=args.out,
+                                     version=args.version, from_scratch=args.from_scratch, activate=args.activate,
+                                     max_minutes=args.max_minutes))
+        return 0
     path = _dataset_arg(args.dataset)
     if args.model not in (None, "plax-linear"):
         raise InvalidInputError("--dataset echonet-lvh trains plax-linear; drop --model or give --model plax-linear")
@@ -321,6 +341,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Error of a registered model on a public dataset split (JSON)."""
     from echomeasure.training.echonet_lvh import evaluate_lvh
 
+    if _segmentation_dataset(args.dataset):
+        from echomeasure.training.seg_datasets import evaluate_dataset
+
+        _print_json(evaluate_dataset(args.dataset[0], args.dataset[1], split=args.split, model=args.model))
+        return 0
     path = _dataset_arg(args.dataset)
     _print_json(evaluate_lvh(path, split=args.split, model=args.model, max_videos=args.max_videos,
                              progress=not args.quiet))
@@ -573,8 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on synthetic data, evaluate it and register the weights")
     s.add_argument("--model", choices=("plax-linear", "doppler-peaks"), help="model to train (required without --dataset)")
-    s.add_argument("--dataset", nargs=2, metavar=("echonet-lvh", "PATH"),
-                   help="train plax-linear on a public dataset folder instead of synthetic data")
+    s.add_argument("--dataset", nargs=2, metavar=("NAME", "PATH"),
+                   help="train on a dataset folder instead of synthetic data: echonet-lvh (plax-linear), camus or "
+                   "echonet-dynamic (apical-seg), masks (image + mask PNGs with classes.txt: a custom segmentation model)")
     s.add_argument("--from-scratch", action="store_true", help="--dataset: start from random weights, not the active plax-linear")
     s.add_argument("--activate", action="store_true", help="--dataset: make the new version the active one")
     s.add_argument("--steps", type=int, help="optimisation steps (default: the shipped recipe's)")
@@ -592,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="error of a registered model on a public dataset split (JSON)")
-    s.add_argument("--dataset", nargs=2, required=True, metavar=("echonet-lvh", "PATH"), help="the dataset and its folder")
+    s.add_argument("--dataset", nargs=2, required=True, metavar=("NAME", "PATH"),
+                   help="the dataset (echonet-lvh, camus, echonet-dynamic, masks) and its folder")
     s.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default test)")
     s.add_argument("--model", metavar="NAME[:VERSION]", help="plax-linear (default, active version) or echonet-measurements")
     s.add_argument("--max-videos", type=int, metavar="N", help="only the first N videos of the split")

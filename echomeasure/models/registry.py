@@ -149,7 +149,11 @@ class WeightsEntry:
             raise ValueError(f"unknown normalisation {self.normalisation!r}")
         if not self.channels:
             raise ValueError("a weights entry needs at least one channel")
-        if not any(set(self.channels) <= set(names) for names in (KEYPOINTS_2D, DOPPLER_CHANNELS, VIEWS, APICAL_SEG_CLASSES)):
+        # a segmentation model (first channel "background") may name any structures: plax-seg, a user's mask classes
+        segmentation = len(self.channels) >= 2 and self.channels[0] == "background"
+        if not segmentation and not any(
+            set(self.channels) <= set(names) for names in (KEYPOINTS_2D, DOPPLER_CHANNELS, VIEWS, APICAL_SEG_CLASSES)
+        ):
             raise ValueError(
                 f"channels {self.channels} must all come from catalog.KEYPOINTS_2D, all from "
                 "catalog.DOPPLER_CHANNELS, all from catalog.VIEWS or all from catalog.APICAL_SEG_CLASSES"
@@ -166,7 +170,9 @@ class WeightsEntry:
             return "2d"
         if set(self.channels) <= set(VIEWS):
             return "view"
-        return "segmentation" if set(self.channels) <= set(APICAL_SEG_CLASSES) else "doppler"
+        if self.channels[0] == "background" or set(self.channels) <= set(APICAL_SEG_CLASSES):
+            return "segmentation"
+        return "doppler"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (the manifest form)."""

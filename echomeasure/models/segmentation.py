@@ -1,0 +1,217 @@
+"""Segmentation models: label maps from a registered DeepLabV3, and their contours as polygons.
+
+A segmentation model is a registry entry whose first channel is ``"background"``: channel ``k``
+of its output is label value ``k`` (``plax-seg``: :data:`PLAX_SEG_CLASSES`; ``apical-seg``: the
+CAMUS labels; a model trained on a user's mask folder: the names of its ``classes.txt``).
+
+Input convention (the one the trainers use): the frame's 2D region (or the whole frame when
+there is none) is cropped, resized to the model input with area averaging, given as RGB / 255;
+the softmax is resized back to the crop bilinearly and the label is the arg-max.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from echomeasure.models.registry import LoadedModel
+
+#: ``plax-seg`` classes in output order = the label values of the synthetic PLAX label maps
+#: (:data:`echomeasure.synthetic.types.LABEL_CLASSES`; "outer_wall" is the generator's "wall":
+#: the LV posterior wall, RV free wall, aortic and LA walls).
+PLAX_SEG_CLASSES: tuple[str, ...] = ("background", "lv", "rv", "la", "aorta", "septum", "outer_wall")
+PLAX_SEG_MODEL = "plax-seg"
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 inclusive
+
+
+def is_segmentation(channels: Sequence[str]) -> bool:
+    """True for the channel list of a segmentation model (first channel ``background``)."""
+    return len(channels) >= 2 and channels[0] == "background"
+
+
+def image_box(regions: Sequence[Any], shape_hw: tuple[int, int]) -> Box:
+    """The first 2D region's box, or the whole frame without one."""
+    for r in regions or ():
+        if getattr(r, "spatial_format", None) == 1:
+            return int(r.x0), int(r.y0), int(r.x1), int(r.y1)
+    return 0, 0, int(shape_hw[1]) - 1, int(shape_hw[0]) - 1
+
+
+def to_input(frames: np.ndarray, box: Box, size_hw: tuple[int, int]) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames -> (N, 3, h, w) float32 model input in [0, 1]."""
+    x0, y0, x1, y1 = box
+    h, w = size_hw
+    crops = [cv2.resize(np.ascontiguousarray(f[y0 : y1 + 1, x0 : x1 + 1]), (w, h), interpolation=cv2.INTER_AREA)
+             for f in frames]
+    arr = np.stack(crops).astype(np.float32) / 255.0
+    if arr.ndim == 3:  # grey frames
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    return arr.transpose(0, 3, 1, 2)
+
+
+def predict(model: Any, frames: np.ndarray, box: Box, size_hw: tuple[int, int], *,
+            batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Label maps and per-pixel confidence (max softmax) of frames at full image size.
+
+    Returns ``(labels (N, H, W) uint8, confidence (N, H, W) float32)``; outside ``box`` the label
+    is 0 and the confidence 0.
+    """
+    import torch
+
+    x0, y0, x1, y1 = box
+    n, height, width = frames.shape[:3]
+    labels = np.zeros((n, height, width), np.uint8)
+    conf = np.zeros((n, height, width), np.float32)
+    model.eval()
+    for s in range(0, n, batch):
+        x = torch.from_numpy(to_input(frames[s : s + batch], box, size_hw))
+        with torch.no_grad():
+            prob = torch.softmax(model(x), dim=1).numpy()
+        for k, p in enumerate(prob):
+            up = np.stack([cv2.resize(c, (x1 - x0 + 1, y1 - y0 + 1), interpolation=cv2.INTER_LINEAR) for c in p])
+            labels[s + k, y0 : y1 + 1, x0 : x1 + 1] = up.argmax(axis=0)
+            conf[s + k, y0 : y1 + 1, x0 : x1 + 1] = up.max(axis=0)
+    return labels, conf
+
+
+def iou(pred: np.ndarray, truth: np.ndarray, k: int) -> float | None:
+    """Intersection over union of label ``k`` (None when it is in neither map)."""
+    a, b = pred == k, truth == k
+    union = int((a | b).sum())
+    return None if union == 0 else float((a & b).sum() / union)
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, k: int) -> float | None:
+    """Dice of label ``k`` (None when it is in neither map)."""
+    a, b = pred == k, truth == k
+    s = int(a.sum() + b.sum())
+    return None if s == 0 else float(2 * (a & b).sum() / s)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One structure's contour on one frame (pixels; area in cm² when calibrated)."""
+
+    frame: int
+    structure: str
+    polygon_px: list[tuple[float, float]]
+    area_px: float
+    area_cm2: float | None
+    confidence: float
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``segmentations`` item of the measure JSON."""
+        return {
+            "frame": self.frame,
+            "structure": self.structure,
+            "polygon": [[round(x, 1), round(y, 1)] for x, y in self.polygon_px],
+            "area_cm2": None if self.area_cm2 is None else round(self.area_cm2, 3),
+            "confidence": round(self.confidence, 4),
+        }
+
+
+def segments(labels: np.ndarray, conf: np.ndarray, classes: Sequence[str], frame: int,
+             cm_per_px: float | None, *, min_area_px: int = 20, epsilon_px: float = 1.0) -> list[Segment]:
+    """The largest connected region of each structure of one label map, as a polygon.
+
+    The confidence is the mean per-pixel confidence inside the region; a structure that is
+    absent (or smaller than ``min_area_px``) gets no segment.
+    """
+    out = []
+    for k, name in enumerate(classes):
+        if k == 0:
+            continue
+        mask = (labels == k).astype(np.uint8)
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if n <= 1:
+            continue
+        j = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        region = lab == j
+        area_px = float(region.sum())
+        if area_px < min_area_px:
+            continue
+        contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        c = max(contours, key=cv2.contourArea)
+        c = cv2.approxPolyDP(c, epsilon_px, True).reshape(-1, 2)
+        area_cm2 = None if not cm_per_px else area_px * float(cm_per_px) ** 2
+        out.append(Segment(frame, name, [(float(x), float(y)) for x, y in c], area_px, area_cm2,
+                           float(conf[region].mean())))
+    return out
+
+
+def load_segmentation_model(name: str, version: str | None = None,
+                            weights_dir: str | os.PathLike[str] | None = None) -> LoadedModel:
+    """A registered segmentation model (sha256 checked); refuses a model of another kind."""
+    from echomeasure.errors import WeightsError
+    from echomeasure.models.registry import load_model
+
+    loaded = load_model(name, version, weights_dir)
+    if not is_segmentation(loaded.entry.channels):
+        raise WeightsError(f"{name} is not a segmentation model (its outputs are {', '.join(loaded.entry.channels)})")
+    return loaded
+
+
+def segmentation_registered(name: str, weights_dir: str | os.PathLike[str] | None = None) -> bool:
+    """True when ``name`` has an active version that is a segmentation model."""
+    from echomeasure.models.registry import active_version, get_entry
+
+    try:
+        if active_version(name, weights_dir) is None:
+            return False
+        return is_segmentation(get_entry(name, None, weights_dir).channels)
+    except Exception:  # noqa: BLE001 - no manifest or no such entry: not a segmentation model
+        return False
+
+
+def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: str | None = None, *,
+                              per_frame: bool = False, scale_cm_per_px: float | None = None,
+                              secret: bytes | None = None) -> dict[str, Any]:
+    """``measure --model NAME`` for a segmentation model of a custom view: contours, no calipers.
+
+    The file is de-identified first like every measured file; the first frame is segmented
+    (every frame with ``per_frame``); areas are in cm² where the file or ``--scale`` calibrates it.
+    """
+    from echomeasure import config
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.ingest.clip import display_name
+    from echomeasure.propose.measure import load_deidentified
+
+    if scale_cm_per_px is not None and not (scale_cm_per_px > 0):
+        raise InvalidInputError(f"--scale must be a positive number of cm per pixel, got {scale_cm_per_px}")
+    loaded = load_segmentation_model(name, version)
+    clip = load_deidentified(path, secret=secret if secret is not None else config.secret(),
+                             user_cm_per_px=scale_cm_per_px)
+    frames = clip.frames if per_frame else clip.frames[:1]
+    box = image_box(clip.regions, clip.frames.shape[1:3])
+    cm = _cm_per_px(clip, box)
+    labels, conf = predict(loaded.model, frames, box, tuple(loaded.entry.input_size))
+    segs = [s.as_json() for i in range(len(frames)) for s in segments(labels[i], conf[i], loaded.entry.channels, i, cm)]
+    return {
+        "file": display_name(path),
+        "kind": clip.kind,
+        "calibration": clip.calibration_source,
+        "model": {"name": loaded.name, "version": loaded.version, "sha256": loaded.sha256},
+        "view": {"name": loaded.entry.extra.get("view", name), "confidence": None},
+        "measurements": [],
+        "segmentations": segs,
+        "notices": [] if segs else [f"{name} found none of its structures in this clip"],
+    }
+
+
+def _cm_per_px(clip: Any, box: Box) -> float | None:
+    """Square pixel size (cm) of the clip's 2D region or the user's scale; None when uncalibrated."""
+    if clip.user_cm_per_px:
+        return float(clip.user_cm_per_px)
+    for r in clip.regions or ():
+        if getattr(r, "spatial_format", None) == 1 and getattr(r, "units_x", None) == 3 and getattr(r, "units_y", None) == 3:
+            dx, dy = abs(float(r.delta_x)), abs(float(r.delta_y))
+            if dx > 0 and abs(dx - dy) <= 0.01 * dx:
+                return dx
+    return None

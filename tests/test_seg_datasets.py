@@ -1,0 +1,279 @@
+"""Segmentation datasets users bring: CAMUS (NIfTI and legacy MetaImage), EchoNet-Dynamic, mask folders.
+
+The datasets are fabricated at test time in exactly their published formats
+(:mod:`seg_dataset_fixtures`); bad input must give one ``error:`` line naming the file, exit 2,
+and register nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from seg_dataset_fixtures import (
+    SPACING_X_MM,
+    SPACING_Y_MM,
+    write_camus_legacy,
+    write_camus_nifti,
+    write_echonet_dynamic,
+    write_mask_folder,
+)
+
+from echomeasure.cli import main
+from echomeasure.errors import InvalidInputError
+from echomeasure.training.camus import read_camus
+from echomeasure.training.echonet_dynamic import fill_polygon, read_echonet_dynamic, tracing_mask
+from echomeasure.training.mask_folder import read_mask_folder
+
+pytest.importorskip("nibabel")
+
+
+@pytest.fixture()
+def weights(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(folder))
+    return folder
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _one_error_line(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+# --------------------------------------------------------------------------- CAMUS
+
+
+def _check_camus(samples, truth, splits):
+    assert len(samples) == len(truth)  # ED and ES of 2CH and 4CH per patient
+    square = SPACING_Y_MM / 10.0
+    for s in samples:
+        code = "2CH" if s.view == "a2c" else "4CH"
+        stored = truth[f"{s.case}/{code}/{s.phase.upper()}"]
+        h, w_file = stored["labels"].shape
+        # resampled to square pixels of the finer spacing: x stretched by SPACING_X / SPACING_Y
+        assert s.cm_per_px == pytest.approx(square)
+        assert s.image.shape == s.labels.shape == (h, round(w_file * SPACING_X_MM / SPACING_Y_MM))
+        back = cv2.resize(s.labels, (w_file, h), interpolation=cv2.INTER_NEAREST)
+        assert (back == stored["labels"]).mean() > 0.97  # same orientation (a transposed read fails)
+        assert set(np.unique(s.labels)) == {0, 1, 2, 3}
+        # the atrium lies below the cavity (rows grow downwards)
+        assert np.nonzero(s.labels == 3)[0].mean() > np.nonzero(s.labels == 1)[0].mean()
+        assert s.split == splits[s.case]
+        assert "ef" in s.reported
+
+
+def test_camus_nifti_release_reads_images_labels_spacing_and_splits(tmp_path):
+    truth = write_camus_nifti(tmp_path / "CAMUS")
+    samples = read_camus(tmp_path / "CAMUS")
+    assert len(samples) == 12
+    _check_camus(samples, truth, {"patient0001": "train", "patient0002": "val", "patient0003": "test"})
+    ed = [s for s in samples if s.case == "patient0001" and s.view == "a4c"]
+    assert {s.phase for s in ed} == {"ed", "es"}
+    assert ed[0].reported["ef"] == pytest.approx(56.0)
+    assert [s.case for s in read_camus(tmp_path / "CAMUS", "test")] == ["patient0003"] * 4
+
+
+def test_camus_legacy_mhd_release_reads_the_same_way(tmp_path):
+    truth = write_camus_legacy(tmp_path / "CAMUS")
+    samples = read_camus(tmp_path / "CAMUS")
+    assert len(samples) == 12
+    _check_camus(samples, truth, {"patient0001": "train", "patient0002": "train", "patient0003": "test"})
+    s = next(s for s in samples if s.case == "patient0003")
+    assert s.reported["ef"] == pytest.approx(53.0)  # LVef of the legacy cfg
+
+
+def test_camus_bad_input_is_one_error_line_naming_the_file(tmp_path, weights, capsys):
+    root = tmp_path / "CAMUS"
+    write_camus_nifti(root)
+    before = sorted(p.name for p in weights.iterdir())
+    # a cfg without ES
+    cfg = root / "database_nifti" / "patient0002" / "Info_4CH.cfg"
+    good_cfg = cfg.read_text()
+    cfg.write_text("".join(ln + "\n" for ln in good_cfg.splitlines() if not ln.startswith("ES:")))
+    rc, out, err = _run(capsys, "train", "--dataset", "camus", str(root), "--steps", "1")
+    assert rc == 2 and out == ""
+    _one_error_line(err, str(cfg), "ES")
+    cfg.write_text(good_cfg)
+    # an expected image absent
+    gt = root / "database_nifti" / "patient0003" / "patient0003_2CH_ES_gt.nii.gz"
+    gt.unlink()
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "camus", str(root))
+    assert rc == 2
+    _one_error_line(err, str(gt))
+    # a patient listed in a split whose folder is absent
+    shutil.rmtree(root / "database_nifti" / "patient0003")
+    rc, out, err = _run(capsys, "train", "--dataset", "camus", str(root), "--steps", "1")
+    assert rc == 2
+    _one_error_line(err, "subgroup_testing.txt")
+    # label values beyond the CAMUS classes
+    import nibabel as nib
+
+    lab_path = root / "database_nifti" / "patient0001" / "patient0001_4CH_ED_gt.nii.gz"
+    nii = nib.load(str(lab_path))
+    arr = np.asanyarray(nii.dataobj).copy()
+    arr[0, 0] = 7
+    nib.save(nib.Nifti1Image(arr, nii.affine, nii.header), str(lab_path))
+    (root / "database_split" / "subgroup_testing.txt").write_text("")
+    rc, out, err = _run(capsys, "train", "--dataset", "camus", str(root), "--steps", "1")
+    assert rc == 2
+    _one_error_line(err, str(lab_path))
+    assert sorted(p.name for p in weights.iterdir()) == before
+
+
+def test_mhd_reader_refuses_a_truncated_raw_file(tmp_path):
+    write_camus_legacy(tmp_path / "CAMUS", training=(1,), testing=())
+    raw = tmp_path / "CAMUS" / "database" / "training" / "patient0001" / "patient0001_2CH_ED.raw"
+    raw.write_bytes(raw.read_bytes()[:-10])
+    with pytest.raises(InvalidInputError, match="shorter than its header"):
+        read_camus(tmp_path / "CAMUS")
+
+
+# --------------------------------------------------------------------------- EchoNet-Dynamic
+
+
+def test_fill_polygon_follows_scikit_image_polygon():
+    # the example of skimage.draw.polygon's documentation, with its published output
+    expected = np.zeros((10, 10), np.uint8)
+    for r, cols in {1: [1], 2: range(2, 8), 3: range(2, 7), 4: range(3, 7), 5: range(3, 6), 6: [4, 5], 7: [4], 8: [4]}.items():
+        expected[r, list(cols)] = 1
+    got = fill_polygon(np.array([1, 2, 8]), np.array([1, 7, 4]), (10, 10))
+    assert (got.astype(np.uint8) == expected).all()
+
+
+def test_echonet_dynamic_masks_and_ed_by_area(tmp_path):
+    root = tmp_path / "EchoNet-Dynamic"
+    truth = write_echonet_dynamic(root)
+    samples = read_echonet_dynamic(root)
+    assert len(samples) == 6
+    for s in samples:
+        t = truth[s.case]
+        rows = t["tracings"][t[s.phase]]
+        assert s.image.shape == (112, 112, 3) and s.labels.shape == (112, 112)
+        assert s.known == (1,) and s.cm_per_px is None and s.split == t["split"]
+        # the outline is x1[1:] then reversed x2[1:]: the long axis row is not part of it
+        x = np.r_[[r[0] for r in rows[1:]], [r[2] for r in rows[1:]][::-1]]
+        y = np.r_[[r[1] for r in rows[1:]], [r[3] for r in rows[1:]][::-1]]
+        expected = fill_polygon(np.rint(y), np.rint(x), (112, 112))
+        assert (s.labels.astype(bool) == expected).all()
+        assert (tracing_mask(rows, (112, 112)) == expected).all()
+    # ED is the larger traced frame although the CSV lists ES first
+    for name in truth:
+        ed = next(s for s in samples if s.case == name and s.phase == "ed")
+        es = next(s for s in samples if s.case == name and s.phase == "es")
+        assert ed.labels.sum() > es.labels.sum()
+        assert ed.reported["ef"] > 0
+    assert {s.case for s in read_echonet_dynamic(root, "val")} == {"0X2B"}
+
+
+def test_echonet_dynamic_bad_input(tmp_path, weights, capsys):
+    root = tmp_path / "EchoNet-Dynamic"
+    write_echonet_dynamic(root)
+    video = root / "Videos" / "0X3C.avi"
+    video.unlink()
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "echonet-dynamic", str(root))
+    assert rc == 2
+    _one_error_line(err, str(video))
+    text = (root / "FileList.csv").read_text().replace("NumberOfFrames,", "")
+    (root / "FileList.csv").write_text(text)
+    rc, out, err = _run(capsys, "train", "--dataset", "echonet-dynamic", str(root), "--steps", "1")
+    assert rc == 2
+    _one_error_line(err, "FileList.csv", "NumberOfFrames")
+    assert list(weights.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- mask folder
+
+
+def test_mask_folder_reads_pairs_and_classes(tmp_path):
+    write_mask_folder(tmp_path / "thigh")
+    samples, classes, view = read_mask_folder(tmp_path / "thigh")
+    assert classes == ("background", "muscle", "fat") and view == "thigh"
+    assert len(samples) == 4 and all(set(np.unique(s.labels)) == {0, 1, 2} for s in samples)
+
+
+def test_mask_folder_with_unknown_label_values_is_one_line_naming_the_file(tmp_path, weights, capsys):
+    root = tmp_path / "thigh"
+    write_mask_folder(root)
+    bad = root / "masks" / "slice_02.png"
+    mask = cv2.imread(str(bad), cv2.IMREAD_UNCHANGED)
+    mask[5, 5] = 9
+    cv2.imwrite(str(bad), mask)
+    rc, out, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1")
+    assert rc == 2 and out == ""
+    _one_error_line(err, str(bad))
+    assert "9" not in err.replace(str(bad), "")  # no value read from the file
+    assert list(weights.iterdir()) == []
+
+
+def test_mask_folder_image_without_mask_and_missing_classes(tmp_path, capsys, weights):
+    root = tmp_path / "thigh"
+    write_mask_folder(root)
+    (root / "masks" / "slice_01.png").unlink()
+    rc, _, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1")
+    assert rc == 2
+    _one_error_line(err, str(root / "images" / "slice_01.png"))
+    (root / "classes.txt").unlink()
+    rc, _, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1")
+    assert rc == 2
+    _one_error_line(err, "classes.txt")
+
+
+# --------------------------------------------------------------------------- train / evaluate / measure
+
+
+@pytest.mark.slow
+def test_camus_train_then_evaluate_prints_dice_and_volume_errors(tmp_path, weights, capsys):
+    root = tmp_path / "CAMUS"
+    write_camus_nifti(root)
+    rc, out, err = _run(capsys, "train", "--dataset", "camus", str(root), "--steps", "2")
+    assert rc == 0, err
+    trained = json.loads(out)
+    assert trained["name"] == "apical-seg" and trained["train_frames"] == 4 and not trained["active"]
+    manifest = json.loads((weights / "manifest.json").read_text())
+    entry = next(m for m in manifest["models"] if m["name"] == "apical-seg")
+    assert entry["channels"] == ["background", "lv", "myocardium", "la"] and len(entry["sha256"]) == 64
+    assert "camus" in entry["recipe"] and "dice_lv" in entry["metrics"]
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "camus", str(root), "--split", "test",
+                        "--model", f"apical-seg:{trained['version']}")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["dataset"] == "camus" and report["n"] == 4
+    assert set(report["dice"]) == {"lv", "myocardium", "la"}
+    assert all(v is None or 0.0 <= v <= 1.0 for v in report["dice"].values())
+    assert set(report["measurements"]) >= {"ef_mae_points", "edv_mae_ml", "esv_mae_ml"}
+    assert report["measurements"]["pairs"] == 2
+
+
+@pytest.mark.slow
+def test_masks_train_registers_a_custom_view_model_usable_by_measure(tmp_path, weights, capsys):
+    root = tmp_path / "thigh"
+    write_mask_folder(root)
+    rc, out, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "2")
+    assert rc == 0, err
+    trained = json.loads(out)
+    assert trained["name"] == "thigh-seg" and trained["active"]
+    rc, out, err = _run(capsys, "weights", "list", "--json")
+    assert rc == 0 and "thigh-seg" in out
+    png = tmp_path / "scan.png"
+    shutil.copy(root / "images" / "slice_00.png", png)
+    rc, out, err = _run(capsys, "measure", str(png), "--model", "thigh-seg", "--scale", "0.05", "-q")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["model"]["name"] == "thigh-seg" and result["view"]["name"] == "thigh"
+    assert result["measurements"] == []
+    for seg in result["segmentations"]:
+        assert seg["structure"] in ("muscle", "fat") and seg["frame"] == 0
+        assert len(seg["polygon"]) >= 3 and seg["area_cm2"] > 0 and 0 <= seg["confidence"] <= 1
