@@ -334,7 +334,7 @@
   function scheduleRender() {
     if (renderQueued) return;
     renderQueued = true;
-    requestAnimationFrame(() => { renderQueued = false; render(); });
+    requestAnimationFrame(() => { renderQueued = false; if (drag) renderDragging(); else render(); });
   }
 
   function placeLabels(labels, s) {
@@ -470,6 +470,29 @@
     return '<td class="em-conf" title="model confidence ' + num + thr + '">' + word + "</td>";
   }
 
+  function currentCell(m) {
+    const lv = liveValue(m);
+    const unit = lv.value !== null ? lv.unit : (m.status === "rejected" ? "" : (m.unit || ""));
+    const cur = m.status === "rejected" ? "—" : (lv.value !== null ? fmt(lv.value, lv.unit) : (m.points && m.points.length ? lv.text.replace(/ px$/, "") : "—"));
+    const edited = isEdited(m) && m.status !== "draft" && m.status !== "rejected";
+    const range = plausibleRange(m);
+    const implausible = !isPlausible(m);
+    const title = implausible ? "outside the plausible range " + range[0] + "–" + range[1] + " " + range[2] : "current value";
+    return '<td class="em-num em-current' + (edited ? " em-edited" : "") + (implausible ? " em-low" : "") + '" title="' + title + '">' +
+      cur + (edited ? "*" : "") + (implausible ? " ⚠" : "") + ' <span class="em-unit">' + unit + "</span></td>";
+  }
+  function renderDragging() {
+    // while a handle moves only the overlay and the moving rows' values change: the full table
+    // is rebuilt when the drag ends
+    drawOverlay();
+    if (!drag) return;
+    for (const name of [drag.name].concat(drag.partners.map((p) => p.name))) {
+      const cell = tbody.querySelector('tr[data-name="' + name + '"] .em-current');
+      const m = byName(name);
+      if (cell && m) cell.outerHTML = currentCell(m);
+    }
+  }
+
   function renderTable() {
     const first = clip && clip.first_frame_number ? clip.first_frame_number : 0;
     tbody.textContent = "";
@@ -477,21 +500,13 @@
       const tr = document.createElement("tr");
       tr.className = "em-row" + (m.name === selected ? " em-selected" : "");
       tr.dataset.name = m.name;
-      const lv = liveValue(m);
-      const unit = lv.value !== null ? lv.unit : (m.status === "rejected" ? "" : (m.unit || ""));
-      const cur = m.status === "rejected" ? "—" : (lv.value !== null ? fmt(lv.value, lv.unit) : (m.points && m.points.length ? lv.text.replace(/ px$/, "") : "—"));
       const prop = m.proposed_value !== null && m.proposed_value !== undefined ? fmt(m.proposed_value, m.proposed_unit || m.unit) : "—";
-      const edited = isEdited(m) && m.status !== "draft" && m.status !== "rejected";
-      const range = plausibleRange(m);
-      const implausible = !isPlausible(m);
-      const curTitle = implausible ? "outside the plausible range " + range[0] + "–" + range[1] + " " + range[2] : "current value";
       const frameTag = m.frame !== null && m.frame !== undefined ? ' <span class="em-frame-no">f' + (m.frame + first) + "</span>" : "";
       const cells = [
         '<td><span class="em-dot" style="background:' + colorOf(m) + '"></span></td>',
         '<td class="em-name" title="' + m.title + '">' + m.short + frameTag + "</td>",
         '<td class="em-num">' + prop + "</td>",
-        '<td class="em-num em-current' + (edited ? " em-edited" : "") + (implausible ? " em-low" : "") + '" title="' + curTitle + '">' +
-          cur + (edited ? "*" : "") + (implausible ? " ⚠" : "") + ' <span class="em-unit">' + unit + "</span></td>",
+        currentCell(m),
         confidenceCell(m),
         '<td><span class="em-status em-s-' + m.status + '">' + m.status + "</span></td>",
         '<td class="em-actions"><button class="em-ok" data-act="accept" title="Accept (Enter)">✓</button>' +
@@ -717,7 +732,12 @@
   }
 
   // ------------------------------------------------------------------ pointer events
+  function capture(evt) {
+    try { svg.setPointerCapture(evt.pointerId); } catch (e) { /* pointer already gone */ }
+  }
   svg.addEventListener("contextmenu", (evt) => evt.preventDefault());
+  // The frame on screen, for tests and timing: "<clip id>:<frame>" once its image has loaded.
+  frameImage.addEventListener("load", () => { if (clip) root.dataset.frameShown = clip.id + ":" + frame; });
   svg.addEventListener("pointerdown", (evt) => {
     if (!clip) return;
     activity(true);
@@ -726,7 +746,7 @@
     const p = toImage(evt);
     if (evt.button === 2) { // right-drag: window/level, as in OHIF
       wlDrag = { x: evt.clientX, y: evt.clientY, width: wl.width, level: wl.level };
-      svg.setPointerCapture(evt.pointerId);
+      capture(evt);
       evt.preventDefault();
       return;
     }
@@ -742,7 +762,7 @@
       const partners = m.mode === "2d" ? partnersOf(name, index) : [];
       pushUndo(m, partners);
       drag = { name: name, index: index, startImg: p, orig: copy(m.points[index]), partners: partners, moved: false };
-      svg.setPointerCapture(evt.pointerId);
+      capture(evt);
       evt.preventDefault();
       render();
       return;
@@ -751,7 +771,7 @@
     if (cal) { select(cal.getAttribute("data-name"), false); return; }
     if (evt.button === 0 || evt.button === 1) { // drag the background: pan
       pan = { x: evt.clientX, y: evt.clientY, view: Object.assign({}, view) };
-      svg.setPointerCapture(evt.pointerId);
+      capture(evt);
       svg.classList.add("em-panning");
       evt.preventDefault();
     }

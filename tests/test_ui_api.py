@@ -146,6 +146,55 @@ def test_unknown_measurement_or_action_from_the_browser_is_refused():
         ReviewRequest.from_payload({"name": "lvidd", "action": "delete"})
 
 
+def test_implausible_value_is_refused_in_a_batch_and_saved_alone_when_confirmed(fresh_store):
+    from demo.review import ReviewRequest, save_reviews
+
+    store, info = fresh_store
+    props = {p.measurement: p for p in store.proposals(info.clip_id)}
+    p0 = props["lvpwd"].points[0]
+    collapsed = {"name": "lvpwd", "action": "accept", "frame": props["lvpwd"].frame_index, "points": [list(p0), list(p0)]}
+    ok = {"name": "ivsd", "action": "accept", "frame": props["ivsd"].frame_index, "points": props["ivsd"].points}
+    batch = [ReviewRequest.from_payload(ok), ReviewRequest.from_payload(dict(collapsed, confirmed=True))]
+    with pytest.raises(StoreError, match="plausible range"):
+        save_reviews(store, info.clip_id, batch, "Reader One")  # a confirmation does not count in a batch
+    with pytest.raises(StoreError, match="plausible range"):
+        save_reviews(store, info.clip_id, [ReviewRequest.from_payload(collapsed)], "Reader One")
+    assert store.reviews(info.clip_id) == []  # nothing of a refused request is stored
+    (saved,) = save_reviews(store, info.clip_id, [ReviewRequest.from_payload(dict(collapsed, confirmed=True))], "Reader One")
+    assert saved.action == "corrected" and saved.value == pytest.approx(0.0)
+
+
+def test_human_review_clears_the_low_confidence_flag(fresh_store):
+    from demo import viewmodel
+
+    store, info = fresh_store
+    la = next(p for p in store.proposals(info.clip_id) if p.measurement == "la")
+    entry = lambda: next(  # noqa: E731
+        m for m in viewmodel.viewer_value(info.clip_id, store.current_measurements(info.clip_id))["measurements"]
+        if m["name"] == "la"
+    )
+    assert entry()["low_confidence"] is True
+    store.add_review(info.clip_id, "la", "corrected", "Reader One", frame=la.frame_index,
+                     points=[la.points[0], (la.points[1][0], la.points[1][1] + 3)], value=4.0, unit="cm")
+    assert entry()["low_confidence"] is False
+    assert entry()["confidence"] == pytest.approx(la.confidence)  # the number stays, for the tooltip
+
+
+def test_worklist_rows_filter_by_status_and_next_unreviewed(fresh_store):
+    from demo import viewmodel
+
+    store, info = fresh_store
+    store.add_review(info.doppler_clip_id, "av_vmax", "accepted", "Reader One")
+    summaries = store.worklist()
+    rows = viewmodel.worklist_rows(summaries, views={info.clip_id: "PLAX"})
+    by_id = {r[0]: r for r in rows}
+    assert by_id[info.clip_id][1] == "to review" and by_id[info.doppler_clip_id][1] == "reviewed"
+    assert by_id[info.clip_id][3].startswith("PLAX · 40 fr · DICOM")
+    assert [r[0] for r in viewmodel.worklist_rows(summaries, status="reviewed")] == [info.doppler_clip_id]
+    assert viewmodel.next_unreviewed(summaries, info.doppler_clip_id) == info.clip_id
+    assert viewmodel.next_unreviewed(summaries, info.clip_id) is None  # the only one left is open
+
+
 # --------------------------------------------------------------------------- gradio_client
 
 
