@@ -5,22 +5,32 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from test_ingest_builders import (
+    BANNER_ROWS,
+    BIRTH_DATE,
+    CANARIES,
+    NESTED_CANARY,
+    PREAMBLE_CANARY,
+    PRIVATE_CANARY,
+    REGION,
+    STUDY_DATE,
+    UIDS,
+    VIDEO_CANARIES,
+    canary_dataset,
+    canary_frames,
+    write_banner_video,
+    write_canary_dicom,
+)
 
 from echomeasure.cli import main
 from echomeasure.errors import DeidentificationError, InvalidInputError
-from echomeasure.ingest import DeidentifiedClip, deidentify_dataset, deidentify_file, load, passes_gate
-from echomeasure.ingest import deid, gate
+from echomeasure.ingest import DeidentifiedClip, deid, deidentify_dataset, deidentify_file, gate, load, passes_gate
 from echomeasure.ingest.profile import DeidOptions, annex_e, resolve, row_for
-from test_ingest_builders import (
-    BANNER_ROWS, BIRTH_DATE, CANARIES, NESTED_CANARY, PREAMBLE_CANARY, PRIVATE_CANARY, REGION, STUDY_DATE, UIDS,
-    VIDEO_CANARIES, canary_dataset, canary_frames, write_banner_video, write_canary_dicom,
-)
 
 SECRET = b"test-site-secret"
 ALL_CANARIES = [*CANARIES.values(), PRIVATE_CANARY, NESTED_CANARY, "CANARYAE", "CANARY CREATOR"]

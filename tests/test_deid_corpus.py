@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from corpus.vendors import VENDORS, real_ultrasound_files
+
 from echomeasure.cli import main
 from echomeasure.ingest import retention
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
-
 from test_ingest_builders import BIRTH_DATE, CANARIES, STUDY_DATE, UIDS, write_canary_dicom
 
 IDENTIFYING = [*CANARIES.values(), *(p for v in CANARIES.values() for p in v.split("^")), BIRTH_DATE, STUDY_DATE,
@@ -44,7 +43,8 @@ def _jpeg_header(width: int, height: int) -> bytes:
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
     dqt = b"\xff\xdb" + struct.pack(">H", 67) + b"\x00" + bytes([1] * 64)
     sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
-    dht = b"".join(b"\xff\xc4" + struct.pack(">H", 20) + cls + bytes([1] + [0] * 15) + b"\x00" for cls in (b"\x00", b"\x10"))
+    dht = b"".join(b"\xff\xc4" + struct.pack(">H", 20) + cls + bytes([1] + [0] * 15) + b"\x00"
+                   for cls in (b"\x00", b"\x10"))
     sos = b"\xff\xda" + struct.pack(">HB", 8, 1) + b"\x01\x00\x00\x3f\x00"
     return b"\xff\xd8" + app0 + dqt + sof + dht + sos + b"\x00" * 1000 + b"\xff\xd9"
 
@@ -54,7 +54,8 @@ def _png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * (1 << 20), 9)) + chunk(b"IEND", b"")
+    idat = zlib.compress(b"\x00" * (1 << 20), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _hostile(kind: str, d: Path) -> Path:
@@ -139,7 +140,7 @@ def test_ingest_puts_no_value_of_a_broken_header_in_its_json(tmp_path):
 
 @pytest.mark.parametrize("target", ["fifo", "directory", "missing-folder"])
 def test_deid_refuses_an_output_that_is_not_a_regular_file(tmp_path, target):
-    src = write_canary_dicom(tmp_path / "in.dcm", 1)
+    write_canary_dicom(tmp_path / "in.dcm", 1)
     if target == "fifo":
         out = tmp_path / "pipe"
         os.mkfifo(out)
@@ -160,13 +161,12 @@ def test_deid_refuses_an_output_that_is_not_a_regular_file(tmp_path, target):
 
 
 def test_pydicom_log_records_are_dropped(tmp_path, caplog):
-    from echomeasure.ingest import inspect_file
     from echomeasure.errors import EchomeasureError
+    from echomeasure.ingest import inspect_file
 
     src = _hostile("flipped-length-low", tmp_path)
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(EchomeasureError):
-            inspect_file(src)
+    with caplog.at_level(logging.DEBUG), pytest.raises(EchomeasureError):
+        inspect_file(src)
     text = "\n".join(r.getMessage() for r in caplog.records)
     for value in IDENTIFYING:
         assert value not in text

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from corpus.vendors import Person, _code, _region, _write, base_dataset
 from pydicom.sequence import Sequence
+from test_deid_corpus import kept_text
 
-from corpus.vendors import Person, _code, _region, base_dataset, _write
 from echomeasure.errors import DeidentificationError
 from echomeasure.ingest import deidentify_file
-from test_deid_corpus import kept_text
 
 # family^given: surnames and given names that are also words of real headers.
 NAMES = [

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from corpus import vendors
 from pydicom.sequence import Sequence
 
-from corpus import vendors
 from echomeasure.ingest import deid, deidentify_file, ocr, read_clip
 from echomeasure.ingest.profile import DeidOptions
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_ingest_builders import write_canary_dicom
 
 from echomeasure.ingest import load, quarantine
-from test_ingest_builders import write_canary_dicom
 
 SECRET = b"quarantine-secret"
 
@@ -99,12 +99,11 @@ def test_the_quarantine_folder_goes_whatever_happens(tmp_path, monkeypatch, fail
     root = tmp_path / "q"
     monkeypatch.setenv("ECHOMEASURE_QUARANTINE", str(root))
     src = write_canary_dicom(tmp_path / "in.dcm", 1)
-    with pytest.raises(RuntimeError) if fail else _nothing():
-        with quarantine.quarantined(src) as original:
-            assert original.parent.name.startswith(quarantine.FOLDER_PREFIX)
-            assert os.stat(src).st_nlink == 2
-            if fail:
-                raise RuntimeError("boom")
+    with pytest.raises(RuntimeError) if fail else _nothing(), quarantine.quarantined(src) as original:
+        assert original.parent.name.startswith(quarantine.FOLDER_PREFIX)
+        assert os.stat(src).st_nlink == 2
+        if fail:
+            raise RuntimeError("boom")
     assert quarantine.leftovers(root) == [] and os.stat(src).st_nlink == 1
 
 

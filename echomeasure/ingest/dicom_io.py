@@ -163,7 +163,7 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
         return default
     try:
         return int(v)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError):
         raise InvalidInputError(f"{keyword} has an unreadable value") from None
 
 
@@ -239,8 +239,9 @@ def check_geometry(ds: Dataset, name: str = "") -> PixelGeometry:
 
 def _check_encapsulated(raw: bytes, n_frames: int, label: str) -> None:
     """Count the fragments of encapsulated pixel data without decoding them."""
-    from pydicom.encaps import parse_basic_offsets, parse_fragments
     from io import BytesIO
+
+    from pydicom.encaps import parse_basic_offsets, parse_fragments
 
     try:
         fp = BytesIO(raw)

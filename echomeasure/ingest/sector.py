@@ -116,10 +116,7 @@ def fan_in_region(frames: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.
     mask: moving pixels for cines, non-black pixels for stills.  None when no plausible fan is
     found (then the whole rectangle is kept)."""
     crop = frames[:, y0 : y1 + 1, x0 : x1 + 1]
-    if crop.shape[0] >= 2:
-        keep = motion_sector_mask(crop)
-    else:
-        keep = still_sector_mask(crop[0])
+    keep = motion_sector_mask(crop) if crop.shape[0] >= 2 else still_sector_mask(crop[0])
     if keep is None or keep.mean() < MIN_FAN_FRACTION:
         return None
     return keep

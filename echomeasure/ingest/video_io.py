@@ -53,7 +53,7 @@ def sniff(path: Path) -> tuple[Literal["dicom", "video", "image", "unknown"], st
 
 def _check_size(name: str, n: int, h: int, w: int) -> None:
     if h <= 0 or w <= 0:
-        raise InvalidInputError(f"the video has no picture size")
+        raise InvalidInputError("the video has no picture size")
     if h > MAX_SIDE_PX or w > MAX_SIDE_PX:
         raise InvalidInputError(f"{w} x {h} pixels per frame; more than {MAX_SIDE_PX} x {MAX_SIDE_PX} is refused")
     if n * h * w * 3 > MAX_TOTAL_BYTES:
@@ -89,7 +89,7 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
         raise InvalidInputError(f"not a readable video ({type(exc).__name__})") from exc
     with container:
         if not container.streams.video:
-            raise InvalidInputError(f"the file has no video stream")
+            raise InvalidInputError("the file has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         cc = stream.codec_context
@@ -109,10 +109,10 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
             log.warning("decoding stopped after %d frames (%s)", len(frames), type(exc).__name__)
         codec = cc.name
     if not frames:
-        raise InvalidInputError(f"the video holds zero frames")
+        raise InvalidInputError("the video holds zero frames")
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
-        raise InvalidInputError(f"frames change size within the video; not supported")
+        raise InvalidInputError("frames change size within the video; not supported")
     return Clip(
         frames=np.stack(frames),
         frame_time_ms=frame_time,
@@ -126,7 +126,7 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
 
 def read_image(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
     """Decode a PNG/JPEG still into a one-frame :class:`Clip` (metadata is not carried over)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     name = path.name
     try:

@@ -133,7 +133,8 @@ class Person:
                 self.referrer.split("^")[0], self.station, self.serial, self.accession]
 
 
-def base_dataset(person: Person, *, manufacturer: str, model: str, sop: str = US_MULTIFRAME, study_uid_root: str = "1.2.840.99999") -> Dataset:
+def base_dataset(person: Person, *, manufacturer: str, model: str, sop: str = US_MULTIFRAME,
+                 study_uid_root: str = "1.2.840.99999") -> Dataset:
     """The patient, study, series, equipment and free-text modules as a vendor writes them."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
