@@ -14,7 +14,8 @@
   it is read; a chunked body is read only up to the limit.
 - :func:`private_upload_dir` gives Gradio a private temporary folder (mode 0700) for uploads and
   downloads; :func:`discard_upload` removes an upload once it was processed, and the whole
-  folder goes at shutdown (:func:`remove_private_upload_dir`, also registered with ``atexit``).
+  folder goes at shutdown (:func:`remove_private_upload_dir`, also registered with ``atexit``);
+  folders of servers that were killed are removed when the next one starts.
 """
 
 from __future__ import annotations
@@ -256,6 +257,7 @@ def _guard_first(user_lifespan: Any) -> Any:
 
 # --------------------------------------------------------------------------- temporary files
 
+UPLOAD_DIR_PREFIX = "echomeasure-uploads-"
 _private_dir: Path | None = None
 
 
@@ -271,10 +273,28 @@ def private_upload_dir() -> Path:
     chosen = os.environ.get("GRADIO_TEMP_DIR")
     if chosen and _private_dir is None:
         return Path(chosen)
-    _private_dir = Path(tempfile.mkdtemp(prefix="echomeasure-uploads-"))
+    remove_stale_upload_dirs()
+    _private_dir = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_DIR_PREFIX}{os.getpid()}-"))
     os.environ["GRADIO_TEMP_DIR"] = str(_private_dir)
     atexit.register(remove_private_upload_dir)
     return _private_dir
+
+
+def remove_stale_upload_dirs(folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove upload folders left by echomeasure servers that were killed (their process is gone)."""
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{UPLOAD_DIR_PREFIX}*-*"):
+        pid_text = path.name[len(UPLOAD_DIR_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except OSError:
+            pass  # alive (owned by someone else): leave it
+    return removed
 
 
 def remove_private_upload_dir() -> None:

@@ -302,6 +302,21 @@ def test_uploads_never_opened_are_removed_at_shutdown(tmp_path):
         assert d.upload_dirs() == []
 
 
+def test_upload_folders_of_killed_servers_are_removed_at_the_next_start(tmp_path):
+    from echomeasure.web_security import remove_stale_upload_dirs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"echomeasure-uploads-{dead.stdout.strip()}-abc"
+    (stale / "x").mkdir(parents=True)
+    (stale / "x" / "original.dcm").write_bytes(b"identifiable")
+    alive = tmp_path / f"echomeasure-uploads-{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / "echomeasure-uploads-notapid"
+    other.mkdir()
+    assert remove_stale_upload_dirs(tmp_path) == [stale]
+    assert not stale.exists() and alive.is_dir() and other.is_dir()
+
+
 # ----------------------------------------------------------------------------- login
 
 
