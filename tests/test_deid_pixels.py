@@ -143,3 +143,14 @@ def test_deid_command_can_skip_the_text_search(tmp_path, capsys):
     assert main(["deid", str(vf.path), str(tmp_path / "out.dcm"), "--secret", "s", "--no-text-search"]) == 0
     pixels = json.loads(capsys.readouterr().out)["deid_record"]["pixels"]
     assert pixels["text"]["searched"] is False and pixels["status"] == "human confirmation needed"
+
+
+def test_a_failing_detector_leaves_the_clip_for_human_confirmation(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("model file unreadable")
+
+    monkeypatch.setattr(ocr, "find_text", broken)
+    vf = vendors.canon_aplio(tmp_path)
+    pixels = deidentify_file(vf.path, tmp_path / "out.dcm", secret=SECRET)["deid_record"]["pixels"]
+    assert pixels["text"] == {"searched": False, "why": "the text detector failed (RuntimeError)"}
+    assert pixels["status"] == "human confirmation needed"

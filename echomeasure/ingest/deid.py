@@ -449,7 +449,11 @@ def _find_and_mask_text(frames: np.ndarray, keep: np.ndarray, fan: np.ndarray | 
         return frames, {"searched": False, "why": "text search switched off"}
     if not ocr.available():
         return frames, {"searched": False, "why": "the OCR package (rapidocr-onnxruntime) is not installed"}
-    boxes = ocr.find_text(frames, keep)
+    try:
+        boxes = ocr.find_text(frames, keep)
+    except Exception as exc:  # noqa: BLE001 - a broken detector must not stop de-identification
+        log.warning("the text detector failed (%s); the clip needs human confirmation", type(exc).__name__)
+        return frames, {"searched": False, "why": f"the text detector failed ({type(exc).__name__})"}
     masked, in_fan = [], []
     blank = np.zeros(keep.shape, dtype=bool)
     for b in boxes:
