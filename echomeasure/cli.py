@@ -328,7 +328,8 @@ def _train_on_dataset(args: argparse.Namespace) -> int:
     outcome = train_on_lvh(
         path, steps=args.steps, seed=args.seed, out=args.out, version=args.version,
         base_version=getattr(args, "init_from", None), from_scratch=args.from_scratch, max_videos=args.cases,
-        eval_videos=args.eval_cases, activate=args.activate, threads=args.threads, progress=not args.quiet,
+        eval_videos=args.eval_cases, activate=args.activate, threads=args.threads,
+        max_wall_s=None if args.max_minutes is None else args.max_minutes * 60.0, progress=not args.quiet,
     )
     e = outcome.entry
     _print_json({"name": e.name, "version": e.version, "parent": e.parent, "file": e.file, "sha256": e.sha256,

@@ -117,7 +117,11 @@ def test_evaluate_compares_against_the_labels(lvh_root, weights, tmp_path):
 def test_train_registers_a_plax_linear_version_trained_on_the_dataset(lvh_root, weights, capsys):
     root, _ = lvh_root
     active_before = registry.active_version("plax-linear", weights)
-    rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "2", "-q")
+    manifest_before = _manifest_bytes(weights)
+    # a run stopped by the wall-time limit registers nothing and says how to resume
+    rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "3", "--max-minutes", "0", "-q")
+    assert rc == 2 and out == "" and "resume" in err and _manifest_bytes(weights) == manifest_before
+    rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "3", "-q")
     assert rc == 0, err
     result = json.loads(out)
     entry = registry.get_entry("plax-linear", result["version"], weights)
@@ -169,7 +173,7 @@ def test_other_bad_dataset_input(lvh_root, weights, tmp_path, capsys):
     assert rc == 2 and str(tmp_path / "nowhere") in err
     rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(root), "--split", "val", "-q")
     assert rc == 2 and "no videos in split 'val'" in err
-    rc, _, err = _run(capsys, "evaluate", "--dataset", "camus", str(root), "-q")
+    rc, _, err = _run(capsys, "evaluate", "--dataset", "nosuchset", str(root), "-q")
     assert rc == 2 and "unknown dataset" in err
     bad = tmp_path / "bad"
     shutil.copytree(root, bad)

@@ -239,6 +239,13 @@ def test_measure_with_imported_checkpoints_gives_the_contract_json(checkpoint_di
     assert a[1] <= b[1] and all(0 <= x <= 320 and 0 <= y <= 240 for x, y in m["points"])
     assert m["value"] == pytest.approx(np.hypot(b[0] - a[0], b[1] - a[1]) * 0.08, abs=2e-3)
 
+    # the imported checkpoints are selectable for evaluation on EchoNet-LVH too (only ivs imported here)
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(lvh), "--model", "echonet-measurements", "-q")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["model"]["name"] == "echonet-measurements" and list(report["measurements"]) == ["ivsd"]
+    assert report["measurements"]["ivsd"]["n"] + report["measurements"]["ivsd"]["failed"] == 1
+
 
 def test_register_many_is_all_or_nothing(tmp_path):
     weights = tmp_path / "weights"

@@ -481,7 +481,7 @@ def argmax_peaks(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- propose
 
 
-def _family_info(entries: Iterable[registry.WeightsEntry]):
+def family_info(entries: Iterable[registry.WeightsEntry]):
     """One ModelInfo for the checkpoints used: their version(s), and a sha256 over their sha256s."""
     from echomeasure.propose.types import ModelInfo
 
@@ -709,7 +709,7 @@ def propose_echonet(
     # the view decision of the plax-linear run that chose ED/ES, when the proposal set carries one
     view_fields = {k: getattr(own, k) for k in ("view", "notices") if own is not None and hasattr(own, k)}
     return ClipProposals(
-        kind=clip.kind, calibration=clip.calibration_source, model=_family_info(used),
+        kind=clip.kind, calibration=clip.calibration_source, model=family_info(used),
         measurements=_with_flags(proposals, entries.values()),
         ed_frame=ed, es_frame=es, frames=frames, timings_s={"total": time.perf_counter() - t0}, **view_fields,
     )

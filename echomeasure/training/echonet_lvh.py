@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import math
 import os
@@ -358,7 +359,7 @@ def _proposer(model: str, version: str | None, weights_dir: Any, backend: str) -
         def run(clip: Any, only: tuple[str, ...]) -> Any:
             return em.propose_echonet(clip, only=only, version=version, weights_dir=weights_dir)
 
-        info = em._family_info([e for e in entries.values() if em.TASKS[e.extra["task"]].mode == "2d"])
+        info = em.family_info([e for e in entries.values() if em.TASKS[e.extra["task"]].mode == "2d"])
         return run, {"name": info.name, "version": info.version, "sha256": info.sha256}
     if model != registry.PLAX_LINEAR:
         raise InvalidInputError(f"--model {model}: EchoNet-LVH is measured by plax-linear or {em.FAMILY}")
@@ -525,6 +526,7 @@ def train_on_lvh(
     eval_videos: int | None = None,
     activate: bool = False,
     threads: int | None = None,
+    max_wall_s: float | None = None,
     progress: bool = True,
 ) -> LvhTrainOutcome:
     """Train ``plax-linear`` on the train split of EchoNet-LVH, evaluate it, register it.
@@ -534,7 +536,8 @@ def train_on_lvh(
     synthetic recipe on the labelled frames of the ``train`` split; the aortic and LA channels,
     which the dataset does not label, get no loss.  It is evaluated on ``val`` (else ``test``)
     through :func:`evaluate_lvh` and registered with those figures; it becomes the active
-    version only with ``activate``.
+    version only with ``activate``.  A resumable checkpoint is kept in the cache: a run stopped
+    by ``max_wall_s`` (or killed) continues where it was when the same command runs again.
 
     Raises
     ------
@@ -549,7 +552,7 @@ def train_on_lvh(
     from echomeasure.models import registry
     from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
     from echomeasure.training.augment import IntensityAugment
-    from echomeasure.training.datasets import HeatmapTrainingSet
+    from echomeasure.training.datasets import HeatmapTrainingSet, cache_dir
     from echomeasure.training.loop import OptimRecipe, run_optimisation
     from echomeasure.training.train import HEATMAP_SIGMA_PX, MAX_SHIFT_PX
 
@@ -610,8 +613,18 @@ def train_on_lvh(
     recipe = OptimRecipe(steps=n_steps, batch_size=min(8, max(2, len(images))), lr=5e-4 if base else 2e-3,
                          warmup_steps=min(20, max(1, n_steps // 10)), seed=seed,
                          coord_window_px=int(round(2.5 * sigma_px)), coord_start_frac=0.1)
-    result = run_optimisation(model, batches, recipe, checkpoint=None, progress=progress,
-                              desc="train plax-linear on echonet-lvh")
+    run_key = hashlib.sha256(json.dumps({
+        "csv": dataset.csv_sha256, "videos": [v.name for v in train_videos], "base": base.sha256 if base else None,
+        "arch": arch, "size": list(input_size), "sigma": sigma_px, "recipe": recipe.to_dict(),
+    }, sort_keys=True).encode()).hexdigest()[:16]
+    checkpoint = cache_dir() / "checkpoints" / f"plax-linear-{DATASET}-{run_key}.pt"
+    result = run_optimisation(model, batches, recipe, checkpoint=checkpoint, checkpoint_every=25,
+                              max_wall_s=max_wall_s, progress=progress, desc="train plax-linear on echonet-lvh")
+    if result.steps_done < recipe.steps:
+        raise TrainingError(
+            f"training stopped at step {result.steps_done} of {recipe.steps} (wall-time limit); "
+            "run the same command again to resume from the checkpoint"
+        )
     model = model.to(memory_format=torch.contiguous_format).eval()
 
     n_train_frames = len(images)
