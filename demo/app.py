@@ -327,6 +327,33 @@ def build_app(
         )
         return value, worklist_update(status), reviewer_ok
 
+    def calibrate(reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
+        from echomeasure.store.user_calibration import set_user_calibration
+
+        payload = dict(evt._data or {})
+        clip_id = payload.get("clip_id")
+        if clip_id is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        login = getattr(request, "username", None)
+        if not login and not (reviewer_name or "").strip():
+            notice = "Not calibrated: enter your name in the Reviewer field (highlighted, top left); calibrations are signed."
+            return viewer_notice(int(clip_id), notice), gr.skip(), gr.skip(), reviewer_missing
+        try:
+            clip = set_user_calibration(
+                store, int(clip_id), payload.get("points") or [], payload.get("length_cm"), login or reviewer_name
+            )
+        except EchomeasureError as exc:
+            return viewer_notice(int(clip_id), f"Not calibrated: {exc}"), gr.skip(), gr.skip(), gr.skip()
+        states = store.current_measurements(clip.id)
+        scale = f"{clip.user_cm_per_px * 10:.3f} mm/px" if clip.user_cm_per_px else "?"
+        viewer_update = gr.update(
+            value=viewmodel.viewer_value(
+                clip.id, states, reload=True, thresholds=thresholds, notice=f"Calibrated by you: {scale}; values now in cm"
+            ),
+            clip=viewmodel.viewer_clip(clip, store.frame_images(clip.id), states),
+        )
+        return viewer_update, _clip_header(clip, states), worklist_update(status), reviewer_ok
+
     def export_study(clip_id: int | None) -> Any:
         from echomeasure.export import export_csv
 
@@ -441,6 +468,9 @@ def build_app(
         outputs_next = [viewer, clip_info, current_clip, csv_file, worklist]
         next_btn.click(open_next, [current_clip, status_filter], outputs_next, api_visibility="private")
         viewer.next_clip(open_next, [current_clip, status_filter], outputs_next, api_visibility="private")
+        viewer.calibrate(
+            calibrate, [reviewer_box, status_filter], [viewer, clip_info, worklist, reviewer_box], api_visibility="private"
+        )
         status_filter.change(worklist_update, [status_filter], [worklist], api_visibility="private")
         viewer.commit(commit, [reviewer_box, status_filter], [viewer, worklist, reviewer_box], api_visibility="private")
         # Typing a name takes the highlight off at once (in the browser: no round trip per key).

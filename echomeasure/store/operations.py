@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from echomeasure import catalog
 from echomeasure.errors import StoreError
@@ -694,6 +694,7 @@ class Store:
                 for cid, ts in s.execute(select(db.Review.clip_id, func.max(db.Review.created_at)).group_by(db.Review.clip_id))
             }
             rows = s.execute(select(db.Clip, db.Study.study_uid).join(db.Study).order_by(db.Clip.id.desc())).all()
+            user_scaled = set(_latest_user_scales(s))
             out = []
             for clip, study_uid in rows:
                 p = proposed.get(clip.id, set())
@@ -715,7 +716,7 @@ class Store:
                         instance_uid=clip.instance_uid,
                         kind=clip.kind,  # type: ignore[arg-type]
                         n_frames=clip.n_frames,
-                        calibration_source=clip.calibration_source,
+                        calibration_source="user" if clip.id in user_scaled else clip.calibration_source,
                         n_proposed=len(p),
                         n_reviewed=len(r),
                         status=status,  # type: ignore[arg-type]
@@ -1039,7 +1040,19 @@ def _utc(ts: datetime) -> datetime:
     return db.UTCDateTime().process_result_value(ts, None)  # type: ignore[return-value]
 
 
+def _latest_user_scales(s: Session, clip_ids: Iterable[int] | None = None) -> dict[int, float]:
+    """``clip_id -> cm_per_px`` of each clip's latest user calibration (see user_calibration.py)."""
+    q = select(db.UserCalibration.clip_id, db.UserCalibration.cm_per_px).order_by(db.UserCalibration.id)
+    if clip_ids is not None:
+        q = q.where(db.UserCalibration.clip_id.in_(list(clip_ids)))
+    return {cid: float(scale) for cid, scale in s.execute(q)}
+
+
 def _clip_record(row: db.Clip, *, created: bool) -> ClipRecord:
+    # A clip a reviewer calibrated by hand reads as calibration "user" with the latest scale
+    # (the clip row itself is append-only; the calibrations are rows of user_calibration).
+    session = object_session(row)
+    user_scale = _latest_user_scales(session, [row.id]).get(row.id) if session is not None and not row.regions else None
     return ClipRecord(
         id=row.id,
         study_uid=row.study.study_uid,
@@ -1051,8 +1064,8 @@ def _clip_record(row: db.Clip, *, created: bool) -> ClipRecord:
         width_px=row.width_px,
         height_px=row.height_px,
         regions=tuple(row.regions or ()),
-        calibration_source=row.calibration_source,  # type: ignore[arg-type]
-        user_cm_per_px=row.user_cm_per_px,
+        calibration_source="user" if user_scale is not None else row.calibration_source,  # type: ignore[arg-type]
+        user_cm_per_px=user_scale if user_scale is not None else row.user_cm_per_px,
         pixel_sha256=row.pixel_sha256,
         deid_record=dict(row.deid_record or {}),
         created_at=row.created_at,

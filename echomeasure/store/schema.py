@@ -286,6 +286,24 @@ class ReaderRead(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class UserCalibration(Base):
+    """A known length a reviewer drew on a clip without DICOM calibration (append-only).
+
+    The clip's latest row is its calibration: source ``user`` with ``cm_per_px``.
+    """
+
+    __tablename__ = "user_calibration"
+    __table_args__ = (CheckConstraint("length_cm > 0 AND cm_per_px > 0", name="ck_user_calibration_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id"), index=True)
+    points: Mapped[list[Any]] = mapped_column(JSONType)
+    length_cm: Mapped[float] = mapped_column(Float)
+    cm_per_px: Mapped[float] = mapped_column(Float)
+    reviewer: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # Tables whose rows may never change or disappear once written.
 APPEND_ONLY_TABLES = ("study", "clip", "frame_image", "proposal", "review", "audit_event", "audit_chain")
 # Tables whose rows may change (audited) but never disappear or be replaced.
@@ -304,5 +322,6 @@ __all__ = [
     "REVIEW_ACTIONS",
     "Review",
     "Study",
+    "UserCalibration",
     "utcnow",
 ]
