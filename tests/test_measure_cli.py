@@ -12,7 +12,7 @@ from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401
 from echomeasure import catalog
 from echomeasure.cli import main
 
-CONTRACT_KEYS = {"file", "kind", "calibration", "model", "measurements", "view", "notices"}
+CONTRACT_KEYS = {"file", "kind", "calibration", "model", "measurements", "view", "notices", "segmentations"}
 MEASUREMENT_KEYS = {"name", "value", "unit", "frame", "points", "confidence"}
 
 

@@ -190,7 +190,7 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
                              user_cm_per_px=scale_cm_per_px)
     frames = clip.frames if per_frame else clip.frames[:1]
     box = image_box(clip.regions, clip.frames.shape[1:3])
-    cm = _cm_per_px(clip, box)
+    cm = square_cm_per_px(clip, box)
     labels, conf = predict(loaded.model, frames, box, tuple(loaded.entry.input_size))
     segs = [s.as_json() for i in range(len(frames)) for s in segments(labels[i], conf[i], loaded.entry.channels, i, cm)]
     return {
@@ -205,7 +205,7 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
     }
 
 
-def _cm_per_px(clip: Any, box: Box) -> float | None:
+def square_cm_per_px(clip: Any, box: Box) -> float | None:
     """Square pixel size (cm) of the clip's 2D region or the user's scale; None when uncalibrated."""
     if clip.user_cm_per_px:
         return float(clip.user_cm_per_px)

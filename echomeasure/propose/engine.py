@@ -35,7 +35,7 @@ from echomeasure import catalog
 from echomeasure.errors import CalibrationError, MeasurementError
 from echomeasure.ingest.calibration import pixel_length
 from echomeasure.ingest.clip import UNIT_S, Clip
-from echomeasure.propose import flags
+from echomeasure.propose import flags, seg_crosscheck
 from echomeasure.propose.temporal import select_ed_es, smooth_tracks
 from echomeasure.propose.types import ClipProposals, ModelInfo, Point, Proposal
 
@@ -691,6 +691,8 @@ def propose(
             clip, engine, wanted, per_frame=per_frame, progress=progress, batch_size=batch_size, timings=timings,
             refine_edges=refine_edges, anatomy_check=anatomy_check, depth_zoom=depth_zoom,
         )
+        proposals, segmentations = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, versions, weights_dir, timings,
+                                                                  notices)
     else:
         name = "doppler-peaks"
         t0 = time.perf_counter()
@@ -701,6 +703,7 @@ def propose(
             snap_to_envelope=snap_doppler_to_envelope,
         )
         ed = es = None
+        segmentations = []
     threshold = flags.entry_threshold(engine.entry)
     proposals = [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence, threshold)) for p in proposals]
     timings["total"] = time.perf_counter() - t_start
@@ -715,6 +718,7 @@ def propose(
         timings_s=timings,
         view=None if view is None else view.as_json(),
         notices=notices,
+        segmentations=segmentations,
     )
 
 
@@ -748,6 +752,7 @@ def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 
     }
     out["view"] = proposals.view
     out["notices"] = list(proposals.notices)
+    out["segmentations"] = list(proposals.segmentations)
     if proposals.frames:
         out["frames"] = proposals.frames
     return out

@@ -55,4 +55,5 @@ class ClipProposals:
     frames: list[dict] = field(default_factory=list)  # per-frame points when asked for
     view: dict | None = None  # {"name", "confidence"} from the view classifier; None without one
     notices: list[str] = field(default_factory=list)  # what the reviewer should know (e.g. not PLAX)
+    segmentations: list[dict] = field(default_factory=list)  # structure contours {"frame", "structure", "polygon", ...}
     timings_s: dict[str, float] = field(default_factory=dict)
