@@ -18,6 +18,7 @@ from echomeasure.ingest.clip import Clip
 from echomeasure.models.preprocess import CropTransform
 from echomeasure.propose import engine as engine_mod
 from echomeasure.propose import propose
+from echomeasure.propose.zoom import plax_crop_transform
 
 SIGMA = 2.0
 
@@ -79,7 +80,7 @@ def test_2d_proposals_reproduce_truth_through_oracle_heatmaps(plax_case, use_ran
     clip = Clip(plax_case.frames, plax_case.frame_time_ms, plax_case.regions, "dicom")
 
     def runner(entry):
-        t = CropTransform.for_clip(clip, entry.input_size, "2d")
+        t = plax_crop_transform(clip, entry.input_size)
         return OracleRunner(t, [list(kp) for kp in plax_case.keypoints])
 
     _with_oracle(monkeypatch, "plax-linear", runner)
@@ -227,3 +228,28 @@ def test_implausible_values_are_proposed_with_confidence_zero():
     assert _plausibility("av_vmax", -3.2, "m/s") == 1.0  # the sign is the flow direction
     assert _plausibility("lvpwd", 0.0001, "px") == 1.0  # uncalibrated: nothing to judge
     assert set(catalog.PLAUSIBLE_RANGE) == set(catalog.LINEAR_2D) | set(catalog.DOPPLER_CHANNELS)
+
+
+def test_an_anatomically_impossible_caliper_is_flagged_in_the_measure_json(plax_case, use_random_weights, monkeypatch):
+    """The oracle puts the LA posterior wall 12 mm sideways off the aortic root line on every
+    frame: the consistency check gives LA confidence 0 and the contract JSON marks it ``flagged``."""
+    from echomeasure.propose.engine import to_contract_json
+
+    clip = Clip(plax_case.frames, plax_case.frame_time_ms, plax_case.regions, "dicom")
+    k = {n: i for i, n in enumerate(catalog.KEYPOINTS_2D)}
+    shifted = []
+    for kp in plax_case.keypoints:
+        kp = np.array(kp, dtype=float)
+        d = kp[k["la_posterior"]] - kp[k["la_anterior"]]
+        kp[k["la_posterior"]] += np.array([-d[1], d[0]]) / np.hypot(*d) * (12.0 / (plax_case.cm_per_px * 10.0))
+        shifted.append(list(kp))
+
+    def runner(entry):
+        return OracleRunner(plax_crop_transform(clip, entry.input_size), shifted)
+
+    _with_oracle(monkeypatch, "plax-linear", runner)
+    result = propose(clip, refine_edges=False)
+    out = {m["name"]: m for m in to_contract_json(result, "x.dcm")["measurements"]}
+    assert all(isinstance(m["flagged"], bool) for m in out.values())
+    assert out["la"]["confidence"] == 0.0 and out["la"]["flagged"] is True
+    assert out["lvidd"]["flagged"] is False and out["lvidd"]["confidence"] > 0.5

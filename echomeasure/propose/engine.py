@@ -196,7 +196,6 @@ def _propose_2d(
     depth_zoom: bool = True,
 ) -> tuple[list[Proposal], int, int, list[dict]]:
     from echomeasure.models.decode import decode_keypoints
-    from echomeasure.models.preprocess import CropTransform
     from echomeasure.propose import edges
 
     entry = engine.entry
@@ -209,11 +208,9 @@ def _propose_2d(
             "use a model version trained with all PLAX keypoints"
         )
     # a deep sector is shown to the model as a shallower scan would show it (propose.zoom)
-    from echomeasure.models.preprocess import box_2d
-    from echomeasure.propose.zoom import depth_capped_box
+    from echomeasure.propose.zoom import plax_crop_transform
 
-    box = depth_capped_box(box_2d(clip), clip.regions) if depth_zoom else box_2d(clip)
-    transform = CropTransform(box, tuple(entry.input_size))
+    transform = plax_crop_transform(clip, entry.input_size, depth_zoom)
     n = clip.n_frames
     k = len(entry.channels)
     pts_model = np.zeros((n, k, 2))

@@ -58,3 +58,13 @@ def depth_capped_box(box: Any, regions: Any, view_depth_cm: float | None = None)
     if x1 - x0 < 16 or y1 - box.y0 < 16:
         return box
     return type(box)(x0, box.y0, x1, y1)
+
+
+def plax_crop_transform(clip: Any, input_size: tuple[int, int], depth_zoom: bool = True) -> Any:
+    """The crop-and-resize transform of the 2D model for a clip (depth-capped unless ``depth_zoom`` is off)."""
+    from echomeasure.models.preprocess import CropTransform, box_2d
+
+    box = box_2d(clip)
+    if depth_zoom:
+        box = depth_capped_box(box, clip.regions)
+    return CropTransform(box, (int(input_size[0]), int(input_size[1])))

@@ -157,7 +157,8 @@ class AppearanceAugment:
             n = int(rng.integers(*self.levels))
             x = (np.round(x.astype(np.float32) / 255.0 * (n - 1)) / (n - 1) * 255.0).astype(np.uint8)
         if rng.random() < self.jpeg_p:
-            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x), [int(cv2.IMWRITE_JPEG_QUALITY), int(rng.integers(*self.jpeg_quality))])
+            quality = int(rng.integers(*self.jpeg_quality))
+            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x), [int(cv2.IMWRITE_JPEG_QUALITY), quality])
             if ok:
                 x = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         return np.ascontiguousarray(x)
