@@ -55,8 +55,11 @@ class BatchSummary:
     ray_start_s: float = 0.0
     first_result_s: float | None = None
     process_s: float = 0.0
+    write_s: float = 0.0  # time the single writer spent verifying and storing results
     wall_s: float = 0.0
     worker_peak_rss_mb: dict[int, float] = field(default_factory=dict)
+    worker_cpu_s: dict[int, float] = field(default_factory=dict)  # CPU seconds per worker process
+    writer_cpu_s: float = 0.0  # CPU seconds of the driver while the pool ran
 
     @property
     def files_per_min(self) -> float:
@@ -441,7 +444,7 @@ def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, *, a
         my_check = sealed.secret_check(secret)
         progress = _Progress(len(items), stream)
         seen: set[int] = set()
-        t_start = time.perf_counter()
+        t_start, cpu_start = time.perf_counter(), time.process_time()
         for row in ds.iter_rows():
             if summary.first_result_s is None:
                 summary.first_result_s = time.perf_counter() - t_start
@@ -451,15 +454,18 @@ def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, *, a
             seen.add(index)
             pid = row.get("worker_pid")
             if pid is not None:
-                summary.worker_peak_rss_mb[int(pid)] = max(summary.worker_peak_rss_mb.get(int(pid), 0.0),
-                                                           float(row.get("worker_peak_rss_mb") or 0.0))
+                for usage, column in ((summary.worker_peak_rss_mb, "worker_peak_rss_mb"),
+                                      (summary.worker_cpu_s, "worker_cpu_s")):
+                    usage[int(pid)] = max(usage.get(int(pid), 0.0), float(row.get(column) or 0.0))
             if row.get("secret_check") != my_check:
                 raise EchomeasureError(
                     "the Ray workers hold another site secret than this machine (ECHOMEASURE_SECRET); their "
                     "pseudonymous UIDs would not match: give every worker the same secret. Nothing more was stored"
                 )
+            t_write = time.perf_counter()
             ok = _write_one(row, secret=secret, store=store, out_dir=out_dir, ledger=ledger, emit=emit,
                             stream=stream, actor=actor)
+            summary.write_s += time.perf_counter() - t_write
             summary.ok += ok
             summary.failed += not ok
             progress.update(ok)
@@ -469,6 +475,7 @@ def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, *, a
             stream.write(f"error: {names[index]}: {WORKER_LOST}\n")
             progress.update(False)
         summary.process_s = time.perf_counter() - t_start
+        summary.writer_cpu_s = time.process_time() - cpu_start
     finally:
         if started:
             ray.shutdown()

@@ -51,6 +51,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("seal", "string"),
     ("worker_pid", "int64"),
     ("worker_peak_rss_mb", "float64"),
+    ("worker_cpu_s", "float64"),  # CPU time the worker process has used so far (all its threads)
 )
 
 

@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 MODEL_NAMES = ("plax-linear", "doppler-peaks")
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+def _usage() -> tuple[float, float]:
+    """(peak resident memory in MB, CPU seconds used) of this worker process, all threads."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime  # Linux: ru_maxrss in KiB
 
 
 class PreAnnotator:
@@ -80,9 +82,9 @@ class PreAnnotator:
             self.process_file(int(i), str(p), str(k))
             for i, p, k in zip(batch["index"], batch["path"], batch["source_key"], strict=True)
         ]
-        pid, peak = os.getpid(), _peak_rss_mb()
+        pid, (peak_mb, cpu_s) = os.getpid(), _usage()
         for row in rows:
-            row["worker_pid"], row["worker_peak_rss_mb"] = pid, peak
+            row["worker_pid"], row["worker_peak_rss_mb"], row["worker_cpu_s"] = pid, peak_mb, cpu_s
         return pa.Table.from_pylist(rows, schema=arrow_schema())
 
     def process_file(self, index: int, path: str, key: str) -> dict:
