@@ -22,14 +22,12 @@ from typing import Any
 
 import gradio as gr
 
-from echomeasure import config
-from echomeasure import web_security
+from demo import review, viewmodel
+from demo.caliper import CaliperViewer
+from echomeasure import config, web_security
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, Store, open_store
 from echomeasure.store.admin import check_audit_at_start
-
-from demo import review, viewmodel
-from demo.caliper import CaliperViewer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +70,8 @@ CSS = """
 #em-clipinfo p { margin: 0; }
 #em-worklist table { font-size: 12px; }
 #em-worklist { font-size: 12px; }
-.em-reviewer-missing input, .em-reviewer-missing textarea { border-color: #ff9f43 !important; box-shadow: 0 0 0 2px #ff9f43 !important; }
+.em-reviewer-missing input, .em-reviewer-missing textarea {
+  border-color: #ff9f43 !important; box-shadow: 0 0 0 2px #ff9f43 !important; }
 .em-reviewer-missing label span { color: #ff9f43 !important; }
 footer { display: none !important; }
 """
@@ -241,7 +240,7 @@ def build_app(
         return viewer_update, header, clip_id, worklist_update(status), no_export
 
     def open_example(
-        name: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()
+        name: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()  # noqa: B008
     ) -> tuple:
         if not name or name not in example_paths:
             gr.Warning("Pick an example from the list first.")
@@ -253,7 +252,7 @@ def build_app(
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
     def open_upload(
-        file: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()
+        file: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()  # noqa: B008
     ) -> tuple:
         # The upload box is emptied whatever happens: a failed file does not linger there, and
         # no link is left to an original that is removed below.

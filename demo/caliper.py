@@ -39,12 +39,15 @@ HTML_TEMPLATE = """
       <button class="em-zoom-in" title="Zoom in (+); the mouse wheel zooms at the pointer" disabled>+</button>
       <span class="em-zoom">100%</span>
       <span class="em-sep"></span>
-      <span class="em-wl" title="Window/level: drag with the right mouse button (left/right: contrast, up/down: brightness)">W/L</span>
+      <span class="em-wl"
+        title="Window/level: right-drag on the image (left/right contrast, up/down brightness)">W/L</span>
       <button class="em-wl-reset" title="Reset brightness and contrast (R)" disabled>Reset W/L</button>
       <span class="em-sep"></span>
-      <label class="em-link-label" title="Shared endpoints (IVSd/LVIDd/LVPWd, aortic root/LA) move together"><input type="checkbox" class="em-link" checked> Link calipers</label>
+      <label class="em-link-label" title="Shared endpoints (IVSd/LVIDd/LVPWd, aortic root/LA) move together"><input
+        type="checkbox" class="em-link" checked> Link calipers</label>
       <span class="em-sep"></span>
-      <button class="em-calibrate" title="Draw a known length (e.g. the depth scale) and type it in cm" disabled>Calibrate</button>
+      <button class="em-calibrate" title="Draw a known length (e.g. the depth scale) and type it in cm"
+        disabled>Calibrate</button>
       <span style="flex:1"></span>
       <span class="em-focus">click the image to use the keys</span>
     </div>
@@ -76,7 +79,8 @@ HTML_TEMPLATE = """
   <div class="em-side">
     <div class="em-bar"><h4>Measurements</h4><span class="em-summary"></span></div>
     <table class="em-table">
-      <thead><tr><th></th><th>Name</th><th title="the model's value">Prop.</th><th>Current</th><th title="model confidence, in words: check = look closely">Conf.</th><th>Status</th><th></th></tr></thead>
+      <thead><tr><th></th><th>Name</th><th title="the model's value">Prop.</th><th>Current</th>
+        <th title="model confidence, in words: check = look closely">Conf.</th><th>Status</th><th></th></tr></thead>
       <tbody class="em-tbody"></tbody>
     </table>
     <div class="em-confirm em-hidden">
@@ -92,7 +96,8 @@ HTML_TEMPLATE = """
       <button class="em-cal-cancel">Cancel</button>
     </div>
     <div class="em-bar">
-      <button class="em-accept-all em-primary" title="Accept every proposal that is not flagged and lies within the plausible range" disabled>Accept all</button>
+      <button class="em-accept-all em-primary"
+        title="Accept every proposal that is not flagged and lies within the plausible range" disabled>Accept all</button>
       <span style="flex:1"></span>
       <select class="em-add-name" aria-label="measurement to add"></select>
       <button class="em-add" title="Place a missing measurement by clicking its points" disabled>+ Add</button>

@@ -92,7 +92,7 @@ def _same_points(a: Sequence[Sequence[float]] | None, b: Sequence[Sequence[float
         return False
     return all(
         abs(p[0] - q[0]) <= SAME_POINT_TOLERANCE_PX and abs(p[1] - q[1]) <= SAME_POINT_TOLERANCE_PX
-        for p, q in zip(a, b)
+        for p, q in zip(a, b, strict=True)
     )
 
 

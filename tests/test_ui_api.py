@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ui_fixtures import EXAMPLE_2D, prepare_store, running_app, ui_store  # noqa: F401
+from ui_fixtures import EXAMPLE_2D, prepare_store
 
 from echomeasure import config
 from echomeasure.errors import CalibrationError, StoreError
@@ -117,7 +116,8 @@ def test_added_measurement_needs_no_proposal_and_gets_a_value(fresh_store):
     la = next(p for p in store.proposals(info.clip_id) if p.measurement == "la")
     # Re-placing a rejected measurement: a proposal exists, so it is a correction, not an add.
     req = ReviewRequest.from_payload(
-        {"name": "la", "action": "accept", "frame": la.frame_index, "points": [list(la.points[0]), [la.points[1][0], la.points[1][1] + 5]]}
+        {"name": "la", "action": "accept", "frame": la.frame_index,
+         "points": [list(la.points[0]), [la.points[1][0], la.points[1][1] + 5]]}
     )
     (saved,) = save_reviews(store, info.clip_id, [req], "Reader One")
     assert saved.action == "corrected" and saved.unit == "cm" and saved.value > 0
