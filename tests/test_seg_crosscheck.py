@@ -86,7 +86,7 @@ def test_segments_give_one_polygon_per_structure_with_area_and_confidence():
 # --------------------------------------------------------------------------- in the engine
 
 
-def _register_constant_plax_seg(folder, structure: str) -> None:
+def _register_constant_plax_seg(folder, structure: str, mean_iou: float = 0.95) -> None:
     """A plax-seg that labels every pixel ``structure`` with confidence ~1 (zero weights, one large bias)."""
     import torch
     from models_fixtures import TEST_ARCH, TEST_INPUT_2D
@@ -103,7 +103,8 @@ def _register_constant_plax_seg(folder, structure: str) -> None:
     file = f"plax-seg-const-{structure}.pt"
     sha = save_weights(model, folder / file)
     register(WeightsEntry(name="plax-seg", version=f"const-{structure}", arch=TEST_ARCH, input_size=TEST_INPUT_2D,
-                          channels=PLAX_SEG_CLASSES, file=file, sha256=sha, recipe="tests: constant map"),
+                          channels=PLAX_SEG_CLASSES, file=file, sha256=sha, recipe="tests: constant map",
+                          metrics={"own_mean_iou": mean_iou, "heldout_mean_iou": mean_iou}),
              weights_dir=folder)
 
 
@@ -142,4 +143,10 @@ def test_measure_reports_plax_segmentations_and_lowers_calipers_the_segmentation
         if lengths[name] > 0:  # a collapsed caliper has no line to read the segmentation along
             assert any(n.startswith(f"{name}:") and "segmentation" in n for n in doc["notices"])
     assert sum(lengths[n] > 0 for n in ("ivsd", "lvpwd", "aortic_root", "la")) >= 2
+
+    # a version not validated to segment well reports its contours but leaves the calipers alone
+    _register_constant_plax_seg(folder, "septum", mean_iou=0.5)
+    doc = to_contract_json(propose(clip, weights_dir=folder), "case.dcm")
+    assert {s["structure"] for s in doc["segmentations"]} == {"septum"}
+    assert {m["name"]: m["confidence"] for m in doc["measurements"]} == before
     clear_engines()

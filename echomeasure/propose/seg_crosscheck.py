@@ -9,7 +9,8 @@ disagree by more than :data:`TOLERANCE_FRACTION` of the caliper (at least
 :data:`TOLERANCE_MM`), or the structure is not on the line at all, the caliper's confidence is
 multiplied by a factor below 1 (never below :data:`MIN_FACTOR`), so the reviewer sees it flagged.
 Only confident segmentations vote: a structure whose mean pixel confidence is under
-:data:`MIN_SEG_CONFIDENCE` leaves the caliper alone.
+:data:`MIN_SEG_CONFIDENCE` leaves the caliper alone, and so does a model version whose registered
+held-out mean IoU is under :data:`MIN_MODEL_MEAN_IOU`.
 
 Without a registered ``plax-seg`` nothing changes and no segmentation is reported.
 """
@@ -51,6 +52,9 @@ TOLERANCE_PX = 3.0  # uncalibrated clips
 MIN_FACTOR = 0.3
 ABSENT_FACTOR = 0.5
 MIN_SEG_CONFIDENCE = 0.6
+#: a plax-seg version votes on calipers only when its registered held-out mean IoU (the lower of the
+#: training families' and the held-out family's) reaches this; below it, contours are still reported
+MIN_MODEL_MEAN_IOU = 0.8
 _STEP_PX = 0.5
 
 
@@ -128,6 +132,12 @@ def crosscheck(proposals: Sequence[Any], maps: Mapping[int, tuple[np.ndarray, np
     return out, why
 
 
+def model_votes(entry: Any) -> bool:
+    """True when a plax-seg version's registered mean IoU (own and held-out families) is good enough to vote."""
+    ious = [entry.metrics.get(k) for k in ("own_mean_iou", "heldout_mean_iou")]
+    return all(v is not None for v in ious) and min(ious) >= MIN_MODEL_MEAN_IOU
+
+
 def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | None, versions: Mapping[str, str],
                     weights_dir: Any, timings: dict[str, float], notices: list[str]) -> tuple[list[Any], list[dict]]:
     """Segment the ED and ES frames with ``plax-seg`` and cross-check the calipers (the engine's hook).
@@ -147,7 +157,12 @@ def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | N
     cm = square_cm_per_px(clip, box)
     maps = {f: (labels[k], conf[k]) for k, f in enumerate(frames)}
     segs = [s.as_json() for k, f in enumerate(frames) for s in segments(labels[k], conf[k], loaded.entry.channels, f, cm)]
-    checked, why = crosscheck(proposals, maps, None if not cm else 0.1 / cm)
+    if model_votes(loaded.entry):
+        checked, why = crosscheck(proposals, maps, None if not cm else 0.1 / cm)
+    else:
+        checked, why = proposals, {}
+        log.info("plax-seg %s: held-out mean IoU below %.2f, calipers not cross-checked", loaded.version,
+                 MIN_MODEL_MEAN_IOU)
     for name, reason in why.items():
         notices.append(f"{name}: the PLAX segmentation disagrees with the caliper ({reason}); confidence lowered")
     timings["segmentation"] = time.perf_counter() - t0
