@@ -13,6 +13,9 @@ import pytest
 # Keep torch from fighting the other test processes for the two cores.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# Fixtures shared across test modules live in these plugin modules (tests/ is on sys.path).
+pytest_plugins = ["postgres_fixture", "store_fixtures", "models_fixtures", "ui_fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path_factory, monkeypatch):

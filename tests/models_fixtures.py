@@ -1,6 +1,6 @@
 """Random-weight model registries for the models / propose / measure tests.
 
-Import into a test module: ``from models_fixtures import random_weights_dir``.  The weights are
+Registered as a pytest plugin by ``tests/conftest.py``, so its fixtures need no import.  The weights are
 randomly initialised (no trained accuracy is assumed) at a small input size so the tests stay
 fast on one core; they go through the real save -> register -> load path with sha256 checks.
 """
@@ -10,11 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
-from echomeasure.models.builders import build_model
-from echomeasure.models.registry import WeightsEntry, register, save_weights
 
 TEST_ARCH = "deeplabv3_mobilenet_v3_large"
 TEST_INPUT_2D = (96, 96)
@@ -23,6 +20,12 @@ TEST_INPUT_DOPPLER = (64, 128)
 
 def write_random_registry(folder: Path, *, seed: int = 0) -> Path:
     """Save random plax-linear and doppler-peaks weights into ``folder`` and register them."""
+    # Imported here so that every test session does not pay for torch through the conftest plugin.
+    import torch
+
+    from echomeasure.models.builders import build_model
+    from echomeasure.models.registry import WeightsEntry, register, save_weights
+
     torch.manual_seed(seed)
     for name, channels, size in (
         ("plax-linear", KEYPOINTS_2D, TEST_INPUT_2D),
@@ -52,6 +55,8 @@ def write_random_registry(folder: Path, *, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def random_weights_dir(tmp_path_factory) -> Path:
     """A weights folder with random plax-linear and doppler-peaks models (session-wide, read-only)."""
+    import torch
+
     torch.set_num_threads(1)
     return write_random_registry(tmp_path_factory.mktemp("weights"))
 

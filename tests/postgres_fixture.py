@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server for the store tests.
 
-Register in a test module with ``pytest_plugins = ["postgres_fixture"]``.
+Registered as a pytest plugin by ``tests/conftest.py``.
 
 ``postgres_server`` (session scope) runs Debian's ``initdb`` into a temporary folder and starts
 the server on a free TCP port of 127.0.0.1 (trust authentication, unix socket inside the

@@ -1,8 +1,8 @@
 """Test data for the store, export and ingest-CLI tests.
 
-Import the fixtures into a test module: ``from store_fixtures import store, dicom_file, deidentified_clip``
-(``store`` needs ``pytest_plugins = ["postgres_fixture"]`` for its ``app_store_url``: on PostgreSQL it
-logs in as the least-privilege application role).  Clips reach the store only through the
+Registered as a pytest plugin by ``tests/conftest.py`` (as is ``postgres_fixture``, whose
+``app_store_url`` the ``store`` fixture uses: on PostgreSQL it logs in as the least-privilege
+application role), so the fixtures need no import.  Clips reach the store only through the
 real de-identification gate (``echomeasure.ingest.load``) from small DICOM files written here,
 whose identifying elements carry canary strings that must never come out of the store.
 """

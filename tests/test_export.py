@@ -10,21 +10,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from store_fixtures import CANARY_STRINGS, lvidd_proposals
 
 from echomeasure import catalog, config
 from echomeasure.errors import StoreError
 from echomeasure.export import CSV_COLUMNS, FORMATS, export, render, write_atomic
 from echomeasure.pipeline import ingest_path
-from echomeasure.store import open_store
-from store_fixtures import (  # noqa: F401 - fixtures
-    CANARY_STRINGS,
-    deidentified_clip,
-    dicom_file,
-    lvidd_proposals,
-    store,
-)
-
-pytest_plugins = ["postgres_fixture"]
 
 
 @pytest.fixture

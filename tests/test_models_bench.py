@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
 
 from echomeasure.models import runtime
 from echomeasure.models.registry import load_model

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
 from test_propose_engine import OracleRunner, _with_oracle
 
 from echomeasure.ingest.clip import Clip

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from store_fixtures import lvidd_proposals, store, write_us_dicom  # noqa: F401 - fixtures
+from store_fixtures import lvidd_proposals, write_us_dicom
 
 from echomeasure import config
 from echomeasure.cli import main as cli_main
@@ -25,8 +25,6 @@ from echomeasure.store.readers import (
     save_for,
     visible_measurements,
 )
-
-pytest_plugins = ["postgres_fixture"]
 
 READERS = ("reader-a", "reader-b", "reader-c")
 

@@ -7,22 +7,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from store_fixtures import MODEL_2D, lvidd_proposals, make_deidentified
 
 from echomeasure.errors import StoreError
 from echomeasure.propose.types import ClipProposals, ModelInfo, Proposal
-from echomeasure.store import ClipRecord, open_store
-from echomeasure.store import operations
-
-from store_fixtures import (  # noqa: F401 - fixtures
-    MODEL_2D,
-    deidentified_clip,
-    dicom_file,
-    lvidd_proposals,
-    store,
-    make_deidentified,
-)
-
-pytest_plugins = ["postgres_fixture"]
+from echomeasure.store import ClipRecord, operations
 
 
 @pytest.fixture

@@ -9,12 +9,10 @@ import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals  # noqa: F401 - fixtures
+from store_fixtures import lvidd_proposals
 
 from echomeasure.store import open_store
 from echomeasure.store.chain import verify
-
-pytest_plugins = ["postgres_fixture"]
 
 WORKER = textwrap.dedent(
     """

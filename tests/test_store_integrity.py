@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from store_fixtures import deidentified_clip, dicom_file, lvidd_proposals, store  # noqa: F401 - fixtures
+from store_fixtures import lvidd_proposals
 
 from echomeasure.errors import StoreError
 from echomeasure.propose.types import ModelInfo
@@ -24,8 +24,6 @@ from echomeasure.store.chain import verify
 from echomeasure.store.engine import create_store_engine, downgrade, upgrade
 from echomeasure.store.reviewer import MAX_REVIEWER_CHARS, resolve_reviewer, validate_reviewer
 from echomeasure.store.schema import APPEND_ONLY_TABLES
-
-pytest_plugins = ["postgres_fixture"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

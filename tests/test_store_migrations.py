@@ -17,8 +17,6 @@ from echomeasure.store import open_store
 from echomeasure.store.engine import create_store_engine, current_revision, downgrade, head_revision, table_names, upgrade
 from echomeasure.store.schema import Base
 
-pytest_plugins = ["postgres_fixture"]
-
 STORE_TABLES = {"study", "clip", "frame_image", "model_version", "proposal", "review", "audit_event"}
 
 

@@ -190,6 +190,14 @@ def test_worklist_rows_filter_by_status_and_next_unreviewed(fresh_store):
     by_id = {r[0]: r for r in rows}
     assert by_id[info.clip_id][1] == "to review" and by_id[info.doppler_clip_id][1] == "reviewed"
     assert by_id[info.clip_id][3].startswith("PLAX · 40 fr · DICOM")
+    # the study date de-identification kept: shifted, so not the date written in the example
+    import pydicom
+
+    original = str(pydicom.dcmread(config.EXAMPLES_DIR / EXAMPLE_2D, stop_before_pixels=True).StudyDate)
+    kept = store.clip(info.clip_id).deid_record["study_date"]
+    assert kept and kept != original
+    dated = viewmodel.worklist_rows(summaries, study_dates={info.clip_id: kept})
+    assert next(r for r in dated if r[0] == info.clip_id)[3].endswith(f"{kept[:4]}-{kept[4:6]}-{kept[6:8]}")
     assert [r[0] for r in viewmodel.worklist_rows(summaries, status="reviewed")] == [info.doppler_clip_id]
     assert viewmodel.next_unreviewed(summaries, info.doppler_clip_id) == info.clip_id
     assert viewmodel.next_unreviewed(summaries, info.clip_id) is None  # the only one left is open

@@ -12,8 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, running_app, ui_store  # noqa: F401
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.browser,

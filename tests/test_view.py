@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
 
 from echomeasure.catalog import VIEWS
 from echomeasure.cli import main

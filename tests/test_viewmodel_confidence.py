@@ -8,8 +8,7 @@ proposal, and falls back to the fixed 0.5 when the registry cannot tell.
 from __future__ import annotations
 
 import pytest
-
-from ui_fixtures import prepare_store  # noqa: F401  (also puts demo/ on sys.path)
+from ui_fixtures import prepare_store
 
 from demo import viewmodel
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
@@ -126,9 +125,9 @@ def test_unusable_threshold_values_fall_back(tmp_path):
 def test_the_app_flags_with_the_registry_threshold_of_the_proposing_model(tmp_path, monkeypatch):
     """The running app reads ``$ECHOMEASURE_WEIGHTS``: the UI test model gets a threshold of 0.9."""
     from gradio_client import Client
+    from ui_fixtures import CONFIDENCE, TEST_MODEL, free_port
 
     from demo.app import build_app, launch
-    from ui_fixtures import CONFIDENCE, TEST_MODEL, free_port
 
     folder = tmp_path / "weights"
     folder.mkdir()
