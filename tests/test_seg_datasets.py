@@ -277,3 +277,21 @@ def test_masks_train_registers_a_custom_view_model_usable_by_measure(tmp_path, w
     for seg in result["segmentations"]:
         assert seg["structure"] in ("muscle", "fat") and seg["frame"] == 0
         assert len(seg["polygon"]) >= 3 and seg["area_cm2"] > 0 and 0 <= seg["confidence"] <= 1
+
+
+def test_partial_label_loss_lets_unannotated_classes_stand_for_background():
+    import torch
+
+    from echomeasure.training.seg_train import partial_label_loss
+
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1  # LV on the top half, "not LV" below
+    logits = torch.full((1, 4, 4, 4), -10.0)
+    logits[0, 1, :2] = 10.0  # LV where traced
+    logits[0, 2, 2:] = 10.0  # myocardium where the tracing says only "not LV"
+    lv_only = torch.tensor([[False, True, False, False]])
+    everything = torch.tensor([[True, True, True, True]])
+    assert float(partial_label_loss(logits, target, lv_only)) < 0.05
+    assert float(partial_label_loss(logits, target, everything)) > 5.0
+    logits[0, 1, 2:] = 20.0  # LV outside the tracing is wrong in both readings
+    assert float(partial_label_loss(logits, target, lv_only)) > 5.0
