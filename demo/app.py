@@ -198,7 +198,10 @@ def build_app(
 
     def worklist_update(status: str | None = "all") -> list[list[Any]]:
         summaries = store.worklist()
-        return viewmodel.worklist_rows(summaries, status=status or "all", views=clip_views(summaries))
+        dates = {c.id: (c.deid_record or {}).get("study_date") for c in store.clips()}
+        return viewmodel.worklist_rows(
+            summaries, status=status or "all", views=clip_views(summaries), study_dates=dates
+        )
 
     def show_clip(clip_id: int, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
         clip = store.clip(clip_id)
@@ -421,7 +424,7 @@ def build_app(
                     label="Upload DICOM / AVI / MP4 (de-identified on arrival)",
                     file_types=UPLOAD_TYPES,
                     type="filepath",
-                    height=118,
+                    height=112,
                     elem_id="em-upload",
                 )
                 with gr.Row(equal_height=True):
@@ -442,7 +445,7 @@ def build_app(
                     interactive=False,
                     label="Worklist (click a row to open)",
                     elem_id="em-worklist",
-                    max_height=230,
+                    max_height=190,
                     wrap=True,
                     column_widths=["36px", "66px", "40px", "120px"],
                 )

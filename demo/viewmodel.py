@@ -350,9 +350,9 @@ def clip_view(kind: str, model_names: Iterable[str | None] = ()) -> str:
     return "Doppler" if kind == "doppler" else "2D"
 
 
-def shifted_study_date(summary: Any) -> str:
-    """The de-identified (shifted) study date as YYYY-MM-DD, or "—" when the store has none."""
-    raw = getattr(summary, "study_date", None)
+def shifted_study_date(raw: str | None) -> str:
+    """The de-identified (shifted) study date (DICOM ``YYYYMMDD``) as YYYY-MM-DD; "—" when none
+    was kept (dates removed, or a video)."""
     if not raw:
         return "—"
     text = str(raw).replace("-", "")
@@ -364,6 +364,7 @@ def worklist_rows(
     *,
     status: str = "all",
     views: dict[int, str] | None = None,
+    study_dates: dict[int, str | None] | None = None,
 ) -> list[list[Any]]:
     """Rows of the worklist table (columns :data:`WORKLIST_HEADERS`).
 
@@ -375,8 +376,12 @@ def worklist_rows(
         Keep only clips with this review status (one of :data:`WORKLIST_FILTERS`; "all" keeps all).
     views
         ``clip_id -> view`` (see :func:`clip_view`); a clip not in it shows its kind.
+    study_dates
+        ``clip_id -> study date`` as kept by de-identification (``deid_record["study_date"]``,
+        shifted per patient).
     """
     views = views or {}
+    study_dates = study_dates or {}
     rows = []
     for s in summaries:
         if status != "all" and s.status != status:
@@ -391,7 +396,7 @@ def worklist_rows(
                         getattr(s, "view", None) or views.get(s.clip_id) or clip_view(s.kind),
                         f"{s.n_frames} fr",
                         CALIBRATION_NAMES.get(s.calibration_source, s.calibration_source),
-                        shifted_study_date(s),
+                        shifted_study_date(study_dates.get(s.clip_id)),
                     )
                 ),
             ]

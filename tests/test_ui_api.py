@@ -279,9 +279,9 @@ def test_cli_demo_refuses_non_local_host_without_auth(host):
 
 
 def test_root_app_py_imports_from_any_working_directory(tmp_path):
-    code = "import runpy; ns = runpy.run_path(%r, run_name='space'); print(callable(ns['build_app']))" % str(
+    code = "import runpy; ns = runpy.run_path({!r}, run_name='space'); print(callable(ns['build_app']))".format(str(
         config.PROJECT_ROOT / "app.py"
-    )
+    ))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("True")

@@ -635,7 +635,9 @@ def admit_dicom(original: OriginalIdentifiers, data: bytes, record: dict, *, use
         user_cm_per_px=user_cm_per_px,
     )
     instance_uid = str(ds.SOPInstanceUID)
-    full_record = dict(record, gate=report.as_dict())
+    # The study date as it stands in the object that passed the gate (shifted per patient, or
+    # None when removed): the worklist shows it.
+    full_record = dict(record, gate=report.as_dict(), study_date=str(ds.get("StudyDate", "") or "") or None)
     dc = DeidentifiedClip(
         _token=_GATE_TOKEN, clip=clip, study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
         instance_uid=instance_uid, pixel_sha256=_sha256(pixels), deid_record=full_record,
