@@ -134,7 +134,7 @@ def test_finetune_registers_child_version_whose_proposals_move_toward_correction
 # --------------------------------------------------------------------------- the site's caliper convention
 
 
-def _convention_sample(clip_id: int, kp: np.ndarray, reviewed: np.ndarray) -> "object":
+def _convention_sample(clip_id: int, kp: np.ndarray, reviewed: np.ndarray) -> object:
     """A reviewed ED + ES frame pair's worth of measurements on a 400 px high box (2.5 px/mm)."""
     from echomeasure.training.finetune import ReviewSample
 
@@ -292,3 +292,21 @@ def test_doppler_review_trains_only_around_the_reviewed_beat():
     assert torch.all(doppler.pixel_weight[0, 1:] == 0)
     assert torch.all(plain.pixel_weight[0, 0] == 1)  # 2D keeps the whole reviewed channel
     assert doppler.heatmaps[0, 0, 20, 40] == pytest.approx(1.0)
+
+
+def test_experiment_studies_of_a_style_family_carry_that_familys_truth(tmp_path):
+    import pydicom
+
+    from echomeasure.synthetic.styles import render_styled_plax
+    from echomeasure.training.datasets import _styled_ed_es, plax_params_for_seed
+    from echomeasure.training.experiment import write_plax_study
+
+    case = write_plax_study(tmp_path, 9_500_123, small=True, style="scatter")
+    ds = pydicom.dcmread(case.path)
+    params = plax_params_for_seed(9_500_123, small=True, style="scatter")
+    ed, es = _styled_ed_es(params, "scatter")
+    truth = render_styled_plax(params, "scatter", frames=[ed, es])
+    assert int(ds.NumberOfFrames) == len(case.keypoints) >= 2
+    # the ED and ES truth of the scatter rendering is among the written frames' keypoints
+    for kp in truth.keypoints:
+        assert min(float(np.abs(k - kp).max()) for k in case.keypoints) < 1e-3
