@@ -26,10 +26,10 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 SIZES: tuple[tuple[int, int], ...] = ((240, 320), (300, 400), (480, 640), (434, 636))
 FRAMES_RENDERED = 12
+#: Version of the augmentation code (part of the rendered-set cache key).
+AUGMENT_VERSION = 2
 #: Seed offsets: training and evaluation never share a case seed.
 TRAIN_SEED0, EVAL_SEED0 = 5_000_000, 6_000_000
 RECIPE_DEFAULTS = {"train_per_class": 260, "eval_per_family": 60, "epochs": 40, "seed": 0}
@@ -51,10 +53,16 @@ WORDS = ("PLAX", "A4C", "A2C", "PSAX", "2D", "Gen", "C5-1", "S4-2", "Abd", "MI 1
 # --------------------------------------------------------------------------- negatives ("other")
 
 
-def _speckle_scene(rng: np.random.Generator, h: int, w: int, n_frames: int, kind: str) -> tuple[np.ndarray, tuple]:
+def _speckle_scene(rng: np.random.Generator, h: int, w: int, n_frames: int, kind: str) -> tuple[np.ndarray, tuple | None]:
     """A non-cardiac ultrasound-like clip: curved or linear array, tissue layers, vessels, cysts."""
     from echomeasure.synthetic.ultrasound import (
-        ScanConverter, SectorGeometry, SpeckleSettings, complex_field, envelope, log_compress, smooth_field,
+        ScanConverter,
+        SectorGeometry,
+        SpeckleSettings,
+        complex_field,
+        envelope,
+        log_compress,
+        smooth_field,
     )
 
     u = rng.uniform
@@ -117,7 +125,7 @@ def _speckle_scene(rng: np.random.Generator, h: int, w: int, n_frames: int, kind
     return frames, None
 
 
-def _psax_clip(rng: np.random.Generator, h: int, w: int, n_frames: int) -> tuple[np.ndarray, tuple]:
+def _psax_clip(rng: np.random.Generator, h: int, w: int, n_frames: int) -> tuple[np.ndarray, tuple | None]:
     """A parasternal short-axis cine: a contracting LV ring with the RV crescent beside it."""
     from echomeasure.synthetic.apical import sample_apical_params, sector_geometry
     from echomeasure.synthetic.ultrasound import ScanConverter, complex_field, envelope, log_compress, smooth_field
@@ -200,8 +208,8 @@ def _noise_clip(rng: np.random.Generator, h: int, w: int, n_frames: int) -> np.n
     sigma = u(0, 6)
     frames = []
     base = rng.random((h, w, 3 if rng.random() < 0.3 else 1), dtype=np.float32) * 255
-    for f in range(n_frames):
-        x = base if rng.random() < 0.5 else rng.random(base.shape, dtype=np.float32) * 255
+    for _f in range(n_frames):
+        x: np.ndarray = base if rng.random() < 0.5 else rng.random(base.shape, dtype=np.float32) * 255
         if sigma > 0.5:
             x = cv2.GaussianBlur(x, (0, 0), sigma)
             x = (x - x.min()) / max(1e-6, float(x.max() - x.min())) * 255
@@ -252,7 +260,8 @@ def _render(view: str, seed: int, style: str, rng: np.random.Generator) -> tuple
         strip = render_styled_doppler_case(seed, style, image_size=(h, w))
         return strip.image[None], _region_box(strip.regions), True
     # other
-    kind = rng.choice(["psax", "curved", "linear", "sector", "mmode", "graphics", "noise"], p=[0.25, 0.17, 0.17, 0.11, 0.1, 0.1, 0.1])
+    kind = rng.choice(["psax", "curved", "linear", "sector", "mmode", "graphics", "noise"],
+                      p=[0.25, 0.17, 0.17, 0.11, 0.1, 0.1, 0.1])
     if kind == "psax":
         return _psax_clip(rng, h, w, FRAMES_RENDERED)[0], None, False
     if kind in ("curved", "linear", "sector"):
@@ -262,6 +271,13 @@ def _render(view: str, seed: int, style: str, rng: np.random.Generator) -> tuple
     if kind == "graphics":
         return _graphics_screen(rng, h, w)[None], None, False
     return _noise_clip(rng, h, w, int(rng.integers(1, FRAMES_RENDERED))), None, False
+
+
+def _jpeg_roundtrip(frame: np.ndarray, quality: int) -> np.ndarray:
+    """``frame`` after JPEG encoding at ``quality`` and decoding."""
+    decoded = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_COLOR)
+    assert decoded is not None, "OpenCV decodes the JPEG it has just encoded"
+    return decoded
 
 
 def _restyle(frames: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -296,12 +312,47 @@ def _restyle(frames: np.ndarray, rng: np.random.Generator, box: tuple[int, int, 
                         for f in out])
     if rng.random() < 0.3:
         q = int(u(20, 70))
-        out = np.stack([cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_COLOR) for f in out])
+        out = np.stack([_jpeg_roundtrip(f, q) for f in out])
     return out
 
 
-def make_sample(args: tuple[str, int, str, bool]) -> np.ndarray:
-    """Features of one clip: ``(view, seed, style, augment)`` -> (3, 64, 64) float32."""
+def _warp(frames: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Anatomy and probe variation no class owns: a smooth random warp and a small rotation of the
+    image box, reverberation bands and an acoustic shadow."""
+    u = rng.uniform
+    h, w = frames.shape[1:3]
+    x0, y0, x1, y1 = box
+    size = max(x1 - x0, y1 - y0, 8)
+    amp = u(0.01, 0.05) * size
+    grid = rng.normal(0, 1, (2, 5, 5)).astype(np.float32)
+    dx = cv2.resize(grid[0], (w, h), interpolation=cv2.INTER_CUBIC) * amp
+    dy = cv2.resize(grid[1], (w, h), interpolation=cv2.INTER_CUBIC) * amp
+    ang = math.radians(u(-12, 12))
+    cx, cy = (x0 + x1) / 2.0, y0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rx = cx + (xx - cx) * math.cos(ang) - (yy - cy) * math.sin(ang) + dx
+    ry = cy + (xx - cx) * math.sin(ang) + (yy - cy) * math.cos(ang) + dy
+    out = np.stack([cv2.remap(f, rx, ry, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) for f in frames])
+    if rng.random() < 0.4:  # reverberation: faint bright bands repeating with depth
+        period = u(0.05, 0.15) * (y1 - y0 + 1)
+        band = (np.cos(2 * math.pi * (yy - y0) / max(period, 2)) > 0.9).astype(np.float32) * u(10, 40)
+        band *= (yy < y0 + u(0.2, 0.5) * (y1 - y0))
+        out = np.clip(out.astype(np.float32) + band[None, :, :, None] * (out.max(axis=3, keepdims=True) > 0), 0, 255).astype(np.uint8)
+    if rng.random() < 0.4:  # shadow: a dark wedge from the apex
+        a0 = u(-0.6, 0.6)
+        width = u(0.05, 0.2)
+        theta = np.arctan2(xx - cx, np.maximum(yy - y0, 1))
+        shade = np.where(np.abs(theta - a0) < width, u(0.1, 0.5), 1.0).astype(np.float32)
+        out = (out.astype(np.float32) * shade[None, :, :, None]).astype(np.uint8)
+    return out
+
+
+def make_sample(args: tuple[str, int, str, int]) -> np.ndarray:
+    """Features of one clip: ``(view, seed, style, augment)`` -> (3, 64, 64) float32.
+
+    ``augment``: 0 as rendered; 1 re-styled (and sometimes without regions, or a box a little
+    off); 2 also warped (:func:`_warp`) in 60 % of the clips.
+    """
     from echomeasure.models.preprocess import detect_sector_box
 
     view, seed, style, augment = args
@@ -313,6 +364,8 @@ def make_sample(args: tuple[str, int, str, bool]) -> np.ndarray:
     elif box is None or (augment and rng.random() < 0.25):
         box = detect_sector_box(frames).as_tuple()  # a video or screenshot: no regions
     if augment:
+        if augment >= 2 and rng.random() < 0.6:
+            frames = _warp(frames, rng, box)
         frames = _restyle(frames, rng, box)
         if rng.random() < 0.3:  # a box a few per cent off
             x0, y0, x1, y1 = box
@@ -324,7 +377,7 @@ def make_sample(args: tuple[str, int, str, bool]) -> np.ndarray:
 # --------------------------------------------------------------------------- data sets
 
 
-def _jobs(per_class: int, seed0: int, styles_2d: tuple[str, ...], augment: bool) -> list[tuple[str, int, str, bool]]:
+def _jobs(per_class: int, seed0: int, styles_2d: tuple[str, ...], augment: int) -> list[tuple[str, int, str, int]]:
     jobs = []
     for k, view in enumerate(VIEWS):
         for i in range(per_class):
@@ -333,11 +386,11 @@ def _jobs(per_class: int, seed0: int, styles_2d: tuple[str, ...], augment: bool)
     return jobs
 
 
-def build_set(jobs: list[tuple[str, int, str, bool]], workers: int, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def build_set(jobs: list[tuple[str, int, str, int]], workers: int, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Render the jobs (in ``workers`` processes) into (X, y); kept in ``cache`` (an .npz) when given."""
     import hashlib
 
-    key = hashlib.sha256(repr((jobs, INPUT_PX, FRAMES_RENDERED)).encode()).hexdigest()[:16]
+    key = hashlib.sha256(repr((jobs, INPUT_PX, FRAMES_RENDERED, AUGMENT_VERSION)).encode()).hexdigest()[:16]
     path = None if cache is None else cache / f"view-set-{key}.npz"
     if path is not None and path.is_file():
         with np.load(path) as data:
@@ -358,17 +411,20 @@ def build_set(jobs: list[tuple[str, int, str, bool]], workers: int, cache: Path 
 # --------------------------------------------------------------------------- training
 
 
-def train_net(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int):
-    """Train the tiny CNN (Adam, cosine schedule, flips and small shifts); returns it in eval mode."""
+def train_net(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, init=None, max_lr: float = 3e-3):
+    """Train the tiny CNN (AdamW, one-cycle schedule, flips and small shifts); returns it in eval mode.
+
+    ``init``: a network to continue from (fine-tuning) instead of a fresh one.
+    """
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)
-    net = build_view_net(len(VIEWS))
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    net = init if init is not None else build_view_net(len(VIEWS))
+    opt = torch.optim.AdamW(net.parameters(), lr=max_lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(x) / 64)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=epochs * steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     net.train()
     for epoch in range(epochs):
@@ -413,7 +469,9 @@ def real_decisions(net) -> dict[str, dict]:
 
     out = {}
     for name in ("examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm"):
-        clip = load_deidentified(get_testdata_file(name), secret=b"view-train-real-check")
+        path = get_testdata_file(name)
+        assert isinstance(path, str), f"pydicom's test file {name} is missing"
+        clip = load_deidentified(path, secret=b"view-train-real-check")
         d = decide(predict(net, clip_features(clip)[None])[0])
         out[name] = {"view": d.name, "confidence": round(d.confidence, 4), "probabilities": d.probabilities}
     return out
@@ -435,20 +493,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=RECIPE_DEFAULTS["epochs"])
     p.add_argument("--seed", type=int, default=RECIPE_DEFAULTS["seed"])
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--init-from", metavar="VERSION", help="fine-tune this registered view version (its weights folder)")
+    p.add_argument("--max-lr", type=float, default=3e-3)
+    p.add_argument("--warp", action="store_true", help="also warp, rotate, shadow and add reverberation (augment level 2)")
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "view_accuracy"),
                    help="report path without extension (.json and .md are written)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(max(1, args.workers))
+    torch.set_num_threads(1)  # a tiny network: one thread is as fast and shares a busy CPU better
     t0 = time.time()
     from echomeasure.models.runtime import cache_dir
 
     cache = cache_dir() / "view-train"  # rendered feature sets: a re-run with the same recipe skips rendering
-    x, y = build_set(_jobs(args.train_per_class, TRAIN_SEED0 + args.seed, TRAINING_STYLES, True), args.workers, cache)
+    x, y = build_set(_jobs(args.train_per_class, TRAIN_SEED0 + args.seed, TRAINING_STYLES, 2 if args.warp else 1),
+                     args.workers, cache)
     t_data = time.time() - t0
     log.info("training set %s in %.0f s", x.shape, t_data)
     t1 = time.time()
-    net = train_net(x, y, epochs=args.epochs, seed=args.seed)
+    init = None
+    if args.init_from:
+        from echomeasure.models.view import load_view_classifier
+
+        init = load_view_classifier(args.init_from, args.out).net
+    net = train_net(x, y, epochs=args.epochs, seed=args.seed, init=init, max_lr=args.max_lr)
     t_train = time.time() - t1
     log.info("trained in %.0f s", t_train)
 
@@ -461,20 +528,22 @@ def main(argv: list[str] | None = None) -> int:
             for aug in (False, True):
                 key = f"{view}/{style}" + ("+restyled" if aug else "")
                 families[key] = [(view, EVAL_SEED0 + 10_000 * VIEWS.index(view) + 1000 * STYLE_FAMILIES.index(style)
-                                  + 500 * aug + i, style, aug) for i in range(args.eval_per_family)]
+                                  + 500 * aug + i, style, int(aug)) for i in range(args.eval_per_family)]
     jobs = [j for js in families.values() for j in js]
     xe, ye = build_set(jobs, args.workers, cache)
     pred = predict(net, xe).argmax(axis=1)
-    per_family, start = {}, 0
+    per_family: dict[str, dict[str, Any]] = {}
+    start = 0
     for key, js in families.items():
         n = len(js)
-        per_family[key] = {"n": n, "accuracy_pct": round(100.0 * float(np.mean(pred[start : start + n] == ye[start : start + n])), 2),
-                           "confused_as": {VIEWS[k]: int(np.sum(pred[start : start + n] == k))
-                                           for k in range(len(VIEWS)) if k != ye[start] and np.any(pred[start : start + n] == k)}}
+        fam_pred, fam_true = pred[start : start + n], ye[start : start + n]
+        per_family[key] = {"n": n, "accuracy_pct": round(100.0 * float(np.mean(fam_pred == fam_true)), 2),
+                           "confused_as": {VIEWS[k]: int(np.sum(fam_pred == k))
+                                           for k in range(len(VIEWS)) if k != ye[start] and np.any(fam_pred == k)}}
         start += n
     per_view = {v: round(100.0 * float(np.mean(pred[ye == k] == k)), 2) for k, v in enumerate(VIEWS)}
     confusion = np.zeros((len(VIEWS), len(VIEWS)), dtype=int)
-    for t, q in zip(ye, pred):
+    for t, q in zip(ye, pred, strict=True):
         confusion[t, q] += 1
     real = real_decisions(net)
 
@@ -500,7 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics["heldout_style_doppler_accuracy_pct"] = per_family[f"doppler/{HELDOUT_STYLE}"]["accuracy_pct"]
     metrics["view_step_ms_100x600x800"] = speed_ms
     recipe = (f"nice -n 5 python -m echomeasure.training.view_train --version {args.version} --train-per-class "
-              f"{args.train_per_class} --eval-per-family {args.eval_per_family} --epochs {args.epochs} --seed {args.seed}")
+              f"{args.train_per_class} --eval-per-family {args.eval_per_family} --epochs {args.epochs} --seed {args.seed}"
+              + (f" --init-from {args.init_from} --max-lr {args.max_lr}" if args.init_from else "")
+              + (" --warp" if args.warp else ""))
     entry = WeightsEntry(
         name=VIEW_MODEL, version=args.version, arch=VIEW_ARCH, input_size=(INPUT_PX, INPUT_PX), channels=VIEWS, file=file,
         sha256=sha, normalisation="unit",
@@ -508,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"apical A4C/A2C, 'other' negatives (PSAX, non-cardiac curved/linear/sector ultrasound, colour flow, "
                     f"M-mode, graphics, noise); case seeds from {TRAIN_SEED0 + args.seed}"),
         seed=args.seed, recipe=recipe, metrics=metrics, num_params=sum(p.numel() for p in net.parameters()),
+        parent=args.init_from,
         extra={"eval_seeds_from": EVAL_SEED0, "heldout_style": HELDOUT_STYLE, "train_data_s": round(t_data, 1),
                "train_s": round(t_train, 1), "input": "64x64 letterbox: temporal mean grey, temporal std, saturation"},
     )
@@ -518,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
               "train_s": round(t_train, 1), "recipe": recipe, "sha256": sha}
     Path(args.report + ".json").write_text(json.dumps(report, indent=1) + "\n")
     Path(args.report + ".md").write_text(_markdown(report))
-    print(json.dumps({"per_view": per_view, "min_family": metrics["min_family_accuracy_pct"], "real": {k: v["view"] for k, v in real.items()},
+    print(json.dumps({"per_view": per_view, "min_family": metrics["min_family_accuracy_pct"],
+                      "real": {k: v["view"] for k, v in real.items()},
                       "speed_ms": speed_ms, "data_s": round(t_data), "train_s": round(t_train)}))
     return 0
 
@@ -535,7 +608,8 @@ def _markdown(r: dict) -> str:
               "## Real files (pydicom test data)", "", "| file | view | confidence |", "|---|---|---|"]
     for k, v in r["real_pydicom"].items():
         lines.append(f"| {k} | {v['view']} | {v['confidence']} |")
-    lines += ["", f"View step (features + network) on a 100-frame 600x800 clip: {r['view_step_ms_100x600x800']} ms (median of 5).",
+    lines += ["",
+              f"View step (features + network) on a 100-frame 600x800 clip: {r['view_step_ms_100x600x800']} ms (median of 5).",
               f"Training: data {r['train_data_s']} s, network {r['train_s']} s on the shared 2-core CPU.", "",
               f"Recipe: `{r['recipe']}`", ""]
     return "\n".join(lines)
