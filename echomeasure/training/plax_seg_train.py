@@ -254,13 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
     p.add_argument("--version", default="1.0")
-    p.add_argument("--cases", type=int, default=200, help="training cases (3 frames each)")
-    p.add_argument("--eval-cases", type=int, default=12, help="held-out cases per family")
-    p.add_argument("--steps", type=int, default=700)
+    p.add_argument("--cases", type=int, default=160, help="training cases (3 frames each)")
+    p.add_argument("--eval-cases", type=int, default=8, help="held-out cases per family")
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--size", type=int, default=0, help="input px (default: chosen by resolution_ceiling)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--max-minutes", type=float, default=14.0, help="stop the optimisation after this long")
+    p.add_argument("--max-minutes", type=float, default=10.0,
+                   help="optimisation budget; rendering and evaluation add 6-10 min on a loaded 2-core CPU")
     p.add_argument("--init-from", default="", help="plax-linear version whose backbone and head start the model "
                    "(default: the active one; 'none': random weights, whole network trained)")
     p.add_argument("--finetune-steps", type=int, default=0, help="after the head, train the whole network this many steps")
