@@ -447,7 +447,7 @@ def build_app(
                     elem_id="em-worklist",
                     max_height=190,
                     wrap=True,
-                    column_widths=["36px", "66px", "40px", "120px"],
+                    column_widths=["38px", "70px", "42px", "112px"],
                 )
                 with gr.Row():
                     csv_study_btn = gr.Button("CSV: this study", size="sm", min_width=100, elem_id="em-csv-study")

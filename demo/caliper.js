@@ -479,7 +479,7 @@
     const implausible = !isPlausible(m);
     const title = implausible ? "outside the plausible range " + range[0] + "–" + range[1] + " " + range[2] : "current value";
     return '<td class="em-num em-current' + (edited ? " em-edited" : "") + (implausible ? " em-low" : "") + '" title="' + title + '">' +
-      cur + (edited ? "*" : "") + (implausible ? " ⚠" : "") + ' <span class="em-unit">' + unit + "</span></td>";
+      cur + (edited ? "*" : "") + (implausible ? "!" : "") + ' <span class="em-unit">' + unit + "</span></td>";
   }
   function renderDragging() {
     // while a handle moves only the overlay and the moving rows' values change: the full table

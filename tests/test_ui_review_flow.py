@@ -584,6 +584,9 @@ def test_layout_uses_the_width_and_keeps_every_control_on_screen(browser, flow_a
             assert box["x"] >= 0 and box["y"] >= 0, sel
             assert box["x"] + box["width"] <= width + 0.5 and box["y"] + box["height"] <= height + 0.5, (sel, box)
         assert pg.evaluate("() => document.documentElement.scrollWidth") <= width
+        side = pg.locator(".em-side").bounding_box()
+        table = pg.locator(".em-table").bounding_box()
+        assert table["x"] + table["width"] <= side["x"] + side["width"], ("the measurement table overflows its panel", table, side)
         pg.screenshot(path=str(SHOTS / f"review_{width}x{height}.png"))
     finally:
         context.close()
