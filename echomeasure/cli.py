@@ -377,6 +377,11 @@ def _metrics_summary(metrics: dict) -> str:
     gross = sum(v for k, v in metrics.items() if k.endswith("_gross") and v is not None)
     if any(k.endswith("_gross") for k in metrics):
         parts.append(f"{gross:g} gross")
+    if metrics.get("own_mean_iou") is not None:  # segmentation: own families / held-out family
+        parts.append(f"mIoU {metrics['own_mean_iou']:.2f} / held-out {metrics.get('heldout_mean_iou') or float('nan'):.2f}")
+    dice = {k[5:]: v for k, v in metrics.items() if k.startswith("dice_") and v is not None}
+    if dice:
+        parts.append("Dice " + " ".join(f"{k} {v:.2f}" for k, v in dice.items()))
     return ", ".join(parts) or "not measured here"
 
 

@@ -69,6 +69,8 @@ DOPPLER_PEAKS = "doppler-peaks"
 _TRAIN_HINT = {
     PLAX_LINEAR: "echomeasure train --model plax-linear",
     "view": "python -m echomeasure.training.view_train",
+    "apical-seg": "python -m echomeasure.training.apical_seg_train",
+    "plax-seg": "python -m echomeasure.training.plax_seg_train",
     DOPPLER_PEAKS: "echomeasure train --model doppler-peaks",
 }
 
