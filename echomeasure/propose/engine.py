@@ -614,6 +614,7 @@ def propose(
     refine_edges: bool = True,
     anatomy_check: bool = True,
     depth_zoom: bool = True,
+    check_view: bool = True,
 ) -> ClipProposals:
     """Propose the measurements that apply to a clip.
 
@@ -649,6 +650,9 @@ def propose(
         one point off its line is moved back onto it, an implausible set gets confidence 0.
     depth_zoom
         Show the 2D model at most :data:`echomeasure.propose.zoom.VIEW_DEPTH_CM` of a deeper sector.
+    check_view
+        Ask the view classifier first (when one is registered); off takes the clip as PLAX or
+        Doppler by its regions (the caliper evaluation on single frames, whose view is known).
 
     Returns
     -------
@@ -670,7 +674,7 @@ def propose(
     _check_kind(wanted_only, kind)
     versions = dict(model_versions or {})
     timings: dict[str, float] = {}
-    view, notices = _classify_view(clip, versions, weights_dir, timings)
+    view, notices = _classify_view(clip, versions, weights_dir, timings) if check_view else (None, [])
     if kind == "2d" and view is not None and view.name != "plax":
         # not a PLAX cine: the PLAX models do not run; the reviewer may still add calipers by hand
         log.info("view %s (%.2f): no PLAX proposals", view.name, view.confidence)

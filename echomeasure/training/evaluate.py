@@ -831,8 +831,10 @@ def evaluate(
     from echomeasure.propose import propose
 
     entry = registry.get_entry(name, version, weights_dir)
-    fn = partial(propose, model_versions={name: entry.version}, weights_dir=weights_dir, backend=backend,
-                 **dict(propose_options or {}))
+    # single frames and strips are of a known view: the caliper evaluation leaves the view
+    # classifier out (it decides from motion, which one frame does not have); a full cine keeps it
+    options = {"check_view": bool(cine), **dict(propose_options or {})}
+    fn = partial(propose, model_versions={name: entry.version}, weights_dir=weights_dir, backend=backend, **options)
     t0 = time.monotonic()
     mode = entry.mode
     seeds = heldout_case_seeds(n_cases, mode)
