@@ -177,6 +177,8 @@ def save_reviews(
         state = states.get(req.name)
         action = resolve_action(req, state)
         spec = catalog.get(req.name)
+        value: float | None
+        unit: str | None
         kwargs: dict[str, Any] = {"seconds_spent": req.seconds_spent}
         if state is not None and state.proposal_id is not None:
             kwargs["proposal_id"] = state.proposal_id

@@ -152,10 +152,14 @@ class RegistryThresholds:
         if key in self._cache:
             return self._cache[key]
         try:
-            list_entries = self._list_entries
-            if list_entries is None:
-                from echomeasure.models.registry import list_entries
-            entry = next((e for e in list_entries(self.weights_dir)
+            reader: Callable[[Any], Iterable[Any]]
+            if self._list_entries is not None:
+                reader = self._list_entries
+            else:
+                from echomeasure.models.registry import list_entries as registry_entries
+
+                reader = registry_entries
+            entry = next((e for e in reader(self.weights_dir)
                           if (e.name, e.version) == key), None)
             metrics = {} if entry is None else (entry.metrics or {})
         except Exception as exc:  # noqa: BLE001 - the UI must open the clip whatever the registry does
