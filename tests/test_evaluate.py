@@ -169,7 +169,7 @@ def test_breakdown_bins_partition_the_cases_and_average_their_errors():
         assert sum(bn["n_cases"] for bn in b["bins"]) == len(SEEDS), cond
         masks = [m for _, m in condition_bins([c.conditions[cond] for c in single.cases])]
         assert len(masks) == len(b["bins"])
-        for bn, mask in zip(b["bins"], masks):
+        for bn, mask in zip(b["bins"], masks, strict=True):
             assert bn["n_cases"] == int(mask.sum())
             for name in catalog.LINEAR_2D:  # every caliper 2 px too long: 2 px in each case's mm
                 assert bn["mae"][name] == pytest.approx(2.0 * mm_per_px[mask].mean(), abs=1e-3)
@@ -262,7 +262,7 @@ def test_plax_flag_threshold_is_the_quartile_of_confidences_and_flagged_errors_a
     report = evaluate_plax(propose, SEEDS, small=True, progress=False, cine=cine)
 
     # expected from the truth: each caliper is offset_px too long, in that case's mm
-    mm_per_px = dict(zip(SEEDS, _mm_per_px()))
+    mm_per_px = dict(zip(SEEDS, _mm_per_px(), strict=True))
     conf, rel = [], []
     for seed in SEEDS:
         truth = render_plax(plax_params_for_seed(seed, small=True), frames=[0], labels=False).truth
@@ -336,3 +336,42 @@ def test_confidence_flag_edge_cases():
     assert nan_out["flagged_mae_ratio"] == pytest.approx(4.0)
     with pytest.raises(ValueError):
         confidence_flag([0.1, 0.2], [1.0])
+
+
+def test_heldout_style_summary_counts_gross_misses_and_what_the_flag_catches():
+    """A stand-in ``propose`` on the scatter family: exact calipers except LVIDd 6 mm too long on
+    the first case (flagged) and on the second (not flagged); one exact LVIDd is flagged."""
+    from dataclasses import replace
+
+    from echomeasure.synthetic.styles import render_styled_plax
+    from echomeasure.training.datasets import _styled_ed_es
+    from echomeasure.training.evaluate import evaluate_plax, style_summary
+
+    seeds = heldout_case_seeds(4, "2d")
+    truth = {}
+    for seed in seeds:
+        params = plax_params_for_seed(seed, small=True, style="scatter")
+        c = render_styled_plax(params, "scatter", frames=list(_styled_ed_es(params, "scatter")))
+        for i in range(len(c.frames)):
+            truth[_digest(c.frames[i])] = (seed, c.keypoints[i], c.cm_per_px)
+
+    def propose(clip, only):
+        seed, kp, cm = truth[_digest(clip.frames[0])]
+        out = []
+        for n in only:
+            gross = n == "lvidd" and seed in seeds[:2]
+            p = _proposal(clip, n, 0, kp, (6.0 / (cm * 10.0)) if gross else 0.0)
+            out.append(replace(p, flagged=(n == "lvidd" and seed in (seeds[0], seeds[3]))))
+        return SimpleNamespace(measurements=out)
+
+    report = evaluate_plax(propose, seeds, small=True, progress=False, style="scatter")
+    summary = style_summary(report)
+    lvidd = summary["measurements"]["lvidd"]
+    assert lvidd["n"] == 4 and lvidd["n_gross"] == 2 and lvidd["gross_pct"] == 50.0
+    assert lvidd["gross_flagged_pct"] == 50.0 and lvidd["good_flagged_pct"] == 50.0
+    assert lvidd["median"] == pytest.approx(3.0, abs=0.05) and lvidd["mae"] == pytest.approx(3.0, abs=0.05)
+    assert summary["measurements"]["ivsd"]["gross_pct"] == 0.0
+    overall = summary["overall"]
+    assert overall["n_gross"] == 2 and overall["gross_flagged_pct"] == 50.0
+    assert overall["gross_miss_pct"] == pytest.approx(2 / 24 * 100)
+    assert overall["missing"] == 0
