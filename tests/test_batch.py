@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_fixtures import CANARY_STRINGS, write_us_dicom
 
 from echomeasure import config
 from echomeasure.batch import run_batch, sealed
@@ -24,7 +25,6 @@ from echomeasure.batch.worker import PreAnnotator
 from echomeasure.cli import main
 from echomeasure.errors import DeidentificationError
 from echomeasure.store import open_store
-from store_fixtures import CANARY_STRINGS, write_us_dicom
 
 TEST_SECRET = "test-secret-not-for-production"  # the one tests/conftest.py sets for every test
 EXAMPLES = config.EXAMPLES_DIR
@@ -148,6 +148,28 @@ def test_a_sealed_row_opens_only_unchanged_and_with_the_same_secret():
         sealed.open_row({**row, "frames": bytes(frames)}, secret)
     with pytest.raises(DeidentificationError, match="seal"):
         sealed.open_row({**row, "proposals": row["proposals"] + " "}, secret)
+
+
+def test_the_pool_is_sized_to_the_machine_or_the_cluster():
+    from echomeasure.batch import plan_pool
+
+    assert plan_pool(2, None, 100, local=True) == (2, 1, 1.0)  # one actor per core
+    assert plan_pool(2, 1, 100, local=True) == (1, 2, 2.0)  # the spare core becomes a thread
+    assert plan_pool(2, 4, 100, local=True) == (4, 1, 0.5)  # more actors than cores share them
+    assert plan_pool(16, None, 3, local=True) == (3, 5, 5.0)  # never more actors than files
+    assert plan_pool(64, None, 1000, local=False) == (64, 1, 1.0)  # a cluster: one per CPU it reports
+
+
+def test_the_resume_ledger_counts_only_clips_still_in_the_store(tmp_path):
+    from echomeasure.batch.run import append_ledger, ledger_path, read_ledger
+
+    ledger = ledger_path(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    assert ledger == tmp_path / "store.sqlite.batch-done"
+    append_ledger(ledger, "a" * 64, 1)
+    append_ledger(ledger, "b" * 64, 2)
+    assert read_ledger(ledger, {1, 2}) == {"a" * 64, "b" * 64}
+    assert read_ledger(ledger, {2}) == {"b" * 64}  # clip 1 is gone (a new database): done again
+    assert read_ledger(tmp_path / "none", {1}) == set()
 
 
 # --------------------------------------------------------------------------- on a local Ray

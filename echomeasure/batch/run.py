@@ -110,10 +110,12 @@ def ledger_path(store_url: str) -> Path:
 
     from echomeasure.store.engine import parse_url, sqlite_path
 
-    path = sqlite_path(parse_url(store_url))
+    url = parse_url(store_url)
+    path = sqlite_path(url)
     if path is not None:
         return path.with_name(path.name + ".batch-done")
-    return config.DB_DIR / f"batch-done-{hashlib.sha256(store_url.encode()).hexdigest()[:16]}"
+    where = url.render_as_string(hide_password=True)  # the same ledger after a password change
+    return config.DB_DIR / f"batch-done-{hashlib.sha256(where.encode()).hexdigest()[:16]}"
 
 
 def read_ledger(path: Path, clip_ids: set[int]) -> set[str]:
@@ -130,6 +132,7 @@ def read_ledger(path: Path, clip_ids: set[int]) -> set[str]:
 
 def append_ledger(path: Path, key: str, clip_id: int) -> None:
     """Record a finished file after its store transaction committed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="ascii") as fh:
         fh.write(f"{key}\t{clip_id}\n")
         fh.flush()
