@@ -226,6 +226,12 @@ def test_batch_to_parquet_then_ingest_from_parquet(ray_session, archive, tmp_pat
     assert len(written) == 5 and sorted(ln["parquet"] for ln in lines if ln["status"] == "ok") == written
     assert not any(c.encode() in p.read_bytes() for p in out_dir.glob("*.parquet") for c in CANARY_STRINGS)
 
+    # --resume skips what the folder already holds; only the broken file is tried again.
+    assert main(["batch", str(archive), "--out", "parquet", str(out_dir), "--resume"]) == 2
+    again = _lines(capsys.readouterr().out)
+    assert sorted(ln["status"] for ln in again) == ["error"] + ["skipped"] * 5
+    assert sorted(p.name for p in out_dir.glob("*.parquet")) == written
+
     (out_dir / "zz-damaged.parquet").write_bytes(b"PAR1 not really")
     parquet_url = f"sqlite:///{tmp_path / 'from_parquet.sqlite'}"
     assert main(["ingest", "--from-parquet", str(out_dir), "--db", parquet_url]) == 2  # the damaged file
