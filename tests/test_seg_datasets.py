@@ -253,7 +253,7 @@ def test_camus_train_then_evaluate_prints_dice_and_volume_errors(tmp_path, weigh
     assert report["dataset"] == "camus" and report["n"] == 4
     assert set(report["dice"]) == {"lv", "myocardium", "la"}
     assert all(v is None or 0.0 <= v <= 1.0 for v in report["dice"].values())
-    assert set(report["measurements"]) >= {"ef_mae_points", "edv_mae_ml", "esv_mae_ml"}
+    assert set(report["measurements"]) >= {"ef_mae_points", "edv_mae_ml", "esv_mae_ml", "ef_biplane_mae_points"}
     assert report["measurements"]["pairs"] == 2
 
 
@@ -295,3 +295,26 @@ def test_partial_label_loss_lets_unannotated_classes_stand_for_background():
     assert float(partial_label_loss(logits, target, everything)) > 5.0
     logits[0, 1, 2:] = 20.0  # LV outside the tracing is wrong in both readings
     assert float(partial_label_loss(logits, target, lv_only)) > 5.0
+
+
+def test_evaluation_of_a_perfect_segmentation_has_dice_one_and_no_ef_error(tmp_path, monkeypatch):
+    from echomeasure.catalog import APICAL_SEG_CLASSES
+    from echomeasure.models import segmentation
+    from echomeasure.training.seg_train import evaluate_samples
+
+    write_camus_nifti(tmp_path / "CAMUS")
+    samples = read_camus(tmp_path / "CAMUS")
+    truth_of = {s.image.tobytes(): s.labels for s in samples}
+
+    def perfect(model, frames, box, size_hw, **_):
+        labels = np.stack([truth_of[f[..., 0].tobytes()] for f in frames])
+        return labels, np.ones(labels.shape, np.float32)
+
+    monkeypatch.setattr(segmentation, "predict", perfect)
+    report = evaluate_samples(None, (64, 64), APICAL_SEG_CLASSES, samples)
+    assert report["n"] == 12 and report["dice"] == {"lv": 1.0, "myocardium": 1.0, "la": 1.0}
+    m = report["measurements"]
+    assert m["pairs"] == 6 and m["failed_volumes"] == 0
+    assert m["ef_mae_points"] == 0.0 and m["edv_mae_ml"] == 0.0 and m["ef_biplane_mae_points"] == 0.0
+    # the phantom's EF is far from the fabricated cfg EF: the comparison with the published value shows it
+    assert m["ef_mae_points_vs_reported"] > 0 and m["ef_biplane_mae_points_vs_reported"] > 0

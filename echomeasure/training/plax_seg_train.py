@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-from", default="", help="plax-linear version whose backbone and head start the model "
                    "(default: the active one; 'none': random weights, whole network trained)")
     p.add_argument("--finetune-steps", type=int, default=0, help="after the head, train the whole network this many steps")
+    p.add_argument("--continue-from", metavar="VERSION", help="start from this registered plax-seg version (more training)")
     p.add_argument("--choose-size", action="store_true", help="only print the resolution-ceiling table")
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "plax_seg.json"))
@@ -303,9 +304,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model = build_model(DEFAULT_ARCH, len(PLAX_SEG_CLASSES))
     parent = None
-    if args.init_from != "none":
-        parent = _init_from_keypoints(model, args.init_from or None)
-        log.info("backbone and head initialised from plax-linear %s", parent)
+    if args.continue_from:
+        from echomeasure.models.segmentation import load_segmentation_model
+
+        model = load_segmentation_model(PLAX_SEG_MODEL, args.continue_from).model
+        parent = f"{PLAX_SEG_MODEL}:{args.continue_from}"
+        log.info("continuing from %s", parent)
+    elif args.init_from != "none":
+        parent = "plax-linear:" + _init_from_keypoints(model, args.init_from or None)
+        log.info("backbone and head initialised from %s", parent)
     gen = np.random.default_rng(args.seed)
     t1 = time.time()
     steps = 0
@@ -326,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     file = f"{PLAX_SEG_MODEL}-{args.version}.pt"
     recipe = (f"nice -n 5 python -m echomeasure.training.plax_seg_train --version {args.version} --cases {args.cases} "
               f"--eval-cases {args.eval_cases} --steps {args.steps} --size {size} --seed {args.seed} "
-              f"--max-minutes {args.max_minutes} --init-from {parent or 'none'} --finetune-steps {args.finetune_steps}")
+              f"--max-minutes {args.max_minutes} --finetune-steps {args.finetune_steps} "
+              + (f"--continue-from {args.continue_from}" if args.continue_from
+                 else f"--init-from {parent.split(':')[1] if parent else 'none'}"))
     report = {"metrics": metrics, "recipe": recipe, "steps_done": steps, "input_px": size, "resolution_ceiling": ceiling,
               "data_s": round(t_data, 1), "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
               "wall_s": round(time.time() - t_start, 1)}
@@ -338,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             trained_on=f"synthetic PLAX cines of the {'/'.join(TRAINING_STYLES)} families, {args.cases} cases "
                        f"(3 frames each), seeds from {TRAIN_SEED0 + args.seed * 100_000}; held-out family {HELDOUT_STYLE}",
             seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model),
-            parent=None if parent is None else f"plax-linear:{parent}",
+            parent=parent,
             extra={"steps_done": steps, "train_s": round(t_train, 1), "data_s": round(t_data, 1),
                    "eval_seeds_from": EVAL_SEED0, "eval_frames": "ED and ES of each held-out case",
                    "labels": "synthetic PLAX label values: " + ", ".join(f"{k} {n}" for k, n in enumerate(PLAX_SEG_CLASSES)),

@@ -269,6 +269,32 @@ def lv_volume(labels: np.ndarray, cm_per_px: float | None) -> float | None:
     return None if ax is None else volumes.mod_single_plane_ml(ax, cm_per_px or 1.0)
 
 
+def _biplane_errors(axes: dict[str, dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Biplane EF errors (vs the reference maps, vs the published EF) of cases with both apical views."""
+    from echomeasure.propose import volumes
+
+    vs_ref, vs_reported = [], []
+    for case in {k.rsplit("/", 1)[0] for k in axes}:
+        a4, a2 = axes.get(f"{case}/a4c"), axes.get(f"{case}/a2c")
+        if a4 is None or a2 is None or a4["cm"] is None or a2["cm"] is None:
+            continue
+        ef = {}
+        for src in ("pred", "ref"):
+            try:
+                ed = volumes.mod_biplane_ml(a4[f"{src}_ed"], a4["cm"], a2[f"{src}_ed"], a2["cm"])
+                es = volumes.mod_biplane_ml(a4[f"{src}_es"], a4["cm"], a2[f"{src}_es"], a2["cm"])
+            except (KeyError, AttributeError, TypeError):
+                continue
+            ef[src] = volumes.ef_percent(ed, es)
+        if ef.get("pred") is None:
+            continue
+        if ef.get("ref") is not None:
+            vs_ref.append(abs(ef["pred"] - ef["ref"]))
+        if "ef" in a4["reported"]:
+            vs_reported.append(abs(ef["pred"] - a4["reported"]["ef"]))
+    return vs_ref, vs_reported
+
+
 def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str], samples: Sequence[SegSample],
                      reference_volumes: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Dice per structure and LV EDV / ESV / EF errors of ``model`` on ``samples``.
@@ -280,6 +306,7 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
 
     dice_vals: dict[str, list[float]] = {n: [] for n in classes[1:]}
     vols: dict[str, dict[str, Any]] = {}
+    axes: dict[str, dict[str, Any]] = {}
     for s in samples:
         img = rgb(s.image)
         h, w = img.shape[:2]
@@ -296,6 +323,8 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
             v = vols.setdefault(f"{s.case}/{s.view}", {"cm": s.cm_per_px, "reported": s.reported})
             v[f"pred_{s.phase}"] = lv_volume(pred, s.cm_per_px)
             v[f"ref_{s.phase}"] = lv_volume(s.labels, s.cm_per_px)
+            a = axes.setdefault(f"{s.case}/{s.view}", {"cm": s.cm_per_px, "reported": s.reported})
+            a[f"pred_{s.phase}"], a[f"ref_{s.phase}"] = _lv_axis(pred), _lv_axis(s.labels)
     errors: dict[str, list[float]] = {"ef_vs_reference": [], "ef_vs_reported": [], "edv": [], "esv": []}
     failed = 0
     for v in vols.values():
@@ -313,6 +342,8 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
         if "ef" in v["reported"]:
             errors["ef_vs_reported"].append(abs(ef - v["reported"]["ef"]))
 
+    biplane_vs_ref, biplane_vs_reported = _biplane_errors(axes)
+
     def mean(xs: list[float]) -> float | None:
         return round(float(np.mean(xs)), 3) if xs else None
 
@@ -324,9 +355,12 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
             "ef_mae_points_vs_reported": mean(errors["ef_vs_reported"]),
             "edv_mae_ml": mean(errors["edv"]),
             "esv_mae_ml": mean(errors["esv"]),
+            "ef_biplane_mae_points": mean(biplane_vs_ref),
+            "ef_biplane_mae_points_vs_reported": mean(biplane_vs_reported),
             "pairs": len(vols),
             "failed_volumes": failed,
-            "method": "single-plane method of discs on the predicted and on the reference label maps",
+            "method": "method of discs on the predicted and on the reference label maps: single-plane per view, "
+                      "biplane where a case has both apical views",
         },
     }
 
@@ -340,6 +374,6 @@ def evaluate_with_model(samples: Sequence[SegSample], dataset: str, model_spec: 
         raise InvalidInputError("no labelled frames in the chosen split")
     name, _, version = (model_spec or default_model).partition(":")
     loaded = load_segmentation_model(name, version or None)
-    report = evaluate_samples(loaded.model, tuple(loaded.entry.input_size), loaded.entry.channels, samples)
+    report = evaluate_samples(loaded.model, loaded.entry.input_size, loaded.entry.channels, samples)
     return {"dataset": dataset, "model": {"name": loaded.name, "version": loaded.version, "sha256": loaded.sha256},
             **report}
