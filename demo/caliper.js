@@ -93,60 +93,35 @@
   const clamp = (v, lo, hi) => Math.min(Math.max(v, lo), hi);
 
   // ------------------------------------------------------------------ calibration
-  // Mirrors echomeasure.ingest.calibration (distance_cm / velocity_m_s / physical_value); the
+  // The live readout while dragging comes from calibration.js (EchoCalibration, loaded before
+  // this script), the port of echomeasure.ingest.calibration tested on the same table; the
   // value stored is recomputed on the server by that module.
-  //  2D: the regions containing both points, keeping 2D regions in cm (units 3/3), preferring
-  //      imaging data types (1, 2, 15), then tissue (1), then the smallest box;
-  //      cm = hypot(dx * |deltaX|, dy * |deltaY|).  No regions: the user's cm/px, else pixels.
-  //  Doppler: the spectral regions (format 3) containing the point with Y in cm/s (units 7), a
-  //      velocity scale (flags bit 2 clear) and deltaY != 0, the smallest box;
-  //      v = refPhysY + (y - (y0 + refY0)) * deltaY cm/s, shown as |v| in m/s.
-  const IMAGING_TYPES = [1, 2, 15];
   function regions() { return (clip && clip.calibration && clip.calibration.regions) || []; }
-  function contains(r, p) { return r.x0 <= p[0] && p[0] <= r.x1 && r.y0 <= p[1] && p[1] <= r.y1; }
-  function area(r) { return (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1); }
-  function spectralOk(r) { return r.spatial_format === 3 && !(r.flags & 4) && r.units_y === 7 && r.delta_y !== 0; }
-
-
+  function userCmPerPx() { return (clip && clip.calibration && clip.calibration.user_cm_per_px) || null; }
   function liveValue(m) {
     // -> {value, unit, text, error, baseline}
     const pts = m.points || [];
-    const regs = regions();
     if (m.mode === "2d" && pts.length === 2) {
-      const [p, q] = pts;
-      const dx = q[0] - p[0], dy = q[1] - p[1];
-      const lengthPx = Math.hypot(dx, dy);
-      const px = { value: null, unit: "px", text: lengthPx.toFixed(1) + " px" };
-      if (!regs.length) {
-        const scale = clip && clip.calibration && clip.calibration.user_cm_per_px;
-        if (scale) { const cm = lengthPx * scale; return { value: cm, unit: "cm", text: cm.toFixed(2) + " cm" }; }
-        return px;
+      const got = EchoCalibration.calibratedValue(regions(), userCmPerPx(), "2d", pts);
+      if (got.value === null) {
+        const lengthPx = Math.hypot(pts[1][0] - pts[0][0], pts[1][1] - pts[0][1]);
+        const px = { value: null, unit: "px", text: lengthPx.toFixed(1) + " px" };
+        return got.error ? Object.assign(px, { error: got.error }) : px;
       }
-      if (!regs.some((r) => contains(r, p)) || !regs.some((r) => contains(r, q))) return Object.assign(px, { error: "outside the image sector" });
-      const common = regs.filter((r) => contains(r, p) && contains(r, q));
-      if (!common.length) return Object.assign(px, { error: "points in two regions" });
-      const usable = common.filter((r) => r.spatial_format === 1 && r.units_x === 3 && r.units_y === 3);
-      if (!usable.length) return Object.assign(px, { error: "region not 2D in cm" });
-      const key = (r) => [IMAGING_TYPES.includes(r.data_type) ? 0 : 1, r.data_type === 1 ? 0 : 1, area(r)];
-      usable.sort((a, b) => { const ka = key(a), kb = key(b); for (let i = 0; i < 3; i++) if (ka[i] !== kb[i]) return ka[i] - kb[i]; return 0; });
-      const r = usable[0];
-      const cm = Math.hypot(dx * Math.abs(r.delta_x), dy * Math.abs(r.delta_y));
-      return { value: cm, unit: "cm", text: cm.toFixed(2) + " cm" };
+      return { value: got.value, unit: got.unit, text: got.value.toFixed(2) + " " + got.unit };
     }
     if (m.mode === "doppler" && pts.length >= 1) {
       const p = pts[0];
-      const px = { value: null, unit: "px", text: "y " + p[1].toFixed(1) + " px" };
-      if (!regs.length) return px;
-      const good = regs.filter((r) => contains(r, p) && spectralOk(r)).sort((a, b) => area(a) - area(b));
-      if (!good.length) return Object.assign(px, { error: "outside the spectral strip" });
-      const r = good[0];
-      const baseline = r.y0 + (r.ref_y0 === null || r.ref_y0 === undefined ? 0 : r.ref_y0);
-      const cmS = (r.ref_phys_y || 0) + (p[1] - baseline) * r.delta_y;
-      let mS = Math.abs(cmS) / 100;
+      const got = EchoCalibration.calibratedValue(regions(), null, "doppler", pts);
+      if (got.value === null) {
+        const px = { value: null, unit: "px", text: "y " + p[1].toFixed(1) + " px" };
+        return got.error ? Object.assign(px, { error: got.error }) : px;
+      }
+      let mS = got.value;
       // untouched proposal: its value is the mean over every beat of the strip, not this one
       // marker's beat; once the marker is moved the value is the marker's own velocity
       if (m.value !== null && m.value !== undefined && m.unit === "m/s" && samePoints(pts, m.saved_points)) mS = m.value;
-      return { value: mS, unit: "m/s", text: mS.toFixed(2) + " m/s", baseline: baseline };
+      return { value: mS, unit: "m/s", text: mS.toFixed(2) + " m/s", baseline: got.baseline };
     }
     if (m.value !== null && m.value !== undefined) return { value: m.value, unit: m.unit, text: fmt(m.value, m.unit) + " " + (m.unit || "") };
     return { value: null, unit: m.unit, text: "—" };

@@ -1,6 +1,6 @@
 """The caliper viewer: a ``gr.HTML`` subclass drawing calipers in SVG over the clip's frames.
 
-Data flow (see ``/work/shared/design/ui.md``):
+Data flow:
 
 - Python -> browser: ``value`` (the measurements, :func:`demo.viewmodel.viewer_value`) and the
   ``clip`` prop (frame URLs, image size, frame time, ED/ES, calibration regions,
@@ -160,7 +160,8 @@ class CaliperViewer(gr.HTML):
             value=value or {"clip_id": None, "measurements": [], "committed": [], "reload": True, "nonce": 0},
             html_template=HTML_TEMPLATE,
             css_template=_read("caliper.css"),
-            js_on_load=_read("caliper.js"),
+            # calibration.js defines EchoCalibration, which caliper.js uses for the live value
+            js_on_load=_read("calibration.js") + "\n" + _read("caliper.js"),
             apply_default_css=False,
             clip=clip or {},
             **kwargs,
