@@ -165,3 +165,16 @@ def test_view_net_is_tiny():
     assert sum(p.numel() for p in net.parameters()) < 200_000
     with torch.no_grad():
         assert net(torch.zeros(2, 3, INPUT_PX, INPUT_PX)).shape == (2, len(VIEWS))
+
+
+def test_a_sector_found_from_the_pixels_is_recorded_for_the_2d_models():
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.models.preprocess import box_2d
+    from echomeasure.models.view import view_box
+
+    frames = np.zeros((6, 120, 160, 3), np.uint8)
+    frames[:, 30:100, 40:130] = np.random.default_rng(1).integers(0, 255, (6, 70, 90, 1), dtype=np.uint8)
+    clip = Clip(frames=frames, frame_time_ms=40.0, regions=(), source_kind="video")
+    box = view_box(clip)
+    assert box == (40, 30, 129, 99) and clip.extra["sector_box"] == box
+    assert box_2d(clip).as_tuple() == box

@@ -67,9 +67,14 @@ def view_box(clip: Clip) -> tuple[int, int, int, int]:
     """
     if any(r.is_spectral for r in clip.regions):
         return 0, 0, clip.width - 1, clip.height - 1
+    from echomeasure.ingest.clip import SPATIAL_2D
     from echomeasure.models.preprocess import box_2d
 
-    return box_2d(clip).as_tuple()
+    box = box_2d(clip).as_tuple()
+    if not any(r.spatial_format == SPATIAL_2D for r in clip.regions) and isinstance(clip.extra, dict):
+        # found from the pixels (a video): recorded, so the 2D models do not search for it again
+        clip.extra.setdefault("sector_box", box)
+    return box
 
 
 def letterbox(image: np.ndarray, size: int = INPUT_PX) -> np.ndarray:
@@ -193,8 +198,8 @@ def view_registered(weights_dir: Any = None) -> bool:
 def decide(probabilities: np.ndarray, model_version: str | None = None) -> ViewDecision:
     """The decision for a probability vector over :data:`VIEWS`."""
     k = int(np.argmax(probabilities))
-    return ViewDecision(VIEWS[k], float(probabilities[k]), {v: round(float(p), 4) for v, p in zip(VIEWS, probabilities)},
-                        model_version)
+    rounded = {v: round(float(p), 4) for v, p in zip(VIEWS, probabilities, strict=True)}
+    return ViewDecision(VIEWS[k], float(probabilities[k]), rounded, model_version)
 
 
 def classify_view(clip: Clip, *, version: str | None = None, weights_dir: Any = None) -> ViewDecision:
