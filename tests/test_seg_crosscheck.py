@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from models_fixtures import random_weights_dir  # noqa: F401 (fixture)
 
 from echomeasure.models.segmentation import PLAX_SEG_CLASSES, segments
 from echomeasure.propose import seg_crosscheck as xc
@@ -143,6 +142,10 @@ def test_measure_reports_plax_segmentations_and_lowers_calipers_the_segmentation
         if lengths[name] > 0:  # a collapsed caliper has no line to read the segmentation along
             assert any(n.startswith(f"{name}:") and "segmentation" in n for n in doc["notices"])
     assert sum(lengths[n] > 0 for n in ("ivsd", "lvpwd", "aortic_root", "la")) >= 2
+
+    # --per-frame: contours on every frame
+    doc = to_contract_json(propose(clip, weights_dir=folder, per_frame=True), "case.dcm")
+    assert sorted(s["frame"] for s in doc["segmentations"]) == list(range(clip.n_frames))
 
     # a version not validated to segment well reports its contours but leaves the calipers alone
     _register_constant_plax_seg(folder, "septum", mean_iou=0.5)

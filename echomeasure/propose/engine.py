@@ -693,7 +693,7 @@ def propose(
             refine_edges=refine_edges, anatomy_check=anatomy_check, depth_zoom=depth_zoom,
         )
         proposals, segmentations = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, versions, weights_dir, timings,
-                                                                  notices)
+                                                                  notices, per_frame=per_frame)
     else:
         name = "doppler-peaks"
         t0 = time.perf_counter()

@@ -139,8 +139,10 @@ def model_votes(entry: Any) -> bool:
 
 
 def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | None, versions: Mapping[str, str],
-                    weights_dir: Any, timings: dict[str, float], notices: list[str]) -> tuple[list[Any], list[dict]]:
-    """Segment the ED and ES frames with ``plax-seg`` and cross-check the calipers (the engine's hook).
+                    weights_dir: Any, timings: dict[str, float], notices: list[str],
+                    per_frame: bool = False) -> tuple[list[Any], list[dict]]:
+    """Segment the ED and ES frames (every frame with ``per_frame``) with ``plax-seg`` and cross-check
+    the calipers (the engine's hook).
 
     Returns the (possibly less confident) proposals and the ``segmentations`` JSON items; adds a
     notice per caliper whose confidence the segmentation lowered.
@@ -151,7 +153,7 @@ def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | N
 
     t0 = time.perf_counter()
     loaded = _cached_model(versions.get(PLAX_SEG_MODEL), weights_dir, load_segmentation_model)
-    frames = sorted({int(ed), int(es if es is not None else ed)})
+    frames = list(range(clip.n_frames)) if per_frame else sorted({int(ed), int(es if es is not None else ed)})
     box = image_box(clip.regions, clip.frames.shape[1:3])
     labels, conf = predict(loaded.model, clip.frames[frames], box, tuple(loaded.entry.input_size))
     cm = square_cm_per_px(clip, box)
