@@ -1,19 +1,12 @@
 """Hugging Face Space entry point (``app_file: app.py``): the echomeasure review UI.
 
-Works from any working directory: the repository root is put on ``sys.path`` so that both the
-``echomeasure`` package and the ``demo`` app import without being installed.
+The app lives in :mod:`echomeasure.ui.app`; run from the repository root (as the Space does),
+the ``echomeasure`` package beside this file is importable without being installed.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from demo.app import build_app, space_main  # noqa: E402
+from echomeasure.ui.app import build_app, space_main
 
 __all__ = ["build_app", "space_main"]
 

@@ -92,7 +92,7 @@ def bench_audit(n_events: int, url: str | None) -> dict:
 UNGUARDED = """
 import sys
 sys.path[:0] = {paths!r}
-from demo.app import build_app
+from echomeasure.ui.app import build_app
 app = build_app({url!r})
 options = dict(app.echomeasure_launch)
 app.launch(server_name="127.0.0.1", server_port={port}, **options)

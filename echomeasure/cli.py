@@ -423,7 +423,6 @@ def parse_auth(spec: str | None) -> tuple[str, str] | None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the review UI; refuse to listen beyond this machine without a login."""
-    from echomeasure import config
     from echomeasure.errors import InvalidInputError
 
     auth = parse_auth(args.auth)
@@ -432,9 +431,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"refusing to serve on {args.host} without a login; add --auth USER:PASS "
             "(or --no-auth if this network is trusted)"
         )
-    if str(config.PROJECT_ROOT) not in sys.path:  # the demo/ app lives beside the package
-        sys.path.insert(0, str(config.PROJECT_ROOT))
-    from demo.app import main as demo_main
+    from echomeasure.ui.app import main as demo_main
 
     demo_main(host=args.host, port=args.port, db=args.db, auth=auth, reviewer=args.reviewer)
     return 0

@@ -122,7 +122,7 @@ def test_review_ui_agreement_report_endpoint(tmp_path: Path):
     """The UI's agreement accordion calls the same report (api_name agreement_report)."""
     from store_fixtures import lvidd_proposals, write_us_dicom
 
-    from demo.app import build_app
+    from echomeasure.ui.app import build_app
     from echomeasure.pipeline import ingest_path
     from echomeasure.store import open_store
 

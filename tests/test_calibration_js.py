@@ -1,7 +1,7 @@
 """One table of calibration cases, checked against the Python rule and its browser port.
 
 The stored value always comes from :func:`echomeasure.ingest.calibration.calibrated_value`; the
-viewer's live readout while dragging comes from demo/calibration.js.  Both must give the same
+viewer's live readout while dragging comes from echomeasure/ui/calibration.js.  Both must give the same
 number for the same points, so both are run on tests/data/calibration_cases.json.
 """
 
@@ -47,7 +47,7 @@ def test_python_rule_matches_table(case):
 @pytest.mark.skipif(NODE is None, reason="Node.js is not installed (Debian package nodejs)")
 def test_browser_port_matches_table():
     script = f"""
-const cal = require({json.dumps(str(ROOT / "demo" / "calibration.js"))});
+const cal = require({json.dumps(str(ROOT / "echomeasure" / "ui" / "calibration.js"))});
 const cases = {json.dumps(TABLE)};
 const out = cases.map((c) => cal.calibratedValue(c.regions, c.user_cm_per_px, c.mode, c.points));
 process.stdout.write(JSON.stringify(out));

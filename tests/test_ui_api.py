@@ -29,7 +29,7 @@ def fresh_store(tmp_path):
 
 
 def test_viewer_flags_low_confidence_proposals(fresh_store):
-    from demo import viewmodel
+    from echomeasure.ui import viewmodel
 
     store, info = fresh_store
     value = viewmodel.viewer_value(info.clip_id, store.current_measurements(info.clip_id), reload=True)
@@ -40,7 +40,7 @@ def test_viewer_flags_low_confidence_proposals(fresh_store):
 
 
 def test_viewer_clip_serves_every_frame_with_calibration_and_ed_es(fresh_store):
-    from demo import viewmodel
+    from echomeasure.ui import viewmodel
 
     store, info = fresh_store
     clip = store.clip(info.clip_id)
@@ -61,7 +61,7 @@ def test_viewer_clip_serves_every_frame_with_calibration_and_ed_es(fresh_store):
 
 
 def test_accept_of_unchanged_points_is_accepted_and_moved_points_are_corrected(fresh_store):
-    from demo.review import ReviewRequest, save_reviews
+    from echomeasure.ui.review import ReviewRequest, save_reviews
     from echomeasure.ingest.calibration import distance_cm
 
     store, info = fresh_store
@@ -85,7 +85,7 @@ def test_accept_of_unchanged_points_is_accepted_and_moved_points_are_corrected(f
 
 
 def test_review_without_reviewer_is_refused_and_nothing_stored(fresh_store):
-    from demo.review import ReviewRequest, save_reviews
+    from echomeasure.ui.review import ReviewRequest, save_reviews
 
     store, info = fresh_store
     req = ReviewRequest.from_payload({"name": "ivsd", "action": "rejected"})
@@ -95,7 +95,7 @@ def test_review_without_reviewer_is_refused_and_nothing_stored(fresh_store):
 
 
 def test_caliper_dragged_out_of_the_sector_is_refused(fresh_store):
-    from demo.review import ReviewRequest, save_reviews
+    from echomeasure.ui.review import ReviewRequest, save_reviews
 
     store, info = fresh_store
     clip = store.clip(info.clip_id)
@@ -109,7 +109,7 @@ def test_caliper_dragged_out_of_the_sector_is_refused(fresh_store):
 
 
 def test_added_measurement_needs_no_proposal_and_gets_a_value(fresh_store):
-    from demo.review import ReviewRequest, save_reviews
+    from echomeasure.ui.review import ReviewRequest, save_reviews
 
     store, info = fresh_store
     store.add_review(info.clip_id, "la", "rejected", "Reader One")
@@ -124,7 +124,7 @@ def test_added_measurement_needs_no_proposal_and_gets_a_value(fresh_store):
 
 
 def test_doppler_peak_value_is_recomputed_in_m_s(fresh_store):
-    from demo.review import measured_value
+    from echomeasure.ui.review import measured_value
     from echomeasure.ingest.calibration import velocity_m_s
 
     store, info = fresh_store
@@ -138,7 +138,7 @@ def test_doppler_peak_value_is_recomputed_in_m_s(fresh_store):
 
 
 def test_unknown_measurement_or_action_from_the_browser_is_refused():
-    from demo.review import ReviewRequest
+    from echomeasure.ui.review import ReviewRequest
 
     with pytest.raises(StoreError):
         ReviewRequest.from_payload({"name": "lvef", "action": "accept"})
@@ -147,7 +147,7 @@ def test_unknown_measurement_or_action_from_the_browser_is_refused():
 
 
 def test_implausible_value_is_refused_in_a_batch_and_saved_alone_when_confirmed(fresh_store):
-    from demo.review import ReviewRequest, save_reviews
+    from echomeasure.ui.review import ReviewRequest, save_reviews
 
     store, info = fresh_store
     props = {p.measurement: p for p in store.proposals(info.clip_id)}
@@ -165,7 +165,7 @@ def test_implausible_value_is_refused_in_a_batch_and_saved_alone_when_confirmed(
 
 
 def test_human_review_clears_the_low_confidence_flag(fresh_store):
-    from demo import viewmodel
+    from echomeasure.ui import viewmodel
 
     store, info = fresh_store
     la = next(p for p in store.proposals(info.clip_id) if p.measurement == "la")
@@ -181,7 +181,7 @@ def test_human_review_clears_the_low_confidence_flag(fresh_store):
 
 
 def test_worklist_rows_filter_by_status_and_next_unreviewed(fresh_store):
-    from demo import viewmodel
+    from echomeasure.ui import viewmodel
 
     store, info = fresh_store
     store.add_review(info.doppler_clip_id, "av_vmax", "accepted", "Reader One")

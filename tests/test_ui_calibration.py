@@ -123,7 +123,7 @@ def test_user_calibration_gives_the_clip_a_scale_and_keeps_history(tmp_path):
 def test_ui_calibrates_a_video_and_values_switch_to_cm_and_export_says_user(video_store):
     from playwright.sync_api import sync_playwright
 
-    from demo.app import build_app, launch
+    from echomeasure.ui.app import build_app, launch
     from echomeasure.store import open_store
 
     info, video_id = video_store

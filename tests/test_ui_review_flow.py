@@ -67,7 +67,7 @@ def flow_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def flow_app(flow_store) -> Iterator[tuple[str, object]]:
     """The review UI on 127.0.0.1, with the secret the store was filled with."""
-    from demo.app import build_app, launch
+    from echomeasure.ui.app import build_app, launch
 
     before = os.environ.get("ECHOMEASURE_SECRET")
     os.environ["ECHOMEASURE_SECRET"] = TEST_SECRET.decode()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from ui_fixtures import prepare_store
 
-from demo import viewmodel
+from echomeasure.ui import viewmodel
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
 from echomeasure.models.registry import WeightsEntry, list_entries, register
 from echomeasure.store.records import MeasurementState
@@ -127,7 +127,7 @@ def test_the_app_flags_with_the_registry_threshold_of_the_proposing_model(tmp_pa
     from gradio_client import Client
     from ui_fixtures import CONFIDENCE, TEST_MODEL, free_port
 
-    from demo.app import build_app, launch
+    from echomeasure.ui.app import build_app, launch
 
     folder = tmp_path / "weights"
     folder.mkdir()

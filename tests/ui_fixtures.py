@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,6 @@ from pathlib import Path
 import pytest
 
 from echomeasure import catalog, config
-
-if str(config.PROJECT_ROOT) not in sys.path:  # demo/ lives beside the package
-    sys.path.insert(0, str(config.PROJECT_ROOT))
 
 EXAMPLE_2D = "case_0000.dcm"
 EXAMPLE_DOPPLER = "case_0002.dcm"
@@ -120,7 +116,7 @@ def ui_store(tmp_path_factory) -> UiStore:
 @pytest.fixture(scope="module")
 def running_app(ui_store) -> Iterator[tuple[str, UiStore]]:
     """The review UI served on 127.0.0.1 and a free port: yields (url, store info)."""
-    from demo.app import build_app, launch
+    from echomeasure.ui.app import build_app, launch
 
     app = build_app(ui_store.url, examples_dir=config.EXAMPLES_DIR)
     port = free_port()

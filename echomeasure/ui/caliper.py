@@ -2,9 +2,9 @@
 
 Data flow:
 
-- Python -> browser: ``value`` (the measurements, :func:`demo.viewmodel.viewer_value`) and the
+- Python -> browser: ``value`` (the measurements, :func:`echomeasure.ui.viewmodel.viewer_value`) and the
   ``clip`` prop (frame URLs, image size, frame time, ED/ES, calibration regions,
-  :func:`demo.viewmodel.viewer_clip`).  Frames are URLs, preloaded and played in the browser,
+  :func:`echomeasure.ui.viewmodel.viewer_clip`).  Frames are URLs, preloaded and played in the browser,
   so scrubbing, playing and dragging need no server round trip.
 - Browser -> Python: only explicit custom events.  ``commit`` with
   ``{"clip_id": int, "reviews": [{"name", "action", "frame", "points", "seconds",
@@ -136,11 +136,11 @@ class CaliperViewer(gr.HTML):
     ----------
     value
         Viewer state (``{"clip_id", "measurements": [...], "committed": [...], "reload",
-        "nonce"}``), see :func:`demo.viewmodel.viewer_value`.
+        "nonce"}``), see :func:`echomeasure.ui.viewmodel.viewer_value`.
     clip
         Clip description (``{"id", "frames": [url, ...], "width", "height", "frame_time_ms",
         "ed_frame", "es_frame", "kind", "calibration": {...}, "addable": [...]}``), see
-        :func:`demo.viewmodel.viewer_clip`.
+        :func:`echomeasure.ui.viewmodel.viewer_clip`.
     **kwargs
         Passed on to :class:`gradio.HTML`.
 

@@ -1,6 +1,6 @@
 """What the review UI shows, built from store records: pure functions, no Gradio, no I/O.
 
-The caliper viewer (:mod:`demo.caliper`) takes two JSON objects: the clip description
+The caliper viewer (:mod:`echomeasure.ui.caliper`) takes two JSON objects: the clip description
 (:func:`viewer_clip`: frame URLs, size, frame time, ED/ES, calibration regions) and the viewer
 value (:func:`viewer_value`: one entry per measurement with its current and proposed points,
 value, confidence and review status).  The worklist table comes from :func:`worklist_rows`.

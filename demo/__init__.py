@@ -1,1 +1,0 @@
-"""The echomeasure review UI: a Gradio app over the library (``demo.app``) and its caliper viewer."""
