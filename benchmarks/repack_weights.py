@@ -74,7 +74,7 @@ def _remeasure(folder: Path, old, n_cases: int, why: str) -> int:
 
     report = evaluate(old.name, old.version, weights_dir=folder, n_cases=n_cases)
     history = list(old.extra.get("metrics_history", []))
-    history.append({"metrics": old.metrics, "replaced": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    history.append({"metrics": old.metrics, "replaced": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     "why": why or "re-measured through the current propose pipeline"})
     new = replace(old, metrics=report.flat_metrics(),
                   extra={**old.extra, "evaluation": report.to_dict(), "metrics_history": history})

@@ -43,10 +43,13 @@ CATALOG: dict[str, Measurement] = {
         Measurement("la", "Left atrium antero-posterior dimension", "2d", "es", "cm", "cm", "79975-9", 2, "plax-linear"),
         Measurement("aortic_root", "Aortic root diameter at the sinuses", "2d", "ed", "cm", "cm", "79953-6", 2, "plax-linear"),
         Measurement("av_vmax", "Aortic valve peak velocity", "doppler", "systole", "m/s", "m/s", "79964-3", 1, "doppler-peaks"),
-        Measurement("tr_vmax", "Tricuspid regurgitation peak velocity", "doppler", "systole", "m/s", "m/s", "79921-3", 1, "doppler-peaks"),
+        Measurement("tr_vmax", "Tricuspid regurgitation peak velocity", "doppler", "systole", "m/s", "m/s", "79921-3", 1,
+                    "doppler-peaks"),
         Measurement("lvot_vmax", "LVOT peak velocity", "doppler", "systole", "m/s", "m/s", "80029-2", 1, "doppler-peaks"),
-        Measurement("mv_e", "Mitral inflow E-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80070-6", 1, "doppler-peaks"),
-        Measurement("mv_a", "Mitral inflow A-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80066-4", 1, "doppler-peaks"),
+        Measurement("mv_e", "Mitral inflow E-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80070-6", 1,
+                    "doppler-peaks"),
+        Measurement("mv_a", "Mitral inflow A-wave peak velocity", "doppler", "diastole", "m/s", "m/s", "80066-4", 1,
+                    "doppler-peaks"),
         Measurement("mv_ea", "Mitral E/A ratio", "doppler", "derived", "ratio", "{ratio}", "18038-0", 0, None),
     )
 }

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from echomeasure import __version__
 from echomeasure.errors import EchomeasureError
@@ -29,7 +30,7 @@ def _print_json(obj: object) -> None:
 
 
 # --------------------------------------------------------------------------- commands
-# Each command is filled in by the module that owns its stage; see architecture.md section 3.
+# Each command is filled in by the module that owns its stage; see docs/architecture.md section 3.
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -188,7 +189,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    """De-identify one file, run the models, print the proposals as JSON (architecture.md 3)."""
+    """De-identify one file, run the models, print the proposals as JSON (docs/architecture.md section 3)."""
     from echomeasure.propose.measure import measure_file, terminal_progress
 
     model_version = args.model_version
@@ -307,7 +308,7 @@ def _segmentation_dataset(spec: Sequence[str] | None) -> bool:
     """True for ``--dataset camus|echonet-dynamic|masks PATH`` (segmentation datasets)."""
     from echomeasure.training.seg_datasets import SEG_DATASETS
 
-    return bool(spec) and spec[0] in SEG_DATASETS
+    return spec is not None and len(spec) > 0 and spec[0] in SEG_DATASETS
 
 
 def _train_on_dataset(args: argparse.Namespace) -> int:
@@ -389,7 +390,7 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
     """Every registered version with its data and metrics (table, or JSON with --json)."""
     from echomeasure.models.registry import active_version, list_entries
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in list_entries(args.out):
         rows.append({"name": e.name, "version": e.version, "active": active_version(e.name, args.out) == e.version,
                      "arch": e.arch, "parent": e.parent, "trained_on": e.trained_on, "created": e.created,
@@ -496,16 +497,8 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(
-        prog="echomeasure",
-        description="AI-assisted echocardiography measurement with human review.",
-    )
-    p.add_argument("--version", action="version", version=f"echomeasure {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_file_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands inspect and deid: one file in, JSON or a de-identified copy out."""
     s = sub.add_parser("inspect", help="describe a DICOM / video / image file as JSON")
     s.add_argument("path")
     s.set_defaults(func=cmd_inspect)
@@ -519,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the OCR search for burned-in text (the record then asks for human confirmation)")
     s.set_defaults(func=cmd_deid)
 
+
+def _add_store_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands ingest, batch, export and agreement: the review store's input and output."""
     s = sub.add_parser("ingest", help="de-identify files and register them in the review store")
     s.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (walked recursively)")
     s.add_argument("--from-parquet", metavar="DIR", help="store the results 'echomeasure batch --out parquet DIR' wrote")
@@ -560,11 +556,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", metavar="MODES", help="only reads made in these modes (e.g. blinded or unassisted)")
     s.set_defaults(func=cmd_agreement)
 
+
+def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands measure, bench and synth: proposals for one file, benchmarks, synthetic studies."""
     s = sub.add_parser("measure", help="propose measurements for one file and print JSON")
     s.add_argument("path", metavar="PATH")
     s.add_argument("--per-frame", action="store_true", help="include per-frame keypoints and confidences")
     s.add_argument("--only", metavar="NAMES", help="comma-separated measurements to propose (e.g. ivsd,lvidd or av_vmax)")
-    s.add_argument("--scale", type=float, metavar="CM_PER_PX", help="user calibration for videos/images without DICOM calibration")
+    s.add_argument("--scale", type=float, metavar="CM_PER_PX",
+                   help="user calibration for videos/images without DICOM calibration")
     s.add_argument("--model-version", metavar="V", help="model version to use (V, or NAME=V[,NAME=V]); default: the active one")
     s.add_argument("--model", metavar="NAME[:VERSION]",
                    help="plax-linear, doppler-peaks or echonet-measurements (imported checkpoints), optionally :VERSION")
@@ -573,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_measure)
 
     s = sub.add_parser("bench", help="speed / memory / accuracy benchmark on synthetic clips")
-    s.add_argument("--speed", action="store_true", help="time the models and the end-to-end path (default when no other part is asked for)")
+    s.add_argument("--speed", action="store_true",
+                   help="time the models and the end-to-end path (default when no other part is asked for)")
     s.add_argument("--accuracy", action="store_true", help="accuracy of the registered weights on held-out synthetic cases")
     s.add_argument("--cases", type=int, default=20, help="held-out cases for --accuracy (default 20)")
     s.add_argument("--frames", type=int, default=100, help="frames of the end-to-end clip (default 100)")
@@ -591,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=("2d", "doppler", "both", "a4c", "a2c", "apical", "all"), default="2d",
                    help="PLAX cines (2d), Doppler strips, both, apical 4- / 2-chamber cines (a4c, a2c; apical: "
                    "both views of each heart) or all of them (default 2d)")
-    s.add_argument("--flow", choices=("av", "tr", "lvot", "mv"), help="Doppler flow for every strip (default: cycle av, mv, lvot, tr)")
+    s.add_argument("--flow", choices=("av", "tr", "lvot", "mv"),
+                   help="Doppler flow for every strip (default: cycle av, mv, lvot, tr)")
     s.add_argument("--jpeg", action="store_true", help="JPEG Baseline (YBR_FULL_422) instead of uncompressed RGB")
     s.add_argument("--small", action="store_true", help="small studies: 40 frames at 480x640, JPEG (examples, tests)")
     s.add_argument("--style", default="classic", metavar="FAMILY", help="style family: classic (default), scatter or vendor")
@@ -599,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
 
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands train, evaluate and weights: training, evaluation and the weights registry."""
     s = sub.add_parser("train", help="train a model on synthetic data, evaluate it and register the weights")
     s.add_argument("--model", choices=("plax-linear", "doppler-peaks"), help="model to train (required without --dataset)")
     s.add_argument("--dataset", nargs=2, metavar=("NAME", "PATH"),
@@ -615,7 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", help="version to register (default: the next 1.N)")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.add_argument("--max-minutes", type=float, help="stop with a resumable checkpoint after this long")
-    s.add_argument("--styles", metavar="FAMILIES", help="synthetic style families to train on, e.g. classic,vendor (default classic; the held-out family is refused)")
+    s.add_argument("--styles", metavar="FAMILIES",
+                   help="synthetic style families to train on, e.g. classic,vendor "
+                   "(default classic; the held-out family is refused)")
     s.add_argument("--init-from", metavar="VERSION", help="start from this registered version of the same model")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
@@ -642,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
     a.set_defaults(func=cmd_weights_import)
 
+
+def _add_review_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands demo and finetune: the review UI and learning from its reviews."""
     s = sub.add_parser("demo", help="start the review UI (Gradio) on http://127.0.0.1:7860")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -667,6 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_finetune)
 
+
+def _add_admin_commands(sub: argparse._SubParsersAction) -> None:
+    """Sub-commands audit and db: the store's administration."""
     s = sub.add_parser("audit", help="check the tamper-evident audit trail")
     audit_sub = s.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     a = audit_sub.add_parser("verify", help="verify the audit hash chain (exit 0 intact, 1 broken, 2 user error)")
@@ -687,6 +700,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
     a.set_defaults(func=cmd_db_backup)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(
+        prog="echomeasure",
+        description="AI-assisted echocardiography measurement with human review.",
+    )
+    p.add_argument("--version", action="version", version=f"echomeasure {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_file_commands(sub)
+    _add_store_commands(sub)
+    _add_measure_commands(sub)
+    _add_model_commands(sub)
+    _add_review_commands(sub)
+    _add_admin_commands(sub)
     return p
 
 

@@ -4,7 +4,7 @@ Nothing identifying is exported: clips are known by their pseudonymous UIDs and 
 the store holds nothing else.  Files are written atomically (a temporary file in the same
 folder, then renamed), so an interrupted export never leaves a partial file behind.
 
-CSV (domain.md section 6): one row per measurement of a clip (every proposed measurement, plus
+CSV (docs/domain.md section 6): one row per measurement of a clip (every proposed measurement, plus
 those a reviewer added), with the final and the proposed points and values, the UCUM unit
 (``cm``, ``m/s``, ``{ratio}``; ``{px}`` for uncalibrated pixel lengths), the LOINC code, the
 calibration source, the review status, the model name and version, the reviewer and ISO 8601
@@ -27,13 +27,12 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from echomeasure import __version__, catalog
+from echomeasure import __version__, atomic, catalog
 from echomeasure.errors import StoreError
 from echomeasure.store import MeasurementState, Store
 
@@ -327,7 +326,7 @@ def export_coco(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
         )
     categories = []
     for cat in COCO_CATEGORIES:
-        c = dict(cat)
+        c: dict[str, Any] = dict(cat)
         index = {n: i + 1 for i, n in enumerate(c["keypoints"])}
         c["skeleton"] = (
             [[index[a], index[b]] for a, b in dict.fromkeys(catalog.LINEAR_ENDPOINTS.values())]
@@ -371,17 +370,7 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
         raise StoreError(f"cannot write {target}: folder {folder} does not exist")
     if target.is_dir():
         raise StoreError(f"cannot write {target}: it is a folder; give a file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(target, text, mode=0o644)
     return target
 
 

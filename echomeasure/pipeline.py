@@ -59,6 +59,24 @@ class IngestResult:
         }
 
 
+def _propose_and_store(
+    name: str, dclip: Any, record: ClipRecord, store: Store, only: Sequence[str] | None, reviewer: str,
+    report: Progress, warnings: list[str],
+) -> tuple[tuple[ProposalRecord, ...], bool]:
+    """Run the models on a stored clip and store their proposals; ``(proposals, proposed)``.
+
+    Missing weights or an unmeasurable clip leave the clip without proposals and add a warning.
+    """
+    try:
+        clip_proposals = _propose(dclip, only, report)
+    except (WeightsError, MeasurementError) as exc:
+        warnings.append(f"no proposals: {exc}")
+        log.info("%s: no proposals: %s", name, exc)  # reported in the result, not twice
+        return (), False
+    warnings.extend(getattr(clip_proposals, "notices", ()))
+    return tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer)), True
+
+
 def ingest_path(
     path: str | os.PathLike[str],
     store: Store,
@@ -119,22 +137,12 @@ def ingest_path(
         report(0.35, "keeping the de-identified frames")
         store.save_frames(record.id, dclip.clip.frames, actor=reviewer)
 
+    proposals: tuple[ProposalRecord, ...] = () if record.created else tuple(store.proposals(record.id))
     warnings: list[str] = []
-    proposals: tuple[ProposalRecord, ...] = ()
     proposed = False
-    if not record.created:
-        proposals = tuple(store.proposals(record.id))
     if run_models and not proposals:
         report(0.5, "proposing measurements")
-        try:
-            clip_proposals = _propose(dclip, only, report)
-        except (WeightsError, MeasurementError) as exc:
-            warnings.append(f"no proposals: {exc}")
-            log.info("%s: no proposals: %s", name, exc)  # reported in the result, not twice
-        else:
-            proposals = tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer))
-            proposed = True
-            warnings.extend(getattr(clip_proposals, "notices", ()))
+        proposals, proposed = _propose_and_store(name, dclip, record, store, only, reviewer, report, warnings)
     elif not run_models and not proposals:
         warnings.append("proposals skipped on request")
     report(1.0, "done")

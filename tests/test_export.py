@@ -41,7 +41,7 @@ def test_csv_round_trip_gives_back_the_stored_measurements(reviewed):
     states = store.current_measurements(clip_id)
     assert [r["measurement"] for r in rows] == [s.measurement for s in states] == ["ivsd", "lvidd", "lvids", "la"]
     clip = store.clip(clip_id)
-    for row, st in zip(rows, states):
+    for row, st in zip(rows, states, strict=True):
         assert list(row) == list(CSV_COLUMNS)
         assert row["instance_uid"] == clip.instance_uid and row["study_uid"] == clip.study_uid
         assert row["status"] == st.status

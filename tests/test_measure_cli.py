@@ -1,4 +1,4 @@
-"""`echomeasure measure`: the JSON contract of architecture.md section 3, errors, calibration."""
+"""`echomeasure measure`: the JSON contract of docs/architecture.md section 3, errors, calibration."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
 
 from echomeasure import catalog
 from echomeasure.cli import main

@@ -1,4 +1,4 @@
-"""The measure path's fast JPEG Baseline decoding (issue 7) agrees with pydicom's."""
+"""The measure path's fast JPEG Baseline decoding agrees with pydicom's."""
 
 from __future__ import annotations
 

@@ -81,6 +81,6 @@ def test_doppler_one_peak_per_beat_subpixel_and_suppressed_neighbours():
     assert len(peaks) == 2
     assert peaks[1] == []
     assert len(peaks[0]) == 4
-    for peak, (x, y) in zip(peaks[0], beats):
+    for peak, (x, y) in zip(peaks[0], beats, strict=True):
         assert abs(peak.x - x) < 0.3 and abs(peak.y - y) < 0.1
         assert 0.5 < peak.confidence <= 1.0

@@ -14,7 +14,9 @@ def _region(x0, y0, x1, y1, fmt=SPATIAL_2D, ux=UNIT_CM, uy=UNIT_CM, dtype=1):
     return Region(x0, y0, x1, y1, fmt, dtype, ux, uy, 0.05, 0.05)
 
 
-@pytest.mark.parametrize("box,size", [(Box(10, 20, 409, 319), (192, 192)), (Box(0, 0, 63, 31), (96, 128)), (Box(5, 7, 5 + 332, 7 + 250), (128, 256))])
+@pytest.mark.parametrize(
+    "box,size", [(Box(10, 20, 409, 319), (192, 192)), (Box(0, 0, 63, 31), (96, 128)), (Box(5, 7, 5 + 332, 7 + 250), (128, 256))]
+)
 def test_crop_transform_round_trip_exact(box, size):
     t = CropTransform(box, size)
     pts = np.random.default_rng(0).uniform(0, 400, size=(7, 3, 2))
@@ -37,7 +39,8 @@ def test_crop_transform_maps_pixel_centres_like_the_resize():
 
 def test_crop_uses_the_2d_region_and_spectral_region():
     frames = np.zeros((2, 300, 400, 3), np.uint8)
-    clip = Clip(frames, 20.0, (_region(50, 40, 349, 239), _region(0, 250, 399, 299, fmt=SPATIAL_SPECTRAL, ux=UNIT_S, uy=UNIT_CM_S, dtype=3)), "dicom")
+    spectral = _region(0, 250, 399, 299, fmt=SPATIAL_SPECTRAL, ux=UNIT_S, uy=UNIT_CM_S, dtype=3)
+    clip = Clip(frames, 20.0, (_region(50, 40, 349, 239), spectral), "dicom")
     assert box_2d(clip) == Box(50, 40, 349, 239)
     assert box_doppler(clip) == Box(0, 250, 399, 299)
 

@@ -18,7 +18,8 @@ def test_onnx_and_torch_backends_agree(use_random_weights):
     assert onnx.backend == "onnx"
     exported = list((use_random_weights.parent / "cache" / "onnx").glob("plax-linear-*.onnx"))
     assert len(exported) == 1 and loaded.sha256[:16] in exported[0].name
-    torch_runner = runtime.HeatmapRunner(load_model("plax-linear", weights_dir=use_random_weights), backend="torch", num_threads=1)
+    loaded = load_model("plax-linear", weights_dir=use_random_weights)
+    torch_runner = runtime.HeatmapRunner(loaded, backend="torch", num_threads=1)
     a, b = onnx(x), torch_runner(x)
     assert a.shape == (3, 8, *loaded.entry.input_size)
     assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
@@ -49,7 +50,7 @@ def test_broken_export_falls_back_to_torch_in_auto_mode(use_random_weights, monk
 
 
 def test_cached_onnx_graph_runs_without_importing_torch(use_random_weights, tmp_path):
-    """The ONNX path of a fresh process never imports torch (start-up cost, issue 7)."""
+    """The ONNX path of a fresh process never imports torch (start-up cost)."""
     pytest.importorskip("onnxruntime")
     import os
     import subprocess

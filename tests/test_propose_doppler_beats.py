@@ -23,7 +23,8 @@ def _true_r_columns(strip) -> np.ndarray:
     """R wave columns from the generator's beat times (R at 1.8 % of the RR after QRS onset)."""
     p = strip.truth["params"]
     region, ecg = _spectral(strip), beats.ecg_region(strip.regions)
-    cols = [(start + 0.018 * rr) / region.delta_x + region.x0 for start, rr in zip(p["beat_starts_s"], p["beat_rr_s"])]
+    cols = [(start + 0.018 * rr) / region.delta_x + region.x0
+            for start, rr in zip(p["beat_starts_s"], p["beat_rr_s"], strict=True)]
     return np.array([c for c in cols if region.x0 + 3 <= c <= ecg.x1 - 3])
 
 
@@ -159,7 +160,8 @@ def test_mitral_e_and_a_swapped_by_the_model_are_read_right_from_the_ecg(mitral,
         clip = Clip(strip.image[None], None, strip.regions, "dicom")
         e_true, a_true = strip.peaks["mv_e"], strip.peaks["mv_a"]
         # the model swapped the channels: E's peaks on the A channel and the reverse
-        _oracle(monkeypatch, clip, lambda ch: a_true if ch == "mv_e" else e_true if ch == "mv_a" else [])
+        swapped = {"mv_e": a_true, "mv_a": e_true}
+        _oracle(monkeypatch, clip, lambda ch, swapped=swapped: swapped.get(ch, []))
         by = {p.name: p for p in propose(clip, only="mv_e,mv_a").measurements}
         truth = strip.truth["measurements"]
         assert len(by["mv_e"].beat_points) == len(e_true) and len(by["mv_a"].beat_points) == len(a_true)

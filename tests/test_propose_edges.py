@@ -177,7 +177,7 @@ def test_refinement_moves_shipped_model_calipers_closer_to_truth(heldout_frames)
                     a, b = catalog.LINEAR_ENDPOINTS[name]
                     line = truth[idx[b]] - truth[idx[a]]
                     line /= np.hypot(*line)
-                    for point, kp in zip(p.points, (a, b)):
+                    for point, kp in zip(p.points, (a, b), strict=True):
                         errors[refine].append(_along_line_error_px(point, truth[idx[kp]], line))
                     value_errors_mm[refine].append(abs(p.value - cine.truth["measurements"][name]["value"]) * 10.0)
     assert np.mean(errors[True]) < 0.7 * np.mean(errors[False])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from models_fixtures import random_weights_dir, use_random_weights  # noqa: F401 (fixtures)
 
 from echomeasure import catalog
 from echomeasure.errors import MeasurementError, WeightsError

@@ -103,7 +103,7 @@ def test_a_peak_is_not_snapped_onto_the_tail_of_the_higher_e_wave(strips):
     base = baseline_row(region)
     trace = EnvelopeTrace.measure(strip.image, region, -1)
     checked = 0
-    for (xe, ye), (xa, ya) in zip(strip.peaks["mv_e"], strip.peaks["mv_a"]):
+    for (xe, ye), (xa, ya) in zip(strip.peaks["mv_e"], strip.peaks["mv_a"], strict=False):
         if xa < xe or abs(ye - base) <= abs(ya - base):
             continue
         checked += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -259,7 +259,7 @@ def test_reviews_for_training_merge_final_points_into_keypoints(store, clip, dei
     assert f.statuses == {"ivsd": "accepted", "lvidd": "corrected"}
     assert np.array_equal(f.load_image(), deidentified_clip.clip.frames[1])
     assert store.reviews_for_training(kind="doppler") == []
-    assert store.reviews_for_training(since=datetime(2999, 1, 1, tzinfo=timezone.utc)) == []
+    assert store.reviews_for_training(since=datetime(2999, 1, 1, tzinfo=UTC)) == []
 
 
 def test_records_are_frozen_dataclasses_not_orm_objects(store, clip):

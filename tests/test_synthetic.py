@@ -107,7 +107,7 @@ def test_truth_keypoints_sit_on_the_rendered_interfaces(seed):
     ed, es = ed_es_frames(p)
     frames = sorted({0, ed, es, p.n_frames - 1})
     cine = render_plax(p, frames=frames, labels=True)
-    for lab, kp in zip(cine.labels, cine.keypoints.astype(np.float64)):
+    for lab, kp in zip(cine.labels, cine.keypoints.astype(np.float64), strict=True):
         rv_s, s_lv, lv_pw, pw_p = kp[K["rv_septum"]], kp[K["septum_lv"]], kp[K["lv_pw"]], kp[K["pw_pericardium"]]
         assert _walk(lab, rv_s, s_lv) == {LABEL_SEPTUM}
         assert _walk(lab, s_lv, lv_pw) == {LABEL_LV}
@@ -187,7 +187,7 @@ def test_truth_document_has_the_contract_keys():
 def test_linear_truth_values_equal_the_keypoint_distances_in_cm():
     p = _params(8, **SMALL)
     cine = render_plax(p, frames=[0], labels=False)
-    for name, m in cine.truth["measurements"].items():
+    for _name, m in cine.truth["measurements"].items():
         (x1, y1), (x2, y2) = m["points"]
         assert math.hypot(x2 - x1, y2 - y1) * cine.cm_per_px == pytest.approx(m["value"], abs=2e-4)
     assert cine.truth["ed_frame"] == cine.ed_frame
@@ -223,8 +223,9 @@ def test_doppler_peaks_match_values_and_sit_on_the_envelope_edge(flow):
     gray = strip.image.mean(axis=2)
     for ch, pts in strip.peaks.items():
         assert len(pts) >= 2
-        lo, hi = {"av_vmax": (1.0, 5.0), "tr_vmax": (1.5, 4.5), "lvot_vmax": (0.6, 1.6), "mv_e": (0.4, 1.4), "mv_a": (0.3, 1.2)}[ch]
-        for (x, y), v in zip(pts, strip.peak_values_m_s[ch]):
+        lo, hi = {"av_vmax": (1.0, 5.0), "tr_vmax": (1.5, 4.5), "lvot_vmax": (0.6, 1.6),
+                  "mv_e": (0.4, 1.4), "mv_a": (0.3, 1.2)}[ch]
+        for (x, y), v in zip(pts, strip.peak_values_m_s[ch], strict=True):
             assert spectral.contains(x, y)
             v_from_px = (y - baseline) * spectral.delta_y / 100.0
             assert v_from_px == pytest.approx(v, abs=1e-9)
@@ -275,7 +276,8 @@ def _regions_from_file(path):
     ds = pydicom.dcmread(path)
     regions = tuple(
         Region(
-            x0=int(r.RegionLocationMinX0), y0=int(r.RegionLocationMinY0), x1=int(r.RegionLocationMaxX1), y1=int(r.RegionLocationMaxY1),
+            x0=int(r.RegionLocationMinX0), y0=int(r.RegionLocationMinY0),
+            x1=int(r.RegionLocationMaxX1), y1=int(r.RegionLocationMaxY1),
             spatial_format=int(r.RegionSpatialFormat), data_type=int(r.RegionDataType),
             units_x=int(r.PhysicalUnitsXDirection), units_y=int(r.PhysicalUnitsYDirection),
             delta_x=float(r.PhysicalDeltaX), delta_y=float(r.PhysicalDeltaY),
@@ -297,7 +299,7 @@ def written_cases(tmp_path_factory):
 
 
 def _calibration():
-    """The project's calibration (ingest engineer) when present, else the domain.md formulas."""
+    """The project's calibration (echomeasure.ingest.calibration) when present, else the docs/domain.md formulas."""
     try:
         from echomeasure.ingest import calibration
     except ImportError:
@@ -328,7 +330,7 @@ def test_dicom_calibration_recovers_every_truth_value(written_cases):
             elif m["unit"] == "m/s":
                 vs = [abs(velocity_m_s(regions, x, y)) for x, y in m["peaks"]]
                 assert np.mean(vs) == pytest.approx(m["value"], abs=0.01), name
-                for v, per_beat in zip(vs, m["per_beat_m_s"]):
+                for v, per_beat in zip(vs, m["per_beat_m_s"], strict=True):
                     assert v == pytest.approx(per_beat, abs=0.01)
 
 
@@ -393,9 +395,8 @@ def test_regions_never_cover_the_banner():
 
 
 def test_synthetic_files_pass_the_deidentification_gate(written_cases, tmp_path):
-    ingest = pytest.importorskip("echomeasure.ingest")
-    if not all(hasattr(ingest, n) for n in ("deidentify_file", "passes_gate", "read_clip")):
-        pytest.skip("the ingest engineer's de-identification is not in place yet")
+    from echomeasure import ingest
+
     for case in written_cases:
         truth = json.loads(case.truth.read_text())
         out = tmp_path / case.dicom.name
@@ -419,7 +420,8 @@ def test_synthetic_files_pass_the_deidentification_gate(written_cases, tmp_path)
 
 def test_plan_cases_both_writes_cines_then_av_and_mv():
     jobs = plan_cases(2, "both")
-    assert [(j.index, j.kind, j.flow) for j in jobs] == [(0, "2d", None), (1, "2d", None), (2, "doppler", "av"), (3, "doppler", "mv")]
+    expected = [(0, "2d", None), (1, "2d", None), (2, "doppler", "av"), (3, "doppler", "mv")]
+    assert [(j.index, j.kind, j.flow) for j in jobs] == expected
 
 
 def test_cli_synth_writes_cases_and_refuses_a_file_as_outdir(tmp_path, capsys):

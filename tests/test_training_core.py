@@ -100,7 +100,7 @@ def test_training_resumes_from_checkpoint_to_same_weights(tmp_path):
     resumed = _TinyNet(1)
     second = run_optimisation(resumed, _blob_batches, recipe, checkpoint=ck, progress=False)
     assert second.resumed_from == first.steps_done and second.steps_done == 12
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 

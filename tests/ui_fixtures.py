@@ -99,7 +99,8 @@ def prepare_store(folder: Path) -> UiStore:
         store.add_proposals(
             doppler_id,
             ClipProposals(
-                "doppler", "dicom", ModelInfo(*TEST_DOPPLER_MODEL), [Proposal("av_vmax", 0, (pt,), abs(v), "m/s", 0.8, signed_value=v)]
+                "doppler", "dicom", ModelInfo(*TEST_DOPPLER_MODEL),
+                [Proposal("av_vmax", 0, (pt,), abs(v), "m/s", 0.8, signed_value=v)],
             ),
         )
     finally:

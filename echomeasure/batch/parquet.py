@@ -9,11 +9,11 @@ never half-written, so the folder doubles as the resume record.  ``echomeasure i
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from echomeasure import atomic
 from echomeasure.errors import InvalidInputError
 
 SUFFIX = ".parquet"
@@ -29,13 +29,8 @@ def write_row(out_dir: Path, row: dict[str, Any]) -> Path:
     schema = arrow_schema()
     table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names}], schema=schema)
     dst = out_dir / f"{row['source_key']}{SUFFIX}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=out_dir)
-    os.close(fd)
-    try:
+    with atomic.atomic_path(dst, mode=0o600) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return dst
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from echomeasure import atomic
 from echomeasure.errors import DeidentificationError, InvalidInputError
 from echomeasure.ingest.calibration import (
     calibration_record,
@@ -35,7 +35,7 @@ from echomeasure.ingest.clip import Clip, Region
 from echomeasure.ingest.deid import deidentify_dataset
 from echomeasure.ingest.gate import DeidentifiedClip, passes_gate
 from echomeasure.ingest.hygiene import named_errors
-from echomeasure.ingest.profile import DeidOptions
+from echomeasure.ingest.profile import DEFAULT_DEID_OPTIONS, DeidOptions
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None,
 
 
 def load(path: str | os.PathLike[str], *, secret: bytes, user_cm_per_px: float | None = None,
-         allow_non_us: bool = False, options: DeidOptions = DeidOptions()) -> DeidentifiedClip:
+         allow_non_us: bool = False, options: DeidOptions = DEFAULT_DEID_OPTIONS) -> DeidentifiedClip:
     """Quarantine, read, de-identify and gate a file: the only source of :class:`DeidentifiedClip`.
 
     Parameters
@@ -210,24 +210,13 @@ def _check_output_path(dst: Path) -> None:
         raise InvalidInputError("the output folder does not exist")
 
 
-def _write_atomically(dst: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``dst`` and rename it into place."""
+def _write_atomically(dst: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``dst`` atomically, readable by the owner only (a de-identified copy)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    except OSError as exc:
-        raise InvalidInputError(f"the output cannot be written ({type(exc).__name__})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic.atomic_path(dst, mode=0o600) as tmp, open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise InvalidInputError(f"the output cannot be written ({type(exc).__name__})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -238,7 +227,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def deidentify_file(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, secret: bytes,
-                    allow_non_us: bool = False, options: DeidOptions = DeidOptions()) -> dict:
+                    allow_non_us: bool = False, options: DeidOptions = DEFAULT_DEID_OPTIONS) -> dict:
     """Write a de-identified copy of ``in_path`` at ``out_path`` (DICOM to DICOM, video to video).
 
     The output is written to a temporary file in the output folder and renamed into place only

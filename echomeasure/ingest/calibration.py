@@ -1,6 +1,6 @@
 """Physical values from pixel positions: the DICOM Sequence of Ultrasound Regions, or a user scale.
 
-The one place where pixels become centimetres or metres per second (domain.md section 3):
+The one place where pixels become centimetres or metres per second (docs/domain.md section 3):
 
 * distances: two points in *one* 2D region whose X and Y units are cm,
   ``hypot(dx * |DeltaX|, dy * |DeltaY|)``;
@@ -71,7 +71,7 @@ def _common_region(regions: Sequence[Region], points: Sequence[Point], what: str
             "give a scale in cm per pixel or use a calibrated DICOM"
         )
     per_point = [regions_containing(regions, p) for p in points]
-    for p, found in zip(points, per_point):
+    for p, found in zip(points, per_point, strict=True):
         if not found:
             raise CalibrationError(
                 f"no ultrasound region contains point {_fmt(p)}; place the caliper inside the image sector"
@@ -203,12 +203,14 @@ def velocity_m_s(regions: Sequence[Region], x: float, y: float) -> float:
     return velocity_cm_s_in_region(good[0], y) / 100.0
 
 
-def _as_points(points: object) -> list[Point]:
-    pts = [tuple(map(float, p)) for p in points]  # type: ignore[union-attr]
-    for p in pts:
-        if len(p) != 2 or not all(math.isfinite(c) for c in p):
+def _as_points(points: Iterable[Iterable[float]]) -> list[Point]:
+    pts: list[Point] = []
+    for p in points:
+        xy = tuple(map(float, p))
+        if len(xy) != 2 or not all(math.isfinite(c) for c in xy):
             raise ValueError(f"points must be finite (x, y) pairs, got {points!r}")
-    return pts  # type: ignore[return-value]
+        pts.append((xy[0], xy[1]))
+    return pts
 
 
 def physical_value(clip: Clip, name: str, points: Sequence[Sequence[float]]) -> tuple[float | None, str, float | None]:

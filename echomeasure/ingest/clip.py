@@ -6,6 +6,7 @@ come out of :mod:`echomeasure.ingest.calibration`, never from here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -118,6 +119,6 @@ class Clip:
         return "none"
 
 
-def display_name(path: str | Path) -> str:
+def display_name(path: str | os.PathLike[str]) -> str:
     """A file name safe to show and store: the base name only, never the directories."""
     return Path(path).name

@@ -45,7 +45,7 @@ from echomeasure.ingest.clip import SPATIAL_GRAPHICS, SPATIAL_NONE, Region
 
 if TYPE_CHECKING:
     from echomeasure.ingest.gate import OriginalIdentifiers
-from echomeasure.ingest.profile import DeidOptions, annex_e, resolve, row_for
+from echomeasure.ingest.profile import DEFAULT_DEID_OPTIONS, DeidOptions, annex_e, resolve, row_for
 
 log = logging.getLogger(__name__)
 
@@ -591,7 +591,7 @@ def method_text(options: DeidOptions) -> str:
     return f"{METHOD_MARKER} {__version__}; PS3.15 E.1 basic; HMAC UIDs; {dates}"[:64]
 
 
-def deidentify_header(ds: Dataset, *, secret: bytes, options: DeidOptions = DeidOptions()) -> dict:
+def deidentify_header(ds: Dataset, *, secret: bytes, options: DeidOptions = DEFAULT_DEID_OPTIONS) -> dict:
     """Apply the profile to the header of ``ds`` in place (pixels untouched); return counts and flags."""
     already = already_deidentified(ds, secret)
     patient_key = str(ds.get("PatientID", "") or "").strip() or str(ds.get("StudyInstanceUID", "") or "")
@@ -659,7 +659,7 @@ def deidentify_dicom(
     regions: tuple[Region, ...],
     *,
     secret: bytes,
-    options: DeidOptions = DeidOptions(),
+    options: DeidOptions = DEFAULT_DEID_OPTIONS,
     attach_pixels: bool = True,
     identifiers: OriginalIdentifiers | None = None,
 ) -> DicomDeidResult:
@@ -737,15 +737,15 @@ def dicom_bytes(ds: Dataset, frames: np.ndarray | None = None, output: OutputBuf
         start = HEADER_ROOM - len(header) - len(element)
         if start >= 0:
             output.buffer[start:HEADER_ROOM] = np.frombuffer(bytes(header) + element, dtype=np.uint8)
-            return memoryview(output.buffer[start:]).cast("B").toreadonly()
+            return output.buffer[start:].data.cast("B").toreadonly()
         frames = output.frames  # a header larger than the room: fall back to one copy
-    pixels = memoryview(np.ascontiguousarray(frames)).cast("B")
+    pixels = np.ascontiguousarray(frames).data.cast("B")
     pad = b"\x00" if len(pixels) % 2 else b""
     element = b"\xe0\x7f\x10\x00OB\x00\x00" + (len(pixels) + len(pad)).to_bytes(4, "little")
     return b"".join((buf.getbuffer(), element, pixels, pad))
 
 
-def deidentify_dataset(ds: Dataset, *, secret: bytes, options: DeidOptions = DeidOptions(),
+def deidentify_dataset(ds: Dataset, *, secret: bytes, options: DeidOptions = DEFAULT_DEID_OPTIONS,
                        allow_non_us: bool = True) -> Dataset:
     """A de-identified copy of ``ds`` (header and pixels); ``ds`` itself is not modified.
 

@@ -326,12 +326,11 @@ _JPEG_BASELINE_8BIT = "1.2.840.10008.1.2.4.50"
 def _decode_jpeg_baseline_frames(ds: Dataset, g: PixelGeometry) -> np.ndarray | None:
     """JPEG Baseline YBR colour frames decoded one at a time with OpenCV (libjpeg-turbo).
 
-    Added for issue 7 (speed/memory) by the models engineer.  Measured on a 300-frame 600x800
-    cine: ~2.5 ms CPU per frame against ~23 ms through ``pydicom.pixels.pixel_array`` (its
-    decoders plus a float YBR->RGB conversion of the whole clip), and a 0.9 GB peak for the
-    whole ``ingest.load`` against 3.8 GB, because only one frame is in flight.  Pixel values agree with pydicom's within the
-    JPEG decoders' IDCT/upsampling differences (max 6, mean 0.02 grey levels).  Returns None
-    when anything does not fit, and the caller falls back to pydicom.
+    Faster and leaner than ``pydicom.pixels.pixel_array`` (its decoders plus a float YBR->RGB
+    conversion of the whole clip) because only one frame is in flight; ``echomeasure bench``
+    measures both.  Pixel values agree with pydicom's within the JPEG decoders'
+    IDCT/upsampling differences (``tests/test_measure_decode_path.py``).  Returns None when
+    anything does not fit, and the caller falls back to pydicom.
     """
     if (
         str(g.transfer_syntax) != _JPEG_BASELINE_8BIT

@@ -78,9 +78,6 @@ def inspect_path(path: str | os.PathLike[str]) -> dict:
     """JSON-able description of a DICOM, video or still (see :func:`echomeasure.ingest.inspect_file`)."""
     p = dicom_io.check_path(path)
     kind, fmt = video_io.sniff(p)
-    if kind in ("video", "image"):
-        out = _container(p, kind, fmt)
-    else:
-        out = _dicom(p)
+    out = _container(p, kind, fmt) if kind in ("video", "image") else _dicom(p)
     out["file"] = p.name
     return out

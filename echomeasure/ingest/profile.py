@@ -32,6 +32,10 @@ class DeidOptions:
     find_text: bool = True
 
 
+#: The profile applied when a caller passes no options (frozen, so one shared value is safe).
+DEFAULT_DEID_OPTIONS = DeidOptions()
+
+
 @dataclass(frozen=True)
 class AnnexE:
     """The loaded table: ``rows`` maps ``"GGGGEEEE"`` (or ``"60xx3000"`` patterns) to row dicts."""

@@ -51,7 +51,7 @@ def motion_sector_mask(frames: np.ndarray, *, threshold: int = MOTION_THRESHOLD)
         return None
     areas = stats[1:, cv2.CC_STAT_AREA]
     largest = int(areas.max())
-    mask = np.zeros((h, w), dtype=np.uint8)
+    mask: np.ndarray = np.zeros((h, w), dtype=np.uint8)
     for label, area in enumerate(areas, start=1):
         if area < MIN_COMPONENT_RATIO * largest:
             continue

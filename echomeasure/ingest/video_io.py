@@ -199,9 +199,9 @@ def image_metadata(data: bytes) -> dict[str, str]:
             for k, v in im.info.items():
                 if isinstance(v, (str, bytes)) and k not in ("icc_profile",):
                     out[f"info:{k}"] = v.decode("latin-1") if isinstance(v, bytes) else v
-            for k, v in im.getexif().items():
-                if isinstance(v, (str, bytes)):
-                    out[f"exif:{k}"] = v.decode("latin-1", "replace") if isinstance(v, bytes) else v
+            for tag, value in im.getexif().items():
+                if isinstance(value, (str, bytes)):
+                    out[f"exif:{tag}"] = value.decode("latin-1", "replace") if isinstance(value, bytes) else value
     except InvalidInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds on hostile files (bombs included)

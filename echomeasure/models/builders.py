@@ -1,34 +1,20 @@
 """DeepLabV3 keypoint-heatmap models built with torchvision's own builders.
 
-Decision (measured on this 2-core CPU, 2 threads, batch 16, median of 5, random weights; see
-``benchmarks/backbones.md`` for the full table and how to re-run it):
-
-=================================  ========  ===================  ==============
-arch                               input     torch channels_last  ONNX Runtime
-=================================  ========  ===================  ==============
-deeplabv3_mobilenet_v3_large       128x128   6.9 ms/frame         4.2 ms/frame
-deeplabv3_mobilenet_v3_large       160x160   9.8 ms/frame         6.3 ms/frame
-deeplabv3_mobilenet_v3_large       192x192   13.8 ms/frame        9.5 ms/frame
-deeplabv3_mobilenet_v3_large       256x256   33.6 ms/frame        --
-deeplabv3_resnet50                 128x128   108 ms/frame         --
-deeplabv3_resnet50                 192x192   258 ms/frame         --
-deeplabv3_resnet50 (anchor)        480x640   ~3300 ms/frame (*)   --
-=================================  ========  ===================  ==============
-
-(*) from domain.md; ``echomeasure bench`` times it in the same run as ours.
-
-ONNX Runtime dynamic int8 quantisation was *slower* (15.8 / 22.5 / 30.0 ms/frame at
-128 / 160 / 192: the ConvInteger kernels do not pay on this CPU), so inference stays fp32.
+The architecture and input sizes below were chosen from timings of the candidate backbones
+(``deeplabv3_mobilenet_v3_large`` and ``deeplabv3_resnet50`` at several input sizes, torch and
+ONNX Runtime) against the anchor configuration; ``benchmarks/backbones.md`` holds the table and
+how to re-run it, and ``echomeasure bench`` times the anchor in the same run as ours.  ONNX
+Runtime's dynamic int8 quantisation was slower than fp32 on this CPU (its ConvInteger kernels
+do not pay), so inference stays fp32.
 
 **Train this:**
 
 * ``plax-linear``: ``deeplabv3_mobilenet_v3_large``, input (H, W) = (192, 192), 8 output
   channels (:data:`echomeasure.catalog.KEYPOINTS_2D`), normalisation ``"unit"`` (RGB / 255, no
-  mean/std).  About 9.5 ms/frame through ONNX Runtime (13.8 ms in torch), i.e. ~1 s of model
-  time per 100-frame clip, inside the 2 s end-to-end budget.
+  mean/std); its model time per 100-frame clip fits the 2 s end-to-end budget.
 * ``doppler-peaks``: ``deeplabv3_mobilenet_v3_large``, input (H, W) = (256, 512), 5 output
   channels (:data:`echomeasure.catalog.DOPPLER_CHANNELS`), normalisation ``"unit"``.  A Doppler
-  clip is one strip, so the larger input (better velocity resolution) costs ~70 ms once.
+  clip is one strip, so the larger input (better velocity resolution) is paid once per clip.
   (Shipped 1.0 was trained at 128x256; :mod:`echomeasure.propose.envelope` then reads the
   velocity from the image at full resolution, so the input size matters less for accuracy.)
 
@@ -96,6 +82,9 @@ class HeatmapModel(nn.Module):
     constants are non-persistent buffers, so the state dict holds only ``m.*`` keys.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, normalisation: Normalisation = "unit") -> None:
         super().__init__()
         if normalisation not in ("unit", "imagenet"):
@@ -110,7 +99,11 @@ class HeatmapModel(nn.Module):
     @property
     def num_outputs(self) -> int:
         """Number of heatmap channels."""
-        return int(self.m.classifier[-1].out_channels)
+        head = self.m.get_submodule("classifier")
+        assert isinstance(head, nn.Sequential), "a DeepLabV3/FCN head is a Sequential ending in a Conv2d"
+        last = head[-1]
+        assert isinstance(last, nn.Conv2d), "a DeepLabV3/FCN head is a Sequential ending in a Conv2d"
+        return int(last.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 (documented on the class)
         if self.normalisation == "imagenet":

@@ -1,6 +1,6 @@
 """Heatmap decoding: sub-pixel keypoints with a confidence, and per-beat Doppler peaks.
 
-Better than the anchor (domain.md section 2), which takes a soft-argmax over the *whole* map
+Better than the anchor (docs/domain.md section 2), which takes a soft-argmax over the *whole* map
 (one far-away blob drags the point), truncates to int and gives no confidence:
 
 * **Local soft-argmax.**  Start at the argmax and iterate a soft-argmax over a square window

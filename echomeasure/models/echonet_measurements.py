@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from echomeasure import catalog
+from echomeasure import atomic, catalog
 from echomeasure.errors import InputNotFoundError, InvalidInputError, MeasurementError, WeightsError
 from echomeasure.models import registry
 
@@ -178,14 +177,7 @@ def _next_version(existing: Iterable[str]) -> str:
 
 
 def _copy_atomically(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic.copy_file(src, dest, make_parents=True)
 
 
 def import_checkpoints(
@@ -319,6 +311,7 @@ def select_entries(
         versions = [e for e in family if e.name == task.registry_name]
         if not versions:
             continue
+        pick: registry.WeightsEntry | None
         if version is None:
             wanted = registry.active_version(task.registry_name, weights_dir)
             pick = next((e for e in versions if e.version == wanted), versions[-1])

@@ -39,14 +39,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from echomeasure import config
+from echomeasure import atomic, config
 from echomeasure.catalog import APICAL_SEG_CLASSES, DOPPLER_CHANNELS, KEYPOINTS_2D, VIEWS
 from echomeasure.errors import WeightsError
 from echomeasure.models.choices import ARCHITECTURES, CLASSIFIER_ARCHITECTURES, Normalisation
@@ -233,22 +231,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates 0600; a shared weights folder wants the usual umask-based mode
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    # a shared weights folder wants the usual umask-based mode (atomic_path's default)
+    with atomic.atomic_path(path, make_parents=True) as tmp, open(tmp, "wb") as fh:
+        write(fh)
 
 
 #: Marker of the compact file format written by :func:`save_weights` with ``precision="int8"``.
@@ -590,7 +575,7 @@ def register(
             raise WeightsError(f"weights file {entry.file} has sha256 {actual}, entry says {entry.sha256}")
     if not entry.created:
         entry = WeightsEntry.from_json(
-            {**entry.to_json(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            {**entry.to_json(), "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
         )
     with _manifest_lock(folder):
         manifest = read_manifest(folder)
@@ -625,7 +610,7 @@ def register_many(
         A ``(name, version)`` is already registered or given twice.
     """
     folder = _manifest_path(weights_dir)
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     stamped: list[WeightsEntry] = []
     for entry in entries:
         path = folder / entry.file
@@ -682,9 +667,7 @@ def update_entry(
         if index is None:
             raise WeightsError(f"{entry.name} {entry.version} is not registered in {folder}; register it first")
         if new_file is not None:
-            tmp = folder / f".{entry.file}.tmp"
-            shutil.copyfile(new_file, tmp)
-            os.replace(tmp, folder / entry.file)
+            atomic.copy_file(Path(new_file), folder / entry.file)
         manifest["models"][index] = entry.to_json()
         _write_manifest(folder, manifest)
     log.info("updated %s %s (%s)", entry.name, entry.version, entry.file)
@@ -723,7 +706,9 @@ def verify_file(entry: WeightsEntry, weights_dir: str | os.PathLike[str] | None 
     path = resolve_path(entry, weights_dir)
     hint = _train_hint(entry.name)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} for {entry.name} {entry.version} is missing; re-run `{hint}` or restore the file")
+        raise WeightsError(
+            f"weights file {path} for {entry.name} {entry.version} is missing; re-run `{hint}` or restore the file"
+        )
     actual = sha256_file(path)
     if actual != entry.sha256:
         raise WeightsError(

@@ -14,10 +14,8 @@ and the graph is keyed by that sha256, so a changed weight file can never reuse 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from echomeasure import atomic
 from echomeasure.models.registry import LoadedModel, WeightsEntry, load_checkpoint
 
 if TYPE_CHECKING:
@@ -81,26 +80,18 @@ def export_onnx(loaded: LoadedModel, path: Path) -> Path:
     h, w = loaded.entry.input_size
     model = loaded.model.eval()
     dummy = torch.zeros(1, 3, h, w)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (dummy,),
-                tmp,
-                input_names=["image"],
-                output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with atomic.atomic_path(path, make_parents=True) as tmp, warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (dummy,),
+            tmp,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 
@@ -173,6 +164,7 @@ class HeatmapRunner:
     def _torch_model(self) -> LoadedModel:
         if self.loaded is None:
             e = self.entry
+            assert self.weights_path is not None, "a runner without a loaded model is built with its weights path"
             model = load_checkpoint(self.weights_path, e.arch, len(e.channels), normalisation=e.normalisation)
             self.loaded = LoadedModel(entry=e, model=model, path=Path(self.weights_path))
         return self.loaded

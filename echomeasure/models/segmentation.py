@@ -191,7 +191,7 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
     frames = clip.frames if per_frame else clip.frames[:1]
     box = image_box(clip.regions, clip.frames.shape[1:3])
     cm = square_cm_per_px(clip, box)
-    labels, conf = predict(loaded.model, frames, box, tuple(loaded.entry.input_size))
+    labels, conf = predict(loaded.model, frames, box, loaded.entry.input_size)
     segs = [s.as_json() for i in range(len(frames)) for s in segments(labels[i], conf[i], loaded.entry.channels, i, cm)]
     return {
         "file": display_name(path),

@@ -225,8 +225,8 @@ def pair_mitral_peaks(
             rs = np.concatenate([[rs.min() - rr], rs, [rs.max() + rr]])
         pooled = one_per_wave([*e_peaks, *a_peaks], seconds_per_px)
         late = [bool(np.any((p.x - rs >= lo) & (p.x - rs <= hi))) for p in pooled]
-        es = [p for p, is_a in zip(pooled, late) if not is_a]
-        a_all = [p for p, is_a in zip(pooled, late) if is_a]
+        es = [p for p, is_a in zip(pooled, late, strict=True) if not is_a]
+        a_all = [p for p, is_a in zip(pooled, late, strict=True) if is_a]
     else:
         es = one_per_wave(e_peaks, seconds_per_px)
         a_all = one_per_wave(a_peaks, seconds_per_px)
@@ -295,9 +295,10 @@ def choose_flow(
         kept = {f: s for f, s in candidates.items() if f in fits}
         if kept and len(kept) < len(candidates):
             candidates, reason = kept, "side"
-    if jet_flow is not None and jet_flow in candidates and ({"av", "tr"} & set(candidates)) == {"av", "tr"}:
-        if "lvot" not in candidates:  # LVOT times like AV: timing alone cannot tell them apart
-            return jet_flow, "timing"
+    # LVOT times like AV: timing alone cannot tell them apart, so it decides only without LVOT.
+    if (jet_flow is not None and jet_flow in candidates and ({"av", "tr"} & set(candidates)) == {"av", "tr"}
+            and "lvot" not in candidates):
+        return jet_flow, "timing"
     return max(candidates, key=candidates.get), reason  # type: ignore[arg-type]
 
 #: Channels of the two systolic CW jets below the baseline (AV ejection, TR), which look alike.

@@ -313,7 +313,9 @@ def _propose_2d(
                 {
                     "frame": i,
                     "time_ms": None if clip.frame_time_ms is None else round(i * clip.frame_time_ms, 3),
-                    "points": {kp: [round(float(points_px[i, j, 0]), 2), round(float(points_px[i, j, 1]), 2)] for kp, j in ch.items()},
+                    "points": {
+                        kp: [round(float(points_px[i, j, 0]), 2), round(float(points_px[i, j, 1]), 2)] for kp, j in ch.items()
+                    },
                     "raw_points": {kp: [round(float(raw[i, j, 0]), 2), round(float(raw[i, j, 1]), 2)] for kp, j in ch.items()},
                     "confidence": {kp: round(float(conf[i, j]), 4) for kp, j in ch.items()},
                     "lv_diameter_px": round(float(diameter[i]), 2),
@@ -384,7 +386,7 @@ def _propose_doppler(
     timings.update(preprocess=t1 - t0, inference=t2 - t1, decode=t3 - t2)
     if progress is not None:
         progress(1, 1)
-    by_channel = dict(zip(entry.channels, peaks))
+    by_channel = dict(zip(entry.channels, peaks, strict=True))
     region = _spectral_region(clip)
     dx_px = _snap_dx_px(region)
     traces: dict[int, EnvelopeTrace] = {}
@@ -448,9 +450,10 @@ def _propose_doppler(
             return []
         pts_img = transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2))
         if not (snap_to_envelope and region is not None):
-            return [doppler_beats.BeatPeak(float(x), float(y), float(p.confidence)) for (x, y), p in zip(pts_img, pk)]
+            return [doppler_beats.BeatPeak(float(x), float(y), float(p.confidence))
+                    for (x, y), p in zip(pts_img, pk, strict=True)]
         out = []
-        for (x, y), p in zip(pts_img, pk):
+        for (x, y), p in zip(pts_img, pk, strict=True):
             sx, sy, on = trace_of(y).snap_peak(x, y, max_dx_px=dx_px)
             out.append(doppler_beats.BeatPeak(sx, sy, float(p.confidence), on_envelope=on))
         return out
@@ -488,8 +491,9 @@ def _propose_doppler(
             continue
         points = tuple((bp.x, bp.y) for bp in beats)
         per_beat = [physical_value(clip, name, (pt,)) for pt in points]
-        mags = [abs(v[2]) if v[2] is not None else v[0] for v in per_beat]
-        if all(m is not None for m in mags):
+        maybe_mags = [abs(v[2]) if v[2] is not None else v[0] for v in per_beat]
+        mags = [m for m in maybe_mags if m is not None]
+        if len(mags) == len(maybe_mags):
             value: float | None = float(np.mean(mags))
             unit = per_beat[0][1]
             signed = float(np.mean([v[2] for v in per_beat if v[2] is not None])) if per_beat[0][2] is not None else None
@@ -545,7 +549,9 @@ def _propose_doppler(
                 "peaks": {
                     ch: [
                         {"point": [round(float(x), 2), round(float(y), 2)], "confidence": round(p.confidence, 4)}
-                        for p, (x, y) in zip(pk, transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2)))
+                        for p, (x, y) in zip(
+                            pk, transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2)), strict=True
+                        )
                     ]
                     for ch, pk in by_channel.items()
                 },
@@ -682,6 +688,8 @@ def propose(
         return ClipProposals(kind=kind, calibration=clip.calibration_source, model=_view_model_info(view, weights_dir),
                              measurements=[], timings_s=timings, view=view.as_json(), notices=notices)
 
+    ed: int | None
+    es: int | None
     if kind == "2d":
         name = "plax-linear"
         t0 = time.perf_counter()
@@ -724,7 +732,7 @@ def propose(
 
 
 def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 4) -> dict[str, Any]:
-    """The ``echomeasure measure`` JSON (architecture.md section 3) for a proposal set.
+    """The ``echomeasure measure`` JSON (docs/architecture.md section 3) for a proposal set.
 
     ``file_name`` should already be a base name (no directories).
     """

@@ -1,4 +1,4 @@
-"""``echomeasure measure``: one file in, the contract JSON out (architecture.md section 3).
+"""``echomeasure measure``: one file in, the contract JSON out (docs/architecture.md section 3).
 
 The file always passes through de-identification first (:func:`echomeasure.ingest.load`); the
 models only ever see de-identified pixels, and the JSON names the file by its base name only.
@@ -7,6 +7,7 @@ models only ever see de-identified pixels, and the JSON names the file by its ba
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -74,7 +75,7 @@ def terminal_progress(enabled: bool, desc: str = "measure") -> Iterator[Progress
             bar.close()
 
 
-def load_deidentified(path: str | Path, *, secret: bytes, user_cm_per_px: float | None = None) -> Clip:
+def load_deidentified(path: str | os.PathLike[str], *, secret: bytes, user_cm_per_px: float | None = None) -> Clip:
     """Read and de-identify a file (:func:`echomeasure.ingest.load`); return the clip the models may see."""
     from echomeasure.ingest import load
 

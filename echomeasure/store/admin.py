@@ -15,14 +15,13 @@ import os
 import re
 import shlex
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
-from echomeasure import config
+from echomeasure import atomic, config
 from echomeasure.errors import StoreError
 from echomeasure.store import chain
 from echomeasure.store.engine import create_store_engine, current_revision, head_revision, parse_url, sqlite_path
@@ -159,10 +158,7 @@ def backup(url: str | None, out: str | os.PathLike[str]) -> BackupResult:
     target = folder.resolve() / target.name
     if target == source or (target.parent == source.parent and target.name.startswith(f"{source.name}-")):
         raise StoreError(f"{out} is the database itself; give another file name for the backup")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic.atomic_path(target, mode=0o600) as tmp:
         src = sqlite3.connect(str(source), timeout=30)
         try:
             dst = sqlite3.connect(str(tmp))
@@ -174,15 +170,7 @@ def backup(url: str | None, out: str | os.PathLike[str]) -> BackupResult:
                 dst.close()
         finally:
             src.close()
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
         report = _verify_file(tmp)
-        os.replace(tmp, target)
-        _fsync_dir(folder)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return BackupResult(target, None, report)
 
 
@@ -192,19 +180,6 @@ def _verify_file(path: Path) -> chain.ChainReport:
         return chain.verify(engine)
     finally:
         engine.dispose()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- PostgreSQL roles

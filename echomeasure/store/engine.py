@@ -69,10 +69,7 @@ def create_store_engine(url: str) -> Engine:
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     try:
-        if backend == "sqlite":
-            engine = _create_sqlite_engine(parsed)
-        else:
-            engine = create_engine(parsed, pool_pre_ping=True)
+        engine = _create_sqlite_engine(parsed) if backend == "sqlite" else create_engine(parsed, pool_pre_ping=True)
     except NoSuchModuleError:
         raise StoreError(
             f"unknown database driver in {_redact(url)!r}; use sqlite:///FILE or postgresql+psycopg://..."
@@ -114,7 +111,7 @@ def _create_sqlite_engine(url: URL) -> Engine:
             cur.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _on_begin(conn) -> None:
         # A deferred transaction that reads and then writes can fail with "database is locked"
         # without waiting; taking the write lock up front makes concurrent writers queue.
         if conn.get_execution_options().get(WRITE_OPTION):
@@ -128,7 +125,7 @@ def _create_sqlite_engine(url: URL) -> Engine:
 # --------------------------------------------------------------------------- migrations
 
 
-def alembic_config(engine: Engine):  # type: ignore[no-untyped-def]
+def alembic_config(engine: Engine):
     """An Alembic ``Config`` for ``engine`` that works from any working directory."""
     from alembic.config import Config
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from echomeasure import atomic
 from echomeasure.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -75,17 +74,7 @@ class ImageStore:
         if target.exists() and _sha256_of(target) == sha:
             return sha, rel  # already stored (a damaged copy is rewritten below)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic.write_bytes(target, data, mode=0o600, make_parents=True)
         except OSError as exc:
             raise StoreError(f"cannot write frame images under {self.root}: {exc.strerror}") from None
         return sha, rel

@@ -798,7 +798,7 @@ class Store:
         for st in sorted(states, key=lambda st: (st.reviewed_at or st.proposed_at, st.review_id or 0)):
             assert st.points is not None
             if clip.kind == "2d" and st.measurement in catalog.LINEAR_ENDPOINTS:
-                for name, point in zip(catalog.LINEAR_ENDPOINTS[st.measurement], st.points):
+                for name, point in zip(catalog.LINEAR_ENDPOINTS[st.measurement], st.points, strict=False):
                     keypoints[name] = point
             elif st.measurement in catalog.DOPPLER_CHANNELS and st.points:
                 keypoints[st.measurement] = st.points[0]
@@ -1263,8 +1263,8 @@ def _current_measurements(s: Session, clip: db.Clip) -> list[MeasurementState]:
     latest_proposal: dict[str, db.Proposal] = {p.measurement: p for p in proposals}
     latest_review: dict[str, db.Review] = {r.measurement: r for r in reviews}
     n_reviews: dict[str, int] = {}
-    for r in reviews:
-        n_reviews[r.measurement] = n_reviews.get(r.measurement, 0) + 1
+    for review in reviews:
+        n_reviews[review.measurement] = n_reviews.get(review.measurement, 0) + 1
     mvs = _model_versions_by_id(
         s, {p.model_version_id for p in latest_proposal.values()} | {r.model_version_id for r in latest_review.values()}
     )
@@ -1275,6 +1275,8 @@ def _current_measurements(s: Session, clip: db.Clip) -> list[MeasurementState]:
         r = latest_review.get(name)
         mv_id = r.model_version_id if r is not None and r.model_version_id is not None else (p.model_version_id if p else None)
         mv = mvs.get(mv_id)
+        frame: int | None
+        unit: str | None
         if r is None:
             assert p is not None
             status, frame, points, value, unit = "proposed", p.frame_index, _points_tuple(p.points), p.value, p.unit

@@ -52,6 +52,8 @@ and LA walls, mitral and aortic valve leaflets).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from echomeasure.synthetic.doppler import DopplerParams, render_doppler, sample_doppler_params
@@ -63,15 +65,14 @@ from echomeasure.synthetic.plax import (
     render_plax,
     sample_plax_params,
 )
-from echomeasure.synthetic.types import LABEL_CLASSES, SyntheticCine, SyntheticDoppler
-
 from echomeasure.synthetic.studio import SMALL_IMAGE_SIZE, SMALL_N_FRAMES  # noqa: E402  ("small" cases)
+from echomeasure.synthetic.types import LABEL_CLASSES, SyntheticCine, SyntheticDoppler
 
 
 def render_plax_case(case_seed: int, small: bool = False, labels: bool = False) -> SyntheticCine:
     """Sample and render the PLAX case of one seed (``small``: 40 frames at 480x640)."""
     rng = np.random.default_rng(case_seed)
-    kwargs = {"image_size": SMALL_IMAGE_SIZE, "n_frames": SMALL_N_FRAMES} if small else {}
+    kwargs: dict[str, Any] = {"image_size": SMALL_IMAGE_SIZE, "n_frames": SMALL_N_FRAMES} if small else {}
     params = sample_plax_params(rng, seed=case_seed, **kwargs)
     return render_plax(params, labels=labels)
 
@@ -79,7 +80,7 @@ def render_plax_case(case_seed: int, small: bool = False, labels: bool = False) 
 def render_doppler_case(case_seed: int, small: bool = False, flow: str | None = None) -> SyntheticDoppler:
     """Sample and render the Doppler strip of one seed (``small``: 480x640)."""
     rng = np.random.default_rng(case_seed)
-    kwargs = {"image_size": SMALL_IMAGE_SIZE} if small else {}
+    kwargs: dict[str, Any] = {"image_size": SMALL_IMAGE_SIZE} if small else {}
     params = sample_doppler_params(rng, flow, seed=case_seed, **kwargs)
     return render_doppler(params)
 

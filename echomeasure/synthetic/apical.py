@@ -33,7 +33,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -396,7 +396,7 @@ def sample_apical_params(
 
 def _pose_fits(heart: ApicalHeart, view: str, systole_fraction: float, geom: SectorGeometry, pose: dict) -> bool:
     """True when the LV and LA contours stay 0.3 cm inside the sector at ED and ES."""
-    probe = SimpleNamespace(view=view, heart=heart, **pose)  # what the contour functions read of ApicalParams
+    probe: Any = SimpleNamespace(view=view, heart=heart, **pose)  # what the contour functions read of ApicalParams
     for phase in (0.0, systole_fraction):
         st = apical_state(heart, phase, systole_fraction)
         for contour in (lv_contour_uv(probe, st, 24), la_contour_uv(probe, st, 24)):
@@ -467,7 +467,8 @@ def echo_classes(params: ApicalParams, st: ApicalState, uu: np.ndarray, vv: np.n
         rv_prof = _radial_profile(uu / rv_L, 2.2, 0.0)
         in_rv_wall = (uu >= 0) & (np.abs(vv - rv_c) <= (heart.rv_width_cm + 0.35) * _radial_profile(uu / (rv_L + 0.35), 2.2, 0.0))
         in_rv = (uu >= 0) & (np.abs(vv - rv_c) <= heart.rv_width_cm * rv_prof) & (vv < -r_out)
-        in_peri |= (uu >= -0.3) & (np.abs(vv - rv_c) <= (heart.rv_width_cm + 0.35 + heart.pericardium_cm) * _radial_profile(uu / (rv_L + 0.6), 2.2, 0.0))
+        rv_peri_half_width = (heart.rv_width_cm + 0.35 + heart.pericardium_cm) * _radial_profile(uu / (rv_L + 0.6), 2.2, 0.0)
+        in_peri |= (uu >= -0.3) & (np.abs(vv - rv_c) <= rv_peri_half_width)
         cls[in_peri] = E_PERI
         cls[in_rv_wall] = E_WALL
         cls[in_rv] = E_RV
@@ -823,7 +824,7 @@ def sample_apical_case_params(seed: int, index: int, view: str, *, small: bool =
 
     heart = sample_apical_heart(np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 7])))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 8 + APICAL_VIEWS.index(view)]))
-    kwargs = {"image_size": SMALL_IMAGE_SIZE, "n_frames": SMALL_N_FRAMES} if small else {}
+    kwargs: dict[str, Any] = {"image_size": SMALL_IMAGE_SIZE, "n_frames": SMALL_N_FRAMES} if small else {}
     return sample_apical_params(rng, view, heart=heart, case_index=index, seed=seed, **kwargs)
 
 

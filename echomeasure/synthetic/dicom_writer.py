@@ -17,8 +17,6 @@ every word of the original identity in the output does not trip on the device de
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,9 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
+from echomeasure import atomic
 from echomeasure.ingest.clip import Region
 from echomeasure.synthetic.overlays import FakeIdentity, stable_uid
 
@@ -82,26 +81,52 @@ def build_dataset(
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     if frames.ndim == 3:
         frames = frames[None]
-    n, h, w, _ = frames.shape
     multiframe = kind != "doppler"  # "2d" (PLAX) and the apical views are cines
     sop_class = US_MULTIFRAME_STORAGE if multiframe else US_IMAGE_STORAGE
     study_uid = stable_uid("study", seed, case_index)
     series_uid = stable_uid("series", seed, case_index, kind)
     sop_uid = stable_uid("instance", seed, case_index, kind)
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
-    meta.ImplementationClassUID = stable_uid("implementation", "echomeasure-synthetic")
-    meta.ImplementationVersionName = "ECHOMEASURE_SIM"
-
+    meta = _file_meta(sop_class, sop_uid, jpeg)
     preamble = (f"{identity.patient_name} {identity.patient_id} {identity.birth_date}".encode("ascii") + b"\0" * 128)[:128]
     ds = FileDataset("", {}, file_meta=meta, preamble=preamble)
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "", "0001"] if multiframe else ["ORIGINAL", "PRIMARY", "", "0010"]
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
+    _set_identity(ds, identity, description)
+    if heart_rate_bpm is not None:
+        ds.HeartRate = int(round(heart_rate_bpm))
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = f"S{case_index:04d}"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.BurnedInAnnotation = "YES"
+    ds.SequenceOfUltrasoundRegions = DicomSequence([region_item(r) for r in regions])
+    _set_image_pixel_module(ds, frames, multiframe, frame_time_ms)
+
+    private = ds.private_block(0x0009, PRIVATE_CREATOR, create=True)
+    private.add_new(0x01, "LO", identity.patient_name)
+    private.add_new(0x02, "LO", f"MRN {identity.patient_id} DOB {identity.birth_date}")
+
+    _set_pixel_data(ds, frames, jpeg)
+    return ds
+
+
+def _file_meta(sop_class: str, sop_uid: str, jpeg: bool) -> FileMetaDataset:
+    """The file meta information of a synthetic instance."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID(stable_uid("implementation", "echomeasure-synthetic"))
+    meta.ImplementationVersionName = "ECHOMEASURE_SIM"
+    return meta
+
+
+def _set_identity(ds: FileDataset, identity: FakeIdentity, description: str) -> None:
+    """Dates, people, places and devices of the fake identity (what de-identification must remove)."""
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = identity.study_date
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = identity.study_time
     ds.AcquisitionDateTime = identity.study_date + identity.study_time
@@ -126,16 +151,11 @@ def build_dataset(
     ds.DeviceSerialNumber = identity.device_serial
     ds.SoftwareVersions = "echomeasure-sim 1"
     ds.TransducerData = ["P4-2", identity.device_serial]
-    if heart_rate_bpm is not None:
-        ds.HeartRate = int(round(heart_rate_bpm))
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = f"S{case_index:04d}"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.BurnedInAnnotation = "YES"
-    ds.SequenceOfUltrasoundRegions = DicomSequence([region_item(r) for r in regions])
 
+
+def _set_image_pixel_module(ds: FileDataset, frames: np.ndarray, multiframe: bool, frame_time_ms: float | None) -> None:
+    """RGB 8-bit image attributes, and the cine timing of a multi-frame instance."""
+    n, h, w, _ = frames.shape
     ds.SamplesPerPixel = 3
     ds.PlanarConfiguration = 0
     ds.Rows = h
@@ -152,10 +172,9 @@ def build_dataset(
         ds.RecommendedDisplayFrameRate = ds.CineRate
         ds.EffectiveDuration = _ds_str(n * float(frame_time_ms or 0.0) / 1000.0)
 
-    private = ds.private_block(0x0009, PRIVATE_CREATOR, create=True)
-    private.add_new(0x01, "LO", identity.patient_name)
-    private.add_new(0x02, "LO", f"MRN {identity.patient_id} DOB {identity.birth_date}")
 
+def _set_pixel_data(ds: FileDataset, frames: np.ndarray, jpeg: bool) -> None:
+    """The frames as JPEG Baseline (YBR_FULL_422, encapsulated) or uncompressed RGB."""
     if jpeg:
         encoded = []
         for f in frames:
@@ -173,26 +192,9 @@ def build_dataset(
         ds.PhotometricInterpretation = "RGB"
         ds.PixelData = frames.tobytes()
         ds["PixelData"].VR = "OB"
-    return ds
-
-
-def file_mode() -> int:
-    """Permissions of a new file under the current umask (``mkstemp`` would leave 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def write_dataset_atomic(ds: FileDataset, path: str | Path) -> None:
-    """Write ``ds`` to ``path`` through a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    """Write ``ds`` to ``path`` atomically (:func:`echomeasure.atomic.atomic_path`), creating the folder."""
+    with atomic.atomic_path(path, make_parents=True) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

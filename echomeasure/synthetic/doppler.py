@@ -489,5 +489,7 @@ def doppler_truth(
             "sign": "velocities toward the transducer (above the baseline) are positive",
         },
         "params": params_to_dict(params),
-        "generator": {"name": "echomeasure.synthetic.doppler", "version": GENERATOR_VERSION, "seed": params.seed, "case": params.case_index},
+        "generator": {
+            "name": "echomeasure.synthetic.doppler", "version": GENERATOR_VERSION, "seed": params.seed, "case": params.case_index,
+        },
     }

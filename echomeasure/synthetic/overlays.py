@@ -39,7 +39,8 @@ class FakeIdentity:
         """The line a scanner burns into the top of the image."""
         d = self.study_date
         name = self.patient_name.replace("^", " ")
-        return f"{name}  ID:{self.patient_id}  {d[:4]}-{d[4:6]}-{d[6:]} {self.study_time[:2]}:{self.study_time[2:4]}  {self.institution}"
+        t = self.study_time
+        return f"{name}  ID:{self.patient_id}  {d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}  {self.institution}"
 
 
 def _digest_int(*parts: object) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from echomeasure.catalog import KEYPOINTS_2D, LINEAR_ENDPOINTS, CATALOG
+from echomeasure.catalog import CATALOG, KEYPOINTS_2D, LINEAR_ENDPOINTS
 from echomeasure.ingest.clip import (
     SPATIAL_2D,
     SPATIAL_WAVEFORM,
@@ -206,11 +206,13 @@ def _frames_and_fps(rng: np.random.Generator, rr_s: float, n_frames: int | None,
     return n_frames, fps
 
 
-def _sector_layout(height: int, width: int, depth_cm: float, sector_deg: float, steer_deg: float, x_jitter: float) -> SectorGeometry:
+def _sector_layout(
+    height: int, width: int, depth_cm: float, sector_deg: float, steer_deg: float, x_jitter: float
+) -> SectorGeometry:
     banner = int(np.clip(round(0.07 * height), 24, 64))
     ecg = int(round(0.1 * height))
     apex_y = banner + 6
-    depth_px = height - ecg - 8 - apex_y
+    depth_px: float = height - ecg - 8 - apex_y
     half = math.radians(sector_deg / 2.0 + abs(steer_deg))
     max_half_w = width / 2.0 - 6 - abs(x_jitter) * width
     depth_px = min(depth_px, max_half_w / math.sin(half))
@@ -450,7 +452,8 @@ class PlaxRenderer:
         tgc_shape = np.interp(z, np.linspace(0, params.depth_cm, 6), r.uniform(-1.0, 1.0, 6)).astype(np.float32)
         self.depth_gain = depth_gain(z, params.speckle, tgc_shape)[:, None]
         # near field: haze and reverberation over the first centimetres, static with slow change
-        clutter = 10 ** (params.clutter_db / 10.0) * np.exp(-z / 1.4) * (1.0 + 0.8 * np.cos(2 * math.pi * z / max(params.chest_wall_cm, 0.5)) ** 8)
+        ribs = 1.0 + 0.8 * np.cos(2 * math.pi * z / max(params.chest_wall_cm, 0.5)) ** 8
+        clutter = 10 ** (params.clutter_db / 10.0) * np.exp(-z / 1.4) * ribs
         self.clutter = (clutter[:, None] * np.exp(0.5 * smooth_field(r, shape, (3.0, 6.0)))).astype(np.float32)
         chest = z < params.chest_wall_cm
         layers = np.cos(2 * math.pi * z * r.uniform(1.2, 2.5)) > 0.6
@@ -495,9 +498,9 @@ class PlaxRenderer:
         while ((hi_s - lo_s) / step) * ((hi_t - lo_t) / step) > 3.0e6:
             step *= 1.25
         nx, ny = int((hi_s - lo_s) / step) + 2, int((hi_t - lo_t) / step) + 2
-        tex = r.standard_normal((ny, nx, 2), dtype=np.float32)
+        tex: np.ndarray = r.standard_normal((ny, nx, 2), dtype=np.float32)
         tex = cv2.GaussianBlur(tex, (0, 0), sigmaX=1.0, sigmaY=1.0)
-        tex /= np.float32(tex.std() or 1.0)
+        tex = tex / np.float32(tex.std() or 1.0)
         self.tissue_tex = tex
         self.tex_origin = (lo_s, lo_t)
         self.tex_step = step
@@ -561,7 +564,8 @@ class PlaxRenderer:
         put_text(canvas, f"{p.frequency_mhz:.1f} MHz", (x0 + 4, y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
         put_text(canvas, f"{p.depth_cm:.0f} cm", (x0 + 4, y0 + int(4.6 * th)), th * 0.8, (170, 170, 170))
         put_text(canvas, f"HR {p.heart_rate_bpm:.0f}", (x1 - int(5 * th), y0 + int(1.6 * th)), th * 0.8, (170, 170, 170))
-        put_text(canvas, f"G{50 + p.speckle.gain_db:.0f} DR{p.speckle.dynamic_range_db:.0f}", (x1 - int(6.5 * th), y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
+        put_text(canvas, f"G{50 + p.speckle.gain_db:.0f} DR{p.speckle.dynamic_range_db:.0f}",
+                 (x1 - int(6.5 * th), y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
         # depth ticks every cm along the right sector edge, just outside it
         edge = math.radians(p.steer_deg + p.sector_deg / 2.0)
         for k in range(1, int(p.depth_cm) + 1):
@@ -681,7 +685,7 @@ def render_plax(
     geos = [frame_geometry(params, i) for i in idx]
     imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
     labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
-    for k, (i, geo) in enumerate(zip(idx, geos)):
+    for k, (i, geo) in enumerate(zip(idx, geos, strict=True)):
         imgs[k] = renderer.frame(i, geo)
         if labs is not None:
             labs[k] = renderer.labels(geo)
@@ -709,7 +713,7 @@ def _ed_es_from_keypoints(kp: np.ndarray) -> tuple[int, int]:
 
 
 def plax_truth(params: PlaxParams, kp_all: np.ndarray, ed: int, es: int, renderer: PlaxRenderer) -> dict:
-    """The truth document of a cine (architecture.md section 3, plus per-frame keypoints)."""
+    """The truth document of a cine (docs/architecture.md section 3, plus per-frame keypoints)."""
     cm = renderer.geom.cm_per_px
     values = linear_values_cm(kp_all, cm)
     phases = params.phase_of_frame(np.arange(params.n_frames))
@@ -753,5 +757,7 @@ def plax_truth(params: PlaxParams, kp_all: np.ndarray, ed: int, es: int, rendere
             "es_frame": "smallest LV internal diameter in the clip",
         },
         "params": params_to_dict(params),
-        "generator": {"name": "echomeasure.synthetic.plax", "version": GENERATOR_VERSION, "seed": params.seed, "case": params.case_index},
+        "generator": {
+            "name": "echomeasure.synthetic.plax", "version": GENERATOR_VERSION, "seed": params.seed, "case": params.case_index,
+        },
     }

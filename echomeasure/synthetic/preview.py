@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from echomeasure import atomic
 from echomeasure.synthetic.doppler import FLOWS, render_doppler, sample_doppler_params
 from echomeasure.synthetic.plax import ed_es_frames, render_plax, sample_plax_params
 from echomeasure.synthetic.studio import case_rng
@@ -76,12 +75,5 @@ def write_contact_sheet(path: str | Path, seed: int = 0, **kwargs) -> Path:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - cv2 always encodes PNG
         raise RuntimeError("PNG encoding failed")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buf.tobytes())
-    from echomeasure.synthetic.dicom_writer import file_mode
-
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, path)
+    atomic.write_bytes(path, buf.tobytes(), make_parents=True)
     return path

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,8 +11,9 @@ from typing import Literal
 
 import numpy as np
 
+from echomeasure import atomic
 from echomeasure.errors import InvalidInputError
-from echomeasure.synthetic.dicom_writer import build_dataset, file_mode, write_dataset_atomic
+from echomeasure.synthetic.dicom_writer import build_dataset, write_dataset_atomic
 from echomeasure.synthetic.doppler import FLOWS
 from echomeasure.synthetic.overlays import fake_identity
 from echomeasure.synthetic.styles import (
@@ -68,7 +67,10 @@ def plan_cases(n_cases: int, kind: str, flow: str | None = None) -> list[CaseJob
     if kind in ("doppler", "both", "all"):
         start = len(jobs)
         jobs += [CaseJob(start + j, "doppler", flow or FLOWS[j % len(FLOWS)]) for j in range(n_cases)]
-    views = {"a4c": ("a4c",), "a2c": ("a2c",), "apical": ("a4c", "a2c"), "all": ("a4c", "a2c")}.get(kind, ())
+    views_of_kind: dict[str, tuple[Kind, ...]] = {
+        "a4c": ("a4c",), "a2c": ("a2c",), "apical": ("a4c", "a2c"), "all": ("a4c", "a2c"),
+    }
+    views = views_of_kind.get(kind, ())
     start = len({j.index for j in jobs})
     jobs += [CaseJob(start + j, view) for j in range(n_cases if views else 0) for view in views]
     return jobs
@@ -84,17 +86,8 @@ def _regions_json(regions) -> list[dict]:
 
 
 def write_json_atomic(obj: object, path: Path) -> None:
-    """Write JSON through a temporary file in the same folder, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic.write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = False, jpeg: bool = False,
@@ -137,7 +130,7 @@ def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = Fa
         truth = dict(cine.truth)
         regions = cine.regions
     elif job.kind in ("a4c", "a2c"):
-        from echomeasure.synthetic.apical import sample_apical_case_params, render_apical
+        from echomeasure.synthetic.apical import render_apical, sample_apical_case_params
 
         params = sample_apical_case_params(seed, job.index, job.kind, small=small)
         cine = render_apical(params, labels=False)

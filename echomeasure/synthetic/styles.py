@@ -363,7 +363,7 @@ def _vendor_look(r: np.random.Generator) -> VendorLook:
 def _vendor_gray(gray: np.ndarray, mask: np.ndarray, look: VendorLook, r: np.random.Generator,
                  apex_xy: tuple[float, float]) -> np.ndarray:
     h, w = gray.shape
-    g = gray.astype(np.float32) / 255.0
+    g: np.ndarray = gray.astype(np.float32) / 255.0
     small = cv2.resize(g, (max(8, int(w / look.block)), max(8, int(h / look.block))), interpolation=cv2.INTER_AREA)
     g = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
     g = np.clip((g - 0.5) * look.contrast + 0.5 * look.contrast + look.offset, 0.0, 1.0)
@@ -412,7 +412,8 @@ def _apply_lut(gray: np.ndarray, lut) -> np.ndarray:
 
 def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1] if ok else rgb
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+    return decoded[..., ::-1] if decoded is not None else rgb
 
 
 # =========================================================================== PLAX: render
@@ -611,9 +612,9 @@ def render_styled_doppler(params, style: str = DEFAULT_STYLE) -> SyntheticDopple
     sx0, sy0, sx1, sy1 = lay.spectral_box
     spec_i = next(i for i, reg in enumerate(regions) if reg.spatial_format == 3)
     ecg_i = next((i for i, reg in enumerate(regions) if reg.spatial_format == 4), None)
-    spec = img[sy0 : sy1 + 1, sx0 : sx1 + 1].astype(np.float32)
+    spec: np.ndarray = img[sy0 : sy1 + 1, sx0 : sx1 + 1].astype(np.float32)
     if style == "scatter":
-        grain = r.exponential(1.0, spec.shape[:2]).astype(np.float32)
+        grain: np.ndarray = r.exponential(1.0, spec.shape[:2]).astype(np.float32)
         grain = cv2.GaussianBlur(grain, (0, 0), 1.2)
         spec = spec * (0.7 + 0.3 * grain[..., None])
     else:
@@ -635,7 +636,7 @@ def render_styled_doppler(params, style: str = DEFAULT_STYLE) -> SyntheticDopple
         regions[spec_i] = dataclasses.replace(reg, delta_y=-reg.delta_y, ref_y0=int(new_baseline - reg.y0))
         peaks = {k: [(x, float(sy0 + sy1 - y)) for x, y in v] for k, v in peaks.items()}
     drop_ecg = ecg_i is not None and r.random() < 0.35
-    if drop_ecg:
+    if drop_ecg and ecg_i is not None:
         reg = regions[ecg_i]
         img[reg.y0 : reg.y1 + 1, reg.x0 : reg.x1 + 1] = 0
         regions.pop(ecg_i)

@@ -44,7 +44,7 @@ class SyntheticCine:
     frame_indices : tuple[int, ...]
         Which frames of the full clip ``frames`` holds (all of them unless a subset was asked).
     truth : dict
-        JSON-ready truth in the shape of architecture.md section 3 (plus per-frame keypoints).
+        JSON-ready truth in the shape of docs/architecture.md section 3 (plus per-frame keypoints).
     """
 
     frames: np.ndarray

@@ -178,7 +178,7 @@ def complex_field(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:
     """A smooth zero-mean, unit-std random field (for tissue texture, clutter, gain ripple)."""
-    f = rng.standard_normal(shape, dtype=np.float32)
+    f: np.ndarray = rng.standard_normal(shape, dtype=np.float32)
     f = cv2.GaussianBlur(f, (0, 0), sigmaX=float(sigma[1]), sigmaY=float(sigma[0]), borderType=cv2.BORDER_REFLECT)
     std = float(f.std()) or 1.0
     return (f - float(f.mean())) / std

@@ -113,7 +113,7 @@ class GeometryAugment:
         m[:, 2] += (tx, ty)
         pts = np.asarray(points, dtype=np.float32)
         moved = pts @ m[:, :2].T.astype(np.float32) + m[:, 2].astype(np.float32)
-        fin = np.isfinite(moved).all(-1)
+        fin = np.asarray(np.isfinite(moved).all(-1))
         inside = ((moved[..., 0] >= self.margin_px) & (moved[..., 0] <= w - 1 - self.margin_px)
                   & (moved[..., 1] >= self.margin_px) & (moved[..., 1] <= h - 1 - self.margin_px))
         if not inside[fin].all():
@@ -159,6 +159,7 @@ class AppearanceAugment:
         if rng.random() < self.jpeg_p:
             quality = int(rng.integers(*self.jpeg_quality))
             ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(x), [int(cv2.IMWRITE_JPEG_QUALITY), quality])
-            if ok:
-                x = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                x = decoded
         return np.ascontiguousarray(x)

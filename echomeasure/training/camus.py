@@ -1,6 +1,6 @@
 """CAMUS (apical 2- and 4-chamber, LV cavity / myocardium / LA): reader for both published releases.
 
-Layouts (``../shared/design/real-data.md``):
+Layouts (``docs/real-data.md``):
 
 * current release: ``database_nifti/patientXXXX/patientXXXX_{2CH,4CH}_{ED,ES,half_sequence}.nii.gz``
   with ``..._{ED,ES}_gt.nii.gz`` label maps and ``Info_{2CH,4CH}.cfg``; splits in
@@ -79,8 +79,9 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
         raise InvalidInputError("reading the CAMUS NIfTI release needs nibabel: pip install 'echomeasure[datasets]'") from None
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-        zooms = tuple(float(z) for z in img.header.get_zooms())
+        # nibabel.load is annotated as returning FileBasedImage; a NIfTI file loads as a SpatialImage.
+        data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
+        zooms = tuple(float(z) for z in img.header.get_zooms())  # type: ignore[attr-defined]
     except (OSError, ValueError, EOFError, zlib.error, nib.filebasedimages.ImageFileError):
         raise InvalidInputError(f"{path}: not a readable NIfTI image") from None
     if data.ndim == 3 and data.shape[2] == 1:

@@ -28,15 +28,16 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
+from echomeasure import atomic
+from echomeasure.catalog import DOPPLER_CHANNELS
 from echomeasure.models.preprocess import CropTransform
 from echomeasure.training.augment import AppearanceAugment, GeometryAugment, IntensityAugment
 from echomeasure.training.batch import KeypointBatch
@@ -107,7 +108,7 @@ def doppler_case(case_seed: int, small: bool = False, style: str = "classic"):
     from echomeasure.synthetic.styles import render_styled_doppler, sample_styled_doppler_params
 
     rng = np.random.default_rng(case_seed)
-    kwargs = {"image_size": SMALL_IMAGE_SIZE} if small else {}
+    kwargs: dict[str, Any] = {"image_size": SMALL_IMAGE_SIZE} if small else {}
     return render_styled_doppler(sample_styled_doppler_params(rng, style, seed=case_seed, **kwargs), style)
 
 
@@ -261,15 +262,10 @@ def build_cache(spec: TrainingSetSpec, progress: bool = True,
         targets.append(pts)
         case_ids.extend([seed] * len(imgs))
     arr = _to_grey_if_possible(np.concatenate(images))
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=folder)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, images=arr, targets=np.concatenate(targets), case_seed=np.asarray(case_ids),
+    # through a file object: given a name without .npz, numpy would append the suffix
+    with atomic.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, images=arr, targets=np.concatenate(targets), case_seed=np.asarray(case_ids),
                             spec=json.dumps(spec.describe()))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     log.info("rendered %d training images to %s", len(arr), path)
     return path
 
@@ -340,7 +336,7 @@ class HeatmapTrainingSet:
     def batch(self, rng: np.random.Generator, batch_size: int) -> KeypointBatch:
         """Draw a random augmented batch (uses only ``rng``)."""
         idx = rng.integers(0, len(self), size=batch_size)
-        xs, hs, ps = zip(*(self.sample(int(i), rng) for i in idx))
+        xs, hs, ps = zip(*(self.sample(int(i), rng) for i in idx), strict=True)
         heat = torch.from_numpy(np.stack(hs))
         return KeypointBatch(images=torch.from_numpy(np.stack(xs)), heatmaps=heat,
                              pixel_weight=torch.ones_like(heat), points_px=torch.from_numpy(np.stack(ps)))

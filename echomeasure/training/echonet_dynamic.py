@@ -1,6 +1,6 @@
 """EchoNet-Dynamic (apical 4-chamber, traced LV cavity, EF): reader for the published layout.
 
-Layout (``../shared/design/real-data.md``): ``FileList.csv``
+Layout (``docs/real-data.md``): ``FileList.csv``
 (``FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split``; FileName without
 ``.avi``, Split TRAIN / VAL / TEST), ``VolumeTracings.csv`` (``FileName,X1,Y1,X2,Y2,Frame``;
 FileName with ``.avi``, Frame 0-based) and ``Videos/<FileName>.avi``.

@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from echomeasure import catalog
+from echomeasure import atomic, catalog
 from echomeasure.errors import (
     EchomeasureError,
     InputNotFoundError,
@@ -321,15 +320,9 @@ def build_training_set(
     if not images:
         raise TrainingError(f"{dataset.csv_path}: no labelled frames to train on")
     arr, tgt = np.stack(images), np.stack(targets).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, images=arr, targets=tgt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # through a file object: given a name without .npz, numpy would append the suffix
+    with atomic.atomic_path(path, make_parents=True) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, images=arr, targets=tgt)
     return arr, tgt
 
 
@@ -356,11 +349,11 @@ def _proposer(model: str, version: str | None, weights_dir: Any, backend: str) -
         if not any(em.TASKS[t].mode == "2d" for t in entries):
             raise WeightsError(f"no 2D {em.FAMILY} checkpoint is registered; import ivs, lvid or lvpw")
 
-        def run(clip: Any, only: tuple[str, ...]) -> Any:
+        def run_echonet(clip: Any, only: tuple[str, ...]) -> Any:
             return em.propose_echonet(clip, only=only, version=version, weights_dir=weights_dir)
 
         info = em.family_info([e for e in entries.values() if em.TASKS[e.extra["task"]].mode == "2d"])
-        return run, {"name": info.name, "version": info.version, "sha256": info.sha256}
+        return run_echonet, {"name": info.name, "version": info.version, "sha256": info.sha256}
     if model != registry.PLAX_LINEAR:
         raise InvalidInputError(f"--model {model}: EchoNet-LVH is measured by plax-linear or {em.FAMILY}")
     entry = registry.get_entry(model, version, weights_dir)
@@ -581,7 +574,7 @@ def train_on_lvh(
         raise TrainingError(f"plax-linear {version} is already registered in {weights_dir}; pick another --version")
 
     arch = base.arch if base else DEFAULT_ARCH
-    input_size = tuple(base.input_size) if base else (192, 192)
+    input_size: tuple[int, int] = base.input_size if base else (192, 192)
     sigma_px = float((base.extra or {}).get("sigma_px", HEATMAP_SIGMA_PX)) if base else HEATMAP_SIGMA_PX
     max_shift_px = float((base.extra or {}).get("max_shift_px", MAX_SHIFT_PX)) if base else MAX_SHIFT_PX
     channels = tuple(base.channels) if base else catalog.KEYPOINTS_2D
@@ -666,9 +659,7 @@ def train_on_lvh(
         if eval_split is not None:
             evaluation = evaluate_lvh(dataset, split=eval_split, model=f"plax-linear:{version}",
                                       weights_dir=scratch_dir, max_videos=eval_videos, progress=progress)
-        tmp_final = weights_dir / f".{file_name}.tmp"
-        shutil.copyfile(scratch_dir / file_name, tmp_final)
-        os.replace(tmp_final, weights_dir / file_name)
+        atomic.copy_file(scratch_dir / file_name, weights_dir / file_name)
     metrics = flat_metrics(evaluation) if evaluation else {}
     if evaluation:
         extra["evaluation"] = evaluation

@@ -340,12 +340,12 @@ def robustness_breakdown(cases: Sequence[CaseResult], measurements: Sequence[str
         values = [c.conditions.get(cond, float("nan")) for c in cases]
         bins = []
         for label, mask in condition_bins(values):
-            members = [c for c, m in zip(cases, mask) if m]
+            members = [c for c, m in zip(cases, mask, strict=True) if m]
             mae: dict[str, float | None] = {}
             for name in measurements:
                 errs = [abs(c.errors[name]) for c in members if name in c.errors]
                 mae[name] = round(float(np.mean(errs)), 4) if errs else None
-            numeric = [v for v, m in zip(values, mask) if m and not isinstance(v, str)]
+            numeric = [v for v, m in zip(values, mask, strict=True) if m and not isinstance(v, str)]
             ce = case_err[mask]
             bins.append({
                 "label": label,
@@ -573,7 +573,7 @@ def evaluate_plax(
         scores.true[name].append(true_mm)
         scores.conf[name].append(float(p.confidence))
         scores.flagged[name].append(bool(getattr(p, "flagged", False)))
-        for point, kp in zip(p.points, (a, b)):
+        for point, kp in zip(p.points, (a, b), strict=False):
             scores.endpoint_mm[name].append(float(np.hypot(*(np.asarray(point) - kp_on_frame[idx[kp]]))) * mm_per_px)
         case.errors[name] = pred_mm - true_mm
 

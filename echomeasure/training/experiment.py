@@ -144,7 +144,7 @@ def simulate_reviews(
         kp = convention(case.keypoints[frame], case.cm_per_px)
         a, b = catalog.LINEAR_ENDPOINTS[st.measurement]
         wanted = (tuple(map(float, kp[_KP[a]])), tuple(map(float, kp[_KP[b]])))
-        off_mm = max(float(np.hypot(*(np.subtract(p, q)))) * mm_per_px for p, q in zip(st.proposed_points, wanted))
+        off_mm = max(float(np.hypot(*(np.subtract(p, q)))) * mm_per_px for p, q in zip(st.proposed_points, wanted, strict=False))
         if off_mm <= accept_tolerance_mm:
             store.add_review(clip_id, st.measurement, "accepted", reviewer, proposal_id=st.proposal_id,
                              seconds_spent=2.0)

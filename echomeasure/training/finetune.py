@@ -1,4 +1,4 @@
-"""Fine-tune a registered model from the sonographers' reviews (issue 6).
+"""Fine-tune a registered model from the sonographers' reviews.
 
 What the reviews mean as training data
 --------------------------------------
@@ -58,7 +58,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from echomeasure import catalog, config
+from echomeasure import atomic, catalog, config
 from echomeasure.errors import StoreError, TrainingError
 from echomeasure.ingest.clip import Clip, Region
 from echomeasure.models import registry
@@ -123,7 +123,7 @@ def _channel_points(mode: str, channels: Sequence[str], measurements: dict[str, 
     out: dict[str, list] = {c: [] for c in channels}
     for name, pts in measurements.items():
         if mode == "2d" and name in catalog.LINEAR_ENDPOINTS:
-            for kp, p in zip(catalog.LINEAR_ENDPOINTS[name], pts):
+            for kp, p in zip(catalog.LINEAR_ENDPOINTS[name], pts, strict=False):
                 if kp in out:
                     out[kp] = [p]  # shared endpoints: one point per keypoint (the latest wins upstream)
         elif mode == "doppler" and name in out:
@@ -168,16 +168,16 @@ def load_review_samples(store: Any, entry: registry.WeightsEntry) -> list[Review
             continue
         regions = rec.region_objects
         clip = Clip(frames=image[None], frame_time_ms=None, regions=regions, source_kind="dicom")
-        transform = CropTransform.for_clip(clip, entry.input_size, mode)
+        transform = CropTransform.for_clip(clip, entry.input_size, "2d" if mode == "2d" else "doppler")
         targets = np.full((len(channels), MAX_BEATS if mode == "doppler" else 1, 2), np.nan, np.float32)
         measurements = dict(tf.measurements) if tf is not None else {}
         for c, pts in _channel_points(mode, channels, measurements).items():
             if pts:
                 targets[ch_index[c], : len(pts)] = transform.to_model(np.asarray(pts, dtype=np.float64))
         negatives: list[tuple[int, float, float]] = []
-        for name, pts in rejected.get(key, []):
+        for name, rejected_pts in rejected.get(key, []):
             kps = catalog.LINEAR_ENDPOINTS.get(name, ()) if mode == "2d" else (name,)
-            pts_iter = zip(kps, pts) if mode == "2d" else ((name, p) for p in pts)
+            pts_iter = zip(kps, rejected_pts, strict=False) if mode == "2d" else ((name, p) for p in rejected_pts)
             for kp, p in pts_iter:
                 if kp in ch_index and not np.isfinite(targets[ch_index[kp]]).all(-1).any():
                     x, y = transform.to_model(np.asarray(p, dtype=np.float64))
@@ -196,10 +196,7 @@ def split_by_clip(samples: Sequence[ReviewSample], holdout_fraction: float, seed
     rng = np.random.default_rng(seed)
     order = list(rng.permutation(clip_ids))
     n_hold = int(round(holdout_fraction * len(clip_ids)))
-    if holdout_fraction > 0 and len(clip_ids) >= 2:
-        n_hold = max(1, min(n_hold, len(clip_ids) - 1))
-    else:
-        n_hold = 0
+    n_hold = max(1, min(n_hold, len(clip_ids) - 1)) if holdout_fraction > 0 and len(clip_ids) >= 2 else 0
     hold = set(order[:n_hold])
     return [s for s in samples if s.clip_id not in hold], [s for s in samples if s.clip_id in hold]
 
@@ -248,8 +245,8 @@ class ReviewTrainingSet:
             else:
                 weight[s.trusted] = 1.0
             radius = NEGATIVE_RADIUS_SIGMAS * self.sigma_px
-            for c, x, y in s.negatives:
-                weight[c][(xs - x) ** 2 + (ys - y) ** 2 <= radius**2] = 1.0
+            for ch, x, y in s.negatives:
+                weight[ch][(xs - x) ** 2 + (ys - y) ** 2 <= radius**2] = 1.0
             images.append(np.ascontiguousarray(img.transpose(2, 0, 1)))
             heats.append(heat)
             weights.append(weight)
@@ -289,8 +286,8 @@ def review_errors(propose_fn: Callable[..., Any], samples: Sequence[ReviewSample
             if mode == "2d":
                 if p.value is not None and truth_value is not None:
                     value_err.append(abs(p.value - truth_value) * 10.0)
-                    mm_per_px = truth_value * 10.0 / max(1e-9, float(np.hypot(*np.subtract(*truth_pts))))
-                    for a, b in zip(p.points, truth_pts):
+                    mm_per_px = truth_value * 10.0 / max(1e-9, float(np.hypot(*np.subtract(truth_pts[0], truth_pts[1]))))
+                    for a, b in zip(p.points, truth_pts, strict=False):
                         endpoint_mm.append(float(np.hypot(a[0] - b[0], a[1] - b[1])) * mm_per_px)
             else:
                 vals = [abs(physical_value(clip, name, (pt,))[0] or 0.0) for pt in truth_pts]
@@ -378,7 +375,7 @@ def learn_edge_offsets_mm(
         ref = proposed[channels.index("septum_lv")] if "septum_lv" in channels else proposed[0]
         px_per_mm = edges.plax_px_per_mm(s.regions, ref, fallback_height_px=s.transform.box.height_px)
         along = edges.edge_offsets_along_lines_mm(proposed, target, channels, px_per_mm)
-        for c, v in zip(channels, along):
+        for c, v in zip(channels, along, strict=True):
             if np.isfinite(v):
                 residual[c].append(float(v))
     offsets: dict[str, float] = {}
@@ -616,9 +613,7 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, *, epochs: 
             registry.register(replace(entry, extra=plain), weights_dir=plain_dir)
             after_synth_plain = evaluate(base, version, weights_dir=plain_dir, n_cases=synthetic_eval_cases,
                                          small=replay_spec.small, progress=progress).flat_metrics()
-        tmp = wdir / f".{file_name}.tmp"
-        shutil.copyfile(scratch_dir / file_name, tmp)
-        os.replace(tmp, wdir / file_name)
+        atomic.copy_file(scratch_dir / file_name, wdir / file_name)
 
     before = {"reviews_holdout": before_reviews, "synthetic_holdout": before_synth}
     after = {"reviews_holdout": after_reviews, "synthetic_holdout": after_synth,
@@ -661,7 +656,7 @@ def _replay_spec(parent: registry.WeightsEntry, replay_cases: int | None) -> Tra
     fpc = int(data.get("frames_per_case") or (4 if parent.mode == "2d" else 1))
     small = bool(data.get("small", parent.input_size[0] < 96))
     styles = tuple(data.get("styles") or ("classic",))
-    return TrainingSetSpec(parent.mode, n, tuple(parent.input_size), frames_per_case=fpc, small=small, styles=styles)
+    return TrainingSetSpec(parent.mode, n, parent.input_size, frames_per_case=fpc, small=small, styles=styles)
 
 
 def _store_version(store: Any, entry: registry.WeightsEntry) -> int | None:
@@ -690,9 +685,7 @@ def _should_activate(mode: Activate, before: dict, after: dict) -> bool:
     # the weights without it
     synth_after = after.get("synthetic_holdout_without_offsets") or after["synthetic_holdout"]
     sb, sa = before["synthetic_holdout"].get(key), synth_after.get(key)
-    if sb is not None and sa is not None and sa > sb * (1 + MAX_SYNTHETIC_REGRESSION):
-        return False
-    return True
+    return not (sb is not None and sa is not None and sa > sb * (1 + MAX_SYNTHETIC_REGRESSION))
 
 
 __all__ = ["EdgeOffsets", "FinetuneOutcome", "MIN_OFFSET_SAMPLES", "MIN_REVIEWED_FRAMES", "ReviewSample",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from echomeasure import atomic
 from echomeasure.training.batch import KeypointBatch
 from echomeasure.training.heatmaps import local_peak_centres, window_centroids
 
@@ -133,11 +133,9 @@ def keypoint_loss(
 
 def _save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
                      losses: list[float], meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "losses": losses, "meta": meta}, tmp)
-    os.replace(tmp, path)
+    with atomic.atomic_path(path, make_parents=True) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "losses": losses, "meta": meta}, tmp)
 
 
 def run_optimisation(

@@ -56,7 +56,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return (sums / counts)[inverse]
 
 
-def spearman(confidence: Sequence[float], error: Sequence[float]) -> float | None:
+def spearman(confidence: Sequence[float] | np.ndarray, error: Sequence[float] | np.ndarray) -> float | None:
     """Spearman rank correlation between confidence and absolute error (None if undefined).
 
     Negative means the model is more confident where it is more accurate.

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from echomeasure import config
+from echomeasure import atomic, config
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
 from echomeasure.errors import TrainingError
 from echomeasure.models import registry
@@ -281,7 +280,8 @@ def train_model(
         "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
         "loss": "pixel-weighted BCE-with-logits on Gaussian heatmaps + window-centroid smooth-L1",
         "augmentation": {**IntensityAugment().to_dict(),
-                         **({"geometry": geometry.to_dict(), "appearance": appearance.to_dict()} if geometry else {})},
+                         **({"geometry": geometry.to_dict(), "appearance": appearance.to_dict()}
+                            if geometry and appearance else {})},
         **({"init_from": plan.init_from} if plan.init_from else {}),
         "train_wall_s": round(result.wall_s, 1),
         "data_wall_s": round(t_data, 1),
@@ -307,9 +307,7 @@ def train_model(
         report = evaluate(name, version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
                           progress=progress)
         final_path = weights_dir / file_name
-        tmp_final = weights_dir / f".{file_name}.tmp"
-        shutil.copyfile(scratch_dir / file_name, tmp_final)
-        os.replace(tmp_final, final_path)
+        atomic.copy_file(scratch_dir / file_name, final_path)
     metrics = report.flat_metrics()
     entry = replace(entry, metrics=metrics, extra={**base_extra, "evaluation": report.to_dict()})
     entry = registry.register(entry, weights_dir=weights_dir)
