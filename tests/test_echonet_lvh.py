@@ -86,6 +86,16 @@ def test_evaluate_prints_the_error_per_measurement(lvh_root, weights, capsys):
     assert np.median([m["mae_mm"] for m in report["measurements"].values()]) < 3.0
 
 
+def test_evaluate_with_the_project_weights_folder(lvh_root, shared_cache, monkeypatch):
+    """The shipped folder also holds the view classifier: labelled frames are still measured."""
+    from echomeasure import config
+
+    monkeypatch.setenv("ECHOMEASURE_CACHE", str(shared_cache))
+    root, _ = lvh_root
+    report = lvh.evaluate_lvh(root, split="test", weights_dir=config.PROJECT_ROOT / "weights", progress=False)
+    assert all(m["failed"] == 0 and m["n"] == 1 for m in report["measurements"].values())
+
+
 def test_evaluate_compares_against_the_labels(lvh_root, weights, tmp_path):
     """Moving one labelled line (same CalcValue, a longer pixel line) changes only its error."""
     root, truth = lvh_root

@@ -361,8 +361,10 @@ def _proposer(model: str, version: str | None, weights_dir: Any, backend: str) -
     def run(clip: Any, only: tuple[str, ...]) -> Any:
         from echomeasure.propose import propose
 
+        # the labelled frames are PLAX by the dataset's definition, and a one-frame clip has no
+        # motion for the view classifier to judge: it is left out, as in the synthetic caliper evaluation
         return propose(clip, only=only, model_versions={model: entry.version}, weights_dir=weights_dir,
-                       backend=backend)
+                       backend=backend, check_view=False)
 
     return run, {"name": entry.name, "version": entry.version, "sha256": entry.sha256}
 
