@@ -122,9 +122,9 @@ def test_review_ui_agreement_report_endpoint(tmp_path: Path):
     """The UI's agreement accordion calls the same report (api_name agreement_report)."""
     from store_fixtures import lvidd_proposals, write_us_dicom
 
-    from echomeasure.ui.app import build_app
     from echomeasure.pipeline import ingest_path
     from echomeasure.store import open_store
+    from echomeasure.ui.app import build_app
 
     url = f"sqlite:///{tmp_path / 'ui.sqlite'}"
     store = open_store(url, images_dir=tmp_path / "images")

@@ -61,8 +61,8 @@ def test_viewer_clip_serves_every_frame_with_calibration_and_ed_es(fresh_store):
 
 
 def test_accept_of_unchanged_points_is_accepted_and_moved_points_are_corrected(fresh_store):
-    from echomeasure.ui.review import ReviewRequest, save_reviews
     from echomeasure.ingest.calibration import distance_cm
+    from echomeasure.ui.review import ReviewRequest, save_reviews
 
     store, info = fresh_store
     props = {p.measurement: p for p in store.proposals(info.clip_id)}
@@ -124,8 +124,8 @@ def test_added_measurement_needs_no_proposal_and_gets_a_value(fresh_store):
 
 
 def test_doppler_peak_value_is_recomputed_in_m_s(fresh_store):
-    from echomeasure.ui.review import measured_value
     from echomeasure.ingest.calibration import velocity_m_s
+    from echomeasure.ui.review import measured_value
 
     store, info = fresh_store
     clip = store.clip(info.doppler_clip_id)

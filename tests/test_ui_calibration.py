@@ -123,8 +123,8 @@ def test_user_calibration_gives_the_clip_a_scale_and_keeps_history(tmp_path):
 def test_ui_calibrates_a_video_and_values_switch_to_cm_and_export_says_user(video_store):
     from playwright.sync_api import sync_playwright
 
-    from echomeasure.ui.app import build_app, launch
     from echomeasure.store import open_store
+    from echomeasure.ui.app import build_app, launch
 
     info, video_id = video_store
     app = build_app(info.url, examples_dir=config.EXAMPLES_DIR)

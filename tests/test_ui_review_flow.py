@@ -586,7 +586,8 @@ def test_layout_uses_the_width_and_keeps_every_control_on_screen(browser, flow_a
         assert pg.evaluate("() => document.documentElement.scrollWidth") <= width
         side = pg.locator(".em-side").bounding_box()
         table = pg.locator(".em-table").bounding_box()
-        assert table["x"] + table["width"] <= side["x"] + side["width"], ("the measurement table overflows its panel", table, side)
+        assert table["x"] + table["width"] <= side["x"] + side["width"], (
+            "the measurement table overflows its panel", table, side)
         pg.screenshot(path=str(SHOTS / f"review_{width}x{height}.png"))
     finally:
         context.close()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from ui_fixtures import prepare_store
 
-from echomeasure.ui import viewmodel
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
 from echomeasure.models.registry import WeightsEntry, list_entries, register
 from echomeasure.store.records import MeasurementState
+from echomeasure.ui import viewmodel
 
 ARCH = "deeplabv3_mobilenet_v3_large"
 

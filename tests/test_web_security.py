@@ -346,9 +346,9 @@ def test_with_a_login_the_reviewer_is_the_logged_in_user(tmp_path):
 
 
 def test_the_ui_save_path_applies_the_same_reviewer_rules(tmp_path):
-    from echomeasure.ui.review import ReviewRequest, save_reviews
     from echomeasure.errors import StoreError
     from echomeasure.store import open_store
+    from echomeasure.ui.review import ReviewRequest, save_reviews
 
     info = prepare_store(tmp_path)
     store = open_store(info.url)

@@ -466,7 +466,7 @@ def _parse_header(data: bytes | memoryview) -> tuple[Dataset, int]:
         limit *= 8
 
 
-def check_dicom_bytes(original: OriginalIdentifiers, data: bytes, *, secret: bytes | None = None
+def check_dicom_bytes(original: OriginalIdentifiers, data: bytes | memoryview, *, secret: bytes | None = None
                       ) -> tuple[GateReport, Dataset, tuple[int, int] | None]:
     """Re-read a de-identified DICOM from its bytes and refuse it if anything identifying remains.
 
@@ -601,10 +601,10 @@ class DeidentifiedClip:
 
 
 def _sha256(buf: memoryview | bytes | np.ndarray) -> str:
-    return hashlib.sha256(buf).hexdigest()
+    return hashlib.sha256(buf.data if isinstance(buf, np.ndarray) else buf).hexdigest()
 
 
-def admit_dicom(original: OriginalIdentifiers, data: bytes, record: dict, *, user_cm_per_px: float | None = None,
+def admit_dicom(original: OriginalIdentifiers, data: bytes | memoryview, record: dict, *, user_cm_per_px: float | None = None,
                 secret: bytes | None = None) -> DeidentifiedClip:
     """Gate a de-identified DICOM (bytes) and build the clip from what passed.
 
@@ -660,7 +660,7 @@ def admit_frames(original: OriginalIdentifiers, data: bytes, kind: str, frames: 
     report = check_container_bytes(original, data, kind)
     frames = np.ascontiguousarray(frames)
     frames.setflags(write=False)
-    digest = _sha256(memoryview(frames).cast("B"))
+    digest = _sha256(frames.data.cast("B"))
     remap = UidRemapper(secret)
     instance_uid = remap(f"echomeasure-pixels-{digest}")
     clip = Clip(frames=frames, frame_time_ms=frame_time_ms, regions=(), source_kind=source_kind,  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ MAX_LENGTH_CM = 50.0
 
 
 def set_user_calibration(
-    store: Store, clip_id: int, points: Sequence[Sequence[float]], length_cm: float, reviewer: str
+    store: Store, clip_id: int, points: Sequence[Sequence[float]], length_cm: float | str | None, reviewer: str
 ) -> ClipRecord:
     """Calibrate a clip from a known length; returns the clip as it now reads (source ``user``).
 
@@ -59,6 +59,8 @@ def set_user_calibration(
     """
     reviewer = validate_reviewer(reviewer)
     try:
+        if length_cm is None:
+            raise ValueError("no length given")
         length = float(length_cm)
         (x0, y0), (x1, y1) = ((float(p[0]), float(p[1])) for p in points)
     except (TypeError, ValueError):

@@ -301,6 +301,37 @@ def sample_apical_heart(rng: np.random.Generator) -> ApicalHeart:
     )
 
 
+def _sample_pose(rng: np.random.Generator, heart: ApicalHeart, view: str, systole_fraction: float,
+                 geom: SectorGeometry, apex_depth_cm: float) -> dict[str, float]:
+    """The probe pose: the LV and LA of every instant inside the sector (as an operator frames them).
+
+    Each failed draw narrows tilt and offset; the last draw is kept when none fits.
+    """
+    u = rng.uniform
+    for attempt in range(100):
+        shrink = max(0.0, 1.0 - attempt / 60.0)
+        pose = {"apex_depth_cm": apex_depth_cm, "tilt_deg": u(-12.0, 12.0) * shrink, "lateral_cm": u(-0.8, 0.8) * shrink}
+        if _pose_fits(heart, view, systole_fraction, geom, pose):
+            break
+    return pose
+
+
+def _sample_echo_db(rng: np.random.Generator) -> tuple[float, ...]:
+    """Mean echo level (dB) of every apical echo class."""
+    u = rng.uniform
+    blood = u(-74.0, -64.0)
+    myo = u(-28.0, -19.0)
+    echo = [0.0] * N_ECHO
+    echo[E_BG] = u(-44.0, -32.0)
+    for k in _BLOOD:
+        echo[k] = blood + u(-2.0, 2.0)
+    echo[E_MYO] = myo
+    echo[E_WALL] = myo + u(-3.0, 3.0)
+    echo[E_PERI] = u(-6.0, 0.0)
+    echo[E_VALVE] = u(-20.0, -10.0)
+    return tuple(echo)
+
+
 def sample_apical_params(
     rng: np.random.Generator,
     view: str = "a4c",
@@ -338,12 +369,7 @@ def sample_apical_params(
     depth = float(np.clip(apex_depth + extent + u(0.8, 3.0), 13.0, 22.0))
     sector = u(70.0, 90.0)
     geom = _sector_layout(h, w, depth, sector, u(-3.0, 3.0), u(-0.03, 0.03))
-    # the probe pose: the LV and LA of every instant inside the sector (as an operator frames them)
-    for attempt in range(100):
-        shrink = max(0.0, 1.0 - attempt / 60.0)
-        pose = {"apex_depth_cm": apex_depth, "tilt_deg": u(-12.0, 12.0) * shrink, "lateral_cm": u(-0.8, 0.8) * shrink}
-        if _pose_fits(heart, view, sf, geom, pose):
-            break
+    pose = _sample_pose(rng, heart, view, sf, geom, apex_depth)
     speckle = SpeckleSettings(
         gain_db=u(-10.0, 0.0),
         dynamic_range_db=u(50.0, 65.0),
@@ -355,16 +381,7 @@ def sample_apical_params(
         noise_level=10 ** (u(-72.0, -62.0) / 20.0),
         gamma=u(1.1, 1.6),
     )
-    blood = u(-74.0, -64.0)
-    myo = u(-28.0, -19.0)
-    echo = [0.0] * N_ECHO
-    echo[E_BG] = u(-44.0, -32.0)
-    for k in _BLOOD:
-        echo[k] = blood + u(-2.0, 2.0)
-    echo[E_MYO] = myo
-    echo[E_WALL] = myo + u(-3.0, 3.0)
-    echo[E_PERI] = u(-6.0, 0.0)
-    echo[E_VALVE] = u(-20.0, -10.0)
+    echo = _sample_echo_db(rng)
     dropout = tuple((u(0.0, 1.0), u(0.1, 0.9), u(0.05, 0.2), u(6.0, 20.0)) for _ in range(int(rng.integers(0, 4))))
     tint = (1.0, 1.0, 1.0) if rng.random() < 0.6 else (u(0.9, 1.0), u(0.93, 1.0), u(0.85, 1.0))
     return ApicalParams(
@@ -384,7 +401,7 @@ def sample_apical_params(
         **pose,
         frequency_mhz=u(1.7, 3.6),
         speckle=speckle,
-        echo_db=tuple(echo),
+        echo_db=echo,
         texture_db=u(3.0, 6.5),
         dropout=dropout,
         tint=tint,

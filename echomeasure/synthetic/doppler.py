@@ -115,6 +115,31 @@ def _nice_scale(v_m_s: float) -> float:
     return math.ceil(v_m_s)
 
 
+def _beat_waves(rng: np.random.Generator, flow: str, t: float, rr_i: float, hr: float, sf: float,
+                nominal: dict[str, float], resp: float, faint_inflow: bool) -> list[Wave]:
+    """The waves of the beat starting at ``t`` s (R-R ``rr_i`` s): one jet, or mitral E and A."""
+    u = rng.uniform
+    if flow in ("av", "lvot"):
+        et = float(np.clip(0.42 - 0.0017 * hr, 0.2, 0.36)) * u(0.9, 1.08)
+        p = u(0.28, 0.38) if flow == "lvot" else u(0.3, 0.5)
+        waves = [Wave(f"{flow}_vmax", t + u(0.05, 0.09), et, -nominal[f"{flow}_vmax"] * resp, p, u(2.4, 4.0))]
+        if flow == "av" and faint_inflow:
+            e_on = t + sf * rr_i + u(0.06, 0.09)
+            waves.append(Wave("", e_on, u(0.15, 0.2), u(0.4, 0.9), u(0.3, 0.4), u(2.6, 3.6)))
+        return waves
+    if flow == "tr":
+        dur = rr_i * sf * u(1.05, 1.2)
+        return [Wave("tr_vmax", t + u(0.02, 0.04), dur, -nominal["tr_vmax"] * resp, u(0.42, 0.55), u(2.2, 3.2))]
+    e_on = t + sf * rr_i + u(0.06, 0.09)
+    e_dur = u(0.15, 0.21)
+    e = Wave("mv_e", e_on, e_dur, nominal["mv_e"] * resp, u(0.3, 0.4), u(2.6, 3.6))
+    a_dur = u(0.10, 0.14)
+    a_on = max(t + rr_i - 0.16 + u(-0.01, 0.01) - 0.0, e.peak_time_s + 0.06)
+    a_dur = min(a_dur, t + rr_i + 0.04 - a_on) if a_on + a_dur > t + rr_i + 0.04 else a_dur
+    a = Wave("mv_a", a_on, max(a_dur, 0.07), nominal["mv_a"] * resp * u(0.95, 1.05), u(0.4, 0.5), u(2.6, 3.6))
+    return [e, a]
+
+
 def sample_doppler_params(
     rng: np.random.Generator,
     flow: str | None = None,
@@ -156,25 +181,7 @@ def sample_doppler_params(
         starts.append(t)
         rrs.append(rr_i)
         resp = 1.0 + u(-0.06, 0.06)
-        if flow in ("av", "lvot"):
-            et = float(np.clip(0.42 - 0.0017 * hr, 0.2, 0.36)) * u(0.9, 1.08)
-            p = u(0.28, 0.38) if flow == "lvot" else u(0.3, 0.5)
-            waves.append(Wave(f"{flow}_vmax", t + u(0.05, 0.09), et, -nominal[f"{flow}_vmax"] * resp, p, u(2.4, 4.0)))
-            if flow == "av" and faint_inflow:
-                e_on = t + sf * rr_i + u(0.06, 0.09)
-                waves.append(Wave("", e_on, u(0.15, 0.2), u(0.4, 0.9), u(0.3, 0.4), u(2.6, 3.6)))
-        elif flow == "tr":
-            dur = rr_i * sf * u(1.05, 1.2)
-            waves.append(Wave("tr_vmax", t + u(0.02, 0.04), dur, -nominal["tr_vmax"] * resp, u(0.42, 0.55), u(2.2, 3.2)))
-        else:
-            e_on = t + sf * rr_i + u(0.06, 0.09)
-            e_dur = u(0.15, 0.21)
-            e = Wave("mv_e", e_on, e_dur, nominal["mv_e"] * resp, u(0.3, 0.4), u(2.6, 3.6))
-            a_dur = u(0.10, 0.14)
-            a_on = max(t + rr_i - 0.16 + u(-0.01, 0.01) - 0.0, e.peak_time_s + 0.06)
-            a_dur = min(a_dur, t + rr_i + 0.04 - a_on) if a_on + a_dur > t + rr_i + 0.04 else a_dur
-            a = Wave("mv_a", a_on, max(a_dur, 0.07), nominal["mv_a"] * resp * u(0.95, 1.05), u(0.4, 0.5), u(2.6, 3.6))
-            waves += [e, a]
+        waves += _beat_waves(rng, flow, t, rr_i, hr, sf, nominal, resp, faint_inflow)
         t += rr_i
     peak = max(abs(wv.peak_m_s) for wv in waves if wv.channel)
     below = flow != "mv"
@@ -269,6 +276,47 @@ def _phase_at(params: DopplerParams, t_s: np.ndarray) -> np.ndarray:
     return (t_s - starts[k]) / rrs[k]
 
 
+def _noisy_power(params: DopplerParams, rng: np.random.Generator, power: np.ndarray, v_rows: np.ndarray, dt: float,
+                 ncols: int) -> np.ndarray:
+    """The spectral power with speckle-like grain, FFT-window flicker, valve clicks and noise."""
+    # speckle-like spectral noise (exponential power), slightly smeared in time
+    grain: np.ndarray = rng.exponential(1.0, size=power.shape).astype(np.float32)
+    grain = cv2.GaussianBlur(grain, (0, 0), sigmaX=0.7, sigmaY=0.6)
+    # column-to-column gain flicker of the FFT windows
+    grain = grain * (1.0 + 0.25 * rng.standard_normal((1, ncols))).clip(0.4, 1.8).astype(np.float32)
+    noise = 10 ** (params.noise_db / 10.0) * rng.exponential(1.0, size=power.shape)
+    # valve clicks: short vertical bright lines at wave onset and end
+    clicks = np.zeros_like(power)
+    for wv in params.waves:
+        for tc in (wv.onset_s, wv.onset_s + wv.duration_s):
+            c = int(round(tc / dt))
+            if 0 <= c < ncols:
+                reach = rng.uniform(0.06, 0.16) * params.scale_m_s
+                lim = (np.abs(v_rows) < reach) & (np.abs(v_rows) > params.wall_filter_m_s)
+                clicks[lim, c] = 0.25 * rng.uniform(0.2, 1.0)
+    return (power * grain + clicks) * 10 ** (params.intensity_db / 10.0) + noise
+
+
+def _strip_regions(tissue_region: Region, params: DopplerParams, lay: StripLayout, dt: float,
+                   dy: float) -> tuple[Region, ...]:
+    """The calibration regions of a strip: the small 2D image, the spectrum (s, cm/s) and the ECG."""
+    sx0, sy0, sx1, sy1 = lay.spectral_box
+    ex0, ey0, ex1, ey1 = lay.ecg_box
+    return (
+        tissue_region,
+        Region(
+            x0=sx0, y0=sy0, x1=sx1, y1=sy1,
+            spatial_format=SPATIAL_SPECTRAL, data_type=3 if params.mode == "pw" else 4,
+            units_x=UNIT_S, units_y=UNIT_CM_S, delta_x=dt, delta_y=dy,
+            ref_x0=0, ref_y0=lay.baseline_row - sy0, ref_phys_x=0.0, ref_phys_y=0.0, flags=0,
+        ),
+        Region(
+            x0=ex0, y0=ey0, x1=ex1, y1=ey1, spatial_format=SPATIAL_WAVEFORM, data_type=10,
+            units_x=UNIT_S, units_y=UNIT_NONE, delta_x=dt, delta_y=0.0, ref_x0=0, ref_y0=0,
+        ),
+    )
+
+
 def render_doppler(params: DopplerParams, rng: np.random.Generator | None = None) -> SyntheticDoppler:
     """Render a spectral Doppler strip and its truth.
 
@@ -318,22 +366,7 @@ def render_doppler(params: DopplerParams, rng: np.random.Generator | None = None
         body = 0.12 + 0.88 * np.exp(-(((1.0 - rel) * mag[None, :]) / (0.18 + 0.25 * mag[None, :])) ** 2)
     wall = 1.0 - np.exp(-((np.abs(v_rows) / params.wall_filter_m_s) ** 2))
     power = np.where(on, body * edge, 0.0) * wall[:, None] * bright[None, :]
-    # speckle-like spectral noise (exponential power), slightly smeared in time
-    grain = rng.exponential(1.0, size=power.shape).astype(np.float32)
-    grain = cv2.GaussianBlur(grain, (0, 0), sigmaX=0.7, sigmaY=0.6)
-    # column-to-column gain flicker of the FFT windows
-    grain *= (1.0 + 0.25 * rng.standard_normal((1, ncols))).clip(0.4, 1.8).astype(np.float32)
-    noise = 10 ** (params.noise_db / 10.0) * rng.exponential(1.0, size=power.shape)
-    # valve clicks: short vertical bright lines at wave onset and end
-    clicks = np.zeros_like(power)
-    for wv in params.waves:
-        for tc in (wv.onset_s, wv.onset_s + wv.duration_s):
-            c = int(round(tc / dt))
-            if 0 <= c < ncols:
-                reach = rng.uniform(0.06, 0.16) * params.scale_m_s
-                lim = (np.abs(v_rows) < reach) & (np.abs(v_rows) > params.wall_filter_m_s)
-                clicks[lim, c] = 0.25 * rng.uniform(0.2, 1.0)
-    total = (power * grain + clicks) * 10 ** (params.intensity_db / 10.0) + noise
+    total = _noisy_power(params, rng, power, v_rows, dt, ncols)
     db = 10.0 * np.log10(np.maximum(total, 1e-9))
     gray = np.clip((db + params.dynamic_range_db) / params.dynamic_range_db, 0.0, 1.0) * 255.0
     spec = np.zeros((sy1 - sy0 + 1, sx1 - sx0 + 1), dtype=np.float32)
@@ -348,19 +381,7 @@ def render_doppler(params: DopplerParams, rng: np.random.Generator | None = None
     te = np.arange(ex1 - ex0 + 1) * dt
     draw_ecg(canvas, lay.ecg_box, _phase_at(params, te), params.systole_fraction)
 
-    regions = (
-        tissue_region,
-        Region(
-            x0=sx0, y0=sy0, x1=sx1, y1=sy1,
-            spatial_format=SPATIAL_SPECTRAL, data_type=3 if params.mode == "pw" else 4,
-            units_x=UNIT_S, units_y=UNIT_CM_S, delta_x=dt, delta_y=dy,
-            ref_x0=0, ref_y0=lay.baseline_row - sy0, ref_phys_x=0.0, ref_phys_y=0.0, flags=0,
-        ),
-        Region(
-            x0=ex0, y0=ey0, x1=ex1, y1=ey1, spatial_format=SPATIAL_WAVEFORM, data_type=10,
-            units_x=UNIT_S, units_y=UNIT_NONE, delta_x=dt, delta_y=0.0, ref_x0=0, ref_y0=0,
-        ),
-    )
+    regions = _strip_regions(tissue_region, params, lay, dt, dy)
     peaks, values = _peaks(params, lay, dt, dy, ncols)
     truth = doppler_truth(params, lay, peaks, values, dt, dy, identity)
     return SyntheticDoppler(image=canvas, regions=regions, peaks=peaks, peak_values_m_s=values, flow=params.flow, truth=truth)

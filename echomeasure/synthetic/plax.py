@@ -224,6 +224,41 @@ def _sector_layout(
     return SectorGeometry(height, width, apex_x, apex_y, cm_per_px, depth_cm, sector_deg, steer_deg, n_beams, n_samples)
 
 
+def _sample_speckle(rng: np.random.Generator, geom: SectorGeometry, sector_deg: float) -> SpeckleSettings:
+    """Scanner settings of one case: gain, dynamic range, point-spread function, noise."""
+    u = rng.uniform
+    return SpeckleSettings(
+        gain_db=u(-10.0, 0.0),
+        dynamic_range_db=u(50.0, 65.0),
+        psf_axial_samples=u(0.9, 1.6),
+        psf_lateral_beams=u(0.55, 1.1) / 0.36 * (geom.n_beams - 1) / (sector_deg / 0.36),
+        persistence=u(0.55, 0.85),
+        attenuation_db_per_cm=u(0.6, 1.8),
+        tgc_residual_db=u(1.0, 6.0),
+        noise_level=10 ** (u(-72.0, -62.0) / 20.0),
+        gamma=u(1.1, 1.6),
+    )
+
+
+def _sample_echo_db(rng: np.random.Generator) -> tuple[float, ...]:
+    """Mean echo level (dB) of every echo class: blood pools alike, myocardium alike, bright pericardium."""
+    u = rng.uniform
+    echo = [0.0] * anatomy.N_ECHO_CLASSES
+    blood = u(-74.0, -64.0)
+    myo = u(-28.0, -20.0)
+    echo[anatomy.E_BG] = u(-43.0, -33.0)
+    for k in (anatomy.E_LV, anatomy.E_RV, anatomy.E_LA, anatomy.E_AO, anatomy.E_DAO):
+        echo[k] = blood + u(-2.0, 2.0)
+    echo[anatomy.E_SEPTUM] = myo + u(-2.0, 2.0)
+    echo[anatomy.E_MYO] = myo + u(-2.0, 3.0)
+    echo[anatomy.E_PERI] = u(-4.0, 0.0)
+    echo[anatomy.E_VALVE] = u(-20.0, -12.0)
+    echo[anatomy.E_FIBROUS] = u(-27.0, -19.0)
+    echo[anatomy.E_DAO_WALL] = u(-16.0, -8.0)
+    echo[anatomy.E_CHORDAE] = u(-42.0, -32.0)
+    return tuple(echo)
+
+
 def sample_plax_params(
     rng: np.random.Generator,
     *,
@@ -267,30 +302,8 @@ def sample_plax_params(
         depth = float(np.clip(max(u(12.0, 20.0), needed), 12.0, 20.0))
         x_jitter = u(-0.04, 0.04)
         geom = _sector_layout(h, w, depth, sector, steer, x_jitter)
-        speckle = SpeckleSettings(
-            gain_db=u(-10.0, 0.0),
-            dynamic_range_db=u(50.0, 65.0),
-            psf_axial_samples=u(0.9, 1.6),
-            psf_lateral_beams=u(0.55, 1.1) / 0.36 * (geom.n_beams - 1) / (sector / 0.36),
-            persistence=u(0.55, 0.85),
-            attenuation_db_per_cm=u(0.6, 1.8),
-            tgc_residual_db=u(1.0, 6.0),
-            noise_level=10 ** (u(-72.0, -62.0) / 20.0),
-            gamma=u(1.1, 1.6),
-        )
-        echo = [0.0] * anatomy.N_ECHO_CLASSES
-        blood = u(-74.0, -64.0)
-        myo = u(-28.0, -20.0)
-        echo[anatomy.E_BG] = u(-43.0, -33.0)
-        for k in (anatomy.E_LV, anatomy.E_RV, anatomy.E_LA, anatomy.E_AO, anatomy.E_DAO):
-            echo[k] = blood + u(-2.0, 2.0)
-        echo[anatomy.E_SEPTUM] = myo + u(-2.0, 2.0)
-        echo[anatomy.E_MYO] = myo + u(-2.0, 3.0)
-        echo[anatomy.E_PERI] = u(-4.0, 0.0)
-        echo[anatomy.E_VALVE] = u(-20.0, -12.0)
-        echo[anatomy.E_FIBROUS] = u(-27.0, -19.0)
-        echo[anatomy.E_DAO_WALL] = u(-16.0, -8.0)
-        echo[anatomy.E_CHORDAE] = u(-42.0, -32.0)
+        speckle = _sample_speckle(rng, geom, sector)
+        echo = _sample_echo_db(rng)
         dropout = tuple(
             (u(0.0, 1.0), u(0.15, 0.9), u(0.05, 0.2), u(6.0, 20.0)) for _ in range(int(rng.integers(0, 4)))
         )
@@ -315,7 +328,7 @@ def sample_plax_params(
             probe_offset_frac=x_jitter,
             frequency_mhz=u(1.7, 3.6),
             speckle=speckle,
-            echo_db=tuple(echo),
+            echo_db=echo,
             texture_db=u(3.0, 6.5),
             specular_db=u(1.5, 6.0),
             clutter_db=u(-40.0, -22.0),

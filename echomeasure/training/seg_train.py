@@ -286,12 +286,13 @@ def _biplane_errors(axes: dict[str, dict[str, Any]]) -> tuple[list[float], list[
             except (KeyError, AttributeError, TypeError):
                 continue
             ef[src] = volumes.ef_percent(ed, es)
-        if ef.get("pred") is None:
+        pred, ref = ef.get("pred"), ef.get("ref")
+        if pred is None:
             continue
-        if ef.get("ref") is not None:
-            vs_ref.append(abs(ef["pred"] - ef["ref"]))
+        if ref is not None:
+            vs_ref.append(abs(pred - ref))
         if "ef" in a4["reported"]:
-            vs_reported.append(abs(ef["pred"] - a4["reported"]["ef"]))
+            vs_reported.append(abs(pred - a4["reported"]["ef"]))
     return vs_ref, vs_reported
 
 
