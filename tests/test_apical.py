@@ -174,3 +174,75 @@ def test_method_of_discs_on_the_label_maps_matches_the_truth(view):
     assert ax_ed.length_px * cine.cm_per_px == pytest.approx(cine.truth["frames"][ed]["lv_length_cm"], rel=0.02)
     # no LV in the map: no axis, no volume
     assert volumes.lv_axis(np.where(cine.labels[0] == 1, 0, cine.labels[0])) is None
+
+
+class _OracleRunner:
+    """Stands in for a segmentation network: returns the phantom's own label maps as logits."""
+
+    def __init__(self, labels_by_frame: np.ndarray, transform):
+        self.labels = labels_by_frame
+        self.transform = transform
+        self.calls = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h, w = x.shape[2:]
+        x0, y0, x1, y1 = self.transform.box.as_tuple()
+        out = []
+        for lab in self.labels[self.calls : self.calls + len(x)]:
+            small = cv2.resize(lab[y0 : y1 + 1, x0 : x1 + 1], (w, h), interpolation=cv2.INTER_NEAREST)
+            out.append(np.stack([(small == k) * 20.0 - 10.0 for k in range(4)]))
+        self.calls += len(x)
+        return np.asarray(out, dtype=np.float32)
+
+
+def _engine(runner):
+    from types import SimpleNamespace
+
+    from echomeasure.propose.types import ModelInfo
+
+    entry = SimpleNamespace(input_size=(128, 128), name="apical-seg", version="test", sha256="0" * 64)
+    return SimpleNamespace(entry=entry, runner=runner, info=ModelInfo("apical-seg", "test", "0" * 64))
+
+
+def test_apical_proposals_from_a_perfect_segmentation_match_the_truth():
+    """The apical path (batching, crop, upsampling, ED/ES by area, discs, EF, LA) on ideal label maps."""
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.models.preprocess import CropTransform
+    from echomeasure.propose.apical import propose_apical
+
+    params = dataclasses.replace(sample_apical_case_params(2, 1, "a4c", small=True), n_frames=20)
+    cine = render_apical(params, labels=True)
+    clip = Clip(frames=cine.frames, frame_time_ms=cine.frame_time_ms, regions=cine.regions, source_kind="dicom")
+    runner = _OracleRunner(cine.labels, CropTransform.for_clip(clip, (128, 128), "2d"))
+    result = propose_apical(clip, "a4c", engine=_engine(runner), batch_size=8)
+    assert (result.ed_frame, result.es_frame) == (cine.ed_frame, cine.es_frame)
+    values = {v["name"]: v for v in result.volumes}
+    truth = cine.truth["volumes"]
+    assert values["lvedv"]["method"] == "single-plane A4C" and values["lvedv"]["unit"] == "ml"
+    assert values["lvedv"]["value"] == pytest.approx(truth["method_of_discs"]["lvedv"], rel=0.05)
+    assert values["lvesv"]["value"] == pytest.approx(truth["method_of_discs"]["lvesv"], rel=0.06)
+    assert values["lvef"]["value"] == pytest.approx(truth["method_of_discs"]["lvef"], abs=3.0)
+    assert values["la_volume"]["value"] == pytest.approx(truth["area_length"]["la_volume"], rel=0.08)
+    structures = {(s["frame"], s["structure"]) for s in result.segmentations}
+    assert structures == {(f, s) for f in (cine.ed_frame, cine.es_frame) for s in ("lv", "myocardium", "la")}
+    assert all(len(s["polygon"]) >= 4 and s["area_cm2"] > 0 and s["confidence"] > 0.9 for s in result.segmentations)
+
+
+def test_a_segmentation_without_an_lv_gives_no_volume_and_a_notice():
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.propose.apical import propose_apical
+
+    params = dataclasses.replace(sample_apical_case_params(2, 2, "a2c", small=True), n_frames=6)
+    cine = render_apical(params, labels=False)
+    clip = Clip(frames=cine.frames, frame_time_ms=cine.frame_time_ms, regions=cine.regions, source_kind="dicom")
+
+    def background_only(x):
+        out = np.full((len(x), 4) + x.shape[2:], -10.0, np.float32)
+        out[:, 0] = 10.0
+        return out
+
+    result = propose_apical(clip, "a2c", engine=_engine(background_only))
+    values = {v["name"]: v for v in result.volumes}
+    assert values["lvedv"]["value"] is None and values["lvedv"]["confidence"] == 0.0
+    assert values["lvef"]["value"] is None and "no left ventricle" in result.notices[0]
+    assert result.segmentations == []

@@ -684,6 +684,17 @@ def propose(
     if kind == "2d" and view is not None and view.name != "plax":
         # not a PLAX cine: the PLAX models do not run; the reviewer may still add calipers by hand
         log.info("view %s (%.2f): no PLAX proposals", view.name, view.confidence)
+        from echomeasure.propose import apical
+
+        if view.name in ("a4c", "a2c") and apical.seg_registered(weights_dir):
+            engine = get_engine(apical.SEG_MODEL, versions.get(apical.SEG_MODEL), weights_dir=weights_dir, backend=backend)
+            result = apical.propose_apical(clip, view.name, engine=engine, per_frame=per_frame, batch_size=batch_size,
+                                           timings=timings)
+            timings["total"] = time.perf_counter() - t_start
+            return ClipProposals(kind=kind, calibration=clip.calibration_source, model=result.model, measurements=[],
+                                 ed_frame=result.ed_frame, es_frame=result.es_frame, timings_s=timings,
+                                 view=view.as_json(), notices=notices + result.notices, volumes=result.volumes,
+                                 segmentations=result.segmentations)
         timings["total"] = time.perf_counter() - t_start
         return ClipProposals(kind=kind, calibration=clip.calibration_source, model=_view_model_info(view, weights_dir),
                              measurements=[], timings_s=timings, view=view.as_json(), notices=notices)
@@ -761,6 +772,9 @@ def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 
     }
     out["view"] = proposals.view
     out["notices"] = list(proposals.notices)
+    out["measurements"] += [dict(v) for v in proposals.volumes]
+    if proposals.segmentations:
+        out["segmentations"] = proposals.segmentations
     out["segmentations"] = list(proposals.segmentations)
     if proposals.frames:
         out["frames"] = proposals.frames

@@ -1,0 +1,168 @@
+"""Apical clips (A4C, A2C): LV cavity, myocardium and LA segmentation, volumes and EF.
+
+``propose_apical(clip, view)`` runs the registered ``apical-seg`` model on every frame (batched,
+model resolution), takes end-diastole and end-systole as the frames of largest and smallest LV
+cavity area, maps their class probabilities back to the full image, and measures there with
+:mod:`echomeasure.propose.volumes`: LV EDV and ESV by the single-plane method of discs of the
+view, EF from them, LA volume by area-length at end-systole.  Each value carries the method
+(``single-plane A4C`` ...).  ``segmentations`` holds one polygon per structure and frame (ED and
+ES; every frame with ``per_frame``) with its area and confidence (mean class probability).
+
+A frame without an LV gives no volume, confidence 0 and a notice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from echomeasure.catalog import APICAL_SEG_CLASSES
+from echomeasure.ingest.clip import Clip
+from echomeasure.propose import volumes
+
+SEG_MODEL = "apical-seg"
+STRUCTURES = APICAL_SEG_CLASSES[1:]  # lv, myocardium, la
+
+
+@dataclass
+class ApicalResult:
+    """What the apical path proposes for one clip (JSON-ready volumes and segmentations)."""
+
+    volumes: list[dict]
+    segmentations: list[dict]
+    ed_frame: int
+    es_frame: int
+    model: Any  # propose.types.ModelInfo
+    notices: list[str] = field(default_factory=list)
+
+
+def seg_registered(weights_dir: Any = None) -> bool:
+    """True when the weights folder has an ``apical-seg`` model."""
+    from echomeasure.models import registry
+
+    try:
+        return any(e.name == SEG_MODEL for e in registry.list_entries(weights_dir))
+    except Exception:  # an unreadable manifest is reported by whoever loads a model from it
+        return False
+
+
+def _cm_per_px(clip: Clip) -> float | None:
+    """Square pixel size of the 2D region (cm), else the user's scale, else None."""
+    regions = [r for r in clip.regions if r.is_2d_cm]
+    if regions:
+        r = max(regions, key=lambda r: (r.x1 - r.x0) * (r.y1 - r.y0))
+        dx, dy = abs(r.delta_x), abs(r.delta_y)
+        if dx > 0 and abs(dx - dy) <= 0.01 * dx:
+            return dx
+        return None
+    return clip.user_cm_per_px or None
+
+
+def _full_probabilities(prob: np.ndarray, box: Any, shape: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) model-resolution probabilities -> (C, H, W) on the full image (0 outside the box)."""
+    x0, y0, x1, y1 = box.as_tuple()
+    out = np.zeros((prob.shape[0],) + shape, np.float32)
+    out[0] = 1.0
+    for c in range(prob.shape[0]):
+        out[c, y0 : y1 + 1, x0 : x1 + 1] = cv2.resize(prob[c], (x1 - x0 + 1, y1 - y0 + 1), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def _polygons(labels: np.ndarray, prob: np.ndarray, frame: int, cm_per_px: float | None) -> list[dict]:
+    out = []
+    for k, name in enumerate(STRUCTURES, start=1):
+        mask = (labels == k).astype(np.uint8)
+        if mask.sum() < 10:
+            continue
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        c = max(contours, key=cv2.contourArea)
+        poly = cv2.approxPolyDP(c, 1.0, True).reshape(-1, 2)
+        area_px = float(mask.sum())
+        out.append({
+            "frame": frame, "structure": name,
+            "polygon": [[int(x), int(y)] for x, y in poly],
+            "area_cm2": None if cm_per_px is None else round(area_px * cm_per_px**2, 3),
+            "confidence": round(float(prob[k][mask > 0].mean()), 4),
+        })
+    return out
+
+
+def propose_apical(
+    clip: Clip,
+    view: str,
+    *,
+    engine: Any,
+    per_frame: bool = False,
+    batch_size: int = 16,
+    timings: dict[str, float] | None = None,
+) -> ApicalResult:
+    """Segment an apical clip with ``engine`` (a ``propose.engine`` engine of ``apical-seg``)."""
+    from echomeasure.models.preprocess import CropTransform
+
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    transform = CropTransform.for_clip(clip, engine.entry.input_size, "2d")
+    n = clip.n_frames
+    probs = []
+    for start in range(0, n, batch_size):
+        logits = np.asarray(engine.runner(transform.apply_array(clip.frames[start : start + batch_size])), dtype=np.float32)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs.append(e / e.sum(axis=1, keepdims=True))
+    prob = np.concatenate(probs)  # (N, 4, h, w)
+    timings["segmentation"] = time.perf_counter() - t0
+    lv_area = (prob.argmax(axis=1) == 1).sum(axis=(1, 2))
+    ed, es = int(np.argmax(lv_area)), int(np.argmin(lv_area))
+    cm = _cm_per_px(clip)
+    unit_scale = "ml" if cm is not None else "px"
+    notices: list[str] = []
+    method = f"single-plane {view.upper()}"
+
+    frames = range(n) if per_frame else sorted({ed, es})
+    axes: dict[int, Any] = {}
+    maps: dict[int, np.ndarray] = {}
+    segmentations: list[dict] = []
+    conf_lv: dict[int, float] = {}
+    for i in frames:
+        full = _full_probabilities(prob[i], transform.box, (clip.height, clip.width))
+        labels = full.argmax(axis=0).astype(np.uint8)
+        maps[i] = labels
+        axes[i] = volumes.lv_axis(labels)
+        lv = labels == 1
+        conf_lv[i] = float(full[1][lv].mean()) if lv.any() else 0.0
+        segmentations += _polygons(labels, full, i, cm)
+
+    def lv_volume(i: int) -> float | None:
+        if axes.get(i) is None or cm is None:
+            return None
+        return volumes.mod_single_plane_ml(axes[i], cm)
+
+    edv, esv = lv_volume(ed), lv_volume(es)
+    if axes.get(ed) is None or axes.get(es) is None:
+        notices.append("the segmentation found no left ventricle on the end-diastolic or end-systolic frame: no volumes")
+    elif cm is None:
+        notices.append("this clip has no square cm calibration: volumes need one (give --scale for a video)")
+    ef = volumes.ef_percent(edv, esv) if edv is not None and esv is not None else None
+    la = volumes.la_area_length_ml(maps[es], cm, axes.get(es)) if cm is not None else None
+    model = engine.info
+    conf_ed, conf_es = (conf_lv.get(ed, 0.0) if edv is not None else 0.0), (conf_lv.get(es, 0.0) if esv is not None else 0.0)
+    vols = [
+        {"name": "lvedv", "value": edv, "unit": unit_scale, "frame": ed, "method": method, "confidence": conf_ed},
+        {"name": "lvesv", "value": esv, "unit": unit_scale, "frame": es, "method": method, "confidence": conf_es},
+        {"name": "lvef", "value": ef, "unit": "%" if ef is not None else "px", "frame": es, "method": method,
+         "confidence": min(conf_ed, conf_es) if ef is not None else 0.0},
+        {"name": "la_volume", "value": la, "unit": unit_scale, "frame": es, "method": f"area-length {view.upper()}",
+         "confidence": float(np.mean([s["confidence"] for s in segmentations if s["structure"] == "la" and s["frame"] == es] or [0.0]))
+         if la is not None else 0.0},
+    ]
+    for v in vols:
+        v["value"] = None if v["value"] is None else round(float(v["value"]), 2)
+        v["confidence"] = round(float(v["confidence"]), 4)
+    if axes.get(ed) is not None:
+        vols.append({"name": "lv_length", "value": None if cm is None else round(axes[ed].length_px * cm, 3),
+                     "unit": "cm" if cm is not None else "px", "frame": ed, "method": method,
+                     "confidence": round(conf_ed, 4)})
+    return ApicalResult(vols, segmentations, ed, es, model, notices)
