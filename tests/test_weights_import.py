@@ -264,3 +264,30 @@ def test_register_many_is_all_or_nothing(tmp_path):
     assert (weights / "manifest.json").read_bytes() == before
     assert [e.name for e in registry.register_many([new], weights_dir=weights)] == [t.registry_name]
     assert len(registry.list_entries(weights)) == 2
+
+
+def test_a_clip_that_is_not_plax_gets_no_echonet_plax_calipers(tmp_path, monkeypatch):
+    """pydicom's real apical four-chamber cine, with the shipped plax-linear and view classifier."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    from echomeasure import config
+    from echomeasure.ingest import read_clip
+
+    weights = tmp_path / "weights"
+    shipped = config.PROJECT_ROOT / "weights"
+    if registry.active_version("view", shipped) is None:
+        pytest.skip("no view classifier is shipped")
+    for name in ("plax-linear", "view"):
+        entry = registry.get_entry(name, None, shipped)
+        weights.mkdir(exist_ok=True)
+        shutil.copyfile(shipped / entry.file, weights / entry.file)
+        registry.register(entry, weights_dir=weights)
+    _register_stand_ins(weights, ["ivs"])
+    monkeypatch.setattr(em, "_load", lambda entry, wd, device: pytest.fail("a PLAX checkpoint ran on an A4C clip"))
+    clip = read_clip(get_testdata_file("examples_ybr_color.dcm"))
+    result = em.propose_echonet(clip, weights_dir=weights, device="cpu")
+    assert result.measurements == []
+    assert result.view is not None and result.view["name"] != "plax"
+    assert any("not a parasternal long-axis" in n for n in result.notices)

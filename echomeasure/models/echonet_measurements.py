@@ -22,7 +22,9 @@ Checkpoint layout
     task runs only on the frame its measurement is read on: end-diastole for ivsd, lvidd,
     lvpwd and aortic_root, end-systole for lvids and la.  ED and ES come from the fast
     ``plax-linear`` model when it is installed, else from the ``lvid`` task run on every frame;
-    ``per_frame`` runs every task on every frame.  CUDA is used when present.
+    ``per_frame`` runs every task on every frame.  The view decision of that ``plax-linear`` run
+    applies too: a clip the view classifier does not call PLAX gets no PLAX calipers, with its
+    notice.  CUDA is used when present.
 Doppler tasks (``avvmax``, ``trvmax``, ``lvotvmax``, ``mvpeak_2c``)
     The last frame (a single-frame strip), RGB; ECG-trace pixels (green > 200 and red < 100)
     set to black; the rows from the spectral region's top row to the bottom of the image, full
@@ -490,21 +492,29 @@ def _entry_info(entry: registry.WeightsEntry):
     return ModelInfo(entry.name, entry.version, entry.sha256)
 
 
-def _ed_es(clip: Clip, runner: _TwoDRunner, per_frame: bool, weights_dir: Any) -> tuple[int, int, str, Any]:
-    """ED and ES frames, how they were chosen, and the plax-linear run that chose them (or None)."""
+def _ed_es(clip: Clip, runner: _TwoDRunner, per_frame: bool, weights_dir: Any) -> tuple[int | None, int | None, str, Any]:
+    """ED and ES frames, how they were chosen, and the plax-linear run (view decision included), or None.
+
+    ED and ES are None when that run's view classifier says the clip is not PLAX: then no PLAX
+    checkpoint runs, as for the project's own models.
+    """
     from echomeasure.propose.temporal import select_ed_es
 
     if clip.n_frames == 1:
         return 0, 0, "single frame", None
-    if not per_frame:
-        try:
-            from echomeasure.propose.engine import propose as propose_own
+    own = None
+    try:
+        from echomeasure.propose.engine import propose as propose_own
 
-            own = propose_own(clip, only=("lvidd", "lvids"), refine_edges=False, weights_dir=weights_dir)
-            if own.ed_frame is not None and own.es_frame is not None:
-                return int(own.ed_frame), int(own.es_frame), f"plax-linear {own.model.version} LV diameter", own
-        except WeightsError as exc:
-            log.info("plax-linear unavailable for ED/ES (%s); using the lvid checkpoint on every frame", exc)
+        own = propose_own(clip, only=("lvidd", "lvids"), refine_edges=False, weights_dir=weights_dir)
+    except WeightsError as exc:
+        log.info("plax-linear unavailable for the view and ED/ES (%s)", exc)
+    view = getattr(own, "view", None)
+    if isinstance(view, dict) and view.get("name") not in (None, "plax"):
+        return None, None, f"view {view.get('name')}", own
+    own_frames = own is not None and own.ed_frame is not None and own.es_frame is not None
+    if own_frames and (not per_frame or "lvid" not in runner.entries):
+        return int(own.ed_frame), int(own.es_frame), f"plax-linear {own.model.version} LV diameter", own
     if "lvid" not in runner.entries:
         raise MeasurementError(
             "choosing end-diastole and end-systole needs the plax-linear model or the EchoNet lvid "
@@ -514,7 +524,7 @@ def _ed_es(clip: Clip, runner: _TwoDRunner, per_frame: bool, weights_dir: Any) -
     diameter = np.array([np.hypot(*np.subtract(*lvid[i].points)) for i in range(clip.n_frames)])
     conf = np.array([lvid[i].confidence for i in range(clip.n_frames)])
     ed, es = select_ed_es(diameter, conf, frame_time_ms=clip.frame_time_ms)
-    return int(ed), int(es), "EchoNet lvid diameter on every frame", None
+    return int(ed), int(es), "EchoNet lvid diameter on every frame", own
 
 
 def _propose_2d(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tuple[str, ...] | None,
@@ -539,6 +549,9 @@ def _propose_2d(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tup
     runner = _TwoDRunner(clip, entries, weights_dir, device)
     ed, es, how, own = _ed_es(clip, runner, per_frame, weights_dir)
     tasks = sorted({TASK_OF[m] for m in wanted})
+    if ed is None or es is None:  # not a PLAX clip: no PLAX calipers (the notices say why)
+        log.info("%s: %s, no 2D proposals", FAMILY, how)
+        return [], None, None, [], [entries[t] for t in tasks], own
     if per_frame:
         for i, task in enumerate(tasks):
             runner.run(task, range(clip.n_frames), None)
