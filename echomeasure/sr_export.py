@@ -149,6 +149,40 @@ def unit_code(ucum: str):
 # --------------------------------------------------------------------------- source image
 
 
+def _stored_frames(store: Store, clip: ClipRecord) -> np.ndarray:
+    """Every frame of the clip from the image store, checked against the gate's pixel SHA-256."""
+    saved = {f.frame_index for f in store.frame_images(clip.id)}
+    missing = [i for i in range(clip.n_frames) if i not in saved]
+    if missing:
+        raise StoreError(f"clip {clip.id}: {len(missing)} of its {clip.n_frames} frames are not in the image store")
+    frames = np.stack([store.frame(clip.id, i) for i in range(clip.n_frames)])
+    if hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest() != clip.pixel_sha256:
+        raise StoreError(f"clip {clip.id}: the stored frames do not match the de-identified pixels' hash")
+    return frames
+
+
+def _set_deidentification(ds: Dataset, clip: ClipRecord) -> None:
+    """The de-identification attributes: method, the CID 7050 options recorded at ingest, burned-in text."""
+    from pydicom.sequence import Sequence as DicomSequence
+
+    from echomeasure.ingest.deid import CID_7050
+
+    ds.PatientIdentityRemoved = "YES"
+    record = clip.deid_record or {}
+    method = f"echomeasure {__version__}; rebuilt from the review store"
+    ds.DeidentificationMethod = method[:64]
+    recorded = [c.get("value") if isinstance(c, dict) else c for c in record.get("cid7050_codes", []) or []]
+    items = []
+    for c in [c for c in recorded if c in CID_7050] or ["113100"]:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = c, "DCM", CID_7050[c]
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = DicomSequence(items)
+    burned = ((record.get("pixels") or {}).get("burned_in_annotation_output")) if isinstance(record, dict) else None
+    if burned in ("YES", "NO"):
+        ds.BurnedInAnnotation = burned
+
+
 def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes) -> Dataset:
     """The clip's de-identified instance rebuilt from the store (frames, regions, UIDs).
 
@@ -163,16 +197,9 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes) -> Dataset:
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import UID, ExplicitVRLittleEndian
 
-    from echomeasure.ingest.deid import CID_7050, patient_pseudonym
+    from echomeasure.ingest.deid import patient_pseudonym
 
-    saved = {f.frame_index for f in store.frame_images(clip.id)}
-    missing = [i for i in range(clip.n_frames) if i not in saved]
-    if missing:
-        raise StoreError(f"clip {clip.id}: {len(missing)} of its {clip.n_frames} frames are not in the image store")
-    frames = np.stack([store.frame(clip.id, i) for i in range(clip.n_frames)])
-    if hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest() != clip.pixel_sha256:
-        raise StoreError(f"clip {clip.id}: the stored frames do not match the de-identified pixels' hash")
-
+    frames = _stored_frames(store, clip)
     n, rows, cols, _ = frames.shape
     sop_class = US_MULTIFRAME_IMAGE_STORAGE if n > 1 else US_IMAGE_STORAGE
     ds = Dataset()
@@ -210,20 +237,7 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes) -> Dataset:
         ds.FrameTime = f"{clip.frame_time_ms or 33.3:.4g}"
     if clip.regions:
         ds.SequenceOfUltrasoundRegions = DicomSequence([_region_item(r) for r in clip.region_objects])
-    ds.PatientIdentityRemoved = "YES"
-    record = clip.deid_record or {}
-    method = f"echomeasure {__version__}; rebuilt from the review store"
-    ds.DeidentificationMethod = method[:64]
-    recorded = [c.get("value") if isinstance(c, dict) else c for c in record.get("cid7050_codes", []) or []]
-    items = []
-    for c in [c for c in recorded if c in CID_7050] or ["113100"]:
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = c, "DCM", CID_7050[c]
-        items.append(item)
-    ds.DeidentificationMethodCodeSequence = DicomSequence(items)
-    burned = ((record.get("pixels") or {}).get("burned_in_annotation_output")) if isinstance(record, dict) else None
-    if burned in ("YES", "NO"):
-        ds.BurnedInAnnotation = burned
+    _set_deidentification(ds, clip)
     ds.PixelData = np.ascontiguousarray(frames).tobytes()
     ds["PixelData"].VR = "OB"
 

@@ -419,6 +419,32 @@ def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 # =========================================================================== PLAX: render
 
 
+def _frame_indices(frames: int | Sequence[int] | None, n_frames: int) -> tuple[int, ...]:
+    """The frame indices asked for: all, the first ``frames``, or the listed ones."""
+    if frames is None:
+        return tuple(range(n_frames))
+    if isinstance(frames, (int, np.integer)):
+        return tuple(range(min(int(frames), n_frames)))
+    return tuple(int(i) for i in frames)
+
+
+def _styled_sector_rgb(renderer, params, geo, i: int, scatter, warp, vendor) -> np.ndarray:
+    """The sector image of frame ``i`` in the family's look (scatter texture, warp, vendor grey map)."""
+    mask = renderer.conv.sector_mask
+    if scatter is not None:
+        gray = renderer.conv.to_image(scatter.polar(geo, i))
+    else:
+        gray = renderer.sector_image(geo, i).astype(np.float32)
+    if warp is not None:
+        gray = warp.apply(gray) * mask
+    if vendor is not None:
+        fr = np.random.default_rng([params.noise_seed, 31, i])
+        gray = _vendor_gray(gray, mask, vendor, fr, (renderer.geom.apex_x_px, renderer.geom.apex_y_px))
+        return _apply_lut(gray, vendor.lut)
+    gray8 = np.clip(gray, 0, 255).astype(np.uint8)
+    return cv2.merge([gray8, gray8, gray8])
+
+
 def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequence[int] | None = None,
                        labels: bool = False) -> SyntheticCine:
     """Render a PLAX case in a family (``classic``: exactly :func:`~.plax.render_plax`).
@@ -439,12 +465,7 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
     style = check_style(style)
     if style == "classic":
         return render_plax(params, frames=frames, labels=labels)
-    if frames is None:
-        idx = tuple(range(params.n_frames))
-    elif isinstance(frames, (int, np.integer)):
-        idx = tuple(range(min(int(frames), params.n_frames)))
-    else:
-        idx = tuple(int(i) for i in frames)
+    idx = _frame_indices(frames, params.n_frames)
     renderer = PlaxRenderer(params)
     g = renderer.geom
     cm = g.cm_per_px
@@ -472,19 +493,7 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
     labs = np.empty((len(idx), h, w), dtype=np.uint8) if labels else None
     for k, i in enumerate(idx):
         geo = frame_geometry(params, i)
-        if scatter is not None:
-            gray = renderer.conv.to_image(scatter.polar(geo, i))
-        else:
-            gray = renderer.sector_image(geo, i).astype(np.float32)
-        if warp is not None:
-            gray = warp.apply(gray) * mask
-        if vendor is not None:
-            fr = np.random.default_rng([params.noise_seed, 31, i])
-            gray = _vendor_gray(gray, mask, vendor, fr, (g.apex_x_px, g.apex_y_px))
-            rgb = _apply_lut(gray, vendor.lut)
-        else:
-            gray8 = np.clip(gray, 0, 255).astype(np.uint8)
-            rgb = cv2.merge([gray8, gray8, gray8])
+        rgb = _styled_sector_rgb(renderer, params, geo, i, scatter, warp, vendor)
         out = cv2.add(canvas, rgb)
         if vendor is not None:
             _draw_overlays(out, mask, vendor.overlays, np.random.default_rng([params.noise_seed, 32]))
