@@ -22,12 +22,12 @@ from typing import Any
 
 import gradio as gr
 
-from echomeasure.ui import review, viewmodel
-from echomeasure.ui.caliper import CaliperViewer
 from echomeasure import config, web_security
 from echomeasure.errors import EchomeasureError, StoreError
-from echomeasure.store import ClipRecord, Store, open_store
+from echomeasure.store import ClipRecord, Store, open_store, readers
 from echomeasure.store.admin import check_audit_at_start
+from echomeasure.ui import review, viewmodel
+from echomeasure.ui.caliper import CaliperViewer
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +203,18 @@ def build_app(
             summaries, status=status or "all", views=clip_views(summaries), study_dates=dates
         )
 
-    def show_clip(clip_id: int, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
+    def viewer_name(typed: str | None, request: gr.Request | None) -> str:
+        # who is looking: the logged-in user, else the name typed in the Reviewer field
+        return getattr(request, "username", None) or (typed or "").strip()
+
+    def visible(clip_id: int, viewer: str) -> list[Any]:
+        # Every screen shows what this viewer may see: on a reader-study clip their own reads
+        # only (and, unassisted, no proposal); a clip without readers shows everything.
+        return readers.measurements_for(store, clip_id, viewer)
+
+    def show_clip(clip_id: int, viewer: str, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
         clip = store.clip(clip_id)
-        states = store.current_measurements(clip_id)
+        states = visible(clip_id, viewer)
         frames = store.frame_images(clip_id)
         if len(frames) < clip.n_frames:
             raise StoreError(f"{clip.label} has {len(frames)} of {clip.n_frames} frames stored; re-ingest the file")
@@ -220,7 +229,7 @@ def build_app(
     no_export = gr.update(value=None, visible=False)
 
     def ingest_and_show(
-        path: str | os.PathLike[str], reviewer_name: str, progress: gr.Progress, status: str = "all"
+        path: str | os.PathLike[str], reviewer_name: str, progress: gr.Progress, status: str, viewer: str
     ) -> tuple:
         from echomeasure.pipeline import ingest_path
 
@@ -239,30 +248,39 @@ def build_app(
         if not result.new:
             log.info("%s was already stored as clip %s", result.file, result.clip.id)
             notes.append(f"{result.file} was already stored as clip {result.clip.id}: opened it (nothing ingested twice)")
-        viewer_update, header, clip_id = show_clip(result.clip.id, notes)
+        viewer_update, header, clip_id = show_clip(result.clip.id, viewer, notes)
         return viewer_update, header, clip_id, worklist_update(status), no_export
 
     def open_example(
-        name: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()  # noqa: B008
+        name: str | None,
+        reviewer_name: str,
+        status: str = "all",
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+        request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple:
         if not name or name not in example_paths:
             gr.Warning("Pick an example from the list first.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return ingest_and_show(example_paths[name], reviewer_name, progress, status)
+            return ingest_and_show(example_paths[name], reviewer_name, progress, status, viewer_name(reviewer_name, request))
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
     def open_upload(
-        file: str | None, reviewer_name: str, status: str = "all", progress: gr.Progress = gr.Progress()  # noqa: B008
+        file: str | None,
+        reviewer_name: str,
+        status: str = "all",
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+        request: gr.Request = None,  # type: ignore[assignment]
     ) -> tuple:
         # The upload box is emptied whatever happens: a failed file does not linger there, and
         # no link is left to an original that is removed below.
         if not file:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
         try:
-            return (*ingest_and_show(file, reviewer_name, progress, status), None)
+            viewer = viewer_name(reviewer_name, request)
+            return (*ingest_and_show(file, reviewer_name, progress, status, viewer), None)
         except EchomeasureError as exc:
             # named as the user knows it (the upload keeps its file name), never by a temp path
             name, message = Path(file).name, str(exc)
@@ -272,17 +290,17 @@ def build_app(
             # The upload is the original (identifiable) file: do not keep it in Gradio's cache.
             web_security.discard_upload(file)
 
-    def open_from_worklist(evt: gr.SelectData) -> tuple:
+    def open_from_worklist(reviewer_name: str, evt: gr.SelectData, request: gr.Request) -> tuple:
         row = evt.row_value or []
         if not row:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return (*show_clip(int(row[0])), no_export)
+            return (*show_clip(int(row[0]), viewer_name(reviewer_name, request)), no_export)
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def open_next(current: int | None, status: str, evt: gr.EventData) -> tuple:
+    def open_next(current: int | None, status: str, reviewer_name: str, evt: gr.EventData, request: gr.Request) -> tuple:
         payload = getattr(evt, "_data", None)
         if isinstance(payload, dict) and payload.get("clip_id") is not None:
             current = payload["clip_id"]  # the viewer's key N says which clip it shows
@@ -291,15 +309,18 @@ def build_app(
             gr.Info("Every clip with proposals is reviewed.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return (*show_clip(target), no_export, worklist_update(status))
+            return (*show_clip(target, viewer_name(reviewer_name, request)), no_export, worklist_update(status))
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def viewer_notice(clip_id: int, notice: str) -> dict:
+    def viewer_notice(clip_id: int, notice: str, viewer: str) -> dict:
         # Told inside the viewer (next to what the reviewer was doing), not in a toast over the
         # top-right corner where the Reviewer field is.
-        states = store.current_measurements(clip_id)
+        try:
+            states = visible(clip_id, viewer)
+        except EchomeasureError:
+            states = []
         return viewmodel.viewer_value(clip_id, states, thresholds=thresholds, notice=notice)
 
     reviewer_ok = gr.update(elem_classes=["em-reviewer-ok"])
@@ -312,19 +333,20 @@ def build_app(
         if clip_id is None or not items:
             return gr.skip(), gr.skip(), gr.skip()
         login = getattr(request, "username", None)
-        if not login and not (reviewer_name or "").strip():
+        viewer = viewer_name(reviewer_name, request)
+        if not viewer:
             notice = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
-            return viewer_notice(int(clip_id), notice), gr.skip(), reviewer_missing
+            return viewer_notice(int(clip_id), notice, viewer), gr.skip(), reviewer_missing
         try:
             requests = [review.ReviewRequest.from_payload(item) for item in items]
             saved = review.save_reviews(store, int(clip_id), requests, reviewer_name, logged_in_user=login)
+            states = visible(int(clip_id), viewer)
         except EchomeasureError as exc:
-            return viewer_notice(int(clip_id), f"Not saved: {exc}"), gr.skip(), gr.skip()
-        states = store.current_measurements(int(clip_id))
+            return viewer_notice(int(clip_id), f"Not saved: {exc}", viewer), gr.skip(), gr.skip()
         names = [r.measurement for r in saved]
-        notice = f"Saved {len(saved)} reviews as {saved[0].reviewer}." if len(saved) > 1 else None
+        saved_notice = f"Saved {len(saved)} reviews as {saved[0].reviewer}." if len(saved) > 1 else None
         value = viewmodel.viewer_value(
-            int(clip_id), states, committed=names, thresholds=thresholds, notice=notice,
+            int(clip_id), states, committed=names, thresholds=thresholds, notice=saved_notice,
             undone=names if payload.get("undo") else (),
         )
         return value, worklist_update(status), reviewer_ok
@@ -337,16 +359,18 @@ def build_app(
         if clip_id is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         login = getattr(request, "username", None)
-        if not login and not (reviewer_name or "").strip():
+        viewer = viewer_name(reviewer_name, request)
+        if not viewer:
             notice = "Not calibrated: enter your name in the Reviewer field (highlighted, top left); calibrations are signed."
-            return viewer_notice(int(clip_id), notice), gr.skip(), gr.skip(), reviewer_missing
+            return viewer_notice(int(clip_id), notice, viewer), gr.skip(), gr.skip(), reviewer_missing
         try:
+            states = visible(int(clip_id), viewer)  # only someone who may see the clip calibrates it
             clip = set_user_calibration(
                 store, int(clip_id), payload.get("points") or [], payload.get("length_cm"), login or reviewer_name
             )
+            states = visible(clip.id, viewer)
         except EchomeasureError as exc:
-            return viewer_notice(int(clip_id), f"Not calibrated: {exc}"), gr.skip(), gr.skip(), gr.skip()
-        states = store.current_measurements(clip.id)
+            return viewer_notice(int(clip_id), f"Not calibrated: {exc}", viewer), gr.skip(), gr.skip(), gr.skip()
         scale = f"{clip.user_cm_per_px * 10:.3f} mm/px" if clip.user_cm_per_px else "?"
         viewer_update = gr.update(
             value=viewmodel.viewer_value(
@@ -465,11 +489,12 @@ def build_app(
             open_upload, [upload, reviewer_box, status_filter], [*outputs_open, upload], api_name="open_upload"
         )
         worklist.select(
-            open_from_worklist, None, [viewer, clip_info, current_clip, csv_file], api_visibility="private"
+            open_from_worklist, [reviewer_box], [viewer, clip_info, current_clip, csv_file], api_visibility="private"
         )
         outputs_next = [viewer, clip_info, current_clip, csv_file, worklist]
-        next_btn.click(open_next, [current_clip, status_filter], outputs_next, api_visibility="private")
-        viewer.next_clip(open_next, [current_clip, status_filter], outputs_next, api_visibility="private")
+        inputs_next = [current_clip, status_filter, reviewer_box]
+        next_btn.click(open_next, inputs_next, outputs_next, api_visibility="private")
+        viewer.next_clip(open_next, inputs_next, outputs_next, api_visibility="private")
         viewer.calibrate(
             calibrate, [reviewer_box, status_filter], [viewer, clip_info, worklist, reviewer_box], api_visibility="private"
         )
@@ -507,23 +532,32 @@ def build_app(
                 review.save_reviews(
                     store, int(clip_id), [decision], reviewer, logged_in_user=getattr(request, "username", None)
                 )
+                viewer = viewer_name(reviewer, request)
+                states = {s.measurement: s for s in visible(int(clip_id), viewer)}
             except EchomeasureError as exc:
                 raise gr.Error(str(exc)) from None
-            states = {s.measurement: s for s in store.current_measurements(int(clip_id))}
             return viewmodel.measurement_entry(states[measurement], thresholds)
 
-        def measurements(clip_id: int) -> list[dict]:
-            """Where each measurement of a clip stands (status, points, values)."""
+        def measurements(
+            clip_id: int,
+            reviewer: str = "",
+            request: gr.Request = None,  # type: ignore[assignment]
+        ) -> list[dict]:
+            """Where each measurement of a clip stands (status, points, values), as ``reviewer`` may see it.
+
+            On a clip assigned to readers only its readers see it, each their own reads (and an
+            unassisted reader no proposal); with a login the viewer is the logged-in user.
+            """
             try:
-                return [viewmodel.measurement_entry(s, thresholds) for s in store.current_measurements(int(clip_id))]
+                return [viewmodel.measurement_entry(s, thresholds) for s in visible(int(clip_id), viewer_name(reviewer, request))]
             except EchomeasureError as exc:
                 raise gr.Error(str(exc)) from None
 
         gr.api(save_review, api_name="save_review")
         gr.api(measurements, api_name="measurements")
 
-    app.echomeasure_store = store  # type: ignore[attr-defined]
-    app.echomeasure_launch = {  # type: ignore[attr-defined]
+    app.echomeasure_store = store
+    app.echomeasure_launch = {
         "theme": THEME,
         "css": CSS,
         "js": JS_DARK,

@@ -19,7 +19,7 @@ from typing import Any
 from echomeasure import catalog
 from echomeasure.errors import StoreError
 from echomeasure.ingest import calibration
-from echomeasure.store import ClipRecord, MeasurementState, ReviewRecord, Store
+from echomeasure.store import ClipRecord, MeasurementState, ReviewRecord, Store, readers
 from echomeasure.store.reviewer import resolve_reviewer
 
 log = logging.getLogger(__name__)
@@ -164,13 +164,18 @@ def save_reviews(
     ------
     StoreError
         No reviewer, unknown clip or measurement, points outside the image, an implausible
-        value in a batch or not confirmed (:func:`check_plausible`; nothing is stored then).
+        value in a batch or not confirmed (:func:`check_plausible`; nothing is stored then), or
+        a clip assigned to readers that ``reviewer`` is not one of.  On such a clip each
+        decision is a read (:func:`echomeasure.store.readers.save_for`), made on what the reader
+        may see (:func:`echomeasure.store.readers.measurements_for`).
     CalibrationError
         A corrected caliper left the calibrated region (nothing of that request is stored).
     """
     reviewer, display_name = resolve_reviewer(reviewer, logged_in_user)
     clip = store.clip(clip_id)
-    states = {st.measurement: st for st in store.current_measurements(clip_id)}
+    # What this reviewer may see: a blinded reader decides on their own reads (and, unassisted,
+    # without the proposal), never on another reader's.
+    states = {st.measurement: st for st in readers.measurements_for(store, clip_id, reviewer)}
     planned: list[tuple[ReviewRequest, str, dict[str, Any]]] = []
     # Every request is checked before the first is written: a refused batch stores nothing.
     for req in requests:
@@ -201,7 +206,9 @@ def save_reviews(
         planned.append((req, action, kwargs))
     saved: list[ReviewRecord] = []
     for req, action, kwargs in planned:
-        record = store.add_review(clip_id, req.name, action, reviewer, reviewer_display_name=display_name, **kwargs)
+        record = readers.save_for(
+            store, clip_id, reviewer, req.name, action, reviewer_display_name=display_name, **kwargs
+        )
         log.info("clip %s: %s %s by %s", clip_id, req.name, action, reviewer)
         saved.append(record)
     return saved
