@@ -224,6 +224,29 @@ def _sector_layout(
     return SectorGeometry(height, width, apex_x, apex_y, cm_per_px, depth_cm, sector_deg, steer_deg, n_beams, n_samples)
 
 
+def _place_heart(rng: np.random.Generator, shape) -> tuple[float, float, float, float]:
+    """Chest wall (cm), heart centre depth and lateral offset (cm) and an imaging depth (cm) that holds it."""
+    u = rng.uniform
+    chest = u(0.8, 2.2)
+    heart_z = chest + shape.rv_wall_cm + shape.rv_cm + shape.ivsd_cm + shape.lvidd_cm / 2.0 + u(0.0, 0.6)
+    heart_x = u(-1.8, 1.2)
+    needed = heart_z + shape.lvidd_cm / 2 + shape.lvpwd_cm + 2.0
+    depth = float(np.clip(max(u(12.0, 20.0), needed), 12.0, 20.0))
+    return chest, heart_z, heart_x, depth
+
+
+def _sample_dropout_and_tint(
+    rng: np.random.Generator,
+) -> tuple[tuple[tuple[float, float, float, float], ...], tuple[float, float, float]]:
+    """Up to three dropout wedges (position, depth, width, dB) and a display tint (mostly neutral)."""
+    u = rng.uniform
+    dropout = tuple(
+        (u(0.0, 1.0), u(0.15, 0.9), u(0.05, 0.2), u(6.0, 20.0)) for _ in range(int(rng.integers(0, 4)))
+    )
+    tint = (1.0, 1.0, 1.0) if rng.random() < 0.6 else (u(0.9, 1.0), u(0.93, 1.0), u(0.85, 1.0))
+    return dropout, tint
+
+
 def _sample_speckle(rng: np.random.Generator, geom: SectorGeometry, sector_deg: float) -> SpeckleSettings:
     """Scanner settings of one case: gain, dynamic range, point-spread function, noise."""
     u = rng.uniform
@@ -295,19 +318,12 @@ def sample_plax_params(
         sector = u(60.0, 90.0)
         steer = u(-4.0, 4.0)
         rotation = u(-15.0, 15.0)
-        chest = u(0.8, 2.2)
-        heart_z = chest + shape.rv_wall_cm + shape.rv_cm + shape.ivsd_cm + shape.lvidd_cm / 2.0 + u(0.0, 0.6)
-        heart_x = u(-1.8, 1.2)
-        needed = heart_z + shape.lvidd_cm / 2 + shape.lvpwd_cm + 2.0
-        depth = float(np.clip(max(u(12.0, 20.0), needed), 12.0, 20.0))
+        chest, heart_z, heart_x, depth = _place_heart(rng, shape)
         x_jitter = u(-0.04, 0.04)
         geom = _sector_layout(h, w, depth, sector, steer, x_jitter)
         speckle = _sample_speckle(rng, geom, sector)
         echo = _sample_echo_db(rng)
-        dropout = tuple(
-            (u(0.0, 1.0), u(0.15, 0.9), u(0.05, 0.2), u(6.0, 20.0)) for _ in range(int(rng.integers(0, 4)))
-        )
-        tint = (1.0, 1.0, 1.0) if rng.random() < 0.6 else (u(0.9, 1.0), u(0.93, 1.0), u(0.85, 1.0))
+        dropout, tint = _sample_dropout_and_tint(rng)
         params = PlaxParams(
             shape=shape,
             ef_percent=ef,
