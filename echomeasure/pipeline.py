@@ -74,7 +74,21 @@ def _propose_and_store(
         log.info("%s: no proposals: %s", name, exc)  # reported in the result, not twice
         return (), False
     warnings.extend(getattr(clip_proposals, "notices", ()))
-    return tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer)), True
+    stored = tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer))
+    _store_contours_and_volumes(record.id, clip_proposals, store, reviewer)
+    return stored, True
+
+
+def _store_contours_and_volumes(clip_id: int, clip_proposals: Any, store: Store, reviewer: str) -> None:
+    """Store the proposed contours (one per structure per frame) and volumes/EF with their method."""
+    from echomeasure.store import contours
+
+    segmentations = getattr(clip_proposals, "segmentations", None) or []
+    volumes = getattr(clip_proposals, "volumes", None) or []
+    if segmentations:
+        contours.add_contours(store, clip_id, segmentations, model=clip_proposals.model, actor=reviewer)
+    if volumes:
+        contours.add_volumes(store, clip_id, volumes, model=clip_proposals.model, actor=reviewer)
 
 
 def ingest_path(

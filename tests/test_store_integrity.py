@@ -137,7 +137,8 @@ def test_every_event_is_chained_and_reviews_are_covered(store, deidentified_clip
     assert len(review_events) == 2 and all(e.content_sha256 for e in review_events)
     report = verify(store.engine)
     assert report.ok and report.n_events == len(events) and report.head_sha256 == events[-1].sha256
-    assert report.covered == {"review": 2, "clip": 1, "proposal": 3}
+    assert report.covered == {"review": 2, "clip": 1, "proposal": 3,
+                              "contour_proposal": 0, "contour_review": 0, "volume_proposal": 0}
 
 
 def test_two_databases_have_different_genesis(tmp_path):

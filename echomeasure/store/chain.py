@@ -50,6 +50,18 @@ PROPOSAL_CONTENT = (
     "pixel_length_px", "confidence", "model_version_id", "created_at",
 )
 
+CONTOUR_PROPOSAL_CONTENT = (
+    "id", "clip_id", "frame_index", "structure", "polygon", "area_cm2", "confidence", "model_version_id", "created_at",
+)
+CONTOUR_REVIEW_CONTENT = (
+    "id", "contour_proposal_id", "clip_id", "frame_index", "structure", "polygon", "action", "reviewer",
+    "reviewer_display_name", "created_at",
+)
+VOLUME_PROPOSAL_CONTENT = (
+    "id", "clip_id", "measurement", "frame_index", "value", "unit", "method", "confidence", "model_version_id",
+    "created_at",
+)
+
 
 def genesis_hash(database_id: str) -> str:
     """The hash the first event of a database links to."""
@@ -165,6 +177,12 @@ def _covered_ids(event: Mapping[Any, Any]) -> tuple[str, list[int]] | None:
         return "clip", [event["entity_id"]]
     if action == "proposals.add":
         return "proposal", [p["proposal_id"] for p in after.get("proposals", [])]
+    if event["entity_type"] == "contour_review" and action.startswith("contour_review."):
+        return "contour_review", [event["entity_id"]]
+    if action == "contours.add":
+        return "contour_proposal", [c["contour_proposal_id"] for c in after.get("contours", [])]
+    if action == "volumes.add":
+        return "volume_proposal", [v["volume_proposal_id"] for v in after.get("volumes", [])]
     return None
 
 
@@ -197,6 +215,9 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
         "review": (db.Review.__table__, REVIEW_CONTENT),
         "clip": (db.Clip.__table__, CLIP_CONTENT),
         "proposal": (db.Proposal.__table__, PROPOSAL_CONTENT),
+        "contour_proposal": (db.ContourProposal.__table__, CONTOUR_PROPOSAL_CONTENT),
+        "contour_review": (db.ContourReview.__table__, CONTOUR_REVIEW_CONTENT),
+        "volume_proposal": (db.VolumeProposal.__table__, VOLUME_PROPOSAL_CONTENT),
     }
     row_hashes = {name: _row_hashes(conn, t, cols) for name, (t, cols) in tables.items()}
     unaudited = {name: set(hashes) for name, hashes in row_hashes.items()}

@@ -1095,6 +1095,20 @@ def _find_model_version(s: Session, info: ModelInfo) -> db.ModelVersion | None:
     )
 
 
+def ensure_model_version(s: Session, info: ModelInfo, actor: str) -> db.ModelVersion:
+    """The ``model_version`` row of ``info``, registered (and audited) when new."""
+    row = _find_model_version(s, info)
+    if row is None:
+        row = db.ModelVersion(
+            name=info.name, version=info.version, sha256=info.sha256, parent_id=None,
+            trained_on={}, metrics={}, active=False, created_at=db.utcnow(),
+        )
+        s.add(row)
+        s.flush()
+        _audit(s, actor, "model_version.register", "model_version", row.id, None, None, _mv_audit(row))
+    return row
+
+
 def _activate(s: Session, row: db.ModelVersion, actor: str) -> None:
     previous = s.scalars(
         select(db.ModelVersion).where(db.ModelVersion.name == row.name, db.ModelVersion.active.is_(True))

@@ -304,6 +304,83 @@ class UserCalibration(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+VOLUME_MEASUREMENTS = ("lvedv", "lvesv", "lvef", "la_volume", "lv_length")
+
+
+class ContourProposal(Base):
+    """One structure's contour on one frame that a segmentation model proposed (append-only).
+
+    ``polygon`` is ``[[x, y], ...]`` in original-image pixels; ``area_cm2`` is None without calibration.
+    """
+
+    __tablename__ = "contour_proposal"
+    __table_args__ = (Index("ix_contour_proposal_clip_structure", "clip_id", "structure"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", name="fk_contour_proposal_clip"))
+    frame_index: Mapped[int] = mapped_column(Integer)
+    structure: Mapped[str] = mapped_column(String(32))
+    polygon: Mapped[list[Any]] = mapped_column(JSONType)
+    area_cm2: Mapped[float | None] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_version.id", name="fk_contour_proposal_model_version")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContourReview(Base):
+    """One human decision on a contour: accepted, corrected (new polygon), rejected or added."""
+
+    __tablename__ = "contour_review"
+    __table_args__ = (
+        CheckConstraint(
+            "action IN ('accepted', 'corrected', 'rejected', 'added')", name="ck_contour_review_action"
+        ),
+        CheckConstraint("length(reviewer) > 0", name="ck_contour_review_reviewer"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contour_proposal_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contour_proposal.id", name="fk_contour_review_contour_proposal"), index=True
+    )
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", name="fk_contour_review_clip"), index=True)
+    frame_index: Mapped[int] = mapped_column(Integer)
+    structure: Mapped[str] = mapped_column(String(32))
+    polygon: Mapped[list[Any] | None] = mapped_column(JSONType)
+    action: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(100))
+    reviewer_display_name: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VolumeProposal(Base):
+    """A chamber volume or ejection fraction with the method that gave it (append-only)."""
+
+    __tablename__ = "volume_proposal"
+    __table_args__ = (
+        CheckConstraint(
+            "measurement IN ('lvedv', 'lvesv', 'lvef', 'la_volume', 'lv_length')", name="ck_volume_proposal_measurement"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", name="fk_volume_proposal_clip"), index=True)
+    measurement: Mapped[str] = mapped_column(String(32))
+    frame_index: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_version.id", name="fk_volume_proposal_model_version")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+#: Contour and volume tables (migration ``0005_contours``): append-only like ``proposal``/``review``.
+CONTOUR_TABLES = ("contour_proposal", "contour_review", "volume_proposal")
+
 # Tables whose rows may never change or disappear once written.
 APPEND_ONLY_TABLES = ("study", "clip", "frame_image", "proposal", "review", "audit_event", "audit_chain")
 # Tables whose rows may change (audited) but never disappear or be replaced.
@@ -314,7 +391,10 @@ __all__ = [
     "AuditChain",
     "AuditEvent",
     "Base",
+    "CONTOUR_TABLES",
     "Clip",
+    "ContourProposal",
+    "ContourReview",
     "FrameImage",
     "ModelVersion",
     "NO_DELETE_TABLES",
@@ -323,5 +403,7 @@ __all__ = [
     "Review",
     "Study",
     "UserCalibration",
+    "VOLUME_MEASUREMENTS",
+    "VolumeProposal",
     "utcnow",
 ]

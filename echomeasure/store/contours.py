@@ -1,0 +1,442 @@
+"""Contours and chamber volumes in the review store, reviewable like calipers.
+
+A segmentation model's output (the ``segmentations`` of the measure JSON) is stored as one
+``contour_proposal`` per structure per frame; a reviewer answers each with a ``contour_review``
+(accepted, corrected with a new polygon, rejected, or added by hand).  LV volumes, EF and LA
+volume are stored in ``volume_proposal`` with the method that gave them.  Every write is one
+transaction with its audit event, whose ``content_sha256`` covers the rows it created
+(:mod:`echomeasure.store.chain`).  All three tables are append-only in the database.
+
+Polygons are ``[[x, y], ...]`` in original-image pixels (x right, y down), at least 3 vertices,
+inside the image.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from echomeasure.errors import StoreError
+from echomeasure.store import chain
+from echomeasure.store import schema as db
+from echomeasure.store.operations import (
+    SYSTEM_ACTOR,
+    Store,
+    _audit,
+    _columns,
+    _confidence,
+    _get_clip,
+    ensure_model_version,
+)
+from echomeasure.store.records import REVIEW_ACTIONS, Point
+from echomeasure.store.reviewer import validate_reviewer
+
+if TYPE_CHECKING:
+    from echomeasure.propose.types import ModelInfo
+
+#: Units of the volume measurements (a value given in another unit is refused).
+VOLUME_UNITS = {"lvedv": "ml", "lvesv": "ml", "lvef": "%", "la_volume": "ml", "lv_length": "cm"}
+#: Methods a volume may be recorded with.
+_METHOD = re.compile(r"^(single-plane (A4C|A2C)|biplane|area-length( (A4C|A2C|biplane))?)$")
+_STRUCTURE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(frozen=True)
+class ContourProposalRecord:
+    """One stored contour proposal."""
+
+    id: int
+    clip_id: int
+    frame_index: int
+    structure: str
+    polygon: tuple[Point, ...]
+    area_cm2: float | None
+    confidence: float
+    model_version_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ContourReviewRecord:
+    """One review decision on a contour."""
+
+    id: int
+    clip_id: int
+    contour_proposal_id: int | None
+    frame_index: int
+    structure: str
+    polygon: tuple[Point, ...] | None
+    action: str
+    reviewer: str
+    reviewer_display_name: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ContourState:
+    """Where one structure on one frame stands: the latest proposal and the latest review.
+
+    ``polygon`` is the current one (the reviewed polygon, else the proposed one; None when rejected).
+    """
+
+    clip_id: int
+    frame_index: int
+    structure: str
+    status: str  # proposed / accepted / corrected / rejected / added
+    polygon: tuple[Point, ...] | None
+    proposal: ContourProposalRecord | None
+    review: ContourReviewRecord | None
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """A stored LV/LA volume or EF with its method."""
+
+    id: int
+    clip_id: int
+    measurement: str
+    frame_index: int | None
+    value: float | None
+    unit: str
+    method: str
+    confidence: float
+    model_version_id: int | None
+    created_at: datetime
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def add_contours(
+    store: Store,
+    clip_id: int,
+    segmentations: Iterable[Mapping[str, Any]],
+    *,
+    model: ModelInfo | None = None,
+    actor: str = SYSTEM_ACTOR,
+) -> list[ContourProposalRecord]:
+    """Store the ``segmentations`` items of the measure JSON as contour proposals.
+
+    Idempotent: a structure on a frame the same model version already proposed is not stored
+    twice (the stored proposal is returned).
+
+    Raises
+    ------
+    StoreError
+        Unknown clip, a frame outside the clip, a bad structure name or polygon.
+    """
+    items = list(segmentations)
+
+    def op(s: Session) -> list[ContourProposalRecord]:
+        clip = _get_clip(s, clip_id)
+        mv = ensure_model_version(s, model, actor) if model is not None else None
+        mv_id = mv.id if mv is not None else None
+        existing = {
+            (r.frame_index, r.structure, r.model_version_id): r
+            for r in s.scalars(select(db.ContourProposal).where(db.ContourProposal.clip_id == clip_id)).all()
+        }
+        out, added = [], []
+        for item in items:
+            frame = _frame(item.get("frame"), clip)
+            structure = _structure(item.get("structure"))
+            polygon = _polygon(item.get("polygon"), clip)
+            key = (frame, structure, mv_id)
+            row = existing.get(key)
+            if row is None:
+                row = db.ContourProposal(
+                    clip_id=clip_id,
+                    frame_index=frame,
+                    structure=structure,
+                    polygon=polygon,
+                    area_cm2=_opt_finite(item.get("area_cm2"), "area_cm2"),
+                    confidence=_confidence(item.get("confidence", 0.0)),
+                    model_version_id=mv_id,
+                    created_at=db.utcnow(),
+                )
+                s.add(row)
+                s.flush()
+                existing[key] = row
+                added.append(row)
+            out.append(_proposal_record(row))
+        if added:
+            after = {"contours": [{"contour_proposal_id": r.id, "frame": r.frame_index, "structure": r.structure,
+                                   "confidence": r.confidence} for r in added]}
+            rows = [_columns(r, chain.CONTOUR_PROPOSAL_CONTENT) for r in added]
+            _audit(s, actor, "contours.add", "clip", clip_id, clip_id, None, after,
+                   content=chain.rows_content_hash(rows, chain.CONTOUR_PROPOSAL_CONTENT))
+        return out
+
+    return store._write(op)
+
+
+def add_volumes(
+    store: Store,
+    clip_id: int,
+    volumes: Iterable[Mapping[str, Any]],
+    *,
+    model: ModelInfo | None = None,
+    actor: str = SYSTEM_ACTOR,
+) -> list[VolumeRecord]:
+    """Store volumes, EF and LV length: items ``{"name", "value", "unit", "frame", "method", "confidence"}``.
+
+    ``value`` None (no LV found, no calibration) is stored as such, with the unit given.
+    Idempotent per measurement, method and model version.
+
+    Raises
+    ------
+    StoreError
+        Unknown clip or measurement, a value in a unit other than the measurement's, an unknown
+        method, a non-finite value or a frame outside the clip.
+    """
+    items = list(volumes)
+
+    def op(s: Session) -> list[VolumeRecord]:
+        clip = _get_clip(s, clip_id)
+        mv = ensure_model_version(s, model, actor) if model is not None else None
+        mv_id = mv.id if mv is not None else None
+        existing = {
+            (r.measurement, r.method, r.model_version_id): r
+            for r in s.scalars(select(db.VolumeProposal).where(db.VolumeProposal.clip_id == clip_id)).all()
+        }
+        out, added = [], []
+        for item in items:
+            name = item.get("name")
+            if name not in VOLUME_UNITS:
+                raise StoreError(f"unknown volume measurement {name!r}; use one of {', '.join(VOLUME_UNITS)}")
+            value = _opt_finite(item.get("value"), name)
+            unit = str(item.get("unit") or VOLUME_UNITS[name])
+            if value is not None and unit != VOLUME_UNITS[name]:
+                raise StoreError(f"{name} is in {VOLUME_UNITS[name]}, not {unit!r}")
+            method = item.get("method")
+            if not isinstance(method, str) or not _METHOD.match(method):
+                raise StoreError(f"{name} needs its method (single-plane A4C/A2C, biplane, area-length A4C/A2C)")
+            frame = None if item.get("frame") is None else _frame(item.get("frame"), clip)
+            key = (name, method, mv_id)
+            row = existing.get(key)
+            if row is None:
+                row = db.VolumeProposal(
+                    clip_id=clip_id, measurement=name, frame_index=frame, value=value, unit=unit, method=method,
+                    confidence=_confidence(item.get("confidence", 0.0)), model_version_id=mv_id,
+                    created_at=db.utcnow(),
+                )
+                s.add(row)
+                s.flush()
+                existing[key] = row
+                added.append(row)
+            out.append(_volume_record(row))
+        if added:
+            after = {"volumes": [{"volume_proposal_id": r.id, "measurement": r.measurement, "value": r.value,
+                                  "unit": r.unit, "method": r.method} for r in added]}
+            rows = [_columns(r, chain.VOLUME_PROPOSAL_CONTENT) for r in added]
+            _audit(s, actor, "volumes.add", "clip", clip_id, clip_id, None, after,
+                   content=chain.rows_content_hash(rows, chain.VOLUME_PROPOSAL_CONTENT))
+        return out
+
+    return store._write(op)
+
+
+def add_contour_review(
+    store: Store,
+    clip_id: int,
+    action: str,
+    reviewer: str,
+    *,
+    contour_proposal_id: int | None = None,
+    frame: int | None = None,
+    structure: str | None = None,
+    polygon: Sequence[Sequence[float]] | None = None,
+    reviewer_display_name: str | None = None,
+) -> ContourReviewRecord:
+    """Record one decision on a contour (append-only) with its audit event.
+
+    ``accepted`` and ``rejected`` answer ``contour_proposal_id``; ``corrected`` answers it with a
+    new ``polygon``; ``added`` needs ``frame``, ``structure`` and ``polygon``.
+
+    Raises
+    ------
+    StoreError
+        Unknown clip or contour proposal, a proposal of another clip, invalid action, empty
+        reviewer, a missing or bad polygon, a frame outside the clip.
+    """
+    reviewer = validate_reviewer(reviewer)
+    display_name = None if reviewer_display_name is None else validate_reviewer(reviewer_display_name)
+    if action not in REVIEW_ACTIONS:
+        raise StoreError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
+
+    def op(s: Session) -> ContourReviewRecord:
+        clip = _get_clip(s, clip_id)
+        proposal = None
+        if action == "added":
+            if frame is None or structure is None or polygon is None:
+                raise StoreError("an added contour needs its frame, structure and polygon")
+            r_frame, r_structure = _frame(frame, clip), _structure(structure)
+        else:
+            if contour_proposal_id is None:
+                raise StoreError(f"a {action} contour needs the contour proposal it answers")
+            proposal = s.get(db.ContourProposal, contour_proposal_id)
+            if proposal is None or proposal.clip_id != clip_id:
+                raise StoreError(f"contour proposal {contour_proposal_id} is not on clip {clip_id}")
+            r_frame, r_structure = proposal.frame_index, proposal.structure
+        if action == "rejected":
+            r_polygon = None
+        elif action == "accepted":
+            assert proposal is not None
+            r_polygon = proposal.polygon
+        else:
+            if polygon is None:
+                raise StoreError(f"a {action} contour needs its polygon")
+            r_polygon = _polygon(polygon, clip)
+        row = db.ContourReview(
+            contour_proposal_id=None if proposal is None else proposal.id,
+            clip_id=clip_id,
+            frame_index=r_frame,
+            structure=r_structure,
+            polygon=r_polygon,
+            action=action,
+            reviewer=reviewer,
+            reviewer_display_name=display_name,
+            created_at=db.utcnow(),
+        )
+        s.add(row)
+        s.flush()
+        after = {"contour_proposal_id": row.contour_proposal_id, "frame": r_frame, "structure": r_structure,
+                 "action": action, "n_vertices": None if r_polygon is None else len(r_polygon)}
+        _audit(s, reviewer, f"contour_review.{action}", "contour_review", row.id, clip_id, None, after,
+               content=chain.rows_content_hash([_columns(row, chain.CONTOUR_REVIEW_CONTENT)],
+                                               chain.CONTOUR_REVIEW_CONTENT))
+        return _review_record(row)
+
+    return store._write(op)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def contour_proposals(store: Store, clip_id: int) -> list[ContourProposalRecord]:
+    """All contour proposals of a clip, oldest first."""
+
+    def op(s: Session) -> list[ContourProposalRecord]:
+        _get_clip(s, clip_id)
+        q = select(db.ContourProposal).where(db.ContourProposal.clip_id == clip_id).order_by(db.ContourProposal.id)
+        return [_proposal_record(r) for r in s.scalars(q).all()]
+
+    return store._read(op)
+
+
+def contour_reviews(store: Store, clip_id: int) -> list[ContourReviewRecord]:
+    """All contour review decisions of a clip, oldest first."""
+
+    def op(s: Session) -> list[ContourReviewRecord]:
+        _get_clip(s, clip_id)
+        q = select(db.ContourReview).where(db.ContourReview.clip_id == clip_id).order_by(db.ContourReview.id)
+        return [_review_record(r) for r in s.scalars(q).all()]
+
+    return store._read(op)
+
+
+def volumes(store: Store, clip_id: int) -> list[VolumeRecord]:
+    """All volume/EF proposals of a clip, oldest first."""
+
+    def op(s: Session) -> list[VolumeRecord]:
+        _get_clip(s, clip_id)
+        q = select(db.VolumeProposal).where(db.VolumeProposal.clip_id == clip_id).order_by(db.VolumeProposal.id)
+        return [_volume_record(r) for r in s.scalars(q).all()]
+
+    return store._read(op)
+
+
+def current_contours(store: Store, clip_id: int) -> list[ContourState]:
+    """One state per (frame, structure): the latest proposal and the latest review of it.
+
+    Ordered by frame, then structure.
+    """
+    proposals = contour_proposals(store, clip_id)
+    reviews = contour_reviews(store, clip_id)
+    latest_proposal: dict[tuple[int, str], ContourProposalRecord] = {}
+    for p in proposals:
+        latest_proposal[(p.frame_index, p.structure)] = p
+    latest_review: dict[tuple[int, str], ContourReviewRecord] = {}
+    for r in reviews:
+        latest_review[(r.frame_index, r.structure)] = r
+    out = []
+    for key in sorted(set(latest_proposal) | set(latest_review)):
+        p, r = latest_proposal.get(key), latest_review.get(key)
+        if r is not None:
+            status, polygon = r.action, r.polygon
+        else:
+            assert p is not None
+            status, polygon = "proposed", p.polygon
+        out.append(ContourState(clip_id, key[0], key[1], status, polygon, p, r))
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _frame(value: Any, clip: db.Clip) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < clip.n_frames:
+        raise StoreError(f"frame {value!r} is outside clip {clip.id} (frames 0-{clip.n_frames - 1})")
+    return int(value)
+
+
+def _structure(value: Any) -> str:
+    if not isinstance(value, str) or not _STRUCTURE.match(value):
+        raise StoreError(f"structure {value!r} is not a lower-case name of up to 32 letters, digits or _")
+    return value
+
+
+def _polygon(points: Any, clip: db.Clip) -> list[list[float]]:
+    try:
+        pts = [(float(x), float(y)) for x, y in points]
+    except (TypeError, ValueError):
+        raise StoreError("a contour polygon is a list of [x, y] pixel pairs") from None
+    if len(pts) < 3:
+        raise StoreError(f"a contour polygon needs at least 3 vertices, got {len(pts)}")
+    for x, y in pts:
+        if not (math.isfinite(x) and math.isfinite(y)) or not (0 <= x <= clip.width_px and 0 <= y <= clip.height_px):
+            raise StoreError(f"a contour vertex lies outside the {clip.width_px}x{clip.height_px} image")
+    return chain.exact_json([[x, y] for x, y in pts])
+
+
+def _opt_finite(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    if not math.isfinite(v):
+        raise StoreError(f"{name} must be a finite number")
+    return v + 0.0
+
+
+def _poly_tuple(polygon: list | None) -> tuple[Point, ...] | None:
+    return None if polygon is None else tuple((float(x), float(y)) for x, y in polygon)
+
+
+def _proposal_record(row: db.ContourProposal) -> ContourProposalRecord:
+    return ContourProposalRecord(
+        id=row.id, clip_id=row.clip_id, frame_index=row.frame_index, structure=row.structure,
+        polygon=_poly_tuple(row.polygon) or (), area_cm2=row.area_cm2, confidence=row.confidence,
+        model_version_id=row.model_version_id, created_at=row.created_at,
+    )
+
+
+def _review_record(row: db.ContourReview) -> ContourReviewRecord:
+    return ContourReviewRecord(
+        id=row.id, clip_id=row.clip_id, contour_proposal_id=row.contour_proposal_id, frame_index=row.frame_index,
+        structure=row.structure, polygon=_poly_tuple(row.polygon), action=row.action, reviewer=row.reviewer,
+        reviewer_display_name=row.reviewer_display_name, created_at=row.created_at,
+    )
+
+
+def _volume_record(row: db.VolumeProposal) -> VolumeRecord:
+    return VolumeRecord(
+        id=row.id, clip_id=row.clip_id, measurement=row.measurement, frame_index=row.frame_index, value=row.value,
+        unit=row.unit, method=row.method, confidence=row.confidence, model_version_id=row.model_version_id,
+        created_at=row.created_at,
+    )
