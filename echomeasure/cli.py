@@ -141,6 +141,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise EchomeasureError(f"no review database at {db_file}; run 'echomeasure ingest' first or pass --db")
     if args.format == "dicom-sr":
         return _export_dicom_sr(args, url)
+    if args.format == "masks":
+        return _export_masks(args, url)
     if args.status is not None:
         raise EchomeasureError("--status applies to --format dicom-sr only")
     with open_store(url) as store:
@@ -148,6 +150,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
+    return 0
+
+
+def _export_masks(args: argparse.Namespace, url: str) -> int:
+    """Per-frame PNG label masks (CAMUS values) of the stored contours in the folder ``-o``."""
+    from echomeasure.export import export_masks
+    from echomeasure.store import open_store
+
+    if args.output is None:
+        raise EchomeasureError("--format masks writes files: give the output folder with -o DIR")
+    with open_store(url) as store:
+        summary = export_masks(store, args.output, clip_ids=args.clip)
+    _print_json({"folder": str(args.output), "masks": len(summary["masks"]), "labels": summary["labels"]})
     return 0
 
 
@@ -540,7 +555,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("export", help="export reviews as CSV, JSON (full history) or COCO keypoints")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
-    s.add_argument("--format", choices=("csv", "json", "coco", "dicom-sr"), default="csv")
+    s.add_argument("--format", choices=("csv", "json", "coco", "dicom-sr", "masks"), default="csv")
     s.add_argument("-o", "--output", help="output file (written atomically; default: stdout); a folder for dicom-sr")
     s.add_argument("--clip", type=int, action="append", metavar="ID", help="export only this clip (repeatable)")
     s.add_argument("--status", metavar="LIST",

@@ -1,4 +1,4 @@
-"""Exports of the review store: CSV (long format), JSON (full history), COCO keypoints.
+"""Exports of the review store: CSV (long format), JSON (full history), COCO keypoints and polygons, masks.
 
 Nothing identifying is exported: clips are known by their pseudonymous UIDs and store id, and
 the store holds nothing else.  Files are written atomically (a temporary file in the same
@@ -17,7 +17,11 @@ JSON and COCO keep every value exactly as stored.
 COCO keypoints: ``images`` are the reviewed frames (``file_name`` relative to the store's image
 folder), one annotation per frame with ``catalog.KEYPOINTS_2D`` (category ``plax_linear``) or
 ``catalog.DOPPLER_CHANNELS`` (category ``doppler_peaks``) in that order, visibility 2 for
-reviewed points and 0 (with x = y = 0) for the rest.
+reviewed points and 0 (with x = y = 0) for the rest.  Reviewed contours (accepted, corrected,
+added) are COCO polygon annotations (``segmentation``), one category per structure from id
+``COCO_CONTOUR_FIRST_ID``.  CSV rows of LV volumes, EF, LA volume and LV length carry the
+``method`` (single-plane A4C/A2C, biplane, area-length).  ``export_masks`` writes per-frame PNG
+label masks in CAMUS values (0 background, 1 LV, 2 myocardium, 3 LA).
 """
 
 from __future__ import annotations
@@ -38,11 +42,11 @@ from echomeasure.store import MeasurementState, Store
 
 log = logging.getLogger(__name__)
 
-ExportFormat = Literal["csv", "json", "coco"]
+ExportFormat = Literal["csv", "json", "coco"]  # and "masks" (a folder of PNGs: export_masks)
 FORMATS: tuple[str, ...] = ("csv", "json", "coco")
 JSON_SCHEMA = "echomeasure.export/1"
 
-UCUM_UNITS = {"cm": "cm", "m/s": "m/s", "ratio": "{ratio}", "px": "{px}"}
+UCUM_UNITS = {"cm": "cm", "m/s": "m/s", "ratio": "{ratio}", "px": "{px}", "ml": "mL", "%": "%"}
 
 CSV_COLUMNS: tuple[str, ...] = (
     "study_uid",
@@ -77,6 +81,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "seconds_spent",
     "proposed_at",
     "reviewed_at",
+    "method",
 )
 
 #: Columns holding numbers written by the exporter itself (never neutralised: ``-0.8`` stays a number).
@@ -148,6 +153,31 @@ def csv_rows(store: Store, clip_ids: Iterable[int] | None = None) -> list[dict[s
         clip = store.clip(clip_id)
         for st in store.current_measurements(clip_id):
             rows.append(_csv_row(clip, st))
+        rows.extend(_volume_csv_rows(store, clip))
+    return rows
+
+
+def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
+    """One row per stored volume, EF or LV length of a clip, with the method that gave it."""
+    from echomeasure.store.contours import volumes
+
+    models = {m.id: m for m in store.model_versions()}
+    rows = []
+    for v in volumes(store, clip.id):
+        mv = models.get(v.model_version_id)
+        row = dict.fromkeys(CSV_COLUMNS, "")
+        row.update({
+            "study_uid": clip.study_uid, "series_uid": clip.series_uid, "instance_uid": clip.instance_uid,
+            "clip_id": str(clip.id), "clip_kind": clip.kind, "measurement": v.measurement, "status": "proposed",
+            "frame": "" if v.frame_index is None else str(v.frame_index),
+            "value": _num(v.value), "unit": ucum(v.unit) if v.value is not None else "",
+            "proposed_frame": "" if v.frame_index is None else str(v.frame_index),
+            "proposed_value": _num(v.value), "proposed_unit": ucum(v.unit) if v.value is not None else "",
+            "confidence": _num(v.confidence, 3), "calibration_source": clip.calibration_source,
+            "model_name": mv.name if mv else "", "model_version": mv.version if mv else "",
+            "n_reviews": "0", "proposed_at": iso_utc(v.created_at), "method": v.method,
+        })
+        rows.append({k: val if k in CSV_NUMERIC_COLUMNS else neutralise_cell(val) for k, val in row.items()})
     return rows
 
 
@@ -188,6 +218,7 @@ def _csv_row(clip: Any, st: MeasurementState) -> dict[str, str]:
         "seconds_spent": _num(st.seconds_spent, 1),
         "proposed_at": iso_utc(st.proposed_at),
         "reviewed_at": iso_utc(st.reviewed_at),
+        "method": "",
     }
     return {k: v if k in CSV_NUMERIC_COLUMNS else neutralise_cell(v) for k, v in row.items()}
 
@@ -324,6 +355,7 @@ def export_coco(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
                 "model_version_ids": list(frame.model_version_ids),
             }
         )
+    contour_categories = _add_contour_annotations(store, ids, images, annotations)
     categories = []
     for cat in COCO_CATEGORIES:
         c: dict[str, Any] = dict(cat)
@@ -334,6 +366,7 @@ def export_coco(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
             else []
         )
         categories.append(c)
+    categories += contour_categories
     return {
         "info": {
             "description": "echomeasure reviewed keypoints (synthetic or de-identified frames)",
@@ -346,6 +379,110 @@ def export_coco(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
         "annotations": annotations,
         "categories": categories,
     }
+
+
+#: First COCO category id of the contour structures (one category per structure name).
+COCO_CONTOUR_FIRST_ID = 10
+#: CAMUS label values of the apical structures in the PNG masks (0 is background).
+CAMUS_LABELS = {"lv": 1, "myocardium": 2, "la": 3}
+#: Mask drawing order: the myocardium's outline encloses the cavity, so the cavity is drawn over it.
+_MASK_ORDER = ("myocardium", "lv", "la")
+
+
+def _polygon_area_px(polygon: Sequence[tuple[float, float]]) -> float:
+    xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2.0
+
+
+def _add_contour_annotations(
+    store: Store, clip_ids: list[int], images: list[dict[str, Any]], annotations: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """COCO polygon annotations of the reviewed contours (accepted, corrected, added); returns their categories.
+
+    A frame that already has a keypoint image reuses it; others get a new image entry.
+    """
+    from echomeasure.store.contours import current_contours
+
+    structures: dict[str, int] = {}
+    image_ids = {(im["clip_id"], im["frame_index"]): im["id"] for im in images}
+    for clip_id in clip_ids:
+        states = [st for st in current_contours(store, clip_id) if st.status in ("accepted", "corrected", "added")]
+        if not states:
+            continue
+        clip = store.clip(clip_id)
+        frames = {f.frame_index: f for f in store.frame_images(clip_id)}
+        for st in states:
+            assert st.polygon is not None
+            key = (clip_id, st.frame_index)
+            if key not in image_ids:
+                f = frames.get(st.frame_index)
+                image_ids[key] = len(images) + 1
+                images.append({
+                    "id": image_ids[key],
+                    "file_name": None if f is None else str(f.path.relative_to(store.images_dir)),
+                    "width": clip.width_px, "height": clip.height_px, "clip_id": clip_id,
+                    "frame_index": st.frame_index, "study_uid": clip.study_uid, "instance_uid": clip.instance_uid,
+                    "date_captured": iso_utc(st.review.created_at if st.review else None),
+                })
+            category_id = structures.setdefault(st.structure, COCO_CONTOUR_FIRST_ID + len(structures))
+            xs, ys = [p[0] for p in st.polygon], [p[1] for p in st.polygon]
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_ids[key],
+                "category_id": category_id,
+                "segmentation": [[round(c, 2) for p in st.polygon for c in p]],
+                "bbox": [round(min(xs), 2), round(min(ys), 2), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)],
+                "area": round(_polygon_area_px(st.polygon), 2),
+                "iscrowd": 0,
+                "status": st.status,
+                "contour_proposal_id": None if st.proposal is None else st.proposal.id,
+            })
+    return [{"id": cid, "name": name, "supercategory": "echo_contour"} for name, cid in structures.items()]
+
+
+def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterable[int] | None = None) -> dict[str, Any]:
+    """Per-frame PNG label masks in CAMUS values (0 background, 1 LV, 2 myocardium, 3 LA).
+
+    One ``clip<id>_frame<index>.png`` (frame counted from 0) per frame with a current, not
+    rejected LV, myocardium or LA contour (reviewed, else proposed), plus ``masks.json``
+    listing each file with its clip, frame and the structures' statuses.  Each file is
+    written atomically; ``folder`` is created when its parent exists.
+    """
+    import cv2
+    import numpy as np
+
+    from echomeasure.store.contours import current_contours
+
+    out = Path(folder).expanduser()
+    if not out.parent.is_dir():
+        raise StoreError(f"cannot write masks to {out}: folder {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"cannot write masks to {out}: it is a file; give a folder")
+    out.mkdir(exist_ok=True)
+    manifest: list[dict[str, Any]] = []
+    for clip_id in _clip_ids(store, clip_ids):
+        clip = store.clip(clip_id)
+        by_frame: dict[int, dict[str, Any]] = {}
+        for st in current_contours(store, clip_id):
+            if st.polygon is not None and st.structure in CAMUS_LABELS:
+                by_frame.setdefault(st.frame_index, {})[st.structure] = st
+        for frame, states in sorted(by_frame.items()):
+            mask = np.zeros((clip.height_px, clip.width_px), np.uint8)
+            for structure in _MASK_ORDER:
+                if structure in states:
+                    pts = np.round(np.asarray(states[structure].polygon, np.float64)).astype(np.int32)
+                    cv2.fillPoly(mask, [pts], CAMUS_LABELS[structure])
+            ok, png = cv2.imencode(".png", mask)
+            if not ok:
+                raise StoreError(f"could not encode the mask of clip {clip_id} frame {frame}")
+            name = f"clip{clip_id}_frame{frame:04d}.png"
+            atomic.write_bytes(out / name, png.tobytes(), mode=0o644)
+            manifest.append({"file": name, "clip_id": clip_id, "frame_index": frame,
+                             "instance_uid": clip.instance_uid,
+                             "statuses": {k: v.status for k, v in states.items()}})
+    summary = {"labels": {"background": 0, **CAMUS_LABELS}, "masks": manifest}
+    atomic.write_text(out / "masks.json", json.dumps(summary, indent=1) + "\n", mode=0o644)
+    return summary
 
 
 # --------------------------------------------------------------------------- writing
