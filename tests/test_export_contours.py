@@ -14,7 +14,7 @@ from store_fixtures import MODEL_2D, lvidd_proposals
 from echomeasure import config
 from echomeasure.cli import main
 from echomeasure.errors import StoreError
-from echomeasure.export import CSV_COLUMNS, COCO_CONTOUR_FIRST_ID, export_masks, render
+from echomeasure.export import COCO_CONTOUR_FIRST_ID, CSV_COLUMNS, export_masks, render
 from echomeasure.pipeline import ingest_path
 from echomeasure.store import open_store
 from echomeasure.store.contours import add_contour_review, add_contours, add_volumes
