@@ -164,7 +164,7 @@ def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
     models = {m.id: m for m in store.model_versions()}
     rows = []
     for v in volumes(store, clip.id):
-        mv = models.get(v.model_version_id)
+        mv = models.get(v.model_version_id) if v.model_version_id is not None else None
         row = dict.fromkeys(CSV_COLUMNS, "")
         row.update({
             "study_uid": clip.study_uid, "series_uid": clip.series_uid, "instance_uid": clip.instance_uid,

@@ -360,11 +360,11 @@ def current_contours(store: Store, clip_id: int) -> list[ContourState]:
     proposals = contour_proposals(store, clip_id)
     reviews = contour_reviews(store, clip_id)
     latest_proposal: dict[tuple[int, str], ContourProposalRecord] = {}
-    for p in proposals:
-        latest_proposal[(p.frame_index, p.structure)] = p
+    for prop in proposals:
+        latest_proposal[(prop.frame_index, prop.structure)] = prop
     latest_review: dict[tuple[int, str], ContourReviewRecord] = {}
-    for r in reviews:
-        latest_review[(r.frame_index, r.structure)] = r
+    for rev in reviews:
+        latest_review[(rev.frame_index, rev.structure)] = rev
     out = []
     for key in sorted(set(latest_proposal) | set(latest_review)):
         p, r = latest_proposal.get(key), latest_review.get(key)
