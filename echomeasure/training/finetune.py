@@ -49,7 +49,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -504,20 +505,27 @@ def finetune(
     if epochs < 1:
         raise TrainingError("--epochs must be at least 1")
     parent = registry.get_entry(base, base_version, wdir)
-    own_store = store is None
-    if own_store:
-        from echomeasure.store import open_store
-
-        store = open_store(config.db_url(db_url))
-    try:
-        return _finetune(store, parent, wdir, epochs=epochs, min_frames=min_frames,
+    with _given_or_opened_store(store, db_url) as review_store:
+        return _finetune(review_store, parent, wdir, epochs=epochs, min_frames=min_frames,
                          holdout_fraction=holdout_fraction, synthetic_eval_cases=synthetic_eval_cases,
                          replay_cases=replay_cases, replay_fraction=replay_fraction, lr=lr,
                          batch_size=batch_size, seed=seed, activate=activate,
                          progress=progress, max_steps=max_steps)
+
+
+@contextmanager
+def _given_or_opened_store(store: Any, db_url: str | None) -> Iterator[Any]:
+    """The caller's store as it is, or the configured one opened here and closed on exit."""
+    if store is not None:
+        yield store
+        return
+    from echomeasure.store import open_store
+
+    opened = open_store(config.db_url(db_url))
+    try:
+        yield opened
     finally:
-        if own_store:
-            store.close()
+        opened.close()
 
 
 def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, *, epochs: int, min_frames: int,

@@ -138,6 +138,38 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimi
                     "losses": losses, "meta": meta}, tmp)
 
 
+def _resume(checkpoint: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, meta: dict, result: TrainResult,
+            desc: str) -> int:
+    """Load a checkpoint made by the same recipe into ``model``, ``opt`` and ``result``; the step to start at."""
+    if not checkpoint.exists():
+        return 0
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if state.get("meta", {}).get("recipe") != meta["recipe"]:
+        log.warning("checkpoint %s was made by another recipe; starting afresh", checkpoint)
+        return 0
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    start = int(state["step"])
+    result.losses = list(state.get("losses", []))
+    result.resumed_from = start
+    log.info("resuming %s from step %d (%s)", desc, start, checkpoint)
+    return start
+
+
+def _optimisation_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: KeypointBatch, recipe: OptimRecipe,
+                       coord_weight: float) -> tuple[torch.Tensor, dict]:
+    """One forward/backward pass and optimiser step; the loss and its parts."""
+    out = model(batch.images)
+    logits = out["out"] if isinstance(out, dict) else out
+    loss, parts = keypoint_loss(logits, batch, recipe, coord_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    opt.step()
+    return loss, parts
+
+
 def run_optimisation(
     model: torch.nn.Module,
     batches: BatchSource,
@@ -177,18 +209,7 @@ def run_optimisation(
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     meta = {"recipe": recipe.to_dict()}
     result = TrainResult()
-    start = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("meta", {}).get("recipe") == meta["recipe"]:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start = int(state["step"])
-            result.losses = list(state.get("losses", []))
-            result.resumed_from = start
-            log.info("resuming %s from step %d (%s)", desc, start, checkpoint)
-        else:
-            log.warning("checkpoint %s was made by another recipe; starting afresh", checkpoint)
+    start = _resume(checkpoint, model, opt, meta, result, desc) if checkpoint is not None else 0
     model.train()
     t0 = time.monotonic()
     coord_start = int(recipe.coord_start_frac * recipe.steps)
@@ -202,15 +223,8 @@ def run_optimisation(
             batch = batches(rng, recipe.batch_size)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, recipe)
-            out = model(batch.images)
-            logits = out["out"] if isinstance(out, dict) else out
             cw = recipe.coord_weight if step >= coord_start else 0.0
-            loss, parts = keypoint_loss(logits, batch, recipe, cw)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            opt.step()
+            loss, parts = _optimisation_step(model, opt, batch, recipe, cw)
             result.losses.append(float(loss.detach()))
             bar.update(1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in parts.items()}, refresh=False)

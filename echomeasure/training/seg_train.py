@@ -137,6 +137,47 @@ class SegTrainOutcome:
     train_wall_s: float
 
 
+def _new_version(name: str, version: str | None, init_from: Any, existing: set[str]) -> str:
+    """The version to register: the one asked for (refused if taken), else the next free 1.N / PARENT-dsN."""
+    if version is not None:
+        if version in existing:
+            raise InvalidInputError(f"{name} {version} is already registered; give another --version")
+        return version
+    stem = (init_from.version + "-ds") if init_from is not None else "1."
+    i = 0 if init_from is None else 1
+    while f"{stem}{i}" in existing:
+        i += 1
+    return f"{stem}{i}"
+
+
+def _fit(model: Any, x: np.ndarray, y: np.ndarray, known: np.ndarray, gen: np.random.Generator, *, steps: int,
+         lr: float, max_minutes: float | None) -> tuple[int, float]:
+    """AdamW on random batches (half flipped left-right) with the partial-label loss; (steps done, seconds)."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    model.train()
+    t0 = time.time()
+    done = 0
+    for step in range(steps):
+        idx = gen.integers(0, len(x), min(BATCH, len(x)))
+        xb = torch.from_numpy(x[idx].astype(np.float32) / 255.0)
+        yb = torch.from_numpy(y[idx])
+        kb = torch.from_numpy(known[idx])
+        if gen.random() < 0.5:
+            xb, yb = xb.flip(-1), yb.flip(-1)
+        loss = partial_label_loss(model(xb), yb, kb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        done += 1
+        if step % 25 == 0:
+            log.info("step %d loss %.4f", step, float(loss.detach()))
+        if max_minutes is not None and time.time() - t0 > max_minutes * 60:
+            break
+    return done, time.time() - t0
+
+
 def train_segmentation(
     samples: Sequence[SegSample],
     *,
@@ -172,15 +213,7 @@ def train_segmentation(
         raise InvalidInputError("--steps must be at least 1")
     torch.manual_seed(seed)
     out_dir = config.weights_dir() if out is None else os.fspath(out)
-    existing = {e.version for e in list_entries(out_dir) if e.name == name}
-    if version is None:
-        stem = (init_from.version + "-ds") if init_from is not None else "1."
-        i = 0 if init_from is None else 1
-        while f"{stem}{i}" in existing:
-            i += 1
-        version = f"{stem}{i}"
-    elif version in existing:
-        raise InvalidInputError(f"{name} {version} is already registered; give another --version")
+    version = _new_version(name, version, init_from, {e.version for e in list_entries(out_dir) if e.name == name})
     arch = init_from.entry.arch if init_from is not None else DEFAULT_ARCH
     if init_from is not None:
         input_px = int(init_from.entry.input_size[0])
@@ -190,27 +223,7 @@ def train_segmentation(
     x, y, known = _arrays(samples, len(classes), input_px)
     gen = np.random.default_rng(seed)
     lr = 3e-4 if init_from is not None else 1e-3
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    model.train()
-    t0 = time.time()
-    done = 0
-    for step in range(steps):
-        idx = gen.integers(0, len(x), min(BATCH, len(x)))
-        xb = torch.from_numpy(x[idx].astype(np.float32) / 255.0)
-        yb = torch.from_numpy(y[idx])
-        kb = torch.from_numpy(known[idx])
-        if gen.random() < 0.5:
-            xb, yb = xb.flip(-1), yb.flip(-1)
-        loss = partial_label_loss(model(xb), yb, kb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        done += 1
-        if step % 25 == 0:
-            log.info("step %d loss %.4f", step, float(loss.detach()))
-        if max_minutes is not None and time.time() - t0 > max_minutes * 60:
-            break
-    wall = time.time() - t0
+    done, wall = _fit(model, x, y, known, gen, steps=steps, lr=lr, max_minutes=max_minutes)
     model.eval()
     metrics: dict[str, float] = {}
     if eval_samples:
