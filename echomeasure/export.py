@@ -238,6 +238,8 @@ def export_csv(store: Store, clip_ids: Iterable[int] | None = None) -> str:
 def export_json(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str, Any]:
     """Full history as a JSON-ready dict: clips with their proposals, reviews, current
     measurements and audit events, plus the model versions and store-wide audit events."""
+    from echomeasure.store import contours
+
     ids = _clip_ids(store, clip_ids)
     clips = []
     for clip_id in ids:
@@ -263,6 +265,9 @@ def export_json(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
                 "measurements": [_state_json(st) for st in store.current_measurements(c.id)],
                 "proposals": [_record_json(p) for p in store.proposals(c.id)],
                 "reviews": [_record_json(r) for r in store.reviews(c.id)],
+                "contour_proposals": [_record_json(r) for r in contours.contour_proposals(store, c.id)],
+                "contour_reviews": [_record_json(r) for r in contours.contour_reviews(store, c.id)],
+                "volumes": [_record_json(r) for r in contours.volumes(store, c.id)],
                 "audit": [_record_json(a) for a in store.audit_events(c.id)],
             }
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from echomeasure.errors import MeasurementError, WeightsError
+from echomeasure.errors import MeasurementError, StoreError, WeightsError
 from echomeasure.ingest.clip import display_name
 from echomeasure.store import ClipRecord, ProposalRecord, Store
 
@@ -75,7 +75,11 @@ def _propose_and_store(
         return (), False
     warnings.extend(getattr(clip_proposals, "notices", ()))
     stored = tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer))
-    _store_contours_and_volumes(record.id, clip_proposals, store, reviewer)
+    try:
+        _store_contours_and_volumes(record.id, clip_proposals, store, reviewer)
+    except StoreError as exc:  # the calipers are stored; say what of the contours is missing
+        warnings.append(f"contours or volumes not stored: {exc}")
+        log.info("%s: contours or volumes not stored: %s", name, exc)
     return stored, True
 
 

@@ -109,3 +109,12 @@ def test_cli_export_masks(tmp_path, dicom_file, capsys):
     assert out["masks"] == 1 and (tmp_path / "m" / "masks.json").is_file()
     assert main(["export", "--db", url, "--format", "masks"]) == 2
     assert "error: --format masks writes files" in capsys.readouterr().err
+
+
+def test_json_history_holds_contours_reviews_and_volumes(store, dicom_file):
+    _fill(store, dicom_file)
+    clip = json.loads(render(store, "json"))["clips"][0]
+    assert [c["structure"] for c in clip["contour_proposals"]] == ["myocardium", "lv", "la", "rv", "lv"]
+    assert clip["contour_proposals"][1]["polygon"] == LV
+    assert [r["action"] for r in clip["contour_reviews"]] == ["accepted", "corrected", "rejected"]
+    assert {v["measurement"]: v["method"] for v in clip["volumes"]} == {"lvedv": "biplane", "lvef": "biplane"}

@@ -161,3 +161,16 @@ def test_ingest_stores_the_proposed_contours_and_volumes(store, dicom_file, monk
     assert [(c.frame_index, c.structure) for c in contour_proposals(store, result.clip.id)] == [(1, "lv"), (3, "lv")]
     assert {v.measurement: v.method for v in volumes(store, result.clip.id)}["lvef"] == "single-plane A4C"
     assert verify(store.engine).ok
+
+
+def test_ingest_keeps_the_calipers_and_warns_when_a_contour_is_unusable(store, dicom_file, monkeypatch):
+    from echomeasure import config, pipeline
+
+    proposed = lvidd_proposals()
+    proposed.segmentations = [LV_ED, {**LV_ES, "polygon": [[1.0, 1.0], [2.0, 2.0]]}]
+    monkeypatch.setattr(pipeline, "_propose", lambda dclip, only, report: proposed)
+    result = pipeline.ingest_path(dicom_file, store, secret=config.secret())
+    assert len(result.proposals) == 3
+    assert any("contours or volumes not stored" in w and "at least 3" in w for w in result.warnings)
+    assert contour_proposals(store, result.clip.id) == []  # one transaction: none or all
+    assert verify(store.engine).ok
