@@ -512,8 +512,8 @@ def _ed_es(clip: Clip, runner: _TwoDRunner, per_frame: bool, weights_dir: Any) -
     view = getattr(own, "view", None)
     if isinstance(view, dict) and view.get("name") not in (None, "plax"):
         return None, None, f"view {view.get('name')}", own
-    own_frames = own is not None and own.ed_frame is not None and own.es_frame is not None
-    if own_frames and (not per_frame or "lvid" not in runner.entries):
+    if (own is not None and own.ed_frame is not None and own.es_frame is not None
+            and (not per_frame or "lvid" not in runner.entries)):
         return int(own.ed_frame), int(own.es_frame), f"plax-linear {own.model.version} LV diameter", own
     if "lvid" not in runner.entries:
         raise MeasurementError(

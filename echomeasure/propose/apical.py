@@ -149,14 +149,15 @@ def propose_apical(
     la = volumes.la_area_length_ml(maps[es], cm, axes.get(es)) if cm is not None else None
     model = engine.info
     conf_ed, conf_es = (conf_lv.get(ed, 0.0) if edv is not None else 0.0), (conf_lv.get(es, 0.0) if esv is not None else 0.0)
-    vols = [
+    la_confidence = float(np.mean([s["confidence"] for s in segmentations if s["structure"] == "la" and s["frame"] == es]
+                                  or [0.0]))
+    vols: list[dict[str, Any]] = [
         {"name": "lvedv", "value": edv, "unit": unit_scale, "frame": ed, "method": method, "confidence": conf_ed},
         {"name": "lvesv", "value": esv, "unit": unit_scale, "frame": es, "method": method, "confidence": conf_es},
         {"name": "lvef", "value": ef, "unit": "%" if ef is not None else "px", "frame": es, "method": method,
          "confidence": min(conf_ed, conf_es) if ef is not None else 0.0},
         {"name": "la_volume", "value": la, "unit": unit_scale, "frame": es, "method": f"area-length {view.upper()}",
-         "confidence": float(np.mean([s["confidence"] for s in segmentations if s["structure"] == "la" and s["frame"] == es] or [0.0]))
-         if la is not None else 0.0},
+         "confidence": la_confidence if la is not None else 0.0},
     ]
     for v in vols:
         v["value"] = None if v["value"] is None else round(float(v["value"]), 2)

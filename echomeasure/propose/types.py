@@ -56,6 +56,6 @@ class ClipProposals:
     view: dict | None = None  # {"name", "confidence"} from the view classifier; None without one
     notices: list[str] = field(default_factory=list)  # what the reviewer should know (e.g. not PLAX)
     volumes: list[dict] = field(default_factory=list)  # apical: lvedv, lvesv, lvef, la_volume (JSON-ready, with method)
-    segmentations: list[dict] = field(default_factory=list)  # apical: {"frame", "structure", "polygon", "area_cm2", "confidence"}
-    segmentations: list[dict] = field(default_factory=list)  # structure contours {"frame", "structure", "polygon", ...}
+    # structure contours (PLAX and apical): {"frame", "structure", "polygon", "area_cm2", "confidence"}
+    segmentations: list[dict] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)

@@ -367,7 +367,8 @@ def current_contours(store: Store, clip_id: int) -> list[ContourState]:
         latest_review[(rev.frame_index, rev.structure)] = rev
     out = []
     for key in sorted(set(latest_proposal) | set(latest_review)):
-        p, r = latest_proposal.get(key), latest_review.get(key)
+        p: ContourProposalRecord | None = latest_proposal.get(key)
+        r: ContourReviewRecord | None = latest_review.get(key)
         if r is not None:
             status, polygon = r.action, r.polygon
         else:

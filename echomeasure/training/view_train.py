@@ -337,7 +337,8 @@ def _warp(frames: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int
         period = u(0.05, 0.15) * (y1 - y0 + 1)
         band = (np.cos(2 * math.pi * (yy - y0) / max(period, 2)) > 0.9).astype(np.float32) * u(10, 40)
         band *= (yy < y0 + u(0.2, 0.5) * (y1 - y0))
-        out = np.clip(out.astype(np.float32) + band[None, :, :, None] * (out.max(axis=3, keepdims=True) > 0), 0, 255).astype(np.uint8)
+        lit = out.max(axis=3, keepdims=True) > 0
+        out = np.clip(out.astype(np.float32) + band[None, :, :, None] * lit, 0, 255).astype(np.uint8)
     if rng.random() < 0.4:  # shadow: a dark wedge from the apex
         a0 = u(-0.6, 0.6)
         width = u(0.05, 0.2)
