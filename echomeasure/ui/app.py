@@ -6,7 +6,10 @@ A thin shell over the library: opening a file calls :func:`echomeasure.pipeline.
 :func:`echomeasure.export.export_csv`.  Reviews are written only from the caliper viewer's
 explicit ``commit`` event, never from ``.change``.
 
-Run it with ``echomeasure demo`` (or ``make demo``); ``build_app`` is what tests launch.
+``build_app`` is the layout and the wiring: each callback adapts one method of
+:class:`echomeasure.ui.controller.ReviewController` (plain functions over the store, tested
+without a browser) to Gradio.  Run it with ``echomeasure demo`` (or ``make demo``);
+``build_app`` is what tests launch.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ from typing import Any
 import gradio as gr
 
 from echomeasure import config, web_security
-from echomeasure.errors import EchomeasureError, StoreError
-from echomeasure.store import ClipRecord, Store, open_store, readers
+from echomeasure.errors import EchomeasureError
+from echomeasure.store import Store, open_store
 from echomeasure.store.admin import check_audit_at_start
-from echomeasure.ui import review, viewmodel
+from echomeasure.ui import viewmodel
 from echomeasure.ui.caliper import CaliperViewer
+from echomeasure.ui.controller import ALL_REVIEWED, ReviewController, event_payload, viewer_name
 
 log = logging.getLogger(__name__)
+
+#: Fields of the viewer's custom events (see :mod:`echomeasure.ui.caliper`).
+COMMIT_KEYS = ("clip_id", "reviews", "undo")
+CALIBRATE_KEYS = ("clip_id", "points", "length_cm")
 
 TITLE = "echomeasure"
 #: Largest upload accepted (Gradio refuses bigger files before they reach the server).
@@ -133,23 +141,9 @@ def _gr_progress(progress: gr.Progress) -> Callable[[float, str], None]:
     return report
 
 
-def _clip_header(clip: ClipRecord, states: Sequence[Any], warnings: Sequence[str] = ()) -> str:
-    model = next((f"{s.model_name} {s.model_version}" for s in states if s.model_name), "no model")
-    cal = {"dicom": "DICOM calibration", "user": "user scale", "none": "uncalibrated (values in px): Calibrate"}.get(
-        clip.calibration_source, clip.calibration_source
-    )
-    ft = f"{clip.frame_time_ms:.1f} ms/frame" if clip.frame_time_ms else "frame time unknown"
-    parts = [
-        f"**{clip.label}**",
-        f"{clip.kind.upper()} · {clip.n_frames} frames (0–{clip.n_frames - 1}) · {ft}",
-        cal,
-        f"model: {model}",
-        f"study …{clip.study_uid[-8:]}",
-    ]
-    text = " &nbsp;|&nbsp; ".join(parts)
-    for w in warnings:
-        text += f"\n\n⚠ {w}"
-    return text
+def _login(request: gr.Request | None) -> str | None:
+    """The logged-in user of a request (``echomeasure demo --auth``), else None."""
+    return getattr(request, "username", None)
 
 
 # --------------------------------------------------------------------------- the app
@@ -188,41 +182,16 @@ def build_app(
     # Each model version's own low-confidence threshold (held-out 25th percentile), read once.
     thresholds = viewmodel.RegistryThresholds()
 
+    controller = ReviewController(store, thresholds)
+
     # ------------------------------------------------------------------ callbacks
-    def clip_views(summaries: Sequence[Any]) -> dict[int, str]:
-        views = {}
-        for summary in summaries:
-            names = {p.model_name for p in store.proposals(summary.clip_id)}
-            views[summary.clip_id] = viewmodel.clip_view(summary.kind, sorted(n for n in names if n))
-        return views
-
+    # Each callback adapts one controller method to Gradio (inputs, gr.update, notices).
     def worklist_update(status: str | None = "all") -> list[list[Any]]:
-        summaries = store.worklist()
-        dates = {c.id: (c.deid_record or {}).get("study_date") for c in store.clips()}
-        return viewmodel.worklist_rows(
-            summaries, status=status or "all", views=clip_views(summaries), study_dates=dates
-        )
-
-    def viewer_name(typed: str | None, request: gr.Request | None) -> str:
-        # who is looking: the logged-in user, else the name typed in the Reviewer field
-        return getattr(request, "username", None) or (typed or "").strip()
-
-    def visible(clip_id: int, viewer: str) -> list[Any]:
-        # Every screen shows what this viewer may see: on a reader-study clip their own reads
-        # only (and, unassisted, no proposal); a clip without readers shows everything.
-        return readers.measurements_for(store, clip_id, viewer)
+        return controller.worklist(status)
 
     def show_clip(clip_id: int, viewer: str, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
-        clip = store.clip(clip_id)
-        states = visible(clip_id, viewer)
-        frames = store.frame_images(clip_id)
-        if len(frames) < clip.n_frames:
-            raise StoreError(f"{clip.label} has {len(frames)} of {clip.n_frames} frames stored; re-ingest the file")
-        viewer_update = gr.update(
-            value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=thresholds),
-            clip=viewmodel.viewer_clip(clip, frames, states),
-        )
-        return viewer_update, _clip_header(clip, states, warnings), clip_id
+        screen = controller.open_clip(clip_id, viewer, warnings)
+        return gr.update(value=screen.value, clip=screen.clip), screen.header, screen.clip_id
 
     # What opening a clip updates: the viewer, its header, the current clip, the worklist, and
     # the export link of the previous study (hidden: it belongs to the clip that was open).
@@ -262,7 +231,8 @@ def build_app(
             gr.Warning("Pick an example from the list first.")
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return ingest_and_show(example_paths[name], reviewer_name, progress, status, viewer_name(reviewer_name, request))
+            viewer = viewer_name(reviewer_name, _login(request))
+            return ingest_and_show(example_paths[name], reviewer_name, progress, status, viewer)
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -279,7 +249,7 @@ def build_app(
         if not file:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
         try:
-            viewer = viewer_name(reviewer_name, request)
+            viewer = viewer_name(reviewer_name, _login(request))
             return (*ingest_and_show(file, reviewer_name, progress, status, viewer), None)
         except EchomeasureError as exc:
             # named as the user knows it (the upload keeps its file name), never by a temp path
@@ -295,90 +265,44 @@ def build_app(
         if not row:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return (*show_clip(int(row[0]), viewer_name(reviewer_name, request)), no_export)
+            return (*show_clip(int(row[0]), viewer_name(reviewer_name, _login(request))), no_export)
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
     def open_next(current: int | None, status: str, reviewer_name: str, evt: gr.EventData, request: gr.Request) -> tuple:
-        payload = getattr(evt, "_data", None)
-        if isinstance(payload, dict) and payload.get("clip_id") is not None:
-            current = payload["clip_id"]  # the viewer's key N says which clip it shows
-        target = viewmodel.next_unreviewed(store.worklist(), None if current is None else int(current))
+        shown = event_payload(evt, ["clip_id"])["clip_id"]  # the viewer's key N says which clip it shows
+        target = controller.next_clip(shown if shown is not None else current)
         if target is None:
-            gr.Info("Every clip with proposals is reviewed.")
+            gr.Info(ALL_REVIEWED)
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return (*show_clip(target, viewer_name(reviewer_name, request)), no_export, worklist_update(status))
+            return (*show_clip(target, viewer_name(reviewer_name, _login(request))), no_export, worklist_update(status))
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
 
-    def viewer_notice(clip_id: int, notice: str, viewer: str) -> dict:
-        # Told inside the viewer (next to what the reviewer was doing), not in a toast over the
-        # top-right corner where the Reviewer field is.
-        try:
-            states = visible(clip_id, viewer)
-        except EchomeasureError:
-            states = []
-        return viewmodel.viewer_value(clip_id, states, thresholds=thresholds, notice=notice)
-
-    reviewer_ok = gr.update(elem_classes=["em-reviewer-ok"])
-    reviewer_missing = gr.update(elem_classes=["em-reviewer-missing"])
+    def reviewer_field(missing: bool | None) -> Any:
+        if missing is None:
+            return gr.skip()
+        return gr.update(elem_classes=["em-reviewer-missing" if missing else "em-reviewer-ok"])
 
     def commit(reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
-        payload = dict(evt._data or {})
-        clip_id = payload.get("clip_id")
-        items = payload.get("reviews") or []
-        if clip_id is None or not items:
+        outcome = controller.commit(event_payload(evt, COMMIT_KEYS), reviewer_name, _login(request))
+        if outcome.value is None:
             return gr.skip(), gr.skip(), gr.skip()
-        login = getattr(request, "username", None)
-        viewer = viewer_name(reviewer_name, request)
-        if not viewer:
-            notice = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
-            return viewer_notice(int(clip_id), notice, viewer), gr.skip(), reviewer_missing
-        try:
-            requests = [review.ReviewRequest.from_payload(item) for item in items]
-            saved = review.save_reviews(store, int(clip_id), requests, reviewer_name, logged_in_user=login)
-            states = visible(int(clip_id), viewer)
-        except EchomeasureError as exc:
-            return viewer_notice(int(clip_id), f"Not saved: {exc}", viewer), gr.skip(), gr.skip()
-        names = [r.measurement for r in saved]
-        saved_notice = f"Saved {len(saved)} reviews as {saved[0].reviewer}." if len(saved) > 1 else None
-        value = viewmodel.viewer_value(
-            int(clip_id), states, committed=names, thresholds=thresholds, notice=saved_notice,
-            undone=names if payload.get("undo") else (),
-        )
-        return value, worklist_update(status), reviewer_ok
+        worklist_rows = worklist_update(status) if outcome.saved else gr.skip()
+        return outcome.value, worklist_rows, reviewer_field(outcome.reviewer_missing)
 
     def calibrate(reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
-        from echomeasure.store.user_calibration import set_user_calibration
-
-        payload = dict(evt._data or {})
-        clip_id = payload.get("clip_id")
-        if clip_id is None:
+        outcome = controller.calibrate(event_payload(evt, CALIBRATE_KEYS), reviewer_name, _login(request))
+        if outcome.screen is not None:
+            screen = outcome.screen
+            viewer_update = gr.update(value=screen.value, clip=screen.clip)
+            return viewer_update, screen.header, worklist_update(status), reviewer_field(outcome.reviewer_missing)
+        if outcome.value is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        login = getattr(request, "username", None)
-        viewer = viewer_name(reviewer_name, request)
-        if not viewer:
-            notice = "Not calibrated: enter your name in the Reviewer field (highlighted, top left); calibrations are signed."
-            return viewer_notice(int(clip_id), notice, viewer), gr.skip(), gr.skip(), reviewer_missing
-        try:
-            states = visible(int(clip_id), viewer)  # only someone who may see the clip calibrates it
-            clip = set_user_calibration(
-                store, int(clip_id), payload.get("points") or [], payload.get("length_cm"), login or reviewer_name
-            )
-            states = visible(clip.id, viewer)
-        except EchomeasureError as exc:
-            return viewer_notice(int(clip_id), f"Not calibrated: {exc}", viewer), gr.skip(), gr.skip(), gr.skip()
-        scale = f"{clip.user_cm_per_px * 10:.3f} mm/px" if clip.user_cm_per_px else "?"
-        viewer_update = gr.update(
-            value=viewmodel.viewer_value(
-                clip.id, states, reload=True, thresholds=thresholds, notice=f"Calibrated by you: {scale}; values now in cm"
-            ),
-            clip=viewmodel.viewer_clip(clip, store.frame_images(clip.id), states),
-        )
-        return viewer_update, _clip_header(clip, states), worklist_update(status), reviewer_ok
+        return outcome.value, gr.skip(), gr.skip(), reviewer_field(outcome.reviewer_missing)
 
     def export_study(clip_id: int | None) -> Any:
         from echomeasure.export import export_csv
@@ -524,19 +448,14 @@ def build_app(
             """Save one review (action: accept, rejected or added) and return the measurement's state.
 
             With a login the reviewer recorded is the logged-in user (``reviewer`` is kept beside it).
+            On a clip assigned to readers the review is a read, and the state is the reader's own.
             """
             try:
-                decision = review.ReviewRequest.from_payload(
-                    {"name": measurement, "action": action, "points": points or [], "frame": frame, "seconds": seconds}
+                return controller.save_review(
+                    clip_id, measurement, action, reviewer, _login(request), points=points, frame=frame, seconds=seconds
                 )
-                review.save_reviews(
-                    store, int(clip_id), [decision], reviewer, logged_in_user=getattr(request, "username", None)
-                )
-                viewer = viewer_name(reviewer, request)
-                states = {s.measurement: s for s in visible(int(clip_id), viewer)}
             except EchomeasureError as exc:
                 raise gr.Error(str(exc)) from None
-            return viewmodel.measurement_entry(states[measurement], thresholds)
 
         def measurements(
             clip_id: int,
@@ -549,7 +468,7 @@ def build_app(
             unassisted reader no proposal); with a login the viewer is the logged-in user.
             """
             try:
-                return [viewmodel.measurement_entry(s, thresholds) for s in visible(int(clip_id), viewer_name(reviewer, request))]
+                return controller.measurement_entries(int(clip_id), viewer_name(reviewer, _login(request)))
             except EchomeasureError as exc:
                 raise gr.Error(str(exc)) from None
 

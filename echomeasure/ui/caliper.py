@@ -147,8 +147,9 @@ class CaliperViewer(gr.HTML):
     Events
     ------
     ``commit``
-        The reviewer accepted, rejected or added measurements; the payload is in
-        ``gr.EventData._data`` (see the module docstring).
+        The reviewer accepted, rejected or added measurements; the payload's fields are
+        attributes of the ``gr.EventData`` (read with
+        :func:`echomeasure.ui.controller.event_payload`; see the module docstring).
     ``calibrate``
         The reviewer drew a known length on an uncalibrated clip.
     ``next_clip``

@@ -1,0 +1,238 @@
+"""What the review UI does on each event, as plain functions over the store (no Gradio in here).
+
+:mod:`echomeasure.ui.app` lays out the page and wires each Gradio event to one method of
+:class:`ReviewController`; the method takes plain values (clip ids, the viewer's event payload,
+the reviewer's name, the logged-in user) and returns plain values (the viewer's JSON, the header
+text, a notice), so every rule of the UI is testable without a browser or a server.
+
+Every screen shows what its viewer may see (:func:`echomeasure.store.readers.measurements_for`):
+on a clip assigned to readers, a reader's own reads only (and, unassisted, no proposal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from echomeasure.errors import EchomeasureError, StoreError
+from echomeasure.store import ClipRecord, MeasurementState, Store, readers
+from echomeasure.ui import review, viewmodel
+
+NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
+NAME_NEEDED_TO_CALIBRATE = (
+    "Not calibrated: enter your name in the Reviewer field (highlighted, top left); calibrations are signed."
+)
+ALL_REVIEWED = "Every clip with proposals is reviewed."
+
+
+def event_payload(event: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """The fields ``keys`` of a custom event's payload (``trigger(name, payload)`` in the viewer).
+
+    Gradio exposes the payload's fields as attributes of ``gr.EventData``; a missing field is
+    ``None``.
+    """
+    out: dict[str, Any] = {}
+    for key in keys:
+        try:
+            out[key] = getattr(event, key)
+        except (AttributeError, TypeError):
+            out[key] = None
+    return out
+
+
+def viewer_name(typed: str | None, login: str | None) -> str:
+    """Who is looking: the logged-in user, else the name typed in the Reviewer field ('' if none)."""
+    return login or (typed or "").strip()
+
+
+def clip_header(clip: ClipRecord, states: Sequence[MeasurementState], warnings: Sequence[str] = ()) -> str:
+    """The Markdown line above the viewer: clip, frames, calibration, model, study."""
+    model = next((f"{s.model_name} {s.model_version}" for s in states if s.model_name), "no model")
+    cal = {"dicom": "DICOM calibration", "user": "user scale", "none": "uncalibrated (values in px): Calibrate"}.get(
+        clip.calibration_source, clip.calibration_source
+    )
+    ft = f"{clip.frame_time_ms:.1f} ms/frame" if clip.frame_time_ms else "frame time unknown"
+    parts = [
+        f"**{clip.label}**",
+        f"{clip.kind.upper()} · {clip.n_frames} frames (0–{clip.n_frames - 1}) · {ft}",
+        cal,
+        f"model: {model}",
+        f"study …{clip.study_uid[-8:]}",
+    ]
+    text = " &nbsp;|&nbsp; ".join(parts)
+    for w in warnings:
+        text += f"\n\n⚠ {w}"
+    return text
+
+
+@dataclass(frozen=True)
+class ClipScreen:
+    """A clip opened in the viewer: its value and clip props, the header and the clip id."""
+
+    clip_id: int
+    value: dict[str, Any]
+    clip: dict[str, Any]
+    header: str
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What an event from the viewer changes.
+
+    ``value`` is the viewer's new value (``None``: unchanged); ``screen`` a clip reopened (its
+    props changed, e.g. after a calibration); ``saved`` says whether the store changed (the
+    worklist is refreshed then); ``reviewer_missing`` whether the Reviewer field must be
+    highlighted (``None``: leave it as it is).
+    """
+
+    value: dict[str, Any] | None = None
+    screen: ClipScreen | None = None
+    saved: bool = False
+    reviewer_missing: bool | None = None
+    saved_names: tuple[str, ...] = field(default=())
+
+
+class ReviewController:
+    """The review UI's actions over one store."""
+
+    def __init__(self, store: Store, thresholds: viewmodel.ThresholdLookup | None = None) -> None:
+        self.store = store
+        self.thresholds: viewmodel.ThresholdLookup = thresholds or viewmodel.fixed_threshold
+
+    # ------------------------------------------------------------------ reading
+    def visible(self, clip_id: int, viewer: str) -> list[MeasurementState]:
+        """The measurements of a clip as ``viewer`` may see them (StoreError: may see nothing)."""
+        return readers.measurements_for(self.store, clip_id, viewer)
+
+    def worklist(self, status: str | None = "all") -> list[list[Any]]:
+        """The worklist rows, filtered by review status."""
+        summaries = self.store.worklist()
+        views = {}
+        for summary in summaries:
+            names = {p.model_name for p in self.store.proposals(summary.clip_id)}
+            views[summary.clip_id] = viewmodel.clip_view(summary.kind, sorted(n for n in names if n))
+        dates = {c.id: (c.deid_record or {}).get("study_date") for c in self.store.clips()}
+        return viewmodel.worklist_rows(summaries, status=status or "all", views=views, study_dates=dates)
+
+    def open_clip(self, clip_id: int, viewer: str, warnings: Sequence[str] = ()) -> ClipScreen:
+        """Open a clip for ``viewer``.
+
+        Raises
+        ------
+        StoreError
+            Unknown clip, frames missing from the image store, or a reader-study clip that
+            ``viewer`` does not read.
+        """
+        clip = self.store.clip(clip_id)
+        states = self.visible(clip_id, viewer)
+        frames = self.store.frame_images(clip_id)
+        if len(frames) < clip.n_frames:
+            raise StoreError(f"{clip.label} has {len(frames)} of {clip.n_frames} frames stored; re-ingest the file")
+        return ClipScreen(
+            clip_id=clip_id,
+            value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=self.thresholds),
+            clip=viewmodel.viewer_clip(clip, frames, states),
+            header=clip_header(clip, states, warnings),
+        )
+
+    def next_clip(self, current: int | None) -> int | None:
+        """The next clip with proposals not yet reviewed after ``current`` (None: every one is)."""
+        return viewmodel.next_unreviewed(self.store.worklist(), None if current is None else int(current))
+
+    def notice(self, clip_id: int, text: str, viewer: str) -> dict[str, Any]:
+        """The viewer's value with a notice shown inside the viewer (nothing else changed)."""
+        try:
+            states = self.visible(clip_id, viewer)
+        except EchomeasureError:
+            states = []
+        return viewmodel.viewer_value(clip_id, states, thresholds=self.thresholds, notice=text)
+
+    def measurement_entries(self, clip_id: int, viewer: str) -> list[dict[str, Any]]:
+        """Where each measurement of a clip stands for ``viewer`` (the API's ``measurements``)."""
+        return [viewmodel.measurement_entry(s, self.thresholds) for s in self.visible(int(clip_id), viewer)]
+
+    # ------------------------------------------------------------------ writing
+    def commit(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
+        """Save the reviews of a ``commit`` event (see :mod:`echomeasure.ui.caliper`)."""
+        clip_id = payload.get("clip_id")
+        items = payload.get("reviews") or []
+        if clip_id is None or not items:
+            return EventOutcome()
+        clip_id = int(clip_id)
+        viewer = viewer_name(typed_name, login)
+        if not viewer:
+            return EventOutcome(value=self.notice(clip_id, NAME_NEEDED_TO_SAVE, viewer), reviewer_missing=True)
+        try:
+            requests = [review.ReviewRequest.from_payload(item) for item in items]
+            saved = review.save_reviews(self.store, clip_id, requests, typed_name or "", logged_in_user=login)
+            states = self.visible(clip_id, viewer)
+        except EchomeasureError as exc:
+            return EventOutcome(value=self.notice(clip_id, f"Not saved: {exc}", viewer))
+        names = tuple(r.measurement for r in saved)
+        saved_notice = f"Saved {len(saved)} reviews as {saved[0].reviewer}." if len(saved) > 1 else None
+        value = viewmodel.viewer_value(
+            clip_id, states, committed=names, thresholds=self.thresholds, notice=saved_notice,
+            undone=names if payload.get("undo") else (),
+        )
+        return EventOutcome(value=value, saved=True, reviewer_missing=False, saved_names=names)
+
+    def calibrate(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
+        """Set the user's scale from a ``calibrate`` event (a known length drawn on the clip)."""
+        from echomeasure.store.user_calibration import set_user_calibration
+
+        clip_id = payload.get("clip_id")
+        if clip_id is None:
+            return EventOutcome()
+        clip_id = int(clip_id)
+        viewer = viewer_name(typed_name, login)
+        if not viewer:
+            return EventOutcome(value=self.notice(clip_id, NAME_NEEDED_TO_CALIBRATE, viewer), reviewer_missing=True)
+        try:
+            self.visible(clip_id, viewer)  # only someone who may see the clip calibrates it
+            clip = set_user_calibration(
+                self.store, clip_id, payload.get("points") or [], payload.get("length_cm"), login or typed_name or ""
+            )
+            states = self.visible(clip.id, viewer)
+        except EchomeasureError as exc:
+            return EventOutcome(value=self.notice(clip_id, f"Not calibrated: {exc}", viewer))
+        scale = f"{clip.user_cm_per_px * 10:.3f} mm/px" if clip.user_cm_per_px else "?"
+        screen = ClipScreen(
+            clip_id=clip.id,
+            value=viewmodel.viewer_value(
+                clip.id, states, reload=True, thresholds=self.thresholds,
+                notice=f"Calibrated by you: {scale}; values now in cm",
+            ),
+            clip=viewmodel.viewer_clip(clip, self.store.frame_images(clip.id), states),
+            header=clip_header(clip, states),
+        )
+        return EventOutcome(screen=screen, saved=True, reviewer_missing=False)
+
+    def save_review(
+        self,
+        clip_id: int,
+        measurement: str,
+        action: str,
+        typed_name: str,
+        login: str | None = None,
+        *,
+        points: list[list[float]] | None = None,
+        frame: int | None = None,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Save one review (the API's ``save_review``) and return the measurement as its viewer sees it.
+
+        Raises
+        ------
+        EchomeasureError
+            Whatever :func:`echomeasure.ui.review.save_reviews` refuses; nothing is saved then.
+        """
+        decision = review.ReviewRequest.from_payload(
+            {"name": measurement, "action": action, "points": points or [], "frame": frame, "seconds": seconds}
+        )
+        review.save_reviews(self.store, int(clip_id), [decision], typed_name, logged_in_user=login)
+        states = {s.measurement: s for s in self.visible(int(clip_id), viewer_name(typed_name, login))}
+        return viewmodel.measurement_entry(states[measurement], self.thresholds)
+
+
+__all__ = ["ClipScreen", "EventOutcome", "ReviewController", "clip_header", "event_payload", "viewer_name"]

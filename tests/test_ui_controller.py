@@ -1,0 +1,115 @@
+"""The review UI's controller: each event's rule as a plain function over a real store."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+from ui_fixtures import prepare_store
+
+from echomeasure.errors import StoreError
+from echomeasure.ui.controller import NAME_NEEDED_TO_SAVE, ReviewController, event_payload, viewer_name
+
+
+@pytest.fixture()
+def controller(tmp_path):
+    from echomeasure.store import open_store
+
+    info = prepare_store(tmp_path)
+    store = open_store(info.url)
+    yield ReviewController(store), info
+    store.close()
+
+
+def _reviews(ctrl: ReviewController, clip_id: int, name: str):
+    return [r for r in ctrl.store.reviews(clip_id) if r.measurement == name]
+
+
+def test_event_payload_reads_the_fields_a_custom_event_carries():
+    event = gr.EventData(None, {"clip_id": 7, "reviews": [{"name": "lvidd"}]})
+    assert event_payload(event, ["clip_id", "reviews", "undo"]) == {
+        "clip_id": 7, "reviews": [{"name": "lvidd"}], "undo": None,
+    }
+    assert event_payload(gr.EventData(None, None), ["clip_id"]) == {"clip_id": None}
+
+
+def test_viewer_is_the_login_else_the_typed_name():
+    assert viewer_name("  Dr Typed ", None) == "Dr Typed"
+    assert viewer_name("Dr Typed", "login-user") == "login-user"
+    assert viewer_name("   ", None) == ""
+
+
+def test_open_clip_gives_the_viewer_value_props_and_header(controller):
+    ctrl, info = controller
+    screen = ctrl.open_clip(info.clip_id, "Dr A")
+    clip = ctrl.store.clip(info.clip_id)
+    assert screen.clip_id == info.clip_id and screen.value["clip_id"] == info.clip_id
+    assert len(screen.clip["frames"]) == clip.n_frames
+    assert {m["name"] for m in screen.value["measurements"]} == {"ivsd", "lvidd", "lvpwd", "lvids", "la", "aortic_root"}
+    assert clip.label in screen.header and "DICOM calibration" in screen.header
+    with pytest.raises(StoreError):
+        ctrl.open_clip(10_000, "Dr A")
+
+
+def test_commit_saves_and_marks_the_committed_measurements(controller):
+    ctrl, info = controller
+    payload = {"clip_id": info.clip_id, "reviews": [{"name": "lvidd", "action": "accept"}]}
+    outcome = ctrl.commit(payload, "Dr A", None)
+    assert outcome.saved and outcome.reviewer_missing is False and outcome.saved_names == ("lvidd",)
+    row = next(m for m in outcome.value["measurements"] if m["name"] == "lvidd")
+    assert row["status"] == "accepted" and row["reviewer"] == "Dr A"
+    (review,) = _reviews(ctrl, info.clip_id, "lvidd")
+    assert review.action == "accepted" and review.reviewer == "Dr A"
+
+
+def test_commit_without_a_name_saves_nothing_and_asks_for_it(controller):
+    ctrl, info = controller
+    payload = {"clip_id": info.clip_id, "reviews": [{"name": "ivsd", "action": "accept"}]}
+    outcome = ctrl.commit(payload, "  ", None)
+    assert not outcome.saved and outcome.reviewer_missing is True
+    assert outcome.value["notice"] == NAME_NEEDED_TO_SAVE
+    assert _reviews(ctrl, info.clip_id, "ivsd") == []
+
+
+def test_commit_refused_by_the_store_is_a_notice_and_nothing_saved(controller):
+    ctrl, info = controller
+    far_outside = [[-500.0, -500.0], [2000.0, 2000.0]]
+    payload = {"clip_id": info.clip_id, "reviews": [{"name": "ivsd", "action": "accept", "points": far_outside, "frame": 0}]}
+    outcome = ctrl.commit(payload, "Dr A", None)
+    assert not outcome.saved and outcome.value["notice"].startswith("Not saved:")
+    assert _reviews(ctrl, info.clip_id, "ivsd") == []
+
+
+def test_empty_commit_changes_nothing(controller):
+    ctrl, info = controller
+    outcome = ctrl.commit({"clip_id": info.clip_id, "reviews": []}, "Dr A", None)
+    assert outcome.value is None and not outcome.saved
+
+
+def test_calibrate_without_a_name_or_on_a_dicom_calibrated_clip_is_refused(controller):
+    ctrl, info = controller
+    payload = {"clip_id": info.clip_id, "points": [[10, 10], [10, 110]], "length_cm": 5.0}
+    outcome = ctrl.calibrate(payload, "", None)
+    assert outcome.reviewer_missing is True and outcome.screen is None
+    outcome = ctrl.calibrate(payload, "Dr A", None)
+    assert outcome.screen is None and outcome.value["notice"].startswith("Not calibrated:")
+    assert ctrl.store.clip(info.clip_id).user_cm_per_px is None
+
+
+def test_next_clip_skips_to_the_next_unreviewed(controller):
+    ctrl, info = controller
+    assert ctrl.next_clip(info.clip_id) == info.doppler_clip_id
+    ctrl.save_review(info.doppler_clip_id, "av_vmax", "accept", "Dr A")
+    assert ctrl.next_clip(info.doppler_clip_id) == info.clip_id
+    assert ctrl.next_clip(info.clip_id) is None  # the only clip left to review is the one open
+
+
+def test_blinded_reader_sees_only_their_own_reads(controller):
+    from echomeasure.store import readers
+
+    ctrl, info = controller
+    readers.assign(ctrl.store, info.clip_id, ["Reader A", "Reader B"], "blinded")
+    ctrl.save_review(info.clip_id, "la", "rejected", "Reader A")
+    seen_by_b = {m["name"]: m for m in ctrl.measurement_entries(info.clip_id, "Reader B")}
+    assert seen_by_b["la"]["status"] == "proposed"
+    with pytest.raises(StoreError):
+        ctrl.open_clip(info.clip_id, "Someone Else")
