@@ -92,7 +92,7 @@ def _distance_to_line(p: np.ndarray, c: np.ndarray, d: np.ndarray) -> float:
 
 
 def _check_line(pts: np.ndarray, names: tuple[str, ...], mm_per_px: float, report: ConsistencyReport,
-                measurements: tuple[str, ...]) -> None:
+                measurements: tuple[str, ...], image_wh: tuple[int, int] | None = None) -> None:
     """Collinearity and order of four keypoints; one outlier is projected onto the others' line."""
     idx = [_IDX[n] for n in names]
     sub = pts[idx]
@@ -111,9 +111,16 @@ def _check_line(pts: np.ndarray, names: tuple[str, ...], mm_per_px: float, repor
         others = np.delete(sub, worst, axis=0)
         c, d = _line_fit(others)
         p = sub[worst]
-        pts[idx[worst]] = c + d * float(np.dot(p - c, d))
-        report.repaired.add(names[worst])
-        report.notes.append(f"{names[worst]} moved {worst_d:.1f} mm onto its line")
+        moved = c + d * float(np.dot(p - c, d))
+        inside = image_wh is None or (0 <= moved[0] <= image_wh[0] - 1 and 0 <= moved[1] <= image_wh[1] - 1)
+        if inside:
+            pts[idx[worst]] = moved
+            report.repaired.add(names[worst])
+            report.notes.append(f"{names[worst]} moved {worst_d:.1f} mm onto its line")
+        else:  # its line leaves the image there: no caliper can sit on it
+            for m in measurements:
+                if names[worst] in LINEAR_ENDPOINTS[m]:
+                    report.rejected[m] = f"{names[worst]} {worst_d:.1f} mm off a line that leaves the image"
     # order along the line: each consecutive pair in the same direction
     c, d = _line_fit(pts[idx])
     proj = (pts[idx] - c) @ d
@@ -130,7 +137,8 @@ def _length_mm(pts: np.ndarray, name: str, mm_per_px: float) -> float:
     return float(np.hypot(*(pts[_IDX[a]] - pts[_IDX[b]]))) * mm_per_px
 
 
-def check_plax_set(points_xy: np.ndarray, mm_per_px: float, phase: str = "ed") -> ConsistencyReport:
+def check_plax_set(points_xy: np.ndarray, mm_per_px: float, phase: str = "ed",
+                   image_wh: tuple[int, int] | None = None) -> ConsistencyReport:
     """Check (and where one point explains it, repair) the eight points of one frame.
 
     Parameters
@@ -142,13 +150,15 @@ def check_plax_set(points_xy: np.ndarray, mm_per_px: float, phase: str = "ed") -
     phase : {"ed", "es"}
         Which measurements the frame reports (ED: ivsd, lvidd, lvpwd, aortic_root; ES: lvids, la);
         every rule is checked, problems are attached to the measurements they concern.
+    image_wh : (width, height), optional
+        Image size: a point is only moved back onto its line where that stays inside the image.
     """
     pts = np.asarray(points_xy, dtype=np.float64).copy()
     report = ConsistencyReport(points_xy=pts)
     lv_names = ("ivsd", "lvidd", "lvpwd") if phase == "ed" else ("lvids",)
     root_names = ("aortic_root",) if phase == "ed" else ("la",)
-    _check_line(pts, LV_LINE, mm_per_px, report, ("ivsd", "lvidd", "lvpwd", "lvids"))
-    _check_line(pts, ROOT_LINE, mm_per_px, report, ("aortic_root", "la"))
+    _check_line(pts, LV_LINE, mm_per_px, report, ("ivsd", "lvidd", "lvpwd", "lvids"), image_wh)
+    _check_line(pts, ROOT_LINE, mm_per_px, report, ("aortic_root", "la"), image_wh)
 
     # the LV line near perpendicular to the long axis (LV line centre -> aortic root centre)
     c_lv, d_lv = _line_fit(pts[[_IDX[n] for n in LV_LINE]])
@@ -200,6 +210,7 @@ def check_ed_es(ed_points: np.ndarray, es_points: np.ndarray, mm_per_px: float) 
 
 
 def consistency_factors(ed_points: np.ndarray, es_points: np.ndarray, mm_per_px: float,
+                        image_wh: tuple[int, int] | None = None,
                         ) -> tuple[np.ndarray, np.ndarray, dict[str, float], dict[str, str]]:
     """Repaired ED and ES points, a confidence factor per measurement, and why any is below 1.
 
@@ -207,8 +218,8 @@ def consistency_factors(ed_points: np.ndarray, es_points: np.ndarray, mm_per_px:
     from the ES set; a measurement is rejected when its own frame breaks a rule, or when the ED
     and ES sets disagree about it.
     """
-    ed_rep = check_plax_set(ed_points, mm_per_px, "ed")
-    es_rep = check_plax_set(es_points, mm_per_px, "es")
+    ed_rep = check_plax_set(ed_points, mm_per_px, "ed", image_wh)
+    es_rep = check_plax_set(es_points, mm_per_px, "es", image_wh)
     cross = check_ed_es(ed_rep.points_xy, es_rep.points_xy, mm_per_px)
     factors: dict[str, float] = {}
     why: dict[str, str] = {}

@@ -273,7 +273,7 @@ def _propose_2d(
             fallback_height_px=transform.box.height_px,
         )
         ed_pts, es_pts, factors, why = consistency.consistency_factors(
-            points_px[ed][order], points_px[es][order], mm_per_px)
+            points_px[ed][order], points_px[es][order], mm_per_px, image_wh=(clip.width, clip.height))
         points_px = points_px.copy()
         if ed != es:
             points_px[es, order] = es_pts
