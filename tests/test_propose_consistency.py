@@ -78,3 +78,17 @@ def test_flag_rule_is_the_registry_threshold_with_its_guards():
     assert flags.is_flagged(0.1, 0.2) and not flags.is_flagged(0.3, 0.2)
     assert flags.is_flagged(0.0, 0.0)  # an implausible value is always flagged
     assert not flags.is_flagged(None, 0.2)
+
+
+def test_a_repair_that_would_leave_the_image_rejects_instead():
+    ed, es, mm = _truth(9_000_002)
+    bad = ed.copy()
+    lv = bad[K["lv_pw"]] - bad[K["septum_lv"]]
+    normal = np.array([-lv[1], lv[0]]) / np.hypot(*lv)
+    bad[K["pw_pericardium"]] += normal * (5.0 / mm)
+    # an image that ends just past the posterior wall: the point's place on its line is outside it
+    tight = (int(np.ceil(bad[:, 0].max())) + 1, int(np.ceil(bad[K["lv_pw"], 1])) + 1)
+    rep = consistency.check_plax_set(bad, mm, "ed", image_wh=tight)
+    assert "lvpwd" in rep.rejected and not rep.repaired
+    rep = consistency.check_plax_set(bad, mm, "ed")
+    assert rep.repaired == {"pw_pericardium"}
