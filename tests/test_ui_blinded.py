@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from pathlib import Path
+
 import pytest
 from ui_fixtures import EXAMPLE_2D, free_port, prepare_store
 
@@ -108,3 +112,20 @@ def test_clip_without_readers_shows_everything(reader_app):
     client.predict(info.doppler_clip_id, "av_vmax", "accept", READER_A, api_name="/save_review")
     seen = _by_name(client.predict(info.doppler_clip_id, "Anyone Else", api_name="/measurements"))
     assert seen["av_vmax"]["status"] == "accepted" and seen["av_vmax"]["reviewer"] == READER_A
+
+
+def _csv_rows(result) -> list[dict]:
+    if isinstance(result, dict):  # a gr.update that also shows the file component
+        result = result.get("value", result)
+        result = result.get("path", result) if isinstance(result, dict) else result
+    return list(csv.DictReader(io.StringIO(Path(result).read_text(encoding="utf-8"))))
+
+
+def test_ui_exports_leave_reader_study_clips_out(reader_app):
+    client, info = reader_app
+    client.predict(info.clip_id, "aortic_root", "accept", READER_A, api_name="/save_review")
+    rows = _csv_rows(client.predict(api_name="/export_all_csv"))
+    assert {r["clip_id"] for r in rows} == {str(info.doppler_clip_id)}
+    assert not any(r["reviewer"] == READER_A and r["clip_id"] == str(info.clip_id) for r in rows)
+    # The study of the reader clip holds nothing else: nothing is exported.
+    assert client.predict(info.clip_id, api_name="/export_study_csv") == {"__type__": "update"}  # gr.skip()

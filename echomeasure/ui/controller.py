@@ -17,7 +17,7 @@ from typing import Any
 
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, MeasurementState, Store, readers
-from echomeasure.ui import review, viewmodel
+from echomeasure.ui import contour_review, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
 NAME_NEEDED_TO_CALIBRATE = (
@@ -132,7 +132,7 @@ class ReviewController:
         return ClipScreen(
             clip_id=clip_id,
             value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=self.thresholds),
-            clip=viewmodel.viewer_clip(clip, frames, states),
+            clip=viewmodel.viewer_clip(clip, frames, states, contours=contour_review.contours_for(self.store, clip_id)),
             header=clip_header(clip, states, warnings),
         )
 
@@ -151,6 +151,22 @@ class ReviewController:
     def measurement_entries(self, clip_id: int, viewer: str) -> list[dict[str, Any]]:
         """Where each measurement of a clip stands for ``viewer`` (the API's ``measurements``)."""
         return [viewmodel.measurement_entry(s, self.thresholds) for s in self.visible(int(clip_id), viewer)]
+
+    def exportable(self, clip_ids: Sequence[int]) -> tuple[list[int], str | None]:
+        """The clips the UI's CSV export may hold, and a notice naming what was left out.
+
+        The UI does not know who leads a reader study, so clips assigned to readers never
+        leave through it (their reads stay blinded); ``echomeasure export`` and ``echomeasure
+        agreement`` report them.
+        """
+        kept = [cid for cid in clip_ids if not readers.has_readers(self.store, cid)]
+        left_out = len(clip_ids) - len(kept)
+        if not left_out:
+            return kept, None
+        return kept, (
+            f"{left_out} clip(s) read by assigned readers left out: their reads stay blinded; "
+            "export them with `echomeasure export`"
+        )
 
     # ------------------------------------------------------------------ writing
     def commit(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
@@ -203,7 +219,8 @@ class ReviewController:
                 clip.id, states, reload=True, thresholds=self.thresholds,
                 notice=f"Calibrated by you: {scale}; values now in cm",
             ),
-            clip=viewmodel.viewer_clip(clip, self.store.frame_images(clip.id), states),
+            clip=viewmodel.viewer_clip(clip, self.store.frame_images(clip.id), states,
+                                       contours=contour_review.contours_for(self.store, clip.id)),
             header=clip_header(clip, states),
         )
         return EventOutcome(screen=screen, saved=True, reviewer_missing=False)
