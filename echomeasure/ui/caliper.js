@@ -92,6 +92,89 @@
   const byName = (name) => items.find((m) => m.name === name) || null;
   const clamp = (v, lo, hi) => Math.min(Math.max(v, lo), hi);
 
+  // ------------------------------------------------------------------ contours
+  // clip.contours: [{id, frame, structure, polygon: [[x, y]], status, confidence}]; drawn under
+  // the calipers in per-structure colours, with an opacity slider and accept/reject per contour.
+  const CONTOUR_COLORS = {
+    lv: "#ff5252", myocardium: "#40c4ff", la: "#ffd740", rv: "#b388ff",
+    aorta: "#69f0ae", septum: "#ff80ab", outer_wall: "#bcaaa4",
+  };
+  const contourLayer = document.createElementNS(SVGNS, "g");
+  contourLayer.setAttribute("class", "em-contours");
+  overlay.parentNode.insertBefore(contourLayer, overlay);
+  const contourBar = document.createElement("div");
+  contourBar.className = "em-contour-bar em-hidden";
+  const opacityLabel = document.createElement("label");
+  opacityLabel.textContent = "Contour opacity ";
+  const opacityInput = document.createElement("input");
+  opacityInput.type = "range"; opacityInput.min = "0"; opacityInput.max = "1"; opacityInput.step = "0.05";
+  opacityInput.value = "0.35"; opacityInput.className = "em-contour-opacity";
+  opacityInput.setAttribute("aria-label", "contour opacity");
+  opacityLabel.appendChild(opacityInput);
+  const contourList = document.createElement("span");
+  contourList.className = "em-contour-list";
+  contourBar.appendChild(opacityLabel);
+  contourBar.appendChild(contourList);
+  notes.parentNode.insertBefore(contourBar, notes);
+  let contourStatus = {};   // contour proposal id -> status decided here, until the clip is reopened
+
+  function contourColor(structure) { return CONTOUR_COLORS[structure] || "#e6ebf0"; }
+  function contoursOnFrame() {
+    const all = (clip && clip.contours) || [];
+    return all.filter((c) => c.frame === frame).map((c) => Object.assign({}, c, {
+      status: c.id !== null && contourStatus[c.id] ? contourStatus[c.id] : c.status,
+    }));
+  }
+  function drawContours() {
+    while (contourLayer.firstChild) contourLayer.removeChild(contourLayer.firstChild);
+    const shown = contoursOnFrame();
+    contourBar.classList.toggle("em-hidden", !((clip && clip.contours) || []).length);
+    const opacity = Number(opacityInput.value);
+    const s = clip ? imageScale() : 1;
+    for (const c of shown) {
+      if (c.status === "rejected") continue;
+      const color = contourColor(c.structure);
+      el("polygon", {
+        class: "em-contour", "data-structure": c.structure, "data-status": c.status,
+        points: c.polygon.map((p) => p[0] + "," + p[1]).join(" "),
+        fill: color, "fill-opacity": opacity, stroke: color, "stroke-opacity": Math.min(1, opacity + 0.4),
+        "stroke-width": 1.5 * s, "pointer-events": "none",
+      }, contourLayer);
+    }
+    renderContourList(shown);
+  }
+  function renderContourList(shown) {
+    while (contourList.firstChild) contourList.removeChild(contourList.firstChild);
+    for (const c of shown) {
+      const item = document.createElement("span");
+      item.className = "em-contour-item";
+      item.dataset.structure = c.structure;
+      const name = document.createElement("span");
+      name.className = "em-contour-name em-s-" + c.status;
+      name.style.borderBottom = "3px solid " + contourColor(c.structure);
+      name.textContent = c.structure + " (" + c.status + ")";
+      name.title = c.confidence === null ? "drawn by a reviewer" : "confidence " + c.confidence;
+      item.appendChild(name);
+      if (c.id !== null) {
+        for (const [action, text, cls] of [["accepted", "\u2713", "em-contour-ok"], ["rejected", "\u2717", "em-contour-no"]]) {
+          const b = document.createElement("button");
+          b.className = cls; b.textContent = text; b.title = (action === "accepted" ? "Accept " : "Reject ") + c.structure;
+          b.disabled = c.status === action;
+          b.addEventListener("click", () => reviewContour(c, action));
+          item.appendChild(b);
+        }
+      }
+      contourList.appendChild(item);
+    }
+  }
+  function reviewContour(c, action) {
+    if (!clip) return;
+    contourStatus[c.id] = action;
+    drawContours();
+    trigger("contour_review", { clip_id: clip.id, contour_proposal_id: c.id, action: action });
+  }
+  opacityInput.addEventListener("input", () => drawContours());
+
   // ------------------------------------------------------------------ calibration
   // The live readout while dragging comes from calibration.js (EchoCalibration, loaded before
   // this script), the port of echomeasure.ingest.calibration tested on the same table; the
@@ -360,6 +443,7 @@
 
   function drawOverlay() {
     while (overlay.firstChild) overlay.removeChild(overlay.firstChild);
+    drawContours();
     if (!clip) return;
     const s = imageScale();
     const fontPx = LABEL_FONT_PX * s;
@@ -903,6 +987,7 @@
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
+    contourStatus = {};
     preloaded = [];
     undoStack = [];
     placing = null;
@@ -982,7 +1067,7 @@
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips
     if (fresh) { loadClip(c); lastClipId = newId; if (clip) focusViewer(); }
-    else if (c && c.frames) clip = c;   // same clip, new description (e.g. a user calibration)
+    else if (c && c.frames) { clip = c; contourStatus = {}; }  // same clip, new description (e.g. a user calibration)
     applyValue(v, reload);
   }
   // Every prop: naming the clip prop in quotes here would make gr.HTML treat it as an event name.

@@ -215,6 +215,7 @@ def viewer_clip(
     clip: ClipRecord,
     frames: Sequence[FrameImageRecord],
     states: Sequence[MeasurementState] = (),
+    contours: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The caliper viewer's ``clip`` prop.
 
@@ -226,13 +227,15 @@ def viewer_clip(
         Its stored frame images (all frames, in index order).
     states
         Its measurements, to find the ED and ES frames the models chose.
+    contours
+        Its contours as the viewer draws them (:func:`echomeasure.ui.contour_review.contours_for`).
 
     Returns
     -------
     dict
         ``{"id", "label", "kind", "width", "height", "n_frames", "frame_time_ms", "frames": [url],
         "ed_frame", "es_frame", "calibration": {"source", "user_cm_per_px", "regions"},
-        "addable": [...]}``.  Regions keep the raw fields of
+        "addable": [...], "contours": [...]}``.  Regions keep the raw fields of
         :class:`echomeasure.ingest.clip.Region`, which the browser needs to show live values.
     """
     ed, es = _phase_frames(states)
@@ -256,6 +259,7 @@ def viewer_clip(
         "addable": addable_measurements(clip.kind),
         "plausible": plausible_ranges(),
         "first_frame_number": FIRST_FRAME_NUMBER,
+        "contours": list(contours),
     }
 
 

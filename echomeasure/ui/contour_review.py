@@ -1,0 +1,75 @@
+"""Contours in the review UI: what the viewer draws, and a reviewer's accept/reject of one.
+
+The viewer's ``clip`` prop carries ``contours`` (:func:`contours_for`): one entry per structure
+per frame, with the polygon in original-image pixels and its review status.  The browser sends
+``contour_review`` with ``{"clip_id", "contour_proposal_id", "action"}`` (``accepted`` or
+``rejected``); :func:`save` writes it through :mod:`echomeasure.store.contours`.
+
+Reader-study clips (blinded or unassisted reads) show no contours: a model's contour would
+unblind the reader.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from echomeasure.errors import StoreError
+from echomeasure.store import Store, contours, readers
+from echomeasure.store.reviewer import resolve_reviewer
+
+#: Fields of the viewer's ``contour_review`` event.
+PAYLOAD_KEYS = ("clip_id", "contour_proposal_id", "action")
+#: What a reviewer may do to a contour from the viewer.
+VIEWER_ACTIONS = ("accepted", "rejected")
+
+
+def contours_for(store: Store, clip_id: int) -> list[dict[str, Any]]:
+    """The viewer's ``contours``: ``[{"id", "frame", "structure", "polygon", "status", "confidence"}]``.
+
+    ``id`` is the contour proposal answered by a review (None for a contour a reviewer added).
+    Empty on reader-study clips.
+    """
+    if readers.has_readers(store, clip_id):
+        return []
+    out = []
+    for st in contours.current_contours(store, clip_id):
+        polygon = st.polygon if st.polygon is not None else (st.proposal.polygon if st.proposal else None)
+        if polygon is None:
+            continue
+        out.append({
+            "id": None if st.proposal is None else st.proposal.id,
+            "frame": st.frame_index,
+            "structure": st.structure,
+            "polygon": [[round(x, 1), round(y, 1)] for x, y in polygon],
+            "status": st.status,
+            "confidence": None if st.proposal is None else round(st.proposal.confidence, 3),
+        })
+    return out
+
+
+def save(store: Store, payload: dict[str, Any], typed_name: object, login: str | None = None) -> list[dict[str, Any]]:
+    """Store one accept/reject of a contour from the viewer; returns the clip's contours after it.
+
+    Raises
+    ------
+    StoreError
+        No reviewer name, a bad payload, a reader-study clip, or what the store refuses
+        (nothing is saved then).
+    """
+    try:
+        clip_id = int(payload["clip_id"])
+        proposal_id = int(payload["contour_proposal_id"])
+    except (KeyError, TypeError, ValueError):
+        raise StoreError("a contour review needs its clip and contour proposal") from None
+    action = payload.get("action")
+    if action not in VIEWER_ACTIONS:
+        raise StoreError(f"a contour can be accepted or rejected here, not {action!r}")
+    if readers.has_readers(store, clip_id):
+        raise StoreError(f"clip {clip_id} is a reader-study clip: its contours are not reviewed here")
+    reviewer, display_name = resolve_reviewer(typed_name, login)
+    contours.add_contour_review(store, clip_id, action, reviewer, contour_proposal_id=proposal_id,
+                                reviewer_display_name=display_name)
+    return contours_for(store, clip_id)
+
+
+__all__ = ["PAYLOAD_KEYS", "VIEWER_ACTIONS", "contours_for", "save"]
