@@ -51,7 +51,7 @@ from echomeasure.store.reviewer import validate_reviewer
 
 if TYPE_CHECKING:
     from echomeasure.ingest import DeidentifiedClip
-    from echomeasure.propose.types import ClipProposals, ModelInfo
+    from echomeasure.propose.types import ClipProposals, ModelInfo, Proposal
 
 log = logging.getLogger(__name__)
 
@@ -448,31 +448,6 @@ class Store:
         def op(s: Session) -> list[ProposalRecord]:
             clip = _get_clip(s, clip_id)
             versions: dict[tuple[str, str, str], db.ModelVersion] = {}
-
-            def version_of(info: ModelInfo | None) -> db.ModelVersion | None:
-                info = info or proposals.model
-                if info is None:
-                    return None
-                key = (info.name, info.version, info.sha256)
-                if key not in versions:
-                    row = _find_model_version(s, info)
-                    if row is None:
-                        row = db.ModelVersion(
-                            name=info.name,
-                            version=info.version,
-                            sha256=info.sha256,
-                            parent_id=None,
-                            trained_on={},
-                            metrics={},
-                            active=False,
-                            created_at=db.utcnow(),
-                        )
-                        s.add(row)
-                        s.flush()
-                        _audit(s, actor, "model_version.register", "model_version", row.id, None, None, _mv_audit(row))
-                    versions[key] = row
-                return versions[key]
-
             existing = {
                 (r.measurement, r.model_version_id): r
                 for r in s.scalars(select(db.Proposal).where(db.Proposal.clip_id == clip_id)).all()
@@ -485,23 +460,11 @@ class Store:
                 if not 0 <= p.frame < clip.n_frames:
                     raise StoreError(f"proposal {p.name} is on frame {p.frame}, outside clip {clip_id}")
                 points = _points_json(p.points, spec, clip)
-                mv = version_of(p.model)
+                mv = _model_version_row(s, p.model or proposals.model, versions, actor)
                 key = (p.name, mv.id if mv is not None else None)
                 row = existing.get(key)
                 if row is None:
-                    row = db.Proposal(
-                        clip_id=clip_id,
-                        frame_index=int(p.frame),
-                        measurement=p.name,
-                        points=points,
-                        value=_opt_float(p.value),
-                        unit=_unit(p.unit),
-                        signed_value=_opt_float(p.signed_value),
-                        pixel_length_px=_opt_float(p.pixel_length),
-                        confidence=_confidence(p.confidence),
-                        model_version_id=mv.id if mv is not None else None,
-                        created_at=db.utcnow(),
-                    )
+                    row = _new_proposal_row(clip_id, p, points, mv)
                     s.add(row)
                     s.flush()
                     existing[key] = row
@@ -585,63 +548,23 @@ class Store:
             Unknown clip, proposal or measurement, invalid action, empty reviewer, wrong number
             of points, frame outside the clip.
         """
-        reviewer = validate_reviewer(reviewer)
-        display_name = None if reviewer_display_name is None else validate_reviewer(reviewer_display_name)
-        if action not in REVIEW_ACTIONS:
-            raise StoreError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
-        spec = _measurement(measurement)
-        if seconds_spent is not None and (not math.isfinite(seconds_spent) or seconds_spent < 0):
-            raise StoreError(f"seconds spent must be a non-negative number, got {seconds_spent}")
+        reviewer, display_name, spec = _checked_review_request(
+            reviewer, reviewer_display_name, action, measurement, seconds_spent
+        )
 
         def op(s: Session) -> ReviewRecord:
             clip = _get_clip(s, clip_id)
             proposal = _resolve_proposal(s, clip_id, measurement, action, proposal_id)
-            r_frame, r_points, r_value, r_unit = frame, points, value, unit
-            if action == "rejected":
-                r_frame = proposal.frame_index if (proposal is not None and r_frame is None) else r_frame
-                r_points, r_value, r_unit = None, None, None
-            elif action == "accepted":
-                assert proposal is not None
-                if r_frame is None:
-                    r_frame = proposal.frame_index
-                if r_points is None:
-                    r_points = proposal.points
-                if r_value is None and r_unit is None:
-                    r_value, r_unit = proposal.value, proposal.unit
-            else:  # corrected / added
-                if r_frame is None:
-                    if proposal is None:
-                        raise StoreError(f"an added {measurement} needs the frame it was measured on")
-                    r_frame = proposal.frame_index
-                if r_points is None:
-                    raise StoreError(f"a {action} {measurement} needs its {spec.n_points} point(s)")
-            if r_frame is not None and not 0 <= r_frame < clip.n_frames:
-                raise StoreError(f"frame {r_frame} is outside clip {clip_id} (frames 0-{clip.n_frames - 1})")
-            points_json = None if r_points is None else _points_json(r_points, spec, clip)
-            if r_value is not None:
-                r_value = float(r_value) + 0.0
-                if not math.isfinite(r_value):
-                    raise StoreError(f"value of {measurement} must be a finite number")
-                r_unit = _unit(r_unit or spec.unit)
-            elif r_unit is not None:
-                r_unit = _unit(r_unit)
-            elif action != "rejected":
-                r_unit = "px"
+            r_frame, points_json, r_value, r_unit = _review_fields(
+                clip, spec, action, proposal, frame=frame, points=points, value=value, unit=unit
+            )
             before = _state_snapshot(s, clip_id, measurement)
             row = db.Review(
-                proposal_id=proposal.id if proposal is not None else None,
-                clip_id=clip_id,
-                frame_index=None if r_frame is None else int(r_frame),
-                measurement=measurement,
-                points=points_json,
-                value=r_value,
-                unit=r_unit,
-                action=action,
-                reviewer=reviewer,
-                reviewer_display_name=display_name,
-                seconds_spent=_opt_float(seconds_spent),
-                model_version_id=proposal.model_version_id if proposal is not None else None,
-                created_at=db.utcnow(),
+                proposal_id=proposal.id if proposal is not None else None, clip_id=clip_id,
+                frame_index=None if r_frame is None else int(r_frame), measurement=measurement,
+                points=points_json, value=r_value, unit=r_unit, action=action,
+                reviewer=reviewer, reviewer_display_name=display_name, seconds_spent=_opt_float(seconds_spent),
+                model_version_id=proposal.model_version_id if proposal is not None else None, created_at=db.utcnow(),
             )
             s.add(row)
             s.flush()
@@ -1324,3 +1247,102 @@ def _current_measurements(s: Session, clip: db.Clip) -> list[MeasurementState]:
             )
         )
     return out
+
+
+def _model_version_row(
+    s: Session, info: ModelInfo | None, cache: dict[tuple[str, str, str], db.ModelVersion], actor: str
+) -> db.ModelVersion | None:
+    """The stored row of a proposing model version, registered (and audited) on first sight."""
+    if info is None:
+        return None
+    key = (info.name, info.version, info.sha256)
+    if key not in cache:
+        row = _find_model_version(s, info)
+        if row is None:
+            row = db.ModelVersion(
+                name=info.name,
+                version=info.version,
+                sha256=info.sha256,
+                parent_id=None,
+                trained_on={},
+                metrics={},
+                active=False,
+                created_at=db.utcnow(),
+            )
+            s.add(row)
+            s.flush()
+            _audit(s, actor, "model_version.register", "model_version", row.id, None, None, _mv_audit(row))
+        cache[key] = row
+    return cache[key]
+
+
+def _new_proposal_row(clip_id: int, p: Proposal, points: list, mv: db.ModelVersion | None) -> db.Proposal:
+    """A proposal row from a validated model proposal."""
+    return db.Proposal(
+        clip_id=clip_id,
+        frame_index=int(p.frame),
+        measurement=p.name,
+        points=points,
+        value=_opt_float(p.value),
+        unit=_unit(p.unit),
+        signed_value=_opt_float(p.signed_value),
+        pixel_length_px=_opt_float(p.pixel_length),
+        confidence=_confidence(p.confidence),
+        model_version_id=mv.id if mv is not None else None,
+        created_at=db.utcnow(),
+    )
+
+
+def _review_fields(
+    clip: db.Clip, spec: catalog.Measurement, action: str, proposal: db.Proposal | None, *, frame: int | None,
+    points: Sequence[Sequence[float]] | None, value: float | None, unit: str | None,
+) -> tuple[int | None, list | None, float | None, str | None]:
+    """Frame, points (JSON), value and unit a review stores: the proposal's where an accept leaves
+    them out, none for a reject; validated against the clip and the catalogue."""
+    measurement = spec.name
+    r_frame, r_points, r_value, r_unit = frame, points, value, unit
+    if action == "rejected":
+        r_frame = proposal.frame_index if (proposal is not None and r_frame is None) else r_frame
+        r_points, r_value, r_unit = None, None, None
+    elif action == "accepted":
+        assert proposal is not None
+        if r_frame is None:
+            r_frame = proposal.frame_index
+        if r_points is None:
+            r_points = proposal.points
+        if r_value is None and r_unit is None:
+            r_value, r_unit = proposal.value, proposal.unit
+    else:  # corrected / added
+        if r_frame is None:
+            if proposal is None:
+                raise StoreError(f"an added {measurement} needs the frame it was measured on")
+            r_frame = proposal.frame_index
+        if r_points is None:
+            raise StoreError(f"a {action} {measurement} needs its {spec.n_points} point(s)")
+    if r_frame is not None and not 0 <= r_frame < clip.n_frames:
+        raise StoreError(f"frame {r_frame} is outside clip {clip.id} (frames 0-{clip.n_frames - 1})")
+    points_json = None if r_points is None else _points_json(r_points, spec, clip)
+    if r_value is not None:
+        r_value = float(r_value) + 0.0
+        if not math.isfinite(r_value):
+            raise StoreError(f"value of {measurement} must be a finite number")
+        r_unit = _unit(r_unit or spec.unit)
+    elif r_unit is not None:
+        r_unit = _unit(r_unit)
+    elif action != "rejected":
+        r_unit = "px"
+    return r_frame, points_json, r_value, r_unit
+
+
+def _checked_review_request(
+    reviewer: str, reviewer_display_name: str | None, action: str, measurement: str, seconds_spent: float | None
+) -> tuple[str, str | None, catalog.Measurement]:
+    """The reviewer names (validated), the catalogue entry; refuses an unknown action or a bad time spent."""
+    reviewer = validate_reviewer(reviewer)
+    display_name = None if reviewer_display_name is None else validate_reviewer(reviewer_display_name)
+    if action not in REVIEW_ACTIONS:
+        raise StoreError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
+    spec = _measurement(measurement)
+    if seconds_spent is not None and (not math.isfinite(seconds_spent) or seconds_spent < 0):
+        raise StoreError(f"seconds spent must be a non-negative number, got {seconds_spent}")
+    return reviewer, display_name, spec
