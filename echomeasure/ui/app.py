@@ -29,7 +29,7 @@ from echomeasure import config, web_security
 from echomeasure.errors import EchomeasureError
 from echomeasure.store import Store, open_store
 from echomeasure.store.admin import check_audit_at_start
-from echomeasure.ui import viewmodel
+from echomeasure.ui import contour_review, viewmodel
 from echomeasure.ui.caliper import CaliperViewer
 from echomeasure.ui.controller import ALL_REVIEWED, ReviewController, event_payload, viewer_name
 
@@ -294,6 +294,20 @@ def build_app(
         worklist_rows = worklist_update(status) if outcome.saved else gr.skip()
         return outcome.value, worklist_rows, reviewer_field(outcome.reviewer_missing)
 
+    def review_contour(reviewer_name: str, evt: gr.EventData, request: gr.Request) -> Any:
+        # The viewer shows the decision at once; when the store refuses it, the clip's contours are resent.
+        payload = event_payload(evt, contour_review.PAYLOAD_KEYS)
+        try:
+            contour_review.save(store, payload, reviewer_name, _login(request))
+            return gr.skip()
+        except EchomeasureError as exc:
+            gr.Warning(f"Contour not saved: {exc}")
+        try:
+            screen = controller.open_clip(int(payload["clip_id"]), viewer_name(reviewer_name, _login(request)))
+        except (EchomeasureError, TypeError, ValueError):
+            return gr.skip()
+        return gr.update(clip=screen.clip)
+
     def calibrate(reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
         outcome = controller.calibrate(event_payload(evt, CALIBRATE_KEYS), reviewer_name, _login(request))
         if outcome.screen is not None:
@@ -431,6 +445,7 @@ def build_app(
         )
         status_filter.change(worklist_update, [status_filter], [worklist], api_visibility="private")
         viewer.commit(commit, [reviewer_box, status_filter], [viewer, worklist, reviewer_box], api_visibility="private")
+        viewer.contour_review(review_contour, [reviewer_box], [viewer], api_visibility="private")
         # Typing a name takes the highlight off at once (in the browser: no round trip per key).
         reviewer_box.input(
             None, None, None, api_visibility="private",

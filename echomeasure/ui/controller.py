@@ -17,7 +17,7 @@ from typing import Any
 
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, MeasurementState, Store, readers
-from echomeasure.ui import review, viewmodel
+from echomeasure.ui import contour_review, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
 NAME_NEEDED_TO_CALIBRATE = (
@@ -132,7 +132,7 @@ class ReviewController:
         return ClipScreen(
             clip_id=clip_id,
             value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=self.thresholds),
-            clip=viewmodel.viewer_clip(clip, frames, states),
+            clip=viewmodel.viewer_clip(clip, frames, states, contours=contour_review.contours_for(self.store, clip_id)),
             header=clip_header(clip, states, warnings),
         )
 
@@ -219,7 +219,8 @@ class ReviewController:
                 clip.id, states, reload=True, thresholds=self.thresholds,
                 notice=f"Calibrated by you: {scale}; values now in cm",
             ),
-            clip=viewmodel.viewer_clip(clip, self.store.frame_images(clip.id), states),
+            clip=viewmodel.viewer_clip(clip, self.store.frame_images(clip.id), states,
+                                       contours=contour_review.contours_for(self.store, clip.id)),
             header=clip_header(clip, states),
         )
         return EventOutcome(screen=screen, saved=True, reviewer_missing=False)
