@@ -182,6 +182,20 @@ def _plausibility(name: str, value: float | None, unit: str) -> float:
     return 0.0
 
 
+def _within_image(
+    points: tuple[Point, Point], width_px: int, height_px: int
+) -> tuple[tuple[Point, Point], bool]:
+    """Endpoints moved onto the image (pixel centres 0 .. size - 1) and whether any had left it.
+
+    A model can extrapolate a keypoint beyond the frame (e.g. after the deep-sector crop); the
+    reviewer gets a caliper on the image, proposed with confidence 0 so that it is flagged.
+    """
+    clamped = tuple(
+        (min(max(x, 0.0), width_px - 1.0), min(max(y, 0.0), height_px - 1.0)) for x, y in points
+    )
+    return (clamped[0], clamped[1]), clamped != tuple(points)
+
+
 def _propose_2d(
     clip: Clip,
     engine: _Engine,
@@ -285,10 +299,13 @@ def _propose_2d(
     for name in wanted:
         frame = ed if catalog.get(name).phase == "ed" else es
         p, q = (ch[kp] for kp in catalog.LINEAR_ENDPOINTS[name])
-        points = (
-            (float(points_px[frame, p, 0]), float(points_px[frame, p, 1])),
-            (float(points_px[frame, q, 0]), float(points_px[frame, q, 1])),
+        points, left_image = _within_image(
+            ((float(points_px[frame, p, 0]), float(points_px[frame, p, 1])),
+             (float(points_px[frame, q, 0]), float(points_px[frame, q, 1]))),
+            clip.width, clip.height,
         )
+        if left_image:
+            log.warning("%s: the model placed an endpoint outside the image; moved to its edge with confidence 0", name)
         value, unit, signed = physical_value(clip, name, points)
         proposals.append(
             Proposal(
@@ -299,7 +316,7 @@ def _propose_2d(
                 unit=unit,
                 confidence=_plausibility(name, value, unit) * float(
                     min(endpoint_conf[frame, p], endpoint_conf[frame, q])
-                ) * factors.get(name, 1.0),
+                ) * factors.get(name, 1.0) * (0.0 if left_image else 1.0),
                 model=engine.info,
                 pixel_length=pixel_length(points[0], points[1]),
                 signed_value=signed,
