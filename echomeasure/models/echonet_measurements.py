@@ -182,6 +182,51 @@ def _copy_atomically(src: Path, dest: Path) -> None:
     atomic.copy_file(src, dest, make_parents=True)
 
 
+def _found_checkpoints(src: Path, notices: list[str]) -> dict[str, Path]:
+    """The checkpoint of every supported task under ``src``; what is missing or unused goes to ``notices``."""
+    found: dict[str, Path] = {}
+    for task in TASKS.values():
+        path = _find_checkpoint(src, task.file_name)
+        if path is None:
+            notices.append(f"{task.file_name} not found: {', '.join(task.measurements)} not imported")
+        else:
+            found[task.task] = path
+    for other in NOT_IMPORTED:
+        if _find_checkpoint(src, f"{other}_weights.ckpt") is not None:
+            notices.append(f"{other}_weights.ckpt skipped: no catalogue measurement uses it")
+    return found
+
+
+def _checked_checkpoints(found: dict[str, Path]) -> dict[str, tuple[str, int]]:
+    """Load every checkpoint strictly into its architecture; ``{task: (sha256, number of parameters)}``."""
+    from echomeasure.models.builders import count_parameters
+
+    checked: dict[str, tuple[str, int]] = {}
+    for task_name, path in found.items():
+        task = TASKS[task_name]
+        model = registry.load_checkpoint(path, ARCH, len(task.channels))
+        checked[task_name] = (registry.sha256_file(path), count_parameters(model))
+        del model
+    return checked
+
+
+def _imported_entry(task_name: str, version: str, sha: str, n_params: int) -> registry.WeightsEntry:
+    """The registry entry of a published checkpoint: architecture, preprocessing and provenance of its task."""
+    task = TASKS[task_name]
+    return registry.WeightsEntry(
+        name=task.registry_name, version=version, arch=ARCH,
+        input_size=INPUT_SIZE_2D if task.mode == "2d" else TYPICAL_DOPPLER_SIZE,
+        channels=task.channels, file=f"{task.registry_name}-{version}.ckpt", sha256=sha,
+        normalisation="unit",
+        trained_on="EchoNet-Measurements published checkpoint (trained by its authors; not retrained here)",
+        recipe=f"echomeasure weights import {FAMILY} DIR",
+        num_params=n_params,
+        extra={"family": FAMILY, "task": task_name, "source_file": task.file_name,
+               "measurements": list(task.measurements),
+               "preprocess": PREPROCESS_2D if task.mode == "2d" else PREPROCESS_DOPPLER},
+    )
+
+
 def import_checkpoints(
     source: str | os.PathLike[str],
     *,
@@ -217,36 +262,19 @@ def import_checkpoints(
         A checkpoint cannot be read or does not fit its architecture (the message names the file).
     """
     from echomeasure import config
-    from echomeasure.models.builders import count_parameters
 
     src = Path(source)
     if not src.is_dir():
         raise InputNotFoundError(f"{source}: no such folder; give the folder holding the *_weights.ckpt files")
     dest_dir = Path(weights_dir) if weights_dir is not None else config.weights_dir()
     notices: list[str] = []
-    found: dict[str, Path] = {}
-    for task in TASKS.values():
-        path = _find_checkpoint(src, task.file_name)
-        if path is None:
-            notices.append(f"{task.file_name} not found: {', '.join(task.measurements)} not imported")
-        else:
-            found[task.task] = path
-    for other in NOT_IMPORTED:
-        if _find_checkpoint(src, f"{other}_weights.ckpt") is not None:
-            notices.append(f"{other}_weights.ckpt skipped: no catalogue measurement uses it")
+    found = _found_checkpoints(src, notices)
     if not found:
         raise InvalidInputError(
             f"{source}: no EchoNet-Measurements checkpoint ({', '.join(t.file_name for t in TASKS.values())}) found"
         )
 
-    # validate everything before anything is copied or registered
-    checked: dict[str, tuple[str, int]] = {}
-    for task_name, path in found.items():
-        task = TASKS[task_name]
-        model = registry.load_checkpoint(path, ARCH, len(task.channels))
-        checked[task_name] = (registry.sha256_file(path), count_parameters(model))
-        del model
-
+    checked = _checked_checkpoints(found)  # everything validated before anything is copied or registered
     family = family_entries(dest_dir)
     known_sha = {(e.name, e.sha256): e.version for e in family}
     todo = {}
@@ -262,21 +290,7 @@ def import_checkpoints(
     if any(e.version == version and e.name in {TASKS[t].registry_name for t in todo} for e in family):
         raise InvalidInputError(f"version {version} of {FAMILY} is already registered; give another --version")
 
-    entries: list[registry.WeightsEntry] = []
-    for task_name, (sha, n_params) in todo.items():
-        task = TASKS[task_name]
-        entries.append(registry.WeightsEntry(
-            name=task.registry_name, version=version, arch=ARCH,
-            input_size=INPUT_SIZE_2D if task.mode == "2d" else TYPICAL_DOPPLER_SIZE,
-            channels=task.channels, file=f"{task.registry_name}-{version}.ckpt", sha256=sha,
-            normalisation="unit",
-            trained_on="EchoNet-Measurements published checkpoint (trained by its authors; not retrained here)",
-            recipe=f"echomeasure weights import {FAMILY} DIR",
-            num_params=n_params,
-            extra={"family": FAMILY, "task": task_name, "source_file": task.file_name,
-                   "measurements": list(task.measurements),
-                   "preprocess": PREPROCESS_2D if task.mode == "2d" else PREPROCESS_DOPPLER},
-        ))
+    entries = [_imported_entry(task_name, version, sha, n_params) for task_name, (sha, n_params) in todo.items()]
     copied: list[Path] = []
     try:
         for entry, task_name in zip(entries, todo, strict=True):

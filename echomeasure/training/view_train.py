@@ -34,6 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from echomeasure import atomic
 from echomeasure.catalog import VIEWS
 from echomeasure.models.view import INPUT_PX, VIEW_ARCH, VIEW_MODEL, build_view_net, view_features
 
@@ -478,13 +479,54 @@ def real_decisions(net) -> dict[str, dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train, evaluate, save and register the view classifier; write the benchmark report."""
-    import torch
+def _eval_families(per_family: int) -> dict[str, list[tuple[str, int, str, int]]]:
+    """Held-out jobs: new seeds; PLAX and Doppler in every style family (the held-out one too), each
+    family once as rendered and once re-styled."""
+    from echomeasure.synthetic.styles import STYLE_FAMILIES
 
+    families: dict[str, list[tuple[str, int, str, int]]] = {}
+    for view in VIEWS:
+        styles = STYLE_FAMILIES if view in ("plax", "doppler") else ("classic",)
+        for style in styles:
+            for aug in (False, True):
+                key = f"{view}/{style}" + ("+restyled" if aug else "")
+                families[key] = [(view, EVAL_SEED0 + 10_000 * VIEWS.index(view) + 1000 * STYLE_FAMILIES.index(style)
+                                  + 500 * aug + i, style, int(aug)) for i in range(per_family)]
+    return families
+
+
+def _per_family_accuracy(families: dict[str, list], pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Accuracy and what each family was confused with (jobs in ``families`` order)."""
+    per_family: dict[str, dict[str, Any]] = {}
+    start = 0
+    for key, js in families.items():
+        n = len(js)
+        fam_pred, fam_true = pred[start : start + n], truth[start : start + n]
+        per_family[key] = {"n": n, "accuracy_pct": round(100.0 * float(np.mean(fam_pred == fam_true)), 2),
+                           "confused_as": {VIEWS[k]: int(np.sum(fam_pred == k))
+                                           for k in range(len(VIEWS)) if k != truth[start] and np.any(fam_pred == k)}}
+        start += n
+    return per_family
+
+
+def _view_step_ms(net) -> float:
+    """The view step (features + network) on a 100-frame 600x800 clip: median of 5, in ms."""
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.models.view import clip_features
+
+    clip = Clip(frames=np.random.default_rng(0).integers(0, 255, (100, 600, 800, 3), dtype=np.uint8), frame_time_ms=20.0,
+                regions=(), source_kind="video")
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        predict(net, clip_features(clip)[None])
+        times.append(time.perf_counter() - t)
+    return round(1000 * float(np.median(times)), 2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The training script's options (recipe defaults from :data:`RECIPE_DEFAULTS`)."""
     from echomeasure import config
-    from echomeasure.models.registry import WeightsEntry, register, save_weights
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, STYLE_FAMILIES, TRAINING_STYLES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
@@ -499,7 +541,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warp", action="store_true", help="also warp, rotate, shadow and add reverberation (augment level 2)")
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "view_accuracy"),
                    help="report path without extension (.json and .md are written)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, evaluate, save and register the view classifier; write the benchmark report."""
+    import torch
+
+    from echomeasure import config
+    from echomeasure.models.registry import WeightsEntry, register, save_weights
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)  # a tiny network: one thread is as fast and shares a busy CPU better
     t0 = time.time()
@@ -522,44 +575,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # held-out evaluation: new seeds; PLAX and Doppler in every style family (incl. the held-out one);
     # each family once as rendered and once re-styled
-    families: dict[str, list] = {}
-    for view in VIEWS:
-        styles = STYLE_FAMILIES if view in ("plax", "doppler") else ("classic",)
-        for style in styles:
-            for aug in (False, True):
-                key = f"{view}/{style}" + ("+restyled" if aug else "")
-                families[key] = [(view, EVAL_SEED0 + 10_000 * VIEWS.index(view) + 1000 * STYLE_FAMILIES.index(style)
-                                  + 500 * aug + i, style, int(aug)) for i in range(args.eval_per_family)]
+    families = _eval_families(args.eval_per_family)
     jobs = [j for js in families.values() for j in js]
     xe, ye = build_set(jobs, args.workers, cache)
     pred = predict(net, xe).argmax(axis=1)
-    per_family: dict[str, dict[str, Any]] = {}
-    start = 0
-    for key, js in families.items():
-        n = len(js)
-        fam_pred, fam_true = pred[start : start + n], ye[start : start + n]
-        per_family[key] = {"n": n, "accuracy_pct": round(100.0 * float(np.mean(fam_pred == fam_true)), 2),
-                           "confused_as": {VIEWS[k]: int(np.sum(fam_pred == k))
-                                           for k in range(len(VIEWS)) if k != ye[start] and np.any(fam_pred == k)}}
-        start += n
+    per_family = _per_family_accuracy(families, pred, ye)
     per_view = {v: round(100.0 * float(np.mean(pred[ye == k] == k)), 2) for k, v in enumerate(VIEWS)}
     confusion = np.zeros((len(VIEWS), len(VIEWS)), dtype=int)
     for t, q in zip(ye, pred, strict=True):
         confusion[t, q] += 1
     real = real_decisions(net)
 
-    # speed: the view step on a 100-frame 600x800 clip (features + network), median of 5
-    from echomeasure.ingest.clip import Clip
-    from echomeasure.models.view import clip_features
-
-    clip = Clip(frames=np.random.default_rng(0).integers(0, 255, (100, 600, 800, 3), dtype=np.uint8), frame_time_ms=20.0,
-                regions=(), source_kind="video")
-    times = []
-    for _ in range(5):
-        t = time.perf_counter()
-        predict(net, clip_features(clip)[None])
-        times.append(time.perf_counter() - t)
-    speed_ms = round(1000 * float(np.median(times)), 2)
+    speed_ms = _view_step_ms(net)
 
     out_dir = Path(args.out) if args.out else config.weights_dir()
     file = f"{VIEW_MODEL}-{args.version}.pt"
@@ -589,8 +616,8 @@ def main(argv: list[str] | None = None) -> int:
               "confusion": {"rows_true_cols_predicted": list(VIEWS), "matrix": confusion.tolist()},
               "real_pydicom": real, "view_step_ms_100x600x800": speed_ms, "train_data_s": round(t_data, 1),
               "train_s": round(t_train, 1), "recipe": recipe, "sha256": sha}
-    Path(args.report + ".json").write_text(json.dumps(report, indent=1) + "\n")
-    Path(args.report + ".md").write_text(_markdown(report))
+    atomic.write_text(args.report + ".json", json.dumps(report, indent=1) + "\n")
+    atomic.write_text(args.report + ".md", _markdown(report))
     print(json.dumps({"per_view": per_view, "min_family": metrics["min_family_accuracy_pct"],
                       "real": {k: v["view"] for k, v in real.items()},
                       "speed_ms": speed_ms, "data_s": round(t_data), "train_s": round(t_train)}))
