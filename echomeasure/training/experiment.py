@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from echomeasure import catalog
+from echomeasure import atomic, catalog
 from echomeasure.models import registry
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             style=args.style, base_version=args.base_version, replay_cases=args.replay_cases)
     text = json.dumps(result, indent=1)
     if args.output:
-        args.output.write_text(text + "\n")
+        atomic.write_text(args.output, text + "\n")
     sys.stdout.write(text + "\n")
     return 0
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from echomeasure import atomic
 from echomeasure.models.segmentation import PLAX_SEG_CLASSES, PLAX_SEG_MODEL, image_box, iou
 
 log = logging.getLogger(__name__)
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         register(entry, weights_dir=out_dir)
         report["sha256"] = sha
         report["file_bytes"] = (out_dir / file).stat().st_size
-    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+    atomic.write_text(args.report, json.dumps(report, indent=1) + "\n")
     print(json.dumps(report))
     return 0
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import gradio as gr
 
-from echomeasure import config, web_security
+from echomeasure import atomic, config, web_security
 from echomeasure.errors import EchomeasureError
 from echomeasure.store import Store, open_store
 from echomeasure.store.admin import check_audit_at_start
@@ -510,13 +510,9 @@ def build_app(
 
 
 def _write_download(text: str, name: str) -> str:
-    """Write an export for download: a fresh temp folder, complete file renamed into place."""
+    """Write an export for download: a fresh temp folder, the complete file written atomically."""
     folder = Path(tempfile.mkdtemp(prefix="echomeasure-export-", dir=web_security.private_upload_dir()))
-    target = folder / name
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, target)
-    return str(target)
+    return str(atomic.write_text(folder / name, text))
 
 
 def launch(app: gr.Blocks, **kwargs: Any) -> tuple[Any, str, str]:
