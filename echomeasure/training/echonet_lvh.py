@@ -448,6 +448,20 @@ def evaluate_lvh(
                     failed[ln.measurement] = failed.get(ln.measurement, 0) + 1
                     continue
                 errors_mm.setdefault(ln.measurement, []).append((p.pixel_length * ln.cm_per_px - ln.value_cm) * 10.0)
+    return {
+        "dataset": DATASET,
+        "split": split,
+        "calibration": CALIBRATION_NOTE,
+        "model": model_json,
+        "n": len(videos),
+        "frames": n_frames,
+        "measurements": _error_summary(errors_mm, failed),
+        "skipped": dict(dataset.skipped),
+    }
+
+
+def _error_summary(errors_mm: dict[str, list[float]], failed: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """MAE, median, bias (mm), gross misses (> 5 mm) and counts per measurement with any result."""
     measurements: dict[str, dict[str, Any]] = {}
     for m in CALC_TO_MEASUREMENT.values():
         errs = np.asarray(errors_mm.get(m, []), dtype=np.float64)
@@ -461,16 +475,7 @@ def evaluate_lvh(
             "n": int(errs.size),
             "failed": int(failed.get(m, 0)),
         }
-    return {
-        "dataset": DATASET,
-        "split": split,
-        "calibration": CALIBRATION_NOTE,
-        "model": model_json,
-        "n": len(videos),
-        "frames": n_frames,
-        "measurements": measurements,
-        "skipped": dict(dataset.skipped),
-    }
+    return measurements
 
 
 def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
