@@ -87,6 +87,38 @@ def test_contours_are_drawn_per_structure_with_an_opacity_slider_and_reviewed(pa
         store.close()
 
 
+def test_dragging_a_contour_vertex_then_saving_stores_a_correction(page, running_app, contour_clip):  # noqa: F811
+    clip_id, _ = contour_clip
+    page.locator('.em-contour-item[data-structure="lv"] .em-contour-name').click()  # show its vertices
+    vertex = page.locator('.em-vertex[data-structure="lv"][data-index="0"]')
+    vertex.wait_for()
+    before = [float(vertex.get_attribute("cx")), float(vertex.get_attribute("cy"))]
+    box = vertex.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 15, y + 10, steps=5)
+    page.mouse.up()
+    after = [float(vertex.get_attribute("cx")), float(vertex.get_attribute("cy"))]
+    assert after[0] > before[0] + 2 and after[1] > before[1] + 1
+    page.locator('.em-contour-item[data-structure="lv"] .em-contour-name.em-s-draft').wait_for()
+    page.locator('.em-contour-item[data-structure="lv"] .em-contour-save').click()
+    store = open_store(running_app[1].url)
+    try:
+        for _ in range(100):
+            reviews = contour_reviews(store, clip_id)
+            if len(reviews) == 3:
+                break
+            page.wait_for_timeout(100)
+        last = reviews[-1]
+        assert (last.structure, last.action) == ("lv", "corrected")
+        assert last.polygon[0] == pytest.approx(tuple(after), abs=0.05)
+        assert last.polygon[1:] == reviews[0].polygon[1:]  # the other vertices stay where they were
+    finally:
+        store.close()
+
+
 def test_contour_review_from_the_viewer_refuses_bad_requests(store, deidentified_clip):
     from store_fixtures import MODEL_2D
 
@@ -99,7 +131,9 @@ def test_contour_review_from_the_viewer_refuses_bad_requests(store, deidentified
     ok = {"clip_id": rec.id, "contour_proposal_id": lv.id, "action": "accepted"}
     for payload, typed, match in [
         (ok, "  ", "reviewer"),
-        ({**ok, "action": "corrected"}, "Dr A", "accepted or rejected"),
+        ({**ok, "action": "added"}, "Dr A", "accepted, corrected or rejected"),
+        ({**ok, "action": "corrected", "polygon": None}, "Dr A", "needs its polygon"),
+        ({**ok, "action": "corrected", "polygon": [[1, 1], [900, 1], [5, 9]]}, "Dr A", "outside the"),
         ({**ok, "contour_proposal_id": None}, "Dr A", "needs its clip"),
     ]:
         with pytest.raises(EchomeasureError, match=match):

@@ -117,13 +117,19 @@
   contourBar.appendChild(contourList);
   notes.parentNode.insertBefore(contourBar, notes);
   let contourStatus = {};   // contour proposal id -> status decided here, until the clip is reopened
+  let contourEdits = {};    // contour proposal id -> {polygon, saved}: vertices the reviewer dragged
+  let editingContour = null; // id of the contour whose vertices are shown
+  let vertexDrag = null;    // {id, index} while a vertex is dragged
 
   function contourColor(structure) { return CONTOUR_COLORS[structure] || "#e6ebf0"; }
   function contoursOnFrame() {
     const all = (clip && clip.contours) || [];
-    return all.filter((c) => c.frame === frame).map((c) => Object.assign({}, c, {
-      status: c.id !== null && contourStatus[c.id] ? contourStatus[c.id] : c.status,
-    }));
+    return all.filter((c) => c.frame === frame).map((c) => {
+      const edit = c.id !== null ? contourEdits[c.id] : null;
+      let status = c.id !== null && contourStatus[c.id] ? contourStatus[c.id] : c.status;
+      if (edit && !edit.saved) status = "draft";
+      return Object.assign({}, c, { status: status, polygon: edit ? edit.polygon : c.polygon });
+    });
   }
   function drawContours() {
     while (contourLayer.firstChild) contourLayer.removeChild(contourLayer.firstChild);
@@ -140,6 +146,12 @@
         fill: color, "fill-opacity": opacity, stroke: color, "stroke-opacity": Math.min(1, opacity + 0.4),
         "stroke-width": 1.5 * s, "pointer-events": "none",
       }, contourLayer);
+      if (c.id !== null && c.id === editingContour) {
+        c.polygon.forEach((p, i) => el("circle", {
+          class: "em-vertex", "data-structure": c.structure, "data-index": i, cx: p[0], cy: p[1], r: 4 * s,
+          fill: color, stroke: "#111", "stroke-width": 1 * s,
+        }, contourLayer));
+      }
     }
     renderContourList(shown);
   }
@@ -153,8 +165,19 @@
       name.className = "em-contour-name em-s-" + c.status;
       name.style.borderBottom = "3px solid " + contourColor(c.structure);
       name.textContent = c.structure + " (" + c.status + ")";
-      name.title = c.confidence === null ? "drawn by a reviewer" : "confidence " + c.confidence;
+      name.title = (c.confidence === null ? "drawn by a reviewer" : "confidence " + c.confidence) +
+        (c.id !== null ? " · click to drag its vertices" : "");
+      if (c.id !== null) {
+        name.style.cursor = "pointer";
+        name.addEventListener("click", () => { editingContour = editingContour === c.id ? null : c.id; drawContours(); });
+      }
       item.appendChild(name);
+      if (c.status === "draft") {
+        const save = document.createElement("button");
+        save.className = "em-contour-save"; save.textContent = "Save"; save.title = "Save the moved vertices as a correction";
+        save.addEventListener("click", () => reviewContour(c, "corrected"));
+        item.appendChild(save);
+      }
       if (c.id !== null) {
         for (const [action, text, cls] of [["accepted", "\u2713", "em-contour-ok"], ["rejected", "\u2717", "em-contour-no"]]) {
           const b = document.createElement("button");
@@ -170,10 +193,46 @@
   function reviewContour(c, action) {
     if (!clip) return;
     contourStatus[c.id] = action;
+    if (action === "corrected") contourEdits[c.id] = { polygon: c.polygon, saved: true };
+    else delete contourEdits[c.id];
+    if (action !== "corrected") editingContour = null;
     drawContours();
-    trigger("contour_review", { clip_id: clip.id, contour_proposal_id: c.id, action: action });
+    trigger("contour_review", {
+      clip_id: clip.id, contour_proposal_id: c.id, action: action, polygon: action === "corrected" ? c.polygon : null,
+    });
   }
   opacityInput.addEventListener("input", () => drawContours());
+  // Vertex drags are caught before the caliper handlers (capture phase) and stop there.
+  svg.addEventListener("pointerdown", (evt) => {
+    const t = evt.target;
+    if (!clip || !t.classList || !t.classList.contains("em-vertex") || editingContour === null) return;
+    evt.stopImmediatePropagation(); evt.preventDefault();
+    const c = ((clip && clip.contours) || []).find((k) => k.id === editingContour);
+    if (!c) return;
+    if (!contourEdits[c.id] || contourEdits[c.id].saved) {
+      const base = contourEdits[c.id] ? contourEdits[c.id].polygon : c.polygon;
+      contourEdits[c.id] = { polygon: copy(base), saved: false };
+    }
+    vertexDrag = { id: c.id, index: Number(t.dataset.index) };
+    svg.setPointerCapture(evt.pointerId);
+  }, true);
+  svg.addEventListener("pointermove", (evt) => {
+    if (!vertexDrag) return;
+    evt.stopImmediatePropagation();
+    const p = toImage(evt);
+    contourEdits[vertexDrag.id].polygon[vertexDrag.index] = [
+      Math.round(clamp(p[0], 0, clip.width) * 10) / 10, Math.round(clamp(p[1], 0, clip.height) * 10) / 10,
+    ];
+    drawContours();
+  }, true);
+  for (const type of ["pointerup", "pointercancel"]) {
+    svg.addEventListener(type, (evt) => {
+      if (!vertexDrag) return;
+      evt.stopImmediatePropagation();
+      vertexDrag = null;
+      drawContours();
+    }, true);
+  }
 
   // ------------------------------------------------------------------ calibration
   // The live readout while dragging comes from calibration.js (EchoCalibration, loaded before
@@ -987,7 +1046,7 @@
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
-    contourStatus = {};
+    contourStatus = {}; contourEdits = {}; editingContour = null; vertexDrag = null;
     preloaded = [];
     undoStack = [];
     placing = null;
@@ -1067,7 +1126,7 @@
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips
     if (fresh) { loadClip(c); lastClipId = newId; if (clip) focusViewer(); }
-    else if (c && c.frames) { clip = c; contourStatus = {}; }  // same clip, new description (e.g. a user calibration)
+    else if (c && c.frames) { clip = c; contourStatus = {}; contourEdits = {}; vertexDrag = null; }  // same clip, new description (e.g. a user calibration)
     applyValue(v, reload);
   }
   // Every prop: naming the clip prop in quotes here would make gr.HTML treat it as an event name.

@@ -2,8 +2,9 @@
 
 The viewer's ``clip`` prop carries ``contours`` (:func:`contours_for`): one entry per structure
 per frame, with the polygon in original-image pixels and its review status.  The browser sends
-``contour_review`` with ``{"clip_id", "contour_proposal_id", "action"}`` (``accepted`` or
-``rejected``); :func:`save` writes it through :mod:`echomeasure.store.contours`.
+``contour_review`` with ``{"clip_id", "contour_proposal_id", "action", "polygon"}``
+(``accepted``, ``rejected``, or ``corrected`` with the polygon whose vertices the reviewer
+dragged); :func:`save` writes it through :mod:`echomeasure.store.contours`.
 
 Reader-study clips (blinded or unassisted reads) show no contours: a model's contour would
 unblind the reader.
@@ -18,9 +19,9 @@ from echomeasure.store import Store, contours, readers
 from echomeasure.store.reviewer import resolve_reviewer
 
 #: Fields of the viewer's ``contour_review`` event.
-PAYLOAD_KEYS = ("clip_id", "contour_proposal_id", "action")
+PAYLOAD_KEYS = ("clip_id", "contour_proposal_id", "action", "polygon")
 #: What a reviewer may do to a contour from the viewer.
-VIEWER_ACTIONS = ("accepted", "rejected")
+VIEWER_ACTIONS = ("accepted", "corrected", "rejected")
 
 
 def contours_for(store: Store, clip_id: int) -> list[dict[str, Any]]:
@@ -48,7 +49,7 @@ def contours_for(store: Store, clip_id: int) -> list[dict[str, Any]]:
 
 
 def save(store: Store, payload: dict[str, Any], typed_name: object, login: str | None = None) -> list[dict[str, Any]]:
-    """Store one accept/reject of a contour from the viewer; returns the clip's contours after it.
+    """Store one accept, correction or rejection of a contour from the viewer; returns the clip's contours after it.
 
     Raises
     ------
@@ -63,12 +64,13 @@ def save(store: Store, payload: dict[str, Any], typed_name: object, login: str |
         raise StoreError("a contour review needs its clip and contour proposal") from None
     action = payload.get("action")
     if action not in VIEWER_ACTIONS:
-        raise StoreError(f"a contour can be accepted or rejected here, not {action!r}")
+        raise StoreError(f"a contour can be accepted, corrected or rejected here, not {action!r}")
     if readers.has_readers(store, clip_id):
         raise StoreError(f"clip {clip_id} is a reader-study clip: its contours are not reviewed here")
     reviewer, display_name = resolve_reviewer(typed_name, login)
+    polygon = payload.get("polygon") if action == "corrected" else None
     contours.add_contour_review(store, clip_id, action, reviewer, contour_proposal_id=proposal_id,
-                                reviewer_display_name=display_name)
+                                polygon=polygon, reviewer_display_name=display_name)
     return contours_for(store, clip_id)
 
 
