@@ -553,7 +553,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs Ray reserves per actor (num_gpus; default 0)")
     s.set_defaults(func=cmd_batch)
 
-    s = sub.add_parser("export", help="export reviews as CSV, JSON (full history) or COCO keypoints")
+    s = sub.add_parser("export", help="export reviews as CSV, JSON (full history), COCO keypoints and contours, or PNG masks")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
     s.add_argument("--format", choices=("csv", "json", "coco", "dicom-sr", "masks"), default="csv")
     s.add_argument("-o", "--output", help="output file (written atomically; default: stdout); a folder for dicom-sr")
