@@ -38,6 +38,7 @@ import math
 import time
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -244,13 +245,9 @@ def evaluate(model, held: list[dict], size: int) -> dict[str, float]:
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
-
+def _parser() -> argparse.ArgumentParser:
+    """The training script's options."""
     from echomeasure import config
-    from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
-    from echomeasure.models.registry import WeightsEntry, register, save_weights
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
@@ -270,7 +267,62 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--choose-size", action="store_true", help="only print the resolution-ceiling table")
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "plax_seg.json"))
-    args = p.parse_args(argv)
+    return p
+
+
+def _input_px(args: argparse.Namespace, ceiling: dict[int, float]) -> int:
+    """The model input size: asked for, the keypoint backbone's own (its features are learned at that
+    scale), or the smallest whose resolution ceiling reaches 0.95 mean IoU."""
+    if args.size:
+        return int(args.size)
+    if args.init_from != "none":
+        from echomeasure.models.registry import get_entry
+
+        return int(get_entry("plax-linear", args.init_from or None).input_size[0])
+    return next((s for s in CANDIDATE_SIZES if ceiling[s] >= 0.95), CANDIDATE_SIZES[-1])
+
+
+def _training_set(args: argparse.Namespace, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, size, size) and label maps of the training cases, rendered in worker processes."""
+    from echomeasure.synthetic.styles import TRAINING_STYLES
+
+    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, TRAINING_STYLES[i % len(TRAINING_STYLES)], size)
+            for i in range(args.cases)]
+    with get_context("fork").Pool(args.workers) as pool:
+        cases = pool.map(render_training_case, jobs, chunksize=4)
+    x = np.concatenate([c[0] for c in cases]).transpose(0, 3, 1, 2)
+    y = np.concatenate([c[1] for c in cases]).astype(np.int64)
+    return x, y
+
+
+def _initial_model(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The network to train and its parent: a registered plax-seg version, the plax-linear backbone, or none."""
+    from echomeasure.models.builders import DEFAULT_ARCH, build_model
+
+    model = build_model(DEFAULT_ARCH, len(PLAX_SEG_CLASSES))
+    parent = None
+    if args.continue_from:
+        from echomeasure.models.segmentation import load_segmentation_model
+
+        model = load_segmentation_model(PLAX_SEG_MODEL, args.continue_from).model
+        parent = f"{PLAX_SEG_MODEL}:{args.continue_from}"
+        log.info("continuing from %s", parent)
+    elif args.init_from != "none":
+        parent = "plax-linear:" + _init_from_keypoints(model, args.init_from or None)
+        log.info("backbone and head initialised from %s", parent)
+    return model, parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render, train, evaluate and register plax-seg; write the benchmark report."""
+    import torch
+
+    from echomeasure import config
+    from echomeasure.models.builders import DEFAULT_ARCH, count_parameters
+    from echomeasure.models.registry import WeightsEntry, register, save_weights
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
@@ -284,36 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.choose_size:
         print(json.dumps(ceiling))
         return 0
-    if args.size:
-        size = args.size
-    elif args.init_from != "none":  # the keypoint backbone's own input size: its features are learned at that scale
-        from echomeasure.models.registry import get_entry
-
-        size = int(get_entry("plax-linear", args.init_from or None).input_size[0])
-    else:
-        size = next((s for s in CANDIDATE_SIZES if ceiling[s] >= 0.95), CANDIDATE_SIZES[-1])
+    size = _input_px(args, ceiling)
 
     t0 = time.time()
-    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, TRAINING_STYLES[i % len(TRAINING_STYLES)], size)
-            for i in range(args.cases)]
-    with get_context("fork").Pool(args.workers) as pool:
-        cases = pool.map(render_training_case, jobs, chunksize=4)
-    x = np.concatenate([c[0] for c in cases]).transpose(0, 3, 1, 2)
-    y = np.concatenate([c[1] for c in cases]).astype(np.int64)
+    x, y = _training_set(args, size)
     t_data = time.time() - t0
     log.info("training set %s at %d px in %.0f s", x.shape, size, t_data)
 
-    model = build_model(DEFAULT_ARCH, len(PLAX_SEG_CLASSES))
-    parent = None
-    if args.continue_from:
-        from echomeasure.models.segmentation import load_segmentation_model
-
-        model = load_segmentation_model(PLAX_SEG_MODEL, args.continue_from).model
-        parent = f"{PLAX_SEG_MODEL}:{args.continue_from}"
-        log.info("continuing from %s", parent)
-    elif args.init_from != "none":
-        parent = "plax-linear:" + _init_from_keypoints(model, args.init_from or None)
-        log.info("backbone and head initialised from %s", parent)
+    model, parent = _initial_model(args)
     gen = np.random.default_rng(args.seed)
     t1 = time.time()
     steps = 0
