@@ -1,14 +1,14 @@
 """Running a loaded model fast on a CPU: ONNX Runtime (fp32) when available, else torch.
 
-ONNX Runtime runs the chosen DeepLabV3-MobileNetV3 about 1.5x faster than torch on the 2-core
-reference CPU (see :mod:`echomeasure.models.builders`).  The ONNX graph is exported once per
+ONNX Runtime runs the chosen DeepLabV3-MobileNetV3 faster than torch on the 2-core reference CPU
+(``echomeasure bench`` and ``benchmarks/backbones.md`` give the figures).  The ONNX graph is exported once per
 weight file (keyed by its sha256 and the input size) into a cache folder
 (``$ECHOMEASURE_CACHE`` or ``$XDG_CACHE_HOME/echomeasure`` or ``~/.cache/echomeasure``) and
 reused afterwards.  Any problem with the export or with ONNX Runtime falls back to torch with a
 log message: the backend changes speed, never results (fp32 both ways; differences ~1e-5).
 
-With a cached ONNX graph the ONNX Runtime path never imports torch (about 1.8 s of process
-start-up on the reference CPU): the weight file's sha256 is still checked against the manifest
+With a cached ONNX graph the ONNX Runtime path never imports torch (a large part of process
+start-up): the weight file's sha256 is still checked against the manifest
 and the graph is keyed by that sha256, so a changed weight file can never reuse a stale graph.
 """
 
@@ -183,8 +183,8 @@ class HeatmapRunner:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
         # idle intra-op threads sleep instead of spinning: on a busy 2-core workstation spinning
-        # steals the core the working thread needs (measured 31-33 -> 22-26 ms/frame under load);
-        # a batch of 16 frames runs ~150 ms, so the wake-up latency does not matter
+        # steals the core the working thread needs; a batch of frames runs long enough that the
+        # wake-up latency does not matter
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 

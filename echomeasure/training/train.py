@@ -6,7 +6,7 @@
    (:mod:`echomeasure.training.datasets`);
 2. build the DeepLabV3 model (:func:`echomeasure.models.builders.build_model`) and optimise it
    (:func:`echomeasure.training.loop.run_optimisation`; resumable checkpoint in the cache);
-3. save the weights (int8 per output channel, gzip: ~9.6 MB) and evaluate them through the real ``propose`` path on
+3. save the weights (int8 per output channel, gzip) and evaluate them through the real ``propose`` path on
    held-out cases (:mod:`echomeasure.training.evaluate`);
 4. register the version in ``manifest.json`` with data description, recipe, seed, sha256 and
    the measured errors.
