@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_propose_engine import OracleRunner, _with_oracle
+from oracle_models import OracleRunner, with_oracle
 
 from echomeasure.ingest.clip import Clip
 from echomeasure.models.preprocess import CropTransform
@@ -127,7 +127,7 @@ def _oracle(monkeypatch, clip, peaks_for_channel):
         t = CropTransform.for_clip(clip, entry.input_size, "doppler")
         return OracleRunner(t, [[peaks_for_channel(ch) for ch in entry.channels]])
 
-    _with_oracle(monkeypatch, "doppler-peaks", runner)
+    with_oracle(monkeypatch, "doppler-peaks", runner)
 
 
 @pytest.mark.parametrize("flow, named", [("av", "av_vmax"), ("tr", "tr_vmax")])

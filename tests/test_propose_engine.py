@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from oracle_models import OracleRunner, with_oracle
 
 from echomeasure import catalog
 from echomeasure.errors import MeasurementError, WeightsError
@@ -18,37 +18,6 @@ from echomeasure.models.preprocess import CropTransform
 from echomeasure.propose import engine as engine_mod
 from echomeasure.propose import propose
 from echomeasure.propose.zoom import plax_crop_transform
-
-SIGMA = 2.0
-
-
-def _gaussian_logits(points_model: np.ndarray, h: int, w: int, present: np.ndarray | None = None) -> torch.Tensor:
-    """(C, H, W) logits with one or several Gaussian blobs per channel (points: list per channel)."""
-    ys, xs = np.mgrid[0:h, 0:w]
-    out = np.full((len(points_model), h, w), 1e-4)
-    for c, pts in enumerate(points_model):
-        for x, y in np.asarray(pts, dtype=float).reshape(-1, 2):
-            out[c] = np.maximum(out[c], 0.95 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * SIGMA**2)))
-    return torch.logit(torch.from_numpy(out).float())
-
-
-class OracleRunner:
-    """Stands in for the network: heatmaps at the true keypoints of the frames it is fed, in order."""
-
-    def __init__(self, transform: CropTransform, keypoints_per_frame: list[list[np.ndarray]]):
-        self.transform = transform
-        self.truth = keypoints_per_frame
-        self.next = 0
-        self.backend = "oracle"
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = self.transform.input_size
-        maps = []
-        for _ in range(x.shape[0]):
-            pts = [self.transform.to_model(np.asarray(p, dtype=float).reshape(-1, 2)) for p in self.truth[self.next]]
-            maps.append(_gaussian_logits(pts, h, w))
-            self.next += 1
-        return torch.stack(maps)
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +34,6 @@ def mv_case():
     return render_doppler_case(3, small=True, flow="mv")
 
 
-def _with_oracle(monkeypatch, name: str, make_runner):
-    real = engine_mod.get_engine
-
-    def fake(n, version=None, **kw):
-        eng = real(n, version, **kw)
-        return engine_mod._Engine(eng.entry, make_runner(eng.entry)) if n == name else eng
-
-    monkeypatch.setattr(engine_mod, "get_engine", fake)
-
-
 def test_2d_proposals_reproduce_truth_through_oracle_heatmaps(plax_case, use_random_weights, monkeypatch):
     clip = Clip(plax_case.frames, plax_case.frame_time_ms, plax_case.regions, "dicom")
 
@@ -82,7 +41,7 @@ def test_2d_proposals_reproduce_truth_through_oracle_heatmaps(plax_case, use_ran
         t = plax_crop_transform(clip, entry.input_size)
         return OracleRunner(t, [list(kp) for kp in plax_case.keypoints])
 
-    _with_oracle(monkeypatch, "plax-linear", runner)
+    with_oracle(monkeypatch, "plax-linear", runner)
     # the model's points themselves, without the edge refinement (tests/test_propose_edges.py)
     result = propose(clip, per_frame=True, batch_size=7, refine_edges=False)
     assert result.kind == "2d" and result.calibration == "dicom"
@@ -145,7 +104,7 @@ def test_doppler_flow_chosen_by_confidence_and_per_beat_values(mv_case, use_rand
         per_channel = [mv_case.peaks.get(ch, []) for ch in entry.channels]
         return OracleRunner(t, [per_channel])
 
-    _with_oracle(monkeypatch, "doppler-peaks", runner)
+    with_oracle(monkeypatch, "doppler-peaks", runner)
     # the oracle's points are exact: compare them without the envelope snapping
     result = propose(clip, snap_doppler_to_envelope=False)
     names = [p.name for p in result.measurements]
@@ -168,7 +127,7 @@ def test_doppler_only_restricts_to_the_named_peak(mv_case, use_random_weights, m
         t = CropTransform.for_clip(clip, entry.input_size, "doppler")
         return OracleRunner(t, [[mv_case.peaks.get(ch, []) for ch in entry.channels]])
 
-    _with_oracle(monkeypatch, "doppler-peaks", runner)
+    with_oracle(monkeypatch, "doppler-peaks", runner)
     result = propose(clip, only="mv_e")
     assert [p.name for p in result.measurements] == ["mv_e"]
     with pytest.raises(MeasurementError, match="lvidd is a 2D measurement"):
@@ -211,7 +170,7 @@ def test_doppler_flow_limited_to_the_region_mode(use_random_weights, monkeypatch
         av = strip.peaks["av_vmax"]
         return OracleRunner(t, [[av if ch in ("av_vmax", "lvot_vmax") else [] for ch in entry.channels]])
 
-    _with_oracle(monkeypatch, "doppler-peaks", runner)
+    with_oracle(monkeypatch, "doppler-peaks", runner)
     result = propose(clip)
     assert [p.name for p in result.measurements] == ["av_vmax"]
 
@@ -246,7 +205,7 @@ def test_an_anatomically_impossible_caliper_is_flagged_in_the_measure_json(plax_
     def runner(entry):
         return OracleRunner(plax_crop_transform(clip, entry.input_size), shifted)
 
-    _with_oracle(monkeypatch, "plax-linear", runner)
+    with_oracle(monkeypatch, "plax-linear", runner)
     result = propose(clip, refine_edges=False)
     out = {m["name"]: m for m in to_contract_json(result, "x.dcm")["measurements"]}
     assert all(isinstance(m["flagged"], bool) for m in out.values())
