@@ -113,3 +113,24 @@ def test_blinded_reader_sees_only_their_own_reads(controller):
     assert seen_by_b["la"]["status"] == "proposed"
     with pytest.raises(StoreError):
         ctrl.open_clip(info.clip_id, "Someone Else")
+
+
+def test_worklist_counts_a_reader_study_clip_from_each_readers_own_reads(controller):
+    from echomeasure.store import readers
+
+    ctrl, info = controller
+    readers.assign(ctrl.store, info.clip_id, ["Reader A", "Reader B"], "blinded")
+    for name in ("ivsd", "lvidd", "lvpwd", "lvids", "la", "aortic_root"):
+        ctrl.save_review(info.clip_id, name, "accept", "Reader A")
+
+    def status(viewer: str) -> dict[int, str]:
+        return {s.clip_id: s.status for s in ctrl.summaries(viewer)}
+
+    assert status("Reader A")[info.clip_id] == "reviewed"
+    assert status("Reader B")[info.clip_id] == "to review"  # A's reads do not show through
+    assert info.clip_id not in status("Someone Else") and info.doppler_clip_id in status("Someone Else")
+    assert info.clip_id not in status("")
+    assert ctrl.next_clip(info.doppler_clip_id, "Reader B") == info.clip_id
+    assert ctrl.next_clip(info.doppler_clip_id, "Reader A") is None
+    rows = ctrl.worklist("all", "Reader B")
+    assert any(str(row[0]) == str(info.clip_id) for row in rows)

@@ -186,8 +186,12 @@ def build_app(
 
     # ------------------------------------------------------------------ callbacks
     # Each callback adapts one controller method to Gradio (inputs, gr.update, notices).
-    def worklist_update(status: str | None = "all") -> list[list[Any]]:
-        return controller.worklist(status)
+    def worklist_update(
+        status: str | None = "all",
+        reviewer_name: str | None = "",
+        request: gr.Request = None,  # type: ignore[assignment]
+    ) -> list[list[Any]]:
+        return controller.worklist(status, viewer_name(reviewer_name, _login(request)))
 
     def show_clip(clip_id: int, viewer: str, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
         screen = controller.open_clip(clip_id, viewer, warnings)
@@ -218,7 +222,7 @@ def build_app(
             log.info("%s was already stored as clip %s", result.file, result.clip.id)
             notes.append(f"{result.file} was already stored as clip {result.clip.id}: opened it (nothing ingested twice)")
         viewer_update, header, clip_id = show_clip(result.clip.id, viewer, notes)
-        return viewer_update, header, clip_id, worklist_update(status), no_export
+        return viewer_update, header, clip_id, controller.worklist(status, viewer), no_export
 
     def open_example(
         name: str | None,
@@ -272,12 +276,13 @@ def build_app(
 
     def open_next(current: int | None, status: str, reviewer_name: str, evt: gr.EventData, request: gr.Request) -> tuple:
         shown = event_payload(evt, ["clip_id"])["clip_id"]  # the viewer's key N says which clip it shows
-        target = controller.next_clip(shown if shown is not None else current)
+        viewer = viewer_name(reviewer_name, _login(request))
+        target = controller.next_clip(shown if shown is not None else current, viewer)
         if target is None:
             gr.Info(ALL_REVIEWED)
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            return (*show_clip(target, viewer_name(reviewer_name, _login(request))), no_export, worklist_update(status))
+            return (*show_clip(target, viewer), no_export, controller.worklist(status, viewer))
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -291,7 +296,7 @@ def build_app(
         outcome = controller.commit(event_payload(evt, COMMIT_KEYS), reviewer_name, _login(request))
         if outcome.value is None:
             return gr.skip(), gr.skip(), gr.skip()
-        worklist_rows = worklist_update(status) if outcome.saved else gr.skip()
+        worklist_rows = worklist_update(status, reviewer_name, request) if outcome.saved else gr.skip()
         return outcome.value, worklist_rows, reviewer_field(outcome.reviewer_missing)
 
     def review_contour(reviewer_name: str, evt: gr.EventData, request: gr.Request) -> Any:
@@ -313,7 +318,8 @@ def build_app(
         if outcome.screen is not None:
             screen = outcome.screen
             viewer_update = gr.update(value=screen.value, clip=screen.clip)
-            return viewer_update, screen.header, worklist_update(status), reviewer_field(outcome.reviewer_missing)
+            worklist_rows = worklist_update(status, reviewer_name, request)
+            return viewer_update, screen.header, worklist_rows, reviewer_field(outcome.reviewer_missing)
         if outcome.value is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return outcome.value, gr.skip(), gr.skip(), reviewer_field(outcome.reviewer_missing)
@@ -443,7 +449,9 @@ def build_app(
         viewer.calibrate(
             calibrate, [reviewer_box, status_filter], [viewer, clip_info, worklist, reviewer_box], api_visibility="private"
         )
-        status_filter.change(worklist_update, [status_filter], [worklist], api_visibility="private")
+        status_filter.change(worklist_update, [status_filter, reviewer_box], [worklist], api_visibility="private")
+        # A reader-study clip is listed to its readers only: the list follows the name.
+        reviewer_box.blur(worklist_update, [status_filter, reviewer_box], [worklist], api_visibility="private")
         viewer.commit(commit, [reviewer_box, status_filter], [viewer, worklist, reviewer_box], api_visibility="private")
         viewer.contour_review(review_contour, [reviewer_box], [viewer], api_visibility="private")
         # Typing a name takes the highlight off at once (in the browser: no round trip per key).

@@ -12,11 +12,11 @@ on a clip assigned to readers, a reader's own reads only (and, unassisted, no pr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from echomeasure.errors import EchomeasureError, StoreError
-from echomeasure.store import ClipRecord, MeasurementState, Store, readers
+from echomeasure.store import ClipRecord, ClipSummary, MeasurementState, Store, readers
 from echomeasure.ui import contour_review, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
@@ -93,6 +93,24 @@ class EventOutcome:
     saved_names: tuple[str, ...] = field(default=())
 
 
+def _summary_for_reader(summary: ClipSummary, states: Sequence[MeasurementState]) -> ClipSummary:
+    """A worklist line counted from one reader's view of the clip (the store's status rule)."""
+    proposed = {st.measurement for st in states if st.proposal_id is not None}
+    reviewed = {st.measurement for st in states if st.review_id is not None}
+    total = len(proposed | reviewed)
+    status = (
+        "no proposals" if total == 0
+        else "to review" if not reviewed
+        else "in review" if len(reviewed) < total
+        else "reviewed"
+    )
+    last = max((st.reviewed_at for st in states if st.reviewed_at is not None), default=None)
+    return replace(
+        summary, n_proposed=len(proposed), n_reviewed=len(reviewed), status=status,  # type: ignore[arg-type]
+        last_reviewed_at=last,
+    )
+
+
 class ReviewController:
     """The review UI's actions over one store."""
 
@@ -105,9 +123,28 @@ class ReviewController:
         """The measurements of a clip as ``viewer`` may see them (StoreError: may see nothing)."""
         return readers.measurements_for(self.store, clip_id, viewer)
 
-    def worklist(self, status: str | None = "all") -> list[list[Any]]:
-        """The worklist rows, filtered by review status."""
-        summaries = self.store.worklist()
+    def summaries(self, viewer: str = "") -> list[ClipSummary]:
+        """The worklist as ``viewer`` may see it.
+
+        A clip assigned to readers is listed only to its readers, with its status counted from
+        what that reader sees (their own reads), so the list never tells a blinded reader how far
+        the others are.
+        """
+        out = []
+        for summary in self.store.worklist():
+            if not readers.has_readers(self.store, summary.clip_id):
+                out.append(summary)
+                continue
+            try:
+                states = self.visible(summary.clip_id, viewer)
+            except EchomeasureError:
+                continue  # not one of the clip's readers: not listed
+            out.append(_summary_for_reader(summary, states))
+        return out
+
+    def worklist(self, status: str | None = "all", viewer: str = "") -> list[list[Any]]:
+        """The worklist rows ``viewer`` may see, filtered by review status."""
+        summaries = self.summaries(viewer)
         views = {}
         for summary in summaries:
             names = {p.model_name for p in self.store.proposals(summary.clip_id)}
@@ -136,9 +173,9 @@ class ReviewController:
             header=clip_header(clip, states, warnings),
         )
 
-    def next_clip(self, current: int | None) -> int | None:
-        """The next clip with proposals not yet reviewed after ``current`` (None: every one is)."""
-        return viewmodel.next_unreviewed(self.store.worklist(), None if current is None else int(current))
+    def next_clip(self, current: int | None, viewer: str = "") -> int | None:
+        """The next clip ``viewer`` has not finished after ``current`` (None: every one is done)."""
+        return viewmodel.next_unreviewed(self.summaries(viewer), None if current is None else int(current))
 
     def notice(self, clip_id: int, text: str, viewer: str) -> dict[str, Any]:
         """The viewer's value with a notice shown inside the viewer (nothing else changed)."""
