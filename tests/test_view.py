@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from echomeasure import catalog
 from echomeasure.catalog import VIEWS
 from echomeasure.cli import main
 from echomeasure.models.registry import WeightsEntry, register, save_weights
@@ -100,8 +101,8 @@ def test_real_sonosite_apical_cine_is_never_plax(shipped_weights, capsys):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["view"]["name"] in ("a4c", "other"), doc["view"]
-    assert doc["measurements"] == [] and "not a parasternal long-axis view" in doc["notices"][0]
-    assert doc["model"]["name"] == "view"
+    assert not {m["name"] for m in doc["measurements"]} & set(catalog.LINEAR_2D)
+    assert "not a parasternal long-axis view" in doc["notices"][0]
 
 
 @needs_view_model
@@ -138,7 +139,8 @@ def test_apical_dicom_gets_no_plax_calipers_and_plax_does(shipped_weights, tmp_p
     write_case(tmp_path, CaseJob(1, "2d"), 21, small=True)
     assert main(["measure", "-q", str(tmp_path / "case_0000_a4c.dcm")]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["view"]["name"] == "a4c" and doc["measurements"] == [] and doc["notices"]
+    assert doc["view"]["name"] == "a4c" and doc["notices"]
+    assert not {m["name"] for m in doc["measurements"]} & set(catalog.LINEAR_2D)  # no PLAX calipers
     assert main(["measure", "-q", "--only", "ivsd", str(tmp_path / "case_0001.dcm")]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["view"]["name"] == "plax" and [m["name"] for m in doc["measurements"]] == ["ivsd"]
@@ -154,7 +156,8 @@ def test_ingest_keeps_a_non_plax_clip_without_proposals_and_says_why(shipped_wei
     store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", images_dir=tmp_path / "images")
     try:
         result = ingest_path(tmp_path / "case_0000_a2c.dcm", store, secret=b"test-view-secret-0123456789abcdef")
-        assert result.proposals == () and any("not a parasternal long-axis view" in w for w in result.warnings)
+        assert not {p.measurement for p in result.proposals} & set(catalog.LINEAR_2D)
+        assert any("not a parasternal long-axis view" in w for w in result.warnings)
         assert store.frame_images(result.clip.id)  # the clip is stored for manual calipers
     finally:
         store.close()
