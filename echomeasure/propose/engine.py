@@ -790,8 +790,6 @@ def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 
     out["view"] = proposals.view
     out["notices"] = list(proposals.notices)
     out["measurements"] += [dict(v) for v in proposals.volumes]
-    if proposals.segmentations:
-        out["segmentations"] = proposals.segmentations
     out["segmentations"] = list(proposals.segmentations)
     if proposals.frames:
         out["frames"] = proposals.frames
