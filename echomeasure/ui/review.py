@@ -129,6 +129,38 @@ def check_plausible(name: str, value: float | None, unit: str | None, *, confirm
     )
 
 
+def _review_arguments(
+    clip: Any, req: ReviewRequest, action: str, state: Any
+) -> tuple[dict[str, Any], float | None, str | None]:
+    """The store arguments of one decision, and the value and unit it records (for the plausibility check).
+
+    A correction or an addition is measured on the clip; an accept keeps the proposal's value,
+    re-measured when the clip was calibrated after the proposal.
+    """
+    spec = catalog.get(req.name)
+    value: float | None
+    unit: str | None
+    kwargs: dict[str, Any] = {"seconds_spent": req.seconds_spent}
+    if state is not None and state.proposal_id is not None:
+        kwargs["proposal_id"] = state.proposal_id
+    if action in ("corrected", "added") and spec.n_points > 0:
+        value, unit = measured_value(clip, req.name, req.points)
+        kwargs.update(frame=req.frame, points=req.points, value=value, unit=unit)
+    elif action == "accepted":
+        if req.frame is not None:
+            kwargs["frame"] = req.frame
+        value, unit = (state.proposed_value, state.proposed_unit) if state is not None else (None, None)
+        if spec.n_points > 0 and state is not None and state.proposed_points and unit == "px" and (
+            clip.regions or clip.user_cm_per_px
+        ):
+            # proposed before the clip was calibrated (a video the user calibrated since)
+            value, unit = measured_value(clip, req.name, state.proposed_points)
+            kwargs.update(value=value, unit=unit)
+    else:
+        value, unit = None, None
+    return kwargs, value, unit
+
+
 def save_reviews(
     store: Store,
     clip_id: int,
@@ -181,27 +213,7 @@ def save_reviews(
     for req in requests:
         state = states.get(req.name)
         action = resolve_action(req, state)
-        spec = catalog.get(req.name)
-        value: float | None
-        unit: str | None
-        kwargs: dict[str, Any] = {"seconds_spent": req.seconds_spent}
-        if state is not None and state.proposal_id is not None:
-            kwargs["proposal_id"] = state.proposal_id
-        if action in ("corrected", "added") and spec.n_points > 0:
-            value, unit = measured_value(clip, req.name, req.points)
-            kwargs.update(frame=req.frame, points=req.points, value=value, unit=unit)
-        elif action == "accepted":
-            if req.frame is not None:
-                kwargs["frame"] = req.frame
-            value, unit = (state.proposed_value, state.proposed_unit) if state is not None else (None, None)
-            if spec.n_points > 0 and state is not None and state.proposed_points and unit == "px" and (
-                clip.regions or clip.user_cm_per_px
-            ):
-                # proposed before the clip was calibrated (a video the user calibrated since)
-                value, unit = measured_value(clip, req.name, state.proposed_points)
-                kwargs.update(value=value, unit=unit)
-        else:
-            value, unit = None, None
+        kwargs, value, unit = _review_arguments(clip, req, action, state)
         check_plausible(req.name, value, unit, confirmed=req.confirmed, alone=len(requests) == 1)
         planned.append((req, action, kwargs))
     saved: list[ReviewRecord] = []
