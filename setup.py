@@ -1,4 +1,4 @@
-"""Build hook: the wheel carries the shipped weights, the migrations and the example studies.
+"""Build hook: the wheel carries the active weights, the migrations and the example studies.
 
 They live at the top of the repository (``weights/``, ``db/migrations/``, ``examples/``) so that a
 source checkout uses them in place; ``build_py`` copies them into ``echomeasure/_bundled/`` of
@@ -21,13 +21,10 @@ ROOT = Path(__file__).resolve().parent
 def _bundle_files() -> list[tuple[Path, str]]:
     """(source, path under _bundled/) of every file the wheel must carry."""
     files: list[tuple[Path, str]] = []
-    manifest = ROOT / "weights" / "manifest.json"
-    if manifest.is_file():
-        files.append((manifest, "weights/manifest.json"))
-        for entry in json.loads(manifest.read_text()).get("models", []):
-            weight_file = ROOT / "weights" / entry["file"]
-            if weight_file.is_file():
-                files.append((weight_file, f"weights/{entry['file']}"))
+    for entry in _shipped_manifest().get("models", []):
+        weight_file = ROOT / "weights" / entry["file"]
+        if weight_file.is_file():
+            files.append((weight_file, f"weights/{entry['file']}"))
     for source in sorted((ROOT / "db" / "migrations").rglob("*")):
         if source.is_file() and "__pycache__" not in source.parts:
             files.append((source, f"migrations/{source.relative_to(ROOT / 'db' / 'migrations')}"))
@@ -36,10 +33,29 @@ def _bundle_files() -> list[tuple[Path, str]]:
     return files
 
 
+def _shipped_manifest() -> dict:
+    """The checkout's manifest reduced to the active version of each model: what a user runs.
+
+    Earlier versions stay in the repository (their recipes and metrics are the history) but
+    would only make the wheel heavier.
+    """
+    manifest = ROOT / "weights" / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    data = json.loads(manifest.read_text())
+    active = data.get("active", {})
+    data["models"] = [m for m in data.get("models", []) if active.get(m["name"]) == m["version"]]
+    return data
+
+
 class BuildPyWithBundle(build_py):
     def run(self) -> None:
         super().run()
         target_root = Path(self.build_lib) / "echomeasure" / "_bundled"
+        shipped = _shipped_manifest()
+        if shipped:
+            (target_root / "weights").mkdir(parents=True, exist_ok=True)
+            (target_root / "weights" / "manifest.json").write_text(json.dumps(shipped, indent=1) + "\n")
         for source, relative in _bundle_files():
             target = target_root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
