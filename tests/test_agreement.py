@@ -147,3 +147,31 @@ def test_review_ui_agreement_report_endpoint(tmp_path: Path):
     line = next(line for line in report.splitlines() if line.startswith("| lvidd |"))
     assert "| 2 | 4 |" in line  # two readers, four clips
     assert "| lvidd | reader-a | reader-b | 4 | -0.050 cm |" in report
+
+
+def test_review_ui_hides_agreement_report_from_a_blinded_reader(tmp_path: Path):
+    """A reader of a blinded study must not see the other readers' values through the report."""
+    from store_fixtures import lvidd_proposals, write_us_dicom
+
+    from echomeasure.pipeline import ingest_path
+    from echomeasure.store import open_store, readers
+    from echomeasure.ui.app import build_app
+
+    url = f"sqlite:///{tmp_path / 'ui.sqlite'}"
+    store = open_store(url, images_dir=tmp_path / "images")
+    try:
+        cid = ingest_path(write_us_dicom(tmp_path / "u.dcm", seed=0), store, secret=config.secret(), run_models=False).clip.id
+        store.add_proposals(cid, lvidd_proposals())
+        readers.assign(store, cid, ["reader-a", "reader-b"], mode="blinded")
+    finally:
+        store.close()
+    app = build_app(url)
+    try:
+        (fn,) = [f.fn for f in app.fns.values() if getattr(f, "api_name", None) == "agreement_report"]
+        hidden = fn("reader-a")
+        shown = fn("study-lead")
+    finally:
+        app.echomeasure_store.close()
+    assert hidden.startswith("Not shown")
+    assert "| lvidd |" not in hidden
+    assert not shown.startswith("Not shown")

@@ -343,11 +343,19 @@ def build_app(
             return gr.skip()
         return gr.update(value=_write_download(text, f"echomeasure_study_{clip.study_uid[-8:]}.csv"), visible=True)
 
-    def agreement_report() -> str:
-        """The multi-reader agreement report (Markdown) of the whole store."""
-        from echomeasure.agreement import run as agreement_run
+    def agreement_report(reviewer: str | None = None, request: gr.Request | None = None) -> str:
+        """The multi-reader agreement report (Markdown) of the whole store.
 
+        Hidden from anyone who reads a clip blinded or unassisted: the report shows the other
+        readers' values, which such a reader must not see.
+        """
+        from echomeasure.agreement import run as agreement_run
+        from echomeasure.store import readers
+
+        viewer = (_login(request) or reviewer or "").strip()
         try:
+            if any(a.mode != readers.OPEN_REVIEW for a in readers.assignments(store, reader=viewer)):
+                return "Not shown: you read clips of a blinded study; the report shows the other readers' values."
             return agreement_run(store, fmt="md")
         except EchomeasureError as exc:
             return f"Not computed: {exc}"
@@ -461,7 +469,7 @@ def build_app(
         )
         csv_study_btn.click(export_study, [current_clip], [csv_file], api_name="export_study_csv")
         csv_all_btn.click(export_all, None, [csv_file], api_name="export_all_csv")
-        agreement_btn.click(agreement_report, None, [agreement_md], api_name="agreement_report")
+        agreement_btn.click(agreement_report, [reviewer_box], [agreement_md], api_name="agreement_report")
         app.load(worklist_update, None, [worklist], api_visibility="private")
 
         # API-only endpoints (gradio_client, scripts): the same library calls as the UI.
