@@ -139,7 +139,7 @@ def text_benchmark(cases: int, seed: int = 0) -> dict:
 
 
 def _deid_once(frames: np.ndarray, regions, find_text: bool) -> tuple[float, float]:
-    from test_ingest_builders import canary_dataset  # a header with a value in every identifying slot
+    from ingest_builders import canary_dataset  # a header with a value in every identifying slot
 
     ds = canary_dataset(1)
     ids = gate.collect_dicom_identifiers(ds, secret=SECRET)

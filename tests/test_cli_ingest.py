@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from store_fixtures import write_us_dicom
 
 from echomeasure.cli import main
-from store_fixtures import write_us_dicom
 
 
 @pytest.fixture

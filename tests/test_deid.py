@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from test_ingest_builders import (
+from ingest_builders import (
     BANNER_ROWS,
     BIRTH_DATE,
     CANARIES,
@@ -26,6 +25,7 @@ from test_ingest_builders import (
     write_banner_video,
     write_canary_dicom,
 )
+from pydicom.data import get_testdata_file
 
 from echomeasure.cli import main
 from echomeasure.errors import DeidentificationError, InvalidInputError

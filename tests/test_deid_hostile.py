@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from ingest_builders import BIRTH_DATE, CANARIES, STUDY_DATE, UIDS, write_canary_dicom
 from pydicom.encaps import encapsulate
-from test_ingest_builders import BIRTH_DATE, CANARIES, STUDY_DATE, UIDS, write_canary_dicom
 
 IDENTIFYING = [*CANARIES.values(), *(p for v in CANARIES.values() for p in v.split("^")), BIRTH_DATE, STUDY_DATE,
                *UIDS.values()]

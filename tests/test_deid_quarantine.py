@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_ingest_builders import write_canary_dicom
+from ingest_builders import write_canary_dicom
 
 from echomeasure.ingest import load, quarantine
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from ingest_builders import REGION, canary_dataset, write_banner_video, write_canary_dicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from echomeasure.cli import main
 from echomeasure.errors import InvalidInputError
-from echomeasure.ingest import inspect_file, read_clip
-from test_ingest_builders import REGION, canary_dataset, write_banner_video, write_canary_dicom
+from echomeasure.ingest import read_clip
 
 US_FILES = ["examples_ybr_color.dcm", "examples_palette.dcm", "examples_rgb_color.dcm", "examples_jpeg2k.dcm",
             "ExplVR_BigEnd.dcm"]
