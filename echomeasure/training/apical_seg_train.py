@@ -53,6 +53,7 @@ def render_case(args: tuple[int, str, int, bool]) -> dict:
     ed, es = probe.ed_frame, probe.es_frame
     extra = [int(rng.integers(params.n_frames)) for _ in range(2)] if augment else []
     cine = render_apical(params, frames=[ed, es, *extra], labels=True)
+    assert cine.labels is not None, "rendered with labels=True"
     x0, y0, x1, y1 = _box(cine.regions)
     frames = _restyle(cine.frames, rng, (x0, y0, x1, y1)) if augment else cine.frames
     imgs = np.stack([cv2.resize(f[y0 : y1 + 1, x0 : x1 + 1], (size, size), interpolation=cv2.INTER_AREA) for f in frames])
