@@ -45,8 +45,12 @@ system-deps:
 demo: install
 	$(BIN)/echomeasure demo --host $(HOST) --port $(PORT)
 
+# Static checks first (configured in pyproject.toml: ruff on the tree, mypy on echomeasure/);
+# any finding fails the target before the tests run.
 # pytest exits 5 when it collects no tests: that is a failure of the suite, say so clearly.
 test: install-dev system-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
