@@ -181,3 +181,18 @@ def test_a_sector_found_from_the_pixels_is_recorded_for_the_2d_models():
     box = view_box(clip)
     assert box == (40, 30, 129, 99) and clip.extra["sector_box"] == box
     assert box_2d(clip).as_tuple() == box
+
+
+@needs_view_model
+def test_a_single_still_frame_is_measured_as_plax_with_a_notice(shipped_weights):
+    """The classifier judges cines (motion); a still is reported but not refused."""
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.propose import propose
+    from echomeasure.synthetic import render_plax_case
+
+    cine = render_plax_case(31, small=True)
+    still = Clip(frames=cine.frames[:1], frame_time_ms=None, regions=cine.regions, source_kind="dicom")
+    result = propose(still, only="ivsd")
+    assert [p.name for p in result.measurements] == ["ivsd"]
+    # view 1.0 has never seen a still heart: it calls this one "other", and says why it measures anyway
+    assert result.view["name"] == "other" and "single still frame" in result.notices[0]

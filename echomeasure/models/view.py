@@ -40,6 +40,9 @@ INPUT_PX = 64
 MAX_FRAMES = 16
 #: Below this probability the decision is reported as uncertain (the clip still routes by it).
 LOW_CONFIDENCE = 0.6
+#: Fewest frames for the decision to route a 2D clip: the classifier sees motion and was trained on
+#: cines, so a single still frame is reported but measured as before (PLAX), with a notice.
+MIN_FRAMES_TO_ROUTE = 2
 
 
 @dataclass(frozen=True)

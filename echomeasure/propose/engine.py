@@ -591,7 +591,12 @@ def _classify_view(clip: Clip, versions: Mapping[str, str], weights_dir: Any, ti
     timings["view"] = time.perf_counter() - t0
     notices = []
     title = catalog.VIEW_TITLES.get(decision.name, decision.name)
-    if clip.kind == "2d" and decision.name != "plax":
+    if clip.kind == "2d" and decision.name != "plax" and clip.n_frames < view_model.MIN_FRAMES_TO_ROUTE:
+        notices.append(
+            f"a single still frame: the view classifier judges cines (it sees {title}, confidence "
+            f"{decision.confidence:.2f}); the frame is measured as PLAX: check the view"
+        )
+    elif clip.kind == "2d" and decision.name != "plax":
         notices.append(
             f"this clip looks like {title} ({decision.name}, confidence {decision.confidence:.2f}), not a parasternal "
             "long-axis view: no PLAX calipers are proposed; measurements can still be added by hand"
@@ -698,7 +703,9 @@ def propose(
     versions = dict(model_versions or {})
     timings: dict[str, float] = {}
     view, notices = _classify_view(clip, versions, weights_dir, timings) if check_view else (None, [])
-    if kind == "2d" and view is not None and view.name != "plax":
+    from echomeasure.models.view import MIN_FRAMES_TO_ROUTE
+
+    if kind == "2d" and view is not None and view.name != "plax" and clip.n_frames >= MIN_FRAMES_TO_ROUTE:
         # not a PLAX cine: the PLAX models do not run; the reviewer may still add calipers by hand
         log.info("view %s (%.2f): no PLAX proposals", view.name, view.confidence)
         from echomeasure.propose import apical
