@@ -21,10 +21,12 @@ import logging
 import time
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from echomeasure import atomic
 from echomeasure.catalog import APICAL_SEG_CLASSES
 
 log = logging.getLogger(__name__)
@@ -100,13 +102,9 @@ def dice(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
     return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
-
+def _parser() -> argparse.ArgumentParser:
+    """The training script's options."""
     from echomeasure import config
-    from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
-    from echomeasure.models.registry import WeightsEntry, register, save_weights
-    from echomeasure.propose import volumes
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
@@ -119,20 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=25.0)
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "apical_seg"))
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(1)  # one thread shares a busy CPU far better than two
-    t0 = time.time()
-    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, ("a4c", "a2c")[i % 2], args.size, True) for i in range(args.cases)]
-    with get_context("fork").Pool(args.workers) as pool:
-        cases = pool.map(render_case, jobs, chunksize=4)
-    x = np.concatenate([c["x"] for c in cases]).transpose(0, 3, 1, 2)
-    y = np.concatenate([c["y"] for c in cases]).astype(np.int64)
-    t_data = time.time() - t0
-    log.info("training set %s in %.0f s", x.shape, t_data)
+    return p
 
-    model = build_model(DEFAULT_ARCH, len(APICAL_SEG_CLASSES))
+
+def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> tuple[int, float]:
+    """AdamW with a one-cycle schedule on random flipped batches; (steps done, start time)."""
+    import torch
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=args.steps)
     gen = np.random.default_rng(args.seed)
@@ -156,10 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         if time.time() - t1 > args.max_minutes * 60:
             log.info("time limit: stopping at step %d", step)
             break
-    t_train = time.time() - t1
-    model.eval()
+    return steps, t1
 
-    # held-out evaluation at full resolution
+
+def _evaluate_held_out(model: Any, args: argparse.Namespace) -> dict[str, float | int]:
+    """Dice per class and volume / EF errors on held-out cases at full resolution."""
+    from echomeasure.propose import volumes
+
     eval_jobs = [(EVAL_SEED0 + i, ("a4c", "a2c")[i % 2], args.size, False) for i in range(args.eval_cases)]
     with get_context("fork").Pool(args.workers) as pool:
         held = pool.map(render_case, eval_jobs, chunksize=2)
@@ -194,6 +188,35 @@ def main(argv: list[str] | None = None) -> int:
         la_volume_mae_ml=round(float(np.nanmean(la_err)), 2), ms_per_frame=round(1000 * float(np.median(speed)), 1),
         failed_volumes=int(np.sum(~np.isfinite(edv_err))),
     )
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from echomeasure import config
+    from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
+    from echomeasure.models.registry import WeightsEntry, register, save_weights
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)  # one thread shares a busy CPU far better than two
+    t0 = time.time()
+    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, ("a4c", "a2c")[i % 2], args.size, True) for i in range(args.cases)]
+    with get_context("fork").Pool(args.workers) as pool:
+        cases = pool.map(render_case, jobs, chunksize=4)
+    x = np.concatenate([c["x"] for c in cases]).transpose(0, 3, 1, 2)
+    y = np.concatenate([c["y"] for c in cases]).astype(np.int64)
+    t_data = time.time() - t0
+    log.info("training set %s in %.0f s", x.shape, t_data)
+
+    model = build_model(DEFAULT_ARCH, len(APICAL_SEG_CLASSES))
+    steps, t1 = _train(model, x, y, args)
+    t_train = time.time() - t1
+    model.eval()
+
+    metrics = _evaluate_held_out(model, args)
     out_dir = Path(args.out) if args.out else config.weights_dir()
     file = f"{SEG_MODEL}-{args.version}.pt"
     sha = save_weights(model, out_dir / file)
@@ -209,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                "labels": "CAMUS: 0 background, 1 LV cavity, 2 myocardium, 3 LA"},
     )
     register(entry, weights_dir=out_dir)
-    Path(args.report + ".json").write_text(json.dumps({"metrics": metrics, "recipe": recipe, "steps": steps}, indent=1) + "\n")
+    atomic.write_text(args.report + ".json", json.dumps({"metrics": metrics, "recipe": recipe, "steps": steps}, indent=1) + "\n")
     print(json.dumps(metrics))
     return 0
 
