@@ -12,7 +12,7 @@ from echomeasure import catalog
 from echomeasure.cli import main
 
 CONTRACT_KEYS = {"file", "kind", "calibration", "model", "measurements", "view", "notices", "segmentations"}
-MEASUREMENT_KEYS = {"name", "value", "unit", "frame", "points", "confidence"}
+MEASUREMENT_KEYS = {"name", "value", "unit", "frame", "points", "confidence", "flagged"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,7 @@ def test_measure_prints_contract_json_for_synthetic_dicom(synthetic_dir, use_ran
         assert m["unit"] == "cm" and isinstance(m["value"], float)
         assert len(m["points"]) == 2 and all(len(p) == 2 for p in m["points"])
         assert 0.0 <= m["confidence"] <= 1.0
+        assert isinstance(m["flagged"], bool)
 
 
 def test_measure_per_frame_and_only(synthetic_dir, use_random_weights, capsys):
