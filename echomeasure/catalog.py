@@ -141,3 +141,27 @@ VIEW_TITLES: dict[str, str] = {
 
 #: Classes of the apical segmentation model (``apical-seg``), in output order: the CAMUS labels.
 APICAL_SEG_CLASSES: tuple[str, ...] = ("background", "lv", "myocardium", "la")
+
+# --------------------------------------------------------------------------- volumes
+# Chamber volumes and EF from apical segmentations (propose.apical).  Their LOINC code depends
+# on the method, so each is looked up by (name, method); None where CID 12300 has no code
+# (e.g. a single-plane LA area-length volume).
+VOLUME_UNITS: dict[str, str] = {"lvedv": "ml", "lvesv": "ml", "lvef": "%", "la_volume": "ml", "lv_length": "cm"}
+_VOLUME_LOINC: dict[tuple[str, str], str] = {
+    ("lvedv", "single-plane A4C"): "79999-9",
+    ("lvedv", "single-plane A2C"): "79998-1",
+    ("lvedv", "biplane"): "79996-5",
+    ("lvesv", "single-plane A4C"): "80004-5",
+    ("lvesv", "single-plane A2C"): "80003-7",
+    ("lvesv", "biplane"): "80001-1",
+    ("lvef", "single-plane A4C"): "79993-2",
+    ("lvef", "single-plane A2C"): "79992-4",
+    ("lvef", "biplane"): "79991-6",
+    ("la_volume", "area-length biplane"): "79981-7",
+    ("lv_length", "single-plane A4C"): "79994-0",
+}
+
+
+def volume_loinc(name: str, method: str) -> str | None:
+    """LOINC code (CID 12300) of a volume, EF or length measured by ``method``, if one exists."""
+    return _VOLUME_LOINC.get((name, method))

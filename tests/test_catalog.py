@@ -24,3 +24,16 @@ def test_every_coded_measurement_is_in_cid_12300():
         assert m.loinc in table, f"{m.name}: {m.loinc} is not a LOINC code pydicom knows"
         _meaning, cids = table[m.loinc]
         assert ECHO_MEASUREMENTS_CID in cids, f"{m.name}: {m.loinc} is not in CID 12300"
+
+
+def test_volume_codes_follow_the_method_and_are_in_cid_12300():
+    table = _loinc_table()
+    assert catalog.volume_loinc("lvedv", "single-plane A4C") != catalog.volume_loinc("lvedv", "biplane")
+    assert catalog.volume_loinc("la_volume", "area-length A4C") is None
+    for (name, method), code in catalog._VOLUME_LOINC.items():
+        meaning, cids = table[code]
+        assert ECHO_MEASUREMENTS_CID in cids, (name, method, code)
+        if method.startswith("single-plane"):
+            assert method.split()[-1].replace("A", "").replace("C", "") in meaning, (name, method, meaning)
+        if method == "biplane":
+            assert "biplane" in meaning

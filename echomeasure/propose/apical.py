@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from echomeasure.catalog import APICAL_SEG_CLASSES
+from echomeasure.catalog import APICAL_SEG_CLASSES, volume_loinc
 from echomeasure.ingest.clip import Clip
 from echomeasure.propose import volumes
 
@@ -166,4 +166,6 @@ def propose_apical(
         vols.append({"name": "lv_length", "value": None if cm is None else round(axes[ed].length_px * cm, 3),
                      "unit": "cm" if cm is not None else "px", "frame": ed, "method": method,
                      "confidence": round(conf_ed, 4)})
+    for v in vols:
+        v["loinc"] = volume_loinc(v["name"], v["method"])
     return ApicalResult(vols, segmentations, ed, es, model, notices)
