@@ -153,3 +153,27 @@ def test_measure_reports_plax_segmentations_and_lowers_calipers_the_segmentation
     assert {s["structure"] for s in doc["segmentations"]} == {"septum"}
     assert {m["name"]: m["confidence"] for m in doc["measurements"]} == before
     clear_engines()
+
+
+def test_plax_seg_runs_through_the_runner_with_the_torch_models_labels():
+    """The measurement path runs plax-seg through ONNX Runtime; its labels equal torch's."""
+    from echomeasure.models import registry
+    from echomeasure.models.runtime import HeatmapRunner
+    from echomeasure.models.segmentation import predict
+    from echomeasure.synthetic.plax import render_plax
+    from echomeasure.training.datasets import plax_params_for_seed
+
+    try:
+        loaded = registry.load_model("plax-seg")
+    except Exception as exc:  # pragma: no cover - depends on the shipped weights
+        pytest.skip(f"no plax-seg registered: {exc}")
+    cine = render_plax(plax_params_for_seed(9_000_003, small=True), labels=False)
+    frames = cine.frames[:2]
+    box = (0, 0, frames.shape[2] - 1, frames.shape[1] - 1)
+    size = tuple(loaded.entry.input_size)
+    by_torch, conf_torch = predict(loaded.model, frames, box, size)
+    runner = HeatmapRunner(loaded, backend="onnx")
+    by_runner, conf_runner = predict(runner, frames, box, size)
+    assert runner.backend == "onnx"
+    assert (by_torch == by_runner).mean() > 0.999
+    assert np.abs(conf_torch - conf_runner).max() < 1e-3

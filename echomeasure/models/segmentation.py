@@ -60,25 +60,41 @@ def predict(model: Any, frames: np.ndarray, box: Box, size_hw: tuple[int, int], 
             batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Label maps and per-pixel confidence (max softmax) of frames at full image size.
 
+    ``model`` is a torch segmentation network or a :class:`~echomeasure.models.runtime.HeatmapRunner`
+    (ONNX Runtime: no torch import at inference).  Both take float32 ``(B, 3, H, W)`` in [0, 1].
+
     Returns ``(labels (N, H, W) uint8, confidence (N, H, W) float32)``; outside ``box`` the label
     is 0 and the confidence 0.
     """
-    import torch
+    from echomeasure.models.runtime import HeatmapRunner
 
+    logits_of = model if isinstance(model, HeatmapRunner) else _torch_logits(model)
     x0, y0, x1, y1 = box
     n, height, width = frames.shape[:3]
     labels = np.zeros((n, height, width), np.uint8)
     conf = np.zeros((n, height, width), np.float32)
-    model.eval()
     for s in range(0, n, batch):
-        x = torch.from_numpy(to_input(frames[s : s + batch], box, size_hw))
-        with torch.no_grad():
-            prob = torch.softmax(model(x), dim=1).numpy()
+        logits = np.asarray(logits_of(to_input(frames[s : s + batch], box, size_hw)), dtype=np.float32)
+        prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
         for k, p in enumerate(prob):
             up = np.stack([cv2.resize(c, (x1 - x0 + 1, y1 - y0 + 1), interpolation=cv2.INTER_LINEAR) for c in p])
             labels[s + k, y0 : y1 + 1, x0 : x1 + 1] = up.argmax(axis=0)
             conf[s + k, y0 : y1 + 1, x0 : x1 + 1] = up.max(axis=0)
     return labels, conf
+
+
+def _torch_logits(model: Any) -> Any:
+    """Logits of a torch network as a function of a numpy batch."""
+    import torch
+
+    model.eval()
+
+    def logits_of(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return logits_of
 
 
 def iou(pred: np.ndarray, truth: np.ndarray, k: int) -> float | None:

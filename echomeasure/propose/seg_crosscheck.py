@@ -149,21 +149,20 @@ def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | N
     """
     if ed is None or not segmentation_registered(PLAX_SEG_MODEL, weights_dir):
         return proposals, []
-    from echomeasure.models.segmentation import load_segmentation_model
-
     t0 = time.perf_counter()
-    loaded = _cached_model(versions.get(PLAX_SEG_MODEL), weights_dir, load_segmentation_model)
+    runner = _cached_runner(versions.get(PLAX_SEG_MODEL), weights_dir)
+    entry = runner.entry
     frames = list(range(clip.n_frames)) if per_frame else sorted({int(ed), int(es if es is not None else ed)})
     box = image_box(clip.regions, clip.frames.shape[1:3])
-    labels, conf = predict(loaded.model, clip.frames[frames], box, tuple(loaded.entry.input_size))
+    labels, conf = predict(runner, clip.frames[frames], box, tuple(entry.input_size))
     cm = square_cm_per_px(clip, box)
     maps = {f: (labels[k], conf[k]) for k, f in enumerate(frames)}
-    segs = [s.as_json() for k, f in enumerate(frames) for s in segments(labels[k], conf[k], loaded.entry.channels, f, cm)]
-    if model_votes(loaded.entry):
+    segs = [s.as_json() for k, f in enumerate(frames) for s in segments(labels[k], conf[k], entry.channels, f, cm)]
+    if model_votes(entry):
         checked, why = crosscheck(proposals, maps, None if not cm else 0.1 / cm)
     else:
         checked, why = proposals, {}
-        log.info("plax-seg %s: held-out mean IoU below %.2f, calipers not cross-checked", loaded.version,
+        log.info("plax-seg %s: held-out mean IoU below %.2f, calipers not cross-checked", entry.version,
                  MIN_MODEL_MEAN_IOU)
     for name, reason in why.items():
         notices.append(f"{name}: the PLAX segmentation disagrees with the caliper ({reason}); confidence lowered")
@@ -171,15 +170,25 @@ def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | N
     return checked, segs
 
 
-_MODELS: dict[tuple[str | None, str], Any] = {}
+_RUNNERS: dict[tuple[str | None, str], Any] = {}
 
 
-def _cached_model(version: str | None, weights_dir: Any, load: Any) -> Any:
-    """One loaded plax-seg per (version, folder) per process (the checks run on every PLAX clip)."""
-    from echomeasure.models.registry import active_version
+def _cached_runner(version: str | None, weights_dir: Any) -> Any:
+    """One plax-seg runner per (version, folder) per process (the checks run on every PLAX clip).
 
-    resolved = version or active_version(PLAX_SEG_MODEL, weights_dir)
+    The runner is ONNX Runtime over a cached export when available, so a measurement does not
+    import torch for the segmentation; it falls back to torch otherwise.
+    """
+    from echomeasure.errors import WeightsError
+    from echomeasure.models import registry
+    from echomeasure.models.runtime import HeatmapRunner
+    from echomeasure.models.segmentation import is_segmentation
+
+    resolved = version or registry.active_version(PLAX_SEG_MODEL, weights_dir)
     key = (resolved, str(weights_dir))
-    if key not in _MODELS:
-        _MODELS[key] = load(PLAX_SEG_MODEL, resolved, weights_dir)
-    return _MODELS[key]
+    if key not in _RUNNERS:
+        entry = registry.get_entry(PLAX_SEG_MODEL, resolved, weights_dir)
+        if not is_segmentation(entry.channels):
+            raise WeightsError(f"{PLAX_SEG_MODEL} is not a segmentation model (its outputs are {', '.join(entry.channels)})")
+        _RUNNERS[key] = HeatmapRunner.for_entry(entry, registry.verify_file(entry, weights_dir))
+    return _RUNNERS[key]
