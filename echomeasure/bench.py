@@ -289,19 +289,28 @@ def measure_memory(weights_dir: Path, scratch: Path) -> dict[str, Any]:
         "sys.stderr.write('PEAK_RSS_KB %d\\n' % kb)\n"
         "sys.exit(rc)\n"
     )
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory child failed: {proc.stderr.strip()[-400:]}")
-    peak_kb = max(int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB"))
+    def run_child() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory child failed: {proc.stderr.strip()[-400:]}")
+        peak_kb = max(int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB"))
+        return peak_kb / 1024.0, wall
+
+    # the first run on a fresh cache exports the models to ONNX once (torch is imported for that);
+    # every later run, what a user sees from the second clip on, runs without torch
+    first_mb, first_wall = run_child()
+    peak_mb, wall = run_child()
     return {
         "frames": MEMORY_N_FRAMES,
         "image_size": list(BENCH_IMAGE_SIZE),
         "encoding": "jpeg-baseline",
-        "peak_rss_mb": round(peak_kb / 1024.0, 1),
+        "peak_rss_mb": round(peak_mb, 1),
         "wall_s_including_startup": round(wall, 2),
-        "target_mb": 2048,
+        "peak_rss_mb_first_run_cold_cache": round(first_mb, 1),
+        "wall_s_first_run_cold_cache": round(first_wall, 2),
+        "target_mb": 1024,
     }
 
 

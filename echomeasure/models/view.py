@@ -136,15 +136,68 @@ def build_view_net(n_classes: int = len(VIEWS)) -> Any:
 
 @dataclass
 class _Classifier:
+    """The loaded classifier: an ONNX Runtime session when available (no torch import), else torch."""
+
     entry: Any
-    net: Any
+    net: Any = None
+    session: Any = None
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        import torch
+        x = np.ascontiguousarray(features[None], dtype=np.float32)
+        if self.session is not None:
+            logits = np.asarray(self.session.run(None, {"features": x})[0], dtype=np.float64)[0]
+        else:
+            import torch
 
-        with torch.no_grad():
-            logits = self.net(torch.from_numpy(np.ascontiguousarray(features[None])))
-            return torch.softmax(logits, dim=1)[0].numpy().astype(np.float64)
+            with torch.no_grad():
+                logits = self.net(torch.from_numpy(x))[0].numpy().astype(np.float64)
+        e = np.exp(logits - logits.max())
+        return e / e.sum()
+
+
+def _onnx_session(entry: Any, path: Any) -> Any:
+    """An ONNX Runtime session over the cached export of the classifier, exported once; None without ORT."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from echomeasure.models.runtime import cache_dir
+
+    onnx_file = cache_dir() / "onnx" / f"{VIEW_MODEL}-{entry.sha256[:16]}-{INPUT_PX}.onnx"
+    if not onnx_file.is_file():
+        _export_onnx(_load_torch_net(entry, path), onnx_file)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(onnx_file), so, providers=["CPUExecutionProvider"])
+
+
+def _export_onnx(net: Any, onnx_file: Any) -> None:
+    import warnings
+
+    import torch
+
+    from echomeasure import atomic
+
+    with atomic.atomic_path(onnx_file, make_parents=True) as tmp, warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.zeros(1, 3, INPUT_PX, INPUT_PX),), tmp, input_names=["features"],
+                          output_names=["logits"], dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+
+
+def _load_torch_net(entry: Any, path: Any) -> Any:
+    import torch
+
+    from echomeasure.errors import WeightsError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = build_view_net(len(entry.channels))
+        net.load_state_dict(state)
+    except Exception as exc:  # a foreign or truncated file
+        raise WeightsError(f"cannot load view classifier {entry.file} ({type(exc).__name__}); re-train it") from None
+    return net.eval()
 
 
 _CACHE: dict[tuple, _Classifier] = {}
@@ -159,8 +212,6 @@ def load_view_classifier(version: str | None = None, weights_dir: Any = None) ->
     WeightsError
         No ``view`` model registered, a missing file or a sha256 mismatch.
     """
-    import torch
-
     from echomeasure.errors import WeightsError
     from echomeasure.models import registry
 
@@ -170,16 +221,26 @@ def load_view_classifier(version: str | None = None, weights_dir: Any = None) ->
     with _LOCK:
         if key not in _CACHE:
             registry.verify_file(entry, weights_dir)
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                net = build_view_net(len(entry.channels))
-                net.load_state_dict(state)
-            except Exception as exc:  # a foreign or truncated file
-                raise WeightsError(f"cannot load view classifier {entry.file} ({type(exc).__name__}); re-train it") from None
             if tuple(entry.channels) != VIEWS[: len(entry.channels)] or len(entry.channels) != len(VIEWS):
                 raise WeightsError(f"view classifier {entry.version} has classes {entry.channels}, expected {VIEWS}")
-            _CACHE[key] = _Classifier(entry, net.eval())
+            try:
+                session = _onnx_session(entry, path)
+            except WeightsError:
+                raise
+            except Exception as exc:  # export/runtime problems must never stop a measurement
+                log.warning("ONNX Runtime unavailable for the view classifier (%s); using torch", type(exc).__name__)
+                session = None
+            net = None if session is not None else _load_torch_net(entry, path)
+            _CACHE[key] = _Classifier(entry, net, session)
         return _CACHE[key]
+
+
+def load_view_network(version: str | None = None, weights_dir: Any = None) -> Any:
+    """The registered classifier as a torch network (to train on from it), sha256-checked."""
+    from echomeasure.models import registry
+
+    entry = registry.get_entry(VIEW_MODEL, version, weights_dir)
+    return _load_torch_net(entry, registry.verify_file(entry, weights_dir))
 
 
 def clear_cache() -> None:

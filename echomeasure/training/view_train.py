@@ -566,9 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.time()
     init = None
     if args.init_from:
-        from echomeasure.models.view import load_view_classifier
+        from echomeasure.models.view import load_view_network
 
-        init = load_view_classifier(args.init_from, args.out).net
+        init = load_view_network(args.init_from, args.out)
     net = train_net(x, y, epochs=args.epochs, seed=args.seed, init=init, max_lr=args.max_lr)
     t_train = time.time() - t1
     log.info("trained in %.0f s", t_train)
