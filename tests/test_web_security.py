@@ -64,7 +64,9 @@ def running_demo(folder: Path, *args: str) -> Iterator[Demo]:
     log = open(folder / "demo.log", "w")  # noqa: SIM115 - open as long as the server runs
     proc = subprocess.Popen(
         [sys.executable, "-m", "echomeasure.cli", "demo", "--port", str(port), "--db", info.url, *args],
-        env={**os.environ, "TMPDIR": str(tmpdir)},
+        # a Gradio app built earlier in this test process sets GRADIO_TEMP_DIR; the server must
+        # choose its own private folder, as it does when started by a user
+        env={**{k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}, "TMPDIR": str(tmpdir)},
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=config.PROJECT_ROOT,
