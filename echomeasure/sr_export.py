@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -99,6 +99,8 @@ class _ClipContent:
     clip: ClipRecord
     source: Dataset  # the rebuilt de-identified instance
     states: list[MeasurementState]
+    volumes: list[Any] = field(default_factory=list)  # store.contours.VolumeRecord with a LOINC code
+    algorithms: dict[int, tuple[str, str]] = field(default_factory=dict)  # model_version id -> (name, version)
 
 
 def parse_statuses(spec: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -142,7 +144,7 @@ def unit_code(ucum: str):
     """The UCUM ``Code`` of a catalogue unit (``cm``, ``m/s``, ``{ratio}``)."""
     from pydicom.sr.coding import Code
 
-    meanings = {"cm": "centimeter", "m/s": "meter per second", "{ratio}": "ratio"}
+    meanings = {"cm": "centimeter", "m/s": "meter per second", "{ratio}": "ratio", "ml": "milliliter", "%": "percent"}
     return Code(ucum, "UCUM", meanings.get(ucum, ucum))
 
 
@@ -329,6 +331,22 @@ def _measurement_item(st: MeasurementState, source: Dataset) -> hd.sr.Measuremen
     return item
 
 
+def _volume_item(v: Any, source: Dataset, algorithms: dict[int, tuple[str, str]]) -> hd.sr.Measurement:
+    """A segmentation-derived volume, EF or length: its method is in its LOINC code (CID 12300)."""
+    import highdicom as hd
+    from pydicom.sr.coding import Code
+
+    code = catalog.volume_loinc(v.measurement, v.method)
+    assert code is not None, "only volumes with a LOINC code are exported"
+    name, version = algorithms.get(v.model_version_id or -1, ("echomeasure", "unknown"))
+    return hd.sr.Measurement(
+        name=Code(code, "LN", _ln_meanings().get(code, v.measurement)),
+        value=float(v.value),
+        unit=unit_code(v.unit),
+        algorithm_id=hd.sr.AlgorithmIdentification(name=name, version=version),
+    )
+
+
 def person_name(reviewer: str) -> str:
     """The reviewer as a DICOM PN: a name without ``^`` becomes the family-name component."""
     return reviewer if "^" in reviewer else f"{reviewer}^"
@@ -343,7 +361,8 @@ def _group(content: _ClipContent, remap: UidRemapper) -> hd.sr.MeasurementsAndQu
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=remap(f"echomeasure-tracking|{clip.instance_uid}"), identifier=f"clip {clip.id}"
         ),
-        measurements=[_measurement_item(st, source) for st in content.states],
+        measurements=[_measurement_item(st, source) for st in content.states]
+        + [_volume_item(v, source, content.algorithms) for v in content.volumes],
         source_images=[
             hd.sr.SourceImageForMeasurementGroup(
                 str(source.SOPClassUID), str(source.SOPInstanceUID), referenced_frame_numbers=frames
@@ -362,6 +381,7 @@ def _content_digest(contents: Sequence[_ClipContent]) -> str:
                  st.model_name, st.model_version]
                 for st in c.states
             ],
+            "v": [[v.measurement, v.method, v.value, v.unit, v.model_version_id] for v in c.volumes],
         }
         for c in contents
     ]
@@ -454,7 +474,8 @@ def _study_contents(
                 "(the clip has no calibration; calibrate it to export them)"
             )
         kept = [st for st in states if st.value is not None and st.unit != "px" and catalog.get(st.measurement).loinc]
-        if not kept:
+        vols = _exportable_volumes(store, clip, statuses, reader, notices)
+        if not kept and not vols:
             if states and not in_pixels:
                 notices.append(f"clip {clip.id}: nothing with a value to export")
             continue
@@ -464,7 +485,34 @@ def _study_contents(
             prefix = "" if str(exc).startswith(f"clip {clip.id}:") else f"clip {clip.id}: "
             notices.append(f"{prefix}{exc}; its measurements are left out of the SR")
             continue
-        out.append(_ClipContent(clip, source, kept))
+        algorithms = {m.id: (m.name, m.version) for m in store.model_versions()} if vols else {}
+        out.append(_ClipContent(clip, source, kept, vols, algorithms))
+    return out
+
+
+def _exportable_volumes(
+    store: Store, clip: ClipRecord, statuses: Sequence[str], reader: str | None, notices: list[str]
+) -> list[Any]:
+    """The clip's segmentation-derived values that can go into an SR.
+
+    They are the model's proposals (not reviewable yet), so they are exported only when
+    ``proposed`` is among the statuses, never on a reader-study clip, and only those with a
+    value in ml/%/cm and a LOINC code for their method (a notice names the others).
+    """
+    from echomeasure.store import contours, readers
+
+    if "proposed" not in statuses or readers.has_readers(store, clip.id):
+        return []
+    out, uncoded = [], []
+    for v in contours.volumes(store, clip.id):
+        if v.value is None or v.unit == "px":
+            continue
+        if catalog.volume_loinc(v.measurement, v.method) is None:
+            uncoded.append(f"{v.measurement} ({v.method})")
+            continue
+        out.append(v)
+    if uncoded:
+        notices.append(f"clip {clip.id}: {', '.join(uncoded)} left out of the SR: no LOINC code for that method")
     return out
 
 

@@ -290,3 +290,33 @@ def test_single_frame_source_is_referenced_without_frame_numbers(store, tmp_path
     for path in [*result.reports, *result.sources]:
         run = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=120)
         assert [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")] == []
+
+
+def test_segmentation_volumes_go_into_the_sr_with_the_code_of_their_method(store, tmp_path: Path):
+    """lvedv/lvesv/lvef by single-plane A4C discs carry CID 12300's method-specific codes."""
+    from echomeasure.store import contours
+
+    cid = ingest_path(write_us_dicom(tmp_path / "v.dcm", seed=5), store, secret=config.secret(), run_models=False).clip.id
+    store.add_proposals(cid, lvidd_proposals())
+    contours.add_volumes(store, cid, [
+        {"name": "lvedv", "value": 120.5, "unit": "ml", "frame": 2, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "lvesv", "value": 50.25, "unit": "ml", "frame": 3, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "lvef", "value": 58.3, "unit": "%", "frame": 3, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "la_volume", "value": 40.0, "unit": "ml", "frame": 3, "method": "area-length A4C", "confidence": 0.8},
+    ], model=MODEL_2D)
+    result = export_dicom_sr(store, tmp_path / "out", secret=config.secret(), clip_ids=[cid], statuses="proposed")
+    (group, by_code), = _measurements_by_clip(result.reports[0]).values()
+    assert float(by_code["79999-9"].value) == 120.5 and by_code["79999-9"].unit.value == "ml"
+    assert float(by_code["80004-5"].value) == 50.25
+    assert float(by_code["79993-2"].value) == 58.3 and by_code["79993-2"].unit.value == "%"
+    assert [a.TextValue for a in _children(by_code["79999-9"], ALGORITHM_NAME)] == [MODEL_2D.name]
+    assert any("la_volume (area-length A4C)" in n for n in result.notices)  # no code for single-plane LA
+    tool = _dciodvfy()
+    if tool is not None:
+        run = subprocess.run([tool, str(result.reports[0])], capture_output=True, text=True, timeout=120)
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], run.stdout + run.stderr
+    # human-reviewed exports leave the model's volumes out
+    reviewed_only = export_dicom_sr(store, tmp_path / "out2", secret=config.secret(), clip_ids=[cid])
+    assert all("79999-9" not in codes for _g, codes in
+               (v for r in reviewed_only.reports for v in _measurements_by_clip(r).values()))
