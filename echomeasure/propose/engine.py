@@ -417,46 +417,12 @@ def _propose_doppler(
     def trace_of(y: float) -> EnvelopeTrace:
         return trace_on(1 if y > baseline_row(region) else -1)
 
-    def channel_score(name: str) -> float:
-        pk = by_channel.get(name) or []
-        return max((p.confidence for p in pk), default=0.0)
-
     image = clip.frames[frame]
     dt_px = doppler_beats.seconds_per_column(region)
     ecg = doppler_beats.ecg_region(clip.regions) if region is not None else None
     r_columns = doppler_beats.ecg_r_wave_columns(image, ecg, region) if ecg is not None else np.zeros(0)
     evidence: dict[str, Any] = {"r_waves": int(r_columns.size)}
-    if only:
-        wanted_channels = [n for n in only if n in catalog.DOPPLER_CHANNELS]
-        if "mv_ea" in only:
-            wanted_channels += [n for n in ("mv_e", "mv_a") if n not in wanted_channels]
-        flow_scores = {}
-    else:
-        # the region says whether the strip is PW or CW; ASE acquires AV and TR Vmax with CW and
-        # LVOT and mitral inflow with PW, so only the flows of that mode compete; then the strip
-        # itself: the side of the baseline the spectrum is on, and (AV vs TR) the jet's onset
-        # against the ECG's R waves
-        mode = _DOPPLER_MODE_OF_DATA_TYPE.get(region.data_type) if region is not None else None
-        flow_scores = {
-            flow: float(np.mean([channel_score(c) for c in chans]))
-            for flow, chans in catalog.DOPPLER_FLOWS.items()
-            if all(c in by_channel for c in chans) and (mode is None or FLOW_DOPPLER_MODE.get(flow) == mode)
-        }
-        if not flow_scores:
-            raise MeasurementError(f"model {entry.name} {entry.version} has no complete Doppler flow channels")
-        side = jet_flow = None
-        if region is not None:
-            side = doppler_beats.spectrum_side(image, region, baseline_row(region))
-            if {"av", "tr"} <= set(flow_scores) and r_columns.size:
-                # AV and TR jets flow away from the transducer: below the baseline
-                delays = doppler_beats.jet_onset_delays_s(trace_on(1).edge_px, region, r_columns)
-                jet_flow = doppler_beats.systolic_jet_flow(delays)
-                evidence["jet_onset_delay_s"] = round(float(np.median(delays)), 4) if delays else None
-        best, reason = doppler_beats.choose_flow(flow_scores, side=side, jet_flow=jet_flow)
-        evidence.update(side=side, jet_timing=jet_flow, decided_by=reason)
-        wanted_channels = list(catalog.DOPPLER_FLOWS[best])
-        log.info("Doppler flow %s by %s (scores %s, evidence %s)", best, reason,
-                 {k: round(v, 3) for k, v in flow_scores.items()}, evidence)
+    wanted_channels, flow_scores = _doppler_channels(only, entry, region, image, by_channel, r_columns, trace_on, evidence)
     missing = [c for c in wanted_channels if c not in by_channel]
     if missing:
         raise MeasurementError(f"model {entry.name} {entry.version} has no channel for {', '.join(missing)}")
@@ -474,6 +440,45 @@ def _propose_doppler(
             sx, sy, on = trace_of(y).snap_peak(x, y, max_dx_px=dx_px)
             out.append(doppler_beats.BeatPeak(sx, sy, float(p.confidence), on_envelope=on))
         return out
+
+    snapped, separable = _beats_per_channel(wanted_channels, by_channel, beat_peaks, dt_px, r_columns, evidence)
+    proposals, values = _aggregate_beats(clip, engine, wanted_channels, snapped, frame, separable, only)
+    ratio = _mitral_ratio(values, frame, engine) if (only is None or "mv_ea" in only) else None
+    if ratio is not None:
+        proposals.append(ratio)
+
+    frames = [_doppler_frame_record(frame, flow_scores, evidence, by_channel, transform)] if per_frame else []
+    return proposals, frame, frames
+
+
+def _doppler_frame_record(
+    frame: int, flow_scores: dict[str, float], evidence: dict[str, Any], by_channel: dict[str, list[Any]], transform: Any
+) -> dict:
+    """The ``--per-frame`` record of a strip: flow scores, the evidence and every decoded peak."""
+    return {
+        "frame": frame,
+        "flow_scores": {k: round(v, 4) for k, v in flow_scores.items()},
+        "flow_evidence": evidence,
+        "peaks": {
+            ch: [
+                {"point": [round(float(x), 2), round(float(y), 2)], "confidence": round(p.confidence, 4)}
+                for p, (x, y) in zip(pk, transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2)), strict=True)
+            ]
+            for ch, pk in by_channel.items()
+        },
+    }
+
+
+def _beats_per_channel(
+    wanted_channels: list[str],
+    by_channel: dict[str, list[Any]],
+    beat_peaks: Callable[[str], list[Any]],
+    dt_px: float | None,
+    r_columns: np.ndarray,
+    evidence: dict[str, Any],
+) -> tuple[dict[str, list[Any]], float]:
+    """One peak per beat for each channel, and how separable the mitral A waves were (1 otherwise)."""
+    from echomeasure.propose import doppler_beats
 
     snapped: dict[str, list[doppler_beats.BeatPeak]] = {}
     for name in wanted_channels:
@@ -499,6 +504,71 @@ def _propose_doppler(
         separable = min(1.0, len(snapped["mv_a"]) / max(1, len(snapped["mv_e"]))) if n_a else 0.0
         evidence["mitral_a_beats"] = f"{len(snapped['mv_a'])} of {len(snapped['mv_e'])} E beats"
 
+    return snapped, separable
+
+
+def _doppler_channels(
+    only: tuple[str, ...] | None,
+    entry: Any,
+    region: Any,
+    image: np.ndarray,
+    by_channel: dict[str, list[Any]],
+    r_columns: np.ndarray,
+    trace_on: Callable[[int], Any],
+    evidence: dict[str, Any],
+) -> tuple[list[str], dict[str, float]]:
+    """Which peak channels to measure: those asked for, else the flow the strip shows.
+
+    The region says whether the strip is PW or CW; ASE acquires AV and TR Vmax with CW and LVOT
+    and mitral inflow with PW, so only the flows of that mode compete; then the strip itself: the
+    side of the baseline the spectrum is on, and (AV vs TR) the jet's onset against the ECG's R
+    waves.  Returns the channels and the flow scores (empty when ``only`` names them).
+    """
+    from echomeasure.propose import doppler_beats
+    from echomeasure.propose.envelope import baseline_row
+
+    if only:
+        wanted = [n for n in only if n in catalog.DOPPLER_CHANNELS]
+        if "mv_ea" in only:
+            wanted += [n for n in ("mv_e", "mv_a") if n not in wanted]
+        return wanted, {}
+
+    def channel_score(name: str) -> float:
+        return max((p.confidence for p in by_channel.get(name) or []), default=0.0)
+
+    mode = _DOPPLER_MODE_OF_DATA_TYPE.get(region.data_type) if region is not None else None
+    flow_scores = {
+        flow: float(np.mean([channel_score(c) for c in chans]))
+        for flow, chans in catalog.DOPPLER_FLOWS.items()
+        if all(c in by_channel for c in chans) and (mode is None or FLOW_DOPPLER_MODE.get(flow) == mode)
+    }
+    if not flow_scores:
+        raise MeasurementError(f"model {entry.name} {entry.version} has no complete Doppler flow channels")
+    side = jet_flow = None
+    if region is not None:
+        side = doppler_beats.spectrum_side(image, region, baseline_row(region))
+        if {"av", "tr"} <= set(flow_scores) and r_columns.size:
+            # AV and TR jets flow away from the transducer: below the baseline
+            delays = doppler_beats.jet_onset_delays_s(trace_on(1).edge_px, region, r_columns)
+            jet_flow = doppler_beats.systolic_jet_flow(delays)
+            evidence["jet_onset_delay_s"] = round(float(np.median(delays)), 4) if delays else None
+    best, reason = doppler_beats.choose_flow(flow_scores, side=side, jet_flow=jet_flow)
+    evidence.update(side=side, jet_timing=jet_flow, decided_by=reason)
+    log.info("Doppler flow %s by %s (scores %s, evidence %s)", best, reason,
+             {k: round(v, 3) for k, v in flow_scores.items()}, evidence)
+    return list(catalog.DOPPLER_FLOWS[best]), flow_scores
+
+
+def _aggregate_beats(
+    clip: Clip,
+    engine: _Engine,
+    wanted_channels: list[str],
+    snapped: dict[str, list[Any]],
+    frame: int,
+    separable: float,
+    only: tuple[str, ...] | None,
+) -> tuple[list[Proposal], dict[str, Proposal]]:
+    """One proposal per peak type: the mean over the strip's beats, shown on the closest beat."""
     proposals: list[Proposal] = []
     values: dict[str, Proposal] = {}
     for name in wanted_channels:
@@ -536,45 +606,25 @@ def _propose_doppler(
         values[name] = proposal
         if only is None or name in only:
             proposals.append(proposal)
+    return proposals, values
 
-    if (only is None or "mv_ea" in only) and "mv_e" in values and "mv_a" in values:
-        e, a = values["mv_e"], values["mv_a"]
-        if e.value is not None and a.value:
-            ratio: float | None = e.value / a.value
-        else:
-            # uncalibrated: the ratio of pixel heights above the baseline is not known either
-            ratio = None
-        proposals.append(
-            Proposal(
-                name="mv_ea",
-                frame=frame,
-                points=(),
-                value=None if ratio is None else float(ratio),
-                unit="ratio" if ratio is not None else "px",
-                confidence=min(e.confidence, a.confidence),
-                model=engine.info,
-            )
-        )
 
-    frames: list[dict] = []
-    if per_frame:
-        frames.append(
-            {
-                "frame": frame,
-                "flow_scores": {k: round(v, 4) for k, v in flow_scores.items()},
-                "flow_evidence": evidence,
-                "peaks": {
-                    ch: [
-                        {"point": [round(float(x), 2), round(float(y), 2)], "confidence": round(p.confidence, 4)}
-                        for p, (x, y) in zip(
-                            pk, transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2)), strict=True
-                        )
-                    ]
-                    for ch, pk in by_channel.items()
-                },
-            }
-        )
-    return proposals, frame, frames
+def _mitral_ratio(values: dict[str, Proposal], frame: int, engine: _Engine) -> Proposal | None:
+    """The E/A ratio proposal from the E and A proposals (None without both)."""
+    if "mv_e" not in values or "mv_a" not in values:
+        return None
+    e, a = values["mv_e"], values["mv_a"]
+    # uncalibrated: the ratio of pixel heights above the baseline is not known either
+    ratio = e.value / a.value if e.value is not None and a.value else None
+    return Proposal(
+        name="mv_ea",
+        frame=frame,
+        points=(),
+        value=None if ratio is None else float(ratio),
+        unit="ratio" if ratio is not None else "px",
+        confidence=min(e.confidence, a.confidence),
+        model=engine.info,
+    )
 
 
 # --------------------------------------------------------------------------- view routing
