@@ -28,6 +28,7 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.catalog import APICAL_SEG_CLASSES
+from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,6 @@ def render_case(args: tuple[int, str, int, bool]) -> dict:
     if not augment:
         out.update(frames=cine.frames[:2], labels=cine.labels[:2], truth=cine.truth["volumes"])
     return out
-
-
-def _loss(logits, target):
-    import torch
-    import torch.nn.functional as F
-
-    ce = F.cross_entropy(logits, target)
-    prob = torch.softmax(logits, dim=1)
-    onehot = F.one_hot(target, prob.shape[1]).permute(0, 3, 1, 2).float()
-    inter = (prob * onehot).sum(dim=(0, 2, 3))
-    dice = (2 * inter + 1) / (prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3)) + 1)
-    return ce + (1 - dice[1:]).mean()
 
 
 def predict_labels(model, image: np.ndarray, box: tuple[int, int, int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +125,7 @@ def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -
         yb = torch.from_numpy(y[idx])
         if gen.random() < 0.5:
             xb, yb = xb.flip(-1), yb.flip(-1)
-        loss = _loss(model(xb), yb)
+        loss = dice_ce_loss(model(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()

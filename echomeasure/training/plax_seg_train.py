@@ -45,6 +45,7 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.models.segmentation import PLAX_SEG_CLASSES, PLAX_SEG_MODEL, image_box, iou
+from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +116,6 @@ def resolution_ceiling(cases: list[dict], sizes=CANDIDATE_SIZES) -> dict[int, fl
     return out
 
 
-def _loss(logits, target):
-    import torch
-    import torch.nn.functional as F
-
-    ce = F.cross_entropy(logits, target)
-    prob = torch.softmax(logits, dim=1)
-    onehot = F.one_hot(target, prob.shape[1]).permute(0, 3, 1, 2).float()
-    inter = (prob * onehot).sum(dim=(0, 2, 3))
-    dice = (2 * inter + 1) / (prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3)) + 1)
-    return ce + (1 - dice[1:]).mean()
-
-
 def _init_from_keypoints(model, version: str | None) -> str:
     """Copy ``plax-linear``'s backbone and head (all but the last 1x1 conv) into ``model``; its version."""
     from echomeasure.models.registry import load_model
@@ -175,7 +164,7 @@ def _train_head_on_cached_features(model, x: np.ndarray, y: np.ndarray, gen: np.
                 group["lr"] = _lr(progress)
             idx = torch.from_numpy(gen.integers(0, len(x), 16))
             logits = F.interpolate(module(inputs[idx].float()), size=size, mode="bilinear", align_corners=False)
-            loss = _loss(logits, torch.from_numpy(y[idx.numpy()]))
+            loss = dice_ce_loss(logits, torch.from_numpy(y[idx.numpy()]))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -203,7 +192,7 @@ def _train_all(model, x: np.ndarray, y: np.ndarray, gen: np.random.Generator, st
         for group in opt.param_groups:
             group["lr"] = _lr(progress)
         idx = gen.integers(0, len(x), 8)
-        loss = _loss(model(torch.from_numpy(x[idx].astype(np.float32) / 255.0)), torch.from_numpy(y[idx]))
+        loss = dice_ce_loss(model(torch.from_numpy(x[idx].astype(np.float32) / 255.0)), torch.from_numpy(y[idx]))
         opt.zero_grad()
         loss.backward()
         opt.step()

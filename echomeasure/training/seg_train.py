@@ -84,6 +84,22 @@ def slug(text: str) -> str:
 # --------------------------------------------------------------------------- loss and training
 
 
+def dice_ce_loss(logits, target):
+    """Cross-entropy plus the mean soft Dice loss of the structures (background excluded).
+
+    ``logits`` (B, C, H, W), ``target`` (B, H, W) int64 with every pixel labelled.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    ce = F.cross_entropy(logits, target)
+    prob = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, prob.shape[1]).permute(0, 3, 1, 2).float()
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    dice = (2 * inter + 1) / (prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3)) + 1)
+    return ce + (1 - dice[1:]).mean()
+
+
 def partial_label_loss(logits, target, known):
     """Cross-entropy where a 0 label of a partially annotated sample means "any unannotated class",
     plus a soft Dice on each annotated structure.
