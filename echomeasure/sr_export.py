@@ -33,6 +33,7 @@ left out and a notice names them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -120,6 +121,7 @@ def parse_statuses(spec: str | Sequence[str] | None) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- codes
 
 
+@functools.cache
 def _ln_meanings() -> dict[str, str]:
     from pydicom.sr._concepts_dict import concepts
 
