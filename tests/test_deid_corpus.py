@@ -11,16 +11,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from corpus.kept import kept_text
 from corpus.vendors import VENDORS, real_ultrasound_files
 
 from echomeasure.cli import main
 from echomeasure.ingest import retention
 
 REAL = real_ultrasound_files()
-# Output values written by the de-identifier from a fixed vocabulary (never an original value).
-WRITER_SET = {"PatientIdentityRemoved", "LongitudinalTemporalInformationModified", "BurnedInAnnotation",
-              "PhotometricInterpretation", "SpecificCharacterSet", "DeidentificationMethod",
-              "DeidentificationMethodCodeSequence", "PatientID"}
 IDENTIFYING_KEYWORDS = ("PatientID", "OtherPatientIDs", "AccessionNumber", "InstitutionName", "InstitutionAddress",
                         "StationName", "DeviceSerialNumber", "StudyID", "PatientAddress", "PatientTelephoneNumbers",
                         "InstitutionalDepartmentName", "RequestingPhysician", "ContactDisplayName", "DeviceID",
@@ -49,27 +46,6 @@ def original_identifiers(path: Path) -> set[str]:
             elif elem.keyword in IDENTIFYING_KEYWORDS and (len(s) >= 6 or (s and not s.isdigit())):
                 out.add(s)
     return {v for v in out if v}
-
-
-def kept_text(path: Path) -> str:
-    """Every text value of a de-identified file (nested items, file meta), writer-set ones excluded."""
-    ds = pydicom.dcmread(path)
-    parts: list[str] = []
-
-    def visit(d) -> None:
-        for elem in d:
-            if elem.keyword in WRITER_SET or elem.tag == 0x7FE00010:
-                continue
-            if elem.VR == "SQ":
-                for item in elem.value:
-                    visit(item)
-            elif isinstance(elem.value, (str, pydicom.valuerep.PersonName, pydicom.multival.MultiValue, list)):
-                vals = elem.value if isinstance(elem.value, (list, pydicom.multival.MultiValue)) else [elem.value]
-                parts.extend(str(v) for v in vals)
-
-    visit(ds)
-    visit(ds.file_meta)
-    return "\n".join(parts)
 
 
 def _found(value: str, text: str) -> bool:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from corpus.kept import kept_text
 from corpus.vendors import Person, _code, _region, _write, base_dataset
 from pydicom.sequence import Sequence
-from test_deid_corpus import kept_text
 
 from echomeasure.errors import DeidentificationError
 from echomeasure.ingest import deidentify_file
