@@ -127,3 +127,32 @@ def running_app(ui_store) -> Iterator[tuple[str, UiStore]]:
     finally:
         app.close()
         app.echomeasure_store.close()
+
+
+def ellipse(cx: float, cy: float, half_width: float, half_length: float, n: int = 32) -> list[list[float]]:
+    """A closed polygon of ``n`` vertices on an ellipse (image pixels, y down)."""
+    import math
+
+    return [[round(cx + half_width * math.cos(2 * math.pi * k / n), 1),
+             round(cy + half_length * math.sin(2 * math.pi * k / n), 1)] for k in range(n)]
+
+
+#: A fabricated apical (A4C-like) LV: centre, half-width and half-length in pixels at ED and ES.
+#: The base of the cavity is at y = 280 at both phases, where a 4-vertex LA sits below it.
+APICAL_LV_ED = (320.0, 200.0, 40.0, 80.0)
+APICAL_LV_ES = (320.0, 215.0, 30.0, 65.0)
+
+
+def apical_contour_items(ed_frame: int, es_frame: int) -> list[dict]:
+    """An apical contour set (LV cavity and LA) on the ED and ES frames, as a segmentation gives it.
+
+    Apical clips have no shipped segmentation model, so the UI tests store this set through
+    :func:`echomeasure.store.contours.add_contours` on a calibrated 2D example.
+    """
+    la = [[295.0, 280.0], [345.0, 280.0], [350.0, 330.0], [290.0, 330.0]]
+    return [
+        {"frame": ed_frame, "structure": "lv", "polygon": ellipse(*APICAL_LV_ED), "confidence": 0.9},
+        {"frame": ed_frame, "structure": "la", "polygon": la, "confidence": 0.85},
+        {"frame": es_frame, "structure": "lv", "polygon": ellipse(*APICAL_LV_ES), "confidence": 0.88},
+        {"frame": es_frame, "structure": "la", "polygon": la, "confidence": 0.8},
+    ]

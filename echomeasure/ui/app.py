@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -146,6 +147,383 @@ def _login(request: gr.Request | None) -> str | None:
     return getattr(request, "username", None)
 
 
+# --------------------------------------------------------------------------- callbacks
+
+
+class UiHandlers:
+    """The Gradio callbacks: each adapts one :class:`ReviewController` method to Gradio.
+
+    An adapter turns Gradio's inputs (component values, ``gr.EventData``, the request's login)
+    into the controller's plain arguments and its results into component updates and notices;
+    the rules themselves live in the controller (tested without a browser).
+    """
+
+    #: What opening a clip hides: the export link of the previous study.
+    NO_EXPORT: Any = None
+
+    def __init__(self, store: Store, controller: ReviewController, example_paths: dict[str, Path]) -> None:
+        self.store = store
+        self.controller = controller
+        self.example_paths = example_paths
+
+    # ------------------------------------------------------------------ opening clips
+    def worklist_update(
+        self,
+        status: str | None = "all",
+        reviewer_name: str | None = "",
+        request: gr.Request = None,  # type: ignore[assignment]
+    ) -> list[list[Any]]:
+        return self.controller.worklist(status, viewer_name(reviewer_name, _login(request)))
+
+    def show_clip(self, clip_id: int, viewer: str, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
+        screen = self.controller.open_clip(clip_id, viewer, warnings)
+        return gr.update(value=screen.value, clip=screen.clip), screen.header, screen.clip_id
+
+    def ingest_and_show(
+        self, path: str | os.PathLike[str], reviewer_name: str, progress: gr.Progress, status: str, viewer: str
+    ) -> tuple:
+        from echomeasure.pipeline import ingest_path
+
+        started = time.perf_counter()
+        result = ingest_path(
+            path, self.store, secret=config.secret(), reviewer=(reviewer_name or "").strip() or "anonymous",
+            progress=_gr_progress(progress),
+        )
+        log.info("%s ingested and proposed in %.1f s", result.file, time.perf_counter() - started)
+        for w in result.warnings:
+            gr.Warning(w)
+        notes = list(result.warnings)
+        if not result.new:
+            log.info("%s was already stored as clip %s", result.file, result.clip.id)
+            notes.append(f"{result.file} was already stored as clip {result.clip.id}: opened it (nothing ingested twice)")
+        viewer_update, header, clip_id = self.show_clip(result.clip.id, viewer, notes)
+        return viewer_update, header, clip_id, self.controller.worklist(status, viewer), _no_export()
+
+    def open_example(
+        self,
+        name: str | None,
+        reviewer_name: str,
+        status: str = "all",
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+        request: gr.Request = None,  # type: ignore[assignment]
+    ) -> tuple:
+        if not name or name not in self.example_paths:
+            gr.Warning("Pick an example from the list first.")
+            return (gr.skip(),) * 5
+        try:
+            viewer = viewer_name(reviewer_name, _login(request))
+            return self.ingest_and_show(self.example_paths[name], reviewer_name, progress, status, viewer)
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return (gr.skip(),) * 5
+
+    def open_upload(
+        self,
+        file: str | None,
+        reviewer_name: str,
+        status: str = "all",
+        progress: gr.Progress = gr.Progress(),  # noqa: B008
+        request: gr.Request = None,  # type: ignore[assignment]
+    ) -> tuple:
+        # The upload box is emptied whatever happens: a failed file does not linger there, and
+        # no link is left to an original that is removed below.
+        if not file:
+            return (*(gr.skip(),) * 5, None)
+        try:
+            viewer = viewer_name(reviewer_name, _login(request))
+            return (*self.ingest_and_show(file, reviewer_name, progress, status, viewer), None)
+        except EchomeasureError as exc:
+            # named as the user knows it (the upload keeps its file name), never by a temp path
+            name, message = Path(file).name, str(exc)
+            gr.Warning(f"Not opened: {message if message.startswith(name) else f'{name}: {message}'}")
+            return (*(gr.skip(),) * 5, None)
+        finally:
+            # The upload is the original (identifiable) file: do not keep it in Gradio's cache.
+            web_security.discard_upload(file)
+
+    def open_from_worklist(self, reviewer_name: str, evt: gr.SelectData, request: gr.Request) -> tuple:
+        row = evt.row_value or []
+        if not row:
+            return (gr.skip(),) * 4
+        try:
+            return (*self.show_clip(int(row[0]), viewer_name(reviewer_name, _login(request))), _no_export())
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return (gr.skip(),) * 4
+
+    def open_next(
+        self, current: int | None, status: str, reviewer_name: str, evt: gr.EventData, request: gr.Request
+    ) -> tuple:
+        shown = event_payload(evt, ["clip_id"])["clip_id"]  # the viewer's key N says which clip it shows
+        viewer = viewer_name(reviewer_name, _login(request))
+        target = self.controller.next_clip(shown if shown is not None else current, viewer)
+        if target is None:
+            gr.Info(ALL_REVIEWED)
+            return (gr.skip(),) * 5
+        try:
+            return (*self.show_clip(target, viewer), _no_export(), self.controller.worklist(status, viewer))
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return (gr.skip(),) * 5
+
+    # ------------------------------------------------------------------ reviewing
+    def commit(self, reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
+        outcome = self.controller.commit(event_payload(evt, COMMIT_KEYS), reviewer_name, _login(request))
+        if outcome.value is None:
+            return (gr.skip(),) * 3
+        worklist_rows = self.worklist_update(status, reviewer_name, request) if outcome.saved else gr.skip()
+        return outcome.value, worklist_rows, _reviewer_field(outcome.reviewer_missing)
+
+    def review_contour(self, reviewer_name: str, evt: gr.EventData, request: gr.Request) -> Any:
+        # The viewer shows the decision at once; when the store refuses it, the clip's contours are resent.
+        payload = event_payload(evt, contour_review.PAYLOAD_KEYS)
+        try:
+            contour_review.save(self.store, payload, reviewer_name, _login(request))
+            return gr.skip()
+        except EchomeasureError as exc:
+            gr.Warning(f"Contour not saved: {exc}")
+        try:
+            screen = self.controller.open_clip(int(payload["clip_id"]), viewer_name(reviewer_name, _login(request)))
+        except (EchomeasureError, TypeError, ValueError):
+            return gr.skip()
+        return gr.update(clip=screen.clip)
+
+    def live_volumes(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """EDV, ESV and EF of the contours on screen (the viewer's server function)."""
+        return self.controller.live_volumes(payload if isinstance(payload, dict) else {})
+
+    def calibrate(self, reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
+        outcome = self.controller.calibrate(event_payload(evt, CALIBRATE_KEYS), reviewer_name, _login(request))
+        if outcome.screen is not None:
+            screen = outcome.screen
+            viewer_update = gr.update(value=screen.value, clip=screen.clip)
+            worklist_rows = self.worklist_update(status, reviewer_name, request)
+            return viewer_update, screen.header, worklist_rows, _reviewer_field(outcome.reviewer_missing)
+        if outcome.value is None:
+            return (gr.skip(),) * 4
+        return outcome.value, gr.skip(), gr.skip(), _reviewer_field(outcome.reviewer_missing)
+
+    # ------------------------------------------------------------------ exports and reports
+    def export_study(self, clip_id: int | None) -> Any:
+        if clip_id is None:
+            gr.Warning("Open a study first, or export everything.")
+            return gr.skip()
+        try:
+            clip = self.store.clip(int(clip_id))
+            return self._export([c.id for c in self.store.clips() if c.study_uid == clip.study_uid],
+                                f"echomeasure_study_{clip.study_uid[-8:]}.csv")
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+
+    def export_all(self) -> Any:
+        try:
+            return self._export([c.id for c in self.store.clips()], "echomeasure_all.csv", keep_empty=True)
+        except EchomeasureError as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+
+    def _export(self, clip_ids: list[int], name: str, keep_empty: bool = False) -> Any:
+        from echomeasure.export import export_csv
+
+        ids, left_out = self.controller.exportable(clip_ids)
+        if left_out:
+            gr.Warning(left_out)
+        if not ids and not keep_empty:
+            return gr.skip()
+        return gr.update(value=_write_download(export_csv(self.store, ids), name), visible=True)
+
+    def agreement_report(self, reviewer: str | None = None, request: gr.Request | None = None) -> str:
+        """The multi-reader agreement report (Markdown) of the whole store.
+
+        Hidden from anyone who reads a clip blinded or unassisted: the report shows the other
+        readers' values, which such a reader must not see.
+        """
+        from echomeasure.agreement import run as agreement_run
+        from echomeasure.store import readers
+
+        viewer = (_login(request) or reviewer or "").strip()
+        try:
+            if any(a.mode != readers.OPEN_REVIEW for a in readers.assignments(self.store, reader=viewer)):
+                return "Not shown: you read clips of a blinded study; the report shows the other readers' values."
+            return agreement_run(self.store, fmt="md")
+        except EchomeasureError as exc:
+            return f"Not computed: {exc}"
+
+    # ------------------------------------------------------------------ API-only endpoints
+    def save_review(
+        self,
+        clip_id: int,
+        measurement: str,
+        action: str,
+        reviewer: str,
+        points: list[list[float]] | None = None,
+        frame: int | None = None,
+        seconds: float | None = None,
+        request: gr.Request = None,  # type: ignore[assignment]
+    ) -> dict:
+        """Save one review (action: accept, rejected or added) and return the measurement's state.
+
+        With a login the reviewer recorded is the logged-in user (``reviewer`` is kept beside it).
+        On a clip assigned to readers the review is a read, and the state is the reader's own.
+        """
+        try:
+            return self.controller.save_review(
+                clip_id, measurement, action, reviewer, _login(request), points=points, frame=frame, seconds=seconds
+            )
+        except EchomeasureError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def measurements(
+        self,
+        clip_id: int,
+        reviewer: str = "",
+        request: gr.Request = None,  # type: ignore[assignment]
+    ) -> list[dict]:
+        """Where each measurement of a clip stands (status, points, values), as ``reviewer`` may see it.
+
+        On a clip assigned to readers only its readers see it, each their own reads (and an
+        unassisted reader no proposal); with a login the viewer is the logged-in user.
+        """
+        try:
+            return self.controller.measurement_entries(int(clip_id), viewer_name(reviewer, _login(request)))
+        except EchomeasureError as exc:
+            raise gr.Error(str(exc)) from None
+
+
+def _no_export() -> Any:
+    """Opening a clip hides the previous study's export link (it belongs to the clip that was open)."""
+    return gr.update(value=None, visible=False)
+
+
+def _reviewer_field(missing: bool | None) -> Any:
+    if missing is None:
+        return gr.skip()
+    return gr.update(elem_classes=["em-reviewer-missing" if missing else "em-reviewer-ok"])
+
+
+# --------------------------------------------------------------------------- panels
+# Each builder lays out one panel inside the current Blocks context and returns its components.
+
+
+def _topbar_panel() -> gr.Markdown:
+    """One line on top (brand, then what the open clip is), so the image gets the height."""
+    with gr.Row(elem_id="em-topbar", equal_height=True):
+        gr.HTML(
+            '<div id="em-brand">echomeasure<span class="em-sub">measurement review'
+            " · synthetic data · not for clinical use</span></div>",
+            js_on_load=None,
+            scale=0,
+            min_width=250,
+        )
+        return gr.Markdown("No clip open.", elem_id="em-clipinfo")
+
+
+def _open_panel(reviewer: str | None, example_names: Sequence[str]) -> SimpleNamespace:
+    """The Reviewer field (heading the left column, away from the notices' corner) and the ways to open a clip."""
+    reviewer_box = gr.Textbox(
+        value=reviewer or "", label="Reviewer", placeholder="Your name (required to save)", elem_id="em-reviewer"
+    )
+    with gr.Group():
+        example_dd = gr.Dropdown(
+            choices=list(example_names), value=next(iter(example_names), None), label="Synthetic example",
+            elem_id="em-example",
+        )
+        open_btn = gr.Button("Open example", variant="primary", elem_id="em-open-example")
+    upload = gr.File(
+        label="Upload DICOM / AVI / MP4 (de-identified on arrival)", file_types=UPLOAD_TYPES, type="filepath",
+        height=112, elem_id="em-upload",
+    )
+    return SimpleNamespace(reviewer=reviewer_box, example=example_dd, open_btn=open_btn, upload=upload)
+
+
+def _worklist_panel(handlers: UiHandlers) -> SimpleNamespace:
+    """The status filter, the "next unreviewed" button and the worklist."""
+    with gr.Row(equal_height=True):
+        status_filter = gr.Dropdown(
+            choices=list(viewmodel.WORKLIST_FILTERS), value="all", label="Show", show_label=False, container=False,
+            scale=1, min_width=100, elem_id="em-worklist-filter",
+        )
+        next_btn = gr.Button("Next unreviewed (N)", size="sm", scale=1, min_width=100, elem_id="em-next")
+    worklist = gr.Dataframe(
+        value=handlers.worklist_update, headers=list(viewmodel.WORKLIST_HEADERS), interactive=False,
+        label="Worklist (click a row to open)", elem_id="em-worklist", max_height=190, wrap=True,
+        column_widths=["38px", "70px", "42px", "112px"],
+    )
+    return SimpleNamespace(status=status_filter, next_btn=next_btn, table=worklist)
+
+
+def _export_panel() -> SimpleNamespace:
+    """CSV exports and the reader-agreement report."""
+    with gr.Row():
+        csv_study_btn = gr.Button("CSV: this study", size="sm", min_width=100, elem_id="em-csv-study")
+        csv_all_btn = gr.Button("CSV: everything", size="sm", min_width=100, elem_id="em-csv-all")
+    csv_file = gr.File(label="Export", interactive=False, visible=False, elem_id="em-csv-file")
+    with gr.Accordion("Reader agreement", open=False, elem_id="em-agreement"):
+        agreement_btn = gr.Button("Compute report", size="sm", elem_id="em-agreement-run")
+        agreement_md = gr.Markdown(elem_id="em-agreement-report")
+    return SimpleNamespace(study_btn=csv_study_btn, all_btn=csv_all_btn, file=csv_file,
+                           agreement_btn=agreement_btn, agreement=agreement_md)
+
+
+def _viewer_panel(handlers: UiHandlers) -> CaliperViewer:
+    """The cine viewer with calipers, contours (and their live volumes) and the measurement table."""
+    def live_volumes(payload: dict[str, Any]) -> dict[str, Any]:  # a plain function: Gradio marks it
+        return handlers.live_volumes(payload)
+
+    with gr.Column(scale=1, min_width=600):
+        return CaliperViewer(elem_id="em-viewer", server_functions=[live_volumes])
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def _wire_opening(page: SimpleNamespace, h: UiHandlers) -> None:
+    """Opening clips: example, upload, worklist row, next unreviewed (button and key N), filters."""
+    outputs_open = [page.viewer, page.clip_info, page.current_clip, page.worklist.table, page.export.file]
+    inputs_open = [page.opening.reviewer, page.worklist.status]
+    page.opening.open_btn.click(h.open_example, [page.opening.example, *inputs_open], outputs_open,
+                                api_name="open_example")
+    page.opening.upload.upload(h.open_upload, [page.opening.upload, *inputs_open],
+                               [*outputs_open, page.opening.upload], api_name="open_upload")
+    page.worklist.table.select(h.open_from_worklist, [page.opening.reviewer],
+                               [page.viewer, page.clip_info, page.current_clip, page.export.file],
+                               api_visibility="private")
+    outputs_next = [page.viewer, page.clip_info, page.current_clip, page.export.file, page.worklist.table]
+    inputs_next = [page.current_clip, page.worklist.status, page.opening.reviewer]
+    page.worklist.next_btn.click(h.open_next, inputs_next, outputs_next, api_visibility="private")
+    page.viewer.next_clip(h.open_next, inputs_next, outputs_next, api_visibility="private")
+    filters = [page.worklist.status, page.opening.reviewer]
+    page.worklist.status.change(h.worklist_update, filters, [page.worklist.table], api_visibility="private")
+    # A reader-study clip is listed to its readers only: the list follows the name.
+    page.opening.reviewer.blur(h.worklist_update, filters, [page.worklist.table], api_visibility="private")
+
+
+def _wire_review(page: SimpleNamespace, h: UiHandlers) -> None:
+    """Measurement reviews, contour reviews and user calibration (the viewer's custom events)."""
+    reviewer, status = page.opening.reviewer, page.worklist.status
+    page.viewer.commit(h.commit, [reviewer, status], [page.viewer, page.worklist.table, reviewer],
+                       api_visibility="private")
+    page.viewer.contour_review(h.review_contour, [reviewer], [page.viewer], api_visibility="private")
+    page.viewer.calibrate(h.calibrate, [reviewer, status], [page.viewer, page.clip_info, page.worklist.table, reviewer],
+                          api_visibility="private")
+    # Typing a name takes the highlight off at once (in the browser: no round trip per key).
+    reviewer.input(
+        None, None, None, api_visibility="private",
+        js="() => { document.querySelector('#em-reviewer')?.classList.remove('em-reviewer-missing'); }",
+    )
+
+
+def _wire_export(page: SimpleNamespace, h: UiHandlers) -> None:
+    """CSV downloads, the agreement report and the API-only endpoints (the same library calls as the UI)."""
+    page.export.study_btn.click(h.export_study, [page.current_clip], [page.export.file], api_name="export_study_csv")
+    page.export.all_btn.click(h.export_all, None, [page.export.file], api_name="export_all_csv")
+    page.export.agreement_btn.click(h.agreement_report, [page.opening.reviewer], [page.export.agreement],
+                                    api_name="agreement_report")
+    gr.api(h.save_review, api_name="save_review")
+    gr.api(h.measurements, api_name="measurements")
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -177,341 +555,22 @@ def build_app(
     images_dir.mkdir(parents=True, exist_ok=True)
     # Frames are served as static files from the store's image folder (de-identified PNGs only).
     gr.set_static_paths([images_dir])
-    examples = list_examples(examples_dir)
-    example_paths = {p.name: p for p in examples}
+    example_paths = {p.name: p for p in list_examples(examples_dir)}
     # Each model version's own low-confidence threshold (held-out 25th percentile), read once.
-    thresholds = viewmodel.RegistryThresholds()
+    handlers = UiHandlers(store, ReviewController(store, viewmodel.RegistryThresholds()), example_paths)
 
-    controller = ReviewController(store, thresholds)
-
-    # ------------------------------------------------------------------ callbacks
-    # Each callback adapts one controller method to Gradio (inputs, gr.update, notices).
-    def worklist_update(
-        status: str | None = "all",
-        reviewer_name: str | None = "",
-        request: gr.Request = None,  # type: ignore[assignment]
-    ) -> list[list[Any]]:
-        return controller.worklist(status, viewer_name(reviewer_name, _login(request)))
-
-    def show_clip(clip_id: int, viewer: str, warnings: Sequence[str] = ()) -> tuple[Any, str, Any]:
-        screen = controller.open_clip(clip_id, viewer, warnings)
-        return gr.update(value=screen.value, clip=screen.clip), screen.header, screen.clip_id
-
-    # What opening a clip updates: the viewer, its header, the current clip, the worklist, and
-    # the export link of the previous study (hidden: it belongs to the clip that was open).
-    no_export = gr.update(value=None, visible=False)
-
-    def ingest_and_show(
-        path: str | os.PathLike[str], reviewer_name: str, progress: gr.Progress, status: str, viewer: str
-    ) -> tuple:
-        from echomeasure.pipeline import ingest_path
-
-        started = time.perf_counter()
-        result = ingest_path(
-            path,
-            store,
-            secret=config.secret(),
-            reviewer=(reviewer_name or "").strip() or "anonymous",
-            progress=_gr_progress(progress),
-        )
-        log.info("%s ingested and proposed in %.1f s", result.file, time.perf_counter() - started)
-        for w in result.warnings:
-            gr.Warning(w)
-        notes = list(result.warnings)
-        if not result.new:
-            log.info("%s was already stored as clip %s", result.file, result.clip.id)
-            notes.append(f"{result.file} was already stored as clip {result.clip.id}: opened it (nothing ingested twice)")
-        viewer_update, header, clip_id = show_clip(result.clip.id, viewer, notes)
-        return viewer_update, header, clip_id, controller.worklist(status, viewer), no_export
-
-    def open_example(
-        name: str | None,
-        reviewer_name: str,
-        status: str = "all",
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-        request: gr.Request = None,  # type: ignore[assignment]
-    ) -> tuple:
-        if not name or name not in example_paths:
-            gr.Warning("Pick an example from the list first.")
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        try:
-            viewer = viewer_name(reviewer_name, _login(request))
-            return ingest_and_show(example_paths[name], reviewer_name, progress, status, viewer)
-        except EchomeasureError as exc:
-            gr.Warning(str(exc))
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-
-    def open_upload(
-        file: str | None,
-        reviewer_name: str,
-        status: str = "all",
-        progress: gr.Progress = gr.Progress(),  # noqa: B008
-        request: gr.Request = None,  # type: ignore[assignment]
-    ) -> tuple:
-        # The upload box is emptied whatever happens: a failed file does not linger there, and
-        # no link is left to an original that is removed below.
-        if not file:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
-        try:
-            viewer = viewer_name(reviewer_name, _login(request))
-            return (*ingest_and_show(file, reviewer_name, progress, status, viewer), None)
-        except EchomeasureError as exc:
-            # named as the user knows it (the upload keeps its file name), never by a temp path
-            name, message = Path(file).name, str(exc)
-            gr.Warning(f"Not opened: {message if message.startswith(name) else f'{name}: {message}'}")
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
-        finally:
-            # The upload is the original (identifiable) file: do not keep it in Gradio's cache.
-            web_security.discard_upload(file)
-
-    def open_from_worklist(reviewer_name: str, evt: gr.SelectData, request: gr.Request) -> tuple:
-        row = evt.row_value or []
-        if not row:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        try:
-            return (*show_clip(int(row[0]), viewer_name(reviewer_name, _login(request))), no_export)
-        except EchomeasureError as exc:
-            gr.Warning(str(exc))
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-
-    def open_next(current: int | None, status: str, reviewer_name: str, evt: gr.EventData, request: gr.Request) -> tuple:
-        shown = event_payload(evt, ["clip_id"])["clip_id"]  # the viewer's key N says which clip it shows
-        viewer = viewer_name(reviewer_name, _login(request))
-        target = controller.next_clip(shown if shown is not None else current, viewer)
-        if target is None:
-            gr.Info(ALL_REVIEWED)
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        try:
-            return (*show_clip(target, viewer), no_export, controller.worklist(status, viewer))
-        except EchomeasureError as exc:
-            gr.Warning(str(exc))
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-
-    def reviewer_field(missing: bool | None) -> Any:
-        if missing is None:
-            return gr.skip()
-        return gr.update(elem_classes=["em-reviewer-missing" if missing else "em-reviewer-ok"])
-
-    def commit(reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
-        outcome = controller.commit(event_payload(evt, COMMIT_KEYS), reviewer_name, _login(request))
-        if outcome.value is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        worklist_rows = worklist_update(status, reviewer_name, request) if outcome.saved else gr.skip()
-        return outcome.value, worklist_rows, reviewer_field(outcome.reviewer_missing)
-
-    def review_contour(reviewer_name: str, evt: gr.EventData, request: gr.Request) -> Any:
-        # The viewer shows the decision at once; when the store refuses it, the clip's contours are resent.
-        payload = event_payload(evt, contour_review.PAYLOAD_KEYS)
-        try:
-            contour_review.save(store, payload, reviewer_name, _login(request))
-            return gr.skip()
-        except EchomeasureError as exc:
-            gr.Warning(f"Contour not saved: {exc}")
-        try:
-            screen = controller.open_clip(int(payload["clip_id"]), viewer_name(reviewer_name, _login(request)))
-        except (EchomeasureError, TypeError, ValueError):
-            return gr.skip()
-        return gr.update(clip=screen.clip)
-
-    def calibrate(reviewer_name: str, status: str, evt: gr.EventData, request: gr.Request) -> tuple:
-        outcome = controller.calibrate(event_payload(evt, CALIBRATE_KEYS), reviewer_name, _login(request))
-        if outcome.screen is not None:
-            screen = outcome.screen
-            viewer_update = gr.update(value=screen.value, clip=screen.clip)
-            worklist_rows = worklist_update(status, reviewer_name, request)
-            return viewer_update, screen.header, worklist_rows, reviewer_field(outcome.reviewer_missing)
-        if outcome.value is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return outcome.value, gr.skip(), gr.skip(), reviewer_field(outcome.reviewer_missing)
-
-    def export_study(clip_id: int | None) -> Any:
-        from echomeasure.export import export_csv
-
-        if clip_id is None:
-            gr.Warning("Open a study first, or export everything.")
-            return gr.skip()
-        try:
-            clip = store.clip(int(clip_id))
-            ids, left_out = controller.exportable([c.id for c in store.clips() if c.study_uid == clip.study_uid])
-            if left_out:
-                gr.Warning(left_out)
-            if not ids:
-                return gr.skip()
-            text = export_csv(store, ids)
-        except EchomeasureError as exc:
-            gr.Warning(str(exc))
-            return gr.skip()
-        return gr.update(value=_write_download(text, f"echomeasure_study_{clip.study_uid[-8:]}.csv"), visible=True)
-
-    def agreement_report(reviewer: str | None = None, request: gr.Request | None = None) -> str:
-        """The multi-reader agreement report (Markdown) of the whole store.
-
-        Hidden from anyone who reads a clip blinded or unassisted: the report shows the other
-        readers' values, which such a reader must not see.
-        """
-        from echomeasure.agreement import run as agreement_run
-        from echomeasure.store import readers
-
-        viewer = (_login(request) or reviewer or "").strip()
-        try:
-            if any(a.mode != readers.OPEN_REVIEW for a in readers.assignments(store, reader=viewer)):
-                return "Not shown: you read clips of a blinded study; the report shows the other readers' values."
-            return agreement_run(store, fmt="md")
-        except EchomeasureError as exc:
-            return f"Not computed: {exc}"
-
-    def export_all() -> Any:
-        from echomeasure.export import export_csv
-
-        try:
-            ids, left_out = controller.exportable([c.id for c in store.clips()])
-            if left_out:
-                gr.Warning(left_out)
-            text = export_csv(store, ids)
-        except EchomeasureError as exc:
-            gr.Warning(str(exc))
-            return gr.skip()
-        return gr.update(value=_write_download(text, "echomeasure_all.csv"), visible=True)
-
-    # ------------------------------------------------------------------ layout
     with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=False) as app:
-        current_clip = gr.State(None)
-        # One line on top (brand, then what the open clip is), so the image gets the height; the
-        # Reviewer field heads the left column, away from the corner where notices appear.
-        with gr.Row(elem_id="em-topbar", equal_height=True):
-            gr.HTML(
-                '<div id="em-brand">echomeasure<span class="em-sub">measurement review'
-                " · synthetic data · not for clinical use</span></div>",
-                js_on_load=None,
-                scale=0,
-                min_width=250,
-            )
-            clip_info = gr.Markdown("No clip open.", elem_id="em-clipinfo")
+        page = SimpleNamespace(current_clip=gr.State(None), clip_info=_topbar_panel())
         with gr.Row(equal_height=False, elem_id="em-main-row"):
             with gr.Column(scale=0, min_width=262, elem_id="em-left"):
-                reviewer_box = gr.Textbox(
-                    value=reviewer or "",
-                    label="Reviewer",
-                    placeholder="Your name (required to save)",
-                    elem_id="em-reviewer",
-                )
-                with gr.Group():
-                    example_dd = gr.Dropdown(
-                        choices=list(example_paths),
-                        value=next(iter(example_paths), None),
-                        label="Synthetic example",
-                        elem_id="em-example",
-                    )
-                    open_btn = gr.Button("Open example", variant="primary", elem_id="em-open-example")
-                upload = gr.File(
-                    label="Upload DICOM / AVI / MP4 (de-identified on arrival)",
-                    file_types=UPLOAD_TYPES,
-                    type="filepath",
-                    height=112,
-                    elem_id="em-upload",
-                )
-                with gr.Row(equal_height=True):
-                    status_filter = gr.Dropdown(
-                        choices=list(viewmodel.WORKLIST_FILTERS),
-                        value="all",
-                        label="Show",
-                        show_label=False,
-                        container=False,
-                        scale=1,
-                        min_width=100,
-                        elem_id="em-worklist-filter",
-                    )
-                    next_btn = gr.Button("Next unreviewed (N)", size="sm", scale=1, min_width=100, elem_id="em-next")
-                worklist = gr.Dataframe(
-                    value=worklist_update,
-                    headers=list(viewmodel.WORKLIST_HEADERS),
-                    interactive=False,
-                    label="Worklist (click a row to open)",
-                    elem_id="em-worklist",
-                    max_height=190,
-                    wrap=True,
-                    column_widths=["38px", "70px", "42px", "112px"],
-                )
-                with gr.Row():
-                    csv_study_btn = gr.Button("CSV: this study", size="sm", min_width=100, elem_id="em-csv-study")
-                    csv_all_btn = gr.Button("CSV: everything", size="sm", min_width=100, elem_id="em-csv-all")
-                csv_file = gr.File(label="Export", interactive=False, visible=False, elem_id="em-csv-file")
-                with gr.Accordion("Reader agreement", open=False, elem_id="em-agreement"):
-                    agreement_btn = gr.Button("Compute report", size="sm", elem_id="em-agreement-run")
-                    agreement_md = gr.Markdown(elem_id="em-agreement-report")
-            with gr.Column(scale=1, min_width=600):
-                viewer = CaliperViewer(elem_id="em-viewer")
-
-        outputs_open = [viewer, clip_info, current_clip, worklist, csv_file]
-        open_btn.click(open_example, [example_dd, reviewer_box, status_filter], outputs_open, api_name="open_example")
-        upload.upload(
-            open_upload, [upload, reviewer_box, status_filter], [*outputs_open, upload], api_name="open_upload"
-        )
-        worklist.select(
-            open_from_worklist, [reviewer_box], [viewer, clip_info, current_clip, csv_file], api_visibility="private"
-        )
-        outputs_next = [viewer, clip_info, current_clip, csv_file, worklist]
-        inputs_next = [current_clip, status_filter, reviewer_box]
-        next_btn.click(open_next, inputs_next, outputs_next, api_visibility="private")
-        viewer.next_clip(open_next, inputs_next, outputs_next, api_visibility="private")
-        viewer.calibrate(
-            calibrate, [reviewer_box, status_filter], [viewer, clip_info, worklist, reviewer_box], api_visibility="private"
-        )
-        status_filter.change(worklist_update, [status_filter, reviewer_box], [worklist], api_visibility="private")
-        # A reader-study clip is listed to its readers only: the list follows the name.
-        reviewer_box.blur(worklist_update, [status_filter, reviewer_box], [worklist], api_visibility="private")
-        viewer.commit(commit, [reviewer_box, status_filter], [viewer, worklist, reviewer_box], api_visibility="private")
-        viewer.contour_review(review_contour, [reviewer_box], [viewer], api_visibility="private")
-        # Typing a name takes the highlight off at once (in the browser: no round trip per key).
-        reviewer_box.input(
-            None, None, None, api_visibility="private",
-            js="() => { document.querySelector('#em-reviewer')?.classList.remove('em-reviewer-missing'); }",
-        )
-        csv_study_btn.click(export_study, [current_clip], [csv_file], api_name="export_study_csv")
-        csv_all_btn.click(export_all, None, [csv_file], api_name="export_all_csv")
-        agreement_btn.click(agreement_report, [reviewer_box], [agreement_md], api_name="agreement_report")
-        app.load(worklist_update, None, [worklist], api_visibility="private")
-
-        # API-only endpoints (gradio_client, scripts): the same library calls as the UI.
-        def save_review(
-            clip_id: int,
-            measurement: str,
-            action: str,
-            reviewer: str,
-            points: list[list[float]] | None = None,
-            frame: int | None = None,
-            seconds: float | None = None,
-            request: gr.Request = None,  # type: ignore[assignment]
-        ) -> dict:
-            """Save one review (action: accept, rejected or added) and return the measurement's state.
-
-            With a login the reviewer recorded is the logged-in user (``reviewer`` is kept beside it).
-            On a clip assigned to readers the review is a read, and the state is the reader's own.
-            """
-            try:
-                return controller.save_review(
-                    clip_id, measurement, action, reviewer, _login(request), points=points, frame=frame, seconds=seconds
-                )
-            except EchomeasureError as exc:
-                raise gr.Error(str(exc)) from None
-
-        def measurements(
-            clip_id: int,
-            reviewer: str = "",
-            request: gr.Request = None,  # type: ignore[assignment]
-        ) -> list[dict]:
-            """Where each measurement of a clip stands (status, points, values), as ``reviewer`` may see it.
-
-            On a clip assigned to readers only its readers see it, each their own reads (and an
-            unassisted reader no proposal); with a login the viewer is the logged-in user.
-            """
-            try:
-                return controller.measurement_entries(int(clip_id), viewer_name(reviewer, _login(request)))
-            except EchomeasureError as exc:
-                raise gr.Error(str(exc)) from None
-
-        gr.api(save_review, api_name="save_review")
-        gr.api(measurements, api_name="measurements")
+                page.opening = _open_panel(reviewer, list(example_paths))
+                page.worklist = _worklist_panel(handlers)
+                page.export = _export_panel()
+            page.viewer = _viewer_panel(handlers)
+        _wire_opening(page, handlers)
+        _wire_review(page, handlers)
+        _wire_export(page, handlers)
+        app.load(handlers.worklist_update, None, [page.worklist.table], api_visibility="private")
 
     app.echomeasure_store = store
     app.echomeasure_launch = {

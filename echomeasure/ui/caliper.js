@@ -95,10 +95,18 @@
   // ------------------------------------------------------------------ contours
   // clip.contours: [{id, frame, structure, polygon: [[x, y]], status, confidence}]; drawn under
   // the calipers in per-structure colours, with an opacity slider and accept/reject per contour.
+  // The selected contour (C / Shift+C, or a click on its name) shows its vertices: drag one,
+  // double-click (or Alt+click) an edge to insert one, right-click a vertex (or X) to delete it,
+  // M smooths; edits stay a local draft until saved as a correction (Enter or Save).
+  // clip.volumes: EDV/ESV/EF of the stored apical contours (Python's method of discs); while an
+  // LV, myocardium or LA contour of the ED or ES frame is edited, the server function
+  // live_volumes recomputes them from the polygons on screen (one request in flight at a time).
   const CONTOUR_COLORS = {
     lv: "#ff5252", myocardium: "#40c4ff", la: "#ffd740", rv: "#b388ff",
     aorta: "#69f0ae", septum: "#ff80ab", outer_wall: "#bcaaa4",
   };
+  const MIN_VERTICES = 3;
+  const VOLUME_STRUCTURES = ["lv", "myocardium", "la"];
   const contourLayer = document.createElementNS(SVGNS, "g");
   contourLayer.setAttribute("class", "em-contours");
   overlay.parentNode.insertBefore(contourLayer, overlay);
@@ -111,26 +119,139 @@
   opacityInput.value = "0.35"; opacityInput.className = "em-contour-opacity";
   opacityInput.setAttribute("aria-label", "contour opacity");
   opacityLabel.appendChild(opacityInput);
+  const smoothBtn = document.createElement("button");
+  smoothBtn.className = "em-contour-smooth"; smoothBtn.textContent = "Smooth";
+  smoothBtn.title = "Smooth the selected contour (M); its area is kept";
+  smoothBtn.disabled = true;
+  const volumeText = document.createElement("span");
+  volumeText.className = "em-volumes em-hidden";
   const contourList = document.createElement("span");
   contourList.className = "em-contour-list";
+  const contourHint = document.createElement("div");
+  contourHint.className = "em-contour-hint";
+  contourHint.innerHTML = "Contours: <kbd>C</kbd>/<kbd>Shift</kbd>+<kbd>C</kbd> next/previous contour, " +
+    "<kbd>Tab</kbd> next vertex, arrows nudge it, double-click an edge (or <kbd>I</kbd>) insert, " +
+    "right-click a vertex (or <kbd>X</kbd>) delete, <kbd>M</kbd> smooth, <kbd>Enter</kbd> accept/save, " +
+    "<kbd>Del</kbd> reject, <kbd>Esc</kbd> done; <kbd>D</kbd>/<kbd>S</kbd> ED/ES frame.";
   contourBar.appendChild(opacityLabel);
+  contourBar.appendChild(smoothBtn);
+  contourBar.appendChild(volumeText);
   contourBar.appendChild(contourList);
+  contourBar.appendChild(contourHint);
   notes.parentNode.insertBefore(contourBar, notes);
   let contourStatus = {};   // contour proposal id -> status decided here, until the clip is reopened
-  let contourEdits = {};    // contour proposal id -> {polygon, saved}: vertices the reviewer dragged
-  let editingContour = null; // id of the contour whose vertices are shown
+  let contourEdits = {};    // contour proposal id -> {polygon, saved}: vertices the reviewer moved
+  let editingContour = null; // id of the selected contour (its vertices are shown; keys act on it)
+  let selectedVertex = 0;   // index of the selected vertex of that contour
   let vertexDrag = null;    // {id, index} while a vertex is dragged
+  let contourQueued = false;
+  let volumes = null;       // {edv_ml, esv_ml, ef_percent, ed_frame, es_frame, note, pending}
+  let volumeRequest = { busy: false, again: false, seq: 0 };
 
   function contourColor(structure) { return CONTOUR_COLORS[structure] || "#e6ebf0"; }
-  function contoursOnFrame() {
-    const all = (clip && clip.contours) || [];
-    return all.filter((c) => c.frame === frame).map((c) => {
-      const edit = c.id !== null ? contourEdits[c.id] : null;
-      let status = c.id !== null && contourStatus[c.id] ? contourStatus[c.id] : c.status;
-      if (edit && !edit.saved) status = "draft";
-      return Object.assign({}, c, { status: status, polygon: edit ? edit.polygon : c.polygon });
-    });
+  function contourById(id) { return ((clip && clip.contours) || []).find((k) => k.id === id) || null; }
+  function currentPolygon(c) { const e = c.id !== null ? contourEdits[c.id] : null; return e ? e.polygon : c.polygon; }
+  function contourState(c) {
+    const edit = c.id !== null ? contourEdits[c.id] : null;
+    let status = c.id !== null && contourStatus[c.id] ? contourStatus[c.id] : c.status;
+    if (edit && !edit.saved) status = "draft";
+    return Object.assign({}, c, { status: status, polygon: edit ? edit.polygon : c.polygon });
   }
+  function contoursOnFrame() {
+    return ((clip && clip.contours) || []).filter((c) => c.frame === frame).map(contourState);
+  }
+  function editablePolygon(c) {
+    // the polygon to change: a draft copy (the first change of a contour starts one)
+    if (!contourEdits[c.id] || contourEdits[c.id].saved) {
+      contourEdits[c.id] = { polygon: copy(currentPolygon(c)), saved: false };
+    }
+    return contourEdits[c.id].polygon;
+  }
+  function clampImage(p) {
+    return [Math.round(clamp(p[0], 0, clip.width - 1) * 10) / 10, Math.round(clamp(p[1], 0, clip.height - 1) * 10) / 10];
+  }
+  function polygonArea(poly) {
+    let a = 0;
+    for (let i = 0; i < poly.length; i++) {
+      const p = poly[i], q2 = poly[(i + 1) % poly.length];
+      a += p[0] * q2[1] - q2[0] * p[1];
+    }
+    return Math.abs(a) / 2;
+  }
+  function nearestEdge(poly, p) {
+    // -> {index, point}: the edge (index, index + 1) closest to p and the closest point on it
+    let best = null;
+    for (let i = 0; i < poly.length; i++) {
+      const a = poly[i], b = poly[(i + 1) % poly.length];
+      const dx = b[0] - a[0], dy = b[1] - a[1];
+      const len2 = dx * dx + dy * dy;
+      const t = len2 > 0 ? clamp(((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / len2, 0, 1) : 0;
+      const x = a[0] + t * dx, y = a[1] + t * dy;
+      const d = Math.hypot(p[0] - x, p[1] - y);
+      if (!best || d < best.d) best = { index: i, point: [x, y], d: d };
+    }
+    return best;
+  }
+  function contourChanged() {
+    drawContours();
+    requestVolumes();
+  }
+  function insertVertex(c, p) {
+    const poly = editablePolygon(c);
+    const edge = nearestEdge(poly, p || midpointAfter(poly, selectedVertex));
+    poly.splice(edge.index + 1, 0, clampImage(edge.point));
+    selectedVertex = edge.index + 1;
+    contourChanged();
+  }
+  function midpointAfter(poly, i) {
+    const a = poly[i % poly.length], b = poly[(i + 1) % poly.length];
+    return [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
+  }
+  function deleteVertex(c, index) {
+    if (currentPolygon(c).length <= MIN_VERTICES) {
+      setBanner("A contour keeps at least " + MIN_VERTICES + " vertices", 3000);
+      return;
+    }
+    const poly = editablePolygon(c);
+    poly.splice(index, 1);
+    selectedVertex = Math.min(index, poly.length - 1);
+    contourChanged();
+  }
+  function smoothPolygon(poly) {
+    // one pass of a (1/4, 1/2, 1/4) moving average on the closed polygon, then scaled about its
+    // centroid back to the area it had (the average alone shrinks a contour)
+    const n = poly.length;
+    const out = poly.map((p, i) => {
+      const a = poly[(i - 1 + n) % n], b = poly[(i + 1) % n];
+      return [0.25 * a[0] + 0.5 * p[0] + 0.25 * b[0], 0.25 * a[1] + 0.5 * p[1] + 0.25 * b[1]];
+    });
+    const before = polygonArea(poly), after = polygonArea(out);
+    const k = after > 0 ? Math.sqrt(before / after) : 1;
+    const cx = out.reduce((s, p) => s + p[0], 0) / n, cy = out.reduce((s, p) => s + p[1], 0) / n;
+    return out.map((p) => clampImage([cx + (p[0] - cx) * k, cy + (p[1] - cy) * k]));
+  }
+  function smoothContour(c) {
+    const smoothed = smoothPolygon(currentPolygon(c));
+    const poly = editablePolygon(c);
+    poly.splice(0, poly.length, ...smoothed);
+    contourChanged();
+  }
+  function nudgeVertex(c, dx, dy) {
+    const poly = editablePolygon(c);
+    const i = clamp(selectedVertex, 0, poly.length - 1);
+    poly[i] = clampImage([poly[i][0] + dx, poly[i][1] + dy]);
+    contourChanged();
+  }
+  function selectContour(step) {
+    const shown = contoursOnFrame().filter((c) => c.id !== null);
+    if (!shown.length) { setBanner("No contour on this frame", 2000); return; }
+    const at = shown.findIndex((c) => c.id === editingContour);
+    const next = at < 0 ? (step > 0 ? 0 : shown.length - 1) : (at + step + shown.length) % shown.length;
+    editingContour = shown[next].id;
+    selectedVertex = 0;
+    drawContours();
+  }
+
   function drawContours() {
     while (contourLayer.firstChild) contourLayer.removeChild(contourLayer.firstChild);
     const shown = contoursOnFrame();
@@ -140,41 +261,64 @@
     for (const c of shown) {
       if (c.status === "rejected") continue;
       const color = contourColor(c.structure);
+      const points = c.polygon.map((p) => p[0] + "," + p[1]).join(" ");
+      const editing = c.id !== null && c.id === editingContour;
       el("polygon", {
-        class: "em-contour", "data-structure": c.structure, "data-status": c.status,
-        points: c.polygon.map((p) => p[0] + "," + p[1]).join(" "),
+        class: "em-contour", "data-structure": c.structure, "data-status": c.status, points: points,
         fill: color, "fill-opacity": opacity, stroke: color, "stroke-opacity": Math.min(1, opacity + 0.4),
-        "stroke-width": 1.5 * s, "pointer-events": "none",
+        "stroke-width": (editing ? 2.2 : 1.5) * s, "pointer-events": "none",
       }, contourLayer);
-      if (c.id !== null && c.id === editingContour) {
-        c.polygon.forEach((p, i) => el("circle", {
-          class: "em-vertex", "data-structure": c.structure, "data-index": i, cx: p[0], cy: p[1], r: 4 * s,
-          fill: color, stroke: "#111", "stroke-width": 1 * s,
-        }, contourLayer));
+      if (!editing) continue;
+      // a wide invisible edge to double-click (insert a vertex) without hitting the fill
+      el("polygon", { class: "em-contour-edge", "data-structure": c.structure, points: points, fill: "none",
+        stroke: "transparent", "stroke-width": 10 * s, "pointer-events": "stroke" }, contourLayer);
+      c.polygon.forEach((p, i) => el("circle", {
+        class: "em-vertex" + (i === selectedVertex ? " em-vertex-selected" : ""), "data-structure": c.structure,
+        "data-index": i, cx: p[0], cy: p[1], r: (i === selectedVertex ? 5.5 : 4) * s,
+        fill: color, stroke: i === selectedVertex ? "#fff" : "#111", "stroke-width": (i === selectedVertex ? 1.6 : 1) * s,
+      }, contourLayer));
+    }
+    smoothBtn.disabled = editingContour === null || !shown.some((c) => c.id === editingContour && c.status !== "rejected");
+    renderContourList(shown);
+    renderVolumes();
+  }
+  function redrawEditingShape() {
+    // during a drag only the moving contour's outline and vertex change
+    contourQueued = false;
+    const c = contourById(editingContour);
+    if (!c) return;
+    const poly = currentPolygon(c);
+    const points = poly.map((p) => p[0] + "," + p[1]).join(" ");
+    for (const node of contourLayer.querySelectorAll('[data-structure="' + c.structure + '"]')) {
+      if (node.tagName === "polygon") node.setAttribute("points", points);
+      else if (vertexDrag && Number(node.dataset.index) === vertexDrag.index) {
+        node.setAttribute("cx", poly[vertexDrag.index][0]); node.setAttribute("cy", poly[vertexDrag.index][1]);
       }
     }
-    renderContourList(shown);
   }
   function renderContourList(shown) {
     while (contourList.firstChild) contourList.removeChild(contourList.firstChild);
     for (const c of shown) {
       const item = document.createElement("span");
-      item.className = "em-contour-item";
+      item.className = "em-contour-item" + (c.id !== null && c.id === editingContour ? " em-contour-selected" : "");
       item.dataset.structure = c.structure;
       const name = document.createElement("span");
       name.className = "em-contour-name em-s-" + c.status;
       name.style.borderBottom = "3px solid " + contourColor(c.structure);
       name.textContent = c.structure + " (" + c.status + ")";
       name.title = (c.confidence === null ? "drawn by a reviewer" : "confidence " + c.confidence) +
-        (c.id !== null ? " · click to drag its vertices" : "");
+        (c.id !== null ? " · click to edit its vertices" : "");
       if (c.id !== null) {
         name.style.cursor = "pointer";
-        name.addEventListener("click", () => { editingContour = editingContour === c.id ? null : c.id; drawContours(); });
+        name.addEventListener("click", () => {
+          editingContour = editingContour === c.id ? null : c.id; selectedVertex = 0; drawContours();
+          root.focus({ preventScroll: true });
+        });
       }
       item.appendChild(name);
       if (c.status === "draft") {
         const save = document.createElement("button");
-        save.className = "em-contour-save"; save.textContent = "Save"; save.title = "Save the moved vertices as a correction";
+        save.className = "em-contour-save"; save.textContent = "Save"; save.title = "Save the edited contour as a correction (Enter)";
         save.addEventListener("click", () => reviewContour(c, "corrected"));
         item.appendChild(save);
       }
@@ -192,45 +336,137 @@
   }
   function reviewContour(c, action) {
     if (!clip) return;
+    const state = contourState(c);
     contourStatus[c.id] = action;
-    if (action === "corrected") contourEdits[c.id] = { polygon: c.polygon, saved: true };
+    if (action === "corrected") contourEdits[c.id] = { polygon: state.polygon, saved: true };
     else delete contourEdits[c.id];
     if (action !== "corrected") editingContour = null;
-    drawContours();
+    contourChanged();
     trigger("contour_review", {
-      clip_id: clip.id, contour_proposal_id: c.id, action: action, polygon: action === "corrected" ? c.polygon : null,
+      clip_id: clip.id, contour_proposal_id: c.id, action: action, polygon: action === "corrected" ? state.polygon : null,
     });
   }
+  function contourKey(evt) {
+    // keys for the selected contour; true when handled
+    const c = contourById(editingContour);
+    if (!c || c.frame !== frame) return false;
+    const k = evt.key, step = evt.shiftKey ? 10 : 1;
+    const state = contourState(c);
+    if (k === "ArrowLeft") nudgeVertex(c, -step, 0);
+    else if (k === "ArrowRight") nudgeVertex(c, step, 0);
+    else if (k === "ArrowUp") nudgeVertex(c, 0, -step);
+    else if (k === "ArrowDown") nudgeVertex(c, 0, step);
+    else if (k === "Tab") {
+      const n = currentPolygon(c).length;
+      selectedVertex = (selectedVertex + (evt.shiftKey ? -1 : 1) + n) % n; drawContours();
+    }
+    else if (k === "Enter") reviewContour(c, state.status === "draft" ? "corrected" : "accepted");
+    else if (k === "Delete" || k === "Backspace") reviewContour(c, "rejected");
+    else if (k === "i" || k === "I") insertVertex(c, null);
+    else if (k === "x" || k === "X") deleteVertex(c, selectedVertex);
+    else if (k === "m" || k === "M") smoothContour(c);
+    else if (k === "Escape") { editingContour = null; drawContours(); }
+    else return false;
+    return true;
+  }
+
+  // ---- live volumes
+  function volumePayload() {
+    if (!clip || !volumes) return null;
+    const phases = [volumes.ed_frame, volumes.es_frame];
+    const out = [];
+    for (const c of (clip.contours || []).map(contourState)) {
+      if (c.status === "rejected" || !phases.includes(c.frame) || !VOLUME_STRUCTURES.includes(c.structure)) continue;
+      out.push({ frame: c.frame, structure: c.structure, polygon: c.polygon });
+    }
+    return { clip_id: clip.id, ed_frame: volumes.ed_frame, es_frame: volumes.es_frame, contours: out };
+  }
+  function requestVolumes() {
+    if (!volumes || typeof server === "undefined" || !server || !server.live_volumes) return;
+    if (volumeRequest.busy) { volumeRequest.again = true; return; }
+    const payload = volumePayload();
+    if (!payload) return;
+    volumeRequest.busy = true; volumeRequest.again = false;
+    const seq = ++volumeRequest.seq;
+    const clipId = clip.id;
+    volumes.pending = true;
+    renderVolumes();
+    Promise.resolve(server.live_volumes(payload)).then((got) => {
+      if (clip && clip.id === clipId && seq === volumeRequest.seq && got) {
+        volumes = Object.assign({}, volumes, got, { ed_frame: volumes.ed_frame, es_frame: volumes.es_frame });
+      }
+    }).catch(() => { /* the last figures stay; the next edit asks again */ }).finally(() => {
+      volumeRequest.busy = false;
+      if (volumes && clip && clip.id === clipId) {
+        if (volumeRequest.again) requestVolumes();
+        else { volumes.pending = false; renderVolumes(); }
+      }
+    });
+  }
+  function renderVolumes() {
+    volumeText.classList.toggle("em-hidden", !volumes);
+    if (!volumes) return;
+    const f = (v, unit) => (v === null || v === undefined ? "—" : v.toFixed(unit === "%" ? 0 : 1) + " " + unit);
+    volumeText.textContent = "EDV " + f(volumes.edv_ml, "ml") + " · ESV " + f(volumes.esv_ml, "ml") +
+      " · EF " + f(volumes.ef_percent, "%") + (volumes.pending ? " …" : "");
+    volumeText.title = "LV single-plane method of discs, ED frame " + volumes.ed_frame + ", ES frame " + volumes.es_frame +
+      (volumes.note ? " · " + volumes.note : "");
+    volumeText.dataset.edv = volumes.edv_ml === null || volumes.edv_ml === undefined ? "" : String(volumes.edv_ml);
+    volumeText.dataset.esv = volumes.esv_ml === null || volumes.esv_ml === undefined ? "" : String(volumes.esv_ml);
+    volumeText.dataset.ef = volumes.ef_percent === null || volumes.ef_percent === undefined ? "" : String(volumes.ef_percent);
+    volumeText.dataset.pending = volumes.pending ? "1" : "";
+  }
+
+  // ---- mouse on contours (caught before the caliper handlers, in the capture phase)
   opacityInput.addEventListener("input", () => drawContours());
-  // Vertex drags are caught before the caliper handlers (capture phase) and stop there.
+  smoothBtn.addEventListener("click", () => {
+    const c = contourById(editingContour);
+    if (c) smoothContour(c);
+    root.focus({ preventScroll: true });
+  });
   svg.addEventListener("pointerdown", (evt) => {
     const t = evt.target;
-    if (!clip || !t.classList || !t.classList.contains("em-vertex") || editingContour === null) return;
-    evt.stopImmediatePropagation(); evt.preventDefault();
-    const c = ((clip && clip.contours) || []).find((k) => k.id === editingContour);
+    if (!clip || editingContour === null || !t.classList) return;
+    const c = contourById(editingContour);
     if (!c) return;
-    if (!contourEdits[c.id] || contourEdits[c.id].saved) {
-      const base = contourEdits[c.id] ? contourEdits[c.id].polygon : c.polygon;
-      contourEdits[c.id] = { polygon: copy(base), saved: false };
+    if (t.classList.contains("em-vertex")) {
+      evt.stopImmediatePropagation(); evt.preventDefault();
+      root.focus({ preventScroll: true });
+      const index = Number(t.dataset.index);
+      if (evt.button === 2) { deleteVertex(c, index); return; }  // right-click a vertex: delete it
+      if (evt.button !== 0) return;
+      if (evt.altKey) { deleteVertex(c, index); return; }
+      editablePolygon(c);
+      selectedVertex = index;
+      vertexDrag = { id: c.id, index: index };
+      drawContours();
+      svg.setPointerCapture(evt.pointerId);
+    } else if (t.classList.contains("em-contour-edge") && evt.button === 0) {
+      // an edge is not the background: no pan from it (a double-click or Alt+click inserts)
+      evt.stopImmediatePropagation(); evt.preventDefault();
+      root.focus({ preventScroll: true });
+      if (evt.altKey) insertVertex(c, toImage(evt));
     }
-    vertexDrag = { id: c.id, index: Number(t.dataset.index) };
-    svg.setPointerCapture(evt.pointerId);
   }, true);
+  svg.addEventListener("dblclick", (evt) => {
+    const t = evt.target;
+    if (!clip || editingContour === null || !t.classList || !t.classList.contains("em-contour-edge")) return;
+    const c = contourById(editingContour);
+    if (c) { evt.preventDefault(); insertVertex(c, toImage(evt)); }
+  });
   svg.addEventListener("pointermove", (evt) => {
     if (!vertexDrag) return;
     evt.stopImmediatePropagation();
-    const p = toImage(evt);
-    contourEdits[vertexDrag.id].polygon[vertexDrag.index] = [
-      Math.round(clamp(p[0], 0, clip.width) * 10) / 10, Math.round(clamp(p[1], 0, clip.height) * 10) / 10,
-    ];
-    drawContours();
+    contourEdits[vertexDrag.id].polygon[vertexDrag.index] = clampImage(toImage(evt));
+    if (!contourQueued) { contourQueued = true; requestAnimationFrame(redrawEditingShape); }
+    requestVolumes();
   }, true);
   for (const type of ["pointerup", "pointercancel"]) {
     svg.addEventListener(type, (evt) => {
       if (!vertexDrag) return;
       evt.stopImmediatePropagation();
       vertexDrag = null;
-      drawContours();
+      contourChanged();
     }, true);
   }
 
@@ -952,6 +1188,10 @@
     let handled = true;
     if ((evt.ctrlKey || evt.metaKey) && (k === "z" || k === "Z")) undo();
     else if (evt.ctrlKey || evt.metaKey || evt.altKey) handled = false;
+    else if (!placing && !calPoints && contourKey(evt)) handled = true;  // a selected contour takes the keys first
+    else if (k === "c" || k === "C") selectContour(evt.shiftKey ? -1 : 1);
+    else if (k === "d" || k === "D") jumpToPhase("ed");
+    else if (k === "s" || k === "S") jumpToPhase("es");
     else if (k === "ArrowLeft") nudge(-step, 0);
     else if (k === "ArrowRight") nudge(step, 0);
     else if (k === "ArrowUp") nudge(0, -step);
@@ -981,8 +1221,14 @@
   // ------------------------------------------------------------------ controls
   playBtn.addEventListener("click", () => togglePlay());
   slider.addEventListener("input", () => { pause(); showFrame(Number(slider.value)); });
-  edBtn.addEventListener("click", () => { pause(); if (clip && clip.ed_frame !== null) showFrame(clip.ed_frame); });
-  esBtn.addEventListener("click", () => { pause(); if (clip && clip.es_frame !== null) showFrame(clip.es_frame); });
+  function jumpToPhase(phase) {
+    const target = clip ? clip[phase + "_frame"] : null;
+    pause();
+    if (target !== null && target !== undefined) showFrame(target);
+    else setBanner("This clip has no " + (phase === "ed" ? "end-diastolic" : "end-systolic") + " frame", 2500);
+  }
+  edBtn.addEventListener("click", () => { jumpToPhase("ed"); root.focus({ preventScroll: true }); });
+  esBtn.addEventListener("click", () => { jumpToPhase("es"); root.focus({ preventScroll: true }); });
   acceptAllBtn.addEventListener("click", () => { activity(true); acceptAll(); });
   addBtn.addEventListener("click", () => { if (addSelect.value) startPlacing(addSelect.value); });
   fitBtn.addEventListener("click", () => fitView());
@@ -1046,7 +1292,9 @@
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
-    contourStatus = {}; contourEdits = {}; editingContour = null; vertexDrag = null;
+    contourStatus = {}; contourEdits = {}; editingContour = null; vertexDrag = null; selectedVertex = 0;
+    volumes = clip && clip.volumes ? copy(clip.volumes) : null;
+    volumeRequest = { busy: false, again: false, seq: volumeRequest.seq + 1 };
     preloaded = [];
     undoStack = [];
     placing = null;
@@ -1126,7 +1374,10 @@
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips
     if (fresh) { loadClip(c); lastClipId = newId; if (clip) focusViewer(); }
-    else if (c && c.frames) { clip = c; contourStatus = {}; contourEdits = {}; vertexDrag = null; }  // same clip, new description (e.g. a user calibration)
+    else if (c && c.frames) {  // same clip, new description (e.g. a user calibration, a refused contour review)
+      clip = c; contourStatus = {}; contourEdits = {}; vertexDrag = null;
+      volumes = clip.volumes ? copy(clip.volumes) : null;
+    }
     applyValue(v, reload);
   }
   // Every prop: naming the clip prop in quotes here would make gr.HTML treat it as an event name.

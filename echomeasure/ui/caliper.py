@@ -72,8 +72,8 @@ HTML_TEMPLATE = """
       <button class="em-play" title="Play (Space)" disabled>&#9654;</button>
       <input class="em-slider" type="range" min="0" max="0" value="0" step="1" aria-label="frame" disabled>
       <span class="em-frameinfo">no clip</span>
-      <button class="em-ed" title="Jump to end-diastole" disabled>ED</button>
-      <button class="em-es" title="Jump to end-systole" disabled>ES</button>
+      <button class="em-ed" title="Jump to the end-diastolic frame (D)" disabled>ED</button>
+      <button class="em-es" title="Jump to the end-systolic frame (S)" disabled>ES</button>
     </div>
   </div>
   <div class="em-side">
@@ -108,7 +108,7 @@ HTML_TEMPLATE = """
       <kbd>&larr;</kbd><kbd>&rarr;</kbd><kbd>&uarr;</kbd><kbd>&darr;</kbd> nudge 1 px
       (<kbd>Shift</kbd> 10 px), <kbd>1</kbd>/<kbd>2</kbd> pick the endpoint, <kbd>Enter</kbd> accept,
       <kbd>Del</kbd> reject, <kbd>Tab</kbd> next measurement, <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo,
-      <kbd>Space</kbd> play/pause, <kbd>,</kbd>/<kbd>.</kbd> previous/next frame,
+      <kbd>Space</kbd> play/pause, <kbd>,</kbd>/<kbd>.</kbd> previous/next frame, <kbd>D</kbd>/<kbd>S</kbd> ED/ES frame,
       wheel or <kbd>+</kbd>/<kbd>-</kbd> zoom, <kbd>F</kbd> fit, drag the background to pan,
       right-drag brightness/contrast, <kbd>R</kbd> reset it, <kbd>N</kbd> next unreviewed clip.
       Frames count from 0, as in the CSV.

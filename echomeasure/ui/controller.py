@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from echomeasure.errors import EchomeasureError, StoreError
-from echomeasure.store import ClipRecord, ClipSummary, MeasurementState, Store, readers
-from echomeasure.ui import contour_review, review, viewmodel
+from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState, Store, readers
+from echomeasure.ui import contour_review, contour_volumes, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
 NAME_NEEDED_TO_CALIBRATE = (
@@ -169,9 +169,37 @@ class ReviewController:
         return ClipScreen(
             clip_id=clip_id,
             value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=self.thresholds),
-            clip=viewmodel.viewer_clip(clip, frames, states, contours=contour_review.contours_for(self.store, clip_id)),
+            clip=self.clip_prop(clip, frames, states),
             header=clip_header(clip, states, warnings),
         )
+
+    def clip_prop(
+        self, clip: ClipRecord, frames: Sequence[FrameImageRecord], states: Sequence[MeasurementState]
+    ) -> dict[str, Any]:
+        """The viewer's ``clip`` prop: frames, calibration, contours and their LV volumes.
+
+        ``volumes`` (None unless the contours are an apical set) are the figures of the stored
+        contours (:func:`echomeasure.ui.contour_volumes.for_clip`); a clip whose measurements
+        name no ED/ES frame takes those of its LV contours, for the ED/ES jump.
+        """
+        shapes = contour_review.contours_for(self.store, clip.id)
+        prop = viewmodel.viewer_clip(clip, frames, states, contours=shapes)
+        figures = contour_volumes.for_clip(self.store, clip, shapes)
+        prop["volumes"] = figures
+        if figures is not None and prop["ed_frame"] is None and prop["es_frame"] is None:
+            prop["ed_frame"], prop["es_frame"] = figures["ed_frame"], figures["es_frame"]
+        return prop
+
+    def live_volumes(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """EDV, ESV and EF of the contours being edited (the viewer's server function).
+
+        A request the rule cannot answer gives the figures' ``note`` instead of an error: the
+        viewer shows it in place of the numbers.
+        """
+        try:
+            return contour_volumes.live_volumes(self.store, payload)
+        except EchomeasureError as exc:
+            return {"edv_ml": None, "esv_ml": None, "ef_percent": None, "note": str(exc)}
 
     def next_clip(self, current: int | None, viewer: str = "") -> int | None:
         """The next clip ``viewer`` has not finished after ``current`` (None: every one is done)."""
@@ -256,8 +284,7 @@ class ReviewController:
                 clip.id, states, reload=True, thresholds=self.thresholds,
                 notice=f"Calibrated by you: {scale}; values now in cm",
             ),
-            clip=viewmodel.viewer_clip(clip, self.store.frame_images(clip.id), states,
-                                       contours=contour_review.contours_for(self.store, clip.id)),
+            clip=self.clip_prop(clip, self.store.frame_images(clip.id), states),
             header=clip_header(clip, states),
         )
         return EventOutcome(screen=screen, saved=True, reviewer_missing=False)
