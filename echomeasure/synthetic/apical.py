@@ -24,6 +24,16 @@ drawn on the right of the image as in the ASE display convention.
 Label map classes (CAMUS, :data:`APICAL_LABEL_CLASSES`): 0 background (everything that is not
 below, including the RV, the right atrium, valves and the pericardium), 1 LV cavity,
 2 LV myocardium, 3 left atrium.
+
+Shaped hearts (:class:`ShapedApicalHeart`, used by the style families of
+:mod:`echomeasure.synthetic.styles`) bend these walls with smooth per-view, per-side profiles
+(:class:`WallShape`): in each view the cavity's half-widths on the two sides become
+``a f(x) s_right(x)`` and ``a f(x) s_left(x)``.  The 3D cavity is then, at every depth, an ellipse
+of semi-axes ``a f (s_right + s_left) / 2`` and ``b f (...) / 2`` whose centre follows the
+(curved) centre line each view cuts through, so every formula above stays exact with those
+widths: the sides agree at the base (the mid-annulus stays on the axis) and meet at the apex.
+The LA is shaped the same way from its far wall to the annulus; the myocardium follows the
+cavity with its own thickness profile.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import cv2
 import numpy as np
 
 from echomeasure.ingest.clip import SPATIAL_2D, SPATIAL_WAVEFORM, UNIT_CM, UNIT_NONE, UNIT_S, Region
+from echomeasure.synthetic import anatomy as _anatomy
 from echomeasure.synthetic.anatomy import contraction, mitral_opening
 from echomeasure.synthetic.overlays import draw_banner, draw_ecg, fake_identity, put_text
 from echomeasure.synthetic.plax import IMAGE_SIZES, _frames_and_fps, _sector_layout
@@ -69,10 +80,54 @@ N_DISCS = 20
 E_BG, E_LV, E_MYO, E_LA, E_RV, E_RA, E_WALL, E_PERI, E_VALVE = range(9)
 N_ECHO = 9
 _ECHO_TO_LABEL = np.array([0, 1, 2, 3, 0, 0, 0, 0, 0], dtype=np.uint8)
+#: The studio tissue class (:mod:`echomeasure.synthetic.anatomy`) each apical echo class is made of,
+#: for image formations written for those tissues: the RA is another blood pool, the RV free wall
+#: and atrial walls another myocardial wall.
+TISSUE_OF_ECHO = np.array([_anatomy.E_BG, _anatomy.E_LV, _anatomy.E_MYO, _anatomy.E_LA, _anatomy.E_RV, _anatomy.E_AO,
+                           _anatomy.E_SEPTUM, _anatomy.E_PERI, _anatomy.E_VALVE], dtype=np.uint8)
 _BLOOD = (E_LV, E_LA, E_RV, E_RA)
 
 
 # --------------------------------------------------------------------------- anatomy
+
+
+@dataclass(frozen=True)
+class WallShape:
+    """A smooth perturbation of one chamber's outline in one view.
+
+    ``common``: (amplitude, frequency rad, phase rad) triples of ``a sin(f x + phase)``, the same on
+    both sides; ``odd``: amplitudes of ``sin(j pi x)`` (j = 1, 2, ...), added on the right side and
+    subtracted on the left (so the two sides agree at ``x = 0`` and ``x = 1``).  ``x`` runs from
+    0 to 1 along the chamber's axis.
+    """
+
+    common: tuple[float, ...] = ()
+    odd: tuple[float, ...] = ()
+
+    def side_factors(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(right, left) factors on the half-widths at ``x`` (clipped to 0.5-1.8)."""
+        xc = np.clip(x, 0.0, 1.0)
+        common = np.zeros_like(xc)
+        for a, f, ph in zip(self.common[0::3], self.common[1::3], self.common[2::3], strict=True):
+            common = common + a * np.sin(f * xc + ph)
+        odd = np.zeros_like(xc)
+        for j, a in enumerate(self.odd, start=1):
+            odd = odd + a * np.sin(j * math.pi * xc)
+        return np.clip(1.0 + common + odd, 0.5, 1.8), np.clip(1.0 + common - odd, 0.5, 1.8)
+
+    def mean_factor(self, x: np.ndarray) -> np.ndarray:
+        """Mean of the two sides' factors: the factor on the 3D cross-section's semi-axis."""
+        right, left = self.side_factors(x)
+        return 0.5 * (right + left)
+
+
+@dataclass(frozen=True)
+class ViewShape:
+    """The shaping of one view's plane: LV cavity, myocardial thickness, LA."""
+
+    lv: WallShape
+    wall: WallShape
+    la: WallShape
 
 
 @dataclass(frozen=True)
@@ -99,6 +154,21 @@ class ApicalHeart:
     ra_radius_cm: float
     pericardium_cm: float
     leaflet_cm: float  # mitral leaflet length
+
+    def view_shape(self, view: str) -> ViewShape | None:
+        """The shaping of ``view``'s plane (none: the parametric heart)."""
+        return None
+
+
+@dataclass(frozen=True)
+class ShapedApicalHeart(ApicalHeart):
+    """An :class:`ApicalHeart` whose walls are bent by smooth profiles, one set per view plane."""
+
+    shape_a4c: ViewShape = ViewShape(WallShape(), WallShape(), WallShape())
+    shape_a2c: ViewShape = ViewShape(WallShape(), WallShape(), WallShape())
+
+    def view_shape(self, view: str) -> ViewShape | None:
+        return self.shape_a4c if view == "a4c" else self.shape_a2c
 
 
 def _radial_profile(x: np.ndarray, k: float, narrowing: float) -> np.ndarray:
@@ -162,6 +232,10 @@ def lv_volume_ml(heart: ApicalHeart, st: ApicalState) -> float:
     """True 3D LV cavity volume (ml = cm^3), integrated on 4000 slices."""
     x = (np.arange(4000) + 0.5) / 4000.0
     f = _radial_profile(x, heart.apex_exponent, heart.base_narrowing)
+    s4, s2 = heart.view_shape("a4c"), heart.view_shape("a2c")
+    if s4 is not None and s2 is not None:
+        f2 = f**2 * s4.lv.mean_factor(x) * s2.lv.mean_factor(x)
+        return float(math.pi * st.radius_4c_cm * st.radius_2c_cm * st.lv_length_cm * np.mean(f2))
     return float(math.pi * st.radius_4c_cm * st.radius_2c_cm * st.lv_length_cm * np.mean(f**2))
 
 
@@ -176,6 +250,12 @@ def la_volume_ml(heart: ApicalHeart, st: ApicalState) -> float:
     p, q, h, c = la_semi_axes(heart, st)
     # integral over w = u + c in [-h, min(h, c)] of pi p q (1 - w^2/h^2)
     top = min(h, c)
+    s4, s2 = heart.view_shape("a4c"), heart.view_shape("a2c")
+    if s4 is not None and s2 is not None:
+        t = (np.arange(4000) + 0.5) / 4000.0  # far wall (0) -> annulus (1)
+        w = -h + t * (top + h)
+        g = (1.0 - (w / h) ** 2) * s4.la.mean_factor(t) * s2.la.mean_factor(t)
+        return float(math.pi * p * q * np.mean(g) * (top + h))
     integral = (top + h) - (top**3 + h**3) / (3 * h * h)
     return float(math.pi * p * q * integral)
 
@@ -188,6 +268,10 @@ def disc_diameters_cm(heart: ApicalHeart, st: ApicalState, view: str) -> tuple[n
     """
     radius = st.radius_4c_cm if view == "a4c" else st.radius_2c_cm
     x = (np.arange(N_DISCS) + 0.5) / N_DISCS
+    shape = heart.view_shape(view)
+    if shape is not None:
+        right, left = shape.lv.side_factors(x)
+        return radius * _radial_profile(x, heart.apex_exponent, heart.base_narrowing) * (right + left), st.lv_length_cm
     return 2.0 * radius * _radial_profile(x, heart.apex_exponent, heart.base_narrowing), st.lv_length_cm
 
 
@@ -216,6 +300,14 @@ def la_area_length_cm(heart: ApicalHeart, st: ApicalState, view: str) -> tuple[f
     p, q, h, c = la_semi_axes(heart, st)
     r = p if view == "a4c" else q
     top = min(h, c)
+    shape = heart.view_shape(view)
+    if shape is not None:
+        t = (np.arange(4000) + 0.5) / 4000.0  # far wall (0) -> annulus (1)
+        w = -h + t * (top + h)
+        right, left = shape.la.side_factors(t)
+        width = r * np.sqrt(np.clip(1.0 - (w / h) ** 2, 0.0, None)) * (right + left)
+        return float(np.mean(width) * (top + h)), float(c + h)
+
     # area of the ellipse part w in [-h, top]: r/h * (integral of 2 sqrt(h^2 - w^2))
     def prim(w: float) -> float:
         return w * math.sqrt(max(h * h - w * w, 0.0)) + h * h * math.asin(max(-1.0, min(1.0, w / h)))
@@ -475,8 +567,12 @@ def echo_classes(params: ApicalParams, st: ApicalState, uu: np.ndarray, vv: np.n
     r_out = r_in + st.wall_cm
     peri_L, peri_r = L_out + heart.pericardium_cm, r_out + heart.pericardium_cm
     in_peri = (uu >= -0.3) & (np.abs(vv) <= peri_r * _radial_profile(uu / peri_L, k, nb * 0.5))
-    in_myo = (uu >= 0) & (np.abs(vv) <= r_out * _radial_profile(uu / L_out, k, nb * 0.5))
-    in_lv = (uu >= 0) & (np.abs(vv) <= r_in * _radial_profile(uu / L, k, nb))
+    shape = heart.view_shape(view)
+    if shape is None:
+        in_myo = (uu >= 0) & (np.abs(vv) <= r_out * _radial_profile(uu / L_out, k, nb * 0.5))
+        in_lv = (uu >= 0) & (np.abs(vv) <= r_in * _radial_profile(uu / L, k, nb))
+    else:
+        in_lv, in_myo = _shaped_lv_masks(shape, uu, vv, (r_in, L), (r_out, L_out), k, nb)
     if view == "a4c":
         # RV on the septal side (screen left), shorter than the LV, with its own free wall
         rv_L = heart.rv_length_frac * L
@@ -504,12 +600,54 @@ def echo_classes(params: ApicalParams, st: ApicalState, uu: np.ndarray, vv: np.n
     p_, q_, h_, c_ = la_semi_axes(heart, st)
     r_la = p_ if view == "a4c" else q_
     w = uu + np.float32(c_)
-    la_wall = (w / (h_ + 0.25)) ** 2 + (vv / (r_la + 0.25)) ** 2 <= 1
-    la = (w / h_) ** 2 + (vv / r_la) ** 2 <= 1
+    if shape is None:
+        la_wall = (w / (h_ + 0.25)) ** 2 + (vv / (r_la + 0.25)) ** 2 <= 1
+        la = (w / h_) ** 2 + (vv / r_la) ** 2 <= 1
+    else:
+        la, la_wall = _shaped_la_masks(shape.la, w, vv, r_la, h_, min(h_, c_))
     below = uu < 0
     cls[la_wall & below & (cls != E_RA)] = E_WALL
     cls[la & below] = E_LA
     return cls
+
+
+def _between(vv: np.ndarray, right: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """Points whose ``v`` lies between ``-left`` and ``right``."""
+    return (vv <= right) & (vv >= -left)
+
+
+def _shaped_lv_masks(shape: ViewShape, uu: np.ndarray, vv: np.ndarray, inner: tuple[float, float],
+                     outer: tuple[float, float], k: float, nb: float) -> tuple[np.ndarray, np.ndarray]:
+    """(cavity, myocardium incl. cavity) masks of a shaped LV: ``inner``/``outer`` are (radius, length) cm.
+
+    The myocardium's outline follows the cavity's shape times its own thickness profile and is
+    never thinner than 2 mm.
+    """
+    (r_in, L), (r_out, L_out) = inner, outer
+    x_in, x_out = uu / np.float32(L), uu / np.float32(L_out)
+    f_in = r_in * _radial_profile(x_in, k, nb)
+    right_in, left_in = shape.lv.side_factors(x_in)
+    right_in, left_in = f_in * right_in, f_in * left_in
+    f_out = r_out * _radial_profile(x_out, k, nb * 0.5)
+    s_right, s_left = shape.lv.side_factors(x_out)
+    w_right, w_left = shape.wall.side_factors(x_out)
+    right_out = np.maximum(f_out * s_right * w_right, (right_in + 0.2) * (right_in > 0))
+    left_out = np.maximum(f_out * s_left * w_left, (left_in + 0.2) * (left_in > 0))
+    in_lv = (uu >= 0) & _between(vv, right_in, left_in)
+    in_myo = (uu >= 0) & _between(vv, right_out, left_out)
+    return in_lv, in_myo
+
+
+def _shaped_la_masks(shape: WallShape, w: np.ndarray, vv: np.ndarray, r: float, h: float,
+                     top: float) -> tuple[np.ndarray, np.ndarray]:
+    """(blood, wall incl. blood) masks of a shaped LA; ``w`` is the depth from its centre (cm)."""
+    t = (w + np.float32(h)) / np.float32(top + h)  # far wall (0) -> annulus (1)
+    right, left = shape.side_factors(t)
+    half = r * np.sqrt(np.clip(1.0 - (w / np.float32(h)) ** 2, 0.0, None))
+    half_wall = (r + 0.25) * np.sqrt(np.clip(1.0 - (w / np.float32(h + 0.25)) ** 2, 0.0, None))
+    la = (np.abs(w) <= h) & _between(vv, half * right, half * left)
+    la_wall = (np.abs(w) <= h + 0.25) & _between(vv, half_wall * right, half_wall * left)
+    return la, la_wall
 
 
 def lv_contour_uv(params: ApicalParams, st: ApicalState, n: int = 64) -> np.ndarray:
@@ -518,6 +656,12 @@ def lv_contour_uv(params: ApicalParams, st: ApicalState, n: int = 64) -> np.ndar
     r_in = st.radius_4c_cm if params.view == "a4c" else st.radius_2c_cm
     x = np.linspace(0.0, 1.0, n)
     f = _radial_profile(x, heart.apex_exponent, heart.base_narrowing)
+    shape = heart.view_shape(params.view)
+    if shape is not None:
+        s_right, s_left = shape.lv.side_factors(x)
+        right = np.stack([x * st.lv_length_cm, r_in * f * s_right], axis=1)
+        left = np.stack([x[::-1] * st.lv_length_cm, -r_in * (f * s_left)[::-1]], axis=1)
+        return np.concatenate([right, left[1:]], axis=0)
     right = np.stack([x * st.lv_length_cm, r_in * f], axis=1)
     left = np.stack([x[::-1] * st.lv_length_cm, -r_in * f[::-1]], axis=1)
     return np.concatenate([right, left[1:]], axis=0)
@@ -534,6 +678,10 @@ def la_contour_uv(params: ApicalParams, st: ApicalState, n: int = 64) -> np.ndar
     angles = np.linspace(math.pi - t0, 2 * math.pi + t0, n)
     w = h_ * np.sin(angles)
     v = r * np.cos(angles)
+    shape = params.heart.view_shape(params.view)
+    if shape is not None:
+        s_right, s_left = shape.la.side_factors((w + h_) / (top + h_))
+        v = v * np.where(v >= 0, s_right, s_left)
     return np.stack([w - c_, v], axis=1)
 
 
@@ -542,6 +690,9 @@ def _leaflets_uv(params: ApicalParams, st: ApicalState) -> list[np.ndarray]:
     heart = params.heart
     r_in = st.radius_4c_cm if params.view == "a4c" else st.radius_2c_cm
     hinge = r_in * float(_radial_profile(np.array([0.0]), heart.apex_exponent, heart.base_narrowing)[0])
+    shape = heart.view_shape(params.view)
+    if shape is not None:
+        hinge *= float(shape.lv.side_factors(np.array([0.0]))[0][0])  # both sides agree at the base
     lines = []
     for side in (-1.0, 1.0):
         ang = math.radians(8.0 + 72.0 * st.mitral_open)  # 8 deg: closed (just above the plane)
@@ -649,6 +800,10 @@ class ApicalRenderer:
         thick = max(1, int(round(0.12 / self.conv.dr_cm)))
         cv2.polylines(cls, pts, False, E_VALVE, thick, cv2.LINE_8, shift=4)
         return cls
+
+    def tissue_classes_polar(self, st: ApicalState) -> np.ndarray:
+        """The echo classes on the beam grid as studio tissue classes (:data:`TISSUE_OF_ECHO`)."""
+        return TISSUE_OF_ECHO[self._polar_classes(st)]
 
     def labels(self, st: ApicalState) -> np.ndarray:
         """(H, W) uint8 CAMUS label map of one instant (0 outside the sector)."""

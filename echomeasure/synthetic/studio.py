@@ -130,10 +130,11 @@ def write_case(out_dir: str | Path, job: CaseJob, seed: int, *, small: bool = Fa
         truth = dict(cine.truth)
         regions = cine.regions
     elif job.kind in ("a4c", "a2c"):
-        from echomeasure.synthetic.apical import render_apical, sample_apical_case_params
+        from echomeasure.synthetic.apical import sample_apical_case_params
+        from echomeasure.synthetic.styles import render_styled_apical, sample_styled_apical_params
 
-        params = sample_apical_case_params(seed, job.index, job.kind, small=small)
-        cine = render_apical(params, labels=False)
+        params = sample_styled_apical_params(sample_apical_case_params(seed, job.index, job.kind, small=small), style)
+        cine = render_styled_apical(params, style, labels=False)
         ds = build_dataset(
             cine.frames, cine.regions, identity, seed=seed, case_index=job.index, kind=job.kind,
             frame_time_ms=cine.frame_time_ms, heart_rate_bpm=params.heart_rate_bpm, jpeg=jpeg,

@@ -34,6 +34,7 @@ are the others.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -260,14 +261,16 @@ def _scatter_look(r: np.random.Generator) -> ScatterLook:
 
 
 class ScatterRenderer:
-    """Scatterer / PSF simulation on the beam grid of a case (the ``scatter`` family)."""
+    """Scatterer / PSF simulation on the beam grid of a case (the ``scatter`` family).
 
-    def __init__(self, plax_renderer, look: ScatterLook, noise_seed: int) -> None:
-        self.base = plax_renderer
+    ``conv`` is the case's :class:`~.ultrasound.ScanConverter`; :meth:`polar` takes the echo
+    classes of :mod:`.anatomy` on its beam grid (other phantoms map theirs onto those tissues).
+    """
+
+    def __init__(self, conv, look: ScatterLook, noise_seed: int, chest_wall_cm: float) -> None:
         self.look = look
         self.noise_seed = noise_seed
-        conv = plax_renderer.conv
-        g = plax_renderer.geom
+        g = conv.geometry
         self.shape = (g.n_samples, g.n_beams)
         z = conv.sample_depth_cm
         lk = look
@@ -284,14 +287,14 @@ class ScatterRenderer:
         shadow = loss * (np.abs(bb - c) < wdt) * np.clip((ss - d0) / 0.05, 0, 1)
         edge = np.minimum(bb, 1 - bb)
         self.loss_db = (shadow + 8.0 * np.exp(-edge / 0.05)).astype(np.float32)
-        self.chest_samples = max(2, int(round(plax_renderer.p.chest_wall_cm / conv.dr_cm)))
+        self.chest_samples = max(2, int(round(chest_wall_cm / conv.dr_cm)))
 
-    def polar(self, geo, index: int) -> np.ndarray:
+    def polar(self, cls: np.ndarray, index: int) -> np.ndarray:
+        """Grey levels (0-255 float32) on the beam grid of frame ``index`` from its echo classes."""
         lk = self.look
-        cls = self.base._classes_polar(geo)
         db = np.asarray(lk.class_db, dtype=np.float32)[cls]
         # specular echo where the class changes along the beam (tissue/blood interfaces)
-        step = np.zeros(cls.shape, dtype=np.float32)
+        step: np.ndarray = np.zeros(cls.shape, dtype=np.float32)
         step[1:] = (cls[1:] != cls[:-1]).astype(np.float32)
         step = cv2.GaussianBlur(step, (0, 0), sigmaX=0.6, sigmaY=0.8)
         power = 10 ** ((db + self.depth_db - self.loss_db) / 10.0) + 10 ** (lk.interface_db / 10.0) * step
@@ -428,21 +431,77 @@ def _frame_indices(frames: int | Sequence[int] | None, n_frames: int) -> tuple[i
     return tuple(int(i) for i in frames)
 
 
-def _styled_sector_rgb(renderer, params, geo, i: int, scatter, warp, vendor) -> np.ndarray:
+# =========================================================================== image formation (PLAX and apical)
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyLook:
+    """The per-case image formation of a family: scatter settings, vendor look, ECG display."""
+
+    style: str
+    scatter: ScatterLook | None
+    vendor: VendorLook | None
+    ecg: str  # "normal" | "recolour" | "missing"
+
+
+def family_look(noise_seed: int, style: str) -> FamilyLook:
+    """Draw the image formation of a non-classic case from its noise seed."""
+    look_rng = style_rng(noise_seed, style, 3)
+    scatter = _scatter_look(look_rng) if style == "scatter" else None
+    vendor = _vendor_look(look_rng) if style == "vendor" else None
+    ecg = vendor.ecg if vendor is not None else ("missing" if look_rng.random() < 0.3 else "normal")
+    return FamilyLook(style, scatter, vendor, ecg)
+
+
+def family_canvas(canvas: np.ndarray, regions: Sequence, ecg_box: tuple[int, int, int, int],
+                  look: FamilyLook) -> tuple[np.ndarray, tuple]:
+    """The case's background (banner, annotations, ECG) and regions with the family's ECG display."""
+    canvas = canvas.copy()
+    regions = tuple(regions)
+    ex0, ey0, ex1, ey1 = ecg_box
+    if look.ecg == "missing":
+        canvas[ey0 : ey1 + 1, ex0 : ex1 + 1] = 0
+        regions = regions[:1]
+    elif look.ecg == "recolour":
+        box = canvas[ey0 : ey1 + 1, ex0 : ex1 + 1]
+        canvas[ey0 : ey1 + 1, ex0 : ex1 + 1] = box[..., ::-1]
+    return canvas, regions
+
+
+def family_sector_rgb(gray: np.ndarray, mask: np.ndarray, look: FamilyLook, noise_seed: int, index: int,
+                      apex_xy: tuple[float, float]) -> np.ndarray:
+    """The grey sector image (float, 0-255) of frame ``index`` in the family's display (vendor grey map, LUT)."""
+    if look.vendor is not None:
+        fr = np.random.default_rng([noise_seed, 31, index])
+        return _apply_lut(_vendor_gray(gray, mask, look.vendor, fr, apex_xy), look.vendor.lut)
+    gray8 = np.clip(gray, 0, 255).astype(np.uint8)
+    return cv2.merge([gray8, gray8, gray8])
+
+
+def family_frame(canvas: np.ndarray, sector_rgb: np.ndarray, mask: np.ndarray, look: FamilyLook, noise_seed: int,
+                 ecg_box: tuple[int, int, int, int], cursor_x: int) -> np.ndarray:
+    """One displayed frame: background + sector, the family's overlays, ECG cursor and compression."""
+    out = cv2.add(canvas, sector_rgb)
+    if look.vendor is not None:
+        _draw_overlays(out, mask, look.vendor.overlays, np.random.default_rng([noise_seed, 32]))
+    if look.ecg != "missing":
+        _, ey0, _, ey1 = ecg_box
+        cv2.line(out, (cursor_x, ey0), (cursor_x, ey1), (230, 230, 90), 1)
+    if look.vendor is not None:
+        out = _jpeg(out, look.vendor.jpeg_quality)
+    return out
+
+
+def _styled_sector_rgb(renderer, params, geo, i: int, scatter, warp, look: FamilyLook) -> np.ndarray:
     """The sector image of frame ``i`` in the family's look (scatter texture, warp, vendor grey map)."""
     mask = renderer.conv.sector_mask
     if scatter is not None:
-        gray = renderer.conv.to_image(scatter.polar(geo, i))
+        gray = renderer.conv.to_image(scatter.polar(renderer._classes_polar(geo), i))
     else:
         gray = renderer.sector_image(geo, i).astype(np.float32)
     if warp is not None:
         gray = warp.apply(gray) * mask
-    if vendor is not None:
-        fr = np.random.default_rng([params.noise_seed, 31, i])
-        gray = _vendor_gray(gray, mask, vendor, fr, (renderer.geom.apex_x_px, renderer.geom.apex_y_px))
-        return _apply_lut(gray, vendor.lut)
-    gray8 = np.clip(gray, 0, 255).astype(np.uint8)
-    return cv2.merge([gray8, gray8, gray8])
+    return family_sector_rgb(gray, mask, look, params.noise_seed, i, (renderer.geom.apex_x_px, renderer.geom.apex_y_px))
 
 
 def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequence[int] | None = None,
@@ -476,40 +535,25 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
     kp_all = warp.forward_points(kp_all) if warp is not None else kp_all
     lvid = linear_values_cm(kp_all, 1.0)["lvidd"]
     ed, es = int(np.argmax(lvid)), int(np.argmin(lvid))
-    look_rng = style_rng(params.noise_seed, style, 3)
-    scatter = ScatterRenderer(renderer, _scatter_look(look_rng), params.noise_seed) if style == "scatter" else None
-    vendor = _vendor_look(look_rng) if style == "vendor" else None
-    canvas = renderer.canvas.copy()
-    regions = renderer.regions()
-    ex0, ey0, ex1, ey1 = renderer.ecg_box
-    ecg_mode = vendor.ecg if vendor is not None else ("missing" if look_rng.random() < 0.3 else "normal")
-    if ecg_mode == "missing":
-        canvas[ey0 : ey1 + 1, ex0 : ex1 + 1] = 0
-        regions = regions[:1]
-    elif ecg_mode == "recolour":
-        box = canvas[ey0 : ey1 + 1, ex0 : ex1 + 1]
-        canvas[ey0 : ey1 + 1, ex0 : ex1 + 1] = box[..., ::-1]
+    look = family_look(params.noise_seed, style)
+    scatter = (ScatterRenderer(renderer.conv, look.scatter, params.noise_seed, params.chest_wall_cm)
+               if look.scatter is not None else None)
+    canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
+    ex0, _, ex1, _ = renderer.ecg_box
     imgs = np.empty((len(idx), h, w, 3), dtype=np.uint8)
     labs = np.empty((len(idx), h, w), dtype=np.uint8) if labels else None
     for k, i in enumerate(idx):
         geo = frame_geometry(params, i)
-        rgb = _styled_sector_rgb(renderer, params, geo, i, scatter, warp, vendor)
-        out = cv2.add(canvas, rgb)
-        if vendor is not None:
-            _draw_overlays(out, mask, vendor.overlays, np.random.default_rng([params.noise_seed, 32]))
-        if ecg_mode != "missing":
-            t_s = i * params.frame_time_ms / 1000.0
-            duration = params.n_frames * params.frame_time_ms / 1000.0
-            xc = int(round(ex0 + t_s / duration * (ex1 - ex0)))
-            cv2.line(out, (xc, ey0), (xc, ey1), (230, 230, 90), 1)
-        if vendor is not None:
-            out = _jpeg(out, vendor.jpeg_quality)
-        imgs[k] = out
+        rgb = _styled_sector_rgb(renderer, params, geo, i, scatter, warp, look)
+        t_s = i * params.frame_time_ms / 1000.0
+        duration = params.n_frames * params.frame_time_ms / 1000.0
+        xc = int(round(ex0 + t_s / duration * (ex1 - ex0)))
+        imgs[k] = family_frame(canvas, rgb, mask, look, params.noise_seed, renderer.ecg_box, xc)
         if labs is not None:
             lab = renderer.labels(geo)
             labs[k] = warp.apply(lab, cv2.INTER_NEAREST) * mask if warp is not None else lab
     truth = plax_truth(params, kp_all, ed, es, renderer)
-    truth["style"] = {"family": style, "styles_version": STYLES_VERSION, "ecg": ecg_mode}
+    truth["style"] = {"family": style, "styles_version": STYLES_VERSION, "ecg": look.ecg}
     if len(regions) == 1:
         truth["ecg"] = None
     return SyntheticCine(
@@ -566,6 +610,145 @@ def render_styled_plax_case(case_seed: int, style: str = DEFAULT_STYLE, *, small
         kwargs["n_frames"] = n_frames
     params = sample_styled_plax_params(rng, style, seed=case_seed, **kwargs)
     return render_styled_plax(params, style, frames=frames, labels=labels)
+
+
+# =========================================================================== apical: anatomy
+
+
+def _heart_rng(heart, style: str) -> np.random.Generator:
+    """Random source of a heart's shaping: the same heart gets the same shape in both views."""
+    key = hashlib.sha256(repr(dataclasses.astuple(heart)).encode()).digest()[:8]
+    return style_rng(int.from_bytes(key, "little"), style, 20)
+
+
+def _wall_shape(r: np.random.Generator, common_amp: float, freq: tuple[float, float], odd_amp: float):
+    from echomeasure.synthetic.apical import WallShape
+
+    u = r.uniform
+    common = tuple(float(v) for _ in range(2) for v in (u(0.3, 1.0) * common_amp, u(*freq), u(0.0, 2 * math.pi)))
+    odd = tuple(float(u(-odd_amp, odd_amp) / j) for j in (1, 2, 3))
+    return WallShape(common, odd)
+
+
+def shape_apical_heart(heart, style: str):
+    """The family's shaped version of an apical heart (``classic``: the heart itself).
+
+    ``scatter``: strong, low-frequency bends (septal bulges, lateral dilatation, asymmetric
+    atria); ``vendor``: milder, more wiggly ones.  Both views get their own profiles.
+    """
+    from echomeasure.synthetic.apical import ShapedApicalHeart, ViewShape
+
+    style = check_style(style)
+    if style == "classic":
+        return heart
+    r = _heart_rng(heart, style)
+    if style == "scatter":
+        lv, wall, la, freq = (0.16, 0.14), (0.12, 0.0), (0.15, 0.12), (2.0, 7.0)
+    else:
+        lv, wall, la, freq = (0.09, 0.07), (0.08, 0.0), (0.1, 0.07), (3.0, 10.0)
+    views = [ViewShape(_wall_shape(r, lv[0], freq, lv[1]), _wall_shape(r, wall[0], freq, wall[1]),
+                       _wall_shape(r, la[0], freq, la[1])) for _ in range(2)]
+    return ShapedApicalHeart(**dataclasses.asdict(heart) | {"shape_a4c": views[0], "shape_a2c": views[1]})
+
+
+def sample_styled_apical_params(params, style: str = DEFAULT_STYLE):
+    """An apical case re-drawn in a family (``classic``: ``params`` unchanged).
+
+    The heart is shaped (:func:`shape_apical_heart`); the acquisition is drawn again from a
+    family stream keyed by the case's noise seed: ``scatter`` narrow to wide sectors, deep and
+    shallow, stronger tilts and offsets; ``vendor`` zoomed (tight depth) or deep sectors.  Every
+    draw keeps the LV and LA of ED and ES inside the sector (:func:`~.apical._pose_fits`); if
+    none does, the classic acquisition is kept with the shaped heart, or the classic case.
+    """
+    from echomeasure.synthetic.apical import _pose_fits, sector_geometry
+
+    style = check_style(style)
+    if style == "classic":
+        return params
+    heart = shape_apical_heart(params.heart, style)
+    r = style_rng(params.noise_seed, style, 21)
+    u = r.uniform
+    extent = heart.lv_length_cm + heart.apex_wall_cm + heart.la_centre_cm + heart.la_half_length_cm
+    for attempt in range(60):
+        shrink = max(0.0, 1.0 - attempt / 40.0)
+        if style == "scatter":
+            apex_depth, margin, sector = u(0.5, 3.0), u(0.3, 5.0), u(55.0, 100.0)
+            steer, tilt, lateral = u(-8.0, 8.0) * shrink, u(-20.0, 20.0) * shrink, u(-1.2, 1.2) * shrink
+        else:
+            apex_depth, sector = u(0.6, 2.0), u(60.0, 88.0)
+            margin = u(0.3, 1.2) if r.random() < 0.6 else u(3.0, 6.0)  # zoomed, or deep
+            steer, tilt, lateral = u(-5.0, 5.0) * shrink, u(-15.0, 15.0) * shrink, u(-1.0, 1.0) * shrink
+        pose = {"apex_depth_cm": apex_depth, "tilt_deg": tilt, "lateral_cm": lateral}
+        candidate = dataclasses.replace(params, heart=heart, depth_cm=float(np.clip(apex_depth + extent + margin, 10.0, 24.0)),
+                                        sector_deg=sector, steer_deg=steer, **pose)
+        geom = sector_geometry(candidate)
+        candidate = dataclasses.replace(candidate, sector_deg=geom.sector_deg, steer_deg=geom.steer_deg)
+        if _pose_fits(heart, params.view, params.systole_fraction, geom, pose):
+            return candidate
+    classic_pose = {"apex_depth_cm": params.apex_depth_cm, "tilt_deg": params.tilt_deg, "lateral_cm": params.lateral_cm}
+    if _pose_fits(heart, params.view, params.systole_fraction, sector_geometry(params), classic_pose):
+        return dataclasses.replace(params, heart=heart)
+    return params
+
+
+# =========================================================================== apical: render
+
+
+def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Sequence[int] | None = None,
+                         labels: bool = True) -> SyntheticCine:
+    """Render an apical case in a family (``classic``: exactly :func:`~.apical.render_apical`).
+
+    ``params`` should come from :func:`sample_styled_apical_params` with the same ``style``.  The
+    image formation is the family's (scatter simulation of the phantom's tissues, or the vendor
+    display of the classic echo); label maps and truth are those of the (shaped) phantom.
+    """
+    from echomeasure.synthetic.apical import ApicalRenderer, apical_ed_es_frames, apical_truth, render_apical
+
+    style = check_style(style)
+    if style == "classic":
+        return render_apical(params, frames=frames, labels=labels)
+    idx = _frame_indices(frames, params.n_frames)
+    renderer = ApicalRenderer(params)
+    g = renderer.geom
+    mask = renderer.conv.sector_mask
+    look = family_look(params.noise_seed, style)
+    # the near-field reverberation source: the chest wall above the apex
+    scatter = (ScatterRenderer(renderer.conv, look.scatter, params.noise_seed, 0.6 * params.apex_depth_cm)
+               if look.scatter is not None else None)
+    canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
+    ex0, _, ex1, _ = renderer.ecg_box
+    imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
+    labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
+    for k, i in enumerate(idx):
+        st = params.state(i)
+        if scatter is not None:
+            gray = renderer.conv.to_image(scatter.polar(renderer.tissue_classes_polar(st), i))
+        else:
+            gray = renderer.sector_image(st, i).astype(np.float32)
+        rgb = family_sector_rgb(gray, mask, look, params.noise_seed, i, (g.apex_x_px, g.apex_y_px))
+        xc = int(round(ex0 + i / max(1, params.n_frames) * (ex1 - ex0)))
+        imgs[k] = family_frame(canvas, rgb, mask, look, params.noise_seed, renderer.ecg_box, xc)
+        if labs is not None:
+            labs[k] = renderer.labels(st)
+    ed, es = apical_ed_es_frames(params)
+    truth = apical_truth(params, ed, es, g)
+    truth["style"] = {"family": style, "styles_version": STYLES_VERSION, "ecg": look.ecg,
+                      "shaped": params.heart.view_shape(params.view) is not None}
+    return SyntheticCine(
+        frames=imgs, frame_time_ms=params.frame_time_ms, regions=regions,
+        keypoints=np.zeros((len(idx), 0, 2), dtype=np.float32), labels=labs, ed_frame=ed, es_frame=es,
+        frame_indices=idx, truth=truth, cm_per_px=g.cm_per_px,
+    )
+
+
+def render_styled_apical_case(case_seed: int, view: str = "a4c", style: str = DEFAULT_STYLE, *, small: bool = False,
+                              labels: bool = False, frames: int | Sequence[int] | None = None) -> SyntheticCine:
+    """Sample and render the apical case of one seed in one view and family (``classic``:
+    exactly :func:`~.apical.render_apical_case`)."""
+    from echomeasure.synthetic.apical import sample_apical_case_params
+
+    params = sample_styled_apical_params(sample_apical_case_params(case_seed, 0, view, small=small), style)
+    return render_styled_apical(params, style, frames=frames, labels=labels)
 
 
 # =========================================================================== Doppler
@@ -681,10 +864,14 @@ __all__ = [
     "TRAINING_STYLES",
     "check_style",
     "parse_styles",
+    "shape_apical_heart",
     "render_styled_doppler",
+    "render_styled_apical",
+    "render_styled_apical_case",
     "render_styled_doppler_case",
     "render_styled_plax",
     "render_styled_plax_case",
+    "sample_styled_apical_params",
     "sample_styled_doppler_params",
     "sample_styled_plax_params",
 ]
