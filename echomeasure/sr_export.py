@@ -56,7 +56,6 @@ from echomeasure.store import ClipRecord, MeasurementState, Store
 if TYPE_CHECKING:
     import highdicom as hd
 
-    from echomeasure.ingest.clip import Region
     from echomeasure.ingest.deid import UidRemapper
 
 log = logging.getLogger(__name__)
@@ -201,10 +200,10 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes) -> Dataset:
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import UID, ExplicitVRLittleEndian
 
-    from echomeasure.ingest.deid import patient_pseudonym
+    from echomeasure.ingest.deid import patient_pseudonym, set_rgb_pixels
 
     frames = _stored_frames(store, clip)
-    n, rows, cols, _ = frames.shape
+    n = frames.shape[0]
     sop_class = US_MULTIFRAME_IMAGE_STORAGE if n > 1 else US_IMAGE_STORAGE
     ds = Dataset()
     ds.SOPClassUID = sop_class
@@ -227,23 +226,13 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes) -> Dataset:
     ds.Manufacturer = ""
     ds.PatientOrientation = ""
     ds.ImageType = ["DERIVED", "PRIMARY"]
-    ds.SamplesPerPixel = 3
-    ds.PhotometricInterpretation = "RGB"
-    ds.PlanarConfiguration = 0
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.Rows, ds.Columns = rows, cols
     if n > 1:
-        ds.NumberOfFrames = n
         ds.FrameIncrementPointer = FRAME_TIME_TAG
         ds.FrameTime = f"{clip.frame_time_ms or 33.3:.4g}"
     if clip.regions:
-        ds.SequenceOfUltrasoundRegions = DicomSequence([_region_item(r) for r in clip.region_objects])
+        ds.SequenceOfUltrasoundRegions = DicomSequence([r.to_dicom_item() for r in clip.region_objects])
     _set_deidentification(ds, clip)
-    ds.PixelData = np.ascontiguousarray(frames).tobytes()
-    ds["PixelData"].VR = "OB"
+    set_rgb_pixels(ds, frames)
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(sop_class)
@@ -254,30 +243,6 @@ def source_dataset(store: Store, clip: ClipRecord, *, secret: bytes) -> Dataset:
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128
     return ds
-
-
-def _region_item(r: Region) -> Dataset:
-    from pydicom.dataset import Dataset
-
-    item = Dataset()
-    item.RegionLocationMinX0, item.RegionLocationMinY0 = int(r.x0), int(r.y0)
-    item.RegionLocationMaxX1, item.RegionLocationMaxY1 = int(r.x1), int(r.y1)
-    item.RegionSpatialFormat = int(r.spatial_format)
-    item.RegionDataType = int(r.data_type)
-    item.RegionFlags = int(r.flags)
-    item.PhysicalUnitsXDirection = int(r.units_x)
-    item.PhysicalUnitsYDirection = int(r.units_y)
-    item.PhysicalDeltaX = float(r.delta_x)
-    item.PhysicalDeltaY = float(r.delta_y)
-    if r.ref_x0 is not None:
-        item.ReferencePixelX0 = int(r.ref_x0)
-    if r.ref_y0 is not None:
-        item.ReferencePixelY0 = int(r.ref_y0)
-    if r.ref_phys_x:
-        item.ReferencePixelPhysicalValueX = float(r.ref_phys_x)
-    if r.ref_phys_y:
-        item.ReferencePixelPhysicalValueY = float(r.ref_phys_y)
-    return item
 
 
 # --------------------------------------------------------------------------- the report

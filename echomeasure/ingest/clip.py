@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 SourceKind = Literal["dicom", "video", "image"]
 CalibrationSource = Literal["dicom", "user", "none"]
@@ -66,6 +69,28 @@ class Region:
     def doppler_scale_is_frequency(self) -> bool:
         """RegionFlags bit 2 (value 4): 1 means the Doppler scale is frequency, not velocity."""
         return bool(self.flags & 0b100)
+
+    def to_dicom_item(self) -> Dataset:
+        """This region as an item of the Sequence of Ultrasound Regions (absent reference pixels stay absent)."""
+        from pydicom.dataset import Dataset
+
+        item = Dataset()
+        item.RegionSpatialFormat = int(self.spatial_format)
+        item.RegionDataType = int(self.data_type)
+        item.RegionFlags = int(self.flags)
+        item.RegionLocationMinX0, item.RegionLocationMinY0 = int(self.x0), int(self.y0)
+        item.RegionLocationMaxX1, item.RegionLocationMaxY1 = int(self.x1), int(self.y1)
+        if self.ref_x0 is not None:
+            item.ReferencePixelX0 = int(self.ref_x0)
+        if self.ref_y0 is not None:
+            item.ReferencePixelY0 = int(self.ref_y0)
+        item.PhysicalUnitsXDirection = int(self.units_x)
+        item.PhysicalUnitsYDirection = int(self.units_y)
+        item.ReferencePixelPhysicalValueX = float(self.ref_phys_x)
+        item.ReferencePixelPhysicalValueY = float(self.ref_phys_y)
+        item.PhysicalDeltaX = float(self.delta_x)
+        item.PhysicalDeltaY = float(self.delta_y)
+        return item
 
 
 @dataclass

@@ -37,27 +37,6 @@ PRIVATE_CREATOR = "ECHOMEASURE SYNTHETIC"
 JPEG_QUALITY = 90
 
 
-def region_item(region: Region) -> pydicom.Dataset:
-    """One item of the Sequence of Ultrasound Regions."""
-    it = pydicom.Dataset()
-    it.RegionSpatialFormat = int(region.spatial_format)
-    it.RegionDataType = int(region.data_type)
-    it.RegionFlags = int(region.flags)
-    it.RegionLocationMinX0 = int(region.x0)
-    it.RegionLocationMinY0 = int(region.y0)
-    it.RegionLocationMaxX1 = int(region.x1)
-    it.RegionLocationMaxY1 = int(region.y1)
-    it.ReferencePixelX0 = int(region.ref_x0 or 0)
-    it.ReferencePixelY0 = int(region.ref_y0 or 0)
-    it.PhysicalUnitsXDirection = int(region.units_x)
-    it.PhysicalUnitsYDirection = int(region.units_y)
-    it.ReferencePixelPhysicalValueX = float(region.ref_phys_x)
-    it.ReferencePixelPhysicalValueY = float(region.ref_phys_y)
-    it.PhysicalDeltaX = float(region.delta_x)
-    it.PhysicalDeltaY = float(region.delta_y)
-    return it
-
-
 def _ds_str(value: float) -> str:
     """A DICOM DS string (at most 16 characters)."""
     text = f"{value:.10g}"
@@ -103,7 +82,7 @@ def build_dataset(
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.BurnedInAnnotation = "YES"
-    ds.SequenceOfUltrasoundRegions = DicomSequence([region_item(r) for r in regions])
+    ds.SequenceOfUltrasoundRegions = DicomSequence([r.to_dicom_item() for r in regions])
     _set_image_pixel_module(ds, frames, multiframe, frame_time_ms)
 
     private = ds.private_block(0x0009, PRIVATE_CREATOR, create=True)
