@@ -1,6 +1,8 @@
 """Ingest one file end to end: de-identify -> store clip and frames -> propose -> store proposals.
 
-The CLI (``echomeasure ingest``) and the review UI both call :func:`ingest_path`.  Only the
+The CLI (``echomeasure ingest``) and the review UI both call :func:`ingest_path`; it and the batch
+writer store a clip through :func:`store_clip`, and its proposals (calipers, contours, volumes)
+through :func:`store_proposals`.  Only the
 de-identification gate's output (:class:`echomeasure.ingest.DeidentifiedClip`) reaches the store.
 When no model weights are installed the clip is still stored, without proposals, and the
 result carries a warning instead of failing.
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 
 # progress(fraction 0..1, description): the signature of gradio.Progress as well.
 Progress = Callable[[float, str], Any]
+
+
+def _no_progress(fraction: float, description: str) -> None:
+    """The progress callback when none is given."""
 
 
 @dataclass(frozen=True)
@@ -59,40 +65,66 @@ class IngestResult:
         }
 
 
-def _propose_and_store(
-    name: str, dclip: Any, record: ClipRecord, store: Store, only: Sequence[str] | None, reviewer: str,
-    report: Progress, warnings: list[str],
-) -> tuple[tuple[ProposalRecord, ...], bool]:
-    """Run the models on a stored clip and store their proposals; ``(proposals, proposed)``.
+def store_clip(
+    store: Store,
+    dclip: Any,
+    file: str,
+    make_proposals: Callable[[], tuple[Any, Sequence[str]]],
+    *,
+    save_frames: bool = True,
+    actor: str = "system",
+    report: Progress | None = None,
+) -> IngestResult:
+    """Store a de-identified clip, its frames and, unless the store holds some already, its proposals.
 
-    Missing weights or an unmeasurable clip leave the clip without proposals and add a warning.
+    The one writer of an ingested clip: ``echomeasure ingest``, the review UI and the batch writer
+    (:func:`echomeasure.batch.run.store_opened`) all store through here.  ``make_proposals`` is
+    called only when the clip has no proposals yet; it returns ``(ClipProposals or None,
+    warnings)`` (None: no proposals, the warnings say why).  The proposals are stored with
+    :func:`store_proposals`.
     """
-    try:
-        clip_proposals = _propose(dclip, only, report)
-    except (WeightsError, MeasurementError) as exc:
-        warnings.append(f"no proposals: {exc}")
-        log.info("%s: no proposals: %s", name, exc)  # reported in the result, not twice
-        return (), False
-    warnings.extend(getattr(clip_proposals, "notices", ()))
-    stored = tuple(store.add_proposals(record.id, clip_proposals, actor=reviewer))
-    try:
-        _store_contours_and_volumes(record.id, clip_proposals, store, reviewer)
-    except StoreError as exc:  # the calipers are stored; say what of the contours is missing
-        warnings.append(f"contours or volumes not stored: {exc}")
-        log.info("%s: contours or volumes not stored: %s", name, exc)
-    return stored, True
+    report = report or _no_progress
+    report(0.3, "storing the de-identified clip")
+    record = store.add_clip(dclip, actor=actor)
+    if save_frames and (record.created or len(store.frame_images(record.id)) < record.n_frames):
+        report(0.35, "keeping the de-identified frames")
+        store.save_frames(record.id, dclip.clip.frames, actor=actor)
+    if not record.created:
+        existing = tuple(store.proposals(record.id))
+        if existing:
+            return IngestResult(file=file, clip=record, proposals=existing, new=False)
+    clip_proposals, warnings = make_proposals()
+    if clip_proposals is None:
+        return IngestResult(file=file, clip=record, new=record.created, warnings=tuple(warnings))
+    stored, store_warnings = store_proposals(store, record.id, clip_proposals, actor=actor)
+    return IngestResult(file=file, clip=record, proposals=stored, new=record.created, proposed=True,
+                        warnings=(*warnings, *store_warnings))
 
 
-def _store_contours_and_volumes(clip_id: int, clip_proposals: Any, store: Store, reviewer: str) -> None:
-    """Store the proposed contours (one per structure per frame) and volumes/EF with their method."""
+def store_proposals(
+    store: Store, clip_id: int, clip_proposals: Any, *, actor: str = "system"
+) -> tuple[tuple[ProposalRecord, ...], tuple[str, ...]]:
+    """Store everything proposed for a stored clip: the calipers, the contours (one per structure
+    per frame) and the volumes/EF with their method.
+
+    Returns the stored caliper proposals and the warnings for the reviewer: the proposals'
+    notices, and what of the contours or volumes could not be stored (the calipers are kept then).
+    """
     from echomeasure.store import contours
 
+    warnings = list(getattr(clip_proposals, "notices", ()))
+    stored = tuple(store.add_proposals(clip_id, clip_proposals, actor=actor))
     segmentations = getattr(clip_proposals, "segmentations", None) or []
     volumes = getattr(clip_proposals, "volumes", None) or []
-    if segmentations:
-        contours.add_contours(store, clip_id, segmentations, model=clip_proposals.model, actor=reviewer)
-    if volumes:
-        contours.add_volumes(store, clip_id, volumes, model=clip_proposals.model, actor=reviewer)
+    try:
+        if segmentations:
+            contours.add_contours(store, clip_id, segmentations, model=clip_proposals.model, actor=actor)
+        if volumes:
+            contours.add_volumes(store, clip_id, volumes, model=clip_proposals.model, actor=actor)
+    except StoreError as exc:
+        warnings.append(f"contours or volumes not stored: {exc}")
+        log.info("clip %s: contours or volumes not stored: %s", clip_id, exc)
+    return stored, tuple(warnings)
 
 
 def ingest_path(
@@ -143,35 +175,25 @@ def ingest_path(
     from echomeasure import ingest
 
     name = display_name(path)
-    report = progress or (lambda fraction, desc: None)
+    report = progress or _no_progress
     secret_bytes = secret.encode("utf-8") if isinstance(secret, str) else secret
 
     report(0.0, f"de-identifying {name}")
     dclip = ingest.load(Path(path), secret=secret_bytes, user_cm_per_px=user_cm_per_px)
 
-    report(0.3, "storing the de-identified clip")
-    record = store.add_clip(dclip, actor=reviewer)
-    if save_frames and (record.created or len(store.frame_images(record.id)) < record.n_frames):
-        report(0.35, "keeping the de-identified frames")
-        store.save_frames(record.id, dclip.clip.frames, actor=reviewer)
-
-    proposals: tuple[ProposalRecord, ...] = () if record.created else tuple(store.proposals(record.id))
-    warnings: list[str] = []
-    proposed = False
-    if run_models and not proposals:
+    def make_proposals() -> tuple[Any, list[str]]:
+        if not run_models:
+            return None, ["proposals skipped on request"]
         report(0.5, "proposing measurements")
-        proposals, proposed = _propose_and_store(name, dclip, record, store, only, reviewer, report, warnings)
-    elif not run_models and not proposals:
-        warnings.append("proposals skipped on request")
+        try:
+            return _propose(dclip, only, report), []
+        except (WeightsError, MeasurementError) as exc:
+            log.info("%s: no proposals: %s", name, exc)  # reported in the result, not twice
+            return None, [f"no proposals: {exc}"]
+
+    result = store_clip(store, dclip, name, make_proposals, save_frames=save_frames, actor=reviewer, report=report)
     report(1.0, "done")
-    return IngestResult(
-        file=name,
-        clip=record,
-        proposals=proposals,
-        new=record.created,
-        proposed=proposed,
-        warnings=tuple(warnings),
-    )
+    return result
 
 
 def _propose(dclip: Any, only: Sequence[str] | None, report: Progress) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_fixtures import CANARY_STRINGS, write_us_dicom
+from store_fixtures import CANARY_STRINGS, lvidd_proposals, write_us_dicom
 
 from echomeasure import config
 from echomeasure.batch import run_batch, sealed
@@ -25,6 +25,7 @@ from echomeasure.batch.worker import PreAnnotator
 from echomeasure.cli import main
 from echomeasure.errors import DeidentificationError
 from echomeasure.store import open_store
+from echomeasure.store.contours import contour_proposals, volumes
 
 TEST_SECRET = "test-secret-not-for-production"  # the one tests/conftest.py sets for every test
 EXAMPLES = config.EXAMPLES_DIR
@@ -65,12 +66,24 @@ def archive(tmp_path: Path) -> Path:
     return root
 
 
+def _contours_and_volumes(store, clip_id: int) -> dict[str, list]:
+    """The contour and volume proposals of a stored clip, with the name and version of their model."""
+    models = {m.id: (m.name, m.version) for m in store.model_versions()}
+    return {
+        "contours": [(c.frame_index, c.structure, c.polygon, c.area_cm2, c.confidence, models.get(c.model_version_id))
+                     for c in contour_proposals(store, clip_id)],
+        "volumes": [(v.measurement, v.frame_index, v.value, v.unit, v.method, v.confidence, models.get(v.model_version_id))
+                    for v in volumes(store, clip_id)],
+    }
+
+
 def _store_snapshot(url: str) -> dict[str, dict]:
-    """Every clip of a store by instance UID, with its saved frames and proposals."""
+    """Every clip of a store by instance UID, with its saved frames, proposals, contours and volumes."""
     out: dict[str, dict] = {}
     with open_store(url) as store:
         for c in store.clips():
             out[c.instance_uid] = {
+                **_contours_and_volumes(store, c.id),
                 "clip": (c.study_uid, c.series_uid, c.kind, c.n_frames, c.frame_time_ms, c.width_px, c.height_px,
                          c.regions, c.calibration_source, c.user_cm_per_px, c.pixel_sha256),
                 "deid_record": c.deid_record,
@@ -92,6 +105,7 @@ def _assert_same_stores(expected: dict[str, dict], actual: dict[str, dict]) -> N
         assert got["deid_record"] == exp["deid_record"]
         assert got["frames"] == exp["frames"] and len(got["frames"]) == exp["clip"][3]
         assert sorted(got["proposals"]) == sorted(exp["proposals"])
+        assert got["contours"] == exp["contours"] and got["volumes"] == exp["volumes"]
         for name, e in exp["proposals"].items():
             g = got["proposals"][name]
             assert g[0] == e[0] and g[3] == e[3] and g[7:] == e[7:], name
@@ -150,6 +164,42 @@ def test_a_sealed_row_opens_only_unchanged_and_with_the_same_secret():
         sealed.open_row({**row, "proposals": row["proposals"] + " "}, secret)
 
 
+LV_ED = {"frame": 1, "structure": "lv", "polygon": [[20.0, 10.0], [30.0, 12.0], [28.0, 30.0], [18.0, 28.0]],
+         "area_cm2": 0.62, "confidence": 0.93}
+LV_ES = {"frame": 3, "structure": "lv", "polygon": [[21.0, 12.0], [28.0, 13.0], [26.0, 26.0]], "area_cm2": 0.4,
+         "confidence": 0.88}
+LV_VOLUMES = [
+    {"name": "lvedv", "value": 120.5, "unit": "ml", "frame": 1, "method": "single-plane A4C", "confidence": 0.9},
+    {"name": "lvesv", "value": 50.25, "unit": "ml", "frame": 3, "method": "single-plane A4C", "confidence": 0.85},
+    {"name": "lvef", "value": 58.3, "unit": "%", "frame": 3, "method": "single-plane A4C", "confidence": 0.85},
+]
+
+
+def test_a_sealed_row_carries_contours_and_volumes_into_the_store_as_ingest_stores_them(tmp_path, monkeypatch):
+    from echomeasure import ingest, pipeline
+    from echomeasure.batch import store_opened
+
+    proposed = lvidd_proposals()
+    proposed.segmentations, proposed.volumes = [LV_ED, LV_ES], LV_VOLUMES
+    dicom = write_us_dicom(tmp_path / "clip.dcm", seed=4)
+    secret = TEST_SECRET.encode()
+    row = sealed.ok_row(0, "clip.dcm", "k" * 64, ingest.load(dicom, secret=secret), proposed, [], secret)
+    opened = sealed.open_row(row, secret)
+    assert opened.proposals.segmentations == [LV_ED, LV_ES] and opened.proposals.volumes == LV_VOLUMES
+
+    with open_store(f"sqlite:///{tmp_path / 'batch.sqlite'}") as store:
+        batch = store_opened(store, opened)
+        batch_stored = _contours_and_volumes(store, batch.clip.id)
+    monkeypatch.setattr(pipeline, "_propose", lambda dclip, only, report: proposed)
+    with open_store(f"sqlite:///{tmp_path / 'single.sqlite'}") as store:
+        single = pipeline.ingest_path(dicom, store, secret=secret)
+        single_stored = _contours_and_volumes(store, single.clip.id)
+    assert batch.proposed and single.proposed and len(batch.proposals) == len(single.proposals) == 3
+    assert [(c[0], c[1]) for c in batch_stored["contours"]] == [(1, "lv"), (3, "lv")]
+    assert [v[0] for v in batch_stored["volumes"]] == ["lvedv", "lvesv", "lvef"]
+    assert batch_stored == single_stored
+
+
 def test_the_pool_is_sized_to_the_machine_or_the_cluster():
     from echomeasure.batch import plan_pool
 
@@ -200,6 +250,7 @@ def test_batch_gives_the_same_store_as_sequential_ingest_and_resumes(ray_session
 
     seq = _store_snapshot(seq_url)
     assert len(seq) == 7 and sum(len(c["proposals"]) for c in seq.values()) >= 16
+    assert sum(len(c["contours"]) for c in seq.values()) == 2 * 12  # plax-seg: 6 structures on ED and ES of each cine
     _assert_same_stores(seq, _store_snapshot(batch_url))
 
     # Re-run with --resume: the finished files are skipped by content, the broken one is tried again.
@@ -210,6 +261,29 @@ def test_batch_gives_the_same_store_as_sequential_ingest_and_resumes(ray_session
     assert again["broken.dcm"]["status"] == "error"
     assert "1 failed, 7 skipped of 8 files" in err
     _assert_same_stores(seq, _store_snapshot(batch_url))
+
+
+def test_batch_stores_the_plax_contours_as_ingest_does(ray_session, tmp_path):
+    from echomeasure.pipeline import ingest_path
+
+    folder = tmp_path / "plax"
+    folder.mkdir()
+    shutil.copy(EXAMPLES / "case_0000.dcm", folder / "case_0000.dcm")
+    single_url = f"sqlite:///{tmp_path / 'single.sqlite'}"
+    with open_store(single_url) as store:
+        single = ingest_path(folder / "case_0000.dcm", store, secret=config.secret())
+    assert single.proposed
+
+    batch_url = f"sqlite:///{tmp_path / 'batch.sqlite'}"
+    reported: list[dict] = []
+    summary = run_batch([folder], db=batch_url, workers=1, emit=reported.append)
+    assert (summary.ok, summary.failed) == (1, 0) and reported[0]["warnings"] == list(single.warnings)
+    expected, stored = _store_snapshot(single_url), _store_snapshot(batch_url)
+    clip = next(iter(stored.values()))
+    # plax-seg segments the ED and ES frames (those of the calipers): six structures on each
+    assert len(clip["contours"]) == 12
+    assert {c[0] for c in clip["contours"]} == {p[0] for p in clip["proposals"].values()}
+    _assert_same_stores(expected, stored)
 
 
 def test_batch_to_parquet_then_ingest_from_parquet(ray_session, archive, tmp_path, capsys):

@@ -143,29 +143,15 @@ def append_ledger(path: Path, key: str, clip_id: int) -> None:
 
 
 def store_opened(store: Any, opened: Any, *, actor: str = "system") -> Any:
-    """Store a verified batch result as ``ingest`` stores a file (same clip, frames, proposals).
+    """Store a verified batch result as ``ingest`` stores a file: the clip, its frames, and its
+    proposals with their contours and volumes (:func:`echomeasure.pipeline.store_clip`).
 
-    Mirrors :func:`echomeasure.pipeline.ingest_path` after its model run: a clip already stored
-    keeps its proposals; otherwise the worker's proposals (or its warnings) are recorded.
+    A clip already stored keeps its proposals; otherwise the worker's proposals (or its warnings
+    when it made none) are recorded.
     """
-    from echomeasure.pipeline import IngestResult
+    from echomeasure.pipeline import store_clip
 
-    dclip = opened.dclip
-    record = store.add_clip(dclip, actor=actor)
-    if record.created or len(store.frame_images(record.id)) < record.n_frames:
-        store.save_frames(record.id, dclip.clip.frames, actor=actor)
-    proposals: tuple = () if record.created else tuple(store.proposals(record.id))
-    proposed = False
-    warnings: tuple[str, ...] = ()
-    if not proposals:
-        if opened.proposals is not None:
-            proposals = tuple(store.add_proposals(record.id, opened.proposals, actor=actor))
-            proposed = True
-            warnings = tuple(getattr(opened.proposals, "notices", ()))
-        else:
-            warnings = opened.warnings
-    return IngestResult(file=opened.file, clip=record, proposals=proposals, new=record.created,
-                        proposed=proposed, warnings=warnings)
+    return store_clip(store, opened.dclip, opened.file, lambda: (opened.proposals, opened.warnings), actor=actor)
 
 
 def ingest_from_parquet(in_dir: str | os.PathLike[str], store: Any, *, secret: bytes,
@@ -280,22 +266,11 @@ def _configure_data_context(ray: Any, n_files: int) -> None:
 
 
 def run_batch(
-    paths: Sequence[str | os.PathLike[str]],
-    *,
-    db: str | None = None,
-    address: str | None = None,
-    workers: int | None = None,
-    out_parquet: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    run_models: bool = True,
-    only: Sequence[str] | None = None,
-    user_cm_per_px: float | None = None,
-    gpus_per_worker: float = 0.0,
-    threads_per_worker: int | None = None,
-    worker_class: type | None = None,
-    emit: Emit | None = None,
-    progress_stream: TextIO | None = None,
-    actor: str = "system",
+    paths: Sequence[str | os.PathLike[str]], *, db: str | None = None, address: str | None = None,
+    workers: int | None = None, out_parquet: str | os.PathLike[str] | None = None, resume: bool = False,
+    run_models: bool = True, only: Sequence[str] | None = None, user_cm_per_px: float | None = None,
+    gpus_per_worker: float = 0.0, threads_per_worker: int | None = None, worker_class: type | None = None,
+    emit: Emit | None = None, progress_stream: TextIO | None = None, actor: str = "system",
 ) -> BatchSummary:
     """Pre-annotate an archive: de-identify and propose in parallel, store with one writer.
 
@@ -337,15 +312,57 @@ def run_batch(
         Before any work: no files, Ray missing, SQLite with a cluster, unreachable store or
         cluster.  During the run: the workers hold another site secret (nothing is stored then).
     """
-    from echomeasure.batch import parquet, sealed
     from echomeasure.batch.worker import PreAnnotator
-    from echomeasure.ingest.clip import display_name
-    from echomeasure.pipeline import iter_input_files
 
     t_wall = time.perf_counter()
-    emit = emit or _print_json
-    stream = progress_stream or sys.stderr
-    summary = BatchSummary()
+    files = _input_files(paths, workers, gpus_per_worker)
+    url = check_destination(db, address, out_parquet)
+    ray = require_ray()
+    job = _Job(
+        secret=config.secret(), emit=emit or _print_json, stream=progress_stream or sys.stderr, actor=actor,
+        address=address, workers=workers, gpus_per_worker=gpus_per_worker, threads_per_worker=threads_per_worker,
+        worker_class=worker_class or PreAnnotator,
+        worker_kwargs={"run_models": run_models, "only": list(only) if only else None, "user_cm_per_px": user_cm_per_px},
+    )
+    summary = BatchSummary(files=len(files))
+    _open_destination(job, url, out_parquet)
+    try:
+        items = _pending_items(files, job, resume, summary)
+        if items:
+            _run_pool(ray, items, summary, job)
+    finally:
+        if job.store is not None:
+            job.store.close()
+    summary.wall_s = time.perf_counter() - t_wall
+    job.stream.write(f"batch: {summary.ok} stored, {summary.failed} failed, {summary.skipped} skipped of "
+                     f"{summary.files} files in {summary.wall_s:.1f} s ({summary.files_per_min:.1f} files/min, "
+                     f"{summary.workers} workers)\n")
+    job.stream.flush()
+    return summary
+
+
+@dataclass
+class _Job:
+    """One batch run's settings and its destination (a store with its resume ledger, or a Parquet folder)."""
+
+    secret: bytes
+    emit: Emit
+    stream: TextIO
+    actor: str
+    address: str | None
+    workers: int | None
+    gpus_per_worker: float
+    threads_per_worker: int | None
+    worker_class: type
+    worker_kwargs: dict[str, Any]  # run_models, only, user_cm_per_px: the worker's constructor arguments
+    store: Any = None
+    ledger: Path | None = None
+    out_dir: Path | None = None
+
+
+def _input_files(paths: Sequence[str | os.PathLike[str]], workers: int | None, gpus_per_worker: float) -> list[Path]:
+    """The files to process; refuses an empty archive and impossible pool settings."""
+    from echomeasure.pipeline import iter_input_files
 
     files = iter_input_files(paths)
     if not files:
@@ -354,138 +371,133 @@ def run_batch(
         raise InvalidInputError("--workers must be at least 1")
     if gpus_per_worker < 0:
         raise InvalidInputError("--gpus-per-worker cannot be negative")
-    url = check_destination(db, address, out_parquet)
-    ray = require_ray()
-    secret = config.secret()
-    summary.files = len(files)
+    return files
 
-    store = None
-    out_dir: Path | None = None
-    ledger: Path | None = None
+
+def _open_destination(job: _Job, url: str | None, out_parquet: str | os.PathLike[str] | None) -> None:
+    """Open the store and its ledger (``url``), or make the Parquet folder."""
     if url is not None:
         from echomeasure.store import open_store
 
-        store = open_store(url)
-        ledger = ledger_path(url)
-    else:
-        out_dir = Path(out_parquet)  # type: ignore[arg-type]
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InvalidInputError(f"{out_parquet}: is a file; give a folder for the Parquet results")
-        out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        done: set[str] = set()
-        if resume and store is not None:
-            done = read_ledger(ledger, {c.id for c in store.clips()})  # type: ignore[arg-type]
-        elif resume:
-            done = parquet.done_keys(out_dir)  # type: ignore[arg-type]
-        items: list[dict[str, Any]] = []
-        for index, path in enumerate(files):
-            try:
-                key = sealed.source_key(path, secret)
-            except OSError:
-                key = ""  # the worker's reader reports the problem in the usual words
-            if key and key in done:
-                summary.skipped += 1
-                emit({"file": display_name(path), "status": "skipped", "reason": "finished in an earlier run"})
-                continue
-            items.append({"index": index, "path": str(path), "source_key": key})
-        if items:
-            _run_pool(ray, items, summary, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
-                      threads_per_worker=threads_per_worker,
-                      worker_class=worker_class or PreAnnotator, run_models=run_models, only=only,
-                      user_cm_per_px=user_cm_per_px, secret=secret, store=store, out_dir=out_dir, ledger=ledger,
-                      emit=emit, stream=stream, actor=actor, names={i["index"]: display_name(i["path"]) for i in items})
-    finally:
-        if store is not None:
-            store.close()
-    summary.wall_s = time.perf_counter() - t_wall
-    stream.write(f"batch: {summary.ok} stored, {summary.failed} failed, {summary.skipped} skipped of "
-                 f"{summary.files} files in {summary.wall_s:.1f} s ({summary.files_per_min:.1f} files/min, "
-                 f"{summary.workers} workers)\n")
-    stream.flush()
-    return summary
+        job.store = open_store(url)
+        job.ledger = ledger_path(url)
+        return
+    out_dir = Path(out_parquet)  # type: ignore[arg-type]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInputError(f"{out_parquet}: is a file; give a folder for the Parquet results")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job.out_dir = out_dir
 
 
-def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, *, address: str | None,
-              workers: int | None, gpus_per_worker: float, threads_per_worker: int | None,
-              worker_class: type, run_models: bool,
-              only: Sequence[str] | None, user_cm_per_px: float | None, secret: bytes, store: Any,
-              out_dir: Path | None, ledger: Path | None, emit: Emit, stream: TextIO, actor: str,
-              names: dict[int, str]) -> None:
+def _pending_items(files: list[Path], job: _Job, resume: bool, summary: BatchSummary) -> list[dict[str, Any]]:
+    """The pool's input rows ``{"index", "path", "source_key"}``; with ``resume``, files an earlier
+    run finished are reported as skipped instead."""
+    from echomeasure.batch import parquet, sealed
+    from echomeasure.ingest.clip import display_name
+
+    done: set[str] = set()
+    if resume and job.store is not None:
+        done = read_ledger(job.ledger, {c.id for c in job.store.clips()})  # type: ignore[arg-type]
+    elif resume:
+        done = parquet.done_keys(job.out_dir)  # type: ignore[arg-type]
+    items: list[dict[str, Any]] = []
+    for index, path in enumerate(files):
+        try:
+            key = sealed.source_key(path, job.secret)
+        except OSError:
+            key = ""  # the worker's reader reports the problem in the usual words
+        if key and key in done:
+            summary.skipped += 1
+            job.emit({"file": display_name(path), "status": "skipped", "reason": "finished in an earlier run"})
+            continue
+        items.append({"index": index, "path": str(path), "source_key": key})
+    return items
+
+
+def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, job: _Job) -> None:
     """Run the actor pool over ``items`` and write each result as it arrives."""
-    from echomeasure.batch import sealed
-
     t0 = time.perf_counter()
-    started = _start_ray(ray, address)
+    started = _start_ray(ray, job.address)
     summary.ray_start_s = time.perf_counter() - t0
     try:
         _configure_data_context(ray, len(items))
-        cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-        n, threads, cpus_per_actor = plan_pool(cluster_cpus, workers, len(items), local=not is_remote(address))
-        if threads_per_worker:
-            threads, cpus_per_actor = int(threads_per_worker), float(threads_per_worker)
-        summary.workers, summary.threads_per_worker = n, threads
-        remote_args: dict[str, Any] = {"num_cpus": cpus_per_actor, "max_restarts": -1, "max_task_retries": 1}
-        if gpus_per_worker:
-            remote_args["num_gpus"] = gpus_per_worker
-        with warnings.catch_warnings():
-            # Ray 2.60 deprecates passing max_restarts/max_task_retries as extra keyword
-            # arguments but has no named parameter for them yet (hence ray<2.64 in the extra);
-            # without them Ray Data retries a task whose worker dies forever.
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
-            ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                worker_class,
-                fn_constructor_kwargs={"run_models": run_models, "only": list(only) if only else None,
-                                       "user_cm_per_px": user_cm_per_px, "threads": threads},
-                batch_size=1,
-                batch_format="numpy",
-                # One file at a time per actor: a worker that dies takes only its own file's
-                # retry with it, not those of files queued behind it.
-                compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1),
-                **remote_args,
-            )
-        my_check = sealed.secret_check(secret)
-        progress = _Progress(len(items), stream)
-        seen: set[int] = set()
-        t_start, cpu_start = time.perf_counter(), time.process_time()
-        for row in ds.iter_rows():
-            if summary.first_result_s is None:
-                summary.first_result_s = time.perf_counter() - t_start
-            index = int(row["index"])
-            if index in seen:
-                continue
-            seen.add(index)
-            pid = row.get("worker_pid")
-            if pid is not None:
-                for usage, column in ((summary.worker_peak_rss_mb, "worker_peak_rss_mb"),
-                                      (summary.worker_cpu_s, "worker_cpu_s")):
-                    usage[int(pid)] = max(usage.get(int(pid), 0.0), float(row.get(column) or 0.0))
-            if row.get("secret_check") != my_check:
-                raise EchomeasureError(
-                    "the Ray workers hold another site secret than this machine (ECHOMEASURE_SECRET); their "
-                    "pseudonymous UIDs would not match: give every worker the same secret. Nothing more was stored"
-                )
-            t_write = time.perf_counter()
-            ok = _write_one(row, secret=secret, store=store, out_dir=out_dir, ledger=ledger, emit=emit,
-                            stream=stream, actor=actor)
-            summary.write_s += time.perf_counter() - t_write
-            summary.ok += ok
-            summary.failed += not ok
-            progress.update(ok)
-        for index in sorted(set(names) - seen):
-            summary.failed += 1
-            emit({"file": names[index], "status": "error", "error": WORKER_LOST})
-            stream.write(f"error: {names[index]}: {WORKER_LOST}\n")
-            progress.update(False)
-        summary.process_s = time.perf_counter() - t_start
-        summary.writer_cpu_s = time.process_time() - cpu_start
+        ds = _pool_dataset(ray, items, summary, job)
+        _write_results(ds, items, summary, job)
     finally:
         if started:
             ray.shutdown()
 
 
-def _write_one(row: dict[str, Any], *, secret: bytes, store: Any, out_dir: Path | None, ledger: Path | None,
-               emit: Emit, stream: TextIO, actor: str) -> bool:
+def _pool_dataset(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, job: _Job) -> Any:
+    """The lazy Ray dataset of worker rows: ``items`` mapped by an actor pool sized by :func:`plan_pool`."""
+    cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+    n, threads, cpus_per_actor = plan_pool(cluster_cpus, job.workers, len(items), local=not is_remote(job.address))
+    if job.threads_per_worker:
+        threads, cpus_per_actor = int(job.threads_per_worker), float(job.threads_per_worker)
+    summary.workers, summary.threads_per_worker = n, threads
+    remote_args: dict[str, Any] = {"num_cpus": cpus_per_actor, "max_restarts": -1, "max_task_retries": 1}
+    if job.gpus_per_worker:
+        remote_args["num_gpus"] = job.gpus_per_worker
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates passing max_restarts/max_task_retries as extra keyword
+        # arguments but has no named parameter for them yet (hence ray<2.64 in the extra);
+        # without them Ray Data retries a task whose worker dies forever.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated", category=DeprecationWarning)
+        return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            job.worker_class,
+            fn_constructor_kwargs={**job.worker_kwargs, "threads": threads},
+            batch_size=1,
+            batch_format="numpy",
+            # One file at a time per actor: a worker that dies takes only its own file's
+            # retry with it, not those of files queued behind it.
+            compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1),
+            **remote_args,
+        )
+
+
+def _write_results(ds: Any, items: list[dict[str, Any]], summary: BatchSummary, job: _Job) -> None:
+    """Write each worker row as it arrives; report the files whose worker died twice."""
+    from echomeasure.batch import sealed
+    from echomeasure.ingest.clip import display_name
+
+    names = {i["index"]: display_name(i["path"]) for i in items}
+    my_check = sealed.secret_check(job.secret)
+    progress = _Progress(len(items), job.stream)
+    seen: set[int] = set()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    for row in ds.iter_rows():
+        if summary.first_result_s is None:
+            summary.first_result_s = time.perf_counter() - t_start
+        index = int(row["index"])
+        if index in seen:
+            continue
+        seen.add(index)
+        pid = row.get("worker_pid")
+        if pid is not None:
+            for usage, column in ((summary.worker_peak_rss_mb, "worker_peak_rss_mb"),
+                                  (summary.worker_cpu_s, "worker_cpu_s")):
+                usage[int(pid)] = max(usage.get(int(pid), 0.0), float(row.get(column) or 0.0))
+        if row.get("secret_check") != my_check:
+            raise EchomeasureError(
+                "the Ray workers hold another site secret than this machine (ECHOMEASURE_SECRET); their "
+                "pseudonymous UIDs would not match: give every worker the same secret. Nothing more was stored"
+            )
+        t_write = time.perf_counter()
+        ok = _write_one(row, job)
+        summary.write_s += time.perf_counter() - t_write
+        summary.ok += ok
+        summary.failed += not ok
+        progress.update(ok)
+    for index in sorted(set(names) - seen):
+        summary.failed += 1
+        job.emit({"file": names[index], "status": "error", "error": WORKER_LOST})
+        job.stream.write(f"error: {names[index]}: {WORKER_LOST}\n")
+        progress.update(False)
+    summary.process_s = time.perf_counter() - t_start
+    summary.writer_cpu_s = time.process_time() - cpu_start
+
+
+def _write_one(row: dict[str, Any], job: _Job) -> bool:
     """Write one worker row through the single writer; report it; True when it was written."""
     from echomeasure.batch import parquet, sealed
 
@@ -493,22 +505,22 @@ def _write_one(row: dict[str, Any], *, secret: bytes, store: Any, out_dir: Path 
     try:
         if row["status"] != "ok":
             raise EchomeasureError(str(row.get("error") or "failed"))
-        opened = sealed.open_row(row, secret)
-        if store is not None:
-            result = store_opened(store, opened, actor=actor)
+        opened = sealed.open_row(row, job.secret)
+        if job.store is not None:
+            result = store_opened(job.store, opened, actor=job.actor)
             if row.get("source_key"):
-                append_ledger(ledger, str(row["source_key"]), result.clip.id)  # type: ignore[arg-type]
-            emit(result.as_json())
+                append_ledger(job.ledger, str(row["source_key"]), result.clip.id)  # type: ignore[arg-type]
+            job.emit(result.as_json())
         else:
-            written = parquet.write_row(out_dir, row)  # type: ignore[arg-type]
+            written = parquet.write_row(job.out_dir, row)  # type: ignore[arg-type]
             c = opened.dclip
-            emit({"file": name, "status": "ok", "parquet": written.name, "study_uid": c.study_uid,
-                  "series_uid": c.series_uid, "instance_uid": c.instance_uid, "kind": c.kind,
-                  "frames": c.n_frames, "calibration": c.clip.calibration_source,
-                  "proposals": 0 if opened.proposals is None else len(opened.proposals.measurements),
-                  "warnings": list(opened.warnings)})
+            job.emit({"file": name, "status": "ok", "parquet": written.name, "study_uid": c.study_uid,
+                      "series_uid": c.series_uid, "instance_uid": c.instance_uid, "kind": c.kind,
+                      "frames": c.n_frames, "calibration": c.clip.calibration_source,
+                      "proposals": 0 if opened.proposals is None else len(opened.proposals.measurements),
+                      "warnings": list(opened.warnings)})
     except EchomeasureError as exc:
-        emit({"file": name, "status": "error", "error": str(exc)})
-        stream.write(f"error: {name}: {exc}\n")
+        job.emit({"file": name, "status": "error", "error": str(exc)})
+        job.stream.write(f"error: {name}: {exc}\n")
         return False
     return True
