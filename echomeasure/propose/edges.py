@@ -232,28 +232,48 @@ def refine_to_edges(
     pol = np.broadcast_to(np.asarray(polarities, dtype=np.float64), (k,))
     win = np.broadcast_to(np.asarray(window_px, dtype=np.float64), (k,))
     ok = (norms > 0) & np.all(np.isfinite(pts), axis=1) & np.isfinite(norms) & (win > 0)
-    shift = np.zeros(k)
-    contrast = np.zeros(k)
-    found = np.zeros(k, dtype=bool)
-    rival = np.zeros(k)
-    rival_shift = np.zeros(k)
     win_out = np.where(ok, win, 0.0)
     if k == 0 or not ok.any():
-        return EdgeRefinement(pts.copy(), shift, contrast, found, win_out, rival, rival_shift)
+        zeros = np.zeros(k)
+        return EdgeRefinement(pts.copy(), zeros, zeros.copy(), np.zeros(k, dtype=bool), win_out, zeros.copy(), zeros.copy())
     u = np.where(ok[:, None], dirs / np.where(norms > 0, norms, 1.0)[:, None], 0.0)
-    n = np.stack([-u[:, 1], u[:, 0]], axis=1)
     sigma_prior = np.broadcast_to(
         np.asarray(0.5 * win if prior_sigma_px is None else prior_sigma_px, dtype=np.float64), (k,)
     )
-
     step = float(sample_step_px)
+    signed, offs = _contrast_along_lines(
+        frame, pts, u, pol, float(win[ok].max()), step=step, step_span_px=step_span_px,
+        dark_span_px=step_span_px if dark_span_px is None else dark_span_px, smooth_px=smooth_px,
+        across_half_width_px=across_half_width_px,
+    )
+    score = _candidate_scores(signed, offs, win, sigma_prior, min_contrast_grey, ok)
+    shift, contrast, found, rival, rival_shift = _choose_interfaces(score, signed, offs, win, step)
+    return EdgeRefinement(pts + shift[:, None] * u, shift, contrast, found, win_out, rival, rival_shift)
+
+
+def _contrast_along_lines(
+    frame: np.ndarray, pts: np.ndarray, u: np.ndarray, pol: np.ndarray, max_window_px: float, *, step: float,
+    step_span_px: float, dark_span_px: float, smooth_px: float, across_half_width_px: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(signed, offsets)``: the (K, C) step contrast (expected polarity positive) at the C
+    candidate offsets (pixels along each line, within +-``max_window_px``, ``step`` apart)."""
     span = max(1, int(round(step_span_px / step)))
-    dark = max(1, int(round((step_span_px if dark_span_px is None else dark_span_px) / step)))
+    dark = max(1, int(round(dark_span_px / step)))
     kernel = _gaussian_kernel(smooth_px / step)
     pad = max(span, dark) + len(kernel) // 2 + 1
-    w_max = float(win[ok].max())
-    n_c = int(math.ceil(w_max / step))
+    n_c = int(math.ceil(max_window_px / step))
     t = np.arange(-n_c - pad, n_c + pad + 1) * step  # (T,) offsets along the line
+    profile = _line_profiles(frame, pts, u, t, across_half_width_px, kernel)
+    centre = np.arange(pad, len(t) - pad)  # candidate indices, offsets within +-n_c samples
+    return _step_contrast(profile, pol, centre, span, dark), t[centre]
+
+
+def _line_profiles(
+    frame: np.ndarray, pts: np.ndarray, u: np.ndarray, t: np.ndarray, across_half_width_px: float, kernel: np.ndarray
+) -> np.ndarray:
+    """(K, T) intensity along each point's unit direction ``u`` at offsets ``t``: averaged across
+    the line over ``across_half_width_px`` each side (against speckle), smoothed along it."""
+    n = np.stack([-u[:, 1], u[:, 0]], axis=1)
     n_across = max(1, 2 * int(round(across_half_width_px)) + 1)
     across = np.linspace(-across_half_width_px, across_half_width_px, n_across) if n_across > 1 else np.zeros(1)
     xs = pts[:, None, None, 0] + t[None, None, :] * u[:, None, None, 0] + across[None, :, None] * n[:, None, None, 0]
@@ -261,24 +281,53 @@ def refine_to_edges(
     profile = _bilinear(frame, xs, ys).mean(axis=1)  # (K, T)
     if len(kernel) > 1:
         profile = np.stack([np.convolve(p, kernel, mode="same") for p in profile])
+    return profile
+
+
+def _step_contrast(profile: np.ndarray, pol: np.ndarray, centre: np.ndarray, span: int, dark: int) -> np.ndarray:
+    """(K, C) step contrast at the ``centre`` sample indices, signed so the expected polarity is positive.
+
+    The step at c is the mean of samples (c, c + n_after] minus the mean of [c - n_before, c);
+    the dark side (before a rising step, after a falling one) is averaged over ``dark`` samples,
+    the bright side over ``span``.
+    """
+    k = len(profile)
     csum = np.concatenate([np.zeros((k, 1)), np.cumsum(profile, axis=1)], axis=1)
-    centre = np.arange(pad, len(t) - pad)  # candidate indices, offsets within +-n_c samples
-    # step at c: mean of samples (c, c + n_after] minus mean of [c - n_before, c), the dark side
-    # (before a rising step, after a falling one) averaged over the longer dark span
     n_before = np.where(pol > 0, dark, span)[:, None]
     n_after = np.where(pol > 0, span, dark)[:, None]
     rows = np.arange(k)[:, None]
     after = (csum[rows, centre[None, :] + n_after + 1] - csum[:, centre + 1]) / n_after
     before = (csum[:, centre] - csum[rows, centre[None, :] - n_before]) / n_before
-    signed = (after - before) * pol[:, None]  # (K, C), expected polarity positive
-    offs = t[centre]
+    return (after - before) * pol[:, None]
+
+
+def _candidate_scores(
+    signed: np.ndarray, offs: np.ndarray, win: np.ndarray, sigma_prior: np.ndarray, min_contrast_grey: float,
+    ok: np.ndarray,
+) -> np.ndarray:
+    """(K, C) contrast x nearness prior of each candidate interface; -inf where it is none.
+
+    A candidate lies within the point's window, is a local maximum of the contrast (the centre
+    of a step, not its flank) and is at least ``min_contrast_grey`` strong.
+    """
     inside = np.abs(offs)[None, :] <= win[:, None]
     prior = np.exp(-0.5 * (offs[None, :] / np.maximum(sigma_prior, 1e-6)[:, None]) ** 2)
-    # a candidate must be a local maximum of the contrast (the centre of a step, not its flank)
     local_max = np.zeros_like(signed, dtype=bool)
     local_max[:, 1:-1] = (signed[:, 1:-1] >= signed[:, :-2]) & (signed[:, 1:-1] > signed[:, 2:])
     candidate = inside & local_max & (signed >= min_contrast_grey) & ok[:, None]
-    score = np.where(candidate, signed * prior, -np.inf)
+    return np.where(candidate, signed * prior, -np.inf)
+
+
+def _choose_interfaces(
+    score: np.ndarray, signed: np.ndarray, offs: np.ndarray, win: np.ndarray, step: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The best-scoring interface of each point and its strongest rival.
+
+    Returns ``(shift_px, contrast_grey, found, rival_contrast_grey, rival_shift_px)``, each (K,).
+    """
+    k = len(score)
+    shift, contrast, found = np.zeros(k), np.zeros(k), np.zeros(k, dtype=bool)
+    rival, rival_shift = np.zeros(k), np.zeros(k)
     best = np.argmax(score, axis=1)
     has = np.isfinite(score[np.arange(k), best])
     # The point goes to the maximum of the step contrast.  With a longer dark span that is where
@@ -294,8 +343,7 @@ def refine_to_edges(
             denom = y_m - 2.0 * y_0 + y_p
             if denom < 0:
                 c0 += step * float(np.clip(0.5 * (y_m - y_p) / denom, -0.5, 0.5))
-        c0 = float(np.clip(c0, -win[i], win[i]))
-        shift[i] = c0
+        shift[i] = float(np.clip(c0, -win[i], win[i]))
         contrast[i] = float(signed[i, j])
         found[i] = True
         others = score[i].copy()
@@ -304,8 +352,7 @@ def refine_to_edges(
         if np.isfinite(others[r]):
             rival[i] = float(signed[i, r])
             rival_shift[i] = float(offs[r])
-    refined = pts + shift[:, None] * u
-    return EdgeRefinement(refined, shift, contrast, found, win_out, rival, rival_shift)
+    return shift, contrast, found, rival, rival_shift
 
 
 def edge_confidence_factor(contrast_grey: np.ndarray | float) -> np.ndarray:

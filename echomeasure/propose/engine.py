@@ -196,6 +196,18 @@ def _within_image(
     return (clamped[0], clamped[1]), clamped != tuple(points)
 
 
+@dataclass(frozen=True)
+class _PlaxTracks:
+    """Keypoint tracks of a PLAX cine in image pixels, and its ED and ES frames."""
+
+    raw: np.ndarray  # (N, K, 2) as decoded
+    smoothed: np.ndarray  # (N, K, 2) confidence-weighted smoothing in ms
+    conf: np.ndarray  # (N, K) decode confidence
+    lv_diameter_px: np.ndarray  # (N,) septum_lv to lv_pw
+    ed: int
+    es: int
+
+
 def _propose_2d(
     clip: Clip,
     engine: _Engine,
@@ -209,10 +221,40 @@ def _propose_2d(
     anatomy_check: bool = True,
     depth_zoom: bool = True,
 ) -> tuple[list[Proposal], int, int, list[dict]]:
-    from echomeasure.models.decode import decode_keypoints
+    """The linear PLAX calipers of a cine: ``(proposals, ed, es, per-frame records)``.
+
+    Keypoints on every frame -> smoothed tracks and ED/ES -> endpoints onto the tissue-blood
+    interfaces -> the anatomy check of the ED and ES sets -> one proposal per wanted caliper.
+    """
     from echomeasure.propose import edges
+    from echomeasure.propose.zoom import plax_crop_transform
 
     entry = engine.entry
+    ch = _plax_channels(entry, wanted)
+    # a deep sector is shown to the model as a shallower scan would show it (propose.zoom)
+    transform = plax_crop_transform(clip, entry.input_size, depth_zoom)
+    pts_model, conf = _keypoints_per_frame(clip, engine, transform, batch_size, progress, timings)
+    tracks = _plax_tracks(clip, transform.to_image(pts_model), conf, ch, timings)
+    px_per_mm = edges.plax_px_per_mm(
+        clip.regions, tracks.smoothed[tracks.ed, ch["septum_lv"]], user_cm_per_px=clip.user_cm_per_px,
+        fallback_height_px=transform.box.height_px,
+    )
+    points_px, endpoint_conf = tracks.smoothed, tracks.conf
+    if refine_edges:
+        points_px, endpoint_conf = _refine_plax_to_edges(clip, entry, tracks, px_per_mm, per_frame, timings)
+    factors: dict[str, float] = {}
+    if anatomy_check and set(ch) == set(catalog.KEYPOINTS_2D):
+        points_px, factors = _anatomy_checked(clip, points_px, tracks, ch, mm_per_px=1.0 / px_per_mm)
+    proposals = [
+        _caliper_proposal(clip, engine, name, ch, points_px, endpoint_conf, factors.get(name, 1.0), tracks)
+        for name in wanted
+    ]
+    frames = _plax_frame_records(clip, ch, points_px, tracks) if per_frame else []
+    return proposals, tracks.ed, tracks.es, frames
+
+
+def _plax_channels(entry: Any, wanted: tuple[str, ...]) -> dict[str, int]:
+    """Keypoint name -> heatmap channel of a PLAX model; raises when a wanted caliper lacks one."""
     ch = {name: i for i, name in enumerate(entry.channels)}
     missing = {kp for m in wanted for kp in catalog.LINEAR_ENDPOINTS[m]} - set(ch)
     if missing or not {"septum_lv", "lv_pw"} <= set(ch):
@@ -221,12 +263,17 @@ def _propose_2d(
             f"model {entry.name} {entry.version} has no channel for {', '.join(lacking)}; "
             "use a model version trained with all PLAX keypoints"
         )
-    # a deep sector is shown to the model as a shallower scan would show it (propose.zoom)
-    from echomeasure.propose.zoom import plax_crop_transform
+    return ch
 
-    transform = plax_crop_transform(clip, entry.input_size, depth_zoom)
+
+def _keypoints_per_frame(
+    clip: Clip, engine: _Engine, transform: Any, batch_size: int, progress: Progress | None, timings: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, 2) keypoints in model-input pixels and (N, K) confidences of every frame, in batches."""
+    from echomeasure.models.decode import decode_keypoints
+
     n = clip.n_frames
-    k = len(entry.channels)
+    k = len(engine.entry.channels)
     pts_model = np.zeros((n, k, 2))
     conf = np.zeros((n, k))
     t_pre = t_inf = t_dec = 0.0
@@ -244,101 +291,116 @@ def _propose_2d(
         if progress is not None:
             progress(min(n, start + batch_size), n)
     timings.update(preprocess=t_pre, inference=t_inf, decode=t_dec)
+    return pts_model, conf
 
+
+def _plax_tracks(
+    clip: Clip, raw: np.ndarray, conf: np.ndarray, ch: Mapping[str, int], timings: dict[str, float]
+) -> _PlaxTracks:
+    """Smooth the image-pixel tracks and pick ED (largest LV diameter) and ES (smallest)."""
     t0 = time.perf_counter()
-    raw = transform.to_image(pts_model)
     smoothed = smooth_tracks(raw, conf, clip.frame_time_ms)
     a, b = ch["septum_lv"], ch["lv_pw"]
     diameter = np.hypot(*(smoothed[:, a] - smoothed[:, b]).T)
     diameter_conf = np.minimum(conf[:, a], conf[:, b])
     ed, es = select_ed_es(diameter, diameter_conf, frame_time_ms=clip.frame_time_ms)
     timings["smoothing"] = time.perf_counter() - t0
+    return _PlaxTracks(raw=raw, smoothed=smoothed, conf=conf, lv_diameter_px=diameter, ed=ed, es=es)
 
-    # calipers onto the tissue-blood interfaces of the full-resolution frame (keypoints, so a
-    # keypoint shared by two measurements moves once), on the reported frames only
-    points_px = smoothed
-    endpoint_conf = conf  # with refinement: decode gate x interface factor x image resolution
-    if refine_edges:
-        t0 = time.perf_counter()
-        points_px = smoothed.copy()
-        px_per_mm = edges.plax_px_per_mm(
-            clip.regions, smoothed[ed, a], user_cm_per_px=clip.user_cm_per_px,
-            fallback_height_px=transform.box.height_px,
-        )
-        # the version's caliper convention (learned from a site's reviews): offsets from the interface
-        offsets_mm = (entry.extra.get("decode") or {}).get("edge_offsets_mm") if isinstance(entry.extra, dict) else None
-        endpoint_conf = edges.decode_confidence_gate(conf) * edges.resolution_confidence_factor(px_per_mm)
-        for i in range(n) if per_frame else sorted({ed, es}):
-            refined = edges.refine_plax_keypoints(clip.frames[i], smoothed[i], entry.channels, px_per_mm)
-            points_px[i] = edges.apply_edge_offsets(refined.points_xy, entry.channels, offsets_mm, px_per_mm)
-            endpoint_conf[i] *= edges.interface_confidence_factor(refined)
-        timings["edge_refinement"] = time.perf_counter() - t0
 
-    # anatomical consistency of the ED and ES point sets: one point off its line is moved back
-    # onto it; a set that breaks the geometry (order, angle, ratios, ED vs ES) is proposed with
-    # confidence 0, so it is flagged for the reviewer
-    factors: dict[str, float] = {}
-    if anatomy_check and set(ch) == set(catalog.KEYPOINTS_2D):
-        from echomeasure.propose import consistency
+def _refine_plax_to_edges(
+    clip: Clip, entry: Any, tracks: _PlaxTracks, px_per_mm: float, per_frame: bool, timings: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calipers onto the tissue-blood interfaces of the full-resolution frame: ``(points, confidences)``.
 
-        order = [ch[kp] for kp in catalog.KEYPOINTS_2D]
-        mm_per_px = 1.0 / edges.plax_px_per_mm(
-            clip.regions, smoothed[ed, a], user_cm_per_px=clip.user_cm_per_px,
-            fallback_height_px=transform.box.height_px,
-        )
-        ed_pts, es_pts, factors, why = consistency.consistency_factors(
-            points_px[ed][order], points_px[es][order], mm_per_px, image_wh=(clip.width, clip.height))
-        points_px = points_px.copy()
-        if ed != es:
-            points_px[es, order] = es_pts
-        points_px[ed, order] = ed_pts
-        for name, reason in why.items():
-            log.info("%s: %s (confidence x %.1f)", name, reason, factors[name])
+    Keypoints move (so a keypoint shared by two measurements moves once), on the reported frames
+    only unless every frame is asked for; an endpoint's confidence becomes decode gate x
+    interface factor x image resolution.
+    """
+    from echomeasure.propose import edges
 
-    proposals: list[Proposal] = []
-    for name in wanted:
-        frame = ed if catalog.get(name).phase == "ed" else es
-        p, q = (ch[kp] for kp in catalog.LINEAR_ENDPOINTS[name])
-        points, left_image = _within_image(
-            ((float(points_px[frame, p, 0]), float(points_px[frame, p, 1])),
-             (float(points_px[frame, q, 0]), float(points_px[frame, q, 1]))),
-            clip.width, clip.height,
-        )
-        if left_image:
-            log.warning("%s: the model placed an endpoint outside the image; moved to its edge with confidence 0", name)
-        value, unit, signed = physical_value(clip, name, points)
-        proposals.append(
-            Proposal(
-                name=name,
-                frame=frame,
-                points=points,
-                value=value,
-                unit=unit,
-                confidence=_plausibility(name, value, unit) * float(
-                    min(endpoint_conf[frame, p], endpoint_conf[frame, q])
-                ) * factors.get(name, 1.0) * (0.0 if left_image else 1.0),
-                model=engine.info,
-                pixel_length=pixel_length(points[0], points[1]),
-                signed_value=signed,
-            )
-        )
+    t0 = time.perf_counter()
+    points_px = tracks.smoothed.copy()
+    # the version's caliper convention (learned from a site's reviews): offsets from the interface
+    offsets_mm = (entry.extra.get("decode") or {}).get("edge_offsets_mm") if isinstance(entry.extra, dict) else None
+    endpoint_conf = edges.decode_confidence_gate(tracks.conf) * edges.resolution_confidence_factor(px_per_mm)
+    for i in range(clip.n_frames) if per_frame else sorted({tracks.ed, tracks.es}):
+        refined = edges.refine_plax_keypoints(clip.frames[i], tracks.smoothed[i], entry.channels, px_per_mm)
+        points_px[i] = edges.apply_edge_offsets(refined.points_xy, entry.channels, offsets_mm, px_per_mm)
+        endpoint_conf[i] *= edges.interface_confidence_factor(refined)
+    timings["edge_refinement"] = time.perf_counter() - t0
+    return points_px, endpoint_conf
 
-    frames: list[dict] = []
-    if per_frame:
-        for i in range(n):
-            frames.append(
-                {
-                    "frame": i,
-                    "time_ms": None if clip.frame_time_ms is None else round(i * clip.frame_time_ms, 3),
-                    "points": {
-                        kp: [round(float(points_px[i, j, 0]), 2), round(float(points_px[i, j, 1]), 2)] for kp, j in ch.items()
-                    },
-                    "raw_points": {kp: [round(float(raw[i, j, 0]), 2), round(float(raw[i, j, 1]), 2)] for kp, j in ch.items()},
-                    "confidence": {kp: round(float(conf[i, j]), 4) for kp, j in ch.items()},
-                    "lv_diameter_px": round(float(diameter[i]), 2),
-                }
-            )
-    return proposals, ed, es, frames
+
+def _anatomy_checked(
+    clip: Clip, points_px: np.ndarray, tracks: _PlaxTracks, ch: Mapping[str, int], *, mm_per_px: float
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The ED and ES point sets checked against PLAX geometry: ``(points, confidence factor per caliper)``.
+
+    One point off its line is moved back onto it; a set that breaks the geometry (order, angle,
+    ratios, ED vs ES) gets factor 0, so it is flagged for the reviewer.
+    """
+    from echomeasure.propose import consistency
+
+    ed, es = tracks.ed, tracks.es
+    order = [ch[kp] for kp in catalog.KEYPOINTS_2D]
+    ed_pts, es_pts, factors, why = consistency.consistency_factors(
+        points_px[ed][order], points_px[es][order], mm_per_px, image_wh=(clip.width, clip.height))
+    points_px = points_px.copy()
+    if ed != es:
+        points_px[es, order] = es_pts
+    points_px[ed, order] = ed_pts
+    for name, reason in why.items():
+        log.info("%s: %s (confidence x %.1f)", name, reason, factors[name])
+    return points_px, factors
+
+
+def _caliper_proposal(
+    clip: Clip, engine: _Engine, name: str, ch: Mapping[str, int], points_px: np.ndarray, endpoint_conf: np.ndarray,
+    anatomy_factor: float, tracks: _PlaxTracks,
+) -> Proposal:
+    """One linear caliper on its phase's frame, valued through the clip's calibration."""
+    frame = tracks.ed if catalog.get(name).phase == "ed" else tracks.es
+    p, q = (ch[kp] for kp in catalog.LINEAR_ENDPOINTS[name])
+    points, left_image = _within_image(
+        ((float(points_px[frame, p, 0]), float(points_px[frame, p, 1])),
+         (float(points_px[frame, q, 0]), float(points_px[frame, q, 1]))),
+        clip.width, clip.height,
+    )
+    if left_image:
+        log.warning("%s: the model placed an endpoint outside the image; moved to its edge with confidence 0", name)
+    value, unit, signed = physical_value(clip, name, points)
+    return Proposal(
+        name=name,
+        frame=frame,
+        points=points,
+        value=value,
+        unit=unit,
+        confidence=_plausibility(name, value, unit) * float(
+            min(endpoint_conf[frame, p], endpoint_conf[frame, q])
+        ) * anatomy_factor * (0.0 if left_image else 1.0),
+        model=engine.info,
+        pixel_length=pixel_length(points[0], points[1]),
+        signed_value=signed,
+    )
+
+
+def _plax_frame_records(clip: Clip, ch: Mapping[str, int], points_px: np.ndarray, tracks: _PlaxTracks) -> list[dict]:
+    """The ``--per-frame`` records of a cine: points, decoded points, confidences and LV diameter."""
+    raw, conf = tracks.raw, tracks.conf
+    return [
+        {
+            "frame": i,
+            "time_ms": None if clip.frame_time_ms is None else round(i * clip.frame_time_ms, 3),
+            "points": {
+                kp: [round(float(points_px[i, j, 0]), 2), round(float(points_px[i, j, 1]), 2)] for kp, j in ch.items()
+            },
+            "raw_points": {kp: [round(float(raw[i, j, 0]), 2), round(float(raw[i, j, 1]), 2)] for kp, j in ch.items()},
+            "confidence": {kp: round(float(conf[i, j]), 4) for kp, j in ch.items()},
+            "lv_diameter_px": round(float(tracks.lv_diameter_px[i]), 2),
+        }
+        for i in range(clip.n_frames)
+    ]
 
 
 # --------------------------------------------------------------------------- Doppler
@@ -431,7 +493,7 @@ def _propose_doppler(
         pk = by_channel[name]
         if not pk:
             return []
-        pts_img = transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2))
+        pts_img = _peaks_in_image(pk, transform)
         if not (snap_to_envelope and region is not None):
             return [doppler_beats.BeatPeak(float(x), float(y), float(p.confidence))
                     for (x, y), p in zip(pts_img, pk, strict=True)]
@@ -451,6 +513,11 @@ def _propose_doppler(
     return proposals, frame, frames
 
 
+def _peaks_in_image(peaks: list[Any], transform: Any) -> np.ndarray:
+    """(P, 2) image pixels of decoded peaks (model-input pixels)."""
+    return transform.to_image(np.array([[p.x, p.y] for p in peaks]).reshape(-1, 2))
+
+
 def _doppler_frame_record(
     frame: int, flow_scores: dict[str, float], evidence: dict[str, Any], by_channel: dict[str, list[Any]], transform: Any
 ) -> dict:
@@ -462,7 +529,7 @@ def _doppler_frame_record(
         "peaks": {
             ch: [
                 {"point": [round(float(x), 2), round(float(y), 2)], "confidence": round(p.confidence, 4)}
-                for p, (x, y) in zip(pk, transform.to_image(np.array([[p.x, p.y] for p in pk]).reshape(-1, 2)), strict=True)
+                for p, (x, y) in zip(pk, _peaks_in_image(pk, transform), strict=True)
             ]
             for ch, pk in by_channel.items()
         },
@@ -716,13 +783,11 @@ def propose(
     batch_size
         Frames per inference batch.
     snap_doppler_to_envelope
-        Move each Doppler peak onto the outer edge of the spectral envelope
-        (:mod:`echomeasure.propose.envelope`); off gives the model's raw points.
+        Move each Doppler peak onto the envelope's outer edge (:mod:`echomeasure.propose.envelope`); off: raw points.
     refine_edges
-        Move each 2D caliper endpoint along its caliper line onto the tissue-blood interface of
-        the full-resolution frame (:mod:`echomeasure.propose.edges`); the confidence of an
-        endpoint without a clear interface drops, and ``timings_s["edge_refinement"]`` is
-        present when it ran.  Off gives the model's (smoothed) points.
+        Move each 2D caliper endpoint along its line onto the tissue-blood interface of the
+        full-resolution frame (:mod:`echomeasure.propose.edges`, ``timings_s["edge_refinement"]``);
+        an endpoint without a clear interface loses confidence.  Off: the smoothed model points.
     anatomy_check
         Check the ED and ES caliper sets against PLAX geometry (:mod:`echomeasure.propose.consistency`):
         one point off its line is moved back onto it, an implausible set gets confidence 0.
@@ -730,7 +795,7 @@ def propose(
         Show the 2D model at most :data:`echomeasure.propose.zoom.VIEW_DEPTH_CM` of a deeper sector.
     check_view
         Ask the view classifier first (when one is registered); off takes the clip as PLAX or
-        Doppler by its regions (the caliper evaluation on single frames, whose view is known).
+        Doppler by its regions (for single frames whose view is known, as the caliper evaluation).
 
     Returns
     -------
@@ -748,72 +813,103 @@ def propose(
     t_start = time.perf_counter()
     clip = _unwrap(clip_or_deidentified)
     wanted_only = parse_only(only)
-    kind = clip.kind
-    _check_kind(wanted_only, kind)
-    versions = dict(model_versions or {})
-    timings: dict[str, float] = {}
-    view, notices = _classify_view(clip, versions, weights_dir, timings) if check_view else (None, [])
+    _check_kind(wanted_only, clip.kind)
+    run = _Run(dict(model_versions or {}), weights_dir, backend, per_frame, progress, batch_size, timings={})
+    view, notices = _classify_view(clip, run.versions, weights_dir, run.timings) if check_view else (None, [])
+    if _routed_away_from_plax(clip, view):
+        result = _propose_other_view(clip, view, notices, run)
+    elif clip.kind == "2d":
+        result = _propose_plax(clip, wanted_only, view, notices, run, refine_edges=refine_edges,
+                               anatomy_check=anatomy_check, depth_zoom=depth_zoom)
+    else:
+        result = _propose_strip(clip, wanted_only, view, notices, run, snap_to_envelope=snap_doppler_to_envelope)
+    result.timings_s["total"] = time.perf_counter() - t_start
+    return result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The settings of one :func:`propose` call that its steps share, and where its timings go."""
+
+    versions: dict[str, str]
+    weights_dir: Any
+    backend: str
+    per_frame: bool
+    progress: Progress | None
+    batch_size: int
+    timings: dict[str, float]
+
+    def engine(self, name: str) -> _Engine:
+        """The registry model ``name`` at the version asked for (its load time in ``timings``)."""
+        t0 = time.perf_counter()
+        engine = get_engine(name, self.versions.get(name), weights_dir=self.weights_dir, backend=self.backend)
+        self.timings["load_model"] = time.perf_counter() - t0
+        return engine
+
+
+def _routed_away_from_plax(clip: Clip, view: Any) -> bool:
+    """True for a cine the view classifier judged not PLAX (single frames are measured as PLAX)."""
     from echomeasure.models.view import MIN_FRAMES_TO_ROUTE
 
-    if kind == "2d" and view is not None and view.name != "plax" and clip.n_frames >= MIN_FRAMES_TO_ROUTE:
-        # not a PLAX cine: the PLAX models do not run; the reviewer may still add calipers by hand
-        log.info("view %s (%.2f): no PLAX proposals", view.name, view.confidence)
-        from echomeasure.propose import apical
+    return clip.kind == "2d" and view is not None and view.name != "plax" and clip.n_frames >= MIN_FRAMES_TO_ROUTE
 
-        if view.name in ("a4c", "a2c") and apical.seg_registered(weights_dir):
-            engine = get_engine(apical.SEG_MODEL, versions.get(apical.SEG_MODEL), weights_dir=weights_dir, backend=backend)
-            result = apical.propose_apical(clip, view.name, engine=engine, per_frame=per_frame, batch_size=batch_size,
-                                           timings=timings)
-            timings["total"] = time.perf_counter() - t_start
-            return ClipProposals(kind=kind, calibration=clip.calibration_source, model=result.model, measurements=[],
-                                 ed_frame=result.ed_frame, es_frame=result.es_frame, timings_s=timings,
-                                 view=view.as_json(), notices=notices + result.notices, volumes=result.volumes,
-                                 segmentations=result.segmentations)
-        timings["total"] = time.perf_counter() - t_start
-        return ClipProposals(kind=kind, calibration=clip.calibration_source, model=_view_model_info(view, weights_dir),
-                             measurements=[], timings_s=timings, view=view.as_json(), notices=notices)
 
-    ed: int | None
-    es: int | None
-    if kind == "2d":
-        name = "plax-linear"
-        t0 = time.perf_counter()
-        engine = get_engine(name, versions.get(name), weights_dir=weights_dir, backend=backend)
-        timings["load_model"] = time.perf_counter() - t0
-        wanted = wanted_only or catalog.LINEAR_2D
-        proposals, ed, es, frames = _propose_2d(
-            clip, engine, wanted, per_frame=per_frame, progress=progress, batch_size=batch_size, timings=timings,
-            refine_edges=refine_edges, anatomy_check=anatomy_check, depth_zoom=depth_zoom,
-        )
-        proposals, segmentations = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, versions, weights_dir, timings,
-                                                                  notices, per_frame=per_frame)
-    else:
-        name = "doppler-peaks"
-        t0 = time.perf_counter()
-        engine = get_engine(name, versions.get(name), weights_dir=weights_dir, backend=backend)
-        timings["load_model"] = time.perf_counter() - t0
-        proposals, frame, frames = _propose_doppler(
-            clip, engine, wanted_only, per_frame=per_frame, progress=progress, timings=timings,
-            snap_to_envelope=snap_doppler_to_envelope,
-        )
-        ed = es = None
-        segmentations = []
+def _with_flags(proposals: list[Proposal], engine: _Engine) -> list[Proposal]:
+    """The proposals with ``flagged`` set by the model version's low-confidence threshold."""
     threshold = flags.entry_threshold(engine.entry)
-    proposals = [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence, threshold)) for p in proposals]
-    timings["total"] = time.perf_counter() - t_start
-    return ClipProposals(
-        kind=kind,
-        calibration=clip.calibration_source,
-        model=engine.info,
-        measurements=proposals,
-        ed_frame=ed,
-        es_frame=es,
-        frames=frames,
-        timings_s=timings,
-        view=None if view is None else view.as_json(),
-        notices=notices,
-        segmentations=segmentations,
+    return [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence, threshold)) for p in proposals]
+
+
+def _propose_other_view(clip: Clip, view: Any, notices: list[str], run: _Run) -> ClipProposals:
+    """A cine of another view: apical volumes and contours when a segmentation model is registered,
+    else no proposals (the PLAX models do not run; the reviewer may still add calipers by hand)."""
+    from echomeasure.propose import apical
+
+    log.info("view %s (%.2f): no PLAX proposals", view.name, view.confidence)
+    if view.name in ("a4c", "a2c") and apical.seg_registered(run.weights_dir):
+        engine = get_engine(apical.SEG_MODEL, run.versions.get(apical.SEG_MODEL), weights_dir=run.weights_dir,
+                            backend=run.backend)
+        result = apical.propose_apical(clip, view.name, engine=engine, per_frame=run.per_frame,
+                                       batch_size=run.batch_size, timings=run.timings)
+        return ClipProposals(kind=clip.kind, calibration=clip.calibration_source, model=result.model, measurements=[],
+                             ed_frame=result.ed_frame, es_frame=result.es_frame, timings_s=run.timings,
+                             view=view.as_json(), notices=notices + result.notices, volumes=result.volumes,
+                             segmentations=result.segmentations)
+    return ClipProposals(kind=clip.kind, calibration=clip.calibration_source,
+                         model=_view_model_info(view, run.weights_dir), measurements=[], timings_s=run.timings,
+                         view=view.as_json(), notices=notices)
+
+
+def _propose_plax(
+    clip: Clip, only: tuple[str, ...] | None, view: Any, notices: list[str], run: _Run, *, refine_edges: bool,
+    anatomy_check: bool, depth_zoom: bool,
+) -> ClipProposals:
+    """The PLAX calipers of a 2D clip, cross-checked against ``plax-seg`` contours when it is registered."""
+    engine = run.engine("plax-linear")
+    proposals, ed, es, frames = _propose_2d(
+        clip, engine, only or catalog.LINEAR_2D, per_frame=run.per_frame, progress=run.progress,
+        batch_size=run.batch_size, timings=run.timings, refine_edges=refine_edges, anatomy_check=anatomy_check,
+        depth_zoom=depth_zoom,
     )
+    proposals, segmentations = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, run.versions, run.weights_dir,
+                                                              run.timings, notices, per_frame=run.per_frame)
+    return ClipProposals(kind=clip.kind, calibration=clip.calibration_source, model=engine.info,
+                         measurements=_with_flags(proposals, engine), ed_frame=ed, es_frame=es, frames=frames,
+                         timings_s=run.timings, view=None if view is None else view.as_json(), notices=notices,
+                         segmentations=segmentations)
+
+
+def _propose_strip(
+    clip: Clip, only: tuple[str, ...] | None, view: Any, notices: list[str], run: _Run, *, snap_to_envelope: bool
+) -> ClipProposals:
+    """The Doppler peaks of a spectral strip."""
+    engine = run.engine("doppler-peaks")
+    proposals, _, frames = _propose_doppler(clip, engine, only, per_frame=run.per_frame, progress=run.progress,
+                                            timings=run.timings, snap_to_envelope=snap_to_envelope)
+    return ClipProposals(kind=clip.kind, calibration=clip.calibration_source, model=engine.info,
+                         measurements=_with_flags(proposals, engine), ed_frame=None, es_frame=None, frames=frames,
+                         timings_s=run.timings, view=None if view is None else view.as_json(), notices=notices,
+                         segmentations=[])
 
 
 def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 4) -> dict[str, Any]:
