@@ -169,3 +169,63 @@ def test_cli_synth_refuses_an_unknown_style(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "cartoon" in err
     assert not (tmp_path / "x" / "case_0000_a4c.dcm").exists()
+
+
+def test_apical_seg_evaluation_renders_the_same_held_out_case_in_a_family():
+    from echomeasure.propose import volumes
+    from echomeasure.training.apical_seg_train import render_case
+
+    classic = render_case((8_000_003, "a4c", 64, False))
+    styled = render_case((8_000_003, "a4c", 64, False, "scatter"))
+    assert styled["x"].shape == classic["x"].shape == (2, 64, 64, 3)
+    assert not np.array_equal(styled["x"], classic["x"])
+    assert styled["truth"]["true_3d"] != classic["truth"]["true_3d"]  # the shaped heart
+    assert set(np.unique(styled["labels"][0])) == {0, LABEL_LV, LABEL_MYO, LABEL_LA}
+    axis = volumes.lv_axis(styled["labels"][0])
+    assert axis is not None
+    assert volumes.mod_single_plane_ml(axis, styled["cm_per_px"]) == pytest.approx(
+        styled["truth"]["method_of_discs"]["lvedv"], rel=0.02)
+
+
+def test_view_evaluation_holds_apical_clips_of_every_family():
+    from echomeasure.training import view_train
+
+    families = view_train._eval_families(2)
+    for view in apical.APICAL_VIEWS:
+        for style in styles.STYLE_FAMILIES:
+            for key in (f"{view}/{style}", f"{view}/{style}+restyled"):
+                assert [job[2] for job in families[key]] == [style, style]
+    seeds = [job[1] for jobs in families.values() for job in jobs]
+    assert len(set(seeds)) == len(seeds), "no two held-out clips share a case"
+    seed = families["a2c/vendor"][0][1]
+    vendor = view_train._render("a2c", seed, "vendor", np.random.default_rng([seed, 99]))[0]
+    classic = view_train._render("a2c", seed, "classic", np.random.default_rng([seed, 99]))[0]
+    assert vendor.shape == classic.shape and not np.array_equal(vendor, classic)
+
+
+@pytest.mark.slow
+def test_apical_seg_evaluate_styles_writes_a_table_per_family(tmp_path):
+    """The evaluation command on a registered (here: untrained) model: one row per family."""
+    import torch
+
+    from echomeasure.catalog import APICAL_SEG_CLASSES
+    from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
+    from echomeasure.models.registry import WeightsEntry, register, save_weights
+    from echomeasure.training import apical_seg_train
+
+    torch.manual_seed(0)
+    model = build_model(DEFAULT_ARCH, len(APICAL_SEG_CLASSES)).eval()
+    sha = save_weights(model, tmp_path / "apical-seg-0.1.pt")
+    register(WeightsEntry(name="apical-seg", version="0.1", arch=DEFAULT_ARCH, input_size=(64, 64),
+                          channels=APICAL_SEG_CLASSES, file="apical-seg-0.1.pt", sha256=sha, normalisation="unit",
+                          trained_on="untrained", seed=0, recipe="-", metrics={}, num_params=count_parameters(model)),
+             weights_dir=tmp_path)
+    report = tmp_path / "styles"
+    assert apical_seg_train.main(["--evaluate-styles", "classic,scatter", "--eval-cases", "2", "--workers", "1",
+                                  "--version", "0.1", "--out", str(tmp_path), "--styles-report", str(report)]) == 0
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert list(data["per_style"]) == ["classic", "scatter"] and data["eval_cases"] == 2
+    for metrics in data["per_style"].values():
+        assert 0.0 <= metrics["dice_lv"] <= 1.0 and {"ef_mae_points", "edv_mae_ml", "dice_la"} <= set(metrics)
+    md = report.with_suffix(".md").read_text()
+    assert "| classic |" in md and "| scatter |" in md

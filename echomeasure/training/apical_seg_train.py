@@ -11,6 +11,11 @@ EDV / ESV / EF from the predicted label maps by the single-plane method of discs
 contours, and the true 3D volumes).
 
 Run: ``nice -n 5 python -m echomeasure.training.apical_seg_train [--steps N] [--version V]``.
+
+Evaluation of a registered version on held-out cases of each style family
+(:mod:`echomeasure.synthetic.styles`; no training):
+``nice -n 5 python -m echomeasure.training.apical_seg_train --evaluate-styles classic,vendor,scatter
+--eval-cases 20 [--out WEIGHTS] [--version V]``.
 """
 
 from __future__ import annotations
@@ -42,20 +47,32 @@ def _box(regions) -> tuple[int, int, int, int]:
     return r.x0, r.y0, r.x1, r.y1
 
 
-def render_case(args: tuple[int, str, int, bool]) -> dict:
-    """One case: ``(seed, view, input px, augment)`` -> model inputs, labels and truth."""
+def render_case(args: tuple) -> dict:
+    """One case: ``(seed, view, input px, augment[, style])`` -> model inputs, labels and truth.
+
+    ``style``: a style family of :mod:`echomeasure.synthetic.styles` (default ``classic``: the
+    training data's look).
+    """
     from echomeasure.synthetic.apical import render_apical, sample_apical_params
     from echomeasure.training.view_train import _restyle
 
-    seed, view, size, augment = args
+    seed, view, size, augment, *rest = args
+    style = rest[0] if rest else "classic"
     rng = np.random.default_rng([seed, 5])
     h, w = SIZES[int(rng.integers(len(SIZES)))]
     params = sample_apical_params(np.random.default_rng(seed), view, image_size=(h, w), n_frames=int(rng.integers(30, 70)),
                                   seed=seed)
-    probe = render_apical(params, frames=[0], labels=False)
-    ed, es = probe.ed_frame, probe.es_frame
-    extra = [int(rng.integers(params.n_frames)) for _ in range(2)] if augment else []
-    cine = render_apical(params, frames=[ed, es, *extra], labels=True)
+    if style != "classic":
+        from echomeasure.synthetic.styles import render_styled_apical, sample_styled_apical_params
+
+        params = sample_styled_apical_params(params, style)
+        probe = render_styled_apical(params, style, frames=[0], labels=False)
+        cine = render_styled_apical(params, style, frames=[probe.ed_frame, probe.es_frame], labels=True)
+    else:
+        probe = render_apical(params, frames=[0], labels=False)
+        ed, es = probe.ed_frame, probe.es_frame
+        extra = [int(rng.integers(params.n_frames)) for _ in range(2)] if augment else []
+        cine = render_apical(params, frames=[ed, es, *extra], labels=True)
     assert cine.labels is not None, "rendered with labels=True"
     x0, y0, x1, y1 = _box(cine.regions)
     frames = _restyle(cine.frames, rng, (x0, y0, x1, y1)) if augment else cine.frames
@@ -106,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=25.0)
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "apical_seg"))
+    p.add_argument("--evaluate-styles", metavar="FAMILIES",
+                   help="no training: evaluate the registered --version (in --out) on --eval-cases held-out cases of "
+                        "each style family, e.g. classic,vendor,scatter")
+    p.add_argument("--styles-report", default=str(config.PROJECT_ROOT / "benchmarks" / "apical_seg_styles"),
+                   help="with --evaluate-styles: report path without extension (.json and .md)")
     return p
 
 
@@ -139,11 +161,13 @@ def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -
     return steps, t1
 
 
-def _evaluate_held_out(model: Any, args: argparse.Namespace) -> dict[str, float | int]:
-    """Dice per class and volume / EF errors on held-out cases at full resolution."""
+def _evaluate_held_out(model: Any, args: argparse.Namespace, style: str = "classic") -> dict[str, float | int]:
+    """Dice per class and volume / EF errors on held-out cases at full resolution (in a style family)."""
     from echomeasure.propose import volumes
 
-    eval_jobs = [(EVAL_SEED0 + i, ("a4c", "a2c")[i % 2], args.size, False) for i in range(args.eval_cases)]
+    eval_jobs: list[tuple] = [(EVAL_SEED0 + i, ("a4c", "a2c")[i % 2], args.size, False) for i in range(args.eval_cases)]
+    if style != "classic":
+        eval_jobs = [(*job, style) for job in eval_jobs]
     with get_context("fork").Pool(args.workers) as pool:
         held = pool.map(render_case, eval_jobs, chunksize=2)
     dices: dict[str, list[float]] = {n: [] for n in APICAL_SEG_CLASSES[1:]}
@@ -180,6 +204,56 @@ def _evaluate_held_out(model: Any, args: argparse.Namespace) -> dict[str, float 
     return metrics
 
 
+def evaluate_styles(args: argparse.Namespace) -> int:
+    """``--evaluate-styles``: the registered version on the same held-out cases in each family; report written."""
+    import torch
+
+    from echomeasure.models.segmentation import load_segmentation_model
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, parse_styles
+
+    torch.set_num_threads(1)
+    loaded = load_segmentation_model(SEG_MODEL, args.version, args.out)
+    model = loaded.model
+    args.size = int(loaded.entry.input_size[0])
+    per_style: dict[str, dict[str, float | int | None]] = {}
+    for style in parse_styles(args.evaluate_styles):
+        t = time.time()
+        metrics = _evaluate_held_out(model, args, style)
+        # JSON has no NaN: a metric without a finite value (no case gave a volume) is null
+        per_style[style] = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
+        per_style[style]["eval_s"] = round(time.time() - t, 1)
+        log.info("%s: %s", style, per_style[style])
+    recipe = (f"nice -n 5 python -m echomeasure.training.apical_seg_train --evaluate-styles {args.evaluate_styles} "
+              f"--eval-cases {args.eval_cases} --version {loaded.version}")
+    report = {"model": {"name": SEG_MODEL, "version": loaded.version, "sha256": loaded.entry.sha256,
+                        "trained_on": loaded.entry.trained_on},
+              "heldout_style": HELDOUT_STYLE, "eval_cases": args.eval_cases, "eval_seeds_from": EVAL_SEED0,
+              "per_style": per_style, "recipe": recipe}
+    atomic.write_text(args.styles_report + ".json", json.dumps(report, indent=1) + "\n")
+    atomic.write_text(args.styles_report + ".md", _styles_markdown(report))
+    print(json.dumps(per_style))
+    return 0
+
+
+def _styles_markdown(r: dict) -> str:
+    """The per-family table of :func:`evaluate_styles`."""
+    keys = ["dice_lv", "dice_myocardium", "dice_la", "edv_mae_ml", "esv_mae_ml", "ef_mae_points",
+            "edv_vs_true3d_mae_ml", "la_volume_mae_ml", "failed_volumes"]
+    lines = [f"# apical-seg {r['model']['version']} by style family", "",
+             f"Held-out apical cases (seeds from {r['eval_seeds_from']}, alternating A4C / A2C; the same cases in every "
+             f"family), {r['eval_cases']} per family. The training data are classic renders (other seeds); "
+             f"`{r['heldout_style']}` is the held-out family no model trains on. "
+             "Dice at full image resolution on the ED and ES frames; EDV / ESV / EF by the single-plane method of discs "
+             "of the predicted label maps against the same method on the phantom's true contours; "
+             "`edv_vs_true3d` against the phantom's 3D volume.", "",
+             "| family | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for style, m in r["per_style"].items():
+        lines.append(f"| {style} | " + " | ".join(str(m.get(k, "-")) for k in keys) + " |")
+    lines += ["", f"Model: {r['model']['name']} {r['model']['version']} (sha256 {r['model']['sha256'][:12]}...), "
+              f"trained on {r['model']['trained_on']}.", "", f"Recipe: `{r['recipe']}`", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -189,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.evaluate_styles:
+        return evaluate_styles(args)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # one thread shares a busy CPU far better than two
     t0 = time.time()

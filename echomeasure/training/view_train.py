@@ -253,7 +253,13 @@ def _render(view: str, seed: int, style: str, rng: np.random.Generator) -> tuple
         from echomeasure.synthetic.apical import render_apical, sample_apical_params
 
         params = sample_apical_params(np.random.default_rng(seed), view, image_size=(h, w), n_frames=n_total, seed=seed)
-        cine = render_apical(params, frames=frames_idx, labels=False)
+        if style != "classic":
+            from echomeasure.synthetic.styles import render_styled_apical, sample_styled_apical_params
+
+            params = sample_styled_apical_params(params, style)
+            cine = render_styled_apical(params, style, frames=frames_idx, labels=False)
+        else:
+            cine = render_apical(params, frames=frames_idx, labels=False)
         return cine.frames, _region_box(cine.regions), False
     if view == "doppler":
         from echomeasure.synthetic.styles import render_styled_doppler_case
@@ -480,13 +486,13 @@ def real_decisions(net) -> dict[str, dict]:
 
 
 def _eval_families(per_family: int) -> dict[str, list[tuple[str, int, str, int]]]:
-    """Held-out jobs: new seeds; PLAX and Doppler in every style family (the held-out one too), each
-    family once as rendered and once re-styled."""
+    """Held-out jobs: new seeds; PLAX, A4C, A2C and Doppler in every style family (the held-out one
+    too), each family once as rendered and once re-styled."""
     from echomeasure.synthetic.styles import STYLE_FAMILIES
 
     families: dict[str, list[tuple[str, int, str, int]]] = {}
     for view in VIEWS:
-        styles = STYLE_FAMILIES if view in ("plax", "doppler") else ("classic",)
+        styles = STYLE_FAMILIES if view in ("plax", "a4c", "a2c", "doppler") else ("classic",)
         for style in styles:
             for aug in (False, True):
                 key = f"{view}/{style}" + ("+restyled" if aug else "")
@@ -507,6 +513,44 @@ def _per_family_accuracy(families: dict[str, list], pred: np.ndarray, truth: np.
                                            for k in range(len(VIEWS)) if k != truth[start] and np.any(fam_pred == k)}}
         start += n
     return per_family
+
+
+def evaluate_registered(per_family: int, keys: list[str] | None, version: str | None, weights_dir: Any,
+                        workers: int) -> dict[str, dict[str, Any]]:
+    """Accuracy of a registered view classifier on held-out families (no training).
+
+    ``keys``: family names of :func:`_eval_families` (e.g. ``a4c/scatter``, ``a2c/vendor+restyled``);
+    None for all of them.
+    """
+    from echomeasure.models.view import load_view_network
+
+    families = _eval_families(per_family)
+    if keys is not None:
+        unknown = sorted(set(keys) - set(families))
+        if unknown:
+            raise ValueError(f"unknown families {unknown}; known: {sorted(families)}")
+        families = {k: families[k] for k in keys}
+    jobs = [j for js in families.values() for j in js]
+    x, y = build_set(jobs, workers)
+    net = load_view_network(version, weights_dir)
+    return _per_family_accuracy(families, predict(net, x).argmax(axis=1), y)
+
+
+def _evaluate_only(args: argparse.Namespace) -> int:
+    """``--evaluate-only``: evaluate the registered version on families and merge the rows into the report JSON."""
+    keys = [k.strip() for k in args.families.split(",") if k.strip()] if args.families else None
+    t0 = time.time()
+    rows = evaluate_registered(args.eval_per_family, keys, args.version, args.out, args.workers)
+    report_path = Path(args.report + ".json")
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {"version": args.version, "per_family": {}}
+    if report.get("version") == args.version:
+        report["per_family"].update(rows)
+        recipe = (f"nice -n 5 python -m echomeasure.training.view_train --evaluate-only --version {args.version} "
+                  f"--eval-per-family {args.eval_per_family}" + (f" --families {args.families}" if args.families else ""))
+        report.setdefault("evaluated_separately", {}).update({k: recipe for k in rows})
+        atomic.write_text(str(report_path), json.dumps(report, indent=1) + "\n")
+    print(json.dumps({"per_family": rows, "eval_s": round(time.time() - t0, 1)}))
+    return 0
 
 
 def _view_step_ms(net) -> float:
@@ -541,6 +585,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warp", action="store_true", help="also warp, rotate, shadow and add reverberation (augment level 2)")
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "view_accuracy"),
                    help="report path without extension (.json and .md are written)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="no training: evaluate the registered --version on held-out families and merge the rows "
+                        "into the report JSON")
+    p.add_argument("--families", metavar="KEYS", help="with --evaluate-only: comma-separated families, e.g. a4c/scatter")
     return p
 
 
@@ -555,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)  # a tiny network: one thread is as fast and shares a busy CPU better
+    if args.evaluate_only:
+        return _evaluate_only(args)
     t0 = time.time()
     from echomeasure.models.runtime import cache_dir
 
