@@ -22,6 +22,15 @@ has never seen.  Each varies what real scanners vary:
     the sector, reverberation bands, shadows, ECG variants (colour, missing).  Doppler: colour
     maps, inverted display, velocity scales, JPEG, missing ECG.
 
+Apical A4C / A2C cines (:mod:`echomeasure.synthetic.apical`) in a family: the phantom's walls,
+myocardial thickness and LA are bent by smooth per-view, per-side profiles
+(:func:`shape_apical_heart`: ``scatter`` strong and low-frequency, ``vendor`` milder and more
+wiggly; the same heart in both views), the acquisition is drawn again (``scatter``: 55-100 degree
+sectors, deep and shallow, stronger tilts; ``vendor``: zoomed or deep), and the image is formed by
+the family's own code shared with PLAX (:func:`family_look`, :class:`ScatterRenderer` on the
+phantom's tissues, :func:`family_sector_rgb`, :func:`family_frame`).  No plane warp: the label
+maps, contours and volume truth are those of the shaped phantom itself, exactly.
+
 Truth contract: every family keeps the studio's truth (``SyntheticCine.keypoints`` /
 ``truth``, ``SyntheticDoppler.peaks`` / ``truth``): a warp moves the keypoints with the pixels
 (solved to sub-pixel precision), values are recomputed from the moved keypoints, and the
