@@ -384,21 +384,25 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
 
 
 def _metrics_summary(metrics: dict) -> str:
-    """One short cell for ``weights list``: the mean error, and gross misses when counted."""
-    parts = []
-    if metrics.get("mean_mae_mm") is not None:
-        parts.append(f"MAE {metrics['mean_mae_mm']:.2f} mm")
-    if metrics.get("mean_error_pct") is not None:
-        parts.append(f"error {metrics['mean_error_pct']:.2f} %")
-    gross = sum(v for k, v in metrics.items() if k.endswith("_gross") and v is not None)
-    if any(k.endswith("_gross") for k in metrics):
-        parts.append(f"{gross:g} gross")
-    if metrics.get("own_mean_iou") is not None:  # segmentation: own families / held-out family
-        parts.append(f"mIoU {metrics['own_mean_iou']:.2f} / held-out {metrics.get('heldout_mean_iou') or float('nan'):.2f}")
-    dice = {k[5:]: v for k, v in metrics.items() if k.startswith("dice_") and v is not None}
-    if dice:
-        parts.append("Dice " + " ".join(f"{k} {v:.2f}" for k, v in dice.items()))
-    return ", ".join(parts) or "not measured here"
+    """One short cell for ``weights list``: per evaluation protocol, the mean error (or mIoU, Dice)
+    and gross misses when counted."""
+    cells = []
+    for protocol, figures in metrics.items():
+        parts = []
+        if figures.get("mean_mae_mm") is not None:
+            parts.append(f"MAE {figures['mean_mae_mm']:.2f} mm")
+        if figures.get("mean_error_pct") is not None:
+            parts.append(f"error {figures['mean_error_pct']:.2f} %")
+        if any(k.endswith("_gross") for k in figures):
+            parts.append(f"{sum(v for k, v in figures.items() if k.endswith('_gross') and v is not None):g} gross")
+        if figures.get("mean_iou") is not None:
+            parts.append(f"mIoU {figures['mean_iou']:.2f}")
+        dice = {k[5:]: v for k, v in figures.items() if k.startswith("dice_") and v is not None}
+        if dice:
+            parts.append("Dice " + " ".join(f"{k} {v:.2f}" for k, v in dice.items()))
+        if parts:
+            cells.append(f"{protocol}: " + ", ".join(parts))
+    return "; ".join(cells) or "not measured here"
 
 
 def cmd_weights_list(args: argparse.Namespace) -> int:
@@ -409,7 +413,8 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
     for e in list_entries(args.out):
         rows.append({"name": e.name, "version": e.version, "active": active_version(e.name, args.out) == e.version,
                      "arch": e.arch, "parent": e.parent, "trained_on": e.trained_on, "created": e.created,
-                     "sha256": e.sha256, "metrics": dict(e.metrics)})
+                     "sha256": e.sha256, "metrics": {p: dict(m) for p, m in e.metrics.items()},
+                     "thresholds": e.thresholds.to_json(), "decode": e.decode.to_json()})
     if args.json:
         _print_json(rows)
         return 0
@@ -455,13 +460,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a model from the reviews in the store, evaluate before/after, register it."""
-    from echomeasure.training.finetune import finetune
+    from echomeasure.training.finetune import FinetuneConfig, finetune
 
-    outcome = finetune(
-        args.db, base=args.base, base_version=args.base_version, epochs=args.epochs, weights_dir=args.out,
-        min_frames=args.min_frames, holdout_fraction=args.holdout, synthetic_eval_cases=args.eval_cases,
-        seed=args.seed, activate=args.activate, progress=not args.quiet, max_steps=args.max_steps,
+    config = FinetuneConfig(
+        base=args.base, base_version=args.base_version, epochs=args.epochs, min_frames=args.min_frames,
+        holdout_fraction=args.holdout, synthetic_eval_cases=args.eval_cases, seed=args.seed,
+        activate=args.activate, max_steps=args.max_steps,
     )
+    outcome = finetune(config, db_url=args.db, weights_dir=args.out, progress=not args.quiet)
     _print_json(outcome.to_dict())
     return 0
 

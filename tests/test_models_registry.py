@@ -50,7 +50,7 @@ def test_build_model_returns_logits_at_input_resolution():
 
 def test_register_then_load_checks_sha_and_returns_same_weights(tmp_path, small_model):
     sha = save_weights(small_model, tmp_path / "a.pt", precision="fp32")
-    register(_entry("a.pt", sha, metrics={"lvidd_mae_mm": 0.9}), weights_dir=tmp_path)
+    register(_entry("a.pt", sha, metrics={"own-style": {"lvidd_mae_mm": 0.9}}), weights_dir=tmp_path)
     loaded = load_model("plax-linear", weights_dir=tmp_path)
     assert loaded.version == "1.0" and loaded.sha256 == sha
     x = torch.rand(1, 3, 64, 64)
@@ -58,7 +58,8 @@ def test_register_then_load_checks_sha_and_returns_same_weights(tmp_path, small_
         assert torch.allclose(loaded.model(x), small_model(x), atol=1e-5)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["active"]["plax-linear"] == "1.0"
-    assert manifest["models"][0]["metrics"] == {"lvidd_mae_mm": 0.9}
+    assert manifest["format"] == 2
+    assert manifest["models"][0]["metrics"] == {"own-style": {"lvidd_mae_mm": 0.9}}
     assert manifest["models"][0]["created"]
 
 
@@ -186,11 +187,11 @@ def test_update_entry_rerecords_a_version_and_swaps_its_file_only_when_the_sha_m
     from dataclasses import replace
 
     sha = save_weights(small_model, tmp_path / "a.pt", precision="fp32")
-    register(_entry("a.pt", sha, metrics={"lvidd_mae_mm": 2.0}), weights_dir=tmp_path)
+    register(_entry("a.pt", sha, metrics={"own-style": {"lvidd_mae_mm": 2.0}}), weights_dir=tmp_path)
     # re-measured metrics: same file
-    update_entry(replace(get_entry("plax-linear", weights_dir=tmp_path), metrics={"lvidd_mae_mm": 0.4}),
+    update_entry(replace(get_entry("plax-linear", weights_dir=tmp_path), metrics={"own-style": {"lvidd_mae_mm": 0.4}}),
                  weights_dir=tmp_path)
-    assert get_entry("plax-linear", weights_dir=tmp_path).metrics == {"lvidd_mae_mm": 0.4}
+    assert get_entry("plax-linear", weights_dir=tmp_path).metric("lvidd_mae_mm") == 0.4
     # the same weights stored compactly: file and sha replaced together, the model still loads
     (tmp_path / "new").mkdir()
     new_sha = save_weights(small_model, tmp_path / "new" / "a.pt")
@@ -204,3 +205,93 @@ def test_update_entry_rerecords_a_version_and_swaps_its_file_only_when_the_sha_m
     assert [e.version for e in list_entries(tmp_path)] == ["1.0"]
     with pytest.raises(WeightsError, match="not registered"):
         update_entry(_entry("a.pt", new_sha, version="9.9"), weights_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- typed entries, format 1
+
+
+#: A manifest entry as format 1 wrote it: flat metrics with the flag thresholds among them, decode
+#: settings (heatmap sigma, shift, a site's edge offsets) in ``extra``.
+FORMAT_1_ENTRY = {
+    "name": "plax-linear", "version": "1.1-ft1", "arch": ARCH, "input_size": [96, 96],
+    "normalisation": "unit", "channels": list(KEYPOINTS_2D[:2]), "file": "a.pt", "sha256": "a" * 64,
+    "trained_on": "reviews", "seed": 0, "recipe": "echomeasure finetune", "parent": "1.1",
+    "created": "2026-01-01T00:00:00+00:00", "num_params": 10,
+    "metrics": {"lvidd_mae_mm": 0.8, "mean_mae_mm": 0.7, "low_confidence_below": 0.12,
+                "confidence_floor": 0.004, "flagged_mae_ratio": 1.9, "flagged_pct": 25.0,
+                "reviews_endpoint_mae_mm": 1.1, "own_mean_iou": 0.9, "heldout_mean_iou": 0.8,
+                "heldout_style_plax_accuracy_pct": 97.0},
+    "extra": {"sigma_px": 6.0, "max_shift_px": 24.0, "loss": "bce",
+              "decode": {"refine_edges": True, "edge_offsets_mm": {"septum_lv": -1.0},
+                         "edge_offset_samples": {"septum_lv": 7}}},
+}
+
+
+def _write_manifest(folder, *entries, fmt=1):
+    folder.mkdir(exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"format": fmt, "active": {}, "models": list(entries)}))
+
+
+def test_a_format_1_manifest_entry_reads_as_typed_decode_thresholds_and_metrics_by_protocol(tmp_path):
+    from echomeasure.models.decode import DecodeSettings
+    from echomeasure.models.registry import FlagThresholds
+
+    _write_manifest(tmp_path, FORMAT_1_ENTRY)
+    e = get_entry("plax-linear", "1.1-ft1", tmp_path)
+    assert e.decode == DecodeSettings(sigma_px=6.0, max_shift_px=24.0, edge_offsets_mm={"septum_lv": -1.0})
+    assert e.thresholds == FlagThresholds(low_confidence_below=0.12, confidence_floor=0.004, flagged_mae_ratio=1.9)
+    assert e.metrics == {
+        "own-style": {"lvidd_mae_mm": 0.8, "mean_mae_mm": 0.7, "flagged_pct": 25.0, "mean_iou": 0.9},
+        "held-out-style": {"mean_iou": 0.8, "plax_accuracy_pct": 97.0},
+        "review-holdout": {"endpoint_mae_mm": 1.1},
+    }
+    # what extra["decode"] held besides the settings stays; nothing that changes inference is left in extra
+    assert e.extra == {"loss": "bce", "decode": {"edge_offset_samples": {"septum_lv": 7}}}
+    assert e.metric("mean_iou", "held-out-style") == 0.8 and e.metric("mean_iou", "echonet-lvh") is None
+
+
+def test_format_1_entries_keep_working_beside_new_ones_and_are_not_rewritten(tmp_path, small_model):
+    from dataclasses import replace
+
+    from echomeasure.propose.flags import entry_threshold
+
+    sha = save_weights(small_model, tmp_path / "b.pt", precision="fp32")
+    _write_manifest(tmp_path, FORMAT_1_ENTRY)
+    old = get_entry("plax-linear", "1.1-ft1", tmp_path)
+    assert entry_threshold(old) == 0.12  # the flag reads the converted thresholds
+    register(replace(old, version="2.0", file="b.pt", sha256=sha, created=""), weights_dir=tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"] == 2
+    assert manifest["models"][0] == FORMAT_1_ENTRY  # the old entry as it was
+    new = manifest["models"][1]
+    assert new["decode"] == {"sigma_px": 6.0, "max_shift_px": 24.0, "edge_offsets_mm": {"septum_lv": -1.0}}
+    assert new["thresholds"]["low_confidence_below"] == 0.12 and "sigma_px" not in new["extra"]
+    assert new["metrics"]["review-holdout"] == {"endpoint_mae_mm": 1.1}
+    # both read back to the same typed settings
+    assert get_entry("plax-linear", "2.0", tmp_path).decode == old.decode
+    assert load_model("plax-linear", "2.0", tmp_path).sha256 == sha
+
+
+def test_the_shipped_manifest_reads_as_typed_entries():
+    entries = list_entries()
+    if not entries:  # pragma: no cover - depends on the shipped weights folder
+        pytest.skip("no shipped manifest")
+    by_key = {(e.name, e.version): e for e in entries}
+    plax = by_key.get(("plax-linear", "1.1"))
+    if plax is not None:
+        assert plax.decode.sigma_px == 6.0 and plax.decode.max_shift_px == 24.0
+        assert plax.thresholds.low_confidence_below is not None
+        assert plax.metric("mean_mae_mm") is not None and "low_confidence_below" not in plax.metrics["own-style"]
+    for e in entries:
+        assert all(isinstance(v, dict) for v in e.metrics.values())
+
+
+def test_typed_entry_settings_refuse_bad_values():
+    from echomeasure.models.decode import DecodeSettings
+
+    with pytest.raises(ValueError, match="sigma_px"):
+        DecodeSettings(sigma_px=0)
+    with pytest.raises(ValueError, match="max_shift_px"):
+        DecodeSettings(max_shift_px=float("nan"))
+    with pytest.raises(ValueError, match="protocol"):
+        _entry("a.pt", "a" * 64, metrics={"own-style": {"x": 1.0}, "lvidd_mae_mm": 0.4})

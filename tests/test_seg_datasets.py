@@ -245,7 +245,7 @@ def test_camus_train_then_evaluate_prints_dice_and_volume_errors(tmp_path, weigh
     manifest = json.loads((weights / "manifest.json").read_text())
     entry = next(m for m in manifest["models"] if m["name"] == "apical-seg")
     assert entry["channels"] == ["background", "lv", "myocardium", "la"] and len(entry["sha256"]) == 64
-    assert "camus" in entry["recipe"] and "dice_lv" in entry["metrics"]
+    assert "camus" in entry["recipe"] and "dice_lv" in entry["metrics"]["camus"]  # protocol: the dataset
     rc, out, err = _run(capsys, "evaluate", "--dataset", "camus", str(root), "--split", "test",
                         "--model", f"apical-seg:{trained['version']}")
     assert rc == 0, err

@@ -12,7 +12,9 @@ from echomeasure import catalog
 from echomeasure.cli import main
 from echomeasure.errors import TrainingError
 from echomeasure.models import registry
+from echomeasure.models.decode import DecodeSettings
 from echomeasure.models.preprocess import Box, CropTransform
+from echomeasure.training.finetune import FinetuneConfig
 
 torch.set_num_threads(1)
 
@@ -82,7 +84,7 @@ def test_finetune_refuses_with_too_few_reviews(reviewed_store):
 
     store, weights = reviewed_store
     with pytest.raises(TrainingError, match="reviewed 2d frame"):
-        finetune(store=store, weights_dir=weights, min_frames=100, progress=False)
+        finetune(FinetuneConfig(min_frames=100), store=store, weights_dir=weights, progress=False)
 
 
 def test_cli_finetune_on_an_empty_store_exits_2_with_what_to_do(smoke_weights, tmp_path, capsys):
@@ -92,6 +94,47 @@ def test_cli_finetune_on_an_empty_store_exits_2_with_what_to_do(smoke_weights, t
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: only 0 reviewed 2d frame(s)") and "review more clips" in err
     assert len(registry.list_entries(weights)) == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--holdout", "1.5"], "--holdout must be at least 0 and below 1"),
+    (["--min-frames", "0"], "--min-frames must be at least 1"),
+    (["--max-steps", "0"], "--max-steps must be at least 1"),
+])
+def test_cli_finetune_refuses_bad_settings_with_exit_2_before_opening_anything(tmp_path, capsys, argv, message):
+    db = tmp_path / "never.sqlite"
+    rc = main(["finetune", "--db", f"sqlite:///{db}", "--out", str(tmp_path / "weights"), "-q", *argv])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {message}"
+    assert not db.exists() and not (tmp_path / "weights").exists()
+
+
+def test_finetune_config_is_frozen_with_defaults_and_named_errors():
+    import dataclasses
+
+    config = FinetuneConfig()
+    assert (config.base, config.epochs, config.batch_size, config.activate) == ("plax-linear", 10, 8, "auto")
+    assert (config.replay_per_batch, config.reviews_per_batch) == (4, 4)
+    assert FinetuneConfig(replay_fraction=1.0, batch_size=10).reviews_per_batch == 1  # replay capped at 0.9
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3  # type: ignore[misc]
+    with pytest.raises(TrainingError, match="unknown base model 'view'"):
+        FinetuneConfig(base="view")
+    with pytest.raises(TrainingError, match="learning rate"):
+        FinetuneConfig(lr=float("nan"))
+
+
+def test_child_metrics_are_keyed_by_protocol_with_the_flag_thresholds_apart():
+    from echomeasure.training.finetune import _measured
+
+    metrics, thresholds = _measured({
+        "synthetic_holdout": {"mean_mae_mm": 0.5, "low_confidence_below": 0.2, "confidence_floor": 0.01},
+        "reviews_holdout": {"endpoint_mae_mm": 1.0, "value_mae_mm": None},
+    })
+    assert metrics == {"own-style": {"mean_mae_mm": 0.5}, "review-holdout": {"endpoint_mae_mm": 1.0}}
+    assert (thresholds.low_confidence_below, thresholds.confidence_floor) == (0.2, 0.01)
 
 
 @pytest.mark.slow  # ~30 s on an idle core: ingest 3 studies, 40 fine-tuning steps, 2 evaluations
@@ -111,10 +154,9 @@ def test_finetune_registers_child_version_whose_proposals_move_toward_correction
 
     before = err(parent.version)
     # reviews only (no replay) so that a few dozen steps on 6 frames show the pull of the reviews
-    outcome = finetune(store=store, weights_dir=weights, min_frames=4, holdout_fraction=0.0, epochs=30,
-                       synthetic_eval_cases=0, replay_cases=2, replay_fraction=0.0, max_steps=80, lr=2e-3,
-                       batch_size=4,
-                       activate="no", progress=False)
+    config = FinetuneConfig(min_frames=4, holdout_fraction=0.0, epochs=30, synthetic_eval_cases=0, replay_cases=2,
+                            replay_fraction=0.0, max_steps=80, lr=2e-3, batch_size=4, activate="no")
+    outcome = finetune(config, store=store, weights_dir=weights, progress=False)
     e = outcome.entry
     assert e.parent == parent.version and e.version == f"{parent.version}-ft1"
     assert e.sha256 == registry.sha256_file(weights / e.file)
@@ -190,8 +232,9 @@ def test_caliper_offsets_are_robust_medians_along_the_line_shrunk_clipped_and_ne
     assert "la_posterior" not in got.offsets_mm  # within two standard errors of 0
     assert got.offsets_mm["ao_anterior"] == pytest.approx(3.0)  # clipped
     assert set(got.offsets_mm) == {"septum_lv", "lv_pw", "ao_anterior"}
-    decode = got.decode()
-    assert decode["refine_edges"] is True and decode["edge_offset_samples"]["lv_pw"] == 7
+    assert got.n_samples["lv_pw"] == 7
+    settings = got.settings(DecodeSettings(sigma_px=6.0, max_shift_px=24.0))
+    assert settings == DecodeSettings(sigma_px=6.0, max_shift_px=24.0, edge_offsets_mm=got.offsets_mm)
 
     # with fewer frames than required nothing is learned, and a parent's convention is kept
     calls.clear()
@@ -240,13 +283,14 @@ def test_finetune_learns_the_reviewers_caliper_convention_and_proposals_follow_i
     parent = registry.get_entry("plax-linear", None, weights)
     samples = load_review_samples(store, parent)
     # a couple of steps at a tiny learning rate: what is tested is the convention, not the weights
-    outcome = finetune(store=store, weights_dir=weights, min_frames=4, holdout_fraction=0.0, epochs=1,
-                       synthetic_eval_cases=0, replay_cases=2, replay_fraction=0.0, max_steps=2, lr=1e-6,
-                       batch_size=2, activate="no", progress=False)
-    decode = outcome.entry.extra["decode"]
-    offsets = decode["edge_offsets_mm"]
-    assert decode["refine_edges"] is True
-    assert all(decode["edge_offset_samples"][k] >= 5 for k in catalog.KEYPOINTS_2D)
+    config = FinetuneConfig(min_frames=4, holdout_fraction=0.0, epochs=1, synthetic_eval_cases=0, replay_cases=2,
+                            replay_fraction=0.0, max_steps=2, lr=1e-6, batch_size=2, activate="no")
+    outcome = finetune(config, store=store, weights_dir=weights, progress=False)
+    decode = outcome.entry.decode
+    offsets = decode.edge_offsets_mm
+    assert decode.sigma_px == parent.decode.sigma_px and decode.max_shift_px == parent.decode.max_shift_px
+    n_samples = outcome.entry.extra["finetune"]["edge_offsets"]["n_samples"]
+    assert all(n_samples[k] >= 5 for k in catalog.KEYPOINTS_2D)
     assert offsets["septum_lv"] == pytest.approx(-1.0, abs=0.35)
     assert offsets["lv_pw"] == pytest.approx(1.0, abs=0.35)
     # the other LV-line endpoints keep the interface (the refinement is accurate there); on the
@@ -255,8 +299,8 @@ def test_finetune_learns_the_reviewers_caliper_convention_and_proposals_follow_i
     for k in ("rv_septum", "pw_pericardium"):
         assert abs(offsets.get(k, 0.0)) < 0.35, (k, offsets)
     # the manifest keeps it (what propose reads), and the parent stays as it was
-    assert registry.get_entry("plax-linear", outcome.entry.version, weights).extra["decode"] == decode
-    assert "decode" not in parent.extra
+    assert registry.get_entry("plax-linear", outcome.entry.version, weights).decode == decode
+    assert not parent.decode.edge_offsets_mm
 
     clear_engines()
 

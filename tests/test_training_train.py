@@ -34,7 +34,7 @@ def test_training_and_heldout_seed_ranges_never_overlap():
 
 
 def test_smoke_training_lowers_loss_and_registers_a_version_load_model_accepts(tmp_path):
-    from echomeasure.training.train import train_model
+    from echomeasure.training.train import HEATMAP_SIGMA_PX, MAX_SHIFT_PX, train_model
 
     out = tmp_path / "weights"
     outcome = train_model("plax-linear", smoke=True, out=out, progress=False, threads=1)
@@ -49,7 +49,11 @@ def test_smoke_training_lowers_loss_and_registers_a_version_load_model_accepts(t
     assert e.recipe.startswith("echomeasure train --model plax-linear --steps 12 --seed 0")
     assert e.seed == 0 and e.parent is None
     assert e.extra["training_data"]["train_seed_range"] == [TRAIN_SEEDS.start, TRAIN_SEEDS.stop]
-    assert "lvidd_mae_mm" in e.metrics and "within_1mm_pct" in e.metrics
+    own = e.metrics["own-style"]
+    assert "lvidd_mae_mm" in own and "within_1mm_pct" in own and "low_confidence_below" not in own
+    assert outcome.metrics["lvidd_mae_mm"] == own["lvidd_mae_mm"]
+    assert (e.decode.sigma_px, e.decode.max_shift_px) == (HEATMAP_SIGMA_PX, MAX_SHIFT_PX)
+    assert "sigma_px" not in e.extra and "evaluation" in e.extra
     loaded = registry.load_model("plax-linear", weights_dir=out)
     assert loaded.sha256 == e.sha256
     assert not list(out.glob("em-eval-*")), "scratch folder left behind"

@@ -102,13 +102,14 @@ def test_weights_list_shows_every_version_with_data_and_metrics(checkpoint_dirs,
     rows = json.loads(out)
     assert [(r["name"], r["version"]) for r in rows] == [(e.name, e.version) for e in registry.list_entries(weights)]
     plax = next(r for r in rows if r["name"] == "plax-linear")
-    assert plax["active"] and plax["metrics"]["mean_mae_mm"] > 0 and "synthetic" in plax["trained_on"]
+    assert plax["active"] and plax["metrics"]["own-style"]["mean_mae_mm"] > 0 and "synthetic" in plax["trained_on"]
+    assert plax["thresholds"]["low_confidence_below"] > 0 and plax["decode"]["sigma_px"] > 0
     rc, out, _ = _run(capsys, "weights", "list")
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["name", "version", "active", "metrics"]
     assert len(lines) == 1 + len(rows)
     assert any(line.startswith("echonet-measurements-ivs") and "published checkpoint" in line for line in lines)
-    assert any(line.startswith("plax-linear") and "MAE" in line for line in lines)
+    assert any(line.startswith("plax-linear") and "own-style: MAE" in line for line in lines)
 
 
 # --------------------------------------------------------------------------- decoding rules

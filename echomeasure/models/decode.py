@@ -28,15 +28,63 @@ All coordinates here are heatmap (= model input) pixels, pixel ``[i, j]`` centre
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 #: Default heatmap Gaussian sigma (model pixels) when a weights entry does not say.
 DEFAULT_SIGMA_PX = 2.0
+#: Default distance (model pixels) decoding may move a point from the arg-max.
+DEFAULT_MAX_SHIFT_PX = 1.5
 _MAX_ITERATIONS = 12
 _TOLERANCE_PX = 1e-4
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How one weights version's heatmaps become points: part of its registry entry.
+
+    Attributes
+    ----------
+    sigma_px
+        Sigma of the Gaussian targets the model was trained on (model pixels); the decoder's
+        window is ``2.5 * sigma_px`` and its confidence rings scale with it.
+    max_shift_px
+        How far the local soft-argmax may move a point from the arg-max (model pixels); a model
+        with a coarse output lattice needs more than the default.
+    edge_offsets_mm
+        Keypoint -> a site's caliper convention, applied after edge refinement (mm along the
+        caliper line, :func:`echomeasure.propose.edges.apply_edge_offsets`); empty: the ASE
+        tissue-blood interfaces.
+    """
+
+    sigma_px: float = DEFAULT_SIGMA_PX
+    max_shift_px: float = DEFAULT_MAX_SHIFT_PX
+    edge_offsets_mm: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma_px", float(self.sigma_px))
+        object.__setattr__(self, "max_shift_px", float(self.max_shift_px))
+        object.__setattr__(self, "edge_offsets_mm", {str(k): float(v) for k, v in dict(self.edge_offsets_mm).items()})
+        if not (math.isfinite(self.sigma_px) and self.sigma_px > 0):
+            raise ValueError(f"decode sigma_px must be a positive number, got {self.sigma_px}")
+        if not (math.isfinite(self.max_shift_px) and self.max_shift_px >= 0):
+            raise ValueError(f"decode max_shift_px must be a number >= 0, got {self.max_shift_px}")
+        if not all(math.isfinite(v) for v in self.edge_offsets_mm.values()):
+            raise ValueError("decode edge_offsets_mm must be finite numbers")
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest form."""
+        return {"sigma_px": self.sigma_px, "max_shift_px": self.max_shift_px,
+                "edge_offsets_mm": dict(self.edge_offsets_mm)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DecodeSettings:
+        """Build settings from their manifest form; absent keys take the defaults."""
+        kwargs = {k: d[k] for k in ("sigma_px", "max_shift_px") if d.get(k) is not None}
+        return cls(**kwargs, edge_offsets_mm=dict(d.get("edge_offsets_mm") or {}))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ The entries live in ``manifest.json`` in the weights folder (:func:`echomeasure.
 ``$ECHOMEASURE_WEIGHTS``)::
 
     {
-      "format": 1,
+      "format": 2,
       "active": {"plax-linear": "1.0", "doppler-peaks": "1.0"},
       "models": [
         {"name": "plax-linear", "version": "1.0", "arch": "deeplabv3_mobilenet_v3_large",
@@ -18,12 +18,16 @@ The entries live in ``manifest.json`` in the weights folder (:func:`echomeasure.
          "file": "plax-linear-1.0.pt", "sha256": "...",
          "trained_on": "synthetic 2d cases 0-399, seed 1", "seed": 1,
          "recipe": "echomeasure train --model plax-linear ...",
-         "metrics": {"ivsd_mae_mm": 0.41, ...}, "parent": null,
-         "created": "2025-01-01T12:00:00+00:00", "num_params": 11020000, "extra": {}},
+         "decode": {"sigma_px": 6.0, "max_shift_px": 24.0, "edge_offsets_mm": {}},
+         "thresholds": {"low_confidence_below": 0.12, "confidence_floor": 0.01, "flagged_mae_ratio": 1.6},
+         "metrics": {"own-style": {"ivsd_mae_mm": 0.41, ...}, "held-out-style": {...}},
+         "parent": null, "created": "2025-01-01T12:00:00+00:00", "num_params": 11020000, "extra": {}},
         ...
       ]
     }
 
+Entries of format 1 (flat ``metrics`` with the flag thresholds among them, decode settings in
+``extra``) are converted when read (:func:`upgrade_entry_json`); the file is not rewritten.
 ``file`` is relative to the weights folder.  A weight file is what :func:`save_weights` writes
 (keys ``m.*``; shipped files are gzip-compressed int8 per output channel, fp16 and fp32 state
 dicts also load); :func:`load_checkpoint` also reads
@@ -48,6 +52,7 @@ from echomeasure import atomic, config
 from echomeasure.catalog import APICAL_SEG_CLASSES, DOPPLER_CHANNELS, KEYPOINTS_2D, VIEWS
 from echomeasure.errors import WeightsError
 from echomeasure.models.choices import ARCHITECTURES, CLASSIFIER_ARCHITECTURES, Normalisation
+from echomeasure.models.decode import DecodeSettings
 
 if TYPE_CHECKING:  # torch is imported only where weights are read or written
     import torch
@@ -58,7 +63,7 @@ if TYPE_CHECKING:  # torch is imported only where weights are read or written
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 
 #: Registry names of the models the catalogue refers to (``catalog.Measurement.model``).
 PLAX_LINEAR = "plax-linear"
@@ -75,6 +80,148 @@ _TRAIN_HINT = {
 
 def _train_hint(name: str) -> str:
     return _TRAIN_HINT.get(name, f"echomeasure train --model {name}")
+
+
+#: Evaluation protocols (keys of :attr:`WeightsEntry.metrics`): held-out synthetic cases in the
+#: style families the model was trained on, in a style family no model trains on, the held-out
+#: split of the reviews a version was fine-tuned on, and the resolution ceiling of a segmentation
+#: model (its ground truth resampled to the model's input size).  A real dataset's own name
+#: (e.g. ``"echonet-lvh"``) is a protocol too.
+OWN_STYLE = "own-style"
+HELDOUT_STYLE = "held-out-style"
+REVIEW_HOLDOUT = "review-holdout"
+RESOLUTION_CEILING = "resolution-ceiling"
+
+#: ``protocol -> figure name -> value`` once an entry is built; a flat format-1 mapping is accepted
+#: by the constructor and converted, hence the loose static type.
+Metrics = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FlagThresholds:
+    """What the low-confidence flag (:mod:`echomeasure.propose.flags`) reads for one version.
+
+    Measured on held-out cases (:func:`echomeasure.training.evaluate.confidence_flag`); None
+    when unknown.
+
+    Attributes
+    ----------
+    low_confidence_below
+        A proposal with a confidence strictly below it is flagged.
+    confidence_floor
+        The held-out 2nd percentile of confidence; below it a proposal is always flagged.
+    flagged_mae_ratio
+        Mean error of the flagged quarter over the rest; when it is small the confidence does
+        not rank errors and only ``confidence_floor`` flags.
+    """
+
+    low_confidence_below: float | None = None
+    confidence_floor: float | None = None
+    flagged_mae_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("low_confidence_below", "confidence_floor", "flagged_mae_ratio"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+
+    def to_json(self) -> dict[str, float]:
+        """The manifest form (unknown values left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> FlagThresholds:
+        """Build thresholds from their manifest form (other keys are ignored)."""
+        return cls(**{k: d[k] for k in _THRESHOLD_KEYS if d.get(k) is not None})
+
+
+_THRESHOLD_KEYS = ("low_confidence_below", "confidence_floor", "flagged_mae_ratio")
+#: Format-1 metric-name prefixes and the protocol they name (first match wins).
+_LEGACY_PROTOCOL_PREFIXES = (
+    ("heldout_style_", HELDOUT_STYLE),
+    ("heldout_", HELDOUT_STYLE),
+    ("own_", OWN_STYLE),
+    ("reviews_", REVIEW_HOLDOUT),
+    ("resolution_ceiling_", RESOLUTION_CEILING),
+)
+#: Format-1 ``extra`` keys that are decode settings.
+_LEGACY_DECODE_KEYS = ("sigma_px", "max_shift_px")
+
+
+def _legacy_protocol(extra: Mapping[str, Any]) -> str:
+    """The protocol of a format-1 entry's unprefixed metrics: the real dataset it was trained and
+    evaluated on when its ``extra`` names one, else the synthetic own-style hold-out."""
+    data = extra.get("training_data")
+    for dataset in (extra.get("dataset"), data.get("dataset") if isinstance(data, Mapping) else None):
+        if isinstance(dataset, str) and dataset:
+            return dataset
+    return OWN_STYLE
+
+
+def _split_flat_metrics(flat: Mapping[str, Any], protocol: str) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Format-1 flat metrics -> (metrics by protocol, flag thresholds)."""
+    by_protocol: dict[str, dict[str, float]] = {}
+    thresholds: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in _THRESHOLD_KEYS:
+            thresholds[key] = value
+            continue
+        target, name = protocol, key
+        for prefix, named in _LEGACY_PROTOCOL_PREFIXES:
+            if key.startswith(prefix):
+                target, name = named, key[len(prefix):]
+                break
+        by_protocol.setdefault(target, {})[name] = value
+    return by_protocol, thresholds
+
+
+def metrics_from_flat(flat: Mapping[str, Any], protocol: str = OWN_STYLE) -> tuple[dict[str, dict[str, float]], FlagThresholds]:
+    """Flat evaluation figures (``{"lvidd_mae_mm": ..., "low_confidence_below": ...}``) -> the
+    metrics of one protocol and the flag thresholds among them, for a :class:`WeightsEntry`.
+
+    Prefixed names (``own_``, ``heldout_``, ``reviews_``, ``resolution_ceiling_``) go to their
+    own protocol, as in :func:`upgrade_entry_json`.
+    """
+    by_protocol, thresholds = _split_flat_metrics({k: v for k, v in flat.items() if v is not None}, protocol)
+    return by_protocol, FlagThresholds.from_json(thresholds)
+
+
+def _is_flat(metrics: Mapping[str, Any]) -> bool:
+    nested = [isinstance(v, Mapping) for v in metrics.values()]
+    if any(nested) and not all(nested):
+        raise ValueError("metrics must map each evaluation protocol to its figures, e.g. {'own-style': {...}}")
+    return bool(nested) and not any(nested)
+
+
+def upgrade_entry_json(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A manifest entry in the current form; a format-1 entry is converted, a current one copied.
+
+    Format 1 kept the flag thresholds among flat ``metrics`` and the decode settings in
+    ``extra`` (``sigma_px``, ``max_shift_px``, ``decode.edge_offsets_mm``).  Metric names with
+    an ``own_``, ``heldout_``/``heldout_style_``, ``reviews_`` or ``resolution_ceiling_`` prefix
+    go to that protocol without it; the others to the dataset named in ``extra``, else
+    :data:`OWN_STYLE`.  What ``extra["decode"]`` holds besides the settings stays there.
+    """
+    out = dict(d)
+    extra = dict(out.get("extra") or {})
+    metrics = dict(out.get("metrics") or {})
+    if _is_flat(metrics):
+        by_protocol, thresholds = _split_flat_metrics(metrics, _legacy_protocol(extra))
+        out["metrics"] = by_protocol
+        out["thresholds"] = {**dict(out.get("thresholds") or {}), **thresholds}
+    legacy_decode = {k: extra.pop(k) for k in _LEGACY_DECODE_KEYS if k in extra}
+    old_decode = extra.pop("decode", None)
+    if isinstance(old_decode, Mapping):
+        old_decode = dict(old_decode)
+        if "edge_offsets_mm" in old_decode:
+            legacy_decode["edge_offsets_mm"] = old_decode.pop("edge_offsets_mm") or {}
+        old_decode.pop("refine_edges", None)  # always on: propose's refine_edges argument decides
+        if old_decode:
+            extra["decode"] = old_decode
+    if legacy_decode:
+        out["decode"] = {**dict(out.get("decode") or {}), **legacy_decode}
+    out["extra"] = extra
+    return out
 
 
 @dataclass(frozen=True)
@@ -107,7 +254,13 @@ class WeightsEntry:
     recipe
         The exact command that produced the file.
     metrics
-        Measured error, e.g. ``{"lvidd_mae_mm": 0.8, "within_1mm": 0.93}``.
+        Measured figures per evaluation protocol, e.g.
+        ``{"own-style": {"lvidd_mae_mm": 0.8}, "held-out-style": {"lvidd_mae_mm": 1.4}}``
+        (:data:`OWN_STYLE`, :data:`HELDOUT_STYLE`, :data:`REVIEW_HOLDOUT`, a dataset's name).
+    thresholds
+        What the low-confidence flag reads (:class:`FlagThresholds`); not a reported figure.
+    decode
+        How the heatmaps are decoded (:class:`~echomeasure.models.decode.DecodeSettings`).
     parent
         Version this one was fine-tuned from (None for a model trained from scratch).
     created
@@ -115,7 +268,11 @@ class WeightsEntry:
     num_params
         Number of parameters.
     extra
-        Anything else worth keeping (heatmap sigma, training loss, ...).
+        Anything else worth keeping (training data, optimiser, loss, ...); nothing in it changes
+        inference.
+
+    A flat ``metrics`` mapping or decode settings in ``extra`` (format 1) are converted as
+    :func:`upgrade_entry_json` does.
     """
 
     name: str
@@ -129,15 +286,18 @@ class WeightsEntry:
     trained_on: str = ""
     seed: int | None = None
     recipe: str = ""
-    metrics: Mapping[str, float] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=dict)
     parent: str | None = None
     created: str = ""
     num_params: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    thresholds: FlagThresholds = field(default_factory=FlagThresholds)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "channels", tuple(self.channels))
+        self._upgrade_legacy_fields()
         if not self.name or not self.version:
             raise ValueError("a weights entry needs a name and a version")
         if self.arch not in ARCHITECTURES + CLASSIFIER_ARCHITECTURES:
@@ -163,6 +323,20 @@ class WeightsEntry:
         if len(self.sha256) != 64:
             raise ValueError(f"sha256 must be 64 hex digits, got {self.sha256!r}")
 
+    def _upgrade_legacy_fields(self) -> None:
+        """Move format-1 flat metrics and ``extra`` decode settings into their typed fields."""
+        legacy = upgrade_entry_json({"metrics": dict(self.metrics), "extra": dict(self.extra),
+                                     "thresholds": self.thresholds.to_json(), "decode": self.decode.to_json()})
+        object.__setattr__(self, "metrics", {str(p): dict(m) for p, m in legacy["metrics"].items()})
+        object.__setattr__(self, "extra", legacy["extra"])
+        object.__setattr__(self, "thresholds", FlagThresholds.from_json(legacy["thresholds"]))
+        object.__setattr__(self, "decode", DecodeSettings.from_json(legacy["decode"]))
+
+    def metric(self, name: str, protocol: str = OWN_STYLE) -> float | None:
+        """One reported figure under one evaluation protocol (None when not measured)."""
+        value = self.metrics.get(protocol, {}).get(name)
+        return None if value is None else float(value)
+
     @property
     def mode(self) -> Literal["2d", "doppler", "view", "segmentation"]:
         """``"2d"`` keypoints, ``"doppler"`` peaks, ``"view"`` the view classifier, ``"segmentation"`` label maps."""
@@ -179,18 +353,23 @@ class WeightsEntry:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         d["channels"] = list(self.channels)
-        d["metrics"] = dict(self.metrics)
+        d["metrics"] = {p: dict(m) for p, m in self.metrics.items()}
         d["extra"] = dict(self.extra)
+        d["thresholds"] = self.thresholds.to_json()
+        d["decode"] = self.decode.to_json()
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> WeightsEntry:
-        """Build an entry from its manifest form (unknown keys go to ``extra``)."""
+        """Build an entry from its manifest form, current or format 1 (unknown keys go to ``extra``)."""
+        d = upgrade_entry_json(d)
         known = set(cls.__dataclass_fields__)
         kwargs = {k: v for k, v in d.items() if k in known}
         unknown = {k: v for k, v in d.items() if k not in known}
         if unknown:
             kwargs["extra"] = {**dict(kwargs.get("extra") or {}), **unknown}
+        kwargs["thresholds"] = FlagThresholds.from_json(kwargs.get("thresholds") or {})
+        kwargs["decode"] = DecodeSettings.from_json(kwargs.get("decode") or {})
         return cls(**kwargs)
 
 
@@ -228,12 +407,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    # a shared weights folder wants the usual umask-based mode (atomic_path's default)
-    with atomic.atomic_path(path, make_parents=True) as tmp, open(tmp, "wb") as fh:
-        write(fh)
 
 
 #: Marker of the compact file format written by :func:`save_weights` with ``precision="int8"``.
@@ -296,13 +469,14 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str], *, precision: P
             state[k] = v.float().contiguous()
     path = Path(path)
     if precision != "int8":
-        _atomic_write_bytes(path, lambda fh: torch.save(state, fh))
+        with atomic.atomic_path(path, make_parents=True) as tmp:
+            torch.save(state, tmp)
         return sha256_file(path)
     buf = io.BytesIO()
     torch.save({"format": INT8_FORMAT, "state_dict": state, "scales": scales}, buf)
     # mtime=0: the same weights always give the same bytes (and sha256)
     packed = gzip.compress(buf.getvalue(), compresslevel=9, mtime=0)
-    _atomic_write_bytes(path, lambda fh: fh.write(packed))
+    atomic.write_bytes(path, packed, make_parents=True)
     return sha256_file(path)
 
 
@@ -528,8 +702,7 @@ def _manifest_lock(folder: Path) -> Iterator[None]:
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
-    _atomic_write_bytes(folder / MANIFEST_NAME, lambda fh: fh.write(text.encode("utf-8")))
+    atomic.write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n", make_parents=True)
 
 
 def register(

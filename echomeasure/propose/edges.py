@@ -577,7 +577,7 @@ def apply_edge_offsets(
     tissue-blood interface along the caliper line (e.g. *leading edge*: the LV cavity endpoints
     further out).  Fine-tuning learns it from reviews
     (:func:`echomeasure.training.finetune.learn_edge_offsets_mm`) and stores it in the weights
-    entry (``extra["decode"]["edge_offsets_mm"]``); ``propose`` applies it after
+    entry (``entry.decode.edge_offsets_mm``); ``propose`` applies it after
     :func:`refine_plax_keypoints`.
 
     Parameters

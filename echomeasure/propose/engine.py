@@ -110,14 +110,12 @@ class _Engine:
 
     @property
     def sigma_px(self) -> float:
-        from echomeasure.models.decode import DEFAULT_SIGMA_PX
-
-        return float(self.entry.extra.get("sigma_px", DEFAULT_SIGMA_PX))
+        return float(self.entry.decode.sigma_px)
 
     @property
     def max_shift_px(self) -> float:
         """How far decoding may move a point from the arg-max (weights entry, default 1.5 px)."""
-        return float(self.entry.extra.get("max_shift_px", 1.5))
+        return float(self.entry.decode.max_shift_px)
 
 
 _ENGINES: dict[tuple, _Engine] = {}
@@ -322,7 +320,7 @@ def _refine_plax_to_edges(
     t0 = time.perf_counter()
     points_px = tracks.smoothed.copy()
     # the version's caliper convention (learned from a site's reviews): offsets from the interface
-    offsets_mm = (entry.extra.get("decode") or {}).get("edge_offsets_mm") if isinstance(entry.extra, dict) else None
+    offsets_mm = entry.decode.edge_offsets_mm
     endpoint_conf = edges.decode_confidence_gate(tracks.conf) * edges.resolution_confidence_factor(px_per_mm)
     for i in range(clip.n_frames) if per_frame else sorted({tracks.ed, tracks.es}):
         refined = edges.refine_plax_keypoints(clip.frames[i], tracks.smoothed[i], entry.channels, px_per_mm)

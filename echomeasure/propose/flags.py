@@ -3,7 +3,8 @@
 One rule, used by ``measure`` JSON (``"flagged"``), the review UI (dashed calipers, ``!``) and
 the accuracy benchmark.  Raw confidences are model-specific, so each model version carries its
 own threshold, measured on held-out cases (:func:`echomeasure.training.evaluate.confidence_flag`)
-and kept in its registry ``metrics``:
+and kept in its registry entry's ``thresholds``
+(:class:`echomeasure.models.registry.FlagThresholds`):
 
 * ``low_confidence_below``: a proposal with a confidence strictly below it is flagged;
 * ``flagged_mae_ratio``: how much worse the flagged quarter was held-out; below
@@ -63,5 +64,6 @@ def is_flagged(confidence: float | None, threshold: float) -> bool:
 
 
 def entry_threshold(entry: Any, fallback: float = LOW_CONFIDENCE_THRESHOLD) -> float:
-    """:func:`flag_threshold` of a registry entry (``entry.metrics``)."""
-    return flag_threshold(getattr(entry, "metrics", None), fallback)
+    """:func:`flag_threshold` of a registry entry (``entry.thresholds``)."""
+    thresholds = getattr(entry, "thresholds", None)
+    return flag_threshold(None if thresholds is None else thresholds.to_json(), fallback)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from echomeasure.models.registry import HELDOUT_STYLE, OWN_STYLE
 from echomeasure.models.segmentation import (
     PLAX_SEG_CLASSES,
     PLAX_SEG_MODEL,
@@ -134,7 +135,7 @@ def crosscheck(proposals: Sequence[Any], maps: Mapping[int, tuple[np.ndarray, np
 
 def model_votes(entry: Any) -> bool:
     """True when a plax-seg version's registered mean IoU (own and held-out families) is good enough to vote."""
-    ious = [entry.metrics.get(k) for k in ("own_mean_iou", "heldout_mean_iou")]
+    ious = [entry.metric("mean_iou", protocol) for protocol in (OWN_STYLE, HELDOUT_STYLE)]
     return all(v is not None for v in ious) and min(ious) >= MIN_MODEL_MEAN_IOU
 
 

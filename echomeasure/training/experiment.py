@@ -18,13 +18,9 @@ larger, IVSd and LVPWd ``shift_mm`` smaller).  The loop:
 ``python -m echomeasure.training.experiment --workdir /tmp/ft`` runs it and prints JSON (the
 ``summary`` key has the per-measurement figures).  Since ``propose`` refines every caliper onto
 the ASE interface, the reviewer's convention reaches the proposals through the edge offsets that
-fine-tuning learns and records in the new version (``extra["decode"]``, see
-:mod:`echomeasure.training.finetune`).  With the defaults (24 review studies, 12 new ones,
-``plax-linear`` 1.1, shift 1 mm; ``benchmarks/finetune_experiment.md``) the MAE against the
-reviewer on the new cases went from 1.05 to 0.39 mm (LVIDd 1.92 -> 0.31 mm, LVIDs 1.74 -> 0.46,
-IVSd 0.88 -> 0.31, LVPWd 0.79 -> 0.29); on the ASE synthetic hold-out the fine-tuned version is
-off by about the convention (mean 0.49 -> 1.12 mm; its weights alone, without the offsets,
-0.51 mm).
+fine-tuning learns and records in the new version (``entry.decode.edge_offsets_mm``, see
+:mod:`echomeasure.training.finetune`).  The figures of a run with the defaults are in
+``benchmarks/finetune_experiment.md``.
 """
 
 from __future__ import annotations
@@ -223,7 +219,7 @@ def run_experiment(
     from echomeasure.propose import clear_engines, propose
     from echomeasure.store import open_store
     from echomeasure.training.evaluate import evaluate_plax
-    from echomeasure.training.finetune import finetune
+    from echomeasure.training.finetune import FinetuneConfig, finetune
 
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -245,9 +241,10 @@ def run_experiment(
     with weights_env(wdir), open_store(f"sqlite:///{db}", images_dir=workdir / "images") as store:
         counts = build_review_store(store, workdir, review_seeds, convention, small=small, progress=progress,
                                     style=style)
-        outcome = finetune(store=store, base=registry.PLAX_LINEAR, weights_dir=wdir, epochs=epochs,
-                           min_frames=min(20, 2 * counts["clips"]), synthetic_eval_cases=synthetic_eval_cases,
-                           activate="yes", progress=progress, max_steps=max_steps, replay_cases=replay_cases)
+        config = FinetuneConfig(base=registry.PLAX_LINEAR, epochs=epochs, min_frames=min(20, 2 * counts["clips"]),
+                                synthetic_eval_cases=synthetic_eval_cases, activate="yes", max_steps=max_steps,
+                                replay_cases=replay_cases)
+        outcome = finetune(config, store=store, weights_dir=wdir, progress=progress)
 
         def on_new_cases(version: str, folder: Path = wdir) -> dict:
             fn = partial(propose, model_versions={registry.PLAX_LINEAR: version}, weights_dir=folder, backend="torch")
@@ -273,17 +270,12 @@ def run_experiment(
 
 def _without_offsets(entry: Any, wdir: Path, workdir: Path) -> Path:
     """A weights folder holding ``entry`` with its learned edge offsets removed (same weights)."""
+    from echomeasure.training.finetune import register_without_offsets
+
     plain = workdir / "weights-without-offsets"
     if plain.exists():
         shutil.rmtree(plain)
-    plain.mkdir()
-    shutil.copyfile(registry.resolve_path(entry, wdir), plain / entry.file)
-    decode = dict((entry.extra or {}).get("decode") or {})
-    decode["edge_offsets_mm"] = {}
-    from dataclasses import replace
-
-    registry.register(replace(entry, extra={**dict(entry.extra), "decode": decode}), weights_dir=plain)
-    return plain
+    return register_without_offsets(entry, registry.resolve_path(entry, wdir), plain)
 
 
 def summarise(before: dict, after: dict, finetune_outcome: dict) -> dict:

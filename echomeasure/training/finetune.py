@@ -26,8 +26,9 @@ median signed distance along the line between the reviewer's final point and the
 added to the parent's offset (at least :data:`MIN_OFFSET_SAMPLES` frames; a residual below
 :data:`MIN_EDGE_OFFSET_MM` or within :data:`MIN_EDGE_OFFSET_SE` standard errors of 0 is taken for
 none; clipped to :data:`MAX_EDGE_OFFSET_MM`).  The result is part of the
-new version, ``extra["decode"] = {"refine_edges": true, "edge_offsets_mm": {...},
-"edge_offset_samples": {...}}``, and ``propose`` applies it after the refinement.  The weights
+new version's decode settings (``entry.decode.edge_offsets_mm``; how many frames each offset
+rests on is in ``extra["finetune"]["edge_offsets"]``), and ``propose`` applies it after the
+refinement.  The weights
 are fine-tuned as before (the offsets act on top of them).
 
 Evaluation, before and after, on a held-out split of the reviews (by clip, so frames of one clip
@@ -49,7 +50,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -59,10 +60,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from echomeasure import atomic, catalog, config
+from echomeasure import atomic, catalog
+from echomeasure import config as config_module
 from echomeasure.errors import StoreError, TrainingError
 from echomeasure.ingest.clip import Clip, Region
 from echomeasure.models import registry
+from echomeasure.models.decode import DecodeSettings
 from echomeasure.models.preprocess import CropTransform
 from echomeasure.training.augment import IntensityAugment
 from echomeasure.training.batch import KeypointBatch
@@ -316,11 +319,9 @@ class EdgeOffsets:
     n_samples: dict[str, int]
     median_mm: dict[str, float | None]
 
-    def decode(self) -> dict:
-        """The ``extra["decode"]`` entry of a weights version."""
-        return {"refine_edges": True, "edge_offsets_mm": dict(self.offsets_mm),
-                "edge_offset_samples": dict(self.n_samples),
-                "edge_offset_median_mm": dict(self.median_mm)}
+    def settings(self, parent: DecodeSettings) -> DecodeSettings:
+        """The decode settings of a child version: the parent's with this convention."""
+        return replace(parent, edge_offsets_mm=dict(self.offsets_mm))
 
 
 def learn_edge_offsets_mm(
@@ -328,7 +329,7 @@ def learn_edge_offsets_mm(
     samples: Sequence[ReviewSample],
     channels: Sequence[str],
     *,
-    parent_offsets_mm: dict[str, float] | None = None,
+    parent_offsets_mm: Mapping[str, float] | None = None,
     min_samples: int = MIN_OFFSET_SAMPLES,
     min_offset_mm: float = MIN_EDGE_OFFSET_MM,
     max_offset_mm: float = MAX_EDGE_OFFSET_MM,
@@ -345,7 +346,7 @@ def learn_edge_offsets_mm(
         Reviewed frames to learn from: the *training* split only.
     channels : sequence of str
         The model's keypoint channels.
-    parent_offsets_mm : dict, optional
+    parent_offsets_mm : mapping, optional
         The parent's own offsets (already in its proposals): the result is parent + median
         residual.
     min_samples, min_offset_mm, max_offset_mm, min_offset_se
@@ -424,9 +425,90 @@ class FinetuneOutcome:
                 "sha256": self.entry.sha256, "activated": self.activated,
                 "train_frames": self.n_train_frames, "holdout_frames": self.n_holdout_frames,
                 "before": self.before, "after": self.after,
-                "decode": self.entry.extra.get("decode") if isinstance(self.entry.extra, dict) else None,
+                "decode": self.entry.decode.to_json(),
                 "steps": None if self.result is None else self.result.steps_done,
                 "wall_s": None if self.result is None else round(self.result.wall_s, 1)}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """What :func:`finetune` starts from and how it trains, evaluates and activates.
+
+    Attributes
+    ----------
+    base : {"plax-linear", "doppler-peaks"}
+        Registry name of the model to fine-tune.
+    base_version
+        Version to start from (None: the active one).
+    epochs
+        Passes over the training reviews (each batch mixes reviews and synthetic replay).
+    min_frames
+        Refuse with fewer reviewed frames than this.
+    holdout_fraction
+        Share of reviewed clips kept out for evaluation, in [0, 1).
+    synthetic_eval_cases
+        Held-out synthetic cases evaluated before and after (0: skip).
+    replay_cases
+        Synthetic training cases for replay (None: the parent's training set, whose cache is
+        reused when present).
+    replay_fraction
+        Share of each batch drawn from the synthetic replay set, in [0, 1] (at most 0.9 is used;
+        0: reviews only).
+    lr, batch_size, seed
+        Optimisation settings (seeded: the same reviews give the same weights).
+    activate : {"auto", "yes", "no"}
+        Make the new version active: always, never, or when it is not worse (module docstring).
+    max_steps
+        Cap on optimisation steps (tests, quick experiments); None: no cap.
+
+    Raises
+    ------
+    TrainingError
+        On creation, for a value out of range (the message names the setting).
+    """
+
+    base: str = registry.PLAX_LINEAR
+    base_version: str | None = None
+    epochs: int = 10
+    min_frames: int = MIN_REVIEWED_FRAMES
+    holdout_fraction: float = 0.25
+    synthetic_eval_cases: int = 20
+    replay_cases: int | None = None
+    replay_fraction: float = 0.5
+    lr: float = 3e-4
+    batch_size: int = 8
+    seed: int = 0
+    activate: Activate = "auto"
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.base in (registry.PLAX_LINEAR, registry.DOPPLER_PEAKS),
+             f"unknown base model {self.base!r}; fine-tune 'plax-linear' or 'doppler-peaks'"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.min_frames >= 1, "--min-frames must be at least 1"),
+            (0.0 <= self.holdout_fraction < 1.0, "--holdout must be at least 0 and below 1"),
+            (self.synthetic_eval_cases >= 0, "--eval-cases must be 0 or more"),
+            (self.replay_cases is None or self.replay_cases >= 1, "replay_cases must be at least 1"),
+            (0.0 <= self.replay_fraction <= 1.0, "replay_fraction must be between 0 and 1"),
+            (math.isfinite(self.lr) and self.lr > 0, "the learning rate must be a positive number"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.activate in ("auto", "yes", "no"), "--activate must be 'auto', 'yes' or 'no'"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+
+    @property
+    def replay_per_batch(self) -> int:
+        """Synthetic replay frames in each batch."""
+        return int(round(min(self.replay_fraction, 0.9) * self.batch_size))
+
+    @property
+    def reviews_per_batch(self) -> int:
+        """Review frames in each batch (at least one)."""
+        return max(1, self.batch_size - self.replay_per_batch)
 
 
 def _next_ft_version(parent: registry.WeightsEntry, weights_dir: Path) -> str:
@@ -439,78 +521,41 @@ def _next_ft_version(parent: registry.WeightsEntry, weights_dir: Path) -> str:
 
 
 def finetune(
-    db_url: str | None = None,
+    config: FinetuneConfig | None = None,
     *,
-    base: str = registry.PLAX_LINEAR,
-    base_version: str | None = None,
-    epochs: int = 10,
-    weights_dir: str | os.PathLike[str] | None = None,
-    min_frames: int = MIN_REVIEWED_FRAMES,
-    holdout_fraction: float = 0.25,
-    synthetic_eval_cases: int = 20,
-    replay_cases: int | None = None,
-    replay_fraction: float = 0.5,
-    lr: float = 3e-4,
-    batch_size: int = 8,
-    seed: int = 0,
-    activate: Activate = "auto",
+    db_url: str | None = None,
     store: Any = None,
+    weights_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    max_steps: int | None = None,
 ) -> FinetuneOutcome:
-    """Fine-tune ``base`` on the reviews in the store and register the result.
+    """Fine-tune a registered model on the reviews in the store and register the result.
 
     Parameters
     ----------
+    config : FinetuneConfig, optional
+        The base model and the training, evaluation and activation settings (default: the
+        defaults of :class:`FinetuneConfig`).
     db_url : str, optional
         Review store URL (default ``--db``/``$ECHOMEASURE_DB``/SQLite under ``db/``).
-    base : {"plax-linear", "doppler-peaks"}
-        Registry name of the model to fine-tune.
-    base_version : str, optional
-        Version to start from (default: the active one).
-    epochs : int
-        Passes over the training reviews (each batch is half reviews, half synthetic replay).
-    weights_dir : path, optional
-        Weights folder (default ``$ECHOMEASURE_WEIGHTS`` or ``weights/``).
-    min_frames : int
-        Refuse with fewer reviewed frames than this.
-    holdout_fraction : float
-        Share of reviewed clips kept out for evaluation.
-    synthetic_eval_cases : int
-        Held-out synthetic cases evaluated before and after (0: skip).
-    replay_cases : int, optional
-        Synthetic training cases for replay (default: the parent's training set, whose cache is
-        reused when present).
-    replay_fraction : float
-        Share of each batch drawn from the synthetic replay set (0: reviews only).
-    lr, batch_size, seed
-        Optimisation settings (seeded: the same reviews give the same weights).
-    activate : {"auto", "yes", "no"}
-        Make the new version active: always, never, or when it is not worse (module docstring).
     store : echomeasure.store.Store, optional
         An open store (instead of ``db_url``).
+    weights_dir : path, optional
+        Weights folder (default ``$ECHOMEASURE_WEIGHTS`` or ``weights/``).
     progress : bool
         Progress bars on stderr.
-    max_steps : int, optional
-        Cap on optimisation steps (tests, quick experiments).
 
     Raises
     ------
     TrainingError
-        Too few reviewed frames, unknown base model, or nothing trainable.
+        Too few reviewed frames, or nothing trainable.
+    WeightsError
+        The base version is not registered.
     """
-    wdir = Path(weights_dir) if weights_dir is not None else config.weights_dir()
-    if base not in (registry.PLAX_LINEAR, registry.DOPPLER_PEAKS):
-        raise TrainingError(f"unknown base model {base!r}; fine-tune 'plax-linear' or 'doppler-peaks'")
-    if epochs < 1:
-        raise TrainingError("--epochs must be at least 1")
-    parent = registry.get_entry(base, base_version, wdir)
+    cfg = config if config is not None else FinetuneConfig()
+    wdir = Path(weights_dir) if weights_dir is not None else config_module.weights_dir()
+    parent = registry.get_entry(cfg.base, cfg.base_version, wdir)
     with _given_or_opened_store(store, db_url) as review_store:
-        return _finetune(review_store, parent, wdir, epochs=epochs, min_frames=min_frames,
-                         holdout_fraction=holdout_fraction, synthetic_eval_cases=synthetic_eval_cases,
-                         replay_cases=replay_cases, replay_fraction=replay_fraction, lr=lr,
-                         batch_size=batch_size, seed=seed, activate=activate,
-                         progress=progress, max_steps=max_steps)
+        return _finetune(review_store, parent, wdir, cfg, progress)
 
 
 @contextmanager
@@ -521,135 +566,209 @@ def _given_or_opened_store(store: Any, db_url: str | None) -> Iterator[Any]:
         return
     from echomeasure.store import open_store
 
-    opened = open_store(config.db_url(db_url))
+    opened = open_store(config_module.db_url(db_url))
     try:
         yield opened
     finally:
         opened.close()
 
 
-def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, *, epochs: int, min_frames: int,
-              holdout_fraction: float, synthetic_eval_cases: int, replay_cases: int | None,
-              replay_fraction: float, lr: float,
-              batch_size: int, seed: int, activate: Activate, progress: bool,
-              max_steps: int | None) -> FinetuneOutcome:
-    from echomeasure.propose import clear_engines, propose
-    from echomeasure.training.evaluate import evaluate
+@dataclass
+class _ReviewTraining:
+    """The reviews split by clip, the synthetic replay set, the batches and the recipe of one run."""
 
-    base = parent.name
+    train: list[ReviewSample]
+    holdout: list[ReviewSample]
+    replay_spec: TrainingSetSpec
+    batches: Callable[[np.random.Generator, int], KeypointBatch]
+    recipe: OptimRecipe
+
+
+def _split_reviews(store: Any, parent: registry.WeightsEntry,
+                   cfg: FinetuneConfig) -> tuple[list[ReviewSample], list[ReviewSample]]:
+    """The parent's reviewed frames split by clip into training and hold-out (refused when too few)."""
     samples = load_review_samples(store, parent)
-    store_parent = _store_version(store, parent)
     n_target_frames = sum(1 for s in samples if s.trusted.any())
-    if n_target_frames < min_frames:
+    if n_target_frames < cfg.min_frames:
         raise TrainingError(
             f"only {n_target_frames} reviewed {parent.mode} frame(s) with accepted or corrected points "
-            f"(at least {min_frames} needed); review more clips before fine-tuning"
+            f"(at least {cfg.min_frames} needed); review more clips before fine-tuning"
         )
-    train_s, hold_s = split_by_clip(samples, holdout_fraction, seed)
+    train_s, hold_s = split_by_clip(samples, cfg.holdout_fraction, cfg.seed)
     if not any(s.trusted.any() for s in train_s):
         raise TrainingError("no reviewed frame with accepted or corrected points is left for training")
-    log.info("fine-tuning %s %s on %d frames (%d held out)", base, parent.version, len(train_s), len(hold_s))
+    log.info("fine-tuning %s %s on %d frames (%d held out)", parent.name, parent.version, len(train_s), len(hold_s))
+    return train_s, hold_s
 
-    sigma = float(parent.extra.get("sigma_px", 6.0))
+
+def _review_training(parent: registry.WeightsEntry, train_s: list[ReviewSample], hold_s: list[ReviewSample],
+                     cfg: FinetuneConfig, progress: bool) -> _ReviewTraining:
+    """Batches of reviews mixed with the parent's synthetic training set, and the optimiser recipe."""
+    sigma = parent.decode.sigma_px
     reviews = ReviewTrainingSet(train_s, sigma, IntensityAugment(), mode=parent.mode)
-    replay_spec = _replay_spec(parent, replay_cases)
+    replay_spec = _replay_spec(parent, cfg.replay_cases)
     replay = HeatmapTrainingSet.from_cache(build_cache(replay_spec, progress=progress), sigma, IntensityAugment())
-    n_replay = int(round(min(max(replay_fraction, 0.0), 0.9) * batch_size))
-    half = max(1, batch_size - n_replay)  # review frames per batch
+    half = cfg.reviews_per_batch
 
     def batches(rng: np.random.Generator, size: int) -> KeypointBatch:
         parts = [reviews.batch(rng, half)] + ([replay.batch(rng, size - half)] if size > half else [])
         b = KeypointBatch.concat(parts)
         return replace(b, images=b.images.contiguous(memory_format=torch.channels_last))
 
-    steps = epochs * math.ceil(len(train_s) / half)
-    if max_steps is not None:
-        steps = min(steps, max_steps)
-    optim_dict = parent.extra.get("optimiser", {}) if isinstance(parent.extra, dict) else {}
-    recipe = OptimRecipe(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=max(1, steps // 10),
+    steps = cfg.epochs * math.ceil(len(train_s) / half)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    optim_dict = parent.extra.get("optimiser", {})
+    recipe = OptimRecipe(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=max(1, steps // 10),
                          coord_window_px=int(optim_dict.get("coord_window_px", round(2.5 * sigma))),
-                         coord_start_frac=0.0, seed=seed)
+                         coord_start_frac=0.0, seed=cfg.seed)
+    return _ReviewTraining(train_s, hold_s, replay_spec, batches, recipe)
 
-    def fn_for(version: str, folder: Path):
-        return partial(propose, model_versions={base: version}, weights_dir=folder, backend="torch")
 
-    before_reviews = review_errors(fn_for(parent.version, wdir), hold_s, parent.mode) if hold_s else {}
-    before_synth = (evaluate(base, parent.version, weights_dir=wdir, n_cases=synthetic_eval_cases,
-                             small=replay_spec.small, progress=progress).flat_metrics()
-                    if synthetic_eval_cases else {})
+def _propose_with(name: str, version: str, folder: Path) -> Callable[..., Any]:
+    """``propose`` bound to one registered version."""
+    from echomeasure.propose import propose
 
-    loaded = registry.load_model(base, parent.version, wdir)
-    model = loaded.model.train().to(memory_format=torch.channels_last)
-    result = run_optimisation(model, batches, recipe, progress=progress, desc=f"finetune {base}")
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    return partial(propose, model_versions={name: version}, weights_dir=folder, backend="torch")
 
-    # the site's caliper convention, from the training split only (2D: after edge refinement)
-    decode = dict(parent.extra.get("decode") or {}) if isinstance(parent.extra, dict) else {}
-    offsets: EdgeOffsets | None = None
-    if parent.mode == "2d":
-        pf = partial(fn_for(parent.version, wdir), refine_edges=True)
-        offsets = learn_edge_offsets_mm(pf, train_s, list(parent.channels),
-                                        parent_offsets_mm=decode.get("edge_offsets_mm"))
-        decode = {**decode, **offsets.decode()}
-        log.info("caliper convention (mm along the caliper line): %s", offsets.offsets_mm)
 
+def _synthetic_holdout(name: str, version: str, folder: Path, cfg: FinetuneConfig, small: bool,
+                       progress: bool) -> dict:
+    """Flat figures of a version on the synthetic hold-out (empty when ``synthetic_eval_cases`` is 0)."""
+    from echomeasure.training.evaluate import evaluate
+
+    if not cfg.synthetic_eval_cases:
+        return {}
+    return evaluate(name, version, weights_dir=folder, n_cases=cfg.synthetic_eval_cases, small=small,
+                    progress=progress).flat_metrics()
+
+
+def _holdout_figures(name: str, version: str, folder: Path, run: _ReviewTraining, mode: str,
+                     cfg: FinetuneConfig, progress: bool) -> dict:
+    """A version's errors on the review hold-out and the synthetic hold-out."""
+    reviews = review_errors(_propose_with(name, version, folder), run.holdout, mode) if run.holdout else {}
+    synthetic = _synthetic_holdout(name, version, folder, cfg, run.replay_spec.small, progress)
+    return {"reviews_holdout": reviews, "synthetic_holdout": synthetic}
+
+
+def _train_child(parent: registry.WeightsEntry, wdir: Path, run: _ReviewTraining,
+                 progress: bool) -> tuple[torch.nn.Module, TrainResult]:
+    """The parent's weights optimised on the run's batches (in eval mode on return)."""
+    model = registry.load_model(parent.name, parent.version, wdir).model
+    model = model.train().to(memory_format=torch.channels_last)
+    result = run_optimisation(model, run.batches, run.recipe, progress=progress, desc=f"finetune {parent.name}")
+    return model.to(memory_format=torch.contiguous_format).eval(), result
+
+
+def _caliper_convention(parent: registry.WeightsEntry, wdir: Path,
+                        train_s: list[ReviewSample]) -> tuple[DecodeSettings, EdgeOffsets | None]:
+    """The child's decode settings: a 2D parent's plus the site's caliper convention, learned
+    from the training split through the parent's real ``propose`` (edge refinement on)."""
+    if parent.mode != "2d":
+        return parent.decode, None
+    propose_fn = partial(_propose_with(parent.name, parent.version, wdir), refine_edges=True)
+    offsets = learn_edge_offsets_mm(propose_fn, train_s, list(parent.channels),
+                                    parent_offsets_mm=parent.decode.edge_offsets_mm)
+    log.info("caliper convention (mm along the caliper line): %s", offsets.offsets_mm)
+    return offsets.settings(parent.decode), offsets
+
+
+def register_without_offsets(entry: registry.WeightsEntry, weight_file: Path, folder: Path) -> Path:
+    """Register ``entry`` in an empty ``folder`` with its caliper convention removed (same weights):
+    the version as it measures on the ASE interfaces."""
+    folder.mkdir(parents=True)
+    shutil.copyfile(weight_file, folder / entry.file)
+    registry.register(replace(entry, decode=replace(entry.decode, edge_offsets_mm={})), weights_dir=folder)
+    return folder
+
+
+def _child_entry(parent: registry.WeightsEntry, version: str, sha: str, decode: DecodeSettings,
+                 run: _ReviewTraining, cfg: FinetuneConfig) -> registry.WeightsEntry:
+    """The child's entry before it is measured (no metrics, no flag thresholds yet)."""
+    base = parent.name
+    n_clips = len({s.clip_id for s in run.train})
+    return replace(
+        parent, version=version, file=f"{base}-{version}.pt", sha256=sha, parent=parent.version, created="",
+        metrics={}, thresholds=registry.FlagThresholds(), decode=decode, seed=cfg.seed,
+        recipe=f"echomeasure finetune --base {base} --base-version {parent.version} --epochs {cfg.epochs} --seed {cfg.seed}",
+        trained_on=(f"{len(run.train)} reviewed frames from {n_clips} clips of the review store + synthetic replay "
+                    f"({run.replay_spec.n_cases} cases); parent {base} {parent.version}"),
+    )
+
+
+def _save_and_measure_child(model: torch.nn.Module, parent: registry.WeightsEntry, wdir: Path, decode: DecodeSettings,
+                            run: _ReviewTraining, cfg: FinetuneConfig,
+                            progress: bool) -> tuple[registry.WeightsEntry, dict]:
+    """Save the child's weights into ``wdir`` and measure it (registered in a scratch folder first:
+    registered versions are immutable); returns its unmeasured entry and its hold-out figures."""
     version = _next_ft_version(parent, wdir)
-    file_name = f"{base}-{version}.pt"
+    file_name = f"{parent.name}-{version}.pt"
     with tempfile.TemporaryDirectory(prefix="em-ft-", dir=wdir) as scratch:
         scratch_dir = Path(scratch)
         sha = registry.save_weights(model, scratch_dir / file_name)
-        entry = replace(parent, version=version, file=file_name, sha256=sha, parent=parent.version, created="",
-                        metrics={}, seed=seed,
-                        recipe=(f"echomeasure finetune --base {base} --base-version {parent.version} "
-                                f"--epochs {epochs} --seed {seed}"),
-                        trained_on=(f"{len(train_s)} reviewed frames from {len({s.clip_id for s in train_s})} "
-                                    f"clips of the review store + synthetic replay ({replay_spec.n_cases} cases); "
-                                    f"parent {base} {parent.version}"),
-                        extra={**dict(parent.extra), **({"decode": decode} if decode else {})})
+        entry = _child_entry(parent, version, sha, decode, run, cfg)
         registry.register(entry, weights_dir=scratch_dir)
-        after_reviews = review_errors(fn_for(version, scratch_dir), hold_s, parent.mode) if hold_s else {}
-        after_synth = (evaluate(base, version, weights_dir=scratch_dir, n_cases=synthetic_eval_cases,
-                                small=replay_spec.small, progress=progress).flat_metrics()
-                       if synthetic_eval_cases else {})
-        after_synth_plain: dict = {}
-        if synthetic_eval_cases and decode.get("edge_offsets_mm"):
+        after = _holdout_figures(parent.name, version, scratch_dir, run, parent.mode, cfg, progress)
+        if cfg.synthetic_eval_cases and decode.edge_offsets_mm:
             # the same weights on the ASE interfaces (no site offsets): the guard against forgetting
-            plain_dir = scratch_dir / "without-offsets"
-            plain_dir.mkdir()
-            shutil.copyfile(scratch_dir / file_name, plain_dir / file_name)
-            plain = {**dict(entry.extra), "decode": {**decode, "edge_offsets_mm": {}}}
-            registry.register(replace(entry, extra=plain), weights_dir=plain_dir)
-            after_synth_plain = evaluate(base, version, weights_dir=plain_dir, n_cases=synthetic_eval_cases,
-                                         small=replay_spec.small, progress=progress).flat_metrics()
+            plain_dir = register_without_offsets(entry, scratch_dir / file_name, scratch_dir / "without-offsets")
+            after["synthetic_holdout_without_offsets"] = _synthetic_holdout(
+                parent.name, version, plain_dir, cfg, run.replay_spec.small, progress)
         atomic.copy_file(scratch_dir / file_name, wdir / file_name)
+    return entry, after
 
-    before = {"reviews_holdout": before_reviews, "synthetic_holdout": before_synth}
-    after = {"reviews_holdout": after_reviews, "synthetic_holdout": after_synth,
-             **({"synthetic_holdout_without_offsets": after_synth_plain} if after_synth_plain else {})}
-    activated = _should_activate(activate, before, after)
-    extra = {**dict(entry.extra), "finetune": {
-        "parent": parent.version, "train_frames": len(train_s), "holdout_frames": len(hold_s),
-        "train_clip_ids": sorted({s.clip_id for s in train_s}), "holdout_clip_ids": sorted({s.clip_id for s in hold_s}),
-        "hard_negative_points": sum(len(s.negatives) for s in train_s), "replay": replay_spec.describe(),
-        "replay_fraction": n_replay / batch_size,
-        "optimiser": recipe.to_dict(), "before": before, "after": after, "wall_s": round(result.wall_s, 1),
+
+def _finetune_record(parent: registry.WeightsEntry, run: _ReviewTraining, cfg: FinetuneConfig, result: TrainResult,
+                     offsets: EdgeOffsets | None, before: dict, after: dict, activated: bool) -> dict:
+    """The ``extra["finetune"]`` record of a child version."""
+    return {
+        "parent": parent.version, "train_frames": len(run.train), "holdout_frames": len(run.holdout),
+        "train_clip_ids": sorted({s.clip_id for s in run.train}),
+        "holdout_clip_ids": sorted({s.clip_id for s in run.holdout}),
+        "hard_negative_points": sum(len(s.negatives) for s in run.train), "replay": run.replay_spec.describe(),
+        "replay_fraction": cfg.replay_per_batch / cfg.batch_size,
+        "optimiser": run.recipe.to_dict(), "before": before, "after": after, "wall_s": round(result.wall_s, 1),
         "activated": activated,
         "edge_offsets": None if offsets is None else {"learned_from": "train split", "n_samples": offsets.n_samples,
-                                                      "median_mm": offsets.median_mm}}}
-    extra.pop("evaluation", None)
-    metrics = {**{k: v for k, v in after_synth.items()},
-               **{f"reviews_{k}": v for k, v in after_reviews.items() if v is not None}}
-    entry = registry.register(replace(entry, metrics=metrics, extra=extra), weights_dir=wdir, activate=activated)
-    clear_engines()
+                                                      "median_mm": offsets.median_mm},
+    }
 
-    # the review store keeps the lineage too
+
+def _measured(after: dict) -> tuple[dict[str, dict[str, float]], registry.FlagThresholds]:
+    """The child's reported metrics by protocol and its flag thresholds, from its hold-out figures."""
+    metrics, thresholds = registry.metrics_from_flat(after["synthetic_holdout"], registry.OWN_STYLE)
+    reviews = {k: v for k, v in after["reviews_holdout"].items() if v is not None}
+    if reviews:
+        metrics[registry.REVIEW_HOLDOUT] = reviews
+    return metrics, thresholds
+
+
+def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, cfg: FinetuneConfig,
+              progress: bool) -> FinetuneOutcome:
+    from echomeasure.propose import clear_engines
     from echomeasure.propose.types import ModelInfo
 
+    train_s, hold_s = _split_reviews(store, parent, cfg)
+    store_parent = _store_version(store, parent)
+    run = _review_training(parent, train_s, hold_s, cfg, progress)
+    before = _holdout_figures(parent.name, parent.version, wdir, run, parent.mode, cfg, progress)
+    model, result = _train_child(parent, wdir, run, progress)
+    decode, offsets = _caliper_convention(parent, wdir, train_s)
+    entry, after = _save_and_measure_child(model, parent, wdir, decode, run, cfg, progress)
+
+    activated = _should_activate(cfg.activate, before, after)
+    record = _finetune_record(parent, run, cfg, result, offsets, before, after, activated)
+    extra = {k: v for k, v in entry.extra.items() if k != "evaluation"}
+    metrics, thresholds = _measured(after)
+    entry = registry.register(replace(entry, metrics=metrics, thresholds=thresholds,
+                                      extra={**extra, "finetune": record}),
+                              weights_dir=wdir, activate=activated)
+    clear_engines()
+    # the review store keeps the lineage too
     store.register_model_version(
-        ModelInfo(entry.name, entry.version, entry.sha256),
-        parent_id=store_parent,
-        trained_on={"reviews": {"clip_ids": extra["finetune"]["train_clip_ids"], "frames": len(train_s)},
-                    "synthetic_replay": replay_spec.describe()},
+        ModelInfo(entry.name, entry.version, entry.sha256), parent_id=store_parent,
+        trained_on={"reviews": {"clip_ids": record["train_clip_ids"], "frames": len(train_s)},
+                    "synthetic_replay": run.replay_spec.describe()},
         metrics=metrics, activate=activated, actor="finetune",
     )
     return FinetuneOutcome(entry=entry, parent=parent, activated=activated, n_train_frames=len(train_s),

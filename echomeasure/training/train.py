@@ -24,7 +24,9 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from echomeasure import atomic, config
@@ -32,7 +34,9 @@ from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
 from echomeasure.errors import TrainingError
 from echomeasure.models import registry
 from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
+from echomeasure.models.decode import DecodeSettings
 from echomeasure.training.augment import AppearanceAugment, GeometryAugment, IntensityAugment
+from echomeasure.training.batch import KeypointBatch
 from echomeasure.training.datasets import HeatmapTrainingSet, TrainingSetSpec, build_cache, cache_dir
 from echomeasure.training.loop import OptimRecipe, TrainResult, run_optimisation
 
@@ -227,8 +231,6 @@ def train_model(
     TrainingError
         Unknown model, bad arguments, or a run stopped by ``max_wall_s`` before the last step.
     """
-    from echomeasure.training.evaluate import evaluate
-
     if threads:
         torch.set_num_threads(int(threads))
     plan = default_plan(name, steps=steps, seed=seed, smoke=smoke, cases=cases, eval_cases=eval_cases,
@@ -239,83 +241,128 @@ def train_model(
     if any(e.name == name and e.version == version for e in registry.list_entries(weights_dir)):
         raise TrainingError(f"{name} {version} is already registered in {weights_dir}; pick another --version")
 
-    t0 = time.monotonic()
-    cache = build_cache(plan.data, progress=progress)
-    geometry = GeometryAugment() if plan.style_augmented else None
-    appearance = AppearanceAugment() if plan.style_augmented else None
-    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance)
-    log.info("training set: %d images of %s", len(dataset), dataset.input_size)
-    t_data = time.monotonic() - t0
-
-    torch.manual_seed(plan.optim.seed)
-    model = build_model(plan.arch, len(plan.channels))
-    if plan.init_from:
-        start = registry.load_model(name, plan.init_from, weights_dir)
-        if tuple(start.entry.channels) != tuple(plan.channels) or start.entry.arch != plan.arch:
-            raise TrainingError(f"{name} {plan.init_from} has another architecture or channels; cannot start from it")
-        model.load_state_dict(start.model.state_dict())
-    model = model.to(memory_format=torch.channels_last)
-
-    def batches(rng, batch_size):
-        b = dataset.batch(rng, batch_size)
-        return replace(b, images=b.images.contiguous(memory_format=torch.channels_last))
-
-    checkpoint = cache_dir() / "checkpoints" / f"{name}-{_plan_hash(plan)}.pt"
-    result = run_optimisation(model, batches, plan.optim, checkpoint=checkpoint,
-                              checkpoint_every=25 if not smoke else 1000, max_wall_s=max_wall_s,
-                              progress=progress, desc=f"train {name}")
-    if result.steps_done < plan.optim.steps:
-        raise TrainingError(
-            f"training stopped at step {result.steps_done} of {plan.optim.steps} (wall-time limit); "
-            "run the same command again to resume from the checkpoint"
-        )
+    data = _training_data(plan, progress)
+    model = _initial_model(plan, weights_dir)
+    result = _optimise(model, data.dataset, plan, smoke=smoke, max_wall_s=max_wall_s, progress=progress)
     model = model.to(memory_format=torch.contiguous_format).eval()
-
-    file_name = f"{name}-{version}.pt"
-    recipe = recipe_command(plan, smoke)
-    base_extra = {
-        "sigma_px": plan.sigma_px,
-        "max_shift_px": plan.max_shift_px,
-        "training_data": plan.data.describe(),
-        "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
-        "loss": "pixel-weighted BCE-with-logits on Gaussian heatmaps + window-centroid smooth-L1",
-        "augmentation": {**IntensityAugment().to_dict(),
-                         **({"geometry": geometry.to_dict(), "appearance": appearance.to_dict()}
-                            if geometry and appearance else {})},
-        **({"init_from": plan.init_from} if plan.init_from else {}),
-        "train_wall_s": round(result.wall_s, 1),
-        "data_wall_s": round(t_data, 1),
-        "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
-        "torch": torch.__version__,
-    }
-    data_description = {**plan.data.describe(), "n_samples": len(dataset)}
-    base_extra["training_data"] = data_description
-    trained_on = (f"synthetic {plan.mode} cases, seeds {plan.data.seeds[0]}-{plan.data.seeds[-1]} "
-                  f"({len(dataset)} images), generator {data_description['generator_version']}")
-
-    # evaluate through the real propose path: register in a scratch folder first, then for real
-    # with the measured metrics (registered versions are immutable)
-    with tempfile.TemporaryDirectory(prefix="em-eval-", dir=weights_dir) as scratch:
-        scratch_dir = Path(scratch)
-        sha = registry.save_weights(model, scratch_dir / file_name)
-        entry = registry.WeightsEntry(
-            name=name, version=version, arch=plan.arch, input_size=plan.input_size, channels=plan.channels,
-            file=file_name, sha256=sha, normalisation="unit", trained_on=trained_on, seed=plan.optim.seed,
-            recipe=recipe, metrics={}, parent=plan.init_from, num_params=count_parameters(model), extra=base_extra,
-        )
-        registry.register(entry, weights_dir=scratch_dir)
-        report = evaluate(name, version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
-                          progress=progress)
-        final_path = weights_dir / file_name
-        atomic.copy_file(scratch_dir / file_name, final_path)
-    metrics = report.flat_metrics()
-    entry = replace(entry, metrics=metrics, extra={**base_extra, "evaluation": report.to_dict()})
-    entry = registry.register(entry, weights_dir=weights_dir)
+    entry = registry.WeightsEntry(
+        name=name, version=version, arch=plan.arch, input_size=plan.input_size, channels=plan.channels,
+        file=f"{name}-{version}.pt", sha256="0" * 64,  # the saved file's, once saved
+        normalisation="unit", trained_on=data.trained_on(plan),
+        seed=plan.optim.seed, recipe=recipe_command(plan, smoke), parent=plan.init_from,
+        num_params=count_parameters(model), extra=_training_record(plan, data, result),
+        decode=DecodeSettings(sigma_px=plan.sigma_px, max_shift_px=plan.max_shift_px),
+    )
+    entry, report = _evaluate_and_register(model, entry, weights_dir, plan, smoke=smoke, progress=progress)
     try:
         from echomeasure.propose import clear_engines
 
         clear_engines()
     except ImportError:  # pragma: no cover - propose is part of the package
         pass
+    metrics = report.flat_metrics()
     log.info("registered %s %s: %s", name, version, metrics)
     return TrainOutcome(entry=entry, result=result, metrics=metrics)
+
+
+@dataclass
+class _TrainingData:
+    """The rendered training set of a plan with the augmentations that draw from it."""
+
+    dataset: HeatmapTrainingSet
+    geometry: GeometryAugment | None
+    appearance: AppearanceAugment | None
+    wall_s: float
+
+    def description(self, plan: ModelPlan) -> dict:
+        """``extra["training_data"]``: the plan's data and the number of samples."""
+        return {**plan.data.describe(), "n_samples": len(self.dataset)}
+
+    def trained_on(self, plan: ModelPlan) -> str:
+        """The entry's human-readable ``trained_on``."""
+        return (f"synthetic {plan.mode} cases, seeds {plan.data.seeds[0]}-{plan.data.seeds[-1]} "
+                f"({len(self.dataset)} images), generator {self.description(plan)['generator_version']}")
+
+
+def _training_data(plan: ModelPlan, progress: bool) -> _TrainingData:
+    """Render (or read from the cache) the plan's training set; augmented by style when the plan says."""
+    t0 = time.monotonic()
+    cache = build_cache(plan.data, progress=progress)
+    geometry = GeometryAugment() if plan.style_augmented else None
+    appearance = AppearanceAugment() if plan.style_augmented else None
+    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance)
+    log.info("training set: %d images of %s", len(dataset), dataset.input_size)
+    return _TrainingData(dataset, geometry, appearance, time.monotonic() - t0)
+
+
+def _initial_model(plan: ModelPlan, weights_dir: Path) -> torch.nn.Module:
+    """A seeded random model, or the weights of the plan's ``init_from`` version (channels last)."""
+    torch.manual_seed(plan.optim.seed)
+    model = build_model(plan.arch, len(plan.channels))
+    if plan.init_from:
+        start = registry.load_model(plan.name, plan.init_from, weights_dir)
+        if tuple(start.entry.channels) != tuple(plan.channels) or start.entry.arch != plan.arch:
+            raise TrainingError(f"{plan.name} {plan.init_from} has another architecture or channels; cannot start from it")
+        model.load_state_dict(start.model.state_dict())
+    return model.to(memory_format=torch.channels_last)
+
+
+def _optimise(model: torch.nn.Module, dataset: HeatmapTrainingSet, plan: ModelPlan, *, smoke: bool,
+              max_wall_s: float | None, progress: bool) -> TrainResult:
+    """Run the plan's optimisation (resumable checkpoint in the cache); refuse a run cut short."""
+
+    def batches(rng: np.random.Generator, batch_size: int) -> KeypointBatch:
+        b = dataset.batch(rng, batch_size)
+        return replace(b, images=b.images.contiguous(memory_format=torch.channels_last))
+
+    checkpoint = cache_dir() / "checkpoints" / f"{plan.name}-{_plan_hash(plan)}.pt"
+    result = run_optimisation(model, batches, plan.optim, checkpoint=checkpoint,
+                              checkpoint_every=25 if not smoke else 1000, max_wall_s=max_wall_s,
+                              progress=progress, desc=f"train {plan.name}")
+    if result.steps_done < plan.optim.steps:
+        raise TrainingError(
+            f"training stopped at step {result.steps_done} of {plan.optim.steps} (wall-time limit); "
+            "run the same command again to resume from the checkpoint"
+        )
+    return result
+
+
+def _training_record(plan: ModelPlan, data: _TrainingData, result: TrainResult) -> dict:
+    """The entry's ``extra``: data, optimiser, loss, augmentation and timings of the run."""
+    augmentation = IntensityAugment().to_dict()
+    if data.geometry and data.appearance:
+        augmentation |= {"geometry": data.geometry.to_dict(), "appearance": data.appearance.to_dict()}
+    return {
+        "training_data": data.description(plan),
+        "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
+        "loss": "pixel-weighted BCE-with-logits on Gaussian heatmaps + window-centroid smooth-L1",
+        "augmentation": augmentation,
+        **({"init_from": plan.init_from} if plan.init_from else {}),
+        "train_wall_s": round(result.wall_s, 1),
+        "data_wall_s": round(data.wall_s, 1),
+        "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
+        "torch": torch.__version__,
+    }
+
+
+def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry, weights_dir: Path,
+                           plan: ModelPlan, *, smoke: bool, progress: bool) -> tuple[registry.WeightsEntry, Any]:
+    """Save the weights, evaluate them through the real ``propose`` path, register them with the
+    measured metrics; returns the registered entry and the evaluation report.
+
+    The version is registered in a scratch folder first (for ``propose`` to load it), then in
+    ``weights_dir`` with its metrics (registered versions are immutable).
+    """
+    from echomeasure.training.evaluate import evaluate
+
+    with tempfile.TemporaryDirectory(prefix="em-eval-", dir=weights_dir) as scratch:
+        scratch_dir = Path(scratch)
+        entry = replace(entry, sha256=registry.save_weights(model, scratch_dir / entry.file))
+        registry.register(entry, weights_dir=scratch_dir)
+        report = evaluate(entry.name, entry.version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
+                          progress=progress)
+        atomic.copy_file(scratch_dir / entry.file, weights_dir / entry.file)
+    metrics, thresholds = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
+    entry = replace(entry, metrics=metrics, thresholds=thresholds,
+                    extra={**entry.extra, "evaluation": report.to_dict()})
+    return registry.register(entry, weights_dir=weights_dir), report

@@ -161,7 +161,7 @@ class RegistryThresholds:
                 reader = registry_entries
             entry = next((e for e in reader(self.weights_dir)
                           if (e.name, e.version) == key), None)
-            metrics = {} if entry is None else (entry.metrics or {})
+            metrics = {} if entry is None else entry.thresholds.to_json()
         except Exception as exc:  # noqa: BLE001 - the UI must open the clip whatever the registry does
             log.warning("could not read the low-confidence threshold of %s %s from the registry (%s); "
                         "flagging below %g", model_name, model_version, exc, self.fallback)
