@@ -460,6 +460,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune a model from the reviews in the store, evaluate before/after, register it."""
+    if args.model is not None:  # a segmentation model learns from reviewed contours
+        from echomeasure.training.finetune_seg import finetune_contours
+
+        contour_outcome = finetune_contours(
+            args.db, model=args.model, base_version=args.base_version, steps=args.steps, holdout_fraction=args.holdout,
+            min_frames=args.min_frames, seed=args.seed, activate=args.activate, weights_dir=args.out,
+        )
+        _print_json(contour_outcome.to_dict())
+        return 0
     from echomeasure.training.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(
@@ -695,6 +704,9 @@ def _add_review_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--activate", choices=("auto", "yes", "no"), default="auto",
                    help="make the new version active: auto = only when it is not worse (default)")
     s.add_argument("--max-steps", type=int, help="cap on optimisation steps")
+    s.add_argument("--model", metavar="NAME",
+                   help="a segmentation model (plax-seg, apical-seg, ...): learn from reviewed contours instead")
+    s.add_argument("--steps", type=int, default=150, help="optimisation steps with --model (default 150)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_finetune)
 
