@@ -32,9 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 def bench_audit(n_events: int, url: str | None) -> dict:
     from store_fixtures import lvidd_proposals, make_deidentified
 
-    from echomeasure.store import chain, open_store
-    from echomeasure.store import operations as ops
+    from echomeasure.store import audit, chain, open_store
     from echomeasure.store import schema as db
+    from echomeasure.store.mapping import audit_payload
 
     folder = Path(tempfile.mkdtemp(prefix="echomeasure-bench-"))
     url = url or f"sqlite:///{folder / 'bench.sqlite'}"
@@ -56,9 +56,9 @@ def bench_audit(n_events: int, url: str | None) -> dict:
             )
             s.add(row)
             s.flush()
-            ops._audit(s, row.reviewer, "review.corrected", "review", row.id, clip.id, None, ops._review_audit(row),
-                       content=chain.rows_content_hash([ops._columns(row, chain.REVIEW_CONTENT)], chain.REVIEW_CONTENT))
-            ops._audit(s, "system", "bench.note", "clip", clip.id, clip.id, None, {"i": i})
+            audit.append(s, row.reviewer, "review.corrected", "review", row.id, clip.id, None, audit_payload(row),
+                         content=audit.content_hash([row], chain.REVIEW_CONTENT))
+            audit.append(s, "system", "bench.note", "clip", clip.id, clip.id, None, {"i": i})
 
     started = time.perf_counter()
     done = 0

@@ -11,7 +11,7 @@ from store_fixtures import MODEL_2D, lvidd_proposals, make_deidentified
 
 from echomeasure.errors import StoreError
 from echomeasure.propose.types import ClipProposals, ModelInfo, Proposal
-from echomeasure.store import ClipRecord, operations
+from echomeasure.store import ClipRecord, audit
 
 
 @pytest.fixture
@@ -222,7 +222,7 @@ def test_a_crash_between_review_and_audit_leaves_neither(store, clip, monkeypatc
     def crash(*args, **kwargs):
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(operations, "_audit", crash)
+    monkeypatch.setattr(audit, "append", crash)
     with pytest.raises(RuntimeError):
         store.add_review(clip.id, "lvidd", "accepted", "a")
     monkeypatch.undo()

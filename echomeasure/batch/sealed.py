@@ -25,12 +25,12 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from echomeasure.errors import DeidentificationError
+from echomeasure.plain_json import json_default
 
 SEAL_VERSION = b"echomeasure-batch-row-v1"
 _SECRET_CHECK = b"echomeasure-batch-secret-check"
@@ -102,20 +102,8 @@ class OpenedRow:
 # --------------------------------------------------------------------------- worker side
 
 
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_default, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return json.dumps(obj, default=json_default, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
 def _seal(secret: bytes, row: dict[str, Any]) -> str:

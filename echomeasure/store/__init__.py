@@ -56,6 +56,7 @@ from echomeasure.store.engine import (
 from echomeasure.store.images import ImageStore
 from echomeasure.store.operations import Store
 from echomeasure.store.records import (
+    KEEPING_ACTIONS,
     REVIEW_ACTIONS,
     AuditEventRecord,
     ClipRecord,
@@ -64,6 +65,7 @@ from echomeasure.store.records import (
     MeasurementState,
     ModelVersionRecord,
     ProposalRecord,
+    ReviewAction,
     ReviewRecord,
     TrainingFrame,
 )
@@ -71,6 +73,7 @@ from echomeasure.store.records import (
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "KEEPING_ACTIONS",
     "REVIEW_ACTIONS",
     "AuditEventRecord",
     "ClipRecord",
@@ -79,6 +82,7 @@ __all__ = [
     "MeasurementState",
     "ModelVersionRecord",
     "ProposalRecord",
+    "ReviewAction",
     "ReviewRecord",
     "Store",
     "TrainingFrame",

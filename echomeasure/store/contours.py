@@ -24,19 +24,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from echomeasure.errors import StoreError
-from echomeasure.store import chain
+from echomeasure.store import audit, chain
 from echomeasure.store import schema as db
-from echomeasure.store.operations import (
-    SYSTEM_ACTOR,
-    Store,
-    _audit,
-    _columns,
-    _confidence,
-    _get_clip,
-    ensure_model_version,
-)
-from echomeasure.store.records import REVIEW_ACTIONS, Point
+from echomeasure.store.audit import SYSTEM_ACTOR
+from echomeasure.store.mapping import audit_payload, points_tuple, record_from_row
+from echomeasure.store.operations import Store
+from echomeasure.store.queries import get_clip
+from echomeasure.store.records import MeasurementStatus, Point, ReviewAction
 from echomeasure.store.reviewer import validate_reviewer
+from echomeasure.store.validation import checked_action, clamped_confidence
+from echomeasure.store.writes import ensure_model_version
 
 if TYPE_CHECKING:
     from echomeasure.propose.types import ModelInfo
@@ -73,7 +70,7 @@ class ContourReviewRecord:
     frame_index: int
     structure: str
     polygon: tuple[Point, ...] | None
-    action: str
+    action: ReviewAction
     reviewer: str
     reviewer_display_name: str | None
     created_at: datetime
@@ -89,7 +86,7 @@ class ContourState:
     clip_id: int
     frame_index: int
     structure: str
-    status: str  # proposed / accepted / corrected / rejected / added
+    status: MeasurementStatus
     polygon: tuple[Point, ...] | None
     proposal: ContourProposalRecord | None
     review: ContourReviewRecord | None
@@ -135,9 +132,8 @@ def add_contours(
     items = list(segmentations)
 
     def op(s: Session) -> list[ContourProposalRecord]:
-        clip = _get_clip(s, clip_id)
-        mv = ensure_model_version(s, model, actor) if model is not None else None
-        mv_id = mv.id if mv is not None else None
+        clip = get_clip(s, clip_id)
+        model_version_id = ensure_model_version(s, model, actor).id if model is not None else None
         existing = {
             (r.frame_index, r.structure, r.model_version_id): r
             for r in s.scalars(select(db.ContourProposal).where(db.ContourProposal.clip_id == clip_id)).all()
@@ -147,7 +143,7 @@ def add_contours(
             frame = _frame(item.get("frame"), clip)
             structure = _structure(item.get("structure"))
             polygon = _polygon(item.get("polygon"), clip)
-            key = (frame, structure, mv_id)
+            key = (frame, structure, model_version_id)
             row = existing.get(key)
             if row is None:
                 row = db.ContourProposal(
@@ -156,8 +152,8 @@ def add_contours(
                     structure=structure,
                     polygon=polygon,
                     area_cm2=_opt_finite(item.get("area_cm2"), "area_cm2"),
-                    confidence=_confidence(item.get("confidence", 0.0)),
-                    model_version_id=mv_id,
+                    confidence=clamped_confidence(item.get("confidence", 0.0)),
+                    model_version_id=model_version_id,
                     created_at=db.utcnow(),
                 )
                 s.add(row)
@@ -166,11 +162,9 @@ def add_contours(
                 added.append(row)
             out.append(_proposal_record(row))
         if added:
-            after = {"contours": [{"contour_proposal_id": r.id, "frame": r.frame_index, "structure": r.structure,
-                                   "confidence": r.confidence} for r in added]}
-            rows = [_columns(r, chain.CONTOUR_PROPOSAL_CONTENT) for r in added]
-            _audit(s, actor, "contours.add", "clip", clip_id, clip_id, None, after,
-                   content=chain.rows_content_hash(rows, chain.CONTOUR_PROPOSAL_CONTENT))
+            after = {"contours": [audit_payload(r) for r in added]}
+            audit.append(s, actor, "contours.add", "clip", clip_id, clip_id, None, after,
+                         content=audit.content_hash(added, chain.CONTOUR_PROPOSAL_CONTENT))
         return out
 
     return store._write(op)
@@ -198,9 +192,8 @@ def add_volumes(
     items = list(volumes)
 
     def op(s: Session) -> list[VolumeRecord]:
-        clip = _get_clip(s, clip_id)
-        mv = ensure_model_version(s, model, actor) if model is not None else None
-        mv_id = mv.id if mv is not None else None
+        clip = get_clip(s, clip_id)
+        model_version_id = ensure_model_version(s, model, actor).id if model is not None else None
         existing = {
             (r.measurement, r.method, r.model_version_id): r
             for r in s.scalars(select(db.VolumeProposal).where(db.VolumeProposal.clip_id == clip_id)).all()
@@ -218,12 +211,12 @@ def add_volumes(
             if not isinstance(method, str) or not _METHOD.match(method):
                 raise StoreError(f"{name} needs its method (single-plane A4C/A2C, biplane, area-length A4C/A2C)")
             frame = None if item.get("frame") is None else _frame(item.get("frame"), clip)
-            key = (name, method, mv_id)
+            key = (name, method, model_version_id)
             row = existing.get(key)
             if row is None:
                 row = db.VolumeProposal(
                     clip_id=clip_id, measurement=name, frame_index=frame, value=value, unit=unit, method=method,
-                    confidence=_confidence(item.get("confidence", 0.0)), model_version_id=mv_id,
+                    confidence=clamped_confidence(item.get("confidence", 0.0)), model_version_id=model_version_id,
                     created_at=db.utcnow(),
                 )
                 s.add(row)
@@ -232,11 +225,9 @@ def add_volumes(
                 added.append(row)
             out.append(_volume_record(row))
         if added:
-            after = {"volumes": [{"volume_proposal_id": r.id, "measurement": r.measurement, "value": r.value,
-                                  "unit": r.unit, "method": r.method} for r in added]}
-            rows = [_columns(r, chain.VOLUME_PROPOSAL_CONTENT) for r in added]
-            _audit(s, actor, "volumes.add", "clip", clip_id, clip_id, None, after,
-                   content=chain.rows_content_hash(rows, chain.VOLUME_PROPOSAL_CONTENT))
+            after = {"volumes": [audit_payload(r) for r in added]}
+            audit.append(s, actor, "volumes.add", "clip", clip_id, clip_id, None, after,
+                         content=audit.content_hash(added, chain.VOLUME_PROPOSAL_CONTENT))
         return out
 
     return store._write(op)
@@ -267,11 +258,10 @@ def add_contour_review(
     """
     reviewer = validate_reviewer(reviewer)
     display_name = None if reviewer_display_name is None else validate_reviewer(reviewer_display_name)
-    if action not in REVIEW_ACTIONS:
-        raise StoreError(f"unknown review action {action!r}; use one of {', '.join(REVIEW_ACTIONS)}")
+    checked = checked_action(action)
 
     def op(s: Session) -> ContourReviewRecord:
-        clip = _get_clip(s, clip_id)
+        clip = get_clip(s, clip_id)
         proposal = None
         if action == "added":
             if frame is None or structure is None or polygon is None:
@@ -299,18 +289,16 @@ def add_contour_review(
             frame_index=r_frame,
             structure=r_structure,
             polygon=r_polygon,
-            action=action,
+            action=checked,
             reviewer=reviewer,
             reviewer_display_name=display_name,
             created_at=db.utcnow(),
         )
         s.add(row)
         s.flush()
-        after = {"contour_proposal_id": row.contour_proposal_id, "frame": r_frame, "structure": r_structure,
-                 "action": action, "n_vertices": None if r_polygon is None else len(r_polygon)}
-        _audit(s, reviewer, f"contour_review.{action}", "contour_review", row.id, clip_id, None, after,
-               content=chain.rows_content_hash([_columns(row, chain.CONTOUR_REVIEW_CONTENT)],
-                                               chain.CONTOUR_REVIEW_CONTENT))
+        after = audit_payload(row) | {"n_vertices": None if r_polygon is None else len(r_polygon)}
+        audit.append(s, reviewer, f"contour_review.{action}", "contour_review", row.id, clip_id, None, after,
+                     content=audit.content_hash([row], chain.CONTOUR_REVIEW_CONTENT))
         return _review_record(row)
 
     return store._write(op)
@@ -323,7 +311,7 @@ def contour_proposals(store: Store, clip_id: int) -> list[ContourProposalRecord]
     """All contour proposals of a clip, oldest first."""
 
     def op(s: Session) -> list[ContourProposalRecord]:
-        _get_clip(s, clip_id)
+        get_clip(s, clip_id)
         q = select(db.ContourProposal).where(db.ContourProposal.clip_id == clip_id).order_by(db.ContourProposal.id)
         return [_proposal_record(r) for r in s.scalars(q).all()]
 
@@ -334,7 +322,7 @@ def contour_reviews(store: Store, clip_id: int) -> list[ContourReviewRecord]:
     """All contour review decisions of a clip, oldest first."""
 
     def op(s: Session) -> list[ContourReviewRecord]:
-        _get_clip(s, clip_id)
+        get_clip(s, clip_id)
         q = select(db.ContourReview).where(db.ContourReview.clip_id == clip_id).order_by(db.ContourReview.id)
         return [_review_record(r) for r in s.scalars(q).all()]
 
@@ -345,7 +333,7 @@ def volumes(store: Store, clip_id: int) -> list[VolumeRecord]:
     """All volume/EF proposals of a clip, oldest first."""
 
     def op(s: Session) -> list[VolumeRecord]:
-        _get_clip(s, clip_id)
+        get_clip(s, clip_id)
         q = select(db.VolumeProposal).where(db.VolumeProposal.clip_id == clip_id).order_by(db.VolumeProposal.id)
         return [_volume_record(r) for r in s.scalars(q).all()]
 
@@ -369,6 +357,7 @@ def current_contours(store: Store, clip_id: int) -> list[ContourState]:
     for key in sorted(set(latest_proposal) | set(latest_review)):
         p: ContourProposalRecord | None = latest_proposal.get(key)
         r: ContourReviewRecord | None = latest_review.get(key)
+        status: MeasurementStatus
         if r is not None:
             status, polygon = r.action, r.polygon
         else:
@@ -415,29 +404,13 @@ def _opt_finite(value: Any, name: str) -> float | None:
     return v + 0.0
 
 
-def _poly_tuple(polygon: list | None) -> tuple[Point, ...] | None:
-    return None if polygon is None else tuple((float(x), float(y)) for x, y in polygon)
-
-
 def _proposal_record(row: db.ContourProposal) -> ContourProposalRecord:
-    return ContourProposalRecord(
-        id=row.id, clip_id=row.clip_id, frame_index=row.frame_index, structure=row.structure,
-        polygon=_poly_tuple(row.polygon) or (), area_cm2=row.area_cm2, confidence=row.confidence,
-        model_version_id=row.model_version_id, created_at=row.created_at,
-    )
+    return record_from_row(ContourProposalRecord, row, polygon=points_tuple(row.polygon) or ())
 
 
 def _review_record(row: db.ContourReview) -> ContourReviewRecord:
-    return ContourReviewRecord(
-        id=row.id, clip_id=row.clip_id, contour_proposal_id=row.contour_proposal_id, frame_index=row.frame_index,
-        structure=row.structure, polygon=_poly_tuple(row.polygon), action=row.action, reviewer=row.reviewer,
-        reviewer_display_name=row.reviewer_display_name, created_at=row.created_at,
-    )
+    return record_from_row(ContourReviewRecord, row, polygon=points_tuple(row.polygon))
 
 
 def _volume_record(row: db.VolumeProposal) -> VolumeRecord:
-    return VolumeRecord(
-        id=row.id, clip_id=row.clip_id, measurement=row.measurement, frame_index=row.frame_index, value=row.value,
-        unit=row.unit, method=row.method, confidence=row.confidence, model_version_id=row.model_version_id,
-        created_at=row.created_at,
-    )
+    return record_from_row(VolumeRecord, row)

@@ -22,7 +22,7 @@ A read is recorded with :func:`record_read`: the review (``Store.add_review``), 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,11 +30,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from echomeasure import catalog
 from echomeasure.errors import StoreError
+from echomeasure.store import audit
 from echomeasure.store import schema as db
-from echomeasure.store.operations import SYSTEM_ACTOR, Store, _audit, _get_clip
-from echomeasure.store.records import MeasurementState, MeasurementStatus, Point, ProposalRecord, ReviewRecord
+from echomeasure.store.audit import SYSTEM_ACTOR
+from echomeasure.store.mapping import record_from_row
+from echomeasure.store.operations import Store
+from echomeasure.store.queries import get_clip, measurement_states
+from echomeasure.store.records import MeasurementState, ProposalRecord, ReviewRecord
 from echomeasure.store.reviewer import validate_reviewer
 
 READING_MODES: tuple[str, ...] = db.READING_MODES
@@ -83,7 +86,7 @@ def _check_mode(mode: str) -> str:
 
 
 def _record(row: db.ReaderAssignment) -> AssignmentRecord:
-    return AssignmentRecord(row.id, row.clip_id, row.reader, row.mode, row.assigned_by, row.created_at)
+    return record_from_row(AssignmentRecord, row)
 
 
 def assign(
@@ -104,7 +107,7 @@ def assign(
     actor = validate_reviewer(actor)
 
     def op(s: Session) -> list[AssignmentRecord]:
-        _get_clip(s, clip_id)
+        get_clip(s, clip_id)
         existing = {
             r.reader: r
             for r in s.scalars(select(db.ReaderAssignment).where(db.ReaderAssignment.clip_id == clip_id)).all()
@@ -120,7 +123,7 @@ def assign(
             row = db.ReaderAssignment(clip_id=clip_id, reader=name, mode=mode, assigned_by=actor, created_at=db.utcnow())
             s.add(row)
             s.flush()
-            _audit(s, actor, "reader.assign", "reader_assignment", row.id, clip_id, None,
+            audit.append(s, actor, "reader.assign", "reader_assignment", row.id, clip_id, None,
                    {"reader": name, "mode": mode})
             out.append(_record(row))
         return out
@@ -175,7 +178,7 @@ def reader_view(store: Store, clip_id: int, reader: str) -> ReaderView:
         others = tuple(r for r in reviews if r.reviewer != viewer)
         states = tuple(store.current_measurements(clip_id))
     else:
-        others, states = (), _states(clip_id, proposals, own)
+        others, states = (), tuple(measurement_states(clip_id, proposals, own))
     return ReaderView(clip_id, viewer, mode, assigned, proposals, own, others, states)
 
 
@@ -193,9 +196,9 @@ def measurements_for(store: Store, clip_id: int, viewer: str | None) -> list[Mea
     """
     if not has_readers(store, clip_id):
         return store.current_measurements(clip_id)
-    if not (viewer or "").strip():
+    if viewer is None or not viewer.strip():
         raise StoreError(f"clip {clip_id} is read by assigned readers only; enter your reader name first")
-    return visible_measurements(store, clip_id, viewer)  # type: ignore[arg-type]
+    return visible_measurements(store, clip_id, viewer)
 
 
 def save_for(store: Store, clip_id: int, reviewer: str, measurement: str, action: str, **review: Any) -> ReviewRecord:
@@ -208,43 +211,6 @@ def save_for(store: Store, clip_id: int, reviewer: str, measurement: str, action
 def visible_measurements(store: Store, clip_id: int, reader: str) -> list[MeasurementState]:
     """Where each measurement of a clip stands for ``reader`` (for the review UI)."""
     return list(reader_view(store, clip_id, reader).measurements)
-
-
-def _states(
-    clip_id: int, proposals: Sequence[ProposalRecord], reviews: Sequence[ReviewRecord]
-) -> tuple[MeasurementState, ...]:
-    latest_p = {p.measurement: p for p in proposals}
-    latest_r = {r.measurement: r for r in reviews}
-    counts: dict[str, int] = {}
-    for review in reviews:
-        counts[review.measurement] = counts.get(review.measurement, 0) + 1
-    out = []
-    for name in (n for n in catalog.CATALOG if n in latest_p or n in latest_r):
-        p: ProposalRecord | None = latest_p.get(name)
-        r: ReviewRecord | None = latest_r.get(name)
-        status: MeasurementStatus
-        frame: int | None
-        points: tuple[Point, ...] | None
-        unit: str | None
-        if r is None:
-            assert p is not None
-            status, frame, points, value, unit = "proposed", p.frame_index, p.points, p.value, p.unit
-        else:
-            status, frame, points, value, unit = r.action, r.frame_index, r.points, r.value, r.unit
-        out.append(
-            MeasurementState(
-                clip_id=clip_id, measurement=name, status=status, frame_index=frame, points=points, value=value,
-                unit=unit, proposal_id=p.id if p else None, proposed_frame_index=p.frame_index if p else None,
-                proposed_points=p.points if p else None, proposed_value=p.value if p else None,
-                proposed_unit=p.unit if p else None, pixel_length_px=p.pixel_length_px if p else None,
-                confidence=p.confidence if p else None, model_version_id=p.model_version_id if p else None,
-                model_name=p.model_name if p else None, model_version=p.model_version if p else None,
-                proposed_at=p.created_at if p else None, review_id=r.id if r else None,
-                reviewer=r.reviewer if r else None, reviewed_at=r.created_at if r else None,
-                seconds_spent=r.seconds_spent if r else None, n_reviews=counts.get(name, 0),
-            )
-        )
-    return tuple(out)
 
 
 def record_read(
@@ -276,7 +242,7 @@ def record_read(
         read = db.ReaderRead(review_id=row.id, assignment_id=mine.id, mode=mine.mode, created_at=db.utcnow())
         s.add(read)
         s.flush()
-        _audit(s, viewer, "reader.read", "reader_read", read.id, clip_id, None,
+        audit.append(s, viewer, "reader.read", "reader_read", read.id, clip_id, None,
                {"review_id": row.id, "mode": mine.mode, "measurement": measurement})
 
     return store.add_review(clip_id, measurement, action, viewer, on_saved=save_mode, **review)

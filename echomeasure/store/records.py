@@ -12,14 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 Point = tuple[float, float]
-ReviewAction = Literal["accepted", "corrected", "rejected", "added"]
-MeasurementStatus = Literal["proposed", "accepted", "corrected", "rejected", "added"]
-ClipStatus = Literal["no proposals", "to review", "in review", "reviewed"]
 
-REVIEW_ACTIONS: tuple[str, ...] = ("accepted", "corrected", "rejected", "added")
+#: What a reviewer may decide about a measurement or a contour.  The one definition: the
+#: schema's CHECK constraints, the records and the validation of requests are built from it.
+ReviewAction = Literal["accepted", "corrected", "rejected", "added"]
+REVIEW_ACTIONS: tuple[ReviewAction, ...] = get_args(ReviewAction)
+#: The actions after which a measurement keeps points and a value (a reject keeps none):
+#: what fine-tuning and export take.
+KEEPING_ACTIONS: tuple[ReviewAction, ...] = ("accepted", "corrected", "added")
+#: Where a measurement stands: proposed and not reviewed yet, or the latest review's action.
+MeasurementStatus = Literal["proposed", ReviewAction]
+ClipStatus = Literal["no proposals", "to review", "in review", "reviewed"]
+ClipKind = Literal["2d", "doppler"]
+CLIP_KINDS: tuple[ClipKind, ...] = get_args(ClipKind)
+CalibrationSource = Literal["dicom", "user", "none"]
+CALIBRATION_SOURCES: tuple[CalibrationSource, ...] = get_args(CalibrationSource)
 
 
 @dataclass(frozen=True)
@@ -50,13 +60,13 @@ class ClipRecord:
     study_uid: str
     series_uid: str
     instance_uid: str
-    kind: Literal["2d", "doppler"]
+    kind: ClipKind
     n_frames: int
     frame_time_ms: float | None
     width_px: int
     height_px: int
     regions: tuple[dict, ...]
-    calibration_source: Literal["dicom", "user", "none"]
+    calibration_source: CalibrationSource
     user_cm_per_px: float | None
     pixel_sha256: str
     deid_record: dict
@@ -177,9 +187,9 @@ class ClipSummary:
     study_uid: str
     series_uid: str
     instance_uid: str
-    kind: Literal["2d", "doppler"]
+    kind: ClipKind
     n_frames: int
-    calibration_source: str
+    calibration_source: CalibrationSource
     n_proposed: int
     n_reviewed: int
     status: ClipStatus
@@ -205,7 +215,7 @@ class TrainingFrame:
 
     clip_id: int
     frame_index: int
-    kind: Literal["2d", "doppler"]
+    kind: ClipKind
     width_px: int
     height_px: int
     image_path: Path | None

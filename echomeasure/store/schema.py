@@ -37,12 +37,36 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-REVIEW_ACTIONS = ("accepted", "corrected", "rejected", "added")
+from echomeasure.store.records import (
+    CALIBRATION_SOURCES,
+    CLIP_KINDS,
+    REVIEW_ACTIONS,
+    CalibrationSource,
+    ClipKind,
+    ReviewAction,
+)
 
 
 def utcnow() -> datetime:
     """Current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` as timezone-aware UTC (a naive one is taken as UTC already)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """The CHECK constraint text ``column IN ('a', 'b')`` for a closed set of values."""
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+def audited(key: str | None = None) -> dict[str, Any]:
+    """Column ``info`` putting the column into its row's audit payload, under ``key`` (default:
+    the attribute's name); see :func:`echomeasure.store.mapping.audit_payload`."""
+    return {"audit": key}
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -63,11 +87,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        return None if value is None else as_utc(value)
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -86,7 +106,7 @@ class Study(Base):
     __table_args__ = (UniqueConstraint("study_uid", name="uq_study_study_uid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    study_uid: Mapped[str] = mapped_column(String(64))
+    study_uid: Mapped[str] = mapped_column(String(64), info=audited())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     clips: Mapped[list[Clip]] = relationship(back_populates="study")
@@ -98,28 +118,33 @@ class Clip(Base):
     __tablename__ = "clip"
     __table_args__ = (
         UniqueConstraint("instance_uid", "pixel_sha256", name="uq_clip_instance_pixels"),
-        CheckConstraint("kind IN ('2d', 'doppler')", name="ck_clip_kind"),
-        CheckConstraint("calibration_source IN ('dicom', 'user', 'none')", name="ck_clip_calibration_source"),
+        CheckConstraint(one_of("kind", CLIP_KINDS), name="ck_clip_kind"),
+        CheckConstraint(one_of("calibration_source", CALIBRATION_SOURCES), name="ck_clip_calibration_source"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id"), index=True)
-    series_uid: Mapped[str] = mapped_column(String(64))
-    instance_uid: Mapped[str] = mapped_column(String(64), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    series_uid: Mapped[str] = mapped_column(String(64), info=audited())
+    instance_uid: Mapped[str] = mapped_column(String(64), index=True, info=audited())
+    kind: Mapped[ClipKind] = mapped_column(String(16), info=audited())
     source_kind: Mapped[str] = mapped_column(String(16))
-    n_frames: Mapped[int] = mapped_column(Integer)
+    n_frames: Mapped[int] = mapped_column(Integer, info=audited())
     frame_time_ms: Mapped[float | None] = mapped_column(Float)
     width_px: Mapped[int] = mapped_column(Integer)
     height_px: Mapped[int] = mapped_column(Integer)
     regions: Mapped[list[Any]] = mapped_column(JSONType)
-    calibration_source: Mapped[str] = mapped_column(String(16))
+    calibration_source: Mapped[CalibrationSource] = mapped_column(String(16), info=audited())
     user_cm_per_px: Mapped[float | None] = mapped_column(Float)
-    pixel_sha256: Mapped[str] = mapped_column(String(64))
+    pixel_sha256: Mapped[str] = mapped_column(String(64), info=audited())
     deid_record: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="clips")
+    frame_images: Mapped[list[FrameImage]] = relationship(back_populates="clip", order_by="FrameImage.frame_index")
+    proposals: Mapped[list[Proposal]] = relationship(back_populates="clip", order_by="Proposal.id")
+    reviews: Mapped[list[Review]] = relationship(back_populates="clip", order_by="Review.id")
+    #: The reviewers' calibrations, oldest first: the last one is the clip's scale.
+    user_calibrations: Mapped[list[UserCalibration]] = relationship(order_by="UserCalibration.id")
 
 
 class FrameImage(Base):
@@ -141,6 +166,8 @@ class FrameImage(Base):
     relpath: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    clip: Mapped[Clip] = relationship(back_populates="frame_images")
+
 
 class ModelVersion(Base):
     """A set of weights that made proposals (shipped, trained or fine-tuned)."""
@@ -149,12 +176,12 @@ class ModelVersion(Base):
     __table_args__ = (UniqueConstraint("name", "version", "sha256", name="uq_model_version_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
-    version: Mapped[str] = mapped_column(String(100))
-    sha256: Mapped[str] = mapped_column(String(64))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
-    trained_on: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    name: Mapped[str] = mapped_column(String(100), info=audited())
+    version: Mapped[str] = mapped_column(String(100), info=audited())
+    sha256: Mapped[str] = mapped_column(String(64), info=audited())
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"), info=audited())
+    trained_on: Mapped[dict[str, Any]] = mapped_column(JSONType, info=audited())
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONType, info=audited())
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -165,19 +192,20 @@ class Proposal(Base):
     __tablename__ = "proposal"
     __table_args__ = (Index("ix_proposal_clip_measurement", "clip_id", "measurement"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True, info=audited("proposal_id"))
     clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id"))
-    frame_index: Mapped[int] = mapped_column(Integer)
-    measurement: Mapped[str] = mapped_column(String(32))
-    points: Mapped[list[Any]] = mapped_column(JSONType)
-    value: Mapped[float | None] = mapped_column(Float)
-    unit: Mapped[str] = mapped_column(String(16))
+    frame_index: Mapped[int] = mapped_column(Integer, info=audited("frame"))
+    measurement: Mapped[str] = mapped_column(String(32), info=audited())
+    points: Mapped[list[Any]] = mapped_column(JSONType, info=audited())
+    value: Mapped[float | None] = mapped_column(Float, info=audited())
+    unit: Mapped[str] = mapped_column(String(16), info=audited())
     signed_value: Mapped[float | None] = mapped_column(Float)
     pixel_length_px: Mapped[float | None] = mapped_column(Float)
-    confidence: Mapped[float] = mapped_column(Float)
-    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"), index=True)
+    confidence: Mapped[float] = mapped_column(Float, info=audited())
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"), index=True, info=audited())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    clip: Mapped[Clip] = relationship(back_populates="proposals")
     model_version: Mapped[ModelVersion | None] = relationship()
 
 
@@ -186,27 +214,29 @@ class Review(Base):
 
     __tablename__ = "review"
     __table_args__ = (
-        CheckConstraint(
-            "action IN ('accepted', 'corrected', 'rejected', 'added')", name="ck_review_action"
-        ),
+        CheckConstraint(one_of("action", REVIEW_ACTIONS), name="ck_review_action"),
         CheckConstraint("length(reviewer) > 0", name="ck_review_reviewer"),
         Index("ix_review_clip_measurement", "clip_id", "measurement"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("proposal.id"), index=True)
+    id: Mapped[int] = mapped_column(primary_key=True, info=audited("review_id"))
+    proposal_id: Mapped[int | None] = mapped_column(ForeignKey("proposal.id"), index=True, info=audited())
     clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id"))
-    frame_index: Mapped[int | None] = mapped_column(Integer)
-    measurement: Mapped[str] = mapped_column(String(32))
-    points: Mapped[list[Any] | None] = mapped_column(JSONType)
-    value: Mapped[float | None] = mapped_column(Float)
-    unit: Mapped[str | None] = mapped_column(String(16))
-    action: Mapped[str] = mapped_column(String(16))
+    frame_index: Mapped[int | None] = mapped_column(Integer, info=audited("frame"))
+    measurement: Mapped[str] = mapped_column(String(32), info=audited())
+    points: Mapped[list[Any] | None] = mapped_column(JSONType, info=audited())
+    value: Mapped[float | None] = mapped_column(Float, info=audited())
+    unit: Mapped[str | None] = mapped_column(String(16), info=audited())
+    action: Mapped[ReviewAction] = mapped_column(String(16), info=audited())
     reviewer: Mapped[str] = mapped_column(String(100))
-    reviewer_display_name: Mapped[str | None] = mapped_column(String(100))
-    seconds_spent: Mapped[float | None] = mapped_column(Float)
+    reviewer_display_name: Mapped[str | None] = mapped_column(String(100), info=audited())
+    seconds_spent: Mapped[float | None] = mapped_column(Float, info=audited())
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    clip: Mapped[Clip] = relationship(back_populates="reviews")
+    proposal: Mapped[Proposal | None] = relationship()
+    model_version: Mapped[ModelVersion | None] = relationship()
 
 
 class AuditEvent(Base):
@@ -250,7 +280,7 @@ class AuditChain(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-READING_MODES = ("open", "blinded", "unassisted")
+READING_MODES: tuple[str, ...] = ("open", "blinded", "unassisted")
 
 
 class ReaderAssignment(Base):
@@ -259,7 +289,7 @@ class ReaderAssignment(Base):
     __tablename__ = "reader_assignment"
     __table_args__ = (
         UniqueConstraint("clip_id", "reader", name="uq_reader_assignment_clip_reader"),
-        CheckConstraint("mode IN ('open', 'blinded', 'unassisted')", name="ck_reader_assignment_mode"),
+        CheckConstraint(one_of("mode", READING_MODES), name="ck_reader_assignment_mode"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -276,7 +306,7 @@ class ReaderRead(Base):
     __tablename__ = "reader_read"
     __table_args__ = (
         UniqueConstraint("review_id", name="uq_reader_read_review"),
-        CheckConstraint("mode IN ('open', 'blinded', 'unassisted')", name="ck_reader_read_mode"),
+        CheckConstraint(one_of("mode", READING_MODES), name="ck_reader_read_mode"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -304,7 +334,7 @@ class UserCalibration(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-VOLUME_MEASUREMENTS = ("lvedv", "lvesv", "lvef", "la_volume", "lv_length")
+VOLUME_MEASUREMENTS: tuple[str, ...] = ("lvedv", "lvesv", "lvef", "la_volume", "lv_length")
 
 
 class ContourProposal(Base):
@@ -316,13 +346,13 @@ class ContourProposal(Base):
     __tablename__ = "contour_proposal"
     __table_args__ = (Index("ix_contour_proposal_clip_structure", "clip_id", "structure"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True, info=audited("contour_proposal_id"))
     clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", name="fk_contour_proposal_clip"))
-    frame_index: Mapped[int] = mapped_column(Integer)
-    structure: Mapped[str] = mapped_column(String(32))
+    frame_index: Mapped[int] = mapped_column(Integer, info=audited("frame"))
+    structure: Mapped[str] = mapped_column(String(32), info=audited())
     polygon: Mapped[list[Any]] = mapped_column(JSONType)
     area_cm2: Mapped[float | None] = mapped_column(Float)
-    confidence: Mapped[float] = mapped_column(Float)
+    confidence: Mapped[float] = mapped_column(Float, info=audited())
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_version.id", name="fk_contour_proposal_model_version")
     )
@@ -334,21 +364,19 @@ class ContourReview(Base):
 
     __tablename__ = "contour_review"
     __table_args__ = (
-        CheckConstraint(
-            "action IN ('accepted', 'corrected', 'rejected', 'added')", name="ck_contour_review_action"
-        ),
+        CheckConstraint(one_of("action", REVIEW_ACTIONS), name="ck_contour_review_action"),
         CheckConstraint("length(reviewer) > 0", name="ck_contour_review_reviewer"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     contour_proposal_id: Mapped[int | None] = mapped_column(
-        ForeignKey("contour_proposal.id", name="fk_contour_review_contour_proposal"), index=True
+        ForeignKey("contour_proposal.id", name="fk_contour_review_contour_proposal"), index=True, info=audited()
     )
     clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", name="fk_contour_review_clip"), index=True)
-    frame_index: Mapped[int] = mapped_column(Integer)
-    structure: Mapped[str] = mapped_column(String(32))
+    frame_index: Mapped[int] = mapped_column(Integer, info=audited("frame"))
+    structure: Mapped[str] = mapped_column(String(32), info=audited())
     polygon: Mapped[list[Any] | None] = mapped_column(JSONType)
-    action: Mapped[str] = mapped_column(String(16))
+    action: Mapped[ReviewAction] = mapped_column(String(16), info=audited())
     reviewer: Mapped[str] = mapped_column(String(100))
     reviewer_display_name: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -359,18 +387,16 @@ class VolumeProposal(Base):
 
     __tablename__ = "volume_proposal"
     __table_args__ = (
-        CheckConstraint(
-            "measurement IN ('lvedv', 'lvesv', 'lvef', 'la_volume', 'lv_length')", name="ck_volume_proposal_measurement"
-        ),
+        CheckConstraint(one_of("measurement", VOLUME_MEASUREMENTS), name="ck_volume_proposal_measurement"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(primary_key=True, info=audited("volume_proposal_id"))
     clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", name="fk_volume_proposal_clip"), index=True)
-    measurement: Mapped[str] = mapped_column(String(32))
+    measurement: Mapped[str] = mapped_column(String(32), info=audited())
     frame_index: Mapped[int | None] = mapped_column(Integer)
-    value: Mapped[float | None] = mapped_column(Float)
-    unit: Mapped[str] = mapped_column(String(16))
-    method: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float, info=audited())
+    unit: Mapped[str] = mapped_column(String(16), info=audited())
+    method: Mapped[str] = mapped_column(String(32), info=audited())
     confidence: Mapped[float] = mapped_column(Float)
     model_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_version.id", name="fk_volume_proposal_model_version")
@@ -399,11 +425,15 @@ __all__ = [
     "ModelVersion",
     "NO_DELETE_TABLES",
     "Proposal",
+    "READING_MODES",
     "REVIEW_ACTIONS",
     "Review",
     "Study",
     "UserCalibration",
     "VOLUME_MEASUREMENTS",
     "VolumeProposal",
+    "as_utc",
+    "audited",
+    "one_of",
     "utcnow",
 ]

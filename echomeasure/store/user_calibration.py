@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from echomeasure.errors import StoreError
+from echomeasure.store import audit
 from echomeasure.store import schema as db
-from echomeasure.store.operations import _audit, _clip_record, _get_clip
+from echomeasure.store.mapping import clip_record
+from echomeasure.store.queries import get_clip
 from echomeasure.store.records import ClipRecord
 from echomeasure.store.reviewer import validate_reviewer
 
@@ -74,7 +76,7 @@ def set_user_calibration(
         raise StoreError(f"the line drawn is {line_px:.1f} px long; draw a known length of at least {MIN_LINE_PX:g} px")
 
     def op(s: Session) -> ClipRecord:
-        clip = _get_clip(s, clip_id)
+        clip = get_clip(s, clip_id)
         if clip.regions:
             raise StoreError(f"clip {clip_id} is calibrated by its DICOM regions; a user scale would be ignored")
         for x, y in ((x0, y0), (x1, y1)):
@@ -88,11 +90,11 @@ def set_user_calibration(
             reviewer=reviewer,
             created_at=db.utcnow(),
         )
-        s.add(row)
+        clip.user_calibrations.append(row)
         s.flush()
-        _audit(s, reviewer, "clip.calibrate", "user_calibration", row.id, clip_id, None,
+        audit.append(s, reviewer, "clip.calibrate", "user_calibration", row.id, clip_id, None,
                {"points": row.points, "length_cm": length, "cm_per_px": row.cm_per_px})
-        return _clip_record(clip, created=False)
+        return clip_record(clip, created=False)
 
     return store._write(op)
 

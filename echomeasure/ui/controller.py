@@ -12,11 +12,12 @@ on a clip assigned to readers, a reader's own reads only (and, unassisted, no pr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState, Store, readers
+from echomeasure.store.queries import summary_for_states
 from echomeasure.ui import contour_review, contour_volumes, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
@@ -93,24 +94,6 @@ class EventOutcome:
     saved_names: tuple[str, ...] = field(default=())
 
 
-def _summary_for_reader(summary: ClipSummary, states: Sequence[MeasurementState]) -> ClipSummary:
-    """A worklist line counted from one reader's view of the clip (the store's status rule)."""
-    proposed = {st.measurement for st in states if st.proposal_id is not None}
-    reviewed = {st.measurement for st in states if st.review_id is not None}
-    total = len(proposed | reviewed)
-    status = (
-        "no proposals" if total == 0
-        else "to review" if not reviewed
-        else "in review" if len(reviewed) < total
-        else "reviewed"
-    )
-    last = max((st.reviewed_at for st in states if st.reviewed_at is not None), default=None)
-    return replace(
-        summary, n_proposed=len(proposed), n_reviewed=len(reviewed), status=status,  # type: ignore[arg-type]
-        last_reviewed_at=last,
-    )
-
-
 class ReviewController:
     """The review UI's actions over one store."""
 
@@ -139,7 +122,7 @@ class ReviewController:
                 states = self.visible(summary.clip_id, viewer)
             except EchomeasureError:
                 continue  # not one of the clip's readers: not listed
-            out.append(_summary_for_reader(summary, states))
+            out.append(summary_for_states(summary, states))
         return out
 
     def worklist(self, status: str | None = "all", viewer: str = "") -> list[list[Any]]:
