@@ -127,6 +127,7 @@ def test_evaluate_compares_against_the_labels(lvh_root, weights, tmp_path):
 def test_train_registers_a_plax_linear_version_trained_on_the_dataset(lvh_root, weights, capsys):
     root, _ = lvh_root
     active_before = registry.active_version("plax-linear", weights)
+    parent_decode = registry.get_entry("plax-linear", active_before, weights).decode
     manifest_before = _manifest_bytes(weights)
     # a run stopped by the wall-time limit registers nothing and says how to resume
     rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "3", "--max-minutes", "0", "-q")
@@ -138,7 +139,8 @@ def test_train_registers_a_plax_linear_version_trained_on_the_dataset(lvh_root, 
     assert entry.parent == active_before and result["version"].startswith(f"{active_before}-lvh")
     assert "EchoNet-LVH train split: 1 videos, 2 labelled frames" in entry.trained_on
     assert entry.extra["training_data"]["calibration"] == lvh.CALIBRATION_NOTE
-    assert entry.extra["evaluation"]["split"] == "test" and entry.metrics["ivsd_n"] == 1
+    assert entry.extra["evaluation"]["split"] == "test" and entry.metric("ivsd_n", lvh.DATASET) == 1
+    assert list(entry.metrics) == [lvh.DATASET] and entry.decode == parent_decode
     assert registry.verify_file(entry, weights).is_file()
     assert registry.active_version("plax-linear", weights) == active_before  # not activated unasked
     # the new version is selectable by name:version

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +57,13 @@ from echomeasure.errors import (
     TrainingError,
     WeightsError,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from echomeasure.models.decode import DecodeSettings
+    from echomeasure.models.registry import WeightsEntry
+    from echomeasure.training.loop import OptimRecipe, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +505,7 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
 class LvhTrainOutcome:
     """What :func:`train_on_lvh` registered and measured."""
 
-    entry: Any  # registry.WeightsEntry
+    entry: WeightsEntry
     steps: int
     train_wall_s: float
     n_images: int
@@ -535,9 +542,10 @@ def train_on_lvh(
     registered (``from_scratch``: from random weights) and is trained with the same loss as the
     synthetic recipe on the labelled frames of the ``train`` split; the aortic and LA channels,
     which the dataset does not label, get no loss.  It is evaluated on ``val`` (else ``test``)
-    through :func:`evaluate_lvh` and registered with those figures; it becomes the active
-    version only with ``activate``.  A resumable checkpoint is kept in the cache: a run stopped
-    by ``max_wall_s`` (or killed) continues where it was when the same command runs again.
+    through :func:`evaluate_lvh` and registered with those figures under the protocol
+    :data:`DATASET`; it becomes the active version only with ``activate``.  A resumable
+    checkpoint is kept in the cache: a run stopped by ``max_wall_s`` (or killed) continues where
+    it was when the same command runs again.
 
     Raises
     ------
@@ -549,24 +557,79 @@ def train_on_lvh(
     import torch
 
     from echomeasure import config
-    from echomeasure.models import registry
-    from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
-    from echomeasure.training.augment import IntensityAugment
-    from echomeasure.training.datasets import HeatmapTrainingSet, cache_dir
-    from echomeasure.training.loop import OptimRecipe, run_optimisation
-    from echomeasure.training.train import HEATMAP_SIGMA_PX, MAX_SHIFT_PX
 
     if threads:
         torch.set_num_threads(int(threads))
     dataset = read_lvh(root)  # every listed video is checked before anything is trained
-    train_videos = dataset.split("train")
-    if max_videos is not None:
-        train_videos = train_videos[: max(0, int(max_videos))]
+    train_videos = dataset.split("train")[: None if max_videos is None else max(0, int(max_videos))]
     if not train_videos:
         raise TrainingError(f"{dataset.csv_path}: no videos in split 'train'; splits: {dataset.splits()}")
-    eval_split = "val" if dataset.split("val") else ("test" if dataset.split("test") else None)
     weights_dir = Path(out) if out is not None else config.weights_dir()
     weights_dir.mkdir(parents=True, exist_ok=True)
+    start = _lvh_start(weights_dir, base_version, from_scratch)
+    version = _lvh_version(weights_dir, start.base, version)
+    n_steps = int(steps) if steps is not None else 300
+    if n_steps < 1:
+        raise TrainingError("--steps must be at least 1")
+
+    t0 = time.monotonic()
+    images, targets = build_training_set(dataset, train_videos, start.input_size, progress=progress)
+    if targets.shape[1] != len(start.channels):
+        raise TrainingError(f"plax-linear {start.base.version if start.base else ''} has {len(start.channels)} "
+                            "channels, not the 8 PLAX keypoints")
+    t_data = time.monotonic() - t0
+    model = start.model(weights_dir, seed)
+    recipe = _lvh_recipe(n_steps, len(images), start, seed)
+    result = _optimise_on_lvh(model, images, targets, recipe, start, dataset, train_videos,
+                              max_wall_s=max_wall_s, progress=progress)
+    model = model.to(memory_format=torch.contiguous_format).eval()
+    record = _lvh_training_record(dataset, train_videos, len(images), recipe, result, t_data)
+    entry, evaluation = _evaluate_and_register_lvh(
+        model, start, weights_dir, version, dataset, record, seed=seed, eval_videos=eval_videos,
+        activate=activate, progress=progress,
+        recipe=_lvh_recipe_command(n_steps, seed, start.base, from_scratch, max_videos),
+        trained_on=(f"EchoNet-LVH train split: {len(train_videos)} videos, {len(images)} labelled frames"
+                    + (f", from plax-linear {start.base.version}" if start.base else "")),
+    )
+    from echomeasure.propose import clear_engines
+
+    clear_engines()
+    return LvhTrainOutcome(entry, result.steps_done, result.wall_s, len(images), evaluation)
+
+
+@dataclass(frozen=True)
+class _LvhStart:
+    """What an EchoNet-LVH run starts from: a registered ``plax-linear`` (None: random weights)
+    and the architecture, input size, channels and decode settings that follow from it."""
+
+    base: WeightsEntry | None
+    arch: str
+    input_size: tuple[int, int]
+    channels: tuple[str, ...]
+    decode: DecodeSettings
+
+    def model(self, weights_dir: Path, seed: int) -> torch.nn.Module:
+        """The starting model (seeded), channels last."""
+        import torch
+
+        from echomeasure.models import registry
+        from echomeasure.models.builders import build_model
+
+        torch.manual_seed(seed)
+        if self.base is not None:
+            model = registry.load_model(registry.PLAX_LINEAR, self.base.version, weights_dir).model
+        else:
+            model = build_model(self.arch, len(self.channels))
+        return model.to(memory_format=torch.channels_last)
+
+
+def _lvh_start(weights_dir: Path, base_version: str | None, from_scratch: bool) -> _LvhStart:
+    """The active (or ``base_version``) ``plax-linear`` to start from; random weights when none
+    is registered (unless a version was asked for) or ``from_scratch``."""
+    from echomeasure.models import registry
+    from echomeasure.models.builders import DEFAULT_ARCH
+    from echomeasure.models.decode import DecodeSettings
+    from echomeasure.training.train import HEATMAP_SIGMA_PX, MAX_SHIFT_PX
 
     base = None
     if not from_scratch:
@@ -575,47 +638,58 @@ def train_on_lvh(
         except WeightsError:
             if base_version is not None:
                 raise
+    if base is None:
+        return _LvhStart(None, DEFAULT_ARCH, (192, 192), tuple(catalog.KEYPOINTS_2D),
+                         DecodeSettings(sigma_px=HEATMAP_SIGMA_PX, max_shift_px=MAX_SHIFT_PX))
+    decode = DecodeSettings(sigma_px=base.decode.sigma_px, max_shift_px=base.decode.max_shift_px)
+    return _LvhStart(base, base.arch, base.input_size, tuple(base.channels), decode)
+
+
+def _lvh_version(weights_dir: Path, base: WeightsEntry | None, version: str | None) -> str:
+    """The version to register: the one asked for, else the next ``<parent>-lvhN``; refused when taken."""
+    from echomeasure.models import registry
+
     existing = {e.version for e in registry.list_entries(weights_dir) if e.name == registry.PLAX_LINEAR}
     version = version or _next_lvh_version(base.version if base else None, existing)
     if version in existing:
         raise TrainingError(f"plax-linear {version} is already registered in {weights_dir}; pick another --version")
+    return version
 
-    arch = base.arch if base else DEFAULT_ARCH
-    input_size: tuple[int, int] = base.input_size if base else (192, 192)
-    sigma_px = float((base.extra or {}).get("sigma_px", HEATMAP_SIGMA_PX)) if base else HEATMAP_SIGMA_PX
-    max_shift_px = float((base.extra or {}).get("max_shift_px", MAX_SHIFT_PX)) if base else MAX_SHIFT_PX
-    channels = tuple(base.channels) if base else catalog.KEYPOINTS_2D
 
-    t0 = time.monotonic()
-    images, targets = build_training_set(dataset, train_videos, input_size, progress=progress)
-    if targets.shape[1] != len(channels):
-        raise TrainingError(f"plax-linear {base.version if base else ''} has {len(channels)} channels, not the 8 PLAX keypoints")
-    t_data = time.monotonic() - t0
-    training_set = HeatmapTrainingSet(images, targets, sigma_px, IntensityAugment())
+def _lvh_recipe(n_steps: int, n_images: int, start: _LvhStart, seed: int) -> OptimRecipe:
+    """The optimiser recipe: a smaller learning rate when starting from trained weights."""
+    from echomeasure.training.loop import OptimRecipe
 
-    torch.manual_seed(seed)
-    if base is not None:
-        model = registry.load_model(registry.PLAX_LINEAR, base.version, weights_dir).model
-    else:
-        model = build_model(arch, len(channels))
-    model = model.to(memory_format=torch.channels_last)
+    return OptimRecipe(steps=n_steps, batch_size=min(8, max(2, n_images)), lr=5e-4 if start.base else 2e-3,
+                       warmup_steps=min(20, max(1, n_steps // 10)), seed=seed,
+                       coord_window_px=int(round(2.5 * start.decode.sigma_px)), coord_start_frac=0.1)
 
-    def batches(rng: np.random.Generator, batch_size: int):
+
+def _optimise_on_lvh(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray, recipe: OptimRecipe,
+                     start: _LvhStart, dataset: LvhDataset, train_videos: Sequence[LvhVideo], *,
+                     max_wall_s: float | None, progress: bool) -> TrainResult:
+    """Optimise on the labelled frames (resumable checkpoint keyed by data, start and recipe);
+    channels a frame has no label for get no loss.  Refuses a run cut short by the wall-time limit."""
+    import torch
+
+    from echomeasure.training.augment import IntensityAugment
+    from echomeasure.training.batch import KeypointBatch
+    from echomeasure.training.datasets import HeatmapTrainingSet, cache_dir
+    from echomeasure.training.loop import run_optimisation
+
+    training_set = HeatmapTrainingSet(images, targets, start.decode.sigma_px, IntensityAugment())
+
+    def batches(rng: np.random.Generator, batch_size: int) -> KeypointBatch:
         b = training_set.batch(rng, batch_size)
         # channels this frame has no label for (aortic root, LA; LVPW on a systolic frame) get no loss
         present = torch.isfinite(b.points_px).all(dim=-1).any(dim=-1)  # (B, K)
         weight = present[:, :, None, None].to(b.heatmaps.dtype).expand_as(b.heatmaps).contiguous()
         return replace(b, images=b.images.contiguous(memory_format=torch.channels_last), pixel_weight=weight)
 
-    n_steps = int(steps) if steps is not None else 300
-    if n_steps < 1:
-        raise TrainingError("--steps must be at least 1")
-    recipe = OptimRecipe(steps=n_steps, batch_size=min(8, max(2, len(images))), lr=5e-4 if base else 2e-3,
-                         warmup_steps=min(20, max(1, n_steps // 10)), seed=seed,
-                         coord_window_px=int(round(2.5 * sigma_px)), coord_start_frac=0.1)
     run_key = hashlib.sha256(json.dumps({
-        "csv": dataset.csv_sha256, "videos": [v.name for v in train_videos], "base": base.sha256 if base else None,
-        "arch": arch, "size": list(input_size), "sigma": sigma_px, "recipe": recipe.to_dict(),
+        "csv": dataset.csv_sha256, "videos": [v.name for v in train_videos],
+        "base": start.base.sha256 if start.base else None, "arch": start.arch, "size": list(start.input_size),
+        "sigma": start.decode.sigma_px, "recipe": recipe.to_dict(),
     }, sort_keys=True).encode()).hexdigest()[:16]
     checkpoint = cache_dir() / "checkpoints" / f"plax-linear-{DATASET}-{run_key}.pt"
     result = run_optimisation(model, batches, recipe, checkpoint=checkpoint, checkpoint_every=25,
@@ -625,58 +699,79 @@ def train_on_lvh(
             f"training stopped at step {result.steps_done} of {recipe.steps} (wall-time limit); "
             "run the same command again to resume from the checkpoint"
         )
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    return result
 
-    n_train_frames = len(images)
-    extra = {
-        "sigma_px": sigma_px,
-        "max_shift_px": max_shift_px,
+
+def _lvh_training_record(dataset: LvhDataset, train_videos: Sequence[LvhVideo], n_frames: int,
+                         recipe: OptimRecipe, result: TrainResult, data_wall_s: float) -> dict[str, Any]:
+    """The entry's ``extra``: data, optimiser, loss, augmentation and timings of the run."""
+    import torch
+
+    from echomeasure.training.augment import IntensityAugment
+
+    return {
         "training_data": {"dataset": DATASET, "split": "train", "videos": len(train_videos),
-                          "frames": n_train_frames, "csv_sha256": dataset.csv_sha256,
+                          "frames": n_frames, "csv_sha256": dataset.csv_sha256,
                           "calibration": CALIBRATION_NOTE, "skipped": dict(dataset.skipped)},
         "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **recipe.to_dict()},
         "loss": "pixel-weighted BCE-with-logits on Gaussian heatmaps + window-centroid smooth-L1; unlabelled channels weight 0",
         "augmentation": IntensityAugment().to_dict(),
         "train_wall_s": round(result.wall_s, 1),
-        "data_wall_s": round(t_data, 1),
+        "data_wall_s": round(data_wall_s, 1),
         "final_loss": round(float(np.mean(result.losses[-20:])), 5) if result.losses else None,
         "torch": torch.__version__,
     }
-    recipe_cmd = f"echomeasure train --dataset {DATASET} PATH --steps {n_steps} --seed {seed}"
+
+
+def _lvh_recipe_command(n_steps: int, seed: int, base: WeightsEntry | None, from_scratch: bool,
+                        max_videos: int | None) -> str:
+    """The command that reproduces the run."""
+    cmd = f"echomeasure train --dataset {DATASET} PATH --steps {n_steps} --seed {seed}"
     if base is not None:
-        recipe_cmd += f" --base-version {base.version}"
+        cmd += f" --base-version {base.version}"
     elif from_scratch:
-        recipe_cmd += " --from-scratch"
+        cmd += " --from-scratch"
     if max_videos is not None:
-        recipe_cmd += f" --cases {max_videos}"
+        cmd += f" --cases {max_videos}"
+    return cmd
+
+
+def _evaluate_and_register_lvh(model: torch.nn.Module, start: _LvhStart, weights_dir: Path, version: str,
+                               dataset: LvhDataset, record: dict[str, Any], *, seed: int, eval_videos: int | None,
+                               activate: bool, progress: bool, recipe: str,
+                               trained_on: str) -> tuple[WeightsEntry, dict[str, Any] | None]:
+    """Save the weights, evaluate them on ``val`` (else ``test``) through the real proposal path,
+    register them with the figures; returns the registered entry and the evaluation (None: no split).
+
+    The version is registered in a scratch folder first (for ``propose`` to load it), then in
+    ``weights_dir`` (registered versions are immutable); a failed registration removes the file.
+    """
+    from echomeasure.models import registry
+    from echomeasure.models.builders import count_parameters
+
+    eval_split = "val" if dataset.split("val") else ("test" if dataset.split("test") else None)
     file_name = f"plax-linear-{version}.pt"
-    trained_on = (f"EchoNet-LVH train split: {len(train_videos)} videos, {n_train_frames} labelled frames"
-                  + (f", from plax-linear {base.version}" if base else ""))
     evaluation = None
     with tempfile.TemporaryDirectory(prefix="em-lvh-", dir=weights_dir) as scratch:
         scratch_dir = Path(scratch)
         sha = registry.save_weights(model, scratch_dir / file_name)
         entry = registry.WeightsEntry(
-            name=registry.PLAX_LINEAR, version=version, arch=arch, input_size=input_size, channels=channels,
-            file=file_name, sha256=sha, normalisation="unit", trained_on=trained_on, seed=seed,
-            recipe=recipe_cmd, metrics={}, parent=base.version if base else None,
-            num_params=count_parameters(model), extra=extra,
+            name=registry.PLAX_LINEAR, version=version, arch=start.arch, input_size=start.input_size,
+            channels=start.channels, file=file_name, sha256=sha, normalisation="unit", trained_on=trained_on,
+            seed=seed, recipe=recipe, parent=start.base.version if start.base else None,
+            num_params=count_parameters(model), extra=record, decode=start.decode,
         )
         registry.register(entry, weights_dir=scratch_dir)
         if eval_split is not None:
             evaluation = evaluate_lvh(dataset, split=eval_split, model=f"plax-linear:{version}",
                                       weights_dir=scratch_dir, max_videos=eval_videos, progress=progress)
         atomic.copy_file(scratch_dir / file_name, weights_dir / file_name)
-    metrics = flat_metrics(evaluation) if evaluation else {}
     if evaluation:
-        extra["evaluation"] = evaluation
-    entry = replace(entry, metrics=metrics, extra=extra)
+        metrics, thresholds = registry.metrics_from_flat(flat_metrics(evaluation), DATASET)
+        entry = replace(entry, metrics=metrics, thresholds=thresholds, extra={**record, "evaluation": evaluation})
     try:
         entry = registry.register(entry, weights_dir=weights_dir, activate=activate)
     except BaseException:
         (weights_dir / file_name).unlink(missing_ok=True)
         raise
-    from echomeasure.propose import clear_engines
-
-    clear_engines()
-    return LvhTrainOutcome(entry, result.steps_done, result.wall_s, n_train_frames, evaluation)
+    return entry, evaluation
