@@ -496,10 +496,11 @@ def _cycle_distance(phase_a: float, phase_b: float) -> float:
 
 
 class _PlaxScores:
-    """Per-measurement accumulators of one PLAX evaluation."""
+    """Per-measurement accumulators of one PLAX evaluation, and the truth convention it scores against."""
 
-    def __init__(self) -> None:
+    def __init__(self, truth_keypoints_fn: Callable[[np.ndarray, float], np.ndarray] | None = None) -> None:
         names = catalog.LINEAR_2D
+        self.truth_keypoints_fn = truth_keypoints_fn
         self.pred: dict[str, list[float]] = {n: [] for n in names}
         self.true: dict[str, list[float]] = {n: [] for n in names}
         self.conf: dict[str, list[float]] = {n: [] for n in names}
@@ -507,6 +508,42 @@ class _PlaxScores:
         self.chosen_err_mm: dict[str, list[float]] = {n: [] for n in names}
         self.flagged: dict[str, list[bool]] = {n: [] for n in names}
         self.missing: dict[str, int] = {n: 0 for n in names}
+
+    def truth_points(self, kp: np.ndarray, cm_per_px: float) -> np.ndarray:
+        """A frame's true keypoints in the convention scored against (the rendered ones by default)."""
+        kp = kp.astype(np.float64)
+        return kp if self.truth_keypoints_fn is None else self.truth_keypoints_fn(kp, cm_per_px)
+
+    def true_mm(self, rendered: Any, name: str, truth_kp: np.ndarray, mm_per_px: float, frame: int | None = None) -> float:
+        """The true value of ``name`` in mm: the rendered truth (of ``frame``, else of its phase's
+        frame), or the length between the mapped keypoints under another convention."""
+        if self.truth_keypoints_fn is not None:
+            return _length_mm(truth_kp, name, mm_per_px)
+        if frame is None:
+            return float(rendered.truth["measurements"][name]["value"]) * 10.0
+        return float(rendered.truth["frames"][frame]["values_cm"][name]) * 10.0
+
+    def add(self, case: CaseResult, p: Any, true_mm: float, kp_on_frame: np.ndarray, mm_per_px: float) -> None:
+        """Score one proposal against its true value and the true keypoints of its frame."""
+        name = p.name
+        pred_mm = float(p.value) * 10.0
+        self.pred[name].append(pred_mm)
+        self.true[name].append(true_mm)
+        self.conf[name].append(float(p.confidence))
+        self.flagged[name].append(bool(getattr(p, "flagged", False)))
+        for point, kp in zip(p.points, catalog.LINEAR_ENDPOINTS[name], strict=False):
+            self.endpoint_mm[name].append(
+                float(np.hypot(*(np.asarray(point) - kp_on_frame[_KEYPOINT_INDEX[kp]]))) * mm_per_px)
+        case.errors[name] = pred_mm - true_mm
+
+
+_KEYPOINT_INDEX = {k: i for i, k in enumerate(catalog.KEYPOINTS_2D)}
+
+
+def _length_mm(kp: np.ndarray, name: str, mm_per_px: float) -> float:
+    """Length of a linear measurement between its two keypoints, in mm."""
+    a, b = catalog.LINEAR_ENDPOINTS[name]
+    return float(np.hypot(*(kp[_KEYPOINT_INDEX[a]] - kp[_KEYPOINT_INDEX[b]]))) * mm_per_px
 
 
 def evaluate_plax(
@@ -549,102 +586,99 @@ def evaluate_plax(
         With ``protocol`` "single-frame" or "full-cine", the robustness ``breakdown`` and the
         per-case records; full-cine adds ``frame_choice``.
     """
-    from echomeasure.synthetic.styles import render_styled_plax
-    from echomeasure.training.datasets import _styled_ed_es
-
-    idx = {k: i for i, k in enumerate(catalog.KEYPOINTS_2D)}
-    scores = _PlaxScores()
+    scores = _PlaxScores(truth_keypoints_fn)
     cases: list[CaseResult] = []
     frame_rows: list[dict[str, float]] = []
-
-    def truth_points(kp: np.ndarray, cm_per_px: float) -> np.ndarray:
-        kp = kp.astype(np.float64)
-        return kp if truth_keypoints_fn is None else truth_keypoints_fn(kp, cm_per_px)
-
-    def length_mm(kp: np.ndarray, name: str, mm_per_px: float) -> float:
-        a, b = catalog.LINEAR_ENDPOINTS[name]
-        return float(np.hypot(*(kp[idx[a]] - kp[idx[b]]))) * mm_per_px
-
-    def score(case: CaseResult, p: Any, true_mm: float, kp_on_frame: np.ndarray, mm_per_px: float) -> None:
-        name = p.name
-        a, b = catalog.LINEAR_ENDPOINTS[name]
-        pred_mm = float(p.value) * 10.0
-        scores.pred[name].append(pred_mm)
-        scores.true[name].append(true_mm)
-        scores.conf[name].append(float(p.confidence))
-        scores.flagged[name].append(bool(getattr(p, "flagged", False)))
-        for point, kp in zip(p.points, (a, b), strict=False):
-            scores.endpoint_mm[name].append(float(np.hypot(*(np.asarray(point) - kp_on_frame[idx[kp]]))) * mm_per_px)
-        case.errors[name] = pred_mm - true_mm
-
     protocol = FULL_CINE if cine else SINGLE_FRAME
     for seed in tqdm(case_seeds, desc=f"evaluate {label[0]} ({protocol})", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True, mininterval=2.0):
         params = plax_params_for_seed(seed, small=small, style=style)
         case = CaseResult(seed=int(seed), conditions=plax_conditions(params))
         cases.append(case)
-        if not cine:
-            ed, es = _styled_ed_es(params, style)
-            rendered = render_styled_plax(params, style, frames=[ed, es], labels=False)
-            mm_per_px = rendered.cm_per_px * 10.0
-            for j, phase in enumerate(("ed", "es")):
-                names = [n for n in catalog.LINEAR_2D if catalog.get(n).phase == phase]
-                clip = _plax_clip(rendered.frames[j : j + 1], rendered.regions, rendered.frame_time_ms)
-                result = propose_fn(clip, only=names)
-                by_name = {p.name: p for p in result.measurements}
-                truth_kp = truth_points(rendered.keypoints[j], rendered.cm_per_px)
-                for name in names:
-                    p = by_name.get(name)
-                    if p is None or p.value is None:
-                        scores.missing[name] += 1
-                        continue
-                    if truth_keypoints_fn is None:
-                        true_mm = float(rendered.truth["measurements"][name]["value"]) * 10.0
-                    else:
-                        true_mm = length_mm(truth_kp, name, mm_per_px)
-                    score(case, p, true_mm, truth_kp, mm_per_px)
-            continue
+        if cine:
+            frame_rows.append(_score_plax_cine(propose_fn, params, style, case, scores))
+        else:
+            _score_plax_ed_es(propose_fn, params, style, case, scores)
+    report = EvaluationReport(model=label[0], version=label[1], mode="2d", n_cases=len(case_seeds),
+                              case_seeds=list(case_seeds), protocol=protocol, cases=cases)
+    _summarise_plax(report, scores)
+    if cine:
+        report.frame_choice = _frame_choice_summary(frame_rows, scores.chosen_err_mm)
+        timing = [CaseResult(c.seed, c.conditions, errors=dict(c.frame_error_ms)) for c in cases]
+        report.frame_choice["breakdown_ms"] = robustness_breakdown(timing, ["ed", "es"], "ms")
+    report.breakdown = robustness_breakdown(cases, list(report.measurements), "mm")
+    return report
 
-        rendered = render_styled_plax(params, style, labels=False)
-        mm_per_px = rendered.cm_per_px * 10.0
-        clip = _plax_clip(rendered.frames, rendered.regions, rendered.frame_time_ms)
-        result = propose_fn(clip, only=list(catalog.LINEAR_2D))
-        by_name = {p.name: p for p in result.measurements}
-        truth_frame = {"ed": rendered.ed_frame, "es": rendered.es_frame}
-        phases = [f["phase"] for f in rendered.truth["frames"]]
-        frame_time_ms = float(rendered.frame_time_ms)
-        rr_ms = params.rr_s * 1000.0
-        row: dict[str, float] = {}
-        for phase in ("ed", "es"):
-            chosen = getattr(result, f"{phase}_frame", None)
-            if chosen is None:  # a propose stand-in without frame fields: take its proposals' frame
-                chosen = next((p.frame for p in result.measurements if catalog.get(p.name).phase == phase), None)
-            if chosen is None:
-                continue
-            err_ms = _cycle_distance(phases[chosen], phases[truth_frame[phase]]) * rr_ms
-            case.frame_error_ms[phase] = err_ms
-            row[f"{phase}_ms"] = err_ms
-            row[f"{phase}_frames"] = err_ms / frame_time_ms
-            row[f"{phase}_index"] = abs(int(chosen) - int(truth_frame[phase]))
-        frame_rows.append(row)
-        for name in catalog.LINEAR_2D:
+
+def _score_plax_ed_es(propose_fn: ProposeFn, params: Any, style: str, case: CaseResult, scores: _PlaxScores) -> None:
+    """Single-frame protocol: one-frame clips at the true ED and ES frames, each asked for its phase's measurements."""
+    from echomeasure.synthetic.styles import render_styled_plax
+    from echomeasure.training.datasets import _styled_ed_es
+
+    ed, es = _styled_ed_es(params, style)
+    rendered = render_styled_plax(params, style, frames=[ed, es], labels=False)
+    mm_per_px = rendered.cm_per_px * 10.0
+    for j, phase in enumerate(("ed", "es")):
+        names = [n for n in catalog.LINEAR_2D if catalog.get(n).phase == phase]
+        clip = _plax_clip(rendered.frames[j : j + 1], rendered.regions, rendered.frame_time_ms)
+        by_name = {p.name: p for p in propose_fn(clip, only=names).measurements}
+        truth_kp = scores.truth_points(rendered.keypoints[j], rendered.cm_per_px)
+        for name in names:
             p = by_name.get(name)
             if p is None or p.value is None:
                 scores.missing[name] += 1
                 continue
-            true_kp = truth_points(rendered.keypoints[truth_frame[catalog.get(name).phase]], rendered.cm_per_px)
-            chosen_kp = truth_points(rendered.keypoints[p.frame], rendered.cm_per_px)
-            if truth_keypoints_fn is None:
-                true_mm = float(rendered.truth["measurements"][name]["value"]) * 10.0
-                chosen_mm = float(rendered.truth["frames"][p.frame]["values_cm"][name]) * 10.0
-            else:
-                true_mm = length_mm(true_kp, name, mm_per_px)
-                chosen_mm = length_mm(chosen_kp, name, mm_per_px)
-            score(case, p, true_mm, chosen_kp, mm_per_px)
-            scores.chosen_err_mm[name].append(float(p.value) * 10.0 - chosen_mm)
+            scores.add(case, p, scores.true_mm(rendered, name, truth_kp, mm_per_px), truth_kp, mm_per_px)
 
-    report = EvaluationReport(model=label[0], version=label[1], mode="2d", n_cases=len(case_seeds),
-                              case_seeds=list(case_seeds), protocol=protocol, cases=cases)
+
+def _score_plax_cine(propose_fn: ProposeFn, params: Any, style: str, case: CaseResult,
+                     scores: _PlaxScores) -> dict[str, float]:
+    """Full-cine protocol: the whole cine through ``propose`` once; scores each measurement against
+    the truth of its phase (and of the frame it chose); returns the case's frame-choice row."""
+    from echomeasure.synthetic.styles import render_styled_plax
+
+    rendered = render_styled_plax(params, style, labels=False)
+    mm_per_px = rendered.cm_per_px * 10.0
+    clip = _plax_clip(rendered.frames, rendered.regions, rendered.frame_time_ms)
+    result = propose_fn(clip, only=list(catalog.LINEAR_2D))
+    truth_frame = {"ed": rendered.ed_frame, "es": rendered.es_frame}
+    row = _frame_choice_row(result, rendered, truth_frame, params.rr_s * 1000.0, case)
+    by_name = {p.name: p for p in result.measurements}
+    for name in catalog.LINEAR_2D:
+        p = by_name.get(name)
+        if p is None or p.value is None:
+            scores.missing[name] += 1
+            continue
+        true_kp = scores.truth_points(rendered.keypoints[truth_frame[catalog.get(name).phase]], rendered.cm_per_px)
+        chosen_kp = scores.truth_points(rendered.keypoints[p.frame], rendered.cm_per_px)
+        scores.add(case, p, scores.true_mm(rendered, name, true_kp, mm_per_px), chosen_kp, mm_per_px)
+        chosen_mm = scores.true_mm(rendered, name, chosen_kp, mm_per_px, frame=p.frame)
+        scores.chosen_err_mm[name].append(float(p.value) * 10.0 - chosen_mm)
+    return row
+
+
+def _frame_choice_row(result: Any, rendered: Any, truth_frame: Mapping[str, int], rr_ms: float,
+                      case: CaseResult) -> dict[str, float]:
+    """The cycle-aware error of the chosen ED and ES frames (ms, frames, index); recorded in ``case`` too."""
+    phases = [f["phase"] for f in rendered.truth["frames"]]
+    frame_time_ms = float(rendered.frame_time_ms)
+    row: dict[str, float] = {}
+    for phase in ("ed", "es"):
+        chosen = getattr(result, f"{phase}_frame", None)
+        if chosen is None:  # a propose stand-in without frame fields: take its proposals' frame
+            chosen = next((p.frame for p in result.measurements if catalog.get(p.name).phase == phase), None)
+        if chosen is None:
+            continue
+        err_ms = _cycle_distance(phases[chosen], phases[truth_frame[phase]]) * rr_ms
+        case.frame_error_ms[phase] = err_ms
+        row[f"{phase}_ms"] = err_ms
+        row[f"{phase}_frames"] = err_ms / frame_time_ms
+        row[f"{phase}_index"] = abs(int(chosen) - int(truth_frame[phase]))
+    return row
+
+
+def _summarise_plax(report: EvaluationReport, scores: _PlaxScores) -> None:
+    """Per-measurement summaries and the pooled figures (MAE, endpoints, confidence flag, gross misses)."""
     all_endpoints: list[float] = []
     all_conf: list[float] = []
     all_err: list[float] = []
@@ -669,12 +703,6 @@ def evaluate_plax(
         **confidence_flag(all_conf, all_rel),
         **gross_miss_summary(report.measurements.values()),
     }
-    if cine:
-        report.frame_choice = _frame_choice_summary(frame_rows, scores.chosen_err_mm)
-        timing = [CaseResult(c.seed, c.conditions, errors=dict(c.frame_error_ms)) for c in cases]
-        report.frame_choice["breakdown_ms"] = robustness_breakdown(timing, ["ed", "es"], "ms")
-    report.breakdown = robustness_breakdown(cases, list(report.measurements), "mm")
-    return report
 
 
 def _frame_choice_summary(rows: Sequence[Mapping[str, float]], chosen_err_mm: Mapping[str, list[float]]) -> dict:
