@@ -22,11 +22,11 @@ from typing import Any
 
 #: Flag threshold when the model's own is unknown.
 LOW_CONFIDENCE_THRESHOLD = 0.5
-#: Registry metric holding a model version's own threshold.
+#: Entry threshold (:class:`echomeasure.models.registry.FlagThresholds`) holding a model version's own threshold.
 THRESHOLD_METRIC = "low_confidence_below"
-#: Registry metric: mean error of the flagged quarter over the rest, held-out.
+#: Entry threshold: mean error of the flagged quarter over the rest, held-out.
 FLAG_RATIO_METRIC = "flagged_mae_ratio"
-#: Registry metric: the held-out 2nd percentile of confidence; below it a proposal is always flagged.
+#: Entry threshold: the held-out 2nd percentile of confidence; below it a proposal is always flagged.
 FLOOR_METRIC = "confidence_floor"
 #: Flag the lowest quarter only for models whose flagged quarter had at least this much more error.
 MIN_FLAGGED_ERROR_RATIO = 1.2

@@ -778,7 +778,7 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, cfg: Finetu
 def _replay_spec(parent: registry.WeightsEntry, replay_cases: int | None) -> TrainingSetSpec:
     """The synthetic replay set: the parent's own training set (its cache is reused) unless a
     number of cases is asked for."""
-    data = parent.extra.get("training_data", {}) if isinstance(parent.extra, dict) else {}
+    data = parent.extra.get("training_data") or {}
     n = replay_cases or int(data.get("n_cases") or 100)
     fpc = int(data.get("frames_per_case") or (4 if parent.mode == "2d" else 1))
     small = bool(data.get("small", parent.input_size[0] < 96))

@@ -9,8 +9,8 @@ random image sizes, three random frames per case with their label maps, cropped 
 and resized to the model input (image: area averaging; labels: nearest); the view classifier's
 display re-styling (gamma, contrast, tint, blur, annotation text) as augmentation.
 
-Backbone: ``deeplabv3_mobilenet_v3_large`` (the keypoint models' measured choice: ~10-14 ms per
-frame on this CPU at 160-192 px; ResNet-50 is 10-20x slower), initialised from the active
+Backbone: ``deeplabv3_mobilenet_v3_large`` (the keypoint models' measured choice,
+``benchmarks/backbones.md``), initialised from the active
 ``plax-linear`` (``--init-from``): its backbone already knows the PLAX interfaces.  Input size:
 the keypoint backbone's own (192 px), checked against :func:`resolution_ceiling`, the mean IoU
 that a *perfect* prediction at an input size keeps after being resized back to the full image

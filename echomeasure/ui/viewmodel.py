@@ -7,7 +7,7 @@ value, confidence and review status).  The worklist table comes from :func:`work
 
 Low-confidence flag: raw confidences are model-specific (PLAX ~0.01-0.15), so each model
 version has its own threshold, measured on held-out cases (``low_confidence_below`` in its
-registry metrics, see :func:`echomeasure.training.evaluate.confidence_flag`).  The view
+registry entry's ``thresholds``, see :func:`echomeasure.training.evaluate.confidence_flag`).  The view
 functions take a ``thresholds`` lookup ``(model_name, model_version) -> threshold``; the default
 is the fixed :data:`LOW_CONFIDENCE_THRESHOLD` (pure), and the app passes a
 :class:`RegistryThresholds`, the one piece here that reads anything (the weights manifest,
@@ -117,7 +117,7 @@ class RegistryThresholds:
     Read once per ``(name, version)`` and cached (a version's metrics change only when it is
     re-measured; restart the app to pick that up).  Falls back to ``fallback``
     (:data:`LOW_CONFIDENCE_THRESHOLD`) when the registry does not hold the version or its
-    metrics have no usable threshold (cached: a settled answer), or when the registry cannot be
+    thresholds have no usable value (cached: a settled answer), or when the registry cannot be
     read (logged, not cached: the next lookup reads again).  It never raises.  A version whose
     held-out ``flagged_mae_ratio`` is below :data:`MIN_FLAGGED_ERROR_RATIO` gets its
     ``confidence_floor`` instead (0 when unknown): its confidence did not rank errors within the
