@@ -134,3 +134,15 @@ def test_worklist_counts_a_reader_study_clip_from_each_readers_own_reads(control
     assert ctrl.next_clip(info.doppler_clip_id, "Reader A") is None
     rows = ctrl.worklist("all", "Reader B")
     assert any(str(row[0]) == str(info.clip_id) for row in rows)
+
+
+def test_study_export_names_the_clips_of_the_study_and_its_file(controller):
+    ctrl, info = controller
+    clip = ctrl.store.clip(info.clip_id)
+    ids, name = ctrl.study_export(info.clip_id)
+    assert info.clip_id in ids and all(ctrl.store.clip(i).study_uid == clip.study_uid for i in ids)
+    other = ctrl.store.clip(info.doppler_clip_id)
+    assert (info.doppler_clip_id in ids) == (other.study_uid == clip.study_uid)
+    assert name == f"echomeasure_study_{clip.study_uid[-8:]}.csv"
+    with pytest.raises(StoreError):
+        ctrl.study_export(10_000)

@@ -309,9 +309,8 @@ class UiHandlers:
             gr.Warning("Open a study first, or export everything.")
             return gr.skip()
         try:
-            clip = self.store.clip(int(clip_id))
-            return self._export([c.id for c in self.store.clips() if c.study_uid == clip.study_uid],
-                                f"echomeasure_study_{clip.study_uid[-8:]}.csv")
+            clip_ids, name = self.controller.study_export(int(clip_id))
+            return self._export(clip_ids, name)
         except EchomeasureError as exc:
             gr.Warning(str(exc))
             return gr.skip()
@@ -499,19 +498,28 @@ def _wire_opening(page: SimpleNamespace, h: UiHandlers) -> None:
     page.opening.reviewer.blur(h.worklist_update, filters, [page.worklist.table], api_visibility="private")
 
 
-def _wire_review(page: SimpleNamespace, h: UiHandlers) -> None:
-    """Measurement reviews, contour reviews and user calibration (the viewer's custom events)."""
+def _wire_measurements(page: SimpleNamespace, h: UiHandlers) -> None:
+    """Measurement reviews from the viewer's ``commit`` event, and the Reviewer field's highlight."""
     reviewer, status = page.opening.reviewer, page.worklist.status
     page.viewer.commit(h.commit, [reviewer, status], [page.viewer, page.worklist.table, reviewer],
                        api_visibility="private")
-    page.viewer.contour_review(h.review_contour, [reviewer], [page.viewer], api_visibility="private")
-    page.viewer.calibrate(h.calibrate, [reviewer, status], [page.viewer, page.clip_info, page.worklist.table, reviewer],
-                          api_visibility="private")
     # Typing a name takes the highlight off at once (in the browser: no round trip per key).
     reviewer.input(
         None, None, None, api_visibility="private",
         js="() => { document.querySelector('#em-reviewer')?.classList.remove('em-reviewer-missing'); }",
     )
+
+
+def _wire_contours(page: SimpleNamespace, h: UiHandlers) -> None:
+    """Contour reviews (accept, correct, reject); the live volumes are the viewer's server function."""
+    page.viewer.contour_review(h.review_contour, [page.opening.reviewer], [page.viewer], api_visibility="private")
+
+
+def _wire_calibration(page: SimpleNamespace, h: UiHandlers) -> None:
+    """A user calibration drawn on the viewer reopens the clip in cm."""
+    reviewer, status = page.opening.reviewer, page.worklist.status
+    page.viewer.calibrate(h.calibrate, [reviewer, status], [page.viewer, page.clip_info, page.worklist.table, reviewer],
+                          api_visibility="private")
 
 
 def _wire_export(page: SimpleNamespace, h: UiHandlers) -> None:
@@ -568,7 +576,9 @@ def build_app(
                 page.export = _export_panel()
             page.viewer = _viewer_panel(handlers)
         _wire_opening(page, handlers)
-        _wire_review(page, handlers)
+        _wire_measurements(page, handlers)
+        _wire_contours(page, handlers)
+        _wire_calibration(page, handlers)
         _wire_export(page, handlers)
         app.load(handlers.worklist_update, None, [page.worklist.table], api_visibility="private")
 

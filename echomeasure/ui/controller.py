@@ -216,6 +216,12 @@ class ReviewController:
             "export them with `echomeasure export`"
         )
 
+    def study_export(self, clip_id: int) -> tuple[list[int], str]:
+        """The clips of the study ``clip_id`` belongs to, and the CSV file name of their export."""
+        clip = self.store.clip(clip_id)
+        ids = [c.id for c in self.store.clips() if c.study_uid == clip.study_uid]
+        return ids, f"echomeasure_study_{clip.study_uid[-8:]}.csv"
+
     # ------------------------------------------------------------------ writing
     def commit(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
         """Save the reviews of a ``commit`` event (see :mod:`echomeasure.ui.caliper`)."""
