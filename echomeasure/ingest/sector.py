@@ -44,23 +44,8 @@ def motion_sector_mask(frames: np.ndarray, *, threshold: int = MOTION_THRESHOLD)
     moving = (spread > threshold).astype(np.uint8)
     if moving.mean() < MIN_SECTOR_FRACTION / 4:
         return None
-    k = max(3, (min(h, w) // 60) | 1)
-    moving = cv2.morphologyEx(moving, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(moving, connectivity=8)
-    if n_labels <= 1:
-        return None
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    largest = int(areas.max())
-    mask: np.ndarray = np.zeros((h, w), dtype=np.uint8)
-    for label, area in enumerate(areas, start=1):
-        if area < MIN_COMPONENT_RATIO * largest:
-            continue
-        contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        hull = cv2.convexHull(np.concatenate(contours))
-        cv2.fillConvexPoly(mask, hull, 1)
-    mask = cv2.dilate(mask, np.ones((5, 5), np.uint8))
-    keep = mask.astype(bool)
-    if keep.mean() < MIN_SECTOR_FRACTION:
+    keep = _hull_of_large_components(moving, close_px=min(h, w) // 60, grow=np.ones((5, 5), np.uint8))
+    if keep is None or keep.mean() < MIN_SECTOR_FRACTION:
         return None
     return keep
 
@@ -71,8 +56,13 @@ STILL_THRESHOLD = 8
 MIN_FAN_FRACTION = 0.15
 
 
-def _hull_of_large_components(active: np.ndarray, *, close_px: int, grow_px: int = 1) -> np.ndarray | None:
-    """Convex hull of the largest connected area of ``active`` (and those of >= 20 % of it)."""
+def _disc(radius_px: int) -> np.ndarray:
+    """Elliptical structuring element of the given radius."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+
+
+def _hull_of_large_components(active: np.ndarray, *, close_px: int, grow: np.ndarray) -> np.ndarray | None:
+    """Convex hulls of the largest connected area of ``active`` (and those of >= 20 % of it), dilated by ``grow``."""
     h, w = active.shape
     k = max(3, close_px | 1)
     active = cv2.morphologyEx(active.astype(np.uint8), cv2.MORPH_CLOSE,
@@ -89,8 +79,7 @@ def _hull_of_large_components(active: np.ndarray, *, close_px: int, grow_px: int
         contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull = cv2.convexHull(np.concatenate(contours))
         cv2.fillConvexPoly(mask, hull, 1)
-    g = 2 * grow_px + 1
-    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g))).astype(bool)
+    return cv2.dilate(mask, grow).astype(bool)
 
 
 def still_sector_mask(frame: np.ndarray, *, threshold: int = STILL_THRESHOLD) -> np.ndarray | None:
@@ -105,7 +94,7 @@ def still_sector_mask(frame: np.ndarray, *, threshold: int = STILL_THRESHOLD) ->
     # before the areas are measured; the closing that follows is too small to bridge to text.
     k = max(5, (min(h, w) // 80) | 1)
     bright = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
-    keep = _hull_of_large_components(bright, close_px=3, grow_px=k)  # give back what the opening took
+    keep = _hull_of_large_components(bright, close_px=3, grow=_disc(k))  # give back what the opening took
     if keep is None or keep.mean() < MIN_SECTOR_FRACTION:
         return None
     return keep
