@@ -36,6 +36,7 @@ POLYGON = """(structure) => [...document.querySelectorAll(`.em-vertex[data-struc
 VOLUMES = """() => { const v = document.querySelector('.em-volumes');
     return {edv: v.dataset.edv, esv: v.dataset.esv, ef: v.dataset.ef, pending: v.dataset.pending, text: v.textContent}; }"""
 PICK_ROW = """(id) => {
+    for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
     const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
         .filter(c => c.parentElement.querySelector('[role=gridcell]') === c && c.innerText.trim() === id);
     if (!cells.length) return false;
@@ -227,3 +228,28 @@ def test_insert_delete_and_smooth_keep_a_valid_polygon(page, running_app, apical
         assert [(r.structure, r.frame_index) for r in rejected] == [("la", es)]
     finally:
         store.close()
+
+
+def _open_row(page, clip_id: int) -> None:
+    page.wait_for_function(PICK_ROW, arg=str(clip_id))
+    page.locator("[data-em-pick]").click()
+    page.wait_for_function("(id) => (document.querySelector('.em-viewer').dataset.frameShown || '').startsWith(id + ':')",
+                           arg=clip_id)
+
+
+def test_an_unsaved_contour_edit_survives_switching_clips(page, running_app, apical_clip):  # noqa: F811
+    clip_id, _, _ = apical_clip
+    page.keyboard.press("Escape")
+    page.keyboard.press("s")
+    _select(page, "lv")
+    page.keyboard.press("Shift+ArrowUp")  # an edit, not saved
+    edited = page.evaluate(POLYGON, "lv")
+    page.locator('.em-contour-item[data-structure="lv"] .em-contour-name.em-s-draft').wait_for()
+    _open_row(page, running_app[1].doppler_clip_id)
+    _open_row(page, clip_id)
+    assert "unsaved edit" in page.locator(".em-banner").inner_text()
+    page.locator(".em-viewer").focus()
+    page.keyboard.press("s")
+    page.locator('.em-contour-item[data-structure="lv"] .em-contour-name.em-s-draft').wait_for()
+    _select(page, "lv")
+    assert page.evaluate(POLYGON, "lv") == edited

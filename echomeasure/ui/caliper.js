@@ -163,7 +163,8 @@
   function editablePolygon(c) {
     // the polygon to change: a draft copy (the first change of a contour starts one)
     if (!contourEdits[c.id] || contourEdits[c.id].saved) {
-      contourEdits[c.id] = { polygon: copy(currentPolygon(c)), saved: false };
+      // base: the polygon as last saved, which a draft kept across clips must still find
+      contourEdits[c.id] = { polygon: copy(currentPolygon(c)), saved: false, base: copy(currentPolygon(c)) };
     }
     return contourEdits[c.id].polygon;
   }
@@ -1261,8 +1262,14 @@
       name: m.name, points: copy(m.points), frame: m.frame, base_points: copy(m.saved_points), base_frame: m.saved_frame,
       item: m.status === "draft" ? copy(m) : null,
     }));
-    if (edits.length || undoStack.length) drafts[clip.id] = { edits: edits, undo: undoStack };
-    else delete drafts[clip.id];
+    // unsaved contour edits, each with the polygon it was made on
+    const contourDrafts = Object.keys(contourEdits).filter((id) => !contourEdits[id].saved).map((id) => {
+      const c = contourById(Number(id));
+      return c ? { id: c.id, base: copy(contourEdits[id].base || c.polygon), polygon: copy(contourEdits[id].polygon) } : null;
+    }).filter((d) => d !== null);
+    if (edits.length || undoStack.length || contourDrafts.length) {
+      drafts[clip.id] = { edits: edits, undo: undoStack, contours: contourDrafts };
+    } else delete drafts[clip.id];
   }
   function restoreDraft() {
     const d = clip ? drafts[clip.id] : null;
@@ -1278,6 +1285,13 @@
       // an edit is restored only onto the state it was made on (not if someone saved since)
       if (!m || !samePoints(m.saved_points, e.base_points) || m.saved_frame !== e.base_frame) continue;
       m.points = e.points; m.frame = e.frame; n++;
+    }
+    for (const e of d.contours || []) {
+      const c = contourById(e.id);
+      // restored only onto the contour it was made on (not if someone reviewed it since)
+      if (!c || c.status === "rejected" || !samePoints(c.polygon, e.base)) continue;
+      contourEdits[e.id] = { polygon: e.polygon, saved: false, base: e.base }; n++;
+      if (VOLUME_STRUCTURES.includes(c.structure)) setTimeout(requestVolumes, 0);
     }
     sortItems();
     undoStack = d.undo || [];
