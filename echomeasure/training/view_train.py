@@ -3,7 +3,9 @@
 Data (all synthetic, rendered here, seeded):
 
 * ``plax``: PLAX cines of the training style families (:data:`echomeasure.synthetic.styles.TRAINING_STYLES`),
-* ``a4c`` / ``a2c``: apical cines (:mod:`echomeasure.synthetic.apical`),
+* ``a4c`` / ``a2c``: apical cines (:mod:`echomeasure.synthetic.apical`) of the training style
+  families (``--apical-styles classic`` renders them in the classic look only, as version 1.0 was
+  trained),
 * ``doppler``: spectral strips of the training style families,
 * ``other``: negatives: parasternal short-axis cines, non-cardiac ultrasound (abdominal-like
   curved and linear-array images, with and without colour flow), M-mode strips, noise, and
@@ -12,8 +14,9 @@ Data (all synthetic, rendered here, seeded):
 Every clip may be re-styled (contrast, gamma, tinted look-up table, blur or blockiness, JPEG,
 annotation text blanked or added: the same for every class, so none of it tells a class), and
 may lose its regions (a video or screenshot: the classifier then sees the sector found from the
-pixels, or the whole screen).  Evaluation uses other seeds and, for PLAX and Doppler, also the
-held-out style family no model is trained on.
+pixels, or the whole screen).  Evaluation uses other case seeds (:data:`EVAL_SEED0` on; training
+seeds stay below it) and, for PLAX, A4C, A2C and Doppler, also the held-out style family no model
+is trained on.
 
 Run: ``nice -n 5 python -m echomeasure.training.view_train [--out weights/] [--version 1.0]``
 (about 5 minutes on two cores); it writes ``view-<version>.pt``, registers it with recipe, seed
@@ -46,6 +49,10 @@ FRAMES_RENDERED = 12
 AUGMENT_VERSION = 2
 #: Seed offsets: training and evaluation never share a case seed.
 TRAIN_SEED0, EVAL_SEED0 = 5_000_000, 6_000_000
+#: Case seeds of one view: a view's clips are numbered from ``seed0 + SEEDS_PER_VIEW * view index``.
+SEEDS_PER_VIEW = 10_000
+#: Views rendered in the style families; the ``other`` negatives have a look of their own.
+STYLED_VIEWS: tuple[str, ...] = ("plax", "a4c", "a2c", "doppler")
 RECIPE_DEFAULTS = {"train_per_class": 260, "eval_per_family": 60, "epochs": 40, "seed": 0}
 WORDS = ("PLAX", "A4C", "A2C", "PSAX", "2D", "Gen", "C5-1", "S4-2", "Abd", "MI 1.1", "TIS 0.4", "HR 72", "CW", "PW",
          "17 cm", "Res", "Pen", "THI")
@@ -385,12 +392,27 @@ def make_sample(args: tuple[str, int, str, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- data sets
 
 
-def _jobs(per_class: int, seed0: int, styles_2d: tuple[str, ...], augment: int) -> list[tuple[str, int, str, int]]:
+def _jobs(per_class: int, seed0: int, styles: tuple[str, ...], augment: int,
+          apical_styles: tuple[str, ...] | None = None) -> list[tuple[str, int, str, int]]:
+    """Training jobs: ``per_class`` clips of each view; the styled views cycle through ``styles``
+    (the apical ones through ``apical_styles`` when given).
+
+    Raises ValueError when a style is the held-out family or a case seed would reach another
+    view's seeds or the evaluation seeds.
+    """
+    from echomeasure.synthetic.styles import HELDOUT_STYLE
+
+    apical = styles if apical_styles is None else apical_styles
+    if HELDOUT_STYLE in styles or HELDOUT_STYLE in apical:
+        raise ValueError(f"the {HELDOUT_STYLE!r} family is held out: it is never trained on")
+    if seed0 < 0 or per_class > SEEDS_PER_VIEW or seed0 + SEEDS_PER_VIEW * len(VIEWS) > EVAL_SEED0:
+        raise ValueError(f"training case seeds from {seed0} ({per_class} per view) would reach the evaluation "
+                         f"seeds ({EVAL_SEED0} on) or another view's")
     jobs = []
     for k, view in enumerate(VIEWS):
+        view_styles = apical if view in ("a4c", "a2c") else styles if view in STYLED_VIEWS else ("classic",)
         for i in range(per_class):
-            style = styles_2d[i % len(styles_2d)] if view in ("plax", "doppler") else "classic"
-            jobs.append((view, seed0 + 10_000 * k + i, style, augment))
+            jobs.append((view, seed0 + SEEDS_PER_VIEW * k + i, view_styles[i % len(view_styles)], augment))
     return jobs
 
 
@@ -398,7 +420,9 @@ def build_set(jobs: list[tuple[str, int, str, int]], workers: int, cache: Path |
     """Render the jobs (in ``workers`` processes) into (X, y); kept in ``cache`` (an .npz) when given."""
     import hashlib
 
-    key = hashlib.sha256(repr((jobs, INPUT_PX, FRAMES_RENDERED, AUGMENT_VERSION)).encode()).hexdigest()[:16]
+    from echomeasure.synthetic.styles import STYLES_VERSION
+
+    key = hashlib.sha256(repr((jobs, INPUT_PX, FRAMES_RENDERED, AUGMENT_VERSION, STYLES_VERSION)).encode()).hexdigest()[:16]
     path = None if cache is None else cache / f"view-set-{key}.npz"
     if path is not None and path.is_file():
         with np.load(path) as data:
@@ -492,11 +516,11 @@ def _eval_families(per_family: int) -> dict[str, list[tuple[str, int, str, int]]
 
     families: dict[str, list[tuple[str, int, str, int]]] = {}
     for view in VIEWS:
-        styles = STYLE_FAMILIES if view in ("plax", "a4c", "a2c", "doppler") else ("classic",)
+        styles = STYLE_FAMILIES if view in STYLED_VIEWS else ("classic",)
         for style in styles:
             for aug in (False, True):
                 key = f"{view}/{style}" + ("+restyled" if aug else "")
-                families[key] = [(view, EVAL_SEED0 + 10_000 * VIEWS.index(view) + 1000 * STYLE_FAMILIES.index(style)
+                families[key] = [(view, EVAL_SEED0 + SEEDS_PER_VIEW * VIEWS.index(view) + 1000 * STYLE_FAMILIES.index(style)
                                   + 500 * aug + i, style, int(aug)) for i in range(per_family)]
     return families
 
@@ -578,7 +602,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-per-class", type=int, default=RECIPE_DEFAULTS["train_per_class"])
     p.add_argument("--eval-per-family", type=int, default=RECIPE_DEFAULTS["eval_per_family"])
     p.add_argument("--epochs", type=int, default=RECIPE_DEFAULTS["epochs"])
-    p.add_argument("--seed", type=int, default=RECIPE_DEFAULTS["seed"])
+    p.add_argument("--seed", type=int, default=RECIPE_DEFAULTS["seed"],
+                   help=f"torch seed; training case seeds start at {TRAIN_SEED0} + seed")
+    p.add_argument("--apical-styles", metavar="STYLES",
+                   help="style families of the apical training clips (default: those of PLAX and Doppler; "
+                        "'classic' gives version 1.0's data)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--init-from", metavar="VERSION", help="fine-tune this registered view version (its weights folder)")
     p.add_argument("--max-lr", type=float, default=3e-3)
@@ -597,10 +625,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from echomeasure import config
+    from echomeasure.errors import InvalidInputError
     from echomeasure.models.registry import WeightsEntry, register, save_weights
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES, parse_styles
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        apical_styles = TRAINING_STYLES if args.apical_styles is None else parse_styles(args.apical_styles)
+    except InvalidInputError as exc:
+        parser.error(f"--apical-styles: {exc}")
+    if HELDOUT_STYLE in apical_styles:
+        parser.error(f"--apical-styles: the {HELDOUT_STYLE!r} family is held out: it is never trained on")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)  # a tiny network: one thread is as fast and shares a busy CPU better
     if args.evaluate_only:
@@ -609,8 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     from echomeasure.models.runtime import cache_dir
 
     cache = cache_dir() / "view-train"  # rendered feature sets: a re-run with the same recipe skips rendering
-    x, y = build_set(_jobs(args.train_per_class, TRAIN_SEED0 + args.seed, TRAINING_STYLES, 2 if args.warp else 1),
-                     args.workers, cache)
+    x, y = build_set(_jobs(args.train_per_class, TRAIN_SEED0 + args.seed, TRAINING_STYLES, 2 if args.warp else 1,
+                           apical_styles), args.workers, cache)
     t_data = time.time() - t0
     log.info("training set %s in %.0f s", x.shape, t_data)
     t1 = time.time()
@@ -623,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.time() - t1
     log.info("trained in %.0f s", t_train)
 
-    # held-out evaluation: new seeds; PLAX and Doppler in every style family (incl. the held-out one);
+    # held-out evaluation: new seeds; PLAX, A4C, A2C and Doppler in every style family (incl. the held-out one);
     # each family once as rendered and once re-styled
     families = _eval_families(args.eval_per_family)
     jobs = [j for js in families.values() for j in js]
@@ -643,19 +679,21 @@ def main(argv: list[str] | None = None) -> int:
     sha = save_weights(net, out_dir / file, precision="fp32")
     metrics = {f"{v}_accuracy_pct": a for v, a in per_view.items()}
     metrics["min_family_accuracy_pct"] = min(f["accuracy_pct"] for f in per_family.values())
-    metrics["heldout_style_plax_accuracy_pct"] = per_family[f"plax/{HELDOUT_STYLE}"]["accuracy_pct"]
-    metrics["heldout_style_doppler_accuracy_pct"] = per_family[f"doppler/{HELDOUT_STYLE}"]["accuracy_pct"]
+    for view in STYLED_VIEWS:
+        metrics[f"heldout_style_{view}_accuracy_pct"] = per_family[f"{view}/{HELDOUT_STYLE}"]["accuracy_pct"]
     metrics["view_step_ms_100x600x800"] = speed_ms
     recipe = (f"nice -n 5 python -m echomeasure.training.view_train --version {args.version} --train-per-class "
               f"{args.train_per_class} --eval-per-family {args.eval_per_family} --epochs {args.epochs} --seed {args.seed}"
               + (f" --init-from {args.init_from} --max-lr {args.max_lr}" if args.init_from else "")
-              + (" --warp" if args.warp else ""))
+              + (" --warp" if args.warp else "")
+              + (f" --apical-styles {','.join(apical_styles)}" if args.apical_styles is not None else ""))
     entry = WeightsEntry(
         name=VIEW_MODEL, version=args.version, arch=VIEW_ARCH, input_size=(INPUT_PX, INPUT_PX), channels=VIEWS, file=file,
         sha256=sha, normalisation="unit",
-        trained_on=(f"synthetic clips, {args.train_per_class} per view: PLAX and Doppler in styles {','.join(TRAINING_STYLES)}, "
-                    f"apical A4C/A2C, 'other' negatives (PSAX, non-cardiac curved/linear/sector ultrasound, colour flow, "
-                    f"M-mode, graphics, noise); case seeds from {TRAIN_SEED0 + args.seed}"),
+        trained_on=(f"synthetic clips, {args.train_per_class} per view: PLAX and Doppler in styles "
+                    f"{','.join(TRAINING_STYLES)}, apical A4C/A2C in styles {','.join(apical_styles)}, 'other' negatives "
+                    f"(PSAX, non-cardiac curved/linear/sector ultrasound, colour flow, M-mode, graphics, noise); "
+                    f"case seeds from {TRAIN_SEED0 + args.seed}"),
         seed=args.seed, recipe=recipe, metrics=metrics, num_params=sum(p.numel() for p in net.parameters()),
         parent=args.init_from,
         extra={"eval_seeds_from": EVAL_SEED0, "heldout_style": HELDOUT_STYLE, "train_data_s": round(t_data, 1),
@@ -676,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _markdown(r: dict) -> str:
     lines = [f"# View classifier {r['version']}: held-out accuracy", "",
-             "Held-out synthetic clips (case seeds never used in training). PLAX and Doppler in every style family, "
+             "Held-out synthetic clips (case seeds never used in training). PLAX, A4C, A2C and Doppler in every style "
+             "family, "
              "including the held-out family no model trains on; each family also re-styled (contrast, LUT, blur, JPEG, "
              "annotation text).", "", "| family | n | accuracy % | confused as |", "|---|---|---|---|"]
     for k, f in r["per_family"].items():

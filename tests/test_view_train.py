@@ -1,0 +1,54 @@
+"""The view classifier's training data: which families each view is rendered in, and seeds."""
+
+from __future__ import annotations
+
+import pytest
+
+from echomeasure.catalog import VIEWS
+from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+from echomeasure.training import view_train
+
+
+def _styles_by_view(jobs):
+    out: dict[str, set[str]] = {}
+    for view, _seed, style, _augment in jobs:
+        out.setdefault(view, set()).add(style)
+    return out
+
+
+def test_apical_training_clips_come_in_every_training_family_and_never_the_heldout_one():
+    jobs = view_train._jobs(6, view_train.TRAIN_SEED0, TRAINING_STYLES, 1)
+    styles = _styles_by_view(jobs)
+    for view in view_train.STYLED_VIEWS:
+        assert styles[view] == set(TRAINING_STYLES), view
+    assert styles["other"] == {"classic"}
+    assert all(style != HELDOUT_STYLE for _v, _s, style, _a in jobs)
+    assert [sum(1 for j in jobs if j[0] == v) for v in VIEWS] == [6] * len(VIEWS)
+
+
+def test_classic_apical_styles_give_the_first_versions_data():
+    """``--apical-styles classic``: apical clips in the classic look, the other views unchanged."""
+    seed0 = view_train.TRAIN_SEED0
+    classic = view_train._jobs(4, seed0, TRAINING_STYLES, 1, ("classic",))
+    styled = view_train._jobs(4, seed0, TRAINING_STYLES, 1)
+    assert _styles_by_view(classic)["a4c"] == _styles_by_view(classic)["a2c"] == {"classic"}
+    assert [j for j in classic if j[0] not in ("a4c", "a2c")] == [j for j in styled if j[0] not in ("a4c", "a2c")]
+    assert [j[:2] for j in classic] == [j[:2] for j in styled]  # same cases, other looks
+
+
+def test_training_and_evaluation_never_share_a_case():
+    train = {j[1] for j in view_train._jobs(300, view_train.TRAIN_SEED0 + 300, TRAINING_STYLES, 1)}
+    held_out = {j[1] for jobs in view_train._eval_families(50).values() for j in jobs}
+    assert len(train) == 300 * len(VIEWS)
+    assert not train & held_out
+    with pytest.raises(ValueError, match="evaluation seeds"):
+        view_train._jobs(10, view_train.EVAL_SEED0 - 100, TRAINING_STYLES, 1)
+    with pytest.raises(ValueError, match="held out"):
+        view_train._jobs(10, view_train.TRAIN_SEED0, TRAINING_STYLES, 1, (HELDOUT_STYLE,))
+
+
+def test_the_trainer_refuses_the_heldout_family_for_apical_clips(capsys):
+    with pytest.raises(SystemExit) as exc:
+        view_train.main(["--apical-styles", f"classic,{HELDOUT_STYLE}", "--out", "/nonexistent"])
+    assert exc.value.code == 2
+    assert "held out" in capsys.readouterr().err
