@@ -253,3 +253,32 @@ def test_an_unsaved_contour_edit_survives_switching_clips(page, running_app, api
     page.locator('.em-contour-item[data-structure="lv"] .em-contour-name.em-s-draft').wait_for()
     _select(page, "lv")
     assert page.evaluate(POLYGON, "lv") == edited
+
+
+def test_a_plax_example_shows_its_plax_seg_contours_and_no_volumes(page, running_app):  # noqa: F811
+    """The PLAX example proposed by the shipped models: plax-seg's structures are drawn, no volumes."""
+    from ui_fixtures import EXAMPLE_2D
+
+    from echomeasure import config
+    from echomeasure.models import registry
+    from echomeasure.pipeline import ingest_path
+
+    if not any(e.name == "plax-seg" for e in registry.list_entries()):
+        pytest.skip("no plax-seg model registered")
+    store = open_store(running_app[1].url)
+    try:  # another secret: another de-identified clip, this time proposed by the models
+        clip_id = ingest_path(config.EXAMPLES_DIR / EXAMPLE_2D, store, secret=b"plax-seg-screenshot").clip.id
+    finally:
+        store.close()
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.reload()  # the worklist lists the new clip
+    page.locator(".em-tools").wait_for()
+    _open_row(page, clip_id)
+    page.locator(".em-viewer").focus()
+    page.keyboard.press("d")  # plax-seg labels the ED and ES frames
+    page.locator('.em-contour[data-structure="septum"]').first.wait_for()
+    drawn = set(page.locator(".em-contour").evaluate_all("els => els.map(e => e.dataset.structure)"))
+    assert {"septum", "lv", "outer_wall"} <= drawn
+    assert not page.locator(".em-volumes").is_visible()  # the method of discs needs an apical view
+    _select(page, "lv")
+    page.screenshot(path=str(SHOTS / "contours_plax_1440x900.png"))
