@@ -208,6 +208,22 @@ def test_insert_delete_and_smooth_keep_a_valid_polygon(page, running_app, apical
     smoothed = page.evaluate(POLYGON, "lv")
     assert len(smoothed) == n and smoothed != poly
     assert _area(smoothed) == pytest.approx(area, rel=0.03)
+    page.keyboard.press("Control+z")  # undo the smoothing
+    assert page.evaluate(POLYGON, "lv") == poly
+    page.keyboard.press("m")
+    assert page.evaluate(POLYGON, "lv") == smoothed
+    # Alt+click an edge inserts a vertex, Alt+click a vertex deletes it
+    v2 = page.locator('.em-vertex[data-structure="lv"][data-index="2"]').bounding_box()
+    v3 = page.locator('.em-vertex[data-structure="lv"][data-index="3"]').bounding_box()
+    assert v2 and v3
+    page.keyboard.down("Alt")
+    page.mouse.click((v2["x"] + v3["x"] + v2["width"]) / 2, (v2["y"] + v3["y"] + v2["height"]) / 2)
+    page.keyboard.up("Alt")
+    assert len(page.evaluate(POLYGON, "lv")) == n + 1
+    page.keyboard.down("Alt")
+    page.locator('.em-vertex[data-structure="lv"][data-index="3"]').click()
+    page.keyboard.up("Alt")
+    assert page.evaluate(POLYGON, "lv") == smoothed
 
     # the LA has 4 vertices: X deletes one, then refuses to go under 3
     _select(page, "la")

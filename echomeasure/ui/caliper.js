@@ -132,7 +132,7 @@
   contourHint.innerHTML = "Contours: <kbd>C</kbd>/<kbd>Shift</kbd>+<kbd>C</kbd> next/previous contour, " +
     "<kbd>Tab</kbd> next vertex, arrows nudge it, double-click an edge (or <kbd>I</kbd>) insert, " +
     "right-click a vertex (or <kbd>X</kbd>) delete, <kbd>M</kbd> smooth, <kbd>Enter</kbd> accept/save, " +
-    "<kbd>Del</kbd> reject, <kbd>Esc</kbd> done; <kbd>D</kbd>/<kbd>S</kbd> ED/ES frame.";
+    "<kbd>Del</kbd> reject, <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo, <kbd>Esc</kbd> done; <kbd>D</kbd>/<kbd>S</kbd> ED/ES frame.";
   contourBar.appendChild(opacityLabel);
   contourBar.appendChild(smoothBtn);
   contourBar.appendChild(volumeText);
@@ -193,11 +193,27 @@
     }
     return best;
   }
+  function pushContourUndo(c) {
+    // Ctrl+Z brings the contour back to how it stood before this change (a local draft again)
+    const e = contourEdits[c.id];
+    undoStack.push({ type: "contour", id: c.id, edit: e ? copy(e) : null, vertex: selectedVertex });
+    if (undoStack.length > 200) undoStack.shift();
+  }
+  function undoContour(entry) {
+    const c = contourById(entry.id);
+    if (!c) return;
+    if (entry.edit) contourEdits[c.id] = entry.edit; else delete contourEdits[c.id];
+    editingContour = c.id;
+    selectedVertex = entry.vertex;
+    if (c.frame !== frame) showFrame(c.frame);
+    contourChanged();
+  }
   function contourChanged() {
     drawContours();
     requestVolumes();
   }
   function insertVertex(c, p) {
+    pushContourUndo(c);
     const poly = editablePolygon(c);
     const edge = nearestEdge(poly, p || midpointAfter(poly, selectedVertex));
     poly.splice(edge.index + 1, 0, clampImage(edge.point));
@@ -213,6 +229,7 @@
       setBanner("A contour keeps at least " + MIN_VERTICES + " vertices", 3000);
       return;
     }
+    pushContourUndo(c);
     const poly = editablePolygon(c);
     poly.splice(index, 1);
     selectedVertex = Math.min(index, poly.length - 1);
@@ -232,12 +249,14 @@
     return out.map((p) => clampImage([cx + (p[0] - cx) * k, cy + (p[1] - cy) * k]));
   }
   function smoothContour(c) {
+    pushContourUndo(c);
     const smoothed = smoothPolygon(currentPolygon(c));
     const poly = editablePolygon(c);
     poly.splice(0, poly.length, ...smoothed);
     contourChanged();
   }
   function nudgeVertex(c, dx, dy) {
+    pushContourUndo(c);
     const poly = editablePolygon(c);
     const i = clamp(selectedVertex, 0, poly.length - 1);
     poly[i] = clampImage([poly[i][0] + dx, poly[i][1] + dy]);
@@ -437,9 +456,10 @@
       if (evt.button === 2) { deleteVertex(c, index); return; }  // right-click a vertex: delete it
       if (evt.button !== 0) return;
       if (evt.altKey) { deleteVertex(c, index); return; }
+      pushContourUndo(c);
       editablePolygon(c);
       selectedVertex = index;
-      vertexDrag = { id: c.id, index: index };
+      vertexDrag = { id: c.id, index: index, moved: false };
       drawContours();
       svg.setPointerCapture(evt.pointerId);
     } else if (t.classList.contains("em-contour-edge") && evt.button === 0) {
@@ -459,6 +479,7 @@
     if (!vertexDrag) return;
     evt.stopImmediatePropagation();
     contourEdits[vertexDrag.id].polygon[vertexDrag.index] = clampImage(toImage(evt));
+    vertexDrag.moved = true;
     if (!contourQueued) { contourQueued = true; requestAnimationFrame(redrawEditingShape); }
     requestVolumes();
   }, true);
@@ -466,6 +487,7 @@
     svg.addEventListener(type, (evt) => {
       if (!vertexDrag) return;
       evt.stopImmediatePropagation();
+      if (!vertexDrag.moved) undoStack.pop();  // a click on a vertex only selects it
       vertexDrag = null;
       contourChanged();
     }, true);
@@ -919,6 +941,7 @@
   function undo() {
     const last = undoStack.pop();
     if (!last) { setBanner("Nothing to undo", 2000); return; }
+    if (last.type === "contour") { undoContour(last); return; }
     const m = byName(last.name);
     if (!m) return;
     if (last.type === "save") { undoSave(last, m); return; }
