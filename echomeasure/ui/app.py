@@ -6,9 +6,11 @@ A thin shell over the library: opening a file calls :func:`echomeasure.pipeline.
 :func:`echomeasure.export.export_csv`.  Reviews are written only from the caliper viewer's
 explicit ``commit`` event, never from ``.change``.
 
-``build_app`` is the layout and the wiring: each callback adapts one method of
-:class:`echomeasure.ui.controller.ReviewController` (plain functions over the store, tested
-without a browser) to Gradio.  Run it with ``echomeasure demo`` (or ``make demo``);
+``build_app`` is a thin layout: one builder per panel (top bar, opening, worklist, export,
+viewer) and one wiring function per concern (opening clips, measurements, contours,
+calibration, export).  The callbacks are the methods of :class:`UiHandlers`, each adapting one
+method of :class:`echomeasure.ui.controller.ReviewController` (plain functions over the store,
+tested without a browser) to Gradio.  Run it with ``echomeasure demo`` (or ``make demo``);
 ``build_app`` is what tests launch.
 """
 

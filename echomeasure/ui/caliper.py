@@ -13,7 +13,11 @@ Data flow:
   implausible value; ``undo``: the reviews undo an earlier save).  ``calibrate`` with
   ``{"clip_id", "points": [[x, y], [x, y]], "length_cm"}`` (a known length drawn on a clip
   without DICOM calibration).  ``next_clip`` with ``{"clip_id"}`` (open the next unreviewed
-  clip).  Nothing is written to the store from ``.change``.
+  clip).  ``contour_review`` with ``{"clip_id", "contour_proposal_id", "action", "polygon"}``
+  (:mod:`echomeasure.ui.contour_review`).  Nothing is written to the store from ``.change``.
+- Browser -> Python -> browser: the server function ``live_volumes`` (passed as
+  ``server_functions``), which the script calls while an apical contour is edited; it returns
+  EDV/ESV/EF by :mod:`echomeasure.ui.contour_volumes` and writes nothing.
 
 The template is static: the script in ``caliper.js`` owns the DOM below it and redraws on
 ``watch(["value", "clip"])``.
@@ -154,6 +158,11 @@ class CaliperViewer(gr.HTML):
         The reviewer drew a known length on an uncalibrated clip.
     ``next_clip``
         The reviewer asked for the next unreviewed clip (key N).
+    ``contour_review``
+        The reviewer accepted, corrected (with the edited polygon) or rejected a contour.
+
+    Pass ``server_functions=[live_volumes]`` (a plain function of one payload argument) for the
+    live EDV/ESV/EF of edited apical contours; without it the figures of the stored contours stay.
     """
 
     def __init__(self, value: dict[str, Any] | None = None, *, clip: dict[str, Any] | None = None, **kwargs: Any) -> None:
