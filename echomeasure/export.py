@@ -407,11 +407,12 @@ def _add_contour_annotations(
     A frame that already has a keypoint image reuses it; others get a new image entry.
     """
     from echomeasure.store.contours import current_contours
+    from echomeasure.store.records import KEEPING_ACTIONS
 
     structures: dict[str, int] = {}
     image_ids = {(im["clip_id"], im["frame_index"]): im["id"] for im in images}
     for clip_id in clip_ids:
-        states = [st for st in current_contours(store, clip_id) if st.status in ("accepted", "corrected", "added")]
+        states = [st for st in current_contours(store, clip_id) if st.status in KEEPING_ACTIONS]
         if not states:
             continue
         clip = store.clip(clip_id)

@@ -32,7 +32,7 @@ from echomeasure.store.operations import Store
 from echomeasure.store.queries import get_clip
 from echomeasure.store.records import MeasurementStatus, Point, ReviewAction
 from echomeasure.store.reviewer import validate_reviewer
-from echomeasure.store.validation import checked_action, clamped_confidence
+from echomeasure.store.validation import check_frame, checked_action, clamped_confidence
 from echomeasure.store.writes import ensure_model_version
 
 if TYPE_CHECKING:
@@ -371,8 +371,9 @@ def current_contours(store: Store, clip_id: int) -> list[ContourState]:
 
 
 def _frame(value: Any, clip: db.Clip) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < clip.n_frames:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise StoreError(f"frame {value!r} is outside clip {clip.id} (frames 0-{clip.n_frames - 1})")
+    check_frame(value, clip.id, clip.n_frames)
     return int(value)
 
 
