@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -21,6 +22,9 @@ from sqlalchemy.pool import StaticPool
 
 from echomeasure.config import MIGRATIONS_DIR
 from echomeasure.errors import StoreError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +129,9 @@ def _create_sqlite_engine(url: URL) -> Engine:
 # --------------------------------------------------------------------------- migrations
 
 
-def alembic_config(engine: Engine):
-    """An Alembic ``Config`` for ``engine`` that works from any working directory."""
+def alembic_config(engine: Engine | None) -> Config:
+    """An Alembic ``Config`` for ``engine`` (None: for reading the migrations only) that works
+    from any working directory."""
     from alembic.config import Config
 
     cfg = Config()
@@ -165,7 +170,7 @@ def head_revision() -> str:
     """The latest migration shipped with this version of echomeasure."""
     from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
     assert head is not None
     return head
 
