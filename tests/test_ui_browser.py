@@ -196,6 +196,8 @@ def test_ui_add_missing_measurement_by_placing_its_point(page, running_app):  # 
     doppler_id = running_app[1].doppler_clip_id
     av = _proposal(running_app, doppler_id, "av_vmax")
     target = (av.points[0][0] + 40.0, av.points[0][1] - 20.0)  # inside the spectral strip
+    page.get_by_label("Reviewer").fill(REVIEWER)  # the test also runs on its own (-k)
+    page.locator("#em-worklist [role=gridcell]").filter(has_text="doppler").first.click()
     page.locator('.em-handle[data-name="av_vmax"]').wait_for()
     page.locator(".em-add-name").select_option("lvot_vmax")
     page.locator(".em-add").click()
