@@ -403,6 +403,8 @@
   }
   function requestVolumes() {
     if (!volumes || typeof server === "undefined" || !server || !server.live_volumes) return;
+    if (volumes.ed_frame === null || volumes.ed_frame === undefined || volumes.es_frame === null
+        || volumes.es_frame === undefined) return;  // no ED/ES pair of LV contours: nothing to measure
     if (volumeRequest.busy) { volumeRequest.again = true; return; }
     const payload = volumePayload();
     if (!payload) return;
