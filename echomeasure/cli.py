@@ -465,7 +465,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
         contour_outcome = finetune_contours(
             args.db, model=args.model, base_version=args.base_version, steps=args.steps, holdout_fraction=args.holdout,
-            min_frames=args.min_frames, seed=args.seed, activate=args.activate, weights_dir=args.out,
+            min_frames=args.min_frames, keep_unreviewed=args.keep_unreviewed, seed=args.seed, activate=args.activate,
+            weights_dir=args.out,
         )
         _print_json(contour_outcome.to_dict())
         return 0
@@ -707,6 +708,8 @@ def _add_review_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model", metavar="NAME",
                    help="a segmentation model (plax-seg, apical-seg, ...): learn from reviewed contours instead")
     s.add_argument("--steps", type=int, default=150, help="optimisation steps with --model (default 150)")
+    s.add_argument("--keep-unreviewed", type=float, default=1.0,
+                   help="with --model: weight keeping the base's split among unreviewed structures (0: off; default 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_finetune)
 

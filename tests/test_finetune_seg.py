@@ -113,23 +113,43 @@ def test_signed_offset_of_a_boundary_drawn_inside_is_negative():
     assert signed_offset_mm(np.zeros_like(outer), outer, 0.25) is None
 
 
+def test_unreviewed_term_keeps_the_parents_split_of_the_other_classes_only():
+    import torch
+
+    from echomeasure.training.finetune_seg import unreviewed_kl
+
+    gen = torch.Generator().manual_seed(0)
+    parent = torch.randn(2, 4, 6, 6, generator=gen)
+    target = torch.zeros(2, 6, 6, dtype=torch.long)
+    target[:, 2:4, 2:4] = 1  # the reviewed LV
+    known = torch.tensor([[False, True, False, False]] * 2)
+    assert float(unreviewed_kl(parent, parent, target, known)) == pytest.approx(0.0, abs=1e-6)
+    # the reviewed class's logit may change freely (the reviews decide it) ...
+    moved_lv = parent.clone()
+    moved_lv[:, 1] += 5.0
+    assert float(unreviewed_kl(moved_lv, parent, target, known)) == pytest.approx(0.0, abs=1e-5)
+    # ... but re-splitting the unreviewed classes outside the LV costs
+    swapped = parent[:, [0, 1, 3, 2]]
+    assert float(unreviewed_kl(swapped, parent, target, known)) > 0.05
+
+
 def test_cli_finetunes_on_reviewed_contours_and_registers_a_version(review_db, seg_weights, capsys):
     from echomeasure.models.registry import REVIEW_HOLDOUT, get_entry, sha256_file
 
     folder, seg = seg_weights
-    rc = main(["finetune", "--model", PLAX_SEG_MODEL, "--db", review_db, "--out", str(folder), "--steps", "30",
+    rc = main(["finetune", "--model", PLAX_SEG_MODEL, "--db", review_db, "--out", str(folder), "--steps", "15",
                "--min-frames", "3", "--holdout", "0.34", "--seed", "1", "--activate", "yes", "-q"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["version"] == "0.0-random-ft1" and out["parent"] == "0.0-random" and out["activated"]
     assert out["train_frames"] + out["holdout_frames"] == 5 and out["holdout_frames"] > 0
-    assert out["steps"] == 30 and out["loss_last"] < out["loss_first"]
+    assert out["steps"] == 15 and out["loss_last"] < out["loss_first"]
     assert set(out["before"]["structures"]) == {"lv"} and out["after"]["structures"]["lv"]["dice"] is not None
 
     child = get_entry(PLAX_SEG_MODEL, None, folder)  # the active version now
     assert child.version == "0.0-random-ft1" and child.parent == "0.0-random" and child.seed == 1
     assert child.sha256 == sha256_file(folder / child.file) and child.sha256 != seg.sha256
-    assert "--steps 30" in child.recipe and "--seed 1" in child.recipe
+    assert "--steps 15" in child.recipe and "--seed 1" in child.recipe
     assert child.metrics[REVIEW_HOLDOUT]["dice_lv"] == out["after"]["structures"]["lv"]["dice"]
     record = child.extra["finetune_contours"]
     assert record["before"] == out["before"] and record["after"] == out["after"]

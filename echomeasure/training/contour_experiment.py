@@ -13,7 +13,8 @@ loop:
 2. the simulated reviewer answers every LV contour: *accepted* when it is within
    ``accept_tolerance_mm`` of their tracing (mean absolute boundary offset) with a Dice of at
    least 0.95, else *corrected* to their tracing (the true LV cavity eroded by ``shift_mm``,
-   using the clip's cm/px).  Other structures are left unreviewed (they supervise nothing);
+   using the clip's cm/px); on a segmented frame without an LV contour they *add* it.  Other
+   structures are left unreviewed (they supervise nothing);
 3. :func:`echomeasure.training.finetune_seg.finetune_contours` fine-tunes on those reviews;
 4. new studies are segmented by the base and the fine-tuned version, and compared with the
    reviewer's tracing (Dice, mean signed boundary offset in mm) and with the truth (LV offset:
@@ -44,6 +45,7 @@ from echomeasure import atomic
 from echomeasure.models import registry
 from echomeasure.models.segmentation import PLAX_SEG_MODEL, image_box, predict, segments, square_cm_per_px
 from echomeasure.training.finetune_seg import (
+    KEEP_UNREVIEWED,
     ContourSample,
     contour_metrics,
     finetune_contours,
@@ -91,7 +93,7 @@ def write_study(out_dir: Path, seed: int, model: str, *, n_frames: int = 4) -> L
     else:
         from echomeasure.synthetic.apical import render_apical_case
 
-        cine = render_apical_case(seed, "a4c", labels=True)
+        cine = render_apical_case(seed, "a4c", small=True, labels=True)
         frames = list(cine.frame_indices)
         ed, es = cine.ed_frame, cine.es_frame
         description = "A4C 2D"
@@ -126,8 +128,14 @@ def simulate_contour_reviews(store: Any, clip_id: int, study: LabelledStudy, shi
     from echomeasure.store import contours
 
     mm_per_px = study.cm_per_px * 10.0
-    counts = {"accepted": 0, "corrected": 0}
-    for st in contours.current_contours(store, clip_id):
+    counts = {"accepted": 0, "corrected": 0, "added": 0}
+    states = contours.current_contours(store, clip_id)
+    for frame in sorted({st.frame_index for st in states} - {st.frame_index for st in states if st.structure == "lv"}):
+        polygon = mask_polygon(reviewer_lv_mask(study.labels[frame], study.cm_per_px, shift_mm))
+        if polygon is not None:  # the model proposed no LV on a frame it segmented: the reviewer draws it
+            contours.add_contour_review(store, clip_id, "added", REVIEWER, frame=frame, structure="lv", polygon=polygon)
+            counts["added"] += 1
+    for st in states:
         if st.structure != "lv" or st.status != "proposed" or st.proposal is None:
             continue
         wanted = reviewer_lv_mask(study.labels[st.frame_index], study.cm_per_px, shift_mm)
@@ -170,7 +178,7 @@ def build_contour_review_store(store: Any, workdir: Path, seeds: Sequence[int], 
 
     studies = workdir / "studies"
     studies.mkdir(parents=True, exist_ok=True)
-    totals = {"accepted": 0, "corrected": 0, "clips": 0}
+    totals = {"accepted": 0, "corrected": 0, "added": 0, "clips": 0}
     loaded = None
     for seed in tqdm(seeds, desc="ingest + review contours", file=sys.stderr, disable=not progress,
                      dynamic_ncols=True):
@@ -223,6 +231,7 @@ def run_contour_experiment(
     shift_mm: float = 1.0,
     steps: int = 150,
     lr: float = 3e-4,
+    keep_unreviewed: float = KEEP_UNREVIEWED,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -254,7 +263,8 @@ def run_contour_experiment(
         counts = build_contour_review_store(store, workdir, review_seeds, base, shift_mm, progress=progress)
         t_ft = time.monotonic()
         outcome = finetune_contours(store=store, model=model, base_version=base.version, steps=steps, lr=lr,
-                                    seed=seed, activate="yes", weights_dir=wdir, min_frames=2)
+                                    keep_unreviewed=keep_unreviewed, seed=seed, activate="yes", weights_dir=wdir,
+                                    min_frames=2)
         ft_s = time.monotonic() - t_ft
     clear_engines()
     reviewer_s, truth_s = new_case_samples(test_seeds, workdir, base, shift_mm)
@@ -266,7 +276,7 @@ def run_contour_experiment(
     return {
         "scenario": f"reviewer traces the LV endocardium {shift_mm} mm inside the true boundary",
         "model": model, "base_version": base.version, "new_version": outcome.entry.version,
-        "seed": seed, "steps": steps, "lr": lr,
+        "seed": seed, "steps": steps, "lr": lr, "keep_unreviewed": keep_unreviewed,
         "review_seeds": [review_seeds[0], review_seeds[-1]] if review_seeds else [],
         "test_seeds": [test_seeds[0], test_seeds[-1]] if test_seeds else [],
         "reviews": counts, "test_frames": len(reviewer_s),
@@ -291,6 +301,8 @@ def summarise(new_cases: dict[str, Any], finetune: dict[str, Any]) -> dict[str, 
         "new_cases_lv_offset_mm_vs_reviewer": [lv("before", "vs_reviewer", "offset_mm"),
                                                lv("after", "vs_reviewer", "offset_mm")],
         "new_cases_lv_offset_mm_vs_truth": [lv("before", "vs_truth", "offset_mm"), lv("after", "vs_truth", "offset_mm")],
+        "new_cases_lv_medians_vs_reviewer": {k: [lv("before", "vs_reviewer", k), lv("after", "vs_reviewer", k)]
+                                             for k in ("dice_median", "offset_mm_median")},
         "new_cases_dice_vs_truth": {"before": dice_all("before"), "after": dice_all("after")},
         "heldout_reviews_lv": {"dice": [held["before"].get("dice"), held["after"].get("dice")],
                                "offset_mm": [held["before"].get("offset_mm"), held["after"].get("offset_mm")]},
@@ -312,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--shift-mm", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--keep-unreviewed", type=float, default=KEEP_UNREVIEWED,
+                   help="weight of the term keeping the base's split among unreviewed classes (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", type=Path, help="write the JSON result here too")
     args = p.parse_args(argv)
@@ -319,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_contour_experiment(args.weights or config.weights_dir(), args.workdir, model=args.model,
                                     base_version=args.base_version, n_review_cases=args.review_cases,
                                     n_test_cases=args.test_cases, shift_mm=args.shift_mm, steps=args.steps,
-                                    lr=args.lr, seed=args.seed)
+                                    lr=args.lr, keep_unreviewed=args.keep_unreviewed, seed=args.seed)
     text = json.dumps(result, indent=1)
     if args.output:
         atomic.write_text(args.output, text + "\n")

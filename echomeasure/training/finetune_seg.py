@@ -21,7 +21,11 @@ model whose proposals the clip holds.
 
 Training: the backbone is frozen and its features are computed once per reviewed frame; the
 DeepLabV3 head learns on them (AdamW, batch norm statistics kept), which fits a shared CPU in
-minutes and leaves what the backbone knows of the image untouched.
+minutes and leaves what the backbone knows of the image untouched.  Partial labels leave the
+unreviewed classes free to drift (a frame whose LV alone was reviewed says nothing about how the
+rest splits into septum, RV or background), so a second term keeps, on the pixels outside the
+reviewed structures, the parent's split among the unreviewed classes (:func:`unreviewed_kl`,
+weight ``keep_unreviewed``; 0 turns it off).
 
 Evaluation, before and after, on a hold-out of the reviewed frames (by clip, so frames of one
 clip never sit on both sides), at full image resolution through
@@ -71,6 +75,8 @@ CONTOURS_STORED_UNDER: dict[str, str] = {registry.PLAX_LINEAR: PLAX_SEG_MODEL}
 #: Fewer reviewed frames than this and fine-tuning is refused.
 MIN_REVIEWED_CONTOUR_FRAMES = 20
 BATCH_SIZE = 8
+#: Weight of the term that keeps the parent's split among the unreviewed classes (:func:`unreviewed_kl`).
+KEEP_UNREVIEWED = 1.0
 
 Activate = Literal["auto", "yes", "no"]
 
@@ -223,8 +229,9 @@ def contour_metrics(model: Any, entry: registry.WeightsEntry, samples: Sequence[
 
     Dice compares the predicted label map with the reference; the offset is that of the largest
     predicted region's boundary (the contour the model proposes, :func:`largest_region`).
-    Returns ``{"frames", "mean_dice", "structures": {name: {"dice", "offset_mm", "n"}}}`` (means over
-    the frames where the structure was reviewed; offsets over calibrated frames only).
+    Returns ``{"frames", "mean_dice", "structures": {name: {"dice", "offset_mm", "dice_median",
+    "offset_mm_median", "n"}}}`` (over the frames where the structure was reviewed; offsets over
+    calibrated frames only).
     """
     per: dict[str, dict[str, list[float]]] = {}
     for s in samples:
@@ -244,7 +251,11 @@ def contour_metrics(model: Any, entry: registry.WeightsEntry, samples: Sequence[
     def mean(xs: list[float]) -> float | None:
         return round(float(np.mean(xs)), 4) if xs else None
 
-    structures = {n: {"dice": mean(v["dice"]), "offset_mm": mean(v["offset_mm"]), "n": len(v["dice"])}
+    def median(xs: list[float]) -> float | None:
+        return round(float(np.median(xs)), 4) if xs else None
+
+    structures = {n: {"dice": mean(v["dice"]), "offset_mm": mean(v["offset_mm"]), "dice_median": median(v["dice"]),
+                      "offset_mm_median": median(v["offset_mm"]), "n": len(v["dice"])}
                   for n, v in per.items()}
     dices = [v["dice"] for v in structures.values() if v["dice"] is not None]
     return {"frames": len(samples), "mean_dice": round(float(np.mean(dices)), 4) if dices else None,
@@ -262,12 +273,33 @@ def _freeze_batch_norm(module: Any) -> None:
             m.eval()
 
 
+def unreviewed_kl(logits: Any, parent_logits: Any, target: Any, known: Any) -> Any:
+    """KL divergence, on the pixels outside every reviewed structure, between the parent's and the
+    model's split of the probability among the classes *not* reviewed on the frame (background
+    included).  Whether such a pixel is one of the reviewed structures is left to the reviews.
+
+    ``logits``, ``parent_logits`` (B, C, H, W); ``target`` (B, H, W); ``known`` (B, C) bool.
+    """
+    import torch
+
+    free = ~known.clone()
+    free[:, 0] = True
+    excluded = ~free[:, :, None, None].expand_as(logits)
+    child = torch.log_softmax(logits.masked_fill(excluded, -1e4), dim=1)
+    parent = torch.log_softmax(parent_logits.masked_fill(excluded, -1e4), dim=1)
+    kl = (parent.exp() * (parent - child)).sum(dim=1)
+    outside = target == 0
+    return kl[outside].mean() if bool(outside.any()) else logits.sum() * 0.0
+
+
 def train_head(model: Any, samples: Sequence[ContourSample], *, steps: int, lr: float, seed: int,
-               batch_size: int = BATCH_SIZE) -> list[float]:
+               keep_unreviewed: float = KEEP_UNREVIEWED, batch_size: int = BATCH_SIZE) -> list[float]:
     """Fine-tune the DeepLabV3 head of ``model`` on cached backbone features; the loss per step.
 
-    Backbone frozen, batch-norm statistics kept, AdamW with a cosine decay to 10 % of ``lr``,
-    :func:`~echomeasure.training.seg_train.partial_label_loss` on the reviewed structures.
+    Backbone frozen, batch-norm statistics kept, AdamW with a cosine decay to 10 % of ``lr``;
+    loss: :func:`~echomeasure.training.seg_train.partial_label_loss` on the reviewed structures
+    plus ``keep_unreviewed`` x :func:`unreviewed_kl` against the model as it was before (0: the
+    unreviewed classes are free to drift).
     """
     import torch
     import torch.nn.functional as F
@@ -287,6 +319,7 @@ def train_head(model: Any, samples: Sequence[ContourSample], *, steps: int, lr: 
     model.eval()
     with torch.no_grad():
         feats = torch.cat([backbone(torch.from_numpy(x[i : i + 16]))["out"] for i in range(0, len(x), 16)])
+        parent_logits = torch.cat([head(feats[i : i + 16]) for i in range(0, len(feats), 16)])
     size = tuple(x.shape[-2:])
     for p in backbone.parameters():
         p.requires_grad_(False)
@@ -301,6 +334,9 @@ def train_head(model: Any, samples: Sequence[ContourSample], *, steps: int, lr: 
         idx = torch.from_numpy(gen.integers(0, len(samples), min(batch_size, len(samples))))
         logits = F.interpolate(head(feats[idx]), size=size, mode="bilinear", align_corners=False)
         loss = partial_label_loss(logits, y[idx], known_t[idx])
+        if keep_unreviewed > 0:
+            parent = F.interpolate(parent_logits[idx], size=size, mode="bilinear", align_corners=False)
+            loss = loss + keep_unreviewed * unreviewed_kl(logits, parent, y[idx], known_t[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -359,6 +395,7 @@ def finetune_contours(
     lr: float = 3e-4,
     holdout_fraction: float = 0.25,
     min_frames: int = MIN_REVIEWED_CONTOUR_FRAMES,
+    keep_unreviewed: float = KEEP_UNREVIEWED,
     seed: int = 0,
     activate: Activate = "auto",
     weights_dir: str | os.PathLike[str] | None = None,
@@ -380,6 +417,9 @@ def finetune_contours(
         Share of reviewed clips kept out for the before/after evaluation.
     min_frames : int
         Refuse with fewer reviewed frames than this.
+    keep_unreviewed : float
+        Weight of the term that keeps the parent's split among the classes not reviewed on a
+        frame (:func:`unreviewed_kl`; 0: partial labels alone).
     activate : {"auto", "yes", "no"}
         Make the new version active: when its held-out mean Dice is not lower (auto), always, never.
     weights_dir : path, optional
@@ -400,16 +440,19 @@ def finetune_contours(
         raise TrainingError("--steps must be at least 1")
     if not 0.0 <= holdout_fraction < 1.0:
         raise TrainingError("--holdout must be at least 0 and below 1")
+    if not keep_unreviewed >= 0.0:
+        raise TrainingError("--keep-unreviewed must be 0 or more")
     wdir = Path(weights_dir) if weights_dir is not None else config.weights_dir()
     parent = segmentation_entry(model, base_version, wdir)
     with _given_or_opened_store(store, db_url) as review_store:
         return _finetune_contours(review_store, parent, wdir, steps=steps, lr=lr, holdout_fraction=holdout_fraction,
-                                  min_frames=min_frames, seed=seed, activate=activate)
+                                  min_frames=min_frames, keep_unreviewed=keep_unreviewed, seed=seed,
+                                  activate=activate)
 
 
 def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *, steps: int, lr: float,
-                       holdout_fraction: float, min_frames: int, seed: int, activate: Activate,
-                       ) -> ContourFinetuneOutcome:
+                       holdout_fraction: float, min_frames: int, keep_unreviewed: float, seed: int,
+                       activate: Activate) -> ContourFinetuneOutcome:
     from echomeasure.propose.types import ModelInfo
     from echomeasure.training.finetune import _next_ft_version, _store_version
 
@@ -426,12 +469,12 @@ def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *,
     store_parent = _store_version(store, parent)
     loaded = registry.load_model(parent.name, parent.version, wdir)
     before = contour_metrics(loaded.model, parent, hold_s) if hold_s else {}
-    losses = train_head(loaded.model, train_s, steps=steps, lr=lr, seed=seed)
+    losses = train_head(loaded.model, train_s, steps=steps, lr=lr, seed=seed, keep_unreviewed=keep_unreviewed)
 
     version = _next_ft_version(parent, wdir)
     file_name = f"{parent.name}-{version}.pt"
     recipe = (f"echomeasure finetune --model {parent.name} --base-version {parent.version} --steps {steps} "
-              f"--seed {seed} --holdout {holdout_fraction}")
+              f"--seed {seed} --holdout {holdout_fraction} --keep-unreviewed {keep_unreviewed}")
     trained_on = (f"{len(train_s)} frames with reviewed contours from {len({s.clip_id for s in train_s})} clips "
                   f"of the review store; parent {parent.name} {parent.version}")
     with tempfile.TemporaryDirectory(prefix="em-ftseg-", dir=wdir) as scratch:
@@ -448,8 +491,10 @@ def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *,
     extra = {**{k: v for k, v in dict(parent.extra).items() if k != "finetune_contours"}, "finetune_contours": {
         "parent": parent.version, "train_frames": len(train_s), "holdout_frames": len(hold_s),
         "train_clip_ids": sorted({s.clip_id for s in train_s}), "holdout_clip_ids": sorted({s.clip_id for s in hold_s}),
-        "trained": "DeepLabV3 head on frozen backbone features, batch norm kept; partial-label loss",
-        "optimiser": {"steps": steps, "lr": lr, "batch_size": BATCH_SIZE, "seed": seed, "weight_decay": 1e-4},
+        "trained": "DeepLabV3 head on frozen backbone features, batch norm kept; partial-label loss + "
+                   "keep_unreviewed x KL to the parent's split among the unreviewed classes",
+        "optimiser": {"steps": steps, "lr": lr, "batch_size": BATCH_SIZE, "seed": seed, "weight_decay": 1e-4,
+                      "keep_unreviewed": keep_unreviewed},
         "loss_first": round(losses[0], 4), "loss_last": round(losses[-1], 4),
         "before": before, "after": after, "activated": activated, "wall_s": round(time.monotonic() - t0, 1)}}
     # only what was measured on the child: the parent's own figures do not describe it
@@ -486,6 +531,7 @@ def _should_activate(mode: Activate, before: dict[str, Any], after: dict[str, An
     return b is None or a is None or a >= b
 
 
-__all__ = ["CONTOURS_STORED_UNDER", "ContourFinetuneOutcome", "ContourSample", "MIN_REVIEWED_CONTOUR_FRAMES",
-           "contour_metrics", "finetune_contours", "largest_region", "load_contour_samples", "make_sample", "rasterise",
-           "segmentation_entry", "signed_offset_mm", "split_clips", "train_head"]
+__all__ = ["CONTOURS_STORED_UNDER", "KEEP_UNREVIEWED", "MIN_REVIEWED_CONTOUR_FRAMES", "ContourFinetuneOutcome",
+           "ContourSample", "contour_metrics", "finetune_contours", "largest_region", "load_contour_samples",
+           "make_sample", "rasterise", "segmentation_entry", "signed_offset_mm", "split_clips", "train_head",
+           "unreviewed_kl"]
