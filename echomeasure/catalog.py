@@ -141,6 +141,8 @@ VIEW_TITLES: dict[str, str] = {
 
 #: Classes of the apical segmentation model (``apical-seg``), in output order: the CAMUS labels.
 APICAL_SEG_CLASSES: tuple[str, ...] = ("background", "lv", "myocardium", "la")
+#: CAMUS label value of each apical structure (0 is background), as masks and label maps carry them.
+APICAL_SEG_LABELS: dict[str, int] = {name: k for k, name in enumerate(APICAL_SEG_CLASSES) if k > 0}
 
 # --------------------------------------------------------------------------- volumes
 # Chamber volumes and EF from apical segmentations (propose.apical).  Their LOINC code depends

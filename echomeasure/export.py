@@ -157,20 +157,37 @@ def csv_rows(store: Store, clip_ids: Iterable[int] | None = None) -> list[dict[s
     return rows
 
 
+#: Which reviewed-contour figure (:func:`echomeasure.contour_volumes.reviewed_figures`) replaces a
+#: single-plane volume row's value, and the figure's frame.
+_REVIEWED_FIGURE = {"lvedv": ("edv_ml", "ed_frame"), "lvesv": ("esv_ml", "es_frame"), "lvef": ("ef_percent", "ed_frame")}
+
+
 def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
-    """One row per stored volume, EF or LV length of a clip, with the method that gave it."""
+    """One row per stored volume, EF or LV length of a clip, with the method that gave it.
+
+    The model's figure is the proposed value.  When the reviewer has reviewed the ED and ES LV
+    contours of an apical clip, the single-plane EDV, ESV and EF rows carry the figures of the
+    reviewed contours as their value (status accepted or corrected), computed by the same rule.
+    """
+    from echomeasure.contour_volumes import reviewed_figures
     from echomeasure.store.contours import volumes
 
     models = {m.id: m for m in store.model_versions()}
+    stored = volumes(store, clip.id)
+    reviewed = reviewed_figures(store, clip) if stored else None
     rows = []
-    for v in volumes(store, clip.id):
+    for v in stored:
         mv = models.get(v.model_version_id) if v.model_version_id is not None else None
+        status, value, frame = "proposed", v.value, v.frame_index
+        if reviewed is not None and v.method.startswith("single-plane") and v.measurement in _REVIEWED_FIGURE:
+            key, frame_key = _REVIEWED_FIGURE[v.measurement]
+            status, value, frame = reviewed["status"], reviewed[key], reviewed[frame_key]
         row = dict.fromkeys(CSV_COLUMNS, "")
         row.update({
             "study_uid": clip.study_uid, "series_uid": clip.series_uid, "instance_uid": clip.instance_uid,
-            "clip_id": str(clip.id), "clip_kind": clip.kind, "measurement": v.measurement, "status": "proposed",
-            "frame": "" if v.frame_index is None else str(v.frame_index),
-            "value": _num(v.value), "unit": ucum(v.unit) if v.value is not None else "",
+            "clip_id": str(clip.id), "clip_kind": clip.kind, "measurement": v.measurement, "status": status,
+            "frame": "" if frame is None else str(frame),
+            "value": _num(value), "unit": ucum(v.unit) if value is not None else "",
             "proposed_frame": "" if v.frame_index is None else str(v.frame_index),
             "proposed_value": _num(v.value), "proposed_unit": ucum(v.unit) if v.value is not None else "",
             "confidence": _num(v.confidence, 3), "calibration_source": clip.calibration_source,
@@ -389,14 +406,7 @@ def export_coco(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
 #: First COCO category id of the contour structures (one category per structure name).
 COCO_CONTOUR_FIRST_ID = 10
 #: CAMUS label values of the apical structures in the PNG masks (0 is background).
-CAMUS_LABELS = {"lv": 1, "myocardium": 2, "la": 3}
-#: Mask drawing order: the myocardium's outline encloses the cavity, so the cavity is drawn over it.
-_MASK_ORDER = ("myocardium", "lv", "la")
-
-
-def _polygon_area_px(polygon: Sequence[tuple[float, float]]) -> float:
-    xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
-    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2.0
+CAMUS_LABELS = catalog.APICAL_SEG_LABELS
 
 
 def _add_contour_annotations(
@@ -406,6 +416,7 @@ def _add_contour_annotations(
 
     A frame that already has a keypoint image reuses it; others get a new image entry.
     """
+    from echomeasure.contour_volumes import polygon_area_px
     from echomeasure.store.contours import current_contours
     from echomeasure.store.records import KEEPING_ACTIONS
 
@@ -438,7 +449,7 @@ def _add_contour_annotations(
                 "category_id": category_id,
                 "segmentation": [[round(c, 2) for p in st.polygon for c in p]],
                 "bbox": [round(min(xs), 2), round(min(ys), 2), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)],
-                "area": round(_polygon_area_px(st.polygon), 2),
+                "area": round(polygon_area_px(st.polygon), 2),
                 "iscrowd": 0,
                 "status": st.status,
                 "contour_proposal_id": None if st.proposal is None else st.proposal.id,
@@ -455,8 +466,8 @@ def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterabl
     written atomically; ``folder`` is created when its parent exists.
     """
     import cv2
-    import numpy as np
 
+    from echomeasure.contour_volumes import label_map
     from echomeasure.store.contours import current_contours
 
     out = Path(folder).expanduser()
@@ -473,11 +484,8 @@ def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterabl
             if st.polygon is not None and st.structure in CAMUS_LABELS:
                 by_frame.setdefault(st.frame_index, {})[st.structure] = st
         for frame, states in sorted(by_frame.items()):
-            mask = np.zeros((clip.height_px, clip.width_px), np.uint8)
-            for structure in _MASK_ORDER:
-                if structure in states:
-                    pts = np.round(np.asarray(states[structure].polygon, np.float64)).astype(np.int32)
-                    cv2.fillPoly(mask, [pts], CAMUS_LABELS[structure])
+            items = [{"frame": frame, "structure": name, "polygon": st.polygon} for name, st in states.items()]
+            mask = label_map(items, frame, clip.width_px, clip.height_px)
             ok, png = cv2.imencode(".png", mask)
             if not ok:
                 raise StoreError(f"could not encode the mask of clip {clip_id} frame {frame}")

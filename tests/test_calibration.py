@@ -115,3 +115,17 @@ def test_pydicom_echo_cine_calibrates_at_0_051_cm_per_px():
     assert clip.calibration_source == "dicom"
     value, unit, _ = physical_value(clip, "lvidd", [(100, 100), (200, 100)])
     assert unit == "cm" and value == pytest.approx(100 * 0.05105, rel=1e-3)
+
+
+def test_square_pixel_size_comes_from_the_largest_2d_cm_region_then_the_user_scale():
+    from echomeasure.ingest.calibration import square_cm_per_px
+    from echomeasure.ingest.clip import SPATIAL_2D, UNIT_CM, Region
+
+    def region(x1: int, dx: float, dy: float) -> Region:
+        return Region(0, 0, x1, 100, SPATIAL_2D, 1, UNIT_CM, UNIT_CM, dx, dy)
+
+    assert square_cm_per_px([region(50, 0.02, 0.02), region(200, 0.03, -0.03)]) == 0.03  # the larger one, |dy|
+    assert square_cm_per_px([region(200, 0.03, 0.0302)], user_cm_per_px=0.05) == 0.03  # within 1 %: DICOM wins
+    assert square_cm_per_px([region(200, 0.03, 0.04)], user_cm_per_px=0.05) is None  # non-square pixels: no scale
+    assert square_cm_per_px([], user_cm_per_px=0.05) == 0.05
+    assert square_cm_per_px([]) is None

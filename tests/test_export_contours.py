@@ -118,3 +118,59 @@ def test_json_history_holds_contours_reviews_and_volumes(store, dicom_file):
     assert clip["contour_proposals"][1]["polygon"] == LV
     assert [r["action"] for r in clip["contour_reviews"]] == ["accepted", "corrected", "rejected"]
     assert {v["measurement"]: v["method"] for v in clip["volumes"]} == {"lvedv": "biplane", "lvef": "biplane"}
+
+
+def _ellipse(cx: float, cy: float, half_width: float, half_length: float, n: int = 24) -> list[list[float]]:
+    import math
+
+    return [[cx + half_width * math.cos(2 * math.pi * k / n), cy + half_length * math.sin(2 * math.pi * k / n)]
+            for k in range(n)]
+
+
+def test_csv_volume_rows_carry_the_figures_of_the_reviewed_lv_contours(store, dicom_file):
+    from echomeasure.contour_volumes import clip_cm_per_px, lv_volumes
+
+    clip_id = ingest_path(dicom_file, store, secret=config.secret(), run_models=False).clip.id
+    clip = store.clip(clip_id)
+    la = [[20.0, 36.0], [30.0, 36.0], [31.0, 46.0], [19.0, 46.0]]
+    lv_ed, lv_es = _ellipse(25, 20, 8, 15), _ellipse(25, 23, 6, 12)
+    ed, _, es, _ = add_contours(store, clip_id, [
+        {"frame": 1, "structure": "lv", "polygon": lv_ed, "confidence": 0.9},
+        {"frame": 1, "structure": "la", "polygon": la, "confidence": 0.9},
+        {"frame": 3, "structure": "lv", "polygon": lv_es, "confidence": 0.9},
+        {"frame": 3, "structure": "la", "polygon": la, "confidence": 0.9},
+    ], model=MODEL_2D)
+    add_volumes(store, clip_id, [
+        {"name": "lvedv", "value": 99.0, "unit": "ml", "frame": 1, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "lvesv", "value": 40.0, "unit": "ml", "frame": 3, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "lvef", "value": 59.6, "unit": "%", "frame": 1, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "lvedv", "value": 98.0, "unit": "ml", "frame": 1, "method": "biplane", "confidence": 0.9},
+    ], model=MODEL_2D)
+
+    def volume_rows():
+        rows = csv.DictReader(io.StringIO(render(store, "csv")))
+        return {(r["measurement"], r["method"]): r for r in rows if r["method"]}
+
+    # Nothing reviewed, or only the ED contour: the model's figures, proposed.
+    add_contour_review(store, clip_id, "accepted", "Dr A", contour_proposal_id=ed.id)
+    rows = volume_rows()
+    assert {r["status"] for r in rows.values()} == {"proposed"}
+    assert float(rows[("lvedv", "single-plane A4C")]["value"]) == 99.0
+
+    corrected_es = _ellipse(25, 24, 5, 10)
+    add_contour_review(store, clip_id, "corrected", "Dr A", contour_proposal_id=es.id, polygon=corrected_es)
+    figures = lv_volumes([{"frame": 1, "structure": "lv", "polygon": lv_ed}, {"frame": 1, "structure": "la", "polygon": la},
+                          {"frame": 3, "structure": "lv", "polygon": corrected_es},
+                          {"frame": 3, "structure": "la", "polygon": la}],
+                         width_px=clip.width_px, height_px=clip.height_px, cm_per_px=clip_cm_per_px(clip),
+                         ed_frame=1, es_frame=3)
+    assert figures["edv_ml"] is not None and figures["esv_ml"] is not None
+    rows = volume_rows()
+    for (name, method), key in ((("lvedv", "single-plane A4C"), "edv_ml"), (("lvesv", "single-plane A4C"), "esv_ml"),
+                                (("lvef", "single-plane A4C"), "ef_percent")):
+        row = rows[(name, method)]
+        assert row["status"] == "corrected"
+        assert float(row["value"]) == pytest.approx(figures[key], abs=1e-3)
+    esv = rows[("lvesv", "single-plane A4C")]
+    assert float(esv["proposed_value"]) == 40.0 and esv["frame"] == "3"
+    assert rows[("lvedv", "biplane")]["status"] == "proposed" and float(rows[("lvedv", "biplane")]["value"]) == 98.0

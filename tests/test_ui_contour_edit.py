@@ -3,7 +3,7 @@
 The clip is the calibrated 2D example with a fabricated apical contour set (LV cavity and LA on
 the ED and ES frames, :func:`ui_fixtures.apical_contour_items`) stored through the store's
 public API: apical clips have no shipped segmentation model.  The live EDV/ESV/EF shown while
-a contour is edited must equal :func:`echomeasure.ui.contour_volumes.live_volumes` on the
+a contour is edited must equal :func:`echomeasure.contour_volumes.live_volumes` on the
 polygons on screen, and the figures after a save those of the stored contours.
 Screenshots go to ``$ECHOMEASURE_SCREENSHOTS`` (default ``/tmp/echomeasure-ui-screenshots``).
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, apical_contour_items, running_app, ui_store  # noqa: F401
 
+from echomeasure import contour_volumes
 from echomeasure.store import open_store
 from echomeasure.store.contours import add_contours, contour_reviews
-from echomeasure.ui import contour_volumes
 from echomeasure.ui.controller import ReviewController
 
 pytestmark = [

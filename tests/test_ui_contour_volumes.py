@@ -7,10 +7,10 @@ import math
 import pytest
 from ui_fixtures import APICAL_LV_ED, APICAL_LV_ES, apical_contour_items, ellipse, prepare_store
 
+from echomeasure import contour_volumes
 from echomeasure.errors import StoreError
 from echomeasure.propose import volumes
 from echomeasure.store.contours import add_contours
-from echomeasure.ui import contour_volumes
 from echomeasure.ui.controller import ReviewController
 
 CM_PER_PX = 0.05

@@ -278,6 +278,21 @@ def calibrated_value(
     return abs(v_m_s), "m/s", v_m_s
 
 
+def square_cm_per_px(regions: Iterable[Region], user_cm_per_px: float | None = None) -> float | None:
+    """Side of a square pixel in cm, for areas and volumes; None when the clip has no such scale.
+
+    The largest 2D region in cm gives it when its pixels are square (PhysicalDeltaX and Y within
+    1 %); a clip with such a region but non-square pixels has none.  Without a 2D cm region the
+    user's scale (``cm/px``) gives it.
+    """
+    cm_regions = [r for r in regions if r.is_2d_cm]
+    if cm_regions:
+        r = max(cm_regions, key=_area_px)
+        dx, dy = abs(float(r.delta_x)), abs(float(r.delta_y))
+        return dx if dx > 0 and abs(dx - dy) <= 0.01 * dx else None
+    return float(user_cm_per_px) if user_cm_per_px else None
+
+
 def pixel_length(p1: Sequence[float], p2: Sequence[float]) -> float:
     """Euclidean caliper length in pixels (no calibration)."""
     return math.hypot(float(p2[0]) - float(p1[0]), float(p2[1]) - float(p1[1]))

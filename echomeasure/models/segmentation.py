@@ -222,12 +222,7 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
 
 
 def square_cm_per_px(clip: Any, box: Box) -> float | None:
-    """Square pixel size (cm) of the clip's 2D region or the user's scale; None when uncalibrated."""
-    if clip.user_cm_per_px:
-        return float(clip.user_cm_per_px)
-    for r in clip.regions or ():
-        if getattr(r, "spatial_format", None) == 1 and getattr(r, "units_x", None) == 3 and getattr(r, "units_y", None) == 3:
-            dx, dy = abs(float(r.delta_x)), abs(float(r.delta_y))
-            if dx > 0 and abs(dx - dy) <= 0.01 * dx:
-                return dx
-    return None
+    """Square pixel size (cm) of the clip (:func:`echomeasure.ingest.calibration.square_cm_per_px`)."""
+    from echomeasure.ingest.calibration import square_cm_per_px as clip_square_cm_per_px
+
+    return clip_square_cm_per_px(clip.regions or (), clip.user_cm_per_px)

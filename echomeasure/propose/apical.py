@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from echomeasure.catalog import APICAL_SEG_CLASSES, volume_loinc
+from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.ingest.clip import Clip
 from echomeasure.propose import volumes
 
@@ -48,18 +49,6 @@ def seg_registered(weights_dir: Any = None) -> bool:
         return any(e.name == SEG_MODEL for e in registry.list_entries(weights_dir))
     except Exception:  # an unreadable manifest is reported by whoever loads a model from it
         return False
-
-
-def _cm_per_px(clip: Clip) -> float | None:
-    """Square pixel size of the 2D region (cm), else the user's scale, else None."""
-    regions = [r for r in clip.regions if r.is_2d_cm]
-    if regions:
-        r = max(regions, key=lambda r: (r.x1 - r.x0) * (r.y1 - r.y0))
-        dx, dy = abs(r.delta_x), abs(r.delta_y)
-        if dx > 0 and abs(dx - dy) <= 0.01 * dx:
-            return dx
-        return None
-    return clip.user_cm_per_px or None
 
 
 def _full_probabilities(prob: np.ndarray, box: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -116,7 +105,7 @@ def propose_apical(
     timings["segmentation"] = time.perf_counter() - t0
     lv_area = (prob.argmax(axis=1) == 1).sum(axis=(1, 2))
     ed, es = int(np.argmax(lv_area)), int(np.argmin(lv_area))
-    cm = _cm_per_px(clip)
+    cm = square_cm_per_px(clip.regions, clip.user_cm_per_px)
     unit_scale = "ml" if cm is not None else "px"
     notices: list[str] = []
     method = f"single-plane {view.upper()}"

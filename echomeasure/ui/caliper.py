@@ -17,7 +17,7 @@ Data flow:
   (:mod:`echomeasure.ui.contour_review`).  Nothing is written to the store from ``.change``.
 - Browser -> Python -> browser: the server function ``live_volumes`` (passed as
   ``server_functions``), which the script calls while an apical contour is edited; it returns
-  EDV/ESV/EF by :mod:`echomeasure.ui.contour_volumes` and writes nothing.
+  EDV/ESV/EF by :mod:`echomeasure.contour_volumes` and writes nothing.
 
 The template is static: the script in ``caliper.js`` owns the DOM below it and redraws on
 ``watch(["value", "clip"])``.

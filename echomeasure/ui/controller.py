@@ -15,10 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from echomeasure import contour_volumes
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState, Store, readers
 from echomeasure.store.queries import summary_for_states
-from echomeasure.ui import contour_review, contour_volumes, review, viewmodel
+from echomeasure.ui import contour_review, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
 NAME_NEEDED_TO_CALIBRATE = (
@@ -162,7 +163,7 @@ class ReviewController:
         """The viewer's ``clip`` prop: frames, calibration, contours and their LV volumes.
 
         ``volumes`` (None unless the contours are an apical set) are the figures of the stored
-        contours (:func:`echomeasure.ui.contour_volumes.for_clip`); a clip whose measurements
+        contours (:func:`echomeasure.contour_volumes.for_clip`); a clip whose measurements
         name no ED/ES frame takes those of its LV contours, for the ED/ES jump.
         """
         shapes = contour_review.contours_for(self.store, clip.id)

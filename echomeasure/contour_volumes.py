@@ -1,11 +1,12 @@
-"""LV volumes and EF from a clip's apical contours, as the review UI shows them.
+"""LV volumes and EF from a clip's current (reviewed, else proposed) apical contours.
 
 The rule is :mod:`echomeasure.propose.volumes` (single-plane method of discs, ASE 2015): the
-contours of a frame are rasterised into a CAMUS label map (myocardium, then LV cavity, then
-LA on top, as the mask export draws them) and measured there exactly as a model's label map
-is.  The viewer shows the figures of the stored contours when a clip opens and asks
-:func:`live_volumes` (a server function of the viewer) again while a contour is edited, so the
-numbers on screen always come from this one Python rule.
+contours of a frame are rasterised into a CAMUS label map (:func:`label_map`: myocardium, then
+LV cavity, then LA on top; the mask export draws with it too) and measured there exactly as a
+model's label map is.  Users: the review UI (figures of the stored contours when a clip opens,
+and :func:`live_volumes`, a server function of the viewer, while a contour is edited) and the
+CSV export (:func:`reviewed_figures`: the volumes of the reviewed contours next to the model's),
+so the numbers on screen and in the export come from this one Python rule.
 
 Only apical contour sets (structures among ``lv``, ``myocardium``, ``la``: the ``apical-seg``
 classes) give volumes: an LV contour of a parasternal view is no base for the method of discs.
@@ -16,19 +17,19 @@ else the LV contour frames of largest and smallest area (the apical proposer's r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import cv2
 import numpy as np
 
-from echomeasure.catalog import APICAL_SEG_CLASSES
+from echomeasure.catalog import APICAL_SEG_LABELS
 from echomeasure.errors import StoreError
+from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.propose import volumes
 from echomeasure.store import ClipRecord, Store, contours, readers
 
 #: The structures of an apical contour set, with their CAMUS label values.
-APICAL_LABELS = {name: k for k, name in enumerate(APICAL_SEG_CLASSES) if k > 0}
+APICAL_LABELS = APICAL_SEG_LABELS
 #: Drawing order of the label map: the LV cavity over the myocardium, the atrium over both.
 _DRAW_ORDER = ("myocardium", "lv", "la")
 
@@ -69,10 +70,8 @@ def label_map(items: Sequence[Mapping[str, Any]], frame: int, width_px: int, hei
 
 
 def clip_cm_per_px(clip: ClipRecord) -> float | None:
-    """The clip's square pixel size (cm) as the apical proposer reads it; None without one."""
-    from echomeasure.propose.apical import _cm_per_px
-
-    return _cm_per_px(SimpleNamespace(regions=clip.region_objects, user_cm_per_px=clip.user_cm_per_px))  # type: ignore[arg-type]
+    """The clip's square pixel size (cm): :func:`echomeasure.ingest.calibration.square_cm_per_px`."""
+    return square_cm_per_px(clip.region_objects, clip.user_cm_per_px)
 
 
 def lv_volumes(
@@ -130,6 +129,28 @@ def for_clip(store: Store, clip: ClipRecord, items: Sequence[Mapping[str, Any]])
                       ed_frame=ed, es_frame=es)
 
 
+def reviewed_figures(store: Store, clip: ClipRecord) -> dict[str, Any] | None:
+    """The clip's LV figures from its reviewed contours, for the export; None when nothing was reviewed.
+
+    The ED and ES LV contours must both be reviewed (accepted, corrected or added) and the set
+    apical.  Returns :func:`lv_volumes`' figures plus ``status``: "accepted" when both LV
+    contours were accepted as proposed, else "corrected".
+    """
+    states = contours.current_contours(store, clip.id)
+    items = [{"frame": st.frame_index, "structure": st.structure, "polygon": st.polygon, "status": st.status}
+             for st in states if st.polygon is not None and st.status != "rejected"]
+    if not is_apical_set(items):
+        return None
+    ed, es = clip_phases(store, clip.id, items)
+    lv_status = {st.frame_index: st.status for st in states if st.structure == "lv"}
+    if ed is None or es is None or "proposed" in (lv_status.get(ed), lv_status.get(es)):
+        return None
+    figures = lv_volumes(items, width_px=clip.width_px, height_px=clip.height_px, cm_per_px=clip_cm_per_px(clip),
+                         ed_frame=ed, es_frame=es)
+    figures["status"] = "accepted" if lv_status[ed] == lv_status[es] == "accepted" else "corrected"
+    return figures
+
+
 def live_volumes(store: Store, payload: Mapping[str, Any]) -> dict[str, Any]:
     """The viewer's live request: ``{"clip_id", "ed_frame", "es_frame", "contours": [...]}`` -> figures.
 
@@ -159,4 +180,4 @@ def live_volumes(store: Store, payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["APICAL_LABELS", "clip_cm_per_px", "clip_phases", "for_clip", "is_apical_set", "label_map",
-           "live_volumes", "lv_volumes", "phase_frames", "polygon_area_px"]
+           "live_volumes", "lv_volumes", "phase_frames", "polygon_area_px", "reviewed_figures"]
