@@ -23,7 +23,7 @@ import numpy as np
 from echomeasure.catalog import APICAL_SEG_CLASSES, volume_loinc
 from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.ingest.clip import Clip
-from echomeasure.propose import volumes
+from echomeasure.propose import flags, volumes
 
 SEG_MODEL = "apical-seg"
 STRUCTURES = APICAL_SEG_CLASSES[1:]  # lv, myocardium, la
@@ -155,6 +155,8 @@ def propose_apical(
         vols.append({"name": "lv_length", "value": None if cm is None else round(axes[ed].length_px * cm, 3),
                      "unit": "cm" if cm is not None else "px", "frame": ed, "method": method,
                      "confidence": round(conf_ed, 4)})
+    threshold = flags.entry_threshold(engine.entry)
     for v in vols:
         v["loinc"] = volume_loinc(v["name"], v["method"])
+        v["flagged"] = v["value"] is None or flags.is_flagged(v["confidence"], threshold)
     return ApicalResult(vols, segmentations, ed, es, model, notices)
