@@ -183,3 +183,17 @@ def test_cli_refuses_without_reviewed_contours_or_segmentation_model(tmp_path, s
     assert rc == 2
     assert err.startswith("error: ") and expected in err and "\n" not in err
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--steps", "0", "--steps must be at least 1"),
+    ("--holdout", "1", "--holdout must be at least 0 and below 1"),
+    ("--keep-unreviewed", "-1", "--keep-unreviewed must be 0 or more"),
+])
+def test_cli_refuses_bad_settings(review_db, seg_weights, capsys, option, value, expected):
+    folder, _ = seg_weights
+    before = sorted(p.name for p in folder.iterdir())
+    rc = main(["finetune", "--model", PLAX_SEG_MODEL, "--db", review_db, "--out", str(folder), option, value, "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"error: {expected}"
+    assert sorted(p.name for p in folder.iterdir()) == before
