@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from echomeasure.catalog import VIEWS
@@ -52,3 +53,24 @@ def test_the_trainer_refuses_the_heldout_family_for_apical_clips(capsys):
         view_train.main(["--apical-styles", f"classic,{HELDOUT_STYLE}", "--out", "/nonexistent"])
     assert exc.value.code == 2
     assert "held out" in capsys.readouterr().err
+
+
+def test_a_larger_set_renders_only_its_new_blocks(tmp_path, monkeypatch):
+    rendered: list[tuple] = []
+
+    def fake_sample(job):
+        rendered.append(job)
+        return np.full((3, 64, 64), job[1] % 1000, np.float32)
+
+    monkeypatch.setattr(view_train, "make_sample", fake_sample)
+    block = view_train.CACHE_BLOCK
+    small = view_train._jobs(block, view_train.TRAIN_SEED0, TRAINING_STYLES, 1)
+    large = view_train._jobs(2 * block, view_train.TRAIN_SEED0, TRAINING_STYLES, 1)
+    x_small, _ = view_train.build_set(small, 1, tmp_path)
+    assert rendered == small
+    rendered.clear()
+    x_large, y_large = view_train.build_set(large, 1, tmp_path)
+    assert rendered == [j for j in large if j not in small]
+    assert [VIEWS[k] for k in y_large] == [j[0] for j in large]
+    assert np.array_equal(x_large[[large.index(j) for j in small]], x_small)
+    assert np.array_equal(x_large[:, 0, 0, 0], [j[1] % 1000 for j in large])

@@ -416,28 +416,54 @@ def _jobs(per_class: int, seed0: int, styles: tuple[str, ...], augment: int,
     return jobs
 
 
-def build_set(jobs: list[tuple[str, int, str, int]], workers: int, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Render the jobs (in ``workers`` processes) into (X, y); kept in ``cache`` (an .npz) when given."""
+#: Jobs per cached block: a larger set with the same seeds re-renders only its new blocks.
+CACHE_BLOCK = 20
+
+
+def _block_path(cache: Path, block: list[tuple[str, int, str, int]]) -> Path:
     import hashlib
 
     from echomeasure.synthetic.styles import STYLES_VERSION
 
-    key = hashlib.sha256(repr((jobs, INPUT_PX, FRAMES_RENDERED, AUGMENT_VERSION, STYLES_VERSION)).encode()).hexdigest()[:16]
-    path = None if cache is None else cache / f"view-set-{key}.npz"
-    if path is not None and path.is_file():
-        with np.load(path) as data:
-            return data["x"], data["y"]
-    if workers > 1:
+    key = hashlib.sha256(repr((block, INPUT_PX, FRAMES_RENDERED, AUGMENT_VERSION, STYLES_VERSION)).encode()).hexdigest()[:16]
+    return cache / f"view-block-{key}.npy"
+
+
+def build_set(jobs: list[tuple[str, int, str, int]], workers: int, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render the jobs (in ``workers`` processes) into (X, y).
+
+    ``cache``: a folder where the features are kept in blocks of :data:`CACHE_BLOCK` consecutive
+    jobs; only the jobs of blocks not found there are rendered.
+    """
+    blocks = [jobs[i : i + CACHE_BLOCK] for i in range(0, len(jobs), CACHE_BLOCK)]
+    paths = [None if cache is None else _block_path(cache, b) for b in blocks]
+    todo = [j for b, path in zip(blocks, paths, strict=True) if path is None or not path.is_file() for j in b]
+    if workers > 1 and len(todo) > 1:
         with get_context("fork").Pool(workers) as pool:
-            feats = pool.map(make_sample, jobs, chunksize=4)
+            rendered = iter(pool.map(make_sample, todo, chunksize=4))
     else:
-        feats = [make_sample(j) for j in jobs]
+        rendered = iter([make_sample(j) for j in todo])
+    parts = []
+    for b, path in zip(blocks, paths, strict=True):
+        if path is not None and path.is_file():
+            parts.append(np.load(path))
+            continue
+        feats = np.stack([next(rendered) for _ in b]).astype(np.float32)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(str(path), _npy_bytes(feats))
+        parts.append(feats)
     y = np.asarray([VIEWS.index(j[0]) for j in jobs], dtype=np.int64)
-    x = np.stack(feats).astype(np.float32)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, x=x, y=y)
+    x = np.concatenate(parts) if parts else np.zeros((0, 3, INPUT_PX, INPUT_PX), np.float32)
     return x, y
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- training
