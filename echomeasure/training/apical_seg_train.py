@@ -123,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=25.0)
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "apical_seg"))
+    p.add_argument("--styles", default="classic",
+                   help="training style families, comma-separated (cases alternate between them; the held-out "
+                        "family is refused)")
+    p.add_argument("--init-from", metavar="VERSION", help="start from this registered apical-seg version (in --out)")
+    p.add_argument("--max-lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--evaluate-styles", metavar="FAMILIES",
                    help="no training: evaluate the registered --version (in --out) on --eval-cases held-out cases of "
                         "each style family, e.g. classic,vendor,scatter")
@@ -135,8 +140,8 @@ def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -
     """AdamW with a one-cycle schedule on random flipped batches; (steps done, start time)."""
     import torch
 
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=args.steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.max_lr / 2, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.max_lr, total_steps=args.steps)
     gen = np.random.default_rng(args.seed)
     model.train()
     t1 = time.time()
@@ -265,10 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.evaluate_styles:
         return evaluate_styles(args)
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+
+    styles = [s.strip() for s in args.styles.split(",") if s.strip()]
+    if HELDOUT_STYLE in styles or not set(styles) <= set(TRAINING_STYLES):
+        raise SystemExit(f"error: --styles must be among {', '.join(TRAINING_STYLES)} (the {HELDOUT_STYLE} family is "
+                         "held out of training)")
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # one thread shares a busy CPU far better than two
     t0 = time.time()
-    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, ("a4c", "a2c")[i % 2], args.size, True) for i in range(args.cases)]
+    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, ("a4c", "a2c")[i % 2], args.size, True, styles[(i // 2) % len(styles)])
+            for i in range(args.cases)]
     with get_context("fork").Pool(args.workers) as pool:
         cases = pool.map(render_case, jobs, chunksize=4)
     x = np.concatenate([c["x"] for c in cases]).transpose(0, 3, 1, 2)
@@ -276,23 +288,31 @@ def main(argv: list[str] | None = None) -> int:
     t_data = time.time() - t0
     log.info("training set %s in %.0f s", x.shape, t_data)
 
-    model = build_model(DEFAULT_ARCH, len(APICAL_SEG_CLASSES))
+    out_dir = Path(args.out) if args.out else config.weights_dir()
+    if args.init_from:
+        from echomeasure.models.registry import load_model
+
+        model = load_model(SEG_MODEL, args.init_from, out_dir).model
+    else:
+        model = build_model(DEFAULT_ARCH, len(APICAL_SEG_CLASSES))
     steps, t1 = _train(model, x, y, args)
     t_train = time.time() - t1
     model.eval()
 
     metrics = _evaluate_held_out(model, args)
-    out_dir = Path(args.out) if args.out else config.weights_dir()
     file = f"{SEG_MODEL}-{args.version}.pt"
     sha = save_weights(model, out_dir / file)
     recipe = (f"nice -n 5 python -m echomeasure.training.apical_seg_train --version {args.version} --cases {args.cases} "
-              f"--eval-cases {args.eval_cases} --steps {args.steps} --size {args.size} --seed {args.seed}")
+              f"--eval-cases {args.eval_cases} --steps {args.steps} --size {args.size} --seed {args.seed}"
+              + (f" --styles {','.join(styles)}" if styles != ["classic"] else "")
+              + (f" --init-from {args.init_from}" if args.init_from else "")
+              + (f" --max-lr {args.max_lr:g}" if args.max_lr != 2e-3 else ""))
     entry = WeightsEntry(
         name=SEG_MODEL, version=args.version, arch=DEFAULT_ARCH, input_size=(args.size, args.size),
         channels=APICAL_SEG_CLASSES, file=file, sha256=sha, normalisation="unit",
-        trained_on=f"synthetic apical A4C/A2C cines, {args.cases} cases (4 frames each), seeds from "
+        trained_on=f"synthetic apical A4C/A2C cines, {args.cases} cases, style families {'+'.join(styles)}, seeds from "
                    f"{TRAIN_SEED0 + args.seed * 100_000}, generator echomeasure.synthetic.apical",
-        seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model),
+        seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model), parent=args.init_from,
         extra={"steps_done": steps, "train_s": round(t_train, 1), "data_s": round(t_data, 1), "eval_seeds_from": EVAL_SEED0,
                "labels": "CAMUS: 0 background, 1 LV cavity, 2 myocardium, 3 LA"},
     )

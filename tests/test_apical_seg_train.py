@@ -1,0 +1,36 @@
+"""apical-seg training options: style families of the training data, and fine-tuning a registered version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from echomeasure import config
+from echomeasure.training import apical_seg_train
+
+
+def test_the_held_out_style_family_is_refused_for_training(tmp_path):
+    with pytest.raises(SystemExit, match="held out of training"):
+        apical_seg_train.main(["--out", str(tmp_path), "--styles", "classic,scatter", "--cases", "2"])
+    assert not any(tmp_path.iterdir())  # nothing rendered, nothing written
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_version_records_its_parent_styles_and_recipe(tmp_path):
+    weights = config.weights_dir()
+    manifest = json.loads((weights / "manifest.json").read_text())
+    entry = next(e for e in manifest["models"] if e["name"] == "apical-seg" and e["version"] == "1.0")
+    shutil.copy(weights / entry["file"], tmp_path / entry["file"])
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": manifest["format"], "active": {"apical-seg": "1.0"},
+                                                        "models": [entry]}))
+    code = apical_seg_train.main(["--out", str(tmp_path), "--report", str(tmp_path / "report"), "--version", "0.1",
+                                  "--cases", "4", "--eval-cases", "2", "--steps", "2", "--init-from", "1.0",
+                                  "--styles", "classic,vendor", "--max-lr", "1e-4", "--workers", "1"])
+    assert code == 0
+    new = next(e for e in json.loads((tmp_path / "manifest.json").read_text())["models"] if e["version"] == "0.1")
+    assert new["parent"] == "1.0"
+    assert "--styles classic,vendor --init-from 1.0" in new["recipe"] and "classic+vendor" in new["trained_on"]
+    # two steps at a small rate from 1.0: still a working LV segmentation
+    assert new["metrics"]["own-style"]["dice_lv"] > 0.8
