@@ -18,7 +18,7 @@ from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, apical_contour_items, running_a
 
 from echomeasure import contour_volumes
 from echomeasure.store import open_store
-from echomeasure.store.contours import add_contours, contour_reviews
+from echomeasure.store.contours import add_contours, contour_reviews, current_contours
 from echomeasure.ui.controller import ReviewController
 
 pytestmark = [
@@ -180,12 +180,31 @@ def test_keys_nudge_a_vertex_volumes_follow_live_and_enter_saves_the_correction(
         store.close()
     assert stored["esv_ml"] == float(live["esv"])  # the stored contours give the figures shown
 
+    # Ctrl+Z after the save: reviews are append-only, so a new review restores the proposal
+    page.keyboard.press("Control+z")
+    store = open_store(running_app[1].url)
+    try:
+        for _ in range(300):
+            reviews = [r for r in contour_reviews(store, clip_id) if r.structure == "lv" and r.frame_index == es]
+            if reviews[-1].action == "accepted":
+                break
+            page.wait_for_timeout(100)
+        assert [r.action for r in reviews][-2:] == ["corrected", "accepted"]
+        state = next(st for st in current_contours(store, clip_id) if st.structure == "lv" and st.frame_index == es)
+        assert state.status == "accepted" and [list(p) for p in state.polygon] == before  # the proposal again
+    finally:
+        store.close()
+    assert "new review" in page.locator(".em-banner").inner_text()
+    _select(page, "lv")
+    assert page.evaluate(POLYGON, "lv") == before
+
 
 def test_insert_delete_and_smooth_keep_a_valid_polygon(page, running_app, apical_clip):  # noqa: F811
     clip_id, _, es = apical_clip
     page.keyboard.press("Escape")
     page.keyboard.press("s")
     _select(page, "lv")
+    page.keyboard.press("Shift+ArrowUp")  # a regular (elliptic) polygon would be its own smoothing
     poly = page.evaluate(POLYGON, "lv")
     n = len(poly)
     # double-click the middle of edge 0-1: a vertex is inserted there

@@ -199,6 +199,25 @@
     undoStack.push({ type: "contour", id: c.id, edit: e ? copy(e) : null, vertex: selectedVertex });
     if (undoStack.length > 200) undoStack.shift();
   }
+  function undoContourSave(entry) {
+    // Reviews are append-only: undoing a saved contour decision writes a new review that
+    // restores the contour as it stood before (its proposal, its earlier correction, or rejected).
+    const c = contourById(entry.id);
+    if (!c) return;
+    const before = entry.before;
+    if (c.frame !== frame) showFrame(c.frame);
+    editingContour = c.id;
+    if (before.status === "rejected") {
+      reviewContour(c, "rejected", true);
+    } else if (before.status === "corrected" || before.status === "added") {
+      contourEdits[c.id] = { polygon: copy(before.polygon), saved: false, base: copy(before.polygon) };
+      reviewContour(c, "corrected", true);
+    } else {
+      delete contourEdits[c.id];
+      reviewContour(c, "accepted", true);
+    }
+    setBanner("Undo: " + c.structure + " contour restored and saved as a new review (the earlier one stays in the history)", 5000);
+  }
   function undoContour(entry) {
     const c = contourById(entry.id);
     if (!c) return;
@@ -354,8 +373,18 @@
       contourList.appendChild(item);
     }
   }
-  function reviewContour(c, action) {
+  function savedContour(c) {
+    // the contour as last saved (a draft's base), before the change being saved now
+    const e = contourEdits[c.id];
+    const polygon = e ? (e.saved ? e.polygon : e.base || c.polygon) : c.polygon;
+    return { status: contourStatus[c.id] || c.status, polygon: copy(polygon) };
+  }
+  function reviewContour(c, action, isUndo) {
     if (!clip) return;
+    if (!isUndo) {
+      undoStack.push({ type: "contour-save", id: c.id, before: savedContour(c) });
+      if (undoStack.length > 200) undoStack.shift();
+    }
     const state = contourState(c);
     contourStatus[c.id] = action;
     if (action === "corrected") contourEdits[c.id] = { polygon: state.polygon, saved: true };
@@ -944,6 +973,7 @@
     const last = undoStack.pop();
     if (!last) { setBanner("Nothing to undo", 2000); return; }
     if (last.type === "contour") { undoContour(last); return; }
+    if (last.type === "contour-save") { undoContourSave(last); return; }
     const m = byName(last.name);
     if (!m) return;
     if (last.type === "save") { undoSave(last, m); return; }
