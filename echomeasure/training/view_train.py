@@ -565,6 +565,26 @@ def _per_family_accuracy(families: dict[str, list], pred: np.ndarray, truth: np.
     return per_family
 
 
+def registered_metrics(families: dict[str, list], pred: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """The registry's figures: accuracy per view and the worst family, on the training families
+    (own style) and on the held-out family (held-out style), each as rendered and re-styled."""
+    from echomeasure.models.registry import HELDOUT_STYLE as HELDOUT_PROTOCOL
+    from echomeasure.models.registry import OWN_STYLE
+    from echomeasure.synthetic.styles import HELDOUT_STYLE
+
+    styles = np.asarray([job[2] for jobs in families.values() for job in jobs])
+    per_family = _per_family_accuracy(families, pred, truth)
+    metrics: dict[str, dict[str, float]] = {}
+    for protocol, held_out in ((OWN_STYLE, False), (HELDOUT_PROTOCOL, True)):
+        chosen = (styles == HELDOUT_STYLE) == held_out
+        figures = {f"{v}_accuracy_pct": round(100.0 * float(np.mean(pred[chosen & (truth == k)] == k)), 2)
+                   for k, v in enumerate(VIEWS) if np.any(chosen & (truth == k))}
+        figures["min_family_accuracy_pct"] = min(
+            f["accuracy_pct"] for key, f in per_family.items() if (key.split("/")[1].split("+")[0] == HELDOUT_STYLE) == held_out)
+        metrics[protocol] = figures
+    return metrics
+
+
 def evaluate_registered(per_family: int, keys: list[str] | None, version: str | None, weights_dir: Any,
                         workers: int) -> dict[str, dict[str, Any]]:
     """Accuracy of a registered view classifier on held-out families (no training).
@@ -652,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from echomeasure import config
     from echomeasure.errors import InvalidInputError
-    from echomeasure.models.registry import WeightsEntry, register, save_weights
+    from echomeasure.models.registry import OWN_STYLE, WeightsEntry, register, save_weights
     from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES, parse_styles
 
     parser = _parser()
@@ -703,11 +723,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else config.weights_dir()
     file = f"{VIEW_MODEL}-{args.version}.pt"
     sha = save_weights(net, out_dir / file, precision="fp32")
-    metrics = {f"{v}_accuracy_pct": a for v, a in per_view.items()}
-    metrics["min_family_accuracy_pct"] = min(f["accuracy_pct"] for f in per_family.values())
-    for view in STYLED_VIEWS:
-        metrics[f"heldout_style_{view}_accuracy_pct"] = per_family[f"{view}/{HELDOUT_STYLE}"]["accuracy_pct"]
-    metrics["view_step_ms_100x600x800"] = speed_ms
+    metrics = registered_metrics(families, pred, ye)
+    metrics[OWN_STYLE]["view_step_ms_100x600x800"] = speed_ms
     recipe = (f"nice -n 5 python -m echomeasure.training.view_train --version {args.version} --train-per-class "
               f"{args.train_per_class} --eval-per-family {args.eval_per_family} --epochs {args.epochs} --seed {args.seed}"
               + (f" --init-from {args.init_from} --max-lr {args.max_lr}" if args.init_from else "")
@@ -726,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                "train_s": round(t_train, 1), "input": "64x64 letterbox: temporal mean grey, temporal std, saturation"},
     )
     register(entry, weights_dir=out_dir)
-    report = {"version": args.version, "per_view_accuracy_pct": per_view, "per_family": per_family,
+    report = {"version": args.version, "per_view_accuracy_pct": per_view, "metrics": metrics, "per_family": per_family,
               "confusion": {"rows_true_cols_predicted": list(VIEWS), "matrix": confusion.tolist()},
               "real_pydicom": real, "view_step_ms_100x600x800": speed_ms, "train_data_s": round(t_data, 1),
               "train_s": round(t_train, 1), "recipe": recipe, "sha256": sha}
