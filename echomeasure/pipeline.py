@@ -118,7 +118,7 @@ def store_proposals(
     volumes = getattr(clip_proposals, "volumes", None) or []
     try:
         if segmentations:
-            contours.add_contours(store, clip_id, segmentations, model=clip_proposals.model, actor=actor)
+            contours.add_contours(store, clip_id, segmentations, model=clip_proposals.contour_model, actor=actor)
         if volumes:
             contours.add_volumes(store, clip_id, volumes, model=clip_proposals.model, actor=actor)
     except StoreError as exc:

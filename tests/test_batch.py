@@ -284,6 +284,13 @@ def test_batch_stores_the_plax_contours_as_ingest_does(ray_session, tmp_path):
     assert len(clip["contours"]) == 12
     assert {c[0] for c in clip["contours"]} == {p[0] for p in clip["proposals"].values()}
     _assert_same_stores(expected, stored)
+    for url in (single_url, batch_url):  # who drew the contours: plax-seg, not the caliper model
+        with open_store(url) as store:
+            from echomeasure.store.contours import contour_proposals
+
+            versions = {m.id: m.name for m in store.model_versions()}
+            drawn_by = {versions[c.model_version_id] for c in contour_proposals(store, store.clips()[0].id)}
+        assert drawn_by == {"plax-seg"}
 
 
 def test_batch_to_parquet_then_ingest_from_parquet(ray_session, archive, tmp_path, capsys):

@@ -258,4 +258,5 @@ def _clip_proposals(d: dict) -> Any:
                     "model": model(p.get("model"))})
         for p in d["measurements"]
     ]
-    return ClipProposals(**{**d, "model": model(d["model"]), "measurements": measurements})
+    return ClipProposals(**{**d, "model": model(d["model"]), "measurements": measurements,
+                            "segmentation_model": model(d.get("segmentation_model"))})

@@ -889,12 +889,12 @@ def _propose_plax(
         batch_size=run.batch_size, timings=run.timings, refine_edges=refine_edges, anatomy_check=anatomy_check,
         depth_zoom=depth_zoom,
     )
-    proposals, segmentations = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, run.versions, run.weights_dir,
+    proposals, segmentations, seg_model = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, run.versions, run.weights_dir,
                                                               run.timings, notices, per_frame=run.per_frame)
     return ClipProposals(kind=clip.kind, calibration=clip.calibration_source, model=engine.info,
                          measurements=_with_flags(proposals, engine), ed_frame=ed, es_frame=es, frames=frames,
                          timings_s=run.timings, view=None if view is None else view.as_json(), notices=notices,
-                         segmentations=segmentations)
+                         segmentations=segmentations, segmentation_model=seg_model)
 
 
 def _propose_strip(
@@ -942,6 +942,9 @@ def to_contract_json(proposals: ClipProposals, file_name: str, *, digits: int = 
     out["notices"] = list(proposals.notices)
     out["measurements"] += [dict(v) for v in proposals.volumes]
     out["segmentations"] = list(proposals.segmentations)
+    if proposals.segmentations:
+        seg = proposals.contour_model
+        out["segmentation_model"] = {"name": seg.name, "version": seg.version, "sha256": seg.sha256}
     if proposals.frames:
         out["frames"] = proposals.frames
     return out

@@ -35,6 +35,7 @@ from echomeasure.models.segmentation import (
     segments,
     square_cm_per_px,
 )
+from echomeasure.propose.types import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,16 @@ def model_votes(entry: Any) -> bool:
 
 def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | None, versions: Mapping[str, str],
                     weights_dir: Any, timings: dict[str, float], notices: list[str],
-                    per_frame: bool = False) -> tuple[list[Any], list[dict]]:
+                    per_frame: bool = False) -> tuple[list[Any], list[dict], ModelInfo | None]:
     """Segment the ED and ES frames (every frame with ``per_frame``) with ``plax-seg`` and cross-check
     the calipers (the engine's hook).
 
-    Returns the (possibly less confident) proposals and the ``segmentations`` JSON items; adds a
-    notice per caliper whose confidence the segmentation lowered.
+    Returns the (possibly less confident) proposals, the ``segmentations`` JSON items and the
+    identity of the plax-seg weights that drew them (None without a model); adds a notice per
+    caliper whose confidence the segmentation lowered.
     """
     if ed is None or not segmentation_registered(PLAX_SEG_MODEL, weights_dir):
-        return proposals, []
+        return proposals, [], None
     t0 = time.perf_counter()
     runner = _cached_runner(versions.get(PLAX_SEG_MODEL), weights_dir)
     entry = runner.entry
@@ -168,7 +170,7 @@ def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | N
     for name, reason in why.items():
         notices.append(f"{name}: the PLAX segmentation disagrees with the caliper ({reason}); confidence lowered")
     timings["segmentation"] = time.perf_counter() - t0
-    return checked, segs
+    return checked, segs, ModelInfo(entry.name, entry.version, entry.sha256)
 
 
 _RUNNERS: dict[tuple[str | None, str], Any] = {}

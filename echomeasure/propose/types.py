@@ -59,3 +59,10 @@ class ClipProposals:
     # structure contours (PLAX and apical): {"frame", "structure", "polygon", "area_cm2", "confidence"}
     segmentations: list[dict] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    # the weights that drew ``segmentations`` when they are not ``model`` (PLAX: plax-seg beside plax-linear)
+    segmentation_model: ModelInfo | None = None
+
+    @property
+    def contour_model(self) -> ModelInfo:
+        """The model the contours are stored under: the segmentation's own, else ``model``."""
+        return self.segmentation_model or self.model
