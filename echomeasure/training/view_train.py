@@ -18,8 +18,8 @@ pixels, or the whole screen).  Evaluation uses other case seeds (:data:`EVAL_SEE
 seeds stay below it) and, for PLAX, A4C, A2C and Doppler, also the held-out style family no model
 is trained on.
 
-Run: ``nice -n 5 python -m echomeasure.training.view_train [--out weights/] [--version 1.0]``
-(about 5 minutes on two cores); it writes ``view-<version>.pt``, registers it with recipe, seed
+Run: ``nice -n 5 python -m echomeasure.training.view_train [--out weights/] [--version 1.1] [--init-from 1.0]``
+(the recipe of each version is in the manifest); it writes ``view-<version>.pt``, registers it with recipe, seed
 and metrics, and writes ``benchmarks/view_accuracy.{json,md}``.
 """
 
