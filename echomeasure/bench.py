@@ -92,16 +92,24 @@ def machine_info() -> dict[str, Any]:
 # --------------------------------------------------------------------------- inputs
 
 
-def write_bench_clip(path: Path, n_frames: int, *, jpeg: bool, image_size: tuple[int, int] = BENCH_IMAGE_SIZE) -> Path:
-    """Write a synthetic PLAX DICOM of ``n_frames`` frames (rendered once, tiled if longer)."""
+def write_bench_clip(path: Path, n_frames: int, *, jpeg: bool, image_size: tuple[int, int] = BENCH_IMAGE_SIZE,
+                     view: str = "plax") -> Path:
+    """Write a synthetic PLAX (or ``view="a4c"``: apical four-chamber) DICOM of ``n_frames`` frames
+    (rendered once, tiled if longer)."""
     from echomeasure.synthetic import render_plax, sample_plax_params
+    from echomeasure.synthetic.apical import render_apical, sample_apical_params
     from echomeasure.synthetic.dicom_writer import build_dataset, write_dataset_atomic
     from echomeasure.synthetic.overlays import fake_identity
 
     rng = np.random.default_rng(_BENCH_SEED)
     render_n = min(n_frames, 100)
-    params = sample_plax_params(rng, n_frames=render_n, image_size=image_size, case_index=0, seed=_BENCH_SEED)
-    cine = render_plax(params, labels=False)
+    params: Any
+    if view == "plax":
+        params = sample_plax_params(rng, n_frames=render_n, image_size=image_size, case_index=0, seed=_BENCH_SEED)
+        cine = render_plax(params, labels=False)
+    else:
+        params = sample_apical_params(rng, view, n_frames=render_n, image_size=image_size, seed=_BENCH_SEED)
+        cine = render_apical(params, labels=False)
     frames = cine.frames
     if n_frames > render_n:
         reps = -(-n_frames // render_n)
@@ -109,7 +117,7 @@ def write_bench_clip(path: Path, n_frames: int, *, jpeg: bool, image_size: tuple
     ds = build_dataset(
         frames, cine.regions, fake_identity(_BENCH_SEED, 0), seed=_BENCH_SEED, case_index=0, kind="2d",
         frame_time_ms=cine.frame_time_ms, heart_rate_bpm=params.heart_rate_bpm, jpeg=jpeg,
-        description="PLAX 2D bench",
+        description=f"{view.upper()} 2D bench",
     )
     write_dataset_atomic(ds, path)
     return path
@@ -326,6 +334,9 @@ def _speed_results(wdir: Path, scratch: Path, n_frames: int, repeats: int, profi
         path = write_bench_clip(scratch / f"bench-{'jpeg' if jpeg else 'rgb'}.dcm", n_frames, jpeg=jpeg)
         key = "jpeg_baseline" if jpeg else "uncompressed_rgb"
         e2e[key] = time_end_to_end(path, wdir, repeats, profile=profile and not jpeg)
+    # an apical clip: view + apical-seg on every frame (ED/ES by LV area) + volumes
+    apical = write_bench_clip(scratch / "bench-a4c-rgb.dcm", n_frames, jpeg=False, view="a4c")
+    e2e["apical_a4c_uncompressed_rgb"] = time_end_to_end(apical, wdir, repeats)
     results["end_to_end"] = e2e
     anchor = time_anchor(n_frames, anchor_frames)
     results["anchor"] = anchor

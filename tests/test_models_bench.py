@@ -16,6 +16,7 @@ def test_bench_speed_reports_model_end_to_end_anchor_and_ratio(use_random_weight
                         weights_dir=use_random_weights)
     assert json.loads(out.read_text()) == results
     assert results["model"]["torch"]["ms_per_frame"] > 0
+    assert results["end_to_end"]["apical_a4c_uncompressed_rgb"]["s_per_clip_median"] > 0
     for enc in ("uncompressed_rgb", "jpeg_baseline"):
         e2e = results["end_to_end"][enc]
         assert e2e["s_per_clip_median"] > 0
