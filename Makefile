@@ -56,6 +56,7 @@ test: install-dev system-deps
 
 examples: install
 	$(BIN)/echomeasure synth examples --cases 2 --seed 7 --kind both --small
+	$(BIN)/echomeasure synth examples --cases 1 --seed 7 --kind a4c --small
 
 bench: install
 	$(BIN)/echomeasure bench

@@ -53,7 +53,7 @@ def ray_session():
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Path:
-    """The shipped examples (two PLAX cines, two Doppler strips), three small identifiable
+    """The shipped examples (two PLAX cines, two Doppler strips, an apical cine), three small identifiable
     DICOMs full of canaries in a sub-folder, a truth JSON and one unreadable file."""
     root = tmp_path / "CANARYSURNAME_archive"
     (root / "sub").mkdir(parents=True)
@@ -244,13 +244,16 @@ def test_batch_gives_the_same_store_as_sequential_ingest_and_resumes(ray_session
         if ln["status"] == "ok":
             got = {k: v for k, v in by_file[ln["file"]].items() if k != "clip_id"}
             assert got == {k: v for k, v in ln.items() if k != "clip_id"}
-    assert "batch: 8/8 files done, 1 failed" in err and "files/min" in err
+    assert "batch: 9/9 files done, 1 failed" in err and "files/min" in err
     assert not any(c in out + err for c in CANARY_STRINGS)
     assert "Traceback" not in err
 
     seq = _store_snapshot(seq_url)
-    assert len(seq) == 7 and sum(len(c["proposals"]) for c in seq.values()) >= 16
-    assert sum(len(c["contours"]) for c in seq.values()) == 2 * 12  # plax-seg: 6 structures on ED and ES of each cine
+    assert len(seq) == 8 and sum(len(c["proposals"]) for c in seq.values()) >= 16
+    # plax-seg: 6 structures on ED and ES of each PLAX cine; apical-seg: LV, myocardium, LA on ED and ES
+    assert sum(len(c["contours"]) for c in seq.values()) == 2 * 12 + 6
+    apical = [c for c in seq.values() if any(v[0] == "lvef" for v in c["volumes"])]
+    assert len(apical) == 1 and {v[4] for v in apical[0]["volumes"]} >= {"single-plane A4C"}
     _assert_same_stores(seq, _store_snapshot(batch_url))
 
     # Re-run with --resume: the finished files are skipped by content, the broken one is tried again.
@@ -259,7 +262,7 @@ def test_batch_gives_the_same_store_as_sequential_ingest_and_resumes(ray_session
     again = {ln["file"]: ln for ln in _lines(out)}
     assert {f for f, ln in again.items() if ln["status"] == "skipped"} == {f for f, ln in by_file.items() if ln["status"] == "ok"}
     assert again["broken.dcm"]["status"] == "error"
-    assert "1 failed, 7 skipped of 8 files" in err
+    assert "1 failed, 8 skipped of 9 files" in err
     _assert_same_stores(seq, _store_snapshot(batch_url))
 
 
@@ -294,7 +297,7 @@ def test_batch_stores_the_plax_contours_as_ingest_does(ray_session, tmp_path):
 
 
 def test_batch_to_parquet_then_ingest_from_parquet(ray_session, archive, tmp_path, capsys):
-    for f in ("case_0000.dcm", "case_0001.dcm"):  # the 2D examples are covered above; keep this run short
+    for f in ("case_0000.dcm", "case_0001.dcm", "case_0000_a4c.dcm"):  # 2D examples: covered above; keep this short
         (archive / f).unlink()
     seq_url = f"sqlite:///{tmp_path / 'sequential.sqlite'}"
     assert main(["ingest", str(archive), "--db", seq_url]) == 2
