@@ -27,7 +27,6 @@ The shipped weights are only read: the experiment works on copies in ``workdir/w
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
@@ -41,9 +40,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from echomeasure import atomic
 from echomeasure.models import registry
 from echomeasure.models.segmentation import PLAX_SEG_MODEL, image_box, predict, segments, square_cm_per_px
+from echomeasure.training.experiment import write_result
 from echomeasure.training.finetune_seg import (
     KEEP_UNREVIEWED,
     ContourSample,
@@ -334,10 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     base_version=args.base_version, n_review_cases=args.review_cases,
                                     n_test_cases=args.test_cases, shift_mm=args.shift_mm, steps=args.steps,
                                     lr=args.lr, keep_unreviewed=args.keep_unreviewed, seed=args.seed)
-    text = json.dumps(result, indent=1)
-    if args.output:
-        atomic.write_text(args.output, text + "\n")
-    sys.stdout.write(text + "\n")
+    write_result(result, args.output)
     return 0
 
 

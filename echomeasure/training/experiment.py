@@ -323,11 +323,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                             n_test_cases=args.test_cases, shift_mm=args.shift_mm, epochs=args.epochs,
                             synthetic_eval_cases=args.eval_cases, small=args.small, max_steps=args.max_steps,
                             style=args.style, base_version=args.base_version, replay_cases=args.replay_cases)
-    text = json.dumps(result, indent=1)
-    if args.output:
-        atomic.write_text(args.output, text + "\n")
-    sys.stdout.write(text + "\n")
+    write_result(result, args.output)
     return 0
+
+
+def write_result(result: dict, output: Path | None) -> None:
+    """An experiment's JSON result on stdout, and atomically into ``output`` when given."""
+    text = json.dumps(result, indent=1)
+    if output:
+        atomic.write_text(output, text + "\n")
+    sys.stdout.write(text + "\n")
 
 
 if __name__ == "__main__":  # pragma: no cover
