@@ -52,6 +52,7 @@ class BuildPyWithBundle(build_py):
     def run(self) -> None:
         super().run()
         target_root = Path(self.build_lib) / "echomeasure" / "_bundled"
+        shutil.rmtree(target_root, ignore_errors=True)  # a reused build folder keeps no older weights
         shipped = _shipped_manifest()
         if shipped:
             (target_root / "weights").mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,16 @@ def test_wheel_runs_from_its_own_install(installed):
     print(f"wheel {installed['wheel'].name}: {installed['wheel'].stat().st_size / 1e6:.1f} MB")
 
 
+def test_the_wheel_carries_the_active_weights_only(installed):
+    import zipfile
+
+    manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
+    active = {m["file"] for m in manifest["models"] if manifest["active"].get(m["name"]) == m["version"]}
+    with zipfile.ZipFile(installed["wheel"]) as whl:
+        carried = {Path(n).name for n in whl.namelist() if n.startswith("echomeasure/_bundled/weights/") and n.endswith(".pt")}
+    assert carried == active
+
+
 def test_installed_measure_prints_json(installed):
     clip = installed["work"] / "study.dcm"
     shutil.copyfile(ROOT / "examples" / "case_0000.dcm", clip)
