@@ -146,3 +146,28 @@ def test_study_export_names_the_clips_of_the_study_and_its_file(controller):
     assert name == f"echomeasure_study_{clip.study_uid[-8:]}.csv"
     with pytest.raises(StoreError):
         ctrl.study_export(10_000)
+
+
+def test_an_apical_clip_is_listed_by_its_contours_and_view(controller):
+    from ui_fixtures import apical_contour_items
+
+    from echomeasure import config
+    from echomeasure.pipeline import ingest_path
+    from echomeasure.propose.types import ModelInfo
+    from echomeasure.store.contours import add_contour_review, add_contours, add_volumes
+
+    ctrl, _ = controller
+    clip_id = ingest_path(config.EXAMPLES_DIR / "case_0000_a4c.dcm", ctrl.store, secret=b"apical",
+                          run_models=False).clip.id
+    row = next(r for r in ctrl.worklist() if r[0] == clip_id)
+    assert row[1] == "no proposals" and row[2] == "0/0"
+    model = ModelInfo("apical-seg", "test", "0" * 64)
+    stored = add_contours(ctrl.store, clip_id, apical_contour_items(3, 10), model=model)
+    add_volumes(ctrl.store, clip_id, [{"name": "lvedv", "value": 90.0, "unit": "ml", "frame": 3,
+                                       "method": "single-plane A4C", "confidence": 0.9}], model=model)
+    row = next(r for r in ctrl.worklist() if r[0] == clip_id)
+    assert row[1] == "to review" and row[2] == "0/4" and row[3].startswith("A4C · 40 fr")
+    add_contour_review(ctrl.store, clip_id, "accepted", "Dr A", contour_proposal_id=stored[0].id)
+    assert next(r for r in ctrl.worklist("in review") if r[0] == clip_id)[2] == "1/4"
+    assert ctrl.next_clip(None) is not None
+    assert "model: apical-seg test" in ctrl.open_clip(clip_id, "Dr A").header

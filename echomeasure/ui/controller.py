@@ -11,14 +11,15 @@ on a clip assigned to readers, a reader's own reads only (and, unassisted, no pr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from echomeasure import contour_volumes
 from echomeasure.errors import EchomeasureError, StoreError
-from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState, Store, readers
-from echomeasure.store.queries import summary_for_states
+from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState, Store, contours, readers
+from echomeasure.store.queries import clip_status, summary_for_states
 from echomeasure.ui import contour_review, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
@@ -48,9 +49,11 @@ def viewer_name(typed: str | None, login: str | None) -> str:
     return login or (typed or "").strip()
 
 
-def clip_header(clip: ClipRecord, states: Sequence[MeasurementState], warnings: Sequence[str] = ()) -> str:
-    """The Markdown line above the viewer: clip, frames, calibration, model, study."""
-    model = next((f"{s.model_name} {s.model_version}" for s in states if s.model_name), "no model")
+def clip_header(clip: ClipRecord, states: Sequence[MeasurementState], warnings: Sequence[str] = (),
+                contour_model: str | None = None) -> str:
+    """The Markdown line above the viewer: clip, frames, calibration, model (the calipers', else
+    the contours' ``contour_model``), study."""
+    model = next((f"{s.model_name} {s.model_version}" for s in states if s.model_name), contour_model or "no model")
     cal = {"dicom": "DICOM calibration", "user": "user scale", "none": "uncalibrated (values in px): Calibrate"}.get(
         clip.calibration_source, clip.calibration_source
     )
@@ -117,7 +120,7 @@ class ReviewController:
         out = []
         for summary in self.store.worklist():
             if not readers.has_readers(self.store, summary.clip_id):
-                out.append(summary)
+                out.append(self._with_contours(summary))
                 continue
             try:
                 states = self.visible(summary.clip_id, viewer)
@@ -126,13 +129,35 @@ class ReviewController:
             out.append(summary_for_states(summary, states))
         return out
 
+    def _with_contours(self, summary: ClipSummary) -> ClipSummary:
+        """A clip with contours but no calipers (an apical view) is counted by its contours."""
+        if summary.status != "no proposals":
+            return summary
+        states = contours.current_contours(self.store, summary.clip_id)
+        if not states:
+            return summary
+        reviewed = [f"{st.frame_index}:{st.structure}" for st in states if st.status != "proposed"]
+        status = clip_status([f"{st.frame_index}:{st.structure}" for st in states], reviewed)
+        return dataclasses.replace(summary, n_proposed=len(states), n_reviewed=len(reviewed), status=status)
+
     def worklist(self, status: str | None = "all", viewer: str = "") -> list[list[Any]]:
-        """The worklist rows ``viewer`` may see, filtered by review status."""
+        """The worklist rows ``viewer`` may see, filtered by review status.
+
+        A clip's view: its calipers' model, else its volumes' method (single-plane A4C / A2C),
+        else its contours' model.
+        """
         summaries = self.summaries(viewer)
         views = {}
+        models = {m.id: m.name for m in self.store.model_versions()}
         for summary in summaries:
             names = {p.model_name for p in self.store.proposals(summary.clip_id)}
-            views[summary.clip_id] = viewmodel.clip_view(summary.kind, sorted(n for n in names if n))
+            view = viewmodel.clip_view(summary.kind, sorted(n for n in names if n))
+            if not names:
+                methods = {v.method for v in contours.volumes(self.store, summary.clip_id)}
+                apical = sorted(m.rsplit(" ", 1)[-1] for m in methods if m.startswith("single-plane "))
+                drawn_by = {models.get(c.model_version_id or -1) for c in contours.contour_proposals(self.store, summary.clip_id)}
+                view = apical[0] if apical else viewmodel.clip_view(summary.kind, sorted(n for n in drawn_by if n))
+            views[summary.clip_id] = view
         dates = {c.id: (c.deid_record or {}).get("study_date") for c in self.store.clips()}
         return viewmodel.worklist_rows(summaries, status=status or "all", views=views, study_dates=dates)
 
@@ -154,8 +179,14 @@ class ReviewController:
             clip_id=clip_id,
             value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=self.thresholds),
             clip=self.clip_prop(clip, frames, states),
-            header=clip_header(clip, states, warnings),
+            header=clip_header(clip, states, warnings, contour_model=self._contour_model(clip_id)),
         )
+
+    def _contour_model(self, clip_id: int) -> str | None:
+        """``name version`` of the model that drew the clip's contours, None without contours."""
+        ids = {c.model_version_id for c in contours.contour_proposals(self.store, clip_id)}
+        found = [f"{m.name} {m.version}" for m in self.store.model_versions() if m.id in ids]
+        return found[0] if found else None
 
     def clip_prop(
         self, clip: ClipRecord, frames: Sequence[FrameImageRecord], states: Sequence[MeasurementState]
