@@ -55,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -92,6 +92,13 @@ MAX_EDGE_OFFSET_MM = 3.0
 MIN_EDGE_OFFSET_SE = 2.0
 
 Activate = Literal["auto", "yes", "no"]
+
+
+class _FromClip(Protocol):
+    clip_id: int
+
+
+SampleT = TypeVar("SampleT", bound=_FromClip)
 
 
 # --------------------------------------------------------------------------- review samples
@@ -193,9 +200,11 @@ def load_review_samples(store: Any, entry: registry.WeightsEntry) -> list[Review
     return samples
 
 
-def split_by_clip(samples: Sequence[ReviewSample], holdout_fraction: float, seed: int,
-                  ) -> tuple[list[ReviewSample], list[ReviewSample]]:
-    """Split samples into (train, hold-out) by clip, deterministically from ``seed``."""
+def split_by_clip(samples: Sequence[SampleT], holdout_fraction: float, seed: int,
+                  ) -> tuple[list[SampleT], list[SampleT]]:
+    """Split samples (anything with a ``clip_id``) into (train, hold-out) by clip, deterministically
+    from ``seed``: at least one clip on each side when there are two or more and
+    ``holdout_fraction > 0``."""
     clip_ids = sorted({s.clip_id for s in samples})
     rng = np.random.default_rng(seed)
     order = list(rng.permutation(clip_ids))
@@ -511,7 +520,7 @@ class FinetuneConfig:
         return max(1, self.batch_size - self.replay_per_batch)
 
 
-def _next_ft_version(parent: registry.WeightsEntry, weights_dir: Path) -> str:
+def next_ft_version(parent: registry.WeightsEntry, weights_dir: Path) -> str:
     existing = {e.version for e in registry.list_entries(weights_dir) if e.name == parent.name}
     base = parent.version.split("-ft")[0]
     i = 1
@@ -554,12 +563,12 @@ def finetune(
     cfg = config if config is not None else FinetuneConfig()
     wdir = Path(weights_dir) if weights_dir is not None else config_module.weights_dir()
     parent = registry.get_entry(cfg.base, cfg.base_version, wdir)
-    with _given_or_opened_store(store, db_url) as review_store:
+    with given_or_opened_store(store, db_url) as review_store:
         return _finetune(review_store, parent, wdir, cfg, progress)
 
 
 @contextmanager
-def _given_or_opened_store(store: Any, db_url: str | None) -> Iterator[Any]:
+def given_or_opened_store(store: Any, db_url: str | None) -> Iterator[Any]:
     """The caller's store as it is, or the configured one opened here and closed on exit."""
     if store is not None:
         yield store
@@ -701,7 +710,7 @@ def _save_and_measure_child(model: torch.nn.Module, parent: registry.WeightsEntr
                             progress: bool) -> tuple[registry.WeightsEntry, dict]:
     """Save the child's weights into ``wdir`` and measure it (registered in a scratch folder first:
     registered versions are immutable); returns its unmeasured entry and its hold-out figures."""
-    version = _next_ft_version(parent, wdir)
+    version = next_ft_version(parent, wdir)
     file_name = f"{parent.name}-{version}.pt"
     with tempfile.TemporaryDirectory(prefix="em-ft-", dir=wdir) as scratch:
         scratch_dir = Path(scratch)
@@ -749,7 +758,7 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, cfg: Finetu
     from echomeasure.propose.types import ModelInfo
 
     train_s, hold_s = _split_reviews(store, parent, cfg)
-    store_parent = _store_version(store, parent)
+    store_parent = store_version(store, parent)
     run = _review_training(parent, train_s, hold_s, cfg, progress)
     before = _holdout_figures(parent.name, parent.version, wdir, run, parent.mode, cfg, progress)
     model, result = _train_child(parent, wdir, run, progress)
@@ -786,7 +795,7 @@ def _replay_spec(parent: registry.WeightsEntry, replay_cases: int | None) -> Tra
     return TrainingSetSpec(parent.mode, n, parent.input_size, frames_per_case=fpc, small=small, styles=styles)
 
 
-def _store_version(store: Any, entry: registry.WeightsEntry) -> int | None:
+def store_version(store: Any, entry: registry.WeightsEntry) -> int | None:
     """The store's id of a weights entry (registered on the fly when the store has not seen it)."""
     from echomeasure.propose.types import ModelInfo
 

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,21 +65,25 @@ from echomeasure.models.segmentation import (
     square_cm_per_px,
     to_input,
 )
+from echomeasure.training.finetune import (
+    Activate,
+    given_or_opened_store,
+    next_ft_version,
+    split_by_clip,
+    store_version,
+)
 
 log = logging.getLogger(__name__)
 
 #: Review actions whose polygon is a target.
 TARGET_ACTIONS = ("accepted", "corrected", "added")
-#: Contours of some models are stored under the model version of the path that ran them.
+#: Stores written before contours were filed under their own model hold PLAX contours under plax-linear.
 CONTOURS_STORED_UNDER: dict[str, str] = {registry.PLAX_LINEAR: PLAX_SEG_MODEL}
 #: Fewer reviewed frames than this and fine-tuning is refused.
 MIN_REVIEWED_CONTOUR_FRAMES = 20
 BATCH_SIZE = 8
 #: Weight of the term that keeps the parent's split among the unreviewed classes (:func:`unreviewed_kl`).
 KEEP_UNREVIEWED = 1.0
-
-Activate = Literal["auto", "yes", "no"]
-
 
 # --------------------------------------------------------------------------- reviewed frames
 
@@ -179,18 +183,6 @@ def load_contour_samples(store: Any, entry: registry.WeightsEntry) -> list[Conto
             samples.append(make_sample(rec.id, fi, image, regions, reference, [k for k, _ in polygons],
                                        entry.input_size, cm))
     return samples
-
-
-def split_clips(samples: Sequence[ContourSample], holdout_fraction: float, seed: int,
-                ) -> tuple[list[ContourSample], list[ContourSample]]:
-    """(train, hold-out) by clip, deterministically from ``seed`` (at least one clip on each side
-    when there are two or more and ``holdout_fraction > 0``)."""
-    clip_ids = sorted({s.clip_id for s in samples})
-    order = list(np.random.default_rng(seed).permutation(clip_ids))
-    n_hold = int(round(holdout_fraction * len(clip_ids)))
-    n_hold = max(1, min(n_hold, len(clip_ids) - 1)) if holdout_fraction > 0 and len(clip_ids) >= 2 else 0
-    hold = set(order[:n_hold])
-    return [s for s in samples if s.clip_id not in hold], [s for s in samples if s.clip_id in hold]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -434,7 +426,6 @@ def finetune_contours(
     WeightsError
         The model or version is not registered.
     """
-    from echomeasure.training.finetune import _given_or_opened_store
 
     if steps < 1:
         raise TrainingError("--steps must be at least 1")
@@ -444,7 +435,7 @@ def finetune_contours(
         raise TrainingError("--keep-unreviewed must be 0 or more")
     wdir = Path(weights_dir) if weights_dir is not None else config.weights_dir()
     parent = segmentation_entry(model, base_version, wdir)
-    with _given_or_opened_store(store, db_url) as review_store:
+    with given_or_opened_store(store, db_url) as review_store:
         return _finetune_contours(review_store, parent, wdir, steps=steps, lr=lr, holdout_fraction=holdout_fraction,
                                   min_frames=min_frames, keep_unreviewed=keep_unreviewed, seed=seed,
                                   activate=activate)
@@ -454,7 +445,6 @@ def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *,
                        holdout_fraction: float, min_frames: int, keep_unreviewed: float, seed: int,
                        activate: Activate) -> ContourFinetuneOutcome:
     from echomeasure.propose.types import ModelInfo
-    from echomeasure.training.finetune import _next_ft_version, _store_version
 
     t0 = time.monotonic()
     samples = load_contour_samples(store, parent)
@@ -463,15 +453,15 @@ def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *,
     if len(samples) < min_frames:
         raise TrainingError(f"only {len(samples)} frame(s) with reviewed {parent.name} contours "
                             f"(at least {min_frames} needed); review more clips before fine-tuning")
-    train_s, hold_s = split_clips(samples, holdout_fraction, seed)
+    train_s, hold_s = split_by_clip(samples, holdout_fraction, seed)
     log.info("fine-tuning %s %s on %d reviewed frames (%d held out)", parent.name, parent.version,
              len(train_s), len(hold_s))
-    store_parent = _store_version(store, parent)
+    store_parent = store_version(store, parent)
     loaded = registry.load_model(parent.name, parent.version, wdir)
     before = contour_metrics(loaded.model, parent, hold_s) if hold_s else {}
     losses = train_head(loaded.model, train_s, steps=steps, lr=lr, seed=seed, keep_unreviewed=keep_unreviewed)
 
-    version = _next_ft_version(parent, wdir)
+    version = next_ft_version(parent, wdir)
     file_name = f"{parent.name}-{version}.pt"
     recipe = (f"echomeasure finetune --model {parent.name} --base-version {parent.version} --steps {steps} "
               f"--seed {seed} --holdout {holdout_fraction} --keep-unreviewed {keep_unreviewed}")
@@ -533,5 +523,5 @@ def _should_activate(mode: Activate, before: dict[str, Any], after: dict[str, An
 
 __all__ = ["CONTOURS_STORED_UNDER", "KEEP_UNREVIEWED", "MIN_REVIEWED_CONTOUR_FRAMES", "ContourFinetuneOutcome",
            "ContourSample", "contour_metrics", "finetune_contours", "largest_region", "load_contour_samples",
-           "make_sample", "rasterise", "segmentation_entry", "signed_offset_mm", "split_clips", "train_head",
+           "make_sample", "rasterise", "segmentation_entry", "signed_offset_mm", "train_head",
            "unreviewed_kl"]
