@@ -33,6 +33,7 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.catalog import APICAL_SEG_CLASSES
+from echomeasure.training.augment import SegmentationAugment, augmented_batch
 from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
                         "family is refused)")
     p.add_argument("--init-from", metavar="VERSION", help="start from this registered apical-seg version (in --out)")
     p.add_argument("--max-lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--online-augment", action="store_true",
+                   help="each batch sees the frames with new geometry, artefacts, display look and grey levels")
     p.add_argument("--evaluate-styles", metavar="FAMILIES",
                    help="no training: evaluate the registered --version (in --out) on --eval-cases held-out cases of "
                         "each style family, e.g. classic,vendor,scatter")
@@ -137,8 +140,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> tuple[int, float]:
-    """AdamW with a one-cycle schedule on random flipped batches; (steps done, start time)."""
+    """AdamW with a one-cycle schedule on random flipped batches (augmented online with
+    ``--online-augment``); (steps done, start time)."""
     import torch
+
+    augment = SegmentationAugment() if args.online_augment else None
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.max_lr / 2, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.max_lr, total_steps=args.steps)
@@ -148,8 +154,8 @@ def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -
     steps = 0
     for step in range(args.steps):
         idx = gen.integers(0, len(x), 8)
-        xb = torch.from_numpy(x[idx].astype(np.float32) / 255.0)
-        yb = torch.from_numpy(y[idx])
+        xa, ya = augmented_batch(x[idx], y[idx], gen, augment)
+        xb, yb = torch.from_numpy(xa), torch.from_numpy(ya)
         if gen.random() < 0.5:
             xb, yb = xb.flip(-1), yb.flip(-1)
         loss = dice_ce_loss(model(xb), yb)
@@ -306,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
               f"--eval-cases {args.eval_cases} --steps {args.steps} --size {args.size} --seed {args.seed}"
               + (f" --styles {','.join(styles)}" if styles != ["classic"] else "")
               + (f" --init-from {args.init_from}" if args.init_from else "")
-              + (f" --max-lr {args.max_lr:g}" if args.max_lr != 2e-3 else ""))
+              + (f" --max-lr {args.max_lr:g}" if args.max_lr != 2e-3 else "")
+              + (" --online-augment" if args.online_augment else ""))
     entry = WeightsEntry(
         name=SEG_MODEL, version=args.version, arch=DEFAULT_ARCH, input_size=(args.size, args.size),
         channels=APICAL_SEG_CLASSES, file=file, sha256=sha, normalisation="unit",
@@ -314,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{TRAIN_SEED0 + args.seed * 100_000}, generator echomeasure.synthetic.apical",
         seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model), parent=args.init_from,
         extra={"steps_done": steps, "train_s": round(t_train, 1), "data_s": round(t_data, 1), "eval_seeds_from": EVAL_SEED0,
+               "online_augment": SegmentationAugment().to_dict() if args.online_augment else None,
                "labels": "CAMUS: 0 background, 1 LV cavity, 2 myocardium, 3 LA"},
     )
     register(entry, weights_dir=out_dir)

@@ -163,3 +163,92 @@ class AppearanceAugment:
             if decoded is not None:
                 x = decoded
         return np.ascontiguousarray(x)
+
+
+@dataclass(frozen=True)
+class ArtefactAugment:
+    """Acoustic artefacts a generator may lack: shadowing (a dark wedge along the beams, below a
+    strong reflector), near-field haze (reverberation clutter fading with depth) and side-lobe
+    smearing (lateral blur that grows with depth).  The image is a crop of the 2D region with the
+    probe at the top centre, so beams are rays from there.  Nothing moves a structure."""
+
+    shadow_p: float = 0.3
+    shadow_width_deg: tuple[float, float] = (2.0, 9.0)
+    shadow_depth: tuple[float, float] = (0.25, 0.7)
+    haze_p: float = 0.35
+    haze_level: tuple[float, float] = (0.05, 0.3)
+    haze_extent: tuple[float, float] = (0.1, 0.35)
+    sidelobe_p: float = 0.3
+    sidelobe_px: tuple[float, float] = (1.0, 4.0)
+
+    def to_dict(self) -> dict:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H, W, 3) uint8 -> uint8."""
+        h, w = image.shape[:2]
+        x = image.astype(np.float32)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        depth = yy / max(1, h - 1)
+        if rng.random() < self.shadow_p:
+            angle = np.degrees(np.arctan2(xx - (w - 1) / 2.0, yy + 1.0))
+            centre = float(rng.uniform(-35.0, 35.0))
+            half = float(rng.uniform(*self.shadow_width_deg)) / 2.0
+            start = float(rng.uniform(*self.shadow_depth))
+            inside = np.clip((half - np.abs(angle - centre)) / max(half, 1e-3) * 3.0, 0.0, 1.0)
+            below = np.clip((depth - start) * 8.0, 0.0, 1.0)
+            x = x * (1.0 - float(rng.uniform(0.5, 0.9)) * (inside * below))[..., None]
+        if rng.random() < self.haze_p:
+            level = float(rng.uniform(*self.haze_level)) * 255.0
+            extent = float(rng.uniform(*self.haze_extent))
+            x = x + (level * np.exp(-depth / extent))[..., None]
+        if rng.random() < self.sidelobe_p:
+            k = float(rng.uniform(*self.sidelobe_px))
+            blurred = cv2.GaussianBlur(x, (0, 0), sigmaX=k, sigmaY=0.3)
+            x = x * (1.0 - depth[..., None]) + blurred * depth[..., None]
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SegmentationAugment:
+    """Online augmentation of (image, label map) pairs for the segmentation trainers: a random
+    similarity transform applied to both (labels nearest-neighbour, so they stay exact), then the
+    artefact, appearance and intensity changes on the image only.  Each batch draws new ones, so a
+    rendered training set of a few hundred frames is seen in thousands of looks."""
+
+    geometry_p: float = 0.6
+    scale: tuple[float, float] = (0.85, 1.2)
+    rotation_deg: tuple[float, float] = (-15.0, 15.0)
+    shift_frac: tuple[float, float] = (-0.06, 0.06)
+    artefact: ArtefactAugment = ArtefactAugment()
+    appearance: AppearanceAugment = AppearanceAugment()
+    intensity: IntensityAugment = IntensityAugment()
+
+    def to_dict(self) -> dict:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 and (H, W) labels -> (H, W, 3) float32 in [0, 1] and (H, W) labels."""
+        h, w = labels.shape
+        if rng.random() < self.geometry_p:
+            m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), float(rng.uniform(*self.rotation_deg)),
+                                        float(rng.uniform(*self.scale)))
+            m[:, 2] += (float(rng.uniform(*self.shift_frac)) * w, float(rng.uniform(*self.shift_frac)) * h)
+            image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+            labels = cv2.warpAffine(labels, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+        image = self.appearance(self.artefact(np.ascontiguousarray(image), rng), rng)
+        return self.intensity(image, rng), labels
+
+
+def augmented_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+                    augment: SegmentationAugment | None) -> tuple[np.ndarray, np.ndarray]:
+    """A batch (B, 3, H, W) uint8 and (B, H, W) labels -> float32 images in [0, 1] and int64 labels,
+    each pair augmented on its own (none: only scaled to [0, 1])."""
+    if augment is None:
+        return x.astype(np.float32) / 255.0, y.astype(np.int64)
+    pairs = [augment(np.ascontiguousarray(img.transpose(1, 2, 0)), lab.astype(np.uint8), rng)
+             for img, lab in zip(x, y, strict=True)]
+    return (np.stack([p[0].transpose(2, 0, 1) for p in pairs]).astype(np.float32),
+            np.stack([p[1] for p in pairs]).astype(np.int64))

@@ -45,6 +45,7 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.models.segmentation import PLAX_SEG_CLASSES, PLAX_SEG_MODEL, image_box, iou
+from echomeasure.training.augment import SegmentationAugment, augmented_batch
 from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,10 @@ def _train_head_on_cached_features(model, x: np.ndarray, y: np.ndarray, gen: np.
     return done
 
 
-def _train_all(model, x: np.ndarray, y: np.ndarray, gen: np.random.Generator, steps: int, max_s: float) -> int:
-    """The whole network, batches of 8, one learning-rate cycle over the step or time budget."""
+def _train_all(model, x: np.ndarray, y: np.ndarray, gen: np.random.Generator, steps: int, max_s: float,
+               augment: SegmentationAugment | None = None) -> int:
+    """The whole network, batches of 8 (each pair augmented online when ``augment``), one
+    learning-rate cycle over the step or time budget."""
     import torch
 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -192,7 +195,8 @@ def _train_all(model, x: np.ndarray, y: np.ndarray, gen: np.random.Generator, st
         for group in opt.param_groups:
             group["lr"] = _lr(progress)
         idx = gen.integers(0, len(x), 8)
-        loss = dice_ce_loss(model(torch.from_numpy(x[idx].astype(np.float32) / 255.0)), torch.from_numpy(y[idx]))
+        xb, yb = augmented_batch(x[idx], y[idx], gen, augment)
+        loss = dice_ce_loss(model(torch.from_numpy(xb)), torch.from_numpy(yb))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -253,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: the active one; 'none': random weights, whole network trained)")
     p.add_argument("--finetune-steps", type=int, default=0, help="after the head, train the whole network this many steps")
     p.add_argument("--continue-from", metavar="VERSION", help="start from this registered plax-seg version (more training)")
+    p.add_argument("--online-augment", action="store_true",
+                   help="whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     p.add_argument("--choose-size", action="store_true", help="only print the resolution-ceiling table")
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "plax_seg.json"))
@@ -314,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t_start = time.time()
     families = (*TRAINING_STYLES, HELDOUT_STYLE)
     eval_jobs = [(EVAL_SEED0 + 1000 * j + i, style) for j, style in enumerate(families) for i in range(args.eval_cases)]
@@ -340,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         steps += _train_head_on_cached_features(model, x, y, gen, args.steps, args.max_minutes * 60)
     remaining = args.max_minutes * 60 - (time.time() - t1)
     if parent is None or args.finetune_steps:
+        augment = SegmentationAugment() if args.online_augment else None
         steps += _train_all(model, x, y, gen, args.finetune_steps or args.steps,
-                            remaining if parent is not None else args.max_minutes * 60)
+                            remaining if parent is not None else args.max_minutes * 60, augment)
     t_train = time.time() - t1
     model.eval()
     t2 = time.time()
@@ -354,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = (f"nice -n 5 python -m echomeasure.training.plax_seg_train --version {args.version} --cases {args.cases} "
               f"--eval-cases {args.eval_cases} --steps {args.steps} --size {size} --seed {args.seed} "
               f"--max-minutes {args.max_minutes} --finetune-steps {args.finetune_steps} "
+              + ("--online-augment " if args.online_augment else "")
               + (f"--continue-from {args.continue_from}" if args.continue_from
                  else f"--init-from {parent.split(':')[1] if parent else 'none'}"))
     report = {"metrics": metrics, "recipe": recipe, "steps_done": steps, "input_px": size, "resolution_ceiling": ceiling,
@@ -369,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model),
             parent=parent,
             extra={"steps_done": steps, "train_s": round(t_train, 1), "data_s": round(t_data, 1),
-                   "eval_seeds_from": EVAL_SEED0, "eval_frames": "ED and ES of each held-out case",
+                   "eval_seeds_from": EVAL_SEED0,
+                   "online_augment": SegmentationAugment().to_dict() if args.online_augment else None,
+                   "eval_frames": "ED and ES of each held-out case",
                    "labels": "synthetic PLAX label values: " + ", ".join(f"{k} {n}" for k, n in enumerate(PLAX_SEG_CLASSES)),
                    "resolution_ceiling": {str(k): v for k, v in ceiling.items()}},
         )

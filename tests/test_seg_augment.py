@@ -1,0 +1,69 @@
+"""Online augmentation of the segmentation trainers: the label map moves with the pixels, artefacts
+and display changes touch only the image, and the batch helper keeps shapes and label values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from echomeasure.training.augment import (
+    AppearanceAugment,
+    ArtefactAugment,
+    IntensityAugment,
+    SegmentationAugment,
+    augmented_batch,
+)
+
+NO_LOOK = dict(artefact=ArtefactAugment(shadow_p=0, haze_p=0, sidelobe_p=0),
+               appearance=AppearanceAugment(tint_p=0, block_p=0, posterise_p=0, jpeg_p=0),
+               intensity=IntensityAugment(p=0))
+
+
+def _blocks() -> tuple[np.ndarray, np.ndarray]:
+    """A label map of four rectangles and an image whose grey level encodes each label (40 per class)."""
+    labels = np.zeros((96, 96), np.uint8)
+    labels[20:50, 15:45], labels[55:85, 20:40], labels[25:70, 55:80], labels[10:18, 40:70] = 1, 2, 3, 4
+    return np.repeat((labels * 40)[..., None], 3, axis=-1).astype(np.uint8), labels
+
+
+def test_geometry_moves_the_labels_with_the_pixels():
+    image, labels = _blocks()
+    aug = SegmentationAugment(geometry_p=1.0, **NO_LOOK)
+    moved = 0
+    for seed in range(8):
+        out, lab = aug(image, labels, np.random.default_rng(seed))
+        assert out.dtype == np.float32 and out.shape == image.shape and lab.shape == labels.shape
+        assert set(np.unique(lab)) <= set(np.unique(labels))  # nearest neighbour: no invented label values
+        decoded = np.rint(out[..., 0] * 255 / 40)
+        inner = lab == np.roll(lab, 1, 0)  # away from horizontal edges, where linear interpolation blends
+        inner &= lab == np.roll(lab, 1, 1)
+        assert (decoded[inner] == lab[inner]).mean() > 0.97
+        moved += int((lab != labels).mean() > 0.02)
+    assert moved >= 3  # the transform does move things
+
+
+def test_artefacts_and_display_changes_leave_the_labels_alone():
+    image, labels = _blocks()
+    aug = SegmentationAugment(geometry_p=0.0, artefact=ArtefactAugment(shadow_p=1, haze_p=1, sidelobe_p=1))
+    out, lab = aug(image, labels, np.random.default_rng(0))
+    assert np.array_equal(lab, labels)
+    assert not np.allclose(out, image / 255.0, atol=1 / 255)  # the look did change
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_artefacts_darken_a_wedge_below_a_depth_and_haze_the_near_field():
+    flat = np.full((120, 120, 3), 120, np.uint8)
+    shadowed = ArtefactAugment(shadow_p=1, haze_p=0, sidelobe_p=0)(flat, np.random.default_rng(1))
+    assert shadowed[:20].min() == 120  # the near field is above the reflector
+    assert shadowed[80:].min() < 80  # a dark wedge further down
+    hazy = ArtefactAugment(shadow_p=0, haze_p=1, sidelobe_p=0)(flat, np.random.default_rng(1))
+    assert hazy[0].mean() > hazy[-1].mean() >= 120
+
+
+def test_batch_without_augmentation_is_only_scaled():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 4, (4, 32, 32)).astype(np.uint8)
+    xb, yb = augmented_batch(x, y, rng, None)
+    assert np.allclose(xb, x / 255.0) and yb.dtype == np.int64 and np.array_equal(yb, y)
+    xa, ya = augmented_batch(x, y, rng, SegmentationAugment())
+    assert xa.shape == x.shape and xa.dtype == np.float32 and ya.shape == y.shape and ya.dtype == np.int64
