@@ -47,7 +47,7 @@ def test_artefacts_and_display_changes_leave_the_labels_alone():
     out, lab = aug(image, labels, np.random.default_rng(0))
     assert np.array_equal(lab, labels)
     assert not np.allclose(out, image / 255.0, atol=1 / 255)  # the look did change
-    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 def test_artefacts_darken_a_wedge_below_a_depth_and_haze_the_near_field():

@@ -140,7 +140,7 @@ def test_training_on_style_families_from_a_registered_version_records_the_recipe
     assert e.version == "0.0-smoke2" and e.parent == "0.0-smoke1"
     assert "--styles classic,vendor --init-from 0.0-smoke1" in e.recipe
     assert e.extra["training_data"]["styles"] == ["classic", "vendor"]
-    assert set(e.extra["augmentation"]) >= {"geometry", "appearance"}
+    assert set(e.extra["augmentation"]) >= {"geometry", "appearance", "artefact"}
 
 
 def test_training_on_the_heldout_style_is_refused(tmp_path, capsys):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from echomeasure import atomic
 from echomeasure.catalog import DOPPLER_CHANNELS
 from echomeasure.models.preprocess import CropTransform
-from echomeasure.training.augment import AppearanceAugment, GeometryAugment, IntensityAugment
+from echomeasure.training.augment import AppearanceAugment, ArtefactAugment, GeometryAugment, IntensityAugment
 from echomeasure.training.batch import KeypointBatch
 from echomeasure.training.heatmaps import multi_peak_heatmaps
 
@@ -286,11 +286,13 @@ class HeatmapTrainingSet:
         Gaussian sigma of the heatmap targets (model pixels).
     augment : IntensityAugment or None
         Intensity augmentation applied to each drawn image.
+    geometry, appearance, artefact : optional
+        Similarity transform (keypoints move with it), display look, acoustic artefacts (2D only).
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, sigma_px: float,
                  augment: IntensityAugment | None = None, geometry: GeometryAugment | None = None,
-                 appearance: AppearanceAugment | None = None) -> None:
+                 appearance: AppearanceAugment | None = None, artefact: ArtefactAugment | None = None) -> None:
         if targets.ndim == 3:
             targets = targets[:, :, None, :]
         if len(images) != len(targets):
@@ -301,14 +303,16 @@ class HeatmapTrainingSet:
         self.augment = augment
         self.geometry = geometry
         self.appearance = appearance
+        self.artefact = artefact
 
     @classmethod
     def from_cache(cls, path: Path, sigma_px: float, augment: IntensityAugment | None = None,
                    geometry: GeometryAugment | None = None,
-                   appearance: AppearanceAugment | None = None) -> HeatmapTrainingSet:
+                   appearance: AppearanceAugment | None = None,
+                   artefact: ArtefactAugment | None = None) -> HeatmapTrainingSet:
         """Load a set written by :func:`build_cache`."""
         with np.load(path) as z:
-            return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance)
+            return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance, artefact)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -326,6 +330,8 @@ class HeatmapTrainingSet:
         pts = self.targets[index]
         if rng is not None and self.geometry is not None:
             img, pts = self.geometry(img, pts, rng)
+        if rng is not None and self.artefact is not None:
+            img = self.artefact(img, rng)
         if rng is not None and self.appearance is not None:
             img = self.appearance(img, rng)
         x = self.augment(img, rng) if (self.augment is not None and rng is not None) else img.astype(np.float32) / 255.0

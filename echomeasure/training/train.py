@@ -35,7 +35,7 @@ from echomeasure.errors import TrainingError
 from echomeasure.models import registry
 from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
 from echomeasure.models.decode import DecodeSettings
-from echomeasure.training.augment import AppearanceAugment, GeometryAugment, IntensityAugment
+from echomeasure.training.augment import AppearanceAugment, ArtefactAugment, GeometryAugment, IntensityAugment
 from echomeasure.training.batch import KeypointBatch
 from echomeasure.training.datasets import HeatmapTrainingSet, TrainingSetSpec, build_cache, cache_dir
 from echomeasure.training.loop import OptimRecipe, TrainResult, run_optimisation
@@ -272,6 +272,7 @@ class _TrainingData:
     dataset: HeatmapTrainingSet
     geometry: GeometryAugment | None
     appearance: AppearanceAugment | None
+    artefact: ArtefactAugment | None
     wall_s: float
 
     def description(self, plan: ModelPlan) -> dict:
@@ -290,9 +291,10 @@ def _training_data(plan: ModelPlan, progress: bool) -> _TrainingData:
     cache = build_cache(plan.data, progress=progress)
     geometry = GeometryAugment() if plan.style_augmented else None
     appearance = AppearanceAugment() if plan.style_augmented else None
-    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance)
+    artefact = ArtefactAugment() if plan.style_augmented and plan.mode == "2d" else None
+    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance, artefact)
     log.info("training set: %d images of %s", len(dataset), dataset.input_size)
-    return _TrainingData(dataset, geometry, appearance, time.monotonic() - t0)
+    return _TrainingData(dataset, geometry, appearance, artefact, time.monotonic() - t0)
 
 
 def _initial_model(plan: ModelPlan, weights_dir: Path) -> torch.nn.Module:
@@ -332,6 +334,8 @@ def _training_record(plan: ModelPlan, data: _TrainingData, result: TrainResult) 
     augmentation = IntensityAugment().to_dict()
     if data.geometry and data.appearance:
         augmentation |= {"geometry": data.geometry.to_dict(), "appearance": data.appearance.to_dict()}
+    if data.artefact:
+        augmentation["artefact"] = data.artefact.to_dict()
     return {
         "training_data": data.description(plan),
         "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
