@@ -174,6 +174,8 @@ def _plan_hash(plan: ModelPlan) -> str:
     if plan.init_from or plan.style_augmented:
         d["init_from"] = plan.init_from
         d["augment"] = "geometry+appearance" if plan.style_augmented else "intensity"
+    if plan.style_augmented and plan.mode == "2d":  # a checkpoint of a run without artefacts is not resumed
+        d["augment"] += "+artefact"
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
