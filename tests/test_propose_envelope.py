@@ -126,3 +126,40 @@ def test_snap_peak_says_when_the_model_point_was_kept(strips):
     assert trace.snap_peak(x, base + 0.97 * (y - base))[2]
     far = base + 0.4 * (y - base)  # 2.5x short of the edge: outside the accepted range
     assert trace.snap_peak(x, far) == (x, far, False)
+
+
+def test_wave_peaks_find_each_beat_of_a_single_wave_flow(strips):
+    from echomeasure.propose.envelope import EnvelopeTrace
+
+    for strip in (strips[0], strips[2]):  # AV and TR: one wave per beat, below the baseline
+        region = _spectral(strip)
+        base = baseline_row(region)
+        trace = EnvelopeTrace.measure(strip.image, region, 1)
+        waves = trace.wave_peaks(0.3 / abs(region.delta_x))
+        (truth,) = strip.peaks.values()
+        inner = [(x, y) for x, y in truth if region.x0 + 10 < x < region.x1 - 10]  # waves cut by the sweep are left out
+        assert len(inner) >= 2
+        for x, y in inner:
+            near = [w for w in waves if abs(w[0] - x) <= 8]
+            assert near, f"no wave peak near the beat at x={x:.0f}"
+            assert abs(near[0][1] - abs(y - base)) / abs(y - base) < 0.03
+
+
+def test_a_named_flow_the_model_misses_is_read_from_the_envelope_and_flagged(strips, monkeypatch):
+    """A strip where the model's heatmaps hold no peak (a look it never saw): with the flow named,
+    the value comes from the envelope, low-confidence and flagged, with a notice; unnamed, nothing."""
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.models import decode
+    from echomeasure.propose import propose
+
+    strip = strips[0]  # AV
+    monkeypatch.setattr(decode, "decode_doppler_peaks", lambda logits, **kw: [[] for _ in range(len(logits))])
+    clip = Clip(frames=strip.image[None], frame_time_ms=None, regions=tuple(strip.regions), source_kind="dicom",
+                source_name="strip.dcm")
+    named = propose(clip, only=["av_vmax"], check_view=False)
+    (av,) = named.measurements
+    truth = strip.truth["measurements"]["av_vmax"]["value"]
+    assert av.name == "av_vmax" and abs(av.value - truth) / truth < 0.05
+    assert av.confidence <= 0.05 and av.flagged
+    assert any("envelope alone" in n for n in named.notices)
+    assert propose(clip, check_view=False).measurements == []  # nobody said which flow: no guess

@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 16
 #: Shortest plausible interval between two beats (HR 200/min), for Doppler peak NMS.
 MIN_BEAT_INTERVAL_S = 0.30
+#: Single-wave Doppler channels read from the envelope alone when named and the model finds no beat.
+ENVELOPE_ONLY_CHANNELS: tuple[str, ...] = ("av_vmax", "tr_vmax", "lvot_vmax")
+#: Confidence of a value read from the envelope alone (always below every version's flag threshold).
+ENVELOPE_ONLY_CONFIDENCE = 0.05
+#: Beats read from the envelope alone further than this fraction from their median are dropped.
+ENVELOPE_ONLY_SPREAD = 0.15
 #: How far along the time axis a Doppler peak may move when snapped to the envelope edge.
 ENVELOPE_SEARCH_S = 0.06
 #: Doppler mode each flow is measured with (ASE): AV and TR peak velocities by continuous wave,
@@ -440,6 +446,7 @@ def _propose_doppler(
     progress: Progress | None,
     timings: dict[str, float],
     snap_to_envelope: bool = True,
+    notices: list[str] | None = None,
 ) -> tuple[list[Proposal], int, list[dict]]:
     from echomeasure.models.decode import decode_doppler_peaks
     from echomeasure.models.preprocess import CropTransform
@@ -502,6 +509,13 @@ def _propose_doppler(
         return out
 
     snapped, separable = _beats_per_channel(wanted_channels, by_channel, beat_peaks, dt_px, r_columns, evidence)
+    if only and snap_to_envelope and region is not None:
+        read = _envelope_only_beats(snapped, region, image, trace_on, dt_px)
+        if read:
+            evidence["envelope_only"] = read
+            if notices is not None:
+                notices.append(f"{', '.join(read)}: the model found no peak on this strip; read from the spectral "
+                               "envelope alone (low confidence): check it")
     proposals, values = _aggregate_beats(clip, engine, wanted_channels, snapped, frame, separable, only)
     ratio = _mitral_ratio(values, frame, engine) if (only is None or "mv_ea" in only) else None
     if ratio is not None:
@@ -509,6 +523,36 @@ def _propose_doppler(
 
     frames = [_doppler_frame_record(frame, flow_scores, evidence, by_channel, transform)] if per_frame else []
     return proposals, frame, frames
+
+
+def _envelope_only_beats(snapped: dict[str, list[Any]], region: Any, image: np.ndarray,
+                         trace_on: Callable[[int], Any], dt_px: float | None) -> list[str]:
+    """Beats of a single-wave channel the user named that the model did not find, read from the envelope.
+
+    A strip unlike the model's training data can leave its heatmaps empty although the envelope
+    is plain.  The user said which flow it is (``only``), so each wave's peak is read on the side
+    of the baseline the spectrum is on (:meth:`EnvelopeTrace.wave_peaks`, waves at least
+    :data:`MIN_BEAT_INTERVAL_S` apart); beats more than :data:`ENVELOPE_ONLY_SPREAD` from their
+    median are dropped (a noise spike, a wave cut short).  Their confidence is
+    :data:`ENVELOPE_ONLY_CONFIDENCE`, so the value is always flagged.  Returns the channels read.
+    """
+    from echomeasure.propose import doppler_beats
+    from echomeasure.propose.envelope import baseline_row
+
+    empty = [n for n in ENVELOPE_ONLY_CHANNELS if n in snapped and not snapped[n]]
+    if not empty:
+        return []
+    base = baseline_row(region)
+    trace = trace_on(-1 if doppler_beats.spectrum_side(image, region, base) == "above" else 1)
+    waves = trace.wave_peaks(MIN_BEAT_INTERVAL_S / dt_px if dt_px else 20.0)
+    if not waves:
+        return []
+    median = float(np.median([d for _, d in waves]))
+    beats = [doppler_beats.BeatPeak(x, base + trace.sign * d, ENVELOPE_ONLY_CONFIDENCE)
+             for x, d in waves if abs(d - median) <= ENVELOPE_ONLY_SPREAD * median]
+    for name in empty:
+        snapped[name] = beats
+    return empty
 
 
 def _peaks_in_image(peaks: list[Any], transform: Any) -> np.ndarray:
@@ -903,7 +947,7 @@ def _propose_strip(
     """The Doppler peaks of a spectral strip."""
     engine = run.engine("doppler-peaks")
     proposals, _, frames = _propose_doppler(clip, engine, only, per_frame=run.per_frame, progress=run.progress,
-                                            timings=run.timings, snap_to_envelope=snap_to_envelope)
+                                            timings=run.timings, snap_to_envelope=snap_to_envelope, notices=notices)
     return ClipProposals(kind=clip.kind, calibration=clip.calibration_source, model=engine.info,
                          measurements=_with_flags(proposals, engine), ed_frame=None, es_frame=None, frames=frames,
                          timings_s=run.timings, view=None if view is None else view.as_json(), notices=notices,

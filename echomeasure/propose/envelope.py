@@ -58,6 +58,8 @@ AVERAGED_S = 0.012
 REPAIR_DROPOUTS = True
 #: Columns averaged when the region has no time axis.
 COLUMNS_AVERAGED = 3
+#: A wave peak read from the trace alone reaches at least this fraction of the trace's highest.
+WAVE_MIN_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,30 @@ class EnvelopeTrace:
             if best is None or v > best[1]:
                 best = (float(i + self.region.x0), float(v))
         return best
+
+    def wave_peaks(self, min_gap_px: float) -> list[tuple[float, float]]:
+        """The peak of each wave of the trace: ``(image x, edge distance)``, sorted by x.
+
+        A peak is the highest column within ``min_gap_px`` on each side, at least
+        :data:`WAVE_MIN_FRACTION` of the trace's highest, with the envelope on both sides (the
+        test of :meth:`local_peak`, so a wave cut by the sweep's start or end is left out).
+        """
+        e = self.edge_px
+        if e.size < 5 or e.max() <= 0:
+            return []
+        g = max(2, int(round(min_gap_px)))
+        floor = WAVE_MIN_FRACTION * float(e.max())
+        peaks: list[tuple[float, float]] = []
+        for i in np.argsort(-e, kind="stable"):
+            v = float(e[i])
+            if v < floor:
+                break
+            if any(abs(i - (x - self.region.x0)) < g for x, _ in peaks):
+                continue
+            if self.local_peak(float(i + self.region.x0), 0 if i in (0, e.size - 1) else 1) is None:
+                continue
+            peaks.append((float(i + self.region.x0), v))
+        return sorted(peaks)
 
     def snap(self, x: float, y: float, *, max_dx_px: int = 8) -> tuple[float, float]:
         """Move a model peak onto the envelope edge (the input point when none is acceptable)."""
