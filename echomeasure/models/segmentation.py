@@ -196,6 +196,7 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
     """
     from echomeasure import config
     from echomeasure.errors import InvalidInputError
+    from echomeasure.ingest.calibration import square_cm_per_px
     from echomeasure.ingest.clip import display_name
     from echomeasure.propose.measure import load_deidentified
 
@@ -206,7 +207,7 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
                              user_cm_per_px=scale_cm_per_px)
     frames = clip.frames if per_frame else clip.frames[:1]
     box = image_box(clip.regions, clip.frames.shape[1:3])
-    cm = square_cm_per_px(clip, box)
+    cm = square_cm_per_px(clip.regions or (), clip.user_cm_per_px)
     labels, conf = predict(loaded.model, frames, box, loaded.entry.input_size)
     segs = [s.as_json() for i in range(len(frames)) for s in segments(labels[i], conf[i], loaded.entry.channels, i, cm)]
     return {
@@ -221,8 +222,3 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
     }
 
 
-def square_cm_per_px(clip: Any, box: Box) -> float | None:
-    """Square pixel size (cm) of the clip (:func:`echomeasure.ingest.calibration.square_cm_per_px`)."""
-    from echomeasure.ingest.calibration import square_cm_per_px as clip_square_cm_per_px
-
-    return clip_square_cm_per_px(clip.regions or (), clip.user_cm_per_px)

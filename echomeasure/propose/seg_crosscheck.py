@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.models.registry import HELDOUT_STYLE, OWN_STYLE
 from echomeasure.models.segmentation import (
     PLAX_SEG_CLASSES,
@@ -33,7 +34,6 @@ from echomeasure.models.segmentation import (
     predict,
     segmentation_registered,
     segments,
-    square_cm_per_px,
 )
 from echomeasure.propose.types import ModelInfo
 
@@ -158,7 +158,7 @@ def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | N
     frames = list(range(clip.n_frames)) if per_frame else sorted({int(ed), int(es if es is not None else ed)})
     box = image_box(clip.regions, clip.frames.shape[1:3])
     labels, conf = predict(runner, clip.frames[frames], box, tuple(entry.input_size))
-    cm = square_cm_per_px(clip, box)
+    cm = square_cm_per_px(clip.regions or (), clip.user_cm_per_px)
     maps = {f: (labels[k], conf[k]) for k, f in enumerate(frames)}
     segs = [s.as_json() for k, f in enumerate(frames) for s in segments(labels[k], conf[k], entry.channels, f, cm)]
     if model_votes(entry):

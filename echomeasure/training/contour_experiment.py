@@ -40,8 +40,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.models import registry
-from echomeasure.models.segmentation import PLAX_SEG_MODEL, image_box, predict, segments, square_cm_per_px
+from echomeasure.models.segmentation import PLAX_SEG_MODEL, image_box, predict, segments
 from echomeasure.training.experiment import write_result
 from echomeasure.training.finetune_seg import (
     KEEP_UNREVIEWED,
@@ -202,8 +203,7 @@ def new_case_samples(seeds: Sequence[int], workdir: Path, entry: registry.Weight
     out.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         study = write_study(out, seed, entry.name)
-        box = image_box(study.regions, study.frames.shape[1:3])
-        cm = square_cm_per_px(_clip_like(study.regions), box) or study.cm_per_px
+        cm = square_cm_per_px(study.regions, None) or study.cm_per_px
         for pos in sorted(set(study.ed_es)):
             frame, labels = study.frames[pos], study.labels[pos]
             lv = reviewer_lv_mask(labels, study.cm_per_px, shift_mm).astype(np.uint8) * LV_LABEL
@@ -211,12 +211,6 @@ def new_case_samples(seeds: Sequence[int], workdir: Path, entry: registry.Weight
             present = [int(k) for k in np.unique(labels) if 0 < k < len(entry.channels)]
             truth.append(make_sample(seed, pos, frame, study.regions, labels, present, entry.input_size, cm))
     return reviewer, truth
-
-
-def _clip_like(regions: Sequence[Any]) -> Any:
-    from types import SimpleNamespace
-
-    return SimpleNamespace(user_cm_per_px=None, regions=regions)
 
 
 def run_contour_experiment(

@@ -47,7 +47,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -55,6 +54,7 @@ import numpy as np
 
 from echomeasure import atomic, config
 from echomeasure.errors import StoreError, TrainingError
+from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.models import registry
 from echomeasure.models.segmentation import (
     PLAX_SEG_MODEL,
@@ -62,7 +62,6 @@ from echomeasure.models.segmentation import (
     image_box,
     is_segmentation,
     predict,
-    square_cm_per_px,
     to_input,
 )
 from echomeasure.training.finetune import (
@@ -178,8 +177,7 @@ def load_contour_samples(store: Any, entry: registry.WeightsEntry) -> list[Conto
                 continue
             polygons.sort(key=lambda p: p[0])
             reference = rasterise(polygons, image.shape[:2])
-            box = image_box(regions, image.shape[:2])
-            cm = square_cm_per_px(SimpleNamespace(user_cm_per_px=rec.user_cm_per_px, regions=regions), box)
+            cm = square_cm_per_px(regions, rec.user_cm_per_px)
             samples.append(make_sample(rec.id, fi, image, regions, reference, [k for k, _ in polygons],
                                        entry.input_size, cm))
     return samples

@@ -169,13 +169,14 @@ def next_version(name: str, weights_dir: Path, smoke: bool) -> str:
 
 
 def _plan_hash(plan: ModelPlan) -> str:
-    d = {"name": plan.name, "arch": plan.arch, "size": list(plan.input_size), "sigma": plan.sigma_px,
-         "data": plan.data.key(), "optim": plan.optim.to_dict()}
+    d: dict[str, Any] = {"name": plan.name, "arch": plan.arch, "size": list(plan.input_size), "sigma": plan.sigma_px,
+                         "data": plan.data.key(), "optim": plan.optim.to_dict()}
     if plan.init_from or plan.style_augmented:
         d["init_from"] = plan.init_from
-        d["augment"] = "geometry+appearance" if plan.style_augmented else "intensity"
-    if plan.style_augmented and plan.mode == "2d":  # a checkpoint of a run without artefacts is not resumed
-        d["augment"] += "+artefact"
+        augment = "geometry+appearance" if plan.style_augmented else "intensity"
+        if plan.style_augmented and plan.mode == "2d":  # a checkpoint of a run without artefacts is not resumed
+            augment += "+artefact"
+        d["augment"] = augment
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
