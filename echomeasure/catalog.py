@@ -164,6 +164,20 @@ _VOLUME_LOINC: dict[tuple[str, str], str] = {
 }
 
 
+SINGLE_PLANE = "single-plane"
+
+
+def single_plane_method(view: str) -> str:
+    """The method name of a single-plane volume from one apical view ("a4c" -> "single-plane A4C")."""
+    return f"{SINGLE_PLANE} {view.upper()}"
+
+
+def view_of_method(method: str) -> str | None:
+    """The apical view a single-plane method was measured in ("A4C"), None for biplane and others."""
+    head, _, view = method.partition(" ")
+    return view if head == SINGLE_PLANE and view else None
+
+
 def volume_loinc(name: str, method: str) -> str | None:
     """LOINC code (CID 12300) of a volume, EF or length measured by ``method``, if one exists."""
     return _VOLUME_LOINC.get((name, method))

@@ -37,3 +37,11 @@ def test_volume_codes_follow_the_method_and_are_in_cid_12300():
             assert method.split()[-1].replace("A", "").replace("C", "") in meaning, (name, method, meaning)
         if method == "biplane":
             assert "biplane" in meaning
+
+
+def test_single_plane_method_names_round_trip_to_their_view():
+    for view in ("a4c", "a2c"):
+        method = catalog.single_plane_method(view)
+        assert catalog.volume_loinc("lvedv", method) is not None
+        assert catalog.view_of_method(method) == view.upper()
+    assert catalog.view_of_method("biplane") is None and catalog.view_of_method("area-length biplane") is None

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from echomeasure.catalog import APICAL_SEG_CLASSES, volume_loinc
+from echomeasure.catalog import APICAL_SEG_CLASSES, single_plane_method, volume_loinc
 from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.ingest.clip import Clip
 from echomeasure.propose import flags, volumes
@@ -108,7 +108,7 @@ def propose_apical(
     cm = square_cm_per_px(clip.regions, clip.user_cm_per_px)
     unit_scale = "ml" if cm is not None else "px"
     notices: list[str] = []
-    method = f"single-plane {view.upper()}"
+    method = single_plane_method(view)
 
     frames = range(n) if per_frame else sorted({ed, es})
     axes: dict[int, Any] = {}

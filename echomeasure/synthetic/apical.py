@@ -48,6 +48,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from echomeasure.catalog import single_plane_method
 from echomeasure.ingest.clip import SPATIAL_2D, SPATIAL_WAVEFORM, UNIT_CM, UNIT_NONE, UNIT_S, Region
 from echomeasure.synthetic import anatomy as _anatomy
 from echomeasure.synthetic.anatomy import contraction, mitral_opening
@@ -889,7 +890,7 @@ def apical_truth(params: ApicalParams, ed: int, es: int, geom: SectorGeometry) -
     """The truth document of an apical cine."""
     curves = volume_curves(params)
     st_ed, st_es = params.state(ed), params.state(es)
-    method = f"single-plane {params.view.upper()}"
+    method = single_plane_method(params.view)
 
     def contour_px(uv: np.ndarray) -> list[list[float]]:
         return [[round(float(x), 3), round(float(y), 3)] for x, y in geom.probe_cm_to_px(heart_to_probe(params, uv))]

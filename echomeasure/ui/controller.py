@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from echomeasure import contour_volumes
+from echomeasure import catalog, contour_volumes
 from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState, Store, contours, readers
 from echomeasure.store.queries import clip_status, summary_for_states
@@ -154,7 +154,7 @@ class ReviewController:
             view = viewmodel.clip_view(summary.kind, sorted(n for n in names if n))
             if not names:
                 methods = {v.method for v in contours.volumes(self.store, summary.clip_id)}
-                apical = sorted(m.rsplit(" ", 1)[-1] for m in methods if m.startswith("single-plane "))
+                apical = sorted(v for v in map(catalog.view_of_method, methods) if v)
                 drawn_by = {models.get(c.model_version_id or -1) for c in contours.contour_proposals(self.store, summary.clip_id)}
                 view = apical[0] if apical else viewmodel.clip_view(summary.kind, sorted(n for n in drawn_by if n))
             views[summary.clip_id] = view
