@@ -109,9 +109,13 @@ def lv_volumes(
     return out
 
 
-def clip_phases(store: Store, clip_id: int, items: Sequence[Mapping[str, Any]]) -> tuple[int | None, int | None]:
-    """ED and ES frames of a clip's apical contours: the stored LV volumes' frames, else by LV area."""
-    stored = {v.measurement: v.frame_index for v in contours.volumes(store, clip_id)}
+def clip_phases(store: Store, clip_id: int, items: Sequence[Mapping[str, Any]],
+                stored_volumes: Sequence[Any] | None = None) -> tuple[int | None, int | None]:
+    """ED and ES frames of a clip's apical contours: the stored LV volumes' frames (read from the
+    store unless the caller has them), else by LV area."""
+    if stored_volumes is None:
+        stored_volumes = contours.volumes(store, clip_id)
+    stored = {v.measurement: v.frame_index for v in stored_volumes}
     lv_frames = {int(c["frame"]) for c in items if c.get("structure") == "lv"}
     ed, es = stored.get("lvedv"), stored.get("lvesv")
     if ed is not None and es is not None and {ed, es} <= lv_frames:
@@ -129,7 +133,7 @@ def for_clip(store: Store, clip: ClipRecord, items: Sequence[Mapping[str, Any]])
                       ed_frame=ed, es_frame=es)
 
 
-def reviewed_figures(store: Store, clip: ClipRecord) -> dict[str, Any] | None:
+def reviewed_figures(store: Store, clip: ClipRecord, stored_volumes: Sequence[Any] | None = None) -> dict[str, Any] | None:
     """The clip's LV figures from its reviewed contours, for the export; None when nothing was reviewed.
 
     The ED and ES LV contours must both be reviewed (accepted, corrected or added) and the set
@@ -141,7 +145,7 @@ def reviewed_figures(store: Store, clip: ClipRecord) -> dict[str, Any] | None:
              for st in states if st.polygon is not None and st.status != "rejected"]
     if not is_apical_set(items):
         return None
-    ed, es = clip_phases(store, clip.id, items)
+    ed, es = clip_phases(store, clip.id, items, stored_volumes)
     lv_status = {st.frame_index: st.status for st in states if st.structure == "lv"}
     if ed is None or es is None or "proposed" in (lv_status.get(ed), lv_status.get(es)):
         return None

@@ -174,12 +174,12 @@ def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
 
     models = {m.id: m for m in store.model_versions()}
     stored = volumes(store, clip.id)
-    reviewed = reviewed_figures(store, clip) if stored else None
+    reviewed = reviewed_figures(store, clip, stored) if stored else None
     rows = []
     for v in stored:
         mv = models.get(v.model_version_id) if v.model_version_id is not None else None
         status, value, frame = "proposed", v.value, v.frame_index
-        if reviewed is not None and v.method.startswith("single-plane") and v.measurement in _REVIEWED_FIGURE:
+        if reviewed is not None and catalog.view_of_method(v.method) and v.measurement in _REVIEWED_FIGURE:
             key, frame_key = _REVIEWED_FIGURE[v.measurement]
             status, value, frame = reviewed["status"], reviewed[key], reviewed[frame_key]
         row = dict.fromkeys(CSV_COLUMNS, "")
