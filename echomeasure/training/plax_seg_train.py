@@ -256,7 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default="", help="plax-linear version whose backbone and head start the model "
                    "(default: the active one; 'none': random weights, whole network trained)")
     p.add_argument("--finetune-steps", type=int, default=0, help="after the head, train the whole network this many steps")
-    p.add_argument("--continue-from", metavar="VERSION", help="start from this registered plax-seg version (more training)")
+    p.add_argument("--continue-from", metavar="VERSION",
+                   help="start from this registered plax-seg version in --out (more training)")
     p.add_argument("--online-augment", action="store_true",
                    help="whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
@@ -300,7 +301,7 @@ def _initial_model(args: argparse.Namespace) -> tuple[Any, str | None]:
     if args.continue_from:
         from echomeasure.models.segmentation import load_segmentation_model
 
-        model = load_segmentation_model(PLAX_SEG_MODEL, args.continue_from).model
+        model = load_segmentation_model(PLAX_SEG_MODEL, args.continue_from, args.out or None).model
         parent = f"{PLAX_SEG_MODEL}:{args.continue_from}"
         log.info("continuing from %s", parent)
     elif args.init_from != "none":

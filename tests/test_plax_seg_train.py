@@ -1,0 +1,34 @@
+"""plax-seg training: whole-network steps with online augmentation, recorded in the recipe and the entry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from echomeasure import config
+from echomeasure.training import plax_seg_train
+
+
+@pytest.mark.slow
+def test_more_training_with_online_augmentation_is_recorded(tmp_path):
+    weights = config.weights_dir()
+    manifest = json.loads((weights / "manifest.json").read_text())
+    entry = next(e for e in manifest["models"] if e["name"] == "plax-seg" and e["version"] == manifest["active"]["plax-seg"])
+    shutil.copy(weights / entry["file"], tmp_path / entry["file"])
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": manifest["format"], "active": {"plax-seg": entry["version"]},
+                                                        "models": [entry]}))
+    report = tmp_path / "report.json"
+    code = plax_seg_train.main(["--out", str(tmp_path), "--report", str(report), "--version", "0.1", "--cases", "2",
+                                "--eval-cases", "1", "--steps", "2", "--size", "96", "--max-minutes", "0.5",
+                                "--finetune-steps", "2", "--continue-from", entry["version"], "--online-augment",
+                                "--threads", "1", "--workers", "1"])
+    assert code == 0
+    new = next(e for e in json.loads((tmp_path / "manifest.json").read_text())["models"] if e["version"] == "0.1")
+    assert new["parent"] == f"plax-seg:{entry['version']}"
+    assert "--online-augment" in new["recipe"] and f"--continue-from {entry['version']}" in new["recipe"]
+    assert set(new["extra"]["online_augment"]) >= {"artefact", "appearance", "intensity", "scale"}
+    assert new["extra"]["steps_done"] >= 2  # head steps, then whole-network steps
+    metrics = json.loads(report.read_text())["metrics"]
+    assert 0.0 <= metrics["own_mean_iou"] <= 1.0 and 0.0 <= metrics["heldout_mean_iou"] <= 1.0
