@@ -115,7 +115,10 @@ def test_evaluate_compares_against_the_labels(lvh_root, weights, tmp_path):
     with open(moved / "MeasurementsList.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     after = lvh.evaluate_lvh(moved, split="test", progress=False)
-    assert after["measurements"]["lvidd"] == before["measurements"]["lvidd"]
+    # the clip's scale (the median over the video's lines) moves a little with the IVS line, and the
+    # edge search windows are in mm: the other measurements move by at most hundredths of a mm
+    for key in ("mae_mm", "median_mm", "bias_mm"):
+        assert after["measurements"]["lvidd"][key] == pytest.approx(before["measurements"]["lvidd"][key], abs=0.05)
     # the proposal's pixel length is unchanged; converted with half the cm/px it measures half as much
     value_mm = ivs.value_cm * 10.0
     expected_mae = abs((before["measurements"]["ivsd"]["bias_mm"] + value_mm) / 2.0 - value_mm)
