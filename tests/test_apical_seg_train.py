@@ -35,3 +35,9 @@ def test_a_fine_tuned_version_records_its_parent_styles_and_recipe(tmp_path):
     assert new["recipe"].endswith(" --online-augment") and "artefact" in new["extra"]["online_augment"]
     # two steps at a small rate from 1.0: still a working LV segmentation
     assert new["metrics"]["own-style"]["dice_lv"] > 0.8
+
+
+def test_a_seed_whose_training_cases_reach_the_evaluation_cases_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="reserved for"):
+        apical_seg_train.main(["--out", str(tmp_path), "--seed", "10", "--cases", "2"])
+    assert not any(tmp_path.iterdir())

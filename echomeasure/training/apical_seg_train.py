@@ -282,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     if HELDOUT_STYLE in styles or not set(styles) <= set(TRAINING_STYLES):
         raise SystemExit(f"error: --styles must be among {', '.join(TRAINING_STYLES)} (the {HELDOUT_STYLE} family is "
                          "held out of training)")
+    first = TRAIN_SEED0 + args.seed * 100_000
+    if first < EVAL_SEED0 + 1_000_000 and first + args.cases > EVAL_SEED0:
+        raise SystemExit(f"error: --seed {args.seed} with --cases {args.cases} would train on case seeds reserved for "
+                         f"evaluation (from {EVAL_SEED0}); choose another --seed")
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # one thread shares a busy CPU far better than two
     t0 = time.time()

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SIZES: tuple[tuple[int, int], ...] = ((300, 400), (480, 640), (600, 800))
 TRAIN_SEED0, EVAL_SEED0 = 9_100_000, 9_200_000
+#: case seeds [EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK) are evaluation cases only: no training run renders them
+EVAL_SEED_BLOCK = 100_000
 CANDIDATE_SIZES = (96, 128, 160, 192)
 
 
@@ -279,12 +281,29 @@ def _input_px(args: argparse.Namespace, ceiling: dict[int, float]) -> int:
     return next((s for s in CANDIDATE_SIZES if ceiling[s] >= 0.95), CANDIDATE_SIZES[-1])
 
 
+def training_seeds(seed: int, cases: int) -> range:
+    """Case seeds of a training run (``TRAIN_SEED0 + seed * 100 000`` on).
+
+    Raises
+    ------
+    SystemExit
+        The range would reach the evaluation block (``--seed 1`` does: version 1.1 was trained on
+        it, and 4 of the 16 own-family evaluation cases were among its training cases).
+    """
+    start = TRAIN_SEED0 + seed * 100_000
+    seeds = range(start, start + cases)
+    if seeds.start < EVAL_SEED0 + EVAL_SEED_BLOCK and seeds.stop > EVAL_SEED0:
+        raise SystemExit(f"error: --seed {seed} with --cases {cases} would train on case seeds reserved for evaluation "
+                         f"({EVAL_SEED0}-{EVAL_SEED0 + EVAL_SEED_BLOCK - 1}); choose another --seed")
+    return seeds
+
+
 def _training_set(args: argparse.Namespace, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, size, size) and label maps of the training cases, rendered in worker processes."""
     from echomeasure.synthetic.styles import TRAINING_STYLES
 
-    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, TRAINING_STYLES[i % len(TRAINING_STYLES)], size)
-            for i in range(args.cases)]
+    jobs = [(case_seed, TRAINING_STYLES[i % len(TRAINING_STYLES)], size)
+            for i, case_seed in enumerate(training_seeds(args.seed, args.cases))]
     with get_context("fork").Pool(args.workers) as pool:
         cases = pool.map(render_training_case, jobs, chunksize=4)
     x = np.concatenate([c[0] for c in cases]).transpose(0, 3, 1, 2)
@@ -321,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if not args.choose_size:
+        training_seeds(args.seed, args.cases)  # refused before anything is rendered or written
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     t_start = time.time()
