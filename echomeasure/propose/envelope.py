@@ -184,7 +184,7 @@ class EnvelopeTrace:
                 break
             if any(abs(i - (x - self.region.x0)) < g for x, _ in peaks):
                 continue
-            if self.local_peak(float(i + self.region.x0), 0 if i in (0, e.size - 1) else 1) is None:
+            if self.local_peak(float(i + self.region.x0), 1) is None:  # also refuses the trace's first and last column
                 continue
             peaks.append((float(i + self.region.x0), v))
         return sorted(peaks)

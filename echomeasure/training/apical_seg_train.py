@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 SEG_MODEL = "apical-seg"
 SIZES: tuple[tuple[int, int], ...] = ((300, 400), (480, 640), (434, 636), (600, 800))
 TRAIN_SEED0, EVAL_SEED0 = 7_000_000, 8_000_000
+#: case seeds [EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK) are evaluation cases only: no training run renders them
+EVAL_SEED_BLOCK = 1_000_000
 
 
 def _box(regions) -> tuple[int, int, int, int]:
@@ -282,15 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     if HELDOUT_STYLE in styles or not set(styles) <= set(TRAINING_STYLES):
         raise SystemExit(f"error: --styles must be among {', '.join(TRAINING_STYLES)} (the {HELDOUT_STYLE} family is "
                          "held out of training)")
-    first = TRAIN_SEED0 + args.seed * 100_000
-    if first < EVAL_SEED0 + 1_000_000 and first + args.cases > EVAL_SEED0:
-        raise SystemExit(f"error: --seed {args.seed} with --cases {args.cases} would train on case seeds reserved for "
-                         f"evaluation (from {EVAL_SEED0}); choose another --seed")
+    from echomeasure.training.datasets import seeds_apart_from
+
+    seeds = seeds_apart_from(TRAIN_SEED0 + args.seed * 100_000, args.cases, range(EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK),
+                             args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)  # one thread shares a busy CPU far better than two
     t0 = time.time()
-    jobs = [(TRAIN_SEED0 + args.seed * 100_000 + i, ("a4c", "a2c")[i % 2], args.size, True, styles[(i // 2) % len(styles)])
-            for i in range(args.cases)]
+    jobs = [(case_seed, ("a4c", "a2c")[i % 2], args.size, True, styles[(i // 2) % len(styles)])
+            for i, case_seed in enumerate(seeds)]
     with get_context("fork").Pool(args.workers) as pool:
         cases = pool.map(render_case, jobs, chunksize=4)
     x = np.concatenate([c["x"] for c in cases]).transpose(0, 3, 1, 2)

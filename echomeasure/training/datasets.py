@@ -61,6 +61,22 @@ def train_case_seeds(n_cases: int, mode: str) -> list[int]:
     return seeds
 
 
+def seeds_apart_from(first: int, n_cases: int, evaluation: range, seed: int) -> range:
+    """Case seeds ``first .. first + n_cases - 1`` of a trainer's run at ``--seed seed``.
+
+    Raises
+    ------
+    SystemExit
+        The range reaches the trainer's ``evaluation`` seeds (one ``error:`` line, before anything
+        is rendered or written).
+    """
+    seeds = range(first, first + n_cases)
+    if seeds.start < evaluation.stop and seeds.stop > evaluation.start:
+        raise SystemExit(f"error: --seed {seed} with --cases {n_cases} would train on case seeds reserved for evaluation "
+                         f"({evaluation.start}-{evaluation.stop - 1}); choose another --seed")
+    return seeds
+
+
 def heldout_case_seeds(n_cases: int, mode: str) -> list[int]:
     """Case seeds of the held-out evaluation set (disjoint from every training seed)."""
     base = HELDOUT_SEEDS.start + (DOPPLER_SEED_OFFSET // 10 if mode == "doppler" else 0)

@@ -290,12 +290,9 @@ def training_seeds(seed: int, cases: int) -> range:
         The range would reach the evaluation block (``--seed 1`` does: version 1.1 was trained on
         it, and 4 of the 16 own-family evaluation cases were among its training cases).
     """
-    start = TRAIN_SEED0 + seed * 100_000
-    seeds = range(start, start + cases)
-    if seeds.start < EVAL_SEED0 + EVAL_SEED_BLOCK and seeds.stop > EVAL_SEED0:
-        raise SystemExit(f"error: --seed {seed} with --cases {cases} would train on case seeds reserved for evaluation "
-                         f"({EVAL_SEED0}-{EVAL_SEED0 + EVAL_SEED_BLOCK - 1}); choose another --seed")
-    return seeds
+    from echomeasure.training.datasets import seeds_apart_from
+
+    return seeds_apart_from(TRAIN_SEED0 + seed * 100_000, cases, range(EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK), seed)
 
 
 def _training_set(args: argparse.Namespace, size: int) -> tuple[np.ndarray, np.ndarray]:
