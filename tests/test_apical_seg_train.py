@@ -11,9 +11,11 @@ from echomeasure import config
 from echomeasure.training import apical_seg_train
 
 
-def test_the_held_out_style_family_is_refused_for_training(tmp_path):
-    with pytest.raises(SystemExit, match="held out of training"):
+def test_the_held_out_style_family_is_refused_for_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
         apical_seg_train.main(["--out", str(tmp_path), "--styles", "classic,scatter", "--cases", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and "held out of training" in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())  # nothing rendered, nothing written
 
 
@@ -37,7 +39,9 @@ def test_a_fine_tuned_version_records_its_parent_styles_and_recipe(tmp_path):
     assert new["metrics"]["own-style"]["dice_lv"] > 0.8
 
 
-def test_a_seed_whose_training_cases_reach_the_evaluation_cases_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="reserved for"):
+def test_a_seed_whose_training_cases_reach_the_evaluation_cases_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
         apical_seg_train.main(["--out", str(tmp_path), "--seed", "10", "--cases", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and "reserved for" in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())

@@ -34,10 +34,12 @@ def test_more_training_with_online_augmentation_is_recorded(tmp_path):
     assert 0.0 <= metrics["own_mean_iou"] <= 1.0 and 0.0 <= metrics["heldout_mean_iou"] <= 1.0
 
 
-def test_a_seed_whose_training_cases_reach_the_evaluation_cases_is_refused(tmp_path):
+def test_a_seed_whose_training_cases_reach_the_evaluation_cases_is_refused(tmp_path, capsys):
     report = tmp_path / "report.json"
-    with pytest.raises(SystemExit, match="reserved for evaluation"):
+    with pytest.raises(SystemExit) as exit_:
         plax_seg_train.main(["--out", str(tmp_path), "--report", str(report), "--seed", "1", "--cases", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and "reserved for evaluation" in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())  # nothing rendered, nothing written
     seeds = plax_seg_train.training_seeds(2, 320)
     assert seeds.start >= plax_seg_train.EVAL_SEED0 + plax_seg_train.EVAL_SEED_BLOCK

@@ -279,13 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate_styles:
         return evaluate_styles(args)
     from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+    from echomeasure.training.datasets import refuse, seeds_apart_from
 
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     if HELDOUT_STYLE in styles or not set(styles) <= set(TRAINING_STYLES):
-        raise SystemExit(f"error: --styles must be among {', '.join(TRAINING_STYLES)} (the {HELDOUT_STYLE} family is "
-                         "held out of training)")
-    from echomeasure.training.datasets import seeds_apart_from
-
+        refuse(f"--styles must be among {', '.join(TRAINING_STYLES)} (the {HELDOUT_STYLE} family is held out of training)")
     seeds = seeds_apart_from(TRAIN_SEED0 + args.seed * 100_000, args.cases, range(EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK),
                              args.seed)
     torch.manual_seed(args.seed)

@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -61,19 +61,25 @@ def train_case_seeds(n_cases: int, mode: str) -> list[int]:
     return seeds
 
 
+def refuse(message: str) -> NoReturn:
+    """A training script's user error: one ``error:`` line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def seeds_apart_from(first: int, n_cases: int, evaluation: range, seed: int) -> range:
     """Case seeds ``first .. first + n_cases - 1`` of a trainer's run at ``--seed seed``.
 
     Raises
     ------
     SystemExit
-        The range reaches the trainer's ``evaluation`` seeds (one ``error:`` line, before anything
-        is rendered or written).
+        Status 2 (:func:`refuse`): the range reaches the trainer's ``evaluation`` seeds; before
+        anything is rendered or written.
     """
     seeds = range(first, first + n_cases)
     if seeds.start < evaluation.stop and seeds.stop > evaluation.start:
-        raise SystemExit(f"error: --seed {seed} with --cases {n_cases} would train on case seeds reserved for evaluation "
-                         f"({evaluation.start}-{evaluation.stop - 1}); choose another --seed")
+        refuse(f"--seed {seed} with --cases {n_cases} would train on case seeds reserved for evaluation "
+               f"({evaluation.start}-{evaluation.stop - 1}); choose another --seed")
     return seeds
 
 
