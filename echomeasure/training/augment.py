@@ -211,6 +211,39 @@ class ArtefactAugment:
 
 
 @dataclass(frozen=True)
+class SpectrumAugment:
+    """What spectral Doppler displays vary beyond the display look: spectral broadening (the
+    envelope's outer edge smeared along the velocity axis, as wide beams, long gates and high gain
+    give it) and a grainy spectrum (few averaged FFTs: each column's power is noisy).  The
+    velocities stay where they are: the peak is still read at the middle of the smeared edge.
+    The image is the strip's model-resolution crop, velocity along y and time along x."""
+
+    broadening_p: float = 0.5
+    broadening_px: tuple[float, float] = (0.5, 2.5)
+    grain_p: float = 0.5
+    grain_sd: tuple[float, float] = (0.1, 0.4)
+
+    def to_dict(self) -> dict:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H, W, 3) uint8 -> uint8."""
+        x: np.ndarray = image.astype(np.float32)
+        if rng.random() < self.broadening_p:
+            x = cv2.GaussianBlur(x, (0, 0), sigmaX=0.3, sigmaY=float(rng.uniform(*self.broadening_px)))
+            if x.ndim == 2:
+                x = x[..., None]
+        if rng.random() < self.grain_p:
+            h, w = x.shape[:2]
+            grain: np.ndarray = cv2.GaussianBlur(rng.standard_normal((h, w), dtype=np.float32), (0, 0),
+                                                 sigmaX=0.8, sigmaY=0.5)
+            grain /= max(float(grain.std()), 1e-6)
+            x = x * np.clip(1.0 + float(rng.uniform(*self.grain_sd)) * grain, 0.0, None)[..., None]
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
 class SegmentationAugment:
     """Online augmentation of (image, label map) pairs for the segmentation trainers: a random
     similarity transform applied to both (labels nearest-neighbour, so they stay exact), then the

@@ -39,7 +39,13 @@ from tqdm import tqdm
 from echomeasure import atomic
 from echomeasure.catalog import DOPPLER_CHANNELS
 from echomeasure.models.preprocess import CropTransform
-from echomeasure.training.augment import AppearanceAugment, ArtefactAugment, GeometryAugment, IntensityAugment
+from echomeasure.training.augment import (
+    AppearanceAugment,
+    ArtefactAugment,
+    GeometryAugment,
+    IntensityAugment,
+    SpectrumAugment,
+)
 from echomeasure.training.batch import KeypointBatch
 from echomeasure.training.heatmaps import multi_peak_heatmaps
 
@@ -309,12 +315,14 @@ class HeatmapTrainingSet:
     augment : IntensityAugment or None
         Intensity augmentation applied to each drawn image.
     geometry, appearance, artefact : optional
-        Similarity transform (keypoints move with it), display look, acoustic artefacts (2D only).
+        Similarity transform (keypoints move with it), display look, acoustic artefacts (2D) or
+        spectral broadening and grain (Doppler).
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, sigma_px: float,
                  augment: IntensityAugment | None = None, geometry: GeometryAugment | None = None,
-                 appearance: AppearanceAugment | None = None, artefact: ArtefactAugment | None = None) -> None:
+                 appearance: AppearanceAugment | None = None,
+                 artefact: ArtefactAugment | SpectrumAugment | None = None) -> None:
         if targets.ndim == 3:
             targets = targets[:, :, None, :]
         if len(images) != len(targets):
@@ -331,7 +339,7 @@ class HeatmapTrainingSet:
     def from_cache(cls, path: Path, sigma_px: float, augment: IntensityAugment | None = None,
                    geometry: GeometryAugment | None = None,
                    appearance: AppearanceAugment | None = None,
-                   artefact: ArtefactAugment | None = None) -> HeatmapTrainingSet:
+                   artefact: ArtefactAugment | SpectrumAugment | None = None) -> HeatmapTrainingSet:
         """Load a set written by :func:`build_cache`."""
         with np.load(path) as z:
             return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance, artefact)

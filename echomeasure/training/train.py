@@ -35,7 +35,13 @@ from echomeasure.errors import TrainingError
 from echomeasure.models import registry
 from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
 from echomeasure.models.decode import DecodeSettings
-from echomeasure.training.augment import AppearanceAugment, ArtefactAugment, GeometryAugment, IntensityAugment
+from echomeasure.training.augment import (
+    AppearanceAugment,
+    ArtefactAugment,
+    GeometryAugment,
+    IntensityAugment,
+    SpectrumAugment,
+)
 from echomeasure.training.batch import KeypointBatch
 from echomeasure.training.datasets import HeatmapTrainingSet, TrainingSetSpec, build_cache, cache_dir
 from echomeasure.training.loop import OptimRecipe, TrainResult, run_optimisation
@@ -174,8 +180,8 @@ def _plan_hash(plan: ModelPlan) -> str:
     if plan.init_from or plan.style_augmented:
         d["init_from"] = plan.init_from
         augment = "geometry+appearance" if plan.style_augmented else "intensity"
-        if plan.style_augmented and plan.mode == "2d":  # a checkpoint of a run without artefacts is not resumed
-            augment += "+artefact"
+        if plan.style_augmented:  # a checkpoint of a run without artefacts is not resumed
+            augment += "+artefact" if plan.mode == "2d" else "+spectrum, no rotation"
         d["augment"] = augment
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -275,7 +281,7 @@ class _TrainingData:
     dataset: HeatmapTrainingSet
     geometry: GeometryAugment | None
     appearance: AppearanceAugment | None
-    artefact: ArtefactAugment | None
+    artefact: ArtefactAugment | SpectrumAugment | None
     wall_s: float
 
     def description(self, plan: ModelPlan) -> dict:
@@ -292,9 +298,11 @@ def _training_data(plan: ModelPlan, progress: bool) -> _TrainingData:
     """Render (or read from the cache) the plan's training set; augmented by style when the plan says."""
     t0 = time.monotonic()
     cache = build_cache(plan.data, progress=progress)
-    geometry = GeometryAugment() if plan.style_augmented else None
-    appearance = AppearanceAugment() if plan.style_augmented else None
-    artefact = ArtefactAugment() if plan.style_augmented and plan.mode == "2d" else None
+    geometry = appearance = artefact = None
+    if plan.style_augmented:  # a Doppler strip is zoomed and shifted but never rotated: its axes are time and velocity
+        geometry = GeometryAugment() if plan.mode == "2d" else GeometryAugment(rotation_deg=(0.0, 0.0))
+        appearance = AppearanceAugment()
+        artefact = ArtefactAugment() if plan.mode == "2d" else SpectrumAugment()
     dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance, artefact)
     log.info("training set: %d images of %s", len(dataset), dataset.input_size)
     return _TrainingData(dataset, geometry, appearance, artefact, time.monotonic() - t0)
@@ -338,7 +346,7 @@ def _training_record(plan: ModelPlan, data: _TrainingData, result: TrainResult) 
     if data.geometry and data.appearance:
         augmentation |= {"geometry": data.geometry.to_dict(), "appearance": data.appearance.to_dict()}
     if data.artefact:
-        augmentation["artefact"] = data.artefact.to_dict()
+        augmentation["spectrum" if isinstance(data.artefact, SpectrumAugment) else "artefact"] = data.artefact.to_dict()
     return {
         "training_data": data.description(plan),
         "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
