@@ -168,3 +168,30 @@ def test_geometry_augment_moves_keypoints_with_the_pixels():
             assert np.hypot(cx - x, cy - y) < 0.5
         moved_any |= not np.allclose(moved, pts)
     assert moved_any
+
+
+def test_doppler_training_on_style_families_broadens_the_spectrum_and_never_rotates(tmp_path):
+    out = tmp_path / "w"
+    assert main(["train", "--model", "doppler-peaks", "--smoke", "--out", str(out), "-q", "--threads", "1",
+                 "--styles", "classic,vendor"]) == 0
+    aug = registry.get_entry("doppler-peaks", None, out).extra["augmentation"]
+    assert set(aug) >= {"geometry", "appearance", "spectrum"} and "artefact" not in aug
+    assert list(aug["geometry"]["rotation_deg"]) == [0.0, 0.0]
+
+
+def test_spectral_broadening_keeps_the_envelope_edge_where_it_was():
+    """A bright spectrum filled up to row 40 (velocity axis down): after broadening the half-intensity
+    edge stays at row 40 in every column; grain changes pixels but not the mean level much."""
+    from echomeasure.training.augment import SpectrumAugment
+
+    img = np.zeros((128, 64, 3), np.uint8)
+    img[:40] = 200
+    broadened = SpectrumAugment(broadening_p=1.0, grain_p=0.0)(img, np.random.default_rng(3)).astype(float)
+    assert not np.array_equal(broadened, img)
+    for col in (5, 30, 60):
+        profile = broadened[:, col, 0]
+        edge = np.interp(100.0, profile[::-1], np.arange(128)[::-1])  # profile falls with the row
+        assert abs(edge - 39.5) < 0.6
+    grainy = SpectrumAugment(broadening_p=0.0, grain_p=1.0)(img, np.random.default_rng(4)).astype(float)
+    assert grainy[:40].std() > 10 and abs(grainy[:40].mean() - 200) < 25
+    assert grainy[60:].max() == 0  # no signal where there was none

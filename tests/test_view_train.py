@@ -74,3 +74,17 @@ def test_a_larger_set_renders_only_its_new_blocks(tmp_path, monkeypatch):
     assert [VIEWS[k] for k in y_large] == [j[0] for j in large]
     assert np.array_equal(x_large[[large.index(j) for j in small]], x_small)
     assert np.array_equal(x_large[:, 0, 0, 0], [j[1] % 1000 for j in large])
+
+
+def test_gain_augment_brightens_or_darkens_the_grey_channels_and_leaves_colour_alone():
+    from echomeasure.training.view_train import GainAugment
+
+    rng = np.random.default_rng(0)
+    x = np.stack([np.full((8, 8), 0.2), np.full((8, 8), 0.1), np.full((8, 8), 0.05)]).astype(np.float32)
+    outs = [GainAugment(blur_p=0.0)(x, rng) for _ in range(200)]
+    means = np.array([o[0].mean() for o in outs])
+    assert means.min() < 0.2 < means.max() and means.max() > 0.3  # gains up to 2.2x reach brighter scanners
+    assert all(np.array_equal(o[2], x[2]) for o in outs)  # saturation (colour) is not a gain knob
+    assert all(((o[0] >= 0) & (o[0] <= 1)).all() for o in outs)
+    assert np.array_equal(x[0], np.full((8, 8), 0.2, np.float32))  # the input is not modified
+
