@@ -210,6 +210,47 @@ class ArtefactAugment:
         return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def _sector_mask(image: np.ndarray) -> np.ndarray:
+    """(H, W) float32 1 inside the imaging sector: the convex hull of the largest lit blob (a sector
+    is convex; text and marks beside it are other blobs), so dark cavities inside count."""
+    lit = (image.max(axis=-1) > 2).astype(np.uint8)
+    contours, _ = cv2.findContours(lit, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    mask = np.zeros(lit.shape, np.uint8)
+    if contours:
+        cv2.fillConvexPoly(mask, cv2.convexHull(max(contours, key=cv2.contourArea)), 1)
+    return mask.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ExposureAugment:
+    """What the gain and dynamic-range knobs change beyond :class:`IntensityAugment`'s mild range:
+    a much brighter or darker picture (log-uniform overall gain, saturating at white) and a raised
+    noise floor (speckled clutter filling the cavities, as high gain or a narrow dynamic range
+    gives).  Only inside the sector: the black surround stays black.  Nothing moves a structure."""
+
+    p: float = 0.5
+    gain: tuple[float, float] = (0.7, 2.5)
+    floor_p: float = 0.5
+    floor: tuple[float, float] = (0.03, 0.3)
+
+    def to_dict(self) -> dict:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(H, W, 3) uint8 -> uint8."""
+        if rng.random() >= self.p:
+            return image
+        x = image.astype(np.float32) * float(np.exp(rng.uniform(np.log(self.gain[0]), np.log(self.gain[1]))))
+        if rng.random() < self.floor_p:
+            h, w = x.shape[:2]
+            sector = _sector_mask(image)
+            speckle = rng.rayleigh(1.0, (h, w)).astype(np.float32) / 1.2533  # mean 1
+            clutter = float(rng.uniform(*self.floor)) * 255.0 * speckle * sector
+            x = np.maximum(x, 0.0) + clutter[..., None] * (1.0 - np.clip(x / 255.0, 0.0, 1.0))
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class SpectrumAugment:
     """What spectral Doppler displays vary beyond the display look: spectral broadening (the
@@ -257,6 +298,7 @@ class SegmentationAugment:
     artefact: ArtefactAugment = ArtefactAugment()
     appearance: AppearanceAugment = AppearanceAugment()
     intensity: IntensityAugment = IntensityAugment()
+    exposure: ExposureAugment | None = None
 
     def to_dict(self) -> dict:
         """Plain dict for the manifest."""
@@ -271,8 +313,17 @@ class SegmentationAugment:
             m[:, 2] += (float(rng.uniform(*self.shift_frac)) * w, float(rng.uniform(*self.shift_frac)) * h)
             image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
             labels = cv2.warpAffine(labels, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
-        image = self.appearance(self.artefact(np.ascontiguousarray(image), rng), rng)
-        return self.intensity(image, rng), labels
+        image = self.artefact(np.ascontiguousarray(image), rng)
+        if self.exposure is not None:
+            image = self.exposure(image, rng)
+        return self.intensity(self.appearance(image, rng), rng), labels
+
+
+def segmentation_augment(online: bool, exposure: bool) -> SegmentationAugment | None:
+    """The segmentation trainers' ``--online-augment`` (and ``--exposure-augment``, which implies it)."""
+    if not (online or exposure):
+        return None
+    return SegmentationAugment(exposure=ExposureAugment() if exposure else None)
 
 
 def augmented_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,

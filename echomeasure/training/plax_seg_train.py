@@ -45,7 +45,7 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.models.segmentation import PLAX_SEG_CLASSES, PLAX_SEG_MODEL, image_box, iou
-from echomeasure.training.augment import SegmentationAugment, augmented_batch
+from echomeasure.training.augment import SegmentationAugment, augmented_batch, segmentation_augment
 from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-steps", type=int, default=0, help="after the head, train the whole network this many steps")
     p.add_argument("--continue-from", metavar="VERSION",
                    help="start from this registered plax-seg version in --out (more training)")
+    p.add_argument("--exposure-augment", action="store_true",
+                   help="with the online augmentation also vary overall gain (0.7-2.5x) and the noise floor "
+                        "(ExposureAugment); implies --online-augment")
     p.add_argument("--online-augment", action="store_true",
                    help="whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
@@ -365,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     if parent is not None:
         steps += _train_head_on_cached_features(model, x, y, gen, args.steps, args.max_minutes * 60)
     remaining = args.max_minutes * 60 - (time.time() - t1)
+    augment = segmentation_augment(args.online_augment, args.exposure_augment)
     if parent is None or args.finetune_steps:
-        augment = SegmentationAugment() if args.online_augment else None
         steps += _train_all(model, x, y, gen, args.finetune_steps or args.steps,
                             remaining if parent is not None else args.max_minutes * 60, augment)
     t_train = time.time() - t1
@@ -382,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
               f"--eval-cases {args.eval_cases} --steps {args.steps} --size {size} --seed {args.seed} "
               f"--max-minutes {args.max_minutes} --finetune-steps {args.finetune_steps} "
               + ("--online-augment " if args.online_augment else "")
+              + ("--exposure-augment " if args.exposure_augment else "")
               + (f"--continue-from {args.continue_from}" if args.continue_from
                  else f"--init-from {parent.split(':')[1] if parent else 'none'}"))
     report = {"metrics": metrics, "recipe": recipe, "steps_done": steps, "input_px": size, "resolution_ceiling": ceiling,
@@ -398,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             parent=parent,
             extra={"steps_done": steps, "train_s": round(t_train, 1), "data_s": round(t_data, 1),
                    "eval_seeds_from": EVAL_SEED0,
-                   "online_augment": SegmentationAugment().to_dict() if args.online_augment else None,
+                   "online_augment": augment.to_dict() if augment else None,
                    "eval_frames": "ED and ES of each held-out case",
                    "labels": "synthetic PLAX label values: " + ", ".join(f"{k} {n}" for k, n in enumerate(PLAX_SEG_CLASSES)),
                    "resolution_ceiling": {str(k): v for k, v in ceiling.items()}},
