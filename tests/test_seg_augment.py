@@ -8,9 +8,11 @@ import numpy as np
 from echomeasure.training.augment import (
     AppearanceAugment,
     ArtefactAugment,
+    ExposureAugment,
     IntensityAugment,
     SegmentationAugment,
     augmented_batch,
+    segmentation_augment,
 )
 
 NO_LOOK = dict(artefact=ArtefactAugment(shadow_p=0, haze_p=0, sidelobe_p=0),
@@ -67,3 +69,40 @@ def test_batch_without_augmentation_is_only_scaled():
     assert np.allclose(xb, x / 255.0) and yb.dtype == np.int64 and np.array_equal(yb, y)
     xa, ya = augmented_batch(x, y, rng, SegmentationAugment())
     assert xa.shape == x.shape and xa.dtype == np.float32 and ya.shape == y.shape and ya.dtype == np.int64
+
+
+def _sector_image() -> np.ndarray:
+    """A lit sector (apex at the top) with a black cavity inside and a text mark outside it."""
+    img = np.zeros((128, 128, 3), np.uint8)
+    yy, xx = np.mgrid[0:128, 0:128]
+    r, ang = np.hypot(xx - 64, yy), np.degrees(np.arctan2(xx - 64, yy))
+    img[(r < 120) & (np.abs(ang) < 40)] = 90
+    img[50:80, 55:75] = 0  # a cavity: black inside the sector
+    img[2:6, 2:12] = 200  # annotation text beside the sector
+    return img
+
+
+def test_exposure_fills_dark_cavities_with_clutter_and_leaves_the_surround_black():
+    img = _sector_image()
+    out = ExposureAugment(p=1.0, gain=(1.0, 1.0), floor_p=1.0, floor=(0.2, 0.2))(img, np.random.default_rng(0))
+    assert out[50:80, 55:75].mean() > 30  # the cavity gets a speckled floor (0.2 x 255 on average)
+    assert out[50:80, 55:75].std() > 10
+    assert out[120:, :].max() == 0 and out[10:40, 0:10].max() == 0  # outside the sector hull stays black
+    assert np.array_equal(out[2:6, 2:12], img[2:6, 2:12])  # the text mark is not part of the sector
+
+
+def test_exposure_gain_brightens_and_darkens_and_saturates_at_white():
+    img = _sector_image()
+    aug = ExposureAugment(p=1.0, floor_p=0.0)
+    means = [aug(img, np.random.default_rng(s))[40:45, 60:70].mean() for s in range(40)]
+    assert min(means) < 90 < max(means) and max(means) <= 255 and max(means) > 150
+
+
+def test_exposure_is_on_only_when_asked_and_implies_online_augmentation():
+    assert segmentation_augment(False, False) is None
+    assert segmentation_augment(True, False).exposure is None
+    with_exposure = segmentation_augment(False, True)
+    assert with_exposure is not None and isinstance(with_exposure.exposure, ExposureAugment)
+    image, labels = _blocks()
+    out, lab = with_exposure(image, labels, np.random.default_rng(0))
+    assert out.shape == image.shape and set(np.unique(lab)) <= set(np.unique(labels))
