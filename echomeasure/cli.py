@@ -301,6 +301,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_cases=args.eval_cases, version=args.version, threads=args.threads,
         max_wall_s=None if args.max_minutes is None else args.max_minutes * 60.0, progress=not args.quiet,
         styles=getattr(args, "styles", None), init_from=getattr(args, "init_from", None),
+        exposure=getattr(args, "exposure_augment", False),
     )
     e = outcome.entry
     _print_json({"name": e.name, "version": e.version, "file": e.file, "sha256": e.sha256,
@@ -655,6 +656,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                    help="synthetic style families to train on, e.g. classic,vendor "
                    "(default classic; the held-out family is refused)")
     s.add_argument("--init-from", metavar="VERSION", help="start from this registered version of the same model")
+    s.add_argument("--exposure-augment", action="store_true",
+                   help="also vary overall gain (0.7-2.5x) and the noise floor while training (synthetic data)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
 

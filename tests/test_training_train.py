@@ -195,3 +195,17 @@ def test_spectral_broadening_keeps_the_envelope_edge_where_it_was():
     grainy = SpectrumAugment(broadening_p=0.0, grain_p=1.0)(img, np.random.default_rng(4)).astype(float)
     assert grainy[:40].std() > 10 and abs(grainy[:40].mean() - 200) < 25
     assert grainy[60:].max() == 0  # no signal where there was none
+
+
+def test_exposure_augmentation_is_recorded_and_never_resumes_a_run_without_it(tmp_path):
+    from echomeasure.training.train import _plan_hash, default_plan
+
+    out = tmp_path / "w"
+    assert main(["train", "--model", "plax-linear", "--smoke", "--out", str(out), "-q", "--threads", "1",
+                 "--styles", "classic,vendor", "--exposure-augment"]) == 0
+    e = registry.get_entry("plax-linear", None, out)
+    assert e.recipe.endswith(" --exposure-augment --smoke")
+    assert e.extra["augmentation"]["exposure"]["gain"] == [0.7, 2.5]
+    with_exposure = default_plan("plax-linear", smoke=True, styles="classic,vendor", exposure=True)
+    without = default_plan("plax-linear", smoke=True, styles="classic,vendor")
+    assert _plan_hash(with_exposure) != _plan_hash(without)

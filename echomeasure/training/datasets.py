@@ -42,6 +42,7 @@ from echomeasure.models.preprocess import CropTransform
 from echomeasure.training.augment import (
     AppearanceAugment,
     ArtefactAugment,
+    ExposureAugment,
     GeometryAugment,
     IntensityAugment,
     SpectrumAugment,
@@ -317,12 +318,15 @@ class HeatmapTrainingSet:
     geometry, appearance, artefact : optional
         Similarity transform (keypoints move with it), display look, acoustic artefacts (2D) or
         spectral broadening and grain (Doppler).
+    exposure : optional
+        Overall gain and noise floor beyond ``augment``'s mild range.
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, sigma_px: float,
                  augment: IntensityAugment | None = None, geometry: GeometryAugment | None = None,
                  appearance: AppearanceAugment | None = None,
-                 artefact: ArtefactAugment | SpectrumAugment | None = None) -> None:
+                 artefact: ArtefactAugment | SpectrumAugment | None = None,
+                 exposure: ExposureAugment | None = None) -> None:
         if targets.ndim == 3:
             targets = targets[:, :, None, :]
         if len(images) != len(targets):
@@ -334,15 +338,17 @@ class HeatmapTrainingSet:
         self.geometry = geometry
         self.appearance = appearance
         self.artefact = artefact
+        self.exposure = exposure
 
     @classmethod
     def from_cache(cls, path: Path, sigma_px: float, augment: IntensityAugment | None = None,
                    geometry: GeometryAugment | None = None,
                    appearance: AppearanceAugment | None = None,
-                   artefact: ArtefactAugment | SpectrumAugment | None = None) -> HeatmapTrainingSet:
+                   artefact: ArtefactAugment | SpectrumAugment | None = None,
+                   exposure: ExposureAugment | None = None) -> HeatmapTrainingSet:
         """Load a set written by :func:`build_cache`."""
         with np.load(path) as z:
-            return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance, artefact)
+            return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance, artefact, exposure)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -362,6 +368,8 @@ class HeatmapTrainingSet:
             img, pts = self.geometry(img, pts, rng)
         if rng is not None and self.artefact is not None:
             img = self.artefact(img, rng)
+        if rng is not None and self.exposure is not None:
+            img = self.exposure(img, rng)
         if rng is not None and self.appearance is not None:
             img = self.appearance(img, rng)
         x = self.augment(img, rng) if (self.augment is not None and rng is not None) else img.astype(np.float32) / 255.0

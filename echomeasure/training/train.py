@@ -38,6 +38,7 @@ from echomeasure.models.decode import DecodeSettings
 from echomeasure.training.augment import (
     AppearanceAugment,
     ArtefactAugment,
+    ExposureAugment,
     GeometryAugment,
     IntensityAugment,
     SpectrumAugment,
@@ -74,6 +75,8 @@ class ModelPlan:
     eval_cases: int
     #: ``"VERSION"`` of the same model whose weights start the run (None: ImageNet-free random init)
     init_from: str | None = None
+    #: also :class:`~echomeasure.training.augment.ExposureAugment` (``--exposure-augment``)
+    exposure: bool = False
 
     @property
     def style_augmented(self) -> bool:
@@ -83,7 +86,8 @@ class ModelPlan:
 
 def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: bool = False,
                  cases: int | None = None, eval_cases: int | None = None,
-                 styles: str | tuple[str, ...] | None = None, init_from: str | None = None) -> ModelPlan:
+                 styles: str | tuple[str, ...] | None = None, init_from: str | None = None,
+                 exposure: bool = False) -> ModelPlan:
     """The training plan of a registry model.
 
     Parameters
@@ -106,6 +110,9 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
         more than the classic family, geometry and display-appearance augmentation are on.
     init_from : str, optional
         A registered version of the same model to start from (fine-tuning the whole network).
+    exposure : bool
+        Also vary overall gain and the noise floor (:class:`ExposureAugment`) beyond the mild
+        intensity augmentation every recipe has.
 
     Raises
     ------
@@ -142,7 +149,7 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
     return ModelPlan(name=name, mode=mode, channels=tuple(channels), arch=DEFAULT_ARCH, input_size=size,
                      sigma_px=HEATMAP_SIGMA_PX, max_shift_px=MAX_SHIFT_PX, data=data, optim=optim,
                      eval_cases=eval_cases if eval_cases is not None else (2 if smoke else 40),
-                     init_from=init_from)
+                     init_from=init_from, exposure=exposure)
 
 
 def recipe_command(plan: ModelPlan, smoke: bool) -> str:
@@ -153,6 +160,8 @@ def recipe_command(plan: ModelPlan, smoke: bool) -> str:
         cmd += f" --styles {','.join(plan.data.styles)}"
     if plan.init_from:
         cmd += f" --init-from {plan.init_from}"
+    if plan.exposure:
+        cmd += " --exposure-augment"
     return cmd + (" --smoke" if smoke else "")
 
 
@@ -183,6 +192,8 @@ def _plan_hash(plan: ModelPlan) -> str:
         if plan.style_augmented:  # a checkpoint of a run without artefacts is not resumed
             augment += "+artefact" if plan.mode == "2d" else "+spectrum, no rotation"
         d["augment"] = augment
+    if plan.exposure:
+        d["exposure"] = True
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -210,6 +221,7 @@ def train_model(
     progress: bool = True,
     styles: str | tuple[str, ...] | None = None,
     init_from: str | None = None,
+    exposure: bool = False,
 ) -> TrainOutcome:
     """Train, evaluate and register one model.
 
@@ -243,7 +255,7 @@ def train_model(
     if threads:
         torch.set_num_threads(int(threads))
     plan = default_plan(name, steps=steps, seed=seed, smoke=smoke, cases=cases, eval_cases=eval_cases,
-                        styles=styles, init_from=init_from)
+                        styles=styles, init_from=init_from, exposure=exposure)
     weights_dir = Path(out) if out is not None else config.weights_dir()
     weights_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(name, weights_dir, smoke)
@@ -282,6 +294,7 @@ class _TrainingData:
     geometry: GeometryAugment | None
     appearance: AppearanceAugment | None
     artefact: ArtefactAugment | SpectrumAugment | None
+    exposure: ExposureAugment | None
     wall_s: float
 
     def description(self, plan: ModelPlan) -> dict:
@@ -303,9 +316,11 @@ def _training_data(plan: ModelPlan, progress: bool) -> _TrainingData:
         geometry = GeometryAugment() if plan.mode == "2d" else GeometryAugment(rotation_deg=(0.0, 0.0))
         appearance = AppearanceAugment()
         artefact = ArtefactAugment() if plan.mode == "2d" else SpectrumAugment()
-    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance, artefact)
+    exposure = ExposureAugment() if plan.exposure else None
+    dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance, artefact,
+                                            exposure)
     log.info("training set: %d images of %s", len(dataset), dataset.input_size)
-    return _TrainingData(dataset, geometry, appearance, artefact, time.monotonic() - t0)
+    return _TrainingData(dataset, geometry, appearance, artefact, exposure, time.monotonic() - t0)
 
 
 def _initial_model(plan: ModelPlan, weights_dir: Path) -> torch.nn.Module:
@@ -347,6 +362,8 @@ def _training_record(plan: ModelPlan, data: _TrainingData, result: TrainResult) 
         augmentation |= {"geometry": data.geometry.to_dict(), "appearance": data.appearance.to_dict()}
     if data.artefact:
         augmentation["spectrum" if isinstance(data.artefact, SpectrumAugment) else "artefact"] = data.artefact.to_dict()
+    if data.exposure:
+        augmentation["exposure"] = data.exposure.to_dict()
     return {
         "training_data": data.description(plan),
         "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
