@@ -52,6 +52,6 @@ def with_oracle(monkeypatch, name: str, make_runner):
 
     def fake(n, version=None, **kw):
         eng = real(n, version, **kw)
-        return engine_mod._Engine(eng.entry, make_runner(eng.entry)) if n == name else eng
+        return engine_mod.Engine(eng.entry, make_runner(eng.entry)) if n == name else eng
 
     monkeypatch.setattr(engine_mod, "get_engine", fake)

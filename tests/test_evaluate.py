@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from echomeasure import catalog
-from echomeasure.propose.engine import physical_value
 from echomeasure.propose.types import Proposal
+from echomeasure.propose.values import physical_value
 from echomeasure.synthetic.plax import render_plax, sector_geometry
 from echomeasure.training.datasets import doppler_case, heldout_case_seeds, plax_params_for_seed
 from echomeasure.training.evaluate import (

@@ -177,14 +177,14 @@ def test_doppler_flow_limited_to_the_region_mode(use_random_weights, monkeypatch
 
 def test_implausible_values_are_proposed_with_confidence_zero():
     from echomeasure import catalog
-    from echomeasure.propose.engine import _plausibility
+    from echomeasure.propose.values import plausibility
 
-    assert _plausibility("lvpwd", 0.0001, "cm") == 0.0  # a collapsed caliper
-    assert _plausibility("lvidd", 12.0, "cm") == 0.0
-    assert _plausibility("av_vmax", -9.0, "m/s") == 0.0
-    assert _plausibility("lvidd", 4.8, "cm") == 1.0
-    assert _plausibility("av_vmax", -3.2, "m/s") == 1.0  # the sign is the flow direction
-    assert _plausibility("lvpwd", 0.0001, "px") == 1.0  # uncalibrated: nothing to judge
+    assert plausibility("lvpwd", 0.0001, "cm") == 0.0  # a collapsed caliper
+    assert plausibility("lvidd", 12.0, "cm") == 0.0
+    assert plausibility("av_vmax", -9.0, "m/s") == 0.0
+    assert plausibility("lvidd", 4.8, "cm") == 1.0
+    assert plausibility("av_vmax", -3.2, "m/s") == 1.0  # the sign is the flow direction
+    assert plausibility("lvpwd", 0.0001, "px") == 1.0  # uncalibrated: nothing to judge
     assert set(catalog.PLAUSIBLE_RANGE) == set(catalog.LINEAR_2D) | set(catalog.DOPPLER_CHANNELS)
 
 

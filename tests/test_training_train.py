@@ -13,8 +13,8 @@ import torch
 from echomeasure import catalog
 from echomeasure.cli import main
 from echomeasure.models import registry
-from echomeasure.propose.engine import physical_value
 from echomeasure.propose.types import Proposal
+from echomeasure.propose.values import physical_value
 from echomeasure.training.datasets import HELDOUT_SEEDS, TRAIN_SEEDS, heldout_case_seeds, train_case_seeds
 
 torch.set_num_threads(1)

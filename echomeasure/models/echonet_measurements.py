@@ -543,8 +543,8 @@ def _ed_es(clip: Clip, runner: _TwoDRunner, per_frame: bool, weights_dir: Any) -
 
 def _propose_2d(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tuple[str, ...] | None,
                 per_frame: bool, progress: Progress | None, weights_dir: Any, device: str):
-    from echomeasure.propose.engine import _plausibility, physical_value
     from echomeasure.propose.types import Proposal
+    from echomeasure.propose.values import physical_value, plausibility
 
     available = [m for m in catalog.LINEAR_2D if TASK_OF.get(m) in entries]
     if only:
@@ -580,7 +580,7 @@ def _propose_2d(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tup
         (x1, y1), (x2, y2) = ep.points
         proposals.append(Proposal(
             name=name, frame=frame, points=ep.points, value=value, unit=unit,
-            confidence=_plausibility(name, value, unit) * ep.confidence, model=_entry_info(entries[task]),
+            confidence=plausibility(name, value, unit) * ep.confidence, model=_entry_info(entries[task]),
             pixel_length=float(np.hypot(x2 - x1, y2 - y1)), signed_value=signed,
         ))
     frames: list[dict] = []
@@ -600,16 +600,11 @@ def _propose_2d(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tup
 
 def _propose_doppler(clip: Clip, entries: dict[str, registry.WeightsEntry], only: tuple[str, ...] | None,
                      per_frame: bool, progress: Progress | None, weights_dir: Any, device: str):
-    from echomeasure.propose.engine import (
-        _DOPPLER_MODE_OF_DATA_TYPE,
-        FLOW_DOPPLER_MODE,
-        _plausibility,
-        _spectral_region,
-        physical_value,
-    )
+    from echomeasure.propose.doppler import DOPPLER_MODE_OF_DATA_TYPE, FLOW_DOPPLER_MODE, spectral_region
     from echomeasure.propose.types import Proposal
+    from echomeasure.propose.values import physical_value, plausibility
 
-    region = _spectral_region(clip)
+    region = spectral_region(clip)
     if region is None:
         raise MeasurementError("this clip has no spectral Doppler region; Doppler measurements need a DICOM with one")
     doppler_tasks = [t for t in entries if TASKS[t].mode == "doppler"]
@@ -622,7 +617,7 @@ def _propose_doppler(clip: Clip, entries: dict[str, registry.WeightsEntry], only
             )
         tasks = sorted({TASK_OF[m] for m in only})
     else:
-        mode = _DOPPLER_MODE_OF_DATA_TYPE.get(region.data_type)
+        mode = DOPPLER_MODE_OF_DATA_TYPE.get(region.data_type)
         tasks = [t for t in doppler_tasks if mode is None or FLOW_DOPPLER_MODE[FLOW_OF_TASK[t]] == mode] or doppler_tasks
     if not tasks:
         raise MeasurementError(f"no Doppler {FAMILY} checkpoint is registered; import avvmax, trvmax, lvotvmax or mvpeak_2c")
@@ -652,7 +647,7 @@ def _propose_doppler(clip: Clip, entries: dict[str, registry.WeightsEntry], only
             point = (float(xy[ch, 0]), float(xy[ch, 1]))
             value, unit, signed = physical_value(clip, name, (point,))
             p = Proposal(name=name, frame=frame, points=(point,), value=value, unit=unit,
-                         confidence=_plausibility(name, value, unit) * float(prob[ch]),
+                         confidence=plausibility(name, value, unit) * float(prob[ch]),
                          model=_entry_info(entries[task]), signed_value=signed)
             values[name] = p
             if only is None or name in only:

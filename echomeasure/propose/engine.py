@@ -8,15 +8,9 @@ UI call.  Everything heavy (weights, ONNX sessions) is loaded once per process a
     soft-argmax + confidence -> image pixels -> confidence-weighted smoothing in ms ->
     LV diameter per frame -> ED (largest) / ES (smallest) -> ED measurements (ivsd, lvidd,
     lvpwd, aortic_root) on ED, ES measurements (lvids, la) on ES -> cm via the DICOM regions.
-Doppler (a clip with a spectral region):
-    the strip -> ``doppler-peaks`` heatmaps -> per-beat peaks per channel -> among the flows
-    of the region's mode (PW: LVOT, mitral inflow; CW: AV, TR), the one the strip shows: the
-    side of the baseline its spectrum is on (mitral inflow above), for AV vs TR the jet's onset
-    against the ECG's R waves, else the most confident channels (or the one ``only`` names) ->
-    each peak snapped onto the envelope's outer edge (:mod:`echomeasure.propose.envelope`) ->
-    one peak per wave; AV/TR beats from either jet channel; mitral E and A paired per beat
-    (:mod:`echomeasure.propose.doppler_beats`) -> per-beat velocities -> Vmax as the mean
-    per-beat magnitude; ``mv_ea`` derived from E and A.
+Doppler (a clip with a spectral region): :mod:`echomeasure.propose.doppler`.
+Apical views (A4C, A2C): :mod:`echomeasure.propose.apical`.  Values through the calibration:
+:mod:`echomeasure.propose.values`.
 """
 
 from __future__ import annotations
@@ -32,34 +26,19 @@ from typing import Any
 import numpy as np
 
 from echomeasure import catalog
-from echomeasure.errors import CalibrationError, MeasurementError
+from echomeasure.errors import MeasurementError
 from echomeasure.ingest.calibration import pixel_length
-from echomeasure.ingest.clip import UNIT_S, Clip
-from echomeasure.propose import flags, seg_crosscheck
+from echomeasure.ingest.clip import Clip
+from echomeasure.propose import doppler, flags, seg_crosscheck
 from echomeasure.propose.temporal import select_ed_es, smooth_tracks
 from echomeasure.propose.types import ClipProposals, ModelInfo, Point, Proposal
+from echomeasure.propose.values import physical_value, plausibility
 
 log = logging.getLogger(__name__)
 
 #: Frames per inference batch: large enough to amortise per-call overhead, small enough that
 #: the float input of one batch stays a few MB whatever the clip length.
 BATCH_SIZE = 16
-#: Shortest plausible interval between two beats (HR 200/min), for Doppler peak NMS.
-MIN_BEAT_INTERVAL_S = 0.30
-#: Single-wave Doppler channels read from the envelope alone when named and the model finds no beat.
-ENVELOPE_ONLY_CHANNELS: tuple[str, ...] = ("av_vmax", "tr_vmax", "lvot_vmax")
-#: Confidence of a value read from the envelope alone (always below every version's flag threshold).
-ENVELOPE_ONLY_CONFIDENCE = 0.05
-#: Beats read from the envelope alone further than this fraction from their median are dropped.
-ENVELOPE_ONLY_SPREAD = 0.15
-#: How far along the time axis a Doppler peak may move when snapped to the envelope edge.
-ENVELOPE_SEARCH_S = 0.06
-#: Doppler mode each flow is measured with (ASE): AV and TR peak velocities by continuous wave,
-#: LVOT velocity and mitral inflow by pulsed wave.
-FLOW_DOPPLER_MODE: dict[str, str] = {"av": "cw", "tr": "cw", "lvot": "pw", "mv": "pw"}
-# RegionDataType (0018,6014): 3 PW spectral Doppler, 4 CW spectral Doppler
-_DOPPLER_MODE_OF_DATA_TYPE: dict[int, str] = {3: "pw", 4: "cw"}
-
 Progress = Callable[[int, int], None]
 
 
@@ -106,7 +85,7 @@ def _check_kind(only: tuple[str, ...] | None, kind: str) -> None:
 
 
 @dataclass
-class _Engine:
+class Engine:
     entry: Any  # registry.WeightsEntry (its file verified against the manifest's sha256)
     runner: Any  # runtime.HeatmapRunner, or any callable (B, 3, H, W) array -> (B, C, H, W) logits
 
@@ -124,11 +103,11 @@ class _Engine:
         return float(self.entry.decode.max_shift_px)
 
 
-_ENGINES: dict[tuple, _Engine] = {}
+_ENGINES: dict[tuple, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def get_engine(name: str, version: str | None = None, *, weights_dir: Any = None, backend: str = "auto") -> _Engine:
+def get_engine(name: str, version: str | None = None, *, weights_dir: Any = None, backend: str = "auto") -> Engine:
     """The verified weights entry + runner for a registry name (cached per process, keyed by sha256).
 
     The weight file's sha256 is checked against the manifest when the engine is created; with
@@ -143,7 +122,7 @@ def get_engine(name: str, version: str | None = None, *, weights_dir: Any = None
         engine = _ENGINES.get(key)
         if engine is None:
             path = registry.verify_file(entry, weights_dir)
-            engine = _Engine(entry, HeatmapRunner.for_entry(entry, path, backend=backend))  # type: ignore[arg-type]
+            engine = Engine(entry, HeatmapRunner.for_entry(entry, path, backend=backend))  # type: ignore[arg-type]
             _ENGINES[key] = engine
             log.info("loaded %s %s (%s backend)", name, entry.version, engine.runner.backend)
     return engine
@@ -155,35 +134,7 @@ def clear_engines() -> None:
         _ENGINES.clear()
 
 
-# --------------------------------------------------------------------------- values
-
-
-def physical_value(clip: Clip, name: str, points: tuple[Point, ...]) -> tuple[float | None, str, float | None]:
-    """Value, unit and signed value of a proposal through the clip's calibration.
-
-    The rule is :func:`echomeasure.ingest.calibration.physical_value`.  A calibration problem for
-    one measurement (e.g. wrong units) is logged and the value left in pixels, so the other
-    measurements are still proposed.
-    """
-    from echomeasure.ingest.calibration import physical_value as calibrated
-
-    try:
-        return calibrated(clip, name, points)
-    except CalibrationError as exc:
-        log.warning("%s: %s; value left in pixels", name, exc)
-        return None, "px", None
-
-
 # --------------------------------------------------------------------------- 2D
-
-
-def _plausibility(name: str, value: float | None, unit: str) -> float:
-    """1, or 0 for a value outside the catalogue's plausible range (flagged for the reviewer)."""
-    if catalog.is_plausible(name, value, unit):
-        return 1.0
-    log.warning("%s = %.3g %s is outside the plausible range %s: proposed with confidence 0",
-                name, value, unit, catalog.PLAUSIBLE_RANGE.get(name))
-    return 0.0
 
 
 def _within_image(
@@ -214,7 +165,7 @@ class _PlaxTracks:
 
 def _propose_2d(
     clip: Clip,
-    engine: _Engine,
+    engine: Engine,
     wanted: tuple[str, ...],
     *,
     per_frame: bool,
@@ -271,7 +222,7 @@ def _plax_channels(entry: Any, wanted: tuple[str, ...]) -> dict[str, int]:
 
 
 def _keypoints_per_frame(
-    clip: Clip, engine: _Engine, transform: Any, batch_size: int, progress: Progress | None, timings: dict[str, float]
+    clip: Clip, engine: Engine, transform: Any, batch_size: int, progress: Progress | None, timings: dict[str, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, K, 2) keypoints in model-input pixels and (N, K) confidences of every frame, in batches."""
     from echomeasure.models.decode import decode_keypoints
@@ -360,7 +311,7 @@ def _anatomy_checked(
 
 
 def _caliper_proposal(
-    clip: Clip, engine: _Engine, name: str, ch: Mapping[str, int], points_px: np.ndarray, endpoint_conf: np.ndarray,
+    clip: Clip, engine: Engine, name: str, ch: Mapping[str, int], points_px: np.ndarray, endpoint_conf: np.ndarray,
     anatomy_factor: float, tracks: _PlaxTracks,
 ) -> Proposal:
     """One linear caliper on its phase's frame, valued through the clip's calibration."""
@@ -380,7 +331,7 @@ def _caliper_proposal(
         points=points,
         value=value,
         unit=unit,
-        confidence=_plausibility(name, value, unit) * float(
+        confidence=plausibility(name, value, unit) * float(
             min(endpoint_conf[frame, p], endpoint_conf[frame, q])
         ) * anatomy_factor * (0.0 if left_image else 1.0),
         model=engine.info,
@@ -405,335 +356,6 @@ def _plax_frame_records(clip: Clip, ch: Mapping[str, int], points_px: np.ndarray
         }
         for i in range(clip.n_frames)
     ]
-
-
-# --------------------------------------------------------------------------- Doppler
-
-
-def _spectral_region(clip: Clip) -> Any:
-    """The spectral Region the Doppler model looks at (the one :func:`box_doppler` picks), or None."""
-    from echomeasure.models.preprocess import box_doppler
-
-    box = box_doppler(clip)
-    return next(
-        (r for r in clip.regions if r.is_spectral and (r.x0, r.y0, r.x1, r.y1) == box.as_tuple()),
-        None,
-    )
-
-
-def _min_spacing_model_px(clip: Clip, transform: Any) -> float:
-    """Shortest beat interval in model pixels along x, from the spectral region's time axis."""
-    region = _spectral_region(clip)
-    sx, _ = transform.scale_xy
-    if region is not None and region.units_x == UNIT_S and region.delta_x:
-        return MIN_BEAT_INTERVAL_S / abs(region.delta_x) / sx
-    return transform.input_size[1] / 8.0  # no time axis: assume at most ~8 beats on the strip
-
-
-def _snap_dx_px(region: Any) -> int:
-    """Columns searched on each side when snapping to the envelope: 60 ms of the time axis."""
-    if region is not None and region.units_x == UNIT_S and region.delta_x:
-        return max(2, int(round(ENVELOPE_SEARCH_S / abs(region.delta_x))))
-    return 8
-
-
-def _propose_doppler(
-    clip: Clip,
-    engine: _Engine,
-    only: tuple[str, ...] | None,
-    *,
-    per_frame: bool,
-    progress: Progress | None,
-    timings: dict[str, float],
-    snap_to_envelope: bool = True,
-    notices: list[str] | None = None,
-) -> tuple[list[Proposal], int, list[dict]]:
-    from echomeasure.models.decode import decode_doppler_peaks
-    from echomeasure.models.preprocess import CropTransform
-    from echomeasure.propose import doppler_beats
-    from echomeasure.propose.envelope import EnvelopeTrace, baseline_row
-
-    entry = engine.entry
-    transform = CropTransform.for_clip(clip, entry.input_size, "doppler")
-    # a scrolling acquisition ends on the complete sweep the sonographer froze
-    frame = clip.n_frames - 1
-    t0 = time.perf_counter()
-    x = transform.apply_array(clip.frames[frame])
-    t1 = time.perf_counter()
-    logits = engine.runner(x)
-    t2 = time.perf_counter()
-    peaks = decode_doppler_peaks(
-        logits[0], min_spacing_px=_min_spacing_model_px(clip, transform), sigma_px=engine.sigma_px,
-        max_shift_px=engine.max_shift_px,
-    )
-    t3 = time.perf_counter()
-    timings.update(preprocess=t1 - t0, inference=t2 - t1, decode=t3 - t2)
-    if progress is not None:
-        progress(1, 1)
-    by_channel = dict(zip(entry.channels, peaks, strict=True))
-    region = _spectral_region(clip)
-    dx_px = _snap_dx_px(region)
-    traces: dict[int, EnvelopeTrace] = {}
-
-    def trace_on(sign: int) -> EnvelopeTrace:
-        # one envelope trace per side of the baseline (+1 below, -1 above), measured once
-        if sign not in traces:
-            traces[sign] = EnvelopeTrace.measure(clip.frames[frame], region, sign)
-        return traces[sign]
-
-    def trace_of(y: float) -> EnvelopeTrace:
-        return trace_on(1 if y > baseline_row(region) else -1)
-
-    image = clip.frames[frame]
-    dt_px = doppler_beats.seconds_per_column(region)
-    ecg = doppler_beats.ecg_region(clip.regions) if region is not None else None
-    r_columns = doppler_beats.ecg_r_wave_columns(image, ecg, region) if ecg is not None else np.zeros(0)
-    evidence: dict[str, Any] = {"r_waves": int(r_columns.size)}
-    wanted_channels, flow_scores = _doppler_channels(only, entry, region, image, by_channel, r_columns, trace_on, evidence)
-    missing = [c for c in wanted_channels if c not in by_channel]
-    if missing:
-        raise MeasurementError(f"model {entry.name} {entry.version} has no channel for {', '.join(missing)}")
-
-    def beat_peaks(name: str) -> list[doppler_beats.BeatPeak]:
-        pk = by_channel[name]
-        if not pk:
-            return []
-        pts_img = _peaks_in_image(pk, transform)
-        if not (snap_to_envelope and region is not None):
-            return [doppler_beats.BeatPeak(float(x), float(y), float(p.confidence))
-                    for (x, y), p in zip(pts_img, pk, strict=True)]
-        out = []
-        for (x, y), p in zip(pts_img, pk, strict=True):
-            sx, sy, on = trace_of(y).snap_peak(x, y, max_dx_px=dx_px)
-            out.append(doppler_beats.BeatPeak(sx, sy, float(p.confidence), on_envelope=on))
-        return out
-
-    snapped, separable = _beats_per_channel(wanted_channels, by_channel, beat_peaks, dt_px, r_columns, evidence)
-    if only and snap_to_envelope and region is not None:
-        read = _envelope_only_beats(snapped, region, image, trace_on, dt_px)
-        if read:
-            evidence["envelope_only"] = read
-            if notices is not None:
-                notices.append(f"{', '.join(read)}: the model found no peak on this strip; read from the spectral "
-                               "envelope alone (low confidence): check it")
-    proposals, values = _aggregate_beats(clip, engine, wanted_channels, snapped, frame, separable, only)
-    ratio = _mitral_ratio(values, frame, engine) if (only is None or "mv_ea" in only) else None
-    if ratio is not None:
-        proposals.append(ratio)
-
-    frames = [_doppler_frame_record(frame, flow_scores, evidence, by_channel, transform)] if per_frame else []
-    return proposals, frame, frames
-
-
-def _envelope_only_beats(snapped: dict[str, list[Any]], region: Any, image: np.ndarray,
-                         trace_on: Callable[[int], Any], dt_px: float | None) -> list[str]:
-    """Beats of a single-wave channel the user named that the model did not find, read from the envelope.
-
-    A strip unlike the model's training data can leave its heatmaps empty although the envelope
-    is plain.  The user said which flow it is (``only``), so each wave's peak is read on the side
-    of the baseline the spectrum is on (:meth:`EnvelopeTrace.wave_peaks`, waves at least
-    :data:`MIN_BEAT_INTERVAL_S` apart); beats more than :data:`ENVELOPE_ONLY_SPREAD` from their
-    median are dropped (a noise spike, a wave cut short).  Their confidence is
-    :data:`ENVELOPE_ONLY_CONFIDENCE`, so the value is always flagged.  Returns the channels read.
-    """
-    from echomeasure.propose import doppler_beats
-    from echomeasure.propose.envelope import baseline_row
-
-    empty = [n for n in ENVELOPE_ONLY_CHANNELS if n in snapped and not snapped[n]]
-    if not empty:
-        return []
-    base = baseline_row(region)
-    trace = trace_on(-1 if doppler_beats.spectrum_side(image, region, base) == "above" else 1)
-    waves = trace.wave_peaks(MIN_BEAT_INTERVAL_S / dt_px if dt_px else 20.0)
-    if not waves:
-        return []
-    median = float(np.median([d for _, d in waves]))
-    beats = [doppler_beats.BeatPeak(x, base + trace.sign * d, ENVELOPE_ONLY_CONFIDENCE)
-             for x, d in waves if abs(d - median) <= ENVELOPE_ONLY_SPREAD * median]
-    for name in empty:
-        snapped[name] = beats
-    return empty
-
-
-def _peaks_in_image(peaks: list[Any], transform: Any) -> np.ndarray:
-    """(P, 2) image pixels of decoded peaks (model-input pixels)."""
-    return transform.to_image(np.array([[p.x, p.y] for p in peaks]).reshape(-1, 2))
-
-
-def _doppler_frame_record(
-    frame: int, flow_scores: dict[str, float], evidence: dict[str, Any], by_channel: dict[str, list[Any]], transform: Any
-) -> dict:
-    """The ``--per-frame`` record of a strip: flow scores, the evidence and every decoded peak."""
-    return {
-        "frame": frame,
-        "flow_scores": {k: round(v, 4) for k, v in flow_scores.items()},
-        "flow_evidence": evidence,
-        "peaks": {
-            ch: [
-                {"point": [round(float(x), 2), round(float(y), 2)], "confidence": round(p.confidence, 4)}
-                for p, (x, y) in zip(pk, _peaks_in_image(pk, transform), strict=True)
-            ]
-            for ch, pk in by_channel.items()
-        },
-    }
-
-
-def _beats_per_channel(
-    wanted_channels: list[str],
-    by_channel: dict[str, list[Any]],
-    beat_peaks: Callable[[str], list[Any]],
-    dt_px: float | None,
-    r_columns: np.ndarray,
-    evidence: dict[str, Any],
-) -> tuple[dict[str, list[Any]], float]:
-    """One peak per beat for each channel, and how separable the mitral A waves were (1 otherwise)."""
-    from echomeasure.propose import doppler_beats
-
-    snapped: dict[str, list[doppler_beats.BeatPeak]] = {}
-    for name in wanted_channels:
-        if name in doppler_beats.SYSTOLIC_JET_CHANNELS:
-            # AV and TR jets look alike and the model may give a beat to either channel: the
-            # peaks of both are the jet's beats, so naming one (--only av_vmax) measures the
-            # jet whatever the model thought it was
-            both = [c for c in doppler_beats.SYSTOLIC_JET_CHANNELS if c in by_channel]
-            merged = [bp for c in both for bp in beat_peaks(c)]
-            snapped[name] = doppler_beats.one_per_wave(merged, dt_px, MIN_BEAT_INTERVAL_S)
-        else:
-            snapped[name] = doppler_beats.one_per_wave(beat_peaks(name), dt_px)
-    for name, beats in snapped.items():
-        # beats read on the envelope outvote the model's own (coarse) points
-        snapped[name] = doppler_beats.prefer_on_envelope(beats)
-    separable = 1.0
-    if "mv_e" in snapped and "mv_a" in snapped:
-        n_a = len(snapped["mv_a"])
-        snapped["mv_e"], snapped["mv_a"] = doppler_beats.pair_mitral_peaks(
-            snapped["mv_e"], snapped["mv_a"], seconds_per_px=dt_px, r_columns=r_columns
-        )
-        # beats whose A could not be told from E (or from noise) lower the A's confidence
-        separable = min(1.0, len(snapped["mv_a"]) / max(1, len(snapped["mv_e"]))) if n_a else 0.0
-        evidence["mitral_a_beats"] = f"{len(snapped['mv_a'])} of {len(snapped['mv_e'])} E beats"
-
-    return snapped, separable
-
-
-def _doppler_channels(
-    only: tuple[str, ...] | None,
-    entry: Any,
-    region: Any,
-    image: np.ndarray,
-    by_channel: dict[str, list[Any]],
-    r_columns: np.ndarray,
-    trace_on: Callable[[int], Any],
-    evidence: dict[str, Any],
-) -> tuple[list[str], dict[str, float]]:
-    """Which peak channels to measure: those asked for, else the flow the strip shows.
-
-    The region says whether the strip is PW or CW; ASE acquires AV and TR Vmax with CW and LVOT
-    and mitral inflow with PW, so only the flows of that mode compete; then the strip itself: the
-    side of the baseline the spectrum is on, and (AV vs TR) the jet's onset against the ECG's R
-    waves.  Returns the channels and the flow scores (empty when ``only`` names them).
-    """
-    from echomeasure.propose import doppler_beats
-    from echomeasure.propose.envelope import baseline_row
-
-    if only:
-        wanted = [n for n in only if n in catalog.DOPPLER_CHANNELS]
-        if "mv_ea" in only:
-            wanted += [n for n in ("mv_e", "mv_a") if n not in wanted]
-        return wanted, {}
-
-    def channel_score(name: str) -> float:
-        return max((p.confidence for p in by_channel.get(name) or []), default=0.0)
-
-    mode = _DOPPLER_MODE_OF_DATA_TYPE.get(region.data_type) if region is not None else None
-    flow_scores = {
-        flow: float(np.mean([channel_score(c) for c in chans]))
-        for flow, chans in catalog.DOPPLER_FLOWS.items()
-        if all(c in by_channel for c in chans) and (mode is None or FLOW_DOPPLER_MODE.get(flow) == mode)
-    }
-    if not flow_scores:
-        raise MeasurementError(f"model {entry.name} {entry.version} has no complete Doppler flow channels")
-    side = jet_flow = None
-    if region is not None:
-        side = doppler_beats.spectrum_side(image, region, baseline_row(region))
-        if {"av", "tr"} <= set(flow_scores) and r_columns.size:
-            # AV and TR jets flow away from the transducer: below the baseline
-            delays = doppler_beats.jet_onset_delays_s(trace_on(1).edge_px, region, r_columns)
-            jet_flow = doppler_beats.systolic_jet_flow(delays)
-            evidence["jet_onset_delay_s"] = round(float(np.median(delays)), 4) if delays else None
-    best, reason = doppler_beats.choose_flow(flow_scores, side=side, jet_flow=jet_flow)
-    evidence.update(side=side, jet_timing=jet_flow, decided_by=reason)
-    log.info("Doppler flow %s by %s (scores %s, evidence %s)", best, reason,
-             {k: round(v, 3) for k, v in flow_scores.items()}, evidence)
-    return list(catalog.DOPPLER_FLOWS[best]), flow_scores
-
-
-def _aggregate_beats(
-    clip: Clip,
-    engine: _Engine,
-    wanted_channels: list[str],
-    snapped: dict[str, list[Any]],
-    frame: int,
-    separable: float,
-    only: tuple[str, ...] | None,
-) -> tuple[list[Proposal], dict[str, Proposal]]:
-    """One proposal per peak type: the mean over the strip's beats, shown on the closest beat."""
-    proposals: list[Proposal] = []
-    values: dict[str, Proposal] = {}
-    for name in wanted_channels:
-        beats = snapped[name]
-        if not beats:
-            log.info("%s: no peak found on the strip", name)
-            continue
-        points = tuple((bp.x, bp.y) for bp in beats)
-        per_beat = [physical_value(clip, name, (pt,)) for pt in points]
-        maybe_mags = [abs(v[2]) if v[2] is not None else v[0] for v in per_beat]
-        mags = [m for m in maybe_mags if m is not None]
-        if len(mags) == len(maybe_mags):
-            value: float | None = float(np.mean(mags))
-            unit = per_beat[0][1]
-            signed = float(np.mean([v[2] for v in per_beat if v[2] is not None])) if per_beat[0][2] is not None else None
-        else:
-            value, unit, signed = None, "px", None
-        confidence = float(np.mean([bp.confidence for bp in beats]))
-        # the marker shown for review: the beat closest to the averaged value (ties: most confident)
-        if value is not None:
-            shown = min(range(len(points)), key=lambda i: (abs(mags[i] - value), -beats[i].confidence))
-        else:
-            shown = max(range(len(points)), key=lambda i: beats[i].confidence)
-        proposal = Proposal(
-            name=name,
-            frame=frame,
-            points=(points[shown],),
-            beat_points=points,
-            value=value,
-            unit=unit,
-            confidence=_plausibility(name, value, unit) * (confidence * separable if name == "mv_a" else confidence),
-            model=engine.info,
-            signed_value=signed,
-        )
-        values[name] = proposal
-        if only is None or name in only:
-            proposals.append(proposal)
-    return proposals, values
-
-
-def _mitral_ratio(values: dict[str, Proposal], frame: int, engine: _Engine) -> Proposal | None:
-    """The E/A ratio proposal from the E and A proposals (None without both)."""
-    if "mv_e" not in values or "mv_a" not in values:
-        return None
-    e, a = values["mv_e"], values["mv_a"]
-    # uncalibrated: the ratio of pixel heights above the baseline is not known either
-    ratio = e.value / a.value if e.value is not None and a.value else None
-    return Proposal(
-        name="mv_ea",
-        frame=frame,
-        points=(),
-        value=None if ratio is None else float(ratio),
-        unit="ratio" if ratio is not None else "px",
-        confidence=min(e.confidence, a.confidence),
-        model=engine.info,
-    )
 
 
 # --------------------------------------------------------------------------- view routing
@@ -881,7 +503,7 @@ class _Run:
     batch_size: int
     timings: dict[str, float]
 
-    def engine(self, name: str) -> _Engine:
+    def engine(self, name: str) -> Engine:
         """The registry model ``name`` at the version asked for (its load time in ``timings``)."""
         t0 = time.perf_counter()
         engine = get_engine(name, self.versions.get(name), weights_dir=self.weights_dir, backend=self.backend)
@@ -896,7 +518,7 @@ def _routed_away_from_plax(clip: Clip, view: Any) -> bool:
     return clip.kind == "2d" and view is not None and view.name != "plax" and clip.n_frames >= MIN_FRAMES_TO_ROUTE
 
 
-def _with_flags(proposals: list[Proposal], engine: _Engine) -> list[Proposal]:
+def _with_flags(proposals: list[Proposal], engine: Engine) -> list[Proposal]:
     """The proposals with ``flagged`` set by the model version's low-confidence threshold."""
     threshold = flags.entry_threshold(engine.entry)
     return [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence, threshold)) for p in proposals]
@@ -946,7 +568,7 @@ def _propose_strip(
 ) -> ClipProposals:
     """The Doppler peaks of a spectral strip."""
     engine = run.engine("doppler-peaks")
-    proposals, _, frames = _propose_doppler(clip, engine, only, per_frame=run.per_frame, progress=run.progress,
+    proposals, _, frames = doppler.propose_doppler(clip, engine, only, per_frame=run.per_frame, progress=run.progress,
                                             timings=run.timings, snap_to_envelope=snap_to_envelope, notices=notices)
     return ClipProposals(kind=clip.kind, calibration=clip.calibration_source, model=engine.info,
                          measurements=_with_flags(proposals, engine), ed_frame=None, es_frame=None, frames=frames,
