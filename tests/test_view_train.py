@@ -55,6 +55,15 @@ def test_the_trainer_refuses_the_heldout_family_for_apical_clips(capsys):
     assert "held out" in capsys.readouterr().err
 
 
+def test_a_training_set_reaching_the_evaluation_seeds_is_refused_with_one_line(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        view_train.main(["--seed", str(view_train.EVAL_SEED0 - view_train.TRAIN_SEED0), "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "evaluation" in err[0]
+    assert not any(tmp_path.iterdir())  # nothing rendered or registered
+
+
 def test_a_larger_set_renders_only_its_new_blocks(tmp_path, monkeypatch):
     rendered: list[tuple] = []
 

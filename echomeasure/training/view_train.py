@@ -711,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     from echomeasure.errors import InvalidInputError
     from echomeasure.models.registry import OWN_STYLE, WeightsEntry, register, save_weights
     from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES, parse_styles
+    from echomeasure.training.datasets import refuse
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -728,8 +729,12 @@ def main(argv: list[str] | None = None) -> int:
     from echomeasure.models.runtime import cache_dir
 
     cache = cache_dir() / "view-train"  # rendered feature sets: a re-run with the same recipe skips rendering
-    x, y = build_set(_jobs(args.train_per_class, TRAIN_SEED0 + args.seed, TRAINING_STYLES, 2 if args.warp else 1,
-                           apical_styles), args.workers, cache)
+    try:
+        jobs = _jobs(args.train_per_class, TRAIN_SEED0 + args.seed, TRAINING_STYLES, 2 if args.warp else 1,
+                     apical_styles)
+    except ValueError as exc:  # a seed range reaching the evaluation seeds: before anything is rendered
+        refuse(str(exc))
+    x, y = build_set(jobs, args.workers, cache)
     t_data = time.time() - t0
     log.info("training set %s in %.0f s", x.shape, t_data)
     t1 = time.time()
