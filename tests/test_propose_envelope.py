@@ -163,3 +163,23 @@ def test_a_named_flow_the_model_misses_is_read_from_the_envelope_and_flagged(str
     assert av.confidence <= 0.05 and av.flagged
     assert any("envelope alone" in n for n in named.notices)
     assert propose(clip, check_view=False).measurements == []  # nobody said which flow: no guess
+
+
+def test_a_grainy_wave_cut_by_the_end_of_the_sweep_has_no_peak_but_a_whole_wave_near_it_does(strips):
+    """A wave still rising where the strip ends has local maxima of its own (grain): none is its peak."""
+    from echomeasure.propose.envelope import EnvelopeTrace
+
+    region = _spectral(strips[0])
+    n = region.x1 - region.x0 + 1
+    rng = np.random.default_rng(0)
+    edge = np.zeros(n)
+    rising = np.arange(n - 30, n)  # the last 30 columns: a wave rising until the sweep stops
+    edge[rising] = 40 + 0.5 * (rising - rising[0]) + rng.uniform(-3, 3, rising.size)
+    whole = np.arange(n - 80, n - 45)  # a whole wave just before it: up and back down
+    edge[whole] = 60 - np.abs(whole - (n - 62)) * 2.5
+    trace = EnvelopeTrace(region=region, sign=1, edge_px=np.clip(edge, 0, None))
+    last = region.x0 + n - 6
+    found = trace.local_peak(last, 12)
+    assert found is None or found[0] < region.x0 + n - 30  # nothing on the cut wave
+    peak = trace.local_peak(region.x0 + n - 62, 12)
+    assert peak is not None and abs(peak[0] - (region.x0 + n - 62)) <= 1 and abs(peak[1] - 60) < 1e-6

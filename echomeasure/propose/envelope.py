@@ -161,6 +161,14 @@ class EnvelopeTrace:
                 continue
             if (i == lo and lo > 0 and e[lo - 1] > v) or (i == hi and hi < e.size - 1 and e[hi + 1] > v):
                 continue
+            # ... and not on a wave the sweep cuts (a grainy slope has local maxima of its own):
+            # where the trace stays above half this height up to the strip's end (start), the
+            # wave must be seen for the whole window after (before) it, and nothing there higher
+            after, before = e[i:], e[: i + 1]
+            if after.min() >= 0.5 * v and (after.size <= max_dx_px or after.max() > v):
+                continue
+            if before.min() >= 0.5 * v and (before.size <= max_dx_px or before.max() > v):
+                continue
             if best is None or v > best[1]:
                 best = (float(i + self.region.x0), float(v))
         return best
