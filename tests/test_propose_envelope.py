@@ -183,3 +183,24 @@ def test_a_grainy_wave_cut_by_the_end_of_the_sweep_has_no_peak_but_a_whole_wave_
     assert found is None or found[0] < region.x0 + n - 30  # nothing on the cut wave
     peak = trace.local_peak(region.x0 + n - 62, 12)
     assert peak is not None and abs(peak[0] - (region.x0 + n - 62)) <= 1 and abs(peak[1] - 60) < 1e-6
+
+
+def test_a_wave_cut_where_a_scrolling_display_has_not_drawn_yet_has_no_peak(strips):
+    """The sweep stops before the region's edge (empty columns after it): a wave rising into that
+    stop is cut, while a whole wave that comes back down before it keeps its peak."""
+    from echomeasure.propose.envelope import EnvelopeTrace
+
+    region = _spectral(strips[0])
+    n = region.x1 - region.x0 + 1
+    edge = np.zeros(n)
+    stop = n - 70  # nothing drawn from here on
+    rising = np.arange(stop - 25, stop)
+    edge[rising] = 30 + 1.5 * (rising - rising[0]) + np.random.default_rng(1).uniform(-3, 3, rising.size)
+    whole = np.arange(stop - 90, stop - 40)
+    edge[whole] = 70 - np.abs(whole - (stop - 65)) * 2.8
+    trace = EnvelopeTrace(region=region, sign=1, edge_px=np.clip(edge, 0, None))
+    for x in range(stop - 12, stop):
+        found = trace.local_peak(region.x0 + x, 12)
+        assert found is None or found[0] < region.x0 + stop - 25
+    peak = trace.local_peak(region.x0 + stop - 65, 12)
+    assert peak is not None and peak[0] == region.x0 + stop - 65

@@ -161,13 +161,8 @@ class EnvelopeTrace:
                 continue
             if (i == lo and lo > 0 and e[lo - 1] > v) or (i == hi and hi < e.size - 1 and e[hi + 1] > v):
                 continue
-            # ... and not on a wave the sweep cuts (a grainy slope has local maxima of its own):
-            # where the trace stays above half this height up to the strip's end (start), the
-            # wave must be seen for the whole window after (before) it, and nothing there higher
-            after, before = e[i:], e[: i + 1]
-            if after.min() >= 0.5 * v and (after.size <= max_dx_px or after.max() > v):
-                continue
-            if before.min() >= 0.5 * v and (before.size <= max_dx_px or before.max() > v):
+            # ... and not on a wave the sweep cuts (a grainy slope has local maxima of its own)
+            if _cut_wave(e[i:], v, max_dx_px) or _cut_wave(e[: i + 1][::-1], v, max_dx_px):
                 continue
             if best is None or v > best[1]:
                 best = (float(i + self.region.x0), float(v))
@@ -222,6 +217,23 @@ class EnvelopeTrace:
         if not (MIN_RATIO * dist <= edge <= MAX_RATIO * dist + 2):
             return float(x), float(y), False
         return xi, float(base + self.sign * edge), True
+
+
+def _cut_wave(trace_onwards: np.ndarray, height: float, window: int) -> bool:
+    """Whether a candidate peak (the first column of ``trace_onwards``, edge ``height``) sits on a
+    wave the sweep cuts on that side.
+
+    A whole wave comes back below half its height through intermediate columns.  A cut one runs
+    into the strip's edge, or straight from above half its height into columns holding no
+    spectrum at all (where a scrolling display has not drawn yet), and there its highest column
+    need not be its peak: the candidate must then see the whole ``window`` of the wave on that
+    side, and nothing higher in it.
+    """
+    below = np.flatnonzero(trace_onwards < 0.5 * height)
+    if below.size and trace_onwards[below[0]] > 0:
+        return False  # the wave comes back down on the strip
+    run = trace_onwards if not below.size else trace_onwards[: below[0]]
+    return bool(run.size <= window or run.max() > height)
 
 
 def snap_to_envelope(
