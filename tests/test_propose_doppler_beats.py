@@ -78,8 +78,9 @@ def test_mitral_inflow_is_above_the_baseline_and_jets_below(jets, mitral):
         assert side == ("above" if strip.flow == "mv" else "below"), strip.flow
 
 
-def test_choose_flow_uses_side_then_timing_over_the_model_scores():
-    assert beats.choose_flow({"lvot": 0.4, "mv": 0.2}, side="above") == ("mv", "side")
+def test_choose_flow_uses_direction_then_timing_over_the_model_scores():
+    assert beats.choose_flow({"lvot": 0.4, "mv": 0.2}, direction="toward") == ("mv", "direction")
+    assert beats.choose_flow({"lvot": 0.2, "mv": 0.4}, direction="away") == ("lvot", "direction")
     assert beats.choose_flow({"av": 0.6, "tr": 0.5}, jet_flow="tr") == ("tr", "timing")
     # no evidence: the model decides
     assert beats.choose_flow({"av": 0.6, "tr": 0.5}) == ("av", "model")
@@ -176,3 +177,31 @@ def test_mitral_strip_is_not_taken_for_lvot_however_strong_the_lvot_channel(mitr
     result = propose(clip, per_frame=True)
     assert [p.name for p in result.measurements] == ["mv_e", "mv_a", "mv_ea"]
     assert result.frames[0]["flow_evidence"]["side"] == "above"
+
+
+def test_an_inverted_display_flips_which_side_flows_toward_the_transducer():
+    """Scanners can invert the spectral display (PhysicalDeltaY > 0): mitral inflow is then drawn
+    below the baseline and still flows toward the transducer."""
+    from dataclasses import replace
+
+    from echomeasure.training.datasets import doppler_case
+
+    found = {True: 0, False: 0}
+    for seed in range(9_050_040, 9_050_120):  # tuning seeds of the vendor family, which inverts 40 %
+        strip = doppler_case(seed, style="vendor")
+        if strip.flow not in ("mv", "lvot"):
+            continue
+        region = _spectral(strip)
+        inverted = region.delta_y > 0
+        side = beats.spectrum_side(strip.image, region, baseline_row(region))
+        if side is None:
+            continue
+        assert (side == "below") == (inverted == (strip.flow == "mv"))  # where it is drawn
+        assert beats.flow_direction(side, region) == ("toward" if strip.flow == "mv" else "away")
+        found[inverted] += 1
+        if found[True] >= 2 and found[False] >= 2:
+            break
+    assert found[True] >= 2 and found[False] >= 2
+    normal = _spectral(doppler_case(9_050_040, style="classic"))
+    assert beats.flow_direction("above", normal) == "toward"
+    assert beats.flow_direction("above", replace(normal, delta_y=abs(normal.delta_y))) == "away"

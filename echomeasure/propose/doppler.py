@@ -2,7 +2,8 @@
 
 The strip -> ``doppler-peaks`` heatmaps -> per-beat peaks per channel -> among the flows of the
 region's mode (PW: LVOT, mitral inflow; CW: AV, TR), the one the strip shows: the side of the
-baseline its spectrum is on (mitral inflow above), for AV vs TR the jet's onset against the
+baseline its spectrum is on, read as toward or away from the transducer (mitral inflow toward;
+an inverted display flips the sides), for AV vs TR the jet's onset against the
 ECG's R waves, else the most confident channels (or the one ``only`` names) -> each peak snapped
 onto the envelope's outer edge (:mod:`echomeasure.propose.envelope`) -> one peak per wave; AV/TR
 beats from either jet channel; mitral E and A paired per beat
@@ -292,16 +293,18 @@ def _doppler_channels(
     }
     if not flow_scores:
         raise MeasurementError(f"model {entry.name} {entry.version} has no complete Doppler flow channels")
-    side = jet_flow = None
+    side = direction = jet_flow = None
     if region is not None:
         side = doppler_beats.spectrum_side(image, region, baseline_row(region))
+        direction = doppler_beats.flow_direction(side, region)
         if {"av", "tr"} <= set(flow_scores) and r_columns.size:
-            # AV and TR jets flow away from the transducer: below the baseline
-            delays = doppler_beats.jet_onset_delays_s(trace_on(1).edge_px, region, r_columns)
+            # AV and TR jets flow away from the transducer: below the baseline unless inverted
+            away_sign = -doppler_beats.velocity_sign_below_baseline(region)
+            delays = doppler_beats.jet_onset_delays_s(trace_on(away_sign).edge_px, region, r_columns)
             jet_flow = doppler_beats.systolic_jet_flow(delays)
             evidence["jet_onset_delay_s"] = round(float(np.median(delays)), 4) if delays else None
-    best, reason = doppler_beats.choose_flow(flow_scores, side=side, jet_flow=jet_flow)
-    evidence.update(side=side, jet_timing=jet_flow, decided_by=reason)
+    best, reason = doppler_beats.choose_flow(flow_scores, direction=direction, jet_flow=jet_flow)
+    evidence.update(side=side, direction=direction, jet_timing=jet_flow, decided_by=reason)
     log.info("Doppler flow %s by %s (scores %s, evidence %s)", best, reason,
              {k: round(v, 3) for k, v in flow_scores.items()}, evidence)
     return list(catalog.DOPPLER_FLOWS[best]), flow_scores

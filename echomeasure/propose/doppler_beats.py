@@ -13,7 +13,7 @@ Which systolic jet (AV or TR)
     contraction already drives it); aortic ejection starts only after isovolumic contraction,
     some 50-90 ms after the QRS onset.  :func:`jet_onset_delays_s` measures, per beat, the time
     from the R wave to the jet's onset on the envelope trace; :func:`systolic_jet_flow` turns the
-    median into "av", "tr" or None (ambiguous, or no ECG).
+    median into "av", "tr" or None (no ECG).
 Mitral E and A
     The model's A channel is the weakest: it fires on E, twice on one wave, or on noise.
     :func:`pair_mitral_peaks` keeps one E and at most one A per beat: an A must follow an E by
@@ -42,8 +42,6 @@ A_WINDOW_BEFORE_R_S = (-0.22, 0.04)
 #: midway between the latest TR (0.046 s) and the earliest AV (0.068 s) median delay on the
 #: tuning strips (held-out seeds 9 050 040-079).
 TR_AV_ONSET_SPLIT_S = 0.057
-#: Onset delays within this margin (s) of the split are left to the model's scores.
-ONSET_MARGIN_S = 0.005
 #: Fraction of a beat's peak distance at which the jet counts as started.
 ONSET_FRACTION = 0.15
 
@@ -156,13 +154,15 @@ def jet_onset_delays_s(edge_px: np.ndarray, region: Region, r_columns: np.ndarra
 
 
 def systolic_jet_flow(delays_s: Sequence[float]) -> str | None:
-    """"tr" (jet starts with the QRS), "av" (starts later) or None (no beats, or too close to call)."""
+    """"tr" (jet starts with the QRS), "av" (starts later) or None (no beat timed).
+
+    Close to the split the timing still decides: the model's AV and TR scores carry no flow
+    information of their own (the jets look alike; without an ECG it picks right about half the
+    time), and on the tuning strips deciding by timing alone changed no choice.
+    """
     if not delays_s:
         return None
-    d = float(np.median(delays_s))
-    if abs(d - TR_AV_ONSET_SPLIT_S) < ONSET_MARGIN_S:
-        return None
-    return "tr" if d < TR_AV_ONSET_SPLIT_S else "av"
+    return "tr" if float(np.median(delays_s)) < TR_AV_ONSET_SPLIT_S else "av"
 
 
 def one_per_wave(
@@ -244,9 +244,9 @@ def pair_mitral_peaks(
     a_kept = [max(c, key=lambda p: p.confidence) for c in candidates.values()]
     return es, sorted(a_kept, key=lambda p: p.x)
 
-#: Flows seen above the baseline (toward an apical transducer) and below it.
-FLOWS_ABOVE_BASELINE: tuple[str, ...] = ("mv",)
-FLOWS_BELOW_BASELINE: tuple[str, ...] = ("av", "tr", "lvot")
+#: Flows toward an apical transducer (positive velocities) and away from it.
+FLOWS_TOWARD_TRANSDUCER: tuple[str, ...] = ("mv",)
+FLOWS_AWAY_FROM_TRANSDUCER: tuple[str, ...] = ("av", "tr", "lvot")
 #: One side of the baseline must hold this many times the other's spectral energy to decide.
 SIDE_ENERGY_RATIO = 2.0
 
@@ -269,8 +269,22 @@ def spectrum_side(image_rgb: np.ndarray, region: Region, baseline: float) -> str
     return None
 
 
+def velocity_sign_below_baseline(region: Region) -> int:
+    """+1 when rows below the baseline are positive velocities (an inverted display: the region's
+    PhysicalDeltaY is positive), else -1 (the usual display: toward the transducer is up)."""
+    return 1 if region.delta_y > 0 else -1
+
+
+def flow_direction(side: str | None, region: Region) -> str | None:
+    """"toward" or "away" (from the transducer) for a spectrum on ``side`` of the baseline."""
+    if side is None:
+        return None
+    positive = (side == "below") == (velocity_sign_below_baseline(region) > 0)
+    return "toward" if positive else "away"
+
+
 def choose_flow(
-    flow_scores: dict[str, float], *, side: str | None = None, jet_flow: str | None = None
+    flow_scores: dict[str, float], *, direction: str | None = None, jet_flow: str | None = None
 ) -> tuple[str, str]:
     """The flow a strip shows, from the model's scores and the strip's own evidence.
 
@@ -278,23 +292,23 @@ def choose_flow(
     ----------
     flow_scores
         Candidate flows (already restricted to the strip's PW/CW mode) -> model score.
-    side
-        :func:`spectrum_side`: mitral inflow is above the baseline, AV, TR and LVOT below.
+    direction
+        :func:`flow_direction`: mitral inflow flows toward the transducer, AV, TR and LVOT away.
     jet_flow
         :func:`systolic_jet_flow`: "av" or "tr" from the timing against the ECG.
 
     Returns
     -------
     (flow, reason)
-        ``reason`` says what decided: ``"side"``, ``"timing"`` or ``"model"``.
+        ``reason`` says what decided: ``"direction"``, ``"timing"`` or ``"model"``.
     """
     candidates = dict(flow_scores)
     reason = "model"
-    if side is not None:
-        fits = FLOWS_ABOVE_BASELINE if side == "above" else FLOWS_BELOW_BASELINE
+    if direction is not None:
+        fits = FLOWS_TOWARD_TRANSDUCER if direction == "toward" else FLOWS_AWAY_FROM_TRANSDUCER
         kept = {f: s for f, s in candidates.items() if f in fits}
         if kept and len(kept) < len(candidates):
-            candidates, reason = kept, "side"
+            candidates, reason = kept, "direction"
     # LVOT times like AV: timing alone cannot tell them apart, so it decides only without LVOT.
     if (jet_flow is not None and jet_flow in candidates and ({"av", "tr"} & set(candidates)) == {"av", "tr"}
             and "lvot" not in candidates):
