@@ -21,7 +21,7 @@ def test_more_training_with_online_augmentation_is_recorded(tmp_path):
                                                         "models": [entry]}))
     report = tmp_path / "report.json"
     code = plax_seg_train.main(["--out", str(tmp_path), "--report", str(report), "--version", "0.1", "--cases", "2",
-                                "--eval-cases", "1", "--steps", "2", "--size", "96", "--max-minutes", "0.5",
+                                "--eval-cases", "1", "--steps", "2", "--size", "112", "--max-minutes", "0.5",
                                 "--finetune-steps", "2", "--continue-from", entry["version"], "--online-augment",
                                 "--threads", "1", "--workers", "1"])
     assert code == 0
@@ -32,6 +32,7 @@ def test_more_training_with_online_augmentation_is_recorded(tmp_path):
     assert new["extra"]["steps_done"] >= 2  # head steps, then whole-network steps
     metrics = json.loads(report.read_text())["metrics"]
     assert 0.0 <= metrics["own_mean_iou"] <= 1.0 and 0.0 <= metrics["heldout_mean_iou"] <= 1.0
+    assert 0.9 < metrics["resolution_ceiling_mean_iou"] <= 1.0  # a size outside the candidates gets its ceiling too
 
 
 def test_a_seed_whose_training_cases_reach_the_evaluation_cases_is_refused(tmp_path, capsys):

@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_jobs = [(EVAL_SEED0 + 1000 * j + i, style) for j, style in enumerate(families) for i in range(args.eval_cases)]
     with get_context("fork").Pool(args.workers) as pool:
         held = pool.map(render_eval_case, eval_jobs, chunksize=2)
-    ceiling = resolution_ceiling([c for c in held if c["style"] != HELDOUT_STYLE])
+    sizes = tuple(sorted({*CANDIDATE_SIZES, *([args.size] if args.size else [])}))  # an asked size gets its ceiling too
+    ceiling = resolution_ceiling([c for c in held if c["style"] != HELDOUT_STYLE], sizes)
     log.info("resolution ceiling (mean IoU of a perfect prediction): %s", ceiling)
     if args.choose_size:
         print(json.dumps(ceiling))
