@@ -210,6 +210,11 @@ class ArtefactAugment:
         return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """A factor drawn uniformly on a log scale (a 2x brighter and a 2x darker picture equally likely)."""
+    return float(np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]))))
+
+
 def _sector_mask(image: np.ndarray) -> np.ndarray:
     """(H, W) float32 1 inside the imaging sector: the convex hull of the largest lit blob (a sector
     is convex; text and marks beside it are other blobs), so dark cavities inside count."""
@@ -241,7 +246,7 @@ class ExposureAugment:
         """(H, W, 3) uint8 -> uint8."""
         if rng.random() >= self.p:
             return image
-        x = image.astype(np.float32) * float(np.exp(rng.uniform(np.log(self.gain[0]), np.log(self.gain[1]))))
+        x = image.astype(np.float32) * log_uniform(rng, self.gain)
         if rng.random() < self.floor_p:
             h, w = x.shape[:2]
             sector = _sector_mask(image)

@@ -41,6 +41,7 @@ import numpy as np
 from echomeasure import atomic
 from echomeasure.catalog import VIEWS
 from echomeasure.models.view import INPUT_PX, VIEW_ARCH, VIEW_MODEL, build_view_net, view_features
+from echomeasure.training.augment import log_uniform
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +490,7 @@ class GainAugment:
     def __call__(self, features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One classifier input (3, S, S) as another gain / compression / persistence setting would give it."""
         out = features.copy()
-        gain = float(np.exp(rng.uniform(np.log(self.gain[0]), np.log(self.gain[1]))))
+        gain = log_uniform(rng, self.gain)
         out[0] = np.clip(np.power(np.clip(out[0], 0.0, 1.0), rng.uniform(*self.gamma)) * gain, 0.0, 1.0)
         out[1] = out[1] * gain * rng.uniform(*self.spread_scale)
         if rng.random() < self.blur_p:
