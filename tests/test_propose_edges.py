@@ -117,10 +117,15 @@ def test_refined_wall_thickness_of_a_synthetic_band_is_exact_in_mm():
     img = _step_image([(top, 150.0), (bottom, -150.0)], shape=(60, 120)).T.copy()  # horizontal band
     channels = ("rv_septum", "septum_lv", "lv_pw")
     model = np.array([[30.0, top - 5.0], [30.0, bottom + 5.0], [30.0, 100.0]])
-    r = refine_plax_keypoints(img, model, channels, px_per_mm)
+    r = refine_plax_keypoints(img, model, channels, px_per_mm, bloom_correction=False)
     thickness_mm = (r.points_xy[1, 1] - r.points_xy[0, 1]) / px_per_mm
     assert thickness_mm == pytest.approx(9.0, abs=0.6)
     assert r.points_xy[0, 1] > top - 0.5 * px_per_mm and r.points_xy[1, 1] < bottom + 0.5 * px_per_mm
+    # the bloom correction (fitted on speckled, PSF-blurred frames) reads this ideal, noise-free
+    # step as slightly bloomed: each caliper moves a little further into the wall, not out of it
+    c = refine_plax_keypoints(img, model, channels, px_per_mm)
+    assert r.points_xy[0, 1] <= c.points_xy[0, 1] < top + 0.75 * px_per_mm
+    assert bottom - 0.75 * px_per_mm < c.points_xy[1, 1] <= r.points_xy[1, 1]
 
 
 # --------------------------------------------------------------------------- through propose()
@@ -287,7 +292,7 @@ def test_la_posterior_is_put_on_the_root_line_but_not_moved_onto_a_step():
     img = _step_image([(40.0, 150.0), (50.0, -150.0), (80.0, 150.0)], shape=(100, 120)).T.copy()
     channels = ("ao_anterior", "ao_posterior", "la_anterior", "la_posterior")
     model = np.array([[60.0, 20.0], [60.0, 40.0], [63.0, 47.0], [64.0, 77.0]])
-    r = refine_plax_keypoints(img, model, channels, px_per_mm=1.0)
+    r = refine_plax_keypoints(img, model, channels, px_per_mm=1.0, bloom_correction=False)
     assert abs(r.points_xy[2, 1] - 50.0) < 1.0 and r.points_xy[2, 0] == pytest.approx(60.0)
     assert r.points_xy[3] == pytest.approx([60.0, 77.0])
     assert r.shift_px[3] == 0.0
@@ -333,3 +338,53 @@ def test_ambiguous_interface_gets_less_confidence_than_a_clean_step():
     assert resolution_confidence_factor(2.0) < resolution_confidence_factor(4.0) <= 1.0
     assert resolution_confidence_factor(0.0) == 0.0
     np.testing.assert_allclose(decode_confidence_gate([0.05, 0.1, 0.6]), [0.25, 0.5, 1.0])
+
+
+# --------------------------------------------------------------------------- the posterior-wall gap
+
+
+def _lv_line_image(leaflet: bool, wall_band: bool = False, noise: float = 0.1) -> np.ndarray:
+    """A vertical LV line (x = 60) at 2.5 px/mm, anterior at the top: septum 20-40, LV blood 40-140
+    (with a bright 2 mm leaflet at 118-123 when ``leaflet``), posterior wall 140-170 (with an
+    echo-poor band 156-161 when ``wall_band``), pericardium 170-180."""
+    steps = [(20.0, 140.0), (40.0, -140.0), (140.0, 140.0), (170.0, 95.0), (180.0, -165.0)]
+    if leaflet:
+        steps += [(118.0, 160.0), (123.0, -160.0)]
+    if wall_band:
+        steps += [(156.0, -90.0), (161.0, 90.0)]
+    return _step_image(steps, shape=(120, 220), noise=noise, seed=3).T.copy()
+
+
+LV_LINE = ("rv_septum", "septum_lv", "lv_pw", "pw_pericardium")
+
+
+def test_a_caliper_on_a_leaflet_inside_the_lv_moves_past_the_blood_gap_onto_the_wall():
+    img = _lv_line_image(leaflet=True)
+    model = np.array([[60.0, 21.0], [60.0, 39.0], [60.0, 117.0], [60.0, 171.0]])  # lv_pw on the leaflet
+    r = refine_plax_keypoints(img, model, LV_LINE, px_per_mm=2.5, bloom_correction=False)
+    assert abs(r.points_xy[2, 1] - 140.0) < 2.0  # on the wall, not the leaflet at 118
+    assert r.interface_shift_px[2] > 15.0  # the move counts as model-image disagreement (confidence)
+    # without the leaflet the same start finds the wall's own step and nothing else moves it
+    plain = refine_plax_keypoints(_lv_line_image(leaflet=False), np.array([[60.0, 21.0], [60.0, 39.0], [60.0, 135.0],
+                                                                            [60.0, 171.0]]),
+                                  LV_LINE, px_per_mm=2.5, bloom_correction=False)
+    assert abs(plain.points_xy[2, 1] - 140.0) < 2.0 and abs(plain.shift_px[2]) < 7.0
+
+
+def test_an_echo_poor_band_inside_the_wall_does_not_move_the_caliper_to_the_pericardium():
+    # a 2 mm dark band 6.4 mm into the wall: moving past it would leave under 4 mm of wall
+    img = _lv_line_image(leaflet=False, wall_band=True, noise=0.0)
+    model = np.array([[60.0, 21.0], [60.0, 39.0], [60.0, 139.0], [60.0, 171.0]])
+    r = refine_plax_keypoints(img, model, LV_LINE, px_per_mm=2.5, bloom_correction=False)
+    assert abs(r.points_xy[3, 1] - 170.0) < 2.0  # the pericardium found where it is
+    assert abs(r.points_xy[2, 1] - 140.0) < 2.0
+    # the same band with more wall behind it would count as a gap (the rule is what keeps it)
+    from echomeasure.propose import edges
+
+    old = edges.WALL_GAP_MIN_WALL_MM
+    try:
+        edges.WALL_GAP_MIN_WALL_MM = 1.0
+        moved = refine_plax_keypoints(img, model, LV_LINE, px_per_mm=2.5, bloom_correction=False)
+    finally:
+        edges.WALL_GAP_MIN_WALL_MM = old
+    assert moved.points_xy[2, 1] > 160.0

@@ -92,8 +92,11 @@ def test_the_wheel_carries_the_active_weights_only(installed):
     manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
     active = {m["file"] for m in manifest["models"] if manifest["active"].get(m["name"]) == m["version"]}
     with zipfile.ZipFile(installed["wheel"]) as whl:
-        carried = {Path(n).name for n in whl.namelist() if n.startswith("echomeasure/_bundled/weights/") and n.endswith(".pt")}
+        names = whl.namelist()
+        carried = {Path(n).name for n in names if n.startswith("echomeasure/_bundled/weights/") and n.endswith(".pt")}
     assert carried == active
+    # the edge search's fitted bloom correction ships with the code that reads it
+    assert "echomeasure/propose/interface_offset.json" in names
 
 
 def test_installed_measure_prints_json(installed):

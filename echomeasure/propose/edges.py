@@ -43,6 +43,7 @@ frame (well under a millisecond).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from echomeasure.ingest.clip import Region
+
+log = logging.getLogger(__name__)
 
 #: Intensity rises along the search direction (blood -> tissue) / falls (tissue -> blood).
 RISING = 1
@@ -512,6 +515,7 @@ def refine_plax_keypoints(
     px_per_mm: float,
     *,
     settings: Mapping[str, float] | None = None,
+    bloom_correction: bool = True,
 ) -> EdgeRefinement:
     """Refine one frame's PLAX keypoints onto their interfaces (:data:`PLAX_INTERFACES`).
 
@@ -529,6 +533,10 @@ def refine_plax_keypoints(
     settings : mapping, optional
         Overrides of the defaults in mm (``window_mm``, ``prior_sigma_mm``, ``step_span_mm``,
         ``dark_span_mm``, ``across_half_width_mm``, ``smooth_mm``) and ``min_contrast_grey``.
+    bloom_correction : bool
+        Move each found interface by the offset :mod:`echomeasure.propose.interface_offset`
+        reads from the ramp around it (the gain / point-spread bloom of bright tissue into the
+        blood); off: the strongest step itself.
 
     Returns
     -------
@@ -542,6 +550,13 @@ def refine_plax_keypoints(
     s = dict(settings or {})
     starts, directions, polarities, refinable = plax_search_lines(keypoints_xy, channels)
     window = np.where(refinable, float(s.get("window_mm", SEARCH_WINDOW_MM)) * px_per_mm, 0.0)
+    spans = dict(
+        step_span_px=s.get("step_span_mm", STEP_SPAN_MM) * px_per_mm,
+        dark_span_px=s.get("dark_span_mm", DARK_SPAN_MM) * px_per_mm,
+        across_half_width_px=s.get("across_half_width_mm", ACROSS_HALF_WIDTH_MM) * px_per_mm,
+        smooth_px=s.get("smooth_mm", SMOOTH_MM) * px_per_mm,
+        min_contrast_grey=s.get("min_contrast_grey", MIN_CONTRAST_GREY),
+    )
     result = refine_to_edges(
         frame,
         starts,
@@ -549,20 +564,112 @@ def refine_plax_keypoints(
         np.where(refinable, polarities, RISING),
         window,
         prior_sigma_px=float(s.get("prior_sigma_mm", PRIOR_SIGMA_MM)) * px_per_mm,
-        step_span_px=s.get("step_span_mm", STEP_SPAN_MM) * px_per_mm,
-        dark_span_px=s.get("dark_span_mm", DARK_SPAN_MM) * px_per_mm,
-        across_half_width_px=s.get("across_half_width_mm", ACROSS_HALF_WIDTH_MM) * px_per_mm,
-        smooth_px=s.get("smooth_mm", SMOOTH_MM) * px_per_mm,
-        min_contrast_grey=s.get("min_contrast_grey", MIN_CONTRAST_GREY),
+        **spans,
     )
+    result = _past_cavity_echo(frame, result, channels, directions, px_per_mm, spans)
     keep = np.array([name in PROJECT_ONLY for name in channels], dtype=bool) & refinable
+    if bloom_correction:
+        result = _bloom_corrected(frame, result, channels, directions, polarities, refinable & ~keep, px_per_mm)
     if not keep.any():
         return result
     points = result.points_xy.copy()
     points[keep] = starts[keep]
     shift = np.where(keep, 0.0, result.shift_px)
+    searched = result.shift_px if result.interface_shift_px is None else result.interface_shift_px
     return EdgeRefinement(points, shift, result.contrast_grey, result.found, result.window_px,
-                          result.rival_contrast_grey, result.rival_shift_px, result.shift_px)
+                          result.rival_contrast_grey, result.rival_shift_px, searched)
+
+
+#: The LV posterior wall is solid tissue.  A blood-dark run at least :data:`WALL_GAP_MM` long
+#: between ``lv_pw`` and ``pw_pericardium`` (darker than :data:`WALL_GAP_LEVEL` of the way from
+#: the LV blood to the wall) means ``lv_pw`` sits on an echo inside the cavity: the posterior
+#: mitral leaflet or a chord lying near the wall in diastole, the classic LVID pitfall.  The
+#: caliper then goes to the wall's interface just past the gap (searched within
+#: :data:`WALL_GAP_SEARCH_MM`) ...
+WALL_GAP_MM = 1.0
+WALL_GAP_LEVEL = 0.5
+WALL_GAP_SEARCH_MM = 2.5
+#: ... provided a wall at least this thick (mm) is left before the pericardium (a posterior wall
+#: is 6-12 mm; a thinner remainder means the gap was an echo-poor band inside the wall).
+WALL_GAP_MIN_WALL_MM = 4.0
+
+
+def _past_cavity_echo(frame: np.ndarray, result: EdgeRefinement, channels: Sequence[str], directions: np.ndarray,
+                      px_per_mm: float, spans: Mapping[str, float]) -> EdgeRefinement:
+    """``result`` with ``lv_pw`` moved past a blood-dark gap inside the posterior wall caliper (see
+    :data:`WALL_GAP_MM`); unchanged where there is none or the three LV-line points are not all found."""
+    index = {name: i for i, name in enumerate(channels)}
+    if not {"septum_lv", "lv_pw", "pw_pericardium"} <= index.keys():
+        return result
+    i = index["lv_pw"]
+    if not (result.found[i] and result.found[index["pw_pericardium"]]):
+        return result
+    u = directions[i]
+    ppm = float(px_per_mm)
+    lv_pw = result.points_xy[i]
+    lv_px = float(np.dot(lv_pw - result.points_xy[index["septum_lv"]], u))
+    wall_px = float(np.dot(result.points_xy[index["pw_pericardium"]] - lv_pw, u))
+    if not np.any(u) or lv_px < 5.0 * ppm or wall_px < 3.0 * ppm:
+        return result
+    t = np.arange(-lv_px, wall_px, 0.25 * ppm)
+    profile = _line_profiles(frame, lv_pw[None], u[None], t, float(spans["across_half_width_px"]),
+                             _gaussian_kernel(float(spans["smooth_px"])))[0]
+    blood = float(np.median(profile[(t > -0.75 * lv_px) & (t < -0.25 * lv_px)]))
+    wall = float(np.percentile(profile[t > 0], 75))
+    if wall - blood < float(spans["min_contrast_grey"]):
+        return result
+    dark = (profile < blood + WALL_GAP_LEVEL * (wall - blood)) & (t > 0.5 * ppm) & (t < wall_px - 1.5 * ppm)
+    gap_end, gap_mm = None, 0.0
+    run = 0
+    for k in range(len(t)):
+        run = run + 1 if dark[k] else 0
+        if run * 0.25 >= WALL_GAP_MM and (k + 1 == len(t) or not dark[k + 1]):
+            gap_end, gap_mm = float(t[k]), run * 0.25
+    if gap_end is None:
+        return result
+    after = refine_to_edges(frame, (lv_pw + gap_end * u)[None], u[None], [RISING], WALL_GAP_SEARCH_MM * ppm,
+                            prior_sigma_px=WALL_GAP_SEARCH_MM * ppm, **spans)
+    moved = gap_end + float(after.shift_px[0])
+    if not after.found[0] or wall_px - moved < WALL_GAP_MIN_WALL_MM * ppm:
+        return result  # no wall step past the gap, or too thin a wall left: the gap was in the wall
+    points = result.points_xy.copy()
+    points[i] = after.points_xy[0]
+    shift = np.asarray(result.shift_px, dtype=np.float64).copy()
+    shift[i] += moved
+    searched = np.asarray(result.shift_px if result.interface_shift_px is None else result.interface_shift_px,
+                          dtype=np.float64).copy()
+    searched[i] += moved
+    contrast = np.asarray(result.contrast_grey, dtype=np.float64).copy()
+    contrast[i] = float(after.contrast_grey[0])
+    log.info("lv_pw sat on an echo inside the LV (a %.1f mm blood gap behind it): moved %.1f mm onto the wall",
+             gap_mm, moved / ppm)
+    return EdgeRefinement(points, shift, contrast, result.found, result.window_px, result.rival_contrast_grey,
+                          result.rival_shift_px, searched)
+
+
+def _bloom_corrected(frame: np.ndarray, result: EdgeRefinement, channels: Sequence[str], directions: np.ndarray,
+                     polarities: np.ndarray, movable: np.ndarray, px_per_mm: float) -> EdgeRefinement:
+    """``result`` with each found, movable blood-tissue interface moved by the shipped bloom
+    correction (:mod:`echomeasure.propose.interface_offset`) along its line, towards the tissue or
+    the blood."""
+    from echomeasure.propose.interface_offset import BLOOD_INTERFACES, sample_profiles, shipped_model
+
+    model = shipped_model()
+    blood_side = np.array([name in BLOOD_INTERFACES for name in channels], dtype=bool)
+    idx = np.flatnonzero(movable & result.found & blood_side)
+    if model is None or len(idx) == 0:
+        return result
+    tissue = directions[idx] * polarities[idx, None]
+    profiles = sample_profiles(frame, result.points_xy[idx], tissue, px_per_mm)
+    offsets_px = model.offsets_mm(profiles, [channels[int(i)] for i in idx]) * float(px_per_mm)
+    points = result.points_xy.copy()
+    points[idx] += offsets_px[:, None] * tissue
+    shift = np.asarray(result.shift_px, dtype=np.float64).copy()
+    shift[idx] += offsets_px * polarities[idx]  # signed along the search direction
+    # the confidence keeps judging the search's move (model vs image), not this correction
+    searched = result.shift_px if result.interface_shift_px is None else result.interface_shift_px
+    return EdgeRefinement(points, shift, result.contrast_grey, result.found, result.window_px,
+                          result.rival_contrast_grey, result.rival_shift_px, searched)
 
 
 def apply_edge_offsets(

@@ -134,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exposure-augment", action="store_true",
                    help="with the online augmentation also vary overall gain (0.7-2.5x) and the noise floor "
                         "(ExposureAugment); implies --online-augment")
+    p.add_argument("--bloom-augment", action="store_true",
+                   help="with the online augmentation also re-image frames through a point-spread function and "
+                        "log compression (BloomAugment: tissue blooming into the blood, as at high gain); implies "
+                        "--online-augment")
     p.add_argument("--online-augment", action="store_true",
                    help="each batch sees the frames with new geometry, artefacts, display look and grey levels")
     p.add_argument("--evaluate-styles", metavar="FAMILIES",
@@ -149,7 +153,7 @@ def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -
     ``--online-augment``); (steps done, start time)."""
     import torch
 
-    augment = segmentation_augment(args.online_augment, args.exposure_augment)
+    augment = segmentation_augment(args.online_augment, args.exposure_augment, args.bloom_augment, args.size)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.max_lr / 2, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.max_lr, total_steps=args.steps)
@@ -321,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f" --init-from {args.init_from}" if args.init_from else "")
               + (f" --max-lr {args.max_lr:g}" if args.max_lr != 2e-3 else "")
               + (" --online-augment" if args.online_augment else "")
-              + (" --exposure-augment" if args.exposure_augment else ""))
+              + (" --exposure-augment" if args.exposure_augment else "")
+              + (" --bloom-augment" if args.bloom_augment else ""))
     entry = WeightsEntry(
         name=SEG_MODEL, version=args.version, arch=DEFAULT_ARCH, input_size=(args.size, args.size),
         channels=APICAL_SEG_CLASSES, file=file, sha256=sha, normalisation="unit",
@@ -329,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"{TRAIN_SEED0 + args.seed * 100_000}, generator echomeasure.synthetic.apical",
         seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model), parent=args.init_from,
         extra={"steps_done": steps, "train_s": round(t_train, 1), "data_s": round(t_data, 1), "eval_seeds_from": EVAL_SEED0,
-               "online_augment": augment.to_dict() if (augment := segmentation_augment(args.online_augment,
-                                                                                       args.exposure_augment)) else None,
+               "online_augment": augment.to_dict() if (augment := segmentation_augment(
+                   args.online_augment, args.exposure_augment, args.bloom_augment, args.size)) else None,
                "labels": "CAMUS: 0 background, 1 LV cavity, 2 myocardium, 3 LA"},
     )
     register(entry, weights_dir=out_dir)

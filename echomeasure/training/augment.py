@@ -257,6 +257,65 @@ class ExposureAugment:
 
 
 @dataclass(frozen=True)
+class BloomAugment:
+    """Re-image a frame through a point-spread function and log compression: what high gain does
+    to a real scanner's picture.  The display grey is taken back to echo power (``dynamic_range_in``
+    dB over 0-255), blurred by a Gaussian PSF (axial along y, wider laterally), given a speckled
+    blood noise floor and fresh speckle of the PSF's size, and log-compressed again with the blood
+    shown at ``floor_grey`` of full scale.  Bright tissue then "blooms" into the dark blood beside
+    it: the displayed ramp from blood to tissue lies on the blood side of the true interface, as
+    walls look thicker and cavities smaller at high gain.  Structures do not move; the truth stays.
+
+    ``psf_axial_mm`` is in millimetres: call with the image's ``px_per_mm``.
+    """
+
+    p: float = 0.5
+    dynamic_range_in_db: tuple[float, float] = (60.0, 90.0)
+    psf_axial_mm: tuple[float, float] = (0.2, 0.9)
+    lateral_ratio: tuple[float, float] = (1.5, 4.0)
+    blood_db: tuple[float, float] = (-6.0, 6.0)
+    floor_grey: tuple[float, float] = (0.0, 0.45)
+
+    def to_dict(self) -> dict:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, px_per_mm: float) -> np.ndarray:
+        """(H, W, 3) or (H, W) uint8 -> the same shape, uint8."""
+        if rng.random() >= self.p:
+            return image
+        x = image.astype(np.float32)
+        grey = x.mean(axis=-1) if x.ndim == 3 else x
+        h, w = grey.shape
+        sector = _sector_mask(image if image.ndim == 3 else image[..., None])
+        power = np.power(10.0, grey * np.float32(float(rng.uniform(*self.dynamic_range_in_db)) / 2550.0))
+        blood = np.float32(10.0 ** (float(rng.uniform(*self.blood_db)) / 10.0))
+        ax = max(0.3, float(rng.uniform(*self.psf_axial_mm)) * float(px_per_mm))
+        lat = ax * float(rng.uniform(*self.lateral_ratio))
+        field = rng.standard_normal((2, h, w)).astype(np.float32)
+        speckle = sum(cv2.GaussianBlur(f, (0, 0), sigmaX=lat, sigmaY=ax) ** 2 for f in field)
+        speckle = speckle / max(float(speckle.mean()), 1e-6)
+        # blood: a speckled noise floor of the PSF's grain; tissue keeps its own texture, softened
+        power = cv2.GaussianBlur(power + blood * speckle * sector, (0, 0), sigmaX=lat, sigmaY=ax)
+        power = power * np.sqrt(speckle)
+        db = 10.0 * np.log10(np.maximum(power, 1e-6))
+        inside = sector > 0
+        ref = float(np.percentile(db[inside], 99.5)) if inside.any() else float(db.max())
+        lo = 10.0 * float(np.log10(1.0 + float(blood)))  # the blood's mean level
+        floor = float(rng.uniform(*self.floor_grey))
+        # blood shown at ``floor`` of full scale, the brightest tissue at full scale
+        out = np.clip(floor + (1.0 - floor) * (db - lo) / max(ref - lo, 1.0), 0.0, 1.0) * 255.0
+        if x.ndim == 3:
+            # tinted pixels keep their tint, black ones take the new grey; outside the sector
+            # (text, ECG, surround) nothing changes
+            y = np.where((grey < 1.0)[..., None], out[..., None], x * (out / np.maximum(grey, 1.0))[..., None])
+            y = np.where(inside[..., None], y, x)
+        else:
+            y = np.where(inside, out, x)
+        return np.clip(y, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
 class SpectrumAugment:
     """What spectral Doppler displays vary beyond the display look: spectral broadening (the
     envelope's outer edge smeared along the velocity axis, as wide beams, long gates and high gain
@@ -304,6 +363,9 @@ class SegmentationAugment:
     appearance: AppearanceAugment = AppearanceAugment()
     intensity: IntensityAugment = IntensityAugment()
     exposure: ExposureAugment | None = None
+    #: re-imaging through a PSF (:class:`BloomAugment`) at ``bloom_px_per_mm`` model pixels per mm
+    bloom: BloomAugment | None = None
+    bloom_px_per_mm: float = 1.0
 
     def to_dict(self) -> dict:
         """Plain dict for the manifest."""
@@ -319,16 +381,27 @@ class SegmentationAugment:
             image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
             labels = cv2.warpAffine(labels, m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
         image = self.artefact(np.ascontiguousarray(image), rng)
+        if self.bloom is not None:
+            image = self.bloom(image, rng, self.bloom_px_per_mm)
         if self.exposure is not None:
             image = self.exposure(image, rng)
         return self.intensity(self.appearance(image, rng), rng), labels
 
 
-def segmentation_augment(online: bool, exposure: bool) -> SegmentationAugment | None:
-    """The segmentation trainers' ``--online-augment`` (and ``--exposure-augment``, which implies it)."""
-    if not (online or exposure):
+#: Field of view the segmentation trainers' model inputs are taken to cover (mm), for sizing
+#: :class:`BloomAugment`'s point-spread function in model pixels (the crops are of 12-20 cm sectors).
+NOMINAL_FIELD_MM = 160.0
+
+
+def segmentation_augment(online: bool, exposure: bool, bloom: bool = False,
+                         input_px: int = 128) -> SegmentationAugment | None:
+    """The segmentation trainers' ``--online-augment`` (and ``--exposure-augment`` and
+    ``--bloom-augment``, which imply it); ``input_px``: the model's input size."""
+    if not (online or exposure or bloom):
         return None
-    return SegmentationAugment(exposure=ExposureAugment() if exposure else None)
+    return SegmentationAugment(exposure=ExposureAugment() if exposure else None,
+                               bloom=BloomAugment() if bloom else None,
+                               bloom_px_per_mm=input_px / NOMINAL_FIELD_MM)
 
 
 def augmented_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,

@@ -263,6 +263,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--exposure-augment", action="store_true",
                    help="with the online augmentation also vary overall gain (0.7-2.5x) and the noise floor "
                         "(ExposureAugment); implies --online-augment")
+    p.add_argument("--bloom-augment", action="store_true",
+                   help="with the online augmentation also re-image frames through a point-spread function and "
+                        "log compression (BloomAugment: tissue blooming into the blood, as at high gain); implies "
+                        "--online-augment")
     p.add_argument("--online-augment", action="store_true",
                    help="whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
@@ -369,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if parent is not None:
         steps += _train_head_on_cached_features(model, x, y, gen, args.steps, args.max_minutes * 60)
     remaining = args.max_minutes * 60 - (time.time() - t1)
-    augment = segmentation_augment(args.online_augment, args.exposure_augment)
+    augment = segmentation_augment(args.online_augment, args.exposure_augment, args.bloom_augment, size)
     if parent is None or args.finetune_steps:
         steps += _train_all(model, x, y, gen, args.finetune_steps or args.steps,
                             remaining if parent is not None else args.max_minutes * 60, augment)
@@ -387,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
               f"--max-minutes {args.max_minutes} --finetune-steps {args.finetune_steps} "
               + ("--online-augment " if args.online_augment else "")
               + ("--exposure-augment " if args.exposure_augment else "")
+              + ("--bloom-augment " if args.bloom_augment else "")
               + (f"--continue-from {args.continue_from}" if args.continue_from
                  else f"--init-from {parent.split(':')[1] if parent else 'none'}"))
     report = {"metrics": metrics, "recipe": recipe, "steps_done": steps, "input_px": size, "resolution_ceiling": ceiling,
