@@ -364,11 +364,13 @@ def test_a_caliper_on_a_leaflet_inside_the_lv_moves_past_the_blood_gap_onto_the_
     r = refine_plax_keypoints(img, model, LV_LINE, px_per_mm=2.5, bloom_correction=False)
     assert abs(r.points_xy[2, 1] - 140.0) < 2.0  # on the wall, not the leaflet at 118
     assert r.interface_shift_px[2] > 15.0  # the move counts as model-image disagreement (confidence)
+    assert r.past_gap_px is not None and r.past_gap_px[2] > 15.0 and not r.past_gap_px[[0, 1, 3]].any()
     # without the leaflet the same start finds the wall's own step and nothing else moves it
     plain = refine_plax_keypoints(_lv_line_image(leaflet=False), np.array([[60.0, 21.0], [60.0, 39.0], [60.0, 135.0],
                                                                             [60.0, 171.0]]),
                                   LV_LINE, px_per_mm=2.5, bloom_correction=False)
     assert abs(plain.points_xy[2, 1] - 140.0) < 2.0 and abs(plain.shift_px[2]) < 7.0
+    assert plain.past_gap_px is None
 
 
 def test_an_echo_poor_band_inside_the_wall_does_not_move_the_caliper_to_the_pericardium():
@@ -388,3 +390,22 @@ def test_an_echo_poor_band_inside_the_wall_does_not_move_the_caliper_to_the_peri
     finally:
         edges.WALL_GAP_MIN_WALL_MM = old
     assert moved.points_xy[2, 1] > 160.0
+
+
+def test_propose_tells_the_reviewer_when_the_posterior_wall_caliper_was_moved_off_a_leaflet():
+    """A held-out-family frame whose posterior mitral leaflet lies in front of the wall (case seed
+    9 000 019, ED): the model's lv_pw lands on the leaflet; the notice names the frame and the move."""
+    from echomeasure.propose import propose
+    from echomeasure.synthetic.styles import render_styled_plax
+    from echomeasure.training.datasets import _styled_ed_es, plax_params_for_seed
+    from echomeasure.training.evaluate import _plax_clip
+
+    params = plax_params_for_seed(9_000_019, style="scatter")
+    ed, _ = _styled_ed_es(params, "scatter")
+    r = render_styled_plax(params, "scatter", frames=[ed], labels=False)
+    result = propose(_plax_clip(r.frames, r.regions, r.frame_time_ms), only=["lvidd", "lvpwd"], check_view=False)
+    moved = [n for n in result.notices if "posterior-wall caliper sat on an echo inside the LV" in n]
+    assert len(moved) == 1 and moved[0].startswith("ED frame 0:")
+    lvidd = next(p for p in result.measurements if p.name == "lvidd")
+    truth_mm = float(r.truth["frames"][ed]["values_cm"]["lvidd"]) * 10.0
+    assert abs(lvidd.value * 10.0 - truth_mm) < 5.0  # no longer a gross miss

@@ -125,6 +125,9 @@ class EdgeRefinement:
         (the best-scoring candidate other than the chosen one; 0 where there is none).
     rival_shift_px : (K,) float64, optional
         Signed offset of that competitor from the start point (0 where there is none).
+    past_gap_px : (K,) float64, optional
+        How far a keypoint was moved past a blood gap onto the wall behind it (the posterior-wall
+        rule, :data:`WALL_GAP_MM`); 0 elsewhere, None when the rule did not fire.
     interface_shift_px : (K,) float64, optional
         Signed offset of the chosen interface from the start point: ``shift_px``, except for
         keypoints left on their start (:data:`PROJECT_ONLY`), where it says how far the image's
@@ -139,6 +142,7 @@ class EdgeRefinement:
     rival_contrast_grey: np.ndarray | None = None
     rival_shift_px: np.ndarray | None = None
     interface_shift_px: np.ndarray | None = None
+    past_gap_px: np.ndarray | None = None
 
 
 def _bilinear(frame: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -583,7 +587,7 @@ def refine_plax_keypoints(
     shift = np.where(keep, 0.0, result.shift_px)
     searched = result.shift_px if result.interface_shift_px is None else result.interface_shift_px
     return EdgeRefinement(points, shift, result.contrast_grey, result.found, result.window_px,
-                          result.rival_contrast_grey, result.rival_shift_px, searched)
+                          result.rival_contrast_grey, result.rival_shift_px, searched, result.past_gap_px)
 
 
 #: The LV posterior wall is solid tissue.  A blood-dark run at least :data:`WALL_GAP_MM` long
@@ -649,8 +653,10 @@ def _past_cavity_echo(frame: np.ndarray, result: EdgeRefinement, channels: Seque
     contrast[i] = float(after.contrast_grey[0])
     log.info("lv_pw sat on an echo inside the LV (a %.1f mm blood gap behind it): moved %.1f mm onto the wall",
              gap_mm, moved / ppm)
+    past_gap = np.zeros(len(points))
+    past_gap[i] = moved
     return EdgeRefinement(points, shift, contrast, result.found, result.window_px, result.rival_contrast_grey,
-                          result.rival_shift_px, searched)
+                          result.rival_shift_px, searched, past_gap)
 
 
 def _bloom_corrected(frame: np.ndarray, result: EdgeRefinement, channels: Sequence[str], directions: np.ndarray,
@@ -675,7 +681,7 @@ def _bloom_corrected(frame: np.ndarray, result: EdgeRefinement, channels: Sequen
     # the confidence keeps judging the search's move (model vs image), not this correction
     searched = result.shift_px if result.interface_shift_px is None else result.interface_shift_px
     return EdgeRefinement(points, shift, result.contrast_grey, result.found, result.window_px,
-                          result.rival_contrast_grey, result.rival_shift_px, searched)
+                          result.rival_contrast_grey, result.rival_shift_px, searched, result.past_gap_px)
 
 
 def apply_edge_offsets(

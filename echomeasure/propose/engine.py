@@ -175,6 +175,7 @@ def _propose_2d(
     refine_edges: bool = True,
     anatomy_check: bool = True,
     depth_zoom: bool = True,
+    notices: list[str] | None = None,
 ) -> tuple[list[Proposal], int, int, list[dict]]:
     """The linear PLAX calipers of a cine: ``(proposals, ed, es, per-frame records)``.
 
@@ -196,7 +197,8 @@ def _propose_2d(
     )
     points_px, endpoint_conf = tracks.smoothed, tracks.conf
     if refine_edges:
-        points_px, endpoint_conf = _refine_plax_to_edges(clip, entry, tracks, px_per_mm, per_frame, timings)
+        points_px, endpoint_conf = _refine_plax_to_edges(clip, entry, tracks, px_per_mm, per_frame, timings,
+                                                         notices if notices is not None else [])
     factors: dict[str, float] = {}
     if anatomy_check and set(ch) == set(catalog.KEYPOINTS_2D):
         points_px, factors = _anatomy_checked(clip, points_px, tracks, ch, mm_per_px=1.0 / px_per_mm)
@@ -264,13 +266,15 @@ def _plax_tracks(
 
 
 def _refine_plax_to_edges(
-    clip: Clip, entry: Any, tracks: _PlaxTracks, px_per_mm: float, per_frame: bool, timings: dict[str, float]
+    clip: Clip, entry: Any, tracks: _PlaxTracks, px_per_mm: float, per_frame: bool, timings: dict[str, float],
+    notices: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calipers onto the tissue-blood interfaces of the full-resolution frame: ``(points, confidences)``.
 
     Keypoints move (so a keypoint shared by two measurements moves once), on the reported frames
     only unless every frame is asked for; an endpoint's confidence becomes decode gate x
-    interface factor x image resolution.
+    interface factor x image resolution.  A notice says when the posterior-wall caliper of the ED
+    or ES frame was moved off an echo inside the LV (edges.WALL_GAP_MM).
     """
     from echomeasure.propose import edges
 
@@ -283,6 +287,12 @@ def _refine_plax_to_edges(
         refined = edges.refine_plax_keypoints(clip.frames[i], tracks.smoothed[i], entry.channels, px_per_mm)
         points_px[i] = edges.apply_edge_offsets(refined.points_xy, entry.channels, offsets_mm, px_per_mm)
         endpoint_conf[i] *= edges.interface_confidence_factor(refined)
+        if refined.past_gap_px is not None and i in (tracks.ed, tracks.es):
+            phase = "ED" if i == tracks.ed else "ES"
+            moved_mm = float(np.max(np.abs(refined.past_gap_px))) / px_per_mm
+            notices.append(f"{phase} frame {i}: the posterior-wall caliper sat on an echo inside the LV (a mitral "
+                           f"leaflet or chord?) with blood behind it; moved {moved_mm:.1f} mm onto the wall: check "
+                           "the LV internal diameter and posterior wall")
     timings["edge_refinement"] = time.perf_counter() - t0
     return points_px, endpoint_conf
 
@@ -553,7 +563,7 @@ def _propose_plax(
     proposals, ed, es, frames = _propose_2d(
         clip, engine, only or catalog.LINEAR_2D, per_frame=run.per_frame, progress=run.progress,
         batch_size=run.batch_size, timings=run.timings, refine_edges=refine_edges, anatomy_check=anatomy_check,
-        depth_zoom=depth_zoom,
+        depth_zoom=depth_zoom, notices=notices,
     )
     proposals, segmentations, seg_model = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, run.versions, run.weights_dir,
                                                               run.timings, notices, per_frame=run.per_frame)
