@@ -30,13 +30,16 @@ def test_a_fine_tuned_version_records_its_parent_styles_and_recipe(tmp_path):
     code = apical_seg_train.main(["--out", str(tmp_path), "--report", str(tmp_path / "report"), "--version", "0.1",
                                   "--cases", "4", "--eval-cases", "2", "--steps", "2", "--init-from", "1.0",
                                   "--styles", "classic,vendor", "--max-lr", "1e-4", "--workers", "1", "--online-augment",
-                                  "--exposure-augment"])
+                                  "--exposure-augment", "--bloom-augment"])
     assert code == 0
     new = next(e for e in json.loads((tmp_path / "manifest.json").read_text())["models"] if e["version"] == "0.1")
     assert new["parent"] == "1.0"
     assert "--styles classic,vendor --init-from 1.0" in new["recipe"] and "classic+vendor" in new["trained_on"]
-    assert new["recipe"].endswith(" --online-augment --exposure-augment")
+    assert new["recipe"].endswith(" --online-augment --exposure-augment --bloom-augment")
     assert "artefact" in new["extra"]["online_augment"] and new["extra"]["online_augment"]["exposure"]["gain"] == [0.7, 2.5]
+    # the PSF bloom is recorded with its scale at this input size (128 px over a nominal 160 mm field)
+    assert new["extra"]["online_augment"]["bloom"]["psf_axial_mm"] == [0.2, 0.9]
+    assert new["extra"]["online_augment"]["bloom_px_per_mm"] == pytest.approx(0.8)
     # two steps at a small rate from 1.0: still a working LV segmentation
     assert new["metrics"]["own-style"]["dice_lv"] > 0.8
 
