@@ -5,7 +5,7 @@ intensity step near the model's point.  On a log-compressed B-mode picture that 
 always at the interface: the point-spread function smears bright tissue echo into the dark blood
 beside it, and the higher the gain (the brighter the blood is shown), the further the displayed
 ramp reaches into the blood.  Walls then look thicker and cavities smaller, the classic gain
-artefact of wall-thickness measurements.  On a sharp, dark-blooded picture the interface lies
+artefact of wall-thickness measurements.  On a sharp picture with black blood the interface lies
 in the middle of the ramp; on a blooming one, near its top.
 
 A linear model reads the offset from the profile around the chosen step, in the search line's
@@ -13,7 +13,7 @@ A linear model reads the offset from the profile around the chosen step, in the 
 blood) and its tissue peak (within 1 mm of the step on the blood side to 2 mm into the tissue),
 sampled every 0.25 mm from 4 mm into the blood to 3 mm into the tissue, plus the blood level,
 the contrast, the blood-to-peak ratio with its interaction with the normalised profile, and
-which keypoint it is (one intercept per interface of :data:`echomeasure.propose.edges.PLAX_INTERFACES`).
+which keypoint it is (one intercept per interface of :data:`BLOOD_INTERFACES`, the only ones corrected).
 Its coefficients (``interface_offset.json``, beside this module) are a ridge regression fitted
 by :mod:`echomeasure.training.interface_offset_fit` on training-family frames, half of them
 re-imaged through a PSF and log compression (:class:`echomeasure.training.augment.BloomAugment`),
