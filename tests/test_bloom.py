@@ -167,3 +167,17 @@ def test_fit_command_is_reproducible_and_refuses_seeds_outside_training(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --cases 2000000")
     assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize("out", ["missing_folder/x.json", "."])
+def test_fit_command_refuses_an_unwritable_output_before_fitting(tmp_path, capsys, monkeypatch, out):
+    from echomeasure.training import interface_offset_fit
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(interface_offset_fit, "fit", lambda *a: pytest.fail("fitted before checking --out"))
+    with pytest.raises(SystemExit) as exc:
+        interface_offset_fit.main(["--out", out])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

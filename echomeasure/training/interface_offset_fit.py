@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from echomeasure import catalog
+from echomeasure import atomic, catalog
+from echomeasure.errors import InvalidInputError
 from echomeasure.propose import edges
 from echomeasure.propose.interface_offset import (
     BLOOD_INTERFACES,
@@ -149,9 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seed < 0:
         refuse("--seed must be 0 or more")
+    try:  # a user error before a minute of rendering, not after it
+        atomic.check_output_path(args.out)
+    except InvalidInputError as exc:
+        refuse(f"--out {exc}")
     model = fit(args.cases, args.seed, args.check_cases)
-    from echomeasure import atomic
-
     atomic.write_text(args.out, json.dumps(model.to_json(), indent=1) + "\n")
     for phase in ("before", "after"):
         rows = model.record["check"][phase]
