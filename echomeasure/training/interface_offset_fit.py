@@ -1,6 +1,6 @@
 """Fit the bloom correction of the PLAX edge search (:mod:`echomeasure.propose.interface_offset`).
 
-``python -m echomeasure.training.interface_offset_fit [--cases 60] [--seed 0] [--out PATH]``
+``python -m echomeasure.training.interface_offset_fit [--cases 60] [--seed 0] [--check-cases 20] [--out PATH]``
 
 Renders ``--cases`` PLAX cases of each training family (ED and ES frames, training seeds only;
 the held-out family is never rendered), re-images half of the frames through a point-spread
@@ -9,7 +9,8 @@ edge search 1 mm (SD) off every true interface, and fits a ridge regression of t
 interface's offset from the chosen step on the profile around it.  The error before and after
 the correction on ``--check-cases`` cases of the training families from seed 9,000,040 (the edge
 search's tuning seeds) is recorded beside it.  Writes the
-JSON atomically (default: the shipped file beside the module).  About a minute on one core.
+JSON atomically (default: the shipped file beside the module, which the package then uses: give
+``--out`` to fit elsewhere).  About a minute on one core.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def _groups(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def fit(n_cases: int, seed: int, check_cases: int = 20) -> InterfaceOffsetModel:
     """Render, fit and check; the model's record carries the command, data and errors."""
     first = FIT_SEED_BASE + 10_000 * seed
-    if n_cases < 1 or n_cases > 10_000 or first + n_cases > TRAIN_SEEDS.stop:
+    if n_cases < 1:
+        refuse("--cases must be at least 1")
+    if n_cases > 10_000 or first + n_cases > TRAIN_SEEDS.stop:
         refuse(f"--cases {n_cases} with --seed {seed} leaves the training seed range")
     if not 1 <= check_cases <= 40:
         refuse("--check-cases must be 1 to 40 (the edge search's tuning seeds)")
