@@ -283,10 +283,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from echomeasure.training.datasets import refuse, refuse_unwritable, seeds_apart_from
+
     if args.evaluate_styles:
+        refuse_unwritable("--styles-report", args.styles_report + ".json", args.styles_report + ".md")
         return evaluate_styles(args)
+    refuse_unwritable("--report", args.report + ".json")
     from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
-    from echomeasure.training.datasets import refuse, seeds_apart_from
 
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
     if HELDOUT_STYLE in styles or not set(styles) <= set(TRAINING_STYLES):

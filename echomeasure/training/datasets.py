@@ -74,6 +74,19 @@ def refuse(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def refuse_unwritable(option: str, *paths: str | Path) -> None:
+    """Refuse (:func:`refuse`) an output file a training script would write only at its end (a
+    report) when it cannot be written there, before any rendering or training."""
+    from echomeasure.atomic import check_output_path
+    from echomeasure.errors import InvalidInputError
+
+    for path in paths:
+        try:
+            check_output_path(path)
+        except InvalidInputError as exc:
+            refuse(f"{option} {exc}")
+
+
 def seeds_apart_from(first: int, n_cases: int, evaluation: range, seed: int) -> range:
     """Case seeds ``first .. first + n_cases - 1`` of a trainer's run at ``--seed seed``.
 

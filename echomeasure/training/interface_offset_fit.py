@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from echomeasure import atomic, catalog
-from echomeasure.errors import InvalidInputError
 from echomeasure.propose import edges
 from echomeasure.propose.interface_offset import (
     BLOOD_INTERFACES,
@@ -34,7 +33,7 @@ from echomeasure.propose.interface_offset import (
     sample_profiles,
 )
 from echomeasure.training.augment import BloomAugment
-from echomeasure.training.datasets import TRAIN_SEEDS, refuse
+from echomeasure.training.datasets import TRAIN_SEEDS, refuse, refuse_unwritable
 
 #: Families fitted on (the held-out family is never rendered here).
 FIT_STYLES = ("classic", "vendor")
@@ -153,10 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seed < 0:
         refuse("--seed must be 0 or more")
-    try:  # a user error before a minute of rendering, not after it
-        atomic.check_output_path(args.out)
-    except InvalidInputError as exc:
-        refuse(f"--out {exc}")
+    refuse_unwritable("--out", args.out)  # a user error before a minute of rendering, not after it
     model = fit(args.cases, args.seed, args.check_cases)
     atomic.write_text(args.out, json.dumps(model.to_json(), indent=1) + "\n")
     for phase in ("before", "after"):

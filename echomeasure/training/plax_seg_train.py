@@ -341,11 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     from echomeasure.models.builders import DEFAULT_ARCH, count_parameters
     from echomeasure.models.registry import WeightsEntry, register, save_weights
     from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+    from echomeasure.training.datasets import refuse_unwritable
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.choose_size:
         training_seeds(args.seed, args.cases)  # refused before anything is rendered or written
+        refuse_unwritable("--report", args.report)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     t_start = time.time()

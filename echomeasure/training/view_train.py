@@ -712,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     from echomeasure.errors import InvalidInputError
     from echomeasure.models.registry import OWN_STYLE, WeightsEntry, register, save_weights
     from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES, parse_styles
-    from echomeasure.training.datasets import refuse
+    from echomeasure.training.datasets import refuse, refuse_unwritable
 
     parser = _parser()
     args = parser.parse_args(argv)
@@ -723,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     if HELDOUT_STYLE in apical_styles:
         parser.error(f"--apical-styles: the {HELDOUT_STYLE!r} family is held out: it is never trained on")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    refuse_unwritable("--report", args.report + ".json", args.report + ".md")
     torch.set_num_threads(1)  # a tiny network: one thread is as fast and shares a busy CPU better
     if args.evaluate_only:
         return _evaluate_only(args)
