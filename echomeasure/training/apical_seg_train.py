@@ -33,7 +33,7 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.catalog import APICAL_SEG_CLASSES
-from echomeasure.training.augment import augmented_batch, segmentation_augment
+from echomeasure.training.augment import SegmentationAugment, augmented_batch, segmentation_augment
 from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
@@ -148,12 +148,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> tuple[int, float]:
-    """AdamW with a one-cycle schedule on random flipped batches (augmented online with
-    ``--online-augment``); (steps done, start time)."""
+def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace,
+           augment: SegmentationAugment | None) -> tuple[int, float]:
+    """AdamW with a one-cycle schedule on random flipped batches (augmented online by ``augment``);
+    (steps done, start time)."""
     import torch
-
-    augment = segmentation_augment(args.online_augment, args.exposure_augment, args.bloom_augment, args.size)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.max_lr / 2, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.max_lr, total_steps=args.steps)
@@ -315,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(SEG_MODEL, args.init_from, out_dir).model
     else:
         model = build_model(DEFAULT_ARCH, len(APICAL_SEG_CLASSES))
-    steps, t1 = _train(model, x, y, args)
+    augment = segmentation_augment(args.online_augment, args.exposure_augment, args.bloom_augment, args.size)
+    steps, t1 = _train(model, x, y, args, augment)
     t_train = time.time() - t1
     model.eval()
 
@@ -337,8 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{TRAIN_SEED0 + args.seed * 100_000}, generator echomeasure.synthetic.apical",
         seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model), parent=args.init_from,
         extra={"steps_done": steps, "train_s": round(t_train, 1), "data_s": round(t_data, 1), "eval_seeds_from": EVAL_SEED0,
-               "online_augment": augment.to_dict() if (augment := segmentation_augment(
-                   args.online_augment, args.exposure_augment, args.bloom_augment, args.size)) else None,
+               "online_augment": augment.to_dict() if augment else None,
                "labels": "CAMUS: 0 background, 1 LV cavity, 2 myocardium, 3 LA"},
     )
     register(entry, weights_dir=out_dir)
