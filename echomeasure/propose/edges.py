@@ -57,6 +57,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from echomeasure.propose.interface_offset import BLOOD_INTERFACES, sample_profiles, shipped_model
+from echomeasure.propose.line_profiles import gaussian_kernel, line_profiles
+
 if TYPE_CHECKING:
     from echomeasure.ingest.clip import Region
 
@@ -143,44 +146,6 @@ class EdgeRefinement:
     rival_shift_px: np.ndarray | None = None
     interface_shift_px: np.ndarray | None = None
     past_gap_px: np.ndarray | None = None
-
-
-def _bilinear(frame: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Bilinear samples of a (H, W) or (H, W, C) image at float coordinates (channels averaged).
-
-    Coordinates outside the image are clamped to its border.  Only the box around the samples
-    is converted to grey, so the cost does not grow with the frame size.
-    """
-    h, w = frame.shape[:2]
-    x = np.clip(xs, 0.0, w - 1.0)
-    y = np.clip(ys, 0.0, h - 1.0)
-    bx0 = int(np.floor(x.min())) if x.size else 0
-    by0 = int(np.floor(y.min())) if y.size else 0
-    bx1 = min(w, int(np.ceil(x.max())) + 2) if x.size else 1
-    by1 = min(h, int(np.ceil(y.max())) + 2) if y.size else 1
-    box = frame[by0:by1, bx0:bx1]
-    grey = box.mean(axis=2, dtype=np.float32) if box.ndim == 3 else box.astype(np.float32)
-    gh, gw = grey.shape
-    x = x - bx0
-    y = y - by0
-    x0 = np.minimum(np.floor(x).astype(np.intp), max(gw - 2, 0))
-    y0 = np.minimum(np.floor(y).astype(np.intp), max(gh - 2, 0))
-    fx = x - x0
-    fy = y - y0
-    x1 = np.minimum(x0 + 1, gw - 1)
-    y1 = np.minimum(y0 + 1, gh - 1)
-    v00, v01, v10, v11 = grey[y0, x0], grey[y0, x1], grey[y1, x0], grey[y1, x1]
-    top = v00 + (v01 - v00) * fx
-    bottom = v10 + (v11 - v10) * fx
-    return top + (bottom - top) * fy
-
-
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    if sigma <= 0.0:
-        return np.ones(1)
-    r = max(1, int(math.ceil(3.0 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    return k / k.sum()
 
 
 def refine_to_edges(
@@ -272,29 +237,13 @@ def _contrast_along_lines(
     candidate offsets (pixels along each line, within +-``max_window_px``, ``step`` apart)."""
     span = max(1, int(round(step_span_px / step)))
     dark = max(1, int(round(dark_span_px / step)))
-    kernel = _gaussian_kernel(smooth_px / step)
+    kernel = gaussian_kernel(smooth_px / step)
     pad = max(span, dark) + len(kernel) // 2 + 1
     n_c = int(math.ceil(max_window_px / step))
     t = np.arange(-n_c - pad, n_c + pad + 1) * step  # (T,) offsets along the line
-    profile = _line_profiles(frame, pts, u, t, across_half_width_px, kernel)
+    profile = line_profiles(frame, pts, u, t, across_half_width_px, kernel)
     centre = np.arange(pad, len(t) - pad)  # candidate indices, offsets within +-n_c samples
     return _step_contrast(profile, pol, centre, span, dark), t[centre]
-
-
-def _line_profiles(
-    frame: np.ndarray, pts: np.ndarray, u: np.ndarray, t: np.ndarray, across_half_width_px: float, kernel: np.ndarray
-) -> np.ndarray:
-    """(K, T) intensity along each point's unit direction ``u`` at offsets ``t``: averaged across
-    the line over ``across_half_width_px`` each side (against speckle), smoothed along it."""
-    n = np.stack([-u[:, 1], u[:, 0]], axis=1)
-    n_across = max(1, 2 * int(round(across_half_width_px)) + 1)
-    across = np.linspace(-across_half_width_px, across_half_width_px, n_across) if n_across > 1 else np.zeros(1)
-    xs = pts[:, None, None, 0] + t[None, None, :] * u[:, None, None, 0] + across[None, :, None] * n[:, None, None, 0]
-    ys = pts[:, None, None, 1] + t[None, None, :] * u[:, None, None, 1] + across[None, :, None] * n[:, None, None, 1]
-    profile = _bilinear(frame, xs, ys).mean(axis=1)  # (K, T)
-    if len(kernel) > 1:
-        profile = np.stack([np.convolve(p, kernel, mode="same") for p in profile])
-    return profile
 
 
 def _step_contrast(profile: np.ndarray, pol: np.ndarray, centre: np.ndarray, span: int, dark: int) -> np.ndarray:
@@ -622,8 +571,8 @@ def _past_cavity_echo(frame: np.ndarray, result: EdgeRefinement, channels: Seque
     if not np.any(u) or lv_px < 5.0 * ppm or wall_px < 3.0 * ppm:
         return result
     t = np.arange(-lv_px, wall_px, 0.25 * ppm)
-    profile = _line_profiles(frame, lv_pw[None], u[None], t, float(spans["across_half_width_px"]),
-                             _gaussian_kernel(float(spans["smooth_px"])))[0]
+    profile = line_profiles(frame, lv_pw[None], u[None], t, float(spans["across_half_width_px"]),
+                             gaussian_kernel(float(spans["smooth_px"])))[0]
     blood = float(np.median(profile[(t > -0.75 * lv_px) & (t < -0.25 * lv_px)]))
     wall = float(np.percentile(profile[t > 0], 75))
     if wall - blood < float(spans["min_contrast_grey"]):
@@ -664,8 +613,6 @@ def _bloom_corrected(frame: np.ndarray, result: EdgeRefinement, channels: Sequen
     """``result`` with each found, movable blood-tissue interface moved by the shipped bloom
     correction (:mod:`echomeasure.propose.interface_offset`) along its line, towards the tissue or
     the blood."""
-    from echomeasure.propose.interface_offset import BLOOD_INTERFACES, sample_profiles, shipped_model
-
     model = shipped_model()
     blood_side = np.array([name in BLOOD_INTERFACES for name in channels], dtype=bool)
     idx = np.flatnonzero(movable & result.found & blood_side)

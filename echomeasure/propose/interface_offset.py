@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from echomeasure.propose.line_profiles import gaussian_kernel, line_profiles
+
 #: The blood-tissue interfaces the correction applies to (of
 #: :data:`echomeasure.propose.edges.PLAX_INTERFACES`): the bloom is bright tissue smeared into
 #: dark blood, so the wall-pericardium step (tissue on both sides) is not corrected, nor the LA's
@@ -80,13 +82,10 @@ def profile_features(profiles: np.ndarray, keypoints: Sequence[str] | None = Non
 
 def sample_profiles(frame: np.ndarray, points_xy: np.ndarray, tissue_dirs_xy: np.ndarray, px_per_mm: float) -> np.ndarray:
     """(K, len(GRID_MM)) grey profiles through each point along its unit tissue direction."""
-    from echomeasure.propose.edges import _gaussian_kernel, _line_profiles
-
     pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     dirs = np.asarray(tissue_dirs_xy, dtype=np.float64).reshape(-1, 2)
     ppm = float(px_per_mm)
-    return _line_profiles(frame, pts, dirs, GRID_MM * ppm, ACROSS_HALF_WIDTH_MM * ppm,
-                          _gaussian_kernel(SMOOTH_MM * ppm))
+    return line_profiles(frame, pts, dirs, GRID_MM * ppm, ACROSS_HALF_WIDTH_MM * ppm, gaussian_kernel(SMOOTH_MM * ppm))
 
 
 def fit_coefficients(profiles: np.ndarray, offsets_mm: np.ndarray, *, keypoints: Sequence[str] | None = None,
