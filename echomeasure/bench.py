@@ -1,7 +1,7 @@
 """``echomeasure bench``: speed, memory and accuracy of the measurement path, measured here.
 
 Speed (the targets are a 100-frame clip proposed within 2 s end to end on a 2-core CPU after
-process start-up, and a 300-frame 600x800 clip under 2 GB peak memory):
+process start-up, and a 300-frame 600x800 clip under 1 GB peak memory):
 
 * model throughput per backend (ONNX Runtime / torch), batched, median of repeats;
 * end to end on a synthetic 600x800 PLAX DICOM of ``n_frames`` frames (uncompressed and JPEG
@@ -10,7 +10,8 @@ process start-up, and a 300-frame 600x800 clip under 2 GB peak memory):
 * where the time goes (per stage, and optionally a cProfile top list);
 * the anchor configuration (``deeplabv3_resnet50`` at 480x640, batch 1, fp32, torch, random
   weights) timed on a few frames in the same run and extrapolated to the clip; the ratio;
-* with ``memory``: peak RSS of a child process measuring a 300-frame 600x800 clip.
+* with ``memory``: peak RSS of a child process measuring a 300-frame 600x800 clip, PLAX
+  (``memory``) and apical A4C, segmented on every frame (``memory_apical_a4c``).
 
 Speed does not depend on the weight values: with no trained weights registered, random
 weights of the decided architecture are used (and the results say so).
@@ -279,9 +280,10 @@ def time_backbones(repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
-def measure_memory(weights_dir: Path, scratch: Path) -> dict[str, Any]:
-    """Peak RSS of a child ``echomeasure measure`` on a 300-frame 600x800 JPEG clip."""
-    path = write_bench_clip(scratch / "memory-300.dcm", MEMORY_N_FRAMES, jpeg=True)
+def measure_memory(weights_dir: Path, scratch: Path, view: str = "plax") -> dict[str, Any]:
+    """Peak RSS of a child ``echomeasure measure`` on a 300-frame 600x800 JPEG clip (``view="a4c"``:
+    an apical clip, segmented on every frame)."""
+    path = write_bench_clip(scratch / f"memory-300-{view}.dcm", MEMORY_N_FRAMES, jpeg=True, view=view)
     env = {**os.environ, "ECHOMEASURE_WEIGHTS": str(weights_dir)}
     # the child reports its own peak after the command has finished: VmHWM of its own address
     # space (Linux carries ru_maxrss over fork + exec, so that would include this big process)
@@ -314,6 +316,7 @@ def measure_memory(weights_dir: Path, scratch: Path) -> dict[str, Any]:
         "frames": MEMORY_N_FRAMES,
         "image_size": list(BENCH_IMAGE_SIZE),
         "encoding": "jpeg-baseline",
+        "view": view,
         "peak_rss_mb": round(peak_mb, 1),
         "wall_s_including_startup": round(wall, 2),
         "peak_rss_mb_first_run_cold_cache": round(first_mb, 1),
@@ -377,7 +380,7 @@ def run_bench(
     backbones
         Also time the backbone / input-size table.
     memory
-        Peak memory of a 300-frame 600x800 clip (child process).
+        Peak memory of a 300-frame 600x800 clip (child process), PLAX and apical.
     profile
         Add a cProfile top list of one end-to-end run.
     output
@@ -408,6 +411,7 @@ def run_bench(
             results["backbones"] = time_backbones(repeats)
         if memory:
             results["memory"] = measure_memory(wdir, scratch)
+            results["memory_apical_a4c"] = measure_memory(wdir, scratch, view="a4c")
         if accuracy:
             results["accuracy"] = run_accuracy(cases, weights_dir)
     # ru_maxrss is in KiB on Linux

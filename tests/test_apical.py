@@ -246,3 +246,40 @@ def test_a_segmentation_without_an_lv_gives_no_volume_and_a_notice():
     assert values["lvedv"]["value"] is None and values["lvedv"]["confidence"] == 0.0
     assert values["lvef"]["value"] is None and "no left ventricle" in result.notices[0]
     assert result.segmentations == []
+
+
+def test_one_pass_keeps_the_first_largest_and_smallest_lv_frames_across_batches():
+    """ED/ES come from one pass that keeps only two frames' probabilities: the first frame of the
+    largest and of the smallest LV area, wherever the batches split; --per-frame gets every frame's
+    polygons and the same volumes."""
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.propose.apical import propose_apical
+
+    params = dataclasses.replace(sample_apical_case_params(2, 3, "a4c", small=True), n_frames=11)
+    cine = render_apical(params, labels=False)
+    clip = Clip(frames=cine.frames, frame_time_ms=cine.frame_time_ms, regions=cine.regions, source_kind="dicom")
+    # LV disc radius per frame (model pixels): largest at frames 3 and 8 (tie), smallest at 5 and 10 (tie)
+    radii = [20, 22, 24, 30, 21, 12, 18, 25, 30, 19, 12]
+    calls: list[int] = []
+
+    def discs(x):
+        n, h, w = len(x), x.shape[2], x.shape[3]
+        start = sum(calls)
+        calls.append(n)
+        yy, xx = np.mgrid[0:h, 0:w]
+        out = np.full((n, 4, h, w), -10.0, np.float32)
+        for j in range(n):
+            lv = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < radii[start + j] ** 2
+            out[j, 1][lv] = 10.0
+            out[j, 0][~lv] = 10.0
+        return out
+
+    for batch in (4, 16):
+        calls.clear()
+        result = propose_apical(clip, "a4c", engine=_engine(discs), batch_size=batch)
+        assert (result.ed_frame, result.es_frame) == (3, 5)
+        assert {s["frame"] for s in result.segmentations} == {3, 5}
+    calls.clear()
+    every = propose_apical(clip, "a4c", engine=_engine(discs), batch_size=4, per_frame=True)
+    assert [s["frame"] for s in every.segmentations] == list(range(11))
+    assert every.volumes == result.volumes

@@ -95,34 +95,46 @@ def propose_apical(
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     transform = CropTransform.for_clip(clip, engine.entry.input_size, "2d")
-    n = clip.n_frames
-    probs = []
-    for start in range(0, n, batch_size):
+    shape = (clip.height, clip.width)
+    cm = square_cm_per_px(clip.regions, clip.user_cm_per_px)
+    # one pass over the frames that keeps only each frame's LV area and the model-resolution
+    # probabilities of the largest- and smallest-LV frames so far (ED, ES; the first on a tie):
+    # memory does not grow with the clip (a 300-frame clip's probabilities would be ~180 MB)
+    lv_area = np.zeros(clip.n_frames, dtype=np.int64)
+    ed = es = 0
+    ed_prob = es_prob = np.zeros(0, np.float32)
+    every_frame: list[dict] = []  # per_frame: each frame's polygons, made as the pass goes
+    for start in range(0, clip.n_frames, batch_size):
         logits = np.asarray(engine.runner(transform.apply_array(clip.frames[start : start + batch_size])), dtype=np.float32)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs.append(e / e.sum(axis=1, keepdims=True))
-    prob = np.concatenate(probs)  # (N, 4, h, w)
+        for i, p in enumerate(e / e.sum(axis=1, keepdims=True), start=start):
+            lv_area[i] = int((p.argmax(axis=0) == 1).sum())
+            if i == 0 or lv_area[i] > lv_area[ed]:
+                ed, ed_prob = i, p.copy()
+            if i == 0 or lv_area[i] < lv_area[es]:
+                es, es_prob = i, p.copy()
+            if per_frame:
+                full = _full_probabilities(p, transform.box, shape)
+                every_frame += _polygons(full.argmax(axis=0).astype(np.uint8), full, i, cm)
     timings["segmentation"] = time.perf_counter() - t0
-    lv_area = (prob.argmax(axis=1) == 1).sum(axis=(1, 2))
-    ed, es = int(np.argmax(lv_area)), int(np.argmin(lv_area))
-    cm = square_cm_per_px(clip.regions, clip.user_cm_per_px)
     unit_scale = "ml" if cm is not None else "px"
     notices: list[str] = []
     method = single_plane_method(view)
 
-    frames = range(n) if per_frame else sorted({ed, es})
     axes: dict[int, Any] = {}
     maps: dict[int, np.ndarray] = {}
     segmentations: list[dict] = []
     conf_lv: dict[int, float] = {}
-    for i in frames:
-        full = _full_probabilities(prob[i], transform.box, (clip.height, clip.width))
+    for i, p in sorted({ed: ed_prob, es: es_prob}.items()):
+        full = _full_probabilities(p, transform.box, shape)
         labels = full.argmax(axis=0).astype(np.uint8)
         maps[i] = labels
         axes[i] = volumes.lv_axis(labels)
         lv = labels == 1
         conf_lv[i] = float(full[1][lv].mean()) if lv.any() else 0.0
         segmentations += _polygons(labels, full, i, cm)
+    if per_frame:
+        segmentations = every_frame
 
     def lv_volume(i: int) -> float | None:
         if axes.get(i) is None or cm is None:
