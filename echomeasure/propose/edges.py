@@ -147,6 +147,12 @@ class EdgeRefinement:
     interface_shift_px: np.ndarray | None = None
     past_gap_px: np.ndarray | None = None
 
+    @property
+    def searched_shift_px(self) -> np.ndarray:
+        """``interface_shift_px``, or ``shift_px`` where that is not set: how far the search moved
+        from the model's point, which the confidence judges (not the later corrections)."""
+        return self.shift_px if self.interface_shift_px is None else self.interface_shift_px
+
 
 def refine_to_edges(
     frame: np.ndarray,
@@ -367,7 +373,7 @@ def interface_confidence_factor(refinement: EdgeRefinement) -> np.ndarray:
     rival = (np.zeros(k) if refinement.rival_contrast_grey is None
              else np.asarray(refinement.rival_contrast_grey, dtype=np.float64))
     window = np.zeros(k) if refinement.window_px is None else np.asarray(refinement.window_px, dtype=np.float64)
-    moved_px = refinement.shift_px if refinement.interface_shift_px is None else refinement.interface_shift_px
+    moved_px = refinement.searched_shift_px
     shift = np.abs(np.asarray(moved_px, dtype=np.float64))
     ambiguity = np.clip(rival / np.where(contrast > 0, contrast, 1.0), 0.0, 1.0)
     moved = np.clip(shift / np.where(window > 0, window, 1.0), 0.0, 1.0)
@@ -534,9 +540,9 @@ def refine_plax_keypoints(
     points = result.points_xy.copy()
     points[keep] = starts[keep]
     shift = np.where(keep, 0.0, result.shift_px)
-    searched = result.shift_px if result.interface_shift_px is None else result.interface_shift_px
     return EdgeRefinement(points, shift, result.contrast_grey, result.found, result.window_px,
-                          result.rival_contrast_grey, result.rival_shift_px, searched, result.past_gap_px)
+                          result.rival_contrast_grey, result.rival_shift_px, result.searched_shift_px,
+                          result.past_gap_px)
 
 
 #: The LV posterior wall is solid tissue.  A blood-dark run at least :data:`WALL_GAP_MM` long
@@ -595,8 +601,7 @@ def _past_cavity_echo(frame: np.ndarray, result: EdgeRefinement, channels: Seque
     points[i] = after.points_xy[0]
     shift = np.asarray(result.shift_px, dtype=np.float64).copy()
     shift[i] += moved
-    searched = np.asarray(result.shift_px if result.interface_shift_px is None else result.interface_shift_px,
-                          dtype=np.float64).copy()
+    searched = np.asarray(result.searched_shift_px, dtype=np.float64).copy()
     searched[i] += moved
     contrast = np.asarray(result.contrast_grey, dtype=np.float64).copy()
     contrast[i] = float(after.contrast_grey[0])
@@ -626,9 +631,9 @@ def _bloom_corrected(frame: np.ndarray, result: EdgeRefinement, channels: Sequen
     shift = np.asarray(result.shift_px, dtype=np.float64).copy()
     shift[idx] += offsets_px * polarities[idx]  # signed along the search direction
     # the confidence keeps judging the search's move (model vs image), not this correction
-    searched = result.shift_px if result.interface_shift_px is None else result.interface_shift_px
     return EdgeRefinement(points, shift, result.contrast_grey, result.found, result.window_px,
-                          result.rival_contrast_grey, result.rival_shift_px, searched, result.past_gap_px)
+                          result.rival_contrast_grey, result.rival_shift_px, result.searched_shift_px,
+                          result.past_gap_px)
 
 
 def apply_edge_offsets(
