@@ -227,5 +227,10 @@ def test_apical_seg_evaluate_styles_writes_a_table_per_family(tmp_path):
     assert list(data["per_style"]) == ["classic", "scatter"] and data["eval_cases"] == 2
     for metrics in data["per_style"].values():
         assert 0.0 <= metrics["dice_lv"] <= 1.0 and {"ef_mae_points", "edv_mae_ml", "dice_la"} <= set(metrics)
+    assert list(data["error_sources"]) == ["classic", "scatter"]
+    for sources in data["error_sources"].values():  # every true structure, its extra and missed share
+        assert set(sources) == {"lv", "myocardium", "la"}
+        assert all(0.0 <= e["missed_pct"] <= 100.0 and e["extra_pct"] >= 0.0 for e in sources.values())
     md = report.with_suffix(".md").read_text()
     assert "| classic |" in md and "| scatter |" in md
+    assert "Where the label errors lie" in md and "| scatter | myocardium |" in md

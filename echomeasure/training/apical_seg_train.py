@@ -105,11 +105,6 @@ def predict_labels(model, image: np.ndarray, box: tuple[int, int, int, int], siz
     return labels, conf
 
 
-def dice(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
-    a, b = pred == k, truth == k
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
-
 
 def _parser() -> argparse.ArgumentParser:
     """The training script's options."""
@@ -180,8 +175,11 @@ def _train(model: Any, x: np.ndarray, y: np.ndarray, args: argparse.Namespace,
     return steps, t1
 
 
-def _evaluate_held_out(model: Any, args: argparse.Namespace, style: str = "classic") -> dict[str, float | int]:
-    """Dice per class and volume / EF errors on held-out cases at full resolution (in a style family)."""
+def _evaluate_held_out(model: Any, args: argparse.Namespace,
+                       style: str = "classic") -> tuple[dict[str, float | int], dict[str, dict[str, Any]]]:
+    """Dice per class and volume / EF errors on held-out cases at full resolution (in a style
+    family), and where the ED/ES label errors lie (:func:`echomeasure.models.segmentation.error_sources`)."""
+    from echomeasure.models.segmentation import confusion_counts, dice, error_sources
     from echomeasure.propose import volumes
 
     eval_jobs: list[tuple] = [(EVAL_SEED0 + i, ("a4c", "a2c")[i % 2], args.size, False) for i in range(args.eval_cases)]
@@ -190,6 +188,7 @@ def _evaluate_held_out(model: Any, args: argparse.Namespace, style: str = "class
     with get_context("fork").Pool(args.workers) as pool:
         held = pool.map(render_case, eval_jobs, chunksize=2)
     dices: dict[str, list[float]] = {n: [] for n in APICAL_SEG_CLASSES[1:]}
+    confusion = np.zeros((len(APICAL_SEG_CLASSES),) * 2, dtype=np.int64)
     ef_err, edv_err, esv_err, edv_true3d_err, la_err, speed = [], [], [], [], [], []
     for case in held:
         vols = []
@@ -198,8 +197,10 @@ def _evaluate_held_out(model: Any, args: argparse.Namespace, style: str = "class
             t = time.perf_counter()
             pred, _ = predict_labels(model, case["frames"][k], case["box"], args.size)
             speed.append(time.perf_counter() - t)
+            confusion += confusion_counts(pred, case["labels"][k], len(APICAL_SEG_CLASSES))
             for j, n in enumerate(APICAL_SEG_CLASSES[1:], start=1):
-                dices[n].append(dice(pred, case["labels"][k], j))
+                d = dice(pred, case["labels"][k], j)
+                dices[n].append(1.0 if d is None else d)  # absent in both maps: a perfect answer
             ax = volumes.lv_axis(pred)
             axes.append(ax)
             vols.append(volumes.mod_single_plane_ml(ax, case["cm_per_px"]) if ax is not None else float("nan"))
@@ -220,7 +221,7 @@ def _evaluate_held_out(model: Any, args: argparse.Namespace, style: str = "class
         la_volume_mae_ml=round(float(np.nanmean(la_err)), 2), ms_per_frame=round(1000 * float(np.median(speed)), 1),
         failed_volumes=int(np.sum(~np.isfinite(edv_err))),
     )
-    return metrics
+    return metrics, error_sources(confusion, APICAL_SEG_CLASSES)
 
 
 def evaluate_styles(args: argparse.Namespace) -> int:
@@ -235,9 +236,10 @@ def evaluate_styles(args: argparse.Namespace) -> int:
     model = loaded.model
     args.size = int(loaded.entry.input_size[0])
     per_style: dict[str, dict[str, float | int | None]] = {}
+    sources: dict[str, dict[str, dict[str, Any]]] = {}
     for style in parse_styles(args.evaluate_styles):
         t = time.time()
-        metrics = _evaluate_held_out(model, args, style)
+        metrics, sources[style] = _evaluate_held_out(model, args, style)
         # JSON has no NaN: a metric without a finite value (no case gave a volume) is null
         per_style[style] = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
         per_style[style]["eval_s"] = round(time.time() - t, 1)
@@ -247,7 +249,7 @@ def evaluate_styles(args: argparse.Namespace) -> int:
     report = {"model": {"name": SEG_MODEL, "version": loaded.version, "sha256": loaded.entry.sha256,
                         "trained_on": loaded.entry.trained_on},
               "heldout_style": HELDOUT_STYLE, "eval_cases": args.eval_cases, "eval_seeds_from": EVAL_SEED0,
-              "per_style": per_style, "recipe": recipe}
+              "per_style": per_style, "error_sources": sources, "recipe": recipe}
     atomic.write_text(args.styles_report + ".json", json.dumps(report, indent=1) + "\n")
     atomic.write_text(args.styles_report + ".md", _styles_markdown(report))
     print(json.dumps(per_style))
@@ -268,6 +270,12 @@ def _styles_markdown(r: dict) -> str:
              "| family | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for style, m in r["per_style"].items():
         lines.append(f"| {style} | " + " | ".join(str(m.get(k, "-")) for k in keys) + " |")
+    if r.get("error_sources"):
+        from echomeasure.models.segmentation import error_sources_markdown
+
+        lines += ["", "Where the label errors lie (ED and ES frames, % of each structure's true area; extra from a "
+                  "cavity on a wall's both sides is what point-spread-function bloom does):", "",
+                  *error_sources_markdown(r["error_sources"])]
     lines += ["", f"Model: {r['model']['name']} {r['model']['version']} (sha256 {r['model']['sha256'][:12]}...), "
               f"trained on {r['model']['trained_on']}.", "", f"Recipe: `{r['recipe']}`", ""]
     return "\n".join(lines)
@@ -319,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.time() - t1
     model.eval()
 
-    metrics = _evaluate_held_out(model, args)
+    metrics, sources = _evaluate_held_out(model, args)
     file = f"{SEG_MODEL}-{args.version}.pt"
     sha = save_weights(model, out_dir / file)
     recipe = (f"nice -n 5 python -m echomeasure.training.apical_seg_train --version {args.version} --cases {args.cases} "
@@ -341,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                "labels": "CAMUS: 0 background, 1 LV cavity, 2 myocardium, 3 LA"},
     )
     register(entry, weights_dir=out_dir)
-    atomic.write_text(args.report + ".json", json.dumps({"metrics": metrics, "recipe": recipe, "steps": steps}, indent=1) + "\n")
+    atomic.write_text(args.report + ".json", json.dumps({"metrics": metrics, "error_sources": sources, "recipe": recipe,
+                                                          "steps": steps}, indent=1) + "\n")
     print(json.dumps(metrics))
     return 0
 

@@ -54,6 +54,10 @@ IMAGE_SIZES: tuple[tuple[int, int], ...] = ((300, 400), (480, 640), (600, 800))
 TRAIN_SEED0, EVAL_SEED0 = 9_100_000, 9_200_000
 #: case seeds [EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK) are evaluation cases only: no training run renders them
 EVAL_SEED_BLOCK = 100_000
+#: First seed of the ``--evaluate-only`` cases (inside the evaluation block; no training run, and no
+#: choice between versions during training, has seen them): family ``j``, case ``i`` is seed
+#: ``CLEAN_EVAL_SEED0 + 1000 * j + i``, the cases of every version table in benchmarks/plax_seg.md.
+CLEAN_EVAL_SEED0 = 9_250_000
 CANDIDATE_SIZES = (96, 128, 160, 192)
 
 
@@ -220,24 +224,36 @@ def _lr(progress: float, peak: float = 2e-3) -> float:
 
 def evaluate(model, held: list[dict], size: int) -> dict[str, float]:
     """Mean IoU per structure and overall on held-out ED/ES frames, per family group."""
-    from echomeasure.models.segmentation import predict
+    return evaluate_with_errors(model, held, size)[0]
+
+
+def evaluate_with_errors(model, held: list[dict], size: int) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """:func:`evaluate`'s metrics and, per family group (``own``, ``heldout``), where the errors lie
+    (:func:`echomeasure.models.segmentation.error_sources`: each structure's extra and missed
+    pixels and the classes they came from or went to)."""
+    from echomeasure.models.segmentation import confusion_counts, error_sources, predict
     from echomeasure.synthetic.styles import HELDOUT_STYLE
 
+    n = len(PLAX_SEG_CLASSES)
     per: dict[str, dict[str, list[float]]] = {"own": {}, "heldout": {}}
+    confusion = {group: np.zeros((n, n), dtype=np.int64) for group in per}
     for case in held:
         group = "heldout" if case["style"] == HELDOUT_STYLE else "own"
         pred, _ = predict(model, case["frames"], case["box"], (size, size))
         for p, t in zip(pred, case["labels"], strict=True):
+            confusion[group] += confusion_counts(p, t, n)
             for name, v in mean_structure_iou(p, t).items():
                 per[group].setdefault(name, []).append(v)
     metrics: dict[str, float] = {}
+    sources: dict[str, dict[str, Any]] = {}
     for group, d in per.items():
         if not d:
             continue
         for name, vals in d.items():
             metrics[f"{group}_iou_{name}"] = round(float(np.mean(vals)), 4)
         metrics[f"{group}_mean_iou"] = round(float(np.mean([np.mean(v) for v in d.values()])), 4)
-    return metrics
+        sources[group] = error_sources(confusion[group], PLAX_SEG_CLASSES)
+    return metrics, sources
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -246,7 +262,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
-    p.add_argument("--version", default="1.0")
+    p.add_argument("--version", help="version to register (default 1.0); with --evaluate-only, the version "
+                   "to evaluate (default: the active one)")
     p.add_argument("--cases", type=int, default=160, help="training cases (3 frames each)")
     p.add_argument("--eval-cases", type=int, default=8, help="held-out cases per family")
     p.add_argument("--steps", type=int, default=2000)
@@ -271,6 +288,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     p.add_argument("--choose-size", action="store_true", help="only print the resolution-ceiling table")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="no training: evaluate the registered --version (in --out) on --eval-cases cases of each "
+                        f"family from seed {CLEAN_EVAL_SEED0} (mean IoU and where the errors lie); writes --report")
     p.add_argument("--no-register", action="store_true")
     p.add_argument("--report", default=str(config.PROJECT_ROOT / "benchmarks" / "plax_seg.json"))
     return p
@@ -333,6 +353,38 @@ def _initial_model(args: argparse.Namespace) -> tuple[Any, str | None]:
     return model, parent
 
 
+def evaluate_registered(args: argparse.Namespace) -> int:
+    """``--evaluate-only``: the registered ``--version`` on ``--eval-cases`` cases of each family
+    (seeds from :data:`CLEAN_EVAL_SEED0`), at its own input size; writes ``--report``."""
+    import torch
+
+    from echomeasure.models.segmentation import load_segmentation_model
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+    from echomeasure.training.datasets import refuse
+
+    if not 1 <= args.eval_cases <= 1000:
+        refuse("--eval-cases must be 1 to 1000 (the clean evaluation block holds 1000 cases per family)")
+    torch.set_num_threads(args.threads)
+    loaded = load_segmentation_model(PLAX_SEG_MODEL, args.version, args.out or None)
+    size = int(loaded.entry.input_size[0])
+    t0 = time.time()
+    families = (*TRAINING_STYLES, HELDOUT_STYLE)
+    jobs = [(CLEAN_EVAL_SEED0 + 1000 * j + i, style) for j, style in enumerate(families) for i in range(args.eval_cases)]
+    with get_context("fork").Pool(args.workers) as pool:
+        held = pool.map(render_eval_case, jobs, chunksize=2)
+    metrics, sources = evaluate_with_errors(loaded.model.eval(), held, size)
+    report = {"model": {"name": PLAX_SEG_MODEL, "version": loaded.version, "sha256": loaded.entry.sha256,
+                        "input_px": size},
+              "families": {"own": list(TRAINING_STYLES), "heldout": HELDOUT_STYLE},
+              "eval_cases_per_family": args.eval_cases, "eval_seeds": f"{CLEAN_EVAL_SEED0} + 1000 x family + case",
+              "metrics": metrics, "error_sources": sources, "eval_s": round(time.time() - t0, 1),
+              "recipe": (f"nice -n 5 python -m echomeasure.training.plax_seg_train --evaluate-only --version "
+                         f"{loaded.version} --eval-cases {args.eval_cases}")}
+    atomic.write_text(args.report, json.dumps(report, indent=1) + "\n")
+    print(json.dumps({"metrics": metrics, "eval_s": report["eval_s"]}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Render, train, evaluate and register plax-seg; write the benchmark report."""
     import torch
@@ -345,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.evaluate_only:
+        refuse_unwritable("--report", args.report)
+        return evaluate_registered(args)
+    args.version = args.version or "1.0"
     if not args.choose_size:
         training_seeds(args.seed, args.cases)  # refused before anything is rendered or written
         refuse_unwritable("--report", args.report)
@@ -382,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.time() - t1
     model.eval()
     t2 = time.time()
-    metrics = evaluate(model, held, size)
+    metrics, sources = evaluate_with_errors(model, held, size)
     t_eval = time.time() - t2
     metrics["resolution_ceiling_mean_iou"] = ceiling[size]
     log.info("metrics %s", metrics)
@@ -396,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
               + ("--bloom-augment " if args.bloom_augment else "")
               + (f"--continue-from {args.continue_from}" if args.continue_from
                  else f"--init-from {parent.split(':')[1] if parent else 'none'}"))
-    report = {"metrics": metrics, "recipe": recipe, "steps_done": steps, "input_px": size, "resolution_ceiling": ceiling,
+    report = {"metrics": metrics, "error_sources": sources, "recipe": recipe, "steps_done": steps, "input_px": size,
+              "resolution_ceiling": ceiling,
               "data_s": round(t_data, 1), "train_s": round(t_train, 1), "eval_s": round(t_eval, 1),
               "wall_s": round(time.time() - t_start, 1)}
     if not args.no_register:
