@@ -84,7 +84,8 @@ def test_plax_seg_evaluate_only_reports_iou_and_error_sources_per_family_group(t
     for group in ("own", "heldout"):
         assert set(r["error_sources"][group]) <= set(PLAX_SEG_CLASSES[1:]) and "septum" in r["error_sources"][group]
     assert "--evaluate-only" in r["recipe"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["eval.json", "manifest.json", entry["file"]])  # nothing registered
+    # nothing registered, nothing else written
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["eval.json", "manifest.json", entry["file"]])
 
 
 def test_plax_seg_evaluate_only_refuses_a_case_count_outside_the_clean_block(tmp_path, capsys):

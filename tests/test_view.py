@@ -197,3 +197,25 @@ def test_a_single_still_frame_is_measured_as_plax_with_a_notice(shipped_weights)
     assert [p.name for p in result.measurements] == ["ivsd"]
     # view 1.0 has never seen a still heart: it calls this one "other", and says why it measures anyway
     assert result.view["name"] == "other" and "single still frame" in result.notices[0]
+
+
+@needs_view_model
+def test_an_uncertain_apical_view_says_which_two_views_it_is_between(shipped_weights, tmp_path, capsys, monkeypatch):
+    """An A4C clip whose RV is out of the sector looks like an A2C: the classifier's doubt reaches the user."""
+    from echomeasure.models import view as view_model
+    from echomeasure.synthetic.studio import CaseJob, write_case
+
+    write_case(tmp_path, CaseJob(0, "a4c"), 21, small=True)
+    path = str(tmp_path / "case_0000_a4c.dcm")
+    assert main(["measure", "-q", path]) == 0
+    confident = json.loads(capsys.readouterr().out)
+    assert confident["view"]["confidence"] >= view_model.LOW_CONFIDENCE
+    assert not any("view uncertain" in n for n in confident["notices"])
+
+    doubtful = view_model.decide(np.array([0.03, 0.47, 0.44, 0.03, 0.03]), "test")
+    monkeypatch.setattr(view_model, "classify_view", lambda clip, **kw: doubtful)
+    assert main(["measure", "-q", path]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["view"] == {"name": "a4c", "confidence": 0.47}
+    assert any("not a parasternal long-axis view" in n for n in doc["notices"])
+    assert "view uncertain (a4c 0.47, a2c 0.44): check the view and the proposals" in doc["notices"]

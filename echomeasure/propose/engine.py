@@ -395,8 +395,9 @@ def _classify_view(clip: Clip, versions: Mapping[str, str], weights_dir: Any, ti
     elif clip.kind == "doppler" and decision.name != "doppler":
         notices.append(f"the view classifier sees {title} ({decision.confidence:.2f}), but the file declares a spectral "
                        "Doppler region: Doppler measurements are proposed by the region")
-    elif decision.confidence < view_model.LOW_CONFIDENCE:
-        notices.append(f"view uncertain ({decision.name}, confidence {decision.confidence:.2f}): check the proposals")
+    if decision.confidence < view_model.LOW_CONFIDENCE and not (clip.kind == "doppler" and decision.name != "doppler"):
+        two = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])[:2]
+        notices.append(f"view uncertain ({', '.join(f'{v} {p:.2f}' for v, p in two)}): check the view and the proposals")
     return decision, notices
 
 
