@@ -17,9 +17,9 @@ pixels maps model coordinate ``u`` to image coordinate ``x0 + (u + 0.5) * w / W 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -111,18 +111,34 @@ def detect_sector_box(frames: np.ndarray, *, max_frames: int = 24) -> Box:
     return box
 
 
+def region_box_2d(regions: Iterable[Any], height_px: int, width_px: int) -> Box | None:
+    """The largest DICOM 2D region's box (tissue regions preferred), within the image.
+
+    A region that reaches past the image edge (some vendors' boxes end one past the last column,
+    or describe a larger acquisition matrix) is cut at the edge; one wholly outside the image is
+    left out.  None when no 2D region lies on the image.
+    """
+    boxes = []
+    for r in regions or ():
+        if getattr(r, "spatial_format", None) != SPATIAL_2D:
+            continue
+        x0, y0, x1, y1 = max(0, int(r.x0)), max(0, int(r.y0)), min(width_px - 1, int(r.x1)), min(height_px - 1, int(r.y1))
+        if x1 >= x0 and y1 >= y0:
+            boxes.append((getattr(r, "data_type", 0) == 1, Box(x0, y0, x1, y1)))
+    tissue = [b for is_tissue, b in boxes if is_tissue] or [b for _, b in boxes]
+    return max(tissue, key=lambda b: b.width_px * b.height_px) if tissue else None
+
+
 def box_2d(clip: Clip) -> Box:
     """The box the 2D model looks at.
 
-    The largest DICOM 2D region (tissue regions preferred); for a clip without 2D regions
+    The largest DICOM 2D region (:func:`region_box_2d`); for a clip without 2D regions
     (videos, screenshots) a sector box recorded by ingest (``clip.extra["sector_box"]``) or
     one found by :func:`detect_sector_box`.
     """
-    regions = [r for r in clip.regions if r.spatial_format == SPATIAL_2D]
-    if regions:
-        tissue = [r for r in regions if r.data_type == 1] or regions
-        r = max(tissue, key=lambda r: (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1))
-        return Box(r.x0, r.y0, r.x1, r.y1).clipped(clip.height, clip.width)
+    region = region_box_2d(clip.regions, clip.height, clip.width)
+    if region is not None:
+        return region
     recorded = clip.extra.get("sector_box") if isinstance(clip.extra, dict) else None
     if recorded is not None and len(recorded) == 4:
         return Box(*(int(v) for v in recorded)).clipped(clip.height, clip.width)

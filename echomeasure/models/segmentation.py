@@ -37,11 +37,14 @@ def is_segmentation(channels: Sequence[str]) -> bool:
 
 
 def image_box(regions: Sequence[Any], shape_hw: tuple[int, int]) -> Box:
-    """The first 2D region's box, or the whole frame without one."""
-    for r in regions or ():
-        if getattr(r, "spatial_format", None) == 1:
-            return int(r.x0), int(r.y0), int(r.x1), int(r.y1)
-    return 0, 0, int(shape_hw[1]) - 1, int(shape_hw[0]) - 1
+    """The box a segmentation model looks at: the 2D region the keypoint models use
+    (:func:`echomeasure.models.preprocess.region_box_2d`: the largest, cut at the image edge), or
+    the whole frame without one."""
+    from echomeasure.models.preprocess import region_box_2d
+
+    height, width = int(shape_hw[0]), int(shape_hw[1])
+    box = region_box_2d(regions, height, width)
+    return box.as_tuple() if box is not None else (0, 0, width - 1, height - 1)
 
 
 def to_input(frames: np.ndarray, box: Box, size_hw: tuple[int, int]) -> np.ndarray:
