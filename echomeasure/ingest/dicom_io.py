@@ -9,9 +9,12 @@ header that claims 100000 x 100000 pixels never allocates them.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,15 +79,27 @@ class PixelGeometry:
 
 
 def check_path(path: str | os.PathLike[str]) -> Path:
-    """The path as a :class:`Path`, refusing missing paths, directories and empty files."""
+    """The path as a :class:`Path`, refusing missing paths, symlink loops, directories and empty files."""
     p = Path(path)
-    if not p.exists():
-        raise InputNotFoundError("no such file; check the path")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        if p.is_symlink():
+            raise InputNotFoundError("is a symbolic link to a missing file; check the link") from None
+        raise InputNotFoundError("no such file; check the path") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputNotFoundError("the path cannot be resolved (symlink loop)") from None
+        if exc.errno == errno.ENOTDIR:
+            raise InputNotFoundError("no such file; check the path") from None
+        raise InputNotFoundError(f"the path cannot be examined ({exc.strerror or type(exc).__name__})") from None
+    except ValueError:  # a NUL character in the path
+        raise InputNotFoundError("the path is not valid (it holds a NUL character)") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputNotFoundError("is a directory; give a DICOM, video or image file")
-    if not p.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise InputNotFoundError("not a regular file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise InvalidInputError("the file is empty")
     return p
 
@@ -116,6 +131,8 @@ def read_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = Fal
         pass
     except EchomeasureError:
         raise
+    except (struct.error, EOFError):  # fewer bytes than an element header or value needs
+        raise InvalidInputError("not a readable DICOM file: it is truncated or damaged (an element is cut short)") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure on a hostile file is a user error
         raise InvalidInputError(f"not a readable DICOM file ({type(exc).__name__})") from None
     # No preamble: accept only if the forced parse finds an image header.
@@ -176,7 +193,7 @@ def check_geometry(ds: Dataset, name: str = "") -> PixelGeometry:
     """
     label = ""  # the entry point names the file (hygiene.named_errors); name is kept for callers
     if "PixelData" not in ds:
-        raise InvalidInputError(f"{label}the DICOM file has no pixel data (not an image)")
+        raise _missing_pixel_data(ds)
     rows = _int(ds, "Rows", 0) or 0
     cols = _int(ds, "Columns", 0) or 0
     spp = _int(ds, "SamplesPerPixel", 1) or 1
@@ -235,6 +252,37 @@ def check_geometry(ds: Dataset, name: str = "") -> PixelGeometry:
                 f"{n_frames} frames of {rows} x {cols} (only {have} complete frames)"
             )
     return PixelGeometry(rows, cols, n_frames, spp, bits, photometric, str(ts), encapsulated)
+
+
+def _file_holds_pixel_data_tag(ds: Dataset) -> bool:
+    """True when the file ``ds`` was read from holds the Pixel Data tag (7FE0,0010) in its bytes
+    (either byte order), although the parser found no Pixel Data: the file breaks inside it."""
+    filename = getattr(ds, "filename", None)
+    if not isinstance(filename, (str, os.PathLike)):
+        return False
+    tags = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+    try:
+        with open(filename, "rb") as fh:
+            tail = b""
+            while chunk := fh.read(1 << 20):
+                buf = tail + chunk
+                if any(t in buf for t in tags):
+                    return True
+                tail = buf[-3:]
+    except OSError:
+        return False
+    return False
+
+
+def _missing_pixel_data(ds: Dataset) -> InvalidInputError:
+    """The error for a dataset without Pixel Data: a truncated or damaged image (the parser stops
+    quietly at the end of a file cut short, also inside the pixel data) or a non-image object."""
+    sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+    if _file_holds_pixel_data_tag(ds):
+        return InvalidInputError("the pixel data is truncated or damaged (the file ends or breaks inside it)")
+    if sop in US_SOP_CLASSES or "Rows" in ds or "NumberOfFrames" in ds:
+        return InvalidInputError("the file is truncated or damaged: it ends before its pixel data")
+    return InvalidInputError("the DICOM file has no pixel data (not an image)")
 
 
 def _check_encapsulated(raw: bytes, n_frames: int, label: str) -> None:
@@ -414,10 +462,25 @@ def decode_frames(ds: Dataset, geometry: PixelGeometry) -> np.ndarray:
 
 
 def regions_from_dataset(ds: Dataset) -> tuple[Region, ...]:
-    """The Sequence of Ultrasound Regions (0018,6011) as :class:`Region` values (skips broken items)."""
+    """The Sequence of Ultrasound Regions (0018,6011) as :class:`Region` values (skips broken items).
+
+    A physical value that is absent, NaN or infinite (PhysicalDeltaX/Y, ReferencePixelPhysical
+    ValueX/Y) is read as 0, the value of an absent one: a zero delta is "no scale" to every reader,
+    and the calibration rule refuses a file whose measuring region has one
+    (:func:`echomeasure.ingest.calibration.check_region_calibration`), while a region that
+    calibrates nothing (an ECG trace) keeps its time axis unknown instead of spreading NaN.
+    """
     seq = ds.get("SequenceOfUltrasoundRegions")
     if not seq:
         return ()
+
+    def physical(item: Dataset, keyword: str) -> float:
+        v = float(item.get(keyword, 0.0) or 0.0)
+        if not np.isfinite(v):
+            log.info("ultrasound region: %s is not a finite number; read as 0 (no scale)", keyword)
+            return 0.0
+        return v
+
     out: list[Region] = []
     for i, item in enumerate(seq):
         try:
@@ -428,12 +491,12 @@ def regions_from_dataset(ds: Dataset) -> tuple[Region, ...]:
                 data_type=int(item.get("RegionDataType", 0) or 0),
                 units_x=int(item.get("PhysicalUnitsXDirection", 0) or 0),
                 units_y=int(item.get("PhysicalUnitsYDirection", 0) or 0),
-                delta_x=float(item.get("PhysicalDeltaX", 0.0) or 0.0),
-                delta_y=float(item.get("PhysicalDeltaY", 0.0) or 0.0),
+                delta_x=physical(item, "PhysicalDeltaX"),
+                delta_y=physical(item, "PhysicalDeltaY"),
                 ref_x0=int(item.ReferencePixelX0) if item.get("ReferencePixelX0") is not None else None,
                 ref_y0=int(item.ReferencePixelY0) if item.get("ReferencePixelY0") is not None else None,
-                ref_phys_x=float(item.get("ReferencePixelPhysicalValueX", 0.0) or 0.0),
-                ref_phys_y=float(item.get("ReferencePixelPhysicalValueY", 0.0) or 0.0),
+                ref_phys_x=physical(item, "ReferencePixelPhysicalValueX"),
+                ref_phys_y=physical(item, "ReferencePixelPhysicalValueY"),
                 flags=int(item.get("RegionFlags", 0) or 0),
             ))
         except (AttributeError, TypeError, ValueError) as exc:
