@@ -219,3 +219,49 @@ def test_an_uncertain_apical_view_says_which_two_views_it_is_between(shipped_wei
     assert doc["view"] == {"name": "a4c", "confidence": 0.47}
     assert any("not a parasternal long-axis view" in n for n in doc["notices"])
     assert "view uncertain (a4c 0.47, a2c 0.44): check the view and the proposals" in doc["notices"]
+
+
+@needs_view_model
+def test_a_real_apical_cine_the_classifier_calls_plax_with_doubt_gets_no_plax_calipers(shipped_weights, capsys):
+    """pydicom-data's color3d_jpeg_baseline.dcm: a real SonoSite A4C cine (120 frames) the classifier
+    calls PLAX with about 0.63; every PLAX caliper on it came out flagged (IVSd 6.3 cm, LVIDd 13.5 cm)."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("color3d_jpeg_baseline.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    assert main(["measure", "-q", path]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["measurements"] == []
+    if doc["view"]["name"] == "plax":  # the premise of the rule (a better classifier would say a4c / other)
+        assert doc["view"]["confidence"] < 0.8
+    assert any("probably not a parasternal long-axis view" in n and "added by hand" in n for n in doc["notices"])
+    assert not any("PLAX segmentation disagrees" in n for n in doc["notices"])  # no notices about dropped calipers
+
+
+def _proposal(name, value, flagged):
+    from echomeasure.propose.types import Proposal
+
+    return Proposal(name=name, frame=0, points=((0.0, 0.0), (1.0, 1.0)), value=value, unit="cm", confidence=0.0,
+                    flagged=flagged)
+
+
+def test_plax_calipers_are_dropped_only_when_the_view_is_in_doubt_and_none_is_credible():
+    from echomeasure.propose.engine import PLAX_SURE_CONFIDENCE, _doubtful_plax_notice
+
+    def view(name, p):
+        probs = np.full(len(VIEWS), (1.0 - p) / (len(VIEWS) - 1))
+        probs[VIEWS.index(name)] = p
+        return decide(probs)
+
+    all_flagged = [_proposal(n, v, True) for n, v in (("ivsd", 1.0), ("lvidd", 5.0), ("lvpwd", 1.0), ("la", 3.5))]
+    one_credible = [*all_flagged[:3], _proposal("la", 3.5, False)]
+    implausible = [_proposal(n, v, False) for n, v in (("ivsd", 6.3), ("lvidd", 13.5), ("lvpwd", 1.0))]
+    assert _doubtful_plax_notice(view("plax", PLAX_SURE_CONFIDENCE + 0.05), all_flagged) is None  # the view is sure
+    assert _doubtful_plax_notice(None, all_flagged) is None  # no view classifier
+    assert _doubtful_plax_notice(view("plax", 0.63), one_credible) is None
+    notice = _doubtful_plax_notice(view("plax", 0.63), all_flagged)
+    assert notice is not None and "unsure of PLAX (plax 0.63" in notice and "none of the 4 PLAX calipers" in notice
+    notice = _doubtful_plax_notice(view("other", 0.96), implausible)  # a still frame of another view
+    assert notice is not None and "does not see a PLAX view (other 0.96" in notice and "2 anatomically implausible" in notice
+    assert _doubtful_plax_notice(view("plax", 0.63), all_flagged[:2]) is None  # too few to judge (--only)
