@@ -1,7 +1,10 @@
 """The ``echomeasure`` command: a thin shell over the library.
 
-Exit status: 0 success; 2 user error (one ``error: ...`` line on stderr, no traceback,
-nothing partial left behind); 1 for anything else (a bug: the traceback is shown).
+Exit status: 0 success; 2 user error (one ``error: ...`` line on stderr naming the input as
+the user gave it, no traceback, nothing partial left behind; argparse errors too);
+1 when the result cannot be written to stdout (full disk: one ``error: cannot write the
+output: ...`` line) or for anything else (a bug: the traceback is shown); 141 (128 + SIGPIPE,
+as Unix tools) quietly when the reader of a pipe went away (``| head``).
 
 Each command imports what it needs when it runs, so ``echomeasure --help`` and light
 commands start fast (torch is only imported by commands that run models).
@@ -12,21 +15,115 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from echomeasure import __version__
-from echomeasure.errors import EchomeasureError
+from echomeasure.errors import EchomeasureError, InvalidInputError, WeightsError
 
 log = logging.getLogger("echomeasure")
 
 Command = Callable[[argparse.Namespace], int]
 
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
+
+
+class _OutputError(Exception):
+    """stdout cannot be written (full disk, closed file): not the user's input, so exit 1, one line."""
+
+
+class _PipeClosed(Exception):
+    """The reader of stdout went away (``echomeasure ... | head``): stop quietly."""
+
+
+def _write_out(text: str) -> None:
+    """Write ``text`` to stdout now (flushed), turning a failed write into :class:`_OutputError`
+    or :class:`_PipeClosed` for :func:`main`."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _PipeClosed from None
+    except OSError as exc:
+        raise _OutputError(exc.strerror or type(exc).__name__) from None
+    except ValueError:  # stdout was closed
+        raise _OutputError("stdout is closed") from None
+
 
 def _print_json(obj: object) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    """One JSON line on stdout; never NaN or Infinity (not JSON): a result holding one is refused."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:
+        if "out of range float" not in str(exc).lower():
+            raise
+        raise InvalidInputError(
+            "the result holds a value that is not a finite number (NaN or infinity), which JSON cannot carry; "
+            "nothing is printed (check the file's calibration)"
+        ) from None
+    _write_out(text + "\n")
+
+
+def _names(message: str, label: str) -> bool:
+    """True when ``message`` already names the path ``label`` as a path of its own: at the start
+    or after a space, quote or bracket, and followed by the end, ``:``, ``/`` (a file inside it),
+    ``;``, ``,``, ``)`` or a quote -- not a word of the sentence that happens to be spelt alike."""
+    i = message.find(label)
+    while i >= 0:
+        before = message[i - 1] if i else " "
+        j = i + len(label)
+        after = message[j] if j < len(message) else ""
+        if before in " ('\"" and (after == "" or after in ":/;,)'\"" or (after == "." and j + 1 == len(message))):
+            return True
+        i = message.find(label, i + 1)
+    return False
+
+
+def named_message(path: str | os.PathLike[str], exc: EchomeasureError) -> str:
+    """The message of a user error about the input ``path``, naming it as the user gave it.
+
+    The one rule every command that reads a path follows (the same ``PATH: message`` as
+    ``inspect`` and ``deid``, ingest.hygiene): the path exactly as typed, JSON-quoted when it
+    holds control characters, put first.  Left as it is: a message that already names the path,
+    one about an option (it starts with ``--``) and one about the installation (missing weights).
+    """
+    from echomeasure.ingest.hygiene import quote_path
+
+    text = str(exc)
+    label = quote_path(path)
+    if isinstance(exc, WeightsError) or text.startswith("--") or _names(text, label):
+        return text
+    return f"{label}: {text}"
+
+
+@contextmanager
+def _naming_input(path: str | os.PathLike[str]) -> Iterator[None]:
+    """User errors raised inside name the input ``path`` as given (:func:`named_message`)."""
+    try:
+        yield
+    except EchomeasureError as exc:
+        exc.args = (named_message(path, exc),)
+        raise
+
+
+def _path(text: str) -> str:
+    """An argparse ``type`` for file and folder arguments: refuses an empty path ('' would mean the
+    current folder), keeps the text as typed (it names the input in error messages)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return text
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: ``error: MESSAGE (see PROG --help)``, exit 2.
+
+    Sub-command parsers are made of the same class (``add_subparsers`` uses the parent's type)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 # --------------------------------------------------------------------------- commands
@@ -37,7 +134,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Print what a file is: kind, frames, size, frame time, regions, de-identification status."""
     from echomeasure.ingest import inspect_file
 
-    _print_json(inspect_file(args.path))
+    with _naming_input(args.path):
+        _print_json(inspect_file(args.path))
     return 0
 
 
@@ -49,12 +147,16 @@ def cmd_deid(args: argparse.Namespace) -> int:
     result = deidentify_file(args.input, args.output, secret=config.secret(args.secret),
                              allow_non_us=getattr(args, "allow_non_us", False),
                              options=DeidOptions(find_text=not getattr(args, "no_text_search", False)))
-    _print_json(result)
+    with _naming_input(args.input):  # deidentify_file names the input or the output itself
+        _print_json(result)
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """De-identify and register files (folders walked recursively); one JSON line per file."""
+    """De-identify and register files (folders walked recursively); one JSON line per file, and for
+    a file that fails an ``error:`` line on stderr naming it as given (or as found in the folder given)."""
+    from pathlib import Path
+
     from tqdm import tqdm
 
     from echomeasure import config
@@ -67,12 +169,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     files = iter_input_files(args.paths)
     if not files:
         raise EchomeasureError("no files to ingest in the given folder(s); give DICOM, video or image files")
+    given = {Path(raw): raw for raw in args.paths}  # a file named on the command line, as typed
     secret = config.secret(args.secret)
     failed = 0
     with open_store(args.db) as store:
         bar = tqdm(files, desc="ingest", unit="file", file=sys.stderr, disable=None, leave=False)
         for path in bar:
-            name = display_name(path)
+            name = display_name(path)  # stdout (and the store) carry the base name only
             try:
                 result = ingest_path(
                     path,
@@ -85,9 +188,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             except EchomeasureError as exc:
                 failed += 1
                 _print_json({"file": name, "status": "error", "error": str(exc)})
-                from echomeasure.ingest.hygiene import quote_path
-
-                tqdm.write(f"error: {quote_path(name)}: {exc}", file=sys.stderr)
+                tqdm.write(f"error: {named_message(given.get(path, path), exc)}", file=sys.stderr)
                 continue
             _print_json(result.as_json())
     return 2 if failed else 0
@@ -123,7 +224,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     summary = run_batch(
         args.paths, db=args.db, address=args.address, workers=args.workers, out_parquet=out_dir,
         resume=args.resume, run_models=not args.no_propose, only=args.only.split(",") if args.only else None,
-        user_cm_per_px=args.cm_per_px, gpus_per_worker=args.gpus_per_worker,
+        user_cm_per_px=args.cm_per_px, gpus_per_worker=args.gpus_per_worker, emit=_print_json,
     )
     return 2 if summary.failed else 0
 
@@ -148,8 +249,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with open_store(url) as store:
         text = export(store, args.format, args.output, clip_ids=args.clip)
     if args.output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        _write_out(text)
     return 0
 
 
@@ -198,39 +298,48 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     modes = args.mode.split(",") if args.mode else None
     with open_store(url) as store:
         text = run(store, fmt=args.format, plots=args.plots, modes=modes)
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    _write_out(text)
     return 0
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
     """De-identify one file, run the models, print the proposals as JSON (docs/architecture.md section 3)."""
+    from echomeasure.errors import MeasurementError
+    from echomeasure.propose.engine import parse_only
+
+    try:  # an option error, before the file is read (it is not about the file)
+        parse_only(args.only)
+    except MeasurementError as exc:
+        raise MeasurementError(f"--only {args.only}: {exc}") from None
+    with _naming_input(args.path):
+        _print_json(_measure(args))
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> dict[str, Any]:
+    """The contract JSON of ``measure`` (the model chosen by ``--model``)."""
     from echomeasure.propose.measure import measure_file, terminal_progress
 
     model_version = args.model_version
     if getattr(args, "model", None):
-        from echomeasure.errors import InvalidInputError
         from echomeasure.models.echonet_measurements import FAMILY, measure_file_echonet
 
         name, _, version = args.model.partition(":")
         if name == FAMILY:
             with terminal_progress(not args.quiet, desc=FAMILY) as progress:
-                result = measure_file_echonet(args.path, only=args.only, per_frame=args.per_frame,
-                                              scale_cm_per_px=args.scale, version=version or None, progress=progress)
-            _print_json(result)
-            return 0
+                return measure_file_echonet(args.path, only=args.only, per_frame=args.per_frame,
+                                            scale_cm_per_px=args.scale, version=version or None, progress=progress)
         from echomeasure.models.segmentation import measure_file_segmentation, segmentation_registered
 
         if segmentation_registered(name):
-            _print_json(measure_file_segmentation(args.path, name, version or None, per_frame=args.per_frame,
-                                                  scale_cm_per_px=args.scale))
-            return 0
+            return measure_file_segmentation(args.path, name, version or None, per_frame=args.per_frame,
+                                             scale_cm_per_px=args.scale)
         if name not in ("plax-linear", "doppler-peaks"):
             raise InvalidInputError(f"--model {name}: unknown model; use plax-linear, doppler-peaks or {FAMILY}")
         if version:
             model_version = ",".join(p for p in (model_version, f"{name}={version}") if p)
     with terminal_progress(not args.quiet) as progress:
-        result = measure_file(
+        return measure_file(
             args.path,
             only=args.only,
             per_frame=args.per_frame,
@@ -239,8 +348,6 @@ def cmd_measure(args: argparse.Namespace) -> int:
             progress=progress,
             backend=args.backend,
         )
-    _print_json(result)
-    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -291,7 +398,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from echomeasure.training.train import train_model
 
     if getattr(args, "dataset", None):
-        return _train_on_dataset(args)
+        with _naming_input(args.dataset[1]):
+            return _train_on_dataset(args)
     if not args.model:
         from echomeasure.errors import InvalidInputError
 
@@ -359,14 +467,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Error of a registered model on a public dataset split (JSON)."""
     from echomeasure.training.echonet_lvh import evaluate_lvh
 
-    if _segmentation_dataset(args.dataset):
-        from echomeasure.training.seg_datasets import evaluate_dataset
+    with _naming_input(args.dataset[1]):
+        if _segmentation_dataset(args.dataset):
+            from echomeasure.training.seg_datasets import evaluate_dataset
 
-        _print_json(evaluate_dataset(args.dataset[0], args.dataset[1], split=args.split, model=args.model))
-        return 0
-    path = _dataset_arg(args.dataset)
-    _print_json(evaluate_lvh(path, split=args.split, model=args.model, max_videos=args.max_videos,
-                             progress=not args.quiet))
+            _print_json(evaluate_dataset(args.dataset[0], args.dataset[1], split=args.split, model=args.model))
+            return 0
+        path = _dataset_arg(args.dataset)
+        _print_json(evaluate_lvh(path, split=args.split, model=args.model, max_videos=args.max_videos,
+                                 progress=not args.quiet))
     return 0
 
 
@@ -377,7 +486,8 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
 
     if args.source != FAMILY:
         raise InvalidInputError(f"weights import {args.source}: unknown source; known: {FAMILY}")
-    report = import_checkpoints(args.dir, weights_dir=args.out, version=args.version)
+    with _naming_input(args.dir):
+        report = import_checkpoints(args.dir, weights_dir=args.out, version=args.version)
     for notice in report.notices:
         sys.stderr.write(f"notice: {notice}\n")
     _print_json(report.to_dict())
@@ -423,8 +533,8 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
     table = [head] + [(r["name"], r["version"], "*" if r["active"] else "", _metrics_summary(r["metrics"]),
                        r["trained_on"]) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head) - 1)]
-    for row in table:
-        sys.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + str(row[-1]) + "\n")
+    _write_out("".join("  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + str(row[-1])
+                       + "\n" for row in table))
     return 0
 
 
@@ -532,12 +642,12 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 def _add_file_commands(sub: argparse._SubParsersAction) -> None:
     """Sub-commands inspect and deid: one file in, JSON or a de-identified copy out."""
     s = sub.add_parser("inspect", help="describe a DICOM / video / image file as JSON")
-    s.add_argument("path")
+    s.add_argument("path", type=_path)
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("deid", help="write a de-identified copy of a DICOM or video file")
-    s.add_argument("input", metavar="IN")
-    s.add_argument("output", metavar="OUT")
+    s.add_argument("input", metavar="IN", type=_path)
+    s.add_argument("output", metavar="OUT", type=_path)
     s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.add_argument("--allow-non-us", action="store_true", help="also accept DICOM objects that are not ultrasound")
     s.add_argument("--no-text-search", action="store_true",
@@ -548,7 +658,7 @@ def _add_file_commands(sub: argparse._SubParsersAction) -> None:
 def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     """Sub-commands ingest, batch, export and agreement: the review store's input and output."""
     s = sub.add_parser("ingest", help="de-identify files and register them in the review store")
-    s.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (walked recursively)")
+    s.add_argument("paths", nargs="*", metavar="PATH", type=_path, help="files or folders (walked recursively)")
     s.add_argument("--from-parquet", metavar="DIR", help="store the results 'echomeasure batch --out parquet DIR' wrote")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
     s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
@@ -558,7 +668,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("batch", help="pre-annotate an archive in parallel on Ray (local or a cluster)")
-    s.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked recursively)")
+    s.add_argument("paths", nargs="+", metavar="PATH", type=_path, help="files or folders (walked recursively)")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
     s.add_argument("--address", help="join a Ray cluster: 'auto' or ray://HOST:PORT (default: local Ray sized to this machine)")
     s.add_argument("--workers", type=int, help="actors in the pool (default: one per CPU)")
@@ -592,7 +702,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
 def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
     """Sub-commands measure, bench and synth: proposals for one file, benchmarks, synthetic studies."""
     s = sub.add_parser("measure", help="propose measurements for one file and print JSON")
-    s.add_argument("path", metavar="PATH")
+    s.add_argument("path", metavar="PATH", type=_path)
     s.add_argument("--per-frame", action="store_true", help="include per-frame keypoints and confidences")
     s.add_argument("--only", metavar="NAMES", help="comma-separated measurements to propose (e.g. ivsd,lvidd or av_vmax)")
     s.add_argument("--scale", type=float, metavar="CM_PER_PX",
@@ -678,7 +788,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_weights_list)
     a = weights_sub.add_parser("import", help="register published checkpoints: weights import echonet-measurements DIR")
     a.add_argument("source", metavar="SOURCE", help="echonet-measurements")
-    a.add_argument("dir", metavar="DIR", help="folder holding the <task>_weights.ckpt files")
+    a.add_argument("dir", metavar="DIR", type=_path, help="folder holding the <task>_weights.ckpt files")
     a.add_argument("--version", help="version to register (default: the next 1.N)")
     a.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
     a.set_defaults(func=cmd_weights_import)
@@ -742,7 +852,7 @@ def _add_admin_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(
+    p = _ArgumentParser(
         prog="echomeasure",
         description="AI-assisted echocardiography measurement with human review.",
     )
@@ -772,9 +882,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EchomeasureError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
+    except _PipeClosed:
+        _drop_stdout()
+        return EXIT_PIPE_CLOSED
+    except _OutputError as exc:
+        _drop_stdout()
+        sys.stderr.write(f"error: cannot write the output: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+
+
+def _drop_stdout() -> None:
+    """Point the process's stdout at /dev/null after a failed write, so the interpreter's final
+    flush of what is still buffered does not fail again (a second message, exit status 120)."""
+    stdout = sys.__stdout__
+    if stdout is None or sys.stdout is not stdout:
+        return  # a test's capture or a caller's stream: not ours to replace
+    try:
+        fd = stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        return
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,7 +42,8 @@ def test_ingest_folder_prints_one_json_line_per_file_and_reports_bad_ones(study_
     assert [ln["file"] for ln in lines] == ["broken.dcm", "case_0001.dcm", "case_0002.dcm"]  # sorted; no hidden, JSON or README
     bad, good = lines[0], lines[1:]
     assert bad["status"] == "error" and bad["error"]
-    assert f"error: broken.dcm: {bad['error']}" in err
+    assert f"error: {study_folder / 'broken.dcm'}: {bad['error']}" in err  # named as found in the folder given
+    assert str(study_folder) not in bad["error"]  # stdout carries the base name only
     for ln in good:
         assert ln["status"] == "ok" and ln["new"] is True
         assert ln["instance_uid"].startswith("2.25.") and ln["kind"] == "2d" and ln["frames"] == 4
@@ -63,11 +64,14 @@ def test_reingesting_the_same_files_is_idempotent(study_folder, capsys):
     assert capsys.readouterr().out.startswith("study_uid,")
 
 
-def test_ingest_of_a_missing_path_reports_it_and_goes_on(study_folder, capsys):
-    rc = main(["ingest", str(study_folder / "nope.dcm"), str(study_folder / "case_0001.dcm"), "--no-propose"])
-    lines = _lines(capsys.readouterr().out)
+def test_ingest_of_a_missing_path_reports_it_and_goes_on(study_folder, capsys, monkeypatch):
+    monkeypatch.chdir(study_folder)
+    rc = main(["ingest", "./nope.dcm", "case_0001.dcm", "--no-propose"])
+    out, err = capsys.readouterr()
+    lines = _lines(out)
     assert rc == 2
     assert [ln["status"] for ln in lines] == ["error", "ok"]
+    assert err == "error: ./nope.dcm: no such file; check the path\n"  # the path exactly as typed
 
 
 def test_ingest_with_a_bad_database_url_is_a_one_line_error(study_folder, capsys):

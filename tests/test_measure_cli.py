@@ -74,10 +74,11 @@ def test_measure_per_frame_and_only(synthetic_dir, use_random_weights, capsys):
 
 
 def test_measure_only_av_vmax_on_2d_exits_2(synthetic_dir, use_random_weights, capsys):
-    code, out, err = _run(capsys, str(synthetic_dir / "case_0000.dcm"), "--only", "av_vmax")
+    path = str(synthetic_dir / "case_0000.dcm")
+    code, out, err = _run(capsys, path, "--only", "av_vmax")
     assert code == 2
     assert out == ""
-    assert err.startswith("error: av_vmax is a Doppler measurement but this clip is a 2D cine")
+    assert err.startswith(f"error: {path}: av_vmax is a Doppler measurement but this clip is a 2D cine")
     assert len(err.strip().splitlines()) == 1
 
 
@@ -110,7 +111,7 @@ def test_measure_video_with_user_scale_gives_cm(video_file, use_random_weights, 
 
 def test_measure_missing_file_and_bad_version_exit_2(synthetic_dir, use_random_weights, capsys, tmp_path):
     code, out, err = _run(capsys, str(tmp_path / "nope.dcm"))
-    assert code == 2 and out == "" and err.startswith("error:")
+    assert code == 2 and out == "" and err == f"error: {tmp_path / 'nope.dcm'}: no such file; check the path\n"
     code, out, err = _run(capsys, str(synthetic_dir / "case_0000.dcm"), "--model-version", "9.9")
     assert code == 2 and "known versions: 0.0-random" in err
 

@@ -12,7 +12,7 @@ import logging
 from fractions import Fraction
 from io import BytesIO
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -74,8 +74,132 @@ def container_metadata(source: str | Path | bytes) -> dict[str, str]:
                 for k, v in s.metadata.items():
                     out[f"stream{i}:{k}"] = str(v)
     except av.error.FFmpegError as exc:
-        raise InvalidInputError(f"not a readable video ({type(exc).__name__})") from exc
+        raise _unreadable(source, exc) from None
     return out
+
+
+# --------------------------------------------------------------------------- truncation
+# A video cut short (a copy or download that stopped) often still opens and decodes: the demuxer
+# stops quietly at the end of the bytes, so only the first part of the clip would be measured.
+# The container's own structure says how long the file should be: the RIFF chunk sizes of an AVI,
+# the top-level box sizes of an MP4/MOV, the Segment size of a Matroska file.  A file shorter than
+# that is cut short; it is refused when frames are missing (fewer decoded than the container
+# declares).  Frame counts alone are not trusted: a healthy AVI written from a variable frame rate
+# declares its empty "repeat the last frame" chunks as frames, and MP4 edit lists drop frames.
+
+TRUNCATED = "the video is truncated (the file is shorter than its container declares)"
+
+
+def _riff_cut_short(fh: BinaryIO, size: int) -> bool:
+    """True when a RIFF chunk (AVI, and the AVIX chunks of OpenDML AVIs) runs past the end of the file."""
+    pos = 0
+    while pos + 8 <= size:
+        fh.seek(pos)
+        head = fh.read(8)
+        if head[:4] != b"RIFF":
+            return False  # trailing bytes that are not a chunk: not ours to judge
+        n = int.from_bytes(head[4:8], "little")
+        if n in (0, 0xFFFFFFFF):
+            return False  # size never written (an unfinished recording): unknown
+        if pos + 8 + n > size:
+            return True
+        pos += 8 + n + (n & 1)
+    return False
+
+
+def _boxes_cut_short(fh: BinaryIO, size: int) -> bool:
+    """True when a top-level ISO BMFF box (MP4, MOV) runs past the end of the file."""
+    pos = 0
+    while pos + 8 <= size:
+        fh.seek(pos)
+        head = fh.read(16)
+        n = int.from_bytes(head[:4], "big")
+        if n == 1:  # 64-bit size after the type
+            if len(head) < 16:
+                return True
+            n = int.from_bytes(head[8:16], "big")
+        elif n == 0:
+            return False  # the last box extends to the end of the file
+        if n < 8:
+            return False  # malformed: the demuxer judges
+        if pos + n > size:
+            return True
+        pos += n
+    return False
+
+
+def _ebml_vint(data: bytes, i: int, *, keep_marker: bool) -> tuple[int, int, bool] | None:
+    """(value, length, all ones) of the EBML variable-length integer at ``data[i]``."""
+    if i >= len(data) or data[i] == 0:
+        return None
+    length = 8 - data[i].bit_length() + 1
+    if i + length > len(data):
+        return None
+    raw = int.from_bytes(data[i : i + length], "big")
+    value = raw if keep_marker else raw & ((1 << (7 * length)) - 1)
+    return value, length, value == (1 << (7 * length)) - 1
+
+
+def _segment_cut_short(fh: BinaryIO, size: int) -> bool:
+    """True when the Segment of a Matroska/WebM file declares more bytes than the file holds."""
+    fh.seek(0)
+    data = fh.read(4096)
+    i = 0
+    for _ in range(4):  # the EBML header, possibly Void elements, then the Segment
+        ident = _ebml_vint(data, i, keep_marker=True)
+        length = _ebml_vint(data, i + ident[1], keep_marker=False) if ident else None
+        if ident is None or length is None:
+            return False
+        start = i + ident[1] + length[1]
+        if ident[0] == 0x18538067:  # Segment
+            return not length[2] and start + length[0] > size
+        i = start + length[0]
+    return False
+
+
+def _cut_short(source: str | Path | bytes) -> bool:
+    """True when the container structure of a video declares more bytes than the file holds."""
+    try:
+        fh: BinaryIO
+        if isinstance(source, (bytes, bytearray)):
+            fh, size = BytesIO(source), len(source)
+        else:
+            fh, size = open(source, "rb"), Path(source).stat().st_size  # noqa: SIM115 - closed below
+        with fh:
+            head = fh.read(12)
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                return _riff_cut_short(fh, size)
+            if head[4:8] == b"ftyp":
+                return _boxes_cut_short(fh, size)
+            if head[:4] == b"\x1a\x45\xdf\xa3":
+                return _segment_cut_short(fh, size)
+    except OSError:
+        return False
+    return False
+
+
+def _unreadable(source: str | Path | bytes, exc: Exception) -> InvalidInputError:
+    """The error for a video that cannot be opened: truncated when its structure says so."""
+    if _cut_short(source):
+        return InvalidInputError(f"{TRUNCATED}; it cannot be opened")
+    return InvalidInputError(f"not a readable video ({type(exc).__name__})")
+
+
+def _check_complete(path: Path, n_decoded: int, declared: int, expected_s: float | None, rate: float | None) -> None:
+    """Refuse a video cut short that lost frames: fewer decoded than the container declares (or,
+    where it declares no count, than its duration holds); a complete file is trusted as decoded."""
+    if not _cut_short(path):
+        if declared and n_decoded < declared:
+            log.info("%d of %d declared frames decoded (empty or repeated frames in the container)",
+                     n_decoded, declared)
+        return
+    if not declared and expected_s and rate:
+        declared = int(round(expected_s * rate))
+    if not declared:
+        raise InvalidInputError(f"{TRUNCATED}; how many frames it should hold is unknown")
+    if n_decoded < declared:
+        raise InvalidInputError(f"{TRUNCATED}: only {n_decoded} of its {declared} frames could be decoded")
+    log.warning("the file is cut short after its last frame; all %d frames were decoded", n_decoded)
 
 
 def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
@@ -86,7 +210,7 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, ValueError) as exc:
-        raise InvalidInputError(f"not a readable video ({type(exc).__name__})") from exc
+        raise _unreadable(path, exc) from None
     with container:
         if not container.streams.video:
             raise InvalidInputError("the file has no video stream")
@@ -105,11 +229,18 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
                 _check_size(name, len(frames), arr.shape[0], arr.shape[1])
         except av.error.FFmpegError as exc:
             if not frames:
-                raise InvalidInputError(f"the video could not be decoded ({type(exc).__name__})") from exc
-            log.warning("decoding stopped after %d frames (%s)", len(frames), type(exc).__name__)
+                if _cut_short(path):
+                    raise InvalidInputError(f"{TRUNCATED}; no frame could be decoded") from None
+                raise InvalidInputError(f"the video could not be decoded ({type(exc).__name__})") from None
+            raise InvalidInputError(
+                f"the video is truncated or damaged: decoding failed after {len(frames)} frames ({type(exc).__name__})"
+            ) from None
         codec = cc.name
+        declared = int(stream.frames or 0)
+        expected_s = container.duration / 1_000_000 if container.duration else None
     if not frames:
         raise InvalidInputError("the video holds zero frames")
+    _check_complete(path, len(frames), declared, expected_s, float(rate) if rate else None)
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
         raise InvalidInputError("frames change size within the video; not supported")
