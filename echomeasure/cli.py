@@ -166,9 +166,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     if args.from_parquet:
         return _ingest_from_parquet(args)
+    if not args.paths:
+        raise InvalidInputError("give the files or folders to ingest (or --from-parquet DIR)")
     files = iter_input_files(args.paths)
     if not files:
-        raise EchomeasureError("no files to ingest in the given folder(s); give DICOM, video or image files")
+        from echomeasure.ingest.hygiene import quote_path
+
+        raise InvalidInputError(f"{', '.join(quote_path(p) for p in args.paths)}: no files to ingest in the "
+                                "folder(s) given; give DICOM, video or image files")
     given = {Path(raw): raw for raw in args.paths}  # a file named on the command line, as typed
     secret = config.secret(args.secret)
     failed = 0

@@ -130,6 +130,16 @@ def test_every_command_that_reads_a_path_names_it_as_given(tmp_path, capsys, mon
     assert f"{given}: {given}" not in err  # named once
 
 
+def test_ingest_of_folders_without_media_names_them(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("# no images here")
+    _one_error_line(*_run(capsys, "ingest", "empty", "notes/"), "empty, notes/", "no files to ingest")
+    code, out, err = _run(capsys, "ingest")
+    assert code == 2 and err == "error: give the files or folders to ingest (or --from-parquet DIR)\n"
+
+
 def test_named_message_rules():
     from echomeasure.cli import named_message
     from echomeasure.errors import InvalidInputError, WeightsError
