@@ -26,6 +26,8 @@ from echomeasure import atomic
 from echomeasure.errors import DeidentificationError, InvalidInputError
 from echomeasure.ingest.calibration import (
     calibration_record,
+    check_region_calibration,
+    check_user_cm_per_px,
     distance_cm,
     physical_value,
     spectral_region,
@@ -44,15 +46,6 @@ __all__ = [
     "deidentify_file", "distance_cm", "inspect_file", "load", "passes_gate", "physical_value",
     "read_clip", "spectral_region", "velocity_m_s",
 ]
-
-
-def _check_scale(user_cm_per_px: float | None) -> float | None:
-    if user_cm_per_px is None:
-        return None
-    v = float(user_cm_per_px)
-    if not (0 < v < 10):
-        raise InvalidInputError(f"a scale of {user_cm_per_px} cm per pixel is not plausible; give a positive value below 10")
-    return v
 
 
 def _kind(path: Path) -> tuple[str, str | None]:
@@ -77,19 +70,25 @@ def read_clip(path: str | os.PathLike[str], *, user_cm_per_px: float | None = No
     Raises
     ------
     InputNotFoundError, InvalidInputError, UnsupportedEncodingError
-        Missing path or directory; unreadable, truncated or implausible file; undecodable encoding.
+        Missing path or directory; unreadable, truncated or implausible file; undecodable encoding;
+        an implausible ``user_cm_per_px``.
+    CalibrationError
+        The file's regions calibrate with a zero, non-finite or implausible pixel size
+        (:func:`echomeasure.ingest.calibration.check_region_calibration`).
     """
     from echomeasure.ingest import dicom_io, video_io
 
     with named_errors(path):
         p = dicom_io.check_path(path)
-        scale = _check_scale(user_cm_per_px)
+        scale = check_user_cm_per_px(user_cm_per_px)
         kind, _ = _kind(p)
         if kind == "video":
             return video_io.read_video(p, user_cm_per_px=scale)
         if kind == "image":
             return video_io.read_image(p, user_cm_per_px=scale)
         ds = dicom_io.read_dataset(p)
+        dicom_io.check_sop_class(ds, p.name, allow_non_us)
+        check_region_calibration(dicom_io.regions_from_dataset(ds))  # before decoding the pixels
         clip = dicom_io.clip_from_dataset(ds, source_name=p.name, user_cm_per_px=scale, allow_non_us=allow_non_us)
     if clip.regions and scale is not None:
         log.info("%s: DICOM regions present; the user scale is kept but DICOM calibration takes precedence", p.name)
@@ -105,8 +104,13 @@ class _Outcome:
 
 
 def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None, allow_non_us: bool,
-                     options: DeidOptions) -> _Outcome:
-    """Quarantine -> read -> de-identify -> gate; returns the output bytes and the gated clip."""
+                     options: DeidOptions, to_measure: bool = True) -> _Outcome:
+    """Quarantine -> read -> de-identify -> gate; returns the output bytes and the gated clip.
+
+    ``to_measure``: the clip will be measured, so a DICOM file whose regions cannot calibrate is
+    refused before de-identification (:func:`check_region_calibration`); a de-identified copy
+    (:func:`deidentify_file`) keeps the regions as they are.
+    """
     from echomeasure.ingest import deid, dicom_io, gate, video_io
     from echomeasure.ingest.quarantine import quarantined
 
@@ -117,9 +121,11 @@ def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None,
         if kind == "dicom":
             ds = dicom_io.read_dataset(original)
             dicom_io.check_sop_class(ds, "file", allow_non_us)
+            regions = dicom_io.regions_from_dataset(ds)
+            if to_measure:
+                check_region_calibration(regions)  # before decoding the pixels
             geometry = dicom_io.check_geometry(ds)
             frames = dicom_io.decode_frames(ds, geometry)
-            regions = dicom_io.regions_from_dataset(ds)
             identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
             result = deid.deidentify_dicom(ds, frames, regions, secret=secret, options=options, attach_pixels=False,
                                            identifiers=identifiers)
@@ -186,7 +192,7 @@ def load(path: str | os.PathLike[str], *, secret: bytes, user_cm_per_px: float |
 
     with named_errors(None):  # callers name the file themselves (ingest prints its base name)
         p = check_path(path)
-        return _deidentify_path(p, secret=secret, user_cm_per_px=_check_scale(user_cm_per_px),
+        return _deidentify_path(p, secret=secret, user_cm_per_px=check_user_cm_per_px(user_cm_per_px),
                                 allow_non_us=allow_non_us, options=options).clip
 
 
@@ -251,7 +257,7 @@ def deidentify_file(in_path: str | os.PathLike[str], out_path: str | os.PathLike
         _check_output_path(dst)
     with named_errors(in_path):
         outcome = _deidentify_path(src, secret=secret, user_cm_per_px=None, allow_non_us=allow_non_us,
-                                   options=options)
+                                   options=options, to_measure=False)
     with named_errors(out_path):
         _check_output_path(dst)
         _write_atomically(dst, outcome.data)

@@ -9,9 +9,17 @@ The one place where pixels become centimetres or metres per second (docs/domain.
   sign the region implies); Vmax is reported as a magnitude.
 
 Anything else is refused with :class:`~echomeasure.errors.CalibrationError`: no region contains
-the points, the points fall in two regions, the units are wrong, or the Doppler scale is
-frequency.  Videos and stills carry no regions: their values stay in pixels unless the user gives
-a scale in cm per pixel (calibration source ``user``).
+the points, the points fall in two regions, the units are wrong, the Doppler scale is
+frequency, or the region's pixel size is zero, not a number or implausible
+(:func:`region_calibration_problem`).  Videos and stills carry no regions: their values stay in
+pixels unless the user gives a scale in cm per pixel (calibration source ``user``), which must be
+plausible too (:func:`check_user_cm_per_px`).
+
+The plausibility rule lives here, once: :func:`check_user_cm_per_px` for a user's scale
+(``--scale``, ``--cm-per-px``, the ingest API) and :func:`check_region_calibration` for a file's
+regions, which reading a file to measure it applies (:func:`echomeasure.ingest.read_clip`,
+:func:`echomeasure.ingest.load`) so that a badly calibrated file is refused up front with one
+line instead of giving values in the wrong unit, a relabelled flow or a crash.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ import math
 from collections.abc import Iterable, Sequence
 
 from echomeasure import catalog
-from echomeasure.errors import CalibrationError, MeasurementError
+from echomeasure.errors import CalibrationError, InvalidInputError, MeasurementError
 from echomeasure.ingest.clip import (
     SPATIAL_2D,
     SPATIAL_SPECTRAL,
     UNIT_CM,
     UNIT_CM_S,
+    UNIT_S,
     Clip,
     Region,
 )
@@ -47,6 +56,138 @@ UNIT_NAMES = {
 # Data types that image anatomy in a 2D region: distances are meaningful there.
 _IMAGING_DATA_TYPES = (1, 2, 15)
 _SPECTRAL_DATA_TYPES = (3, 4)
+
+
+#: Plausible size of one pixel, cm, for any distance calibration (a DICOM 2D region's
+#: PhysicalDeltaX/Y or a user's scale).  Echo images show 2-30 cm of depth over 100-1000 pixel
+#: rows, 0.002-0.3 cm/px; a strongly zoomed box (1 cm over 1000 px) reaches 0.001 cm = 10 um,
+#: already ten times finer than the axial resolution of any echo probe (0.1-0.5 mm, about the
+#: wavelength at 3-15 MHz), so a finer pixel carries no detail and is a unit slip (mm or um typed
+#: as cm); it would also make the mm-sized edge search windows thousands of pixels wide.  At 1 cm
+#: per pixel a 5 cm ventricle spans 5 pixels and nothing is left to measure (even a 112 px
+#: EchoNet-Dynamic frame of a 20 cm sector is 0.18 cm/px).
+MIN_CM_PER_PX = 0.001
+MAX_CM_PER_PX = 1.0
+#: Plausible pixel steps of the axes velocities and beat timing are read from, per unit code.
+#: Velocity (cm/s per row): Doppler scales span +-10 cm/s (tissue, low PW) to +-10 m/s (CW) over
+#: 100-1000 rows, 0.02-20 cm/s per px.  Time (s per column): sweeps of 1-10 s over 200-2000
+#: columns, 0.0005-0.05 s per px.  The bounds leave a factor of 5 or more on each side.
+PLAUSIBLE_DELTA: dict[int, tuple[float, float]] = {
+    UNIT_CM: (MIN_CM_PER_PX, MAX_CM_PER_PX),
+    UNIT_CM_S: (0.001, 100.0),
+    UNIT_S: (1e-4, 1.0),
+}
+_UNIT_PER_PX = {UNIT_CM: "cm", UNIT_CM_S: "cm/s", UNIT_S: "s"}
+
+
+def _plausibility(value: float, unit: int) -> str | None:
+    """Why ``value`` (a signed pixel step in ``unit``) cannot calibrate, or None when it can."""
+    v = abs(float(value))
+    if not math.isfinite(v) or v == 0.0:
+        return "is zero, missing or not a finite number"
+    lo, hi = PLAUSIBLE_DELTA[unit]
+    if not lo <= v <= hi:
+        return f"is outside the plausible {lo:g} to {hi:g} {_UNIT_PER_PX[unit]} per pixel"
+    return None
+
+
+def check_user_cm_per_px(user_cm_per_px: float | str | None, *, label: str = "the scale") -> float | None:
+    """A user's scale (cm per pixel) as a float, or None; refuses an implausible one.
+
+    Parameters
+    ----------
+    user_cm_per_px
+        The scale as the user gave it (``--scale``, ``--cm-per-px``, the ingest API).
+    label
+        How the user gave it, for the message (e.g. ``"--scale"``).
+
+    Raises
+    ------
+    InvalidInputError
+        Not a number, or outside [:data:`MIN_CM_PER_PX`, :data:`MAX_CM_PER_PX`].
+    """
+    if user_cm_per_px is None:
+        return None
+    try:
+        v = float(user_cm_per_px)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{label} must be a number of cm per pixel, got {user_cm_per_px!r}") from None
+    if not (math.isfinite(v) and MIN_CM_PER_PX <= v <= MAX_CM_PER_PX):
+        raise InvalidInputError(
+            f"{label} {v:g} cm per pixel is not plausible: give the size of one pixel in cm, "
+            f"from {MIN_CM_PER_PX:g} to {MAX_CM_PER_PX:g} (e.g. 0.04)"
+        )
+    return v
+
+
+def calibrating_axes(r: Region) -> list[tuple[str, str, float, int]]:
+    """The axes of ``r`` that physical values are read from: ``(axis, DICOM keyword, delta, unit)``.
+
+    A 2D region in cm: both (distances).  A spectral region with a velocity scale in cm/s: the
+    vertical one (velocities) and, when it is in seconds, the horizontal one (beat timing, which
+    tells the flows apart).  Other regions (ECG and other waveforms, M-mode, colour bars,
+    unitless or frequency-scaled regions) calibrate nothing here, so their deltas are not checked.
+    """
+    if r.is_2d_cm:
+        return [("horizontal pixel size", "PhysicalDeltaX", r.delta_x, UNIT_CM),
+                ("vertical pixel size", "PhysicalDeltaY", r.delta_y, UNIT_CM)]
+    if r.spatial_format == SPATIAL_SPECTRAL and not r.doppler_scale_is_frequency and r.units_y == UNIT_CM_S:
+        axes = [("velocity step", "PhysicalDeltaY", r.delta_y, UNIT_CM_S)]
+        if r.units_x == UNIT_S:
+            axes.insert(0, ("time step", "PhysicalDeltaX", r.delta_x, UNIT_S))
+        return axes
+    return []
+
+
+def _region_kind(r: Region) -> str:
+    return "2D image" if r.spatial_format == SPATIAL_2D else "spectral Doppler"
+
+
+def region_calibration_problem(r: Region) -> str | None:
+    """Why the calibration of region ``r`` cannot be used (one line, no values from the file), or None.
+
+    Every axis of :func:`calibrating_axes` must have a finite, non-zero pixel step within
+    :data:`PLAUSIBLE_DELTA` (its sign is free: vendors sign DICOM deltas, and distances use
+    ``|delta|``).
+    """
+    for axis, keyword, delta, unit in calibrating_axes(r):
+        why = _plausibility(delta, unit)
+        if why:
+            return f"the {axis} ({keyword}) of the {_region_kind(r)} region {why}"
+    return None
+
+
+def measuring_regions(regions: Iterable[Region]) -> list[Region]:
+    """The regions a clip's measurements are calibrated by: its spectral Doppler regions when it
+    has one (a Doppler strip: :attr:`Clip.kind` ``"doppler"``; its 2D reference image is not
+    measured), else its 2D regions in cm."""
+    regions = list(regions)
+    spectral = [r for r in regions if r.is_spectral]
+    return spectral or [r for r in regions if r.is_2d_cm]
+
+
+def check_region_calibration(regions: Iterable[Region]) -> None:
+    """Refuse a file whose measuring regions (:func:`measuring_regions`) cannot calibrate
+    (:func:`region_calibration_problem`).
+
+    Applied when a file is read to be measured, so that it is refused with one line before
+    de-identification and the models run.  Regions that calibrate none of its measurements (an
+    ECG trace, a unitless region, the 2D reference image of a Doppler strip) never make a file
+    unmeasurable; a distance asked for in a broken 2D region is refused on its own
+    (:func:`region_for_distance`).
+
+    Raises
+    ------
+    CalibrationError
+        Names the region and the DICOM attribute, never the value read from the file.
+    """
+    for r in measuring_regions(regions):
+        problem = region_calibration_problem(r)
+        if problem:
+            raise CalibrationError(
+                f"the file's DICOM calibration is unusable: {problem}; "
+                "re-export the clip from the scanner with its calibration"
+            )
 
 
 def _fmt(p: Point) -> str:
@@ -101,6 +242,9 @@ def region_for_distance(regions: Sequence[Region], p1: Point, p2: Point) -> Regi
             "a distance needs a 2D region in cm"
         )
     usable.sort(key=lambda r: (r.data_type not in _IMAGING_DATA_TYPES, r.data_type != 1, _area_px(r)))
+    problem = region_calibration_problem(usable[0])
+    if problem:
+        raise CalibrationError(problem)
     return usable[0]
 
 
@@ -139,9 +283,7 @@ def _spectral_problem(r: Region) -> str | None:
     if r.units_y != UNIT_CM_S:
         return (f"the vertical units of the spectral region are {UNIT_NAMES.get(r.units_y, r.units_y)}, "
                 "a velocity needs cm/sec")
-    if r.delta_y == 0:
-        return "the spectral region has a zero vertical scale (PhysicalDeltaY = 0)"
-    return None
+    return region_calibration_problem(r)
 
 
 def spectral_region(regions: Sequence[Region]) -> Region:
@@ -288,8 +430,10 @@ def square_cm_per_px(regions: Iterable[Region], user_cm_per_px: float | None = N
     cm_regions = [r for r in regions if r.is_2d_cm]
     if cm_regions:
         r = max(cm_regions, key=_area_px)
+        if region_calibration_problem(r):
+            return None
         dx, dy = abs(float(r.delta_x)), abs(float(r.delta_y))
-        return dx if dx > 0 and abs(dx - dy) <= 0.01 * dx else None
+        return dx if abs(dx - dy) <= 0.01 * dx else None
     return float(user_cm_per_px) if user_cm_per_px else None
 
 
@@ -315,7 +459,8 @@ def region_record(r: Region) -> dict:
         "reference_physical_value_x": r.ref_phys_x,
         "reference_physical_value_y": r.ref_phys_y,
         "doppler_scale": ("frequency" if r.doppler_scale_is_frequency else "velocity") if r.is_spectral else None,
-        "calibrated": r.is_2d_cm or (r.is_spectral and _spectral_problem(r) is None),
+        "calibrated": (r.is_2d_cm and region_calibration_problem(r) is None)
+        or (r.is_spectral and _spectral_problem(r) is None),
     }
 
 
@@ -332,7 +477,8 @@ def calibration_record(clip: Clip) -> dict:
 
 
 __all__ = [
-    "Point", "baseline_row", "calibrated_value", "calibration_record", "distance_cm", "physical_value", "pixel_length",
-    "region_for_distance", "region_record", "regions_containing", "spectral_region", "velocity_m_s",
-    "velocity_cm_s_in_region", "SPATIAL_2D", "UNIT_CM",
+    "MAX_CM_PER_PX", "MIN_CM_PER_PX", "PLAUSIBLE_DELTA", "Point", "baseline_row", "calibrated_value",
+    "calibrating_axes", "calibration_record", "check_region_calibration", "check_user_cm_per_px", "distance_cm",
+    "measuring_regions", "physical_value", "pixel_length", "region_calibration_problem", "region_for_distance", "region_record",
+    "regions_containing", "spectral_region", "velocity_m_s", "velocity_cm_s_in_region", "SPATIAL_2D", "UNIT_CM",
 ]

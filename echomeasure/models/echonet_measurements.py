@@ -742,12 +742,12 @@ def measure_file_echonet(
 ) -> dict[str, Any]:
     """``echomeasure measure --model echonet-measurements``: de-identify, propose, contract JSON."""
     from echomeasure import config
+    from echomeasure.ingest.calibration import check_user_cm_per_px
     from echomeasure.ingest.clip import display_name
     from echomeasure.propose.engine import to_contract_json
     from echomeasure.propose.measure import load_deidentified
 
-    if scale_cm_per_px is not None and not (scale_cm_per_px > 0):
-        raise InvalidInputError(f"--scale must be a positive number of cm per pixel, got {scale_cm_per_px}")
+    scale_cm_per_px = check_user_cm_per_px(scale_cm_per_px, label="--scale")
     select_entries(version)  # fail before de-identifying when nothing is registered
     clip = load_deidentified(path, secret=secret if secret is not None else config.secret(),
                              user_cm_per_px=scale_cm_per_px)

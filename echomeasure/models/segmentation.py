@@ -250,13 +250,11 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
     (every frame with ``per_frame``); areas are in cm² where the file or ``--scale`` calibrates it.
     """
     from echomeasure import config
-    from echomeasure.errors import InvalidInputError
-    from echomeasure.ingest.calibration import square_cm_per_px
+    from echomeasure.ingest.calibration import check_user_cm_per_px, square_cm_per_px
     from echomeasure.ingest.clip import display_name
     from echomeasure.propose.measure import load_deidentified
 
-    if scale_cm_per_px is not None and not (scale_cm_per_px > 0):
-        raise InvalidInputError(f"--scale must be a positive number of cm per pixel, got {scale_cm_per_px}")
+    scale_cm_per_px = check_user_cm_per_px(scale_cm_per_px, label="--scale")
     loaded = load_segmentation_model(name, version)
     clip = load_deidentified(path, secret=secret if secret is not None else config.secret(),
                              user_cm_per_px=scale_cm_per_px)

@@ -97,6 +97,11 @@ STEP_SPAN_MM = 1.0
 DARK_SPAN_MM = 3.0
 ACROSS_HALF_WIDTH_MM = 2.5
 SMOOTH_MM = 0.4
+#: Spacing of the samples along a search line: half a pixel, or this many mm where a pixel is
+#: smaller than 0.2 mm (above 5 px/mm: zoomed images), so that the number of samples, and the
+#: cost, stay bounded however fine the pixels (a 7 mm window is 70 samples each side, against
+#: 1400 half-pixel samples at 0.001 cm/px); usual echo images keep half-pixel sampling.
+SAMPLE_STEP_MM = 0.1
 #: A step must be at least this many grey levels (0-255) to be taken for an interface.
 MIN_CONTRAST_GREY = 8.0
 #: Step contrast (grey levels) from which an interface counts as fully confirmed, and the share
@@ -521,6 +526,7 @@ def refine_plax_keypoints(
         across_half_width_px=s.get("across_half_width_mm", ACROSS_HALF_WIDTH_MM) * px_per_mm,
         smooth_px=s.get("smooth_mm", SMOOTH_MM) * px_per_mm,
         min_contrast_grey=s.get("min_contrast_grey", MIN_CONTRAST_GREY),
+        sample_step_px=max(0.5, SAMPLE_STEP_MM * px_per_mm),
     )
     result = refine_to_edges(
         frame,
@@ -576,9 +582,10 @@ def _past_cavity_echo(frame: np.ndarray, result: EdgeRefinement, channels: Seque
     wall_px = float(np.dot(result.points_xy[index["pw_pericardium"]] - lv_pw, u))
     if not np.any(u) or lv_px < 5.0 * ppm or wall_px < 3.0 * ppm:
         return result
-    t = np.arange(-lv_px, wall_px, 0.25 * ppm)
+    step_px = 0.25 * ppm  # samples 0.25 mm apart: the smoothing (in pixels) is converted to samples
+    t = np.arange(-lv_px, wall_px, step_px)
     profile = line_profiles(frame, lv_pw[None], u[None], t, float(spans["across_half_width_px"]),
-                             gaussian_kernel(float(spans["smooth_px"])))[0]
+                             gaussian_kernel(float(spans["smooth_px"]) / step_px))[0]
     blood = float(np.median(profile[(t > -0.75 * lv_px) & (t < -0.25 * lv_px)]))
     wall = float(np.percentile(profile[t > 0], 75))
     if wall - blood < float(spans["min_contrast_grey"]):

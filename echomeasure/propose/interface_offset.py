@@ -39,8 +39,10 @@ from echomeasure.propose.line_profiles import gaussian_kernel, line_profiles
 #: dark blood, so the wall-pericardium step (tissue on both sides) is not corrected, nor the LA's
 #: far wall, which is not searched.
 BLOOD_INTERFACES = ("rv_septum", "septum_lv", "lv_pw", "ao_anterior", "ao_posterior", "la_anterior")
-#: Profile sample offsets in mm along the tissue direction (negative: into the blood).
-GRID_MM = np.arange(-4.0, 3.0001, 0.25)
+#: Profile sample offsets in mm along the tissue direction (negative: into the blood), every
+#: :data:`GRID_STEP_MM`.
+GRID_STEP_MM = 0.25
+GRID_MM = np.arange(-4.0, 3.0001, GRID_STEP_MM)
 #: Blood-level window and tissue-peak window of the profile, mm.
 BLOOD_WINDOW_MM = (-4.0, -3.0)
 PEAK_WINDOW_MM = (-1.0, 2.0)
@@ -81,11 +83,17 @@ def profile_features(profiles: np.ndarray, keypoints: Sequence[str] | None = Non
 
 
 def sample_profiles(frame: np.ndarray, points_xy: np.ndarray, tissue_dirs_xy: np.ndarray, px_per_mm: float) -> np.ndarray:
-    """(K, len(GRID_MM)) grey profiles through each point along its unit tissue direction."""
+    """(K, len(GRID_MM)) grey profiles through each point along its unit tissue direction.
+
+    The samples lie :data:`GRID_STEP_MM` apart whatever the pixel size, so the smoothing along
+    the line (:data:`SMOOTH_MM`) is a fixed number of samples: the same physical profile at
+    every resolution.
+    """
     pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     dirs = np.asarray(tissue_dirs_xy, dtype=np.float64).reshape(-1, 2)
     ppm = float(px_per_mm)
-    return line_profiles(frame, pts, dirs, GRID_MM * ppm, ACROSS_HALF_WIDTH_MM * ppm, gaussian_kernel(SMOOTH_MM * ppm))
+    return line_profiles(frame, pts, dirs, GRID_MM * ppm, ACROSS_HALF_WIDTH_MM * ppm,
+                         gaussian_kernel(SMOOTH_MM / GRID_STEP_MM))
 
 
 def fit_coefficients(profiles: np.ndarray, offsets_mm: np.ndarray, *, keypoints: Sequence[str] | None = None,
@@ -139,6 +147,7 @@ def shipped_model() -> InterfaceOffsetModel | None:
 __all__ = [
     "BLOOD_INTERFACES",
     "GRID_MM",
+    "GRID_STEP_MM",
     "MAX_OFFSET_MM",
     "InterfaceOffsetModel",
     "fit_coefficients",

@@ -52,17 +52,39 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
+#: Most samples averaged across a line.  Across the line the samples are one pixel apart, which
+#: at fine pixel sizes means hundreds (a 5 mm band at 0.001 cm/px is 501 pixels wide); 33 samples
+#: (one per pixel up to 6.4 px/mm, so every usual echo image keeps one per pixel) average the
+#: speckle as well and keep the cost independent of the pixel size.
+MAX_ACROSS_SAMPLES = 33
+
+
+def smooth_along(profile: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """(K, T) profiles convolved along T with ``kernel``, the same length whatever the kernel's.
+
+    The ends are extended with their own value (not zeros, which would darken them), and a
+    kernel longer than the profile still gives T samples (``np.convolve(mode="same")`` gives
+    ``max(T, len(kernel))``).
+    """
+    p = np.asarray(profile, dtype=np.float64)
+    if len(kernel) <= 1 or p.size == 0:
+        return p * float(kernel[0]) if len(kernel) == 1 else p
+    left = (len(kernel) - 1) // 2
+    padded = np.pad(p, ((0, 0), (left, len(kernel) - 1 - left)), mode="edge")
+    return np.stack([np.convolve(row, kernel, mode="valid") for row in padded])
+
+
 def line_profiles(
     frame: np.ndarray, pts: np.ndarray, u: np.ndarray, t: np.ndarray, across_half_width_px: float, kernel: np.ndarray
 ) -> np.ndarray:
     """(K, T) intensity along each point's unit direction ``u`` at offsets ``t``: averaged across
-    the line over ``across_half_width_px`` each side (against speckle), smoothed along it."""
+    the line over ``across_half_width_px`` each side (against speckle; at most
+    :data:`MAX_ACROSS_SAMPLES` samples), smoothed along it with ``kernel``, whose taps are
+    samples of ``t`` (:func:`smooth_along`)."""
     n = np.stack([-u[:, 1], u[:, 0]], axis=1)
-    n_across = max(1, 2 * int(round(across_half_width_px)) + 1)
+    n_across = min(MAX_ACROSS_SAMPLES, max(1, 2 * int(round(across_half_width_px)) + 1))
     across = np.linspace(-across_half_width_px, across_half_width_px, n_across) if n_across > 1 else np.zeros(1)
     xs = pts[:, None, None, 0] + t[None, None, :] * u[:, None, None, 0] + across[None, :, None] * n[:, None, None, 0]
     ys = pts[:, None, None, 1] + t[None, None, :] * u[:, None, None, 1] + across[None, :, None] * n[:, None, None, 1]
     profile = bilinear(frame, xs, ys).mean(axis=1)  # (K, T)
-    if len(kernel) > 1:
-        profile = np.stack([np.convolve(p, kernel, mode="same") for p in profile])
-    return profile
+    return smooth_along(profile, kernel)

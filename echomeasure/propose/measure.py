@@ -125,9 +125,9 @@ def measure_file(
         ``{"file", "kind", "calibration", "model", "measurements"[, "frames"]}``.
     """
     from echomeasure import config
+    from echomeasure.ingest.calibration import check_user_cm_per_px
 
-    if scale_cm_per_px is not None and not (scale_cm_per_px > 0):
-        raise InvalidInputError(f"--scale must be a positive number of cm per pixel, got {scale_cm_per_px}")
+    scale_cm_per_px = check_user_cm_per_px(scale_cm_per_px, label="--scale")
     versions = parse_model_versions(model_version)
     clip = load_deidentified(
         path, secret=secret if secret is not None else config.secret(), user_cm_per_px=scale_cm_per_px
