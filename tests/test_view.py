@@ -262,6 +262,28 @@ def test_plax_calipers_are_dropped_only_when_the_view_is_in_doubt_and_none_is_cr
     assert _doubtful_plax_notice(view("plax", 0.63), one_credible) is None
     notice = _doubtful_plax_notice(view("plax", 0.63), all_flagged)
     assert notice is not None and "unsure of PLAX (plax 0.63" in notice and "none of the 4 PLAX calipers" in notice
-    notice = _doubtful_plax_notice(view("other", 0.96), implausible)  # a still frame of another view
-    assert notice is not None and "does not see a PLAX view (other 0.96" in notice and "2 anatomically implausible" in notice
+    notice = _doubtful_plax_notice(view("plax", 0.7), implausible)  # most implausible, none flagged
+    assert notice is not None and "2 anatomically implausible" in notice
     assert _doubtful_plax_notice(view("plax", 0.63), all_flagged[:2]) is None  # too few to judge (--only)
+
+
+@needs_view_model
+def test_a_still_frame_keeps_its_plax_calipers_whatever_the_view_classifier_says(shipped_weights, tmp_path, capsys):
+    """A still is measured as PLAX (the classifier judges cines): the doubt rule does not drop its calipers."""
+    import pydicom
+
+    from echomeasure.synthetic.studio import CaseJob, write_case
+
+    write_case(tmp_path, CaseJob(0, "2d"), 21, small=True)
+    ds = pydicom.dcmread(tmp_path / "case_0000.dcm")
+    frame = ds.pixel_array[0]
+    ds.NumberOfFrames = 1
+    ds.PixelData = frame.tobytes()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.PhotometricInterpretation = "RGB"
+    path = tmp_path / "still.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert main(["measure", "-q", str(path)]) == 0, capsys.readouterr().err
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["measurements"]) == 6
+    assert not any("probably not a parasternal" in n for n in doc["notices"])

@@ -522,23 +522,31 @@ class _Run:
         return engine
 
 
-def _routed_away_from_plax(clip: Clip, view: Any) -> bool:
-    """True for a cine the view classifier judged not PLAX (single frames are measured as PLAX)."""
+def _view_judges(clip: Clip) -> bool:
+    """Whether the view classifier's decision routes the clip: a cine (motion is one of its
+    channels; a single still frame is measured as PLAX)."""
     from echomeasure.models.view import MIN_FRAMES_TO_ROUTE
 
-    return clip.kind == "2d" and view is not None and view.name != "plax" and clip.n_frames >= MIN_FRAMES_TO_ROUTE
+    return clip.n_frames >= MIN_FRAMES_TO_ROUTE
 
 
-#: Below this view confidence (or when a single frame's view is not PLAX), PLAX calipers are kept
-#: only when some are credible: a real A4C cine (pydicom-data's color3d_jpeg_baseline.dcm) was called
-#: PLAX with 0.63 and every caliper came out flagged (IVSd 6.3 cm, LVIDd 13.5 cm).  On 60 synthetic
-#: PLAX cines (20 per family, the held-out one included) the view confidence was never below 0.85.
+def _routed_away_from_plax(clip: Clip, view: Any) -> bool:
+    """True for a cine the view classifier judged not PLAX (single frames are measured as PLAX)."""
+    return clip.kind == "2d" and view is not None and view.name != "plax" and _view_judges(clip)
+
+
+#: Below this view confidence, the PLAX calipers of a cine are kept only when some are credible
+#: (a still frame is not judged: the classifier's third channel is motion).  A real A4C cine
+#: (pydicom-data's color3d_jpeg_baseline.dcm) was called PLAX with 0.63 and every caliper came out
+#: flagged (IVSd 6.3 cm, LVIDd 13.5 cm); on 60 synthetic PLAX cines (20 per family, the held-out
+#: one included) the view confidence was never below 0.85.
 PLAX_SURE_CONFIDENCE = 0.8
 
 
 def _doubtful_plax_notice(view: Any, proposals: list[Proposal]) -> str | None:
-    """A notice when the view is in doubt and no PLAX caliper is credible (every one flagged, or most
-    anatomically implausible): two independent opinions that the clip is not PLAX.  None keeps them."""
+    """A notice when the view classifier is unsure of PLAX (below :data:`PLAX_SURE_CONFIDENCE`) and no
+    PLAX caliper is credible (every one flagged, or most anatomically implausible): two independent
+    opinions that the cine is not PLAX.  None keeps the calipers."""
     if view is None or (view.name == "plax" and view.confidence >= PLAX_SURE_CONFIDENCE):
         return None
     valued = [p for p in proposals if p.value is not None]
@@ -548,10 +556,9 @@ def _doubtful_plax_notice(view: Any, proposals: list[Proposal]) -> str | None:
     if not (all(p.flagged for p in valued) or 2 * implausible > len(valued)):
         return None
     two = ", ".join(f"{v} {p:.2f}" for v, p in sorted(view.probabilities.items(), key=lambda kv: -kv[1])[:2])
-    judged = f"is unsure of PLAX ({two})" if view.name == "plax" else f"does not see a PLAX view ({two})"
-    return (f"the view classifier {judged} and none of the {len(valued)} PLAX calipers is credible (all flagged, "
-            f"{implausible} anatomically implausible): this is probably not a parasternal long-axis view, so no PLAX "
-            "calipers are proposed; measurements can still be added by hand")
+    return (f"the view classifier is unsure of PLAX ({two}) and none of the {len(valued)} PLAX calipers is credible "
+            f"(all flagged, {implausible} anatomically implausible): this is probably not a parasternal long-axis view, "
+            "so no PLAX calipers are proposed; measurements can still be added by hand")
 
 
 def _with_flags(proposals: list[Proposal], engine: Engine) -> list[Proposal]:
@@ -595,7 +602,7 @@ def _propose_plax(
     proposals, segmentations, seg_model = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, run.versions, run.weights_dir,
                                                               run.timings, notices, per_frame=run.per_frame)
     measured = _with_flags(proposals, engine)
-    doubt = _doubtful_plax_notice(view, measured)
+    doubt = _doubtful_plax_notice(view, measured) if _view_judges(clip) else None
     if doubt is not None:
         log.info("view %s (%.2f) and no credible PLAX caliper: none proposed", view.name, view.confidence)
         return ClipProposals(kind=clip.kind, calibration=clip.calibration_source,
