@@ -534,7 +534,9 @@ def cmd_weights_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
         return 0
-    head = ("name", "version", "active", "metrics", "data")
+    # the figures each version was registered with: later changes to the measuring code are
+    # benchmarked in benchmarks/, not written back into registered (immutable) versions
+    head = ("name", "version", "active", "metrics at registration", "data")
     table = [head] + [(r["name"], r["version"], "*" if r["active"] else "", _metrics_summary(r["metrics"]),
                        r["trained_on"]) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(head) - 1)]
