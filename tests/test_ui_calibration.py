@@ -87,6 +87,11 @@ def test_user_calibration_refuses_bad_input_and_dicom_clips(store_and_clips):
             set_user_calibration(store, video_id, [[10, 10], [110, 10]], bad, REVIEWER)
     with pytest.raises(StoreError, match="outside"):
         set_user_calibration(store, video_id, [[10, 10], [WIDTH + 50, 10]], 5.0, REVIEWER)
+    # a plausible length on a plausible line, but an implausible scale: 40 cm over 25 px, 0.01 cm over 100 px
+    with pytest.raises(StoreError, match="1.6 cm per pixel, outside the plausible"):
+        set_user_calibration(store, video_id, [[10, 10], [35, 10]], 40.0, REVIEWER)
+    with pytest.raises(StoreError, match="0.0001 cm per pixel, outside the plausible"):
+        set_user_calibration(store, video_id, [[10, 10], [110, 10]], 0.01, REVIEWER)
     with pytest.raises(StoreError):
         set_user_calibration(store, video_id, [[10, 10], [110, 10]], 5.0, "  ")
     clip = store.clip(video_id)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.orm import Session
 
 from echomeasure.errors import StoreError
+from echomeasure.ingest.calibration import MAX_CM_PER_PX, MIN_CM_PER_PX
 from echomeasure.store import audit
 from echomeasure.store import schema as db
 from echomeasure.store.mapping import clip_record
@@ -57,7 +58,9 @@ def set_user_calibration(
     StoreError
         Unknown clip, a clip calibrated by its DICOM regions, not two points inside the image, a
         line shorter than :data:`MIN_LINE_PX`, a length that is not a number in (0,
-        :data:`MAX_LENGTH_CM`] cm, or a refused reviewer name.  Nothing is stored then.
+        :data:`MAX_LENGTH_CM`] cm, a scale outside the plausible range of every scale
+        (:data:`echomeasure.ingest.calibration.MIN_CM_PER_PX` to ``MAX_CM_PER_PX``), or a
+        refused reviewer name.  Nothing is stored then.
     """
     reviewer = validate_reviewer(reviewer)
     try:
@@ -74,6 +77,9 @@ def set_user_calibration(
     line_px = math.hypot(x1 - x0, y1 - y0)
     if line_px < MIN_LINE_PX:
         raise StoreError(f"the line drawn is {line_px:.1f} px long; draw a known length of at least {MIN_LINE_PX:g} px")
+    if not MIN_CM_PER_PX <= length / line_px <= MAX_CM_PER_PX:  # the rule every scale obeys (--scale too)
+        raise StoreError(f"{length:g} cm over the {line_px:.0f} px drawn is {length / line_px:.3g} cm per pixel, outside "
+                         f"the plausible {MIN_CM_PER_PX:g}-{MAX_CM_PER_PX:g}: check the length typed and the line")
 
     def op(s: Session) -> ClipRecord:
         clip = get_clip(s, clip_id)
