@@ -52,6 +52,23 @@ def write_random_registry(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
+def copy_active_model(name: str, folder: Path) -> dict:
+    """The project's active version of ``name`` copied into ``folder`` as a one-model registry
+    (its weights file and a manifest); returns its manifest entry."""
+    import json
+    import shutil
+
+    from echomeasure import config
+
+    weights = config.weights_dir()
+    manifest = json.loads((weights / "manifest.json").read_text())
+    entry = next(e for e in manifest["models"] if e["name"] == name and e["version"] == manifest["active"][name])
+    shutil.copy(weights / entry["file"], folder / entry["file"])
+    (folder / "manifest.json").write_text(json.dumps({"format": manifest["format"], "active": {name: entry["version"]},
+                                                      "models": [entry]}))
+    return entry
+
+
 @pytest.fixture(scope="session")
 def random_weights_dir(tmp_path_factory) -> Path:
     """A weights folder with random plax-linear and doppler-peaks models (session-wide, read-only)."""

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
+from models_fixtures import copy_active_model
 
-from echomeasure import config
 from echomeasure.training import plax_seg_train
 
 
 @pytest.mark.slow
 def test_more_training_with_online_augmentation_is_recorded(tmp_path):
-    weights = config.weights_dir()
-    manifest = json.loads((weights / "manifest.json").read_text())
-    entry = next(e for e in manifest["models"] if e["name"] == "plax-seg" and e["version"] == manifest["active"]["plax-seg"])
-    shutil.copy(weights / entry["file"], tmp_path / entry["file"])
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": manifest["format"], "active": {"plax-seg": entry["version"]},
-                                                        "models": [entry]}))
+    entry = copy_active_model("plax-seg", tmp_path)
     report = tmp_path / "report.json"
     code = plax_seg_train.main(["--out", str(tmp_path), "--report", str(report), "--version", "0.1", "--cases", "2",
                                 "--eval-cases", "1", "--steps", "2", "--size", "112", "--max-minutes", "0.5",

@@ -5,12 +5,11 @@ thin, and the trainers' evaluations report them."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
+from models_fixtures import copy_active_model
 
-from echomeasure import config
 from echomeasure.models.segmentation import PLAX_SEG_CLASSES, confusion_counts, error_sources, error_sources_markdown
 
 CLASSES = ("background", "lv", "wall")
@@ -68,12 +67,7 @@ def test_the_markdown_table_names_the_biggest_sources():
 def test_plax_seg_evaluate_only_reports_iou_and_error_sources_per_family_group(tmp_path, capsys):
     from echomeasure.training import plax_seg_train
 
-    weights = config.weights_dir()
-    manifest = json.loads((weights / "manifest.json").read_text())
-    entry = next(e for e in manifest["models"] if e["name"] == "plax-seg" and e["version"] == manifest["active"]["plax-seg"])
-    shutil.copy(weights / entry["file"], tmp_path / entry["file"])
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": manifest["format"], "active": {"plax-seg": entry["version"]},
-                                                        "models": [entry]}))
+    entry = copy_active_model("plax-seg", tmp_path)
     report = tmp_path / "eval.json"
     code = plax_seg_train.main(["--evaluate-only", "--out", str(tmp_path), "--eval-cases", "1", "--threads", "1",
                                 "--workers", "1", "--report", str(report)])
