@@ -113,3 +113,21 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_the_quarantine_lies_beside_the_store_the_site_configured(tmp_path, monkeypatch):
+    """Originals wait on the volume chosen for patient data, not in the project's db/ folder."""
+    from echomeasure import config
+
+    monkeypatch.delenv("ECHOMEASURE_QUARANTINE", raising=False)
+    monkeypatch.delenv("ECHOMEASURE_IMAGES", raising=False)
+    monkeypatch.setenv("ECHOMEASURE_DB", f"sqlite:///{tmp_path / 'site' / 'review.sqlite'}")
+    assert quarantine.quarantine_root() == tmp_path / "site" / "quarantine"
+    monkeypatch.setenv("ECHOMEASURE_IMAGES", str(tmp_path / "vault" / "images"))
+    assert quarantine.quarantine_root() == (tmp_path / "vault" / "quarantine").resolve()
+    monkeypatch.setenv("ECHOMEASURE_QUARANTINE", str(tmp_path / "q"))
+    assert quarantine.quarantine_root() == tmp_path / "q"
+    monkeypatch.delenv("ECHOMEASURE_QUARANTINE")
+    monkeypatch.delenv("ECHOMEASURE_IMAGES")
+    monkeypatch.setenv("ECHOMEASURE_DB", "postgresql+psycopg://u@localhost/em")  # no file: the default folder
+    assert quarantine.quarantine_root() == config.DB_DIR / "quarantine"

@@ -1,7 +1,8 @@
 """Quarantine: the only place where echomeasure keeps a second name for an original file.
 
-Each run works in a private folder (mode 0700) under the quarantine root (``db/quarantine``,
-``$ECHOMEASURE_QUARANTINE``, or the system temp folder when neither is writable) that holds a
+Each run works in a private folder (mode 0700) under the quarantine root
+(``$ECHOMEASURE_QUARANTINE``, else ``quarantine/`` beside the review store's data: see
+:func:`quarantine_root`; the system temp folder when that is not writable) that holds a
 hard link to the original while it is read and de-identified; the folder is removed in
 ``finally``.  An input on another file system is not copied: it is read where it lies (a plain
 copy would put a second readable original on disk).
@@ -36,9 +37,17 @@ SWEEP_LOCK = ".sweep.lock"
 
 
 def quarantine_root() -> Path:
-    """``$ECHOMEASURE_QUARANTINE`` or ``<project>/db/quarantine`` when writable, else the temp folder."""
+    """Where originals wait while they are read: ``$ECHOMEASURE_QUARANTINE``; else ``quarantine/``
+    beside the review store's frame images (the folder holding ``$ECHOMEASURE_IMAGES``, or a
+    SQLite ``$ECHOMEASURE_DB``'s folder, else ``<project>/db``), so that originals stay on the
+    volume the site chose for patient data; the temp folder when that is not writable."""
     env = os.environ.get("ECHOMEASURE_QUARANTINE")
-    root = Path(env) if env else config.DB_DIR / "quarantine"
+    if env:
+        root = Path(env)
+    else:
+        from echomeasure.store import images_dir_for  # where the site keeps patient data
+
+        root = images_dir_for(config.db_url()).parent / "quarantine"
     try:
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
