@@ -591,3 +591,35 @@ def test_layout_uses_the_width_and_keeps_every_control_on_screen(browser, flow_a
         pg.screenshot(path=str(SHOTS / f"review_{width}x{height}.png"))
     finally:
         context.close()
+
+
+def test_a_phone_stacks_the_panels_and_keeps_every_control_within_its_width(browser, flow_app):
+    """A new-user trial at 390x844: the left column and the viewer stayed side by side, the viewer
+    reached x 652 on a 390 px screen, and the page could not scroll sideways (the image, values,
+    accept/reject, + Add, ED/ES and Reset W/L were unreachable)."""
+    width, height = 390, 844
+    context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    try:
+        pg.goto(flow_app[0])
+        pg.get_by_label("Reviewer").fill(REVIEWER)
+        open_worklist_clip(pg, flow_app[1].clip_id)
+        pg.wait_for_timeout(300)
+        controls = [".em-play", ".em-slider", ".em-ed", ".em-es", ".em-fit", ".em-zoom-in", ".em-wl-reset",
+                    ".em-accept-all", ".em-add", ".em-frame", "#em-reviewer", "#em-open-example", "#em-next",
+                    "#em-csv-study", ".em-row[data-name='aortic_root'] .em-no", ".em-row[data-name='aortic_root'] .em-ok"]
+        for sel in controls:  # on the page's width (the page scrolls down, never sideways)
+            box = pg.locator(sel).first.bounding_box()
+            assert box is not None, sel
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, (sel, box)
+        assert pg.evaluate("() => document.documentElement.scrollWidth") <= width
+        frame, left = pg.locator(".em-frame").bounding_box(), pg.locator("#em-left").bounding_box()
+        assert frame["y"] >= left["y"] + left["height"] - 1, "the viewer is not below the left column"
+        assert frame["width"] >= 0.9 * width - 30, frame  # the image takes the phone's width
+        pg.locator(".em-row[data-name='aortic_root'] .em-ok").tap()
+        pg.locator('.em-row[data-name="aortic_root"] .em-s-accepted').wait_for()  # a tap reviews
+        pg.screenshot(path=str(SHOTS / "review_390x844.png"), full_page=True)
+    finally:
+        context.close()

@@ -85,6 +85,15 @@ CSS = """
   border-color: #ff9f43 !important; box-shadow: 0 0 0 2px #ff9f43 !important; }
 .em-reviewer-missing label span { color: #ff9f43 !important; }
 footer { display: none !important; }
+/* Phones and narrow windows: the left column and the viewer stack, each the full width (side by
+   side they need about 870 px; the page cannot scroll sideways). */
+@media (max-width: 900px) {
+  #em-main-row { flex-wrap: wrap !important; }
+  #em-main-row > * { flex: 1 1 100% !important; min-width: 100% !important; }
+  #em-topbar { flex-wrap: wrap !important; }
+  #em-topbar > * { flex: 1 1 100% !important; min-width: 100% !important; }
+  #em-brand { white-space: normal; }
+}
 """
 
 # Dark mode by default: a reading room is dark, and the viewer is dark anyway.
