@@ -171,3 +171,18 @@ def test_an_apical_clip_is_listed_by_its_contours_and_view(controller):
     assert next(r for r in ctrl.worklist("in review") if r[0] == clip_id)[2] == "1/4"
     assert ctrl.next_clip(None) is not None
     assert "model: apical-seg test" in ctrl.open_clip(clip_id, "Dr A").header
+
+
+def test_the_clip_header_counts_frames_in_english():
+    from datetime import UTC, datetime
+
+    from echomeasure.store.records import ClipRecord
+    from echomeasure.ui.controller import clip_header
+
+    def clip(n):
+        return ClipRecord(id=3, study_uid="1.2.3.45678901", series_uid="1.2.3.4", instance_uid="1.2.3.4.5", kind="doppler",
+                          n_frames=n, frame_time_ms=None, width_px=800, height_px=600, regions=(), calibration_source="dicom",
+                          user_cm_per_px=None, pixel_sha256="0" * 64, deid_record={}, created_at=datetime.now(UTC))
+
+    assert "DOPPLER · 1 frame · frame time unknown" in clip_header(clip(1), [])
+    assert "40 frames (0–39)" in clip_header(clip(40), [])

@@ -60,7 +60,8 @@ def clip_header(clip: ClipRecord, states: Sequence[MeasurementState], warnings: 
     ft = f"{clip.frame_time_ms:.1f} ms/frame" if clip.frame_time_ms else "frame time unknown"
     parts = [
         f"**{clip.label}**",
-        f"{clip.kind.upper()} · {clip.n_frames} frames (0–{clip.n_frames - 1}) · {ft}",
+        f"{clip.kind.upper()} · " + (f"{clip.n_frames} frames (0–{clip.n_frames - 1})" if clip.n_frames != 1 else "1 frame")
+        + f" · {ft}",
         cal,
         f"model: {model}",
         f"study …{clip.study_uid[-8:]}",
