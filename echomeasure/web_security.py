@@ -1,14 +1,18 @@
 """Web hardening of the review UI: who may talk to it, how much, and what it leaves behind.
 
 - :class:`RequestGuard` (ASGI middleware, added by :func:`harden_launch_options`) answers 403 to
-  every HTTP request or websocket whose ``Host`` header, or ``Origin`` header when there is one,
-  names anything but this server: the loopback names (``localhost``, ``127.0.0.1``, ``::1``) and
-  the address given with ``--host`` (for ``0.0.0.0`` the machine's host names, their addresses
-  and its outgoing IPv4/IPv6 addresses),
-  plus ``ECHOMEASURE_ALLOWED_HOSTS`` (comma-separated, e.g. the name of a reverse proxy) and,
-  on a Hugging Face Space, ``SPACE_HOST``.  A web
-  page on another site, or one reached through DNS rebinding, therefore cannot drive the API.
-  ``Origin: null`` (sandboxed frames, local files) is refused too.
+  every HTTP request or websocket whose ``Host`` header names anything but this server: the
+  loopback names (``localhost``, ``127.0.0.1``, ``::1``) and the address given with ``--host``
+  (for ``0.0.0.0`` the machine's host names, their addresses and its outgoing IPv4/IPv6
+  addresses), plus ``ECHOMEASURE_ALLOWED_HOSTS`` (comma-separated ``name`` or ``name:port``,
+  e.g. a reverse proxy) and, on a Hugging Face Space, ``SPACE_HOST``.  The ``Host`` port is not
+  checked (a port mapping or proxy in front of the server may forward another port).
+- An ``Origin`` header, when there is one, must name this server at the port the request was
+  sent to (the ``Host`` port; without one, the default port of the Origin's scheme), or a
+  configured name at its port (without one: 80 for ``http``, 443 for ``https``).  A page on
+  another site, one reached through DNS rebinding, or one served from another port of this
+  machine (``http://localhost:9999``) therefore cannot drive the API.  ``Origin: null``
+  (sandboxed frames, local files) is refused too.
 - Request bodies are limited to :data:`API_BODY_LIMIT_BYTES` (413) except on Gradio's upload
   route, which keeps the app's own upload limit.  A body announced too large is refused before
   it is read; a chunked body is read only up to the limit.
@@ -16,6 +20,10 @@
   downloads; :func:`discard_upload` removes an upload once it was processed, and the whole
   folder goes at shutdown (:func:`remove_private_upload_dir`, also registered with ``atexit``);
   folders of servers that were killed are removed when the next one starts.
+- :func:`received_upload` is the one rule for a path a client names as its upload: a regular
+  file inside Gradio's upload folder (:func:`upload_folder`), symlinks and ``..`` resolved
+  first, and not one of the app's own downloads.  Anything else (a stored frame in the served
+  image folder, a file in the working directory) is never opened and never removed.
 """
 
 from __future__ import annotations
@@ -35,6 +43,12 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+#: The port a URL of each scheme means when it names none.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A configured name without a port: the ports a reverse proxy in front of the server uses.
+PROXY_PORTS = frozenset(DEFAULT_PORTS.values())
+#: Longest piece of a client's value (path, header) written to the log.
+LOGGED_VALUE_CHARS = 200
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 #: Largest request body accepted outside the upload route (JSON API calls are a few kB).
 API_BODY_LIMIT_BYTES = 1_000_000
@@ -48,8 +62,24 @@ def _normal(name: str) -> str:
     return name.strip().strip("[]").rstrip(".").lower()
 
 
+def _configured(extra: Iterable[str] = ()) -> list[str]:
+    """The configured entries: ``extra``, ``ECHOMEASURE_ALLOWED_HOSTS`` and a Space's ``SPACE_HOST``."""
+    entries = [*extra, *os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")]
+    if os.environ.get("SPACE_HOST"):  # a Hugging Face Space: the public name its proxy forwards
+        entries.append(os.environ["SPACE_HOST"])
+    return [e.strip() for e in entries if e.strip()]
+
+
+def _entry(value: str) -> tuple[str, int | None] | None:
+    """``(name, port or None)`` of a configured ``name``, ``name:port``, ``[v6]:port`` or bare IPv6."""
+    value = value.strip()
+    if value.count(":") > 1 and not value.startswith("["):
+        return _normal(value), None  # a bare IPv6 address
+    return authority_of_host_header(value)
+
+
 def allowed_hosts(bound_host: str | None, extra: Iterable[str] = ()) -> frozenset[str]:
-    """Host names a request may name for a server bound to ``bound_host``."""
+    """Host names a request may name for a server bound to ``bound_host`` (any port)."""
     names = set(LOOPBACK_NAMES)
     host = _normal(bound_host or "127.0.0.1")
     if host in WILDCARD_HOSTS:
@@ -60,12 +90,17 @@ def allowed_hosts(bound_host: str | None, extra: Iterable[str] = ()) -> frozense
         names.update(_primary_addresses())
     else:
         names.add(host)
-    names.update(_normal(e) for e in extra if e.strip())
-    names.update(_normal(e) for e in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if e.strip())
-    if os.environ.get("SPACE_HOST"):  # a Hugging Face Space: the public name its proxy forwards
-        names.add(_normal(os.environ["SPACE_HOST"]))
+    names.update(entry[0] for entry in map(_entry, _configured(extra)) if entry is not None)
     names.discard("")
     return frozenset(names)
+
+
+def trusted_origins(extra: Iterable[str] = ()) -> frozenset[tuple[str, int | None]]:
+    """The configured ``(name, port)`` pages may come from whatever port a request was sent to.
+
+    A port of None means the scheme's default port (a reverse proxy on 80 or 443).
+    """
+    return frozenset(entry for entry in map(_entry, _configured(extra)) if entry is not None and entry[0])
 
 
 def _primary_addresses() -> set[str]:
@@ -78,35 +113,77 @@ def _primary_addresses() -> set[str]:
     return found
 
 
-def host_of_host_header(value: str) -> str | None:
-    """``example.org`` of ``example.org:7860``; ``::1`` of ``[::1]:7860``; None when malformed."""
+def authority_of_host_header(value: str) -> tuple[str, int | None] | None:
+    """``("example.org", 7860)`` of ``example.org:7860``; port None when absent; None when malformed."""
     try:
-        host = urlsplit("//" + value.strip()).hostname
+        parts = urlsplit("//" + value.strip())
+        host, port = parts.hostname, parts.port
     except ValueError:
         return None
-    return _normal(host) if host else None
+    return (_normal(host), port) if host else None
+
+
+def host_of_host_header(value: str) -> str | None:
+    """``example.org`` of ``example.org:7860``; ``::1`` of ``[::1]:7860``; None when malformed."""
+    authority = authority_of_host_header(value)
+    return authority[0] if authority else None
+
+
+def origin_of(value: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an ``Origin`` header, the port implied by the scheme when absent;
+    None for ``null`` or anything malformed."""
+    try:
+        parts = urlsplit(value.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not host:
+        return None
+    return parts.scheme, _normal(host), port if port is not None else DEFAULT_PORTS[parts.scheme]
 
 
 def host_of_origin(value: str) -> str | None:
     """The host of an ``Origin`` header; None for ``null`` or anything malformed."""
-    try:
-        parts = urlsplit(value.strip())
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    return _normal(parts.hostname)
+    origin = origin_of(value)
+    return origin[1] if origin else None
 
 
-def refusal(headers: Any, allowed: frozenset[str]) -> str | None:
+def origin_allowed(
+    origin: str, host_header: str, allowed: frozenset[str], trusted: frozenset[tuple[str, int | None]] = frozenset()
+) -> bool:
+    """Whether a page at ``origin`` may call the server a request with ``host_header`` was sent to.
+
+    Yes when the Origin names this server (a name of ``allowed``) at the port the request went
+    to (the Host port, or the scheme's default when the Host names none), or a ``trusted``
+    configured name at its port (None: the scheme's default port).  Another port of an allowed
+    name is another web site (any local program may serve pages there).
+    """
+    parsed, sent_to = origin_of(origin), authority_of_host_header(host_header)
+    if parsed is None or sent_to is None:
+        return False
+    scheme, host, port = parsed
+    if any(host == name and port == (wanted or DEFAULT_PORTS[scheme]) for name, wanted in trusted):
+        return True
+    return host in allowed and port == (sent_to[1] or DEFAULT_PORTS[scheme])
+
+
+def refusal(
+    headers: Any, allowed: frozenset[str], trusted: frozenset[tuple[str, int | None]] = frozenset()
+) -> str | None:
     """Why a request with these headers is refused (None: allowed)."""
     host_header = headers.get("host")
     if host_header is None or host_of_host_header(host_header) not in allowed:
         return "the Host header does not name this server"
     origin = headers.get("origin")
-    if origin is not None and host_of_origin(origin) not in allowed:
-        return "the request comes from another site (Origin)"
+    if origin is not None and not origin_allowed(origin, host_header, allowed, trusted):
+        return "the request comes from another site (Origin: another host or port)"
     return None
+
+
+def shorten(value: object, limit: int = LOGGED_VALUE_CHARS) -> str:
+    """``value`` as text for the log, cut to ``limit`` characters (a client's value can be 1 MB)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
 class RequestGuard:
@@ -118,6 +195,8 @@ class RequestGuard:
         The wrapped ASGI app.
     allowed
         Host names accepted (:func:`allowed_hosts`).
+    trusted
+        Configured ``(name, port)`` origins accepted whatever the Host (:func:`trusted_origins`).
     body_limit_bytes
         Largest body outside ``upload_paths``.
     upload_paths
@@ -130,9 +209,11 @@ class RequestGuard:
         allowed: frozenset[str],
         body_limit_bytes: int = API_BODY_LIMIT_BYTES,
         upload_paths: tuple[str, ...] = UPLOAD_PATHS,
+        trusted: frozenset[tuple[str, int | None]] = frozenset(),
     ) -> None:
         self.app = app
         self.allowed = allowed
+        self.trusted = trusted
         self.body_limit_bytes = body_limit_bytes
         self.upload_paths = upload_paths
 
@@ -143,9 +224,9 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        reason = refusal(headers, self.allowed)
+        reason = refusal(headers, self.allowed, self.trusted)
         if reason is not None:
-            log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"), scope.get("path", ""), reason)
+            log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"), shorten(scope.get("path", "")), reason)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
@@ -230,7 +311,8 @@ def harden_launch_options(options: dict[str, Any]) -> dict[str, Any]:
     host = options.get("server_name") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     out = dict(options)
     app_kwargs = dict(out.get("app_kwargs") or {})
-    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(RequestGuard, allowed=allowed_hosts(host))]
+    guard = Middleware(RequestGuard, allowed=allowed_hosts(host), trusted=trusted_origins())
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
     app_kwargs["lifespan"] = _guard_first(app_kwargs.get("lifespan"))
     out["app_kwargs"] = app_kwargs
     return out
@@ -258,6 +340,8 @@ def _guard_first(user_lifespan: Any) -> Any:
 # --------------------------------------------------------------------------- temporary files
 
 UPLOAD_DIR_PREFIX = "echomeasure-uploads-"
+#: Folders of the app's own downloads (CSV exports) inside the upload folder: never an upload.
+DOWNLOAD_DIR_PREFIX = "echomeasure-export-"
 _private_dir: Path | None = None
 
 
@@ -307,30 +391,73 @@ def remove_private_upload_dir() -> None:
             del os.environ["GRADIO_TEMP_DIR"]
 
 
+def upload_folder() -> Path:
+    """The folder Gradio saves uploads in, resolved (Gradio's rule: ``GRADIO_TEMP_DIR``, else ``<tmp>/gradio``).
+
+    :func:`private_upload_dir` sets ``GRADIO_TEMP_DIR`` before the app is built, so for the
+    review UI this is its private folder.
+    """
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def received_upload(path: str | os.PathLike[str]) -> Path | None:
+    """The file at ``path``, resolved, when it is one Gradio received as an upload; None otherwise.
+
+    An upload is a regular file inside :func:`upload_folder` once symlinks and ``..`` are
+    resolved, and not in one of the app's download folders (:data:`DOWNLOAD_DIR_PREFIX`).  A
+    client names its upload by path (``{"path": ...}`` in an API call), and Gradio lets any path
+    of the served static folders through, so a stored frame or any other file must be refused
+    here before it is opened or removed.
+    """
+    try:
+        root = upload_folder()
+        file = Path(path).resolve()  # symlinks and ".." as the system follows them
+    except (OSError, ValueError, RuntimeError):  # unreadable, NUL byte, symlink loop
+        return None
+    if root not in file.parents or not file.is_file():
+        return None
+    if any(folder.name.startswith(DOWNLOAD_DIR_PREFIX) for folder in file.relative_to(root).parents):
+        return None
+    return file
+
+
 def discard_upload(path: str | os.PathLike[str]) -> None:
-    """Delete a processed upload and its now-empty per-upload folder (never outside the temp folder)."""
-    file = Path(path)
+    """Delete a processed upload and its now-empty per-upload folder.
+
+    Only what :func:`received_upload` accepts is removed: any other path is left alone (logged).
+    """
+    file = received_upload(path)
+    if file is None:
+        log.warning("not removed (not an upload of this app): %s", shorten(path))
+        return
     try:
         file.unlink(missing_ok=True)
     except OSError:
-        log.warning("could not remove the uploaded original %s", file.name)
+        log.warning("could not remove the uploaded original %s", shorten(file.name))
         return
-    root = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
-    parent = file.parent.resolve()
-    if parent != root and root in parent.parents:
+    parent = file.parent
+    if parent != upload_folder():
         with contextlib.suppress(OSError):  # not empty: another upload of the same content is there
             parent.rmdir()
 
 
 __all__ = [
     "API_BODY_LIMIT_BYTES",
+    "DOWNLOAD_DIR_PREFIX",
     "LOOPBACK_NAMES",
     "RequestGuard",
     "allowed_hosts",
+    "authority_of_host_header",
     "discard_upload",
     "harden_launch_options",
     "host_of_host_header",
     "host_of_origin",
+    "origin_allowed",
+    "origin_of",
     "private_upload_dir",
+    "received_upload",
     "refusal",
+    "shorten",
+    "trusted_origins",
+    "upload_folder",
 ]

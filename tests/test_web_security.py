@@ -1,8 +1,10 @@
 """Web hardening, checked over HTTP against a running ``echomeasure demo`` on loopback.
 
-Host/Origin checks (403), API body limit (413) and the server's memory after oversized
-requests, JSON results of every API endpoint through ``/gradio_api/call/...``, removal of
-uploads after processing and at shutdown, and the logged-in user as reviewer.
+Host/Origin checks (403, the Origin's port included), API body limit (413) and the server's
+memory after oversized requests, JSON results of every API endpoint through
+``/gradio_api/call/...``, removal of uploads after processing and at shutdown, ``open_upload``
+refusing any path that is not an upload (a stored frame, ``..``, a symlink) and leaving it in
+place, and the logged-in user as reviewer.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from echomeasure.web_security import (
     allowed_hosts,
     host_of_host_header,
     host_of_origin,
+    origin_allowed,
     refusal,
+    trusted_origins,
 )
 
 START_TIMEOUT_S = 180
@@ -157,6 +161,42 @@ def test_host_and_origin_parsing():
     assert refusal({"host": "localhost.evil.example"}, allowed) is not None
 
 
+def test_the_origin_must_name_the_port_the_request_was_sent_to():
+    allowed = allowed_hosts("127.0.0.1")
+    host = "127.0.0.1:7897"
+    for same in ("http://127.0.0.1:7897", "http://localhost:7897", "http://[::1]:7897"):
+        assert origin_allowed(same, host, allowed), same
+        assert refusal({"host": host, "origin": same}, allowed) is None
+    # another local port, or no port (80) is another web site
+    for other in ("http://localhost:9999", "http://127.0.0.1", "https://127.0.0.1", "http://127.0.0.1:78970"):
+        assert not origin_allowed(other, host, allowed), other
+        assert refusal({"host": host, "origin": other}, allowed) is not None
+    # default ports implied by the scheme, on either header
+    assert origin_allowed("http://localhost", "localhost", allowed)
+    assert origin_allowed("http://localhost:80", "localhost", allowed)
+    assert origin_allowed("https://localhost", "localhost:443", allowed)
+    assert not origin_allowed("http://localhost", "localhost:7897", allowed)
+
+
+def test_configured_names_are_trusted_at_their_port(monkeypatch):
+    monkeypatch.setenv("ECHOMEASURE_ALLOWED_HOSTS", "proxy.example, lab.example:8443, [fd00::1]:9000, fd00::2")
+    monkeypatch.delenv("SPACE_HOST", raising=False)
+    allowed, trusted = allowed_hosts("127.0.0.1"), trusted_origins()
+    assert {"proxy.example", "lab.example", "fd00::1", "fd00::2"} <= allowed
+    assert trusted == {("proxy.example", None), ("lab.example", 8443), ("fd00::1", 9000), ("fd00::2", None)}
+    behind = "127.0.0.1:7860"  # a proxy that rewrites the Host header
+    assert origin_allowed("https://proxy.example", behind, allowed, trusted)
+    assert origin_allowed("http://proxy.example", behind, allowed, trusted)
+    assert not origin_allowed("https://proxy.example:8080", behind, allowed, trusted)
+    assert origin_allowed("https://lab.example:8443", behind, allowed, trusted)
+    assert not origin_allowed("https://lab.example", behind, allowed, trusted)
+    assert origin_allowed("http://[fd00::1]:9000", behind, allowed, trusted)
+    # reached directly by a configured name: the port the request went to
+    assert origin_allowed("http://proxy.example:7860", "proxy.example:7860", allowed, trusted)
+    assert refusal({"host": "proxy.example", "origin": "https://proxy.example"}, allowed, trusted) is None
+    assert refusal({"host": behind, "origin": "https://proxy.example:9999"}, allowed, trusted) is not None
+
+
 # ----------------------------------------------------------------------------- Host / Origin (HTTP)
 
 # Every route family of the app: pages, config, API calls, uploads, files, queue, login.
@@ -181,10 +221,14 @@ FOREIGN = [
     {"Host": "evil.example:7860", "Origin": "http://evil.example:7860"},
     {"Origin": "http://evil.example"},
     {"Origin": "null"},
+    {"Origin": "http://localhost:9999"},  # a page served from another local port
+    {"Origin": "http://127.0.0.1"},  # port 80
 ]
 
 
-@pytest.mark.parametrize("headers", FOREIGN, ids=["host", "host+origin", "origin", "origin-null"])
+@pytest.mark.parametrize(
+    "headers", FOREIGN, ids=["host", "host+origin", "origin", "origin-null", "origin-port", "origin-no-port"]
+)
 def test_requests_naming_another_host_or_origin_are_refused_on_every_endpoint(demo, headers):
     for method, path in ENDPOINTS:
         body = {"data": [demo.store.clip_id, "lvids", "rejected", "Mallory", None, None, None]} if method == "POST" else None
@@ -292,6 +336,61 @@ def test_reviewer_names_are_checked_by_the_api(demo):
     assert payload[0]["reviewer"] == "Reader Two"
 
 
+def _open_upload(demo: Demo, path: str) -> tuple[str, object]:
+    return call(demo, "open_upload", [{"path": path, "meta": {"_type": "gradio.FileData"}}, "API Reader", "all"])
+
+
+def test_open_upload_opens_only_files_uploaded_to_this_app(demo):
+    frames = sorted((demo.store.folder / "images").rglob("*.png"))  # the served image folder
+    assert len(frames) >= 3
+    (folder,) = demo.upload_dirs()
+    link = folder / "frame-link.png"
+    link.symlink_to(frames[2])
+    named = {
+        "stored frame": str(frames[0]),  # in the served image folder: Gradio lets it through
+        "..": f"{folder}/../{os.path.relpath(frames[1], folder.parent)}",
+        "symlink": str(link),
+    }
+    for how, path in named.items():
+        event, payload = _open_upload(demo, path)
+        assert event in ("complete", "error"), how
+        if event == "complete":  # nothing opened: every output skipped, the clip state untouched
+            assert "clip" not in payload[0].get("props", {}) and payload[2] is None, (how, payload)
+    assert all(frame.is_file() for frame in frames[:3]) and link.is_symlink()
+    log = (demo.tmpdir.parent / "demo.log").read_text()
+    assert log.count("open_upload refused a path that is not an upload") >= 3
+    # A real upload is still opened, then removed with its folder.
+    uploaded = upload(demo, config.EXAMPLES_DIR / EXAMPLE_2D)
+    event, payload = _open_upload(demo, uploaded)
+    assert event == "complete" and payload[0]["props"]["clip"]["id"] >= 1
+    assert not Path(uploaded).exists() and not Path(uploaded).parent.exists()
+
+
+def test_received_upload_and_discard_upload_keep_to_the_upload_folder(tmp_path, monkeypatch):
+    from echomeasure.web_security import DOWNLOAD_DIR_PREFIX, discard_upload, received_upload
+
+    folder, outside = tmp_path / "uploads", tmp_path / "store"
+    (folder / "abc").mkdir(parents=True)
+    outside.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))
+    upload_file = folder / "abc" / "case.dcm"
+    upload_file.write_bytes(b"original")
+    victim = outside / "frame.png"
+    victim.write_bytes(b"png")
+    (folder / "link.png").symlink_to(victim)
+    (folder / f"{DOWNLOAD_DIR_PREFIX}x").mkdir()
+    export = folder / f"{DOWNLOAD_DIR_PREFIX}x" / "all.csv"
+    export.write_text("a,b\n")
+    for not_upload in (victim, folder / ".." / "store" / "frame.png", folder / "link.png", export, folder, folder / "abc",
+                       folder / "abc" / "missing.dcm", "bad\x00path"):
+        assert received_upload(not_upload) is None, not_upload
+        discard_upload(not_upload)
+    assert victim.is_file() and export.is_file() and (folder / "link.png").is_symlink()
+    assert received_upload(folder / "abc" / ".." / "abc" / "case.dcm") == upload_file.resolve()
+    discard_upload(upload_file)
+    assert not upload_file.exists() and not (folder / "abc").exists() and folder.is_dir()
+
+
 @pytest.mark.slow
 def test_uploads_never_opened_are_removed_at_shutdown(tmp_path):
     with running_demo(tmp_path) as d:
@@ -302,6 +401,29 @@ def test_uploads_never_opened_are_removed_at_shutdown(tmp_path):
         assert d.proc.wait(60) is not None
         assert not uploaded.exists()
         assert d.upload_dirs() == []
+
+
+@pytest.mark.slow
+def test_uploads_never_opened_are_swept_from_the_cache_while_the_server_runs(tmp_path, monkeypatch):
+    from echomeasure.ui import app as ui
+
+    assert ui.CACHE_SWEEP[1] <= 3600  # an identifiable original stays an hour at most
+    monkeypatch.setattr(ui, "CACHE_SWEEP", (1, 1))
+    app = ui.build_app(f"sqlite:///{tmp_path / 'sweep.sqlite'}", examples_dir=tmp_path)
+    port = free_port()
+    ui.launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, show_error=False)
+    try:
+        with (config.EXAMPLES_DIR / EXAMPLE_2D).open("rb") as fh:
+            r = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", files={"files": (EXAMPLE_2D, fh)}, timeout=60)
+        uploaded = Path(r.json()[0])
+        assert uploaded.is_file()
+        deadline = time.monotonic() + 30
+        while uploaded.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not uploaded.exists()
+    finally:
+        app.close()
+        app.echomeasure_store.close()  # type: ignore[attr-defined]
 
 
 def test_upload_folders_of_killed_servers_are_removed_at_the_next_start(tmp_path):

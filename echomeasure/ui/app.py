@@ -49,6 +49,11 @@ MAX_UPLOAD = "200mb"
 #: ingest layer, not the extension, decides what is readable).
 UPLOAD_TYPES = [".dcm", ".dicom", ".avi", ".mp4", ".png", ".jpg", ".jpeg"]
 EXAMPLE_GLOB = "*.dcm"
+#: Gradio's cache sweep (every 5 min, files older than 30 min): an upload that was never opened
+#: (sent to /gradio_api/upload only) is an identifiable original; downloads go too.
+CACHE_SWEEP = (300, 1800)
+#: The notice when a client names a file that was not uploaded to this app (API only).
+NOT_AN_UPLOAD = "Not opened: that is not a file uploaded to this app (send it to /gradio_api/upload first)."
 
 THEME = gr.themes.Base(
     primary_hue=gr.themes.colors.blue,
@@ -240,9 +245,16 @@ class UiHandlers:
         # no link is left to an original that is removed below.
         if not file:
             return (*(gr.skip(),) * 5, None)
+        upload = web_security.received_upload(file)
+        if upload is None:
+            # An API client names its upload by path, and Gradio lets the served image folder
+            # through: anything but a file received as an upload is neither opened nor removed.
+            log.warning("open_upload refused a path that is not an upload: %s", web_security.shorten(file))
+            gr.Warning(NOT_AN_UPLOAD)
+            return (*(gr.skip(),) * 5, None)
         try:
             viewer = viewer_name(reviewer_name, _login(request))
-            return (*self.ingest_and_show(file, reviewer_name, progress, status, viewer), None)
+            return (*self.ingest_and_show(upload, reviewer_name, progress, status, viewer), None)
         except EchomeasureError as exc:
             # named as the user knows it (the upload keeps its file name), never by a temp path
             name, message = Path(file).name, str(exc)
@@ -250,7 +262,7 @@ class UiHandlers:
             return (*(gr.skip(),) * 5, None)
         finally:
             # The upload is the original (identifiable) file: do not keep it in Gradio's cache.
-            web_security.discard_upload(file)
+            web_security.discard_upload(upload)
 
     def open_from_worklist(self, reviewer_name: str, evt: gr.SelectData, request: gr.Request) -> tuple:
         row = evt.row_value or []
@@ -578,7 +590,7 @@ def build_app(
     # Each model version's own low-confidence threshold (held-out 25th percentile), read once.
     handlers = UiHandlers(store, ReviewController(store, viewmodel.RegistryThresholds()), example_paths)
 
-    with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=False) as app:
+    with gr.Blocks(title=TITLE, fill_width=True, analytics_enabled=False, delete_cache=CACHE_SWEEP) as app:
         page = SimpleNamespace(current_clip=gr.State(None), clip_info=_topbar_panel())
         with gr.Row(equal_height=False, elem_id="em-main-row"):
             with gr.Column(scale=0, min_width=262, elem_id="em-left"):
@@ -607,7 +619,7 @@ def build_app(
 
 def _write_download(text: str, name: str) -> str:
     """Write an export for download: a fresh temp folder, the complete file written atomically."""
-    folder = Path(tempfile.mkdtemp(prefix="echomeasure-export-", dir=web_security.private_upload_dir()))
+    folder = Path(tempfile.mkdtemp(prefix=web_security.DOWNLOAD_DIR_PREFIX, dir=web_security.private_upload_dir()))
     return str(atomic.write_text(folder / name, text))
 
 
