@@ -1,12 +1,14 @@
 """LV volumes and EF from a clip's current (reviewed, else proposed) apical contours.
 
-The rule is :mod:`echomeasure.propose.volumes` (single-plane method of discs, ASE 2015): the
-contours of a frame are rasterised into a CAMUS label map (:func:`label_map`: myocardium, then
-LV cavity, then LA on top; the mask export draws with it too) and measured there exactly as a
-model's label map is.  Users: the review UI (figures of the stored contours when a clip opens,
-and :func:`live_volumes`, a server function of the viewer, while a contour is edited) and the
-CSV export (:func:`reviewed_figures`: the volumes of the reviewed contours next to the model's),
-so the numbers on screen and in the export come from this one Python rule.
+The rule is :func:`echomeasure.propose.volumes.contour_lv_volumes` (single-plane method of discs,
+ASE 2015, on the label map of the contours: myocardium, then LV cavity, then LA on top), the
+very function the apical proposer measures its proposed polygons with.  So the figures of
+contours nobody changed are the proposed figures (same polygons, same calibration, same rule),
+and only an edit changes them.  Users: the review UI (:func:`for_clip`, the figures of the
+stored contours when a clip opens, and :func:`live_volumes`, a server function of the viewer,
+while a contour is edited) and the CSV export (:func:`reviewed_figures`: the volumes of the
+reviewed contours next to the model's); both go through :func:`figures`, so the numbers on
+screen and in the export come from one Python function.
 
 Only apical contour sets (structures among ``lv``, ``myocardium``, ``la``: the ``apical-seg``
 classes) give volumes: an LV contour of a parasternal view is no base for the method of discs.
@@ -19,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from echomeasure.catalog import APICAL_SEG_LABELS
@@ -30,8 +31,9 @@ from echomeasure.store import ClipRecord, Store, contours, readers
 
 #: The structures of an apical contour set, with their CAMUS label values.
 APICAL_LABELS = APICAL_SEG_LABELS
-#: Drawing order of the label map: the LV cavity over the myocardium, the atrium over both.
-_DRAW_ORDER = ("myocardium", "lv", "la")
+#: The label map of one frame's contours and the EDV/ESV/EF rule (defined once, in propose.volumes).
+label_map = volumes.contour_label_map
+lv_volumes = volumes.contour_lv_volumes
 
 
 def polygon_area_px(polygon: Sequence[Sequence[float]]) -> float:
@@ -57,56 +59,9 @@ def phase_frames(items: Sequence[Mapping[str, Any]]) -> tuple[int | None, int | 
     return max(areas, key=lambda f: areas[f]), min(areas, key=lambda f: areas[f])
 
 
-def label_map(items: Sequence[Mapping[str, Any]], frame: int, width_px: int, height_px: int) -> np.ndarray:
-    """The CAMUS label map (0 background, 1 LV, 2 myocardium, 3 LA) of one frame's contours."""
-    mask = np.zeros((height_px, width_px), np.uint8)
-    on_frame = {c["structure"]: c["polygon"] for c in items if int(c["frame"]) == frame}
-    for structure in _DRAW_ORDER:
-        polygon = on_frame.get(structure)
-        if polygon is not None and len(polygon) >= 3:
-            pts = np.round(np.asarray(polygon, np.float64)).astype(np.int32)
-            cv2.fillPoly(mask, [pts], APICAL_LABELS[structure])
-    return mask
-
-
 def clip_cm_per_px(clip: ClipRecord) -> float | None:
     """The clip's square pixel size (cm): :func:`echomeasure.ingest.calibration.square_cm_per_px`."""
     return square_cm_per_px(clip.region_objects, clip.user_cm_per_px)
-
-
-def lv_volumes(
-    items: Sequence[Mapping[str, Any]],
-    *,
-    width_px: int,
-    height_px: int,
-    cm_per_px: float | None,
-    ed_frame: int | None,
-    es_frame: int | None,
-) -> dict[str, Any]:
-    """EDV, ESV (ml) and EF (%) of apical contours ``[{"frame", "structure", "polygon"}]``.
-
-    Returns ``{"edv_ml", "esv_ml", "ef_percent", "ed_frame", "es_frame", "note"}``; a value is
-    None where it cannot be measured (no LV on the frame, no square cm calibration), and
-    ``note`` then says why.
-    """
-    out: dict[str, Any] = {"edv_ml": None, "esv_ml": None, "ef_percent": None,
-                           "ed_frame": ed_frame, "es_frame": es_frame, "note": None}
-    if ed_frame is None or es_frame is None:
-        out["note"] = "needs LV contours on the end-diastolic and end-systolic frames"
-        return out
-    if cm_per_px is None:
-        out["note"] = "needs a square cm calibration (Calibrate)"
-        return out
-    for key, frame in (("edv_ml", ed_frame), ("esv_ml", es_frame)):
-        axis = volumes.lv_axis(label_map(items, frame, width_px, height_px))
-        if axis is not None:
-            out[key] = round(volumes.mod_single_plane_ml(axis, cm_per_px), 2)
-    if out["edv_ml"] is None or out["esv_ml"] is None:
-        out["note"] = "no measurable LV cavity on the end-diastolic or end-systolic frame"
-        return out
-    ef = volumes.ef_percent(out["edv_ml"], out["esv_ml"])
-    out["ef_percent"] = None if ef is None else round(ef, 1)
-    return out
 
 
 def clip_phases(store: Store, clip_id: int, items: Sequence[Mapping[str, Any]],
@@ -123,36 +78,55 @@ def clip_phases(store: Store, clip_id: int, items: Sequence[Mapping[str, Any]],
     return phase_frames(items)
 
 
-def for_clip(store: Store, clip: ClipRecord, items: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The viewer's ``volumes``: the figures of ``items`` (the clip's current contours), None if not apical."""
-    shown = [c for c in items if c.get("status") != "rejected"]
+def figures(store: Store, clip: ClipRecord, items: Sequence[Mapping[str, Any]],
+            stored_volumes: Sequence[Any] | None = None) -> dict[str, Any] | None:
+    """The LV figures (:func:`lv_volumes`) of a clip's current contours ``items``; None if not apical.
+
+    ``items`` are ``{"frame", "structure", "polygon", "status"}``; rejected ones are left out.
+    The one function behind the viewer's figures and the export's reviewed figures.
+    """
+    shown = [c for c in items if c.get("status") != "rejected" and c.get("polygon") is not None]
     if not is_apical_set(shown):
         return None
-    ed, es = clip_phases(store, clip.id, shown)
+    ed, es = clip_phases(store, clip.id, shown, stored_volumes)
     return lv_volumes(shown, width_px=clip.width_px, height_px=clip.height_px, cm_per_px=clip_cm_per_px(clip),
                       ed_frame=ed, es_frame=es)
+
+
+def for_clip(store: Store, clip: ClipRecord, items: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The viewer's ``volumes``: :func:`figures` of ``items`` (the clip's current contours as the
+    viewer gets them, :func:`echomeasure.ui.contour_review.contours_for`), None if not apical."""
+    return figures(store, clip, items)
+
+
+def _unchanged(state: contours.ContourState) -> bool:
+    """True when a contour is its proposal's polygon, point for point (proposed or accepted, or
+    corrected back to exactly the proposed points)."""
+    return (state.proposal is not None and state.polygon is not None
+            and state.polygon == state.proposal.polygon)
 
 
 def reviewed_figures(store: Store, clip: ClipRecord, stored_volumes: Sequence[Any] | None = None) -> dict[str, Any] | None:
     """The clip's LV figures from its reviewed contours, for the export; None when nothing was reviewed.
 
     The ED and ES LV contours must both be reviewed (accepted, corrected or added) and the set
-    apical.  Returns :func:`lv_volumes`' figures plus ``status``: "accepted" when both LV
-    contours were accepted as proposed, else "corrected".
+    apical.  Returns :func:`figures` plus ``status``: "accepted" when every apical contour of the
+    ED and ES frames is still its proposal's polygon (so the figures are the proposed ones),
+    else "corrected".
     """
     states = contours.current_contours(store, clip.id)
     items = [{"frame": st.frame_index, "structure": st.structure, "polygon": st.polygon, "status": st.status}
-             for st in states if st.polygon is not None and st.status != "rejected"]
-    if not is_apical_set(items):
+             for st in states]
+    out = figures(store, clip, items, stored_volumes)
+    if out is None:
         return None
-    ed, es = clip_phases(store, clip.id, items, stored_volumes)
+    ed, es = out["ed_frame"], out["es_frame"]
     lv_status = {st.frame_index: st.status for st in states if st.structure == "lv"}
     if ed is None or es is None or "proposed" in (lv_status.get(ed), lv_status.get(es)):
         return None
-    figures = lv_volumes(items, width_px=clip.width_px, height_px=clip.height_px, cm_per_px=clip_cm_per_px(clip),
-                         ed_frame=ed, es_frame=es)
-    figures["status"] = "accepted" if lv_status[ed] == lv_status[es] == "accepted" else "corrected"
-    return figures
+    on_phases = [st for st in states if st.frame_index in (ed, es) and st.structure in APICAL_LABELS]
+    out["status"] = "accepted" if all(_unchanged(st) for st in on_phases) else "corrected"
+    return out
 
 
 def live_volumes(store: Store, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,5 +157,5 @@ def live_volumes(store: Store, payload: Mapping[str, Any]) -> dict[str, Any]:
                       ed_frame=ed, es_frame=es)
 
 
-__all__ = ["APICAL_LABELS", "clip_cm_per_px", "clip_phases", "for_clip", "is_apical_set", "label_map",
+__all__ = ["APICAL_LABELS", "clip_cm_per_px", "clip_phases", "figures", "for_clip", "is_apical_set", "label_map",
            "live_volumes", "lv_volumes", "phase_frames", "polygon_area_px", "reviewed_figures"]

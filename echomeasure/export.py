@@ -158,8 +158,9 @@ def csv_rows(store: Store, clip_ids: Iterable[int] | None = None) -> list[dict[s
 
 
 #: Which reviewed-contour figure (:func:`echomeasure.contour_volumes.reviewed_figures`) replaces a
-#: single-plane volume row's value, and the figure's frame.
-_REVIEWED_FIGURE = {"lvedv": ("edv_ml", "ed_frame"), "lvesv": ("esv_ml", "es_frame"), "lvef": ("ef_percent", "ed_frame")}
+#: single-plane volume row's value, and the figure's frame (None: EF keeps the proposed row's frame).
+_REVIEWED_FIGURE: dict[str, tuple[str, str | None]] = {
+    "lvedv": ("edv_ml", "ed_frame"), "lvesv": ("esv_ml", "es_frame"), "lvef": ("ef_percent", None)}
 
 
 def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
@@ -167,7 +168,8 @@ def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
 
     The model's figure is the proposed value.  When the reviewer has reviewed the ED and ES LV
     contours of an apical clip, the single-plane EDV, ESV and EF rows carry the figures of the
-    reviewed contours as their value (status accepted or corrected), computed by the same rule.
+    reviewed contours as their value (status accepted or corrected), computed by the same rule as
+    the proposal's (contours left as proposed give exactly the proposed figures).
     """
     from echomeasure.contour_volumes import reviewed_figures
     from echomeasure.store.contours import volumes
@@ -181,7 +183,8 @@ def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
         status, value, frame = "proposed", v.value, v.frame_index
         if reviewed is not None and catalog.view_of_method(v.method) and v.measurement in _REVIEWED_FIGURE:
             key, frame_key = _REVIEWED_FIGURE[v.measurement]
-            status, value, frame = reviewed["status"], reviewed[key], reviewed[frame_key]
+            status, value = reviewed["status"], reviewed[key]
+            frame = v.frame_index if frame_key is None else reviewed[frame_key]
         row = dict.fromkeys(CSV_COLUMNS, "")
         row.update({
             "study_uid": clip.study_uid, "series_uid": clip.series_uid, "instance_uid": clip.instance_uid,

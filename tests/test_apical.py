@@ -228,6 +228,33 @@ def test_apical_proposals_from_a_perfect_segmentation_match_the_truth():
     assert all(len(s["polygon"]) >= 4 and s["area_cm2"] > 0 and s["confidence"] > 0.9 for s in result.segmentations)
 
 
+def test_the_proposed_figures_are_those_of_the_proposed_polygons():
+    """The reviewer sees polygons, so the proposal measures those: EDV, ESV, EF by the rule the review
+    UI and the export apply to contours (volumes.contour_lv_volumes), LV length and LA volume on the
+    same label maps; with and without --per-frame."""
+    from echomeasure.ingest.clip import Clip
+    from echomeasure.models.preprocess import CropTransform
+    from echomeasure.propose import volumes
+    from echomeasure.propose.apical import propose_apical
+
+    params = dataclasses.replace(sample_apical_case_params(2, 4, "a2c", small=True), n_frames=12)
+    cine = render_apical(params, labels=True)
+    clip = Clip(frames=cine.frames, frame_time_ms=cine.frame_time_ms, regions=cine.regions, source_kind="dicom")
+    for per_frame in (False, True):
+        runner = _OracleRunner(cine.labels, CropTransform.for_clip(clip, (128, 128), "2d"))
+        result = propose_apical(clip, "a2c", engine=_engine(runner), batch_size=8, per_frame=per_frame)
+        values = {v["name"]: v["value"] for v in result.volumes}
+        ed, es = result.ed_frame, result.es_frame
+        figures = volumes.contour_lv_volumes(result.segmentations, width_px=clip.width, height_px=clip.height,
+                                             cm_per_px=cine.cm_per_px, ed_frame=ed, es_frame=es)
+        assert (values["lvedv"], values["lvesv"], values["lvef"]) == (
+            figures["edv_ml"], figures["esv_ml"], figures["ef_percent"])
+        maps = {f: volumes.contour_label_map(result.segmentations, f, clip.width, clip.height) for f in (ed, es)}
+        ed_axis, es_axis = volumes.lv_axis(maps[ed]), volumes.lv_axis(maps[es])
+        assert values["lv_length"] == round(ed_axis.length_px * cine.cm_per_px, 3)
+        assert values["la_volume"] == round(volumes.la_area_length_ml(maps[es], cine.cm_per_px, es_axis), 2)
+
+
 def test_a_segmentation_without_an_lv_gives_no_volume_and_a_notice():
     from echomeasure.ingest.clip import Clip
     from echomeasure.propose.apical import propose_apical

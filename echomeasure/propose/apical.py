@@ -2,11 +2,14 @@
 
 ``propose_apical(clip, view)`` runs the registered ``apical-seg`` model on every frame (batched,
 model resolution), takes end-diastole and end-systole as the frames of largest and smallest LV
-cavity area, maps their class probabilities back to the full image, and measures there with
-:mod:`echomeasure.propose.volumes`: LV EDV and ESV by the single-plane method of discs of the
-view, EF from them, LA volume by area-length at end-systole.  Each value carries the method
-(``single-plane A4C`` ...).  ``segmentations`` holds one polygon per structure and frame (ED and
-ES; every frame with ``per_frame``) with its area and confidence (mean class probability).
+cavity area, maps their class probabilities back to the full image and outlines each structure
+there: ``segmentations`` holds one polygon per structure and frame (ED and ES; every frame with
+``per_frame``) with its area and confidence (mean class probability).  The figures are measured
+on those polygons, the ones the reviewer sees, with :mod:`echomeasure.propose.volumes`
+(:func:`~echomeasure.propose.volumes.contour_lv_volumes`, the rule the review UI and the export
+apply to reviewed contours, so an unchanged contour keeps the proposed figures): LV EDV and ESV
+by the single-plane method of discs of the view, EF from them, LV length at end-diastole, LA
+volume by area-length at end-systole.  Each value carries the method (``single-plane A4C`` ...).
 
 A frame without an LV gives no volume, confidence 0 and a notice.
 """
@@ -121,33 +124,29 @@ def propose_apical(
     notices: list[str] = []
     method = single_plane_method(view)
 
-    axes: dict[int, Any] = {}
-    maps: dict[int, np.ndarray] = {}
     segmentations: list[dict] = []
     conf_lv: dict[int, float] = {}
     for i, p in sorted({ed: ed_prob, es: es_prob}.items()):
         full = _full_probabilities(p, transform.box, shape)
         labels = full.argmax(axis=0).astype(np.uint8)
-        maps[i] = labels
-        axes[i] = volumes.lv_axis(labels)
         lv = labels == 1
         conf_lv[i] = float(full[1][lv].mean()) if lv.any() else 0.0
         segmentations += _polygons(labels, full, i, cm)
     if per_frame:
         segmentations = every_frame
 
-    def lv_volume(i: int) -> float | None:
-        if axes.get(i) is None or cm is None:
-            return None
-        return volumes.mod_single_plane_ml(axes[i], cm)
-
-    edv, esv = lv_volume(ed), lv_volume(es)
-    if axes.get(ed) is None or axes.get(es) is None:
+    # the figures of the proposed polygons (what the reviewer sees), by the review's own rule
+    figures = volumes.contour_lv_volumes(segmentations, width_px=clip.width, height_px=clip.height, cm_per_px=cm,
+                                         ed_frame=ed, es_frame=es)
+    maps = {i: volumes.contour_label_map(segmentations, i, clip.width, clip.height) for i in (ed, es)}
+    axes = {i: volumes.lv_axis(m) for i, m in maps.items()}
+    edv, esv, ef = figures["edv_ml"], figures["esv_ml"], figures["ef_percent"]
+    if axes[ed] is None or axes[es] is None:
         notices.append("the segmentation found no left ventricle on the end-diastolic or end-systolic frame: no volumes")
     elif cm is None:
         notices.append("this clip has no square cm calibration: volumes need one (give --scale for a video)")
-    ef = volumes.ef_percent(edv, esv) if edv is not None and esv is not None else None
-    la = volumes.la_area_length_ml(maps[es], cm, axes.get(es)) if cm is not None else None
+    la = volumes.la_area_length_ml(maps[es], cm, axes[es]) if cm is not None else None
+    la = None if la is None else round(la, 2)  # EDV, ESV and EF come rounded by the rule
     model = engine.info
     conf_ed, conf_es = (conf_lv.get(ed, 0.0) if edv is not None else 0.0), (conf_lv.get(es, 0.0) if esv is not None else 0.0)
     la_confidence = float(np.mean([s["confidence"] for s in segmentations if s["structure"] == "la" and s["frame"] == es]
@@ -161,10 +160,10 @@ def propose_apical(
          "confidence": la_confidence if la is not None else 0.0},
     ]
     for v in vols:
-        v["value"] = None if v["value"] is None else round(float(v["value"]), 2)
         v["confidence"] = round(float(v["confidence"]), 4)
-    if axes.get(ed) is not None:
-        vols.append({"name": "lv_length", "value": None if cm is None else round(axes[ed].length_px * cm, 3),
+    ed_axis = axes[ed]
+    if ed_axis is not None:
+        vols.append({"name": "lv_length", "value": None if cm is None else round(ed_axis.length_px * cm, 3),
                      "unit": "cm" if cm is not None else "px", "frame": ed, "method": method,
                      "confidence": round(conf_ed, 4)})
     threshold = flags.entry_threshold(engine.entry)

@@ -10,18 +10,31 @@ farthest from it (the apex).  Twenty discs perpendicular to the long axis, each 
 outline at its centre, give ``V = sum(pi d^2 / 4) L / 20``.  Biplane: ``sum(pi d1 d2 / 4) L / 20``
 with ``L`` the longer of the two long axes.  LA: ``8 A^2 / (3 pi L)`` with ``L`` from the middle
 of the annulus to the farthest atrial point.
+
+Contours (polygons) are measured through their label map (:func:`contour_label_map`: myocardium,
+then LV cavity, then LA on top), and :func:`contour_lv_volumes` is the one rule for the EDV, ESV
+and EF of a set of apical contours: the apical proposer measures the polygons it proposes with
+it, the review UI and the export the reviewed ones (:mod:`echomeasure.contour_volumes`), so a
+contour nobody changed has the proposed figures everywhere.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
+from echomeasure.catalog import APICAL_SEG_LABELS
+
 LABEL_LV, LABEL_MYO, LABEL_LA = 1, 2, 3
 N_DISCS = 20
+#: The structures of an apical contour set and their label values, in drawing order: the LV
+#: cavity over the myocardium, the atrium over both.
+CONTOUR_LABELS = {name: APICAL_SEG_LABELS[name] for name in ("myocardium", "lv", "la")}
 
 
 @dataclass(frozen=True)
@@ -135,3 +148,55 @@ def la_area_length_ml(labels: np.ndarray, cm_per_px: float, axis: LvAxis | None 
 def ef_percent(edv_ml: float, esv_ml: float) -> float | None:
     """Ejection fraction (%) from end-diastolic and end-systolic volumes."""
     return None if edv_ml <= 0 else 100.0 * (edv_ml - esv_ml) / edv_ml
+
+
+def contour_label_map(items: Sequence[Mapping[str, Any]], frame: int, width_px: int, height_px: int) -> np.ndarray:
+    """The label map (0 background, 1 LV, 2 myocardium, 3 LA) of one frame's apical contours.
+
+    ``items`` are ``{"frame", "structure", "polygon"}`` (polygon ``[[x, y], ...]`` in image
+    pixels); vertices are rounded to pixel centres, other structures and frames are ignored.
+    """
+    mask = np.zeros((height_px, width_px), np.uint8)
+    on_frame = {c["structure"]: c["polygon"] for c in items if int(c["frame"]) == frame}
+    for structure, label in CONTOUR_LABELS.items():
+        polygon = on_frame.get(structure)
+        if polygon is not None and len(polygon) >= 3:
+            pts = np.round(np.asarray(polygon, np.float64)).astype(np.int32)
+            cv2.fillPoly(mask, [pts], label)
+    return mask
+
+
+def contour_lv_volumes(
+    items: Sequence[Mapping[str, Any]],
+    *,
+    width_px: int,
+    height_px: int,
+    cm_per_px: float | None,
+    ed_frame: int | None,
+    es_frame: int | None,
+) -> dict[str, Any]:
+    """EDV, ESV (ml, 2 decimals) and EF (%, 1 decimal) of apical contours ``[{"frame", "structure", "polygon"}]``.
+
+    The single-plane method of discs on :func:`contour_label_map` of the ED and ES frames.
+    Returns ``{"edv_ml", "esv_ml", "ef_percent", "ed_frame", "es_frame", "note"}``; a value is
+    None where it cannot be measured (no LV on the frame, no square cm calibration), and
+    ``note`` then says why.
+    """
+    out: dict[str, Any] = {"edv_ml": None, "esv_ml": None, "ef_percent": None,
+                           "ed_frame": ed_frame, "es_frame": es_frame, "note": None}
+    if ed_frame is None or es_frame is None:
+        out["note"] = "needs LV contours on the end-diastolic and end-systolic frames"
+        return out
+    if cm_per_px is None:
+        out["note"] = "needs a square cm calibration (Calibrate)"
+        return out
+    for key, frame in (("edv_ml", ed_frame), ("esv_ml", es_frame)):
+        axis = lv_axis(contour_label_map(items, frame, width_px, height_px))
+        if axis is not None:
+            out[key] = round(mod_single_plane_ml(axis, cm_per_px), 2)
+    if out["edv_ml"] is None or out["esv_ml"] is None:
+        out["note"] = "no measurable LV cavity on the end-diastolic or end-systolic frame"
+        return out
+    ef = ef_percent(out["edv_ml"], out["esv_ml"])
+    out["ef_percent"] = None if ef is None else round(ef, 1)
+    return out

@@ -28,7 +28,9 @@ def contours_for(store: Store, clip_id: int) -> list[dict[str, Any]]:
     """The viewer's ``contours``: ``[{"id", "frame", "structure", "polygon", "status", "confidence"}]``.
 
     ``id`` is the contour proposal answered by a review (None for a contour a reviewer added).
-    Empty on reader-study clips.
+    Polygons are the stored points, unrounded: the viewer's volumes
+    (:func:`echomeasure.contour_volumes.for_clip`) are measured on them and must be those of the
+    export.  Empty on reader-study clips.
     """
     if readers.has_readers(store, clip_id):
         return []
@@ -41,7 +43,7 @@ def contours_for(store: Store, clip_id: int) -> list[dict[str, Any]]:
             "id": None if st.proposal is None else st.proposal.id,
             "frame": st.frame_index,
             "structure": st.structure,
-            "polygon": [[round(x, 1), round(y, 1)] for x, y in polygon],
+            "polygon": [[x, y] for x, y in polygon],  # as stored: the volumes are measured on exactly these
             "status": st.status,
             "confidence": None if st.proposal is None else round(st.proposal.confidence, 3),
         })
