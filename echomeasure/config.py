@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import unquote
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
@@ -52,6 +53,33 @@ def db_url(explicit: str | None = None) -> str:
     if env:
         return env
     return f"sqlite:///{DB_DIR / 'echomeasure.sqlite'}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (``sqlite[+driver]:///path[?query]``), None for an
+    in-memory or another database.  Read without SQLAlchemy: measuring a clip must not pay the
+    ~25 MB of importing it just to learn where the store keeps its data."""
+    scheme, sep, rest = url.partition(":///")
+    if not sep or scheme.split("+", 1)[0] != "sqlite":
+        return None
+    return sqlite_database_file(unquote(rest.split("?", 1)[0]))
+
+
+def sqlite_database_file(database: str | None) -> Path | None:
+    """The file of a SQLite URL's database part (None for in-memory)."""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    return Path(database).expanduser().resolve()
+
+
+def images_dir(url: str) -> Path:
+    """The frame-image folder of the review store at ``url``: ``ECHOMEASURE_IMAGES``; else
+    ``images/`` beside a SQLite file; else ``<db folder>/images`` for other databases."""
+    env = os.environ.get("ECHOMEASURE_IMAGES")
+    if env:
+        return Path(env).expanduser().resolve()
+    path = sqlite_file(url)
+    return path.parent / "images" if path is not None else DB_DIR / "images"
 
 
 def secret(explicit: str | None = None) -> bytes:

@@ -131,3 +131,23 @@ def test_the_quarantine_lies_beside_the_store_the_site_configured(tmp_path, monk
     monkeypatch.delenv("ECHOMEASURE_IMAGES")
     monkeypatch.setenv("ECHOMEASURE_DB", "postgresql+psycopg://u@localhost/em")  # no file: the default folder
     assert quarantine.quarantine_root() == config.DB_DIR / "quarantine"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///db/x.sqlite", "sqlite:////tmp/a/b.sqlite", "sqlite+pysqlite:////tmp/a/b.sqlite",
+                                 "sqlite:////tmp/a/b.sqlite?timeout=5", "sqlite:///:memory:", "sqlite://",
+                                 "sqlite:////tmp/with%20space/b.sqlite", "postgresql+psycopg://u@localhost/em"])
+def test_where_the_store_lives_is_read_without_sqlalchemy_and_agrees_with_it(url):
+    """The quarantine asks config where the store keeps its data (importing SQLAlchemy cost a
+    300-frame `measure` 33 MB and took it over 1 GiB); the store's own parser must agree."""
+    from echomeasure import config
+    from echomeasure.store.engine import parse_url, sqlite_path
+
+    assert config.sqlite_file(url) == sqlite_path(parse_url(url))
+
+
+def test_finding_the_quarantine_does_not_import_the_store():
+    code = ("import os, sys; os.environ['ECHOMEASURE_DB'] = 'sqlite:////tmp/em-q-test/x.sqlite'; "
+            "from echomeasure.ingest.quarantine import quarantine_root; quarantine_root(); "
+            "print(any(m == 'sqlalchemy' or m.startswith('sqlalchemy.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

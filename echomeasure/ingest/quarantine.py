@@ -42,12 +42,7 @@ def quarantine_root() -> Path:
     SQLite ``$ECHOMEASURE_DB``'s folder, else ``<project>/db``), so that originals stay on the
     volume the site chose for patient data; the temp folder when that is not writable."""
     env = os.environ.get("ECHOMEASURE_QUARANTINE")
-    if env:
-        root = Path(env)
-    else:
-        from echomeasure.store import images_dir_for  # where the site keeps patient data
-
-        root = images_dir_for(config.db_url()).parent / "quarantine"
+    root = Path(env) if env else config.images_dir(config.db_url()).parent / "quarantine"
     try:
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)

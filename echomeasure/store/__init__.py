@@ -50,7 +50,6 @@ from echomeasure.store.engine import (
     current_revision,
     head_revision,
     parse_url,
-    sqlite_path,
     upgrade,
 )
 from echomeasure.store.images import ImageStore
@@ -99,13 +98,8 @@ def images_dir_for(url: str, images_dir: str | os.PathLike[str] | None = None) -
     """
     if images_dir is not None:
         return Path(images_dir).expanduser().resolve()
-    env = os.environ.get("ECHOMEASURE_IMAGES")
-    if env:
-        return Path(env).expanduser().resolve()
-    path = sqlite_path(parse_url(url))
-    if path is not None:
-        return path.parent / "images"
-    return config.DB_DIR / "images"
+    parse_url(url)  # a malformed URL is refused here, as when the store opens
+    return config.images_dir(url)
 
 
 def open_store(

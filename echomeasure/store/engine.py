@@ -20,6 +20,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from echomeasure import config
 from echomeasure.config import MIGRATIONS_DIR
 from echomeasure.errors import StoreError
 
@@ -56,10 +57,7 @@ def sqlite_path(url: URL) -> Path | None:
     """The database file of a SQLite URL (None for in-memory or non-SQLite URLs)."""
     if url.get_backend_name() != "sqlite":
         return None
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file::memory:"):
-        return None
-    return Path(database).expanduser().resolve()
+    return config.sqlite_database_file(url.database)
 
 
 def create_store_engine(url: str) -> Engine:
