@@ -67,6 +67,9 @@ THEME = gr.themes.Base(
     text_size=gr.themes.sizes.text_sm,
 )
 
+#: Seconds a clip's notices show as a toast (they stay in the clip header above the viewer).
+NOTICE_TOAST_S = 4
+
 CSS = """
 .gradio-container { max-width: 100% !important; padding: 0 !important; }
 .gradio-container .main { padding: 4px 8px !important; }
@@ -207,7 +210,8 @@ class UiHandlers:
         )
         log.info("%s ingested and proposed in %.1f s", result.file, time.perf_counter() - started)
         for w in result.warnings:
-            gr.Warning(w)
+            # brief: the notice stays in the clip header; a long toast covered the next clip's rows
+            gr.Warning(w, duration=NOTICE_TOAST_S)
         notes = list(result.warnings)
         if not result.new:
             log.info("%s was already stored as clip %s", result.file, result.clip.id)
