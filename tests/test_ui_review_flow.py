@@ -346,6 +346,8 @@ def test_reviewer_missing_is_told_in_the_viewer_and_the_field_is_highlighted(pag
     select_row(page, "ivsd")
     page.keyboard.press("Enter")
     wait_for_status(page, "ivsd", "corrected")
+    # the "Not saved" banner goes with the save that succeeded (it stayed 3-8 s in a trial)
+    assert not page.locator(".em-banner").inner_text().startswith("Not saved")
 
 
 def test_add_list_never_keeps_a_stale_choice(page, flow_app):

@@ -1416,6 +1416,7 @@
       items = merged;
     }
     if (value && value.notice) setBanner(value.notice + (notes.textContent ? " · " + notes.textContent : ""), 8000);
+    else if (committed.length && banner.textContent.startsWith("Not saved")) setBanner("");  // a later save succeeded
     if (fresh) {
       const first = items.find((m) => flagged(m)) || items.find((m) => m.status === "proposed") || items[0];
       const start = value && value.frame !== undefined && value.frame !== null ? value.frame : (first && first.frame !== null && first.frame !== undefined ? first.frame : 0);
