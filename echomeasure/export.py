@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from echomeasure import __version__, atomic, catalog
 from echomeasure.errors import StoreError
+from echomeasure.ingest.calibration import pixel_length
 from echomeasure.store import MeasurementState, Store
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,14 @@ def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
     return rows
 
 
+def _pixel_length(st: MeasurementState) -> float | None:
+    """The pixel length of the row's own caliper (its reviewed points when it has two), so that it
+    goes with ``value`` and ``x1_px``..``y2_px``; the proposal's otherwise."""
+    if st.points is not None and len(st.points) == 2:
+        return pixel_length(st.points[0], st.points[1])
+    return st.pixel_length_px
+
+
 def _csv_row(clip: Any, st: MeasurementState) -> dict[str, str]:
     spec = catalog.get(st.measurement)
     final = _points_cells(st.points)
@@ -228,7 +237,7 @@ def _csv_row(clip: Any, st: MeasurementState) -> dict[str, str]:
         "proposed_y1_px": proposed[1],
         "proposed_x2_px": proposed[2],
         "proposed_y2_px": proposed[3],
-        "pixel_length_px": _num(st.pixel_length_px, 2),
+        "pixel_length_px": _num(_pixel_length(st), 2),
         "confidence": _num(st.confidence, 3),
         "calibration_source": clip.calibration_source,
         "model_name": st.model_name or "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_csv_round_trip_gives_back_the_stored_measurements(reviewed):
     lvidd = rows[1]
     assert (lvidd["reviewer"], lvidd["status"], lvidd["value"]) == ("sonographer-b", "corrected", "1.2345")
     assert lvidd["proposed_value"] == "1.2"
+    # the pixel length goes with the row's own (corrected) points, not the proposal's
+    assert float(lvidd["pixel_length_px"]) == pytest.approx(math.hypot(21.5 - 20, 16.25 - 41), abs=0.01)
+    assert float(rows[3]["pixel_length_px"]) == pytest.approx(20.0)  # an added LA: its own points
 
 
 def test_csv_times_are_iso_8601_utc_and_decimals_use_a_point(reviewed):
