@@ -143,9 +143,16 @@ def test_measure_reports_plax_segmentations_and_lowers_calipers_the_segmentation
             assert any(n.startswith(f"{name}:") and "segmentation" in n for n in doc["notices"])
     assert sum(lengths[n] > 0 for n in ("ivsd", "lvpwd", "aortic_root", "la")) >= 2
 
-    # --per-frame: contours on every frame
-    doc = to_contract_json(propose(clip, weights_dir=folder, per_frame=True), "case.dcm")
-    assert sorted(s["frame"] for s in doc["segmentations"]) == list(range(clip.n_frames))
+    # --per-frame: contours on every frame, segmented a few frames at a time (all at once held a
+    # 300-frame clip's maps and a copy of its pixels: 2.7 GB), the calipers checked the same way
+    batches = []
+    real_predict = xc.predict
+    monkeypatch.setattr(xc, "predict", lambda runner, frames, *a, **k: batches.append(len(frames))
+                        or real_predict(runner, frames, *a, **k))
+    per_frame = to_contract_json(propose(clip, weights_dir=folder, per_frame=True), "case.dcm")
+    assert sorted(s["frame"] for s in per_frame["segmentations"]) == list(range(clip.n_frames))
+    assert sum(batches) == clip.n_frames and max(batches) <= xc.SEG_CHUNK < clip.n_frames
+    assert {m["name"]: m["confidence"] for m in per_frame["measurements"]} == after
 
     # a version not validated to segment well reports its contours but leaves the calipers alone
     _register_constant_plax_seg(folder, "septum", mean_iou=0.5)

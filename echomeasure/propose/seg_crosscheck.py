@@ -134,6 +134,12 @@ def crosscheck(proposals: Sequence[Any], maps: Mapping[int, tuple[np.ndarray, np
     return out, why
 
 
+#: Frames segmented at a time with ``--per-frame`` (their label maps, a copy of their pixels and
+#: ONNX Runtime's arena for that batch size are held at once; a 300-frame 600x800 clip peaked at
+#: 2.7 GB with all frames at once, 1.5 GB in chunks of 16, 1.04 GB in chunks of 4, equally fast).
+SEG_CHUNK = 4
+
+
 def model_votes(entry: Any) -> bool:
     """True when a plax-seg version's registered mean IoU (own and held-out families) is good enough to vote."""
     ious = [entry.metric("mean_iou", protocol) for protocol in (OWN_STYLE, HELDOUT_STYLE)]
@@ -157,10 +163,19 @@ def plax_crosscheck(clip: Any, proposals: list[Any], ed: int | None, es: int | N
     entry = runner.entry
     frames = list(range(clip.n_frames)) if per_frame else sorted({int(ed), int(es if es is not None else ed)})
     box = image_box(clip.regions, clip.frames.shape[1:3])
-    labels, conf = predict(runner, clip.frames[frames], box, tuple(entry.input_size))
     cm = square_cm_per_px(clip.regions or (), clip.user_cm_per_px)
-    maps = {f: (labels[k], conf[k]) for k, f in enumerate(frames)}
-    segs = [s.as_json() for k, f in enumerate(frames) for s in segments(labels[k], conf[k], entry.channels, f, cm)]
+    # the maps the cross-check reads (the calipers' frames); with --per-frame every other frame's map
+    # becomes its contours and is dropped, SEG_CHUNK frames at a time
+    wanted = {int(p.frame) for p in proposals if p.frame is not None} | {int(ed)}
+    maps: dict[int, tuple[Any, Any]] = {}
+    segs: list[dict] = []
+    for start in range(0, len(frames), SEG_CHUNK):
+        chunk = frames[start : start + SEG_CHUNK]
+        labels, conf = predict(runner, clip.frames[chunk], box, tuple(entry.input_size))
+        for k, f in enumerate(chunk):
+            segs += [s.as_json() for s in segments(labels[k], conf[k], entry.channels, f, cm)]
+            if f in wanted:
+                maps[f] = (labels[k].copy(), conf[k].copy())
     if model_votes(entry):
         checked, why = crosscheck(proposals, maps, None if not cm else 0.1 / cm)
     else:
