@@ -16,6 +16,7 @@ import io
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -563,10 +564,11 @@ def test_upload_names_a_bad_file_empties_the_box_and_leaves_no_dead_link(browser
         context.close()
 
 
-@pytest.mark.parametrize("width,height", [(1440, 900), (1280, 720)])
-def test_layout_uses_the_width_and_keeps_every_control_on_screen(browser, flow_app, width, height):
-    """Defect 3 / deliver 2: at 1280x720 ES was cut off and the image was 370x278 px."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+@contextmanager
+def _clip_open_at(browser, flow_app, width: int, height: int, **device):
+    """A fresh page of ``width`` x ``height`` (``device``: Playwright's phone settings) with the
+    reviewer named and the flow's PLAX clip open."""
+    context = browser.new_context(viewport={"width": width, "height": height}, **device)
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     try:
@@ -574,6 +576,15 @@ def test_layout_uses_the_width_and_keeps_every_control_on_screen(browser, flow_a
         pg.get_by_label("Reviewer").fill(REVIEWER)
         open_worklist_clip(pg, flow_app[1].clip_id)
         pg.wait_for_timeout(300)
+        yield pg
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (1280, 720)])
+def test_layout_uses_the_width_and_keeps_every_control_on_screen(browser, flow_app, width, height):
+    """Defect 3 / deliver 2: at 1280x720 ES was cut off and the image was 370x278 px."""
+    with _clip_open_at(browser, flow_app, width, height) as pg:
         image = pg.locator(".em-frame").bounding_box()
         if width == 1440:
             assert image["width"] >= 800, image
@@ -591,8 +602,6 @@ def test_layout_uses_the_width_and_keeps_every_control_on_screen(browser, flow_a
         assert table["x"] + table["width"] <= side["x"] + side["width"], (
             "the measurement table overflows its panel", table, side)
         pg.screenshot(path=str(SHOTS / f"review_{width}x{height}.png"))
-    finally:
-        context.close()
 
 
 def test_a_phone_stacks_the_panels_and_keeps_every_control_within_its_width(browser, flow_app):
@@ -600,15 +609,7 @@ def test_a_phone_stacks_the_panels_and_keeps_every_control_within_its_width(brow
     reached x 652 on a 390 px screen, and the page could not scroll sideways (the image, values,
     accept/reject, + Add, ED/ES and Reset W/L were unreachable)."""
     width, height = 390, 844
-    context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    try:
-        pg.goto(flow_app[0])
-        pg.get_by_label("Reviewer").fill(REVIEWER)
-        open_worklist_clip(pg, flow_app[1].clip_id)
-        pg.wait_for_timeout(300)
+    with _clip_open_at(browser, flow_app, width, height, device_scale_factor=2, is_mobile=True, has_touch=True) as pg:
         controls = [".em-play", ".em-slider", ".em-ed", ".em-es", ".em-fit", ".em-zoom-in", ".em-wl-reset",
                     ".em-accept-all", ".em-add", ".em-frame", "#em-reviewer", "#em-open-example", "#em-next",
                     "#em-csv-study", ".em-row[data-name='aortic_root'] .em-no", ".em-row[data-name='aortic_root'] .em-ok"]
@@ -623,5 +624,3 @@ def test_a_phone_stacks_the_panels_and_keeps_every_control_within_its_width(brow
         pg.locator(".em-row[data-name='aortic_root'] .em-ok").tap()
         pg.locator('.em-row[data-name="aortic_root"] .em-s-accepted').wait_for()  # a tap reviews
         pg.screenshot(path=str(SHOTS / "review_390x844.png"), full_page=True)
-    finally:
-        context.close()
