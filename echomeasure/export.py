@@ -190,6 +190,7 @@ def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
         row.update({
             "study_uid": clip.study_uid, "series_uid": clip.series_uid, "instance_uid": clip.instance_uid,
             "clip_id": str(clip.id), "clip_kind": clip.kind, "measurement": v.measurement, "status": status,
+            "loinc": catalog.volume_loinc(v.measurement, v.method) or "",  # the code the DICOM SR gives it
             "frame": "" if frame is None else str(frame),
             "value": _num(value), "unit": ucum(v.unit) if value is not None else "",
             "proposed_frame": "" if v.frame_index is None else str(v.frame_index),

@@ -72,6 +72,9 @@ def test_untouched_and_accepted_contours_keep_the_proposed_figures_and_an_edit_r
         assert rows[name]["status"] == "proposed"
         assert float(rows[name]["proposed_value"]) == shown[key], name
     assert (int(rows["lvedv"]["proposed_frame"]), int(rows["lvesv"]["proposed_frame"])) == (ed, es)
+    # the LOINC codes the DICOM SR gives them (single-plane A4C)
+    assert {n: rows[n]["loinc"] for n in ("lvedv", "lvesv", "lvef")} == {"lvedv": "79999-9", "lvesv": "80004-5",
+                                                                        "lvef": "79993-2"}
 
     # the reviewer accepts the ED and ES LV contours unchanged: accepted, with the proposed figures
     _review(ctrl, clip_id, ed, "lv", "accepted")
