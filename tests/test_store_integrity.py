@@ -442,3 +442,19 @@ def test_postgres_backup_prints_a_pg_dump_command_that_restores_with_an_intact_c
     assert report.ok and report.covered["review"] == 2
     with create_store_engine(postgres_server.url(target)).begin() as conn, pytest.raises(Exception, match="append-only"):
         conn.execute(text("UPDATE review SET value = 1"))
+
+
+@pytest.mark.parametrize("command", [["export"], ["ingest", "--no-propose", "{example}"], ["db", "backup", "{out}"]])
+def test_a_db_file_that_is_not_a_database_is_one_error_line(tmp_path, capsys, command):
+    """A new-user trial: --db pointing at a garbage file gave 110-line SQLAlchemy tracebacks (exit 1)."""
+    from echomeasure.cli import main
+
+    bad = tmp_path / "notes.sqlite"
+    bad.write_text("garbage\n")
+    example = Path(__file__).resolve().parent.parent / "examples" / "case_0002.dcm"
+    args = [a.format(example=example, out=tmp_path / "copy.sqlite") for a in command]
+    assert main([*args, "--db", f"sqlite:///{bad}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "not a database" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.sqlite"]  # nothing written beside it
+    assert bad.read_text() == "garbage\n"

@@ -41,7 +41,7 @@ import os
 from pathlib import Path
 
 from alembic.util.exc import CommandError
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DatabaseError, ProgrammingError
 
 from echomeasure import config
 from echomeasure.errors import StoreError
@@ -148,7 +148,7 @@ def open_store(
                     f"the database is at schema {at or 'empty'}, not {head}, and this login may not "
                     "change the schema; upgrade it as the owner: echomeasure db init --db OWNER_URL"
                 ) from None
-    except OperationalError as exc:
+    except DatabaseError as exc:  # unreachable server, bad login, a file that is not a database, ...
         engine.dispose()
         orig = getattr(exc, "orig", None)
         msg = " ".join(str(orig if orig is not None else exc).split())[:200]

@@ -166,6 +166,8 @@ def backup(url: str | None, out: str | os.PathLike[str]) -> BackupResult:
                 src.backup(dst)
                 dst.execute("PRAGMA journal_mode=DELETE")
                 dst.commit()
+            except sqlite3.DatabaseError as exc:  # e.g. the source is not a SQLite database
+                raise StoreError(f"cannot back up {source}: {' '.join(str(exc).split())[:200]}") from None
             finally:
                 dst.close()
         finally:
