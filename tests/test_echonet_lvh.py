@@ -195,3 +195,30 @@ def test_other_bad_dataset_input(lvh_root, weights, tmp_path, capsys):
     rewrite_csv(bad, extra_row=[8, truth[0].name, "IVSd", "abc", 0, 1, 2, 3, 4, 12, 30, 320, 240, "train"])
     rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(bad), "-q")
     assert rc == 2 and "row 9" in err and "abc" not in err
+
+
+def test_a_video_cut_after_a_first_run_is_read_again_not_taken_from_the_cache(lvh_root, weights, tmp_path, capsys):
+    """The decoded frames were cached by the CSV and the videos' names only: a train video cut (or
+    replaced) under the same name was silently trained on with its old frames, exit 0."""
+    root, _ = lvh_root
+    rc, _, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "2", "-q")
+    assert rc == 0, err  # fills the cache
+    copy = tmp_path / "EchoNet-LVH"
+    shutil.copytree(root, copy)
+    train = next(v for v in lvh.read_lvh(copy).videos if v.split == "train")
+    data = train.path.read_bytes()
+    train.path.write_bytes(data[: len(data) // 20])
+    manifest_before = _manifest_bytes(weights)
+    rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(copy), "--steps", "2", "-q")
+    assert rc == 2 and out == "" and train.name in err and _manifest_bytes(weights) == manifest_before
+
+
+def test_activate_needs_a_split_to_measure_the_new_version_on(tmp_path, weights, capsys):
+    """With only a train split the version was registered unmeasured and, with --activate, made
+    active (weights list: "not measured here")."""
+    root = tmp_path / "train-only"
+    write_echonet_lvh(root, seeds=(4242,), splits=("train",))
+    manifest_before = _manifest_bytes(weights)
+    rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "2", "--activate", "-q")
+    assert rc == 2 and out == "" and "--activate needs a val or test split" in err
+    assert _manifest_bytes(weights) == manifest_before  # refused before anything was trained

@@ -294,13 +294,28 @@ def frame_keypoints(lines: Sequence[LabelledLine]) -> np.ndarray:
 # --------------------------------------------------------------------------- training set
 
 
+def videos_identity(videos: Sequence[LvhVideo]) -> list[str]:
+    """Each video's name, size and modification time: what a cache of their decoded frames (or a
+    resumable run on them) is keyed by, so a video replaced, re-encoded or cut under the same name
+    is read again instead of its old frames being used."""
+    out = []
+    for v in videos:
+        try:
+            st = v.path.stat()
+            out.append(f"{v.name}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            out.append(f"{v.name}:missing")  # reading it then reports the problem
+    return out
+
+
 def build_training_set(
     dataset: LvhDataset, videos: Sequence[LvhVideo], input_size: tuple[int, int], *, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model-resolution labelled frames and their keypoints (model pixels, NaN where absent).
 
-    Cached under ``$ECHOMEASURE_CACHE`` keyed by the CSV's sha256, the videos and the input size,
-    so a second run on a large dataset does not decode the videos again.
+    Cached under ``$ECHOMEASURE_CACHE`` keyed by the CSV's sha256, the videos (name, size,
+    modification time: :func:`videos_identity`) and the input size, so a second run on a large
+    dataset does not decode the videos again.
     """
     from tqdm import tqdm
 
@@ -308,7 +323,7 @@ def build_training_set(
     from echomeasure.training.datasets import cache_dir
 
     key = hashlib.sha256(
-        f"{dataset.csv_sha256}|{','.join(v.name for v in videos)}|{input_size}|fmt1".encode()
+        f"{dataset.csv_sha256}|{','.join(videos_identity(videos))}|{input_size}|fmt1".encode()
     ).hexdigest()[:16]
     path = cache_dir() / f"{DATASET}-{key}.npz"
     if path.is_file():
@@ -564,6 +579,12 @@ def train_on_lvh(
     train_videos = dataset.split("train")[: None if max_videos is None else max(0, int(max_videos))]
     if not train_videos:
         raise TrainingError(f"{dataset.csv_path}: no videos in split 'train'; splits: {dataset.splits()}")
+    if not (dataset.split("val") or dataset.split("test")):
+        if activate:  # nothing would measure the version that would then serve every measurement
+            raise TrainingError(f"{dataset.csv_path}: --activate needs a val or test split to measure the new "
+                                f"version on; splits: {dataset.splits()}")
+        log.warning("%s has no val or test split: the new version is registered unmeasured (not activated)",
+                    dataset.csv_path.name)
     weights_dir = Path(out) if out is not None else config.weights_dir()
     weights_dir.mkdir(parents=True, exist_ok=True)
     start = _lvh_start(weights_dir, base_version, from_scratch)
@@ -687,7 +708,7 @@ def _optimise_on_lvh(model: torch.nn.Module, images: np.ndarray, targets: np.nda
         return replace(b, images=b.images.contiguous(memory_format=torch.channels_last), pixel_weight=weight)
 
     run_key = hashlib.sha256(json.dumps({
-        "csv": dataset.csv_sha256, "videos": [v.name for v in train_videos],
+        "csv": dataset.csv_sha256, "videos": videos_identity(train_videos),
         "base": start.base.sha256 if start.base else None, "arch": start.arch, "size": list(start.input_size),
         "sigma": start.decode.sigma_px, "recipe": recipe.to_dict(),
     }, sort_keys=True).encode()).hexdigest()[:16]
