@@ -222,3 +222,17 @@ def test_activate_needs_a_split_to_measure_the_new_version_on(tmp_path, weights,
     rc, out, err = _run(capsys, "train", "--dataset", "echonet-lvh", str(root), "--steps", "2", "--activate", "-q")
     assert rc == 2 and out == "" and "--activate needs a val or test split" in err
     assert _manifest_bytes(weights) == manifest_before  # refused before anything was trained
+
+
+def test_a_video_in_two_batch_folders_is_refused_not_guessed(lvh_root, tmp_path, capsys):
+    """The first of two same-named videos was used silently (a trial put a wrong one there: MAE 5.8 mm)."""
+    root, _ = lvh_root
+    copy = tmp_path / "EchoNet-LVH"
+    shutil.copytree(root, copy)
+    video = next(iter(lvh.read_lvh(copy).videos))
+    other = copy / "Batch4"
+    other.mkdir(exist_ok=True)
+    shutil.copy(video.path, other / video.path.name)
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(copy), "-q")
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert f"{video.name}.avi, which is in 2 folders" in err and "Batch4/" in err

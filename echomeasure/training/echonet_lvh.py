@@ -153,14 +153,19 @@ def _order_by_depth(p1: Point, p2: Point) -> tuple[Point, Point]:
     return (p1, p2) if p1[1] <= p2[1] else (p2, p1)
 
 
-def _video_index(root: Path) -> dict[str, Path]:
-    """``HashedFileName`` -> video path, over ``Batch*/`` (and the root itself)."""
+def _video_index(root: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """``HashedFileName`` -> video path, over ``Batch*/`` (and the root itself); and the names
+    found in more than one folder, with every place (which of them the labels belong to is
+    unknowable)."""
     index: dict[str, Path] = {}
+    twice: dict[str, list[Path]] = {}
     for folder in [root, *sorted(p for p in root.glob("Batch*") if p.is_dir())]:
         for path in folder.iterdir():
             if path.suffix.lower() == ".avi" and path.is_file():
+                if path.stem in index:
+                    twice.setdefault(path.stem, [index[path.stem]]).append(path)
                 index.setdefault(path.stem, path)
-    return index
+    return index, twice
 
 
 def read_lvh(root: str | os.PathLike[str]) -> LvhDataset:
@@ -195,7 +200,7 @@ def read_lvh(root: str | os.PathLike[str]) -> LvhDataset:
     col = {c: header.index(c) for c in REQUIRED_COLUMNS}
     skipped: dict[str, int] = {}
     videos: dict[str, LvhVideo] = {}
-    index = _video_index(folder)
+    index, twice = _video_index(folder)
     for row_no, row in enumerate(reader, start=1):
         if not any(cell.strip() for cell in row):
             continue
@@ -209,6 +214,10 @@ def read_lvh(root: str | os.PathLike[str]) -> LvhDataset:
                 f"{csv_path} row {row_no} lists {name}.avi, which is in none of {folder}/Batch*/; "
                 "restore the video or remove its rows"
             )
+        if name in twice:
+            places = ", ".join(f"{p.parent.name}/" for p in twice[name])
+            raise InvalidInputError(f"{csv_path} row {row_no} lists {name}.avi, which is in {len(twice[name])} folders "
+                                    f"({places}); keep the one its labels belong to")
         video = videos.setdefault(name, LvhVideo(name, index[name], row[col["split"]].strip().lower()))
         measurement = CALC_TO_MEASUREMENT.get(row[col["Calc"]].strip())
         if measurement is None:
