@@ -236,3 +236,14 @@ def test_a_video_in_two_batch_folders_is_refused_not_guessed(lvh_root, tmp_path,
     rc, out, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(copy), "-q")
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert f"{video.name}.avi, which is in 2 folders" in err and "Batch4/" in err
+
+
+def test_a_file_or_an_empty_csv_says_what_it_is(lvh_root, tmp_path, capsys):
+    root, _ = lvh_root
+    rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(root / "MeasurementsList.csv"), "-q")
+    assert rc == 2 and "is a file; give the EchoNet-LVH folder" in err  # was "no such folder"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "MeasurementsList.csv").write_text("")
+    rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(empty), "-q")
+    assert rc == 2 and "no EchoNet-LVH header" in err and err.count("HashedFileName") == 1  # listed once

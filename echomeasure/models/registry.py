@@ -593,7 +593,7 @@ def load_checkpoint(
         sample = ", ".join((missing or unexpected)[:3])
         raise WeightsError(
             f"{path.name} does not fit a {arch}: {len(missing)} missing and {len(unexpected)} "
-            f"unexpected keys (e.g. {sample}); pass the architecture it was trained with"
+            f"unexpected keys (e.g. {sample}); it was trained with another architecture or is not this model's file"
         )
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):

@@ -180,6 +180,8 @@ def read_lvh(root: str | os.PathLike[str]) -> LvhDataset:
         (nothing is trained or registered then).
     """
     folder = Path(root)
+    if folder.is_file():
+        raise InvalidInputError(f"{root}: is a file; give the EchoNet-LVH folder (with {CSV_NAME})")
     if not folder.is_dir():
         raise InputNotFoundError(f"{root}: no such folder; give the EchoNet-LVH folder (with {CSV_NAME})")
     csv_path = folder / CSV_NAME
@@ -193,6 +195,9 @@ def read_lvh(root: str | os.PathLike[str]) -> LvhDataset:
     reader = csv.reader(text.splitlines())
     header = [h.strip() for h in next(reader, [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if len(missing) == len(REQUIRED_COLUMNS):
+        raise InvalidInputError(f"{csv_path}: no EchoNet-LVH header (the file is empty or not that CSV); it needs "
+                                f"the columns {', '.join(REQUIRED_COLUMNS)}")
     if missing:
         raise InvalidInputError(
             f"{csv_path}: missing column(s) {', '.join(missing)}; EchoNet-LVH needs {', '.join(REQUIRED_COLUMNS)}"
