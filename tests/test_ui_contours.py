@@ -144,3 +144,17 @@ def test_contour_review_from_the_viewer_refuses_bad_requests(store, deidentified
     assert contour_review.contours_for(store, rec.id) == []  # a blinded reader never sees the model's contours
     with pytest.raises(EchomeasureError, match="reader-study"):
         contour_review.save(store, ok, "reader-1")
+
+
+def test_every_review_event_is_queued_not_dropped_while_one_is_pending(tmp_path):
+    """Gradio drops a second trigger of a "once" event while the first is pending: a contour
+    rejected right after another was accepted was shown rejected and never stored (CI, under load)."""
+    from echomeasure.ui.app import build_app
+
+    app = build_app(f"sqlite:///{tmp_path / 'review.sqlite'}")
+    try:
+        modes = {t[1]: f.trigger_mode for f in app.fns.values() for t in f.targets}
+    finally:
+        app.echomeasure_store.close()
+    assert {modes[e] for e in ("commit", "contour_review", "calibrate")} == {"multiple"}
+    assert modes["next_clip"] == "once"  # one N press, one clip: a double press does not skip two

@@ -67,6 +67,12 @@ THEME = gr.themes.Base(
     text_size=gr.themes.sizes.text_sm,
 )
 
+#: Gradio's default for an event is "once": a second trigger while the first is pending is dropped.
+#: A reviewer who accepts one contour and rejects the next within the round trip lost the second
+#: review (the viewer showed it rejected, the store never had it; seen under load in CI).  Reviews
+#: and calibrations are queued instead and saved in order.
+EVERY_REVIEW = "multiple"
+
 #: Seconds a clip's notices show as a toast (they stay in the clip header above the viewer).
 NOTICE_TOAST_S = 4
 
@@ -529,7 +535,7 @@ def _wire_measurements(page: SimpleNamespace, h: UiHandlers) -> None:
     """Measurement reviews from the viewer's ``commit`` event, and the Reviewer field's highlight."""
     reviewer, status = page.opening.reviewer, page.worklist.status
     page.viewer.commit(h.commit, [reviewer, status], [page.viewer, page.worklist.table, reviewer],
-                       api_visibility="private")
+                       api_visibility="private", trigger_mode=EVERY_REVIEW)
     # Typing a name takes the highlight off at once (in the browser: no round trip per key).
     reviewer.input(
         None, None, None, api_visibility="private",
@@ -539,14 +545,15 @@ def _wire_measurements(page: SimpleNamespace, h: UiHandlers) -> None:
 
 def _wire_contours(page: SimpleNamespace, h: UiHandlers) -> None:
     """Contour reviews (accept, correct, reject); the live volumes are the viewer's server function."""
-    page.viewer.contour_review(h.review_contour, [page.opening.reviewer], [page.viewer], api_visibility="private")
+    page.viewer.contour_review(h.review_contour, [page.opening.reviewer], [page.viewer], api_visibility="private",
+                               trigger_mode=EVERY_REVIEW)
 
 
 def _wire_calibration(page: SimpleNamespace, h: UiHandlers) -> None:
     """A user calibration drawn on the viewer reopens the clip in cm."""
     reviewer, status = page.opening.reviewer, page.worklist.status
     page.viewer.calibrate(h.calibrate, [reviewer, status], [page.viewer, page.clip_info, page.worklist.table, reviewer],
-                          api_visibility="private")
+                          api_visibility="private", trigger_mode=EVERY_REVIEW)
 
 
 def _wire_export(page: SimpleNamespace, h: UiHandlers) -> None:
