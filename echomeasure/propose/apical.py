@@ -131,15 +131,16 @@ def propose_apical(
         labels = full.argmax(axis=0).astype(np.uint8)
         lv = labels == 1
         conf_lv[i] = float(full[1][lv].mean()) if lv.any() else 0.0
-        segmentations += _polygons(labels, full, i, cm)
+        if not per_frame:  # with per_frame, the pass has outlined every frame already
+            segmentations += _polygons(labels, full, i, cm)
     if per_frame:
         segmentations = every_frame
 
     # the figures of the proposed polygons (what the reviewer sees), by the review's own rule
-    figures = volumes.contour_lv_volumes(segmentations, width_px=clip.width, height_px=clip.height, cm_per_px=cm,
-                                         ed_frame=ed, es_frame=es)
+    # (contour_lv_volumes, on the label maps made once here for the LA and the LV length too)
     maps = {i: volumes.contour_label_map(segmentations, i, clip.width, clip.height) for i in (ed, es)}
     axes = {i: volumes.lv_axis(m) for i, m in maps.items()}
+    figures = volumes.lv_figures(axes[ed], axes[es], cm_per_px=cm, ed_frame=ed, es_frame=es)
     edv, esv, ef = figures["edv_ml"], figures["esv_ml"], figures["ef_percent"]
     if axes[ed] is None or axes[es] is None:
         notices.append("the segmentation found no left ventricle on the end-diastolic or end-systolic frame: no volumes")

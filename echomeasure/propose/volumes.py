@@ -177,11 +177,21 @@ def contour_lv_volumes(
 ) -> dict[str, Any]:
     """EDV, ESV (ml, 2 decimals) and EF (%, 1 decimal) of apical contours ``[{"frame", "structure", "polygon"}]``.
 
-    The single-plane method of discs on :func:`contour_label_map` of the ED and ES frames.
-    Returns ``{"edv_ml", "esv_ml", "ef_percent", "ed_frame", "es_frame", "note"}``; a value is
-    None where it cannot be measured (no LV on the frame, no square cm calibration), and
-    ``note`` then says why.
+    The single-plane method of discs on :func:`contour_label_map` of the ED and ES frames
+    (:func:`lv_figures` of their LV axes).  Returns ``{"edv_ml", "esv_ml", "ef_percent",
+    "ed_frame", "es_frame", "note"}``; a value is None where it cannot be measured (no LV on the
+    frame, no square cm calibration), and ``note`` then says why.
     """
+    if ed_frame is None or es_frame is None or cm_per_px is None:
+        return lv_figures(None, None, cm_per_px=cm_per_px, ed_frame=ed_frame, es_frame=es_frame)
+    ed_axis, es_axis = (lv_axis(contour_label_map(items, f, width_px, height_px)) for f in (ed_frame, es_frame))
+    return lv_figures(ed_axis, es_axis, cm_per_px=cm_per_px, ed_frame=ed_frame, es_frame=es_frame)
+
+
+def lv_figures(ed_axis: LvAxis | None, es_axis: LvAxis | None, *, cm_per_px: float | None,
+               ed_frame: int | None, es_frame: int | None) -> dict[str, Any]:
+    """The rule of :func:`contour_lv_volumes` on the LV axes of the ED and ES label maps (for a
+    caller that has the maps already): EDV, ESV rounded to 2 decimals, EF to 1, and a note."""
     out: dict[str, Any] = {"edv_ml": None, "esv_ml": None, "ef_percent": None,
                            "ed_frame": ed_frame, "es_frame": es_frame, "note": None}
     if ed_frame is None or es_frame is None:
@@ -190,8 +200,7 @@ def contour_lv_volumes(
     if cm_per_px is None:
         out["note"] = "needs a square cm calibration (Calibrate)"
         return out
-    for key, frame in (("edv_ml", ed_frame), ("esv_ml", es_frame)):
-        axis = lv_axis(contour_label_map(items, frame, width_px, height_px))
+    for key, axis in (("edv_ml", ed_axis), ("esv_ml", es_axis)):
         if axis is not None:
             out[key] = round(mod_single_plane_ml(axis, cm_per_px), 2)
     if out["edv_ml"] is None or out["esv_ml"] is None:
