@@ -2,9 +2,10 @@
 
 The rule is :func:`echomeasure.propose.volumes.contour_lv_volumes` (single-plane method of discs,
 ASE 2015, on the label map of the contours: myocardium, then LV cavity, then LA on top), the
-very function the apical proposer measures its proposed polygons with.  So the figures of
+rule the apical proposer measures its proposed polygons with (the same label maps and
+:func:`~echomeasure.propose.volumes.lv_figures`).  So the figures of
 contours nobody changed are the proposed figures (same polygons, same calibration, same rule),
-and only an edit changes them.  Users: the review UI (:func:`for_clip`, the figures of the
+and only an edit changes them.  Users: the review UI (:func:`figures` of the
 stored contours when a clip opens, and :func:`live_volumes`, a server function of the viewer,
 while a contour is edited) and the CSV export (:func:`reviewed_figures`: the volumes of the
 reviewed contours next to the model's); both go through :func:`figures`, so the numbers on
@@ -93,12 +94,6 @@ def figures(store: Store, clip: ClipRecord, items: Sequence[Mapping[str, Any]],
                       ed_frame=ed, es_frame=es)
 
 
-def for_clip(store: Store, clip: ClipRecord, items: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The viewer's ``volumes``: :func:`figures` of ``items`` (the clip's current contours as the
-    viewer gets them, :func:`echomeasure.ui.contour_review.contours_for`), None if not apical."""
-    return figures(store, clip, items)
-
-
 def _unchanged(state: contours.ContourState) -> bool:
     """True when a contour is its proposal's polygon, point for point (proposed or accepted, or
     corrected back to exactly the proposed points)."""
@@ -157,5 +152,5 @@ def live_volumes(store: Store, payload: Mapping[str, Any]) -> dict[str, Any]:
                       ed_frame=ed, es_frame=es)
 
 
-__all__ = ["APICAL_LABELS", "clip_cm_per_px", "clip_phases", "figures", "for_clip", "is_apical_set", "label_map",
+__all__ = ["APICAL_LABELS", "clip_cm_per_px", "clip_phases", "figures", "is_apical_set", "label_map",
            "live_volumes", "lv_volumes", "phase_frames", "polygon_area_px", "reviewed_figures"]

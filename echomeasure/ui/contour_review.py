@@ -29,7 +29,7 @@ def contours_for(store: Store, clip_id: int) -> list[dict[str, Any]]:
 
     ``id`` is the contour proposal answered by a review (None for a contour a reviewer added).
     Polygons are the stored points, unrounded: the viewer's volumes
-    (:func:`echomeasure.contour_volumes.for_clip`) are measured on them and must be those of the
+    (:func:`echomeasure.contour_volumes.figures`) are measured on them and must be those of the
     export.  Empty on reader-study clips.
     """
     if readers.has_readers(store, clip_id):

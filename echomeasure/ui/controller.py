@@ -195,12 +195,12 @@ class ReviewController:
         """The viewer's ``clip`` prop: frames, calibration, contours and their LV volumes.
 
         ``volumes`` (None unless the contours are an apical set) are the figures of the stored
-        contours (:func:`echomeasure.contour_volumes.for_clip`); a clip whose measurements
+        contours (:func:`echomeasure.contour_volumes.figures`); a clip whose measurements
         name no ED/ES frame takes those of its LV contours, for the ED/ES jump.
         """
         shapes = contour_review.contours_for(self.store, clip.id)
         prop = viewmodel.viewer_clip(clip, frames, states, contours=shapes)
-        figures = contour_volumes.for_clip(self.store, clip, shapes)
+        figures = contour_volumes.figures(self.store, clip, shapes)
         prop["volumes"] = figures
         if figures is not None and prop["ed_frame"] is None and prop["es_frame"] is None:
             prop["ed_frame"], prop["es_frame"] = figures["ed_frame"], figures["es_frame"]
