@@ -91,12 +91,43 @@ _WRITER_VOCABULARY: dict[str, frozenset[str]] = {
 }
 
 
+# Letters that carry no combining accent to strip (ø, ł, ...) and Cyrillic/Greek letters drawn
+# like Latin ones: folded the same way on both sides, so "SOREN" matches Søren and a name
+# typed with a Cyrillic "е" still matches.
+_LETTER_FOLD = str.maketrans({
+    "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "æ": "ae", "œ": "oe", "ı": "i", "ħ": "h", "ŧ": "t",
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j", "ѕ": "s",
+    "ԁ": "d", "ο": "o", "ι": "i", "κ": "k", "ν": "v",
+})
+# How names with umlauts are also written in plain letters (Müller = MUELLER, Søren = SOEREN);
+# added as extra identifier tokens, since stripping the accent gives the other spelling (MULLER).
+_TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ø": "oe", "å": "aa"})
+
+
 def normalise(text: str) -> str:
-    """NFKC, case-folded, accents removed."""
+    """NFKC, case-folded, accents removed, look-alike letters folded (:data:`_LETTER_FOLD`)."""
     t = unicodedata.normalize("NFKC", text).casefold()
     if not t.isascii():
+        t = t.translate(_LETTER_FOLD)
         t = "".join(ch for ch in unicodedata.normalize("NFKD", t) if not unicodedata.combining(ch))
     return t
+
+
+def _spellings(text: str) -> list[str]:
+    """``text`` and, when it has umlauts, its transliteration (Müller -> Mueller)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    translit = folded.translate(_TRANSLITERATION)
+    return [text, translit] if translit != folded else [text]
+
+
+def _unspaced_script(tok: str) -> bool:
+    """True for words of scripts written without spaces between names (Chinese, Japanese, Korean,
+    Thai): there a name is found inside a longer run of characters, whatever its length."""
+    return any(
+        0x2E80 <= (o := ord(ch)) <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0x1100 <= o <= 0x11FF
+        or 0x0E00 <= o <= 0x0E7F or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F
+        for ch in tok
+    )
 
 
 def tokens(text: str) -> list[str]:
@@ -124,11 +155,18 @@ class OriginalIdentifiers:
     # ------------------------------------------------------------------ collecting
 
     def add_name(self, value: str, label: str) -> None:
-        """A person name: family, given and middle components (any separator) as tokens."""
+        """A person name: family, given and middle components (any separator) as tokens, in
+        every spelling (:func:`_spellings`), and family and given name written as one word
+        (李小龙, NGLI), either way round."""
         for group in str(value).split("="):
-            for component in group.split("^")[:3]:
-                for tok in tokens(component):
+            for spelling in _spellings(group):
+                parts = [tokens(component) for component in spelling.split("^")[:3]]
+                for tok in (t for part in parts for t in part):
                     self._add_token(tok, label)
+                if len(parts) >= 2 and parts[0] and parts[1]:
+                    family, given = "".join(parts[0]), "".join(parts[1])
+                    self._add_token(family + given, label)
+                    self._add_token(given + family, label)
 
     def _add_token(self, tok: str, label: str) -> None:
         if tok.isdigit():
@@ -137,12 +175,16 @@ class OriginalIdentifiers:
             else:
                 self.numbers.setdefault(tok, label)
             return
-        if len(tok) >= MIN_IDENTIFIER_LEN and tok not in _NAME_STOPWORDS:
+        if (len(tok) >= MIN_IDENTIFIER_LEN or _unspaced_script(tok)) and tok not in _NAME_STOPWORDS:
             self.names.setdefault(tok, label)
 
     def add_term(self, value: str, label: str) -> None:
-        """An ID, address, institution or free text: matched as a whole (words in order)."""
-        toks = tokens(str(value).strip("\x00"))
+        """An ID, address, institution or free text: matched as a whole (words in order), in
+        every spelling (:func:`_spellings`)."""
+        for spelling in _spellings(str(value).strip("\x00")):
+            self._add_term_tokens(tokens(spelling), label)
+
+    def _add_term_tokens(self, toks: list[str], label: str) -> None:
         if not toks:
             return
         if len(toks) == 1 and toks[0].isdigit():
@@ -173,7 +215,7 @@ class OriginalIdentifiers:
         padded = " " + " ".join(toks) + " "
         compact = "".join(toks)
         for tok, label in self.names.items():
-            if f" {tok} " in padded or (len(tok) >= LONG_NAME_TOKEN and tok in compact):
+            if f" {tok} " in padded or ((len(tok) >= LONG_NAME_TOKEN or _unspaced_script(tok)) and tok in compact):
                 hits.append(label)
         for term, label in self.terms.items():
             whole = term.replace(" ", "")

@@ -1,0 +1,74 @@
+"""Names written the way people write them in kept free-text values (ViewName, StageName, code
+meanings) are found and dropped: Chinese/Japanese names written as one run of characters,
+umlauts written out (Müller as MUELLER), letters without a strippable accent (ø, ł) and
+Cyrillic look-alike letters.  Each case starts from a real SonoSite cine in pydicom's test data
+and must be admitted with the value removed."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from echomeasure.ingest import deidentify_file
+from echomeasure.ingest.profile import DeidOptions
+
+SECRET = b"door-trial-secret"
+NO_OCR = DeidOptions(find_text=False)
+
+CASES = [
+    # (PatientName, kept attribute, value a sonographer typed there)
+    ("李^小龙", "ViewName", "李小龙"),
+    ("李^龙", "ViewName", "李龙 PLAX"),
+    ("Yamada^Tarou=山田^太郎", "ViewName", "山田太郎"),
+    ("Müller^Jörg", "ViewName", "PLAX MUELLER"),
+    ("Müller^Jörg", "StageName", "Joerg"),
+    ("Søren^Kierkegård", "ViewName", "SOREN K"),
+    ("Łukasz^Wałęsa", "ViewName", "Lukasz plax"),
+    ("Quenbyx^Xavierinne", "ViewName", "Qu\u0435nbyx"),  # Cyrillic "е"
+    ("Ng^Li", "ViewName", "NGLI"),
+    ("Ng^Li", "CodeMeaning", "LING view"),
+]
+
+
+def _write(tmp_path, patient_name: str, keyword: str, value: str):
+    ds = pydicom.dcmread(get_testdata_file("examples_ybr_color.dcm"))
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = patient_name
+    if keyword == "CodeMeaning":
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "99001", "99LOCAL", value
+        ds.ViewCodeSequence = Sequence([item])
+    else:
+        setattr(ds, keyword, value)
+    path = tmp_path / "in.dcm"
+    pydicom.dcmwrite(path, ds)
+    return path
+
+
+def _kept(ds: Dataset, keyword: str):
+    if keyword == "CodeMeaning":
+        return ds.ViewCodeSequence[0].get("CodeMeaning") if "ViewCodeSequence" in ds else None
+    return ds.get(keyword)
+
+
+@pytest.mark.parametrize(("patient_name", "keyword", "value"), CASES)
+def test_a_name_written_another_way_in_a_kept_value_is_dropped(tmp_path, patient_name, keyword, value):
+    src = _write(tmp_path, patient_name, keyword, value)
+    out = tmp_path / "out.dcm"
+    summary = deidentify_file(src, out, secret=SECRET, options=NO_OCR)
+    assert _kept(pydicom.dcmread(out), keyword) is None
+    assert value.encode("utf-8") not in out.read_bytes()
+    dropped = [d["attribute"] for d in summary["deid_record"]["dropped_values"]]
+    assert any(keyword in a for a in dropped)
+    assert all(value not in str(d) for d in summary["deid_record"]["dropped_values"])
+
+
+@pytest.mark.parametrize("view_name", ["PLAX", "A4C", "心尖四腔"])
+def test_a_view_name_without_the_name_is_kept(tmp_path, view_name):
+    src = _write(tmp_path, "李^小龙", "ViewName", view_name)
+    out = tmp_path / "out.dcm"
+    deidentify_file(src, out, secret=SECRET, options=NO_OCR)
+    assert str(pydicom.dcmread(out).ViewName) == view_name
