@@ -34,6 +34,11 @@ _UID_SYNTAX = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 MAX_SIDE_PX = 4096
 MAX_TOTAL_BYTES = 2 * 1024**3  # decoded RGB uint8, all frames
+# A Deflated Explicit VR Little Endian dataset is inflated whole by the parser: refuse one that
+# would inflate to more than MAX_TOTAL_BYTES, or to more than MAX_DEFLATE_RATIO times its size
+# once past MAX_DEFLATE_SMALL_BYTES (deflate tops out near 1000:1 on runs of zeros).
+MAX_DEFLATE_RATIO = 200
+MAX_DEFLATE_SMALL_BYTES = 64 * 1024**2
 
 US_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
@@ -120,10 +125,77 @@ def sop_class_name(uid: str | None) -> str | None:
     return name if name != uid else None
 
 
+def _deflated_body_offset(fh) -> int | None:
+    """Where the deflated dataset starts, when the file meta (read with ``fh`` at offset 0) names
+    the Deflated Explicit VR Little Endian transfer syntax; None otherwise."""
+    head = fh.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    offset, syntax = 132, None
+    while True:
+        fh.seek(offset)
+        tag_vr = fh.read(8)
+        if len(tag_vr) < 8 or struct.unpack_from("<H", tag_vr)[0] != 0x0002:
+            break
+        element = struct.unpack_from("<H", tag_vr, 2)[0]
+        if tag_vr[4:6] in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            extra = fh.read(4)
+            if len(extra) < 4:
+                return None
+            length, start = struct.unpack("<I", extra)[0], offset + 12
+        else:
+            length, start = struct.unpack_from("<H", tag_vr, 6)[0], offset + 8
+        if element == 0x0010:
+            syntax = fh.read(min(length, 64)).rstrip(b"\x00 ").decode("ascii", "replace")
+        offset = start + length
+    return offset if syntax == pydicom.uid.DeflatedExplicitVRLittleEndian else None
+
+
+def _check_deflated_size(path: Path) -> None:
+    """Refuse a deflated dataset that would inflate to an implausible size (a decompression
+    bomb), counting the inflated bytes in bounded chunks before the parser inflates it whole."""
+    import zlib
+
+    with open(path, "rb") as fh:
+        offset = _deflated_body_offset(fh)
+        if offset is None:
+            return
+        size = os.fstat(fh.fileno()).st_size
+        limit = min(MAX_TOTAL_BYTES, max(MAX_DEFLATE_SMALL_BYTES, MAX_DEFLATE_RATIO * size))
+        fh.seek(offset)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        inflated = 0
+        pending = b""
+        while inflated <= limit:
+            if not pending:
+                pending = fh.read(1 << 20)
+                if not pending:
+                    return
+            try:
+                inflated += len(inflater.decompress(pending, 1 << 24))
+            except zlib.error:
+                return  # damaged: the parser reports it
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                return
+    raise InvalidInputError(
+        f"the deflated dataset inflates to more than {limit / 2**20:.0f} MiB from a {size / 2**20:.1f} MiB "
+        "file (a decompression bomb); refused"
+    )
+
+
 def read_dataset(path: str | os.PathLike[str], *, stop_before_pixels: bool = False) -> Dataset:
-    """Parse a DICOM file (with or without the 128-byte preamble), mapping parse errors to user errors."""
+    """Parse a DICOM file (with or without the 128-byte preamble), mapping parse errors to user errors.
+
+    A deflated dataset is measured first (:func:`_check_deflated_size`): the parser would inflate
+    a bomb whole into memory.
+    """
     p = Path(path)
     silence_pydicom()
+    try:
+        _check_deflated_size(p)
+    except OSError:
+        raise InvalidInputError("the file cannot be read") from None
     try:
         ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
         return _parsed(ds)
