@@ -15,7 +15,8 @@
   (sandboxed frames, local files) is refused too.
 - Request bodies are limited to :data:`API_BODY_LIMIT_BYTES` (413) except on Gradio's upload
   route, which keeps the app's own upload limit.  A body announced too large is refused before
-  it is read; a chunked body is read only up to the limit.
+  it is read; any other body is read only up to the limit, whatever its ``Content-Length``
+  (a chunked body may come with a small one).
 - :func:`private_upload_dir` gives Gradio a private temporary folder (mode 0700) for uploads and
   downloads; :func:`discard_upload` removes an upload once it was processed, and the whole
   folder goes at shutdown (:func:`remove_private_upload_dir`, also registered with ``atexit``);
@@ -234,16 +235,17 @@ class RequestGuard:
             return
         if scope["type"] == "http" and scope.get("method") in _BODY_METHODS and not self._is_upload(scope):
             length = headers.get("content-length")
-            if length is not None:
-                if not length.strip().isdigit() or int(length) > self.body_limit_bytes:
-                    await _json_response(send, 413, f"request body over {self.body_limit_bytes} bytes")
-                    return
-            elif "chunked" in headers.get("transfer-encoding", "").lower():
-                replay = await self._read_limited(receive)
-                if replay is None:
-                    await _json_response(send, 413, f"request body over {self.body_limit_bytes} bytes")
-                    return
-                receive = replay
+            if length is not None and (not length.strip().isdigit() or int(length) > self.body_limit_bytes):
+                await _json_response(send, 413, f"request body over {self.body_limit_bytes} bytes")
+                return
+            # The body is counted as it arrives whatever the headers say: with both Content-Length
+            # and Transfer-Encoding the server reads the chunked body, however long, and a small
+            # Content-Length beside it proves nothing.
+            replay = await self._read_limited(receive)
+            if replay is None:
+                await _json_response(send, 413, f"request body over {self.body_limit_bytes} bytes")
+                return
+            receive = replay
         await self.app(scope, receive, send)
 
     def _is_upload(self, scope: Any) -> bool:

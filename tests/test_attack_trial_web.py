@@ -1,0 +1,106 @@
+"""Attacks on the review UI's request guard found by trying them against a running server.
+
+Each test sends what an attacker sent (raw bytes on a socket where the framing matters) to a
+small app behind :class:`echomeasure.web_security.RequestGuard` served by uvicorn, the server
+Gradio runs on.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from ui_fixtures import free_port
+
+from echomeasure.web_security import API_BODY_LIMIT_BYTES, RequestGuard, allowed_hosts
+
+
+async def _echo_length(request: Request) -> JSONResponse:
+    body = await request.body()
+    request.app.state.read_bytes.append(len(body))
+    return JSONResponse({"read": len(body)})
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[tuple[int, list[int]]]:
+    """A guarded app on a free loopback port; yields the port and the body sizes the app read."""
+    app = Starlette(routes=[Route("/gradio_api/call/{name}", _echo_length, methods=["POST"])])
+    app.state.read_bytes = []
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        RequestGuard(app, allowed=allowed_hosts("127.0.0.1")), host="127.0.0.1", port=port,
+        log_level="error", http="h11",
+    ))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield port, app.state.read_bytes
+    server.should_exit = True
+    thread.join(10)
+
+
+def _send(port: int, head: bytes, body_chunks: Iterator[bytes]) -> bytes:
+    """Send a request, then its body as far as the server lets it; the response's status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except OSError:  # the server answered and closed while the body was still coming
+            pass
+        reply = b""
+        try:
+            while b"\r\n" not in reply:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                reply += data
+        except OSError:
+            pass
+    return reply.split(b"\r\n", 1)[0]
+
+
+def _chunked(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    sent = 0
+    while sent < total:
+        n = min(size, total - sent)
+        yield b"%x\r\n" % n + b"x" * n + b"\r\n"
+        sent += n
+    yield b"0\r\n\r\n"
+
+
+def test_a_chunked_body_with_a_small_content_length_beside_it_is_still_limited(guarded):
+    port, read_bytes = guarded
+    read_bytes.clear()
+    head = (
+        b"POST /gradio_api/call/save_review HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    status = _send(port, head, _chunked(3 * API_BODY_LIMIT_BYTES))
+    assert b" 413 " in status, status
+    assert read_bytes == []  # the app never received the body
+
+
+def test_bodies_within_the_limit_still_reach_the_app_whatever_their_framing(guarded):
+    port, read_bytes = guarded
+    read_bytes.clear()
+    body = b"{}" * 1000
+    plain = (
+        b"POST /gradio_api/call/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % len(body)
+    )
+    assert b" 200 " in _send(port, plain, iter([body]))
+    chunked = (
+        b"POST /gradio_api/call/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    assert b" 200 " in _send(port, chunked, _chunked(len(body), size=700))
+    assert read_bytes == [len(body), len(body)]
