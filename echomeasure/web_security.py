@@ -60,7 +60,10 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _normal(name: str) -> str:
-    return name.strip().strip("[]").rstrip(".").lower()
+    """A host name as compared: no brackets, lower case, without the one trailing dot of a
+    fully qualified name (``localhost.``); ``localhost..`` is no name and stays unequal."""
+    name = name.strip().strip("[]").lower()
+    return name[:-1] if name.endswith(".") else name
 
 
 def _configured(extra: Iterable[str] = ()) -> list[str]:
@@ -115,11 +118,18 @@ def _primary_addresses() -> set[str]:
 
 
 def authority_of_host_header(value: str) -> tuple[str, int | None] | None:
-    """``("example.org", 7860)`` of ``example.org:7860``; port None when absent; None when malformed."""
+    """``("example.org", 7860)`` of ``example.org:7860``; port None when absent; None when malformed.
+
+    Only ``name[:port]`` is a host: a value with a path, query, fragment or user part (which
+    browsers never send) is malformed, whatever name it holds.
+    """
+    value = value.strip()
     try:
-        parts = urlsplit("//" + value.strip())
+        parts = urlsplit("//" + value)
         host, port = parts.hostname, parts.port
     except ValueError:
+        return None
+    if parts.netloc != value or "@" in value:
         return None
     return (_normal(host), port) if host else None
 

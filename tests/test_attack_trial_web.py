@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ui_fixtures import free_port
 
-from echomeasure.web_security import API_BODY_LIMIT_BYTES, RequestGuard, allowed_hosts
+from echomeasure.web_security import API_BODY_LIMIT_BYTES, RequestGuard, allowed_hosts, refusal
 
 
 async def _echo_length(request: Request) -> JSONResponse:
@@ -104,3 +104,16 @@ def test_bodies_within_the_limit_still_reach_the_app_whatever_their_framing(guar
     )
     assert b" 200 " in _send(port, chunked, _chunked(len(body), size=700))
     assert read_bytes == [len(body), len(body)]
+
+
+@pytest.mark.parametrize("host", ["localhost..", "localhost../x", "localhost/evil", "localhost:7860/evil",
+                                  "localhost?x", "localhost#x", "user@localhost"])
+def test_a_host_header_that_is_not_a_plain_name_and_port_is_refused(host):
+    # A browser sends ``name[:port]`` only; a path, query, user or an empty label beside a
+    # loopback name is a crafted header and names no server.
+    assert refusal({"host": host}, allowed_hosts("127.0.0.1")) is not None
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:7860", "localhost.:7860", "[::1]:7860", "127.0.0.1"])
+def test_plain_loopback_host_headers_are_still_accepted(host):
+    assert refusal({"host": host}, allowed_hosts("127.0.0.1")) is None
