@@ -49,6 +49,8 @@ PROPOSAL_CONTENT = (
     "id", "clip_id", "frame_index", "measurement", "points", "value", "unit", "signed_value",
     "pixel_length_px", "confidence", "model_version_id", "created_at",
 )
+#: Columns that say which weights a model version is; its audit events record them.
+MODEL_VERSION_IDENTITY = ("name", "version", "sha256")
 
 CONTOUR_PROPOSAL_CONTENT = (
     "id", "clip_id", "frame_index", "structure", "polygon", "area_cm2", "confidence", "model_version_id", "created_at",
@@ -221,6 +223,10 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
     }
     row_hashes = {name: _row_hashes(conn, t, cols) for name, (t, cols) in tables.items()}
     unaudited = {name: set(hashes) for name, hashes in row_hashes.items()}
+    mv = db.ModelVersion.__table__
+    model_identities = {
+        row["id"]: row for row in conn.execute(select(mv.c.id, *(mv.c[c] for c in MODEL_VERSION_IDENTITY))).mappings()
+    }
 
     t = db.AuditEvent.__table__
     prev, n = genesis, 0
@@ -248,6 +254,9 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
                 return broken(eid, f"{name} {ids[0] if len(ids) == 1 else ids} recorded by event {eid} "
                                    "was changed after it was written")
             unaudited[name].difference_update(ids)
+        changed_model = _changed_model_version(event, model_identities)
+        if changed_model is not None:
+            return broken(eid, changed_model)
         prev = event["sha256"]
     for name, left in unaudited.items():
         if left:
@@ -255,6 +264,27 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
                                "the application's back)", time.perf_counter() - started)
     return ChainReport(True, n, prev, genesis, None, None, time.perf_counter() - started,
                        {name: len(h) for name, h in row_hashes.items()})
+
+
+def _changed_model_version(event: Mapping[Any, Any], identities: Mapping[int, Mapping[Any, Any]]) -> str | None:
+    """Why a model version an event recorded no longer is what it recorded (None: it is).
+
+    The identity of a version (:data:`MODEL_VERSION_IDENTITY`) never changes once registered
+    (only its metadata and active flag do), yet the table allows updates of those columns; a
+    version renamed or given another sha256 would relabel every proposal it made.
+    """
+    if event["entity_type"] != "model_version" or event["entity_id"] is None:
+        return None
+    recorded = {k: v for k, v in (event["after"] or {}).items() if k in MODEL_VERSION_IDENTITY}
+    if not recorded:
+        return None
+    eid, mid = event["id"], event["entity_id"]
+    row = identities.get(mid)
+    if row is None:
+        return f"model_version {mid} recorded by event {eid} is missing"
+    if any(row[k] != v for k, v in recorded.items()):
+        return f"model_version {mid} recorded by event {eid} was changed after it was written (name, version or sha256)"
+    return None
 
 
 def row_hash(row: Mapping[Any, Any], columns: Iterable[str]) -> str:

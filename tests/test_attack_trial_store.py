@@ -1,0 +1,54 @@
+"""Attacks on the review store's guarantees, on SQLite and on the real PostgreSQL server.
+
+Found by trying to rewrite history through the database and the ``db backup`` command.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from store_fixtures import lvidd_proposals
+
+from echomeasure.propose.types import ModelInfo
+from echomeasure.store import open_store
+from echomeasure.store.chain import verify
+
+
+@pytest.fixture
+def filled(store_url, tmp_path, deidentified_clip):  # noqa: F811
+    """A store, as its owner, with a clip, proposals by one model version and a review."""
+    s = open_store(store_url, images_dir=tmp_path / "images")
+    rec = s.add_clip(deidentified_clip)
+    s.add_proposals(rec.id, lvidd_proposals())
+    s.add_review(rec.id, "lvidd", "accepted", "Reader A")
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE model_version SET version = '9.9'",
+        "UPDATE model_version SET sha256 = '{zeros}'",
+        "UPDATE model_version SET name = 'another-model'",
+    ],
+)
+def test_a_model_version_relabelled_behind_the_apps_back_breaks_the_chain(filled, statement):
+    # The table lets metadata and the active flag change, so no trigger stops this UPDATE; every
+    # proposal of that version would be exported as made by other weights.
+    s = filled
+    assert verify(s.engine).ok
+    with s.engine.begin() as conn:
+        conn.exec_driver_sql(statement.format(zeros="0" * 64))
+    report = verify(s.engine)
+    assert not report.ok
+    assert re.search(r"model_version \d+ recorded by event \d+ was changed", report.reason or ""), report.reason
+
+
+def test_allowed_model_version_changes_keep_the_chain_intact(filled):
+    s = filled
+    mv = s.model_versions()[0]
+    s.register_model_version(ModelInfo(mv.name, mv.version, mv.sha256), metrics={"lvidd_mae_mm": 0.4}, activate=True)
+    report = verify(s.engine)
+    assert report.ok, report.reason
