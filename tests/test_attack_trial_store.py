@@ -6,13 +6,18 @@ Found by trying to rewrite history through the database and the ``db backup`` co
 from __future__ import annotations
 
 import re
+import sqlite3
 
 import pytest
 from store_fixtures import lvidd_proposals
 
 from echomeasure.propose.types import ModelInfo
 from echomeasure.store import open_store
+from echomeasure.store.admin import backup
 from echomeasure.store.chain import verify
+
+#: The bytes of a SQLite header that say rollback journal (1) or WAL (2).
+_SQLITE_WRITE_READ_VERSION = slice(18, 20)
 
 
 @pytest.fixture
@@ -52,3 +57,23 @@ def test_allowed_model_version_changes_keep_the_chain_intact(filled):
     s.register_model_version(ModelInfo(mv.name, mv.version, mv.sha256), metrics={"lvidd_mae_mm": 0.4}, activate=True)
     report = verify(s.engine)
     assert report.ok, report.reason
+
+
+def test_a_sqlite_backup_is_self_contained(tmp_path, deidentified_clip):  # noqa: F811
+    url = f"sqlite:///{tmp_path / 'live.sqlite'}"
+    s = open_store(url, images_dir=tmp_path / "images")
+    rec = s.add_clip(deidentified_clip)
+    s.add_review(rec.id, "lvidd", "added", "Reader A", frame=0, points=[(10, 10), (20, 20)], value=1.0, unit="cm")
+    out = tmp_path / "backups" / "copy.sqlite"
+    out.parent.mkdir()
+    result = backup(url, out)
+    s.close()
+    assert result.report is not None and result.report.ok
+    # A rollback-journal file (not WAL): the one file is the whole database.
+    assert out.read_bytes()[_SQLITE_WRITE_READ_VERSION] == b"\x01\x01"
+    conn = sqlite3.connect(f"{out.as_uri()}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT reviewer FROM review").fetchall() == [("Reader A",)]
+    finally:
+        conn.close()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["copy.sqlite"]  # no -wal or -shm beside it

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 from echomeasure import atomic, config
 from echomeasure.errors import StoreError
@@ -177,7 +178,10 @@ def backup(url: str | None, out: str | os.PathLike[str]) -> BackupResult:
 
 
 def _verify_file(path: Path) -> chain.ChainReport:
-    engine = create_store_engine(f"sqlite:///{path}")
+    """Verify the chain of a backup file read-only: the store's own engine would switch the
+    file back to WAL (no longer self-contained)."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True), poolclass=NullPool)
     try:
         return chain.verify(engine)
     finally:
