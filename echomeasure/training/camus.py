@@ -20,17 +20,23 @@ Readers, chosen with care:
   the data file; CAMUS uses 2D/3D unsigned-char images.  SimpleITK would bring a ~50 MB
   binary wheel (all of ITK) for those few lines, and its (T, H, W) axis order differs from
   nibabel's; parsing the header ourselves keeps one axis convention and refuses what it does
-  not support (compressed data is read with zlib, other unknown features are refused).
+  not support (compressed data is read with zlib, other unknown features are refused).  The
+  data file must be a regular file beside its header (a header cannot make it read another
+  folder or a device), only the bytes the header describes are read, and a one-slice 3D image
+  (``DimSize = W H 1``, as the release stores ED/ES frames) reads as 2D.
 
 Pixel spacing comes from each image's header (mm; CAMUS pixels are not square): images and label
 maps are resampled to square pixels of the finer spacing so the method of discs can use one
-pixel size.  Values shown to the user in errors are the file names only.
+pixel size; an image and its label map must agree on spacing and orientation.  Values shown to
+the user in errors are the file names only.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 import zlib
 from pathlib import Path
 
@@ -51,14 +57,23 @@ _PATIENT = re.compile(r"^patient\d{4}$")
 # --------------------------------------------------------------------------- readers
 
 
+def _text(path: Path, what: str) -> str:
+    """A small text file of the dataset: UTF-8 (a byte-order mark, as spreadsheet editors write, is
+    dropped), else Latin-1."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        raise InvalidInputError(f"{path}: cannot read the {what}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def read_cfg(path: Path) -> dict[str, str]:
     """``Key: Value`` lines of an ``Info_*.cfg``; the required keys must be there with integer values."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        raise InvalidInputError(f"{path}: cannot read the CAMUS info file") from None
     out: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in _text(path, "CAMUS info file").splitlines():
         key, sep, value = line.partition(":")
         if sep:
             out[key.strip()] = value.strip()
@@ -71,8 +86,14 @@ def read_cfg(path: Path) -> dict[str, str]:
     return out
 
 
-def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """(H, W) (or (T, H, W)) array and the (x, y) pixel spacing in mm of a NIfTI image."""
+#: What a reader returns: the (H, W) or (T, H, W) array, the (x, y) pixel spacing in mm (NaN when the
+#: header gives none) and the image's orientation in the header's own terms (image and label map
+#: of one frame must agree on both).
+Image = tuple[np.ndarray, tuple[float, float], tuple[object, ...]]
+
+
+def read_nifti(path: Path) -> Image:
+    """A NIfTI image (see :data:`Image`); a zero or missing pixel size is reported as unknown (NaN)."""
     try:
         import nibabel as nib
     except ImportError:
@@ -80,9 +101,10 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     try:
         img = nib.load(str(path))
         # nibabel.load is annotated as returning FileBasedImage; a NIfTI file loads as a SpatialImage.
-        data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
         zooms = tuple(float(z) for z in img.header.get_zooms())  # type: ignore[attr-defined]
-    except (OSError, ValueError, EOFError, zlib.error, nib.filebasedimages.ImageFileError):
+        data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
+        orientation = tuple(nib.orientations.aff2axcodes(img.affine))  # type: ignore[attr-defined]
+    except (OSError, ValueError, EOFError, KeyError, zlib.error, nib.filebasedimages.ImageFileError):
         raise InvalidInputError(f"{path}: not a readable NIfTI image") from None
     if data.ndim == 3 and data.shape[2] == 1:
         data = data[..., 0]
@@ -92,21 +114,38 @@ def read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
         arr = data.transpose(2, 1, 0)
     else:
         raise InvalidInputError(f"{path}: expected a 2D image or a 2D sequence")
-    return arr, (zooms[0], zooms[1]) if len(zooms) >= 2 else (float("nan"), float("nan"))
+    spacing = zooms[:2] if len(zooms) >= 2 and all(z > 0 for z in zooms[:2]) else (float("nan"), float("nan"))
+    return arr, (spacing[0], spacing[1]), orientation
 
 
 _MET_TYPES = {"MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2", "MET_UINT": "u4",
               "MET_INT": "i4", "MET_FLOAT": "f4", "MET_DOUBLE": "f8"}
+#: Largest MetaImage data read (bytes): a CAMUS half sequence is under 20 MB.
+MAX_MHD_BYTES = 1 << 30
 
 
-def read_mhd(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """(H, W) (or (T, H, W)) array and the (x, y) pixel spacing in mm of a MetaImage ``.mhd``."""
+def _mhd_data_file(path: Path, name: str) -> Path:
+    """The header's data file: a plain file beside the header (no folder part, no link elsewhere)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise InvalidInputError(f"{path}: ElementDataFile must name a file in the header's own folder")
+    data = path.parent / name
     try:
-        text = path.read_text(encoding="latin-1")
-    except OSError:
-        raise InvalidInputError(f"{path}: cannot read the MetaImage header") from None
+        st = data.stat()
+    except (OSError, ValueError):
+        raise InvalidInputError(f"{path}: the MetaImage data file it names is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInputError(f"{path}: the MetaImage data file it names is not a regular file")
+    return data
+
+
+def read_mhd(path: Path) -> Image:
+    """A MetaImage ``.mhd`` with its data in a separate file beside it (see :data:`Image`).
+
+    A 3D image of one slice (``DimSize = W H 1``) is read as 2D.  The data file must be a plain
+    file in the header's folder; only the bytes the header describes are read.
+    """
     head: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in _text(path, "MetaImage header").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             head[key.strip()] = value.strip()
@@ -115,29 +154,48 @@ def read_mhd(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
         ndims = int(head.get("NDims", len(dims)))
         dtype = np.dtype(_MET_TYPES[head["ElementType"]])
         spacing = [float(v) for v in head.get("ElementSpacing", head.get("ElementSize", "nan nan")).split()]
-        data_file = head["ElementDataFile"]
+        data_name = head["ElementDataFile"]
+        offset = int(head.get("HeaderSize", "0") or 0)
+        channels = int(head.get("ElementNumberOfChannels", "1"))
+        matrix = [float(v) for v in head.get("TransformMatrix", "").split()]
     except (KeyError, ValueError):
         raise InvalidInputError(f"{path}: MetaImage header lacks or garbles DimSize, ElementType or ElementDataFile") from None
-    if ndims != len(dims) or ndims not in (2, 3) or len(spacing) < 2 or data_file == "LOCAL" or data_file.startswith("LIST"):
-        raise InvalidInputError(f"{path}: unsupported MetaImage layout (need a 2D/3D image in a separate data file)")
+    if (ndims != len(dims) or ndims not in (2, 3) or len(spacing) < 2 or data_name == "LOCAL"
+            or data_name.startswith("LIST") or "%" in data_name or channels != 1):
+        raise InvalidInputError(f"{path}: unsupported MetaImage layout (need a 2D/3D grey image in a separate data file)")
+    if min(dims) < 1 or offset < -1:
+        raise InvalidInputError(f"{path}: MetaImage header gives an empty or negative size")
+    # in-plane direction cosines (the x and y columns' first two rows), rounded
+    transform: tuple[object, ...] = ()
+    if len(matrix) == ndims * ndims:
+        transform = tuple(round(matrix[r * ndims + c], 3) for r in (0, 1) for c in (0, 1))
+    if ndims == 3 and dims[2] == 1:
+        dims = dims[:2]
+    n = math.prod(dims)
+    size = n * dtype.itemsize
+    if size > MAX_MHD_BYTES:
+        raise InvalidInputError(f"{path}: MetaImage image larger than {MAX_MHD_BYTES >> 20} MB; not a CAMUS image")
     msb = head.get("ElementByteOrderMSB", head.get("BinaryDataByteOrderMSB", "False")).lower() == "true"
     dtype = dtype.newbyteorder(">" if msb else "<")
-    raw_path = path.parent / data_file
+    data_file = _mhd_data_file(path, data_name)
+    compressed = head.get("CompressedData", "False").lower() == "true"
     try:
-        raw = raw_path.read_bytes()
+        with data_file.open("rb") as fh:
+            if compressed:
+                raw = zlib.decompressobj().decompress(fh.read(MAX_MHD_BYTES), size)
+            else:
+                if offset == -1:  # the data are the last bytes of the file
+                    offset = max(0, data_file.stat().st_size - size)
+                fh.seek(offset)
+                raw = fh.read(size)
+    except zlib.error:
+        raise InvalidInputError(f"{path}: corrupt compressed MetaImage data") from None
     except OSError:
-        raise InvalidInputError(f"{raw_path}: MetaImage data file not found") from None
-    offset = int(head.get("HeaderSize", "0") or 0)
-    if head.get("CompressedData", "False").lower() == "true":
-        try:
-            raw = zlib.decompress(raw)
-        except zlib.error:
-            raise InvalidInputError(f"{raw_path}: corrupt compressed MetaImage data") from None
-    n = int(np.prod(dims))
-    if offset < 0 or len(raw) - offset < n * dtype.itemsize:
-        raise InvalidInputError(f"{raw_path}: MetaImage data file is shorter than its header says")
-    arr = np.frombuffer(raw, dtype=dtype, count=n, offset=offset).reshape(dims[::-1])  # x varies fastest
-    return arr.astype(dtype.newbyteorder("=")), (spacing[0], spacing[1])
+        raise InvalidInputError(f"{path}: cannot read the MetaImage data file it names") from None
+    if len(raw) < size:
+        raise InvalidInputError(f"{path}: MetaImage data file is shorter than its header says")
+    arr = np.frombuffer(raw, dtype=dtype, count=n).reshape(dims[::-1])  # x varies fastest
+    return arr.astype(dtype.newbyteorder("=")), (spacing[0], spacing[1]), transform
 
 
 def _uint8(arr: np.ndarray) -> np.ndarray:
@@ -151,7 +209,7 @@ def _uint8(arr: np.ndarray) -> np.ndarray:
 
 def _labels(arr: np.ndarray, path: Path) -> np.ndarray:
     lab = np.round(np.asarray(arr, dtype=np.float64))
-    if lab.min() < 0 or lab.max() >= len(APICAL_SEG_CLASSES):
+    if not np.isfinite(lab).all() or lab.min() < 0 or lab.max() >= len(APICAL_SEG_CLASSES):
         raise InvalidInputError(f"{path}: label values outside the CAMUS classes 0-3")
     return lab.astype(np.uint8)
 
@@ -183,7 +241,7 @@ def _split_lists(root: Path, nifti_dir: Path) -> dict[str, str] | None:
         path = folder / name
         if not path.is_file():
             continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in _text(path, "CAMUS split list").splitlines():
             patient = line.strip()
             if not patient:
                 continue
@@ -191,8 +249,27 @@ def _split_lists(root: Path, nifti_dir: Path) -> dict[str, str] | None:
                 raise InvalidInputError(f"{path}: a line is not a CAMUS patient name (patientXXXX)")
             if not (nifti_dir / patient).is_dir():
                 raise InvalidInputError(f"{path}: lists a patient whose folder is not in {nifti_dir}")
+            if out.get(patient, split) != split:
+                raise InvalidInputError(f"{path}: lists a patient that another subgroup file lists too")
             out[patient] = split
     return out
+
+
+def _image_file(path: Path) -> Path:
+    """``path``, or for ``.nii.gz`` its uncompressed ``.nii`` twin when only that is there."""
+    if path.is_file():
+        return path
+    if path.name.endswith(".nii.gz") and path.with_suffix("").is_file():
+        return path.with_suffix("")
+    raise InvalidInputError(f"{path}: CAMUS image not found")
+
+
+def _same_geometry(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Same pixel spacing (to 0.1 %), or both unknown."""
+    known_a, known_b = all(math.isfinite(v) for v in a), all(math.isfinite(v) for v in b)
+    if not (known_a and known_b):
+        return known_a == known_b
+    return all(math.isclose(x, y, rel_tol=1e-3) for x, y in zip(a, b, strict=True))
 
 
 def read_camus(root: str | os.PathLike[str], split: str | None = None) -> list[SegSample]:
@@ -237,20 +314,23 @@ def read_camus(root: str | os.PathLike[str], split: str | None = None) -> list[S
             reported = {}
             for key in ("EF", "LVef"):
                 try:
-                    reported["ef"] = float(cfg[key])
-                    break
+                    ef = float(cfg[key])
                 except (KeyError, ValueError):
                     continue
+                if math.isfinite(ef):
+                    reported["ef"] = ef
+                    break
             for phase in PHASES:
-                img_path = folder / f"{folder.name}_{code}_{phase}{ext}"
-                gt_path = folder / f"{folder.name}_{code}_{phase}_gt{ext}"
-                for p in (img_path, gt_path):
-                    if not p.is_file():
-                        raise InvalidInputError(f"{p}: CAMUS image not found")
-                image, spacing = reader(img_path)
-                labels, _ = reader(gt_path)
-                if image.ndim != 2 or labels.shape != image.shape:
+                img_path = _image_file(folder / f"{folder.name}_{code}_{phase}{ext}")
+                gt_path = _image_file(folder / f"{folder.name}_{code}_{phase}_gt{ext}")
+                image, spacing, orientation = reader(img_path)
+                labels, gt_spacing, gt_orientation = reader(gt_path)
+                if image.ndim != 2:
+                    raise InvalidInputError(f"{img_path}: expected one 2D frame")
+                if labels.shape != image.shape:
                     raise InvalidInputError(f"{gt_path}: label map and image differ in size")
+                if not _same_geometry(spacing, gt_spacing) or orientation != gt_orientation:
+                    raise InvalidInputError(f"{gt_path}: label map and image differ in pixel spacing or orientation")
                 image, lab, cm = resample_isotropic(_uint8(image), _labels(labels, gt_path), spacing)
                 samples.append(SegSample(case=folder.name, view=view, phase=phase.lower(), image=image, labels=lab,
                                          cm_per_px=cm, split=s, reported=dict(reported)))
