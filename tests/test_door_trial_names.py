@@ -66,9 +66,39 @@ def test_a_name_written_another_way_in_a_kept_value_is_dropped(tmp_path, patient
     assert all(value not in str(d) for d in summary["deid_record"]["dropped_values"])
 
 
-@pytest.mark.parametrize("view_name", ["PLAX", "A4C", "心尖四腔"])
+@pytest.mark.parametrize("view_name", ["PLAX", "A4C", "Apical 4 chamber, Doppler colour flow"])
 def test_a_view_name_without_the_name_is_kept(tmp_path, view_name):
     src = _write(tmp_path, "李^小龙", "ViewName", view_name)
     out = tmp_path / "out.dcm"
     deidentify_file(src, out, secret=SECRET, options=NO_OCR)
     assert str(pydicom.dcmread(out).ViewName) == view_name
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("ViewName", "Solocanary Jane"), ("ViewName", "PLAX for J Smith"),
+                                                ("StageName", "Peak, Dr Hollowmere"), ("ViewName", "心尖四腔 王芳")])
+def test_a_descriptor_with_words_outside_the_view_vocabulary_is_dropped(tmp_path, keyword, value):
+    """A name typed into ViewName/StageName that is in no other header field: nothing to compare
+    it with, so the descriptor is kept only when all its words are view and stage words."""
+    src = _write(tmp_path, "", keyword, value)
+    out = tmp_path / "out.dcm"
+    summary = deidentify_file(src, out, secret=SECRET, options=NO_OCR)
+    assert keyword not in pydicom.dcmread(out)
+    assert value.split()[-1].encode("utf-8") not in out.read_bytes()
+    reasons = [d["reason"] for d in summary["deid_record"]["dropped_values"] if keyword in d["attribute"]]
+    assert reasons and "free text" in reasons[0]
+
+
+def test_the_gate_refuses_a_free_text_descriptor_the_deidentifier_left():
+    import io
+
+    from echomeasure.errors import DeidentificationError
+    from echomeasure.ingest import deid, gate
+
+    ds = pydicom.dcmread(get_testdata_file("examples_ybr_color.dcm"))
+    ids = gate.collect_dicom_identifiers(ds, secret=SECRET)
+    good = deid.dicom_bytes(deid.deidentify_dicom(ds, ds.pixel_array[:1, :, :, :], (), secret=SECRET,
+                                                  options=NO_OCR).dataset)
+    leaky = pydicom.dcmread(io.BytesIO(good))
+    leaky.StageName = "Jane Solocanary"
+    with pytest.raises(DeidentificationError, match="StageName"):
+        gate.check_dicom_bytes(ids, deid.dicom_bytes(leaky), secret=SECRET)

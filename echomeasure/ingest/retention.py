@@ -10,9 +10,11 @@ every de-identification record, so a change of this table is visible in the data
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
 
-TABLE_VERSION = "echomeasure-retention-2026.12-1"
+TABLE_VERSION = "echomeasure-retention-2026.12-2"
 
 #: Items of coded-concept sequences (view, anatomy, de-identification method).
 CODE_ITEM: dict[str, str] = {
@@ -135,10 +137,10 @@ TOP_LEVEL: dict[str, str] = {
     # ultrasound image module
     "UltrasoundColorDataPresent": "whether colour-flow pixels are present",
     "SequenceOfUltrasoundRegions": "the calibration: regions, units and pixel spacing",
-    "StageName": "stress-echo stage (fixed vocabulary)",
+    "StageName": "stress-echo stage (kept only in DESCRIPTOR_WORDS)",
     "StageNumber": "stress-echo stage number",
     "NumberOfStages": "stress-echo protocol size",
-    "ViewName": "acquisition view label (cleaned of identifiers by the gate)",
+    "ViewName": "acquisition view label (kept only in DESCRIPTOR_WORDS)",
     "ViewNumber": "view number in a stress stage",
     "NumberOfViewsInStage": "stress-echo protocol size",
     "ViewCodeSequence": "coded acquisition view (PLAX, A4C, ...)",
@@ -161,6 +163,42 @@ SEQUENCE_ITEMS: dict[str, Mapping[str, str]] = {
 }
 
 _EMPTY: Mapping[str, str] = {}
+
+#: Kept attributes that operators type freely: kept only when every word is in
+#: :data:`DESCRIPTOR_WORDS` (a name typed there is in no header field the gate could compare with).
+FREE_TEXT_DESCRIPTORS = ("ViewName", "StageName")
+
+#: The words of echo view and stress-stage labels.  Numbers and short codes with a digit
+#: (A4C, 2CH, 10MCG) are allowed too.
+_DESCRIPTOR_TEXT = """
+    plax psax lax sax alax aplax a4c a2c a3c a5c 4ch 2ch 3ch 5ch ch ap4 ap2 ap3 ap5 sc subc ssn supra tee tte
+    apical apex parasternal subcostal subxiphoid suprasternal sternal notch long short axis chamber chambers
+    four two three five lv rv la ra av mv tv pv lvot rvot ivc svc pa aorta aortic mitral tricuspid pulmonic
+    pulmonary valve valves level pap papillary muscle muscles base basal mid inflow outflow arch root ascending
+    descending abdominal view views zoom zoomed focused focus modified off axis color colour flow doppler cw pw
+    tdi tvi tissue velocity mmode m mode 2d 3d 4d strain contrast bubble agitated saline lateral medial septal
+    septum annulus wall walls pericardial pericardium effusion cine loop clip image images frame left right
+    ventricle ventricular atrium atrial heart cardiac echo echocardiogram lung pleural hepatic vein veins
+    inferior superior vena cava anterior posterior inferolateral anteroseptal and with without of the at on
+    in to x y z
+    rest resting baseline pre post peak stress exercise low high dose recovery stage max maximal maximum
+    dobutamine dobu treadmill bike bicycle supine upright pharmacologic immediate early late warm up warmup
+    submax submaximal target hr mcg kg min mins minute minutes sec stop end start
+"""
+DESCRIPTOR_WORDS = frozenset(_DESCRIPTOR_TEXT.split())
+
+
+def plain_descriptor(value: object) -> bool:
+    """True when every word of a free-text descriptor is in :data:`DESCRIPTOR_WORDS`, a number,
+    or a short code with a digit (``A4C``, ``2CH``); case, width and punctuation are ignored."""
+    if value is None:
+        return True
+    values = [value] if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
+    text = unicodedata.normalize("NFKC", " ".join(str(v) for v in values)).casefold()
+    return all(
+        word in DESCRIPTOR_WORDS or word.isdigit() or (len(word) <= 5 and any(c.isdigit() for c in word))
+        for word in re.findall(r"[^\W_]+", text)
+    )
 
 
 def items_table(sequence_keyword: str) -> Mapping[str, str]:
