@@ -17,6 +17,7 @@ stay in pixels and only EF is compared in ml-free terms.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +30,8 @@ from echomeasure.training.seg_train import SegSample
 FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 SPLITS = {"TRAIN": "train", "VAL": "val", "TEST": "test"}
+#: How far (fraction of the frame's larger side) a traced point may lie outside its video's frame.
+TRACING_MARGIN = 0.05
 
 
 def fill_polygon(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -79,15 +82,36 @@ def tracing_mask(rows: list[tuple[float, float, float, float]], shape: tuple[int
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a CSV with the needed columns (in any order, others ignored; UTF-8 with or
+    without the byte-order mark spreadsheets write).  A row with fewer fields than the header is
+    refused (its values would land in the wrong columns)."""
     if not path.is_file():
         raise InvalidInputError(f"{path}: not found; give the EchoNet-Dynamic folder (FileList.csv, VolumeTracings.csv, Videos/)")
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise InvalidInputError(f"{path}: missing column(s) {', '.join(missing)}")
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    rows = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise InvalidInputError(f"{path}: missing column(s) {', '.join(missing)}")
+            for row in reader:
+                if any(v is None for v in row.values()):
+                    raise InvalidInputError(f"{path}: line {reader.line_num} has fewer fields than the header")
+                rows.append({(k or "").strip(): (v if isinstance(v, str) else "").strip() for k, v in row.items()})
+    except csv.Error:
+        raise InvalidInputError(f"{path}: not a readable CSV file") from None
+    except OSError:
+        raise InvalidInputError(f"{path}: cannot read the file") from None
+    return rows
+
+
+def _video_name(value: str, where: str) -> str:
+    """A FileName without ``.avi``: a plain file name in ``Videos/`` (no folder part)."""
+    name = _stem(value)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise InvalidInputError(f"{where}: FileName must be a video's file name in Videos/")
+    return name
 
 
 def _stem(name: str) -> str:
@@ -135,16 +159,23 @@ def read_echonet_dynamic(root: str | os.PathLike[str], split: str | None = None,
     traced: dict[str, dict[int, list[tuple[float, float, float, float]]]] = defaultdict(lambda: defaultdict(list))
     for i, row in enumerate(tracings, start=2):
         try:
-            traced[_stem(row["FileName"])][int(row["Frame"])].append(
-                (float(row["X1"]), float(row["Y1"]), float(row["X2"]), float(row["Y2"])))
+            point = (float(row["X1"]), float(row["Y1"]), float(row["X2"]), float(row["Y2"]))
+            frame = int(row["Frame"])
         except ValueError:
             raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: line {i} has a value that is not a number") from None
+        if not all(math.isfinite(v) for v in point):
+            raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: line {i} has a coordinate that is not a finite number")
+        traced[_video_name(row["FileName"], f"{root / 'VolumeTracings.csv'}: line {i}")][frame].append(point)
     samples: list[SegSample] = []
+    listed: dict[str, int] = {}
     for i, row in enumerate(files, start=2):
         s = SPLITS.get(row["Split"].upper())
         if s is None:
             raise InvalidInputError(f"{root / 'FileList.csv'}: line {i} has a Split other than TRAIN, VAL or TEST")
-        name = _stem(row["FileName"])
+        name = _video_name(row["FileName"], f"{root / 'FileList.csv'}: line {i}")
+        if name in listed:
+            raise InvalidInputError(f"{root / 'FileList.csv'}: line {i} lists the video of line {listed[name]} again")
+        listed[name] = i
         if (split is not None and s != split) or name not in traced:
             continue
         if max_videos is not None and len(samples) >= 2 * max_videos:
@@ -155,9 +186,23 @@ def read_echonet_dynamic(root: str | os.PathLike[str], split: str | None = None,
         try:
             reported = {"ef": float(row["EF"]), "edv": float(row["EDV"]), "esv": float(row["ESV"])}
         except ValueError:
-            raise InvalidInputError(f"{root / 'FileList.csv'}: line {i} has an EF/EDV/ESV that is not a number") from None
+            reported = {}
+        if len(reported) != 3 or not all(math.isfinite(v) for v in reported.values()):
+            raise InvalidInputError(f"{root / 'FileList.csv'}: line {i} has an EF/EDV/ESV that is not a number")
         images = read_frames(root / "Videos" / f"{name}.avi", set(frames))
-        masks = {f: tracing_mask(rows, images[f].shape[:2]) for f, rows in frames.items()}
+        masks = {}
+        for f, rows in frames.items():
+            h, w = images[f].shape[:2]
+            pts = np.asarray(rows, np.float64)
+            margin = TRACING_MARGIN * max(h, w)
+            if (pts[:, [0, 2]].min() < -margin or pts[:, [1, 3]].min() < -margin
+                    or pts[:, [0, 2]].max() > w + margin or pts[:, [1, 3]].max() > h + margin):
+                raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: the tracing of frame {f} of {name}.avi "
+                                        f"lies outside its {w}x{h} video")
+            masks[f] = tracing_mask(rows, (h, w))
+            if not masks[f].any():
+                raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: the tracing of frame {f} of {name}.avi "
+                                        "encloses no pixel")
         ed, es = sorted(frames, key=lambda f: -int(masks[f].sum()))
         for phase, f in (("ed", ed), ("es", es)):
             samples.append(SegSample(case=name, view="a4c", phase=phase, image=images[f],
