@@ -56,3 +56,17 @@ def test_an_ordinary_deflated_ultrasound_file_is_admitted(tmp_path):
     out = pydicom.dcmread(tmp_path / "x.dcm")
     assert str(out.PatientName) == "" and out.PatientIdentityRemoved == "YES"
     assert b"Quenbyx" not in (tmp_path / "x.dcm").read_bytes()
+
+
+def test_a_dicomdir_or_a_report_is_refused_as_not_an_image_without_a_useless_hint(tmp_path):
+    """--allow-non-us cannot make an index or a structured report measurable: say what it is."""
+    for source, expected in ((get_testdata_file("DICOMDIR"), "a DICOMDIR"),
+                             (get_testdata_file("test-SR.dcm"), "not an image")):
+        given = tmp_path / f"given_{Path(source).name}"
+        given.symlink_to(source)
+        for args in (("deid", given.name, "x.dcm"), ("deid", "--allow-non-us", given.name, "x.dcm")):
+            proc = _cli(*args, "--secret", "s", cwd=tmp_path)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.startswith(f"error: {given.name}: ") and proc.stderr.count("\n") == 1, proc.stderr
+            assert expected in proc.stderr and "--allow-non-us" not in proc.stderr, proc.stderr
+            assert not (tmp_path / "x.dcm").exists()

@@ -40,6 +40,8 @@ MAX_TOTAL_BYTES = 2 * 1024**3  # decoded RGB uint8, all frames
 MAX_DEFLATE_RATIO = 200
 MAX_DEFLATE_SMALL_BYTES = 64 * 1024**2
 
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
+
 US_SOP_CLASSES: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
     "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
@@ -602,9 +604,17 @@ def check_sop_class(ds: Dataset, name: str, allow_non_us: bool) -> None:
     sop = str(ds.get("SOPClassUID", "") or "")
     if sop and not _UID_SYNTAX.fullmatch(sop):
         raise InvalidInputError("the DICOM header is corrupt (the SOP Class UID is malformed)")
+    meta = getattr(ds, "file_meta", None)
+    media_sop = str((meta.get("MediaStorageSOPClassUID", "") if meta is not None else "") or "")
+    if media_sop == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        raise InvalidInputError("a DICOMDIR (the index of a DICOM medium), not an image; give the image files "
+                                "or the folder that holds them")
     if allow_non_us or is_ultrasound(ds):
         return
+    sop = sop or media_sop
     label = (sop_class_name(sop) if sop.startswith("1.2.840.10008.") else None) or "not a registered SOP class"
+    if "PixelData" not in ds:  # a report, presentation state, key object...: --allow-non-us cannot help
+        raise InvalidInputError(f"not an image ({label}); give ultrasound images or cines")
     raise InvalidInputError(f"not an ultrasound object ({label}); pass --allow-non-us to read it anyway")
 
 
