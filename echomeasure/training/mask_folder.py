@@ -8,10 +8,13 @@ Layout (either form)::
 
 ``classes.txt``: one class name per line in label-value order, the first line (value 0) being
 the background; a line may also give its value first (``2 plaque`` or ``2: plaque``), then the
-values must be 0, 1, 2, ... in order.  A mask is a single-channel PNG (8 or 16 bit; an RGB mask
-whose three channels are equal is accepted) of the image's size whose pixel values are label
-values.  An optional ``split.txt`` (``NAME train|val|test`` lines) assigns pairs to splits;
-otherwise every pair trains.
+values must be 0, 1, 2, ... in order; a blank line between classes is refused (it would shift
+the values of the classes after it).  A mask is a single-channel PNG (8 or 16 bit; an RGB mask
+whose three channels are equal is accepted; a palette PNG, as PASCAL VOC and most annotation
+tools write, gives its palette indices) of the image's size whose pixel values are label
+values.  An optional ``split.txt`` (``NAME train|val|test`` lines, any case) assigns pairs to
+splits, otherwise every pair trains; a name there with no image is refused (a misspelt test
+image would be trained on).  Text files may carry a byte-order mark.
 
 Errors name the file, never a value read from it: a mask value beyond ``classes.txt``, a mask
 of another size, an image without a mask.
@@ -37,10 +40,16 @@ def read_classes(path: Path) -> tuple[str, ...]:
     if not path.is_file():
         raise InvalidInputError(f"{path}: not found; a mask folder needs a classes.txt (one class name per line)")
     names: list[str] = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    blank: int | None = None
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if line.startswith("#"):
             continue
+        if not line:
+            blank = blank or (number if names else None)
+            continue
+        if blank is not None:  # which label value would the blank line's class have had?
+            raise InvalidInputError(f"{path}: line {blank} is blank between classes; name every label value, one per line")
         m = _NUMBERED.match(line)
         if m:
             if int(m.group(1)) != len(names):
@@ -49,7 +58,9 @@ def read_classes(path: Path) -> tuple[str, ...]:
         names.append(slug(line).replace("-", "_"))
     if len(names) < 2:
         raise InvalidInputError(f"{path}: needs the background and at least one structure")
-    if len(set(names[1:])) != len(names) - 1 or "background" in names[1:]:
+    if "background" in names[1:]:
+        raise InvalidInputError(f"{path}: the background must be the first class (label value 0)")
+    if len(set(names[1:])) != len(names) - 1:
         raise InvalidInputError(f"{path}: class names must be distinct")
     return ("background", *names[1:])
 
@@ -59,6 +70,20 @@ def _read_png(path: Path, flags: int) -> np.ndarray:
     if arr is None:
         raise InvalidInputError(f"{path}: not a readable image")
     return arr
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A label mask's values: a palette PNG (PASCAL VOC, CVAT and most annotation tools) gives
+    its palette indices, any other PNG its pixel values (8 or 16 bit)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode == "P":
+                return np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError):
+        raise InvalidInputError(f"{path}: not a readable image") from None
+    return _read_png(path, cv2.IMREAD_UNCHANGED)
 
 
 def _pairs(root: Path) -> list[tuple[str, Path, Path]]:
@@ -89,23 +114,29 @@ def read_mask_folder(root: str | os.PathLike[str], split: str | None = None) -> 
     classes = read_classes(root / "classes.txt")
     splits: dict[str, str] = {}
     split_file = root / "split.txt"
+    split_lines: dict[str, int] = {}
     if split_file.is_file():
-        for line in split_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        lines = split_file.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+        for number, line in enumerate(lines, start=1):
             parts = line.split()
-            if len(parts) == 2 and parts[1] in ("train", "val", "test"):
-                splits[parts[0]] = parts[1]
+            if len(parts) == 2 and parts[1].lower() in ("train", "val", "test"):
+                splits[parts[0]] = parts[1].lower()
+                split_lines[parts[0]] = number
             elif parts:
                 raise InvalidInputError(f"{split_file}: lines must read 'NAME train|val|test'")
     pairs = _pairs(root)
     if not pairs:
         raise InvalidInputError(f"{root}: no PNG images found (images/ + masks/, or NAME.png + NAME_mask.png)")
+    unknown = sorted(split_lines[n] for n in set(splits) - {name for name, _, _ in pairs})
+    if unknown:  # a misspelt name would silently train on an image meant for testing
+        raise InvalidInputError(f"{split_file}: line {unknown[0]} names no image of the folder")
     samples = []
     for name, img_path, mask_path in pairs:
         s = splits.get(name, "train")
         if split is not None and s != split:
             continue
         image = cv2.cvtColor(_read_png(img_path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        mask = _read_png(mask_path, cv2.IMREAD_UNCHANGED)
+        mask = _read_mask(mask_path)
         if mask.ndim == 3:
             if mask.shape[2] not in (3, 4) or not (np.array_equal(mask[..., 0], mask[..., 1])
                                                  and np.array_equal(mask[..., 0], mask[..., 2])):
@@ -114,7 +145,10 @@ def read_mask_folder(root: str | os.PathLike[str], split: str | None = None) -> 
         if mask.shape != image.shape[:2]:
             raise InvalidInputError(f"{mask_path}: mask size differs from its image")
         if int(mask.max()) >= len(classes):
-            raise InvalidInputError(f"{mask_path}: label values outside classes.txt (0-{len(classes) - 1})")
+            hint = ""
+            if len(classes) == 2 and set(np.unique(mask).tolist()) <= {0, 255}:
+                hint = "; a black-and-white mask must store its structure as 1, not 255"
+            raise InvalidInputError(f"{mask_path}: label values outside classes.txt (0-{len(classes) - 1}){hint}")
         samples.append(SegSample(case=name, view=slug(root.resolve().name), phase=None, image=image,
                                  labels=mask.astype(np.uint8), cm_per_px=None, split=s))
     return samples, classes, slug(root.resolve().name)
