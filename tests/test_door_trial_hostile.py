@@ -70,3 +70,20 @@ def test_a_dicomdir_or_a_report_is_refused_as_not_an_image_without_a_useless_hin
             assert proc.stderr.startswith(f"error: {given.name}: ") and proc.stderr.count("\n") == 1, proc.stderr
             assert expected in proc.stderr and "--allow-non-us" not in proc.stderr, proc.stderr
             assert not (tmp_path / "x.dcm").exists()
+
+
+def test_an_unverified_pixel_cleaning_never_claims_no_burned_in_annotation(tmp_path):
+    """A vendor's BurnedInAnnotation NO on an image with text (GE's US1 still, no regions): the
+    output says YES while the cleaning needs human confirmation, never the original's NO."""
+    from echomeasure.ingest import deidentify_file
+    from echomeasure.ingest.profile import DeidOptions
+
+    ds = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm"))
+    ds.BurnedInAnnotation = "NO"
+    src = tmp_path / "us1.dcm"
+    pydicom.dcmwrite(src, ds)
+    summary = deidentify_file(src, tmp_path / "out.dcm", secret=b"s", options=DeidOptions(find_text=False))
+    pixels = summary["deid_record"]["pixels"]
+    assert pixels["human_confirmation_needed"] and pixels["burned_in_annotation_original"] == "NO"
+    assert pydicom.dcmread(tmp_path / "out.dcm").BurnedInAnnotation == "YES"
+    assert pixels["burned_in_annotation_output"] == "YES"

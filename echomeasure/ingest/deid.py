@@ -13,7 +13,8 @@ What is applied, in one pass over every element including nested sequences:
   patient stay together without the original identifier;
 * (0012,0062) YES, (0012,0063), (0012,0064) with CID 7050 codes, (0028,0303) set;
 * pixels outside the ultrasound regions blanked (region max inclusive) with one vectorised
-  multiply; BurnedInAnnotation set to NO only when that masking removed something.
+  multiply; BurnedInAnnotation NO only when the pixel cleaning is verified (no human
+  confirmation needed), YES otherwise, whatever the original said.
 
 No automatic method can promise that all burned-in text is gone; ``deid_record`` says exactly
 what was done so that a human can confirm.
@@ -637,7 +638,7 @@ def drop_identifying_values(ds: Dataset, identifiers: OriginalIdentifiers, *, se
     return dropped
 
 
-def _mark(ds: Dataset, options: DeidOptions, pixels: PixelResult, original_burned_in: str | None) -> list[dict]:
+def _mark(ds: Dataset, options: DeidOptions, pixels: PixelResult) -> list[dict]:
     codes = _codes(options, pixels)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.PatientIdentityRemoved = "YES"
@@ -651,12 +652,9 @@ def _mark(ds: Dataset, options: DeidOptions, pixels: PixelResult, original_burne
         seq.append(item)
     ds.DeidentificationMethodCodeSequence = seq
     ds.LongitudinalTemporalInformationModified = "MODIFIED" if options.dates == "shift" else "REMOVED"
-    if not pixels.human_confirmation_needed:
-        ds.BurnedInAnnotation = "NO"
-    elif pixels.text.get("boxes_in_fan"):
-        ds.BurnedInAnnotation = "YES"
-    elif original_burned_in:
-        ds.BurnedInAnnotation = original_burned_in
+    # NO only when the cleaning is verified; otherwise YES, whatever the original said: a vendor's
+    # NO above a name banner is common, and a receiver trusts NO.
+    ds.BurnedInAnnotation = "YES" if pixels.human_confirmation_needed else "NO"
     return [{"value": c, "scheme": "DCM", "meaning": CID_7050[c]} for c in codes]
 
 
@@ -687,7 +685,7 @@ def deidentify_dicom(
     output = None if attach_pixels else OutputBuffer.for_shape(frames.shape)
     pixels = clean_pixels(frames, regions, find_text=options.find_text, out=None if output is None else output.frames)
     set_rgb_pixels(ds, pixels.frames, attach=attach_pixels)
-    codes = _mark(ds, options, pixels, original_burned_in)
+    codes = _mark(ds, options, pixels)
     dropped = drop_identifying_values(ds, identifiers, secret=secret)
     sop_class = str(ds.get("SOPClassUID", "") or "1.2.840.10008.5.1.4.1.1.7")
     meta = FileMetaDataset()
