@@ -102,3 +102,30 @@ def test_the_gate_refuses_a_free_text_descriptor_the_deidentifier_left():
     leaky.StageName = "Jane Solocanary"
     with pytest.raises(DeidentificationError, match="StageName"):
         gate.check_dicom_bytes(ids, deid.dicom_bytes(leaky), secret=SECRET)
+
+
+def test_a_view_code_meaning_with_free_text_is_dropped_and_a_standard_one_kept(tmp_path):
+    """A local coding scheme accepts any Code Meaning: a name there is dropped; SNOMED's
+    "Apical four chamber" and "Heart" stay."""
+    ds = pydicom.dcmread(get_testdata_file("examples_ybr_color.dcm"))
+    ds.PatientName = ""
+
+    def code(value, scheme, meaning):
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+        return item
+
+    view = code("399214001", "SCT", "Apical four chamber")
+    view.ViewModifierCodeSequence = Sequence([code("L1", "99LOCAL", "Jane Solocanary")])
+    ds.ViewCodeSequence = Sequence([view])
+    ds.AnatomicRegionSequence = Sequence([code("80891009", "SCT", "Heart")])
+    src = tmp_path / "in.dcm"
+    pydicom.dcmwrite(src, ds)
+    summary = deidentify_file(src, tmp_path / "out.dcm", secret=SECRET, options=NO_OCR)
+    out = pydicom.dcmread(tmp_path / "out.dcm")
+    assert out.ViewCodeSequence[0].CodeMeaning == "Apical four chamber"
+    assert out.AnatomicRegionSequence[0].CodeMeaning == "Heart"
+    assert "CodeMeaning" not in out.ViewCodeSequence[0].ViewModifierCodeSequence[0]
+    assert b"Solocanary" not in (tmp_path / "out.dcm").read_bytes()
+    assert any("CodeMeaning in ViewModifierCodeSequence" in d["attribute"]
+               for d in summary["deid_record"]["dropped_values"])

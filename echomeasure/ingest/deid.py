@@ -619,8 +619,9 @@ def drop_identifying_values(ds: Dataset, identifiers: OriginalIdentifiers, *, se
 
     A kept value such as Manufacturer "Philips" for a patient named Philips is removed (the
     attribute, not the object): the record names the attribute and the kind of identifier it
-    matched, never the value.  A free-text descriptor (ViewName, StageName) with a word outside
-    the view and stage words is removed too: a name typed there matches nothing in the header.
+    matched, never the value.  Free text with a word outside the view and stage words (ViewName,
+    StageName, a view or anatomy Code Meaning) is removed too: a name typed there may match
+    nothing in the header (:func:`retention.free_text_outside_vocabulary`).
     """
     from echomeasure.ingest.gate import matching_attributes
 
@@ -629,12 +630,10 @@ def drop_identifying_values(ds: Dataset, identifiers: OriginalIdentifiers, *, se
         if tag in holder:
             del holder[tag]
             dropped.append({"attribute": label, "reason": f"carries an identifier from the original {source}"})
-    for keyword in retention.FREE_TEXT_DESCRIPTORS:
-        elem = ds.data_element(keyword) if keyword in ds else None
-        if elem is not None and not retention.plain_descriptor(elem.value):
-            del ds[keyword]
-            dropped.append({"attribute": f"({elem.tag.group:04X},{elem.tag.element:04X}) {keyword}",
-                            "reason": "free text outside the view and stage words (it could name a person)"})
+    for holder, tag, label in retention.free_text_outside_vocabulary(ds):
+        if tag in holder:
+            del holder[tag]
+            dropped.append({"attribute": label, "reason": "free text outside the view and stage words (it could name a person)"})
     return dropped
 
 

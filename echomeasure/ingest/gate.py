@@ -558,10 +558,9 @@ def check_dicom_bytes(original: OriginalIdentifiers, data: bytes | memoryview, *
     unlisted = _outside_retention(ds)
     if unlisted:
         raise _refuse(f"attribute {unlisted} is not on the retention list")
-    for keyword in retention.FREE_TEXT_DESCRIPTORS:
-        elem = ds.data_element(keyword) if keyword in ds else None
-        if elem is not None and not retention.plain_descriptor(elem.value):
-            raise _refuse(f"attribute {_label(elem)} holds free text outside the view and stage words")
+    free_text = retention.free_text_outside_vocabulary(ds)
+    if free_text:
+        raise _refuse(f"attribute {free_text[0][2]} holds free text outside the view and stage words")
     return (
         GateReport(
             checks=("preamble zeroed", "no private attributes", "PatientIdentityRemoved=YES and CID 7050 codes",

@@ -14,6 +14,8 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 
+from pydicom.dataset import Dataset
+
 TABLE_VERSION = "echomeasure-retention-2026.12-2"
 
 #: Items of coded-concept sequences (view, anatomy, de-identification method).
@@ -167,6 +169,10 @@ _EMPTY: Mapping[str, str] = {}
 #: Kept attributes that operators type freely: kept only when every word is in
 #: :data:`DESCRIPTOR_WORDS` (a name typed there is in no header field the gate could compare with).
 FREE_TEXT_DESCRIPTORS = ("ViewName", "StageName")
+#: Kept code sequences whose Code Meaning is text (local coding schemes accept anything): the
+#: meaning is kept only when every word is in :data:`DESCRIPTOR_WORDS` too.
+CODE_SEQUENCES = ("ViewCodeSequence", "ViewModifierCodeSequence", "AnatomicRegionSequence",
+                  "AnatomicRegionModifierSequence")
 
 #: The words of echo view and stress-stage labels.  Numbers and short codes with a digit
 #: (A4C, 2CH, 10MCG) are allowed too.
@@ -184,8 +190,27 @@ _DESCRIPTOR_TEXT = """
     rest resting baseline pre post peak stress exercise low high dose recovery stage max maximal maximum
     dobutamine dobu treadmill bike bicycle supine upright pharmacologic immediate early late warm up warmup
     submax submaximal target hr mcg kg min mins minute minutes sec stop end start
+    structure entire thoracic thorax chest transthoracic transesophageal esophageal body region part whole
+    neck abdomen pelvis fetal fetus obstetric vascular vessel artery arteries carotid coronary sinus
 """
 DESCRIPTOR_WORDS = frozenset(_DESCRIPTOR_TEXT.split())
+
+
+def free_text_outside_vocabulary(ds: Dataset) -> list[tuple[Dataset, int, str]]:
+    """Every kept free-text value with a word outside :data:`DESCRIPTOR_WORDS`: the descriptors of
+    :data:`FREE_TEXT_DESCRIPTORS` and the Code Meanings in :data:`CODE_SEQUENCES` (nested ones
+    too), as ``(dataset holding it, tag, label)``."""
+    found: list[tuple[Dataset, int, str]] = []
+    for keyword in FREE_TEXT_DESCRIPTORS:
+        if keyword in ds and not plain_descriptor(ds[keyword].value):
+            tag = ds[keyword].tag
+            found.append((ds, int(tag), f"({tag.group:04X},{tag.element:04X}) {keyword}"))
+    for keyword in CODE_SEQUENCES:
+        for item in ds.get(keyword) or []:
+            if "CodeMeaning" in item and not plain_descriptor(item.CodeMeaning):
+                found.append((item, 0x00080104, f"(0008,0104) CodeMeaning in {keyword}"))
+            found += free_text_outside_vocabulary(item)
+    return found
 
 
 def plain_descriptor(value: object) -> bool:
