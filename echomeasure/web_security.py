@@ -17,6 +17,11 @@
   route, which keeps the app's own upload limit.  A body announced too large is refused before
   it is read; any other body is read only up to the limit, whatever its ``Content-Length``
   (a chunked body may come with a small one).
+- Failed logins (``--auth``) are counted per client address: after
+  :data:`LOGIN_FAILURES_ALLOWED` within :data:`LOGIN_FAILURE_WINDOW_S` seconds, that address
+  gets 429 on the login route until the oldest failure leaves the window (Gradio itself answers
+  every guess at once, hundreds a second).  Behind a reverse proxy every client shares the
+  proxy's address: a stream of wrong passwords then also delays the right one.
 - :func:`private_upload_dir` gives Gradio a private temporary folder (mode 0700) for uploads and
   downloads; :func:`discard_upload` removes an upload once it was processed, and the whole
   folder goes at shutdown (:func:`remove_private_upload_dir`, also registered with ``atexit``);
@@ -36,7 +41,9 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +63,13 @@ API_BODY_LIMIT_BYTES = 1_000_000
 #: Routes that receive files; Gradio applies the app's ``max_file_size`` there.
 UPLOAD_PATHS = ("/gradio_api/upload", "/upload")
 ALLOWED_HOSTS_ENV = "ECHOMEASURE_ALLOWED_HOSTS"
+#: Gradio's login route (``/login`` or ``/login/``, under any root path).
+LOGIN_PATH = "/login"
+#: Failed logins one client address may make within :data:`LOGIN_FAILURE_WINDOW_S`.
+LOGIN_FAILURES_ALLOWED = 10
+LOGIN_FAILURE_WINDOW_S = 300.0
+#: Client addresses whose failures are remembered before expired ones are forgotten.
+_LOGIN_ADDRESSES_KEPT = 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -212,6 +226,8 @@ class RequestGuard:
         Largest body outside ``upload_paths``.
     upload_paths
         Path suffixes of the upload routes (they keep their own limit).
+    clock
+        Seconds (monotonic) for the failed-login window.
     """
 
     def __init__(
@@ -221,12 +237,15 @@ class RequestGuard:
         body_limit_bytes: int = API_BODY_LIMIT_BYTES,
         upload_paths: tuple[str, ...] = UPLOAD_PATHS,
         trusted: frozenset[tuple[str, int | None]] = frozenset(),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.allowed = allowed
         self.trusted = trusted
         self.body_limit_bytes = body_limit_bytes
         self.upload_paths = upload_paths
+        self.clock = clock
+        self.login_failures: dict[str, deque[float]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         from starlette.datastructures import Headers
@@ -243,6 +262,13 @@ class RequestGuard:
                 return
             await _json_response(send, 403, f"forbidden: {reason}")
             return
+        if scope["type"] == "http" and scope.get("method") == "POST" and _is_login(scope):
+            wait_s = self._login_wait_s(_client_address(scope))
+            if wait_s > 0:
+                log.warning("refused a login from %s: too many failed logins", shorten(_client_address(scope)))
+                await _json_response(send, 429, f"too many failed logins from this address; try again in {wait_s:.0f} s")
+                return
+            send = self._counting_login_failures(_client_address(scope), send)
         if scope["type"] == "http" and scope.get("method") in _BODY_METHODS and not self._is_upload(scope):
             length = headers.get("content-length")
             if length is not None and (not length.strip().isdigit() or int(length) > self.body_limit_bytes):
@@ -257,6 +283,36 @@ class RequestGuard:
                 return
             receive = replay
         await self.app(scope, receive, send)
+
+    def _recent_login_failures(self, address: str) -> deque[float]:
+        """The failed logins of ``address`` still inside the window (older ones are dropped)."""
+        now = self.clock()
+        if len(self.login_failures) > _LOGIN_ADDRESSES_KEPT:
+            for other in list(self.login_failures):
+                times = self.login_failures[other]
+                if not times or now - times[-1] >= LOGIN_FAILURE_WINDOW_S:
+                    del self.login_failures[other]
+        failures = self.login_failures.setdefault(address, deque())
+        while failures and now - failures[0] >= LOGIN_FAILURE_WINDOW_S:
+            failures.popleft()
+        return failures
+
+    def _login_wait_s(self, address: str) -> float:
+        """Seconds ``address`` must wait before its next login (0: it may try now)."""
+        failures = self._recent_login_failures(address)
+        if len(failures) < LOGIN_FAILURES_ALLOWED:
+            return 0.0
+        return max(failures[-LOGIN_FAILURES_ALLOWED] + LOGIN_FAILURE_WINDOW_S - self.clock(), 1.0)
+
+    def _counting_login_failures(self, address: str, send: Any) -> Any:
+        """``send`` that records a failed login (a 4xx answer) of ``address``."""
+
+        async def counting(message: Any) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                self._recent_login_failures(address).append(self.clock())
+            await send(message)
+
+        return counting
 
     def _is_upload(self, scope: Any) -> bool:
         path = scope.get("path", "")
@@ -288,6 +344,16 @@ class RequestGuard:
             return await receive()
 
         return replay
+
+
+def _is_login(scope: Any) -> bool:
+    path = scope.get("path", "").rstrip("/")
+    return path == LOGIN_PATH or path.endswith(LOGIN_PATH)
+
+
+def _client_address(scope: Any) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 async def _json_response(send: Any, status: int, message: str) -> None:
@@ -456,6 +522,8 @@ def discard_upload(path: str | os.PathLike[str]) -> None:
 __all__ = [
     "API_BODY_LIMIT_BYTES",
     "DOWNLOAD_DIR_PREFIX",
+    "LOGIN_FAILURES_ALLOWED",
+    "LOGIN_FAILURE_WINDOW_S",
     "LOOPBACK_NAMES",
     "RequestGuard",
     "allowed_hosts",

@@ -20,7 +20,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from ui_fixtures import free_port
 
-from echomeasure.web_security import API_BODY_LIMIT_BYTES, RequestGuard, allowed_hosts, refusal
+from echomeasure.web_security import (
+    API_BODY_LIMIT_BYTES,
+    LOGIN_FAILURE_WINDOW_S,
+    LOGIN_FAILURES_ALLOWED,
+    RequestGuard,
+    allowed_hosts,
+    refusal,
+)
 
 
 async def _echo_length(request: Request) -> JSONResponse:
@@ -117,3 +124,44 @@ def test_a_host_header_that_is_not_a_plain_name_and_port_is_refused(host):
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST:7860", "localhost.:7860", "[::1]:7860", "127.0.0.1"])
 def test_plain_loopback_host_headers_are_still_accepted(host):
     assert refusal({"host": host}, allowed_hosts("127.0.0.1")) is None
+
+
+# ----------------------------------------------------------------------------- password guessing
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _login(request: Request) -> JSONResponse:
+    form = await request.form()
+    if form.get("password") == "right":
+        return JSONResponse({"success": True})
+    return JSONResponse({"detail": "Incorrect credentials."}, status_code=400)
+
+
+def _login_clients(clock: _Clock):
+    from starlette.testclient import TestClient
+
+    app = Starlette(routes=[Route("/login", _login, methods=["POST"]), Route("/login/", _login, methods=["POST"])])
+    guard = RequestGuard(app, allowed=frozenset({"testserver"}), clock=clock)
+    return (TestClient(guard, client=("192.0.2.7", 5000)), TestClient(guard, client=("192.0.2.8", 5000)))
+
+
+def test_password_guessing_is_slowed_per_client_address():
+    clock = _Clock()
+    guesser, other = _login_clients(clock)
+    statuses = [guesser.post("/login", data={"username": "alice", "password": f"guess{i}"}).status_code
+                for i in range(LOGIN_FAILURES_ALLOWED)]
+    assert statuses == [400] * LOGIN_FAILURES_ALLOWED
+    refused = guesser.post("/login/", data={"username": "alice", "password": "right"})
+    assert refused.status_code == 429 and "too many failed logins" in refused.json()["error"]
+    # another address is not affected; successful logins are not counted
+    for _ in range(LOGIN_FAILURES_ALLOWED + 1):
+        assert other.post("/login", data={"username": "bob", "password": "right"}).status_code == 200
+    clock.now += LOGIN_FAILURE_WINDOW_S
+    assert guesser.post("/login", data={"username": "alice", "password": "right"}).status_code == 200
