@@ -32,6 +32,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -164,28 +165,66 @@ _REVIEWED_FIGURE: dict[str, tuple[str, str | None]] = {
     "lvedv": ("edv_ml", "ed_frame"), "lvesv": ("esv_ml", "es_frame"), "lvef": ("ef_percent", None)}
 
 
-def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
-    """One row per stored volume, EF or LV length of a clip, with the method that gave it.
+@dataclass(frozen=True)
+class VolumeState:
+    """Where one stored volume, EF or LV length stands for the exports (CSV and DICOM SR).
+
+    ``record`` is the model's stored figure (``store.contours.VolumeRecord``, its proposed value
+    and frame).  ``status``, ``value`` and ``frame`` are the exported ones; ``reviewer`` and
+    ``reviewed_at`` the latest review of the ED/ES apical contours behind a reviewed figure, and
+    ``n_reviews`` the number of reviews of those contours (None / 0 for a proposed figure).
+    """
+
+    record: Any
+    status: str
+    value: float | None
+    frame: int | None
+    reviewer: str | None = None
+    reviewed_at: datetime | None = None
+    n_reviews: int = 0
+
+
+def volume_states(store: Store, clip: Any) -> list[VolumeState]:
+    """The stored volumes, EFs and lengths of a clip as the exports give them.
 
     The model's figure is the proposed value.  When the reviewer has reviewed the ED and ES LV
-    contours of an apical clip, the single-plane EDV, ESV and EF rows carry the figures of the
+    contours of an apical clip, the single-plane EDV, ESV and EF carry the figures of the
     reviewed contours as their value (status accepted or corrected), computed by the same rule as
-    the proposal's (contours left as proposed give exactly the proposed figures).
+    the proposal's (contours left as proposed give exactly the proposed figures), with the
+    reviewer of the latest review of the ED/ES contours.
     """
-    from echomeasure.contour_volumes import reviewed_figures
-    from echomeasure.store.contours import volumes
+    from echomeasure.contour_volumes import APICAL_LABELS, reviewed_figures
+    from echomeasure.store.contours import contour_reviews, volumes
 
-    models = {m.id: m for m in store.model_versions()}
     stored = volumes(store, clip.id)
     reviewed = reviewed_figures(store, clip, stored) if stored else None
-    rows = []
+    reviews = []
+    if reviewed is not None:
+        phases = (reviewed["ed_frame"], reviewed["es_frame"])
+        reviews = sorted((r for r in contour_reviews(store, clip.id)
+                          if r.frame_index in phases and r.structure in APICAL_LABELS),
+                         key=lambda r: (r.created_at, r.id))
+    out = []
     for v in stored:
-        mv = models.get(v.model_version_id) if v.model_version_id is not None else None
-        status, value, frame = "proposed", v.value, v.frame_index
         if reviewed is not None and catalog.view_of_method(v.method) and v.measurement in _REVIEWED_FIGURE:
             key, frame_key = _REVIEWED_FIGURE[v.measurement]
-            status, value = reviewed["status"], reviewed[key]
-            frame = v.frame_index if frame_key is None else reviewed[frame_key]
+            out.append(VolumeState(
+                v, reviewed["status"], reviewed[key], v.frame_index if frame_key is None else reviewed[frame_key],
+                reviewer=reviews[-1].reviewer if reviews else None,
+                reviewed_at=reviews[-1].created_at if reviews else None, n_reviews=len(reviews)))
+        else:
+            out.append(VolumeState(v, "proposed", v.value, v.frame_index))
+    return out
+
+
+def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
+    """One row per stored volume, EF or LV length of a clip (:func:`volume_states`), with the
+    method that gave it."""
+    models = {m.id: m for m in store.model_versions()}
+    rows = []
+    for vs in volume_states(store, clip):
+        v, status, value, frame = vs.record, vs.status, vs.value, vs.frame
+        mv = models.get(v.model_version_id) if v.model_version_id is not None else None
         row = dict.fromkeys(CSV_COLUMNS, "")
         row.update({
             "study_uid": clip.study_uid, "series_uid": clip.series_uid, "instance_uid": clip.instance_uid,
@@ -197,7 +236,8 @@ def _volume_csv_rows(store: Store, clip: Any) -> list[dict[str, str]]:
             "proposed_value": _num(v.value), "proposed_unit": ucum(v.unit) if v.value is not None else "",
             "confidence": _num(v.confidence, 3), "calibration_source": clip.calibration_source,
             "model_name": mv.name if mv else "", "model_version": mv.version if mv else "",
-            "n_reviews": "0", "proposed_at": iso_utc(v.created_at), "method": v.method,
+            "reviewer": vs.reviewer or "", "n_reviews": str(vs.n_reviews), "reviewed_at": iso_utc(vs.reviewed_at),
+            "proposed_at": iso_utc(v.created_at), "method": v.method,
         })
         rows.append({k: val if k in CSV_NUMERIC_COLUMNS else neutralise_cell(val) for k, val in row.items()})
     return rows

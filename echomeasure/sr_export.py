@@ -99,7 +99,7 @@ class _ClipContent:
     clip: ClipRecord
     source: Dataset  # the rebuilt de-identified instance
     states: list[MeasurementState]
-    volumes: list[Any] = field(default_factory=list)  # store.contours.VolumeRecord with a LOINC code
+    volumes: list[Any] = field(default_factory=list)  # export.VolumeState with a LOINC code
     algorithms: dict[int, tuple[str, str]] = field(default_factory=dict)  # model_version id -> (name, version)
 
 
@@ -288,35 +288,67 @@ def _measurement_item(st: MeasurementState, source: Dataset) -> hd.sr.Measuremen
         referenced_coordinates=coordinates,
     )
     if st.status in HUMAN_STATUSES and st.reviewer:
-        observer = hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
-            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=person_name(st.reviewer)),
-        )
-        # Observation context items come first among the children they apply to.
-        children = list(item[0].ContentSequence) if "ContentSequence" in item[0] else []
-        item[0].ContentSequence = [*observer, *children]
+        _add_person_observer(item, st.reviewer)
     return item
 
 
-def _volume_item(v: Any, source: Dataset, algorithms: dict[int, tuple[str, str]]) -> hd.sr.Measurement:
-    """A segmentation-derived volume, EF or length: its method is in its LOINC code (CID 12300)."""
+def _volume_item(vs: Any, source: Dataset, algorithms: dict[int, tuple[str, str]]) -> hd.sr.Measurement:
+    """A segmentation-derived volume, EF or length (an :class:`echomeasure.export.VolumeState`):
+    its method is in its LOINC code (CID 12300).  The model's figure (proposed, or its contours
+    accepted unchanged) names the algorithm; a figure of corrected contours names the reviewer."""
     import highdicom as hd
     from pydicom.sr.coding import Code
 
+    v = vs.record
     code = catalog.volume_loinc(v.measurement, v.method)
     assert code is not None, "only volumes with a LOINC code are exported"
-    name, version = algorithms.get(v.model_version_id or -1, ("echomeasure", "unknown"))
-    return hd.sr.Measurement(
+    algorithm = None
+    if vs.status in ALGORITHM_STATUSES:
+        name, version = algorithms.get(v.model_version_id or -1, ("echomeasure", "unknown"))
+        algorithm = hd.sr.AlgorithmIdentification(name=name, version=version)
+    item = hd.sr.Measurement(
         name=Code(code, "LN", _ln_meanings().get(code, v.measurement)),
-        value=float(v.value),
+        value=float(vs.value),
         unit=unit_code(v.unit),
-        algorithm_id=hd.sr.AlgorithmIdentification(name=name, version=version),
+        algorithm_id=algorithm,
     )
+    if vs.status in HUMAN_STATUSES and vs.reviewer:
+        _add_person_observer(item, vs.reviewer)
+    return item
+
+
+def _add_person_observer(item: hd.sr.Measurement, reviewer: str) -> None:
+    """The reviewer as the measurement's person observer (TID 1002, HAS OBS CONTEXT)."""
+    import highdicom as hd
+
+    observer = hd.sr.ObserverContext(
+        observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=person_name(reviewer)),
+    )
+    # Observation context items come first among the children they apply to.
+    children = list(item[0].ContentSequence) if "ContentSequence" in item[0] else []
+    item[0].ContentSequence = [*observer, *children]
+
+
+#: Most characters of a PN component group (DICOM PS3.5 6.2).
+PN_GROUP_CHARS = 64
 
 
 def person_name(reviewer: str) -> str:
-    """The reviewer as a DICOM PN: a name without ``^`` becomes the family-name component."""
-    return reviewer if "^" in reviewer else f"{reviewer}^"
+    """The reviewer as a DICOM PN of one value and one component group.
+
+    A name without ``^`` becomes the family-name component.  The PN delimiters a typed name may
+    hold become spaces: ``\\`` (it made the name two values) and ``=`` (it moved the name into
+    the ideographic group), as do ``^`` beyond the five components; the group is cut to its 64
+    characters (a longer value is invalid DICOM).
+    """
+    text = " ".join(reviewer.replace("\\", " ").replace("=", " ").split())
+    if text.count("^") > 4:
+        text = " ".join(text.replace("^", " ").split())
+    if "^" not in text:
+        text = text[: PN_GROUP_CHARS - 1].rstrip() + "^"
+    text = text[:PN_GROUP_CHARS]
+    return text if text.strip("^ ") else "reviewer^"
 
 
 def _group(content: _ClipContent, remap: UidRemapper) -> hd.sr.MeasurementsAndQualitativeEvaluations:
@@ -348,7 +380,8 @@ def _content_digest(contents: Sequence[_ClipContent]) -> str:
                  st.model_name, st.model_version]
                 for st in c.states
             ],
-            "v": [[v.measurement, v.method, v.value, v.unit, v.model_version_id] for v in c.volumes],
+            "v": [[v.record.measurement, v.record.method, v.status, v.value, v.record.unit, v.record.model_version_id,
+                   v.reviewer] for v in c.volumes],
         }
         for c in contents
     ]
@@ -357,6 +390,7 @@ def _content_digest(contents: Sequence[_ClipContent]) -> str:
 
 def _content_time(contents: Sequence[_ClipContent]) -> datetime:
     stamps = [t for c in contents for st in c.states for t in (st.reviewed_at, st.proposed_at) if t is not None]
+    stamps += [v.reviewed_at for c in contents for v in c.volumes if v.reviewed_at is not None]
     return max(stamps) if stamps else datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -398,7 +432,19 @@ def build_report(contents: Sequence[_ClipContent], *, secret: bytes) -> hd.sr.Co
     for item in sr.get("ContributingEquipmentSequence", []):
         if "ContributionDateTime" in item:
             item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")
+    _declare_character_set(sr)
     return sr
+
+
+def _declare_character_set(ds: Dataset) -> None:
+    """UTF-8 (``ISO_IR 192``) as the Specific Character Set when any text is beyond ASCII (a
+    reviewer named Müller): without it the default repertoire is ASCII, and the names were
+    written as Latin-1 bytes that dciodvfy rejects and readers decode at will."""
+    for elem in ds.iterall():
+        values = elem.value if isinstance(elem.value, list | tuple) else [elem.value]
+        if any(not str(v).isascii() for v in values if isinstance(v, str) or type(v).__name__ == "PersonName"):
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            return
 
 
 # --------------------------------------------------------------------------- export
@@ -460,24 +506,29 @@ def _study_contents(
 def _exportable_volumes(
     store: Store, clip: ClipRecord, statuses: Sequence[str], reader: str | None, notices: list[str]
 ) -> list[Any]:
-    """The clip's segmentation-derived values that can go into an SR.
+    """The clip's segmentation-derived values that can go into an SR, as the CSV gives them
+    (:func:`echomeasure.export.volume_states`).
 
-    They are the model's proposals (not reviewable yet), so they are exported only when
-    ``proposed`` is among the statuses, never on a reader-study clip, and only those with a
-    value in ml/%/cm and a LOINC code for their method (a notice names the others).
+    The single-plane EDV, ESV and EF of reviewed ED/ES contours have the review's status
+    (accepted or corrected) and figures; every other volume is the model's proposal.  Those whose
+    status is among ``statuses`` are exported, never on a reader-study clip (its contours are not
+    reviewed there), and only those with a value in ml/%/cm and a LOINC code for their method (a
+    notice names the others).
     """
-    from echomeasure.store import contours, readers
+    from echomeasure.export import volume_states
+    from echomeasure.store import readers
 
-    if "proposed" not in statuses or readers.has_readers(store, clip.id):
+    if readers.has_readers(store, clip.id):
         return []
     out, uncoded = [], []
-    for v in contours.volumes(store, clip.id):
-        if v.value is None or v.unit == "px":
+    for vs in volume_states(store, clip):
+        v = vs.record
+        if vs.status not in statuses or vs.value is None or v.unit == "px":
             continue
         if catalog.volume_loinc(v.measurement, v.method) is None:
             uncoded.append(f"{v.measurement} ({v.method})")
             continue
-        out.append(v)
+        out.append(vs)
     if uncoded:
         notices.append(f"clip {clip.id}: {', '.join(uncoded)} left out of the SR: no LOINC code for that method")
     return out
@@ -562,7 +613,7 @@ def export_dicom_sr(
         path = folder / SR_FILE_NAME
         write_bytes(path, _dicom_bytes(sr))
         result.reports.append(path)
-        result.n_measurements += sum(len(c.states) for c in contents)
+        result.n_measurements += sum(len(c.states) + len(c.volumes) for c in contents)
         log.info("wrote SR of study …%s (%d clips)", study_uid[-6:], len(contents))
     if not result.reports:
         result.notices.append(f"no measurement with status {','.join(wanted)} and a physical value to export")
