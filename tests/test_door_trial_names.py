@@ -50,7 +50,8 @@ def _write(tmp_path, patient_name: str, keyword: str, value: str):
 
 def _kept(ds: Dataset, keyword: str):
     if keyword == "CodeMeaning":
-        return ds.ViewCodeSequence[0].get("CodeMeaning") if "ViewCodeSequence" in ds else None
+        items = ds.get("ViewCodeSequence") or []  # an item whose meaning was dropped goes with it
+        return items[0].get("CodeMeaning") if items else None
     return ds.get(keyword)
 
 
@@ -125,7 +126,9 @@ def test_a_view_code_meaning_with_free_text_is_dropped_and_a_standard_one_kept(t
     out = pydicom.dcmread(tmp_path / "out.dcm")
     assert out.ViewCodeSequence[0].CodeMeaning == "Apical four chamber"
     assert out.AnatomicRegionSequence[0].CodeMeaning == "Heart"
-    assert "CodeMeaning" not in out.ViewCodeSequence[0].ViewModifierCodeSequence[0]
+    # the code item lost its meaning, so the item goes (a code item without a meaning is invalid)
+    assert len(out.ViewCodeSequence[0].ViewModifierCodeSequence) == 0
+    assert all("CodeMeaning" in item for seq in (out.ViewCodeSequence, out.AnatomicRegionSequence) for item in seq)
     assert b"Solocanary" not in (tmp_path / "out.dcm").read_bytes()
     assert any("CodeMeaning in ViewModifierCodeSequence" in d["attribute"]
                for d in summary["deid_record"]["dropped_values"])

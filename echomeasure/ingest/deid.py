@@ -634,7 +634,22 @@ def drop_identifying_values(ds: Dataset, identifiers: OriginalIdentifiers, *, se
         if tag in holder:
             del holder[tag]
             dropped.append({"attribute": label, "reason": "free text outside the view and stage words (it could name a person)"})
+    _prune_code_items(ds)
     return dropped
+
+
+def _prune_code_items(ds: Dataset) -> None:
+    """Remove the items of the kept code sequences (:data:`retention.CODE_SEQUENCES`, nested ones
+    too) whose Code Meaning was dropped: a code item without its meaning (Type 1) is invalid, and
+    a local code's value means nothing without it.  The sequence stays, empty if need be."""
+    for keyword in retention.CODE_SEQUENCES:
+        if keyword not in ds:
+            continue
+        for item in ds[keyword].value:
+            _prune_code_items(item)
+        kept = [item for item in ds[keyword].value if "CodeMeaning" in item]
+        if len(kept) != len(ds[keyword].value):
+            ds[keyword].value = Sequence(kept)
 
 
 def _mark(ds: Dataset, options: DeidOptions, pixels: PixelResult) -> list[dict]:
