@@ -186,3 +186,26 @@ def test_the_clip_header_counts_frames_in_english():
 
     assert "DOPPLER · 1 frame · frame time unknown" in clip_header(clip(1), [])
     assert "40 frames (0–39)" in clip_header(clip(40), [])
+
+
+def test_the_clip_header_asks_to_check_pixels_the_deidentifier_could_not_verify(controller):
+    """A clip whose de-identification record asks for human confirmation says so in the header
+    every time it opens (it was in the record only); a clean DICOM clip says nothing."""
+    from dataclasses import replace
+
+    from echomeasure.ui.controller import clip_header
+
+    ctrl, info = controller
+    clip = ctrl.store.clip(info.clip_id)
+    assert clip.deid_record["pixels"]["human_confirmation_needed"] is False  # ingested for real: regions, no text
+    assert "⚠" not in ctrl.open_clip(info.clip_id, "Dr A").header
+
+    def header(pixels):
+        return clip_header(replace(clip, deid_record={**clip.deid_record, "pixels": pixels}), [])
+
+    boxes = {"searched": True, "boxes_in_fan": [[1, 2, 3, 4], [5, 6, 7, 8]]}
+    assert "⚠ 2 burned-in text areas were found inside the image" in header(
+        {"human_confirmation_needed": True, "text": boxes})
+    assert "not searched" in header({"human_confirmation_needed": True, "text": {"searched": False}})
+    assert "found from the pixels" in header({"human_confirmation_needed": True, "text": {"searched": True}})
+    assert "⚠" not in header({"human_confirmation_needed": False, "text": boxes})

@@ -67,9 +67,27 @@ def clip_header(clip: ClipRecord, states: Sequence[MeasurementState], warnings: 
         f"study …{clip.study_uid[-8:]}",
     ]
     text = " &nbsp;|&nbsp; ".join(parts)
-    for w in warnings:
+    for w in [*warnings, *pixel_deid_notices(clip.deid_record)]:
         text += f"\n\n⚠ {w}"
     return text
+
+
+def pixel_deid_notices(deid_record: Mapping[str, Any] | None) -> list[str]:
+    """What the reviewer must check in the pixels of a de-identified clip (from its record):
+    burned-in text found inside the image area and left in place, or pixels cleaned without the
+    DICOM regions (a video or still) or without the text search."""
+    pixels = (deid_record or {}).get("pixels") or {}
+    if not pixels.get("human_confirmation_needed"):
+        return []
+    text = pixels.get("text") or {}
+    boxes = len(text.get("boxes_in_fan") or [])
+    if boxes:
+        return [f"{boxes} burned-in text {'area was' if boxes == 1 else 'areas were'} found inside the image "
+                "and left in place: check that no patient identifier is visible before sharing this clip"]
+    if not text.get("searched"):
+        return ["burned-in text was not searched for: check that no patient identifier is visible in the image"]
+    return ["the image area was found from the pixels (no DICOM regions): check that no patient identifier "
+            "is visible in the image"]
 
 
 @dataclass(frozen=True)
