@@ -51,6 +51,16 @@ PROPOSAL_CONTENT = (
 )
 #: Columns that say which weights a model version is; its audit events record them.
 MODEL_VERSION_IDENTITY = ("name", "version", "sha256")
+#: Rows whose audit events record (in ``after``) the columns that matter, checked against them:
+#: table -> those columns.  Who reads a clip blinded, and a clip's user scale, are such rows.
+RECORDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "model_version": MODEL_VERSION_IDENTITY,
+    "reader_assignment": ("reader", "mode"),
+    "reader_read": ("review_id", "mode"),
+    "user_calibration": ("points", "length_cm", "cm_per_px"),
+}
+#: Of those, the tables whose every row was written with its audit event (made after the chain).
+_ALWAYS_RECORDED = ("reader_assignment", "reader_read", "user_calibration")
 
 CONTOUR_PROPOSAL_CONTENT = (
     "id", "clip_id", "frame_index", "structure", "polygon", "area_cm2", "confidence", "model_version_id", "created_at",
@@ -223,10 +233,9 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
     }
     row_hashes = {name: _row_hashes(conn, t, cols) for name, (t, cols) in tables.items()}
     unaudited = {name: set(hashes) for name, hashes in row_hashes.items()}
-    mv = db.ModelVersion.__table__
-    model_identities = {
-        row["id"]: row for row in conn.execute(select(mv.c.id, *(mv.c[c] for c in MODEL_VERSION_IDENTITY))).mappings()
-    }
+    recorded_rows = {name: _recorded_rows(conn, db.Base.metadata.tables[name], cols)
+                     for name, cols in RECORDED_COLUMNS.items()}
+    unrecorded = {name: set(recorded_rows[name]) for name in _ALWAYS_RECORDED}
 
     t = db.AuditEvent.__table__
     prev, n = genesis, 0
@@ -254,11 +263,13 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
                 return broken(eid, f"{name} {ids[0] if len(ids) == 1 else ids} recorded by event {eid} "
                                    "was changed after it was written")
             unaudited[name].difference_update(ids)
-        changed_model = _changed_model_version(event, model_identities)
-        if changed_model is not None:
-            return broken(eid, changed_model)
+        changed = _changed_recorded_row(event, recorded_rows)
+        if changed is not None:
+            return broken(eid, changed)
+        if event["entity_type"] in unrecorded:
+            unrecorded[event["entity_type"]].discard(event["entity_id"])
         prev = event["sha256"]
-    for name, left in unaudited.items():
+    for name, left in (*unaudited.items(), *unrecorded.items()):
         if left:
             return ChainReport(False, n, prev, genesis, None, f"{name} {min(left)} has no audit event (added behind "
                                "the application's back)", time.perf_counter() - started)
@@ -266,25 +277,41 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
                        {name: len(h) for name, h in row_hashes.items()})
 
 
-def _changed_model_version(event: Mapping[Any, Any], identities: Mapping[int, Mapping[Any, Any]]) -> str | None:
-    """Why a model version an event recorded no longer is what it recorded (None: it is).
+def _recorded_rows(conn: Connection, table: Any, columns: tuple[str, ...]) -> dict[int, dict[str, Any]]:
+    extra = ("clip_id",) if "clip_id" in table.c else ()
+    query = select(table.c.id, *(table.c[c] for c in (*columns, *extra)))
+    return {row["id"]: dict(row) for row in conn.execute(query).mappings()}
 
-    The identity of a version (:data:`MODEL_VERSION_IDENTITY`) never changes once registered
-    (only its metadata and active flag do), yet the table allows updates of those columns; a
-    version renamed or given another sha256 would relabel every proposal it made.
+
+def _changed_recorded_row(event: Mapping[Any, Any], rows: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> str | None:
+    """Why a row an event recorded (:data:`RECORDED_COLUMNS`) no longer is what it recorded (None: it is).
+
+    These tables refuse UPDATE and DELETE by trigger, except a model version's identity, which
+    only this check covers (its metadata and active flag may change): a version renamed or
+    given another sha256 would relabel every proposal it made.
     """
-    if event["entity_type"] != "model_version" or event["entity_id"] is None:
+    table = event["entity_type"]
+    if table not in rows or event["entity_id"] is None:
         return None
-    recorded = {k: v for k, v in (event["after"] or {}).items() if k in MODEL_VERSION_IDENTITY}
+    recorded = {k: v for k, v in (event["after"] or {}).items() if k in RECORDED_COLUMNS[table]}
     if not recorded:
         return None
-    eid, mid = event["id"], event["entity_id"]
-    row = identities.get(mid)
+    eid, rid = event["id"], event["entity_id"]
+    row = rows[table].get(rid)
     if row is None:
-        return f"model_version {mid} recorded by event {eid} is missing"
-    if any(row[k] != v for k, v in recorded.items()):
-        return f"model_version {mid} recorded by event {eid} was changed after it was written (name, version or sha256)"
+        return f"{table} {rid} recorded by event {eid} is missing"
+    if any(not _same_value(row[k], v) for k, v in recorded.items()) or (
+        "clip_id" in row and row["clip_id"] != event["clip_id"]
+    ):
+        return f"{table} {rid} recorded by event {eid} was changed after it was written"
     return None
+
+
+def _same_value(stored: Any, recorded: Any) -> bool:
+    try:
+        return bool(exact_json(stored) == exact_json(recorded))
+    except ValueError:  # a number made non-finite behind the application's back
+        return False
 
 
 def row_hash(row: Mapping[Any, Any], columns: Iterable[str]) -> str:
