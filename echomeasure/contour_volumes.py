@@ -104,23 +104,32 @@ def _unchanged(state: contours.ContourState) -> bool:
 def reviewed_figures(store: Store, clip: ClipRecord, stored_volumes: Sequence[Any] | None = None) -> dict[str, Any] | None:
     """The clip's LV figures from its reviewed contours, for the export; None when nothing was reviewed.
 
-    The ED and ES LV contours must both be reviewed (accepted, corrected or added) and the set
-    apical.  Returns :func:`figures` plus ``status``: "accepted" when every apical contour of the
-    ED and ES frames is still its proposal's polygon (so the figures are the proposed ones),
-    else "corrected".
+    Returns :func:`figures` plus ``statuses``, the review status of each figure: EDV is
+    reviewed when the end-diastolic LV contour is (accepted, corrected or added), ESV when the
+    end-systolic one is, EF when both are; a figure whose frame was not reviewed is None there
+    (the export keeps the proposed value for it).  A status is "accepted" when every apical
+    contour of its frame(s) is still its proposal's polygon (so the figure is the proposed one),
+    else "corrected".  ``status`` is that of EF (None unless both frames were reviewed).
     """
     states = contours.current_contours(store, clip.id)
     items = [{"frame": st.frame_index, "structure": st.structure, "polygon": st.polygon, "status": st.status}
              for st in states]
     out = figures(store, clip, items, stored_volumes)
-    if out is None:
+    if out is None or out["ed_frame"] is None or out["es_frame"] is None:
         return None
-    ed, es = out["ed_frame"], out["es_frame"]
     lv_status = {st.frame_index: st.status for st in states if st.structure == "lv"}
-    if ed is None or es is None or "proposed" in (lv_status.get(ed), lv_status.get(es)):
+
+    def status_of(frames: tuple[int, ...]) -> str | None:
+        if any(lv_status.get(f) in (None, "proposed") for f in frames):
+            return None
+        on_frames = [st for st in states if st.frame_index in frames and st.structure in APICAL_LABELS]
+        return "accepted" if all(_unchanged(st) for st in on_frames) else "corrected"
+
+    ed, es = out["ed_frame"], out["es_frame"]
+    out["statuses"] = {"edv_ml": status_of((ed,)), "esv_ml": status_of((es,)), "ef_percent": status_of((ed, es))}
+    if not any(out["statuses"].values()):
         return None
-    on_phases = [st for st in states if st.frame_index in (ed, es) and st.structure in APICAL_LABELS]
-    out["status"] = "accepted" if all(_unchanged(st) for st in on_phases) else "corrected"
+    out["status"] = out["statuses"]["ef_percent"]
     return out
 
 

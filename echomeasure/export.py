@@ -187,11 +187,12 @@ class VolumeState:
 def volume_states(store: Store, clip: Any) -> list[VolumeState]:
     """The stored volumes, EFs and lengths of a clip as the exports give them.
 
-    The model's figure is the proposed value.  When the reviewer has reviewed the ED and ES LV
-    contours of an apical clip, the single-plane EDV, ESV and EF carry the figures of the
-    reviewed contours as their value (status accepted or corrected), computed by the same rule as
-    the proposal's (contours left as proposed give exactly the proposed figures), with the
-    reviewer of the latest review of the ED/ES contours.
+    The model's figure is the proposed value.  Once the reviewer has reviewed an apical clip's
+    end-diastolic LV contour, the single-plane EDV carries the figure of the reviewed contours
+    as its value (status accepted or corrected); ESV likewise with the end-systolic contour, and
+    EF once both are reviewed (:func:`echomeasure.contour_volumes.reviewed_figures`: the same rule
+    as the proposal's, so contours left as proposed give exactly the proposed figures).  Each
+    carries the reviewer and time of the latest review of its frame's apical contours.
     """
     from echomeasure.contour_volumes import APICAL_LABELS, reviewed_figures
     from echomeasure.store.contours import contour_reviews, volumes
@@ -200,20 +201,24 @@ def volume_states(store: Store, clip: Any) -> list[VolumeState]:
     reviewed = reviewed_figures(store, clip, stored) if stored else None
     reviews = []
     if reviewed is not None:
-        phases = (reviewed["ed_frame"], reviewed["es_frame"])
-        reviews = sorted((r for r in contour_reviews(store, clip.id)
-                          if r.frame_index in phases and r.structure in APICAL_LABELS),
+        reviews = sorted((r for r in contour_reviews(store, clip.id) if r.structure in APICAL_LABELS),
                          key=lambda r: (r.created_at, r.id))
     out = []
     for v in stored:
+        status = None
         if reviewed is not None and catalog.view_of_method(v.method) and v.measurement in _REVIEWED_FIGURE:
             key, frame_key = _REVIEWED_FIGURE[v.measurement]
-            out.append(VolumeState(
-                v, reviewed["status"], reviewed[key], v.frame_index if frame_key is None else reviewed[frame_key],
-                reviewer=reviews[-1].reviewer if reviews else None,
-                reviewed_at=reviews[-1].created_at if reviews else None, n_reviews=len(reviews)))
-        else:
+            status = reviewed["statuses"][key]
+        if status is None:
             out.append(VolumeState(v, "proposed", v.value, v.frame_index))
+            continue
+        assert reviewed is not None
+        phases = {reviewed[frame_key]} if frame_key is not None else {reviewed["ed_frame"], reviewed["es_frame"]}
+        own = [r for r in reviews if r.frame_index in phases]
+        out.append(VolumeState(
+            v, status, reviewed[key], v.frame_index if frame_key is None else reviewed[frame_key],
+            reviewer=own[-1].reviewer if own else None, reviewed_at=own[-1].created_at if own else None,
+            n_reviews=len(own)))
     return out
 
 

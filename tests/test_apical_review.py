@@ -99,8 +99,8 @@ def test_untouched_and_accepted_contours_keep_the_proposed_figures_and_an_edit_r
     rows = _csv_volume_rows(ctrl, clip_id)
     assert after["esv_ml"] < shown["esv_ml"] and after["edv_ml"] == shown["edv_ml"]
     assert {k: after[k] for k in FIGURE_OF.values()} == {k: live[k] for k in FIGURE_OF.values()}
-    for name, key in FIGURE_OF.items():
-        assert rows[name]["status"] == "corrected"
+    for name, key in FIGURE_OF.items():  # an ES edit: ESV and EF are corrected, EDV stays accepted
+        assert rows[name]["status"] == ("accepted" if name == "lvedv" else "corrected"), name
         assert float(rows[name]["value"]) == after[key], name
     assert float(rows["lvesv"]["proposed_value"]) == shown["esv_ml"]  # the model's figure stays beside it
 
@@ -118,8 +118,8 @@ def test_an_edited_atrium_on_an_accepted_frame_makes_the_figures_corrected(a4c):
     _review(ctrl, clip_id, es, "la", "corrected", [[x, min(y + 2.0, height)] for x, y in la])  # 2 px lower
     rows = _csv_volume_rows(ctrl, clip_id)
     after = _shown(ctrl, clip_id)
-    for name, key in FIGURE_OF.items():
-        assert rows[name]["status"] == "corrected"
+    for name, key in FIGURE_OF.items():  # the atrium of the ES frame: ESV and EF
+        assert rows[name]["status"] == ("accepted" if name == "lvedv" else "corrected"), name
         assert float(rows[name]["value"]) == after[key], name
     # corrected back to exactly the proposed points: the proposal again
     _review(ctrl, clip_id, es, "la", "corrected", la)

@@ -151,11 +151,16 @@ def test_csv_volume_rows_carry_the_figures_of_the_reviewed_lv_contours(store, di
         rows = csv.DictReader(io.StringIO(render(store, "csv")))
         return {(r["measurement"], r["method"]): r for r in rows if r["method"]}
 
-    # Nothing reviewed, or only the ED contour: the model's figures, proposed.
-    add_contour_review(store, clip_id, "accepted", "Dr A", contour_proposal_id=ed.id)
+    # Nothing reviewed: the model's figures, proposed.
     rows = volume_rows()
     assert {r["status"] for r in rows.values()} == {"proposed"}
     assert float(rows[("lvedv", "single-plane A4C")]["value"]) == 99.0
+    # Only the ED contour (accepted): EDV is reviewed (the figure of its contours), ESV and EF not.
+    add_contour_review(store, clip_id, "accepted", "Dr A", contour_proposal_id=ed.id)
+    rows = volume_rows()
+    assert rows[("lvedv", "single-plane A4C")]["status"] == "accepted"
+    assert {rows[(n, "single-plane A4C")]["status"] for n in ("lvesv", "lvef")} == {"proposed"}
+    assert float(rows[("lvesv", "single-plane A4C")]["value"]) == 40.0
 
     corrected_es = _ellipse(25, 24, 5, 10)
     add_contour_review(store, clip_id, "corrected", "Dr A", contour_proposal_id=es.id, polygon=corrected_es)
@@ -169,7 +174,7 @@ def test_csv_volume_rows_carry_the_figures_of_the_reviewed_lv_contours(store, di
     for (name, method), key in ((("lvedv", "single-plane A4C"), "edv_ml"), (("lvesv", "single-plane A4C"), "esv_ml"),
                                 (("lvef", "single-plane A4C"), "ef_percent")):
         row = rows[(name, method)]
-        assert row["status"] == "corrected"
+        assert row["status"] == ("accepted" if name == "lvedv" else "corrected")  # ES edited: ESV and EF
         assert float(row["value"]) == pytest.approx(figures[key], abs=1e-3)
     esv = rows[("lvesv", "single-plane A4C")]
     assert float(esv["proposed_value"]) == 40.0 and esv["frame"] == "3"

@@ -74,12 +74,37 @@ def _volume_rows(store) -> dict[str, dict[str, str]]:
 def test_csv_volume_rows_of_reviewed_contours_name_their_reviewer_safely(store, tmp_path):
     _apical(store, tmp_path, "=HYPERLINK(\"http://x\")")
     rows = _volume_rows(store)
-    for name in ("lvedv", "lvesv", "lvef"):
+    # ESV and EF depend on the corrected ES contour; EDV only on the ED frame's accepted contours
+    for name, n_reviews in (("lvesv", "4"), ("lvef", "7")):
         row = rows[name]
         assert row["status"] == "corrected"
         assert row["reviewer"] == "'=HYPERLINK(\"http://x\")"  # who, and spreadsheet-safe
-        assert row["n_reviews"] == "7" and row["reviewed_at"].endswith("Z")
+        assert row["n_reviews"] == n_reviews and row["reviewed_at"].endswith("Z")
+    assert rows["lvedv"]["status"] == "accepted" and rows["lvedv"]["reviewer"] == "Dr First"
+    assert rows["lvedv"]["n_reviews"] == "3"
     assert float(rows["lvesv"]["value"]) < float(rows["lvesv"]["proposed_value"])
+
+
+def test_a_figure_is_reviewed_once_its_own_frame_is(store, tmp_path):
+    """EDV needs only the end-diastolic LV contour reviewed, ESV the end-systolic one, EF both:
+    a corrected ED contour with the ES one untouched exported the proposed EDV before."""
+    path = write_us_dicom(tmp_path / "apical.dcm", height=H, width=W)
+    clip_id = ingest_path(path, store, secret=config.secret(), run_models=False).clip.id
+    stored = add_contours(store, clip_id, _contours(1, 1.0) + _contours(3, 0.72), model=MODEL_2D)
+    add_volumes(store, clip_id, [
+        {"name": "lvedv", "value": 20.0, "unit": "ml", "frame": 1, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "lvesv", "value": 8.0, "unit": "ml", "frame": 3, "method": "single-plane A4C", "confidence": 0.9},
+        {"name": "lvef", "value": 60.0, "unit": "%", "frame": 3, "method": "single-plane A4C", "confidence": 0.9},
+    ], model=MODEL_2D)
+    ed_lv = next(p for p in stored if p.structure == "lv" and p.frame_index == 1)
+    larger = [[W / 2 + 1.1 * (x - W / 2), y] for x, y in ed_lv.polygon]
+    add_contour_review(store, clip_id, "corrected", "Dr Ed", contour_proposal_id=ed_lv.id, polygon=larger)
+    rows = _volume_rows(store)
+    assert rows["lvedv"]["status"] == "corrected" and rows["lvedv"]["reviewer"] == "Dr Ed"
+    assert rows["lvedv"]["frame"] == "1" and float(rows["lvedv"]["value"]) != 20.0
+    for name, proposed in (("lvesv", "8"), ("lvef", "60")):
+        assert rows[name]["status"] == "proposed" and rows[name]["reviewer"] == ""
+        assert float(rows[name]["value"]) == float(proposed)
 
 
 def _num_items(ds) -> dict[str, tuple[float, str, list[str]]]:
@@ -121,7 +146,9 @@ def test_sr_carries_the_figures_of_reviewed_contours_with_their_reviewer(store, 
         value, unit, people = items[code]
         assert value == pytest.approx(float(rows[name]["value"]))  # the CSV's reviewed figure
         assert unit == {"lvef": "%"}.get(name, "ml")
-        assert people == ["Dr Ünal Müller^"]
+        # ESV and EF are figures of the corrected ES contour: its reviewer observed them; EDV's ED
+        # contours were accepted unchanged, so the algorithm's figure names no person
+        assert people == ([] if name == "lvedv" else ["Dr Ünal Müller^"])
     assert result.n_measurements == 3
     assert ds.SpecificCharacterSet == "ISO_IR 192"  # the name is not ASCII
     assert _dciodvfy_errors(report) == []
@@ -148,6 +175,6 @@ def test_sr_with_a_long_reviewer_name_is_valid(store, tmp_path):
     _apical(store, tmp_path, "Professor " + "Q" * 80)
     (report,) = export_dicom_sr(store, tmp_path / "sr", secret=config.secret()).reports
     assert _dciodvfy_errors(report) == []
-    (people,) = {tuple(p) for _, _, p in _num_items(pydicom.dcmread(report)).values()}
-    assert len(people[0]) == 64
+    people = {p[0] for _, _, p in _num_items(pydicom.dcmread(report)).values() if p}
+    assert {len(p) for p in people if p.startswith("Professor")} == {64}
 
