@@ -17,6 +17,10 @@
   route, which keeps the app's own upload limit.  A body announced too large is refused before
   it is read; any other body is read only up to the limit, whatever its ``Content-Length``
   (a chunked body may come with a small one).
+- An upload must announce its length (``Content-Length``; browsers always do): one request
+  holds at most the app's upload limit (``max_file_size``) plus the multipart framing (Gradio
+  applies its limit to each file, and takes 1,000 files a request), and it is refused (507)
+  when the uploads waiting in the upload folder would pass :data:`UPLOAD_FOLDER_QUOTA_BYTES`.
 - Failed logins (``--auth``) are counted per client address: after
   :data:`LOGIN_FAILURES_ALLOWED` within :data:`LOGIN_FAILURE_WINDOW_S` seconds, that address
   gets 429 on the login route until the oldest failure leaves the window (Gradio itself answers
@@ -63,6 +67,10 @@ API_BODY_LIMIT_BYTES = 1_000_000
 #: Routes that receive files; Gradio applies the app's ``max_file_size`` there.
 UPLOAD_PATHS = ("/gradio_api/upload", "/upload")
 ALLOWED_HOSTS_ENV = "ECHOMEASURE_ALLOWED_HOSTS"
+#: Multipart framing allowed beside the file in one upload request (boundaries, headers, name).
+UPLOAD_FRAMING_BYTES = 64 * 1024
+#: Most the upload folder may hold (uploads waiting to be opened, CSV downloads) before uploads are refused.
+UPLOAD_FOLDER_QUOTA_BYTES = 2 * 1024**3
 #: Gradio's login route (``/login`` or ``/login/``, under any root path).
 LOGIN_PATH = "/login"
 #: Failed logins one client address may make within :data:`LOGIN_FAILURE_WINDOW_S`.
@@ -228,6 +236,10 @@ class RequestGuard:
         Path suffixes of the upload routes (they keep their own limit).
     clock
         Seconds (monotonic) for the failed-login window.
+    upload_limit_bytes
+        Largest upload request (None: no limit but the folder quota).
+    upload_quota_bytes
+        Most the upload folder (:func:`upload_folder`) may hold with the upload in it.
     """
 
     def __init__(
@@ -238,6 +250,8 @@ class RequestGuard:
         upload_paths: tuple[str, ...] = UPLOAD_PATHS,
         trusted: frozenset[tuple[str, int | None]] = frozenset(),
         clock: Callable[[], float] = time.monotonic,
+        upload_limit_bytes: int | None = None,
+        upload_quota_bytes: int = UPLOAD_FOLDER_QUOTA_BYTES,
     ) -> None:
         self.app = app
         self.allowed = allowed
@@ -245,6 +259,8 @@ class RequestGuard:
         self.body_limit_bytes = body_limit_bytes
         self.upload_paths = upload_paths
         self.clock = clock
+        self.upload_limit_bytes = upload_limit_bytes
+        self.upload_quota_bytes = upload_quota_bytes
         self.login_failures: dict[str, deque[float]] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -269,6 +285,12 @@ class RequestGuard:
                 await _json_response(send, 429, f"too many failed logins from this address; try again in {wait_s:.0f} s")
                 return
             send = self._counting_login_failures(_client_address(scope), send)
+        if scope["type"] == "http" and scope.get("method") in _BODY_METHODS and self._is_upload(scope):
+            upload_refusal = self._upload_refusal(headers)
+            if upload_refusal is not None:
+                log.warning("refused an upload: %s", upload_refusal[1])
+                await _json_response(send, *upload_refusal)
+                return
         if scope["type"] == "http" and scope.get("method") in _BODY_METHODS and not self._is_upload(scope):
             length = headers.get("content-length")
             if length is not None and (not length.strip().isdigit() or int(length) > self.body_limit_bytes):
@@ -283,6 +305,20 @@ class RequestGuard:
                 return
             receive = replay
         await self.app(scope, receive, send)
+
+    def _upload_refusal(self, headers: Any) -> tuple[int, str] | None:
+        """``(status, reason)`` when an upload request is refused before its body is read."""
+        length = headers.get("content-length")
+        if length is None or "transfer-encoding" in headers:
+            return 411, "an upload must give its length (Content-Length, not chunked)"
+        if not length.strip().isdigit():
+            return 400, "the upload's Content-Length is not a number"
+        size = int(length)
+        if self.upload_limit_bytes is not None and size > self.upload_limit_bytes:
+            return 413, f"upload over {self.upload_limit_bytes} bytes"
+        if folder_bytes(upload_folder()) + size > self.upload_quota_bytes:
+            return 507, "the uploads waiting to be opened fill the server's upload space; open them or try again later"
+        return None
 
     def _recent_login_failures(self, address: str) -> deque[float]:
         """The failed logins of ``address`` still inside the window (older ones are dropped)."""
@@ -389,11 +425,29 @@ def harden_launch_options(options: dict[str, Any]) -> dict[str, Any]:
     host = options.get("server_name") or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     out = dict(options)
     app_kwargs = dict(out.get("app_kwargs") or {})
-    guard = Middleware(RequestGuard, allowed=allowed_hosts(host), trusted=trusted_origins())
+    max_file_bytes = size_in_bytes(options.get("max_file_size"))
+    guard = Middleware(
+        RequestGuard, allowed=allowed_hosts(host), trusted=trusted_origins(),
+        upload_limit_bytes=None if max_file_bytes is None else max_file_bytes + UPLOAD_FRAMING_BYTES,
+    )
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
     app_kwargs["lifespan"] = _guard_first(app_kwargs.get("lifespan"))
     out["app_kwargs"] = app_kwargs
     return out
+
+
+_SIZE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def size_in_bytes(size: str | int | None) -> int | None:
+    """Bytes of a size as Gradio's ``max_file_size`` takes it (``200mb``: 1024-based units)."""
+    if size is None or isinstance(size, int):
+        return size
+    text = size.replace(" ", "").upper()
+    digits = len(text) - len(text.lstrip("0123456789"))
+    if not digits or text[digits:] not in _SIZE_UNITS:
+        raise ValueError(f"not a file size: {size!r}")
+    return int(text[:digits]) * _SIZE_UNITS[text[digits:]]
 
 
 def _guard_first(user_lifespan: Any) -> Any:
@@ -469,6 +523,16 @@ def remove_private_upload_dir() -> None:
             del os.environ["GRADIO_TEMP_DIR"]
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
 def upload_folder() -> Path:
     """The folder Gradio saves uploads in, resolved (Gradio's rule: ``GRADIO_TEMP_DIR``, else ``<tmp>/gradio``).
 
@@ -525,10 +589,13 @@ __all__ = [
     "LOGIN_FAILURES_ALLOWED",
     "LOGIN_FAILURE_WINDOW_S",
     "LOOPBACK_NAMES",
+    "UPLOAD_FOLDER_QUOTA_BYTES",
+    "UPLOAD_FRAMING_BYTES",
     "RequestGuard",
     "allowed_hosts",
     "authority_of_host_header",
     "discard_upload",
+    "folder_bytes",
     "harden_launch_options",
     "host_of_host_header",
     "host_of_origin",
@@ -538,6 +605,7 @@ __all__ = [
     "received_upload",
     "refusal",
     "shorten",
+    "size_in_bytes",
     "trusted_origins",
     "upload_folder",
 ]

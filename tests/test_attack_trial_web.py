@@ -24,8 +24,10 @@ from echomeasure.web_security import (
     API_BODY_LIMIT_BYTES,
     LOGIN_FAILURE_WINDOW_S,
     LOGIN_FAILURES_ALLOWED,
+    UPLOAD_FRAMING_BYTES,
     RequestGuard,
     allowed_hosts,
+    harden_launch_options,
     refusal,
 )
 
@@ -165,3 +167,63 @@ def test_password_guessing_is_slowed_per_client_address():
         assert other.post("/login", data={"username": "bob", "password": "right"}).status_code == 200
     clock.now += LOGIN_FAILURE_WINDOW_S
     assert guesser.post("/login", data={"username": "alice", "password": "right"}).status_code == 200
+
+
+# ----------------------------------------------------------------------------- filling the disk with uploads
+
+
+async def _received_upload(request: Request) -> JSONResponse:
+    body = await request.body()
+    request.app.state.uploaded.append(len(body))
+    return JSONResponse(["/tmp/x"])
+
+
+def _upload_client(**guard_options):
+    from starlette.testclient import TestClient
+
+    app = Starlette(routes=[Route("/gradio_api/upload", _received_upload, methods=["POST"])])
+    app.state.uploaded = []
+    return TestClient(RequestGuard(app, allowed=frozenset({"testserver"}), **guard_options)), app.state.uploaded
+
+
+def test_one_upload_request_holds_at_most_the_upload_limit(tmp_path, monkeypatch):
+    # Gradio applies max_file_size to each file and takes 1,000 files a request.
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    client, uploaded = _upload_client(upload_limit_bytes=10_000)
+    files = [("files", (f"f{i}.dcm", b"\0" * 4_000)) for i in range(3)]
+    assert client.post("/gradio_api/upload", files=files).status_code == 413
+    assert client.post("/gradio_api/upload", files=files[:2]).status_code == 200
+    assert len(uploaded) == 1
+
+
+def test_an_upload_without_its_length_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    client, uploaded = _upload_client(upload_limit_bytes=10_000)
+
+    def chunks():
+        for _ in range(5):
+            yield b"\0" * 4_000
+
+    reply = client.post("/gradio_api/upload", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert reply.status_code == 411
+    assert uploaded == []
+
+
+def test_uploads_are_refused_while_waiting_uploads_fill_the_quota(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    waiting = tmp_path / "0123abcd" / "earlier.dcm"
+    waiting.parent.mkdir()
+    waiting.write_bytes(b"\0" * 50_000)
+    client, uploaded = _upload_client(upload_quota_bytes=60_000)
+    big = [("files", ("next.dcm", b"\0" * 20_000))]
+    reply = client.post("/gradio_api/upload", files=big)
+    assert reply.status_code == 507 and "upload space" in reply.json()["error"]
+    waiting.unlink()  # opened (and removed) meanwhile
+    assert client.post("/gradio_api/upload", files=big).status_code == 200
+    assert len(uploaded) == 1
+
+
+def test_the_launched_guard_takes_the_apps_upload_limit():
+    options = harden_launch_options({"max_file_size": "200mb", "server_name": "127.0.0.1"})
+    (guard,) = [m for m in options["app_kwargs"]["middleware"] if m.cls is RequestGuard]
+    assert guard.kwargs["upload_limit_bytes"] == 200 * 1024**2 + UPLOAD_FRAMING_BYTES
