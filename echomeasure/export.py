@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -521,7 +522,9 @@ def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterabl
     One ``clip<id>_frame<index>.png`` (frame counted from 0) per frame with a current, not
     rejected LV, myocardium or LA contour (reviewed, else proposed), plus ``masks.json``
     listing each file with its clip, frame and the structures' statuses.  Each file is
-    written atomically; ``folder`` is created when its parent exists.
+    written atomically; ``folder`` is created when its parent exists.  Exporting into the folder
+    of an earlier export replaces it: the masks the earlier ``masks.json`` listed that this one
+    does not (a contour rejected since) are removed, and nothing else in the folder is touched.
     """
     import cv2
 
@@ -534,6 +537,7 @@ def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterabl
     if out.exists() and not out.is_dir():
         raise StoreError(f"cannot write masks to {out}: it is a file; give a folder")
     out.mkdir(exist_ok=True)
+    earlier = _earlier_mask_files(out)
     manifest: list[dict[str, Any]] = []
     for clip_id in _clip_ids(store, clip_ids):
         clip = store.clip(clip_id)
@@ -554,7 +558,24 @@ def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterabl
                              "statuses": {k: v.status for k, v in states.items()}})
     summary = {"labels": {"background": 0, **CAMUS_LABELS}, "masks": manifest}
     atomic.write_text(out / "masks.json", json.dumps(summary, indent=1) + "\n", mode=0o644)
+    for name in earlier - {m["file"] for m in manifest}:
+        (out / name).unlink(missing_ok=True)
     return summary
+
+
+#: The name of a mask file :func:`export_masks` writes.
+_MASK_FILE = re.compile(r"clip\d+_frame\d{4,}\.png")
+
+
+def _earlier_mask_files(folder: Path) -> set[str]:
+    """The mask files an earlier :func:`export_masks` listed in ``folder``'s ``masks.json`` (only
+    names of its own pattern, directly in the folder; none when there is no readable listing)."""
+    try:
+        listed = json.loads((folder / "masks.json").read_text(encoding="utf-8")).get("masks") or []
+        names = {str(m.get("file")) for m in listed if isinstance(m, dict)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {n for n in names if _MASK_FILE.fullmatch(n) and (folder / n).is_file() and not (folder / n).is_symlink()}
 
 
 # --------------------------------------------------------------------------- writing

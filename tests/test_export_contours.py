@@ -83,6 +83,25 @@ def test_masks_use_camus_label_values(store, dicom_file, tmp_path):
     assert manifest["masks"][0]["statuses"] == {"myocardium": "proposed", "lv": "accepted", "la": "corrected"}
 
 
+def test_masks_exported_again_drop_the_frames_rejected_since_and_nothing_else(store, dicom_file, tmp_path):
+    """A second export into the same folder replaces the first: a mask whose contours were all
+    rejected since is removed (it was left beside the new masks.json); the user's files stay."""
+    from echomeasure.store.contours import current_contours
+
+    clip_id = _fill(store, dicom_file)
+    out = tmp_path / "masks"
+    first = export_masks(store, out)
+    (out / "notes.txt").write_text("mine")
+    (out / f"clip{clip_id}_frame0099.png").write_bytes(b"a file the export never wrote")
+    for st in current_contours(store, clip_id):  # the reviewer rejects frame 1's contours
+        if st.frame_index == 1 and st.proposal is not None and st.status != "rejected":
+            add_contour_review(store, clip_id, "rejected", "Dr A", contour_proposal_id=st.proposal.id)
+    second = export_masks(store, out)
+    assert [m["file"] for m in first["masks"]] == [f"clip{clip_id}_frame0001.png"]
+    assert second["masks"] == []
+    assert sorted(p.name for p in out.iterdir()) == [f"clip{clip_id}_frame0099.png", "masks.json", "notes.txt"]
+
+
 def test_masks_into_a_missing_parent_folder_is_an_error(store, tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         export_masks(store, tmp_path / "no" / "masks")
