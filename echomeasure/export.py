@@ -513,7 +513,18 @@ def _add_contour_annotations(
                 "status": st.status,
                 "contour_proposal_id": None if st.proposal is None else st.proposal.id,
             })
-    return [{"id": cid, "name": name, "supercategory": "echo_contour"} for name, cid in structures.items()]
+    return [{"id": cid, "name": name, "supercategory": "echo_contour", **_COCO_OUTLINE_NOTES.get(name, {})}
+            for name, cid in structures.items()]
+
+
+#: What a structure's COCO polygon outlines where that is not the structure's own area: the
+#: myocardium is stored and reviewed as its epicardial outline, which encloses the LV cavity
+#: (the PNG masks paint the LV over it, giving the CAMUS ring).
+_COCO_OUTLINE_NOTES: dict[str, dict[str, Any]] = {
+    "myocardium": {"outline": "epicardial", "encloses": ["lv"],
+                   "note": "the polygon is the epicardial outline; the myocardium is this region minus the lv "
+                           "annotation of the same image (the PNG masks' label 2)"},
+}
 
 
 def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterable[int] | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from echomeasure.errors import StoreError
 from echomeasure.export import COCO_CONTOUR_FIRST_ID, CSV_COLUMNS, export_masks, render
 from echomeasure.pipeline import ingest_path
 from echomeasure.store import open_store
-from echomeasure.store.contours import add_contour_review, add_contours, add_volumes
+from echomeasure.store.contours import add_contour_review, add_contours, add_volumes, current_contours
 
 # 64x48 px clip: a myocardium outline around an LV cavity, an atrium below, on frame 1 (ED).
 MYO = [[10.0, 4.0], [40.0, 4.0], [40.0, 30.0], [10.0, 30.0]]
@@ -64,6 +64,17 @@ def test_coco_export_has_polygons_of_the_reviewed_contours(store, dicom_file):
     # the keypoint annotations of the same frame share the image
     keypoint_frames = [a["image_id"] for a in coco["annotations"] if "keypoints" in a]
     assert lv["image_id"] in keypoint_frames
+
+
+def test_coco_myocardium_category_says_its_polygon_encloses_the_lv(store, dicom_file):
+    """The myocardium's stored contour is its epicardial outline: a COCO user filling the polygon
+    gets the LV too unless told, so its category says so (the PNG masks have the ring)."""
+    clip_id = _fill(store, dicom_file)
+    myo = next(st for st in current_contours(store, clip_id) if st.structure == "myocardium")
+    add_contour_review(store, clip_id, "accepted", "Dr A", contour_proposal_id=myo.proposal.id)
+    cats = {c["name"]: c for c in json.loads(render(store, "coco"))["categories"]}
+    assert cats["myocardium"]["encloses"] == ["lv"] and cats["myocardium"]["outline"] == "epicardial"
+    assert "encloses" not in cats["lv"] and "encloses" not in cats["la"]
 
 
 def test_masks_use_camus_label_values(store, dicom_file, tmp_path):
