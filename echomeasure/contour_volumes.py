@@ -133,6 +133,10 @@ def reviewed_figures(store: Store, clip: ClipRecord, stored_volumes: Sequence[An
     return out
 
 
+#: Most contours one live request may carry (the ED and ES frames' structures, with room to spare).
+MAX_LIVE_CONTOURS = 32
+
+
 def live_volumes(store: Store, payload: Mapping[str, Any]) -> dict[str, Any]:
     """The viewer's live request: ``{"clip_id", "ed_frame", "es_frame", "contours": [...]}`` -> figures.
 
@@ -147,13 +151,24 @@ def live_volumes(store: Store, payload: Mapping[str, Any]) -> dict[str, Any]:
         clip_id = int(payload["clip_id"])
         ed = None if payload.get("ed_frame") is None else int(payload["ed_frame"])
         es = None if payload.get("es_frame") is None else int(payload["es_frame"])
-        items = [{"frame": int(c["frame"]), "structure": str(c["structure"]),
-                  "polygon": [[float(x), float(y)] for x, y in c["polygon"]]} for c in payload.get("contours") or []]
-    except (KeyError, TypeError, ValueError):
+        raw = list(payload.get("contours") or [])
+        frames_of = [int(c["frame"]) for c in raw]
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise StoreError("a volume request needs its clip, ED and ES frames and contours") from None
     if readers.has_readers(store, clip_id):
         raise StoreError(f"clip {clip_id} is a reader-study clip: its contours are not shown")
     clip = store.clip(clip_id)
+    # the store's own bounds (a vertex far outside the image made each request cost seconds of CPU)
+    if any(f is not None and not 0 <= f < clip.n_frames for f in (ed, es, *frames_of)):
+        raise StoreError(f"a frame of the volume request is not a frame of clip {clip_id}")
+    if len(raw) > MAX_LIVE_CONTOURS:
+        raise StoreError(f"a volume request has at most {MAX_LIVE_CONTOURS} contours")
+    try:
+        items = [{"frame": f, "structure": str(c["structure"]),
+                  "polygon": [list(p) for p in contours.checked_polygon(c["polygon"], clip.width_px, clip.height_px)]}
+                 for f, c in zip(frames_of, raw, strict=True)]
+    except (KeyError, TypeError):
+        raise StoreError("a volume request needs its clip, ED and ES frames and contours") from None
     if not is_apical_set(items):
         return lv_volumes([], width_px=clip.width_px, height_px=clip.height_px, cm_per_px=None,
                           ed_frame=None, es_frame=None)

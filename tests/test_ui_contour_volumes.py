@@ -99,3 +99,49 @@ def test_plax_contours_give_no_volumes(apical_clip):
     septum = {"frame": ed, "structure": "septum", "polygon": [[300, 100], [340, 100], [320, 140]], "confidence": 0.9}
     add_contours(ctrl.store, clip_id, [septum])
     assert ctrl.open_clip(clip_id, "Dr A").clip["volumes"] is None
+
+
+def test_live_volumes_refuse_what_the_store_would_refuse(apical_clip):
+    """The viewer's live request is public: a vertex of 1e12 cost 12-15 s of CPU per 1 kB request
+    (int32 overflow in the rasteriser) and a negative frame was taken; both are refused now with
+    the store's own polygon rule, and the rasteriser holds any vertex to the image."""
+    from echomeasure.propose import volumes
+    from echomeasure.store.contours import MAX_CONTOUR_VERTICES
+
+    ctrl, clip_id, ed, es = apical_clip
+    items = [{k: c[k] for k in ("frame", "structure", "polygon")} for c in apical_contour_items(ed, es)]
+    payload = {"clip_id": clip_id, "ed_frame": ed, "es_frame": es, "contours": items}
+    huge = [dict(items[0], polygon=[[1e12, 1], [-1e12, 3], [4, 1e12]])]
+    with pytest.raises(StoreError, match="outside the"):
+        contour_volumes.live_volumes(ctrl.store, {**payload, "contours": huge})
+    with pytest.raises(StoreError, match="not a frame"):
+        contour_volumes.live_volumes(ctrl.store, {**payload, "ed_frame": -5})
+    with pytest.raises(StoreError, match="not a frame"):
+        contour_volumes.live_volumes(ctrl.store, {**payload, "es_frame": 10**400})
+    with pytest.raises(StoreError, match="needs its clip"):
+        contour_volumes.live_volumes(ctrl.store, {**payload, "es_frame": float("inf")})
+    many = [dict(items[0], polygon=[[1.0 + i % 50, 1.0 + i // 50] for i in range(MAX_CONTOUR_VERTICES + 1)])]
+    with pytest.raises(StoreError, match="at most"):
+        contour_volumes.live_volumes(ctrl.store, {**payload, "contours": many})
+    with pytest.raises(StoreError, match="at most"):
+        contour_volumes.live_volumes(ctrl.store, {**payload, "contours": items * 20})
+    # the rule itself, called directly with such a vertex: bounded to the image
+    label = volumes.contour_label_map([{"frame": 0, "structure": "lv", "polygon": huge[0]["polygon"]}], 0, 64, 48)
+    assert label.shape == (48, 64)
+
+
+def test_a_stored_contour_has_a_bounded_number_of_vertices(apical_clip):
+    from echomeasure.store.contours import MAX_CONTOUR_VERTICES, add_contour_review, contour_proposals
+
+    ctrl, clip_id, ed, _ = apical_clip
+    lv = next(p for p in contour_proposals(ctrl.store, clip_id) if p.structure == "lv" and p.frame_index == ed)
+    too_many = [[100.0 + (i % 200), 100.0 + i // 200] for i in range(MAX_CONTOUR_VERTICES + 1)]
+    with pytest.raises(StoreError, match="at most"):
+        add_contour_review(ctrl.store, clip_id, "corrected", "Dr A", contour_proposal_id=lv.id, polygon=too_many)
+    assert not any(r.contour_proposal_id == lv.id for r in _contour_reviews(ctrl.store, clip_id))
+
+
+def _contour_reviews(store, clip_id):
+    from echomeasure.store.contours import contour_reviews
+
+    return contour_reviews(store, clip_id)

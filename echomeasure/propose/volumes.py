@@ -161,7 +161,10 @@ def contour_label_map(items: Sequence[Mapping[str, Any]], frame: int, width_px: 
     for structure, label in CONTOUR_LABELS.items():
         polygon = on_frame.get(structure)
         if polygon is not None and len(polygon) >= 3:
-            pts = np.round(np.asarray(polygon, np.float64)).astype(np.int32)
+            # vertices far outside the image (never stored: the store refuses them) would overflow
+            # the int32 cast and cost fillPoly seconds: held to one pixel around the image
+            pts = np.round(np.asarray(polygon, np.float64))
+            pts = np.clip(np.nan_to_num(pts), -1, [width_px, height_px]).astype(np.int32)
             cv2.fillPoly(mask, [pts], label)
     return mask
 

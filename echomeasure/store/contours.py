@@ -383,16 +383,40 @@ def _structure(value: Any) -> str:
     return value
 
 
-def _polygon(points: Any, clip: db.Clip) -> list[list[float]]:
+#: Most vertices one contour may have (a proposed outline has tens to a few hundred; a hand-drawn
+#: one a few hundred): a bound on what one request stores and every later opening of the clip reads.
+MAX_CONTOUR_VERTICES = 4096
+
+
+def checked_polygon(points: Any, width_px: int, height_px: int) -> list[tuple[float, float]]:
+    """A contour polygon as ``[(x, y), ...]`` floats: 3 to :data:`MAX_CONTOUR_VERTICES` finite
+    vertices inside the ``width_px`` x ``height_px`` image.
+
+    Raises
+    ------
+    StoreError
+        Anything else (one line, no value from the input).
+    """
+    try:
+        n = len(points)
+    except TypeError:
+        raise StoreError("a contour polygon is a list of [x, y] pixel pairs") from None
+    if n > MAX_CONTOUR_VERTICES:
+        raise StoreError(f"a contour polygon has at most {MAX_CONTOUR_VERTICES} vertices, got {n}")
     try:
         pts = [(float(x), float(y)) for x, y in points]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise StoreError("a contour polygon is a list of [x, y] pixel pairs") from None
     if len(pts) < 3:
         raise StoreError(f"a contour polygon needs at least 3 vertices, got {len(pts)}")
     for x, y in pts:
-        if not (math.isfinite(x) and math.isfinite(y)) or not (0 <= x <= clip.width_px and 0 <= y <= clip.height_px):
-            raise StoreError(f"a contour vertex lies outside the {clip.width_px}x{clip.height_px} image")
+        if not (math.isfinite(x) and math.isfinite(y)) or not (0 <= x <= width_px and 0 <= y <= height_px):
+            raise StoreError(f"a contour vertex lies outside the {width_px}x{height_px} image")
+    return pts
+
+
+def _polygon(points: Any, clip: db.Clip) -> list[list[float]]:
+    pts = checked_polygon(points, clip.width_px, clip.height_px)
     return chain.exact_json([[x, y] for x, y in pts])
 
 
