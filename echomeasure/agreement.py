@@ -22,9 +22,11 @@ A measurement with fewer than 2 readers gets a row that says so and no statistic
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -230,6 +232,14 @@ def _icc(icc: ICC | None) -> str:
     return "-" if icc is None else f"{icc.value:.3f} [{icc.ci95_low:.2f}, {icc.ci95_high:.2f}]"
 
 
+def _cell(text: object) -> str:
+    """Text for a Markdown table cell shown in the UI: reader names are typed freely, so HTML is
+    escaped (a name ``<img src=x onerror=...>`` was rendered as a live tag) and Markdown's
+    table and link characters are taken literally."""
+    plain = " ".join(html.escape(str(text), quote=True).split())
+    return re.sub(r"([\\|`*_\[\]()#!~<>])", r"\\\1", plain)
+
+
 def report_markdown(rows: Sequence[MeasurementAgreement]) -> str:
     """The report as Markdown: one table of ICC/CV per measurement, one of Bland-Altman pairs."""
     if not rows:
@@ -241,7 +251,7 @@ def report_markdown(rows: Sequence[MeasurementAgreement]) -> str:
     for r in rows:
         out.append(
             f"| {r.measurement} | {r.unit} | {len(r.readers)} | {r.n} | {_icc(r.icc_2_1)} | {_icc(r.icc_3_1)} "
-            f"| {_f(r.cv_percent, 1)} | {r.note or ''} |"
+            f"| {_f(r.cv_percent, 1)} | {_cell(r.note or '')} |"
         )
     pairs = [(r, p) for r in rows for p in [*r.reader_pairs, *r.ai_vs_reader]]
     if pairs:
@@ -255,7 +265,8 @@ def report_markdown(rows: Sequence[MeasurementAgreement]) -> str:
         for r, p in pairs:
             loa = "-" if p.loa_low is None else f"{p.loa_low:.3f} to {p.loa_high:.3f} {r.unit}"
             out.append(
-                f"| {r.measurement} | {p.first} | {p.second} | {p.n} | {_f(p.mean_difference)} {r.unit} | {loa} |"
+                f"| {r.measurement} | {_cell(p.first)} | {_cell(p.second)} | {p.n} | {_f(p.mean_difference)} {r.unit} "
+                f"| {loa} |"
             )
     return "\n".join(out) + "\n"
 

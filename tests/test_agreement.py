@@ -175,3 +175,15 @@ def test_review_ui_hides_agreement_report_from_a_blinded_reader(tmp_path: Path):
     assert hidden.startswith("Not shown")
     assert "| lvidd |" not in hidden
     assert not shown.startswith("Not shown")
+
+
+def test_reader_names_cannot_put_html_or_table_cells_into_the_report():
+    """Reader names are typed freely and the UI renders the report as Markdown: a name
+    ``<img src=x onerror=...>`` was a live tag there, a ``|`` a new column."""
+    reads, ai = simulate(20)
+    hostile = {"reader-a": '<img src=x onerror="alert(1)">', "reader-b": "Dr A | B [x](javascript:y)"}
+    reads = [Read(r.clip_id, r.measurement, hostile.get(r.reader, r.reader), r.value) for r in reads]
+    md = report_markdown(agreement(reads, ai))
+    assert "<img" not in md and "](javascript" not in md
+    pairs = [line for line in md.splitlines() if line.startswith("| lvidd |") and "Dr A" in line]
+    assert pairs and all(line.replace("\\|", "").count("|") == 7 for line in pairs)  # 6 cells, as the header
