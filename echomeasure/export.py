@@ -123,9 +123,17 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "" if value is None else repr(round(float(value), digits))
 
 
+#: A ``;`` (the list separator of many locales, where spreadsheets split unquoted CSV lines on
+#: it) followed, after spaces, by a formula trigger.
+_TRIGGER_AFTER_SEMICOLON = re.compile(r";(\s*)(?=[=+\-@\t\r])")
+
+
 def neutralise_cell(text: str) -> str:
-    """A text cell a spreadsheet will not run: a leading ``'`` before a formula trigger."""
-    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+    """A text cell a spreadsheet will not run: a leading ``'`` before a formula trigger, also
+    where a ``;`` starts a new cell for a spreadsheet that splits on it (``Dr X;=1+1``: the
+    csv module quotes only cells with a comma, so ``;`` reaches the spreadsheet unquoted)."""
+    text = "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+    return _TRIGGER_AFTER_SEMICOLON.sub(r";\1'", text) if ";" in text else text
 
 
 def _points_cells(points: Sequence[tuple[float, float]] | None) -> list[str]:

@@ -27,7 +27,13 @@ def test_each_formula_trigger_is_neutralised(text):
     assert neutralise_cell(text) == "'" + text
 
 
-@pytest.mark.parametrize("text", ["", "Reader One", "1.5", "a=b", "Dr. -x"])
+@pytest.mark.parametrize(("text", "safe"), [("Dr X;=1+1", "Dr X;'=1+1"), ("a; -2+A1;@SUM(A1)", "a; '-2+A1;'@SUM(A1)"),
+                                            ("=A1;+A2", "'=A1;'+A2")])
+def test_a_trigger_after_a_semicolon_is_neutralised_for_spreadsheets_that_split_on_it(text, safe):
+    assert neutralise_cell(text) == safe
+
+
+@pytest.mark.parametrize("text", ["", "Reader One", "1.5", "a=b", "Dr. -x", "Smith; Jones"])
 def test_ordinary_text_is_left_alone(text):
     assert neutralise_cell(text) == text
 
