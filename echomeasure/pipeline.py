@@ -113,18 +113,19 @@ def store_proposals(
     from echomeasure.store import contours
 
     warnings = list(getattr(clip_proposals, "notices", ()))
-    stored = tuple(store.add_proposals(clip_id, clip_proposals, actor=actor))
     segmentations = getattr(clip_proposals, "segmentations", None) or []
     volumes = getattr(clip_proposals, "volumes", None) or []
-    try:
-        if segmentations:
-            contours.add_contours(store, clip_id, segmentations, model=clip_proposals.contour_model, actor=actor)
-        if volumes:
-            contours.add_volumes(store, clip_id, volumes, model=clip_proposals.model, actor=actor)
-    except StoreError as exc:
+    if not segmentations and not volumes:
+        return tuple(store.add_proposals(clip_id, clip_proposals, actor=actor)), tuple(warnings)
+    try:  # all in one transaction: a crash cannot leave the calipers without their contours
+        stored = contours.add_all_proposals(store, clip_id, clip_proposals, segmentations, volumes,
+                                            contour_model=getattr(clip_proposals, "contour_model", None),
+                                            model=clip_proposals.model, actor=actor)
+    except StoreError as exc:  # contours or volumes the store refuses: the calipers alone
+        stored = store.add_proposals(clip_id, clip_proposals, actor=actor)
         warnings.append(f"contours or volumes not stored: {exc}")
         log.info("clip %s: contours or volumes not stored: %s", clip_id, exc)
-    return stored, tuple(warnings)
+    return tuple(stored), tuple(warnings)
 
 
 def ingest_path(

@@ -177,3 +177,30 @@ def test_ingest_keeps_the_calipers_and_warns_when_a_contour_is_unusable(store, d
     assert any("contours or volumes not stored" in w and "at least 3" in w for w in result.warnings)
     assert contour_proposals(store, result.clip.id) == []  # one transaction: none or all
     assert verify(store.engine).ok
+
+
+def test_a_crash_while_storing_proposals_leaves_nothing_and_the_next_ingest_stores_all(store, dicom_file, monkeypatch):
+    """Calipers, contours and volumes are one transaction: a process that died after the calipers
+    left a clip with no contours, and the next ingest of the file ('already stored') never added them."""
+    from echomeasure import config, pipeline
+    from echomeasure.store import contours as contour_store
+
+    proposed = lvidd_proposals()
+    proposed.segmentations = [LV_ED, LV_ES]
+    proposed.volumes = VOLS
+    monkeypatch.setattr(pipeline, "_propose", lambda dclip, only, report: proposed)
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # the process stopped between the calipers and the volumes
+
+    with monkeypatch.context() as m:
+        m.setattr(contour_store, "volumes_in", dies)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.ingest_path(dicom_file, store, secret=config.secret())
+    (clip,) = store.clips()
+    assert store.proposals(clip.id) == [] and contour_proposals(store, clip.id) == []
+    result = pipeline.ingest_path(dicom_file, store, secret=config.secret())
+    assert result.proposed and len(result.proposals) == 3
+    assert [(c.frame_index, c.structure) for c in contour_proposals(store, clip.id)] == [(1, "lv"), (3, "lv")]
+    assert {v.measurement for v in volumes(store, clip.id)} == {v["name"] for v in VOLS}
+    assert verify(store.engine).ok

@@ -130,44 +130,46 @@ def add_contours(
         Unknown clip, a frame outside the clip, a bad structure name or polygon.
     """
     items = list(segmentations)
+    return store._write(lambda s: contours_in(s, clip_id, items, model, actor))
 
-    def op(s: Session) -> list[ContourProposalRecord]:
-        clip = get_clip(s, clip_id)
-        model_version_id = ensure_model_version(s, model, actor).id if model is not None else None
-        existing = {
-            (r.frame_index, r.structure, r.model_version_id): r
-            for r in s.scalars(select(db.ContourProposal).where(db.ContourProposal.clip_id == clip_id)).all()
-        }
-        out, added = [], []
-        for item in items:
-            frame = _frame(item.get("frame"), clip)
-            structure = _structure(item.get("structure"))
-            polygon = _polygon(item.get("polygon"), clip)
-            key = (frame, structure, model_version_id)
-            row = existing.get(key)
-            if row is None:
-                row = db.ContourProposal(
-                    clip_id=clip_id,
-                    frame_index=frame,
-                    structure=structure,
-                    polygon=polygon,
-                    area_cm2=_opt_finite(item.get("area_cm2"), "area_cm2"),
-                    confidence=clamped_confidence(item.get("confidence", 0.0)),
-                    model_version_id=model_version_id,
-                    created_at=db.utcnow(),
-                )
-                s.add(row)
-                s.flush()
-                existing[key] = row
-                added.append(row)
-            out.append(_proposal_record(row))
-        if added:
-            after = {"contours": [audit_payload(r) for r in added]}
-            audit.append(s, actor, "contours.add", "clip", clip_id, clip_id, None, after,
-                         content=audit.content_hash(added, chain.CONTOUR_PROPOSAL_CONTENT))
-        return out
 
-    return store._write(op)
+def contours_in(s: Session, clip_id: int, items: Sequence[Mapping[str, Any]], model: ModelInfo | None,
+                actor: str) -> list[ContourProposalRecord]:
+    """:func:`add_contours` in the write transaction ``s``."""
+    clip = get_clip(s, clip_id)
+    model_version_id = ensure_model_version(s, model, actor).id if model is not None else None
+    existing = {
+        (r.frame_index, r.structure, r.model_version_id): r
+        for r in s.scalars(select(db.ContourProposal).where(db.ContourProposal.clip_id == clip_id)).all()
+    }
+    out, added = [], []
+    for item in items:
+        frame = _frame(item.get("frame"), clip)
+        structure = _structure(item.get("structure"))
+        polygon = _polygon(item.get("polygon"), clip)
+        key = (frame, structure, model_version_id)
+        row = existing.get(key)
+        if row is None:
+            row = db.ContourProposal(
+                clip_id=clip_id,
+                frame_index=frame,
+                structure=structure,
+                polygon=polygon,
+                area_cm2=_opt_finite(item.get("area_cm2"), "area_cm2"),
+                confidence=clamped_confidence(item.get("confidence", 0.0)),
+                model_version_id=model_version_id,
+                created_at=db.utcnow(),
+            )
+            s.add(row)
+            s.flush()
+            existing[key] = row
+            added.append(row)
+        out.append(_proposal_record(row))
+    if added:
+        after = {"contours": [audit_payload(r) for r in added]}
+        audit.append(s, actor, "contours.add", "clip", clip_id, clip_id, None, after,
+                     content=audit.content_hash(added, chain.CONTOUR_PROPOSAL_CONTENT))
+    return out
 
 
 def add_volumes(
@@ -190,45 +192,83 @@ def add_volumes(
         method, a non-finite value or a frame outside the clip.
     """
     items = list(volumes)
+    return store._write(lambda s: volumes_in(s, clip_id, items, model, actor))
 
-    def op(s: Session) -> list[VolumeRecord]:
-        clip = get_clip(s, clip_id)
-        model_version_id = ensure_model_version(s, model, actor).id if model is not None else None
-        existing = {
-            (r.measurement, r.method, r.model_version_id): r
-            for r in s.scalars(select(db.VolumeProposal).where(db.VolumeProposal.clip_id == clip_id)).all()
-        }
-        out, added = [], []
-        for item in items:
-            name = item.get("name")
-            if name not in VOLUME_UNITS:
-                raise StoreError(f"unknown volume measurement {name!r}; use one of {', '.join(VOLUME_UNITS)}")
-            value = _opt_finite(item.get("value"), name)
-            unit = str(item.get("unit") or VOLUME_UNITS[name])
-            if value is not None and unit != VOLUME_UNITS[name]:
-                raise StoreError(f"{name} is in {VOLUME_UNITS[name]}, not {unit!r}")
-            method = item.get("method")
-            if not isinstance(method, str) or not _METHOD.match(method):
-                raise StoreError(f"{name} needs its method (single-plane A4C/A2C, biplane, area-length A4C/A2C)")
-            frame = None if item.get("frame") is None else _frame(item.get("frame"), clip)
-            key = (name, method, model_version_id)
-            row = existing.get(key)
-            if row is None:
-                row = db.VolumeProposal(
-                    clip_id=clip_id, measurement=name, frame_index=frame, value=value, unit=unit, method=method,
-                    confidence=clamped_confidence(item.get("confidence", 0.0)), model_version_id=model_version_id,
-                    created_at=db.utcnow(),
-                )
-                s.add(row)
-                s.flush()
-                existing[key] = row
-                added.append(row)
-            out.append(_volume_record(row))
-        if added:
-            after = {"volumes": [audit_payload(r) for r in added]}
-            audit.append(s, actor, "volumes.add", "clip", clip_id, clip_id, None, after,
-                         content=audit.content_hash(added, chain.VOLUME_PROPOSAL_CONTENT))
-        return out
+
+def volumes_in(s: Session, clip_id: int, items: Sequence[Mapping[str, Any]], model: ModelInfo | None,
+               actor: str) -> list[VolumeRecord]:
+    """:func:`add_volumes` in the write transaction ``s``."""
+    clip = get_clip(s, clip_id)
+    model_version_id = ensure_model_version(s, model, actor).id if model is not None else None
+    existing = {
+        (r.measurement, r.method, r.model_version_id): r
+        for r in s.scalars(select(db.VolumeProposal).where(db.VolumeProposal.clip_id == clip_id)).all()
+    }
+    out, added = [], []
+    for item in items:
+        name = item.get("name")
+        if name not in VOLUME_UNITS:
+            raise StoreError(f"unknown volume measurement {name!r}; use one of {', '.join(VOLUME_UNITS)}")
+        value = _opt_finite(item.get("value"), name)
+        unit = str(item.get("unit") or VOLUME_UNITS[name])
+        if value is not None and unit != VOLUME_UNITS[name]:
+            raise StoreError(f"{name} is in {VOLUME_UNITS[name]}, not {unit!r}")
+        method = item.get("method")
+        if not isinstance(method, str) or not _METHOD.match(method):
+            raise StoreError(f"{name} needs its method (single-plane A4C/A2C, biplane, area-length A4C/A2C)")
+        frame = None if item.get("frame") is None else _frame(item.get("frame"), clip)
+        key = (name, method, model_version_id)
+        row = existing.get(key)
+        if row is None:
+            row = db.VolumeProposal(
+                clip_id=clip_id, measurement=name, frame_index=frame, value=value, unit=unit, method=method,
+                confidence=clamped_confidence(item.get("confidence", 0.0)), model_version_id=model_version_id,
+                created_at=db.utcnow(),
+            )
+            s.add(row)
+            s.flush()
+            existing[key] = row
+            added.append(row)
+        out.append(_volume_record(row))
+    if added:
+        after = {"volumes": [audit_payload(r) for r in added]}
+        audit.append(s, actor, "volumes.add", "clip", clip_id, clip_id, None, after,
+                     content=audit.content_hash(added, chain.VOLUME_PROPOSAL_CONTENT))
+    return out
+
+
+def add_all_proposals(
+    store: Store,
+    clip_id: int,
+    proposals: Any,
+    segmentations: Iterable[Mapping[str, Any]],
+    volumes: Iterable[Mapping[str, Any]],
+    *,
+    contour_model: ModelInfo | None,
+    model: ModelInfo | None,
+    actor: str = SYSTEM_ACTOR,
+) -> list[Any]:
+    """Store a clip's caliper proposals (:meth:`Store.add_proposals`), contours and volumes in
+    one write transaction: a crash between them cannot leave calipers without their contours
+    (which a later ingest of the same file, finding proposals, would never add).  Idempotent
+    like each part; returns the caliper proposal records.
+
+    Raises
+    ------
+    StoreError
+        What any part refuses; nothing is stored then.
+    """
+    from echomeasure.store import writes
+
+    contour_items, volume_items = list(segmentations), list(volumes)
+
+    def op(s: Session) -> list[Any]:
+        stored = writes.add_proposals(s, clip_id, proposals, actor)
+        if contour_items:
+            contours_in(s, clip_id, contour_items, contour_model, actor)
+        if volume_items:
+            volumes_in(s, clip_id, volume_items, model, actor)
+        return stored
 
     return store._write(op)
 
