@@ -146,6 +146,37 @@ def test_unknown_measurement_or_action_from_the_browser_is_refused():
         ReviewRequest.from_payload({"name": "lvidd", "action": "delete"})
 
 
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("points", [[10], [20]], "not \\[x, y\\] pairs"),
+    ("points", "abc", "not \\[x, y\\] pairs"),
+    ("points", {}, "not \\[x, y\\] pairs"),
+    ("points", [[1, 2, 3], [4, 5, 6]], "not \\[x, y\\] pairs"),  # a third coordinate was dropped silently
+    ("points", [[1, 2]] * 5, "not \\[x, y\\] pairs"),
+    ("points", [["1", 2], [3, 4]], "not finite"),
+    ("points", [[True, 2], [3, 4]], "not finite"),
+    ("frame", 2.7, "whole number"),  # was stored as frame 2
+    ("frame", True, "finite number"),  # was frame 1
+    ("frame", "3", "finite number"),
+    ("proposal_id", 1.5, "whole number"),
+    ("seconds", "x", "finite number"),
+])
+def test_a_malformed_review_from_the_browser_is_refused_in_one_line(field, value, says):
+    """The commit payload comes from the browser: every field is checked (these raised uncaught
+    exceptions or were silently changed before)."""
+    from echomeasure.ui.review import ReviewRequest
+
+    item = {"name": "lvidd", "action": "accept", "frame": 1, "points": [[10, 20], [10, 60]], field: value}
+    with pytest.raises(StoreError, match=says):
+        ReviewRequest.from_payload(item)
+
+
+def test_a_review_that_says_it_took_forever_is_held_to_a_day():
+    from echomeasure.ui.review import MAX_SECONDS_SPENT, ReviewRequest
+
+    req = ReviewRequest.from_payload({"name": "lvidd", "action": "rejected", "seconds": 1e308, "frame": 2.0})
+    assert req.seconds_spent == MAX_SECONDS_SPENT and req.frame == 2
+
+
 def test_implausible_value_is_refused_in_a_batch_and_saved_alone_when_confirmed(fresh_store):
     from echomeasure.ui.review import ReviewRequest, save_reviews
 

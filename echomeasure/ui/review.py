@@ -52,21 +52,62 @@ class ReviewRequest:
         action = str(item.get("action", ""))
         if action not in BROWSER_ACTIONS:
             raise StoreError(f"unknown review action {action!r}; reload the page")
-        frame = item.get("frame")
-        points = tuple((float(p[0]), float(p[1])) for p in (item.get("points") or ()))
-        if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in points):
-            raise StoreError(f"the points of {name} are not finite numbers; undo the last move")
-        seconds = item.get("seconds")
-        proposal_id = item.get("proposal_id")
+        points = _points(item.get("points"), name)
+        seconds = _number(item.get("seconds"), "seconds")
         return cls(
             name=name,
             action=action,
-            frame=None if frame is None else int(frame),
+            frame=_whole(item.get("frame"), f"the frame of {name}"),
             points=points,
-            seconds_spent=None if seconds is None else max(float(seconds), 0.0),
-            proposal_id=None if proposal_id is None else int(proposal_id),
+            # time on one decision: a day at most (1e308 seconds was stored)
+            seconds_spent=None if seconds is None else min(max(seconds, 0.0), MAX_SECONDS_SPENT),
+            proposal_id=_whole(item.get("proposal_id"), f"the proposal of {name}"),
             confirmed=item.get("confirmed") is True,
         )
+
+
+#: The longest time one review may say it took (s).
+MAX_SECONDS_SPENT = 86_400.0
+#: Most points one measurement may carry (calipers have 1 or 2).
+MAX_POINTS = 4
+
+
+def _number(value: Any, what: str) -> float | None:
+    """A JSON number (not a boolean) as a finite float; None stays None (raises StoreError)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+        raise StoreError(f"{what} is not a finite number; reload the page")
+    return float(value)
+
+
+def _whole(value: Any, what: str) -> int | None:
+    """A JSON whole number (2 or 2.0, not 2.7 or true) as an int; None stays None."""
+    number = _number(value, what)
+    if number is None:
+        return None
+    if not number.is_integer():
+        raise StoreError(f"{what} is not a whole number; reload the page")
+    return int(number)
+
+
+def _points(value: Any, name: str) -> tuple[tuple[float, float], ...]:
+    """The ``[[x, y], ...]`` points of one measurement (each exactly two finite numbers)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or len(value) > MAX_POINTS or any(
+            not isinstance(p, list | tuple) or len(p) != 2 for p in value):
+        raise StoreError(f"the points of {name} are not [x, y] pairs; reload the page")
+    points = []
+    for x, y in value:
+        try:
+            fx, fy = _number(x, "x"), _number(y, "y")
+        except StoreError:
+            fx = fy = None
+        if fx is None or fy is None:
+            raise StoreError(f"the points of {name} are not finite numbers; undo the last move")
+        points.append((fx, fy))
+    return tuple(points)
 
 
 def measured_value(clip: ClipRecord, name: str, points: Sequence[Sequence[float]]) -> tuple[float | None, str]:
