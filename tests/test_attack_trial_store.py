@@ -40,11 +40,18 @@ def filled(store_url, tmp_path, deidentified_clip):  # noqa: F811
     ],
 )
 def test_a_model_version_relabelled_behind_the_apps_back_breaks_the_chain(filled, statement):
-    # The table lets metadata and the active flag change, so no trigger stops this UPDATE; every
-    # proposal of that version would be exported as made by other weights.
+    # Relabelling a version would export every proposal it made as made by other weights.  The
+    # database refuses it (migration 0006); with that trigger dropped, verify still notices.
     s = filled
     assert verify(s.engine).ok
+    with pytest.raises(Exception, match="immutable"), s.engine.begin() as conn:
+        conn.exec_driver_sql(statement.format(zeros="0" * 64))
+    assert verify(s.engine).ok
     with s.engine.begin() as conn:
+        if s.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("DROP TRIGGER model_version_identity_immutable")
+        else:
+            conn.exec_driver_sql("ALTER TABLE model_version DISABLE TRIGGER model_version_identity_immutable")
         conn.exec_driver_sql(statement.format(zeros="0" * 64))
     report = verify(s.engine)
     assert not report.ok
