@@ -115,12 +115,14 @@ def store_proposals(
     warnings = list(getattr(clip_proposals, "notices", ()))
     segmentations = getattr(clip_proposals, "segmentations", None) or []
     volumes = getattr(clip_proposals, "volumes", None) or []
-    if not segmentations and not volumes:
-        return tuple(store.add_proposals(clip_id, clip_proposals, actor=actor)), tuple(warnings)
+    view = getattr(clip_proposals, "view", None) or {}
+    # the view and notices are kept with the clip, so the worklist and a later opening show them
+    view_name = str(view.get("name") or getattr(clip_proposals, "kind", "") or "2d")
     try:  # all in one transaction: a crash cannot leave the calipers without their contours
         stored = contours.add_all_proposals(store, clip_id, clip_proposals, segmentations, volumes,
                                             contour_model=getattr(clip_proposals, "contour_model", None),
-                                            model=clip_proposals.model, actor=actor)
+                                            model=clip_proposals.model, view=(view_name, view.get("confidence")),
+                                            notices=warnings, actor=actor)
     except StoreError as exc:  # contours or volumes the store refuses: the calipers alone
         stored = store.add_proposals(clip_id, clip_proposals, actor=actor)
         warnings.append(f"contours or volumes not stored: {exc}")

@@ -6,7 +6,7 @@ import pytest
 from store_fixtures import MODEL_2D, lvidd_proposals
 
 from echomeasure.errors import StoreError
-from echomeasure.store import open_store
+from echomeasure.store import clip_views, open_store
 from echomeasure.store.chain import verify
 from echomeasure.store.contours import (
     add_contour_review,
@@ -128,6 +128,7 @@ def test_contour_tables_are_append_only_and_edits_break_the_chain(store_url, tmp
         (lv,) = add_contours(s, rec.id, [LV_ED], model=MODEL_2D)
         add_contour_review(s, rec.id, "accepted", "Dr A", contour_proposal_id=lv.id)
         add_volumes(s, rec.id, VOLS[:1])
+        s._write(lambda session: clip_views.view_in(session, rec.id, "a4c", 0.9, ["a notice"], "system"))
         for table in CONTOUR_TABLES:
             statements = [f"UPDATE {table} SET id = id", f"DELETE FROM {table}"]
             if s.engine.dialect.name == "postgresql":

@@ -138,7 +138,7 @@ def test_every_event_is_chained_and_reviews_are_covered(store, deidentified_clip
     report = verify(store.engine)
     assert report.ok and report.n_events == len(events) and report.head_sha256 == events[-1].sha256
     assert report.covered == {"review": 2, "clip": 1, "proposal": 3,
-                              "contour_proposal": 0, "contour_review": 0, "volume_proposal": 0}
+                              "contour_proposal": 0, "contour_review": 0, "volume_proposal": 0, "clip_view": 0}
 
 
 def test_two_databases_have_different_genesis(tmp_path):

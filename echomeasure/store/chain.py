@@ -69,6 +69,7 @@ CONTOUR_REVIEW_CONTENT = (
     "id", "contour_proposal_id", "clip_id", "frame_index", "structure", "polygon", "action", "reviewer",
     "reviewer_display_name", "created_at",
 )
+CLIP_VIEW_CONTENT = ("id", "clip_id", "view", "confidence", "notices", "created_at")
 VOLUME_PROPOSAL_CONTENT = (
     "id", "clip_id", "measurement", "frame_index", "value", "unit", "method", "confidence", "model_version_id",
     "created_at",
@@ -195,6 +196,8 @@ def _covered_ids(event: Mapping[Any, Any]) -> tuple[str, list[int]] | None:
         return "contour_proposal", [c["contour_proposal_id"] for c in after.get("contours", [])]
     if action == "volumes.add":
         return "volume_proposal", [v["volume_proposal_id"] for v in after.get("volumes", [])]
+    if action == "view.add":
+        return "clip_view", [after["clip_view_id"]]
     return None
 
 
@@ -230,6 +233,7 @@ def _verify(conn: Connection, db: Any, started: float) -> ChainReport:
         "contour_proposal": (db.ContourProposal.__table__, CONTOUR_PROPOSAL_CONTENT),
         "contour_review": (db.ContourReview.__table__, CONTOUR_REVIEW_CONTENT),
         "volume_proposal": (db.VolumeProposal.__table__, VOLUME_PROPOSAL_CONTENT),
+        "clip_view": (db.ClipView.__table__, CLIP_VIEW_CONTENT),
     }
     row_hashes = {name: _row_hashes(conn, t, cols) for name, (t, cols) in tables.items()}
     unaudited = {name: set(hashes) for name, hashes in row_hashes.items()}

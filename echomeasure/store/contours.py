@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from echomeasure.errors import StoreError
-from echomeasure.store import audit, chain
+from echomeasure.store import audit, chain, clip_views
 from echomeasure.store import schema as db
 from echomeasure.store.audit import SYSTEM_ACTOR
 from echomeasure.store.mapping import audit_payload, points_tuple, record_from_row
@@ -246,10 +246,13 @@ def add_all_proposals(
     *,
     contour_model: ModelInfo | None,
     model: ModelInfo | None,
+    view: tuple[str, float | None] | None = None,
+    notices: Sequence[str] = (),
     actor: str = SYSTEM_ACTOR,
 ) -> list[Any]:
-    """Store a clip's caliper proposals (:meth:`Store.add_proposals`), contours and volumes in
-    one write transaction: a crash between them cannot leave calipers without their contours
+    """Store a clip's caliper proposals (:meth:`Store.add_proposals`), contours, volumes and, with
+    ``view`` (name, confidence), its view and ``notices`` (:mod:`echomeasure.store.clip_views`)
+    in one write transaction: a crash between them cannot leave calipers without their contours
     (which a later ingest of the same file, finding proposals, would never add).  Idempotent
     like each part; returns the caliper proposal records.
 
@@ -268,6 +271,8 @@ def add_all_proposals(
             contours_in(s, clip_id, contour_items, contour_model, actor)
         if volume_items:
             volumes_in(s, clip_id, volume_items, model, actor)
+        if view is not None:
+            clip_views.view_in(s, clip_id, view[0], view[1], notices, actor)
         return stored
 
     return store._write(op)

@@ -404,8 +404,25 @@ class VolumeProposal(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-#: Contour and volume tables (migration ``0005_contours``): append-only like ``proposal``/``review``.
-CONTOUR_TABLES = ("contour_proposal", "contour_review", "volume_proposal")
+class ClipView(Base):
+    """What the view classifier said of a clip when its models ran, and the notices the reviewer
+    was given then (not PLAX, view uncertain, no LV found ...), so that the worklist and a clip
+    opened later show them too (append-only; the latest row of a clip counts)."""
+
+    __tablename__ = "clip_view"
+    __table_args__ = (CheckConstraint("length(view) > 0", name="ck_clip_view_view"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, info=audited("clip_view_id"))
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", name="fk_clip_view_clip"), index=True)
+    view: Mapped[str] = mapped_column(String(32), info=audited())
+    confidence: Mapped[float | None] = mapped_column(Float, info=audited())
+    notices: Mapped[list[Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+#: Contour and volume tables (migration ``0005_contours``) and the clip view (``0007_clip_view``):
+#: append-only like ``proposal``/``review``.
+CONTOUR_TABLES = ("contour_proposal", "contour_review", "volume_proposal", "clip_view")
 
 # Tables whose rows may never change or disappear once written.
 APPEND_ONLY_TABLES = ("study", "clip", "frame_image", "proposal", "review", "audit_event", "audit_chain")
@@ -418,6 +435,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "CONTOUR_TABLES",
+    "ClipView",
     "Clip",
     "ContourProposal",
     "ContourReview",

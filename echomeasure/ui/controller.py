@@ -18,7 +18,16 @@ from typing import Any
 
 from echomeasure import catalog, contour_volumes
 from echomeasure.errors import EchomeasureError, StoreError
-from echomeasure.store import ClipRecord, ClipSummary, FrameImageRecord, MeasurementState, Store, contours, readers
+from echomeasure.store import (
+    ClipRecord,
+    ClipSummary,
+    FrameImageRecord,
+    MeasurementState,
+    Store,
+    clip_views,
+    contours,
+    readers,
+)
 from echomeasure.store.queries import clip_status, summary_for_states
 from echomeasure.ui import contour_review, review, viewmodel
 
@@ -162,13 +171,17 @@ class ReviewController:
     def worklist(self, status: str | None = "all", viewer: str = "") -> list[list[Any]]:
         """The worklist rows ``viewer`` may see, filtered by review status.
 
-        A clip's view: its calipers' model, else its volumes' method (single-plane A4C / A2C),
-        else its contours' model.
+        A clip's view: the view classifier's, kept when its models ran
+        (:mod:`echomeasure.store.clip_views`); for a clip stored before that, its calipers'
+        model, else its volumes' method (single-plane A4C / A2C), else its contours' model.
         """
         summaries = self.summaries(viewer)
-        views = {}
+        stored = clip_views.latest_views(self.store, [s.clip_id for s in summaries])
+        views = {cid: viewmodel.view_label(v.view) for cid, v in stored.items()}
         models = {m.id: m.name for m in self.store.model_versions()}
         for summary in summaries:
+            if summary.clip_id in views:
+                continue
             names = {p.model_name for p in self.store.proposals(summary.clip_id)}
             view = viewmodel.clip_view(summary.kind, sorted(n for n in names if n))
             if not names:
@@ -194,11 +207,13 @@ class ReviewController:
         frames = self.store.frame_images(clip_id)
         if len(frames) < clip.n_frames:
             raise StoreError(f"{clip.label} has {len(frames)} of {clip.n_frames} frames stored; re-ingest the file")
+        kept = clip_views.latest_views(self.store, [clip_id]).get(clip_id)
+        notices = list(dict.fromkeys([*warnings, *(kept.notices if kept else ())]))  # once each, as given first
         return ClipScreen(
             clip_id=clip_id,
             value=viewmodel.viewer_value(clip_id, states, reload=True, thresholds=self.thresholds),
             clip=self.clip_prop(clip, frames, states),
-            header=clip_header(clip, states, warnings, contour_model=self._contour_model(clip_id)),
+            header=clip_header(clip, states, notices, contour_model=self._contour_model(clip_id)),
         )
 
     def _contour_model(self, clip_id: int) -> str | None:

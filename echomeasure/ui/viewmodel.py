@@ -57,7 +57,7 @@ WORKLIST_HEADERS: tuple[str, ...] = ("clip", "status", "done", "view Â· frames Â
 #: Worklist filter choices (a clip's review status, or every clip).
 WORKLIST_FILTERS: tuple[str, ...] = ("all", "to review", "in review", "reviewed", "no proposals")
 
-#: The view a model's proposals imply, for the worklist (a clip carries no view of its own yet).
+#: The view a model's proposals imply, for the worklist (clips stored before the clip view was kept).
 VIEW_OF_MODEL: dict[str, str] = {
     "plax-linear": "PLAX",
     "plax-seg": "PLAX",
@@ -347,6 +347,15 @@ def viewer_value(
 def empty_viewer_value() -> dict[str, Any]:
     """The viewer value with no clip open."""
     return viewer_value(None, (), reload=True)
+
+
+#: How the worklist names a view the classifier gave (others are shown as given).
+VIEW_LABELS: dict[str, str] = {"plax": "PLAX", "a4c": "A4C", "a2c": "A2C", "doppler": "Doppler", "2d": "2D"}
+
+
+def view_label(view: str) -> str:
+    """The worklist's name of a stored view (``a4c`` -> ``A4C``; ``other`` stays ``other``)."""
+    return VIEW_LABELS.get(view.lower(), view)
 
 
 def clip_view(kind: str, model_names: Iterable[str | None] = ()) -> str:
