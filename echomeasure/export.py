@@ -322,12 +322,14 @@ def export_csv(store: Store, clip_ids: Iterable[int] | None = None) -> str:
 def export_json(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str, Any]:
     """Full history as a JSON-ready dict: clips with their proposals, reviews, current
     measurements and audit events, plus the model versions and store-wide audit events."""
-    from echomeasure.store import contours
+    from echomeasure.store import clip_views, contours
 
     ids = _clip_ids(store, clip_ids)
+    views = clip_views.latest_views(store, ids)
     clips = []
     for clip_id in ids:
         c = store.clip(clip_id)
+        view = views.get(clip_id)
         clips.append(
             {
                 "clip_id": c.id,
@@ -341,6 +343,9 @@ def export_json(store: Store, clip_ids: Iterable[int] | None = None) -> dict[str
                 "height_px": c.height_px,
                 "calibration_source": c.calibration_source,
                 "user_cm_per_px": c.user_cm_per_px,
+                # the view classifier's view and the notices given when the models ran (None: not kept)
+                "view": None if view is None else {"name": view.view, "confidence": view.confidence,
+                                                   "notices": list(view.notices)},
                 "regions": list(c.regions),
                 "pixel_sha256": c.pixel_sha256,
                 "deidentification": c.deid_record,

@@ -38,6 +38,10 @@ def test_the_view_and_notices_are_kept_and_shown_when_the_clip_is_opened_later(s
     assert header.count("not a parasternal long-axis view") == 1
     # opened right after the upload (warnings passed too): said once
     assert ctrl.open_clip(result.clip.id, "Dr A", [NOT_PLAX]).header.count("not a parasternal") == 1
+    from echomeasure.export import export_json
+
+    (exported,) = export_json(store)["clips"]
+    assert exported["view"] == {"name": "a4c", "confidence": 0.94, "notices": [NOT_PLAX]}
     (row,) = [r for r in ctrl.worklist("all") if r[0] == result.clip.id]
     assert row[3].startswith("A4C ·")  # was "2D ·": the store kept no view
     # the next ingest of the same file adds nothing, and the audit chain covers the row
