@@ -43,9 +43,11 @@ import hashlib
 import json
 import logging
 import os
+import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from echomeasure import atomic, config
@@ -80,6 +82,36 @@ _TRAIN_HINT = {
 
 def _train_hint(name: str) -> str:
     return _TRAIN_HINT.get(name, f"echomeasure train --model {name}")
+
+
+#: What a registry name or version may be: it names a weight file (``<name>-<version>.pt``) and
+#: appears in JSON and the review store, so letters, digits and ``. _ + -`` only, starting with a
+#: letter or digit (no path separator, no ``..`` leading a name, no spaces or control characters).
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
+def check_name(kind: str, text: object) -> str:
+    """``text`` as a registry name or version (:data:`_NAME_PATTERN`); ValueError otherwise."""
+    if not isinstance(text, str) or not _NAME_PATTERN.fullmatch(text):
+        raise ValueError(f"{kind} {text!r} is not allowed: letters, digits and . _ + - only, "
+                         "starting with a letter or digit, at most 64 characters")
+    return text
+
+
+def check_file_name(file: object) -> str:
+    """An entry's ``file``: a relative path inside the weights folder (no ``..``, not absolute)."""
+    if not isinstance(file, str) or not file or "\\" in file or "\0" in file:
+        raise ValueError(f"file {file!r} must be a path relative to the weights folder")
+    parts = PurePosixPath(file).parts
+    if PurePosixPath(file).is_absolute() or not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"file {file!r} must be a path inside the weights folder (no '..', not absolute)")
+    return file
+
+
+class VersionExistsError(WeightsError, ValueError):
+    """A ``(name, version)`` that is already registered (registered versions are immutable).
+
+    A :class:`WeightsError` (one line, exit 2 from the CLI) and, as before, a ``ValueError``."""
 
 
 #: Evaluation protocols (keys of :attr:`WeightsEntry.metrics`): held-out synthetic cases in the
@@ -300,6 +332,11 @@ class WeightsEntry:
         self._upgrade_legacy_fields()
         if not self.name or not self.version:
             raise ValueError("a weights entry needs a name and a version")
+        check_name("name", self.name)
+        check_name("version", self.version)
+        check_file_name(self.file)
+        if not isinstance(self.sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ValueError(f"sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
         if self.arch not in ARCHITECTURES + CLASSIFIER_ARCHITECTURES:
             known = ", ".join(ARCHITECTURES + CLASSIFIER_ARCHITECTURES)
             raise ValueError(f"unknown arch {self.arch!r}; known: {known}")
@@ -320,8 +357,6 @@ class WeightsEntry:
             )
         if len(set(self.channels)) != len(self.channels):
             raise ValueError(f"duplicate channels in {self.channels}")
-        if len(self.sha256) != 64:
-            raise ValueError(f"sha256 must be 64 hex digits, got {self.sha256!r}")
 
     def _upgrade_legacy_fields(self) -> None:
         """Move format-1 flat metrics and ``extra`` decode settings into their typed fields."""
@@ -643,7 +678,35 @@ def read_manifest(weights_dir: str | os.PathLike[str] | None = None) -> dict[str
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise WeightsError(f"{path} is not a weights manifest (no 'models' list); restore it")
     data.setdefault("active", {})
+    _check_manifest(path, data)
     return data
+
+
+def _check_manifest(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a manifest whose entries cannot be used as they are (a hand edit gone wrong): an
+    entry that is not a valid :class:`WeightsEntry` (unknown arch, a ``file`` outside the folder, a
+    version that is not a plain name, ...), a name and version registered twice, an ``active``
+    that is not a mapping of names to versions.  One :class:`WeightsError` naming the manifest."""
+    fix = "fix the entry or restore the manifest from version control"
+    active = data["active"]
+    if not isinstance(active, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in active.items()):
+        raise WeightsError(f"{path}: 'active' must map model names to versions; {fix}")
+    seen: set[tuple[str, str]] = set()
+    for i, d in enumerate(data["models"]):
+        if not isinstance(d, dict):
+            raise WeightsError(f"{path}: models[{i}] is not an entry; {fix}")
+        label = f"models[{i}]"
+        if isinstance(d.get("name"), str) and isinstance(d.get("version"), str):
+            label += f" ({d['name']!r} {d['version']!r})"
+        try:
+            entry = WeightsEntry.from_json(d)
+        except (TypeError, ValueError, AttributeError) as exc:
+            reason = " ".join(str(exc).replace("WeightsEntry.__init__() ", "").split())
+            raise WeightsError(f"{path}: {label}: {reason}; {fix}") from None
+        key = (entry.name, entry.version)
+        if key in seen:
+            raise WeightsError(f"{path}: {label} is registered twice; {fix}")
+        seen.add(key)
 
 
 def list_entries(weights_dir: str | os.PathLike[str] | None = None) -> list[WeightsEntry]:
@@ -686,11 +749,42 @@ def get_entry(name: str, version: str | None = None, weights_dir: str | os.PathL
     raise WeightsError(f"model {name!r} has no version {wanted!r}; known versions: {known}")
 
 
+def _not_writable(folder: Path, exc: OSError) -> WeightsError:
+    reason = exc.strerror or type(exc).__name__
+    return WeightsError(f"weights folder {folder} is not writable ({reason}); nothing was registered: "
+                        "pass --out DIR (or set ECHOMEASURE_WEIGHTS) to a folder you can write")
+
+
+def check_writable(weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The weights folder, created if needed, once a file could be created and removed in it.
+
+    Call it before spending time on training: :func:`register` and :func:`publish` need to write
+    there (a read-only folder, a full disk or another user's folder are found out at once).
+
+    Raises
+    ------
+    WeightsError
+        The folder cannot be created or written (one line naming it).
+    """
+    folder = _manifest_path(weights_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _not_writable(folder, exc) from None
+    return folder
+
+
 @contextlib.contextmanager
 def _manifest_lock(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder / ".manifest.lock"
-    with open(lock_path, "a+") as fh:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = open(folder / ".manifest.lock", "a+")  # noqa: SIM115 - closed below, after the body
+    except OSError as exc:
+        raise _not_writable(folder, exc) from None
+    with fh:
         try:
             import fcntl
 
@@ -701,7 +795,11 @@ def _manifest_lock(folder: Path) -> Iterator[None]:
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    atomic.write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n", make_parents=True)
+    try:
+        atomic.write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=False) + "\n",
+                          make_parents=True)
+    except OSError as exc:  # the old manifest is left as it was (atomic replace)
+        raise _not_writable(folder, exc) from None
 
 
 def register(
@@ -752,7 +850,8 @@ def register(
     with _manifest_lock(folder):
         manifest = read_manifest(folder)
         if any(d.get("name") == entry.name and d.get("version") == entry.version for d in manifest["models"]):
-            raise ValueError(f"{entry.name} {entry.version} is already registered; pick a new version")
+            raise VersionExistsError(f"{entry.name} {entry.version} is already registered in {folder}; "
+                                     "registered versions are immutable: pick a new version")
         manifest["models"].append(entry.to_json())
         if activate:
             manifest["active"][entry.name] = entry.version
@@ -799,7 +898,7 @@ def register_many(
         existing = {(d.get("name"), d.get("version")) for d in manifest["models"]}
         taken = [f"{n} {v}" for n, v in keys if (n, v) in existing]
         if taken:
-            raise ValueError(f"{taken[0]} is already registered; pick a new version")
+            raise VersionExistsError(f"{taken[0]} is already registered; pick a new version")
         for entry in stamped:
             manifest["models"].append(entry.to_json())
             if activate:

@@ -1,0 +1,79 @@
+"""The weights registry attacked: manifests edited by hand, versions registered twice.  Every
+error is one line (exit 2) and the weights folder is never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from echomeasure.cli import main
+from echomeasure.errors import WeightsError
+from echomeasure.models import registry
+
+
+def _entry(folder: Path, version: str = "1.0", seed: int = 0) -> registry.WeightsEntry:
+    """A registered-looking view entry whose file holds ``seed``'s bytes."""
+    file = f"view-{version}.pt"
+    (folder / file).write_bytes(f"weights {seed}".encode())
+    return registry.WeightsEntry(name="view", version=version, arch="view_cnn", input_size=(64, 64),
+                                 channels=("plax", "a4c", "a2c", "doppler", "other"), file=file,
+                                 sha256=registry.sha256_file(folder / file))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    out = tmp_path / "weights"
+    out.mkdir()
+    registry.register(_entry(out), weights_dir=out)
+    return out
+
+
+def _edit(folder: Path, edit) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest, manifest["models"][0])
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda m, e: e.update(arch="nope"), "unknown arch 'nope'"),
+    (lambda m, e: (e.update(version="../../evil"), m["active"].update(view="../../evil")), "version '../../evil'"),
+    (lambda m, e: e.update(file="../elsewhere/view-1.0.pt"), "must be a path inside the weights folder"),
+    (lambda m, e: e.update(file="/etc/hostname"), "must be a path inside the weights folder"),
+    (lambda m, e: e.pop("sha256"), "'sha256'"),
+    (lambda m, e: e.update(input_size="x"), "models[0] ('view' '1.0')"),
+    (lambda m, e: m.update(active=["view"]), "'active' must map model names to versions"),
+    (lambda m, e: m["models"].append(dict(e)), "models[1] ('view' '1.0') is registered twice"),
+    (lambda m, e: m["models"].append(1), "models[1] is not an entry"),
+], ids=["arch", "dotdot-version", "dotdot-file", "absolute-file", "no-sha256", "bad-size", "active-list",
+        "duplicate", "not-an-entry"])
+def test_a_manifest_edited_by_hand_is_refused_in_one_line(folder, capsys, edit, expected):
+    _edit(folder, edit)
+    rc = main(["weights", "list", "--out", str(folder)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith(f"error: {folder / 'manifest.json'}: ") and expected in err and "\n" not in err
+    with pytest.raises(WeightsError, match="restore the manifest"):
+        registry.get_entry("view", None, folder)
+
+
+def test_unknown_keys_are_kept_and_a_file_in_a_subfolder_still_loads(folder, capsys):
+    (folder / "sub").mkdir()
+    os.replace(folder / "view-1.0.pt", folder / "sub" / "view-1.0.pt")
+    _edit(folder, lambda m, e: (e.update(file="sub/view-1.0.pt", note="site copy"), m.update(comment="x")))
+    assert main(["weights", "list", "--out", str(folder)]) == 0
+    entry = registry.get_entry("view", None, folder)
+    assert entry.extra["note"] == "site copy" and registry.verify_file(entry, folder).is_file()
+    _edit(folder, lambda m, e: e.update(version="1.0/../../x"))
+    assert main(["weights", "list", "--out", str(folder)]) == 2
+
+
+def test_registering_a_version_again_is_a_one_line_weights_error(folder):
+    again = _entry(folder, "1.0", seed=1)  # rewrites view-1.0.pt: the registered file is now wrong too
+    with pytest.raises(WeightsError, match="already registered") as caught:
+        registry.register(again, weights_dir=folder)
+    assert isinstance(caught.value, ValueError)  # still what callers caught before
+    assert "\n" not in str(caught.value)
