@@ -1,8 +1,10 @@
-"""The weights registry attacked: manifests edited by hand, versions registered twice.  Every
-error is one line (exit 2) and the weights folder is never left half-written."""
+"""The weights registry attacked: manifests edited by hand, versions registered twice, a file a
+registered version uses, a manifest write that fails.  Every error is one line (exit 2) and the
+weights folder is never left half-written."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -77,3 +79,45 @@ def test_registering_a_version_again_is_a_one_line_weights_error(folder):
         registry.register(again, weights_dir=folder)
     assert isinstance(caught.value, ValueError)  # still what callers caught before
     assert "\n" not in str(caught.value)
+
+
+def test_publish_never_replaces_a_file_a_registered_version_uses(folder, tmp_path):
+    registered = registry.get_entry("view", "1.0", folder)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    child = _entry(scratch, "1.0", seed=2)
+    # same version: refused
+    with pytest.raises(registry.VersionExistsError):
+        registry.publish(child, scratch / child.file, weights_dir=folder)
+    # another version but the registered version's file name: refused
+    with pytest.raises(WeightsError, match="is the file of view 1.0"):
+        registry.publish(registry.WeightsEntry.from_json({**child.to_json(), "version": "1.1"}), scratch / child.file,
+                         weights_dir=folder)
+    assert registry.verify_file(registered, folder)
+    # a version chosen under the lock gets its own file
+    done = registry.publish(child, scratch / child.file, weights_dir=folder,
+                            version_for=lambda taken: f"1.{len(taken)}")
+    assert (done.version, done.file) == ("1.1", "view-1.1.pt")
+    assert [registry.verify_file(e, folder).name for e in registry.list_entries(folder)] == ["view-1.0.pt", "view-1.1.pt"]
+    assert registry.active_version("view", folder) == "1.1"
+
+
+def test_a_publish_whose_manifest_cannot_be_written_leaves_no_file_and_the_old_manifest(folder, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    child = _entry(scratch, "2.0", seed=3)
+    manifest = (folder / "manifest.json").read_bytes()
+    real_write_text = registry.atomic.write_text
+
+    def full_disk(target, *args, **kwargs):
+        if Path(target).name == "manifest.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(target, *args, **kwargs)
+
+    monkeypatch.setattr(registry.atomic, "write_text", full_disk)
+    with pytest.raises(WeightsError, match="is not writable") as caught:
+        registry.publish(child, scratch / child.file, weights_dir=folder)
+    assert "\n" not in str(caught.value) and str(folder) in str(caught.value)
+    assert not (folder / child.file).exists()
+    assert (folder / "manifest.json").read_bytes() == manifest
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["manifest.json", "view-1.0.pt"]

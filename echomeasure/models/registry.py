@@ -45,8 +45,8 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -908,6 +908,89 @@ def register_many(
     for entry in stamped:
         log.info("registered %s %s (%s)", entry.name, entry.version, entry.file)
     return stamped
+
+
+def publish(
+    entry: WeightsEntry,
+    source: str | os.PathLike[str],
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    activate: bool = True,
+    version_for: Callable[[list[str]], str] | None = None,
+) -> WeightsEntry:
+    """Copy a weight file into the weights folder and register it, in one step under the
+    manifest lock: what a training or fine-tuning run calls at its end.
+
+    Two runs that finish together into the same folder each get their own version and file:
+    the version is chosen (``version_for``), the file copied and the manifest written while the
+    lock is held, and a file that a registered version uses is never replaced (before, the
+    second run copied its weights over the first one's registered file and then failed,
+    leaving the manifest's sha256 wrong for a version that was already active).
+
+    Parameters
+    ----------
+    entry
+        The new version; ``entry.sha256`` is the sha256 of ``source``.
+    source
+        The weight file (anywhere, e.g. a scratch folder); it is copied, not moved.
+    weights_dir
+        The weights folder (default :func:`echomeasure.config.weights_dir`).
+    activate
+        Make this the active version of ``entry.name``.
+    version_for
+        Picks the version from the versions of ``entry.name`` registered at that moment (e.g. the
+        next free ``-ftN``); the file is then named ``<name>-<version>`` with ``entry.file``'s
+        suffix.  None: ``entry.version`` and ``entry.file`` as given.
+
+    Returns
+    -------
+    WeightsEntry
+        The entry as registered (its version and file as chosen).
+
+    Raises
+    ------
+    VersionExistsError
+        ``(name, version)`` is already registered.
+    WeightsError
+        ``source`` does not have ``entry.sha256``, its file name belongs to a registered version,
+        or the folder is not writable.  Nothing is registered and no registered file is touched.
+    """
+    folder = _manifest_path(weights_dir)
+    source = Path(source)
+    if not source.is_file() or sha256_file(source) != entry.sha256:
+        raise WeightsError(f"weights file {source} is missing or does not have the sha256 of {entry.name} {entry.version}")
+    if not entry.created:
+        entry = replace(entry, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    with _manifest_lock(folder):
+        manifest = read_manifest(folder)
+        registered = [WeightsEntry.from_json(d) for d in manifest["models"]]
+        if version_for is not None:
+            version = check_name("version", version_for([e.version for e in registered if e.name == entry.name]))
+            suffix = PurePosixPath(entry.file).suffix or ".pt"
+            entry = replace(entry, version=version, file=f"{entry.name}-{version}{suffix}")
+        if any(e.name == entry.name and e.version == entry.version for e in registered):
+            raise VersionExistsError(f"{entry.name} {entry.version} is already registered in {folder}; "
+                                     "registered versions are immutable: pick a new version")
+        owner = next((e for e in registered if PurePosixPath(e.file) == PurePosixPath(entry.file)), None)
+        if owner is not None:
+            raise WeightsError(f"{entry.file} in {folder} is the file of {owner.name} {owner.version}; "
+                               "pick another version (a registered file is never replaced)")
+        target = folder / entry.file
+        try:
+            atomic.copy_file(source, target, make_parents=True)
+        except OSError as exc:
+            raise _not_writable(folder, exc) from None
+        try:
+            manifest["models"].append(entry.to_json())
+            if activate:
+                manifest["active"][entry.name] = entry.version
+            manifest["format"] = MANIFEST_FORMAT
+            _write_manifest(folder, manifest)
+        except BaseException:
+            target.unlink(missing_ok=True)  # no file left that the manifest does not name
+            raise
+    log.info("registered %s %s (%s)", entry.name, entry.version, entry.file)
+    return entry
 
 
 def update_entry(

@@ -50,7 +50,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -60,7 +60,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import numpy as np
 import torch
 
-from echomeasure import atomic, catalog
+from echomeasure import catalog
 from echomeasure import config as config_module
 from echomeasure.errors import StoreError, TrainingError
 from echomeasure.ingest.clip import Clip, Region
@@ -520,13 +520,40 @@ class FinetuneConfig:
         return max(1, self.batch_size - self.replay_per_batch)
 
 
-def next_ft_version(parent: registry.WeightsEntry, weights_dir: Path) -> str:
-    existing = {e.version for e in registry.list_entries(weights_dir) if e.name == parent.name}
-    base = parent.version.split("-ft")[0]
+def ft_version_after(parent_version: str, existing: Iterable[str]) -> str:
+    """The first free ``<base>-ftN`` (N = 1, 2, ...) of a parent version among ``existing``
+    (``<base>``: the parent's version without its own ``-ftN``)."""
+    taken = set(existing)
+    base = parent_version.split("-ft")[0]
     i = 1
-    while f"{base}-ft{i}" in existing:
+    while f"{base}-ft{i}" in taken:
         i += 1
     return f"{base}-ft{i}"
+
+
+def next_ft_version(parent: registry.WeightsEntry, weights_dir: Path) -> str:
+    """The version a child of ``parent`` would get now (:func:`ft_version_after`); the version it
+    is registered under is chosen again under the manifest lock (:func:`publish_child`)."""
+    return ft_version_after(parent.version, (e.version for e in registry.list_entries(weights_dir)
+                                             if e.name == parent.name))
+
+
+def publish_child(entry: registry.WeightsEntry, weight_file: Path, parent: registry.WeightsEntry, weights_dir: Path,
+                  *, activate: bool) -> registry.WeightsEntry:
+    """Copy a fine-tuned child's weights into the weights folder and register it under the next
+    free ``-ftN`` version, chosen under the manifest lock (:func:`echomeasure.models.registry.publish`):
+    two fine-tunes that finish together get two versions, and neither replaces a registered file."""
+    return registry.publish(entry, weight_file, weights_dir=weights_dir, activate=activate,
+                            version_for=partial(ft_version_after, parent.version))
+
+
+@contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A private scratch folder in the system temp folder, removed on the way out.  Weights are
+    saved and measured there, never in the weights folder: an interrupted or killed run leaves
+    nothing in the weights folder, and only :func:`publish_child` writes there."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield Path(scratch)
 
 
 def finetune(
@@ -563,6 +590,7 @@ def finetune(
     cfg = config if config is not None else FinetuneConfig()
     wdir = Path(weights_dir) if weights_dir is not None else config_module.weights_dir()
     parent = registry.get_entry(cfg.base, cfg.base_version, wdir)
+    registry.check_writable(wdir)  # before training, not after it
     with given_or_opened_store(store, db_url) as review_store:
         return _finetune(review_store, parent, wdir, cfg, progress)
 
@@ -706,25 +734,23 @@ def _child_entry(parent: registry.WeightsEntry, version: str, sha: str, decode: 
 
 
 def _save_and_measure_child(model: torch.nn.Module, parent: registry.WeightsEntry, wdir: Path, decode: DecodeSettings,
-                            run: _ReviewTraining, cfg: FinetuneConfig,
-                            progress: bool) -> tuple[registry.WeightsEntry, dict]:
-    """Save the child's weights into ``wdir`` and measure it (registered in a scratch folder first:
-    registered versions are immutable); returns its unmeasured entry and its hold-out figures."""
+                            run: _ReviewTraining, cfg: FinetuneConfig, scratch_dir: Path,
+                            progress: bool) -> tuple[registry.WeightsEntry, Path, dict]:
+    """Save the child's weights in ``scratch_dir`` and measure it there (registered in the scratch
+    folder: registered versions are immutable); returns its unmeasured entry (version provisional,
+    see :func:`publish_child`), its weight file and its hold-out figures."""
     version = next_ft_version(parent, wdir)
     file_name = f"{parent.name}-{version}.pt"
-    with tempfile.TemporaryDirectory(prefix="em-ft-", dir=wdir) as scratch:
-        scratch_dir = Path(scratch)
-        sha = registry.save_weights(model, scratch_dir / file_name)
-        entry = _child_entry(parent, version, sha, decode, run, cfg)
-        registry.register(entry, weights_dir=scratch_dir)
-        after = _holdout_figures(parent.name, version, scratch_dir, run, parent.mode, cfg, progress)
-        if cfg.synthetic_eval_cases and decode.edge_offsets_mm:
-            # the same weights on the ASE interfaces (no site offsets): the guard against forgetting
-            plain_dir = register_without_offsets(entry, scratch_dir / file_name, scratch_dir / "without-offsets")
-            after["synthetic_holdout_without_offsets"] = _synthetic_holdout(
-                parent.name, version, plain_dir, cfg, run.replay_spec.small, progress)
-        atomic.copy_file(scratch_dir / file_name, wdir / file_name)
-    return entry, after
+    sha = registry.save_weights(model, scratch_dir / file_name)
+    entry = _child_entry(parent, version, sha, decode, run, cfg)
+    registry.register(entry, weights_dir=scratch_dir)
+    after = _holdout_figures(parent.name, version, scratch_dir, run, parent.mode, cfg, progress)
+    if cfg.synthetic_eval_cases and decode.edge_offsets_mm:
+        # the same weights on the ASE interfaces (no site offsets): the guard against forgetting
+        plain_dir = register_without_offsets(entry, scratch_dir / file_name, scratch_dir / "without-offsets")
+        after["synthetic_holdout_without_offsets"] = _synthetic_holdout(
+            parent.name, version, plain_dir, cfg, run.replay_spec.small, progress)
+    return entry, scratch_dir / file_name, after
 
 
 def _finetune_record(parent: registry.WeightsEntry, run: _ReviewTraining, cfg: FinetuneConfig, result: TrainResult,
@@ -763,15 +789,16 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, cfg: Finetu
     before = _holdout_figures(parent.name, parent.version, wdir, run, parent.mode, cfg, progress)
     model, result = _train_child(parent, wdir, run, progress)
     decode, offsets = _caliper_convention(parent, wdir, train_s)
-    entry, after = _save_and_measure_child(model, parent, wdir, decode, run, cfg, progress)
-
-    activated = _should_activate(cfg.activate, before, after)
-    record = _finetune_record(parent, run, cfg, result, offsets, before, after, activated)
-    extra = {k: v for k, v in entry.extra.items() if k != "evaluation"}
-    metrics, thresholds = _measured(after)
-    entry = registry.register(replace(entry, metrics=metrics, thresholds=thresholds,
+    with scratch_folder("em-ft-") as scratch_dir:
+        entry, weight_file, after = _save_and_measure_child(model, parent, wdir, decode, run, cfg, scratch_dir,
+                                                            progress)
+        activated = _should_activate(cfg.activate, before, after)
+        record = _finetune_record(parent, run, cfg, result, offsets, before, after, activated)
+        extra = {k: v for k, v in entry.extra.items() if k != "evaluation"}
+        metrics, thresholds = _measured(after)
+        entry = publish_child(replace(entry, metrics=metrics, thresholds=thresholds,
                                       extra={**extra, "finetune": record}),
-                              weights_dir=wdir, activate=activated)
+                              weight_file, parent, wdir, activate=activated)
     clear_engines()
     # the review store keeps the lineage too
     store.register_model_version(
@@ -825,4 +852,5 @@ def _should_activate(mode: Activate, before: dict, after: dict) -> bool:
 
 
 __all__ = ["EdgeOffsets", "FinetuneOutcome", "MIN_OFFSET_SAMPLES", "MIN_REVIEWED_FRAMES", "ReviewSample",
-           "finetune", "learn_edge_offsets_mm", "load_review_samples", "review_errors", "split_by_clip"]
+           "finetune", "ft_version_after", "learn_edge_offsets_mm", "load_review_samples", "publish_child",
+           "review_errors", "scratch_folder", "split_by_clip"]

@@ -42,7 +42,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,7 +51,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from echomeasure import atomic, config
+from echomeasure import config
 from echomeasure.errors import StoreError, TrainingError
 from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.models import registry
@@ -68,6 +67,8 @@ from echomeasure.training.finetune import (
     Activate,
     given_or_opened_store,
     next_ft_version,
+    publish_child,
+    scratch_folder,
     split_by_clip,
     store_version,
 )
@@ -433,6 +434,7 @@ def finetune_contours(
         raise TrainingError("--keep-unreviewed must be 0 or more")
     wdir = Path(weights_dir) if weights_dir is not None else config.weights_dir()
     parent = segmentation_entry(model, base_version, wdir)
+    registry.check_writable(wdir)  # before training, not after it
     with given_or_opened_store(store, db_url) as review_store:
         return _finetune_contours(review_store, parent, wdir, steps=steps, lr=lr, holdout_fraction=holdout_fraction,
                                   min_frames=min_frames, keep_unreviewed=keep_unreviewed, seed=seed,
@@ -465,8 +467,7 @@ def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *,
               f"--seed {seed} --holdout {holdout_fraction} --keep-unreviewed {keep_unreviewed}")
     trained_on = (f"{len(train_s)} frames with reviewed contours from {len({s.clip_id for s in train_s})} clips "
                   f"of the review store; parent {parent.name} {parent.version}")
-    with tempfile.TemporaryDirectory(prefix="em-ftseg-", dir=wdir) as scratch:
-        scratch_dir = Path(scratch)
+    with scratch_folder("em-ftseg-") as scratch_dir:  # never in the weights folder
         sha = registry.save_weights(loaded.model, scratch_dir / file_name)
         entry = replace(parent, version=version, file=file_name, sha256=sha, parent=parent.version, created="",
                         metrics={}, thresholds=registry.FlagThresholds(), seed=seed, recipe=recipe,
@@ -474,7 +475,24 @@ def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *,
         registry.register(entry, weights_dir=scratch_dir)
         saved = registry.load_model(parent.name, version, scratch_dir)  # the weights as stored (int8)
         after = contour_metrics(saved.model, entry, hold_s) if hold_s else {}
-        atomic.copy_file(scratch_dir / file_name, wdir / file_name)
+        entry = _publish(entry, scratch_dir / file_name, parent, wdir, train_s, hold_s, before, after, losses,
+                         steps=steps, lr=lr, seed=seed, keep_unreviewed=keep_unreviewed, activate=activate, t0=t0)
+    store.register_model_version(
+        ModelInfo(entry.name, entry.version, entry.sha256), parent_id=store_parent,
+        trained_on={"contour_reviews": {"clip_ids": entry.extra["finetune_contours"]["train_clip_ids"],
+                                        "frames": len(train_s)}},
+        metrics=dict(entry.metrics), activate=entry.extra["finetune_contours"]["activated"], actor="finetune",
+    )
+    return ContourFinetuneOutcome(entry, parent, entry.extra["finetune_contours"]["activated"], len(train_s),
+                                  len(hold_s), before, after, losses, time.monotonic() - t0)
+
+
+def _publish(entry: registry.WeightsEntry, weight_file: Path, parent: registry.WeightsEntry, wdir: Path,
+             train_s: Sequence[ContourSample], hold_s: Sequence[ContourSample], before: dict[str, Any],
+             after: dict[str, Any], losses: list[float], *, steps: int, lr: float, seed: int, keep_unreviewed: float,
+             activate: Activate, t0: float) -> registry.WeightsEntry:
+    """Register the measured child in the weights folder (its version chosen under the manifest
+    lock, :func:`~echomeasure.training.finetune.publish_child`) with its record and metrics."""
     activated = _should_activate(activate, before, after)
     extra = {**{k: v for k, v in dict(parent.extra).items() if k != "finetune_contours"}, "finetune_contours": {
         "parent": parent.version, "train_frames": len(train_s), "holdout_frames": len(hold_s),
@@ -488,15 +506,7 @@ def _finetune_contours(store: Any, parent: registry.WeightsEntry, wdir: Path, *,
     # only what was measured on the child: the parent's own figures do not describe it
     review_figures = _flat_review_metrics(after)
     metrics = {registry.REVIEW_HOLDOUT: review_figures} if review_figures else {}
-    entry = registry.register(replace(entry, metrics=metrics, extra=extra), weights_dir=wdir, activate=activated)
-    store.register_model_version(
-        ModelInfo(entry.name, entry.version, entry.sha256), parent_id=store_parent,
-        trained_on={"contour_reviews": {"clip_ids": extra["finetune_contours"]["train_clip_ids"],
-                                        "frames": len(train_s)}},
-        metrics=metrics, activate=activated, actor="finetune",
-    )
-    return ContourFinetuneOutcome(entry, parent, activated, len(train_s), len(hold_s), before, after, losses,
-                                  time.monotonic() - t0)
+    return publish_child(replace(entry, metrics=metrics, extra=extra), weight_file, parent, wdir, activate=activated)
 
 
 def _flat_review_metrics(report: dict[str, Any]) -> dict[str, float]:
