@@ -1,12 +1,16 @@
 """Fine-tuning as a site runs it, attacked: runs that finish together, interrupted runs, a weights
-folder that cannot be written.  The weights folder must never be left half-written."""
+folder that cannot be written, damaged frame images and points the model cannot see.  The weights
+folder must never be left half-written."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
+from store_fixtures import make_deidentified, write_us_dicom
 from test_finetune_seg import LV_BIG, LV_SMALL, _clip_with_frames, _register_random_seg
 
 from echomeasure.cli import main
@@ -131,3 +135,64 @@ def test_an_unwritable_weights_folder_is_refused_before_any_training(seg_setup, 
     assert err.startswith("error: weights folder ") and str(folder) in err and "not writable" in err
     assert "\n" not in err
     assert (folder / "manifest.json").read_bytes() == manifest
+
+
+def _plax_entry(input_size: tuple[int, int] = (64, 64)) -> registry.WeightsEntry:
+    from echomeasure.catalog import KEYPOINTS_2D
+
+    return registry.WeightsEntry(name="plax-linear", version="0.1", arch="deeplabv3_mobilenet_v3_large",
+                                 input_size=input_size, channels=KEYPOINTS_2D, file="plax-linear-0.1.pt",
+                                 sha256="a" * 64)
+
+
+def _half_region_dicom(tmp_path: Path, seed: int) -> Path:
+    """A 64x48 clip whose ultrasound region is its left half (the right half is annotation)."""
+    import pydicom
+
+    path = write_us_dicom(tmp_path / f"half_{seed}.dcm", seed=seed)
+    ds = pydicom.dcmread(path)
+    ds.SequenceOfUltrasoundRegions[0].RegionLocationMaxX1 = 31
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_damaged_or_missing_frame_images_are_skipped_with_a_warning(tmp_path, caplog):
+    from echomeasure.training.finetune import load_review_samples
+
+    with open_store(f"sqlite:///{tmp_path / 'r.sqlite'}", images_dir=tmp_path / "images") as store:
+        ids = []
+        for seed in (1, 2, 3):
+            dclip = make_deidentified(tmp_path, seed)
+            cid = store.add_clip(dclip).id
+            store.save_frames(cid, dclip.clip.frames)
+            store.add_review(cid, "lvidd", "added", "Dr A", frame=1, points=[[20.0, 10.0], [20.0, 30.0]])
+            ids.append(cid)
+        damaged, deleted = store.frame_path(ids[0], 1), store.frame_path(ids[1], 1)
+        damaged.write_bytes(damaged.read_bytes()[:60])  # a truncated PNG
+        deleted.unlink()
+        with caplog.at_level(logging.WARNING, logger="echomeasure.training.finetune"):
+            samples = load_review_samples(store, _plax_entry())
+    assert [(s.clip_id, s.frame_index) for s in samples] == [(ids[2], 1)]
+    assert "2 reviewed frame(s) skipped" in caplog.text
+
+
+def test_a_reviewed_point_outside_the_models_view_is_not_learned(tmp_path, caplog):
+    # The model sees the ultrasound region only; a point beyond it made the whole channel a target
+    # with its peak off the input, i.e. "this keypoint is nowhere on the frame".
+    from echomeasure import config
+    from echomeasure.catalog import KEYPOINTS_2D, LINEAR_ENDPOINTS
+    from echomeasure.ingest import load
+    from echomeasure.training.finetune import load_review_samples
+
+    with open_store(f"sqlite:///{tmp_path / 'r.sqlite'}", images_dir=tmp_path / "images") as store:
+        dclip = load(_half_region_dicom(tmp_path, 1), secret=config.secret())
+        cid = store.add_clip(dclip).id
+        store.save_frames(cid, dclip.clip.frames)
+        store.add_review(cid, "lvidd", "added", "Dr A", frame=1, points=[[20.0, 10.0], [20.0, 30.0]])
+        store.add_review(cid, "aortic_root", "added", "Dr A", frame=1, points=[[50.0, 5.0], [50.0, 20.0]])  # outside
+        with caplog.at_level(logging.WARNING, logger="echomeasure.training.finetune"):
+            (sample,) = load_review_samples(store, _plax_entry())
+    known = {KEYPOINTS_2D[k] for k in np.flatnonzero(sample.trusted)}
+    assert known == set(LINEAR_ENDPOINTS["lvidd"])
+    assert np.isfinite(sample.targets).all(-1).any(-1).sum() == 2
+    assert "outside the model's view" in caplog.text

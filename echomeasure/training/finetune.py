@@ -168,14 +168,17 @@ def load_review_samples(store: Any, entry: registry.WeightsEntry) -> list[Review
                 rejected.setdefault((cid, st.proposed_frame_index), []).append((st.measurement, st.proposed_points))
     samples: list[ReviewSample] = []
     by_key = {(f.clip_id, f.frame_index): f for f in frames}
+    unreadable = outside = 0
     for key in sorted(set(by_key) | set(rejected)):
         cid, fi = key
         rec = clips[cid]
         tf = by_key.get(key)
         try:
-            image = tf.load_image() if tf is not None else store.frame(cid, fi)
-        except (FileNotFoundError, StoreError) as exc:  # a frame never saved cannot be learned from
-            log.info("clip %d frame %d: no stored image (%s); skipped", cid, fi, type(exc).__name__)
+            # through the store: the frame's hash is checked (a damaged PNG is not learned from)
+            image = store.frame(cid, fi)
+        except (FileNotFoundError, StoreError) as exc:  # a frame never saved, deleted or damaged
+            log.info("clip %d frame %d: no usable stored image (%s); skipped", cid, fi, type(exc).__name__)
+            unreadable += 1
             continue
         regions = rec.region_objects
         clip = Clip(frames=image[None], frame_time_ms=None, regions=regions, source_kind="dicom")
@@ -184,7 +187,13 @@ def load_review_samples(store: Any, entry: registry.WeightsEntry) -> list[Review
         measurements = dict(tf.measurements) if tf is not None else {}
         for c, pts in _channel_points(mode, channels, measurements).items():
             if pts:
-                targets[ch_index[c], : len(pts)] = transform.to_model(np.asarray(pts, dtype=np.float64))
+                model_pts = transform.to_model(np.asarray(pts, dtype=np.float64))
+                if not _inside_input(model_pts, entry.input_size):
+                    # a point the model cannot see would teach it that the keypoint is nowhere on
+                    # the frame: the channel stays unknown on this frame
+                    outside += 1
+                    continue
+                targets[ch_index[c], : len(pts)] = model_pts
         negatives: list[tuple[int, float, float]] = []
         for name, rejected_pts in rejected.get(key, []):
             kps = catalog.LINEAR_ENDPOINTS.get(name, ()) if mode == "2d" else (name,)
@@ -197,7 +206,21 @@ def load_review_samples(store: Any, entry: registry.WeightsEntry) -> list[Review
             continue
         samples.append(ReviewSample(cid, fi, transform.crop_resize(image)[0], targets, negatives, transform,
                                     regions, image, measurements))
+    if unreadable:
+        log.warning("%d reviewed frame(s) skipped: their stored image is missing or damaged "
+                    "(re-ingest those clips to learn from them)", unreadable)
+    if outside:
+        log.warning("%d reviewed point(s) outside the model's view of their frame (the ultrasound region) "
+                    "not learned from", outside)
     return samples
+
+
+def _inside_input(points: np.ndarray, input_size: tuple[int, int]) -> bool:
+    """All points finite and inside the model input (half a pixel of slack)."""
+    h, w = input_size
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return bool(np.isfinite(pts).all() and (pts[:, 0] >= -0.5).all() and (pts[:, 0] <= w - 0.5).all()
+                and (pts[:, 1] >= -0.5).all() and (pts[:, 1] <= h - 0.5).all())
 
 
 def split_by_clip(samples: Sequence[SampleT], holdout_fraction: float, seed: int,
