@@ -196,3 +196,31 @@ def test_a_reviewed_point_outside_the_models_view_is_not_learned(tmp_path, caplo
     assert known == set(LINEAR_ENDPOINTS["lvidd"])
     assert np.isfinite(sample.targets).all(-1).any(-1).sum() == 2
     assert "outside the model's view" in caplog.text
+
+
+def test_auto_activation_needs_a_measured_review_hold_out(seg_setup, capsys, caplog):
+    # --holdout 0 (or a single reviewed clip) leaves nothing to compare: "not worse than the parent"
+    # cannot be shown, so an unmeasured version must not replace the active one for every user.
+    folder, url = seg_setup
+    argv = [a for a in _finetune_args(folder, url) if a not in ("--activate", "yes")]
+    argv[argv.index("--holdout") + 1] = "0"
+    with caplog.at_level(logging.WARNING):
+        rc = main(argv)
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["holdout_frames"] == 0 and out["activated"] is False
+    assert registry.active_version(PLAX_SEG_MODEL, folder) == "0.0-random"
+    assert registry.verify_file(registry.get_entry(PLAX_SEG_MODEL, out["version"], folder), folder)
+    assert "not measured on held-out" in caplog.text
+
+
+def test_auto_activation_of_a_caliper_model_needs_a_measured_review_hold_out():
+    from echomeasure.training.finetune import _should_activate
+
+    synthetic = {"mean_mae_mm": 0.5}
+    unmeasured = {"reviews_holdout": {}, "synthetic_holdout": synthetic}
+    assert _should_activate("auto", unmeasured, unmeasured) is False
+    assert _should_activate("yes", unmeasured, unmeasured) is True
+    measured = {"reviews_holdout": {"endpoint_mae_mm": 1.0}, "synthetic_holdout": synthetic}
+    better = {"reviews_holdout": {"endpoint_mae_mm": 0.8}, "synthetic_holdout": synthetic}
+    assert _should_activate("auto", measured, better) is True
+    assert _should_activate("auto", better, measured) is False

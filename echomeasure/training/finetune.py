@@ -35,7 +35,7 @@ Evaluation, before and after, on a held-out split of the reviews (by clip, so fr
 never sit on both sides) and on the synthetic hold-out of :mod:`echomeasure.training.evaluate`;
 both go through the real ``propose`` path.  The new version is registered in the weights
 manifest (parent, data used, metrics, sha256) and in the review store's ``model_version``
-table.  It becomes the active version only if it is not worse on the review hold-out and not
+table.  It becomes the active version only if it was measured on the review hold-out, is not worse there and not
 markedly worse (more than 25 %) on the synthetic hold-out, unless asked otherwise.  Both
 evaluations use each version's own decoding (the child's offsets included).  The synthetic
 hold-out follows the ASE convention, so a version with a site convention is meant to differ
@@ -864,7 +864,13 @@ def _should_activate(mode: Activate, before: dict, after: dict) -> bool:
     if mode == "no":
         return False
     rb, ra = _review_score(before["reviews_holdout"]), _review_score(after["reviews_holdout"])
-    if rb is not None and ra is not None and ra > rb:
+    if rb is None or ra is None:
+        # no held-out review measured (--holdout 0, a single reviewed clip): "not worse on the
+        # reviews" cannot be shown, so the version is registered but not made active
+        log.warning("the new version was not measured on held-out reviews; it is registered but not made "
+                    "active (use --activate yes to make it active)")
+        return False
+    if ra > rb:
         return False
     key = "mean_mae_mm" if "mean_mae_mm" in before["synthetic_holdout"] else "mean_error_pct"
     # a site convention moves the calipers off the ASE interfaces on purpose: judge forgetting on

@@ -33,8 +33,8 @@ clip never sit on both sides), at full image resolution through
 structure against the reviewer's polygon, and the mean signed offset of the model's boundary
 from the reviewer's, in mm (+ outside the reviewer's contour, - inside).  The new version is
 registered in the weights manifest (parent, seed, recipe, sha256, metrics before and after) and
-in the store's ``model_version`` table; it becomes active when its held-out mean Dice is not
-lower than the parent's (``activate="auto"``).
+in the store's ``model_version`` table; it becomes active when its held-out mean Dice was measured
+and is not lower than the parent's (``activate="auto"``).
 """
 
 from __future__ import annotations
@@ -526,7 +526,12 @@ def _should_activate(mode: Activate, before: dict[str, Any], after: dict[str, An
     if mode != "auto":
         return mode == "yes"
     b, a = before.get("mean_dice"), after.get("mean_dice")
-    return b is None or a is None or a >= b
+    if b is None or a is None:
+        # nothing held out was measured (--holdout 0, a single reviewed clip): "not lower" cannot be shown
+        log.warning("the new version was not measured on held-out reviewed contours; it is registered but not "
+                    "made active (use --activate yes to make it active)")
+        return False
+    return bool(a >= b)
 
 
 __all__ = ["CONTOURS_STORED_UNDER", "KEEP_UNREVIEWED", "MIN_REVIEWED_CONTOUR_FRAMES", "ContourFinetuneOutcome",
