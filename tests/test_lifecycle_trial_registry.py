@@ -121,3 +121,20 @@ def test_a_publish_whose_manifest_cannot_be_written_leaves_no_file_and_the_old_m
     assert not (folder / child.file).exists()
     assert (folder / "manifest.json").read_bytes() == manifest
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["manifest.json", "view-1.0.pt"]
+
+
+def test_rolling_back_to_a_version_whose_file_is_gone_or_altered_is_refused(folder, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    child = _entry(scratch, "1.1", seed=4)
+    registry.publish(child, scratch / child.file, weights_dir=folder)
+    manifest = (folder / "manifest.json").read_bytes()
+    (folder / "view-1.0.pt").write_bytes(b"altered")
+    with pytest.raises(WeightsError, match="has sha256"):
+        registry.set_active("view", "1.0", weights_dir=folder)
+    (folder / "view-1.0.pt").unlink()
+    with pytest.raises(WeightsError, match="is missing"):
+        registry.set_active("view", "1.0", weights_dir=folder)
+    assert (folder / "manifest.json").read_bytes() == manifest
+    assert registry.active_version("view", folder) == "1.1"
+    registry.set_active("view", "1.1", weights_dir=folder)  # an intact version still can be chosen

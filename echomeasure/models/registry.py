@@ -1029,15 +1029,18 @@ def update_entry(
 
 
 def set_active(name: str, version: str, *, weights_dir: str | os.PathLike[str] | None = None) -> None:
-    """Select which version of ``name`` is used when no version is asked for.
+    """Select which version of ``name`` is used when no version is asked for (activate a new
+    version, or roll back to an earlier one).
 
     Raises
     ------
     WeightsError
-        When ``(name, version)`` is not registered.
+        When ``(name, version)`` is not registered, or its weight file is missing or not the
+        registered one (activating it would make every measurement fail); the manifest is left as
+        it was.
     """
     folder = _manifest_path(weights_dir)
-    get_entry(name, version, folder)
+    verify_file(get_entry(name, version, folder), folder)
     with _manifest_lock(folder):
         manifest = read_manifest(folder)
         manifest["active"][name] = version
