@@ -224,3 +224,17 @@ def test_auto_activation_of_a_caliper_model_needs_a_measured_review_hold_out():
     better = {"reviews_holdout": {"endpoint_mae_mm": 0.8}, "synthetic_holdout": synthetic}
     assert _should_activate("auto", measured, better) is True
     assert _should_activate("auto", better, measured) is False
+
+
+def test_frames_with_reviewed_contours_whose_image_is_gone_are_counted_in_a_warning(seg_setup, caplog):
+    from echomeasure.training.finetune_seg import load_contour_samples
+
+    folder, url = seg_setup
+    with open_store(url) as store:
+        gone = store.frame_path(1, 1)
+        gone.write_bytes(gone.read_bytes()[:60])
+        store.frame_path(2, 1).unlink()
+        with caplog.at_level(logging.WARNING, logger="echomeasure.training.finetune_seg"):
+            samples = load_contour_samples(store, registry.get_entry(PLAX_SEG_MODEL, None, folder))
+    assert sorted(s.clip_id for s in samples) == [3, 4]
+    assert "2 frame(s) with reviewed contours skipped" in caplog.text

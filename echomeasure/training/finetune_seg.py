@@ -151,6 +151,7 @@ def load_contour_samples(store: Any, entry: registry.WeightsEntry) -> list[Conto
     channel = {name: k for k, name in enumerate(entry.channels) if k > 0}
     model_names = {rec.id: rec.name for rec in store.model_versions()}
     samples: list[ContourSample] = []
+    unreadable = 0
     for rec in store.clips():
         if rec.kind != "2d":
             continue
@@ -173,14 +174,18 @@ def load_contour_samples(store: Any, entry: registry.WeightsEntry) -> list[Conto
         for fi, polygons in sorted(by_frame.items()):
             try:
                 image = store.frame(rec.id, fi)
-            except (FileNotFoundError, StoreError) as exc:  # a frame never saved cannot be learned from
-                log.info("clip %d frame %d: no stored image (%s); skipped", rec.id, fi, type(exc).__name__)
+            except (FileNotFoundError, StoreError) as exc:  # a frame never saved, deleted or damaged
+                log.info("clip %d frame %d: no usable stored image (%s); skipped", rec.id, fi, type(exc).__name__)
+                unreadable += 1
                 continue
             polygons.sort(key=lambda p: p[0])
             reference = rasterise(polygons, image.shape[:2])
             cm = square_cm_per_px(regions, rec.user_cm_per_px)
             samples.append(make_sample(rec.id, fi, image, regions, reference, [k for k, _ in polygons],
                                        entry.input_size, cm))
+    if unreadable:
+        log.warning("%d frame(s) with reviewed contours skipped: their stored image is missing or damaged "
+                    "(re-ingest those clips to learn from them)", unreadable)
     return samples
 
 
