@@ -50,15 +50,17 @@ def _edit(folder: Path, edit) -> None:
     (lambda m, e: m.update(active=["view"]), "'active' must map model names to versions"),
     (lambda m, e: m["models"].append(dict(e)), "models[1] ('view' '1.0') is registered twice"),
     (lambda m, e: m["models"].append(1), "models[1] is not an entry"),
+    (lambda m, e: m.update(format=3), "format-3 manifest, written by a newer echomeasure"),
+    (lambda m, e: m.update(format="2"), "'format' must be a whole number"),
 ], ids=["arch", "dotdot-version", "dotdot-file", "absolute-file", "no-sha256", "bad-size", "active-list",
-        "duplicate", "not-an-entry"])
+        "duplicate", "not-an-entry", "newer-format", "format-text"])
 def test_a_manifest_edited_by_hand_is_refused_in_one_line(folder, capsys, edit, expected):
     _edit(folder, edit)
     rc = main(["weights", "list", "--out", str(folder)])
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert err.startswith(f"error: {folder / 'manifest.json'}: ") and expected in err and "\n" not in err
-    with pytest.raises(WeightsError, match="restore the manifest"):
+    assert err.startswith(f"error: {folder / 'manifest.json'}") and expected in err and "\n" not in err
+    with pytest.raises(WeightsError, match="manifest"):
         registry.get_entry("view", None, folder)
 
 

@@ -688,6 +688,14 @@ def _check_manifest(path: Path, data: dict[str, Any]) -> None:
     version that is not a plain name, ...), a name and version registered twice, an ``active``
     that is not a mapping of names to versions.  One :class:`WeightsError` naming the manifest."""
     fix = "fix the entry or restore the manifest from version control"
+    fmt = data.get("format", 1)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise WeightsError(f"{path}: 'format' must be a whole number; {fix}")
+    if fmt > MANIFEST_FORMAT:
+        # its entries may mean something this version does not know, and registering here would
+        # rewrite it as format {MANIFEST_FORMAT}
+        raise WeightsError(f"{path} is a format-{fmt} manifest, written by a newer echomeasure (this one reads "
+                           f"format {MANIFEST_FORMAT} and older); upgrade echomeasure to use these weights")
     active = data["active"]
     if not isinstance(active, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in active.items()):
         raise WeightsError(f"{path}: 'active' must map model names to versions; {fix}")
