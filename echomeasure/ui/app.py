@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -43,6 +44,8 @@ COMMIT_KEYS = ("clip_id", "reviews", "undo")
 CALIBRATE_KEYS = ("clip_id", "points", "length_cm")
 
 TITLE = "echomeasure"
+#: The upload limit of an app without uploads (the Space): no file of real size reaches the server.
+NO_UPLOAD = "1kb"
 #: Largest upload accepted (Gradio refuses bigger files before they reach the server).
 MAX_UPLOAD = "200mb"
 #: File types offered in the upload dialog (DICOM files often have no extension at all, so the
@@ -451,8 +454,9 @@ def _topbar_panel() -> gr.Markdown:
         return gr.Markdown("No clip open.", elem_id="em-clipinfo")
 
 
-def _open_panel(reviewer: str | None, example_names: Sequence[str]) -> SimpleNamespace:
-    """The Reviewer field (heading the left column, away from the notices' corner) and the ways to open a clip."""
+def _open_panel(reviewer: str | None, example_names: Sequence[str], uploads: bool = True) -> SimpleNamespace:
+    """The Reviewer field (heading the left column, away from the notices' corner) and the ways to
+    open a clip (no upload box with ``uploads`` False: the public Space)."""
     reviewer_box = gr.Textbox(
         value=reviewer or "", label="Reviewer", placeholder="Your name (required to save)", elem_id="em-reviewer"
     )
@@ -465,7 +469,7 @@ def _open_panel(reviewer: str | None, example_names: Sequence[str]) -> SimpleNam
     upload = gr.File(
         label="Upload DICOM / AVI / MP4 (de-identified on arrival)", file_types=UPLOAD_TYPES, type="filepath",
         height=112, elem_id="em-upload",
-    )
+    ) if uploads else None
     return SimpleNamespace(reviewer=reviewer_box, example=example_dd, open_btn=open_btn, upload=upload)
 
 
@@ -516,8 +520,9 @@ def _wire_opening(page: SimpleNamespace, h: UiHandlers) -> None:
     inputs_open = [page.opening.reviewer, page.worklist.status]
     page.opening.open_btn.click(h.open_example, [page.opening.example, *inputs_open], outputs_open,
                                 api_name="open_example")
-    page.opening.upload.upload(h.open_upload, [page.opening.upload, *inputs_open],
-                               [*outputs_open, page.opening.upload], api_name="open_upload")
+    if page.opening.upload is not None:
+        page.opening.upload.upload(h.open_upload, [page.opening.upload, *inputs_open],
+                                   [*outputs_open, page.opening.upload], api_name="open_upload")
     page.worklist.table.select(h.open_from_worklist, [page.opening.reviewer],
                                [page.viewer, page.clip_info, page.current_clip, page.export.file],
                                api_visibility="private")
@@ -573,6 +578,7 @@ def build_app(
     store_url: str | None = None,
     examples_dir: str | os.PathLike[str] | None = None,
     reviewer: str | None = None,
+    uploads: bool = True,
 ) -> gr.Blocks:
     """Build the review UI.
 
@@ -584,6 +590,9 @@ def build_app(
         Folder of synthetic examples offered in the "Open example" list (default ``examples/``).
     reviewer
         Pre-filled reviewer name (the user can change it; saving needs one).
+    uploads
+        Offer the upload box and its ``open_upload`` API (False: the synthetic examples alone, and
+        the server takes no file of real size, as on the public Space).
 
     Returns
     -------
@@ -605,7 +614,7 @@ def build_app(
         page = SimpleNamespace(current_clip=gr.State(None), clip_info=_topbar_panel())
         with gr.Row(equal_height=False, elem_id="em-main-row"):
             with gr.Column(scale=0, min_width=262, elem_id="em-left"):
-                page.opening = _open_panel(reviewer, list(example_paths))
+                page.opening = _open_panel(reviewer, list(example_paths), uploads)
                 page.worklist = _worklist_panel(handlers)
                 page.export = _export_panel()
             page.viewer = _viewer_panel(handlers)
@@ -621,7 +630,7 @@ def build_app(
         "theme": THEME,
         "css": CSS,
         "js": JS_DARK,
-        "max_file_size": MAX_UPLOAD,
+        "max_file_size": MAX_UPLOAD if uploads else NO_UPLOAD,
         "allowed_paths": [str(images_dir)],
         "footer_links": ["api"],
     }
@@ -685,14 +694,25 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def space_main() -> None:
-    """Hugging Face Space entry: synthetic examples, SQLite in a temporary folder (ephemeral disk)."""
+    """Hugging Face Space entry: the synthetic examples alone (no uploads: a public server is no
+    place for a patient's original), SQLite and its image store and quarantine in a temporary
+    folder (ephemeral disk), all removed when the server stops (Ctrl+C or SIGTERM)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="echomeasure-space-"))
     os.environ.setdefault("ECHOMEASURE_SECRET", os.urandom(32).hex())
     url = f"sqlite:///{workdir / 'echomeasure.sqlite'}"
-    app = build_app(url, examples_dir=config.EXAMPLES_DIR)
-    seed_examples(app.echomeasure_store)  # type: ignore[attr-defined]
-    launch(app, server_name=os.environ.get("GRADIO_SERVER_NAME"), ssr_mode=False)
+    # everything the store keeps beside it (images, quarantine) follows the configured store
+    os.environ["ECHOMEASURE_DB"] = url
+    app = build_app(url, examples_dir=config.EXAMPLES_DIR, uploads=False)
+    store: Store = app.echomeasure_store  # type: ignore[attr-defined]
+    seed_examples(store)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        launch(app, server_name=os.environ.get("GRADIO_SERVER_NAME"), ssr_mode=False)
+    finally:
+        store.close()
+        web_security.remove_private_upload_dir()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
