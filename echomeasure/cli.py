@@ -239,12 +239,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from echomeasure import config
     from echomeasure.export import export
     from echomeasure.store import open_store
-    from echomeasure.store.engine import parse_url, sqlite_path
+    from echomeasure.store.admin import require_existing
 
     url = config.db_url(args.db)
-    db_file = sqlite_path(parse_url(url))
-    if db_file is not None and not db_file.exists():
-        raise EchomeasureError(f"no review database at {db_file}; run 'echomeasure ingest' first or pass --db")
+    require_existing(url)
     if args.format == "dicom-sr":
         return _export_dicom_sr(args, url)
     if args.format == "masks":

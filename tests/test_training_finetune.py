@@ -88,12 +88,28 @@ def test_finetune_refuses_with_too_few_reviews(reviewed_store):
 
 
 def test_cli_finetune_on_an_empty_store_exits_2_with_what_to_do(smoke_weights, tmp_path, capsys):
+    from echomeasure.store import open_store
+
     weights, _ = smoke_weights
-    rc = main(["finetune", "--db", f"sqlite:///{tmp_path / 'empty.sqlite'}", "--out", str(weights), "-q"])
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    open_store(url).close()  # a store nobody reviewed in yet
+    rc = main(["finetune", "--db", url, "--out", str(weights), "-q"])
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: only 0 reviewed 2d frame(s)") and "review more clips" in err
     assert len(registry.list_entries(weights)) == 1
+
+
+def test_cli_finetune_with_a_mistyped_db_creates_nothing(smoke_weights, tmp_path, capsys):
+    """A --db naming no database is refused (it made an empty one and said '0 reviewed frames')."""
+    weights, _ = smoke_weights
+    missing = tmp_path / "typo.sqlite"
+    rc = main(["finetune", "--db", f"sqlite:///{missing}", "--out", str(weights), "-q"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: no review database at {missing}; "
+                   "review clips first (echomeasure ingest, then the review UI) or check --db")
+    assert not missing.exists() and len(registry.list_entries(weights)) == 1
 
 
 @pytest.mark.parametrize(("argv", "message"), [

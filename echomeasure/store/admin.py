@@ -51,6 +51,17 @@ def _existing_sqlite_file(url: str) -> Path | None:
     return path
 
 
+def require_existing(url: str, hint: str = "run 'echomeasure ingest' first or pass --db") -> None:
+    """Refuse a SQLite store whose file does not exist (a command that only reads the store would
+    otherwise create an empty database where a mistyped ``--db`` points)."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    path = sqlite_path(parsed)
+    if path is not None and not path.is_file():
+        raise StoreError(f"no review database at {path}; {hint}")
+
+
 def _engine_at_head(url: str) -> Engine:
     engine = create_store_engine(url)
     try:
@@ -263,5 +274,6 @@ __all__ = [
     "check_audit_at_start",
     "create_app_role",
     "pg_dump_command",
+    "require_existing",
     "verify_audit",
 ]

@@ -625,8 +625,11 @@ def given_or_opened_store(store: Any, db_url: str | None) -> Iterator[Any]:
         yield store
         return
     from echomeasure.store import open_store
+    from echomeasure.store.admin import require_existing
 
-    opened = open_store(config_module.db_url(db_url))
+    url = config_module.db_url(db_url)
+    require_existing(url, "review clips first (echomeasure ingest, then the review UI) or check --db")
+    opened = open_store(url)
     try:
         yield opened
     finally:
