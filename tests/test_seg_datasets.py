@@ -318,3 +318,30 @@ def test_evaluation_of_a_perfect_segmentation_has_dice_one_and_no_ef_error(tmp_p
     assert m["ef_mae_points"] == 0.0 and m["edv_mae_ml"] == 0.0 and m["ef_biplane_mae_points"] == 0.0
     # the phantom's EF is far from the fabricated cfg EF: the comparison with the published value shows it
     assert m["ef_mae_points_vs_reported"] > 0 and m["ef_biplane_mae_points_vs_reported"] > 0
+
+
+def test_two_trainings_finishing_together_each_get_their_own_version(tmp_path, weights, capsys, monkeypatch):
+    """The version was chosen before training and the weights saved straight into the weights
+    folder: a second run finishing first took 1.0, then the first one wrote its weights over
+    1.0's registered file.  Now the file and manifest are published together under the lock."""
+    from echomeasure.models import registry
+    from echomeasure.training import seg_train
+
+    root = tmp_path / "thigh"
+    write_mask_folder(root)
+    real_fit, nested = seg_train._fit, []
+
+    def fit_while_another_run_finishes(*args, **kwargs):
+        if not nested:  # the other run starts and finishes while this one trains
+            nested.append(None)
+            nested[0] = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(seg_train, "_fit", fit_while_another_run_finishes)
+    rc, out, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1")
+    assert rc == 0, err
+    assert nested[0][0] == 0, nested[0][2]
+    versions = {e.version: e for e in registry.list_entries(weights) if e.name == "thigh-seg"}
+    assert set(versions) == {"1.0", "1.1"} and json.loads(out)["version"] == "1.1"
+    for entry in versions.values():  # each registered file is still the one its entry names
+        assert registry.sha256_file(registry.resolve_path(entry, weights)) == entry.sha256

@@ -787,7 +787,7 @@ def _evaluate_and_register_lvh(model: torch.nn.Module, start: _LvhStart, weights
     eval_split = "val" if dataset.split("val") else ("test" if dataset.split("test") else None)
     file_name = f"plax-linear-{version}.pt"
     evaluation = None
-    with tempfile.TemporaryDirectory(prefix="em-lvh-", dir=weights_dir) as scratch:
+    with tempfile.TemporaryDirectory(prefix="em-lvh-") as scratch:
         scratch_dir = Path(scratch)
         sha = registry.save_weights(model, scratch_dir / file_name)
         entry = registry.WeightsEntry(
@@ -800,13 +800,9 @@ def _evaluate_and_register_lvh(model: torch.nn.Module, start: _LvhStart, weights
         if eval_split is not None:
             evaluation = evaluate_lvh(dataset, split=eval_split, model=f"plax-linear:{version}",
                                       weights_dir=scratch_dir, max_videos=eval_videos, progress=progress)
-        atomic.copy_file(scratch_dir / file_name, weights_dir / file_name)
-    if evaluation:
-        metrics, thresholds = registry.metrics_from_flat(flat_metrics(evaluation), DATASET)
-        entry = replace(entry, metrics=metrics, thresholds=thresholds, extra={**record, "evaluation": evaluation})
-    try:
-        entry = registry.register(entry, weights_dir=weights_dir, activate=activate)
-    except BaseException:
-        (weights_dir / file_name).unlink(missing_ok=True)
-        raise
+        if evaluation:
+            metrics, thresholds = registry.metrics_from_flat(flat_metrics(evaluation), DATASET)
+            entry = replace(entry, metrics=metrics, thresholds=thresholds, extra={**record, "evaluation": evaluation})
+        # file and manifest in one step under the manifest lock, never over a registered file
+        entry = registry.publish(entry, scratch_dir / file_name, weights_dir=weights_dir, activate=activate)
     return entry, evaluation

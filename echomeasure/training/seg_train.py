@@ -18,9 +18,12 @@ import logging
 import math
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -221,7 +224,7 @@ def train_segmentation(
 
     from echomeasure import config
     from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
-    from echomeasure.models.registry import WeightsEntry, list_entries, register, save_weights
+    from echomeasure.models.registry import WeightsEntry, list_entries, publish, save_weights
 
     if not samples:
         raise InvalidInputError("no labelled frames to train on in the given split")
@@ -229,6 +232,7 @@ def train_segmentation(
         raise InvalidInputError("--steps must be at least 1")
     torch.manual_seed(seed)
     out_dir = config.weights_dir() if out is None else os.fspath(out)
+    asked = version
     version = _new_version(name, version, init_from, {e.version for e in list_entries(out_dir) if e.name == name})
     arch = init_from.entry.arch if init_from is not None else DEFAULT_ARCH
     if init_from is not None:
@@ -247,7 +251,8 @@ def train_segmentation(
         metrics = {f"dice_{k}": v for k, v in report["dice"].items() if v is not None}
         metrics.update({k: v for k, v in report["measurements"].items() if isinstance(v, float)})
     file = f"{name}-{version}.pt"
-    sha = save_weights(model, os.path.join(out_dir, file))
+    scratch = Path(tempfile.mkdtemp(prefix="em-seg-"))  # published into out_dir below, never written there directly
+    sha = save_weights(model, scratch / file)
     entry = WeightsEntry(
         name=name, version=version, arch=arch, input_size=(input_px, input_px), channels=tuple(classes), file=file,
         sha256=sha, normalisation="unit", trained_on=trained_on, seed=seed, recipe=recipe, metrics=metrics,
@@ -255,7 +260,14 @@ def train_segmentation(
         extra={"steps_done": done, "train_s": round(wall, 1), "train_frames": len(samples),
                "eval_frames": len(eval_samples), **(extra or {})},
     )
-    register(entry, weights_dir=out_dir, activate=activate)
+    try:
+        # file and manifest in one step under the manifest lock, never over a registered file
+        # a version chosen here is chosen again under the lock (another run may have taken it)
+        entry = publish(entry, scratch / file, weights_dir=out_dir, activate=activate,
+                        version_for=None if asked is not None else
+                        (lambda taken: _new_version(name, None, init_from, set(taken))))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return SegTrainOutcome(entry, len(samples), done, wall)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from echomeasure import atomic, config
+from echomeasure import config
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
 from echomeasure.errors import TrainingError
 from echomeasure.models import registry
@@ -382,19 +382,20 @@ def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry,
     """Save the weights, evaluate them through the real ``propose`` path, register them with the
     measured metrics; returns the registered entry and the evaluation report.
 
-    The version is registered in a scratch folder first (for ``propose`` to load it), then in
-    ``weights_dir`` with its metrics (registered versions are immutable).
+    The version is registered in a scratch folder first (in the system's temporary folder, for
+    ``propose`` to load it), then published into ``weights_dir`` with its metrics
+    (:func:`echomeasure.models.registry.publish`: file and manifest in one step under the
+    manifest lock, never over a registered version's file; registered versions are immutable).
     """
     from echomeasure.training.evaluate import evaluate
 
-    with tempfile.TemporaryDirectory(prefix="em-eval-", dir=weights_dir) as scratch:
+    with tempfile.TemporaryDirectory(prefix="em-eval-") as scratch:
         scratch_dir = Path(scratch)
         entry = replace(entry, sha256=registry.save_weights(model, scratch_dir / entry.file))
         registry.register(entry, weights_dir=scratch_dir)
         report = evaluate(entry.name, entry.version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
                           progress=progress)
-        atomic.copy_file(scratch_dir / entry.file, weights_dir / entry.file)
-    metrics, thresholds = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
-    entry = replace(entry, metrics=metrics, thresholds=thresholds,
-                    extra={**entry.extra, "evaluation": report.to_dict()})
-    return registry.register(entry, weights_dir=weights_dir), report
+        metrics, thresholds = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
+        entry = replace(entry, metrics=metrics, thresholds=thresholds,
+                        extra={**entry.extra, "evaluation": report.to_dict()})
+        return registry.publish(entry, scratch_dir / entry.file, weights_dir=weights_dir), report
