@@ -497,6 +497,16 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_activate(args: argparse.Namespace) -> int:
+    """Make a registered version the one used when none is asked for (a new one, or a rollback)."""
+    from echomeasure.models.registry import active_version, set_active
+
+    before = active_version(args.name, args.out)
+    set_active(args.name, args.version, weights_dir=args.out)  # checks the version's file first
+    _print_json({"name": args.name, "active": args.version, "was": before})
+    return 0
+
+
 def _metrics_summary(metrics: dict) -> str:
     """One short cell for ``weights list``: per evaluation protocol, the mean error (or mIoU, Dice)
     and gross misses when counted."""
@@ -785,7 +795,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("weights", help="list registered model versions, or import published checkpoints")
+    s = sub.add_parser("weights", help="list registered model versions, activate one, or import published checkpoints")
     weights_sub = s.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     a = weights_sub.add_parser("list", help="every registered version with its data and metrics")
     a.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -797,6 +807,11 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--version", help="version to register (default: the next 1.N)")
     a.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
     a.set_defaults(func=cmd_weights_import)
+    a = weights_sub.add_parser("activate", help="use this version when none is asked for (activate or roll back)")
+    a.add_argument("name", metavar="NAME", help="model name, e.g. plax-linear")
+    a.add_argument("version", metavar="VERSION", help="a registered version (see weights list)")
+    a.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
+    a.set_defaults(func=cmd_weights_activate)
 
 
 def _add_review_commands(sub: argparse._SubParsersAction) -> None:

@@ -140,3 +140,17 @@ def test_rolling_back_to_a_version_whose_file_is_gone_or_altered_is_refused(fold
     assert (folder / "manifest.json").read_bytes() == manifest
     assert registry.active_version("view", folder) == "1.1"
     registry.set_active("view", "1.1", weights_dir=folder)  # an intact version still can be chosen
+
+
+def test_cli_weights_activate_rolls_back_and_refuses_a_broken_or_unknown_version(folder, capsys):
+    registry.register(_entry(folder, "1.1", seed=1), weights_dir=folder)
+    assert registry.active_version("view", folder) == "1.1"
+    assert main(["weights", "activate", "view", "1.0", "--out", str(folder)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"name": "view", "active": "1.0", "was": "1.1"}
+    assert registry.active_version("view", folder) == "1.0"
+    (folder / "view-1.1.pt").write_bytes(b"altered")
+    for version in ("1.1", "9.9"):  # a damaged file, an unknown version: refused, nothing changed
+        assert main(["weights", "activate", "view", version, "--out", str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+        assert registry.active_version("view", folder) == "1.0"
