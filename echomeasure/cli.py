@@ -356,7 +356,11 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure speed (and accuracy, with trained weights) and write/print the results JSON."""
     from echomeasure.bench import run_bench
+    from echomeasure.errors import InvalidInputError
 
+    for option, value in (("--cases", args.cases), ("--frames", args.frames), ("--repeats", args.repeats)):
+        if value < 1:  # each gave a traceback (an empty median, an empty clip)
+            raise InvalidInputError(f"{option} must be at least 1")
     results = run_bench(
         speed=args.speed or not (args.accuracy or args.memory or args.backbones),
         accuracy=args.accuracy,

@@ -34,3 +34,11 @@ def test_bench_accuracy_without_trained_weights_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(tmp_path))
     result = run_accuracy(3, None)
     assert "echomeasure train" in result["skipped"]
+
+
+@pytest.mark.parametrize(("option", "value"), [("--cases", "0"), ("--frames", "0"), ("--repeats", "-1")])
+def test_bench_refuses_counts_below_one_in_one_line(option, value, capsys):
+    from echomeasure.cli import main
+
+    assert main(["bench", "--accuracy", option, value]) == 2  # each was a traceback
+    assert capsys.readouterr().err.strip() == f"error: {option} must be at least 1"
