@@ -519,6 +519,8 @@ def _metrics_summary(metrics: dict) -> str:
         parts = []
         if figures.get("mean_mae_mm") is not None:
             parts.append(f"MAE {figures['mean_mae_mm']:.2f} mm")
+        elif figures.get("endpoint_mae_mm") is not None:  # a fine-tuned version's review hold-out
+            parts.append(f"endpoint MAE {figures['endpoint_mae_mm']:.2f} mm")
         if figures.get("mean_error_pct") is not None:
             parts.append(f"error {figures['mean_error_pct']:.2f} %")
         if any(k.endswith("_gross") for k in figures):

@@ -154,3 +154,10 @@ def test_cli_weights_activate_rolls_back_and_refuses_a_broken_or_unknown_version
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err
         assert registry.active_version("view", folder) == "1.0"
+
+
+def test_weights_list_shows_a_fine_tuned_versions_review_hold_out_error():
+    from echomeasure.cli import _metrics_summary
+
+    assert _metrics_summary({"reviews": {"endpoint_mae_mm": 1.234}}) == "reviews: endpoint MAE 1.23 mm"
+    assert _metrics_summary({}) == "not measured here"
