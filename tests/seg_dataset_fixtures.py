@@ -230,3 +230,21 @@ def write_mask_folder(root: Path, *, n: int = 4, classes=("background", "muscle"
         rgb = np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
         cv2.imwrite(str(root / "images" / f"slice_{i:02d}.png"), rgb)
         cv2.imwrite(str(root / "masks" / f"slice_{i:02d}.png"), mask)
+
+
+
+def train_refused(capsys, weights: Path, dataset: str, root: Path, *needles: str, absent: tuple[str, ...] = ()) -> str:
+    """``train --dataset DATASET ROOT``: exit 2, one error line holding ``needles`` (and none of
+    ``absent``), nothing on stdout and nothing in the weights folder; returns the line."""
+    from echomeasure.cli import main
+
+    rc = main(["train", "--dataset", dataset, str(root), "--steps", "1"])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and out == "" and len(lines) == 1 and lines[0].startswith("error: "), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    for a in absent:
+        assert a not in lines[0], (a, lines[0])
+    assert list(weights.iterdir()) == []
+    return lines[0]

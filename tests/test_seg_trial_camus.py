@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from seg_dataset_fixtures import SPACING_Y_MM, write_camus_legacy, write_camus_nifti
+from seg_dataset_fixtures import SPACING_Y_MM, train_refused, write_camus_legacy, write_camus_nifti
 
-from echomeasure.cli import main
 from echomeasure.errors import InvalidInputError
 from echomeasure.training.camus import read_camus
 
@@ -33,18 +32,9 @@ def weights(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def _refused(capsys, weights: Path, root: Path, *needles: str, absent: tuple[str, ...] = ()) -> str:
-    """Train on ``root``: exit 2, one error line holding ``needles``, nothing registered."""
-    rc = main(["train", "--dataset", "camus", str(root), "--steps", "1"])
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and out == "" and len(lines) == 1 and lines[0].startswith("error: "), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    for a in absent:
-        assert a not in lines[0], (a, lines[0])
-    assert list(weights.iterdir()) == []
-    return lines[0]
+def _refused(capsys, weights: Path, root: Path, *needles: str, **kwargs) -> str:
+    """``train --dataset camus`` on ``root``: refused in one line, nothing registered."""
+    return train_refused(capsys, weights, "camus", root, *needles, **kwargs)
 
 
 def _edit(path: Path, old: str, new: str) -> None:

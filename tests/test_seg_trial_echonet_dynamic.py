@@ -13,9 +13,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from seg_dataset_fixtures import write_echonet_dynamic
+from seg_dataset_fixtures import train_refused, write_echonet_dynamic
 
-from echomeasure.cli import main
 from echomeasure.training.echonet_dynamic import read_echonet_dynamic
 
 
@@ -44,15 +43,9 @@ def _write(path: Path, rows: list[list[str]]) -> None:
         csv.writer(fh).writerows(rows)
 
 
-def _refused(capsys, weights: Path, root: Path, *needles: str) -> str:
-    rc = main(["train", "--dataset", "echonet-dynamic", str(root), "--steps", "1"])
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and out == "" and len(lines) == 1 and lines[0].startswith("error: "), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    assert list(weights.iterdir()) == []
-    return lines[0]
+def _refused(capsys, weights: Path, root: Path, *needles: str, **kwargs) -> str:
+    """``train --dataset echonet-dynamic`` on ``root``: refused in one line, nothing registered."""
+    return train_refused(capsys, weights, "echonet-dynamic", root, *needles, **kwargs)
 
 
 def test_csvs_saved_by_a_spreadsheet_with_a_byte_order_mark_are_read(root):

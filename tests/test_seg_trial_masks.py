@@ -13,9 +13,8 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from seg_dataset_fixtures import write_mask_folder
+from seg_dataset_fixtures import train_refused, write_mask_folder
 
-from echomeasure.cli import main
 from echomeasure.training.mask_folder import read_mask_folder
 
 
@@ -34,15 +33,9 @@ def root(tmp_path) -> Path:
     return folder
 
 
-def _refused(capsys, weights: Path, root: Path, *needles: str) -> str:
-    rc = main(["train", "--dataset", "masks", str(root), "--steps", "1"])
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and out == "" and len(lines) == 1 and lines[0].startswith("error: "), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    assert list(weights.iterdir()) == []
-    return lines[0]
+def _refused(capsys, weights: Path, root: Path, *needles: str, **kwargs) -> str:
+    """``train --dataset masks`` on ``root``: refused in one line, nothing registered."""
+    return train_refused(capsys, weights, "masks", root, *needles, **kwargs)
 
 
 def test_a_palette_png_mask_gives_its_palette_indices(root):
