@@ -232,7 +232,6 @@ def write_mask_folder(root: Path, *, n: int = 4, classes=("background", "muscle"
         cv2.imwrite(str(root / "masks" / f"slice_{i:02d}.png"), mask)
 
 
-
 def train_refused(capsys, weights: Path, dataset: str, root: Path, *needles: str, absent: tuple[str, ...] = ()) -> str:
     """``train --dataset DATASET ROOT``: exit 2, one error line holding ``needles`` (and none of
     ``absent``), nothing on stdout and nothing in the weights folder; returns the line."""
