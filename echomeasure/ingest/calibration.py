@@ -148,12 +148,23 @@ def region_calibration_problem(r: Region) -> str | None:
 
     Every axis of :func:`calibrating_axes` must have a finite, non-zero pixel step within
     :data:`PLAUSIBLE_DELTA` (its sign is free: vendors sign DICOM deltas, and distances use
-    ``|delta|``).
+    ``|delta|``).  A velocity scale also needs its zero-velocity baseline
+    (:func:`baseline_row`) inside the region: without ReferencePixelY0 (a Type 3 attribute) no
+    row has a known velocity, and a baseline outside the box is no display a scanner draws.
     """
-    for axis, keyword, delta, unit in calibrating_axes(r):
+    axes = calibrating_axes(r)
+    for axis, keyword, delta, unit in axes:
         why = _plausibility(delta, unit)
         if why:
             return f"the {axis} ({keyword}) of the {_region_kind(r)} region {why}"
+    if any(unit == UNIT_CM_S for *_, unit in axes):
+        if r.ref_y0 is None:
+            return ("the spectral Doppler region has no reference row (ReferencePixelY0), "
+                    "so its velocity baseline is unknown")
+        base = baseline_row(r)
+        if not (math.isfinite(base) and r.y0 - 0.5 <= base <= r.y1 + 0.5):
+            return ("the zero-velocity baseline of the spectral Doppler region (ReferencePixelY0 and "
+                    "ReferencePixelPhysicalValueY) lies outside the region")
     return None
 
 
@@ -303,10 +314,25 @@ def spectral_region(regions: Sequence[Region]) -> Region:
     return good[0]
 
 
-def baseline_row(region: Region) -> float:
-    """Image row of the zero-velocity baseline of a spectral region (``MinY0 + ReferencePixelY0``)."""
+def reference_row(region: Region) -> float:
+    """Image row of a region's reference pixel (``MinY0 + ReferencePixelY0``; MinY0 without one)."""
     ref_y0 = region.ref_y0 if region.ref_y0 is not None else 0
     return float(region.y0 + ref_y0)
+
+
+def baseline_row(region: Region) -> float:
+    """Image row of the zero-velocity baseline of a spectral region.
+
+    The row where ``ReferencePhysicalValueY + (row - (MinY0 + ReferencePixelY0)) * DeltaY`` is 0:
+    the reference row itself when its physical value is 0 (the usual export), else shifted by
+    ``-ReferencePhysicalValueY / DeltaY`` (a scanner may give the velocity of another reference
+    row, such as the top of the strip).  A region without a usable DeltaY has it at the reference row.
+    """
+    row = reference_row(region)
+    dy, v0 = float(region.delta_y), float(region.ref_phys_y)
+    if v0 and dy and math.isfinite(dy) and math.isfinite(v0):
+        row -= v0 / dy
+    return row
 
 
 def velocity_cm_s_in_region(region: Region, y: float) -> float:
@@ -314,7 +340,7 @@ def velocity_cm_s_in_region(region: Region, y: float) -> float:
     problem = _spectral_problem(region)
     if problem:
         raise CalibrationError(problem)
-    return float(region.ref_phys_y) + (float(y) - baseline_row(region)) * float(region.delta_y)
+    return float(region.ref_phys_y) + (float(y) - reference_row(region)) * float(region.delta_y)
 
 
 def velocity_m_s(regions: Sequence[Region], x: float, y: float) -> float:
@@ -479,6 +505,7 @@ def calibration_record(clip: Clip) -> dict:
 __all__ = [
     "MAX_CM_PER_PX", "MIN_CM_PER_PX", "PLAUSIBLE_DELTA", "Point", "baseline_row", "calibrated_value",
     "calibrating_axes", "calibration_record", "check_region_calibration", "check_user_cm_per_px", "distance_cm",
-    "measuring_regions", "physical_value", "pixel_length", "region_calibration_problem", "region_for_distance", "region_record",
+    "measuring_regions", "physical_value", "pixel_length", "reference_row",
+    "region_calibration_problem", "region_for_distance", "region_record",
     "regions_containing", "spectral_region", "velocity_m_s", "velocity_cm_s_in_region", "SPATIAL_2D", "UNIT_CM",
 ]
