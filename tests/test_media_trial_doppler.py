@@ -110,3 +110,98 @@ def test_baseline_outside_the_spectral_region_is_refused(mitral):
     with pytest.raises(CalibrationError, match="outside the region"):
         check_region_calibration([off])
     check_region_calibration([_reference_at_top(region)])
+
+
+# ------------------------------------------------------------------ what the reviewer is told
+
+
+@pytest.fixture(scope="module")
+def jets():
+    from echomeasure.synthetic import render_doppler_case
+
+    return {flow: render_doppler_case(101, small=True, flow=flow) for flow in ("av", "tr")}
+
+
+def test_jet_without_ecg_is_flagged_with_a_notice_that_av_or_tr_is_unknown(jets, use_random_weights, monkeypatch):
+    """Without an ECG nothing but the model's scores tells an AV jet from TR (right about half the
+    time): the proposal is flagged and the reviewer told to check which flow it is."""
+    from echomeasure.propose import doppler_beats
+
+    strip = jets["av"]
+    ecg = doppler_beats.ecg_region(strip.regions)
+    image = strip.image.copy()
+    image[ecg.y0 : ecg.y1 + 1, ecg.x0 : ecg.x1 + 1] = 0
+    regions = tuple(r for r in strip.regions if r is not ecg)
+    clip = Clip(image[None], None, regions, "dicom")
+    _oracle(monkeypatch, clip, lambda ch: strip.peaks["av_vmax"] if ch == "tr_vmax" else [])
+    result = propose(clip, per_frame=True)
+    (p,) = result.measurements
+    assert p.name == "tr_vmax" and result.frames[0]["flow_evidence"]["decided_by"] == "model"
+    assert p.flagged
+    assert any("tricuspid" in n and "tr_vmax" in n for n in result.notices)
+    # named by the user, the same strip is measured without that doubt
+    named = propose(clip, only="av_vmax")
+    assert not any("tricuspid" in n for n in named.notices)
+
+
+def test_jet_with_ecg_timing_has_no_av_or_tr_notice(jets, use_random_weights, monkeypatch):
+    strip = jets["tr"]
+    clip = Clip(strip.image[None], None, strip.regions, "dicom")
+    _oracle(monkeypatch, clip, lambda ch: strip.peaks["tr_vmax"] if ch == "av_vmax" else [])
+    result = propose(clip, per_frame=True)
+    assert [p.name for p in result.measurements] == ["tr_vmax"]
+    assert result.frames[0]["flow_evidence"]["decided_by"] == "timing"
+    assert not any("tricuspid" in n for n in result.notices)
+
+
+def _aliased(strip, nyquist_rows: int):
+    """The strip as a scanner shows it with a scale of ``nyquist_rows`` below the baseline: the
+    spectrum beyond it wraps round to the top of the strip."""
+    region = _spectral(strip.regions)
+    base = int(baseline_row(region))
+    span = base - region.y0 + nyquist_rows
+    image = strip.image.copy()
+    sub = image[region.y0 : region.y1 + 1, region.x0 : region.x1 + 1].copy()
+    wrapped = np.zeros((span, *sub.shape[1:]), np.uint8)
+    for k in range(sub.shape[0]):
+        wrapped[k % span] = np.maximum(wrapped[k % span], sub[k])
+    image[region.y0 : region.y1 + 1, region.x0 : region.x1 + 1] = 0
+    image[region.y0 : region.y0 + span, region.x0 : region.x1 + 1] = wrapped
+    small = replace(region, y1=region.y0 + span - 1)
+    return image, _with_region(strip.regions, region, small), small
+
+
+def test_aliased_jet_cut_by_the_velocity_scale_is_flagged_with_a_notice(jets, use_random_weights, monkeypatch):
+    strip = jets["tr"]
+    region = _spectral(strip.regions)
+    peak_rows = max(y for _, y in strip.peaks["tr_vmax"]) - baseline_row(region)
+    image, regions, small = _aliased(strip, int(0.7 * peak_rows))
+    clip = Clip(image[None], None, regions, "dicom")
+    # the model finds each beat where the spectrum leaves the strip
+    _oracle(monkeypatch, clip, lambda ch: [(x, small.y1 - 2.0) for x, _ in strip.peaks["tr_vmax"]]
+            if ch == "tr_vmax" else [])
+    result = propose(clip, only="tr_vmax")
+    (p,) = result.measurements
+    assert p.value < 0.8 * strip.truth["measurements"]["tr_vmax"]["value"]  # cut off: underestimated
+    assert p.flagged
+    assert any(n.startswith("tr_vmax: the spectrum reaches the edge of the velocity scale") for n in result.notices)
+
+
+def test_unaliased_strip_has_no_scale_edge_notice(jets, use_random_weights, monkeypatch):
+    strip = jets["tr"]
+    clip = Clip(strip.image[None], None, strip.regions, "dicom")
+    _oracle(monkeypatch, clip, lambda ch: strip.peaks["tr_vmax"] if ch == "tr_vmax" else [])
+    result = propose(clip, only="tr_vmax")
+    assert not any("edge of the velocity scale" in n for n in result.notices)
+
+
+def test_frequency_scaled_strip_says_its_values_are_left_in_pixels(jets, use_random_weights, monkeypatch):
+    strip = jets["av"]
+    region = _spectral(strip.regions)
+    regions = _with_region(strip.regions, region, replace(region, flags=region.flags | 4, units_y=5))
+    clip = Clip(strip.image[None], None, regions, "dicom")
+    _oracle(monkeypatch, clip, lambda ch: strip.peaks["av_vmax"] if ch == "av_vmax" else [])
+    result = propose(clip, only="av_vmax")
+    (p,) = result.measurements
+    assert p.value is None and p.unit == "px"
+    assert any(n.startswith("Doppler values are left in pixels: ") and "frequency" in n for n in result.notices)

@@ -297,6 +297,11 @@ def _spectral_problem(r: Region) -> str | None:
     return region_calibration_problem(r)
 
 
+def velocity_scale_problem(region: Region) -> str | None:
+    """Why velocities cannot be read from spectral ``region`` (one line, no values), or None."""
+    return _spectral_problem(region)
+
+
 def spectral_region(regions: Sequence[Region]) -> Region:
     """The spectral Doppler region to read velocities from.
 
@@ -507,5 +512,6 @@ __all__ = [
     "calibrating_axes", "calibration_record", "check_region_calibration", "check_user_cm_per_px", "distance_cm",
     "measuring_regions", "physical_value", "pixel_length", "reference_row",
     "region_calibration_problem", "region_for_distance", "region_record",
-    "regions_containing", "spectral_region", "velocity_m_s", "velocity_cm_s_in_region", "SPATIAL_2D", "UNIT_CM",
+    "regions_containing", "spectral_region", "velocity_m_s", "velocity_scale_problem", "velocity_cm_s_in_region",
+    "SPATIAL_2D", "UNIT_CM",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from echomeasure import catalog
 from echomeasure.errors import MeasurementError
 from echomeasure.ingest.clip import UNIT_S, Clip
-from echomeasure.propose.types import Proposal
+from echomeasure.propose.types import Point, Proposal
 from echomeasure.propose.values import physical_value, plausibility
 
 if TYPE_CHECKING:
@@ -36,8 +37,14 @@ log = logging.getLogger(__name__)
 MIN_BEAT_INTERVAL_S = 0.30
 #: Single-wave Doppler channels read from the envelope alone when named and the model finds no beat.
 ENVELOPE_ONLY_CHANNELS: tuple[str, ...] = ("av_vmax", "tr_vmax", "lvot_vmax")
-#: Confidence of a value read from the envelope alone (always below every version's flag threshold).
-ENVELOPE_ONLY_CONFIDENCE = 0.05
+#: Confidence of a proposal the reviewer must check whatever the model thought (below every
+#: version's flag threshold, so it is always flagged): a value read from the envelope alone, a jet
+#: whose flow (AV or TR) nothing but the model decided, a peak cut off by the velocity scale.
+DOUBTFUL_CONFIDENCE = 0.05
+#: Confidence of a value read from the envelope alone.
+ENVELOPE_ONLY_CONFIDENCE = DOUBTFUL_CONFIDENCE
+#: A beat's peak this close (rows) to the far edge of its side of the strip is cut off by the scale.
+SCALE_EDGE_PX = 1.0
 #: Beats read from the envelope alone further than this fraction from their median are dropped.
 ENVELOPE_ONLY_SPREAD = 0.15
 #: How far along the time axis a Doppler peak may move when snapped to the envelope edge.
@@ -156,13 +163,51 @@ def propose_doppler(
             if notices is not None:
                 notices.append(f"{', '.join(read)}: the model found no peak on this strip; read from the spectral "
                                "envelope alone (low confidence): check it")
-    proposals, values = _aggregate_beats(clip, engine, wanted_channels, snapped, frame, separable, only)
+    proposals, values = _aggregate_beats(clip, engine, wanted_channels, snapped, frame, separable, only,
+                                         region=region, notices=notices)
+    if region is not None and notices is not None:
+        from echomeasure.ingest.calibration import velocity_scale_problem
+
+        problem = velocity_scale_problem(region)
+        if problem and any(p.unit == "px" for p in proposals):
+            notices.append(f"Doppler values are left in pixels: {problem}")
+    if _jet_undecided(only, wanted_channels, flow_scores, evidence):
+        proposals = [replace(p, confidence=min(p.confidence, DOUBTFUL_CONFIDENCE))
+                     if p.name in doppler_beats.SYSTOLIC_JET_CHANNELS else p for p in proposals]
+        if notices is not None and proposals:
+            why = "the strip has no ECG trace to time" if not r_columns.size else "the ECG could not time"
+            notices.append(f"aortic jet or tricuspid regurgitation? {why} the jet's onset, so only the model chose: "
+                           f"measured as {wanted_channels[0]}; check which flow this is (or name it: av_vmax, tr_vmax)")
     ratio = _mitral_ratio(values, frame, engine) if (only is None or "mv_ea" in only) else None
     if ratio is not None:
         proposals.append(ratio)
 
     frames = [_doppler_frame_record(frame, flow_scores, evidence, by_channel, transform)] if per_frame else []
     return proposals, frame, frames
+
+
+def _jet_undecided(only: tuple[str, ...] | None, wanted: list[str], flow_scores: dict[str, float],
+                   evidence: dict[str, Any]) -> bool:
+    """True when the strip was measured as AV or TR and only the model's scores chose between them.
+
+    The two CW jets look alike (:func:`doppler_beats.systolic_jet_flow`): without the ECG timing
+    the model picks the right one about half the time.
+    """
+    from echomeasure.propose import doppler_beats
+
+    return (not only and bool(set(wanted) & set(doppler_beats.SYSTOLIC_JET_CHANNELS))
+            and {"av", "tr"} <= set(flow_scores) and evidence.get("decided_by") != "timing")
+
+
+def _cut_by_scale(points: tuple[Point, ...], region: Any) -> int:
+    """How many beat peaks lie on the far edge of their side of the strip (aliasing, a scale too small)."""
+    from echomeasure.propose.envelope import baseline_row
+
+    if region is None:
+        return 0
+    base = baseline_row(region)
+    return sum(1 for _, y in points
+               if (y > base and y >= region.y1 - SCALE_EDGE_PX) or (y < base and y <= region.y0 + SCALE_EDGE_PX))
 
 
 def _envelope_only_beats(snapped: dict[str, list[Any]], region: Any, image: np.ndarray,
@@ -318,8 +363,16 @@ def _aggregate_beats(
     frame: int,
     separable: float,
     only: tuple[str, ...] | None,
+    *,
+    region: Any = None,
+    notices: list[str] | None = None,
 ) -> tuple[list[Proposal], dict[str, Proposal]]:
-    """One proposal per peak type: the mean over the strip's beats, shown on the closest beat."""
+    """One proposal per peak type: the mean over the strip's beats, shown on the closest beat.
+
+    A peak on the far edge of the strip is cut off by the velocity scale (aliasing, or a scale set
+    too low): its velocity is underestimated, so the proposal gets :data:`DOUBTFUL_CONFIDENCE`
+    and a notice.
+    """
     proposals: list[Proposal] = []
     values: dict[str, Proposal] = {}
     for name in wanted_channels:
@@ -338,6 +391,13 @@ def _aggregate_beats(
         else:
             value, unit, signed = None, "px", None
         confidence = float(np.mean([bp.confidence for bp in beats]))
+        cut = _cut_by_scale(points, region)
+        if cut:
+            confidence = min(confidence, DOUBTFUL_CONFIDENCE)
+            if notices is not None and (only is None or name in only):
+                notices.append(f"{name}: the spectrum reaches the edge of the velocity scale on {cut} of {len(points)} "
+                               "beats (aliasing, or a scale set too low): the peak is cut off and the velocity "
+                               "underestimated; re-acquire with a larger scale or a shifted baseline")
         # the marker shown for review: the beat closest to the averaged value (ties: most confident)
         if value is not None:
             shown = min(range(len(points)), key=lambda i: (abs(mags[i] - value), -beats[i].confidence))
