@@ -1067,10 +1067,14 @@
     notes.textContent = left.length ? left.length + " left to check one by one: " + left.map(why).join(", ") : "";
   }
   function nextMeasurement(step) {
-    if (!items.length) return;
+    // -> false past the last (or before the first) measurement: the Tab then moves the focus
+    // on as usual (to the viewer's buttons, or out of the viewer), so the keys never trap it
+    if (!items.length) return false;
     let i = items.findIndex((m) => m.name === selected);
-    i = i < 0 ? (step > 0 ? 0 : items.length - 1) : (i + step + items.length) % items.length;
+    if (i >= 0 && (i + step < 0 || i + step >= items.length)) return false;
+    i = i < 0 ? (step > 0 ? 0 : items.length - 1) : i + step;
     select(items[i].name, true);
+    return true;
   }
   function startPlacing(name) {
     const spec = ((clip && clip.addable) || []).find((a) => a.name === name);
@@ -1232,12 +1236,28 @@
   }, { passive: false });
 
   // ------------------------------------------------------------------ keyboard
+  function ownKeys(evt) {
+    // A focused button, checkbox or slider of the viewer keeps the keys that operate it (Tab
+    // moves on, Enter and Space press it, arrows move a slider); the viewer's other keys work.
+    const t = evt.target;
+    if (t === root || !t.closest || !t.closest("button, input, select, a[href]")) return false;
+    if (evt.key === "Tab" || evt.key === "Enter" || evt.key === " ") return true;
+    return t.tagName === "INPUT" && t.type === "range" && /^(Arrow|Home$|End$|Page)/.test(evt.key);
+  }
+  // A mouse click on a button gives the keys back to the viewer (Enter then accepts, as before
+  // the click); a button pressed from the keyboard keeps the focus, so Tab goes on from it.
+  root.addEventListener("click", (evt) => {
+    const b = evt.target.closest ? evt.target.closest("button, input[type=checkbox]") : null;
+    // (a button redrawn by its own click is gone: the focus comes back here, not to the page)
+    if (b && (evt.detail > 0 || !b.isConnected)) root.focus({ preventScroll: true });
+  });
   root.addEventListener("keydown", (evt) => {
     if (isTextField(evt.target)) {
       if (evt.target === calCm && evt.key === "Enter") { submitCalibration(); evt.preventDefault(); }
       else if (evt.target === calCm && evt.key === "Escape") { cancelPlacing(); root.focus({ preventScroll: true }); }
       return;
     }
+    if (ownKeys(evt)) return;
     activity(true);
     const k = evt.key;
     const step = evt.shiftKey ? 10 : 1;
@@ -1254,7 +1274,7 @@
     else if (k === "ArrowDown") nudge(0, step);
     else if (k === "Enter") { if (selected && pendingConfirm !== selected) accept(selected); }
     else if (k === "Delete" || k === "Backspace") { if (selected) reject(selected); }
-    else if (k === "Tab") nextMeasurement(evt.shiftKey ? -1 : 1);
+    else if (k === "Tab") handled = nextMeasurement(evt.shiftKey ? -1 : 1);
     else if (k === "Escape") { if (placing || calPoints) cancelPlacing(); else if (pendingConfirm) hideConfirm(); else { selected = null; render(); } }
     else if (k === " ") togglePlay();
     else if (k === "1" || k === "2") { const m = byName(selected); if (m && m.points && m.points.length > Number(k) - 1) { endpoint = Number(k) - 1; render(); } }

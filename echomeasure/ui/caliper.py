@@ -111,7 +111,7 @@ HTML_TEMPLATE = """
       <b>Click the image first</b>: the keys act on the viewer. Drag an endpoint to correct it.
       <kbd>&larr;</kbd><kbd>&rarr;</kbd><kbd>&uarr;</kbd><kbd>&darr;</kbd> nudge 1 px
       (<kbd>Shift</kbd> 10 px), <kbd>1</kbd>/<kbd>2</kbd> pick the endpoint, <kbd>Enter</kbd> accept,
-      <kbd>Del</kbd> reject, <kbd>Tab</kbd> next measurement, <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo,
+      <kbd>Del</kbd> reject, <kbd>Tab</kbd> next measurement (after the last: the buttons), <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo,
       <kbd>Space</kbd> play/pause, <kbd>,</kbd>/<kbd>.</kbd> previous/next frame, <kbd>D</kbd>/<kbd>S</kbd> ED/ES frame,
       wheel or <kbd>+</kbd>/<kbd>-</kbd> zoom, <kbd>F</kbd> fit, drag the background to pan,
       right-drag brightness/contrast, <kbd>R</kbd> reset it, <kbd>N</kbd> next unreviewed clip.
