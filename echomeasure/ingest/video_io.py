@@ -202,8 +202,29 @@ def _check_complete(path: Path, n_decoded: int, declared: int, expected_s: float
     log.warning("the file is cut short after its last frame; all %d frames were decoded", n_decoded)
 
 
+def display_turns(frame: object) -> int:
+    """Quarter turns counter-clockwise (0-3, for :func:`numpy.rot90`) that show a decoded frame upright.
+
+    A phone or screen recorder stores a portrait recording as landscape pixels with a display
+    matrix (MP4/MOV ``tkhd``, Matroska projection) telling players to turn it; PyAV gives its
+    angle as ``VideoFrame.rotation`` (counter-clockwise degrees).  Angles that are not a multiple
+    of 90 degrees are left alone.
+    """
+    angle = getattr(frame, "rotation", 0) or 0
+    try:
+        turns = float(angle) / 90.0
+    except (TypeError, ValueError):
+        return 0
+    return int(round(turns)) % 4 if abs(turns - round(turns)) < 1e-3 else 0
+
+
 def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
-    """Decode every frame of a video file to a :class:`Clip` (uncalibrated unless a scale is given)."""
+    """Decode every frame of a video file to a :class:`Clip` (uncalibrated unless a scale is given).
+
+    Frames are turned upright as a player shows them (:func:`display_turns`) and decoded into
+    one array sized from the container's frame count, so a long clip takes its own size in memory
+    once (a list of frames stacked at the end took twice as much).
+    """
     import av
 
     name = path.name
@@ -218,34 +239,50 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
         stream.thread_type = "AUTO"
         cc = stream.codec_context
         h, w = int(cc.height or 0), int(cc.width or 0)
-        _check_size(name, max(int(stream.frames or 0), 1), h, w)
+        declared = int(stream.frames or 0)
+        _check_size(name, max(declared, 1), h, w)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         frame_time = 1000.0 / float(rate) if rate else None
-        frames: list[np.ndarray] = []
+        buf: np.ndarray | None = None
+        n = 0
+        turns = 0
         try:
             for frame in container.decode(stream):
                 arr = frame.to_ndarray(format="rgb24")
-                frames.append(arr)
-                _check_size(name, len(frames), arr.shape[0], arr.shape[1])
+                if buf is None:
+                    turns = display_turns(frame)
+                if turns:
+                    arr = np.rot90(arr, turns)
+                if buf is None:
+                    _check_size(name, max(declared, 1), arr.shape[0], arr.shape[1])
+                    buf = np.empty((_initial_capacity(declared, container.duration, rate, arr.shape), *arr.shape),
+                                   dtype=np.uint8)
+                elif arr.shape != buf.shape[1:]:
+                    raise InvalidInputError("frames change size within the video; not supported")
+                if n == buf.shape[0]:
+                    _check_size(name, n + 1, arr.shape[0], arr.shape[1])
+                    grown = np.empty((_grown_capacity(n, arr.shape), *arr.shape), dtype=np.uint8)
+                    grown[:n] = buf
+                    buf = grown
+                buf[n] = arr
+                n += 1
         except av.error.FFmpegError as exc:
-            if not frames:
+            if not n:
                 if _cut_short(path):
                     raise InvalidInputError(f"{TRUNCATED}; no frame could be decoded") from None
                 raise InvalidInputError(f"the video could not be decoded ({type(exc).__name__})") from None
             raise InvalidInputError(
-                f"the video is truncated or damaged: decoding failed after {len(frames)} frames ({type(exc).__name__})"
+                f"the video is truncated or damaged: decoding failed after {n} frames ({type(exc).__name__})"
             ) from None
         codec = cc.name
-        declared = int(stream.frames or 0)
         expected_s = container.duration / 1_000_000 if container.duration else None
-    if not frames:
+    if buf is None or not n:
         raise InvalidInputError("the video holds zero frames")
-    _check_complete(path, len(frames), declared, expected_s, float(rate) if rate else None)
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise InvalidInputError("frames change size within the video; not supported")
+    _check_complete(path, n, declared, expected_s, float(rate) if rate else None)
+    if turns:
+        log.info("frames turned %d degrees counter-clockwise, as the container's display matrix says", 90 * turns)
     return Clip(
-        frames=np.stack(frames),
+        frames=buf[:n],
         frame_time_ms=frame_time,
         regions=(),
         source_kind="video",
@@ -253,6 +290,24 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
         user_cm_per_px=user_cm_per_px,
         extra={"codec": codec},
     )
+
+
+def _initial_capacity(declared: int, duration_us: int | None, rate: object, frame_shape: tuple[int, ...]) -> int:
+    """Frames to allocate before decoding: the declared count, else duration x rate (Matroska and
+    WebM declare no count), within the size limit."""
+    if declared > 0:
+        return declared
+    try:
+        estimate = int(duration_us / 1_000_000 * float(rate)) + 1 if duration_us and rate else 1  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        estimate = 1
+    return max(1, min(estimate, MAX_TOTAL_BYTES // max(1, int(np.prod(frame_shape)))))
+
+
+def _grown_capacity(n: int, frame_shape: tuple[int, ...]) -> int:
+    """Frames to hold when a video has more frames than it declared: half as many again, within the size limit."""
+    per_frame = int(np.prod(frame_shape))
+    return max(n + 1, min(n + max(16, n // 2), MAX_TOTAL_BYTES // max(1, per_frame)))
 
 
 def read_image(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
