@@ -205,3 +205,20 @@ def test_frequency_scaled_strip_says_its_values_are_left_in_pixels(jets, use_ran
     (p,) = result.measurements
     assert p.value is None and p.unit == "px"
     assert any(n.startswith("Doppler values are left in pixels: ") and "frequency" in n for n in result.notices)
+
+
+def test_strip_split_into_two_spectral_regions_says_only_one_was_measured(jets, use_random_weights, monkeypatch):
+    strip = jets["av"]
+    region = _spectral(strip.regions)
+    mid = (region.x0 + region.x1) // 2
+    left = replace(region, x1=mid)
+    right = replace(region, x0=mid + 1, ref_phys_x=region.ref_phys_x + (mid + 1 - region.x0) * region.delta_x)
+    regions = (*_with_region(strip.regions, region, left), right)
+    clip = Clip(strip.image[None], None, regions, "dicom")
+    _oracle(monkeypatch, clip, lambda ch: strip.peaks["av_vmax"] if ch == "av_vmax" else [])
+    result = propose(clip, only="av_vmax")
+    assert any(n.startswith("the image has 2 spectral Doppler regions; only the largest was measured")
+               for n in result.notices)
+    single = Clip(strip.image[None], None, strip.regions, "dicom")
+    _oracle(monkeypatch, single, lambda ch: strip.peaks["av_vmax"] if ch == "av_vmax" else [])
+    assert not any("spectral Doppler regions" in n for n in propose(single, only="av_vmax").notices)

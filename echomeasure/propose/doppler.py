@@ -119,6 +119,10 @@ def propose_doppler(
         progress(1, 1)
     by_channel = dict(zip(entry.channels, peaks, strict=True))
     region = spectral_region(clip)
+    n_spectral = sum(r.is_spectral for r in clip.regions)
+    if n_spectral > 1 and notices is not None:
+        notices.append(f"the image has {n_spectral} spectral Doppler regions; only the largest was measured: "
+                       "measure the others by hand")
     dx_px = _snap_dx_px(region)
     traces: dict[int, EnvelopeTrace] = {}
 
