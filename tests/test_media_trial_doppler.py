@@ -222,3 +222,18 @@ def test_strip_split_into_two_spectral_regions_says_only_one_was_measured(jets, 
     single = Clip(strip.image[None], None, strip.regions, "dicom")
     _oracle(monkeypatch, single, lambda ch: strip.peaks["av_vmax"] if ch == "av_vmax" else [])
     assert not any("spectral Doppler regions" in n for n in propose(single, only="av_vmax").notices)
+
+
+def test_cw_strip_flowing_toward_the_transducer_is_not_passed_off_as_a_jet(mitral, use_random_weights, monkeypatch):
+    """Mitral inflow (or aortic regurgitation) recorded with CW flows toward an apical
+    transducer; AV and TR, the CW flows, flow away: whichever the model names is flagged."""
+    region = _spectral(mitral.regions)
+    regions = _with_region(mitral.regions, region, replace(region, data_type=4))  # CW
+    clip = Clip(mitral.image[None], None, regions, "dicom")
+    _oracle(monkeypatch, clip, lambda ch: mitral.peaks["mv_e"] if ch == "tr_vmax" else [])
+    result = propose(clip, per_frame=True)
+    (p,) = result.measurements
+    assert p.name in ("av_vmax", "tr_vmax") and p.signed_value > 0
+    assert p.flagged
+    assert result.frames[0]["flow_evidence"]["against_direction"] is True
+    assert any(n.startswith("the spectrum flows toward the transducer") for n in result.notices)

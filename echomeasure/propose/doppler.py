@@ -175,7 +175,13 @@ def propose_doppler(
         problem = velocity_scale_problem(region)
         if problem and any(p.unit == "px" for p in proposals):
             notices.append(f"Doppler values are left in pixels: {problem}")
-    if _jet_undecided(only, wanted_channels, flow_scores, evidence):
+    if not only and evidence.get("against_direction"):
+        proposals = [replace(p, confidence=min(p.confidence, DOUBTFUL_CONFIDENCE)) for p in proposals]
+        if notices is not None and proposals:
+            way = "toward" if evidence["direction"] == "toward" else "away from"
+            notices.append(f"the spectrum flows {way} the transducer, which the flow of {', '.join(wanted_channels)} "
+                           f"does not in the standard views: check which flow this is")
+    elif _jet_undecided(only, wanted_channels, flow_scores, evidence):
         proposals = [replace(p, confidence=min(p.confidence, DOUBTFUL_CONFIDENCE))
                      if p.name in doppler_beats.SYSTOLIC_JET_CHANNELS else p for p in proposals]
         if notices is not None and proposals:
@@ -354,6 +360,11 @@ def _doppler_channels(
             evidence["jet_onset_delay_s"] = round(float(np.median(delays)), 4) if delays else None
     best, reason = doppler_beats.choose_flow(flow_scores, direction=direction, jet_flow=jet_flow)
     evidence.update(side=side, direction=direction, jet_timing=jet_flow, decided_by=reason)
+    if direction is not None and best not in (doppler_beats.FLOWS_TOWARD_TRANSDUCER if direction == "toward"
+                                              else doppler_beats.FLOWS_AWAY_FROM_TRANSDUCER):
+        # no flow of the strip's mode goes that way (a CW strip of mitral inflow or of aortic
+        # regurgitation, both toward an apical transducer): the label is the model's guess
+        evidence["against_direction"] = True
     log.info("Doppler flow %s by %s (scores %s, evidence %s)", best, reason,
              {k: round(v, 3) for k, v in flow_scores.items()}, evidence)
     return list(catalog.DOPPLER_FLOWS[best]), flow_scores
