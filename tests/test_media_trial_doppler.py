@@ -237,3 +237,10 @@ def test_cw_strip_flowing_toward_the_transducer_is_not_passed_off_as_a_jet(mitra
     assert p.flagged
     assert result.frames[0]["flow_evidence"]["against_direction"] is True
     assert any(n.startswith("the spectrum flows toward the transducer") for n in result.notices)
+
+
+def test_region_with_its_box_corners_swapped_is_refused_for_what_it_is(mitral):
+    region = _spectral(mitral.regions)
+    swapped = replace(region, y0=region.y1, y1=region.y0)
+    with pytest.raises(CalibrationError, match="box of the spectral Doppler region is empty"):
+        check_region_calibration([swapped])

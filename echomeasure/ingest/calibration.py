@@ -153,6 +153,9 @@ def region_calibration_problem(r: Region) -> str | None:
     row has a known velocity, and a baseline outside the box is no display a scanner draws.
     """
     axes = calibrating_axes(r)
+    if axes and (r.x0 > r.x1 or r.y0 > r.y1):
+        return (f"the box of the {_region_kind(r)} region is empty "
+                "(RegionLocationMinX0/MinY0 beyond RegionLocationMaxX1/MaxY1)")
     for axis, keyword, delta, unit in axes:
         why = _plausibility(delta, unit)
         if why:
