@@ -29,8 +29,9 @@ Doppler tasks (``avvmax``, ``trvmax``, ``lvotvmax``, ``mvpeak_2c``)
     The last frame (a single-frame strip), RGB; ECG-trace pixels (green > 200 and red < 100)
     set to black; the rows from the spectral region's top row to the bottom of the image, full
     width, no resize, divided by 255; the arg-max of each channel's sigmoid map is the peak.
-    The velocity is read through the spectral region's calibration, i.e.
-    ``|PhysicalDeltaY| x (row - (region y0 + ReferencePixelY0))``.  ``mvpeak_2c``: channel 1 is
+    The velocity is read through the spectral region's calibration
+    (:func:`echomeasure.ingest.calibration.velocity_m_s`: ``ReferencePhysicalValueY + (row -
+    (region y0 + ReferencePixelY0)) x PhysicalDeltaY``, reported as its magnitude).  ``mvpeak_2c``: channel 1 is
     the E wave, channel 0 the A wave.  Without ``only``, the tasks of the strip's Doppler mode
     run (CW: AV and TR; PW: LVOT and mitral inflow) and the flow whose peak is most probable is
     reported.
