@@ -207,6 +207,17 @@
     const before = entry.before;
     if (c.frame !== frame) showFrame(c.frame);
     editingContour = c.id;
+    const stored = contourStatus[c.id] || c.status;
+    if (before.status === "proposed" && stored === "rejected") {
+      // the rejection of a proposal never reviewed: back to review here, nothing written (an
+      // accept would record a decision never made); undoing a correction restores the proposal
+      contourStatus[c.id] = "proposed";
+      contourEdits[c.id] = { polygon: copy(before.polygon), saved: true };
+      contourChanged();
+      setBanner("Undo: " + c.structure + " contour is back to review; it stays " + stored +
+        " in the store until you accept (Enter), correct or reject it", 8000);
+      return;
+    }
     if (before.status === "rejected") {
       reviewContour(c, "rejected", true);
     } else if (before.status === "corrected" || before.status === "added") {
@@ -916,7 +927,8 @@
         '<td class="em-num">' + prop + "</td>",
         currentCell(m),
         confidenceCell(m),
-        '<td><span class="em-status em-s-' + m.status + '">' + m.status + "</span></td>",
+        '<td><span class="em-status em-s-' + m.status + '"' + (m.stored_status && m.status === "proposed"
+          ? ' title="stored as ' + m.stored_status + ' until you review it again"' : "") + ">" + m.status + "</span></td>",
         '<td class="em-actions"><button class="em-ok" data-act="accept" title="Accept (Enter)">✓</button>' +
           '<button class="em-no" data-act="reject" title="Reject (Delete)">✗</button></td>',
       ];
@@ -987,6 +999,19 @@
     const before = entry.before;
     if (before.status === "draft" || !m.proposal_id && before.status !== "rejected" && m.status === "added") {
       setBanner(m.short + " was added and saved; saved reviews stay in the history. Press Delete to reject it.", 6000);
+      return;
+    }
+    if (before.status === "proposed" && m.status === "rejected") {
+      // The rejection of a proposal never reviewed: it comes back to review here, and nothing is
+      // written (a save would record an acceptance never given, past the check flag and the
+      // plausibility confirmation).  Undoing a correction restores the proposal, as below.
+      const stored = m.status;
+      m.points = copy(before.points || []); m.frame = before.frame;
+      m.saved_points = copy(before.points || []); m.saved_frame = before.frame;
+      m.status = "proposed"; m.stored_status = stored; m.low_confidence = !!before.low_confidence;
+      select(m.name, true);
+      setBanner("Undo: " + m.short + " is back to review; it stays " + stored +
+        " in the store until you accept (Enter), correct or reject it", 8000);
       return;
     }
     select(m.name, true);
@@ -1346,6 +1371,30 @@
       drafts[clip.id] = { edits: edits, undo: undoStack, contours: contourDrafts };
     } else delete drafts[clip.id];
   }
+  // Unsaved work also survives a reload of the page: kept in this tab's sessionStorage (clip
+  // ids, measurement names and pixel points only) when the page goes, read back when it loads.
+  const DRAFTS_KEY = "echomeasure-unsaved-drafts";
+  function keepDraftsForReload() {
+    stashDraft();
+    const out = {};
+    for (const id in drafts) {
+      const d = drafts[id];
+      if ((d.edits && d.edits.length) || (d.contours && d.contours.length)) out[id] = { edits: d.edits, contours: d.contours || [] };
+    }
+    try {
+      if (Object.keys(out).length) sessionStorage.setItem(DRAFTS_KEY, JSON.stringify(out));
+      else sessionStorage.removeItem(DRAFTS_KEY);
+    } catch (e) { /* storage off or full: the drafts go with the page, as without it */ }
+  }
+  function draftsFromLastPage() {
+    try {
+      // (left in place: the page rewrites it when it goes, restored drafts no longer in it)
+      const kept = JSON.parse(sessionStorage.getItem(DRAFTS_KEY) || "{}");
+      for (const id in kept) if (!drafts[id]) drafts[id] = { edits: kept[id].edits || [], undo: [], contours: kept[id].contours || [] };
+    } catch (e) { /* nothing kept, or unreadable: start clean */ }
+  }
+  window.addEventListener("pagehide", keepDraftsForReload);
+  draftsFromLastPage();
   function restoreDraft() {
     const d = clip ? drafts[clip.id] : null;
     if (!d) return 0;
@@ -1428,7 +1477,8 @@
         if (saved.has(m.name) && local && !undone.has(m.name)) {
           // remember how it stood before this save: Ctrl+Z writes a review that restores it
           undoStack.push({ type: "save", name: m.name,
-            before: { points: copy(local.saved_points), frame: local.saved_frame, status: local.status } });
+            before: { points: copy(local.saved_points), frame: local.saved_frame, status: local.status,
+              low_confidence: !!local.low_confidence } });
         }
         merged.push(saved.has(m.name) || !local ? copy(m) : local);
       }
@@ -1439,7 +1489,7 @@
     else if (committed.length && banner.textContent.startsWith("Not saved")) setBanner("");  // a later save succeeded
     if (fresh) {
       const first = items.find((m) => flagged(m)) || items.find((m) => m.status === "proposed") || items[0];
-      const start = value && value.frame !== undefined && value.frame !== null ? value.frame : (first && first.frame !== null && first.frame !== undefined ? first.frame : 0);
+      const start = openingFrame(value, first);
       if (first) selected = first.name;
       showFrame(start);
       if (restored) setBanner(restored + " unsaved edit" + (restored > 1 ? "s" : "") + " kept from before (not saved yet)", 6000);
@@ -1453,13 +1503,24 @@
     render();
   }
 
+  function openingFrame(value, first) {
+    if (value && value.frame !== undefined && value.frame !== null) return value.frame;
+    if (first && first.frame !== null && first.frame !== undefined) return first.frame;
+    // no measurement (an apical clip): the frame of its contours, ED first, not an empty frame 0
+    const contours = (clip && clip.contours) || [];
+    if (contours.some((c) => c.frame === clip.ed_frame)) return clip.ed_frame;
+    return contours.length ? contours[0].frame : 0;
+  }
+
   let lastClipId = null;
   function sync() {
     const c = props.clip;
     const newId = c && c.frames ? c.id + ":" + (c.frames[0] || "") : null;
     const v = props.value;
-    // A clip switch updates two props, one watch call each: act once both name the same clip.
-    if (c && c.frames && v && v.clip_id !== null && v.clip_id !== undefined && v.clip_id !== c.id) return;
+    // A clip switch updates two props, one watch call each: act once both name the same clip
+    // (also for the first clip of the page, whose value names none before it arrives: acting
+    // then would use up a kept draft on a clip without its measurements yet).
+    if (c && c.frames && (!v || v.clip_id !== c.id)) return;
     const fresh = newId !== lastClipId;
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips
