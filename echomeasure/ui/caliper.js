@@ -376,6 +376,7 @@
         for (const [action, text, cls] of [["accepted", "\u2713", "em-contour-ok"], ["rejected", "\u2717", "em-contour-no"]]) {
           const b = document.createElement("button");
           b.className = cls; b.textContent = text; b.title = (action === "accepted" ? "Accept " : "Reject ") + c.structure;
+          b.setAttribute("aria-label", b.title + " contour");
           b.disabled = c.status === action;
           b.addEventListener("click", () => reviewContour(c, action));
           item.appendChild(b);
@@ -679,12 +680,14 @@
     timer = setInterval(() => showFrame(frame + 1), dt);
     playBtn.textContent = "❚❚";
     playBtn.title = "Pause (Space)";
+    playBtn.setAttribute("aria-label", "Pause");
   }
   function pause() {
     if (timer !== null) clearInterval(timer);
     timer = null;
     playBtn.textContent = "▶";
     playBtn.title = "Play (Space)";
+    playBtn.setAttribute("aria-label", "Play");
   }
   function togglePlay() { if (timer === null) play(); else pause(); }
 
@@ -929,8 +932,8 @@
         confidenceCell(m),
         '<td><span class="em-status em-s-' + m.status + '"' + (m.stored_status && m.status === "proposed"
           ? ' title="stored as ' + m.stored_status + ' until you review it again"' : "") + ">" + m.status + "</span></td>",
-        '<td class="em-actions"><button class="em-ok" data-act="accept" title="Accept (Enter)">✓</button>' +
-          '<button class="em-no" data-act="reject" title="Reject (Delete)">✗</button></td>',
+        '<td class="em-actions"><button class="em-ok" data-act="accept" title="Accept (Enter)" aria-label="Accept ' + m.short + '">✓</button>' +
+          '<button class="em-no" data-act="reject" title="Reject (Delete)" aria-label="Reject ' + m.short + '">✗</button></td>',
       ];
       tr.innerHTML = cells.join("");
       tbody.appendChild(tr);
@@ -1427,6 +1430,12 @@
     // keys work right after a clip opens, unless the user is typing somewhere
     if (!isTextField(document.activeElement)) root.focus({ preventScroll: true });
   }
+  function bringIntoView() {
+    // a clip opened from a list above the viewer (a phone's single column) shows where it is
+    const r = svg.getBoundingClientRect();
+    const visible = Math.min(r.bottom, window.innerHeight) - Math.max(r.top, 0);
+    if (visible < r.height / 2) root.scrollIntoView({ block: "start" });
+  }
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
@@ -1524,7 +1533,7 @@
     const fresh = newId !== lastClipId;
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips
-    if (fresh) { loadClip(c); lastClipId = newId; if (clip) focusViewer(); }
+    if (fresh) { loadClip(c); lastClipId = newId; if (clip) { focusViewer(); bringIntoView(); } }
     else if (c && c.frames) {  // same clip, new description (e.g. a user calibration, a refused contour review)
       clip = c; contourStatus = {}; contourEdits = {}; vertexDrag = null;
       volumes = clip.volumes ? copy(clip.volumes) : null;

@@ -39,8 +39,9 @@ HTML_TEMPLATE = """
   <div class="em-main">
     <div class="em-tools">
       <button class="em-fit" title="Fit the image to the viewer (F)" disabled>Fit</button>
-      <button class="em-zoom-out" title="Zoom out (-)" disabled>&minus;</button>
-      <button class="em-zoom-in" title="Zoom in (+); the mouse wheel zooms at the pointer" disabled>+</button>
+      <button class="em-zoom-out" title="Zoom out (-)" aria-label="Zoom out" disabled>&minus;</button>
+      <button class="em-zoom-in" title="Zoom in (+); the mouse wheel zooms at the pointer" aria-label="Zoom in"
+        disabled>+</button>
       <span class="em-zoom">100%</span>
       <span class="em-sep"></span>
       <span class="em-wl"
@@ -70,18 +71,18 @@ HTML_TEMPLATE = """
         <g class="em-overlay"></g>
       </svg>
       <div class="em-empty">Open a study: pick an example, upload a clip, or choose one from the worklist.</div>
-      <div class="em-banner em-hidden"></div>
+      <div class="em-banner em-hidden" role="status" aria-live="polite"></div>
     </div>
     <div class="em-cine">
-      <button class="em-play" title="Play (Space)" disabled>&#9654;</button>
+      <button class="em-play" title="Play (Space)" aria-label="Play" disabled>&#9654;</button>
       <input class="em-slider" type="range" min="0" max="0" value="0" step="1" aria-label="frame" disabled>
       <span class="em-frameinfo">no clip</span>
-      <button class="em-ed" title="Jump to the end-diastolic frame (D)" disabled>ED</button>
-      <button class="em-es" title="Jump to the end-systolic frame (S)" disabled>ES</button>
+      <button class="em-ed" title="Jump to the end-diastolic frame (D)" aria-label="ED: end-diastolic frame" disabled>ED</button>
+      <button class="em-es" title="Jump to the end-systolic frame (S)" aria-label="ES: end-systolic frame" disabled>ES</button>
     </div>
   </div>
   <div class="em-side">
-    <div class="em-bar"><h4>Measurements</h4><span class="em-summary"></span></div>
+    <div class="em-bar"><h4>Measurements</h4><span class="em-summary" aria-live="polite"></span></div>
     <table class="em-table">
       <thead><tr><th></th><th>Name</th><th title="the model's value">Prop.</th><th>Current</th>
         <th title="model confidence, in words: check = look closely">Conf.</th><th>Status</th><th></th></tr></thead>
