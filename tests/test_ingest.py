@@ -108,10 +108,22 @@ def test_videos_read_with_container_frame_time(tmp_path, container):
 def test_png_still_reads_and_user_scale_is_recorded(tmp_path):
     from PIL import Image
 
-    img = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    img = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "s.png")
     clip = read_clip(tmp_path / "s.png", user_cm_per_px=0.03)
     assert np.array_equal(clip.frames[0], img) and clip.calibration_source == "user"
+
+
+@pytest.mark.parametrize(("name", "size"), [("tiny.png", (50, 50)), ("thumb.png", (40, 300))])
+def test_an_image_too_small_to_hold_an_echo_is_refused_in_one_line(tmp_path, capsys, name, size):
+    """A 50 x 50 picture (e.g. a PNG renamed .dcm through the UI) got six PLAX calipers 0.1-3.7 px long."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((*size, 3), np.uint8)).save(tmp_path / name)
+    assert main(["measure", str(tmp_path / name), "--scale", "0.03", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / name}: ") and "an echo image needs at least 64 x 64" in err
+    assert "\n" not in err
 
 
 def test_inspect_reports_regions_calibration_and_deid_status(tmp_path, capsys):

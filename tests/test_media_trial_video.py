@@ -10,7 +10,7 @@ import pytest
 
 from echomeasure.ingest import read_clip
 
-H, W = 48, 64
+H, W = 64, 96  # at least video_io.MIN_SIDE_PX on each side
 
 
 def _frames(n: int) -> np.ndarray:

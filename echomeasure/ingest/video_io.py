@@ -51,9 +51,16 @@ def sniff(path: Path) -> tuple[Literal["dicom", "video", "image", "unknown"], st
     return "unknown", None
 
 
+#: Smallest frame side measured (px): below it there is no echo to measure.
+MIN_SIDE_PX = 64
+
+
 def _check_size(name: str, n: int, h: int, w: int) -> None:
     if h <= 0 or w <= 0:
         raise InvalidInputError("the video has no picture size")
+    if h < MIN_SIDE_PX or w < MIN_SIDE_PX:
+        # a 50 x 50 picture got six PLAX calipers 0.1-3.7 px long; EchoNet's videos are 112 x 112
+        raise InvalidInputError(f"{w} x {h} pixels per frame; an echo image needs at least {MIN_SIDE_PX} x {MIN_SIDE_PX}")
     if h > MAX_SIDE_PX or w > MAX_SIDE_PX:
         raise InvalidInputError(f"{w} x {h} pixels per frame; more than {MAX_SIDE_PX} x {MAX_SIDE_PX} is refused")
     if n * h * w * 3 > MAX_TOTAL_BYTES:
