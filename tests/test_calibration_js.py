@@ -61,3 +61,25 @@ process.stdout.write(JSON.stringify(out));
         assert got["unit"] == expected["unit"], case["case"]
         assert _close(got["value"], expected["value"]), (case["case"], got, expected)
         assert _close(got["signed"], expected["signed"]), (case["case"], got, expected)
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed (Debian package nodejs)")
+def test_browser_baseline_guide_is_the_python_zero_velocity_row():
+    """The viewer draws its guide from the baseline: a scanner that gives the reference pixel a
+    velocity (here the strip's top row at +80 cm/s) has its zero line elsewhere than that row."""
+    from echomeasure.ingest.calibration import baseline_row
+
+    region = {"x0": 10, "y0": 100, "x1": 500, "y1": 400, "spatial_format": 3, "data_type": 3, "flags": 0,
+              "units_x": 4, "units_y": 7, "delta_x": 0.01, "delta_y": -0.8, "ref_x0": 0, "ref_y0": 0,
+              "ref_phys_x": 0.0, "ref_phys_y": 80.0}
+    script = f"""
+const cal = require({json.dumps(str(ROOT / "echomeasure" / "ui" / "calibration.js"))});
+const got = cal.calibratedValue([{json.dumps(region)}], null, "doppler", [[200, 300]]);
+process.stdout.write(JSON.stringify(got));
+"""
+    got = json.loads(subprocess.run([NODE, "-e", script], capture_output=True, text=True, timeout=60,
+                                    check=True).stdout)
+    python_row = baseline_row(Region(**region))
+    assert python_row == pytest.approx(200.0)  # 100 + 80 / 0.8
+    assert got["baseline"] == pytest.approx(python_row)
+    assert got["signed"] == pytest.approx((80.0 + (300 - 100) * -0.8) / 100)  # the value itself unchanged

@@ -15,7 +15,9 @@
   const contains = (r, p) => r.x0 <= p[0] && p[0] <= r.x1 && r.y0 <= p[1] && p[1] <= r.y1;
   const area = (r) => (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1);
   const spectralOk = (r) => r.spatial_format === 3 && !(r.flags & 4) && r.units_y === 7 && r.delta_y !== 0;
-  const baselineRow = (r) => r.y0 + (r.ref_y0 === null || r.ref_y0 === undefined ? 0 : r.ref_y0);
+  const referenceRow = (r) => r.y0 + (r.ref_y0 === null || r.ref_y0 === undefined ? 0 : r.ref_y0);
+  // the zero-velocity row (calibration.baseline_row): the reference row shifted by its physical value
+  const baselineRow = (r) => referenceRow(r) - (r.delta_y ? (r.ref_phys_y || 0) / r.delta_y : 0);
 
   // -> {value, unit, signed, error?, baseline?}; value null and unit "px" when uncalibrated.
   function calibratedValue(regions, userCmPerPx, mode, points) {
@@ -47,9 +49,8 @@
       const good = regs.filter((r) => contains(r, p) && spectralOk(r)).sort((a, b) => area(a) - area(b));
       if (!good.length) return { value: null, unit: "px", signed: null, error: "outside the spectral strip" };
       const r = good[0];
-      const baseline = baselineRow(r);
-      const signed = ((r.ref_phys_y || 0) + (p[1] - baseline) * r.delta_y) / 100;
-      return { value: Math.abs(signed), unit: "m/s", signed: signed, baseline: baseline };
+      const signed = ((r.ref_phys_y || 0) + (p[1] - referenceRow(r)) * r.delta_y) / 100;
+      return { value: Math.abs(signed), unit: "m/s", signed: signed, baseline: baselineRow(r) };
     }
     return { value: null, unit: "px", signed: null, error: "unknown mode" };
   }
