@@ -89,6 +89,9 @@ CSS = """
 #em-brand { font-size: 20px; font-weight: 700; letter-spacing: -0.01em; }
 #em-brand .em-sub { font-size: 12px; font-weight: 400; color: var(--body-text-color-subdued); margin-left: 8px; }
 #em-clipinfo { min-height: 20px; font-size: 12px; line-height: 1.35; }
+/* A clip's notices (not PLAX, pixels to check ...) scroll within about four lines: eight of them
+   pushed the cine bar below the fold at 1366x768. */
+#em-clipinfo { max-height: 5.4em; overflow-y: auto; }
 #em-brand { white-space: nowrap; }
 #em-brand .em-sub { display: block; margin-left: 0 !important; }
 #em-worklist td, #em-worklist th { padding: 2px 3px !important; font-size: 11px !important; }
