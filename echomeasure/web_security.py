@@ -278,6 +278,10 @@ class RequestGuard:
                 return
             await _json_response(send, 403, f"forbidden: {reason}")
             return
+        if scope["type"] == "http" and _is_framework_docs(scope):
+            # FastAPI's own schema and docs pages: not part of the app, and served without login
+            await _json_response(send, 404, "not found")
+            return
         if scope["type"] == "http" and scope.get("method") == "POST" and _is_login(scope):
             wait_s = self._login_wait_s(_client_address(scope))
             if wait_s > 0:
@@ -380,6 +384,16 @@ class RequestGuard:
             return await receive()
 
         return replay
+
+
+#: FastAPI's default schema and documentation routes (answered 200 without login under --auth).
+FRAMEWORK_DOCS_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def _is_framework_docs(scope: Any) -> bool:
+    """A request for one of :data:`FRAMEWORK_DOCS_PATHS` (under any root path)."""
+    path = scope.get("path", "").rstrip("/")
+    return any(path == p or path.endswith(p) for p in FRAMEWORK_DOCS_PATHS)
 
 
 def _is_login(scope: Any) -> bool:

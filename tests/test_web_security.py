@@ -255,6 +255,14 @@ def test_loopback_names_are_accepted(demo):
         assert r.status_code == 200, (host, r.status_code)
 
 
+def test_the_frameworks_schema_and_docs_pages_are_not_served(demo):
+    """FastAPI's /openapi.json and /docs answered 200 without login under --auth: not the app's."""
+    headers = {"Host": f"127.0.0.1:{demo.port}"}
+    for path in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert httpx.get(demo.url + path, headers=headers, timeout=30).status_code == 404, path
+    assert httpx.get(demo.url + "/gradio_api/info", headers=headers, timeout=30).status_code == 200
+
+
 # ----------------------------------------------------------------------------- body limit and memory
 
 
