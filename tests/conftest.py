@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 # Fixtures shared across test modules live in these plugin modules (tests/ is on sys.path).
-pytest_plugins = ["postgres_fixture", "store_fixtures", "models_fixtures", "ui_fixtures"]
+pytest_plugins = ["postgres_fixture", "store_fixtures", "models_fixtures", "ui_fixtures", "seg_dataset_fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 # square pixel (mm) after resampling; files store x at twice that (anisotropic, like CAMUS)
 SPACING_Y_MM = 0.3
@@ -230,6 +231,16 @@ def write_mask_folder(root: Path, *, n: int = 4, classes=("background", "muscle"
         rgb = np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
         cv2.imwrite(str(root / "images" / f"slice_{i:02d}.png"), rgb)
         cv2.imwrite(str(root / "masks" / f"slice_{i:02d}.png"), mask)
+
+
+@pytest.fixture()
+def weights(tmp_path, monkeypatch) -> Path:
+    """An empty weights folder, made the configured one (``ECHOMEASURE_WEIGHTS``); a test module
+    with a ``weights`` fixture of its own keeps that one."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(folder))
+    return folder
 
 
 def train_refused(capsys, weights: Path, dataset: str, root: Path, *needles: str, absent: tuple[str, ...] = ()) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,13 +30,6 @@ from echomeasure.training.mask_folder import read_mask_folder
 
 pytest.importorskip("nibabel")
 
-
-@pytest.fixture()
-def weights(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(folder))
-    return folder
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:

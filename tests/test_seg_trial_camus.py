@@ -24,13 +24,6 @@ pytest.importorskip("nibabel")
 PATIENT = Path("database") / "training" / "patient0001"
 
 
-@pytest.fixture()
-def weights(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(folder))
-    return folder
-
 
 def _refused(capsys, weights: Path, root: Path, *needles: str, **kwargs) -> str:
     """``train --dataset camus`` on ``root``: refused in one line, nothing registered."""

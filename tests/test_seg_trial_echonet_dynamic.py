@@ -19,14 +19,6 @@ from echomeasure.training.echonet_dynamic import read_echonet_dynamic
 
 
 @pytest.fixture()
-def weights(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(folder))
-    return folder
-
-
-@pytest.fixture()
 def root(tmp_path) -> Path:
     folder = tmp_path / "EchoNet-Dynamic"
     write_echonet_dynamic(folder)

@@ -19,14 +19,6 @@ from echomeasure.training.mask_folder import read_mask_folder
 
 
 @pytest.fixture()
-def weights(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "weights"
-    folder.mkdir()
-    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(folder))
-    return folder
-
-
-@pytest.fixture()
 def root(tmp_path) -> Path:
     folder = tmp_path / "thigh"
     write_mask_folder(folder)
