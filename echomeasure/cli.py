@@ -250,7 +250,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.status is not None:
         raise EchomeasureError("--status applies to --format dicom-sr only")
     with open_store(url) as store:
-        text = export(store, args.format, args.output, clip_ids=args.clip)
+        text = export(store, args.format, args.output, clip_ids=args.clip, force=args.force)
     if args.output is None:
         _write_out(text)
     return 0
@@ -264,7 +264,7 @@ def _export_masks(args: argparse.Namespace, url: str) -> int:
     if args.output is None:
         raise EchomeasureError("--format masks writes files: give the output folder with -o DIR")
     with open_store(url) as store:
-        summary = export_masks(store, args.output, clip_ids=args.clip)
+        summary = export_masks(store, args.output, clip_ids=args.clip, force=args.force)
     _print_json({"folder": str(args.output), "masks": len(summary["masks"]), "labels": summary["labels"]})
     return 0
 
@@ -280,7 +280,7 @@ def _export_dicom_sr(args: argparse.Namespace, url: str) -> int:
     statuses = parse_statuses(args.status)
     with open_store(url) as store:
         result = export_dicom_sr(store, args.output, secret=config.secret(args.secret), clip_ids=args.clip,
-                                 statuses=statuses, reader=args.reader)
+                                 statuses=statuses, reader=args.reader, force=args.force)
     for notice in result.notices:
         sys.stderr.write(f"notice: {notice}\n")
     _print_json(result.as_json())
@@ -704,7 +704,10 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("export", help="export reviews as CSV, JSON (full history), COCO keypoints and contours, or PNG masks")
     s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
     s.add_argument("--format", choices=("csv", "json", "coco", "dicom-sr", "masks"), default="csv")
-    s.add_argument("-o", "--output", help="output file (written atomically; default: stdout); a folder for dicom-sr")
+    s.add_argument("-o", "--output", type=_path,
+                   help="output file (written atomically; default: stdout); a new folder for dicom-sr and masks")
+    s.add_argument("--force", action="store_true",
+                   help="replace an existing output file (or write into an existing folder); refused without it")
     s.add_argument("--clip", type=int, action="append", metavar="ID", help="export only this clip (repeatable)")
     s.add_argument("--status", metavar="LIST",
                    help="dicom-sr: statuses to export (default accepted,corrected,added; may name proposed)")

@@ -32,14 +32,17 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from echomeasure import __version__, atomic, catalog
-from echomeasure.errors import StoreError
+from echomeasure.errors import InvalidInputError, StoreError
 from echomeasure.ingest.calibration import pixel_length
 from echomeasure.store import MeasurementState, Store
 
@@ -540,27 +543,30 @@ _COCO_OUTLINE_NOTES: dict[str, dict[str, Any]] = {
 }
 
 
-def export_masks(store: Store, folder: str | os.PathLike[str], clip_ids: Iterable[int] | None = None) -> dict[str, Any]:
+def export_masks(
+    store: Store, folder: str | os.PathLike[str], clip_ids: Iterable[int] | None = None, *, force: bool = False
+) -> dict[str, Any]:
     """Per-frame PNG label masks in CAMUS values (0 background, 1 LV, 2 myocardium, 3 LA).
 
     One ``clip<id>_frame<index>.png`` (frame counted from 0) per frame with a current, not
     rejected LV, myocardium or LA contour (reviewed, else proposed), plus ``masks.json``
-    listing each file with its clip, frame and the structures' statuses.  Each file is
-    written atomically; ``folder`` is created when its parent exists.  Exporting into the folder
-    of an earlier export replaces it: the masks the earlier ``masks.json`` listed that this one
-    does not (a contour rejected since) are removed, and nothing else in the folder is touched.
+    listing each file with its clip, frame and the structures' statuses.  ``folder`` must not
+    exist (or be empty); it is built beside its final name and renamed into place at the end
+    (:func:`output_folder`), so an interrupted export leaves no folder.  An existing folder is
+    refused unless ``force``: then the export replaces the earlier one in it, each file written
+    atomically: the masks the earlier ``masks.json`` listed that this one does not (a contour
+    rejected since) are removed, and nothing else in the folder is touched.
     """
+    with output_folder(folder, force=force) as out:
+        return _write_masks(store, out, clip_ids)
+
+
+def _write_masks(store: Store, out: Path, clip_ids: Iterable[int] | None) -> dict[str, Any]:
     import cv2
 
     from echomeasure.contour_volumes import label_map
     from echomeasure.store.contours import current_contours
 
-    out = Path(folder).expanduser()
-    if not out.parent.is_dir():
-        raise StoreError(f"cannot write masks to {out}: folder {out.parent} does not exist")
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"cannot write masks to {out}: it is a file; give a folder")
-    out.mkdir(exist_ok=True)
     earlier = _earlier_mask_files(out)
     manifest: list[dict[str, Any]] = []
     for clip_id in _clip_ids(store, clip_ids):
@@ -616,16 +622,82 @@ def render(store: Store, fmt: str, clip_ids: Iterable[int] | None = None) -> str
     raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+def _exists_message(given: str | os.PathLike[str]) -> str:
+    from echomeasure.ingest.hygiene import quote_path
+
+    return f"{quote_path(given)}: already exists; nothing was written (add --force to replace it)"
+
+
+def check_output_file(path: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """The export file ``path`` (``~`` expanded), refused when it exists unless ``force``.
+
+    Messages name the path as given.  A folder, link, device or FIFO is refused even with
+    ``force`` (:func:`echomeasure.atomic.check_output_path`); so is a missing parent folder.
+    """
+    from echomeasure.ingest.hygiene import quote_path
+
     target = Path(path).expanduser()
+    if not force and os.path.lexists(target):
+        raise InvalidInputError(_exists_message(path))
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
-        raise StoreError(f"cannot write {target}: folder {folder} does not exist")
-    if target.is_dir():
-        raise StoreError(f"cannot write {target}: it is a folder; give a file name")
+        raise InvalidInputError(f"{quote_path(path)}: its folder does not exist; nothing was written")
+    if target.is_dir() and not target.is_symlink():
+        raise InvalidInputError(f"{quote_path(path)}: is a folder; give a file name")
+    try:
+        atomic.check_output_path(target)
+    except InvalidInputError:
+        raise InvalidInputError(f"{quote_path(path)}: is not a regular file (a link, device or FIFO); "
+                                "give a file name") from None
+    return target
+
+
+def write_atomic(path: str | os.PathLike[str], text: str, *, force: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically (:mod:`echomeasure.atomic`); an existing ``path`` is
+    refused unless ``force`` (:func:`check_output_file`)."""
+    target = check_output_file(path, force=force)
     atomic.write_text(target, text, mode=0o644)
     return target
+
+
+@contextmanager
+def output_folder(given: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+    """The folder an export of many files (masks, DICOM SR) writes into; yields where to write.
+
+    A new folder (or an existing empty one) is built as a hidden ``.NAME.*.part`` folder beside
+    it and renamed into place only when the export has finished, so an interrupted or failed
+    export leaves nothing under the name (the same rule as :func:`echomeasure.atomic.atomic_path`
+    for one file).  An existing folder with anything in it is refused unless ``force``; with
+    ``force`` the export writes into it, each file atomically.  A file, link or missing parent
+    folder is refused.  Messages name the folder as given.
+    """
+    from echomeasure.ingest.hygiene import quote_path
+
+    label = quote_path(given)
+    out = Path(given).expanduser()
+    if out.is_symlink():
+        raise InvalidInputError(f"{label}: is a symbolic link; give a folder")
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"{label}: is a file; give a folder")
+    if not out.parent.is_dir():
+        raise InvalidInputError(f"{label}: its parent folder does not exist; nothing was written")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise InvalidInputError(_exists_message(given))
+        yield out
+        return
+    staging = out.parent / f".{out.name}.{secrets.token_hex(6)}.part"
+    staging.mkdir()  # the mode a plain mkdir gives under the umask (mkdtemp would give 0700)
+    try:
+        yield staging
+        try:
+            os.replace(staging, out)  # also over an empty folder; refused if one appeared meanwhile
+        except OSError:
+            raise InvalidInputError(_exists_message(given)) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    atomic.fsync_dir(out.parent)
 
 
 def export(
@@ -633,13 +705,18 @@ def export(
     fmt: str = "csv",
     output: str | os.PathLike[str] | None = None,
     clip_ids: Iterable[int] | None = None,
+    *,
+    force: bool = False,
 ) -> str:
     """Render the export and write it to ``output`` atomically (returns the text).
 
-    With ``output`` None nothing is written; the caller prints the text.
+    With ``output`` None nothing is written; the caller prints the text.  An existing ``output``
+    is refused (before anything is rendered) unless ``force``.
     """
+    if output is not None:
+        check_output_file(output, force=force)
     text = render(store, fmt, clip_ids)
     if output is not None:
-        write_atomic(output, text)
+        write_atomic(output, text, force=force)
         log.info("wrote %s export to %s", fmt, output)
     return text

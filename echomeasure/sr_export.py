@@ -551,6 +551,7 @@ def export_dicom_sr(
     clip_ids: Iterable[int] | None = None,
     statuses: Sequence[str] | str | None = None,
     reader: str | None = None,
+    force: bool = False,
 ) -> SrExportResult:
     """Write one SR per study (plus the de-identified source instances) under ``outdir``.
 
@@ -559,7 +560,9 @@ def export_dicom_sr(
     store
         The review store.
     outdir
-        Output folder (created if its parent exists); one sub-folder per study UID.
+        Output folder (created if its parent exists); one sub-folder per study UID.  A new
+        folder appears only once complete (:func:`echomeasure.export.output_folder`); an
+        existing one that holds anything is refused unless ``force``.
     secret
         Site secret of the keyed UID remap (``config.secret()``), the one used at ingest.
     clip_ids
@@ -570,6 +573,9 @@ def export_dicom_sr(
     reader
         On clips assigned to readers (:mod:`echomeasure.store.readers`), export this reader's
         reads; without it such clips are left out with a notice.
+    force
+        Write into an existing, non-empty ``outdir`` (each file replaced atomically; files of
+        other studies already there are left as they are).
 
     Raises
     ------
@@ -578,26 +584,32 @@ def export_dicom_sr(
     StoreError
         Unknown clip id.
     """
-    from echomeasure.export import _clip_ids
+    from echomeasure.export import _clip_ids, output_folder
 
     try:
         import highdicom  # noqa: F401
     except ImportError:
         raise InvalidInputError("the DICOM SR export needs highdicom: pip install 'echomeasure[reports]'") from None
     wanted = parse_statuses(statuses)
-    out = Path(outdir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"{outdir}: is a file; give a folder for the SR export")
-    if not out.parent.is_dir():
-        raise InvalidInputError(f"{outdir}: its parent folder does not exist")
     ids = _clip_ids(store, clip_ids)
+    with output_folder(outdir, force=force) as staging:
+        result = _write_reports(store, staging, ids, wanted, secret, reader)
+    final = Path(outdir).expanduser()
+    # the paths under the folder's final name (it was built under a temporary one)
+    result.sources = [final / p.relative_to(staging) for p in result.sources]
+    result.reports = [final / p.relative_to(staging) for p in result.reports]
+    return result
+
+
+def _write_reports(store: Store, out: Path, ids: list[int], wanted: tuple[str, ...], secret: bytes,
+                   reader: str | None) -> SrExportResult:
+    """Write the SR export of the clips ``ids`` into the folder ``out`` (which exists)."""
     by_study: dict[str, list[ClipRecord]] = {}
     for cid in ids:
         clip = store.clip(cid)
         by_study.setdefault(clip.study_uid, []).append(clip)
 
     result = SrExportResult()
-    out.mkdir(exist_ok=True)
     for study_uid, clips in by_study.items():
         contents = _study_contents(store, clips, wanted, secret, result.notices, reader)
         if not contents:

@@ -14,7 +14,7 @@ import pytest
 from store_fixtures import CANARY_STRINGS, lvidd_proposals
 
 from echomeasure import catalog, config
-from echomeasure.errors import StoreError
+from echomeasure.errors import EchomeasureError, StoreError
 from echomeasure.export import CSV_COLUMNS, FORMATS, export, render, write_atomic
 from echomeasure.pipeline import ingest_path
 
@@ -140,11 +140,11 @@ def test_export_writes_atomically_and_leaves_nothing_partial(reviewed, tmp_path,
 
     monkeypatch.setattr(export_mod.os, "replace", broken)
     with pytest.raises(RuntimeError):
-        export(store, "json", out)
+        export(store, "json", out, force=True)
     monkeypatch.undo()
     assert out.read_text() == first  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.csv")] == []
-    with pytest.raises(StoreError, match="does not exist"):
+    with pytest.raises(EchomeasureError, match="does not exist"):
         write_atomic(tmp_path / "missing" / "x.csv", "x")
 
 

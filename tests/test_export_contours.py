@@ -13,7 +13,7 @@ from store_fixtures import MODEL_2D, lvidd_proposals
 
 from echomeasure import config
 from echomeasure.cli import main
-from echomeasure.errors import StoreError
+from echomeasure.errors import InvalidInputError
 from echomeasure.export import COCO_CONTOUR_FIRST_ID, CSV_COLUMNS, export_masks, render
 from echomeasure.pipeline import ingest_path
 from echomeasure.store import open_store
@@ -95,7 +95,7 @@ def test_masks_use_camus_label_values(store, dicom_file, tmp_path):
 
 
 def test_masks_exported_again_drop_the_frames_rejected_since_and_nothing_else(store, dicom_file, tmp_path):
-    """A second export into the same folder replaces the first: a mask whose contours were all
+    """A second export into the same folder (--force) replaces the first: a mask whose contours were all
     rejected since is removed (it was left beside the new masks.json); the user's files stay."""
     from echomeasure.store.contours import current_contours
 
@@ -107,14 +107,14 @@ def test_masks_exported_again_drop_the_frames_rejected_since_and_nothing_else(st
     for st in current_contours(store, clip_id):  # the reviewer rejects frame 1's contours
         if st.frame_index == 1 and st.proposal is not None and st.status != "rejected":
             add_contour_review(store, clip_id, "rejected", "Dr A", contour_proposal_id=st.proposal.id)
-    second = export_masks(store, out)
+    second = export_masks(store, out, force=True)
     assert [m["file"] for m in first["masks"]] == [f"clip{clip_id}_frame0001.png"]
     assert second["masks"] == []
     assert sorted(p.name for p in out.iterdir()) == [f"clip{clip_id}_frame0099.png", "masks.json", "notes.txt"]
 
 
 def test_masks_into_a_missing_parent_folder_is_an_error(store, tmp_path):
-    with pytest.raises(StoreError, match="does not exist"):
+    with pytest.raises(InvalidInputError, match="does not exist"):
         export_masks(store, tmp_path / "no" / "masks")
 
 
