@@ -305,21 +305,40 @@ def velocity_scale_problem(region: Region) -> str | None:
     return _spectral_problem(region)
 
 
-def spectral_region(regions: Sequence[Region]) -> Region:
-    """The spectral Doppler region to read velocities from.
+def spectral_region(regions: Sequence[Region], point: Point | None = None) -> Region:
+    """The spectral Doppler region velocities are read from: the one rule, for the model's strip
+    and for every point's value (the model's beats, the reviewer's caliper, the browser's readout).
 
-    Chooses among regions with spatial format 3 (spectral) and data type PW/CW Doppler whose
-    vertical units are cm/s; with several, the largest.  Raises :class:`CalibrationError` when
-    there is none, or when the only spectral region has a frequency scale or other units.
+    Among the spectral regions (RegionSpatialFormat 3) whose velocity scale is usable (cm/s, not
+    frequency, a sane calibration: :func:`velocity_scale_problem`), PW/CW data types first, then
+    the largest box, then the first listed.  With ``point``, only the regions containing it
+    compete.  Overlapping spectral regions of different scales (a scanner exporting the whole
+    strip and a part of it) are thus always read in the largest one: the strip the Doppler model
+    measures (:func:`echomeasure.propose.doppler.spectral_region`), so a peak's value is the one
+    of the scale its baseline and envelope were read on.
+
+    Raises
+    ------
+    CalibrationError
+        No (containing) spectral region, or none with a usable velocity scale.
     """
-    spectral = [r for r in regions if r.spatial_format == SPATIAL_SPECTRAL]
-    if not spectral:
-        raise CalibrationError("this image has no spectral Doppler region; open a Doppler strip or give the trace type")
+    if point is None:
+        spectral = [r for r in regions if r.spatial_format == SPATIAL_SPECTRAL]
+        if not spectral:
+            raise CalibrationError("this image has no spectral Doppler region; open a Doppler strip or give the trace type")
+    else:
+        containing = _common_region(regions, (point,), "velocity")
+        spectral = [r for r in containing if r.spatial_format == SPATIAL_SPECTRAL]
+        if not spectral:
+            r = containing[0]
+            raise CalibrationError(
+                f"point {_fmt(point)} lies in a {SPATIAL_FORMAT_NAMES.get(r.spatial_format, r.spatial_format)} "
+                "region, not in the spectral Doppler strip"
+            )
     good = [r for r in spectral if _spectral_problem(r) is None]
     if not good:
         raise CalibrationError(_spectral_problem(spectral[0]) or "no usable spectral region")
-    good.sort(key=lambda r: (r.data_type not in _SPECTRAL_DATA_TYPES, -_area_px(r)))
-    return good[0]
+    return min(good, key=lambda r: (r.data_type not in _SPECTRAL_DATA_TYPES, -_area_px(r)))
 
 
 def reference_row(region: Region) -> float:
@@ -352,7 +371,8 @@ def velocity_cm_s_in_region(region: Region, y: float) -> float:
 
 
 def velocity_m_s(regions: Sequence[Region], x: float, y: float) -> float:
-    """Signed velocity in m/s at pixel (x, y) of the spectral region that contains it.
+    """Signed velocity in m/s at pixel (x, y) of the spectral region that contains it
+    (:func:`spectral_region`: with overlapping ones, the largest).
 
     ``v = ReferencePhysicalValueY + (y - (MinY0 + ReferencePixelY0)) * DeltaY`` in cm/s, divided
     by 100.  The sign is the one the region implies (vendors sign DeltaY differently); report
@@ -364,19 +384,7 @@ def velocity_m_s(regions: Sequence[Region], x: float, y: float) -> float:
         No region contains the point, the region is not spectral, its scale is frequency, or its
         vertical units are not cm/s.
     """
-    containing = _common_region(regions, ((x, y),), "velocity")
-    spectral = [r for r in containing if r.spatial_format == SPATIAL_SPECTRAL]
-    if not spectral:
-        r = containing[0]
-        raise CalibrationError(
-            f"point {_fmt((x, y))} lies in a {SPATIAL_FORMAT_NAMES.get(r.spatial_format, r.spatial_format)} "
-            "region, not in the spectral Doppler strip"
-        )
-    good = [r for r in spectral if _spectral_problem(r) is None]
-    if not good:
-        raise CalibrationError(_spectral_problem(spectral[0]) or "no usable spectral region")
-    good.sort(key=lambda r: _area_px(r))
-    return velocity_cm_s_in_region(good[0], y) / 100.0
+    return velocity_cm_s_in_region(spectral_region(regions, (x, y)), y) / 100.0
 
 
 def _as_points(points: Iterable[Iterable[float]]) -> list[Point]:

@@ -58,9 +58,21 @@ DOPPLER_MODE_OF_DATA_TYPE: dict[int, str] = {3: "pw", 4: "cw"}
 
 
 def spectral_region(clip: Clip) -> Any:
-    """The spectral Region the Doppler model looks at (the one :func:`box_doppler` picks), or None."""
+    """The spectral Region the strip is measured in, or None.
+
+    The one rule :func:`echomeasure.ingest.calibration.spectral_region` (PW/CW, usable velocity
+    scale, the largest box), which also gives every beat's value, so the baseline, envelope and
+    scale edge are read in the region whose scale the values use.  Without a usable velocity
+    scale (values stay in pixels): the region of the box the model looks at (:func:`box_doppler`).
+    """
+    from echomeasure.errors import CalibrationError
+    from echomeasure.ingest.calibration import spectral_region as measuring_region
     from echomeasure.models.preprocess import box_doppler
 
+    try:
+        return measuring_region(clip.regions)
+    except CalibrationError:
+        pass
     box = box_doppler(clip)
     return next(
         (r for r in clip.regions if r.is_spectral and (r.x0, r.y0, r.x1, r.y1) == box.as_tuple()),
