@@ -327,6 +327,7 @@ class Store:
         unit: str | None = None,
         seconds_spent: float | None = None,
         reviewer_display_name: str | None = None,
+        based_on: int | None | str = writes.ANY_STATE,
         on_saved: Callable[[Session, db.Review], None] | None = None,
     ) -> ReviewRecord:
         """Record one review decision (append-only) with its audit event, in one transaction.
@@ -354,6 +355,11 @@ class Store:
             Time the reviewer spent on this decision.
         reviewer_display_name
             The name typed beside a logged-in ``reviewer`` (same rules), or None.
+        based_on
+            The id of the measurement's latest review the reviewer saw (None: they saw it
+            unreviewed); when the latest review is another one by the time this is written,
+            nothing is stored (:class:`echomeasure.store.writes.StaleReviewError`).  Default
+            ``"any"``: not checked.
         on_saved
             Called with the session and the new review row inside the same transaction, so a
             caller's own rows about the review (:mod:`echomeasure.store.readers`: the reading
@@ -363,16 +369,48 @@ class Store:
         ------
         StoreError
             Unknown clip, proposal or measurement, invalid action, empty reviewer, wrong number
-            of points, frame outside the clip.
+            of points, frame outside the clip; a review made on a stale state (``based_on``).
         """
+        request = self.review_request(
+            clip_id, measurement, action, reviewer, proposal_id=proposal_id, frame=frame, points=points, value=value,
+            unit=unit, seconds_spent=seconds_spent, reviewer_display_name=reviewer_display_name, based_on=based_on,
+        )
+        return self._write(lambda s: writes.add_review(s, request, on_saved))
+
+    def review_request(
+        self,
+        clip_id: int,
+        measurement: str,
+        action: str,
+        reviewer: str,
+        *,
+        proposal_id: int | None = None,
+        frame: int | None = None,
+        points: Sequence[Sequence[float]] | None = None,
+        value: float | None = None,
+        unit: str | None = None,
+        seconds_spent: float | None = None,
+        reviewer_display_name: str | None = None,
+        based_on: int | None | str = writes.ANY_STATE,
+    ) -> writes.ReviewRequest:
+        """A review decision checked for :meth:`add_reviews` (the arguments of :meth:`add_review`)."""
         reviewer, display_name, checked_action, spec = checked_review_request(
             reviewer, reviewer_display_name, action, measurement, seconds_spent
         )
-        request = writes.ReviewRequest(
+        if based_on != writes.ANY_STATE and based_on is not None and (
+                isinstance(based_on, bool) or not isinstance(based_on, int)):
+            raise StoreError(f"based_on is a review id, None or {writes.ANY_STATE!r}")
+        return writes.ReviewRequest(
             clip_id=clip_id, spec=spec, action=checked_action, reviewer=reviewer, reviewer_display_name=display_name,
             proposal_id=proposal_id, frame=frame, points=points, value=value, unit=unit, seconds_spent=seconds_spent,
+            based_on=based_on,
         )
-        return self._write(lambda s: writes.add_review(s, request, on_saved))
+
+    def add_reviews(self, requests: Sequence[writes.ReviewRequest]) -> list[ReviewRecord]:
+        """Record several decisions (:meth:`review_request`) in one transaction: all of them, or
+        none when the store refuses one (a stale one included)."""
+        items = list(requests)
+        return self._write(lambda s: writes.add_reviews(s, items))
 
     def reviews(self, clip_id: int | None = None) -> list[ReviewRecord]:
         """Review decisions (of one clip, or all), oldest first."""

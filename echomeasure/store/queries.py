@@ -90,14 +90,19 @@ def resolve_proposal(
     return proposal
 
 
-def state_snapshot(s: Session, clip_id: int, measurement: str) -> dict | None:
-    """The measurement's current state before a change (for the audit trail)."""
-    last = s.scalar(
+def latest_review(s: Session, clip_id: int, measurement: str) -> db.Review | None:
+    """The most recent review of a measurement on a clip (of any reviewer), or None."""
+    return s.scalar(
         select(db.Review)
         .where(db.Review.clip_id == clip_id, db.Review.measurement == measurement)
         .order_by(db.Review.id.desc())
         .limit(1)
     )
+
+
+def state_snapshot(s: Session, clip_id: int, measurement: str) -> dict | None:
+    """The measurement's current state before a change (for the audit trail)."""
+    last = latest_review(s, clip_id, measurement)
     if last is not None:
         return {"status": last.action, **audit_payload(last)}
     proposal = latest_proposal(s, clip_id, measurement)
@@ -332,6 +337,7 @@ __all__ = [
     "find_model_version",
     "get_clip",
     "latest_proposal",
+    "latest_review",
     "measurement_states",
     "resolve_proposal",
     "state_snapshot",

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from echomeasure import catalog
@@ -29,7 +29,13 @@ from echomeasure.store.mapping import (
     proposal_record,
     review_record,
 )
-from echomeasure.store.queries import find_model_version, get_clip, resolve_proposal, state_snapshot
+from echomeasure.store.queries import (
+    find_model_version,
+    get_clip,
+    latest_review,
+    resolve_proposal,
+    state_snapshot,
+)
 from echomeasure.store.records import (
     ClipRecord,
     FrameImageRecord,
@@ -262,9 +268,32 @@ def add_proposals(s: Session, clip_id: int, proposals: ClipProposals, actor: str
 # --------------------------------------------------------------------------- reviews
 
 
+#: ``based_on`` of a review made without saying what it was made on (the API, the CLI): no
+#: check that the measurement is still as the reviewer saw it.
+ANY_STATE = "any"
+#: Key of the PostgreSQL advisory lock that queues the reviews of one clip (with the clip id).
+_REVIEW_LOCK_NAMESPACE = 0x4543
+
+
+class StaleReviewError(StoreError):
+    """A review made on a state of the measurement that is no longer its latest: someone (or
+    another tab) reviewed it meanwhile.  Nothing is stored."""
+
+    def __init__(self, clip_id: int, measurement: str, reviewer: str | None, reviewed_at: Any) -> None:
+        self.clip_id, self.measurement, self.reviewer, self.reviewed_at = clip_id, measurement, reviewer, reviewed_at
+        by = f" by {reviewer}" if reviewer else ""
+        at = f" at {reviewed_at:%H:%M:%S} UTC" if reviewed_at is not None else ""
+        super().__init__(f"{measurement} on clip {clip_id} was reviewed meanwhile{by}{at}; nothing saved")
+
+
 @dataclasses.dataclass(frozen=True)
 class ReviewRequest:
-    """A review decision as asked for, its names and action already checked."""
+    """A review decision as asked for, its names and action already checked.
+
+    ``based_on`` is the id of the latest review of the measurement the reviewer saw (None: they
+    saw it unreviewed); the review is refused (:class:`StaleReviewError`) when the measurement's
+    latest review is another one by then.  :data:`ANY_STATE` skips the check.
+    """
 
     clip_id: int
     spec: catalog.Measurement
@@ -277,6 +306,34 @@ class ReviewRequest:
     value: float | None
     unit: str | None
     seconds_spent: float | None
+    based_on: int | None | str = ANY_STATE
+
+
+def check_not_stale(s: Session, req: ReviewRequest) -> None:
+    """Refuse ``req`` when the measurement's latest review is not the one it was made on.
+
+    Called inside the write transaction: SQLite writers hold the database's write lock
+    (``BEGIN IMMEDIATE``); PostgreSQL writers of one clip queue on a transaction advisory lock
+    (no UPDATE privilege needed), so two reviews made on the same state cannot both pass.
+    """
+    if req.based_on == ANY_STATE:
+        return
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(_REVIEW_LOCK_NAMESPACE, req.clip_id)))
+    last = latest_review(s, req.clip_id, req.spec.name)
+    if (None if last is None else last.id) != req.based_on:
+        assert last is not None or req.based_on is not None
+        raise StaleReviewError(
+            req.clip_id, req.spec.name, None if last is None else (last.reviewer_display_name or last.reviewer),
+            None if last is None else db.as_utc(last.created_at),
+        )
+
+
+def add_reviews(
+    s: Session, requests: Sequence[ReviewRequest], on_saved: Callable[[Session, db.Review], None] | None = None
+) -> list[ReviewRecord]:
+    """Record several review decisions in the one write transaction ``s``: all or none."""
+    return [add_review(s, req, on_saved) for req in requests]
 
 
 def add_review(
@@ -284,6 +341,7 @@ def add_review(
 ) -> ReviewRecord:
     """Record one review decision with its audit event (see :meth:`Store.add_review`)."""
     clip = get_clip(s, req.clip_id)
+    check_not_stale(s, req)
     measurement = req.spec.name
     proposal = resolve_proposal(s, req.clip_id, measurement, req.action, req.proposal_id)
     frame, points_json, value, unit = review_fields(
@@ -307,12 +365,16 @@ def add_review(
 
 
 __all__ = [
+    "ANY_STATE",
     "ReviewRequest",
+    "StaleReviewError",
     "activate_model_version",
     "add_clip",
     "add_frame_rows",
     "add_review",
+    "add_reviews",
     "add_proposals",
+    "check_not_stale",
     "ensure_model_version",
     "register_model_version",
 ]

@@ -1046,7 +1046,9 @@
 
   function review(m) {
     return { name: m.name, frame: m.frame, points: copy(m.points || []), seconds: secondsFor(m.name),
-      proposal_id: m.proposal_id === undefined ? null : m.proposal_id };
+      proposal_id: m.proposal_id === undefined ? null : m.proposal_id,
+      // the state this decision was made on: refused if the store's latest review is another one
+      seen_review_id: m.review_id === undefined ? null : m.review_id };
   }
   function commit(reviews, isUndo) {
     if (!reviews.length || !clip) return;

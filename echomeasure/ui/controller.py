@@ -29,6 +29,7 @@ from echomeasure.store import (
     readers,
 )
 from echomeasure.store.queries import clip_status, summary_for_states
+from echomeasure.store.writes import StaleReviewError
 from echomeasure.ui import contour_review, review, viewmodel
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
@@ -97,6 +98,15 @@ def pixel_deid_notices(deid_record: Mapping[str, Any] | None) -> list[str]:
         return ["burned-in text was not searched for: check that no patient identifier is visible in the image"]
     return ["the image area was found from the pixels (no DICOM regions): check that no patient identifier "
             "is visible in the image"]
+
+
+def stale_notice(exc: StaleReviewError, viewer: str) -> str:
+    """The notice of a review refused as made on a stale state: by whom (or in another tab of the
+    same reviewer) and when, and what to do."""
+    who = "in another tab" if not exc.reviewer or exc.reviewer == viewer else f"by {exc.reviewer}"
+    when = f" at {exc.reviewed_at:%H:%M:%S} UTC" if exc.reviewed_at is not None else ""
+    return (f"Not saved: {viewmodel.short_name(exc.measurement)} was reviewed meanwhile {who}{when}: "
+            "reloaded, check and review again.")
 
 
 @dataclass(frozen=True)
@@ -303,6 +313,8 @@ class ReviewController:
             requests = [review.ReviewRequest.from_payload(item) for item in items]
             saved = review.save_reviews(self.store, clip_id, requests, typed_name or "", logged_in_user=login)
             states = self.visible(clip_id, viewer)
+        except StaleReviewError as exc:
+            return self._stale(clip_id, exc, viewer, [str(item.get("name", "")) for item in items])
         except EchomeasureError as exc:
             return EventOutcome(value=self.notice(clip_id, f"Not saved: {exc}", viewer))
         names = tuple(r.measurement for r in saved)
@@ -312,6 +324,22 @@ class ReviewController:
             undone=names if payload.get("undo") else (),
         )
         return EventOutcome(value=value, saved=True, reviewer_missing=False, saved_names=names)
+
+    def _stale(self, clip_id: int, exc: StaleReviewError, viewer: str, names: Sequence[str]) -> EventOutcome:
+        """A batch refused because one of its measurements was reviewed meanwhile: the
+        measurements of the batch are reloaded as they stand now (local edits of the others
+        stay), with a notice saying who reviewed it and when; nothing was saved."""
+        try:
+            states = self.visible(clip_id, viewer)
+        except EchomeasureError:
+            states = []
+        reloaded = sorted({n for n in names if n in catalog.CATALOG})
+        value = viewmodel.viewer_value(
+            clip_id, states, committed=reloaded, undone=reloaded, thresholds=self.thresholds,
+            notice=stale_notice(exc, viewer),
+        )
+        # The store changed (someone else's review): the worklist is refreshed too.
+        return EventOutcome(value=value, saved=True, reviewer_missing=False)
 
     def calibrate(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
         """Set the user's scale from a ``calibrate`` event (a known length drawn on the clip)."""
@@ -371,4 +399,6 @@ class ReviewController:
         return viewmodel.measurement_entry(states[measurement], self.thresholds)
 
 
-__all__ = ["ClipScreen", "EventOutcome", "ReviewController", "clip_header", "event_payload", "viewer_name"]
+__all__ = [
+    "ClipScreen", "EventOutcome", "ReviewController", "clip_header", "event_payload", "stale_notice", "viewer_name",
+]

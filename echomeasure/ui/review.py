@@ -21,6 +21,7 @@ from echomeasure.errors import StoreError
 from echomeasure.ingest import calibration
 from echomeasure.store import ClipRecord, MeasurementState, ReviewRecord, Store, readers
 from echomeasure.store.reviewer import resolve_reviewer
+from echomeasure.store.writes import ANY_STATE, StaleReviewError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ class ReviewRequest:
     seconds_spent: float | None
     proposal_id: int | None
     confirmed: bool = False  # the reviewer confirmed a value outside the plausibility limits
+    #: The latest review of the measurement the page showed (None: it showed it unreviewed);
+    #: :data:`~echomeasure.store.writes.ANY_STATE` when the request did not say (the API).
+    seen_review_id: int | None | str = ANY_STATE
 
     @classmethod
     def from_payload(cls, item: Mapping[str, Any]) -> ReviewRequest:
@@ -63,6 +67,8 @@ class ReviewRequest:
             seconds_spent=None if seconds is None else min(max(seconds, 0.0), MAX_SECONDS_SPENT),
             proposal_id=_whole(item.get("proposal_id"), f"the proposal of {name}"),
             confirmed=item.get("confirmed") is True,
+            seen_review_id=(_whole(item.get("seen_review_id"), f"the review of {name} shown")
+                            if "seen_review_id" in item else ANY_STATE),
         )
 
 
@@ -251,6 +257,7 @@ def save_reviews(
     states = {st.measurement: st for st in readers.measurements_for(store, clip_id, reviewer)}
     planned: list[tuple[ReviewRequest, str, dict[str, Any]]] = []
     # Every request is checked before the first is written: a refused batch stores nothing.
+    check_not_stale(clip_id, requests, states)
     for req in requests:
         state = states.get(req.name)
         action = resolve_action(req, state)
@@ -258,19 +265,50 @@ def save_reviews(
         check_plausible(req.name, value, unit, confirmed=req.confirmed, alone=len(requests) == 1)
         planned.append((req, action, kwargs))
     saved: list[ReviewRecord] = []
-    for req, action, kwargs in planned:
-        record = readers.save_for(
-            store, clip_id, reviewer, req.name, action, reviewer_display_name=display_name, **kwargs
-        )
-        log.info("clip %s: %s %s by %s", clip_id, req.name, action, reviewer)
-        saved.append(record)
+    if not readers.has_readers(store, clip_id):
+        # One transaction, each decision checked there against the state it was made on: a
+        # review saved meanwhile by another tab or reviewer refuses the whole batch.
+        batch = [
+            store.review_request(clip_id, req.name, action, reviewer, reviewer_display_name=display_name,
+                                 based_on=req.seen_review_id, **kwargs)
+            for req, action, kwargs in planned
+        ]
+        saved = store.add_reviews(batch)
+    else:
+        # A reader's reads: checked above against the reader's own reads (others' stay blinded).
+        for req, action, kwargs in planned:
+            saved.append(readers.save_for(
+                store, clip_id, reviewer, req.name, action, reviewer_display_name=display_name, **kwargs
+            ))
+    for record in saved:
+        log.info("clip %s: %s %s by %s", clip_id, record.measurement, record.action, reviewer)
     return saved
+
+
+def check_not_stale(clip_id: int, requests: Sequence[ReviewRequest], states: Mapping[str, MeasurementState]) -> None:
+    """Refuse a batch in which a decision was made on a state of its measurement that is no longer
+    the latest one its reviewer may see (reviewed meanwhile in another tab or by someone else).
+
+    Raises
+    ------
+    StaleReviewError
+        Names the first such measurement, who reviewed it and when.
+    """
+    for req in requests:
+        if req.seen_review_id == ANY_STATE:
+            continue
+        state = states.get(req.name)
+        latest = None if state is None else state.review_id
+        if latest != req.seen_review_id:
+            raise StaleReviewError(clip_id, req.name, None if state is None else state.reviewer,
+                                   None if state is None else state.reviewed_at)
 
 
 __all__ = [
     "BROWSER_ACTIONS",
     "SAME_POINT_TOLERANCE_PX",
     "ReviewRequest",
+    "check_not_stale",
     "check_plausible",
     "measured_value",
     "resolve_action",

@@ -300,6 +300,8 @@ def measurement_entry(st: MeasurementState, thresholds: ThresholdLookup = fixed_
         "status": st.status,
         "proposal_id": st.proposal_id,
         "reviewer": st.reviewer,
+        # the state the page shows: a review is refused when the store's latest is another one
+        "review_id": st.review_id,
     }
 
 
