@@ -253,8 +253,10 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
         buf: np.ndarray | None = None
         n = 0
         turns = 0
+        times_s: list[float | None] = []
         try:
             for frame in container.decode(stream):
+                times_s.append(frame.time)
                 arr = frame.to_ndarray(format="rgb24")
                 if buf is None:
                     turns = display_turns(frame)
@@ -288,6 +290,15 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
     _check_complete(path, n, declared, expected_s, float(rate) if rate else None)
     if turns:
         log.info("frames turned %d degrees counter-clockwise, as the container's display matrix says", 90 * turns)
+    extra: dict = {"codec": codec}
+    times = frame_times_ms(times_s[:n])
+    if times is not None and variable_frame_rate(times):
+        # the clip (and its de-identified copy, re-encoded at one rate) is timed evenly: the mean
+        # of the real intervals, which the container's average rate only approximates
+        frame_time = float(times[-1] / (n - 1))
+        notice = vfr_notice(times)
+        extra.update(frame_times_ms=[round(float(t), 3) for t in times], variable_frame_rate=True, notices=[notice])
+        log.warning("%s: %s", name, notice)
     return Clip(
         frames=buf[:n],
         frame_time_ms=frame_time,
@@ -295,8 +306,39 @@ def read_video(path: Path, *, user_cm_per_px: float | None = None) -> Clip:
         source_kind="video",
         source_name=name,
         user_cm_per_px=user_cm_per_px,
-        extra={"codec": codec},
+        extra=extra,
     )
+
+
+#: Frame intervals further than this fraction (and 1 ms) from their median make a video's frame
+#: rate variable: the time of frame i is then not i times one frame time.
+VFR_TOLERANCE = 0.2
+
+
+def frame_times_ms(times_s: list[float | None]) -> np.ndarray | None:
+    """Presentation time of each decoded frame in ms from the first (None when a frame has no
+    timestamp, or the times do not increase: nothing to tell the rate by)."""
+    if len(times_s) < 3 or any(t is None for t in times_s):
+        return None
+    t = (np.asarray(times_s, dtype=np.float64) - float(times_s[0])) * 1000.0  # type: ignore[arg-type]
+    if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        return None
+    return t
+
+
+def variable_frame_rate(times_ms: np.ndarray) -> bool:
+    """True when some frame interval differs from the median one by more than :data:`VFR_TOLERANCE`."""
+    d = np.diff(times_ms)
+    med = float(np.median(d))
+    return bool(np.any(np.abs(d - med) > max(VFR_TOLERANCE * med, 1.0)))
+
+
+def vfr_notice(times_ms: np.ndarray) -> str:
+    """The one-line notice of a variable-frame-rate video (README: "Videos with a variable frame rate")."""
+    d = np.diff(times_ms)
+    mean = float(times_ms[-1]) / len(d)
+    return (f"variable frame rate (frame intervals {d.min():.0f}-{d.max():.0f} ms): frames are timed evenly at the "
+            f"mean {mean:.1f} ms, so heart rate, ED/ES times and other time-based figures are approximate")
 
 
 def _initial_capacity(declared: int, duration_us: int | None, rate: object, frame_shape: tuple[int, ...]) -> int:
