@@ -12,7 +12,10 @@ pixels maps model coordinate ``u`` to image coordinate ``x0 + (u + 0.5) * w / W 
 * 2D: crop to the ultrasound 2D region box (DICOM region; for videos the scan sector found from
   the pixels that change over time, else the whole frame), resize to the model input size with
   ``cv2.INTER_AREA``, keep RGB, divide by 255.
-* Doppler: crop to the spectral region box, resize the same way.
+* Doppler: crop to the spectral region box, resize the same way; an inverted display (the
+  region's velocity axis grows downward: positive PhysicalDeltaY) is turned upside down, so the
+  model always sees flow toward the transducer above the baseline, as most scanners show it
+  (:func:`doppler_display_inverted`).  Model coordinates map back through the flip.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ if TYPE_CHECKING:  # torch is imported only by the functions that return tensors
     import torch
 
 from echomeasure.errors import MeasurementError
-from echomeasure.ingest.clip import SPATIAL_2D, Clip
+from echomeasure.ingest.clip import SPATIAL_2D, UNIT_CM_S, UNIT_HZ, Clip
 
 Mode = Literal["2d", "doppler"]
 
@@ -145,6 +148,12 @@ def box_2d(clip: Clip) -> Box:
     return detect_sector_box(clip.frames)
 
 
+def _measured_spectral_region(clip: Clip) -> Any:
+    """The spectral region the Doppler model looks at: the largest (None when there is none)."""
+    spectral = [r for r in clip.regions if r.is_spectral]
+    return max(spectral, key=lambda r: (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1)) if spectral else None
+
+
 def box_doppler(clip: Clip) -> Box:
     """The box the Doppler model looks at: the spectral region (the largest if several).
 
@@ -153,13 +162,20 @@ def box_doppler(clip: Clip) -> Box:
     MeasurementError
         When the clip has no spectral Doppler region.
     """
-    spectral = [r for r in clip.regions if r.is_spectral]
-    if not spectral:
+    r = _measured_spectral_region(clip)
+    if r is None:
         raise MeasurementError(
             "this clip has no spectral Doppler region; Doppler measurements need a DICOM with one"
         )
-    r = max(spectral, key=lambda r: (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1))
     return Box(r.x0, r.y0, r.x1, r.y1).clipped(clip.height, clip.width)
+
+
+def doppler_display_inverted(clip: Clip) -> bool:
+    """True when the strip is displayed inverted: the velocity (or Doppler shift) of the model's
+    region grows downward (PhysicalDeltaY > 0), so flow toward the transducer is below the
+    baseline.  A region without a velocity or frequency axis is taken as shown the usual way."""
+    r = _measured_spectral_region(clip)
+    return r is not None and r.units_y in (UNIT_CM_S, UNIT_HZ) and r.delta_y > 0
 
 
 # --------------------------------------------------------------------------- transform
@@ -186,12 +202,18 @@ class CropTransform:
 
     box: Box
     input_size: tuple[int, int]
+    #: the model input is the crop turned upside down (an inverted Doppler display, see
+    #: :func:`doppler_display_inverted`); points map through the flip both ways
+    flip_y: bool = False
 
     @classmethod
     def for_clip(cls, clip: Clip, input_size: tuple[int, int], mode: Mode = "2d") -> CropTransform:
-        """The transform for a clip: :func:`box_2d` for ``"2d"``, :func:`box_doppler` for ``"doppler"``."""
-        box = box_2d(clip) if mode == "2d" else box_doppler(clip)
-        return cls(box, (int(input_size[0]), int(input_size[1])))
+        """The transform for a clip: :func:`box_2d` for ``"2d"``, :func:`box_doppler` for
+        ``"doppler"`` (flipped when the display is inverted)."""
+        size = (int(input_size[0]), int(input_size[1]))
+        if mode == "2d":
+            return cls(box_2d(clip), size)
+        return cls(box_doppler(clip), size, flip_y=doppler_display_inverted(clip))
 
     @property
     def scale_xy(self) -> tuple[float, float]:
@@ -206,15 +228,18 @@ class CropTransform:
         out = np.empty_like(p)
         out[..., 0] = (p[..., 0] - self.box.x0 + 0.5) / sx - 0.5
         out[..., 1] = (p[..., 1] - self.box.y0 + 0.5) / sy - 0.5
+        if self.flip_y:
+            out[..., 1] = (self.input_size[0] - 1) - out[..., 1]
         return out
 
     def to_image(self, points_xy_model: np.ndarray) -> np.ndarray:
         """Map ``(..., 2)`` model-input points ``(x, y)`` back to original image pixels."""
         p = np.asarray(points_xy_model, dtype=np.float64)
         sx, sy = self.scale_xy
+        y = (self.input_size[0] - 1) - p[..., 1] if self.flip_y else p[..., 1]
         out = np.empty_like(p)
         out[..., 0] = (p[..., 0] + 0.5) * sx - 0.5 + self.box.x0
-        out[..., 1] = (p[..., 1] + 0.5) * sy - 0.5 + self.box.y0
+        out[..., 1] = (y + 0.5) * sy - 0.5 + self.box.y0
         return out
 
     def crop_resize(self, frames: np.ndarray) -> np.ndarray:
@@ -233,7 +258,7 @@ class CropTransform:
                 raise ValueError(f"box {b.as_tuple()} lies outside a frame of {frame.shape[:2]}")
             interp = cv2.INTER_AREA if (b.width_px >= w and b.height_px >= h) else cv2.INTER_LINEAR
             out[i] = cv2.resize(np.ascontiguousarray(crop), (w, h), interpolation=interp)
-        return out
+        return out[:, ::-1].copy() if self.flip_y else out
 
     def apply_array(self, frames: np.ndarray) -> np.ndarray:
         """Frames to model input as a numpy array (what ONNX Runtime takes; no torch needed).

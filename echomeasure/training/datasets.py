@@ -258,6 +258,8 @@ class TrainingSetSpec:
         """Cache key: changes whenever the rendered content would."""
         d = {"mode": self.mode, "n": self.n_cases, "size": list(self.input_size),
              "fpc": self.frames_per_case, "small": self.small, "gen": generator_version(), "fmt": 1}
+        if self.mode == "doppler":
+            d["display"] = "inverted strips turned upright"  # preprocess.doppler_display_inverted
         if tuple(self.styles) != ("classic",):
             from echomeasure.synthetic.styles import STYLES_VERSION
 
