@@ -22,9 +22,11 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -416,16 +418,79 @@ def _pending_items(files: list[Path], job: _Job, resume: bool, summary: BatchSum
 
 def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, job: _Job) -> None:
     """Run the actor pool over ``items`` and write each result as it arrives."""
-    t0 = time.perf_counter()
-    started = _start_ray(ray, job.address)
-    summary.ray_start_s = time.perf_counter() - t0
+    with without_ray_noise():
+        t0 = time.perf_counter()
+        started = _start_ray(ray, job.address)
+        summary.ray_start_s = time.perf_counter() - t0
+        try:
+            _configure_data_context(ray, len(items))
+            ds = _pool_dataset(ray, items, summary, job)
+            _write_results(ds, items, summary, job)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+#: Lines Ray's C++ core writes straight to the driver's stderr (file descriptor 2, past Python's
+#: logging) that tell a batch user nothing.  Ray Data itself passes every actor of a map_batches
+#: pool its DataContext and map function as object-store references (ray.put) and sets
+#: max_restarts=-1 by default, and the core then warns that "the actor restart will fail" if those
+#: objects are lost (Ray issues 53727, 57733): echomeasure's own constructor arguments are a few
+#: small values, and Ray Data holds those references for as long as the pool runs.  Only lines
+#: holding one of these texts are dropped; every other line (Ray's real errors included) passes.
+RAY_NOISE: tuple[bytes, ...] = (b"has constructor arguments in the object store and max_restarts > 0",)
+
+
+@contextmanager
+def without_ray_noise(fd: int = 2, noise: tuple[bytes, ...] = RAY_NOISE) -> Iterator[None]:
+    """While inside, lines written to file descriptor ``fd`` (by Python or by Ray's C++ core) pass
+    through a filter that drops the lines holding a text of ``noise`` and forwards the rest, in
+    order, to where ``fd`` pointed before.  On leaving, ``fd`` is restored and the rest forwarded."""
     try:
-        _configure_data_context(ray, len(items))
-        ds = _pool_dataset(ray, items, summary, job)
-        _write_results(ds, items, summary, job)
+        saved = os.dup(fd)
+        read_end, write_end = os.pipe()
+    except OSError:  # no descriptor to filter (closed stderr): nothing to do
+        yield
+        return
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                out = b"".join(line + b"\n" for line in lines if not any(n in line for n in noise))
+                if out:
+                    _write_all(saved, out)
+            if pending and not any(n in pending for n in noise):
+                _write_all(saved, pending)
+
+    for stream in (sys.stdout, sys.stderr):
+        _flush(stream)
+    os.dup2(write_end, fd)
+    os.close(write_end)
+    thread = threading.Thread(target=pump, name="ray-stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        _flush(sys.stderr)
+        os.dup2(saved, fd)  # closes the pipe's last write end: the pump forwards the rest and stops
+        thread.join(timeout=5.0)
+        os.close(saved)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:  # the terminal went away: nothing more to show
+        pass
+
+
+def _flush(stream: Any) -> None:
+    with suppress(OSError, ValueError):  # a closed or broken stream: nothing to flush
+        stream.flush()
 
 
 def _pool_dataset(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, job: _Job) -> Any:
