@@ -127,7 +127,8 @@ def test_undo_of_rejecting_an_unreviewed_proposal_brings_it_back_unaccepted(page
     # Save another measurement and wait for it: the undo wrote nothing before it.
     page.locator('.em-row[data-name="ivsd"] button.em-ok').click()
     page.locator('.em-row[data-name="ivsd"] .em-s-accepted').wait_for()
-    assert _reviews(running_app, clip_id, "la") == ["rejected"]  # never recorded as accepted
+    # never recorded as accepted; the store says it is back to review (reopened)
+    assert _reviews(running_app, clip_id, "la") == ["rejected", "reopened"]
     assert _status(page, "la") == "proposed"
 
 
@@ -158,7 +159,7 @@ def test_undo_of_rejecting_a_proposed_contour_writes_no_acceptance(page, running
         actions = [r.action for r in contour_reviews(store, clip_id) if r.structure == "la"]
     finally:
         store.close()
-    assert actions == ["rejected"]
+    assert actions == ["rejected", "reopened"]  # back to review in the store too, never accepted
 
 
 def test_unsaved_edit_survives_reloading_the_page(page, clips):

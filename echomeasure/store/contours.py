@@ -30,10 +30,10 @@ from echomeasure.store.audit import SYSTEM_ACTOR
 from echomeasure.store.mapping import audit_payload, points_tuple, record_from_row
 from echomeasure.store.operations import Store
 from echomeasure.store.queries import get_clip
-from echomeasure.store.records import MeasurementStatus, Point, ReviewAction
+from echomeasure.store.records import REOPEN_ACTION, MeasurementStatus, Point, ReviewAction, decision_status
 from echomeasure.store.reviewer import validate_reviewer
 from echomeasure.store.validation import check_frame, checked_action, clamped_confidence
-from echomeasure.store.writes import ensure_model_version
+from echomeasure.store.writes import check_reopenable, ensure_model_version
 
 if TYPE_CHECKING:
     from echomeasure.propose.types import ModelInfo
@@ -81,6 +81,8 @@ class ContourState:
     """Where one structure on one frame stands: the latest proposal and the latest review.
 
     ``polygon`` is the current one (the reviewed polygon, else the proposed one; None when rejected).
+    ``review`` is the latest decision (None when never reviewed, or reopened since: status
+    "proposed"); ``latest_review`` the latest review of any action.
     """
 
     clip_id: int
@@ -90,6 +92,7 @@ class ContourState:
     polygon: tuple[Point, ...] | None
     proposal: ContourProposalRecord | None
     review: ContourReviewRecord | None
+    latest_review: ContourReviewRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -293,7 +296,8 @@ def add_contour_review(
     """Record one decision on a contour (append-only) with its audit event.
 
     ``accepted`` and ``rejected`` answer ``contour_proposal_id``; ``corrected`` answers it with a
-    new ``polygon``; ``added`` needs ``frame``, ``structure`` and ``polygon``.
+    new ``polygon``; ``added`` needs ``frame``, ``structure`` and ``polygon``; ``reopened``
+    brings the reviewed contour of ``contour_proposal_id`` back to review (as proposed).
 
     Raises
     ------
@@ -319,7 +323,15 @@ def add_contour_review(
             if proposal is None or proposal.clip_id != clip_id:
                 raise StoreError(f"contour proposal {contour_proposal_id} is not on clip {clip_id}")
             r_frame, r_structure = proposal.frame_index, proposal.structure
-        if action == "rejected":
+        if action == REOPEN_ACTION:
+            latest = s.scalar(
+                select(db.ContourReview)
+                .where(db.ContourReview.clip_id == clip_id, db.ContourReview.frame_index == r_frame,
+                       db.ContourReview.structure == r_structure)
+                .order_by(db.ContourReview.id.desc()).limit(1)
+            )
+            check_reopenable(latest, f"the {r_structure} contour of frame {r_frame} on clip {clip_id}")
+        if action in ("rejected", REOPEN_ACTION):
             r_polygon = None
         elif action == "accepted":
             assert proposal is not None
@@ -401,14 +413,15 @@ def current_contours(store: Store, clip_id: int) -> list[ContourState]:
     out = []
     for key in sorted(set(latest_proposal) | set(latest_review)):
         p: ContourProposalRecord | None = latest_proposal.get(key)
-        r: ContourReviewRecord | None = latest_review.get(key)
+        latest: ContourReviewRecord | None = latest_review.get(key)
+        r = None if latest is not None and latest.action == REOPEN_ACTION else latest
         status: MeasurementStatus
         if r is not None:
-            status, polygon = r.action, r.polygon
+            status, polygon = decision_status(r.action), r.polygon
         else:
             assert p is not None
             status, polygon = "proposed", p.polygon
-        out.append(ContourState(clip_id, key[0], key[1], status, polygon, p, r))
+        out.append(ContourState(clip_id, key[0], key[1], status, polygon, p, r, latest))
     return out
 
 

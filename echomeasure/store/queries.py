@@ -24,6 +24,7 @@ from echomeasure.store.images import ImageStore
 from echomeasure.store.mapping import audit_payload, proposal_record, review_record, user_scale
 from echomeasure.store.records import (
     KEEPING_ACTIONS,
+    REOPEN_ACTION,
     ClipKind,
     ClipStatus,
     ClipSummary,
@@ -33,6 +34,7 @@ from echomeasure.store.records import (
     ProposalRecord,
     ReviewRecord,
     TrainingFrame,
+    decision_status,
 )
 
 if TYPE_CHECKING:
@@ -149,11 +151,14 @@ def _measurement_state(
     frame: int | None
     points: tuple[Point, ...] | None
     unit: str | None
+    latest = r
+    if r is not None and r.action == REOPEN_ACTION:
+        r = None  # reopened: as proposed, unreviewed
     if r is None:
         assert p is not None
         status, frame, points, value, unit = "proposed", p.frame_index, p.points, p.value, p.unit
     else:
-        status, frame, points, value, unit = r.action, r.frame_index, r.points, r.value, r.unit
+        status, frame, points, value, unit = decision_status(r.action), r.frame_index, r.points, r.value, r.unit
     # The reviewed proposal's model version when a review answered one, else the latest proposal's.
     model_version_id = r.model_version_id if r is not None else None
     if model_version_id is None and p is not None:
@@ -183,6 +188,9 @@ def _measurement_state(
         reviewed_at=r.created_at if r is not None else None,
         seconds_spent=r.seconds_spent if r is not None else None,
         n_reviews=n_reviews,
+        latest_review_id=latest.id if latest is not None else None,
+        latest_reviewer=(latest.reviewer_display_name or latest.reviewer) if latest is not None else None,
+        latest_reviewed_at=latest.created_at if latest is not None else None,
     )
 
 
@@ -221,10 +229,22 @@ def _names_by_clip(
     return out
 
 
+def _reviewed_names_by_clip(s: Session) -> dict[int, set[str]]:
+    """The measurements of each clip whose latest review is a decision (not a reopening)."""
+    latest = select(func.max(db.Review.id)).group_by(db.Review.clip_id, db.Review.measurement)
+    out: dict[int, set[str]] = {}
+    q = select(db.Review.clip_id, db.Review.measurement).where(
+        db.Review.id.in_(latest.scalar_subquery()), db.Review.action != REOPEN_ACTION
+    )
+    for clip_id, name in s.execute(q):
+        out.setdefault(clip_id, set()).add(name)
+    return out
+
+
 def worklist(s: Session) -> list[ClipSummary]:
     """Every clip with how many measurements were proposed and reviewed, newest first."""
     proposed = _names_by_clip(s, db.Proposal.clip_id, db.Proposal.measurement)
-    reviewed = _names_by_clip(s, db.Review.clip_id, db.Review.measurement)
+    reviewed = _reviewed_names_by_clip(s)
     last: dict[int, datetime] = {
         clip_id: db.as_utc(ts)
         for clip_id, ts in s.execute(select(db.Review.clip_id, func.max(db.Review.created_at)).group_by(db.Review.clip_id))

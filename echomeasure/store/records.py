@@ -18,13 +18,28 @@ Point = tuple[float, float]
 
 #: What a reviewer may decide about a measurement or a contour.  The one definition: the
 #: schema's CHECK constraints, the records and the validation of requests are built from it.
-ReviewAction = Literal["accepted", "corrected", "rejected", "added"]
+#: ``reopened`` undoes the decision before it (Ctrl+Z of a rejection): the measurement or
+#: contour stands as proposed again, unreviewed, in the store, the worklist and the exports.
+ReviewAction = Literal["accepted", "corrected", "rejected", "added", "reopened"]
 REVIEW_ACTIONS: tuple[ReviewAction, ...] = get_args(ReviewAction)
+#: The action that brings a reviewed measurement or contour back to review.
+REOPEN_ACTION: ReviewAction = "reopened"
 #: The actions after which a measurement keeps points and a value (a reject keeps none):
 #: what fine-tuning and export take.
 KEEPING_ACTIONS: tuple[ReviewAction, ...] = ("accepted", "corrected", "added")
-#: Where a measurement stands: proposed and not reviewed yet, or the latest review's action.
-MeasurementStatus = Literal["proposed", ReviewAction]
+#: Where a measurement stands: proposed and not reviewed yet (or reopened), or the latest
+#: review's decision.
+MeasurementStatus = Literal["proposed", "accepted", "corrected", "rejected", "added"]
+
+
+def decision_status(action: ReviewAction) -> MeasurementStatus:
+    """Where a measurement or contour stands after a review with ``action``: the decision, or
+    "proposed" after a reopening."""
+    if action == "reopened":
+        return "proposed"
+    return action
+
+
 ClipStatus = Literal["no proposals", "to review", "in review", "reviewed"]
 ClipKind = Literal["2d", "doppler"]
 CLIP_KINDS: tuple[ClipKind, ...] = get_args(ClipKind)
@@ -143,7 +158,10 @@ class ReviewRecord:
 class MeasurementState:
     """Where one measurement of one clip stands: the latest proposal plus the latest review.
 
-    ``status`` is the latest review's action, or "proposed" when nobody reviewed it yet.
+    ``status`` is the latest review's action, or "proposed" when nobody reviewed it yet or its
+    latest review reopened it (``reopened``; ``review_id``, ``reviewer`` and ``reviewed_at`` are
+    None then, as for a measurement never reviewed).  ``latest_review_*`` describe the latest
+    review of any action: the state a new decision is made on.
     ``frame_index``/``points``/``value``/``unit`` are the current (final) ones: the reviewed
     values when reviewed (None points when rejected), else the proposal's.  ``proposed_*`` keep
     what the model said.
@@ -172,6 +190,14 @@ class MeasurementState:
     reviewed_at: datetime | None
     seconds_spent: float | None
     n_reviews: int
+    latest_review_id: int | None = None
+    latest_reviewer: str | None = None
+    latest_reviewed_at: datetime | None = None
+
+    @property
+    def reopened(self) -> bool:
+        """True when its latest review reopened it (back to review after a decision)."""
+        return self.latest_review_id is not None and self.review_id is None
 
     @property
     def is_reviewed(self) -> bool:

@@ -143,7 +143,8 @@ def review_fields(
     them out, none for a reject; validated against the clip and the catalogue."""
     measurement = spec.name
     r_frame, r_points, r_value, r_unit = frame, points, value, unit
-    if action == "rejected":
+    if action in ("rejected", "reopened"):
+        # a reopening keeps nothing either: the measurement stands as proposed again
         r_frame = proposal.frame_index if (proposal is not None and r_frame is None) else r_frame
         r_points, r_value, r_unit = None, None, None
     elif action == "accepted":
@@ -171,7 +172,7 @@ def review_fields(
         r_unit = checked_unit(r_unit or spec.unit)
     elif r_unit is not None:
         r_unit = checked_unit(r_unit)
-    elif action != "rejected":
+    elif action not in ("rejected", "reopened"):
         r_unit = "px"
     return r_frame, points_json, r_value, r_unit
 

@@ -37,6 +37,7 @@ from echomeasure.store.queries import (
     state_snapshot,
 )
 from echomeasure.store.records import (
+    REOPEN_ACTION,
     ClipRecord,
     FrameImageRecord,
     ModelVersionRecord,
@@ -329,6 +330,16 @@ def check_not_stale(s: Session, req: ReviewRequest) -> None:
         )
 
 
+def check_reopenable(latest: db.Review | db.ContourReview | None, what: str) -> None:
+    """Refuse to reopen what is not reviewed (never reviewed, or reopened already) or what no
+    model proposed (a measurement or contour the reviewer added: reject it instead)."""
+    if latest is None or latest.action == REOPEN_ACTION:
+        raise StoreError(f"{what} is not reviewed: nothing to reopen")
+    proposal_id = latest.proposal_id if isinstance(latest, db.Review) else latest.contour_proposal_id
+    if proposal_id is None:
+        raise StoreError(f"{what} was added by a reviewer, not proposed: reject it instead of reopening it")
+
+
 def add_reviews(
     s: Session, requests: Sequence[ReviewRequest], on_saved: Callable[[Session, db.Review], None] | None = None
 ) -> list[ReviewRecord]:
@@ -343,6 +354,8 @@ def add_review(
     clip = get_clip(s, req.clip_id)
     check_not_stale(s, req)
     measurement = req.spec.name
+    if req.action == REOPEN_ACTION:
+        check_reopenable(latest_review(s, req.clip_id, measurement), f"{measurement} on clip {req.clip_id}")
     proposal = resolve_proposal(s, req.clip_id, measurement, req.action, req.proposal_id)
     frame, points_json, value, unit = review_fields(
         clip, req.spec, req.action, proposal, frame=req.frame, points=req.points, value=req.value, unit=req.unit
@@ -375,6 +388,7 @@ __all__ = [
     "add_reviews",
     "add_proposals",
     "check_not_stale",
+    "check_reopenable",
     "ensure_model_version",
     "register_model_version",
 ]

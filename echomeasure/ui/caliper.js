@@ -209,13 +209,13 @@
     editingContour = c.id;
     const stored = contourStatus[c.id] || c.status;
     if (before.status === "proposed" && stored === "rejected") {
-      // the rejection of a proposal never reviewed: back to review here, nothing written (an
-      // accept would record a decision never made); undoing a correction restores the proposal
+      // the rejection of a proposal never reviewed: back to review, saved as a "reopened" review
+      // (an accept would record a decision never made); undoing a correction restores the proposal
       contourStatus[c.id] = "proposed";
       contourEdits[c.id] = { polygon: copy(before.polygon), saved: true };
       contourChanged();
-      setBanner("Undo: " + c.structure + " contour is back to review; it stays " + stored +
-        " in the store until you accept (Enter), correct or reject it", 8000);
+      trigger("contour_review", { clip_id: clip.id, contour_proposal_id: c.id, action: "reopened", polygon: null });
+      setBanner("Undo: " + c.structure + " contour is back to review (saved as reopened; the rejection stays in the history)", 8000);
       return;
     }
     if (before.status === "rejected") {
@@ -930,8 +930,7 @@
         '<td class="em-num">' + prop + "</td>",
         currentCell(m),
         confidenceCell(m),
-        '<td><span class="em-status em-s-' + m.status + '"' + (m.stored_status && m.status === "proposed"
-          ? ' title="stored as ' + m.stored_status + ' until you review it again"' : "") + ">" + m.status + "</span></td>",
+        '<td><span class="em-status em-s-' + m.status + '">' + m.status + "</span></td>",
         '<td class="em-actions"><button class="em-ok" data-act="accept" title="Accept (Enter)" aria-label="Accept ' + m.short + '">✓</button>' +
           '<button class="em-no" data-act="reject" title="Reject (Delete)" aria-label="Reject ' + m.short + '">✗</button></td>',
       ];
@@ -1005,16 +1004,16 @@
       return;
     }
     if (before.status === "proposed" && m.status === "rejected") {
-      // The rejection of a proposal never reviewed: it comes back to review here, and nothing is
-      // written (a save would record an acceptance never given, past the check flag and the
-      // plausibility confirmation).  Undoing a correction restores the proposal, as below.
-      const stored = m.status;
+      // The rejection of a proposal never reviewed: it comes back to review, and the store says
+      // so with a "reopened" review (an accept would record a decision never given, past the
+      // check flag and the plausibility confirmation).  Undoing a correction restores the
+      // proposal, as below.
       m.points = copy(before.points || []); m.frame = before.frame;
       m.saved_points = copy(before.points || []); m.saved_frame = before.frame;
-      m.status = "proposed"; m.stored_status = stored; m.low_confidence = !!before.low_confidence;
+      m.status = "proposed"; m.low_confidence = !!before.low_confidence;
       select(m.name, true);
-      setBanner("Undo: " + m.short + " is back to review; it stays " + stored +
-        " in the store until you accept (Enter), correct or reject it", 8000);
+      commit([Object.assign(review(m), { action: "reopen", points: [] })], true);
+      setBanner("Undo: " + m.short + " is back to review (saved as reopened; the rejection stays in the history)", 8000);
       return;
     }
     select(m.name, true);

@@ -20,8 +20,9 @@ from echomeasure.store.reviewer import resolve_reviewer
 
 #: Fields of the viewer's ``contour_review`` event.
 PAYLOAD_KEYS = ("clip_id", "contour_proposal_id", "action", "polygon")
-#: What a reviewer may do to a contour from the viewer.
-VIEWER_ACTIONS = ("accepted", "corrected", "rejected")
+#: What a reviewer may do to a contour from the viewer ("reopened": Ctrl+Z of a rejection
+#: brings it back to review).
+VIEWER_ACTIONS = ("accepted", "corrected", "rejected", "reopened")
 
 
 def contours_for(store: Store, clip_id: int) -> list[dict[str, Any]]:
@@ -66,7 +67,8 @@ def save(store: Store, payload: dict[str, Any], typed_name: object, login: str |
         raise StoreError("a contour review needs its clip and contour proposal") from None
     action = payload.get("action")
     if action not in VIEWER_ACTIONS:
-        raise StoreError(f"a contour can be accepted, corrected or rejected here, not {action!r}")
+        raise StoreError(f"a contour can be accepted, corrected or rejected here (reopened: by undoing a rejection), "
+                         f"not {action!r}")
     if readers.has_readers(store, clip_id):
         raise StoreError(f"clip {clip_id} is a reader-study clip: its contours are not reviewed here")
     reviewer, display_name = resolve_reviewer(typed_name, login)

@@ -20,6 +20,7 @@ from echomeasure import catalog
 from echomeasure.errors import StoreError
 from echomeasure.ingest import calibration
 from echomeasure.store import ClipRecord, MeasurementState, ReviewRecord, Store, readers
+from echomeasure.store.records import REOPEN_ACTION
 from echomeasure.store.reviewer import resolve_reviewer
 from echomeasure.store.writes import ANY_STATE, StaleReviewError
 
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 #: Points closer than this to the proposal's (in pixels) count as unchanged: "accepted".
 SAME_POINT_TOLERANCE_PX = 1e-3
 
-#: What the browser may ask for; "accept" lets the server decide accepted or corrected.
-BROWSER_ACTIONS = ("accept", "rejected", "added")
+#: What the browser may ask for; "accept" lets the server decide accepted or corrected;
+#: "reopen" (Ctrl+Z of a rejection) brings a reviewed proposal back to review.
+BROWSER_ACTIONS = ("accept", "rejected", "added", "reopen")
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,11 @@ def _same_points(a: Sequence[Sequence[float]] | None, b: Sequence[Sequence[float
 
 
 def resolve_action(request: ReviewRequest, state: MeasurementState | None) -> str:
-    """The store action for a browser request: accepted, corrected, rejected or added."""
+    """The store action for a browser request: accepted, corrected, rejected, added or reopened."""
     if request.action == "rejected":
         return "rejected"
+    if request.action == "reopen":
+        return REOPEN_ACTION
     if state is None or state.proposal_id is None:
         return "added"
     spec = catalog.get(request.name)
@@ -193,6 +197,9 @@ def _review_arguments(
     if action in ("corrected", "added") and spec.n_points > 0:
         value, unit = measured_value(clip, req.name, req.points)
         kwargs.update(frame=req.frame, points=req.points, value=value, unit=unit)
+    elif action == REOPEN_ACTION:
+        value, unit = None, None  # back to review: nothing kept, the proposal stands
+        kwargs.pop("seconds_spent", None)
     elif action == "accepted":
         if req.frame is not None:
             kwargs["frame"] = req.frame
@@ -298,10 +305,10 @@ def check_not_stale(clip_id: int, requests: Sequence[ReviewRequest], states: Map
         if req.seen_review_id == ANY_STATE:
             continue
         state = states.get(req.name)
-        latest = None if state is None else state.review_id
+        latest = None if state is None else state.latest_review_id
         if latest != req.seen_review_id:
-            raise StaleReviewError(clip_id, req.name, None if state is None else state.reviewer,
-                                   None if state is None else state.reviewed_at)
+            raise StaleReviewError(clip_id, req.name, None if state is None else state.latest_reviewer,
+                                   None if state is None else state.latest_reviewed_at)
 
 
 __all__ = [

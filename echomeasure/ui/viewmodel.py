@@ -301,7 +301,8 @@ def measurement_entry(st: MeasurementState, thresholds: ThresholdLookup = fixed_
         "proposal_id": st.proposal_id,
         "reviewer": st.reviewer,
         # the state the page shows: a review is refused when the store's latest is another one
-        "review_id": st.review_id,
+        "review_id": st.latest_review_id,
+        "reopened": st.reopened,
     }
 
 
