@@ -35,9 +35,10 @@ def _check_text(model: type[db.Base], name: str) -> str:
 
 @pytest.mark.parametrize(("model", "name"), [(db.Review, "ck_review_action"), (db.ContourReview, "ck_contour_review_action")])
 def test_action_check_constraints_are_built_from_the_review_action_literal(model, name):
-    assert rec.REVIEW_ACTIONS == ("accepted", "corrected", "rejected", "added")
+    assert rec.REVIEW_ACTIONS == ("accepted", "corrected", "rejected", "added", "reopened")
     text = _check_text(model, name)
-    assert text == db.one_of("action", rec.REVIEW_ACTIONS) == "action IN ('accepted', 'corrected', 'rejected', 'added')"
+    assert text == db.one_of("action", rec.REVIEW_ACTIONS) == (
+        "action IN ('accepted', 'corrected', 'rejected', 'added', 'reopened')")
     # The migrations created the same constraint: the model and the database agree without a new one.
     migrations = "".join(p.read_text() for p in (config.MIGRATIONS_DIR / "versions").glob("*.py"))
     assert f'"{text}", name="{name}"' in " ".join(migrations.split()).replace("( ", "(")
@@ -46,8 +47,10 @@ def test_action_check_constraints_are_built_from_the_review_action_literal(model
 def test_measurement_statuses_are_proposed_or_a_review_action():
     from typing import get_args
 
-    assert get_args(rec.MeasurementStatus) == ("proposed", *rec.REVIEW_ACTIONS)
-    assert set(rec.KEEPING_ACTIONS) == set(rec.REVIEW_ACTIONS) - {"rejected"}
+    # a reopened measurement stands as proposed again
+    assert get_args(rec.MeasurementStatus) == ("proposed", *(a for a in rec.REVIEW_ACTIONS if a != rec.REOPEN_ACTION))
+    assert set(rec.KEEPING_ACTIONS) == set(rec.REVIEW_ACTIONS) - {"rejected", "reopened"}
+    assert {a: rec.decision_status(a) for a in rec.REVIEW_ACTIONS}["reopened"] == "proposed"
 
 
 @pytest.fixture

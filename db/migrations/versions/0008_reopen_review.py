@@ -20,6 +20,7 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 from sqlalchemy import text
 
@@ -29,8 +30,14 @@ branch_labels = None
 depends_on = None
 
 OLD = "action IN ('accepted', 'corrected', 'rejected', 'added')"
-NEW = "action IN ('accepted', 'corrected', 'rejected', 'added', 'reopened')"
-CONSTRAINTS = {"review": "ck_review_action", "contour_review": "ck_contour_review_action"}
+#: The constraints as the models build them from ``records.REVIEW_ACTIONS``.
+CONSTRAINTS = {
+    "review": sa.CheckConstraint("action IN ('accepted', 'corrected', 'rejected', 'added', 'reopened')",
+                                 name="ck_review_action"),
+    "contour_review": sa.CheckConstraint("action IN ('accepted', 'corrected', 'rejected', 'added', 'reopened')",
+                                         name="ck_contour_review_action"),
+}
+NEW = str(CONSTRAINTS["review"].sqltext)
 
 
 def _sqlite_rewrite(table: str, old: str, new: str) -> None:
@@ -53,12 +60,12 @@ def _sqlite_rewrite(table: str, old: str, new: str) -> None:
 
 def _change(old: str, new: str) -> None:
     dialect = op.get_bind().dialect.name
-    for table, name in CONSTRAINTS.items():
+    for table, constraint in CONSTRAINTS.items():
         if dialect == "sqlite":
             _sqlite_rewrite(table, old, new)
         else:
-            op.drop_constraint(name, table, type_="check")
-            op.create_check_constraint(name, table, new)
+            op.drop_constraint(str(constraint.name), table, type_="check")
+            op.create_check_constraint(str(constraint.name), table, new)
 
 
 def upgrade() -> None:
