@@ -329,9 +329,12 @@ def run_batch(
     summary = BatchSummary(files=len(files))
     _open_destination(job, url, out_parquet)
     try:
-        items = _pending_items(files, job, resume, summary)
-        if items:
-            _run_pool(ray, items, summary, job)
+        with _local_quarantine(url, address):
+            if not is_remote(address):
+                _sweep_quarantine()  # originals a killed run left behind go, even if nothing is pending
+            items = _pending_items(files, job, resume, summary)
+            if items:
+                _run_pool(ray, items, summary, job)
     finally:
         if job.store is not None:
             job.store.close()
@@ -429,6 +432,45 @@ def _run_pool(ray: Any, items: list[dict[str, Any]], summary: BatchSummary, job:
         finally:
             if started:
                 ray.shutdown()
+                # workers stopped mid-file (Ctrl-C, an error) never ran their clean-up: the links
+                # to originals they held go now, not at some later run
+                _sweep_quarantine(wait_s=5.0)
+
+
+@contextmanager
+def _local_quarantine(url: str | None, address: str | None) -> Iterator[None]:
+    """Local workers keep originals where ``ingest`` into this store would: ``quarantine/``
+    beside the store's frame images (:func:`echomeasure.ingest.quarantine.quarantine_root`).
+
+    The quarantine root follows ``ECHOMEASURE_DB``, not ``--db``: a batch into
+    ``--db sqlite:///archive/store.sqlite`` put its links under the default store's folder.
+    The workers of a local Ray inherit the driver's environment, so it is set there for the run
+    (unless the user set ``ECHOMEASURE_QUARANTINE``); a cluster's workers use their own.
+    """
+    if is_remote(address) or url is None or os.environ.get("ECHOMEASURE_QUARANTINE"):
+        yield
+        return
+    os.environ["ECHOMEASURE_QUARANTINE"] = str(config.images_dir(url).parent / "quarantine")
+    try:
+        yield
+    finally:
+        os.environ.pop("ECHOMEASURE_QUARANTINE", None)
+
+
+def _sweep_quarantine(wait_s: float = 0.0) -> None:
+    """Remove the quarantine folders of dead runs (:func:`echomeasure.ingest.quarantine.sweep`);
+    with ``wait_s``, wait that long for stopping workers to let go of theirs."""
+    from echomeasure.ingest import quarantine
+
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            quarantine.sweep()
+            if not quarantine.leftovers() or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    except OSError as exc:  # an unwritable quarantine: the next run sweeps again
+        log.warning("the quarantine could not be swept (%s)", type(exc).__name__)
 
 
 #: Lines Ray's C++ core writes straight to the driver's stderr (file descriptor 2, past Python's
