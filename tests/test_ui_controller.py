@@ -166,9 +166,9 @@ def test_an_apical_clip_is_listed_by_its_contours_and_view(controller):
     add_volumes(ctrl.store, clip_id, [{"name": "lvedv", "value": 90.0, "unit": "ml", "frame": 3,
                                        "method": "single-plane A4C", "confidence": 0.9}], model=model)
     row = next(r for r in ctrl.worklist() if r[0] == clip_id)
-    assert row[1] == "to review" and row[2] == "0/4" and row[3].startswith("A4C · 40 fr")
+    assert row[1] == "to review" and row[2] == "contours 0/4" and row[3].startswith("A4C · 40 fr")
     add_contour_review(ctrl.store, clip_id, "accepted", "Dr A", contour_proposal_id=stored[0].id)
-    assert next(r for r in ctrl.worklist("in review") if r[0] == clip_id)[2] == "1/4"
+    assert next(r for r in ctrl.worklist("in review") if r[0] == clip_id)[2] == "contours 1/4"
     assert ctrl.next_clip(None) is not None
     assert "model: apical-seg test" in ctrl.open_clip(clip_id, "Dr A").header
 

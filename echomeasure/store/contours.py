@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from echomeasure.errors import StoreError
@@ -393,6 +393,30 @@ def volumes(store: Store, clip_id: int) -> list[VolumeRecord]:
         get_clip(s, clip_id)
         q = select(db.VolumeProposal).where(db.VolumeProposal.clip_id == clip_id).order_by(db.VolumeProposal.id)
         return [_volume_record(r) for r in s.scalars(q).all()]
+
+    return store._read(op)
+
+
+def contour_counts(store: Store) -> dict[int, tuple[int, int]]:
+    """``clip id -> (reviewed, total)`` contours (one per structure per frame) of every clip with
+    contours, in one read: the rule of :func:`current_contours` (a contour whose latest review
+    reopened it is not reviewed)."""
+
+    def op(s: Session) -> dict[int, tuple[int, int]]:
+        p, r = db.ContourProposal, db.ContourReview
+        keys = set(s.execute(select(p.clip_id, p.frame_index, p.structure).distinct()).tuples())
+        latest = select(func.max(r.id)).group_by(r.clip_id, r.frame_index, r.structure).scalar_subquery()
+        reviewed: set[tuple[int, int, str]] = set()
+        for clip_id, frame, structure, action in s.execute(
+                select(r.clip_id, r.frame_index, r.structure, r.action).where(r.id.in_(latest))).tuples():
+            keys.add((clip_id, frame, structure))
+            if action != REOPEN_ACTION:
+                reviewed.add((clip_id, frame, structure))
+        out: dict[int, tuple[int, int]] = {}
+        for key in keys:
+            done, total = out.get(key[0], (0, 0))
+            out[key[0]] = (done + (key in reviewed), total + 1)
+        return out
 
     return store._read(op)
 

@@ -156,9 +156,10 @@ class ReviewController:
         the others are.
         """
         out = []
+        counts = contours.contour_counts(self.store)
         for summary in self.store.worklist():
             if not readers.has_readers(self.store, summary.clip_id):
-                out.append(self._with_contours(summary))
+                out.append(self._with_contours(summary, counts.get(summary.clip_id)))
                 continue
             try:
                 states = self.visible(summary.clip_id, viewer)
@@ -167,16 +168,15 @@ class ReviewController:
             out.append(summary_for_states(summary, states))
         return out
 
-    def _with_contours(self, summary: ClipSummary) -> ClipSummary:
-        """A clip with contours but no calipers (an apical view) is counted by its contours."""
-        if summary.status != "no proposals":
+    @staticmethod
+    def _with_contours(summary: ClipSummary, counts: tuple[int, int] | None) -> ClipSummary:
+        """A clip with contours but no calipers (an apical view) takes its status from its
+        contours (``counts``: reviewed, total); its caliper counts stay (0 of 0)."""
+        if summary.status != "no proposals" or not counts:
             return summary
-        states = contours.current_contours(self.store, summary.clip_id)
-        if not states:
-            return summary
-        reviewed = [f"{st.frame_index}:{st.structure}" for st in states if st.status != "proposed"]
-        status = clip_status([f"{st.frame_index}:{st.structure}" for st in states], reviewed)
-        return dataclasses.replace(summary, n_proposed=len(states), n_reviewed=len(reviewed), status=status)
+        done, total = counts
+        status = clip_status([str(i) for i in range(total)], [str(i) for i in range(done)])
+        return dataclasses.replace(summary, status=status)
 
     def worklist(self, status: str | None = "all", viewer: str = "") -> list[list[Any]]:
         """The worklist rows ``viewer`` may see, filtered by review status.
@@ -201,7 +201,12 @@ class ReviewController:
                 view = apical[0] if apical else viewmodel.clip_view(summary.kind, sorted(n for n in drawn_by if n))
             views[summary.clip_id] = view
         dates = {c.id: (c.deid_record or {}).get("study_date") for c in self.store.clips()}
-        return viewmodel.worklist_rows(summaries, status=status or "all", views=views, study_dates=dates)
+        counts = contours.contour_counts(self.store)
+        # contours are counted where the viewer is shown them (never on a reader-study clip)
+        shown = {s.clip_id: counts[s.clip_id] for s in summaries
+                 if s.clip_id in counts and not readers.has_readers(self.store, s.clip_id)}
+        return viewmodel.worklist_rows(summaries, status=status or "all", views=views, study_dates=dates,
+                                       contour_counts=shown)
 
     def open_clip(self, clip_id: int, viewer: str, warnings: Sequence[str] = ()) -> ClipScreen:
         """Open a clip for ``viewer``.

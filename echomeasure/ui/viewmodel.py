@@ -379,12 +379,26 @@ def shifted_study_date(raw: str | None) -> str:
     return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) >= 8 and text[:8].isdigit() else str(raw)
 
 
+def done_text(summary: ClipSummary, contours: tuple[int, int] | None = None) -> str:
+    """The worklist's "done" cell: what was reviewed of what, named, so a PLAX clip and an
+    apical one read alike: ``meas. 2/6`` (calipers), ``contours 0/6`` (one per structure per
+    frame; the volumes and EF follow from them), both joined by `` · ``; ``0/0`` with neither."""
+    parts = []
+    total = max(summary.n_proposed, summary.n_reviewed)
+    if total:
+        parts.append(f"meas. {summary.n_reviewed}/{total}")
+    if contours and contours[1]:
+        parts.append(f"contours {contours[0]}/{contours[1]}")
+    return " · ".join(parts) or "0/0"
+
+
 def worklist_rows(
     summaries: Sequence[ClipSummary],
     *,
     status: str = "all",
     views: dict[int, str] | None = None,
     study_dates: dict[int, str | None] | None = None,
+    contour_counts: dict[int, tuple[int, int]] | None = None,
 ) -> list[list[Any]]:
     """Rows of the worklist table (columns :data:`WORKLIST_HEADERS`).
 
@@ -399,6 +413,8 @@ def worklist_rows(
     study_dates
         ``clip_id -> study date`` as kept by de-identification (``deid_record["study_date"]``,
         shifted per patient).
+    contour_counts
+        ``clip_id -> (reviewed, total)`` contours (:func:`echomeasure.store.contours.contour_counts`).
     """
     views = views or {}
     study_dates = study_dates or {}
@@ -410,7 +426,7 @@ def worklist_rows(
             [
                 s.clip_id,
                 s.status,
-                f"{s.n_reviewed}/{max(s.n_proposed, s.n_reviewed)}",
+                done_text(s, (contour_counts or {}).get(s.clip_id)),
                 " · ".join(
                     (
                         getattr(s, "view", None) or views.get(s.clip_id) or clip_view(s.kind),
