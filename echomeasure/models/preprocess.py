@@ -149,13 +149,22 @@ def box_2d(clip: Clip) -> Box:
 
 
 def _measured_spectral_region(clip: Clip) -> Any:
-    """The spectral region the Doppler model looks at: the largest (None when there is none)."""
-    spectral = [r for r in clip.regions if r.is_spectral]
-    return max(spectral, key=lambda r: (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1)) if spectral else None
+    """The spectral region the Doppler model looks at: the one velocities are read from
+    (:func:`echomeasure.ingest.calibration.spectral_region`), else, without a usable velocity
+    scale, the largest (None when there is no spectral region)."""
+    from echomeasure.errors import CalibrationError
+    from echomeasure.ingest.calibration import spectral_region
+
+    try:
+        return spectral_region(clip.regions)
+    except CalibrationError:
+        spectral = [r for r in clip.regions if r.is_spectral]
+        return max(spectral, key=lambda r: (r.x1 - r.x0 + 1) * (r.y1 - r.y0 + 1)) if spectral else None
 
 
 def box_doppler(clip: Clip) -> Box:
-    """The box the Doppler model looks at: the spectral region (the largest if several).
+    """The box the Doppler model looks at: the spectral region velocities are read from (the
+    largest usable one if several; the largest of all when none has a usable velocity scale).
 
     Raises
     ------

@@ -7,7 +7,7 @@
 //      imaging data types (1, 2, 15), then tissue (1), then the smallest box;
 //      cm = hypot(dx * |deltaX|, dy * |deltaY|).  No regions: the user's cm/px, else pixels.
 //  Doppler: the spectral regions (format 3) containing the point with Y in cm/s (units 7), a
-//      velocity scale (flags bit 2 clear) and deltaY != 0, the smallest box;
+//      velocity scale (flags bit 2 clear) and deltaY != 0, PW/CW first, then the largest box;
 //      v = refPhysY + (y - (y0 + refY0)) * deltaY cm/s; value |v| in m/s, signed v kept.
 (function (root) {
   "use strict";
@@ -46,7 +46,8 @@
       if (!pts.length) return { value: null, unit: "px", signed: null, error: "needs a peak point" };
       if (!regs.length) return { value: null, unit: "px", signed: null };
       const p = pts[0];
-      const good = regs.filter((r) => contains(r, p) && spectralOk(r)).sort((a, b) => area(a) - area(b));
+      const pwcw = (r) => ([3, 4].includes(r.data_type) ? 0 : 1);
+      const good = regs.filter((r) => contains(r, p) && spectralOk(r)).sort((a, b) => pwcw(a) - pwcw(b) || area(b) - area(a));
       if (!good.length) return { value: null, unit: "px", signed: null, error: "outside the spectral strip" };
       const r = good[0];
       const signed = ((r.ref_phys_y || 0) + (p[1] - referenceRow(r)) * r.delta_y) / 100;
