@@ -29,7 +29,7 @@ from echomeasure import catalog
 from echomeasure.errors import MeasurementError
 from echomeasure.ingest.calibration import pixel_length
 from echomeasure.ingest.clip import Clip
-from echomeasure.propose import doppler, flags, seg_crosscheck
+from echomeasure.propose import doppler, flags, orientation, seg_crosscheck
 from echomeasure.propose.temporal import select_ed_es, smooth_tracks
 from echomeasure.propose.types import ClipProposals, ModelInfo, Point, Proposal
 from echomeasure.propose.values import physical_value, plausibility
@@ -490,14 +490,18 @@ def propose(
     wanted_only = parse_only(only)
     _check_kind(wanted_only, clip.kind)
     run = _Run(dict(model_versions or {}), weights_dir, backend, per_frame, progress, batch_size, timings={})
-    view, notices = _classify_view(clip, run.versions, weights_dir, run.timings) if check_view else (None, [])
-    if _routed_away_from_plax(clip, view):
-        result = _propose_other_view(clip, view, notices, run)
-    elif clip.kind == "2d":
-        result = _propose_plax(clip, wanted_only, view, notices, run, refine_edges=refine_edges,
-                               anatomy_check=anatomy_check, depth_zoom=depth_zoom)
-    else:
-        result = _propose_strip(clip, wanted_only, view, notices, run, snap_to_envelope=snap_doppler_to_envelope)
+
+    def routed(clip: Clip) -> ClipProposals:
+        view, notices = _classify_view(clip, run.versions, weights_dir, run.timings) if check_view else (None, [])
+        if _routed_away_from_plax(clip, view):
+            return _propose_other_view(clip, view, notices, run)
+        if clip.kind == "2d":
+            return _propose_plax(clip, wanted_only, view, notices, run, refine_edges=refine_edges,
+                                 anatomy_check=anatomy_check, depth_zoom=depth_zoom)
+        return _propose_strip(clip, wanted_only, view, notices, run, snap_to_envelope=snap_doppler_to_envelope)
+
+    # an apex-down 2D display is shown to the models upright and its proposals mapped back
+    result = orientation.propose_upright(clip, routed)
     result.timings_s["total"] = time.perf_counter() - t_start
     return result
 

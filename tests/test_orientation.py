@@ -1,0 +1,123 @@
+"""Apex-down 2D displays: shown to the models upright, proposals drawn on the image as displayed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from echomeasure.config import PROJECT_ROOT
+from echomeasure.ingest.clip import Clip
+from echomeasure.propose import orientation
+from echomeasure.propose.measure import measure_file
+
+EXAMPLES = PROJECT_ROOT / "examples"
+
+
+def _apex_down_copy(src: Path, dst: Path, *, reference_pixel: bool = True) -> Path:
+    """The example turned upside down as a scanner's apex-down display stores it: pixels mirrored,
+    the 2D region's box and reference pixel (the apex, depth 0) at the bottom, PhysicalDeltaY negative."""
+    ds = pydicom.dcmread(src)
+    frames = ds.pixel_array
+    ds.PixelData = np.ascontiguousarray(frames[:, ::-1]).tobytes()
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    rows = int(ds.Rows)
+    for r in ds.SequenceOfUltrasoundRegions:
+        y0, y1 = int(r.RegionLocationMinY0), int(r.RegionLocationMaxY1)
+        r.RegionLocationMinY0, r.RegionLocationMaxY1 = rows - 1 - y1, rows - 1 - y0
+        r.PhysicalDeltaY = -float(r.PhysicalDeltaY)
+        if "ReferencePixelY0" in r:
+            if reference_pixel:
+                r.ReferencePixelY0 = (y1 - y0) - int(r.ReferencePixelY0)
+            else:
+                del r.ReferencePixelY0
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def a4c_pair(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("apex_down")
+    src = EXAMPLES / "case_0000_a4c.dcm"
+    down = _apex_down_copy(src, folder / "a4c_apex_down.dcm")
+    return measure_file(src, per_frame=False), measure_file(down), pydicom.dcmread(src).Rows
+
+
+def test_an_apex_down_a4c_is_recognised_and_measured_like_the_upright_one(a4c_pair):
+    upright, down, _ = a4c_pair
+    assert upright["view"]["name"] == "a4c"
+    # shown as displayed, the view classifier called it PLAX 0.63 and no volume came out
+    assert down["view"]["name"] == "a4c"
+    assert down["notices"][0] == orientation.NOTICE
+    up_v = {m["name"]: m["value"] for m in upright["measurements"]}
+    down_v = {m["name"]: m["value"] for m in down["measurements"]}
+    assert set(down_v) == set(up_v) and {"lvedv", "lvesv", "lvef"} <= set(down_v)
+    for name in ("lvedv", "lvesv", "la_volume"):
+        assert down_v[name] == pytest.approx(up_v[name], abs=1.0), name
+    assert down_v["lvef"] == pytest.approx(up_v["lvef"], abs=1.0)
+
+
+def test_the_apex_down_contours_lie_on_the_image_as_displayed(a4c_pair):
+    upright, down, rows = a4c_pair
+    key = lambda s: (s["frame"], s["structure"])  # noqa: E731
+    up = {key(s): np.asarray(s["polygon"], float) for s in upright["segmentations"]}
+    dn = {key(s): np.asarray(s["polygon"], float) for s in down["segmentations"]}
+    assert up.keys() == dn.keys() and up
+    def filled(poly: np.ndarray) -> np.ndarray:
+        mask = np.zeros((rows, 1024), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+        return mask.astype(bool)
+
+    for k, poly in up.items():
+        mirrored = dn[k].copy()
+        mirrored[:, 1] = rows - 1 - mirrored[:, 1]
+        a, b = filled(mirrored), filled(poly)
+        # the same outline, mirrored (the pixel data went through a re-encode)
+        assert (a & b).sum() / (a | b).sum() > 0.95, k
+
+
+def test_an_apex_down_plax_without_a_reference_pixel_is_turned_by_its_fan(tmp_path):
+    src = EXAMPLES / "case_0000.dcm"
+    upright = measure_file(src)
+    down = measure_file(_apex_down_copy(src, tmp_path / "plax_down.dcm", reference_pixel=False))
+    rows = pydicom.dcmread(src).Rows
+    assert down["notices"][0] == orientation.NOTICE
+    up_by = {m["name"]: m for m in upright["measurements"]}
+    down_by = {m["name"]: m for m in down["measurements"]}
+    assert set(up_by) == set(down_by) == {"ivsd", "lvidd", "lvpwd", "lvids", "la", "aortic_root"}
+    for name, m in up_by.items():
+        assert down_by[name]["value"] == pytest.approx(m["value"], abs=0.05), name
+        pts = np.asarray(down_by[name]["points"], float)
+        pts[:, 1] = rows - 1 - pts[:, 1]
+        assert np.allclose(pts, m["points"], atol=1.5), name
+
+
+def test_the_fan_taper_tells_up_from_down_and_a_rectangle_decides_nothing():
+    h, w = 200, 300
+    yy, xx = np.mgrid[0:h, 0:w]
+    fan = (np.abs(xx - w / 2) <= 0.6 * yy) & (np.hypot(xx - w / 2, yy) <= h - 1)  # apex at the top
+    assert orientation.fan_taper(fan) >= orientation.FAN_TAPER
+    assert orientation.fan_taper(fan[::-1]) <= 1 / orientation.FAN_TAPER
+    rectangle = np.zeros((h, w), bool)
+    rectangle[20:180, 40:260] = True
+    assert 1 / orientation.FAN_TAPER < orientation.fan_taper(rectangle) < orientation.FAN_TAPER
+    # a video of that rectangle (a linear probe) is taken as shown
+    rng = np.random.default_rng(0)
+    frames = np.zeros((12, h, w, 3), np.uint8)
+    frames[:, rectangle] = rng.integers(30, 220, (12, int(rectangle.sum()), 1), dtype=np.uint8)
+    assert not orientation.apex_down(Clip(frames, 33.0, (), "video"))
+    frames = np.zeros((12, h, w, 3), np.uint8)
+    frames[:, fan[::-1]] = rng.integers(30, 220, (12, int(fan.sum()), 1), dtype=np.uint8)
+    assert orientation.apex_down(Clip(frames, 33.0, (), "video"))
+
+
+def test_a_doppler_strip_is_never_turned():
+    from echomeasure.training.datasets import doppler_case
+
+    strip = doppler_case(9_050_034, style="vendor", small=True)
+    clip = Clip(np.ascontiguousarray(strip.image[None, ::-1]), None, strip.regions, "dicom")
+    assert not orientation.apex_down(clip)
