@@ -79,6 +79,9 @@ EVERY_REVIEW = "multiple"
 #: Seconds a clip's notices show as a toast (they stay in the clip header above the viewer).
 NOTICE_TOAST_S = 4
 
+#: The worklist's own height limit (px); the CSS lowers it to what the window leaves room for.
+WORKLIST_MAX_HEIGHT_PX = 640
+
 CSS = """
 .gradio-container { max-width: 100% !important; padding: 0 !important; }
 .gradio-container .main { padding: 4px 8px !important; }
@@ -95,6 +98,19 @@ CSS = """
 #em-brand { white-space: nowrap; }
 #em-brand .em-sub { display: block; margin-left: 0 !important; }
 #em-worklist td, #em-worklist th { padding: 2px 3px !important; font-size: 11px !important; }
+/* Worklist rows of at most two lines, and as many rows as the window's height leaves room for:
+   at 1920x1080 it showed about 1.5 rows (five-line rows in a 190 px box); the box takes the
+   height below the opening panel, never less than about four rows nor more than the page
+   holds without pushing the viewer off screen at 1366x768. */
+#em-worklist [role=gridcell], #em-worklist [role=columnheader] {
+  padding: 1px 3px !important; min-height: 0 !important; font-size: 11px !important; }
+#em-worklist [role=gridcell] *, #em-worklist [role=columnheader] * { font-family: var(--font) !important; }
+#em-worklist [role=gridcell] *, #em-worklist [role=columnheader] * { padding: 0 !important; min-height: 0 !important; }
+#em-worklist [role=gridcell] > *, #em-worklist [role=gridcell] span,
+#em-worklist [role=columnheader] > *, #em-worklist [role=columnheader] span {
+  display: -webkit-box !important; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden;
+  line-height: 1.25 !important; white-space: normal; }
+#em-worklist .virtual-table-viewport { max-height: clamp(150px, calc(100vh - 560px), 640px) !important; }
 #em-worklist td *, #em-worklist th * { padding-left: 0 !important; padding-right: 0 !important; }
 #em-upload { min-height: 0 !important; }
 #em-viewer .html-container { padding: 0 !important; }
@@ -486,8 +502,8 @@ def _worklist_panel(handlers: UiHandlers) -> SimpleNamespace:
         next_btn = gr.Button("Next unreviewed (N)", size="sm", scale=1, min_width=100, elem_id="em-next")
     worklist = gr.Dataframe(
         value=handlers.worklist_update, headers=list(viewmodel.WORKLIST_HEADERS), interactive=False,
-        label="Worklist (click a row to open)", elem_id="em-worklist", max_height=190, wrap=True,
-        column_widths=["38px", "70px", "42px", "112px"],
+        label="Worklist (click a row to open)", elem_id="em-worklist", max_height=WORKLIST_MAX_HEIGHT_PX, wrap=True,
+        column_widths=["28px", "66px", "88px", "82px"],
     )
     return SimpleNamespace(status=status_filter, next_btn=next_btn, table=worklist)
 
