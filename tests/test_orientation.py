@@ -121,3 +121,41 @@ def test_a_doppler_strip_is_never_turned():
     strip = doppler_case(9_050_034, style="vendor", small=True)
     clip = Clip(np.ascontiguousarray(strip.image[None, ::-1]), None, strip.regions, "dicom")
     assert not orientation.apex_down(clip)
+
+
+def _mirrored_copy(src: Path, dst: Path) -> Path:
+    """The example mirrored left to right, as a scanner's left-right invert stores it."""
+    ds = pydicom.dcmread(src)
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, :, ::-1]).tobytes()
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    cols = int(ds.Columns)
+    for r in ds.SequenceOfUltrasoundRegions:
+        x0, x1 = int(r.RegionLocationMinX0), int(r.RegionLocationMaxX1)
+        r.RegionLocationMinX0, r.RegionLocationMaxX1 = cols - 1 - x1, cols - 1 - x0
+        if "ReferencePixelX0" in r:
+            r.ReferencePixelX0 = (x1 - x0) - int(r.ReferencePixelX0)
+        r.PhysicalDeltaX = -float(r.PhysicalDeltaX)
+    ds.save_as(dst, enforce_file_format=True)
+    return dst
+
+
+def test_a_mirrored_plax_is_measured_the_standard_way_round(tmp_path):
+    src = EXAMPLES / "case_0000.dcm"
+    upright = measure_file(src)
+    assert orientation.MIRROR_NOTICE not in upright["notices"] and orientation.NOTICE not in upright["notices"]
+    # shown mirrored, every caliper came out flagged and wrong (aortic root 6.0 cm for 3.0)
+    down = measure_file(_mirrored_copy(src, tmp_path / "plax_mirrored.dcm"))
+    cols = pydicom.dcmread(src).Columns
+    assert down["notices"][0] == orientation.MIRROR_NOTICE
+    up_by = {m["name"]: m for m in upright["measurements"]}
+    down_by = {m["name"]: m for m in down["measurements"]}
+    assert set(up_by) == set(down_by)
+    for name, m in up_by.items():
+        assert down_by[name]["value"] == pytest.approx(m["value"], abs=0.05), name
+        assert down_by[name]["flagged"] == m["flagged"], name
+        pts = np.asarray(down_by[name]["points"], float)
+        pts[:, 0] = cols - 1 - pts[:, 0]
+        assert np.allclose(pts, m["points"], atol=1.5), name
+    for s_up, s_down in zip(upright["segmentations"], down["segmentations"], strict=True):
+        assert (s_up["frame"], s_up["structure"]) == (s_down["frame"], s_down["structure"])

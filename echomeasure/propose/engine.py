@@ -595,8 +595,21 @@ def _propose_plax(
     clip: Clip, only: tuple[str, ...] | None, view: Any, notices: list[str], run: _Run, *, refine_edges: bool,
     anatomy_check: bool, depth_zoom: bool,
 ) -> ClipProposals:
-    """The PLAX calipers of a 2D clip, cross-checked against ``plax-seg`` contours when it is registered."""
+    """The PLAX calipers of a 2D clip, cross-checked against ``plax-seg`` contours when it is registered;
+    a mirrored PLAX display is measured the standard way round (:mod:`echomeasure.propose.orientation`)."""
     engine = run.engine("plax-linear")
+
+    def facing(clip: Clip) -> ClipProposals:  # each run starts from the view's notices
+        return _propose_plax_with(clip, engine, only, view, list(notices), run, refine_edges=refine_edges,
+                                  anatomy_check=anatomy_check, depth_zoom=depth_zoom)
+
+    return orientation.propose_plax_facing(clip, engine, facing, depth_zoom=depth_zoom)
+
+
+def _propose_plax_with(
+    clip: Clip, engine: Engine, only: tuple[str, ...] | None, view: Any, notices: list[str], run: _Run, *,
+    refine_edges: bool, anatomy_check: bool, depth_zoom: bool,
+) -> ClipProposals:
     proposals, ed, es, frames = _propose_2d(
         clip, engine, only or catalog.LINEAR_2D, per_frame=run.per_frame, progress=run.progress,
         batch_size=run.batch_size, timings=run.timings, refine_edges=refine_edges, anatomy_check=anatomy_check,
