@@ -76,6 +76,10 @@ THEME = gr.themes.Base(
 #: and calibrations are queued instead and saved in order.
 EVERY_REVIEW = "multiple"
 
+#: A refresh of the worklist shows no progress overlay: the overlay covered the rows and took the
+#: clicks meant for them (a row clicked in the second and a half after the page loaded was lost).
+QUIET_REFRESH = "hidden"
+
 #: Seconds a clip's notices show as a toast (they stay in the clip header above the viewer).
 NOTICE_TOAST_S = 4
 
@@ -500,8 +504,9 @@ def _worklist_panel(handlers: UiHandlers) -> SimpleNamespace:
             scale=1, min_width=100, elem_id="em-worklist-filter",
         )
         next_btn = gr.Button("Next unreviewed (N)", size="sm", scale=1, min_width=100, elem_id="em-next")
+    # No callable value: it refreshed the list at load a second time beside the app's load event.
     worklist = gr.Dataframe(
-        value=handlers.worklist_update, headers=list(viewmodel.WORKLIST_HEADERS), interactive=False,
+        value=None, headers=list(viewmodel.WORKLIST_HEADERS), interactive=False,
         label="Worklist (click a row to open)", elem_id="em-worklist", max_height=WORKLIST_MAX_HEIGHT_PX, wrap=True,
         column_widths=["28px", "66px", "88px", "82px"],
     )
@@ -550,9 +555,11 @@ def _wire_opening(page: SimpleNamespace, h: UiHandlers) -> None:
     page.worklist.next_btn.click(h.open_next, inputs_next, outputs_next, api_visibility="private")
     page.viewer.next_clip(h.open_next, inputs_next, outputs_next, api_visibility="private")
     filters = [page.worklist.status, page.opening.reviewer]
-    page.worklist.status.change(h.worklist_update, filters, [page.worklist.table], api_visibility="private")
+    page.worklist.status.change(h.worklist_update, filters, [page.worklist.table], api_visibility="private",
+                                show_progress=QUIET_REFRESH)
     # A reader-study clip is listed to its readers only: the list follows the name.
-    page.opening.reviewer.blur(h.worklist_update, filters, [page.worklist.table], api_visibility="private")
+    page.opening.reviewer.blur(h.worklist_update, filters, [page.worklist.table], api_visibility="private",
+                               show_progress=QUIET_REFRESH)
 
 
 def _wire_measurements(page: SimpleNamespace, h: UiHandlers) -> None:
@@ -642,7 +649,8 @@ def build_app(
         _wire_contours(page, handlers)
         _wire_calibration(page, handlers)
         _wire_export(page, handlers)
-        app.load(handlers.worklist_update, None, [page.worklist.table], api_visibility="private")
+        app.load(handlers.worklist_update, None, [page.worklist.table], api_visibility="private",
+                 show_progress=QUIET_REFRESH)
 
     app.echomeasure_store = store
     app.echomeasure_launch = {
