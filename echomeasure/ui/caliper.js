@@ -871,6 +871,15 @@
       el("circle", { cx: p[0], cy: p[1], r: 4 * s, fill: COLORS.draft, stroke: "#000", "stroke-width": 1 * s,
         class: "em-temp-point" }, overlay);
     });
+    if (placing && placing.cursor) {
+      const c = placing.cursor, r = 12 * s;
+      const g = el("g", { class: "em-crosshair", role: "img", "aria-label": crosshairLabel(),
+        "data-x": c[0], "data-y": c[1] }, overlay);
+      for (const [w, color] of [[3.5 * s, "#000"], [1.5 * s, "#fff"]]) {
+        el("line", { x1: c[0] - r, y1: c[1], x2: c[0] + r, y2: c[1], stroke: color, "stroke-width": w }, g);
+        el("line", { x1: c[0], y1: c[1] - r, x2: c[0], y2: c[1] + r, stroke: color, "stroke-width": w }, g);
+      }
+    }
     if (calPoints && calPoints.length === 2) {
       el("line", { x1: calPoints[0][0], y1: calPoints[0][1], x2: calPoints[1][0], y2: calPoints[1][1],
         stroke: "#fff", "stroke-width": 1.5 * s, "stroke-dasharray": (5 * s) + " " + (3 * s), class: "em-cal-line" }, overlay);
@@ -1109,9 +1118,10 @@
     const spec = ((clip && clip.addable) || []).find((a) => a.name === name);
     if (!spec) return;
     pause();
-    placing = { name: name, spec: spec, points: [] };
+    placing = { name: name, spec: spec, points: [], cursor: viewCentre() };
     svg.classList.add("em-placing");
-    setBanner("Click " + spec.n_points + " point" + (spec.n_points > 1 ? "s" : "") + " for " + spec.short + " (Esc cancels)");
+    setBanner("Click " + spec.n_points + " point" + (spec.n_points > 1 ? "s" : "") + " for " + spec.short +
+      ", or move the crosshair with the arrow keys and press Enter (Esc cancels)");
     root.focus({ preventScroll: true });
     render();
   }
@@ -1120,11 +1130,35 @@
     pause();
     calPoints = null;
     calForm.classList.add("em-hidden");
-    placing = { calibrate: true, spec: { n_points: 2, short: "a known length" }, points: [] };
+    placing = { calibrate: true, spec: { n_points: 2, short: "a known length" }, points: [], cursor: viewCentre() };
     svg.classList.add("em-placing");
-    setBanner("Click both ends of a known length, e.g. two marks of the depth scale (Esc cancels)");
+    setBanner("Click both ends of a known length, e.g. two marks of the depth scale, or move the crosshair " +
+      "with the arrow keys and press Enter (Esc cancels)");
     root.focus({ preventScroll: true });
     render();
+  }
+  // Keyboard placement (Calibrate, + Add): a crosshair stands for the pointer; the arrow keys move
+  // it (Shift: 10 px) and Enter places a point there, so placing needs no mouse.
+  function viewCentre() {
+    return clampPoint(view ? [view.x + view.w / 2, view.y + view.h / 2] : [0, 0]);
+  }
+  function placingKey(evt) {
+    const k = evt.key, step = evt.shiftKey ? 10 : 1;
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    if (moves[k]) {
+      const c = placing.cursor || viewCentre();
+      placing.cursor = clampPoint([c[0] + moves[k][0], c[1] + moves[k][1]]);
+      render();
+      return true;
+    }
+    if (k === "Enter") { placePoint(placing.cursor || viewCentre()); return true; }
+    return false;
+  }
+  function crosshairLabel() {
+    const c = placing.cursor;
+    return "crosshair for " + placing.spec.short + ", point " + (placing.points.length + 1) + " of " +
+      placing.spec.n_points + ", at x " + Math.round(c[0]) + ", y " + Math.round(c[1]) +
+      " px: arrow keys move it, Enter places the point, Esc cancels";
   }
   function cancelPlacing() {
     placing = null;
@@ -1136,6 +1170,7 @@
   }
   function placePoint(p) {
     placing.points.push(clampPoint(p));
+    placing.cursor = clampPoint(p);  // the next point starts from this one
     if (placing.points.length < placing.spec.n_points) { render(); return; }
     svg.classList.remove("em-placing");
     if (placing.calibrate) {
@@ -1293,6 +1328,7 @@
     let handled = true;
     if ((evt.ctrlKey || evt.metaKey) && (k === "z" || k === "Z")) undo();
     else if (evt.ctrlKey || evt.metaKey || evt.altKey) handled = false;
+    else if (placing && placingKey(evt)) handled = true;  // placing points: the crosshair takes the arrows and Enter
     else if (!placing && !calPoints && contourKey(evt)) handled = true;  // a selected contour takes the keys first
     else if (k === "c" || k === "C") selectContour(evt.shiftKey ? -1 : 1);
     else if (k === "d" || k === "D") jumpToPhase("ed");

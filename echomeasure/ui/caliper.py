@@ -52,6 +52,7 @@ HTML_TEMPLATE = """
         type="checkbox" class="em-link" checked> Link calipers</label>
       <span class="em-sep"></span>
       <button class="em-calibrate" title="Draw a known length (e.g. the depth scale) and type it in cm"
+        aria-label="Calibrate: place both ends of a known length by clicking, or with the arrow keys and Enter"
         disabled>Calibrate</button>
       <span style="flex:1"></span>
       <span class="em-focus">click the image to use the keys</span>
@@ -105,7 +106,9 @@ HTML_TEMPLATE = """
         title="Accept every proposal that is not flagged and lies within the plausible range" disabled>Accept all</button>
       <span style="flex:1"></span>
       <select class="em-add-name" aria-label="measurement to add"></select>
-      <button class="em-add" title="Place a missing measurement by clicking its points" disabled>+ Add</button>
+      <button class="em-add"
+        title="Place a missing measurement by clicking its points (or: arrow keys move a crosshair, Enter places)"
+        aria-label="Add the measurement: place its points by clicking, or with the arrow keys and Enter" disabled>+ Add</button>
     </div>
     <div class="em-notes"></div>
     <div class="em-hint">
