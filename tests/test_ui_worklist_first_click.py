@@ -57,3 +57,55 @@ def test_a_worklist_click_right_after_load_opens_the_clip(running_app):
             page.close()
         browser.close()
     assert all(opened), f"clicks lost: {opened}"
+
+
+def test_a_worklist_click_while_a_review_is_saved_opens_the_clip(tmp_path, monkeypatch):
+    """A save refreshes the worklist too: its progress overlay covered the rows while the save ran
+    (here made to last half a second), and a row clicked then was lost."""
+    import time
+
+    from playwright.sync_api import sync_playwright
+    from ui_fixtures import free_port, prepare_store
+
+    from echomeasure import config
+    from echomeasure.ui.app import build_app, launch
+    from echomeasure.ui.controller import ReviewController
+
+    commit = ReviewController.commit
+
+    def slow_commit(self, *args, **kwargs):
+        time.sleep(0.5)
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(ReviewController, "commit", slow_commit)
+    info = prepare_store(tmp_path)
+    app = build_app(info.url, examples_dir=config.EXAMPLES_DIR)
+    _, url, _ = launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    opened = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            page.get_by_label("Reviewer").fill("Dr Quick")
+            for name in ("ivsd", "lvidd"):
+                page.wait_for_function(PICK_ROW, arg=str(info.clip_id))
+                page.locator("[data-em-pick]").click()
+                page.wait_for_function(SHOWN, arg=str(info.clip_id))
+                page.locator(f'.em-row[data-name="{name}"] button.em-ok').click()
+                page.wait_for_timeout(100)  # the save under way
+                page.wait_for_function(PICK_ROW, arg=str(info.doppler_clip_id))
+                box = page.locator("[data-em-pick]").bounding_box()
+                assert box is not None
+                page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                try:
+                    page.wait_for_function(SHOWN, arg=str(info.doppler_clip_id), timeout=8_000)
+                    opened.append(True)
+                except Exception:  # noqa: BLE001 - a lost click: counted, reported below
+                    opened.append(False)
+            browser.close()
+    finally:
+        app.close()
+        app.echomeasure_store.close()
+    assert all(opened), f"clicks lost: {opened}"

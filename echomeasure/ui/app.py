@@ -543,17 +543,20 @@ def _wire_opening(page: SimpleNamespace, h: UiHandlers) -> None:
     outputs_open = [page.viewer, page.clip_info, page.current_clip, page.worklist.table, page.export.file]
     inputs_open = [page.opening.reviewer, page.worklist.status]
     page.opening.open_btn.click(h.open_example, [page.opening.example, *inputs_open], outputs_open,
-                                api_name="open_example")
+                                api_name="open_example", show_progress_on=page.viewer)
     if page.opening.upload is not None:
         page.opening.upload.upload(h.open_upload, [page.opening.upload, *inputs_open],
-                                   [*outputs_open, page.opening.upload], api_name="open_upload")
+                                   [*outputs_open, page.opening.upload], api_name="open_upload",
+                                   show_progress_on=[page.viewer, page.opening.upload])
     page.worklist.table.select(h.open_from_worklist, [page.opening.reviewer],
                                [page.viewer, page.clip_info, page.current_clip, page.export.file],
                                api_visibility="private")
     outputs_next = [page.viewer, page.clip_info, page.current_clip, page.export.file, page.worklist.table]
     inputs_next = [page.current_clip, page.worklist.status, page.opening.reviewer]
-    page.worklist.next_btn.click(h.open_next, inputs_next, outputs_next, api_visibility="private")
-    page.viewer.next_clip(h.open_next, inputs_next, outputs_next, api_visibility="private")
+    page.worklist.next_btn.click(h.open_next, inputs_next, outputs_next, api_visibility="private",
+                                 show_progress_on=page.viewer)
+    page.viewer.next_clip(h.open_next, inputs_next, outputs_next, api_visibility="private",
+                          show_progress_on=page.viewer)
     filters = [page.worklist.status, page.opening.reviewer]
     page.worklist.status.change(h.worklist_update, filters, [page.worklist.table], api_visibility="private",
                                 show_progress=QUIET_REFRESH)
@@ -565,8 +568,9 @@ def _wire_opening(page: SimpleNamespace, h: UiHandlers) -> None:
 def _wire_measurements(page: SimpleNamespace, h: UiHandlers) -> None:
     """Measurement reviews from the viewer's ``commit`` event, and the Reviewer field's highlight."""
     reviewer, status = page.opening.reviewer, page.worklist.status
+    # The worklist refreshed by a save shows no progress overlay (a row clicked meanwhile was lost).
     page.viewer.commit(h.commit, [reviewer, status], [page.viewer, page.worklist.table, reviewer],
-                       api_visibility="private", trigger_mode=EVERY_REVIEW)
+                       api_visibility="private", trigger_mode=EVERY_REVIEW, show_progress_on=page.viewer)
     # Typing a name takes the highlight off at once (in the browser: no round trip per key).
     reviewer.input(
         None, None, None, api_visibility="private",
@@ -584,7 +588,7 @@ def _wire_calibration(page: SimpleNamespace, h: UiHandlers) -> None:
     """A user calibration drawn on the viewer reopens the clip in cm."""
     reviewer, status = page.opening.reviewer, page.worklist.status
     page.viewer.calibrate(h.calibrate, [reviewer, status], [page.viewer, page.clip_info, page.worklist.table, reviewer],
-                          api_visibility="private", trigger_mode=EVERY_REVIEW)
+                          api_visibility="private", trigger_mode=EVERY_REVIEW, show_progress_on=page.viewer)
 
 
 def _wire_export(page: SimpleNamespace, h: UiHandlers) -> None:
