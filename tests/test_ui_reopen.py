@@ -53,7 +53,7 @@ def test_undo_of_a_rejection_reopens_the_proposal_in_the_store_worklist_and_expo
     shown = ctrl.open_clip(info.clip_id, "Dr A").value
     rejected = _send(ctrl, info.clip_id, _entry(shown, "la"), "rejected")
     assert _entry(rejected.value, "la")["status"] == "rejected"
-    assert ctrl.worklist("all", "Dr A")[1][2] == "1/6" and _csv_row(store, info.clip_id, "la")["status"] == "rejected"
+    assert ctrl.worklist("all", "Dr A")[1][2] == "meas. 1/6" and _csv_row(store, info.clip_id, "la")["status"] == "rejected"
 
     reopened = _send(ctrl, info.clip_id, _entry(rejected.value, "la"), "reopen", undo=True)
     assert reopened.saved and reopened.value["undone"] == ["la"]
@@ -69,7 +69,7 @@ def test_undo_of_a_rejection_reopens_the_proposal_in_the_store_worklist_and_expo
     assert state.latest_review_id == reviews[-1].id and state.n_reviews == 2
 
     # worklist and exports: unreviewed again (the CSV row as it was before any review)
-    assert ctrl.worklist("all", "Dr A")[1][2] == "0/6"
+    assert ctrl.worklist("all", "Dr A")[1][2] == "meas. 0/6"
     assert store.worklist()[1].status == "to review"
     after_csv = _csv_row(store, info.clip_id, "la")
     assert after_csv["n_reviews"] == "2"  # the history stays counted
