@@ -27,8 +27,15 @@ from echomeasure.catalog import APICAL_SEG_CLASSES, single_plane_method, volume_
 from echomeasure.ingest.calibration import square_cm_per_px
 from echomeasure.ingest.clip import Clip
 from echomeasure.propose import flags, volumes
+from echomeasure.propose.doppler import DOUBTFUL_CONFIDENCE
+from echomeasure.propose.temporal import phases_in_doubt
 
 SEG_MODEL = "apical-seg"
+#: The cardiac phases each figure is read at (EF from both).
+_VOLUME_PHASES: dict[str, frozenset[str]] = {
+    "lvedv": frozenset({"ed"}), "lv_length": frozenset({"ed"}), "lvesv": frozenset({"es"}),
+    "la_volume": frozenset({"es"}), "lvef": frozenset({"ed", "es"}),
+}
 STRUCTURES = APICAL_SEG_CLASSES[1:]  # lv, myocardium, la
 
 
@@ -167,6 +174,12 @@ def propose_apical(
         vols.append({"name": "lv_length", "value": None if cm is None else round(ed_axis.length_px * cm, 3),
                      "unit": "cm" if cm is not None else "px", "frame": ed, "method": method,
                      "confidence": round(conf_ed, 4)})
+    doubt, why = phases_in_doubt(clip.n_frames, clip.frame_time_ms, es, lv_area)
+    if why:
+        notices.append(why)
+        for v in vols:
+            if _VOLUME_PHASES[v["name"]] & doubt:
+                v["confidence"] = min(v["confidence"], DOUBTFUL_CONFIDENCE)
     threshold = flags.entry_threshold(engine.entry)
     for v in vols:
         v["loinc"] = volume_loinc(v["name"], v["method"])

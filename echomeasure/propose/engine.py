@@ -30,7 +30,7 @@ from echomeasure.errors import MeasurementError
 from echomeasure.ingest.calibration import pixel_length
 from echomeasure.ingest.clip import Clip
 from echomeasure.propose import doppler, flags, orientation, seg_crosscheck
-from echomeasure.propose.temporal import select_ed_es, smooth_tracks
+from echomeasure.propose.temporal import phases_in_doubt, select_ed_es, smooth_tracks
 from echomeasure.propose.types import ClipProposals, ModelInfo, Point, Proposal
 from echomeasure.propose.values import physical_value, plausibility
 
@@ -565,6 +565,13 @@ def _doubtful_plax_notice(view: Any, proposals: list[Proposal]) -> str | None:
             "so no PLAX calipers are proposed; measurements can still be added by hand")
 
 
+def select_phase_doubts(clip: Clip, es: int | None) -> tuple[frozenset[str], str | None]:
+    """:func:`~echomeasure.propose.temporal.phases_in_doubt` of a clip's chosen end-systolic frame."""
+    if es is None:
+        return frozenset(), None
+    return phases_in_doubt(clip.n_frames, clip.frame_time_ms, int(es))
+
+
 def _with_flags(proposals: list[Proposal], engine: Engine) -> list[Proposal]:
     """The proposals with ``flagged`` set by the model version's low-confidence threshold."""
     threshold = flags.entry_threshold(engine.entry)
@@ -625,6 +632,13 @@ def _propose_plax_with(
         return ClipProposals(kind=clip.kind, calibration=clip.calibration_source,
                              model=_view_model_info(view, run.weights_dir), measurements=[], timings_s=run.timings,
                              view=view.as_json(), notices=[*before_crosscheck, doubt])
+    # a phase whose frame may lie outside the cine: its calipers must be checked (after the view
+    # doubt above, which these flags must not feed)
+    phases, why = select_phase_doubts(clip, es)
+    if why:
+        notices.append(why)
+        measured = _with_flags([dataclasses.replace(p, confidence=min(p.confidence, doppler.DOUBTFUL_CONFIDENCE))
+                                if catalog.get(p.name).phase in phases else p for p in measured], engine)
     return ClipProposals(kind=clip.kind, calibration=clip.calibration_source, model=engine.info,
                          measurements=measured, ed_frame=ed, es_frame=es, frames=frames,
                          timings_s=run.timings, view=None if view is None else view.as_json(), notices=notices,

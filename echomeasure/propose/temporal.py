@@ -142,3 +142,49 @@ def select_ed_es(
         return int(candidates[np.argmax(values) if best == "max" else np.argmin(values)])
 
     return pick(local_max, "max"), pick(local_min, "min")
+
+
+#: A cine shorter than this cannot hold a whole heartbeat (the RR interval at 200 beats/min).
+MIN_HEARTBEAT_MS = 300.0
+
+
+#: An interior minimum of the LV size within this fraction of an end-systole taken on the cine's
+#: edge is an end-systole inside the recording: the edge frame is then not in doubt.
+INTERIOR_ES_TOLERANCE = 0.05
+
+
+def phases_in_doubt(n_frames: int, frame_time_ms: float | None, es_frame: int,
+                    lv_size: np.ndarray | None = None) -> tuple[frozenset[str], str | None]:
+    """The cardiac phases (``"ed"``, ``"es"``) whose true frame may lie outside a cine, with the
+    notice the reviewer gets; an empty set and None when both are in it.
+
+    A still (one frame) is measured as the phase asked: nothing in doubt.  A cine of known timing
+    shorter than :data:`MIN_HEARTBEAT_MS` holds less than one heartbeat: both phases.  Otherwise
+    end-systole taken on the first or the last frame (no turning point inside the cine: it stops or
+    starts mid-contraction) means the LV may be smaller outside the recording.  End-diastole on an
+    edge is not doubted: an ECG-triggered cine starts and ends on the R wave.  With ``lv_size`` (the
+    LV's per-frame size the ES frame was chosen on, smallest at ES), an edge ES is not doubted when an
+    interior local minimum comes within :data:`INTERIOR_ES_TOLERANCE` of it (the cine holds another
+    end-systole).
+    """
+    if n_frames < 2:
+        return frozenset(), None
+    if frame_time_ms and (n_frames - 1) * float(frame_time_ms) < MIN_HEARTBEAT_MS:
+        return frozenset({"ed", "es"}), (
+            f"the cine lasts {(n_frames - 1) * float(frame_time_ms):.0f} ms, less than one heartbeat: end-diastole and "
+            "end-systole may not be in it, so its measurements are flagged; measure on a cine of a whole beat")
+    if es_frame in (0, n_frames - 1) and not _interior_minimum_near(lv_size, es_frame):
+        where = "first" if es_frame == 0 else "last"
+        return frozenset({"es"}), (
+            f"end-systole was taken on the cine's {where} frame: the ventricle may be smallest outside the recording, "
+            "so the end-systolic measurements are flagged; check the frame")
+    return frozenset(), None
+
+
+def _interior_minimum_near(lv_size: np.ndarray | None, es_frame: int) -> bool:
+    if lv_size is None or len(lv_size) < 3:
+        return False
+    d = np.asarray(lv_size, dtype=np.float64)
+    inner = d[1:-1]
+    is_min = (inner <= d[:-2]) & (inner <= d[2:])
+    return bool(is_min.any() and inner[is_min].min() <= d[es_frame] * (1.0 + INTERIOR_ES_TOLERANCE))
