@@ -241,6 +241,19 @@ def segmentation_registered(name: str, weights_dir: str | os.PathLike[str] | Non
         return False
 
 
+def _view_of(clip: Any, declared: str | None, name: str) -> dict[str, Any]:
+    """``measure --model <segmentation>``'s view: the one a custom model declares (the view
+    classifier knows only the echo views), else the view classifier's decision when one is
+    registered, else the model's name with no confidence."""
+    from echomeasure.models import view as view_model
+
+    if declared:
+        return {"name": declared, "confidence": None}
+    if view_model.view_registered():
+        return view_model.classify_view(clip).as_json()
+    return {"name": name, "confidence": None}
+
+
 def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: str | None = None, *,
                               per_frame: bool = False, scale_cm_per_px: float | None = None,
                               secret: bytes | None = None) -> dict[str, Any]:
@@ -268,7 +281,7 @@ def measure_file_segmentation(path: str | os.PathLike[str], name: str, version: 
         "kind": clip.kind,
         "calibration": clip.calibration_source,
         "model": {"name": loaded.name, "version": loaded.version, "sha256": loaded.sha256},
-        "view": {"name": loaded.entry.extra.get("view", name), "confidence": None},
+        "view": _view_of(clip, loaded.entry.extra.get("view"), name),
         "measurements": [],
         "segmentations": segs,
         "notices": [] if segs else [f"{name} found none of its structures in this clip"],
