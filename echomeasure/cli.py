@@ -401,7 +401,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model on synthetic data, evaluate it on held-out cases and register it."""
+    """Train a model on synthetic data, evaluate it on held-out cases and register it (active only
+    with ``--activate``; a ``--smoke`` run never)."""
+    from echomeasure.models.registry import active_version
     from echomeasure.training.train import train_model
 
     if getattr(args, "dataset", None):
@@ -416,12 +418,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_cases=args.eval_cases, version=args.version, threads=args.threads,
         max_wall_s=None if args.max_minutes is None else args.max_minutes * 60.0, progress=not args.quiet,
         styles=getattr(args, "styles", None), init_from=getattr(args, "init_from", None),
-        exposure=getattr(args, "exposure_augment", False),
+        exposure=getattr(args, "exposure_augment", False), activate=args.activate,
     )
     e = outcome.entry
     _print_json({"name": e.name, "version": e.version, "file": e.file, "sha256": e.sha256,
                  "steps": outcome.result.steps_done, "train_wall_s": round(outcome.result.wall_s, 1),
-                 "metrics": outcome.metrics})
+                 "active": active_version(e.name, args.out) == e.version, "metrics": outcome.metrics})
     return 0
 
 
@@ -776,11 +778,14 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                    help="train on a dataset folder instead of synthetic data: echonet-lvh (plax-linear), camus or "
                    "echonet-dynamic (apical-seg), masks (image + mask PNGs with classes.txt: a custom segmentation model)")
     s.add_argument("--from-scratch", action="store_true", help="--dataset: start from random weights, not the active plax-linear")
-    s.add_argument("--activate", action="store_true", help="--dataset: make the new version the active one")
+    s.add_argument("--activate", action="store_true",
+                   help="make the new version the active one (used by measure, ingest and the demo); without it the "
+                   "active version stays as it was; refused with --smoke")
     s.add_argument("--steps", type=int, help="optimisation steps (default: the shipped recipe's)")
     s.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and augmentation (default 0)")
     s.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
-    s.add_argument("--smoke", action="store_true", help="tiny inputs and a few steps: checks the pipeline in seconds")
+    s.add_argument("--smoke", action="store_true",
+                   help="tiny inputs and a few steps: checks the pipeline in seconds (never made active)")
     s.add_argument("--cases", type=int, help="synthetic training cases to render (default 400 cines / 800 strips)")
     s.add_argument("--eval-cases", type=int, help="held-out cases to evaluate on (default 40)")
     s.add_argument("--version", help="version to register (default: the next 1.N)")

@@ -68,7 +68,8 @@ def test_cli_train_doppler_smoke_prints_the_registered_entry(tmp_path, capsys):
     (entry,) = manifest["models"]
     assert entry["sha256"] == printed["sha256"] == hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
     assert entry["channels"] == list(catalog.DOPPLER_CHANNELS)
-    assert manifest["active"]["doppler-peaks"] == entry["version"]
+    assert "doppler-peaks" not in manifest["active"]  # a smoke run is never made active (the only version is used)
+    assert printed["active"] is True and registry.active_version("doppler-peaks", out) == entry["version"]
 
 
 def test_cli_train_refuses_zero_steps_with_one_line_error(tmp_path, capsys):

@@ -9,7 +9,8 @@
 3. save the weights (int8 per output channel, gzip) and evaluate them through the real ``propose`` path on
    held-out cases (:mod:`echomeasure.training.evaluate`);
 4. register the version in ``manifest.json`` with data description, recipe, seed, sha256 and
-   the measured errors.
+   the measured errors.  It becomes the active version only when asked (``activate``, the CLI's
+   ``--activate``, the same rule as ``train --dataset``); a smoke run never does.
 
 Everything is seeded: the same command on the same machine reproduces the same weights.
 """
@@ -31,7 +32,7 @@ import torch
 
 from echomeasure import config
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
-from echomeasure.errors import TrainingError
+from echomeasure.errors import TrainingError, WeightsError
 from echomeasure.models import registry
 from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
 from echomeasure.models.decode import DecodeSettings
@@ -222,6 +223,7 @@ def train_model(
     styles: str | tuple[str, ...] | None = None,
     init_from: str | None = None,
     exposure: bool = False,
+    activate: bool = False,
 ) -> TrainOutcome:
     """Train, evaluate and register one model.
 
@@ -242,6 +244,11 @@ def train_model(
         command resumes.
     progress : bool
         tqdm progress bars on stderr.
+    activate : bool
+        Make the new version the active one (the one ``measure``, ``ingest`` and the demo use).
+        Without it the version is registered and the active one stays as it was (activate it
+        later with ``echomeasure weights activate``).  Refused with ``smoke``: a smoke model is
+        tens of millimetres off and never serves measurements.
 
     Returns
     -------
@@ -250,8 +257,11 @@ def train_model(
     Raises
     ------
     TrainingError
-        Unknown model, bad arguments, or a run stopped by ``max_wall_s`` before the last step.
+        Unknown model, bad arguments (``activate`` with ``smoke``), or a run stopped by
+        ``max_wall_s`` before the last step.
     """
+    if smoke and activate:
+        raise TrainingError("--activate: a --smoke run is never made the active version (it only checks the pipeline)")
     if threads:
         torch.set_num_threads(int(threads))
     plan = default_plan(name, steps=steps, seed=seed, smoke=smoke, cases=cases, eval_cases=eval_cases,
@@ -274,7 +284,8 @@ def train_model(
         num_params=count_parameters(model), extra=_training_record(plan, data, result),
         decode=DecodeSettings(sigma_px=plan.sigma_px, max_shift_px=plan.max_shift_px),
     )
-    entry, report = _evaluate_and_register(model, entry, weights_dir, plan, smoke=smoke, progress=progress)
+    entry, report = _evaluate_and_register(model, entry, weights_dir, plan, smoke=smoke, progress=progress,
+                                           activate=activate)
     try:
         from echomeasure.propose import clear_engines
 
@@ -378,14 +389,16 @@ def _training_record(plan: ModelPlan, data: _TrainingData, result: TrainResult) 
 
 
 def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry, weights_dir: Path,
-                           plan: ModelPlan, *, smoke: bool, progress: bool) -> tuple[registry.WeightsEntry, Any]:
+                           plan: ModelPlan, *, smoke: bool, progress: bool,
+                           activate: bool = False) -> tuple[registry.WeightsEntry, Any]:
     """Save the weights, evaluate them through the real ``propose`` path, register them with the
     measured metrics; returns the registered entry and the evaluation report.
 
     The version is registered in a scratch folder first (in the system's temporary folder, for
     ``propose`` to load it), then published into ``weights_dir`` with its metrics
     (:func:`echomeasure.models.registry.publish`: file and manifest in one step under the
-    manifest lock, never over a registered version's file; registered versions are immutable).
+    manifest lock, never over a registered version's file; registered versions are immutable),
+    made active only with ``activate`` (:func:`_keep_active` otherwise).
     """
     from echomeasure.training.evaluate import evaluate
 
@@ -398,4 +411,25 @@ def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry,
         metrics, thresholds = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
         entry = replace(entry, metrics=metrics, thresholds=thresholds,
                         extra={**entry.extra, "evaluation": report.to_dict()})
-        return registry.publish(entry, scratch_dir / entry.file, weights_dir=weights_dir), report
+        if not activate:
+            _keep_active(entry.name, weights_dir)
+        return registry.publish(entry, scratch_dir / entry.file, weights_dir=weights_dir, activate=activate), report
+
+
+def _keep_active(name: str, weights_dir: Path) -> None:
+    """Pin the version of ``name`` in use now, so that registering a new one without activating
+    it leaves it in use: a manifest that names no active version of ``name`` uses the last
+    registered one (:func:`echomeasure.models.registry.active_version`), which the new version
+    would otherwise become.  Nothing to pin when ``name`` has no version yet (the new one is then
+    the only one) or one is already named; a version whose file is broken is left unpinned."""
+    try:
+        manifest = registry.read_manifest(weights_dir)
+    except (WeightsError, OSError, ValueError):
+        return
+    current = registry.active_version(name, weights_dir)
+    if current is None or manifest.get("active", {}).get(name):
+        return
+    try:
+        registry.set_active(name, current, weights_dir=weights_dir)
+    except WeightsError as exc:
+        log.warning("could not keep %s %s in use: %s", name, current, exc)
