@@ -597,6 +597,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.model is not None:  # a segmentation model learns from reviewed contours
         from echomeasure.training.finetune_seg import finetune_contours
 
+        if args.replay_cases is not None:
+            raise InvalidInputError("--replay-cases applies to keypoint models (--base); drop it with --model")
+
         contour_outcome = finetune_contours(
             args.db, model=args.model, base_version=args.base_version, steps=args.steps, holdout_fraction=args.holdout,
             min_frames=args.min_frames, keep_unreviewed=args.keep_unreviewed, seed=args.seed, activate=args.activate,
@@ -604,12 +607,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         )
         _print_json(contour_outcome.to_dict())
         return 0
-    from echomeasure.training.finetune import FinetuneConfig, finetune
+    from echomeasure.training.finetune import DEFAULT_REPLAY_CASES, FinetuneConfig, finetune
 
     config = FinetuneConfig(
         base=args.base, base_version=args.base_version, epochs=args.epochs, min_frames=args.min_frames,
         holdout_fraction=args.holdout, synthetic_eval_cases=args.eval_cases, seed=args.seed,
         activate=args.activate, max_steps=args.max_steps,
+        replay_cases=DEFAULT_REPLAY_CASES if args.replay_cases is None else args.replay_cases,
     )
     outcome = finetune(config, db_url=args.db, weights_dir=args.out, progress=not args.quiet)
     _print_json(outcome.to_dict())
@@ -852,6 +856,9 @@ def _add_review_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--activate", choices=("auto", "yes", "no"), default="auto",
                    help="make the new version active: auto = only when it is not worse (default)")
     s.add_argument("--max-steps", type=int, help="cap on optimisation steps")
+    s.add_argument("--replay-cases", type=int, metavar="N",  # default: finetune.DEFAULT_REPLAY_CASES (no torch here)
+                   help="synthetic cases mixed into every batch against forgetting: the first N of the base's "
+                   "training cases (default 100; rendered on the first run, then cached)")
     s.add_argument("--model", metavar="NAME",
                    help="a segmentation model (plax-seg, apical-seg, ...): learn from reviewed contours instead")
     s.add_argument("--steps", type=int, default=150, help="optimisation steps with --model (default 150)")

@@ -47,3 +47,39 @@ def test_train_activates_only_with_activate_and_smoke_never(tmp_path, capsys):
     assert main([*tiny, "--activate"]) == 0
     third = _last_json(capsys.readouterr().out)
     assert third["active"] is True and registry.active_version("doppler-peaks", out) == third["version"]
+
+
+# --------------------------------------------------------------------------- 2. finetune --replay-cases
+
+
+def _capture_finetune_config(monkeypatch) -> list:
+    import echomeasure.training.finetune as ft
+
+    seen: list = []
+
+    def fake(config, **kwargs):
+        seen.append(config)
+        raise ft.TrainingError("stop here")
+
+    monkeypatch.setattr(ft, "finetune", fake)
+    return seen
+
+
+def test_finetune_replay_cases_defaults_to_the_documented_value_and_is_passed_on(tmp_path, monkeypatch, capsys):
+    from echomeasure.cli import build_parser
+    from echomeasure.training.finetune import DEFAULT_REPLAY_CASES
+
+    seen = _capture_finetune_config(monkeypatch)
+    base = ["finetune", "--db", f"sqlite:///{tmp_path / 'x.sqlite'}", "-q"]
+    assert main(base) == 2 and main([*base, "--replay-cases", "3"]) == 2
+    assert [c.replay_cases for c in seen] == [DEFAULT_REPLAY_CASES, 3]
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["finetune"]
+    help_text = next(a.help for a in sub._actions if a.dest == "replay_cases")
+    assert f"default {DEFAULT_REPLAY_CASES};" in help_text  # the help's figure is the code's
+
+
+def test_finetune_replay_cases_is_refused_with_a_segmentation_model(tmp_path, capsys):
+    rc = main(["finetune", "--model", "plax-seg", "--replay-cases", "5", "--db", f"sqlite:///{tmp_path / 'x.sqlite'}"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --replay-cases applies to keypoint models (--base); drop it with --model"]

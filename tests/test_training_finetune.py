@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import numpy as np
@@ -117,6 +118,7 @@ def test_cli_finetune_with_a_mistyped_db_creates_nothing(smoke_weights, tmp_path
     (["--holdout", "1.5"], "--holdout must be at least 0 and below 1"),
     (["--min-frames", "0"], "--min-frames must be at least 1"),
     (["--max-steps", "0"], "--max-steps must be at least 1"),
+    (["--replay-cases", "0"], "--replay-cases must be at least 1"),
 ])
 def test_cli_finetune_refuses_bad_settings_with_exit_2_before_opening_anything(tmp_path, capsys, argv, message):
     db = tmp_path / "never.sqlite"
@@ -187,6 +189,23 @@ def test_finetune_registers_child_version_whose_proposals_move_toward_correction
 
     after = err(e.version)
     assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.slow  # ~20 s: ingest 3 small studies, 1 fine-tuning step, no synthetic evaluation
+def test_cli_finetune_replays_the_number_of_cases_asked_for(reviewed_store, tmp_path, capsys, monkeypatch):
+    """--replay-cases N renders only the first N of the base's training cases (the first run used to
+    render the base's whole set, 600 cases for plax-linear 2.0, whatever --max-steps said)."""
+    _, weights = reviewed_store
+    monkeypatch.setenv("ECHOMEASURE_IMAGES", str(tmp_path / "images"))  # where the fixture's store keeps its frames
+    rc = main(["finetune", "--db", f"sqlite:///{tmp_path / 'r.sqlite'}", "--out", str(weights), "--replay-cases", "2",
+               "--max-steps", "1", "--eval-cases", "0", "--min-frames", "4", "--holdout", "0", "--activate", "no", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    e = registry.get_entry("plax-linear", printed["version"], weights)
+    parent = registry.get_entry("plax-linear", e.parent, weights)
+    assert parent.extra["training_data"]["n_cases"] != 2
+    assert e.extra["finetune"]["replay"]["n_cases"] == 2 and "(2 cases)" in e.trained_on
+    assert "--replay-cases 2" in e.recipe and printed["replay_cases"] == 2
 
 
 # --------------------------------------------------------------------------- the site's caliper convention

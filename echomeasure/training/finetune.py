@@ -458,8 +458,15 @@ class FinetuneOutcome:
                 "train_frames": self.n_train_frames, "holdout_frames": self.n_holdout_frames,
                 "before": self.before, "after": self.after,
                 "decode": self.entry.decode.to_json(),
+                "replay_cases": (self.entry.extra.get("finetune") or {}).get("replay", {}).get("n_cases"),
                 "steps": None if self.result is None else self.result.steps_done,
                 "wall_s": None if self.result is None else round(self.result.wall_s, 1)}
+
+
+DEFAULT_REPLAY_CASES = 100
+"""Synthetic replay cases of ``echomeasure finetune`` (``--replay-cases``): the first 100 of the
+base's training cases (600 frames of a PLAX model, more than a run of a few hundred steps draws);
+the whole 600-case set of ``plax-linear`` 2.0 took over 5 minutes to render on a 2-core CPU."""
 
 
 @dataclass(frozen=True)
@@ -481,8 +488,10 @@ class FinetuneConfig:
     synthetic_eval_cases
         Held-out synthetic cases evaluated before and after (0: skip).
     replay_cases
-        Synthetic training cases for replay (None: the parent's training set, whose cache is
-        reused when present).
+        Synthetic training cases for replay, the first of the parent's training seeds (None: the
+        parent's whole training set, whose cache is reused when present).  The CLI's
+        ``--replay-cases`` defaults to :data:`DEFAULT_REPLAY_CASES`: the first run renders the set
+        (about half a second a full-size case on a CPU core), later runs read it from the cache.
     replay_fraction
         Share of each batch drawn from the synthetic replay set, in [0, 1] (at most 0.9 is used;
         0: reviews only).
@@ -521,7 +530,7 @@ class FinetuneConfig:
             (self.min_frames >= 1, "--min-frames must be at least 1"),
             (0.0 <= self.holdout_fraction < 1.0, "--holdout must be at least 0 and below 1"),
             (self.synthetic_eval_cases >= 0, "--eval-cases must be 0 or more"),
-            (self.replay_cases is None or self.replay_cases >= 1, "replay_cases must be at least 1"),
+            (self.replay_cases is None or self.replay_cases >= 1, "--replay-cases must be at least 1"),
             (0.0 <= self.replay_fraction <= 1.0, "replay_fraction must be between 0 and 1"),
             (math.isfinite(self.lr) and self.lr > 0, "the learning rate must be a positive number"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
@@ -753,7 +762,8 @@ def _child_entry(parent: registry.WeightsEntry, version: str, sha: str, decode: 
     return replace(
         parent, version=version, file=f"{base}-{version}.pt", sha256=sha, parent=parent.version, created="",
         metrics={}, thresholds=registry.FlagThresholds(), decode=decode, seed=cfg.seed,
-        recipe=f"echomeasure finetune --base {base} --base-version {parent.version} --epochs {cfg.epochs} --seed {cfg.seed}",
+        recipe=(f"echomeasure finetune --base {base} --base-version {parent.version} --epochs {cfg.epochs} "
+                f"--seed {cfg.seed} --replay-cases {run.replay_spec.n_cases}"),
         trained_on=(f"{len(run.train)} reviewed frames from {n_clips} clips of the review store + synthetic replay "
                     f"({run.replay_spec.n_cases} cases); parent {base} {parent.version}"),
     )
