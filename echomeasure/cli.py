@@ -126,6 +126,93 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
+class _HelpFrom(str):
+    """A help text built when help is shown: the names it lists come from the modules that own
+    them (registry, training), too heavy to import for every command line.  argparse formats a
+    help text with ``help % params``, which builds it here."""
+
+    def __new__(cls, build: Callable[[], str]) -> _HelpFrom:
+        obj = super().__new__(cls, "(help)")
+        obj._build = build  # type: ignore[attr-defined]
+        return obj
+
+    def __mod__(self, params: object) -> str:
+        return str(self._build())  # type: ignore[attr-defined]
+
+    def text(self) -> str:
+        """The help text itself (for tests and docs)."""
+        return str(self._build())  # type: ignore[attr-defined]
+
+
+def _keypoint_models() -> tuple[str, ...]:
+    """The keypoint models, as the measurement catalogue assigns them (plax-linear, doppler-peaks)."""
+    from echomeasure.catalog import CATALOG
+
+    return tuple(dict.fromkeys(m.model for m in CATALOG.values() if m.model))
+
+
+def _datasets() -> tuple[str, ...]:
+    """The dataset names of ``train`` / ``evaluate --dataset NAME PATH``."""
+    from echomeasure.training.echonet_lvh import DATASET
+    from echomeasure.training.seg_datasets import SEG_DATASETS
+
+    return (DATASET, *SEG_DATASETS)
+
+
+def _segmentation_model_examples() -> str:
+    """``plax-seg, apical-seg or <folder>-seg (a model trained with train --dataset masks)``."""
+    from echomeasure.models.segmentation import PLAX_SEG_MODEL
+    from echomeasure.training.mask_folder import model_name
+    from echomeasure.training.seg_datasets import APICAL_SEG
+
+    return f"{PLAX_SEG_MODEL}, {APICAL_SEG} or {model_name('<folder>')} (a model trained with train --dataset masks)"
+
+
+def _measure_model_help() -> str:
+    from echomeasure.models.echonet_measurements import FAMILY
+
+    return (f"{', '.join(_keypoint_models())}, {FAMILY} (imported checkpoints) or a registered segmentation model: "
+            f"{_segmentation_model_examples()}; optionally :VERSION (default: the active one)")
+
+
+def _evaluate_model_help() -> str:
+    from echomeasure.models.echonet_measurements import FAMILY
+    from echomeasure.training.echonet_lvh import DATASET
+    from echomeasure.training.mask_folder import model_name
+    from echomeasure.training.seg_datasets import APICAL_SEG, SEG_DATASETS
+
+    apical = [d for d in SEG_DATASETS if d != "masks"]
+    return (f"the model to evaluate, optionally :VERSION (default: the active version of the dataset's model: "
+            f"{DATASET}: {_keypoint_models()[0]}, or {FAMILY}; {' and '.join(apical)}: {APICAL_SEG}; "
+            f"masks: {model_name('<folder>')}, the folder's own model)")
+
+
+def _registered_segmentation_models() -> list[str]:
+    """Names of the segmentation models registered in the weights folder (empty when unreadable)."""
+    from echomeasure.models.registry import list_entries
+    from echomeasure.models.segmentation import is_segmentation
+
+    try:
+        return list(dict.fromkeys(e.name for e in list_entries() if is_segmentation(e.channels)))
+    except Exception:  # noqa: BLE001 - no or a damaged manifest: the error lists the fixed models only
+        return []
+
+
+def _db_help(what: str = "SQLAlchemy URL of the store") -> str:
+    """``--db`` help: the store's URL and its default (``ECHOMEASURE_DB``, else the SQLite file
+    :func:`echomeasure.config.db_url` uses, shown relative to the project in a source checkout)."""
+    from pathlib import Path
+
+    from echomeasure import config
+
+    default = Path(config.DB_DIR) / "echomeasure.sqlite"
+    try:
+        shown = str(default.relative_to(config.PROJECT_ROOT)) if config.SOURCE_CHECKOUT else str(default)
+    except ValueError:
+        shown = str(default)
+    return f"{what} (default: $ECHOMEASURE_DB or SQLite at {shown})"
+
+
 # --------------------------------------------------------------------------- commands
 # Each command is filled in by the module that owns its stage; see docs/architecture.md section 3.
 
@@ -337,8 +424,14 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
         if segmentation_registered(name):
             return measure_file_segmentation(args.path, name, version or None, per_frame=args.per_frame,
                                              scale_cm_per_px=args.scale)
-        if name not in ("plax-linear", "doppler-peaks"):
-            raise InvalidInputError(f"--model {name}: unknown model; use plax-linear, doppler-peaks or {FAMILY}")
+        if name not in _keypoint_models():
+            from echomeasure.training.mask_folder import model_name
+
+            seg = _registered_segmentation_models()
+            here = f"registered here: {', '.join(seg)}" if seg else "none is registered here"
+            raise InvalidInputError(f"--model {name}: unknown model; use {', '.join(_keypoint_models())}, {FAMILY} or a "
+                                    f"segmentation model ({here}; train --dataset masks registers "
+                                    f"{model_name('<folder>')})")
         if version:
             model_version = ",".join(p for p in (model_version, f"{name}={version}") if p)
     with terminal_progress(not args.quiet) as progress:
@@ -412,7 +505,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.model:
         from echomeasure.errors import InvalidInputError
 
-        raise InvalidInputError("give --model plax-linear|doppler-peaks, or --dataset echonet-lvh PATH")
+        raise InvalidInputError(f"give --model {'|'.join(_keypoint_models())}, or --dataset NAME PATH "
+                                f"(NAME: {', '.join(_datasets())})")
     outcome = train_model(
         args.model, steps=args.steps, seed=args.seed, out=args.out, smoke=args.smoke, cases=args.cases,
         eval_cases=args.eval_cases, version=args.version, threads=args.threads,
@@ -428,12 +522,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _dataset_arg(spec: Sequence[str]) -> str:
-    """The PATH of ``--dataset NAME PATH``; only echonet-lvh is known."""
+    """The PATH of ``--dataset echonet-lvh PATH`` (the segmentation datasets are handled before)."""
     from echomeasure.errors import InvalidInputError
+    from echomeasure.training.echonet_lvh import DATASET
 
     name, path = spec
-    if name != "echonet-lvh":
-        raise InvalidInputError(f"--dataset {name}: unknown dataset; known: echonet-lvh, camus, echonet-dynamic, masks")
+    if name != DATASET:
+        raise InvalidInputError(f"--dataset {name}: unknown dataset; known: {', '.join(_datasets())}")
     return path
 
 
@@ -687,7 +782,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("ingest", help="de-identify files and register them in the review store")
     s.add_argument("paths", nargs="*", metavar="PATH", type=_path, help="files or folders (walked recursively)")
     s.add_argument("--from-parquet", metavar="DIR", help="store the results 'echomeasure batch --out parquet DIR' wrote")
-    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--db", help=_db_help())
     s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.add_argument("--no-propose", action="store_true", help="store the clips without running the models")
     s.add_argument("--only", help="comma-separated measurement names to propose (e.g. av_vmax)")
@@ -696,7 +791,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("batch", help="pre-annotate an archive in parallel on Ray (local or a cluster)")
     s.add_argument("paths", nargs="+", metavar="PATH", type=_path, help="files or folders (walked recursively)")
-    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--db", help=_db_help())
     s.add_argument("--address", help="join a Ray cluster: 'auto' or ray://HOST:PORT (default: local Ray sized to this machine)")
     s.add_argument("--workers", type=int, help="actors in the pool (default: one per CPU)")
     s.add_argument("--out", nargs=2, metavar=("parquet", "DIR"), help="write Parquet results to DIR instead of the store")
@@ -708,7 +803,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_batch)
 
     s = sub.add_parser("export", help="export reviews as CSV, JSON (full history), COCO keypoints and contours, or PNG masks")
-    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--db", help=_db_help())
     s.add_argument("--format", choices=("csv", "json", "coco", "dicom-sr", "masks"), default="csv")
     s.add_argument("-o", "--output", type=_path,
                    help="output file (written atomically; default: stdout); a new folder for dicom-sr and masks")
@@ -722,7 +817,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("agreement", help="agreement between readers and with the AI (ICC, Bland-Altman, CV)")
-    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--db", help=_db_help())
     s.add_argument("--format", choices=("md", "json"), default="md", help="report format (default md)")
     s.add_argument("--plots", metavar="DIR", help="also write one Bland-Altman PNG per measurement here")
     s.add_argument("--mode", metavar="MODES", help="only reads made in these modes (e.g. blinded or unassisted)")
@@ -738,8 +833,7 @@ def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scale", type=float, metavar="CM_PER_PX",
                    help="user calibration for videos/images without DICOM calibration")
     s.add_argument("--model-version", metavar="V", help="model version to use (V, or NAME=V[,NAME=V]); default: the active one")
-    s.add_argument("--model", metavar="NAME[:VERSION]",
-                   help="plax-linear, doppler-peaks or echonet-measurements (imported checkpoints), optionally :VERSION")
+    s.add_argument("--model", metavar="NAME[:VERSION]", help=_HelpFrom(_measure_model_help))
     s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto", help="inference backend (default: auto)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_measure)
@@ -777,7 +871,7 @@ def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     """Sub-commands train, evaluate and weights: training, evaluation and the weights registry."""
     s = sub.add_parser("train", help="train a model on synthetic data, evaluate it and register the weights")
-    s.add_argument("--model", choices=("plax-linear", "doppler-peaks"), help="model to train (required without --dataset)")
+    s.add_argument("--model", choices=_keypoint_models(), help="model to train (required without --dataset)")
     s.add_argument("--dataset", nargs=2, metavar=("NAME", "PATH"),
                    help="train on a dataset folder instead of synthetic data: echonet-lvh (plax-linear), camus or "
                    "echonet-dynamic (apical-seg), masks (image + mask PNGs with classes.txt: a custom segmentation model)")
@@ -806,9 +900,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("evaluate", help="error of a registered model on a public dataset split (JSON)")
     s.add_argument("--dataset", nargs=2, required=True, metavar=("NAME", "PATH"),
-                   help="the dataset (echonet-lvh, camus, echonet-dynamic, masks) and its folder")
+                   help=_HelpFrom(lambda: f"the dataset ({', '.join(_datasets())}) and its folder"))
     s.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default test)")
-    s.add_argument("--model", metavar="NAME[:VERSION]", help="plax-linear (default, active version) or echonet-measurements")
+    s.add_argument("--model", metavar="NAME[:VERSION]", help=_HelpFrom(_evaluate_model_help))
     s.add_argument("--max-videos", type=int, metavar="N", help="only the first N videos of the split")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_evaluate)
@@ -837,15 +931,15 @@ def _add_review_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("demo", help="start the review UI (Gradio) on http://127.0.0.1:7860")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    s.add_argument("--db", help="SQLAlchemy URL of the review store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    s.add_argument("--db", help=_db_help("SQLAlchemy URL of the review store"))
     s.add_argument("--auth", metavar="USER:PASS", help="require this login (needed to listen beyond localhost)")
     s.add_argument("--no-auth", action="store_true", help="listen beyond localhost without a login (trusted networks only)")
     s.add_argument("--reviewer", help="pre-fill the reviewer name")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("finetune", help="fine-tune a model from stored reviews and register the new version")
-    s.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
-    s.add_argument("--base", default="plax-linear", choices=("plax-linear", "doppler-peaks"), help="model to fine-tune")
+    s.add_argument("--db", help=_db_help())
+    s.add_argument("--base", default="plax-linear", choices=_keypoint_models(), help="model to fine-tune")
     s.add_argument("--base-version", help="version to start from (default: the active one)")
     s.add_argument("--epochs", type=int, default=10, help="passes over the training reviews (default 10)")
     s.add_argument("--out", metavar="DIR", help="weights folder (default: $ECHOMEASURE_WEIGHTS or weights/)")
@@ -873,13 +967,13 @@ def _add_admin_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("audit", help="check the tamper-evident audit trail")
     audit_sub = s.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     a = audit_sub.add_parser("verify", help="verify the audit hash chain (exit 0 intact, 1 broken, 2 user error)")
-    a.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    a.add_argument("--db", help=_db_help())
     a.set_defaults(func=cmd_audit_verify)
 
     s = sub.add_parser("db", help="create, upgrade or back up the review store")
     db_sub = s.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     a = db_sub.add_parser("init", help="create/upgrade the store; --roles adds the PostgreSQL app role")
-    a.add_argument("--db", help="SQLAlchemy URL of the store, as its owner (default: $ECHOMEASURE_DB)")
+    a.add_argument("--db", help=_db_help("SQLAlchemy URL of the store, as its owner"))
     a.add_argument("--roles", action="store_true",
                    help="PostgreSQL: create the app role (SELECT/INSERT, no UPDATE/DELETE on append-only tables); "
                         "its password from $ECHOMEASURE_APP_PASSWORD")
@@ -887,7 +981,7 @@ def _add_admin_commands(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=cmd_db_init)
     a = db_sub.add_parser("backup", help="SQLite: online backup to OUT (atomic); PostgreSQL: print the pg_dump command")
     a.add_argument("output", metavar="OUT", help="backup file (replaced atomically; must not be a folder or link)")
-    a.add_argument("--db", help="SQLAlchemy URL of the store (default: $ECHOMEASURE_DB or db/echomeasure.sqlite)")
+    a.add_argument("--db", help=_db_help())
     a.set_defaults(func=cmd_db_backup)
 
 

@@ -83,3 +83,77 @@ def test_finetune_replay_cases_is_refused_with_a_segmentation_model(tmp_path, ca
     assert rc == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --replay-cases applies to keypoint models (--base); drop it with --model"]
+
+
+# --------------------------------------------------------------------------- 3. help and error texts
+
+
+def _help_of(command: list[str], dest: str) -> str:
+    """The help text of option ``dest`` of a (sub-)command, as --help prints it (before wrapping)."""
+    from echomeasure.cli import build_parser
+
+    parser = build_parser()
+    for word in command:
+        parser = next(a for a in parser._actions if a.dest and a.dest.endswith("command")).choices[word]
+    action = next(a for a in parser._actions if a.dest == dest)
+    return action.help % vars(action)
+
+
+def _keypoint_models() -> list[str]:
+    from echomeasure.catalog import CATALOG
+
+    return sorted({m.model for m in CATALOG.values() if m.model})
+
+
+def test_measure_model_help_names_every_kind_of_model_the_option_takes():
+    from echomeasure.models.echonet_measurements import FAMILY
+    from echomeasure.models.segmentation import PLAX_SEG_MODEL
+    from echomeasure.training.mask_folder import model_name
+    from echomeasure.training.seg_datasets import APICAL_SEG
+
+    text = _help_of(["measure"], "model")
+    for name in [*_keypoint_models(), FAMILY, PLAX_SEG_MODEL, APICAL_SEG, model_name("<folder>")]:
+        assert name in text, name
+
+
+def test_evaluate_model_help_gives_each_datasets_default_model():
+    from echomeasure.training.mask_folder import model_name
+    from echomeasure.training.seg_datasets import APICAL_SEG, SEG_DATASETS
+
+    text = _help_of(["evaluate"], "model")
+    assert APICAL_SEG in text and model_name("<folder>") in text and "plax-linear" in text
+    dataset_help = _help_of(["evaluate"], "dataset")
+    assert all(d in dataset_help for d in ("echonet-lvh", *SEG_DATASETS))
+
+
+def test_db_init_help_gives_the_sqlite_default(monkeypatch):
+    from echomeasure import config
+
+    monkeypatch.delenv("ECHOMEASURE_DB")
+    default = config.sqlite_file(config.db_url())
+    shown = default.relative_to(config.PROJECT_ROOT) if config.SOURCE_CHECKOUT else default
+    for command in (["db", "init"], ["db", "backup"], ["ingest"], ["finetune"], ["demo"]):
+        text = _help_of(command, "db")
+        assert "$ECHOMEASURE_DB" in text and f"SQLite at {shown}" in text, command
+
+
+def test_train_without_model_names_every_dataset(capsys):
+    from echomeasure.training.seg_datasets import SEG_DATASETS
+
+    assert main(["train"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: give --model ")
+    assert all(name in line for name in (*_keypoint_models(), "echonet-lvh", *SEG_DATASETS))
+
+
+def test_measure_unknown_model_lists_the_registered_segmentation_models(tmp_path, monkeypatch, capsys):
+    from echomeasure.models.registry import WeightsEntry, register
+
+    register(WeightsEntry(name="heart-seg", version="1.0", arch="deeplabv3_mobilenet_v3_large", input_size=(64, 64),
+                          channels=("background", "lv"), file="heart-seg-1.0.pt", sha256="0" * 64,
+                          trained_on="test", seed=0, recipe="test"), weights_dir=tmp_path, verify=False)
+    monkeypatch.setenv("ECHOMEASURE_WEIGHTS", str(tmp_path))
+    assert main(["measure", str(tmp_path / "never-read.dcm"), "--model", "foo"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --model foo: unknown model;")
+    assert all(name in line for name in (*_keypoint_models(), "echonet-measurements", "heart-seg", "<folder>-seg"))
