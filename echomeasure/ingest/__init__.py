@@ -125,10 +125,13 @@ def _deidentify_path(path: Path, *, secret: bytes, user_cm_per_px: float | None,
             if to_measure:
                 check_region_calibration(regions)  # before decoding the pixels
             geometry = dicom_io.check_geometry(ds)
-            frames = dicom_io.decode_frames(ds, geometry)
+            # decoded straight into the buffer that becomes the de-identified file, cleaned there in
+            # place: the clip's pixels exist once (a 300-frame 600x800 clip is 432 MB)
+            output = deid.OutputBuffer.for_shape((geometry.n_frames, geometry.rows, geometry.columns, 3))
+            frames = dicom_io.decode_frames(ds, geometry, out=output.frames)
             identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
             result = deid.deidentify_dicom(ds, frames, regions, secret=secret, options=options, attach_pixels=False,
-                                           identifiers=identifiers)
+                                           identifiers=identifiers, output=output)
             del frames, ds
             data = deid.dicom_bytes(result.dataset, result.frames, result.output)
             del result.frames

@@ -681,6 +681,7 @@ def deidentify_dicom(
     options: DeidOptions = DEFAULT_DEID_OPTIONS,
     attach_pixels: bool = True,
     identifiers: OriginalIdentifiers | None = None,
+    output: OutputBuffer | None = None,
 ) -> DicomDeidResult:
     """De-identify a decoded dataset: header profile, pixel cleaning, marks, fresh file meta.
 
@@ -689,6 +690,8 @@ def deidentify_dicom(
     Pixels: :func:`clean_pixels` (fan masking, then the text search unless
     ``options.find_text`` is off).  ``identifiers`` are the original's (collected from ``ds`` itself when not given): a kept
     value that carries one of them is dropped and recorded (:func:`drop_identifying_values`).
+    ``output`` (without ``attach_pixels``): the buffer the frames are cleaned into; ``frames`` may
+    already be its frames (decoded into it), then they are cleaned in place.
     """
     from echomeasure.ingest import gate
 
@@ -696,7 +699,10 @@ def deidentify_dicom(
         identifiers = gate.collect_dicom_identifiers(ds, secret=secret)
     original_burned_in = str(ds.get("BurnedInAnnotation", "") or "") or None
     header = deidentify_header(ds, secret=secret, options=options)
-    output = None if attach_pixels else OutputBuffer.for_shape(frames.shape)
+    if attach_pixels:
+        output = None
+    elif output is None or output.frames.shape != frames.shape:
+        output = OutputBuffer.for_shape(frames.shape)
     pixels = clean_pixels(frames, regions, find_text=options.find_text, out=None if output is None else output.frames)
     set_rgb_pixels(ds, pixels.frames, attach=attach_pixels)
     codes = _mark(ds, options, pixels)

@@ -445,14 +445,15 @@ def _to_uint8(arr: np.ndarray, bits_stored: int) -> np.ndarray:
 _JPEG_BASELINE_8BIT = "1.2.840.10008.1.2.4.50"
 
 
-def _decode_jpeg_baseline_frames(ds: Dataset, g: PixelGeometry) -> np.ndarray | None:
+def _decode_jpeg_baseline_frames(ds: Dataset, g: PixelGeometry, out: np.ndarray | None = None) -> np.ndarray | None:
     """JPEG Baseline YBR colour frames decoded one at a time with OpenCV (libjpeg-turbo).
 
     Faster and leaner than ``pydicom.pixels.pixel_array`` (its decoders plus a float YBR->RGB
     conversion of the whole clip) because only one frame is in flight; ``echomeasure bench``
     measures both.  Pixel values agree with pydicom's within the JPEG decoders'
     IDCT/upsampling differences (``tests/test_measure_decode_path.py``).  Returns None when
-    anything does not fit, and the caller falls back to pydicom.
+    anything does not fit, and the caller falls back to pydicom.  With ``out`` ((N, H, W, 3) uint8)
+    the frames are decoded straight into it.
     """
     if (
         str(g.transfer_syntax) != _JPEG_BASELINE_8BIT
@@ -464,7 +465,8 @@ def _decode_jpeg_baseline_frames(ds: Dataset, g: PixelGeometry) -> np.ndarray | 
     import cv2
     from pydicom.encaps import generate_frames
 
-    out = np.empty((g.n_frames, g.rows, g.columns, 3), dtype=np.uint8)
+    if out is None:
+        out = np.empty((g.n_frames, g.rows, g.columns, 3), dtype=np.uint8)
     done = 0
     try:
         for data in generate_frames(ds.PixelData, number_of_frames=g.n_frames):
@@ -480,12 +482,19 @@ def _decode_jpeg_baseline_frames(ds: Dataset, g: PixelGeometry) -> np.ndarray | 
     return out if done == g.n_frames else None
 
 
-def decode_frames(ds: Dataset, geometry: PixelGeometry) -> np.ndarray:
+def decode_frames(ds: Dataset, geometry: PixelGeometry, out: np.ndarray | None = None) -> np.ndarray:
     """Decode all frames to a contiguous (N, H, W, 3) uint8 RGB array.
 
     Fast path: native 8-bit RGB (planar configuration 0) is viewed straight from the bytes
-    (read-only; callers that modify it must copy, e.g. by the blanking multiply).
+    (read-only; callers that modify it must copy, e.g. by the blanking multiply).  With ``out``
+    (an (N, H, W, 3) uint8 array, e.g. the de-identified file's buffer) the frames end up in it and
+    it is returned: JPEG Baseline frames are decoded straight into it, so a clip never exists twice.
     """
+    if out is not None:
+        arr = decode_frames(ds, geometry) if _decode_jpeg_baseline_frames(ds, geometry, out) is None else out
+        if arr is not out:
+            np.copyto(out, arr)
+        return out
     g = geometry
     pi = g.photometric
     if not g.encapsulated and g.bits_allocated == 8 and g.samples_per_pixel == 3 and pi == "RGB" \
