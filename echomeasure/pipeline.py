@@ -37,6 +37,10 @@ class IngestResult:
 
     ``file`` is the base file name only (never the directories); show it on the terminal or
     screen, never store or export it.  ``new`` is False when the clip was already in the store.
+    ``proposals`` are the caliper proposals (PLAX lengths, Doppler peaks); ``contours`` and
+    ``volumes`` count the stored contour proposals (one per structure per frame) and volume/EF
+    proposals (apical views).  ``warnings`` ask the reader to check something; ``notices`` only
+    inform (e.g. that an apical cine got contours and volumes instead of PLAX calipers).
     """
 
     file: str
@@ -45,9 +49,14 @@ class IngestResult:
     new: bool = True
     proposed: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    contours: int = 0
+    volumes: int = 0
+    notices: tuple[str, ...] = field(default_factory=tuple)
 
     def as_json(self) -> dict[str, Any]:
-        """The JSON line ``echomeasure ingest`` prints for this file (no identifying value)."""
+        """The JSON line ``echomeasure ingest`` prints for this file (no identifying value):
+        ``"proposals"`` counts the caliper proposals, ``"contours"`` and ``"volumes"`` what the
+        segmentation models proposed, ``"notices"`` what only informs."""
         c = self.clip
         return {
             "file": self.file,
@@ -61,7 +70,10 @@ class IngestResult:
             "frames": c.n_frames,
             "calibration": c.calibration_source,
             "proposals": len(self.proposals),
+            "contours": self.contours,
+            "volumes": self.volumes,
             "warnings": list(self.warnings),
+            "notices": list(self.notices),
         }
 
 
@@ -92,13 +104,42 @@ def store_clip(
     if not record.created:
         existing = tuple(store.proposals(record.id))
         if existing:
-            return IngestResult(file=file, clip=record, proposals=existing, new=False)
+            n_contours, n_volumes = _segmentation_counts(store, record.id)
+            return IngestResult(file=file, clip=record, proposals=existing, new=False, contours=n_contours,
+                                volumes=n_volumes)
     clip_proposals, warnings = make_proposals()
     if clip_proposals is None:
-        return IngestResult(file=file, clip=record, new=record.created, warnings=tuple(warnings))
+        n_contours, n_volumes = _segmentation_counts(store, record.id)
+        return IngestResult(file=file, clip=record, new=record.created, warnings=tuple(warnings),
+                            contours=n_contours, volumes=n_volumes)
     stored, store_warnings = store_proposals(store, record.id, clip_proposals, actor=actor)
+    warned, notices = _split_routing_notice(clip_proposals, (*warnings, *store_warnings))
+    n_contours, n_volumes = _segmentation_counts(store, record.id)
     return IngestResult(file=file, clip=record, proposals=stored, new=record.created, proposed=True,
-                        warnings=(*warnings, *store_warnings))
+                        warnings=warned, notices=notices, contours=n_contours, volumes=n_volumes)
+
+
+def _segmentation_counts(store: Store, clip_id: int) -> tuple[int, int]:
+    """How many contour proposals and volume proposals of a clip are stored."""
+    from echomeasure.store import contours
+
+    return len(contours.contour_proposals(store, clip_id)), len(contours.volumes(store, clip_id))
+
+
+def _split_routing_notice(clip_proposals: Any, messages: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(warnings, notices)``: the view classifier's word that a cine is not PLAX ("this clip looks
+    like apical four-chamber (a4c, ...), not a parasternal long-axis view: no PLAX calipers ...")
+    only informs when the clip went to the apical segmentation, whose contours and volumes are its
+    proposals; every other message stays a warning.  The clip's stored notices keep all of them."""
+    from echomeasure.catalog import VIEW_TITLES
+
+    view = str((getattr(clip_proposals, "view", None) or {}).get("name") or "")
+    segmented = bool(getattr(clip_proposals, "segmentations", None) or getattr(clip_proposals, "volumes", None))
+    if view not in ("a4c", "a2c") or not segmented:
+        return tuple(messages), ()
+    routing = f"this clip looks like {VIEW_TITLES.get(view, view)} ({view},"
+    return (tuple(m for m in messages if not m.startswith(routing)),
+            tuple(m for m in messages if m.startswith(routing)))
 
 
 def store_proposals(

@@ -157,3 +157,37 @@ def test_measure_unknown_model_lists_the_registered_segmentation_models(tmp_path
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --model foo: unknown model;")
     assert all(name in line for name in (*_keypoint_models(), "echonet-measurements", "heart-seg", "<folder>-seg"))
+
+
+# --------------------------------------------------------------------------- 4. ingest's JSON line
+
+
+@pytest.mark.slow  # ~10 s: view classifier + apical segmentation of a 40-frame cine
+def test_ingest_of_an_apical_cine_counts_its_contours_and_volumes_and_warns_of_nothing(tmp_path, capsys):
+    from echomeasure import config
+    from echomeasure.store import contours, open_store
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    assert main(["ingest", str(config.EXAMPLES_DIR / "case_0000_a4c.dcm"), "--db", url]) == 0
+    line = _last_json(capsys.readouterr().out)
+    with open_store(url) as store:
+        n_contours = len(contours.contour_proposals(store, line["clip_id"]))
+        n_volumes = len(contours.volumes(store, line["clip_id"]))
+    assert line["proposals"] == 0  # calipers: an apical cine has none
+    assert line["contours"] == n_contours > 0 and line["volumes"] == n_volumes > 0
+    assert not any("PLAX" in w for w in line["warnings"]), line["warnings"]
+    assert any("no PLAX calipers" in n for n in line["notices"])
+
+
+def test_the_not_plax_notice_stays_a_warning_when_nothing_was_segmented():
+    from types import SimpleNamespace
+
+    from echomeasure.pipeline import _split_routing_notice
+
+    notice = ("this clip looks like apical two-chamber (a2c, confidence 0.91), not a parasternal long-axis view: "
+              "no PLAX calipers are proposed; measurements can still be added by hand")
+    doubt = "view uncertain (a2c 0.51, a4c 0.40): check the view and the proposals"
+    bare = SimpleNamespace(view={"name": "a2c"}, segmentations=[], volumes=[])
+    assert _split_routing_notice(bare, [notice, doubt]) == ((notice, doubt), ())
+    routed = SimpleNamespace(view={"name": "a2c"}, segmentations=[{"structure": "lv"}], volumes=[])
+    assert _split_routing_notice(routed, [notice, doubt]) == ((doubt,), (notice,))
