@@ -233,7 +233,8 @@ def cmd_deid(args: argparse.Namespace) -> int:
 
     result = deidentify_file(args.input, args.output, secret=config.secret(args.secret),
                              allow_non_us=getattr(args, "allow_non_us", False),
-                             options=DeidOptions(find_text=not getattr(args, "no_text_search", False)))
+                             options=DeidOptions(find_text=not getattr(args, "no_text_search", False)),
+                             force=getattr(args, "force", False))
     with _naming_input(args.input):  # deidentify_file names the input or the output itself
         _print_json(result)
     return 0
@@ -769,7 +770,10 @@ def _add_file_commands(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("deid", help="write a de-identified copy of a DICOM or video file")
     s.add_argument("input", metavar="IN", type=_path)
-    s.add_argument("output", metavar="OUT", type=_path)
+    s.add_argument("output", metavar="OUT", type=_path,
+                   help="the de-identified copy, in the input's container: its extension must say so (.dcm for "
+                   "DICOM, .avi for an AVI, .mp4 for an MP4, ...); written atomically")
+    s.add_argument("--force", action="store_true", help="replace an existing OUT (refused without it)")
     s.add_argument("--secret", help="site secret for UID remapping (default: $ECHOMEASURE_SECRET or db/.secret)")
     s.add_argument("--allow-non-us", action="store_true", help="also accept DICOM objects that are not ultrasound")
     s.add_argument("--no-text-search", action="store_true",

@@ -191,3 +191,60 @@ def test_the_not_plax_notice_stays_a_warning_when_nothing_was_segmented():
     assert _split_routing_notice(bare, [notice, doubt]) == ((notice, doubt), ())
     routed = SimpleNamespace(view={"name": "a2c"}, segmentations=[{"structure": "lv"}], volumes=[])
     assert _split_routing_notice(routed, [notice, doubt]) == ((doubt,), (notice,))
+
+
+# --------------------------------------------------------------------------- 5. deid's output
+
+
+@pytest.fixture()
+def avi_clip(tmp_path):
+    import numpy as np
+
+    from echomeasure.ingest.video_io import encode_video
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (4, 96, 128, 3), dtype=np.uint8)
+    path = tmp_path / "clip.avi"
+    path.write_bytes(encode_video(frames, "avi", 40.0))
+    return path
+
+
+def _deid(src, out, *extra) -> int:
+    return main(["deid", str(src), str(out), "--secret", "s", "--no-text-search", *extra])
+
+
+def test_deid_refuses_an_output_extension_of_another_container(avi_clip, tmp_path, capsys):
+    out = tmp_path / "OUT.mp4"
+    assert _deid(avi_clip, out) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {out}: ") and "AVI" in line and ".avi" in line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
+def test_deid_writes_the_container_its_extension_names(avi_clip, tmp_path, capsys):
+    from echomeasure.ingest.video_io import sniff
+
+    out = tmp_path / "OUT.avi"
+    assert _deid(avi_clip, out) == 0
+    assert sniff(out) == ("video", "avi") and _last_json(capsys.readouterr().out)["output"] == str(out)
+
+
+def test_deid_refuses_an_existing_output_unless_force(avi_clip, tmp_path, capsys):
+    out = tmp_path / "OUT.avi"
+    out.write_bytes(b"earlier copy")
+    assert _deid(avi_clip, out) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"error: {out}: already exists; nothing was written (add --force to replace it)"
+    assert out.read_bytes() == b"earlier copy"
+    assert _deid(avi_clip, out, "--force") == 0
+    assert out.read_bytes() != b"earlier copy" and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_deid_of_dicom_accepts_a_name_without_extension(tmp_path, capsys):
+    from echomeasure import config
+
+    out = tmp_path / "IM0001"
+    assert _deid(config.EXAMPLES_DIR / "case_0000.dcm", out) == 0
+    assert out.read_bytes()[128:132] == b"DICM"
+    assert _deid(config.EXAMPLES_DIR / "case_0000.dcm", tmp_path / "copy.png") == 2
+    assert "DICOM" in capsys.readouterr().err

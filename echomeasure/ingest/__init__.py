@@ -235,13 +235,45 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+#: File name extensions of each container a de-identified copy is written in (the input's own:
+#: DICOM stays DICOM, an AVI stays AVI/FFV1, an MP4 or MOV becomes H.264 in the same container).
+OUTPUT_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "dicom": (".dcm", ".dicom"), "mp4": (".mp4", ".m4v"), "mov": (".mov",), "avi": (".avi",), "matroska": (".mkv",),
+    "png": (".png",), "jpeg": (".jpg", ".jpeg"),
+}
+_CONTAINER_TITLES = {"dicom": "a DICOM file", "mp4": "an MP4 video", "mov": "a QuickTime (MOV) video",
+                     "avi": "an AVI video", "matroska": "a Matroska (MKV) video", "png": "a PNG image",
+                     "jpeg": "a JPEG image"}
+
+
+def _check_output_suffix(outcome: _Outcome, dst: Path) -> None:
+    """Refuse an output name whose extension says another container than the one written (the
+    input's): ``clip.avi -> OUT.mp4`` wrote an AVI file named .mp4.  A DICOM copy may also have no
+    extension or one no container uses (``IM.0001``), as DICOM files often do."""
+    container = "dicom" if outcome.source_kind == "dicom" else str(outcome.container)
+    allowed = OUTPUT_SUFFIXES.get(container)
+    if allowed is None:
+        return
+    suffix = dst.suffix.lower()
+    if suffix in allowed:
+        return
+    if container == "dicom" and not any(suffix in s for s in OUTPUT_SUFFIXES.values()):
+        return
+    title = _CONTAINER_TITLES.get(container, container)
+    raise InvalidInputError(f"the de-identified copy is {title}, like the input (the container is kept); give the "
+                            f"output the extension {' or '.join(allowed)}; nothing was written")
+
+
 def deidentify_file(in_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, secret: bytes,
-                    allow_non_us: bool = False, options: DeidOptions = DEFAULT_DEID_OPTIONS) -> dict:
+                    allow_non_us: bool = False, options: DeidOptions = DEFAULT_DEID_OPTIONS,
+                    force: bool = False) -> dict:
     """Write a de-identified copy of ``in_path`` at ``out_path`` (DICOM to DICOM, video to video).
 
     The output is written to a temporary file in the output folder and renamed into place only
-    after the gate passed it, so nothing partial is ever left at ``out_path``.  Refuses to
-    overwrite the input.
+    after the gate passed it (:mod:`echomeasure.atomic`), so nothing partial is ever left at
+    ``out_path``.  Refuses to overwrite the input; refuses an existing ``out_path`` unless
+    ``force`` (``deid --force``; before anything is read), and an ``out_path`` whose extension
+    names another container than the one written (:data:`OUTPUT_SUFFIXES`).
 
     Returns
     -------
@@ -258,11 +290,16 @@ def deidentify_file(in_path: str | os.PathLike[str], out_path: str | os.PathLike
         if _same_file(src, dst) or src.resolve() == dst.resolve():
             raise InvalidInputError("the output path is the input file; write the de-identified copy elsewhere")
         _check_output_path(dst)
+        if not force and os.path.lexists(dst):
+            raise InvalidInputError("already exists; nothing was written (add --force to replace it)")
     with named_errors(in_path):
         outcome = _deidentify_path(src, secret=secret, user_cm_per_px=None, allow_non_us=allow_non_us,
                                    options=options, to_measure=False)
     with named_errors(out_path):
+        _check_output_suffix(outcome, dst)  # after reading: a bad input is named first
         _check_output_path(dst)
+        if not force and os.path.lexists(dst):  # appeared while the input was de-identified
+            raise InvalidInputError("already exists; nothing was written (add --force to replace it)")
         _write_atomically(dst, outcome.data)
     dc = outcome.clip
     return {
