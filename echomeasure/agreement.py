@@ -235,9 +235,12 @@ def _icc(icc: ICC | None) -> str:
 def _cell(text: object) -> str:
     """Text for a Markdown table cell shown in the UI: reader names are typed freely, so HTML is
     escaped (a name ``<img src=x onerror=...>`` was rendered as a live tag) and Markdown's
-    table and link characters are taken literally."""
+    table, code, emphasis and link characters are taken literally.  Only those: a cell never
+    starts a line (no heading), ``<`` and ``>`` are entities already, and a parenthesis is
+    escaped only after a ``]`` (where it would open a link target), so a note reads
+    ``(1: alice)``, not ``\\(1: alice\\)``."""
     plain = " ".join(html.escape(str(text), quote=True).split())
-    return re.sub(r"([\\|`*_\[\]()#!~<>])", r"\\\1", plain)
+    return re.sub(r"([\\|`*_\[\]~])", r"\\\1", plain).replace("\\](", "\\]\\(")
 
 
 def report_markdown(rows: Sequence[MeasurementAgreement]) -> str:

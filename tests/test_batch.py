@@ -305,7 +305,10 @@ def test_batch_to_parquet_then_ingest_from_parquet(ray_session, archive, tmp_pat
 
     out_dir = tmp_path / "results"
     assert main(["batch", str(archive), "--out", "parquet", str(out_dir)]) == 2
-    lines = _lines(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    lines = _lines(captured.out)
+    # nothing is stored with --out parquet: the summary says where the results went (it said "5 stored")
+    assert f"batch: 5 written to {out_dir}, 1 failed" in captured.err and " stored," not in captured.err
     written = sorted(p.name for p in out_dir.glob("*.parquet"))
     assert len(written) == 5 and sorted(ln["parquet"] for ln in lines if ln["status"] == "ok") == written
     assert not any(c.encode() in p.read_bytes() for p in out_dir.glob("*.parquet") for c in CANARY_STRINGS)

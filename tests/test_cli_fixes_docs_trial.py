@@ -248,3 +248,31 @@ def test_deid_of_dicom_accepts_a_name_without_extension(tmp_path, capsys):
     assert out.read_bytes()[128:132] == b"DICM"
     assert _deid(config.EXAMPLES_DIR / "case_0000.dcm", tmp_path / "copy.png") == 2
     assert "DICOM" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- 6. minor
+
+
+def test_agreement_markdown_does_not_escape_plain_parentheses():
+    from echomeasure.agreement import Read, agreement, report_markdown
+
+    reads = [Read(clip, "lvidd", "alice", 4.0 + clip / 10) for clip in range(5)]
+    md = report_markdown(agreement(reads, []))
+    line = next(ln for ln in md.splitlines() if ln.startswith("| lvidd |"))
+    assert "fewer than 2 readers (1: alice)" in line and "\\(" not in md
+    hostile = report_markdown(agreement([Read(c, "lvidd", "x [y](javascript:z)", 4.0) for c in range(3)]
+                                        + [Read(c, "lvidd", "b", 4.1) for c in range(3)], []))
+    assert "](javascript" not in hostile and "\\[y\\]\\(javascript:z)" in hostile
+
+
+def test_demo_app_help_prints_the_options_and_starts_nothing():
+    import subprocess
+    import sys
+
+    from echomeasure import config
+
+    script = config.PROJECT_ROOT / "demo" / "app.py"
+    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--port" in proc.stdout and "--db" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, str(script), "--bogus"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unrecognized arguments: --bogus")

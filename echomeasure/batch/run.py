@@ -339,7 +339,11 @@ def run_batch(
         if job.store is not None:
             job.store.close()
     summary.wall_s = time.perf_counter() - t_wall
-    job.stream.write(f"batch: {summary.ok} stored, {summary.failed} failed, {summary.skipped} skipped of "
+    from echomeasure.ingest.hygiene import quote_path
+
+    # with --out parquet DIR nothing is stored: the summary says where the results went
+    done = "stored" if job.store is not None else f"written to {quote_path(out_parquet or '')}"
+    job.stream.write(f"batch: {summary.ok} {done}, {summary.failed} failed, {summary.skipped} skipped of "
                      f"{summary.files} files in {summary.wall_s:.1f} s ({summary.files_per_min:.1f} files/min, "
                      f"{summary.workers} workers)\n")
     job.stream.flush()
