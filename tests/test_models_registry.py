@@ -295,3 +295,26 @@ def test_typed_entry_settings_refuse_bad_values():
         DecodeSettings(max_shift_px=float("nan"))
     with pytest.raises(ValueError, match="protocol"):
         _entry("a.pt", "a" * 64, metrics={"own-style": {"x": 1.0}, "lvidd_mae_mm": 0.4})
+
+
+def test_registering_without_activating_keeps_the_version_in_use(tmp_path, small_model):
+    """A manifest that names no active version uses the last registered one: registering another
+    without activating it must not make it the one in use (a fine-tune with --activate no into a
+    folder whose first version was never pinned switched every measurement to the child)."""
+    from echomeasure.models.registry import publish, register_many
+
+    sha = save_weights(small_model, tmp_path / "a.pt")
+    register(_entry("a.pt", sha, version="1.0"), weights_dir=tmp_path, activate=False)
+    assert active_version("plax-linear", tmp_path) == "1.0"  # the only one
+    register(_entry("a.pt", sha, version="1.1"), weights_dir=tmp_path, activate=False)
+    assert active_version("plax-linear", tmp_path) == "1.0"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    sha2 = save_weights(small_model, scratch / "b.pt")
+    publish(_entry("b.pt", sha2, version="1.2"), scratch / "b.pt", weights_dir=tmp_path, activate=False)
+    assert active_version("plax-linear", tmp_path) == "1.0"
+    (tmp_path / "c.pt").write_bytes((scratch / "b.pt").read_bytes())
+    register_many([_entry("c.pt", sha2, version="1.3")], weights_dir=tmp_path, activate=False)
+    assert active_version("plax-linear", tmp_path) == "1.0"
+    publish(_entry("b.pt", sha2, version="1.4"), scratch / "b.pt", weights_dir=tmp_path / "other", activate=False)
+    assert active_version("plax-linear", tmp_path / "other") == "1.4"  # the first of its folder

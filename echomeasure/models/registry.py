@@ -810,6 +810,18 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
         raise _not_writable(folder, exc) from None
 
 
+def _add_to_manifest(manifest: dict, entry: WeightsEntry, activate: bool) -> None:
+    """Append ``entry`` to a manifest being rewritten; with ``activate`` it becomes the active version
+    of its name, else the version in use stays in use: a manifest naming no active version uses the
+    last registered one (:func:`active_version`), which ``entry`` would become, so that one is pinned."""
+    in_use = [d["version"] for d in manifest["models"] if d.get("name") == entry.name]
+    manifest["models"].append(entry.to_json())
+    if activate:
+        manifest["active"][entry.name] = entry.version
+    elif in_use and not manifest["active"].get(entry.name):
+        manifest["active"][entry.name] = in_use[-1]
+
+
 def register(
     entry: WeightsEntry,
     *,
@@ -860,9 +872,7 @@ def register(
         if any(d.get("name") == entry.name and d.get("version") == entry.version for d in manifest["models"]):
             raise VersionExistsError(f"{entry.name} {entry.version} is already registered in {folder}; "
                                      "registered versions are immutable: pick a new version")
-        manifest["models"].append(entry.to_json())
-        if activate:
-            manifest["active"][entry.name] = entry.version
+        _add_to_manifest(manifest, entry, activate)
         manifest["format"] = MANIFEST_FORMAT
         _write_manifest(folder, manifest)
     log.info("registered %s %s (%s)", entry.name, entry.version, entry.file)
@@ -908,9 +918,7 @@ def register_many(
         if taken:
             raise VersionExistsError(f"{taken[0]} is already registered; pick a new version")
         for entry in stamped:
-            manifest["models"].append(entry.to_json())
-            if activate:
-                manifest["active"][entry.name] = entry.version
+            _add_to_manifest(manifest, entry, activate)
         manifest["format"] = MANIFEST_FORMAT
         _write_manifest(folder, manifest)
     for entry in stamped:
@@ -944,7 +952,8 @@ def publish(
     weights_dir
         The weights folder (default :func:`echomeasure.config.weights_dir`).
     activate
-        Make this the active version of ``entry.name``.
+        Make this the active version of ``entry.name``.  Without, the version in use stays in use
+        (pinned when the manifest named none, since the last registered one is used then).
     version_for
         Picks the version from the versions of ``entry.name`` registered at that moment (e.g. the
         next free ``-ftN``); the file is then named ``<name>-<version>`` with ``entry.file``'s
@@ -989,9 +998,7 @@ def publish(
         except OSError as exc:
             raise _not_writable(folder, exc) from None
         try:
-            manifest["models"].append(entry.to_json())
-            if activate:
-                manifest["active"][entry.name] = entry.version
+            _add_to_manifest(manifest, entry, activate)
             manifest["format"] = MANIFEST_FORMAT
             _write_manifest(folder, manifest)
         except BaseException:

@@ -32,7 +32,7 @@ import torch
 
 from echomeasure import config
 from echomeasure.catalog import DOPPLER_CHANNELS, KEYPOINTS_2D
-from echomeasure.errors import TrainingError, WeightsError
+from echomeasure.errors import TrainingError
 from echomeasure.models import registry
 from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
 from echomeasure.models.decode import DecodeSettings
@@ -398,7 +398,7 @@ def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry,
     ``propose`` to load it), then published into ``weights_dir`` with its metrics
     (:func:`echomeasure.models.registry.publish`: file and manifest in one step under the
     manifest lock, never over a registered version's file; registered versions are immutable),
-    made active only with ``activate`` (:func:`_keep_active` otherwise).
+    made active only with ``activate`` (otherwise the version in use stays in use: :func:`registry.publish`).
     """
     from echomeasure.training.evaluate import evaluate
 
@@ -411,25 +411,4 @@ def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry,
         metrics, thresholds = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
         entry = replace(entry, metrics=metrics, thresholds=thresholds,
                         extra={**entry.extra, "evaluation": report.to_dict()})
-        if not activate:
-            _keep_active(entry.name, weights_dir)
         return registry.publish(entry, scratch_dir / entry.file, weights_dir=weights_dir, activate=activate), report
-
-
-def _keep_active(name: str, weights_dir: Path) -> None:
-    """Pin the version of ``name`` in use now, so that registering a new one without activating
-    it leaves it in use: a manifest that names no active version of ``name`` uses the last
-    registered one (:func:`echomeasure.models.registry.active_version`), which the new version
-    would otherwise become.  Nothing to pin when ``name`` has no version yet (the new one is then
-    the only one) or one is already named; a version whose file is broken is left unpinned."""
-    try:
-        manifest = registry.read_manifest(weights_dir)
-    except (WeightsError, OSError, ValueError):
-        return
-    current = registry.active_version(name, weights_dir)
-    if current is None or manifest.get("active", {}).get(name):
-        return
-    try:
-        registry.set_active(name, current, weights_dir=weights_dir)
-    except WeightsError as exc:
-        log.warning("could not keep %s %s in use: %s", name, current, exc)
