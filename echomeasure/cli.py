@@ -543,6 +543,7 @@ def _segmentation_dataset(spec: Sequence[str] | None) -> bool:
 def _train_on_dataset(args: argparse.Namespace) -> int:
     """``train --dataset echonet-lvh PATH``: plax-linear trained on the dataset's train split."""
     from echomeasure.errors import InvalidInputError
+    from echomeasure.models import registry
     from echomeasure.training.echonet_lvh import train_on_lvh
 
     if _segmentation_dataset(args.dataset):
@@ -564,7 +565,8 @@ def _train_on_dataset(args: argparse.Namespace) -> int:
     e = outcome.entry
     _print_json({"name": e.name, "version": e.version, "parent": e.parent, "file": e.file, "sha256": e.sha256,
                  "dataset": "echonet-lvh", "train_frames": outcome.n_images, "steps": outcome.steps,
-                 "train_wall_s": round(outcome.train_wall_s, 1), "active": args.activate, "metrics": dict(e.metrics)})
+                 "train_wall_s": round(outcome.train_wall_s, 1),
+                 "active": registry.active_version(e.name, args.out) == e.version, "metrics": dict(e.metrics)})
     return 0
 
 

@@ -233,7 +233,8 @@ def test_camus_train_then_evaluate_prints_dice_and_volume_errors(tmp_path, weigh
     rc, out, err = _run(capsys, "train", "--dataset", "camus", str(root), "--steps", "2")
     assert rc == 0, err
     trained = json.loads(out)
-    assert trained["name"] == "apical-seg" and trained["train_frames"] == 4 and not trained["active"]
+    # the only apical-seg of this weights folder: measure uses it, and the JSON says so (it said not active)
+    assert trained["name"] == "apical-seg" and trained["train_frames"] == 4 and trained["active"]
     manifest = json.loads((weights / "manifest.json").read_text())
     entry = next(m for m in manifest["models"] if m["name"] == "apical-seg")
     assert entry["channels"] == ["background", "lv", "myocardium", "la"] and len(entry["sha256"]) == 64
@@ -337,3 +338,24 @@ def test_two_trainings_finishing_together_each_get_their_own_version(tmp_path, w
     assert set(versions) == {"1.0", "1.1"} and json.loads(out)["version"] == "1.1"
     for entry in versions.values():  # each registered file is still the one its entry names
         assert registry.sha256_file(registry.resolve_path(entry, weights)) == entry.sha256
+
+
+@pytest.mark.slow
+def test_a_masks_retrain_is_used_only_with_activate(tmp_path, weights, capsys):
+    """train --dataset masks follows --activate like the other datasets (it always activated)."""
+    root = tmp_path / "thigh"
+    write_mask_folder(root)
+    rc, out, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1")
+    assert rc == 0, err
+    first = json.loads(out)
+    assert first["active"]  # the only version of its name
+    rc, out, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1")
+    assert rc == 0, err
+    second = json.loads(out)
+    assert second["version"] != first["version"] and not second["active"]
+    from echomeasure.models import registry
+
+    assert registry.active_version("thigh-seg", weights) == first["version"]
+    rc, out, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1", "--activate")
+    assert rc == 0, err
+    assert json.loads(out)["active"] and registry.active_version("thigh-seg", weights) == json.loads(out)["version"]

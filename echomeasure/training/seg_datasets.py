@@ -15,6 +15,7 @@ from typing import Any
 
 from echomeasure.catalog import APICAL_SEG_CLASSES
 from echomeasure.errors import InvalidInputError, WeightsError
+from echomeasure.models import registry
 from echomeasure.training.seg_train import SegSample, evaluate_with_model, train_segmentation
 
 SEG_DATASETS = ("camus", "echonet-dynamic", "masks")
@@ -62,7 +63,7 @@ def train_on_dataset(name: str, path: str | os.PathLike[str], *, steps: int | No
         held = [s for s in samples if s.split != "train"]
         outcome = train_segmentation(
             train, name=model_name(view), classes=classes, trained_on=f"mask folder '{view}', {len(train)} labelled images",
-            recipe=recipe, steps=steps, seed=seed, out=out, version=version or None, activate=True, eval_samples=held,
+            recipe=recipe, steps=steps, seed=seed, out=out, version=version or None, activate=activate, eval_samples=held,
             max_minutes=max_minutes, extra={"view": view, "classes_file": "classes.txt"},
         )
     else:
@@ -81,7 +82,7 @@ def train_on_dataset(name: str, path: str | os.PathLike[str], *, steps: int | No
     e = outcome.entry
     return {"name": e.name, "version": e.version, "parent": e.parent, "file": e.file, "sha256": e.sha256, "dataset": name,
             "train_frames": outcome.n_train, "steps": outcome.steps, "train_wall_s": round(outcome.train_wall_s, 1),
-            "active": name == "masks" or activate, "metrics": dict(e.metrics)}
+            "active": registry.active_version(e.name, out) == e.version, "metrics": dict(e.metrics)}
 
 
 def evaluate_dataset(name: str, path: str | os.PathLike[str], *, split: str = "test", model: str | None = None) -> dict[str, Any]:
