@@ -102,9 +102,13 @@ def store_clip(
         report(0.35, "keeping the de-identified frames")
         store.save_frames(record.id, dclip.clip.frames, actor=actor)
     if not record.created:
+        # proposed before: calipers, or contours and volumes (an apical clip has no calipers), or at
+        # least a view decision (a clip of another view with nothing proposed): not run again
+        from echomeasure.store.clip_views import latest_views
+
         existing = tuple(store.proposals(record.id))
-        if existing:
-            n_contours, n_volumes = _segmentation_counts(store, record.id)
+        n_contours, n_volumes = _segmentation_counts(store, record.id)
+        if existing or n_contours or n_volumes or record.id in latest_views(store, [record.id]):
             return IngestResult(file=file, clip=record, proposals=existing, new=False, contours=n_contours,
                                 volumes=n_volumes)
     clip_proposals, warnings = make_proposals()
