@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 import pytest
-from ui_fixtures import prepare_store
 
 from echomeasure.errors import StoreError
 from echomeasure.ui.controller import NAME_NEEDED_TO_SAVE, ReviewController, event_payload, viewer_name
-
-
-@pytest.fixture()
-def controller(tmp_path):
-    from echomeasure.store import open_store
-
-    info = prepare_store(tmp_path)
-    store = open_store(info.url)
-    yield ReviewController(store), info
-    store.close()
 
 
 def _reviews(ctrl: ReviewController, clip_id: int, name: str):

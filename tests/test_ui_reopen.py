@@ -9,26 +9,11 @@ import io
 import json
 
 import pytest
-from ui_fixtures import apical_contour_items, prepare_store
+from ui_fixtures import apical_contour_items, entry_of
 
 from echomeasure.errors import StoreError
 from echomeasure.store.chain import verify
 from echomeasure.ui import contour_review
-from echomeasure.ui.controller import ReviewController
-
-
-@pytest.fixture()
-def controller(tmp_path):
-    from echomeasure.store import open_store
-
-    info = prepare_store(tmp_path)
-    store = open_store(info.url)
-    yield ReviewController(store), info
-    store.close()
-
-
-def _entry(value: dict, name: str) -> dict:
-    return next(m for m in value["measurements"] if m["name"] == name)
 
 
 def _send(ctrl, clip_id, entry, action, undo=False):
@@ -51,13 +36,13 @@ def test_undo_of_a_rejection_reopens_the_proposal_in_the_store_worklist_and_expo
     store = ctrl.store
     before_csv = _csv_row(store, info.clip_id, "la")
     shown = ctrl.open_clip(info.clip_id, "Dr A").value
-    rejected = _send(ctrl, info.clip_id, _entry(shown, "la"), "rejected")
-    assert _entry(rejected.value, "la")["status"] == "rejected"
+    rejected = _send(ctrl, info.clip_id, entry_of(shown, "la"), "rejected")
+    assert entry_of(rejected.value, "la")["status"] == "rejected"
     assert ctrl.worklist("all", "Dr A")[1][2] == "meas. 1/6" and _csv_row(store, info.clip_id, "la")["status"] == "rejected"
 
-    reopened = _send(ctrl, info.clip_id, _entry(rejected.value, "la"), "reopen", undo=True)
+    reopened = _send(ctrl, info.clip_id, entry_of(rejected.value, "la"), "reopen", undo=True)
     assert reopened.saved and reopened.value["undone"] == ["la"]
-    row = _entry(reopened.value, "la")
+    row = entry_of(reopened.value, "la")
     assert row["status"] == "proposed" and row["reopened"] is True and row["reviewer"] is None
     assert row["low_confidence"] is True  # still flagged for a look: nobody decided on it
     reviews = [r for r in store.reviews(info.clip_id) if r.measurement == "la"]
@@ -90,7 +75,7 @@ def test_undo_of_a_rejection_reopens_the_proposal_in_the_store_worklist_and_expo
 
     # the reviewer decides again on the reopened state
     accepted = _send(ctrl, info.clip_id, row, "accept")
-    assert _entry(accepted.value, "la")["status"] == "accepted"
+    assert entry_of(accepted.value, "la")["status"] == "accepted"
 
 
 def test_reopen_of_what_is_not_reviewed_is_refused_and_nothing_written(controller):

@@ -5,25 +5,10 @@ notice saying who reviewed it meanwhile and when."""
 from __future__ import annotations
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, prepare_store
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, entry_of
 
 from echomeasure.errors import StoreError
 from echomeasure.store.writes import StaleReviewError
-from echomeasure.ui.controller import ReviewController
-
-
-@pytest.fixture()
-def controller(tmp_path):
-    from echomeasure.store import open_store
-
-    info = prepare_store(tmp_path)
-    store = open_store(info.url)
-    yield ReviewController(store), info
-    store.close()
-
-
-def _entry(value: dict, name: str) -> dict:
-    return next(m for m in value["measurements"] if m["name"] == name)
 
 
 def _decision(entry: dict, action: str) -> dict:
@@ -36,14 +21,14 @@ def test_the_later_of_two_tabs_is_refused_reloaded_and_nothing_written(controlle
     ctrl, info = controller
     tab_a = ctrl.open_clip(info.clip_id, "Dr A").value
     tab_b = ctrl.open_clip(info.clip_id, "Dr B").value
-    assert _entry(tab_a, "lvidd")["review_id"] is None
-    first = ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(_entry(tab_a, "lvidd"), "rejected")]},
+    assert entry_of(tab_a, "lvidd")["review_id"] is None
+    first = ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(entry_of(tab_a, "lvidd"), "rejected")]},
                         "Dr A", None)
-    assert first.saved and _entry(first.value, "lvidd")["status"] == "rejected"
+    assert first.saved and entry_of(first.value, "lvidd")["status"] == "rejected"
     n_reviews, n_events = len(ctrl.store.reviews(info.clip_id)), len(ctrl.store.audit_events())
 
     # Tab B still shows lvidd unreviewed and accepts it, together with ivsd: the whole batch is refused.
-    batch = [_decision(_entry(tab_b, "ivsd"), "accept"), _decision(_entry(tab_b, "lvidd"), "accept")]
+    batch = [_decision(entry_of(tab_b, "ivsd"), "accept"), _decision(entry_of(tab_b, "lvidd"), "accept")]
     outcome = ctrl.commit({"clip_id": info.clip_id, "reviews": batch}, "Dr B", None)
     notice = outcome.value["notice"]
     assert notice.startswith("Not saved: LVIDd was reviewed meanwhile by Dr A at ")
@@ -51,12 +36,12 @@ def test_the_later_of_two_tabs_is_refused_reloaded_and_nothing_written(controlle
     assert len(ctrl.store.reviews(info.clip_id)) == n_reviews and len(ctrl.store.audit_events()) == n_events
     # the page gets the batch's measurements as they stand now (lvidd rejected by Dr A)
     assert set(outcome.value["committed"]) == {"ivsd", "lvidd"} and set(outcome.value["undone"]) == {"ivsd", "lvidd"}
-    reloaded = _entry(outcome.value, "lvidd")
+    reloaded = entry_of(outcome.value, "lvidd")
     assert reloaded["status"] == "rejected" and reloaded["reviewer"] == "Dr A"
 
     # Reviewed again on the reloaded state, it is saved.
     again = ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(reloaded, "accept")]}, "Dr B", None)
-    assert again.saved and _entry(again.value, "lvidd")["status"] == "accepted"
+    assert again.saved and entry_of(again.value, "lvidd")["status"] == "accepted"
     assert [r.action for r in ctrl.store.reviews(info.clip_id) if r.measurement == "lvidd"] == ["rejected", "accepted"]
 
 
@@ -64,8 +49,8 @@ def test_the_same_reviewer_in_two_tabs_is_told_another_tab(controller):
     ctrl, info = controller
     tab_1 = ctrl.open_clip(info.clip_id, "Dr A").value
     tab_2 = ctrl.open_clip(info.clip_id, "Dr A").value
-    ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(_entry(tab_1, "ivsd"), "accept")]}, "Dr A", None)
-    outcome = ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(_entry(tab_2, "ivsd"), "rejected")]},
+    ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(entry_of(tab_1, "ivsd"), "accept")]}, "Dr A", None)
+    outcome = ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(entry_of(tab_2, "ivsd"), "rejected")]},
                           "Dr A", None)
     assert outcome.value["notice"].startswith("Not saved: IVSd was reviewed meanwhile in another tab at ")
     assert [r.action for r in ctrl.store.reviews(info.clip_id) if r.measurement == "ivsd"] == ["accepted"]

@@ -4,21 +4,10 @@
 
 from __future__ import annotations
 
-import pytest
-from ui_fixtures import apical_contour_items, ellipse, prepare_store
+from ui_fixtures import apical_contour_items, ellipse
 
 from echomeasure.ui.controller import ReviewController
 from echomeasure.ui.viewmodel import WORKLIST_HEADERS
-
-
-@pytest.fixture()
-def controller(tmp_path):
-    from echomeasure.store import open_store
-
-    info = prepare_store(tmp_path)
-    store = open_store(info.url)
-    yield ReviewController(store), info
-    store.close()
 
 
 def _done(ctrl: ReviewController, clip_id: int) -> str:

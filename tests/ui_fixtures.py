@@ -108,6 +108,23 @@ def prepare_store(folder: Path) -> UiStore:
     return UiStore(url=url, folder=folder, clip_id=clip_id, doppler_clip_id=doppler_id)
 
 
+@pytest.fixture()
+def controller(tmp_path):
+    """A review controller on a fresh store holding the examples (:func:`prepare_store`), and the store's info."""
+    from echomeasure.store import open_store
+    from echomeasure.ui.controller import ReviewController
+
+    info = prepare_store(tmp_path)
+    store = open_store(info.url)
+    yield ReviewController(store), info
+    store.close()
+
+
+def entry_of(value: dict, name: str) -> dict:
+    """The viewer value's entry of measurement ``name``."""
+    return next(m for m in value["measurements"] if m["name"] == name)
+
+
 @pytest.fixture(scope="module")
 def ui_store(tmp_path_factory) -> UiStore:
     """A prepared store shared by the tests of one module."""
