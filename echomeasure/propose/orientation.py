@@ -106,22 +106,30 @@ def apex_down(clip: Clip) -> bool:
     return bool(_apex_from_fan(clip))
 
 
-def _upside_down_region(r: Region, height: int) -> Region:
-    """``r`` in the image mirrored top to bottom (its reference pixel and physical y axis with it)."""
-    ref_y0 = None if r.ref_y0 is None else (r.y1 - r.y0) - r.ref_y0
-    return replace(r, y0=height - 1 - r.y1, y1=height - 1 - r.y0, ref_y0=ref_y0, delta_y=-r.delta_y)
+def _flipped_region(r: Region, axis: str, size: int) -> Region:
+    """``r`` in the image mirrored along ``axis`` ("y": top to bottom, "x": left to right; ``size``
+    pixels along it), its reference pixel and physical axis with it."""
+    lo, hi, ref = getattr(r, f"{axis}0"), getattr(r, f"{axis}1"), getattr(r, f"ref_{axis}0")
+    return replace(r, **{f"{axis}0": size - 1 - hi, f"{axis}1": size - 1 - lo,
+                         f"ref_{axis}0": None if ref is None else (hi - lo) - ref,
+                         f"delta_{axis}": -getattr(r, f"delta_{axis}")})
 
 
-def upright(clip: Clip) -> Clip:
-    """The clip mirrored top to bottom: frames, regions and a recorded sector box (no copy of the frames)."""
-    h = clip.height
+def _flipped(clip: Clip, axis: str) -> Clip:
+    """The clip mirrored along ``axis``: frames (a view, no copy), regions and a recorded sector box."""
+    size = clip.height if axis == "y" else clip.width
     extra = dict(clip.extra)
     box = extra.get("sector_box")
     if box is not None and len(box) == 4:
         x0, y0, x1, y1 = (int(v) for v in box)
-        extra["sector_box"] = (x0, h - 1 - y1, x1, h - 1 - y0)
-    return replace(clip, frames=clip.frames[:, ::-1], regions=tuple(_upside_down_region(r, h) for r in clip.regions),
-                   extra=extra)
+        extra["sector_box"] = (x0, size - 1 - y1, x1, size - 1 - y0) if axis == "y" else (size - 1 - x1, y0, size - 1 - x0, y1)
+    frames = clip.frames[:, ::-1] if axis == "y" else clip.frames[:, :, ::-1]
+    return replace(clip, frames=frames, regions=tuple(_flipped_region(r, axis, size) for r in clip.regions), extra=extra)
+
+
+def upright(clip: Clip) -> Clip:
+    """The clip mirrored top to bottom (an apex-down display shown apex up)."""
+    return _flipped(clip, "y")
 
 
 def _mapped_back(result: ClipProposals, flip: Callable[[float, float], tuple[float, float]], notice: str) -> ClipProposals:
@@ -177,22 +185,9 @@ MIRROR_NOTICE = ("the PLAX image is displayed mirrored (apex on the right, the s
                  "models were shown it the standard way round; the proposals are drawn on the image as displayed")
 
 
-def _left_right_region(r: Region, width: int) -> Region:
-    """``r`` in the image mirrored left to right (its reference pixel and physical x axis with it)."""
-    ref_x0 = None if r.ref_x0 is None else (r.x1 - r.x0) - r.ref_x0
-    return replace(r, x0=width - 1 - r.x1, x1=width - 1 - r.x0, ref_x0=ref_x0, delta_x=-r.delta_x)
-
-
 def mirrored(clip: Clip) -> Clip:
-    """The clip mirrored left to right: frames, regions and a recorded sector box (no copy of the frames)."""
-    w = clip.width
-    extra = dict(clip.extra)
-    box = extra.get("sector_box")
-    if box is not None and len(box) == 4:
-        x0, y0, x1, y1 = (int(v) for v in box)
-        extra["sector_box"] = (w - 1 - x1, y0, w - 1 - x0, y1)
-    return replace(clip, frames=clip.frames[:, :, ::-1], regions=tuple(_left_right_region(r, w) for r in clip.regions),
-                   extra=extra)
+    """The clip mirrored left to right."""
+    return _flipped(clip, "x")
 
 
 def _keypoint_confidence(clip: Clip, engine: Any, frames: list[int], depth_zoom: bool) -> float:
