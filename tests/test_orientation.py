@@ -159,3 +159,19 @@ def test_a_mirrored_plax_is_measured_the_standard_way_round(tmp_path):
         assert np.allclose(pts, m["points"], atol=1.5), name
     for s_up, s_down in zip(upright["segmentations"], down["segmentations"], strict=True):
         assert (s_up["frame"], s_up["structure"]) == (s_down["frame"], s_down["structure"])
+
+
+def test_a_reference_pixel_at_the_bottom_does_not_turn_an_upright_fan(tmp_path):
+    """A hostile or odd file: an upright picture whose 2D region puts its depth-0 reference pixel at
+    the bottom.  The pixels win: nothing is turned."""
+    src = EXAMPLES / "case_0000.dcm"
+    ds = pydicom.dcmread(src)
+    for r in ds.SequenceOfUltrasoundRegions:
+        if r.RegionSpatialFormat == 1 and "ReferencePixelY0" in r:
+            r.ReferencePixelY0 = int(r.RegionLocationMaxY1) - int(r.RegionLocationMinY0)
+    odd = tmp_path / "odd.dcm"
+    ds.save_as(odd, enforce_file_format=True)
+    upright = measure_file(src)
+    got = measure_file(odd)
+    assert orientation.NOTICE not in got["notices"]
+    assert {m["name"]: m["value"] for m in got["measurements"]} == {m["name"]: m["value"] for m in upright["measurements"]}

@@ -11,7 +11,8 @@ displayed, with a notice.
 Which way is up, in order of evidence:
 
 * the 2D region's reference pixel, where it is the sector apex (ReferencePixelPhysicalValueY 0: depth 0
-  there), at the top or the bottom of the region;
+  there), at the top or the bottom of the region (at the bottom only when the fan, below, does not
+  clearly widen downward);
 * else the fan's shape in the 2D box: a sector widens away from the transducer, so the third of its
   rows farthest from the apex is on average :data:`FAN_TAPER` times wider or more than the third
   nearest to it (about 2-3 for sectors of 60-120 degrees, the far arc included); a rectangular
@@ -101,9 +102,14 @@ def apex_down(clip: Clip) -> bool:
     if clip.kind != "2d":
         return False
     by_regions = _apex_from_regions(clip)
-    if by_regions is not None:
-        return by_regions
-    return bool(_apex_from_fan(clip))
+    if by_regions is False:
+        return False
+    by_fan = _apex_from_fan(clip)
+    if by_regions:
+        # a reference pixel at the bottom is not turned against a fan that clearly widens downward
+        # (a file whose region says one thing and whose pixels show the other)
+        return by_fan is not False
+    return bool(by_fan)
 
 
 def _flipped_region(r: Region, axis: str, size: int) -> Region:
