@@ -119,6 +119,52 @@ def test_dragging_a_contour_vertex_then_saving_stores_a_correction(page, running
         store.close()
 
 
+def test_two_tabs_on_one_contour_the_later_decision_is_refused_and_reloaded(page, running_app, contour_clip):  # noqa: F811
+    """A tab's accept and at once reject of a contour are both saved (the reject waits for the
+    accept's new review id); a second tab still showing the contour as it stood before is
+    refused, told so, and shown the contour as it stands now; nothing of it is written."""
+    from playwright.sync_api import expect
+
+    url, info = running_app
+    clip_id, frame = contour_clip
+    store = open_store(info.url)
+    lv = '.em-contour-item[data-structure="lv"]'
+    errors: list[str] = []
+    try:
+        n = len(contour_reviews(store, clip_id))
+        # two more tabs in the module's browser (one sync Playwright per thread)
+        context = page.context.browser.new_context(viewport={"width": 1440, "height": 900})
+        tabs = []
+        for _ in range(2):
+            tab = context.new_page()
+            tab.set_default_timeout(TIMEOUT_MS)
+            tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            tab.goto(url)
+            tab.get_by_label("Reviewer").fill(REVIEWER)
+            tab.locator("#em-open-example").click()
+            tab.locator('.em-row[data-name="lvidd"] .em-name').click()
+            tab.locator(f"{lv} .em-contour-ok").wait_for()
+            tabs.append(tab)
+        first, second = tabs
+        first.locator(f"{lv} .em-contour-ok").click()
+        first.locator(f"{lv} .em-contour-no").click()
+        for _ in range(100):
+            if len(contour_reviews(store, clip_id)) >= n + 2:
+                break
+            first.wait_for_timeout(100)
+        second.locator(f"{lv} .em-contour-ok").click()
+        expect(second.locator(".em-banner")).to_contain_text(
+            f"lv contour of frame {frame} was reviewed meanwhile in another tab")
+        second.locator(f"{lv} .em-contour-name.em-s-rejected").wait_for()  # reloaded as it stands
+        first.wait_for_timeout(300)
+        context.close()
+        lv_reviews = [r.action for r in contour_reviews(store, clip_id) if r.structure == "lv"]
+        assert len(contour_reviews(store, clip_id)) == n + 2 and lv_reviews[-2:] == ["accepted", "rejected"]
+    finally:
+        store.close()
+    assert not errors, errors
+
+
 def test_contour_review_from_the_viewer_refuses_bad_requests(store, deidentified_clip):
     from store_fixtures import MODEL_2D
 

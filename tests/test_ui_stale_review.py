@@ -5,7 +5,7 @@ notice saying who reviewed it meanwhile and when."""
 from __future__ import annotations
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, entry_of
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, apical_contour_items, entry_of
 
 from echomeasure.errors import StoreError
 from echomeasure.store.writes import StaleReviewError
@@ -107,6 +107,132 @@ def test_two_reviewers_saving_on_the_same_state_at_once_one_wins_on_every_backen
         results = list(pool.map(review, range(8)))
     assert results.count("saved") == 1 and results.count("stale") == 7
     assert len(store.reviews(clip.id)) == 1
+    report = verify(store.engine)
+    assert report.ok, report.reason
+
+
+def _contour_tab(ctrl, clip_id: int, viewer: str, structure: str = "lv") -> dict:
+    """A tab's view of a contour: its entry in the clip prop the page was sent."""
+    shapes = ctrl.open_clip(clip_id, viewer).clip["contours"]
+    return next(c for c in shapes if c["structure"] == structure)
+
+
+def _contour_decision(clip_id: int, shown: dict, action: str, seen: int | None) -> dict:
+    """A contour decision as the viewer sends it (``seen``: the review the page knows last)."""
+    return {"clip_id": clip_id, "contour_proposal_id": shown["id"], "action": action,
+            "polygon": shown["polygon"] if action == "corrected" else None, "seen_review_id": seen}
+
+
+@pytest.fixture()
+def contour_clip(controller):
+    from echomeasure.store.contours import add_contours
+
+    ctrl, info = controller
+    clip = ctrl.open_clip(info.clip_id, "Dr A").clip
+    add_contours(ctrl.store, info.clip_id, apical_contour_items(clip["ed_frame"], clip["es_frame"]))
+    return ctrl, info
+
+
+def test_two_decisions_on_one_contour_from_one_tab_are_both_saved(contour_clip):
+    """After a save the page learns the contour's new review (value.contour_reviews): the same
+    tab's next decision on it is made on that state, not refused."""
+    from echomeasure.store.contours import contour_reviews
+
+    ctrl, info = contour_clip
+    shown = _contour_tab(ctrl, info.clip_id, "Dr A")
+    assert shown["review_id"] is None
+    first = ctrl.review_contour(_contour_decision(info.clip_id, shown, "accepted", shown["review_id"]), "Dr A", None)
+    (returned,) = first.value["contour_reviews"]
+    stored = contour_reviews(ctrl.store, info.clip_id)
+    assert returned == {"id": shown["id"], "review_id": stored[-1].id} and not first.value["notice"]
+    second = ctrl.review_contour(_contour_decision(info.clip_id, shown, "rejected", returned["review_id"]),
+                                 "Dr A", None)
+    assert second.saved and not second.value["notice"]
+    assert [r.action for r in contour_reviews(ctrl.store, info.clip_id)] == ["accepted", "rejected"]
+    assert second.value["contour_reviews"][0]["review_id"] == contour_reviews(ctrl.store, info.clip_id)[-1].id
+
+
+def test_a_contour_decision_from_a_second_tab_on_the_old_state_is_refused_and_reloaded(contour_clip):
+    from echomeasure.store.chain import verify
+    from echomeasure.store.contours import contour_reviews
+
+    ctrl, info = contour_clip
+    store = ctrl.store
+    tab_a = _contour_tab(ctrl, info.clip_id, "Dr A")
+    tab_b = _contour_tab(ctrl, info.clip_id, "Dr B")
+    saved = ctrl.review_contour(_contour_decision(info.clip_id, tab_a, "accepted", tab_a["review_id"]), "Dr A", None)
+    assert saved.saved
+    n_reviews, n_events = len(contour_reviews(store, info.clip_id)), len(store.audit_events())
+
+    # Tab B still shows the contour unreviewed and rejects it: refused, nothing written.
+    refused = ctrl.review_contour(_contour_decision(info.clip_id, tab_b, "rejected", tab_b["review_id"]), "Dr B", None)
+    notice = refused.value["notice"]
+    assert notice.startswith(f"Not saved: lv contour of frame {tab_b['frame']} was reviewed meanwhile by Dr A at ")
+    assert "reloaded, check and review again" in notice
+    assert len(contour_reviews(store, info.clip_id)) == n_reviews and len(store.audit_events()) == n_events
+    assert verify(store.engine).ok
+    # the page gets that contour as it stands now (accepted by Dr A), and no saved review
+    (reloaded,) = refused.value["contours_reloaded"]
+    assert reloaded["id"] == tab_b["id"] and reloaded["status"] == "accepted"
+    assert reloaded["review_id"] == contour_reviews(store, info.clip_id)[-1].id
+    assert "contour_reviews" not in refused.value
+
+    # The same reviewer in a third tab is told "another tab".
+    stale_a = ctrl.review_contour(_contour_decision(info.clip_id, tab_a, "rejected", None), "Dr A", None)
+    assert "reviewed meanwhile in another tab at " in stale_a.value["notice"]
+
+    # Decided again on the reloaded state, it is saved.
+    again = ctrl.review_contour(_contour_decision(info.clip_id, reloaded, "rejected", reloaded["review_id"]),
+                                "Dr B", None)
+    assert again.saved and "contours_reloaded" not in again.value
+    assert [r.action for r in contour_reviews(store, info.clip_id) if r.structure == "lv"
+            and r.frame_index == tab_b["frame"]] == ["accepted", "rejected"]
+    assert verify(store.engine).ok
+
+
+def test_a_contour_decision_without_its_state_is_not_checked(contour_clip):
+    """A payload that does not say what it saw (a caller of contour_review.save other than the
+    viewer) is saved as before."""
+    from echomeasure.ui import contour_review
+
+    ctrl, info = contour_clip
+    shown = _contour_tab(ctrl, info.clip_id, "Dr A")
+    payload = {"clip_id": info.clip_id, "contour_proposal_id": shown["id"], "polygon": None}
+    contour_review.save(ctrl.store, {**payload, "action": "accepted"}, "Dr A")
+    shapes = contour_review.save(ctrl.store, {**payload, "action": "rejected"}, "Dr B")
+    assert next(c for c in shapes if c["id"] == shown["id"])["status"] == "rejected"
+
+
+def test_two_tabs_deciding_on_one_contour_at_once_one_wins_on_every_backend(store, deidentified_clip):
+    """SQLite and PostgreSQL (as the application role): of eight threads deciding on the
+    unreviewed contour at once, exactly one is saved, the others are refused as stale inside the
+    store's transaction; the audit chain holds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from echomeasure.store.chain import verify
+    from echomeasure.store.contours import add_contour_review, add_contours, contour_reviews
+
+    clip = store.add_clip(deidentified_clip)
+    (lv,) = add_contours(store, clip.id, [{"frame": 1, "structure": "lv", "polygon": [[1, 1], [9, 1], [5, 9]],
+                                           "confidence": 0.9}])
+
+    def decide(i: int) -> str:
+        try:
+            add_contour_review(store, clip.id, ("accepted", "rejected")[i % 2], f"reviewer-{i}",
+                               contour_proposal_id=lv.id, based_on=None)
+        except StaleReviewError as exc:
+            assert exc.measurement == "lv contour of frame 1"
+            return "stale"
+        return "saved"
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(decide, range(8)))
+    assert results.count("saved") == 1 and results.count("stale") == 7
+    (first,) = contour_reviews(store, clip.id)
+    nxt = add_contour_review(store, clip.id, "rejected", "reviewer-9", contour_proposal_id=lv.id, based_on=first.id)
+    assert [r.id for r in contour_reviews(store, clip.id)] == [first.id, nxt.id]
+    with pytest.raises(StoreError):
+        add_contour_review(store, clip.id, "accepted", "reviewer-9", contour_proposal_id=lv.id, based_on="newest")
     report = verify(store.engine)
     assert report.ok, report.reason
 

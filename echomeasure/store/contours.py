@@ -33,7 +33,7 @@ from echomeasure.store.queries import get_clip
 from echomeasure.store.records import REOPEN_ACTION, MeasurementStatus, Point, ReviewAction, decision_status
 from echomeasure.store.reviewer import validate_reviewer
 from echomeasure.store.validation import check_frame, checked_action, clamped_confidence
-from echomeasure.store.writes import check_reopenable, ensure_model_version
+from echomeasure.store.writes import ANY_STATE, check_based_on, check_reopenable, checked_based_on, ensure_model_version
 
 if TYPE_CHECKING:
     from echomeasure.propose.types import ModelInfo
@@ -292,19 +292,26 @@ def add_contour_review(
     structure: str | None = None,
     polygon: Sequence[Sequence[float]] | None = None,
     reviewer_display_name: str | None = None,
+    based_on: int | None | str = ANY_STATE,
 ) -> ContourReviewRecord:
     """Record one decision on a contour (append-only) with its audit event.
 
     ``accepted`` and ``rejected`` answer ``contour_proposal_id``; ``corrected`` answers it with a
     new ``polygon``; ``added`` needs ``frame``, ``structure`` and ``polygon``; ``reopened``
     brings the reviewed contour of ``contour_proposal_id`` back to review (as proposed).
+    ``based_on`` is the id of the latest review of that contour (its frame and structure) the
+    reviewer saw (None: unreviewed); the rule of caliper reviews
+    (:func:`echomeasure.store.writes.check_based_on`) refuses the decision when the latest is
+    another one by then.  Default ``"any"``: not checked.
 
     Raises
     ------
     StoreError
         Unknown clip or contour proposal, a proposal of another clip, invalid action, empty
-        reviewer, a missing or bad polygon, a frame outside the clip.
+        reviewer, a missing or bad polygon, a frame outside the clip; a decision made on a stale
+        state (:class:`echomeasure.store.writes.StaleReviewError`).
     """
+    based_on = checked_based_on(based_on)
     reviewer = validate_reviewer(reviewer)
     display_name = None if reviewer_display_name is None else validate_reviewer(reviewer_display_name)
     checked = checked_action(action)
@@ -323,13 +330,10 @@ def add_contour_review(
             if proposal is None or proposal.clip_id != clip_id:
                 raise StoreError(f"contour proposal {contour_proposal_id} is not on clip {clip_id}")
             r_frame, r_structure = proposal.frame_index, proposal.structure
+        check_based_on(s, clip_id, f"{r_structure} contour of frame {r_frame}", based_on,
+                       lambda: _latest_contour_review(s, clip_id, r_frame, r_structure))
         if action == REOPEN_ACTION:
-            latest = s.scalar(
-                select(db.ContourReview)
-                .where(db.ContourReview.clip_id == clip_id, db.ContourReview.frame_index == r_frame,
-                       db.ContourReview.structure == r_structure)
-                .order_by(db.ContourReview.id.desc()).limit(1)
-            )
+            latest = _latest_contour_review(s, clip_id, r_frame, r_structure)
             check_reopenable(latest, f"the {r_structure} contour of frame {r_frame} on clip {clip_id}")
         if action in ("rejected", REOPEN_ACTION):
             r_polygon = None
@@ -359,6 +363,16 @@ def add_contour_review(
         return _review_record(row)
 
     return store._write(op)
+
+
+def _latest_contour_review(s: Session, clip_id: int, frame: int, structure: str) -> db.ContourReview | None:
+    """The latest review (of any action) of one structure on one frame of a clip, or None."""
+    return s.scalar(
+        select(db.ContourReview)
+        .where(db.ContourReview.clip_id == clip_id, db.ContourReview.frame_index == frame,
+               db.ContourReview.structure == structure)
+        .order_by(db.ContourReview.id.desc()).limit(1)
+    )
 
 
 # --------------------------------------------------------------------------- reading

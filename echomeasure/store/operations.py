@@ -397,9 +397,7 @@ class Store:
         reviewer, display_name, checked_action, spec = checked_review_request(
             reviewer, reviewer_display_name, action, measurement, seconds_spent
         )
-        if based_on != writes.ANY_STATE and based_on is not None and (
-                isinstance(based_on, bool) or not isinstance(based_on, int)):
-            raise StoreError(f"based_on is a review id, None or {writes.ANY_STATE!r}")
+        based_on = writes.checked_based_on(based_on)
         return writes.ReviewRequest(
             clip_id=clip_id, spec=spec, action=checked_action, reviewer=reviewer, reviewer_display_name=display_name,
             proposal_id=proposal_id, frame=frame, points=points, value=value, unit=unit, seconds_spent=seconds_spent,

@@ -278,7 +278,8 @@ _REVIEW_LOCK_NAMESPACE = 0x4543
 
 class StaleReviewError(StoreError):
     """A review made on a state of the measurement that is no longer its latest: someone (or
-    another tab) reviewed it meanwhile.  Nothing is stored."""
+    another tab) reviewed it meanwhile.  Nothing is stored.  ``measurement`` is the measurement's
+    name, or for a contour its label (``lv contour of frame 12``)."""
 
     def __init__(self, clip_id: int, measurement: str, reviewer: str | None, reviewed_at: Any) -> None:
         self.clip_id, self.measurement, self.reviewer, self.reviewed_at = clip_id, measurement, reviewer, reviewed_at
@@ -310,24 +311,52 @@ class ReviewRequest:
     based_on: int | None | str = ANY_STATE
 
 
-def check_not_stale(s: Session, req: ReviewRequest) -> None:
-    """Refuse ``req`` when the measurement's latest review is not the one it was made on.
+def checked_based_on(based_on: Any) -> int | None | str:
+    """``based_on`` of a review request as given: a review id, None (seen unreviewed) or
+    :data:`ANY_STATE`.
+
+    Raises
+    ------
+    StoreError
+        Anything else.
+    """
+    if based_on != ANY_STATE and based_on is not None and (isinstance(based_on, bool) or not isinstance(based_on, int)):
+        raise StoreError(f"based_on is a review id, None or {ANY_STATE!r}")
+    return based_on
+
+
+def check_based_on(s: Session, clip_id: int, what: str, based_on: int | None | str,
+                   latest: Callable[[], Any]) -> None:
+    """Refuse a review of ``what`` (a measurement, a contour) on ``clip_id`` when its latest
+    review (``latest()``: a row with ``id``, ``reviewer``, ``reviewer_display_name`` and
+    ``created_at``, or None) is not the one it was made on (``based_on``; :data:`ANY_STATE`: no check).
 
     Called inside the write transaction: SQLite writers hold the database's write lock
     (``BEGIN IMMEDIATE``); PostgreSQL writers of one clip queue on a transaction advisory lock
     (no UPDATE privilege needed), so two reviews made on the same state cannot both pass.
+
+    Raises
+    ------
+    StaleReviewError
+        Names who reviewed it last and when; nothing is stored.
     """
-    if req.based_on == ANY_STATE:
+    if based_on == ANY_STATE:
         return
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(select(func.pg_advisory_xact_lock(_REVIEW_LOCK_NAMESPACE, req.clip_id)))
-    last = latest_review(s, req.clip_id, req.spec.name)
-    if (None if last is None else last.id) != req.based_on:
-        assert last is not None or req.based_on is not None
+        s.execute(select(func.pg_advisory_xact_lock(_REVIEW_LOCK_NAMESPACE, clip_id)))
+    last = latest()
+    if (None if last is None else last.id) != based_on:
+        assert last is not None or based_on is not None
         raise StaleReviewError(
-            req.clip_id, req.spec.name, None if last is None else (last.reviewer_display_name or last.reviewer),
+            clip_id, what, None if last is None else (last.reviewer_display_name or last.reviewer),
             None if last is None else db.as_utc(last.created_at),
         )
+
+
+def check_not_stale(s: Session, req: ReviewRequest) -> None:
+    """Refuse ``req`` when the measurement's latest review is not the one it was made on
+    (:func:`check_based_on`)."""
+    check_based_on(s, req.clip_id, req.spec.name, req.based_on, lambda: latest_review(s, req.clip_id, req.spec.name))
 
 
 def check_reopenable(latest: db.Review | db.ContourReview | None, what: str) -> None:
@@ -387,7 +416,9 @@ __all__ = [
     "add_review",
     "add_reviews",
     "add_proposals",
+    "check_based_on",
     "check_not_stale",
+    "checked_based_on",
     "check_reopenable",
     "ensure_model_version",
     "register_model_version",

@@ -334,11 +334,12 @@ class UiHandlers:
         return outcome.value, worklist_rows, _reviewer_field(outcome.reviewer_missing)
 
     def review_contour(self, reviewer_name: str, evt: gr.EventData, request: gr.Request) -> Any:
-        # The viewer shows the decision at once; when the store refuses it, the clip's contours are resent.
+        # The viewer shows the decision at once; saved, the value tells it the contour's new review
+        # (its next decision is made on it); refused as stale, the value reloads that contour with a
+        # notice; refused otherwise, the clip's contours are resent.
         payload = event_payload(evt, contour_review.PAYLOAD_KEYS)
         try:
-            contour_review.save(self.store, payload, reviewer_name, _login(request))
-            return gr.skip()
+            return self.controller.review_contour(payload, reviewer_name, _login(request)).value
         except EchomeasureError as exc:
             gr.Warning(f"Contour not saved: {exc}")
         try:

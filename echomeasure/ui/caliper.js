@@ -141,6 +141,13 @@
   notes.parentNode.insertBefore(contourBar, notes);
   let contourStatus = {};   // contour proposal id -> status decided here, until the clip is reopened
   let contourEdits = {};    // contour proposal id -> {polygon, saved}: vertices the reviewer moved
+  // contour proposal id -> its latest review as a save from this page returned it (value.contour_reviews):
+  // the state the next decision on it is made on (a decision on another state is refused as stale)
+  let contourReviewIds = {};
+  let contourValueNonce = null; // the value whose contour_reviews / contours_reloaded were applied
+  // contour proposal id -> {since, queued: [payload]}: a decision on it is on its way; the next ones
+  // wait for its new review id (sent at once, they would be made on the state before it: refused)
+  let contourPending = {};
   let editingContour = null; // id of the selected contour (its vertices are shown; keys act on it)
   let selectedVertex = 0;   // index of the selected vertex of that contour
   let vertexDrag = null;    // {id, index} while a vertex is dragged
@@ -149,6 +156,27 @@
   let volumeRequest = { busy: false, again: false, seq: 0 };
 
   function contourColor(structure) { return CONTOUR_COLORS[structure] || "#e6ebf0"; }
+  function seenContourReview(c) {
+    if (c.id !== null && Object.prototype.hasOwnProperty.call(contourReviewIds, c.id)) return contourReviewIds[c.id];
+    return c.review_id === undefined ? null : c.review_id;
+  }
+  const CONTOUR_PENDING_MS = 15000;  // an answer that never came does not hold that contour's decisions for ever
+  function sendContourReview(c, payload) {
+    const pending = c.id !== null ? contourPending[c.id] : null;
+    if (pending && Date.now() - pending.since < CONTOUR_PENDING_MS) { pending.queued.push(payload); return; }
+    if (c.id !== null) contourPending[c.id] = { since: Date.now(), queued: [] };
+    trigger("contour_review", Object.assign({}, payload, { seen_review_id: seenContourReview(c) }));
+  }
+  function contourAnswered(id) {
+    // the server answered a decision on contour id: send the next one waiting, on the state it returned
+    const pending = contourPending[id];
+    if (!pending) return;
+    const next = pending.queued.shift();
+    if (next === undefined) { delete contourPending[id]; return; }
+    pending.since = Date.now();
+    const c = contourById(id);
+    trigger("contour_review", Object.assign({}, next, { seen_review_id: c ? seenContourReview(c) : null }));
+  }
   function contourById(id) { return ((clip && clip.contours) || []).find((k) => k.id === id) || null; }
   function currentPolygon(c) { const e = c.id !== null ? contourEdits[c.id] : null; return e ? e.polygon : c.polygon; }
   function contourState(c) {
@@ -214,7 +242,7 @@
       contourStatus[c.id] = "proposed";
       contourEdits[c.id] = { polygon: copy(before.polygon), saved: true };
       contourChanged();
-      trigger("contour_review", { clip_id: clip.id, contour_proposal_id: c.id, action: "reopened", polygon: null });
+      sendContourReview(c, { clip_id: clip.id, contour_proposal_id: c.id, action: "reopened", polygon: null });
       setBanner("Undo: " + c.structure + " contour is back to review (saved as reopened; the rejection stays in the history)", 8000);
       return;
     }
@@ -403,7 +431,7 @@
     else delete contourEdits[c.id];
     if (action !== "corrected") editingContour = null;
     contourChanged();
-    trigger("contour_review", {
+    sendContourReview(c, {
       clip_id: clip.id, contour_proposal_id: c.id, action: action, polygon: action === "corrected" ? state.polygon : null,
     });
   }
@@ -1476,7 +1504,7 @@
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
-    contourStatus = {}; contourEdits = {}; editingContour = null; vertexDrag = null; selectedVertex = 0;
+    contourStatus = {}; contourEdits = {}; contourReviewIds = {}; contourPending = {}; editingContour = null; vertexDrag = null; selectedVertex = 0;
     volumes = clip && clip.volumes ? copy(clip.volumes) : null;
     volumeRequest = { busy: false, again: false, seq: volumeRequest.seq + 1 };
     preloaded = [];
@@ -1559,6 +1587,7 @@
   }
 
   let lastClipId = null;
+  let lastClipNonce;  // the nonce of the clip prop last seen
   function sync() {
     const c = props.clip;
     const newId = c && c.frames ? c.id + ":" + (c.frames[0] || "") : null;
@@ -1570,12 +1599,37 @@
     const fresh = newId !== lastClipId;
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips
+    // a new description of the clip (its nonce): a value alone (a save) leaves the page's contour decisions as they are
+    const described = !(c && c.nonce !== undefined && c.nonce === lastClipNonce);
+    lastClipNonce = c ? c.nonce : undefined;
     if (fresh) { loadClip(c); lastClipId = newId; if (clip) { focusViewer(); bringIntoView(); } }
-    else if (c && c.frames) {  // same clip, new description (e.g. a user calibration, a refused contour review)
-      clip = c; contourStatus = {}; contourEdits = {}; vertexDrag = null;
+    else if (c && c.frames && described) {  // same clip, new description (e.g. a user calibration, a refused contour review)
+      clip = c; contourStatus = {}; contourEdits = {}; contourReviewIds = {}; contourPending = {}; vertexDrag = null;
       volumes = clip.volumes ? copy(clip.volumes) : null;
     }
     applyValue(v, reload);
+    applyContourValue(v);
+  }
+  function applyContourValue(v) {
+    // once per server value (a later clip prop change runs sync again with the same value)
+    if (!v || !clip || v.nonce === contourValueNonce) return;
+    contourValueNonce = v.nonce;
+    // a decision saved: the next one on that contour is made on its new review
+    for (const r of v.contour_reviews || []) { contourReviewIds[r.id] = r.review_id; contourAnswered(r.id); }
+    // a decision refused as stale: that contour as it stands now, local edits, undo and decisions
+    // waiting on it dropped (they were made on the state the store no longer has)
+    const reloaded = v.contours_reloaded || [];
+    if (!reloaded.length) return;
+    const shapes = (clip.contours || []).slice();  // the clip prop itself stays as the server sent it
+    for (const fresh of reloaded) {
+      const i = shapes.findIndex((k) => k.id === fresh.id);
+      if (i >= 0) shapes[i] = fresh; else shapes.push(fresh);
+      delete contourStatus[fresh.id]; delete contourEdits[fresh.id]; delete contourReviewIds[fresh.id];
+      delete contourPending[fresh.id];
+      undoStack = undoStack.filter((u) => !((u.type === "contour" || u.type === "contour-save") && u.id === fresh.id));
+    }
+    clip = Object.assign({}, clip, { contours: shapes });
+    contourChanged();
   }
   // Every prop: naming the clip prop in quotes here would make gr.HTML treat it as an event name.
   watch(Object.keys(props), () => sync());

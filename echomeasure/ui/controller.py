@@ -12,6 +12,7 @@ on a clip assigned to readers, a reader's own reads only (and, unassisted, no pr
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from echomeasure.store import (
 from echomeasure.store.queries import clip_status, summary_for_states
 from echomeasure.store.writes import StaleReviewError
 from echomeasure.ui import contour_review, review, viewmodel
+
+_CLIP_NONCE = itertools.count(1)
 
 NAME_NEEDED_TO_SAVE = "Not saved: enter your name in the Reviewer field (highlighted, top left); reviews are signed."
 NAME_NEEDED_TO_CALIBRATE = (
@@ -252,6 +255,9 @@ class ReviewController:
         prop["volumes"] = figures
         if figures is not None and prop["ed_frame"] is None and prop["es_frame"] is None:
             prop["ed_frame"], prop["es_frame"] = figures["ed_frame"], figures["es_frame"]
+        # Each description sent differs: the browser drops its local contour decisions on a new
+        # one only (a new value alone, e.g. after a save, keeps them).
+        prop["nonce"] = next(_CLIP_NONCE)
         return prop
 
     def live_volumes(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,11 +277,7 @@ class ReviewController:
 
     def notice(self, clip_id: int, text: str, viewer: str) -> dict[str, Any]:
         """The viewer's value with a notice shown inside the viewer (nothing else changed)."""
-        try:
-            states = self.visible(clip_id, viewer)
-        except EchomeasureError:
-            states = []
-        return viewmodel.viewer_value(clip_id, states, thresholds=self.thresholds, notice=text)
+        return self._value(clip_id, viewer, text)
 
     def measurement_entries(self, clip_id: int, viewer: str) -> list[dict[str, Any]]:
         """Where each measurement of a clip stands for ``viewer`` (the API's ``measurements``)."""
@@ -345,6 +347,45 @@ class ReviewController:
         )
         # The store changed (someone else's review): the worklist is refreshed too.
         return EventOutcome(value=value, saved=True, reviewer_missing=False)
+
+    def review_contour(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
+        """Save a ``contour_review`` event (:func:`echomeasure.ui.contour_review.save`).
+
+        Saved: the viewer's value carries ``contour_reviews`` (``[{"id", "review_id"}]``, the
+        contour's new latest review), the state this page's next decision on it is made on.
+        Refused as made on a stale state (another tab or reviewer reviewed the contour
+        meanwhile): nothing is saved, and the value carries the notice of a stale caliper review
+        (:func:`stale_notice`) and ``contours_reloaded``, the contour as it stands now.
+
+        Raises
+        ------
+        EchomeasureError
+            Whatever else :func:`echomeasure.ui.contour_review.save` refuses (nothing saved).
+        """
+        viewer = viewer_name(typed_name, login)
+        try:
+            shapes = contour_review.save(self.store, dict(payload), typed_name, login)
+            stale = None
+        except StaleReviewError as exc:
+            stale = exc
+        # save checked both ids before it wrote or refused anything
+        clip_id, proposal_id = int(payload["clip_id"]), int(payload["contour_proposal_id"])
+        if stale is not None:
+            value = self._value(clip_id, viewer, stale_notice(stale, viewer))
+            value["contours_reloaded"] = [c for c in contour_review.contours_for(self.store, clip_id)
+                                          if c["id"] == proposal_id]
+            return EventOutcome(value=value, saved=True)
+        value = self._value(clip_id, viewer)
+        value["contour_reviews"] = [{"id": c["id"], "review_id": c["review_id"]} for c in shapes if c["id"] == proposal_id]
+        return EventOutcome(value=value, saved=True)
+
+    def _value(self, clip_id: int, viewer: str, notice: str | None = None) -> dict[str, Any]:
+        """The viewer's value as the store has it (local edits stay in the page: nothing committed)."""
+        try:
+            states = self.visible(clip_id, viewer)
+        except EchomeasureError:
+            states = []
+        return viewmodel.viewer_value(clip_id, states, thresholds=self.thresholds, notice=notice)
 
     def calibrate(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
         """Set the user's scale from a ``calibrate`` event (a known length drawn on the clip)."""

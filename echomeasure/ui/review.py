@@ -69,8 +69,7 @@ class ReviewRequest:
             seconds_spent=None if seconds is None else min(max(seconds, 0.0), MAX_SECONDS_SPENT),
             proposal_id=_whole(item.get("proposal_id"), f"the proposal of {name}"),
             confirmed=item.get("confirmed") is True,
-            seen_review_id=(_whole(item.get("seen_review_id"), f"the review of {name} shown")
-                            if "seen_review_id" in item else ANY_STATE),
+            seen_review_id=seen_state(item, f"the review of {name} shown"),
         )
 
 
@@ -87,6 +86,14 @@ def _number(value: Any, what: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
         raise StoreError(f"{what} is not a finite number; reload the page")
     return float(value)
+
+
+def seen_state(item: Mapping[str, Any], what: str) -> int | None | str:
+    """The state a decision from the viewer was made on: its ``seen_review_id`` (the latest
+    review the page showed, None: unreviewed), or :data:`~echomeasure.store.writes.ANY_STATE`
+    when the payload does not say (the API): the ``based_on`` of the store's check.  Used for
+    calipers and contours alike."""
+    return _whole(item.get("seen_review_id"), what) if "seen_review_id" in item else ANY_STATE
 
 
 def _whole(value: Any, what: str) -> int | None:
@@ -320,4 +327,5 @@ __all__ = [
     "measured_value",
     "resolve_action",
     "save_reviews",
+    "seen_state",
 ]
