@@ -146,8 +146,11 @@ def test_two_tabs_on_one_contour_the_later_decision_is_refused_and_reloaded(page
             tab.locator(f"{lv} .em-contour-ok").wait_for()
             tabs.append(tab)
         first, second = tabs
-        first.locator(f"{lv} .em-contour-ok").click()
-        first.locator(f"{lv} .em-contour-no").click()
+        # accept, then reject in the same instant: the reject is made before the accept's answer came
+        first.evaluate("""(sel) => {
+            document.querySelector(sel + ' .em-contour-ok').click();
+            document.querySelector(sel + ' .em-contour-no').click();
+        }""", lv)
         for _ in range(100):
             if len(contour_reviews(store, clip_id)) >= n + 2:
                 break
