@@ -17,24 +17,29 @@ from echomeasure.propose.measure import measure_file
 EXAMPLES = PROJECT_ROOT / "examples"
 
 
-def _apex_down_copy(src: Path, dst: Path, *, reference_pixel: bool = True) -> Path:
-    """The example turned upside down as a scanner's apex-down display stores it: pixels mirrored,
-    the 2D region's box and reference pixel (the apex, depth 0) at the bottom, PhysicalDeltaY negative."""
+def _turned_copy(src: Path, dst: Path, axis: str, *, reference_pixel: bool = True) -> Path:
+    """The example mirrored along ``axis`` as a scanner stores such a display: "y" apex down (the 2D
+    region's box and reference pixel, the apex at depth 0, at the bottom; PhysicalDeltaY negative),
+    "x" left-right invert; without ``reference_pixel`` the region loses it (the fan must decide)."""
     ds = pydicom.dcmread(src)
     frames = ds.pixel_array
-    ds.PixelData = np.ascontiguousarray(frames[:, ::-1]).tobytes()
+    ds.PixelData = np.ascontiguousarray(frames[:, ::-1] if axis == "y" else frames[:, :, ::-1]).tobytes()
     ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    rows = int(ds.Rows)
+    size = int(ds.Rows if axis == "y" else ds.Columns)
+    lo_key, hi_key, ref_key, delta_key = (("RegionLocationMinY0", "RegionLocationMaxY1", "ReferencePixelY0", "PhysicalDeltaY")
+                                          if axis == "y" else
+                                          ("RegionLocationMinX0", "RegionLocationMaxX1", "ReferencePixelX0", "PhysicalDeltaX"))
     for r in ds.SequenceOfUltrasoundRegions:
-        y0, y1 = int(r.RegionLocationMinY0), int(r.RegionLocationMaxY1)
-        r.RegionLocationMinY0, r.RegionLocationMaxY1 = rows - 1 - y1, rows - 1 - y0
-        r.PhysicalDeltaY = -float(r.PhysicalDeltaY)
-        if "ReferencePixelY0" in r:
+        lo, hi = int(r[lo_key].value), int(r[hi_key].value)
+        setattr(r, lo_key, size - 1 - hi)
+        setattr(r, hi_key, size - 1 - lo)
+        setattr(r, delta_key, -float(r[delta_key].value))
+        if ref_key in r:
             if reference_pixel:
-                r.ReferencePixelY0 = (y1 - y0) - int(r.ReferencePixelY0)
+                setattr(r, ref_key, (hi - lo) - int(r[ref_key].value))
             else:
-                del r.ReferencePixelY0
+                delattr(r, ref_key)
     ds.save_as(dst, enforce_file_format=True)
     return dst
 
@@ -43,7 +48,7 @@ def _apex_down_copy(src: Path, dst: Path, *, reference_pixel: bool = True) -> Pa
 def a4c_pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("apex_down")
     src = EXAMPLES / "case_0000_a4c.dcm"
-    down = _apex_down_copy(src, folder / "a4c_apex_down.dcm")
+    down = _turned_copy(src, folder / "a4c_apex_down.dcm", "y")
     return measure_file(src, per_frame=False), measure_file(down), pydicom.dcmread(src).Rows
 
 
@@ -83,7 +88,7 @@ def test_the_apex_down_contours_lie_on_the_image_as_displayed(a4c_pair):
 def test_an_apex_down_plax_without_a_reference_pixel_is_turned_by_its_fan(tmp_path):
     src = EXAMPLES / "case_0000.dcm"
     upright = measure_file(src)
-    down = measure_file(_apex_down_copy(src, tmp_path / "plax_down.dcm", reference_pixel=False))
+    down = measure_file(_turned_copy(src, tmp_path / "plax_down.dcm", "y", reference_pixel=False))
     rows = pydicom.dcmread(src).Rows
     assert down["notices"][0] == orientation.NOTICE
     up_by = {m["name"]: m for m in upright["measurements"]}
@@ -123,29 +128,12 @@ def test_a_doppler_strip_is_never_turned():
     assert not orientation.apex_down(clip)
 
 
-def _mirrored_copy(src: Path, dst: Path) -> Path:
-    """The example mirrored left to right, as a scanner's left-right invert stores it."""
-    ds = pydicom.dcmread(src)
-    ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, :, ::-1]).tobytes()
-    ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    cols = int(ds.Columns)
-    for r in ds.SequenceOfUltrasoundRegions:
-        x0, x1 = int(r.RegionLocationMinX0), int(r.RegionLocationMaxX1)
-        r.RegionLocationMinX0, r.RegionLocationMaxX1 = cols - 1 - x1, cols - 1 - x0
-        if "ReferencePixelX0" in r:
-            r.ReferencePixelX0 = (x1 - x0) - int(r.ReferencePixelX0)
-        r.PhysicalDeltaX = -float(r.PhysicalDeltaX)
-    ds.save_as(dst, enforce_file_format=True)
-    return dst
-
-
 def test_a_mirrored_plax_is_measured_the_standard_way_round(tmp_path):
     src = EXAMPLES / "case_0000.dcm"
     upright = measure_file(src)
     assert orientation.MIRROR_NOTICE not in upright["notices"] and orientation.NOTICE not in upright["notices"]
     # shown mirrored, every caliper came out flagged and wrong (aortic root 6.0 cm for 3.0)
-    down = measure_file(_mirrored_copy(src, tmp_path / "plax_mirrored.dcm"))
+    down = measure_file(_turned_copy(src, tmp_path / "plax_mirrored.dcm", "x"))
     cols = pydicom.dcmread(src).Columns
     assert down["notices"][0] == orientation.MIRROR_NOTICE
     up_by = {m["name"]: m for m in upright["measurements"]}
