@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, TEST_SECRET, apical_contour_items
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, PICK_ROW, TEST_SECRET, apical_contour_items
 
 from echomeasure import config
 
@@ -26,14 +26,6 @@ SHOTS = Path(os.environ.get("ECHOMEASURE_SCREENSHOTS", "/tmp/echomeasure-ui-scre
 TIMEOUT_MS = 60_000
 APICAL_EXAMPLE = "case_0000_a4c.dcm"
 APICAL_FRAMES = (12, 30)  # the frames given contours on the apical clip (models skipped: no ED/ES)
-PICK_ROW = """(id) => {
-    // the worklist's first column is the clip id (4 columns a row)
-    for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
-    const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
-        .filter((c, i) => i % 4 === 0 && c.innerText.trim() === id);
-    if (!cells.length) return false;
-    cells[0].setAttribute('data-em-pick', '1');
-    return true; }"""
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, TEST_SECRET, free_port, prepare_store
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, PICK_ROW, TEST_SECRET, free_port, prepare_store
 
 from echomeasure import config
 from echomeasure.errors import StoreError
@@ -142,13 +142,7 @@ def test_ui_calibrates_a_video_and_values_switch_to_cm_and_export_says_user(vide
             page.set_default_timeout(60_000)
             page.goto(url)
             page.get_by_label("Reviewer").fill(REVIEWER)
-            pick = """(id) => {
-                const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
-                    .filter(c => c.parentElement.querySelector('[role=gridcell]') === c && c.innerText.trim() === id);
-                if (!cells.length) return false;
-                cells[0].setAttribute('data-em-pick', '1');
-                return true; }"""
-            page.wait_for_function(pick, arg=str(video_id))
+            page.wait_for_function(PICK_ROW, arg=str(video_id))
             page.locator("[data-em-pick]").click()
             page.locator("#em-clipinfo").filter(has_text=f"clip {video_id} ·").wait_for()
             assert "uncalibrated" in page.locator("#em-clipinfo").inner_text()

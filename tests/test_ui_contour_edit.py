@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, apical_contour_items, running_app, ui_store  # noqa: F401
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, PICK_ROW, apical_contour_items, running_app, ui_store  # noqa: F401
 
 from echomeasure import contour_volumes
 from echomeasure.store import open_store
@@ -35,13 +35,6 @@ POLYGON = """(structure) => [...document.querySelectorAll(`.em-vertex[data-struc
     .map(v => [Number(v.getAttribute('cx')), Number(v.getAttribute('cy'))])"""
 VOLUMES = """() => { const v = document.querySelector('.em-volumes');
     return {edv: v.dataset.edv, esv: v.dataset.esv, ef: v.dataset.ef, pending: v.dataset.pending, text: v.textContent}; }"""
-PICK_ROW = """(id) => {
-    for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
-    const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
-        .filter(c => c.parentElement.querySelector('[role=gridcell]') === c && c.innerText.trim() === id);
-    if (!cells.length) return false;
-    cells[0].setAttribute('data-em-pick', '1');
-    return true; }"""
 SETTLED = """(old) => { const v = document.querySelector('.em-volumes');
     return v && !v.dataset.pending && v.dataset.esv !== '' && v.dataset.esv !== old; }"""
 

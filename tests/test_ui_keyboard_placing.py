@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from test_ui_calibration import write_sector_video
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, TEST_SECRET, free_port, prepare_store
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, PICK_ROW, TEST_SECRET, free_port, prepare_store
 
 from echomeasure import config
 
@@ -16,17 +16,10 @@ pytestmark = [
 ]
 
 REVIEWER = "Dr Keyboard"
-PICK = """(id) => {
-    for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
-    const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
-        .filter((c, i) => i % 4 === 0 && c.innerText.trim() === id);
-    if (!cells.length) return false;
-    cells[0].setAttribute('data-em-pick', '1');
-    return true; }"""
 
 
 def _open(page, clip_id: int) -> None:
-    page.wait_for_function(PICK, arg=str(clip_id))
+    page.wait_for_function(PICK_ROW, arg=str(clip_id))
     page.locator("[data-em-pick]").click()
     page.locator("#em-clipinfo").filter(has_text=f"clip {clip_id} ·").wait_for()
 

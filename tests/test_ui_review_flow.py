@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, EXAMPLE_2D, TEST_MODEL, TEST_SECRET, free_port, prepare_store, truth
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, EXAMPLE_2D, PICK_ROW, TEST_MODEL, TEST_SECRET, free_port, prepare_store, truth
 
 from echomeasure import config
 
@@ -136,14 +136,7 @@ def proposal_of(flow_app, clip_id: int, name: str):
 
 def open_worklist_clip(pg, clip_id: int) -> None:
     """Click the worklist row of ``clip_id`` and wait until the viewer shows that clip."""
-    pick = """(id) => {
-        for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
-        const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
-            .filter(c => c.parentElement.querySelector('[role=gridcell]') === c && c.innerText.trim() === id);
-        if (!cells.length) return false;
-        cells[0].setAttribute('data-em-pick', '1');
-        return true; }"""
-    pg.wait_for_function(pick, arg=str(clip_id))
+    pg.wait_for_function(PICK_ROW, arg=str(clip_id))
     pg.locator("[data-em-pick]").click()
     pg.locator("#em-clipinfo").filter(has_text=f"clip {clip_id} ·").wait_for()
     pg.locator(".em-handle").first.wait_for()

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, PICK_ROW
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,13 +39,6 @@ DRAG_LIMIT_FPS = DRAG_TARGET_FPS if STRICT else 10.0
 N_OPENS = 8
 N_DRAG_FRAMES = 90
 
-PICK_ROW = """(id) => {
-    for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
-    const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
-        .filter(c => c.parentElement.querySelector('[role=gridcell]') === c && c.innerText.trim() === id);
-    if (!cells.length) return false;
-    cells[0].setAttribute('data-em-pick', '1');
-    return true; }"""
 
 OPENED = """(id) => {
     const v = document.querySelector('.em-viewer');

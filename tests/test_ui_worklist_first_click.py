@@ -9,21 +9,13 @@ clicked again).
 from __future__ import annotations
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, PICK_ROW
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (make system-deps)"),
 ]
 
-#: Marks the worklist cell holding the clip id (first of four columns); true once it is there.
-PICK_ROW = """(id) => {
-    for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
-    const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
-        .filter((c, i) => i % 4 === 0 && c.innerText.trim() === id);
-    if (!cells.length) return false;
-    cells[0].setAttribute('data-em-pick', '1');
-    return true; }"""
 SHOWN = "(id) => (document.querySelector('.em-viewer').dataset.frameShown || '').startsWith(id + ':')"
 TRIES = 4
 

@@ -38,6 +38,18 @@ CHROMIUM_ARGS = [
 ]
 
 
+#: Marks the worklist cell holding clip ``id`` (the first cell of its row) with ``data-em-pick`` and
+#: returns true once it is there: ``page.wait_for_function(PICK_ROW, arg=str(id))``, then click
+#: ``[data-em-pick]``.
+PICK_ROW = """(id) => {
+    for (const e of document.querySelectorAll('[data-em-pick]')) e.removeAttribute('data-em-pick');
+    const cells = [...document.querySelectorAll('#em-worklist [role=gridcell]')]
+        .filter(c => c.parentElement.querySelector('[role=gridcell]') === c && c.innerText.trim() === id);
+    if (!cells.length) return false;
+    cells[0].setAttribute('data-em-pick', '1');
+    return true; }"""
+
+
 def truth(example: str) -> dict:
     """The ground truth written beside an example."""
     return json.loads((config.EXAMPLES_DIR / example.replace(".dcm", ".truth.json")).read_text())
