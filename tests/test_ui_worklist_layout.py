@@ -1,4 +1,4 @@
-"""The worklist in a real Chromium at 1920x1080 and 1366x768: enough rows to work from, and the
+"""The worklist in a real Chromium at 1920x1080, 1440x900, 1366x768 and 1280x720: enough rows to work from, and the
 viewer (image and cine bar) still on screen.
 
 At 1920x1080 it showed about 1.5 rows: five-line rows (the view column wrapped) in a 190 px box.
@@ -52,7 +52,7 @@ def many_clips(running_app, tmp_path_factory):  # noqa: F811
     return running_app
 
 
-@pytest.mark.parametrize(("width", "height", "min_rows"), [(1920, 1080, 8), (1366, 768, 3)])
+@pytest.mark.parametrize(("width", "height", "min_rows"), [(1920, 1080, 8), (1440, 900, 4), (1366, 768, 3), (1280, 720, 2)])
 def test_worklist_shows_enough_rows_and_keeps_the_viewer_on_screen(many_clips, width, height, min_rows):
     from playwright.sync_api import sync_playwright
 
