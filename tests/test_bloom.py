@@ -181,3 +181,29 @@ def test_fit_command_refuses_an_unwritable_output_before_fitting(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --out ")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_fit_refuses_the_held_out_family_and_unknown_families(tmp_path, capsys):
+    """The bloom correction may be fitted on named training families, never on the held-out one."""
+    from echomeasure.synthetic.styles import HELDOUT_STYLE
+    from echomeasure.training import interface_offset_fit
+
+    for styles in (f"classic,{HELDOUT_STYLE}", "classic,nosuchfamily"):
+        with pytest.raises(SystemExit) as exc:
+            interface_offset_fit.main(["--cases", "1", "--check-cases", "1", "--styles", styles,
+                                       "--out", str(tmp_path / "c.json")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --styles") and len(err.splitlines()) == 1
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_fit_on_named_families_records_them_in_its_command(tmp_path):
+    from echomeasure.training import interface_offset_fit
+
+    out = tmp_path / "c.json"
+    assert interface_offset_fit.main(["--cases", "1", "--check-cases", "1", "--styles", "vendor", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["command"].endswith("--check-cases 1 --styles vendor")
+    assert data["data"]["styles"] == ["vendor"]
+    assert set(data["check"]["before"]) <= {"vendor", "vendor+bloom"}

@@ -1,6 +1,6 @@
 """Fit the bloom correction of the PLAX edge search (:mod:`echomeasure.propose.interface_offset`).
 
-``python -m echomeasure.training.interface_offset_fit [--cases 60] [--seed 0] [--check-cases 20] [--out PATH]``
+``python -m echomeasure.training.interface_offset_fit [--cases 60] [--seed 0] [--check-cases 20] [--styles S,S] [--out PATH]``
 
 Renders ``--cases`` PLAX cases of each training family (ED and ES frames, training seeds only;
 the held-out family is never rendered), re-images half of the frames through a point-spread
@@ -108,8 +108,18 @@ def _groups(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return groups
 
 
-def fit(n_cases: int, seed: int, check_cases: int = 20) -> InterfaceOffsetModel:
-    """Render, fit and check; the model's record carries the command, data and errors."""
+def fit(n_cases: int, seed: int, check_cases: int = 20, styles: Sequence[str] = FIT_STYLES) -> InterfaceOffsetModel:
+    """Render, fit and check on ``styles`` (training families only); the model's record carries
+    the command, data and errors."""
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.synthetic.styles import HELDOUT_STYLE, parse_styles
+
+    try:
+        styles = parse_styles(list(styles))
+    except InvalidInputError as exc:
+        refuse(f"--styles: {exc}")
+    if HELDOUT_STYLE in styles:
+        refuse(f"--styles: the {HELDOUT_STYLE} family is held out of training")
     first = FIT_SEED_BASE + 10_000 * seed
     if n_cases < 1:
         refuse("--cases must be at least 1")
@@ -119,18 +129,19 @@ def fit(n_cases: int, seed: int, check_cases: int = 20) -> InterfaceOffsetModel:
         refuse("--check-cases must be 1 to 40 (the edge search's tuning seeds)")
     check_seeds = range(CHECK_SEED0, CHECK_SEED0 + check_cases)
     seeds = range(first, first + n_cases)
-    train = interface_samples(FIT_STYLES, seeds)
+    train = interface_samples(styles, seeds)
     names = tuple(sorted(set(train["keypoint"].tolist())))
     coef = fit_coefficients(train["profiles"], train["offsets_mm"], keypoints=train["keypoint"].tolist(), keypoint_names=names,
                             ridge=RIDGE)
     model = InterfaceOffsetModel(coef, names)
-    check = interface_samples(FIT_STYLES, check_seeds)
+    check = interface_samples(styles, check_seeds)
     before = check["offsets_mm"]
     after = before - model.offsets_mm(check["profiles"], check["keypoint"].tolist())
     record = {
         "command": (f"python -m echomeasure.training.interface_offset_fit --cases {n_cases} --seed {seed}"
-                    f" --check-cases {check_cases}"),
-        "data": {"styles": list(FIT_STYLES), "case_seeds": [seeds.start, seeds.stop - 1], "frames": "ED and ES",
+                    f" --check-cases {check_cases}"
+                    + ("" if tuple(styles) == FIT_STYLES else f" --styles {','.join(styles)}")),
+        "data": {"styles": list(styles), "case_seeds": [seeds.start, seeds.stop - 1], "frames": "ED and ES",
                  "bloom": {"p": BLOOM_P, **BloomAugment().to_dict()}, "start_sd_mm": START_SD_MM,
                  "samples": int(len(train["offsets_mm"])), "ridge": RIDGE},
         "check": {"case_seeds": [check_seeds.start, check_seeds.stop - 1],
@@ -147,13 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="case-seed block (default 0)")
     parser.add_argument("--check-cases", type=int, default=20,
                         help="cases per family checked after the fit, from seed 9,000,040 (default 20)")
+    parser.add_argument("--styles", default=",".join(FIT_STYLES),
+                        help=f"training families to fit on, comma-separated (default {','.join(FIT_STYLES)})")
     parser.add_argument("--out", type=Path, default=COEFFICIENTS_FILE,
                         help="JSON to write (default: the shipped file beside interface_offset.py)")
     args = parser.parse_args(argv)
     if args.seed < 0:
         refuse("--seed must be 0 or more")
     refuse_unwritable("--out", args.out)  # a user error before a minute of rendering, not after it
-    model = fit(args.cases, args.seed, args.check_cases)
+    model = fit(args.cases, args.seed, args.check_cases, args.styles.split(","))
     atomic.write_text(args.out, json.dumps(model.to_json(), indent=1) + "\n")
     for phase in ("before", "after"):
         rows = model.record["check"][phase]
