@@ -56,6 +56,26 @@ def test_the_same_reviewer_in_two_tabs_is_told_another_tab(controller):
     assert [r.action for r in ctrl.store.reviews(info.clip_id) if r.measurement == "ivsd"] == ["accepted"]
 
 
+def test_every_answer_to_a_commit_names_the_decisions_it_answers(controller):
+    """The page holds a decision on a measurement until the answer to the one before it: saved,
+    refused as stale or refused otherwise, the answer names them (``answered``) and says which
+    were refused as stale (``stale``: what waited on them is dropped)."""
+    ctrl, info = controller
+    tab_1 = ctrl.open_clip(info.clip_id, "Dr A").value
+    tab_2 = ctrl.open_clip(info.clip_id, "Dr A").value
+    saved = ctrl.commit({"clip_id": info.clip_id, "reviews": [_decision(entry_of(tab_1, "ivsd"), "accept")]},
+                        "Dr A", None).value
+    assert saved["answered"] == ["ivsd"] and saved["stale"] == []
+    batch = [_decision(entry_of(tab_2, "lvpwd"), "accept"), _decision(entry_of(tab_2, "ivsd"), "rejected")]
+    stale = ctrl.commit({"clip_id": info.clip_id, "reviews": batch}, "Dr A", None).value
+    assert stale["answered"] == ["ivsd", "lvpwd"] and stale["stale"] == ["ivsd", "lvpwd"]
+    nameless = ctrl.commit({"clip_id": info.clip_id, "reviews": batch[:1]}, "  ", None).value
+    assert nameless["answered"] == ["lvpwd"] and nameless["stale"] == [] and nameless["notice"].startswith("Not saved")
+    bad = dict(_decision(entry_of(saved, "lvidd"), "accept"), points=[[-50, -50], [1e6, 1e6]])
+    refused = ctrl.commit({"clip_id": info.clip_id, "reviews": [bad]}, "Dr A", None).value
+    assert refused["answered"] == ["lvidd"] and refused["stale"] == [] and refused["notice"].startswith("Not saved")
+
+
 def test_the_store_refuses_a_stale_review_inside_its_transaction(controller):
     """Between the UI's check and the write another review may land: the store checks again."""
     ctrl, info = controller

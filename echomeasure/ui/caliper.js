@@ -144,10 +144,6 @@
   // contour proposal id -> its latest review as a save from this page returned it (value.contour_reviews):
   // the state the next decision on it is made on (a decision on another state is refused as stale)
   let contourReviewIds = {};
-  let contourValueNonce = null; // the value whose contour_reviews / contours_reloaded were applied
-  // contour proposal id -> {since, queued: [payload]}: a decision on it is on its way; the next ones
-  // wait for its new review id (sent at once, they would be made on the state before it: refused)
-  let contourPending = {};
   let editingContour = null; // id of the selected contour (its vertices are shown; keys act on it)
   let selectedVertex = 0;   // index of the selected vertex of that contour
   let vertexDrag = null;    // {id, index} while a vertex is dragged
@@ -155,27 +151,76 @@
   let volumes = null;       // {edv_ml, esv_ml, ef_percent, ed_frame, es_frame, note, pending}
   let volumeRequest = { busy: false, again: false, seq: 0 };
 
+  // ------------------------------------------------------------------ decisions on their way
+  // One rule for every decision this page saves (a caliper review, a contour review): it is made
+  // on the state the page shows (seen_review_id), and the store refuses one made on another state
+  // as stale.  So a decision on something whose previous decision is still on its way waits for
+  // that answer and goes out on the state the answer returned (sent at once, it was made on the
+  // state before: an accept then at once a reject, an undo or a correction was refused).  A
+  // decision is keyed by what it decides ("caliper:<name>", "contour:<id>"); ANY waits for all.
+  // An answer that never comes holds the ones waiting DECISION_WAIT_MS at most; a new clip (or a
+  // new description of it) drops them, and a refusal as stale drops those on what it reloaded.
+  const DECISION_WAIT_MS = 15000;
+  const ANY = "*";
+  let decisionsOnTheirWay = {};  // key -> Date.now() when its decision was sent
+  let decisionsWaiting = [];     // [{keys, run}], in the order they were made
+  let decisionTimer = null;
+  function decisionKeysMeet(a, b) {
+    return a.includes(ANY) || b.includes(ANY) || a.some((k) => b.includes(k));
+  }
+  function decisionFree(keys) {
+    const now = Date.now();
+    for (const k of Object.keys(decisionsOnTheirWay)) if (now - decisionsOnTheirWay[k] >= DECISION_WAIT_MS) delete decisionsOnTheirWay[k];
+    const onTheirWay = Object.keys(decisionsOnTheirWay);
+    if (onTheirWay.length && decisionKeysMeet(onTheirWay, keys)) return false;
+    return !decisionsWaiting.some((w) => decisionKeysMeet(w.keys, keys));
+  }
+  function whenDecided(keys, run) {
+    // run() now, or once no decision on keys is on its way or waiting before it
+    if (decisionFree(keys)) { run(); return; }
+    decisionsWaiting.push({ keys: keys, run: run });
+    armDecisionTimer();
+  }
+  function sendDecision(keys, send) {
+    // send() (it reads the state it is made on when it runs) once the decisions before it on keys are answered
+    whenDecided(keys, () => { const now = Date.now(); for (const k of keys) decisionsOnTheirWay[k] = now; send(); });
+  }
+  function decisionAnswered(key, stale) {
+    delete decisionsOnTheirWay[key];
+    // refused as stale: what waited on it was made on a state the store no longer has
+    if (stale) decisionsWaiting = decisionsWaiting.filter((w) => !w.keys.includes(key));
+    flushDecisions();
+  }
+  function flushDecisions() {
+    const waiting = decisionsWaiting;
+    decisionsWaiting = [];
+    for (const w of waiting) whenDecided(w.keys, w.run);  // in order: a later one stays behind an earlier one it meets
+    armDecisionTimer();
+  }
+  function armDecisionTimer() {
+    if (decisionTimer !== null || !decisionsWaiting.length) return;
+    decisionTimer = setTimeout(() => { decisionTimer = null; flushDecisions(); }, DECISION_WAIT_MS);
+  }
+  function dropDecisions() {
+    decisionsOnTheirWay = {}; decisionsWaiting = [];
+  }
+  function caliperDecisionsBusy() {
+    const busy = (k) => k.startsWith("caliper:");
+    return Object.keys(decisionsOnTheirWay).some(busy) || decisionsWaiting.some((w) => w.keys.some(busy));
+  }
+
   function contourColor(structure) { return CONTOUR_COLORS[structure] || "#e6ebf0"; }
   function seenContourReview(c) {
     if (c.id !== null && Object.prototype.hasOwnProperty.call(contourReviewIds, c.id)) return contourReviewIds[c.id];
     return c.review_id === undefined ? null : c.review_id;
   }
-  const CONTOUR_PENDING_MS = 15000;  // an answer that never came does not hold that contour's decisions for ever
   function sendContourReview(c, payload) {
-    const pending = c.id !== null ? contourPending[c.id] : null;
-    if (pending && Date.now() - pending.since < CONTOUR_PENDING_MS) { pending.queued.push(payload); return; }
-    if (c.id !== null) contourPending[c.id] = { since: Date.now(), queued: [] };
-    trigger("contour_review", Object.assign({}, payload, { seen_review_id: seenContourReview(c) }));
-  }
-  function contourAnswered(id) {
-    // the server answered a decision on contour id: send the next one waiting, on the state it returned
-    const pending = contourPending[id];
-    if (!pending) return;
-    const next = pending.queued.shift();
-    if (next === undefined) { delete contourPending[id]; return; }
-    pending.since = Date.now();
-    const c = contourById(id);
-    trigger("contour_review", Object.assign({}, next, { seen_review_id: c ? seenContourReview(c) : null }));
+    // c.id null: a contour the store has not numbered, nothing to wait for
+    const keys = c.id !== null ? ["contour:" + c.id] : [];
+    sendDecision(keys, () => {
+      const now = contourById(c.id);  // made on the state the last answer returned
+      trigger("contour_review", Object.assign({}, payload, { seen_review_id: seenContourReview(now || c) }));
+    });
   }
   function contourById(id) { return ((clip && clip.contours) || []).find((k) => k.id === id) || null; }
   function currentPolygon(c) { const e = c.id !== null ? contourEdits[c.id] : null; return e ? e.polygon : c.polygon; }
@@ -1021,6 +1066,8 @@
     if (undoStack.length > 200) undoStack.shift();
   }
   function undo() {
+    // a caliper save on its way puts its own entry on the undo stack when answered: wait for it
+    if (caliperDecisionsBusy()) { whenDecided([ANY], undo); return; }
     const last = undoStack.pop();
     if (!last) { setBanner("Nothing to undo", 2000); return; }
     if (last.type === "contour") { undoContour(last); return; }
@@ -1086,9 +1133,17 @@
       // the state this decision was made on: refused if the store's latest review is another one
       seen_review_id: m.review_id === undefined ? null : m.review_id };
   }
+  function seenReview(r) {
+    // the state a caliper decision goes out on: its measurement as the page shows it when it is sent
+    const m = byName(r.name);
+    return m && m.review_id !== undefined ? m.review_id : r.seen_review_id;
+  }
   function commit(reviews, isUndo) {
     if (!reviews.length || !clip) return;
-    trigger("commit", { clip_id: clip.id, reviews: reviews, undo: !!isUndo });
+    const clipId = clip.id;
+    sendDecision(reviews.map((r) => "caliper:" + r.name), () => trigger("commit", {
+      clip_id: clipId, reviews: reviews.map((r) => Object.assign({}, r, { seen_review_id: seenReview(r) })), undo: !!isUndo,
+    }));
     for (const r of reviews) spentMs[r.name] = 0;
   }
   function hideConfirm() { pendingConfirm = null; confirmBar.classList.add("em-hidden"); }
@@ -1504,7 +1559,8 @@
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
-    contourStatus = {}; contourEdits = {}; contourReviewIds = {}; contourPending = {}; editingContour = null; vertexDrag = null; selectedVertex = 0;
+    dropDecisions();
+    contourStatus = {}; contourEdits = {}; contourReviewIds = {}; editingContour = null; vertexDrag = null; selectedVertex = 0;
     volumes = clip && clip.volumes ? copy(clip.volumes) : null;
     volumeRequest = { busy: false, again: false, seq: volumeRequest.seq + 1 };
     preloaded = [];
@@ -1604,18 +1660,26 @@
     lastClipNonce = c ? c.nonce : undefined;
     if (fresh) { loadClip(c); lastClipId = newId; if (clip) { focusViewer(); bringIntoView(); } }
     else if (c && c.frames && described) {  // same clip, new description (e.g. a user calibration, a refused contour review)
-      clip = c; contourStatus = {}; contourEdits = {}; contourReviewIds = {}; contourPending = {}; vertexDrag = null;
+      clip = c; contourStatus = {}; contourEdits = {}; contourReviewIds = {}; vertexDrag = null; dropDecisions();
       volumes = clip.volumes ? copy(clip.volumes) : null;
     }
     applyValue(v, reload);
-    applyContourValue(v);
+    applyAnswers(v);
   }
-  function applyContourValue(v) {
+  let answersNonce = null;  // the value whose answers to decisions were applied
+  function applyAnswers(v) {
     // once per server value (a later clip prop change runs sync again with the same value)
-    if (!v || !clip || v.nonce === contourValueNonce) return;
-    contourValueNonce = v.nonce;
+    if (!v || !clip || v.nonce === answersNonce) return;
+    answersNonce = v.nonce;
+    applyContourAnswers(v);
+    // caliper decisions answered (saved, refused or not saved): the ones waiting on them go out,
+    // made on the measurements this value carries (applyValue took them in)
+    const stale = v.stale || [];
+    for (const name of v.answered || []) decisionAnswered("caliper:" + name, stale.includes(name));
+  }
+  function applyContourAnswers(v) {
     // a decision saved: the next one on that contour is made on its new review
-    for (const r of v.contour_reviews || []) { contourReviewIds[r.id] = r.review_id; contourAnswered(r.id); }
+    for (const r of v.contour_reviews || []) { contourReviewIds[r.id] = r.review_id; decisionAnswered("contour:" + r.id, false); }
     // a decision refused as stale: that contour as it stands now, local edits, undo and decisions
     // waiting on it dropped (they were made on the state the store no longer has)
     const reloaded = v.contours_reloaded || [];
@@ -1625,11 +1689,11 @@
       const i = shapes.findIndex((k) => k.id === fresh.id);
       if (i >= 0) shapes[i] = fresh; else shapes.push(fresh);
       delete contourStatus[fresh.id]; delete contourEdits[fresh.id]; delete contourReviewIds[fresh.id];
-      delete contourPending[fresh.id];
       undoStack = undoStack.filter((u) => !((u.type === "contour" || u.type === "contour-save") && u.id === fresh.id));
     }
     clip = Object.assign({}, clip, { contours: shapes });
     contourChanged();
+    for (const fresh of reloaded) decisionAnswered("contour:" + fresh.id, true);
   }
   // Every prop: naming the clip prop in quotes here would make gr.HTML treat it as an event name.
   watch(Object.keys(props), () => sync());

@@ -129,7 +129,8 @@ class EventOutcome:
     ``value`` is the viewer's new value (``None``: unchanged); ``screen`` a clip reopened (its
     props changed, e.g. after a calibration); ``saved`` says whether the store changed (the
     worklist is refreshed then); ``reviewer_missing`` whether the Reviewer field must be
-    highlighted (``None``: leave it as it is).
+    highlighted (``None``: leave it as it is); ``stale`` whether the event was refused as made on
+    a stale state.
     """
 
     value: dict[str, Any] | None = None
@@ -137,6 +138,7 @@ class EventOutcome:
     saved: bool = False
     reviewer_missing: bool | None = None
     saved_names: tuple[str, ...] = field(default=())
+    stale: bool = False
 
 
 class ReviewController:
@@ -307,9 +309,23 @@ class ReviewController:
 
     # ------------------------------------------------------------------ writing
     def commit(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
-        """Save the reviews of a ``commit`` event (see :mod:`echomeasure.ui.caliper`)."""
-        clip_id = payload.get("clip_id")
+        """Save the reviews of a ``commit`` event (see :mod:`echomeasure.ui.caliper`).
+
+        Every value answering a commit carries ``answered`` (the names of its reviews, saved or
+        not) and ``stale`` (those names again when the batch was refused as made on a stale state,
+        else empty): the page's next decision on a measurement waits for the answer to the one
+        before it, then is made on the state that answer returned.
+        """
         items = payload.get("reviews") or []
+        outcome = self._commit(payload.get("clip_id"), items, bool(payload.get("undo")), typed_name, login)
+        if outcome.value is not None:
+            names = sorted({str(item.get("name", "")) for item in items})
+            outcome.value["answered"] = names
+            outcome.value["stale"] = names if outcome.stale else []
+        return outcome
+
+    def _commit(self, clip_id: Any, items: Sequence[Mapping[str, Any]], undo: bool, typed_name: str | None,
+                login: str | None) -> EventOutcome:
         if clip_id is None or not items:
             return EventOutcome()
         clip_id = int(clip_id)
@@ -328,7 +344,7 @@ class ReviewController:
         saved_notice = f"Saved {len(saved)} reviews as {saved[0].reviewer}." if len(saved) > 1 else None
         value = viewmodel.viewer_value(
             clip_id, states, committed=names, thresholds=self.thresholds, notice=saved_notice,
-            undone=names if payload.get("undo") else (),
+            undone=names if undo else (),
         )
         return EventOutcome(value=value, saved=True, reviewer_missing=False, saved_names=names)
 
@@ -346,7 +362,7 @@ class ReviewController:
             notice=stale_notice(exc, viewer),
         )
         # The store changed (someone else's review): the worklist is refreshed too.
-        return EventOutcome(value=value, saved=True, reviewer_missing=False)
+        return EventOutcome(value=value, saved=True, reviewer_missing=False, stale=True)
 
     def review_contour(self, payload: Mapping[str, Any], typed_name: str | None, login: str | None) -> EventOutcome:
         """Save a ``contour_review`` event (:func:`echomeasure.ui.contour_review.save`).
@@ -374,7 +390,7 @@ class ReviewController:
             value = self._value(clip_id, viewer, stale_notice(stale, viewer))
             value["contours_reloaded"] = [c for c in contour_review.contours_for(self.store, clip_id)
                                           if c["id"] == proposal_id]
-            return EventOutcome(value=value, saved=True)
+            return EventOutcome(value=value, saved=True, stale=True)
         value = self._value(clip_id, viewer)
         value["contour_reviews"] = [{"id": c["id"], "review_id": c["review_id"]} for c in shapes if c["id"] == proposal_id]
         return EventOutcome(value=value, saved=True)
