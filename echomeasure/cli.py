@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from echomeasure import __version__
-from echomeasure.errors import EchomeasureError, InvalidInputError, WeightsError
+from echomeasure.errors import EchomeasureError, InvalidInputError
 
 log = logging.getLogger("echomeasure")
 
@@ -67,41 +67,12 @@ def _print_json(obj: object) -> None:
     _write_out(text + "\n")
 
 
-def _names(message: str, label: str) -> bool:
-    """True when ``message`` already names the path ``label`` as a path of its own: at the start
-    or after a space, quote or bracket, and followed by the end, ``:``, ``/`` (a file inside it),
-    ``;``, ``,``, ``)`` or a quote -- not a word of the sentence that happens to be spelt alike."""
-    i = message.find(label)
-    while i >= 0:
-        before = message[i - 1] if i else " "
-        j = i + len(label)
-        after = message[j] if j < len(message) else ""
-        if before in " ('\"" and (after == "" or after in ":/;,)'\"" or (after == "." and j + 1 == len(message))):
-            return True
-        i = message.find(label, i + 1)
-    return False
-
-
-def named_message(path: str | os.PathLike[str], exc: EchomeasureError) -> str:
-    """The message of a user error about the input ``path``, naming it as the user gave it.
-
-    The one rule every command that reads a path follows (the same ``PATH: message`` as
-    ``inspect`` and ``deid``, ingest.hygiene): the path exactly as typed, JSON-quoted when it
-    holds control characters, put first.  Left as it is: a message that already names the path,
-    one about an option (it starts with ``--``) and one about the installation (missing weights).
-    """
-    from echomeasure.ingest.hygiene import quote_path
-
-    text = str(exc)
-    label = quote_path(path)
-    if isinstance(exc, WeightsError) or text.startswith("--") or _names(text, label):
-        return text
-    return f"{label}: {text}"
-
-
 @contextmanager
 def _naming_input(path: str | os.PathLike[str]) -> Iterator[None]:
-    """User errors raised inside name the input ``path`` as given (:func:`named_message`)."""
+    """User errors raised inside name the input ``path`` as given
+    (:func:`echomeasure.ingest.hygiene.named_message`)."""
+    from echomeasure.ingest.hygiene import named_message
+
     try:
         yield
     except EchomeasureError as exc:
@@ -249,6 +220,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from echomeasure import config
     from echomeasure.ingest.clip import display_name
+    from echomeasure.ingest.hygiene import named_message
     from echomeasure.pipeline import ingest_path, iter_input_files
     from echomeasure.store import open_store
 

@@ -266,16 +266,23 @@ def iter_input_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     that are never images (README.md, notes.txt, ...) and DICOMDIR index files.
     A path that does not exist is returned as is, so the caller reports it and goes on.
     """
-    out: list[Path] = []
+    return [path for path, _ in input_files_as_given(paths)]
+
+
+def input_files_as_given(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+    """:func:`iter_input_files`, each file with how a user error names it: a file the user named
+    as typed, a file found in a folder the user named by its path inside that folder (``sub/x.dcm``;
+    never a value read from the file)."""
+    out: list[tuple[Path, str]] = []
     for raw in paths:
         p = Path(raw)
         if not p.is_dir():
-            out.append(p)
+            out.append((p, os.fspath(raw)))
             continue
         for child in sorted(p.rglob("*")):
             rel = child.relative_to(p)
             if any(part.startswith(".") for part in rel.parts):
                 continue
             if child.is_file() and child.suffix.lower() not in NOT_MEDIA_SUFFIXES and child.name != "DICOMDIR":
-                out.append(child)
+                out.append((child, rel.as_posix()))
     return out

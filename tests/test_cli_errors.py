@@ -141,8 +141,8 @@ def test_ingest_of_folders_without_media_names_them(tmp_path, capsys, monkeypatc
 
 
 def test_named_message_rules():
-    from echomeasure.cli import named_message
     from echomeasure.errors import InvalidInputError, WeightsError
+    from echomeasure.ingest.hygiene import named_message
 
     assert named_message("a.dcm", InvalidInputError("the file is empty")) == "a.dcm: the file is empty"
     assert named_message("a.dcm", InvalidInputError("a.dcm: the file is empty")) == "a.dcm: the file is empty"

@@ -326,13 +326,14 @@ def run_batch(
         worker_class=worker_class or PreAnnotator,
         worker_kwargs={"run_models": run_models, "only": list(only) if only else None, "user_cm_per_px": user_cm_per_px},
     )
+    job.given = [label for _, label in files]
     summary = BatchSummary(files=len(files))
     _open_destination(job, url, out_parquet)
     try:
         with _local_quarantine(url, address):
             if not is_remote(address):
                 _sweep_quarantine()  # originals a killed run left behind go, even if nothing is pending
-            items = _pending_items(files, job, resume, summary)
+            items = _pending_items([path for path, _ in files], job, resume, summary)
             if items:
                 _run_pool(ray, items, summary, job)
     finally:
@@ -367,13 +368,16 @@ class _Job:
     store: Any = None
     ledger: Path | None = None
     out_dir: Path | None = None
+    given: list[str] = field(default_factory=list)  # by input index: the file as an error line names it
 
 
-def _input_files(paths: Sequence[str | os.PathLike[str]], workers: int | None, gpus_per_worker: float) -> list[Path]:
-    """The files to process; refuses an empty archive and impossible pool settings."""
-    from echomeasure.pipeline import iter_input_files
+def _input_files(paths: Sequence[str | os.PathLike[str]], workers: int | None,
+                 gpus_per_worker: float) -> list[tuple[Path, str]]:
+    """The files to process, each with how an error names it (:func:`echomeasure.pipeline.input_files_as_given`);
+    refuses an empty archive and impossible pool settings."""
+    from echomeasure.pipeline import input_files_as_given
 
-    files = iter_input_files(paths)
+    files = input_files_as_given(paths)
     if not files:
         raise InvalidInputError("no files to process in the given folder(s); give DICOM, video or image files")
     if workers is not None and workers < 1:
@@ -602,7 +606,7 @@ def _write_results(ds: Any, items: list[dict[str, Any]], summary: BatchSummary, 
     for index in sorted(set(names) - seen):
         summary.failed += 1
         job.emit({"file": names[index], "status": "error", "error": WORKER_LOST})
-        job.stream.write(f"error: {names[index]}: {WORKER_LOST}\n")
+        _error_line(job, index, EchomeasureError(WORKER_LOST))
         progress.update(False)
     summary.process_s = time.perf_counter() - t_start
     summary.writer_cpu_s = time.process_time() - cpu_start
@@ -632,6 +636,14 @@ def _write_one(row: dict[str, Any], job: _Job) -> bool:
                       "warnings": list(opened.warnings)})
     except EchomeasureError as exc:
         job.emit({"file": name, "status": "error", "error": str(exc)})
-        job.stream.write(f"error: {name}: {exc}\n")
+        _error_line(job, int(row["index"]), exc)
         return False
     return True
+
+
+def _error_line(job: _Job, index: int, exc: EchomeasureError) -> None:
+    """The ``error:`` line of a failed file on stderr: it names the file as the user gave it (the
+    path typed, or its path inside the folder typed); the JSON line keeps the base name."""
+    from echomeasure.ingest.hygiene import named_message
+
+    job.stream.write(f"error: {named_message(job.given[index], exc)}\n")

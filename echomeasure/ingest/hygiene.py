@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from echomeasure.errors import EchomeasureError, InvalidInputError
+from echomeasure.errors import EchomeasureError, InvalidInputError, WeightsError
 
 _installed = False
 
@@ -45,6 +45,36 @@ def quote_path(path: str | os.PathLike[str] | bytes) -> str:
     if all(ch.isprintable() for ch in text):
         return text
     return json.dumps(text)
+
+
+def _names(message: str, label: str) -> bool:
+    """True when ``message`` already names the path ``label`` as a path of its own: at the start
+    or after a space, quote or bracket, and followed by the end, ``:``, ``/`` (a file inside it),
+    ``;``, ``,``, ``)`` or a quote -- not a word of the sentence that happens to be spelt alike."""
+    i = message.find(label)
+    while i >= 0:
+        before = message[i - 1] if i else " "
+        j = i + len(label)
+        after = message[j] if j < len(message) else ""
+        if before in " ('\"" and (after == "" or after in ":/;,)'\"" or (after == "." and j + 1 == len(message))):
+            return True
+        i = message.find(label, i + 1)
+    return False
+
+
+def named_message(path: str | os.PathLike[str], exc: EchomeasureError) -> str:
+    """The message of a user error about the input ``path``, naming it as the user gave it.
+
+    The one rule every command that reads a path follows (the same ``PATH: message`` as
+    ``inspect`` and ``deid``, ingest.hygiene): the path exactly as typed, JSON-quoted when it
+    holds control characters, put first.  Left as it is: a message that already names the path,
+    one about an option (it starts with ``--``) and one about the installation (missing weights).
+    """
+    text = str(exc)
+    label = quote_path(path)
+    if isinstance(exc, WeightsError) or text.startswith("--") or _names(text, label):
+        return text
+    return f"{label}: {text}"
 
 
 @contextmanager
