@@ -25,13 +25,18 @@ PLAX_FAMILIES = {
     "classic": "4f409b8dd552239c2f7e27a85febc10d7956313d7ba2767419cf549d0a477767",
     "scatter": "f7f7a7d8cdd9bbf0d2923aaa3cf544a0a62f65893401f3035ccf06264eba4552",
     "vendor": "39b21c44ff5b86b83d7f41ceeaa3a2af28e30fd80029c7aee940acc0917d5141",
+    # recorded when the rf family was added (the three above were unchanged by it)
+    "rf": "9823c73e9495e8a7d3eb167e8bb730117105ecda119a5dd9ff26751b7dff0c33",
 }
 DOPPLER_FAMILIES = {
     "classic": "c0117aa267bca954188d77bfd268813533fc2c3e2f3f9714d34d98c2df9d5c49",
     "scatter": "6cc889e957c3805e199d82dd6990707c0ead437b98431be8b293158db6ee556c",
     "vendor": "c46b537f7c3328b50fd7e58eb8b3248f1841be51d47161e94c2fa16d9da68fab",
+    "rf": "c0117aa267bca954188d77bfd268813533fc2c3e2f3f9714d34d98c2df9d5c49",  # the classic strip
 }
 NON_CLASSIC = tuple(s for s in styles.STYLE_FAMILIES if s != "classic")
+#: Families that shape the heart (``rf`` keeps the classic heart: only its image formation differs).
+SHAPED = tuple(s for s in NON_CLASSIC if s != "rf")
 
 
 def _digest(cine) -> str:
@@ -74,7 +79,10 @@ def test_each_family_renders_with_label_maps_of_the_shaped_anatomy(style, view):
     seed = 31 + apical.APICAL_VIEWS.index(view)
     classic = apical.sample_apical_case_params(seed, 0, view, small=True)
     params = styles.sample_styled_apical_params(classic, style)
-    assert params.heart.view_shape(view) is not None, "the family shapes the heart"
+    if style in SHAPED:
+        assert params.heart.view_shape(view) is not None, "the family shapes the heart"
+    else:  # rf: the classic heart and pose, other acquisition settings
+        assert params.heart == classic.heart and params.apex_depth_cm == classic.apex_depth_cm
     ed, es = apical.apical_ed_es_frames(params)
     cine = styles.render_styled_apical(params, style, frames=[ed, es], labels=True)
     assert cine.labels is not None and cine.frames.shape == (2, params.height_px, params.width_px, 3)
@@ -138,7 +146,7 @@ def test_shaped_heart_formulas_agree_with_its_contours_and_reduce_to_the_plain_h
         assert d.sum() * length / len(d) == pytest.approx(cv2.contourArea(lv), rel=0.01)
 
 
-@pytest.mark.parametrize("style", NON_CLASSIC)
+@pytest.mark.parametrize("style", SHAPED)
 def test_both_views_of_a_case_show_the_same_shaped_heart(style):
     p4 = styles.sample_styled_apical_params(apical.sample_apical_case_params(7, 2, "a4c"), style)
     p2 = styles.sample_styled_apical_params(apical.sample_apical_case_params(7, 2, "a2c"), style)
@@ -191,8 +199,12 @@ def test_view_evaluation_holds_apical_clips_of_every_family():
     from echomeasure.training import view_train
 
     families = view_train._eval_families(2)
+    # the default training families and the held-out one; rf (trained on only when named) is not
+    # in the view benchmark, whose own-style figures would otherwise count it
+    evaluated = (*styles.DEFAULT_TRAINING_STYLES, styles.HELDOUT_STYLE)
+    assert "rf" not in evaluated and not any("/rf" in key for key in families)
     for view in apical.APICAL_VIEWS:
-        for style in styles.STYLE_FAMILIES:
+        for style in evaluated:
             for key in (f"{view}/{style}", f"{view}/{style}+restyled"):
                 assert [job[2] for job in families[key]] == [style, style]
     seeds = [job[1] for jobs in families.values() for job in jobs]

@@ -122,12 +122,12 @@ def test_synthetic_clips_of_every_view_are_recognised(shipped_weights):
     """Held-out seeds (never trained on), one clip per training family; the benchmark has the full
     figures, the held-out style family included."""
     from echomeasure.models.view import load_view_classifier
-    from echomeasure.synthetic.styles import TRAINING_STYLES
+    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES
     from echomeasure.training.view_train import EVAL_SEED0, STYLED_VIEWS, make_sample
 
     clf = load_view_classifier()
     for k, view in enumerate(VIEWS):
-        for i, style in enumerate(TRAINING_STYLES if view in STYLED_VIEWS else ("classic",)):
+        for i, style in enumerate(DEFAULT_TRAINING_STYLES if view in STYLED_VIEWS else ("classic",)):
             x = make_sample((view, EVAL_SEED0 + 900_000 + 10 * k + i, style, False))
             assert decide(clf.probabilities(x)).name == view, (view, style)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from echomeasure.catalog import VIEWS
-from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES, HELDOUT_STYLE
 from echomeasure.training import view_train
 
 
@@ -18,10 +18,10 @@ def _styles_by_view(jobs):
 
 
 def test_apical_training_clips_come_in_every_training_family_and_never_the_heldout_one():
-    jobs = view_train._jobs(6, view_train.TRAIN_SEED0, TRAINING_STYLES, 1)
+    jobs = view_train._jobs(6, view_train.TRAIN_SEED0, DEFAULT_TRAINING_STYLES, 1)
     styles = _styles_by_view(jobs)
     for view in view_train.STYLED_VIEWS:
-        assert styles[view] == set(TRAINING_STYLES), view
+        assert styles[view] == set(DEFAULT_TRAINING_STYLES), view
     assert styles["other"] == {"classic"}
     assert all(style != HELDOUT_STYLE for _v, _s, style, _a in jobs)
     assert [sum(1 for j in jobs if j[0] == v) for v in VIEWS] == [6] * len(VIEWS)
@@ -30,22 +30,22 @@ def test_apical_training_clips_come_in_every_training_family_and_never_the_heldo
 def test_classic_apical_styles_give_the_first_versions_data():
     """``--apical-styles classic``: apical clips in the classic look, the other views unchanged."""
     seed0 = view_train.TRAIN_SEED0
-    classic = view_train._jobs(4, seed0, TRAINING_STYLES, 1, ("classic",))
-    styled = view_train._jobs(4, seed0, TRAINING_STYLES, 1)
+    classic = view_train._jobs(4, seed0, DEFAULT_TRAINING_STYLES, 1, ("classic",))
+    styled = view_train._jobs(4, seed0, DEFAULT_TRAINING_STYLES, 1)
     assert _styles_by_view(classic)["a4c"] == _styles_by_view(classic)["a2c"] == {"classic"}
     assert [j for j in classic if j[0] not in ("a4c", "a2c")] == [j for j in styled if j[0] not in ("a4c", "a2c")]
     assert [j[:2] for j in classic] == [j[:2] for j in styled]  # same cases, other looks
 
 
 def test_training_and_evaluation_never_share_a_case():
-    train = {j[1] for j in view_train._jobs(300, view_train.TRAIN_SEED0 + 300, TRAINING_STYLES, 1)}
+    train = {j[1] for j in view_train._jobs(300, view_train.TRAIN_SEED0 + 300, DEFAULT_TRAINING_STYLES, 1)}
     held_out = {j[1] for jobs in view_train._eval_families(50).values() for j in jobs}
     assert len(train) == 300 * len(VIEWS)
     assert not train & held_out
     with pytest.raises(ValueError, match="evaluation seeds"):
-        view_train._jobs(10, view_train.EVAL_SEED0 - 100, TRAINING_STYLES, 1)
+        view_train._jobs(10, view_train.EVAL_SEED0 - 100, DEFAULT_TRAINING_STYLES, 1)
     with pytest.raises(ValueError, match="held out"):
-        view_train._jobs(10, view_train.TRAIN_SEED0, TRAINING_STYLES, 1, (HELDOUT_STYLE,))
+        view_train._jobs(10, view_train.TRAIN_SEED0, DEFAULT_TRAINING_STYLES, 1, (HELDOUT_STYLE,))
 
 
 def test_the_trainer_refuses_the_heldout_family_for_apical_clips(capsys):
@@ -73,8 +73,8 @@ def test_a_larger_set_renders_only_its_new_blocks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(view_train, "make_sample", fake_sample)
     block = view_train.CACHE_BLOCK
-    small = view_train._jobs(block, view_train.TRAIN_SEED0, TRAINING_STYLES, 1)
-    large = view_train._jobs(2 * block, view_train.TRAIN_SEED0, TRAINING_STYLES, 1)
+    small = view_train._jobs(block, view_train.TRAIN_SEED0, DEFAULT_TRAINING_STYLES, 1)
+    large = view_train._jobs(2 * block, view_train.TRAIN_SEED0, DEFAULT_TRAINING_STYLES, 1)
     x_small, _ = view_train.build_set(small, 1, tmp_path)
     assert rendered == small
     rendered.clear()

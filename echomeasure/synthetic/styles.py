@@ -21,6 +21,14 @@ has never seen.  Each varies what real scanners vary:
     tables (bronze, blue, sepia), low contrast, JPEG artefacts, text and caliper overlays inside
     the sector, reverberation bands, shadows, ECG variants (colour, missing).  Doppler: colour
     maps, inverted display, velocity scales, JPEG, missing ECG.
+``rf``
+    Anatomy: the classic case of the seed, unchanged (no perturbation, no warp), so a seed's
+    ``classic`` and ``rf`` cines differ only in image formation.  Image formation: a pulse-echo
+    simulation (:mod:`echomeasure.synthetic.rf`): per-class scatterers and specular interface
+    echoes (impedance step x beam-to-normal directivity) on an RF line, a Gaussian pulse of
+    1.7-4 MHz (or harmonic), frequency-dependent attenuation, Hilbert envelope, depth-dependent
+    focused lateral beam, imperfect TGC, noise floor and 40-70 dB log compression.  Doppler: the
+    classic strip.  Not in :data:`DEFAULT_TRAINING_STYLES`: trained on only when named.
 
 Apical A4C / A2C cines (:mod:`echomeasure.synthetic.apical`) in a family: the phantom's walls,
 myocardial thickness and LA are bent by smooth per-view, per-side profiles
@@ -29,7 +37,8 @@ wiggly; the same heart in both views), the acquisition is drawn again (``scatter
 sectors, deep and shallow, stronger tilts; ``vendor``: zoomed or deep), and the image is formed by
 the family's own code shared with PLAX (:func:`family_look`, :class:`ScatterRenderer` on the
 phantom's tissues, :func:`family_sector_rgb`, :func:`family_frame`).  No plane warp: the label
-maps, contours and volume truth are those of the shaped phantom itself, exactly.
+maps, contours and volume truth are those of the shaped phantom itself, exactly.  ``rf`` keeps the
+classic heart and acquisition and forms the image with :class:`~echomeasure.synthetic.rf.RfRenderer`.
 
 Truth contract: every family keeps the studio's truth (``SyntheticCine.keypoints`` /
 ``truth``, ``SyntheticDoppler.peaks`` / ``truth``): a warp moves the keypoints with the pixels
@@ -37,7 +46,8 @@ Truth contract: every family keeps the studio's truth (``SyntheticCine.keypoints
 calibration regions stay exact.  Everything is a pure function of the case seed and family.
 
 :data:`HELDOUT_STYLE` is never used for training (leave-one-family-out); :data:`TRAINING_STYLES`
-are the others.
+are the others (what a training command may name); :data:`DEFAULT_TRAINING_STYLES` (``classic``,
+``vendor``) are what training uses when no family is named, as before ``rf`` existed.
 """
 
 from __future__ import annotations
@@ -53,14 +63,18 @@ import numpy as np
 from echomeasure.errors import InvalidInputError
 from echomeasure.synthetic import anatomy
 from echomeasure.synthetic.overlays import put_text
+from echomeasure.synthetic.rf import RfLook, RfRenderer, sample_rf_look
 from echomeasure.synthetic.types import SyntheticCine, SyntheticDoppler
 
-STYLE_FAMILIES: tuple[str, ...] = ("classic", "scatter", "vendor")
+#: New families go at the end: a family's position keys its random streams (:func:`style_rng`).
+STYLE_FAMILIES: tuple[str, ...] = ("classic", "scatter", "vendor", "rf")
 DEFAULT_STYLE = "classic"
 #: The family no model is trained on: the held-out style of the accuracy benchmark.
 HELDOUT_STYLE = "scatter"
-#: Families the training sets are rendered in.
+#: Families a training set may be rendered in (all but the held-out one).
 TRAINING_STYLES: tuple[str, ...] = tuple(s for s in STYLE_FAMILIES if s != HELDOUT_STYLE)
+#: Families of a training set when none are named (the recorded training commands' data).
+DEFAULT_TRAINING_STYLES: tuple[str, ...] = ("classic", "vendor")
 #: Version of the style code (part of every training-cache key that uses a non-classic family).
 STYLES_VERSION = "1"
 _FAMILY_CODE = {name: i for i, name in enumerate(STYLE_FAMILIES)}
@@ -105,6 +119,8 @@ def sample_styled_plax_params(rng: np.random.Generator, style: str = DEFAULT_STY
     base = sample_plax_params(rng, **kwargs)
     if style == "classic":
         return base
+    if style == "rf":
+        return _rf_params(base)
     r = style_rng(base.noise_seed, style, 1)
     for attempt in range(80):
         strength = 1.0 if attempt < 40 else 0.5
@@ -152,6 +168,16 @@ def _restyle_anatomy(base, r: np.random.Generator, style: str, strength: float, 
         base, shape=shape, sector_deg=sector, depth_cm=float(max(depth, needed)), rotation_deg=rotation,
         steer_deg=steer, heart_x_cm=base.heart_x_cm + u(-0.8, 0.8), height_px=size[0], width_px=size[1],
     )
+
+
+def _rf_params(params):
+    """A classic case (PLAX or apical) with the ``rf`` acquisition written into it: the transmit
+    frequency and display gain / dynamic range the image shows and the truth records."""
+    look = family_look(params.noise_seed, "rf").rf
+    assert look is not None
+    speckle = dataclasses.replace(params.speckle, gain_db=look.gain_db(), dynamic_range_db=look.dynamic_range_db,
+                                  gamma=look.gamma)
+    return dataclasses.replace(params, frequency_mhz=look.transmit_mhz, speckle=speckle)
 
 
 # =========================================================================== PLAX: warp
@@ -451,11 +477,14 @@ class FamilyLook:
     scatter: ScatterLook | None
     vendor: VendorLook | None
     ecg: str  # "normal" | "recolour" | "missing"
+    rf: RfLook | None = None
 
 
 def family_look(noise_seed: int, style: str) -> FamilyLook:
     """Draw the image formation of a non-classic case from its noise seed."""
     look_rng = style_rng(noise_seed, style, 3)
+    if style == "rf":  # the classic display layout: the ECG is always there
+        return FamilyLook(style, None, None, "normal", sample_rf_look(look_rng))
     scatter = _scatter_look(look_rng) if style == "scatter" else None
     vendor = _vendor_look(look_rng) if style == "vendor" else None
     ecg = vendor.ecg if vendor is not None else ("missing" if look_rng.random() < 0.3 else "normal")
@@ -513,6 +542,16 @@ def _styled_sector_rgb(renderer, params, geo, i: int, scatter, warp, look: Famil
     return family_sector_rgb(gray, mask, look, params.noise_seed, i, (renderer.geom.apex_x_px, renderer.geom.apex_y_px))
 
 
+def _rf_plax_sector_rgb(renderer, rf: RfRenderer, params, geo, i: int, look: FamilyLook) -> np.ndarray:
+    """The ``rf`` sector image of PLAX frame ``i``: heart tissue scatterers locked to the heart frame."""
+    from echomeasure.synthetic.plax import probe_to_heart
+
+    cls = renderer._classes_polar(geo)
+    gray = rf.image(cls, i, lambda x, z: probe_to_heart(params, geo, x, z))
+    return family_sector_rgb(gray, renderer.conv.sector_mask, look, params.noise_seed, i,
+                             (renderer.geom.apex_x_px, renderer.geom.apex_y_px))
+
+
 def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequence[int] | None = None,
                        labels: bool = False) -> SyntheticCine:
     """Render a PLAX case in a family (``classic``: exactly :func:`~.plax.render_plax`).
@@ -540,20 +579,24 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
     mask = renderer.conv.sector_mask
     h, w = params.height_px, params.width_px
     kp_all = plax_keypoints(params)
-    warp = _case_warp(params, style, kp_all, mask, cm)
+    warp = _case_warp(params, style, kp_all, mask, cm) if style != "rf" else None
     kp_all = warp.forward_points(kp_all) if warp is not None else kp_all
     lvid = linear_values_cm(kp_all, 1.0)["lvidd"]
     ed, es = int(np.argmax(lvid)), int(np.argmin(lvid))
     look = family_look(params.noise_seed, style)
     scatter = (ScatterRenderer(renderer.conv, look.scatter, params.noise_seed, params.chest_wall_cm)
                if look.scatter is not None else None)
+    rf = RfRenderer(renderer.conv, look.rf, params.noise_seed, params.chest_wall_cm) if look.rf is not None else None
     canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
     ex0, _, ex1, _ = renderer.ecg_box
     imgs = np.empty((len(idx), h, w, 3), dtype=np.uint8)
     labs = np.empty((len(idx), h, w), dtype=np.uint8) if labels else None
     for k, i in enumerate(idx):
         geo = frame_geometry(params, i)
-        rgb = _styled_sector_rgb(renderer, params, geo, i, scatter, warp, look)
+        if rf is not None:
+            rgb = _rf_plax_sector_rgb(renderer, rf, params, geo, i, look)
+        else:
+            rgb = _styled_sector_rgb(renderer, params, geo, i, scatter, warp, look)
         t_s = i * params.frame_time_ms / 1000.0
         duration = params.n_frames * params.frame_time_ms / 1000.0
         xc = int(round(ex0 + t_s / duration * (ex1 - ex0)))
@@ -563,6 +606,8 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
             labs[k] = warp.apply(lab, cv2.INTER_NEAREST) * mask if warp is not None else lab
     truth = plax_truth(params, kp_all, ed, es, renderer)
     truth["style"] = {"family": style, "styles_version": STYLES_VERSION, "ecg": look.ecg}
+    if look.rf is not None:
+        truth["style"]["rf"] = look.rf.summary()
     if len(regions) == 1:
         truth["ecg"] = None
     return SyntheticCine(
@@ -648,7 +693,7 @@ def shape_apical_heart(heart, style: str):
     from echomeasure.synthetic.apical import ShapedApicalHeart, ViewShape
 
     style = check_style(style)
-    if style == "classic":
+    if style in ("classic", "rf"):
         return heart
     r = _heart_rng(heart, style)
     if style == "scatter":
@@ -674,6 +719,8 @@ def sample_styled_apical_params(params, style: str = DEFAULT_STYLE):
     style = check_style(style)
     if style == "classic":
         return params
+    if style == "rf":
+        return _rf_params(params)
     heart = shape_apical_heart(params.heart, style)
     r = style_rng(params.noise_seed, style, 21)
     u = r.uniform
@@ -724,13 +771,19 @@ def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Seque
     # the near-field reverberation source: the chest wall above the apex
     scatter = (ScatterRenderer(renderer.conv, look.scatter, params.noise_seed, 0.6 * params.apex_depth_cm)
                if look.scatter is not None else None)
+    # rf: a layered chest wall over most of the probe-to-apex distance; the apical heart frame is
+    # fixed to the probe, so its tissue scatterers stay put
+    rf = (RfRenderer(renderer.conv, look.rf, params.noise_seed, min(2.5, 0.7 * params.apex_depth_cm))
+          if look.rf is not None else None)
     canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
     ex0, _, ex1, _ = renderer.ecg_box
     imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
     labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
     for k, i in enumerate(idx):
         st = params.state(i)
-        if scatter is not None:
+        if rf is not None:
+            gray = rf.image(renderer.tissue_classes_polar(st), i)
+        elif scatter is not None:
             gray = renderer.conv.to_image(scatter.polar(renderer.tissue_classes_polar(st), i))
         else:
             gray = renderer.sector_image(st, i).astype(np.float32)
@@ -743,6 +796,8 @@ def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Seque
     truth = apical_truth(params, ed, es, g)
     truth["style"] = {"family": style, "styles_version": STYLES_VERSION, "ecg": look.ecg,
                       "shaped": params.heart.view_shape(params.view) is not None}
+    if look.rf is not None:
+        truth["style"]["rf"] = look.rf.summary()
     return SyntheticCine(
         frames=imgs, frame_time_ms=params.frame_time_ms, regions=regions,
         keypoints=np.zeros((len(idx), 0, 2), dtype=np.float32), labels=labs, ed_frame=ed, es_frame=es,
@@ -769,7 +824,7 @@ def sample_styled_doppler_params(rng: np.random.Generator, style: str = DEFAULT_
 
     style = check_style(style)
     base = sample_doppler_params(rng, flow, **kwargs)
-    if style == "classic":
+    if style in ("classic", "rf"):
         return base
     r = style_rng(base.noise_seed, style, 11)
     u = r.uniform
@@ -797,7 +852,8 @@ def render_styled_doppler(params, style: str = DEFAULT_STYLE) -> SyntheticDopple
 
     ``vendor``: colour map, blocky time axis, JPEG, sometimes an inverted display (positive
     velocities down; the region's PhysicalDeltaY changes sign, the truth values stay) and no
-    ECG; ``scatter``: grainier spectrum, no ECG in some strips.
+    ECG; ``scatter``: grainier spectrum, no ECG in some strips; ``rf``: the classic strip (its
+    family is a B-mode image formation; only ``truth["style"]`` differs).
     """
     from echomeasure.synthetic.doppler import render_doppler, strip_layout
 
@@ -805,6 +861,9 @@ def render_styled_doppler(params, style: str = DEFAULT_STYLE) -> SyntheticDopple
     strip = render_doppler(params)
     if style == "classic":
         return strip
+    if style == "rf":
+        truth = {**strip.truth, "style": {"family": style, "styles_version": STYLES_VERSION, "inverted": False, "ecg": True}}
+        return dataclasses.replace(strip, truth=truth)
     r = style_rng(params.noise_seed, style, 12)
     img = strip.image.copy()
     regions = list(strip.regions)
@@ -868,6 +927,7 @@ def render_styled_doppler_case(case_seed: int, style: str = DEFAULT_STYLE, *, sm
 
 __all__ = [
     "DEFAULT_STYLE",
+    "DEFAULT_TRAINING_STYLES",
     "HELDOUT_STYLE",
     "STYLE_FAMILIES",
     "TRAINING_STYLES",

@@ -4,7 +4,7 @@ Classes (:data:`echomeasure.models.segmentation.PLAX_SEG_CLASSES`) are the label
 generator already renders per frame: background, LV, RV, LA, aorta, septum and the outer cardiac
 wall (LV posterior wall, RV free wall, aortic and LA walls).
 
-Data: synthetic PLAX cines of the training style families (:data:`~echomeasure.synthetic.styles.TRAINING_STYLES`),
+Data: synthetic PLAX cines of the default training style families (:data:`~echomeasure.synthetic.styles.DEFAULT_TRAINING_STYLES`),
 random image sizes, three random frames per case with their label maps, cropped to the 2D region
 and resized to the model input (image: area averaging; labels: nearest); the view classifier's
 display re-styling (gamma, contrast, tint, blur, annotation text) as augmentation.
@@ -324,9 +324,9 @@ def training_seeds(seed: int, cases: int) -> range:
 
 def _training_set(args: argparse.Namespace, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, size, size) and label maps of the training cases, rendered in worker processes."""
-    from echomeasure.synthetic.styles import TRAINING_STYLES
+    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES
 
-    jobs = [(case_seed, TRAINING_STYLES[i % len(TRAINING_STYLES)], size)
+    jobs = [(case_seed, DEFAULT_TRAINING_STYLES[i % len(DEFAULT_TRAINING_STYLES)], size)
             for i, case_seed in enumerate(training_seeds(args.seed, args.cases))]
     with get_context("fork").Pool(args.workers) as pool:
         cases = pool.map(render_training_case, jobs, chunksize=4)
@@ -359,7 +359,7 @@ def evaluate_registered(args: argparse.Namespace) -> int:
     import torch
 
     from echomeasure.models.segmentation import load_segmentation_model
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES, HELDOUT_STYLE
     from echomeasure.training.datasets import refuse
 
     if not 1 <= args.eval_cases <= 1000:
@@ -368,14 +368,14 @@ def evaluate_registered(args: argparse.Namespace) -> int:
     loaded = load_segmentation_model(PLAX_SEG_MODEL, args.version, args.out or None)
     size = int(loaded.entry.input_size[0])
     t0 = time.time()
-    families = (*TRAINING_STYLES, HELDOUT_STYLE)
+    families = (*DEFAULT_TRAINING_STYLES, HELDOUT_STYLE)
     jobs = [(CLEAN_EVAL_SEED0 + 1000 * j + i, style) for j, style in enumerate(families) for i in range(args.eval_cases)]
     with get_context("fork").Pool(args.workers) as pool:
         held = pool.map(render_eval_case, jobs, chunksize=2)
     metrics, sources = evaluate_with_errors(loaded.model.eval(), held, size)
     report = {"model": {"name": PLAX_SEG_MODEL, "version": loaded.version, "sha256": loaded.entry.sha256,
                         "input_px": size},
-              "families": {"own": list(TRAINING_STYLES), "heldout": HELDOUT_STYLE},
+              "families": {"own": list(DEFAULT_TRAINING_STYLES), "heldout": HELDOUT_STYLE},
               "eval_cases_per_family": args.eval_cases, "eval_seeds": f"{CLEAN_EVAL_SEED0} + 1000 x family + case",
               "metrics": metrics, "error_sources": sources, "eval_s": round(time.time() - t0, 1),
               "recipe": (f"nice -n 5 python -m echomeasure.training.plax_seg_train --evaluate-only --version "
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     from echomeasure import config
     from echomeasure.models.builders import DEFAULT_ARCH, count_parameters
     from echomeasure.models.registry import WeightsEntry, register, save_weights
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES, HELDOUT_STYLE
     from echomeasure.training.datasets import refuse_unwritable
 
     args = _parser().parse_args(argv)
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    families = (*TRAINING_STYLES, HELDOUT_STYLE)
+    families = (*DEFAULT_TRAINING_STYLES, HELDOUT_STYLE)
     eval_jobs = [(EVAL_SEED0 + 1000 * j + i, style) for j, style in enumerate(families) for i in range(args.eval_cases)]
     with get_context("fork").Pool(args.workers) as pool:
         held = pool.map(render_eval_case, eval_jobs, chunksize=2)
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = WeightsEntry(
             name=PLAX_SEG_MODEL, version=args.version, arch=DEFAULT_ARCH, input_size=(size, size),
             channels=PLAX_SEG_CLASSES, file=file, sha256=sha, normalisation="unit",
-            trained_on=f"synthetic PLAX cines of the {'/'.join(TRAINING_STYLES)} families, {args.cases} cases "
+            trained_on=f"synthetic PLAX cines of the {'/'.join(DEFAULT_TRAINING_STYLES)} families, {args.cases} cases "
                        f"(3 frames each), seeds from {TRAIN_SEED0 + args.seed * 100_000}; held-out family {HELDOUT_STYLE}",
             seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model),
             parent=parent,
