@@ -203,6 +203,44 @@ def test_invalid_reviews_are_refused_and_store_nothing(store, clip, kwargs, mess
     assert not [e for e in store.audit_events() if e.action.startswith("review.")]
 
 
+def test_the_review_fields_are_listed_once_for_add_review_and_review_request(store, clip):
+    """add_review and review_request take the same review fields from one list (writes.ReviewFields):
+    neither repeats them, add_review hands every one to review_request, and a keyword that is not a
+    review field is refused by both."""
+    import inspect
+    import typing
+
+    from echomeasure.store import Store, writes
+
+    fields = set(writes.ReviewFields.__optional_keys__)
+    assert fields == {"proposal_id", "frame", "points", "value", "unit", "seconds_spent",
+                      "reviewer_display_name", "based_on"}
+    for method, own in ((Store.add_review, {"on_saved"}), (Store.review_request, set())):
+        params = inspect.signature(method).parameters
+        assert not fields & set(params), method.__name__  # no copy of a field in its signature
+        assert {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY} == own, method.__name__
+        (var_kw,) = [p for p in params.values() if p.kind is p.VAR_KEYWORD]
+        hint = typing.get_type_hints(method, include_extras=True)[var_kw.name]
+        assert typing.get_args(hint) == (writes.ReviewFields,), method.__name__
+
+    lvidd = next(p for p in store.proposals(clip.id) if p.measurement == "lvidd")
+    given = {"proposal_id": lvidd.id, "frame": 2, "points": [(21.0, 16.0), (21.0, 41.0)], "value": 1.25,
+             "unit": "cm", "seconds_spent": 3.5, "reviewer_display_name": "Dr Shown", "based_on": None}
+    req = store.review_request(clip.id, "lvidd", "corrected", "login-1", **given)
+    assert req.fields == given and (req.reviewer_display_name, req.based_on) == ("Dr Shown", None)
+    assert store.review_request(clip.id, "lvidd", "rejected", "a").based_on == writes.ANY_STATE
+    rec = store.add_review(clip.id, "lvidd", "corrected", "login-1", **given)
+    assert (rec.proposal_id, rec.frame_index, rec.points, rec.value, rec.unit, rec.seconds_spent,
+            rec.reviewer, rec.reviewer_display_name) == (
+        lvidd.id, 2, ((21.0, 16.0), (21.0, 41.0)), 1.25, "cm", 3.5, "login-1", "Dr Shown")
+    with pytest.raises(StoreError, match="reviewed meanwhile|stale"):  # based_on reached the store's check
+        store.add_review(clip.id, "lvidd", "rejected", "a", based_on=None)
+    for method in (store.add_review, store.review_request):
+        with pytest.raises(TypeError, match="point"):
+            method(clip.id, "lvidd", "rejected", "a", point=[(1, 1)])
+    assert len(store.reviews()) == 1
+
+
 def test_review_of_a_proposal_of_another_measurement_is_refused(store, clip):
     ivsd = next(p for p in store.proposals(clip.id) if p.measurement == "ivsd")
     with pytest.raises(StoreError, match="not lvidd"):

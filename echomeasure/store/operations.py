@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import numpy as np
 from sqlalchemy import Engine, func, select
@@ -320,17 +320,13 @@ class Store:
         action: str,
         reviewer: str,
         *,
-        proposal_id: int | None = None,
-        frame: int | None = None,
-        points: Sequence[Sequence[float]] | None = None,
-        value: float | None = None,
-        unit: str | None = None,
-        seconds_spent: float | None = None,
-        reviewer_display_name: str | None = None,
-        based_on: int | None | str = writes.ANY_STATE,
         on_saved: Callable[[Session, db.Review], None] | None = None,
+        **fields: Unpack[writes.ReviewFields],
     ) -> ReviewRecord:
         """Record one review decision (append-only) with its audit event, in one transaction.
+
+        The keywords but ``on_saved`` are the review's fields (:class:`echomeasure.store.writes.ReviewFields`,
+        checked by :meth:`review_request`).
 
         Parameters
         ----------
@@ -370,38 +366,35 @@ class Store:
         StoreError
             Unknown clip, proposal or measurement, invalid action, empty reviewer, wrong number
             of points, frame outside the clip; a review made on a stale state (``based_on``).
+        TypeError
+            A keyword that is not a review field.
         """
-        request = self.review_request(
-            clip_id, measurement, action, reviewer, proposal_id=proposal_id, frame=frame, points=points, value=value,
-            unit=unit, seconds_spent=seconds_spent, reviewer_display_name=reviewer_display_name, based_on=based_on,
-        )
+        request = self.review_request(clip_id, measurement, action, reviewer, **fields)
         return self._write(lambda s: writes.add_review(s, request, on_saved))
 
     def review_request(
-        self,
-        clip_id: int,
-        measurement: str,
-        action: str,
-        reviewer: str,
-        *,
-        proposal_id: int | None = None,
-        frame: int | None = None,
-        points: Sequence[Sequence[float]] | None = None,
-        value: float | None = None,
-        unit: str | None = None,
-        seconds_spent: float | None = None,
-        reviewer_display_name: str | None = None,
-        based_on: int | None | str = writes.ANY_STATE,
+        self, clip_id: int, measurement: str, action: str, reviewer: str, **fields: Unpack[writes.ReviewFields]
     ) -> writes.ReviewRequest:
-        """A review decision checked for :meth:`add_reviews` (the arguments of :meth:`add_review`)."""
+        """A review decision checked for :meth:`add_reviews` (the arguments of :meth:`add_review`
+        but ``on_saved``).
+
+        Raises
+        ------
+        TypeError
+            A keyword that is not a review field (:class:`echomeasure.store.writes.ReviewFields`).
+        StoreError
+            What :meth:`add_review` refuses before it opens a transaction (reviewer, action,
+            measurement, time spent, ``based_on``).
+        """
+        unknown = sorted(set(fields) - writes.ReviewFields.__optional_keys__)
+        if unknown:
+            raise TypeError(f"not a review field: {', '.join(unknown)} (the fields: writes.ReviewFields)")
         reviewer, display_name, checked_action, spec = checked_review_request(
-            reviewer, reviewer_display_name, action, measurement, seconds_spent
+            reviewer, fields.get("reviewer_display_name"), action, measurement, fields.get("seconds_spent")
         )
-        based_on = writes.checked_based_on(based_on)
         return writes.ReviewRequest(
             clip_id=clip_id, spec=spec, action=checked_action, reviewer=reviewer, reviewer_display_name=display_name,
-            proposal_id=proposal_id, frame=frame, points=points, value=value, unit=unit, seconds_spent=seconds_spent,
-            based_on=based_on,
+            fields=fields.copy(), based_on=writes.checked_based_on(fields.get("based_on", writes.ANY_STATE)),
         )
 
     def add_reviews(self, requests: Sequence[writes.ReviewRequest]) -> list[ReviewRecord]:

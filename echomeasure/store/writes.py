@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -288,9 +288,26 @@ class StaleReviewError(StoreError):
         super().__init__(f"{measurement} on clip {clip_id} was reviewed meanwhile{by}{at}; nothing saved")
 
 
+class ReviewFields(TypedDict, total=False):
+    """The keyword arguments of a review decision as asked for, all optional: the one list that
+    :meth:`echomeasure.store.Store.add_review` and :meth:`~echomeasure.store.Store.review_request`
+    take (``based_on`` defaults to :data:`ANY_STATE`, the others to None)."""
+
+    proposal_id: int | None
+    frame: int | None
+    points: Sequence[Sequence[float]] | None
+    value: float | None
+    unit: str | None
+    seconds_spent: float | None
+    reviewer_display_name: str | None
+    based_on: int | None | str
+
+
 @dataclasses.dataclass(frozen=True)
 class ReviewRequest:
-    """A review decision as asked for, its names and action already checked.
+    """A review decision as asked for, its names, action and state already checked; ``fields``
+    as given (the proposal, frame, points, value and unit are checked against the store when it
+    is written).
 
     ``based_on`` is the id of the latest review of the measurement the reviewer saw (None: they
     saw it unreviewed); the review is refused (:class:`StaleReviewError`) when the measurement's
@@ -302,12 +319,7 @@ class ReviewRequest:
     action: ReviewAction
     reviewer: str
     reviewer_display_name: str | None
-    proposal_id: int | None
-    frame: int | None
-    points: Sequence[Sequence[float]] | None
-    value: float | None
-    unit: str | None
-    seconds_spent: float | None
+    fields: ReviewFields
     based_on: int | None | str = ANY_STATE
 
 
@@ -385,15 +397,17 @@ def add_review(
     measurement = req.spec.name
     if req.action == REOPEN_ACTION:
         check_reopenable(latest_review(s, req.clip_id, measurement), f"{measurement} on clip {req.clip_id}")
-    proposal = resolve_proposal(s, req.clip_id, measurement, req.action, req.proposal_id)
+    asked = req.fields
+    proposal = resolve_proposal(s, req.clip_id, measurement, req.action, asked.get("proposal_id"))
     frame, points_json, value, unit = review_fields(
-        clip, req.spec, req.action, proposal, frame=req.frame, points=req.points, value=req.value, unit=req.unit
+        clip, req.spec, req.action, proposal,
+        frame=asked.get("frame"), points=asked.get("points"), value=asked.get("value"), unit=asked.get("unit"),
     )
     before = state_snapshot(s, req.clip_id, measurement)
     row = db.Review(
         proposal=proposal, clip=clip, frame_index=None if frame is None else int(frame), measurement=measurement,
         points=points_json, value=value, unit=unit, action=req.action, reviewer=req.reviewer,
-        reviewer_display_name=req.reviewer_display_name, seconds_spent=finite_or_none(req.seconds_spent),
+        reviewer_display_name=req.reviewer_display_name, seconds_spent=finite_or_none(asked.get("seconds_spent")),
         model_version_id=proposal.model_version_id if proposal is not None else None, created_at=db.utcnow(),
     )
     s.add(row)
@@ -408,6 +422,7 @@ def add_review(
 
 __all__ = [
     "ANY_STATE",
+    "ReviewFields",
     "ReviewRequest",
     "StaleReviewError",
     "activate_model_version",
