@@ -163,3 +163,34 @@ def test_a_reference_pixel_at_the_bottom_does_not_turn_an_upright_fan(tmp_path):
     got = measure_file(odd)
     assert orientation.NOTICE not in got["notices"]
     assert {m["name"]: m["value"] for m in got["measurements"]} == {m["name"]: m["value"] for m in upright["measurements"]}
+
+
+def test_a_regionless_clip_has_its_fan_searched_once_and_is_measured_as_before(monkeypatch):
+    """A clip without regions (a video, here apex down): the apex-down check, the view classifier
+    and the 2D models all look at its fan box; it is searched once per clip (recorded on the clip,
+    turned upright with it), and the proposals are those of a search in every step."""
+    from types import MappingProxyType
+
+    from echomeasure.ingest import load
+    from echomeasure.models import preprocess
+    from echomeasure.propose import propose
+
+    dclip = load(EXAMPLES / "case_0000.dcm", secret=b"test-secret-not-for-production")
+    frames = np.ascontiguousarray(dclip.clip.frames[:, ::-1])  # apex down; without regions the fan decides
+    searches: list[tuple[int, ...]] = []
+    search = preprocess.detect_sector_box
+
+    def counted(f: np.ndarray, **kw) -> preprocess.Box:
+        searches.append(f.shape)
+        return search(f, **kw)
+
+    monkeypatch.setattr(preprocess, "detect_sector_box", counted)
+    once = propose(Clip(frames, dclip.clip.frame_time_ms, (), "video"))
+    assert len(searches) == 1 and once.notices[0] == orientation.NOTICE
+
+    # a clip on which nothing can be recorded: each step searches the displayed or turned frames itself
+    searches.clear()
+    every = propose(Clip(frames, dclip.clip.frame_time_ms, (), "video", extra=MappingProxyType({})))
+    assert len(searches) >= 2
+    assert once.measurements == every.measurements and once.measurements
+    assert once.segmentations == every.segmentations and once.notices == every.notices

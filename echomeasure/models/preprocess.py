@@ -136,8 +136,10 @@ def box_2d(clip: Clip) -> Box:
     """The box the 2D model looks at.
 
     The largest DICOM 2D region (:func:`region_box_2d`); for a clip without 2D regions
-    (videos, screenshots) a sector box recorded by ingest (``clip.extra["sector_box"]``) or
-    one found by :func:`detect_sector_box`.
+    (videos, screenshots) the sector box recorded on the clip (``clip.extra["sector_box"]``), else
+    one found by :func:`detect_sector_box` and recorded there: the fan is searched once per clip,
+    not again by each step that looks at it (the apex-down check, the view classifier, the 2D
+    models; a clip turned upright or mirrored takes the recorded box with it).
     """
     region = region_box_2d(clip.regions, clip.height, clip.width)
     if region is not None:
@@ -145,7 +147,10 @@ def box_2d(clip: Clip) -> Box:
     recorded = clip.extra.get("sector_box") if isinstance(clip.extra, dict) else None
     if recorded is not None and len(recorded) == 4:
         return Box(*(int(v) for v in recorded)).clipped(clip.height, clip.width)
-    return detect_sector_box(clip.frames)
+    found = detect_sector_box(clip.frames)
+    if isinstance(clip.extra, dict):
+        clip.extra["sector_box"] = found.as_tuple()
+    return found
 
 
 def _measured_spectral_region(clip: Clip) -> Any:

@@ -70,14 +70,9 @@ def view_box(clip: Clip) -> tuple[int, int, int, int]:
     """
     if any(r.is_spectral for r in clip.regions):
         return 0, 0, clip.width - 1, clip.height - 1
-    from echomeasure.ingest.clip import SPATIAL_2D
     from echomeasure.models.preprocess import box_2d
 
-    box = box_2d(clip).as_tuple()
-    if not any(r.spatial_format == SPATIAL_2D for r in clip.regions) and isinstance(clip.extra, dict):
-        # found from the pixels (a video): recorded, so the 2D models do not search for it again
-        clip.extra.setdefault("sector_box", box)
-    return box
+    return box_2d(clip).as_tuple()  # found from the pixels (a video): recorded on the clip by box_2d
 
 
 def letterbox(image: np.ndarray, size: int = INPUT_PX) -> np.ndarray:
