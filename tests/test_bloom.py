@@ -118,7 +118,7 @@ def test_shipped_coefficients_match_the_code_and_say_how_they_were_made():
     assert len(data["coef"]) == profile_features(np.zeros((1, len(GRID_MM))), ["lv_pw"], data["keypoints"]).shape[1]
     assert set(data["keypoints"]) == set(BLOOD_INTERFACES) and set(BLOOD_INTERFACES) <= set(edges.PLAX_INTERFACES)
     assert data["command"].startswith("python -m echomeasure.training.interface_offset_fit --cases ")
-    assert "--seed" in data["command"] and data["data"]["styles"] == ["classic", "vendor"]
+    assert "--seed" in data["command"] and data["data"]["styles"] == ["classic", "vendor", "rf"]  # training families only
     assert "scatter" not in json.dumps(data["data"])
     # the check on the training families' tuning seeds: bloomed frames got closer to the truth
     before, after = data["check"]["before"], data["check"]["after"]
