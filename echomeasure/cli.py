@@ -840,7 +840,8 @@ def _add_measure_commands(sub: argparse._SubParsersAction) -> None:
                    help="Doppler flow for every strip (default: cycle av, mv, lvot, tr)")
     s.add_argument("--jpeg", action="store_true", help="JPEG Baseline (YBR_FULL_422) instead of uncompressed RGB")
     s.add_argument("--small", action="store_true", help="small studies: 40 frames at 480x640, JPEG (examples, tests)")
-    s.add_argument("--style", default="classic", metavar="FAMILY", help="style family: classic (default), scatter or vendor")
+    s.add_argument("--style", default="classic", metavar="FAMILY",
+                   help="style family: classic (default), scatter (held out of training), vendor or rf (pulse-echo simulation)")
     s.add_argument("--preview", metavar="SHEET.png", help="also write a contact sheet of synthetic frames next to a real echo")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
