@@ -38,3 +38,37 @@ def test_a_seed_whose_training_cases_reach_the_evaluation_cases_is_refused(tmp_p
     assert not any(tmp_path.iterdir())  # nothing rendered, nothing written
     seeds = plax_seg_train.training_seeds(2, 320)
     assert seeds.start >= plax_seg_train.EVAL_SEED0 + plax_seg_train.EVAL_SEED_BLOCK
+
+
+@pytest.mark.parametrize("styles", ["classic,scatter", "classic,nosuch"])
+def test_the_held_out_family_and_unknown_families_are_refused_before_anything_is_rendered(tmp_path, capsys, styles):
+    with pytest.raises(SystemExit) as exit_:
+        plax_seg_train.main(["--out", str(tmp_path), "--report", str(tmp_path / "r.json"), "--styles", styles])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: --styles") and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_named_training_families_are_what_the_training_set_is_rendered_in(monkeypatch):
+    seen = []
+    monkeypatch.setattr(plax_seg_train, "render_training_case", lambda job: seen.append(job[1]))
+
+    class _Pool:  # the jobs, without worker processes
+        def __init__(self, *a):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def map(self, fn, jobs, chunksize=1):
+            return [fn(j) for j in jobs]
+
+    monkeypatch.setattr(plax_seg_train, "get_context", lambda kind: type("C", (), {"Pool": _Pool})())
+    args = plax_seg_train._parser().parse_args(["--styles", "classic,vendor,rf", "--cases", "6", "--seed", "2"])
+    with pytest.raises((TypeError, ValueError)):  # the stub renders nothing to concatenate
+        plax_seg_train._training_set(args, 64)
+    assert seen == ["classic", "vendor", "rf"] * 2
+    assert plax_seg_train.training_styles(plax_seg_train._parser().parse_args([])) == ("classic", "vendor")

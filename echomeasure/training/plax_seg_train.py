@@ -286,6 +286,9 @@ def _parser() -> argparse.ArgumentParser:
                         "--online-augment")
     p.add_argument("--online-augment", action="store_true",
                    help="whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
+    p.add_argument("--styles", metavar="FAMILIES", default=None,
+                   help="training families, comma-separated (default classic,vendor; the held-out family is refused); "
+                        "the evaluation covers them and the held-out family")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 when another job shares the CPU)")
     p.add_argument("--choose-size", action="store_true", help="only print the resolution-ceiling table")
     p.add_argument("--evaluate-only", action="store_true",
@@ -322,12 +325,28 @@ def training_seeds(seed: int, cases: int) -> range:
     return seeds_apart_from(TRAIN_SEED0 + seed * 100_000, cases, range(EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK), seed)
 
 
+def training_styles(args: argparse.Namespace) -> tuple[str, ...]:
+    """The families named by ``--styles`` (default: the default training families); the held-out
+    family and unknown names are refused (exit 2)."""
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES, HELDOUT_STYLE, parse_styles
+    from echomeasure.training.datasets import refuse
+
+    if args.styles is None:
+        return DEFAULT_TRAINING_STYLES
+    try:
+        styles = parse_styles(args.styles)
+    except InvalidInputError as exc:
+        refuse(f"--styles: {exc}")
+    if HELDOUT_STYLE in styles:
+        refuse(f"--styles: the {HELDOUT_STYLE} family is held out of training")
+    return styles
+
+
 def _training_set(args: argparse.Namespace, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, size, size) and label maps of the training cases, rendered in worker processes."""
-    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES
-
-    jobs = [(case_seed, DEFAULT_TRAINING_STYLES[i % len(DEFAULT_TRAINING_STYLES)], size)
-            for i, case_seed in enumerate(training_seeds(args.seed, args.cases))]
+    styles = training_styles(args)
+    jobs = [(case_seed, styles[i % len(styles)], size) for i, case_seed in enumerate(training_seeds(args.seed, args.cases))]
     with get_context("fork").Pool(args.workers) as pool:
         cases = pool.map(render_training_case, jobs, chunksize=4)
     x = np.concatenate([c[0] for c in cases]).transpose(0, 3, 1, 2)
@@ -401,13 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         refuse_unwritable("--report", args.report)
         return evaluate_registered(args)
     args.version = args.version or "1.0"
+    styles = training_styles(args)
     if not args.choose_size:
         training_seeds(args.seed, args.cases)  # refused before anything is rendered or written
         refuse_unwritable("--report", args.report)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    families = (*DEFAULT_TRAINING_STYLES, HELDOUT_STYLE)
+    families = (*styles, HELDOUT_STYLE)
     eval_jobs = [(EVAL_SEED0 + 1000 * j + i, style) for j, style in enumerate(families) for i in range(args.eval_cases)]
     with get_context("fork").Pool(args.workers) as pool:
         held = pool.map(render_eval_case, eval_jobs, chunksize=2)
@@ -450,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
               + ("--online-augment " if args.online_augment else "")
               + ("--exposure-augment " if args.exposure_augment else "")
               + ("--bloom-augment " if args.bloom_augment else "")
+              + (f"--styles {','.join(styles)} " if styles != DEFAULT_TRAINING_STYLES else "")
               + (f"--continue-from {args.continue_from}" if args.continue_from
                  else f"--init-from {parent.split(':')[1] if parent else 'none'}"))
     report = {"metrics": metrics, "error_sources": sources, "recipe": recipe, "steps_done": steps, "input_px": size,
@@ -461,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = WeightsEntry(
             name=PLAX_SEG_MODEL, version=args.version, arch=DEFAULT_ARCH, input_size=(size, size),
             channels=PLAX_SEG_CLASSES, file=file, sha256=sha, normalisation="unit",
-            trained_on=f"synthetic PLAX cines of the {'/'.join(DEFAULT_TRAINING_STYLES)} families, {args.cases} cases "
+            trained_on=f"synthetic PLAX cines of the {'/'.join(styles)} families, {args.cases} cases "
                        f"(3 frames each), seeds from {TRAIN_SEED0 + args.seed * 100_000}; held-out family {HELDOUT_STYLE}",
             seed=args.seed, recipe=recipe, metrics=metrics, num_params=count_parameters(model),
             parent=parent,
