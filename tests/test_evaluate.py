@@ -375,3 +375,18 @@ def test_heldout_style_summary_counts_gross_misses_and_what_the_flag_catches():
     assert overall["n_gross"] == 2 and overall["gross_flagged_pct"] == 50.0
     assert overall["gross_miss_pct"] == pytest.approx(2 / 24 * 100)
     assert overall["missing"] == 0
+
+
+def test_several_style_families_evaluate_every_case_in_each_and_pool_them(monkeypatch):
+    """How training calibrates the flag of a version trained on several families."""
+    import echomeasure.training.evaluate as ev
+
+    scored = []
+    monkeypatch.setattr(ev, "_score_plax_ed_es", lambda fn, params, style, case, scores: scored.append((case.seed, style)))
+    report = evaluate_plax(lambda clip, only=None: SimpleNamespace(measurements=[]), SEEDS[:2], small=True,
+                           progress=False, style=("classic", "vendor"))
+    assert scored == [(SEEDS[0], "classic"), (SEEDS[1], "classic"), (SEEDS[0], "vendor"), (SEEDS[1], "vendor")]
+    assert report.n_cases == 4 and report.case_seeds == [SEEDS[0], SEEDS[1]] * 2
+    one = evaluate_plax(lambda clip, only=None: SimpleNamespace(measurements=[]), SEEDS[:2], small=True,
+                        progress=False, style="vendor")
+    assert one.n_cases == 2 and scored[-2:] == [(SEEDS[0], "vendor"), (SEEDS[1], "vendor")]

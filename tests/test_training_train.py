@@ -142,6 +142,10 @@ def test_training_on_style_families_from_a_registered_version_records_the_recipe
     assert registry.active_version("plax-linear", out) == "0.0-smoke1"  # a smoke run is never made active
     assert "--styles classic,vendor --init-from 0.0-smoke1" in e.recipe
     assert e.extra["training_data"]["styles"] == ["classic", "vendor"]
+    # its flag is calibrated on held-out cases of both families it was trained on, each case in each
+    first = registry.get_entry("plax-linear", "0.0-smoke1", out).extra["evaluation"]
+    both = e.extra["evaluation"]
+    assert both["n_cases"] == 2 * first["n_cases"] and both["case_seeds"] == first["case_seeds"]  # first and last seed
     assert set(e.extra["augmentation"]) >= {"geometry", "appearance", "artefact"}
 
 

@@ -555,7 +555,7 @@ def evaluate_plax(
     label: tuple[str, str] = ("plax-linear", "?"),
     truth_keypoints_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
     cine: bool = False,
-    style: str = "classic",
+    style: str | Sequence[str] = "classic",
 ) -> EvaluationReport:
     """Caliper accuracy on held-out PLAX cases (see the module docstring).
 
@@ -577,8 +577,10 @@ def evaluate_plax(
     cine : bool
         Full-cine protocol: the whole cine through ``propose`` once (frame choice and temporal
         smoothing included) instead of one-frame clips at the true ED and ES frames.
-    style : str
-        Style family the cases are rendered in (:mod:`echomeasure.synthetic.styles`).
+    style : str or sequence of str
+        Style family the cases are rendered in (:mod:`echomeasure.synthetic.styles`); several:
+        every case seed in each of them, pooled (``n_cases`` and ``case_seeds`` of the report
+        count each case once per family).
 
     Returns
     -------
@@ -590,17 +592,19 @@ def evaluate_plax(
     cases: list[CaseResult] = []
     frame_rows: list[dict[str, float]] = []
     protocol = FULL_CINE if cine else SINGLE_FRAME
-    for seed in tqdm(case_seeds, desc=f"evaluate {label[0]} ({protocol})", file=sys.stderr, disable=not progress,
-                     dynamic_ncols=True, mininterval=2.0):
-        params = plax_params_for_seed(seed, small=small, style=style)
-        case = CaseResult(seed=int(seed), conditions=plax_conditions(params))
+    families = _families(style)
+    jobs = [(int(seed), family) for family in families for seed in case_seeds]
+    for seed, family in tqdm(jobs, desc=f"evaluate {label[0]} ({protocol})", file=sys.stderr, disable=not progress,
+                             dynamic_ncols=True, mininterval=2.0):
+        params = plax_params_for_seed(seed, small=small, style=family)
+        case = CaseResult(seed=seed, conditions=plax_conditions(params))
         cases.append(case)
         if cine:
-            frame_rows.append(_score_plax_cine(propose_fn, params, style, case, scores))
+            frame_rows.append(_score_plax_cine(propose_fn, params, family, case, scores))
         else:
-            _score_plax_ed_es(propose_fn, params, style, case, scores)
-    report = EvaluationReport(model=label[0], version=label[1], mode="2d", n_cases=len(case_seeds),
-                              case_seeds=list(case_seeds), protocol=protocol, cases=cases)
+            _score_plax_ed_es(propose_fn, params, family, case, scores)
+    report = EvaluationReport(model=label[0], version=label[1], mode="2d", n_cases=len(jobs),
+                              case_seeds=[seed for seed, _ in jobs], protocol=protocol, cases=cases)
     _summarise_plax(report, scores)
     if cine:
         report.frame_choice = _frame_choice_summary(frame_rows, scores.chosen_err_mm)
@@ -608,6 +612,11 @@ def evaluate_plax(
         report.frame_choice["breakdown_ms"] = robustness_breakdown(timing, ["ed", "es"], "ms")
     report.breakdown = robustness_breakdown(cases, list(report.measurements), "mm")
     return report
+
+
+def _families(style: str | Sequence[str]) -> tuple[str, ...]:
+    """One style family or several (every case seed is then evaluated in each, pooled)."""
+    return (style,) if isinstance(style, str) else tuple(style)
 
 
 def _score_plax_ed_es(propose_fn: ProposeFn, params: Any, style: str, case: CaseResult, scores: _PlaxScores) -> None:
@@ -819,7 +828,7 @@ def evaluate(
     backend: str = "torch",
     cine: bool = False,
     propose_options: Mapping[str, Any] | None = None,
-    style: str = "classic",
+    style: str | Sequence[str] = "classic",
 ) -> EvaluationReport:
     """Evaluate a registered model on held-out synthetic cases through ``propose``.
 
@@ -845,9 +854,11 @@ def evaluate(
         single-frame one the manifest's metrics come from.
     propose_options : mapping, optional
         Further keyword arguments of :func:`echomeasure.propose.propose` (default: its defaults).
-    style : str
+    style : str or sequence of str
         Style family of the held-out cases (:mod:`echomeasure.synthetic.styles`): the model's own
-        (classic) or one it never saw (:data:`~echomeasure.synthetic.styles.HELDOUT_STYLE`).
+        (classic) or one it never saw (:data:`~echomeasure.synthetic.styles.HELDOUT_STYLE`); PLAX:
+        several families pooled, every case in each (how training calibrates the flag of a model
+        trained on several families).
 
     Returns
     -------
@@ -872,6 +883,8 @@ def evaluate(
     else:
         if cine:
             raise ValueError("cine=True applies to the PLAX model only (a Doppler strip is one image)")
+        if not isinstance(style, str):
+            raise ValueError("Doppler strips are evaluated in one style family at a time")
         report = evaluate_doppler(fn, seeds, small=small, progress=progress, label=(name, entry.version),
                                   style=style)
     report.wall_s = time.monotonic() - t0

@@ -406,8 +406,11 @@ def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry,
         scratch_dir = Path(scratch)
         entry = replace(entry, sha256=registry.save_weights(model, scratch_dir / entry.file))
         registry.register(entry, weights_dir=scratch_dir)
+        # the flag threshold and its error ratio are measured on held-out cases of every family the
+        # version was trained on (one family alone can hold no gross miss, and then the ratio is noise)
+        styles = tuple(plan.data.styles) if entry.mode == "2d" else "classic"
         report = evaluate(entry.name, entry.version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
-                          progress=progress)
+                          progress=progress, style=styles)
         metrics, thresholds = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
         entry = replace(entry, metrics=metrics, thresholds=thresholds,
                         extra={**entry.extra, "evaluation": report.to_dict()})
