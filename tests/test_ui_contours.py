@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, running_app, ui_store  # noqa: F401
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, open_example_tab, running_app, ui_store  # noqa: F401
 
 from echomeasure.store import open_store
 from echomeasure.store.contours import add_contours, contour_reviews
@@ -136,12 +136,7 @@ def test_two_tabs_on_one_contour_the_later_decision_is_refused_and_reloaded(page
         context = page.context.browser.new_context(viewport={"width": 1440, "height": 900})
         tabs = []
         for _ in range(2):
-            tab = context.new_page()
-            tab.set_default_timeout(TIMEOUT_MS)
-            tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            tab.goto(url)
-            tab.get_by_label("Reviewer").fill(REVIEWER)
-            tab.locator("#em-open-example").click()
+            tab = open_example_tab(context, url, REVIEWER, errors, timeout_ms=TIMEOUT_MS)
             tab.locator('.em-row[data-name="lvidd"] .em-name').click()
             tab.locator(f"{lv} .em-contour-ok").wait_for()
             tabs.append(tab)

@@ -6,7 +6,7 @@ then undid nothing, the save it meant was not on the undo stack yet)."""
 from __future__ import annotations
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, running_app, ui_store  # noqa: F401
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, open_example_tab, running_app, ui_store  # noqa: F401
 
 from echomeasure.store import open_store
 
@@ -43,13 +43,7 @@ def tab(running_app):  # noqa: F811
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1440, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.goto(url)
-        page.get_by_label("Reviewer").fill(REVIEWER)
-        page.locator("#em-open-example").click()
-        page.locator('.em-row[data-name="lvidd"] .em-name').wait_for()
+        page = open_example_tab(context, url, REVIEWER, errors, timeout_ms=TIMEOUT_MS)
         yield page
         context.close()
         browser.close()

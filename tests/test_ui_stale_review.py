@@ -5,7 +5,7 @@ notice saying who reviewed it meanwhile and when."""
 from __future__ import annotations
 
 import pytest
-from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, apical_contour_items, entry_of
+from ui_fixtures import CHROMIUM, CHROMIUM_ARGS, apical_contour_items, entry_of, open_example_tab
 
 from echomeasure.errors import StoreError
 from echomeasure.store.writes import StaleReviewError
@@ -269,14 +269,7 @@ def test_two_tabs_in_chromium_the_later_review_is_refused_and_reloaded(running_a
         errors: list[str] = []
         tabs = []
         for _ in range(2):
-            tab = context.new_page()
-            tab.set_default_timeout(60_000)
-            tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            tab.goto(url)
-            tab.get_by_label("Reviewer").fill("Dr Two Tabs")
-            tab.locator("#em-open-example").click()
-            tab.locator('.em-row[data-name="lvidd"] .em-s-proposed').wait_for()
-            tabs.append(tab)
+            tabs.append(open_example_tab(context, url, "Dr Two Tabs", errors, ready='.em-row[data-name="lvidd"] .em-s-proposed'))
         first, second = tabs
         first.locator('.em-row[data-name="lvidd"] button.em-no').click()
         first.locator('.em-row[data-name="lvidd"] .em-s-rejected').wait_for()

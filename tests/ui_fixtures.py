@@ -185,3 +185,17 @@ def apical_contour_items(ed_frame: int, es_frame: int) -> list[dict]:
         {"frame": es_frame, "structure": "lv", "polygon": ellipse(*APICAL_LV_ES), "confidence": 0.88},
         {"frame": es_frame, "structure": "la", "polygon": la, "confidence": 0.8},
     ]
+
+
+def open_example_tab(context, url: str, reviewer: str, errors: list[str], *, timeout_ms: int = 60_000,
+                     ready: str = '.em-row[data-name="lvidd"] .em-name'):
+    """A new tab of ``context`` (Playwright) on the app at ``url`` with ``reviewer`` signed in and the
+    example clip open; console errors go to ``errors``; returns once ``ready`` is on the page."""
+    tab = context.new_page()
+    tab.set_default_timeout(timeout_ms)
+    tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    tab.goto(url)
+    tab.get_by_label("Reviewer").fill(reviewer)
+    tab.locator("#em-open-example").click()
+    tab.locator(ready).wait_for()
+    return tab
