@@ -69,6 +69,6 @@ def test_named_training_families_are_what_the_training_set_is_rendered_in(monkey
     monkeypatch.setattr(plax_seg_train, "get_context", lambda kind: type("C", (), {"Pool": _Pool})())
     args = plax_seg_train._parser().parse_args(["--styles", "classic,vendor,rf", "--cases", "6", "--seed", "2"])
     with pytest.raises((TypeError, ValueError)):  # the stub renders nothing to concatenate
-        plax_seg_train._training_set(args, 64)
+        plax_seg_train._training_set(args, 64, plax_seg_train.training_styles(args))
     assert seen == ["classic", "vendor", "rf"] * 2
     assert plax_seg_train.training_styles(plax_seg_train._parser().parse_args([])) == ("classic", "vendor")

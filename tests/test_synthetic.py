@@ -511,6 +511,13 @@ def test_unknown_style_is_a_user_error():
         styles.check_style("cartoon")
     assert styles.parse_styles("classic, vendor") == ("classic", "vendor")
     assert styles.HELDOUT_STYLE not in styles.TRAINING_STYLES
+    # the one rule every trainer uses for its family list
+    assert styles.parse_training_styles("classic,rf") == ("classic", "rf")
+    assert styles.parse_training_styles(None, styles.DEFAULT_TRAINING_STYLES) == ("classic", "vendor")
+    with pytest.raises(InvalidInputError, match="held out of training"):
+        styles.parse_training_styles(f"vendor,{styles.HELDOUT_STYLE}")
+    with pytest.raises(InvalidInputError, match="unknown style"):
+        styles.parse_training_styles("classic,cartoon")
 
 
 @pytest.mark.parametrize("style", ["scatter", "vendor"])

@@ -99,6 +99,16 @@ def parse_styles(styles: str | Sequence[str] | None) -> tuple[str, ...]:
     return out or (DEFAULT_STYLE,)
 
 
+def parse_training_styles(styles: str | Sequence[str] | None, default: Sequence[str] = (DEFAULT_STYLE,)) -> tuple[str, ...]:
+    """Families to train on (``"classic,vendor,rf"`` or a sequence; None: ``default``): known names
+    only, and never :data:`HELDOUT_STYLE` (a user error either way, one line)."""
+    families = tuple(default) if styles is None else parse_styles(styles)
+    if HELDOUT_STYLE in families:
+        raise InvalidInputError(f"the {HELDOUT_STYLE} family is held out of training; train on "
+                                f"{', '.join(TRAINING_STYLES)}")
+    return families
+
+
 def style_rng(seed: int, style: str, purpose: int) -> np.random.Generator:
     """Random source of one family-specific choice of a case (independent of the classic draws)."""
     return np.random.default_rng([int(seed) & (2**63 - 1), 7919, _FAMILY_CODE[style], int(purpose)])
@@ -933,6 +943,7 @@ __all__ = [
     "TRAINING_STYLES",
     "check_style",
     "parse_styles",
+    "parse_training_styles",
     "shape_apical_heart",
     "render_styled_doppler",
     "render_styled_apical",

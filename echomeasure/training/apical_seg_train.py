@@ -296,11 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         refuse_unwritable("--styles-report", args.styles_report + ".json", args.styles_report + ".md")
         return evaluate_styles(args)
     refuse_unwritable("--report", args.report + ".json")
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, TRAINING_STYLES
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.synthetic.styles import parse_training_styles
 
-    styles = [s.strip() for s in args.styles.split(",") if s.strip()]
-    if HELDOUT_STYLE in styles or not set(styles) <= set(TRAINING_STYLES):
-        refuse(f"--styles must be among {', '.join(TRAINING_STYLES)} (the {HELDOUT_STYLE} family is held out of training)")
+    try:
+        styles = list(parse_training_styles(args.styles))
+    except InvalidInputError as exc:
+        refuse(f"--styles: {exc}")
     seeds = seeds_apart_from(TRAIN_SEED0 + args.seed * 100_000, args.cases, range(EVAL_SEED0, EVAL_SEED0 + EVAL_SEED_BLOCK),
                              args.seed)
     torch.manual_seed(args.seed)

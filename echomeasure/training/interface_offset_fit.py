@@ -112,14 +112,12 @@ def fit(n_cases: int, seed: int, check_cases: int = 20, styles: Sequence[str] = 
     """Render, fit and check on ``styles`` (training families only); the model's record carries
     the command, data and errors."""
     from echomeasure.errors import InvalidInputError
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, parse_styles
+    from echomeasure.synthetic.styles import parse_training_styles
 
     try:
-        styles = parse_styles(list(styles))
+        styles = parse_training_styles(list(styles))
     except InvalidInputError as exc:
         refuse(f"--styles: {exc}")
-    if HELDOUT_STYLE in styles:
-        refuse(f"--styles: the {HELDOUT_STYLE} family is held out of training")
     first = FIT_SEED_BASE + 10_000 * seed
     if n_cases < 1:
         refuse("--cases must be at least 1")

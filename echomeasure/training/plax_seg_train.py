@@ -329,23 +329,18 @@ def training_styles(args: argparse.Namespace) -> tuple[str, ...]:
     """The families named by ``--styles`` (default: the default training families); the held-out
     family and unknown names are refused (exit 2)."""
     from echomeasure.errors import InvalidInputError
-    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES, HELDOUT_STYLE, parse_styles
+    from echomeasure.synthetic.styles import DEFAULT_TRAINING_STYLES, parse_training_styles
     from echomeasure.training.datasets import refuse
 
-    if args.styles is None:
-        return DEFAULT_TRAINING_STYLES
     try:
-        styles = parse_styles(args.styles)
+        return parse_training_styles(args.styles, DEFAULT_TRAINING_STYLES)
     except InvalidInputError as exc:
         refuse(f"--styles: {exc}")
-    if HELDOUT_STYLE in styles:
-        refuse(f"--styles: the {HELDOUT_STYLE} family is held out of training")
-    return styles
 
 
-def _training_set(args: argparse.Namespace, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 3, size, size) and label maps of the training cases, rendered in worker processes."""
-    styles = training_styles(args)
+def _training_set(args: argparse.Namespace, size: int, styles: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, size, size) and label maps of the training cases, alternating ``styles``,
+    rendered in worker processes."""
     jobs = [(case_seed, styles[i % len(styles)], size) for i, case_seed in enumerate(training_seeds(args.seed, args.cases))]
     with get_context("fork").Pool(args.workers) as pool:
         cases = pool.map(render_training_case, jobs, chunksize=4)
@@ -440,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     size = _input_px(args, ceiling)
 
     t0 = time.time()
-    x, y = _training_set(args, size)
+    x, y = _training_set(args, size, styles)
     t_data = time.time() - t0
     log.info("training set %s at %d px in %.0f s", x.shape, size, t_data)
 

@@ -120,14 +120,13 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
     TrainingError
         Unknown model name.
     """
-    from echomeasure.synthetic.styles import HELDOUT_STYLE, parse_styles
+    from echomeasure.errors import InvalidInputError
+    from echomeasure.synthetic.styles import parse_training_styles
 
     try:
-        families = parse_styles(styles)
-    except Exception as exc:  # InvalidInputError: an unknown family name
+        families = parse_training_styles(styles)
+    except InvalidInputError as exc:  # an unknown family name, or the held-out one
         raise TrainingError(str(exc)) from None
-    if HELDOUT_STYLE in families:
-        raise TrainingError(f"the {HELDOUT_STYLE!r} style family is held out for evaluation; train on the others")
     if name == registry.PLAX_LINEAR:
         mode, channels = "2d", KEYPOINTS_2D
         size = (128, 128) if smoke else (192, 192)
