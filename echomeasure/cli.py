@@ -773,7 +773,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--address", help="join a Ray cluster: 'auto' or ray://HOST:PORT (default: local Ray sized to this machine)")
     s.add_argument("--workers", type=int, help="actors in the pool (default: one per CPU)")
     s.add_argument("--out", nargs=2, metavar=("parquet", "DIR"), help="write Parquet results to DIR instead of the store")
-    s.add_argument("--resume", action="store_true", help="skip files an earlier run finished (keyed by content)")
+    s.add_argument("--resume", action="store_true", help="skip files an earlier run finished (keyed by path and content)")
     s.add_argument("--no-propose", action="store_true", help="store the clips without running the models")
     s.add_argument("--only", help="comma-separated measurement names to propose (e.g. av_vmax)")
     s.add_argument("--cm-per-px", type=float, help="scale for uncalibrated videos and images (cm per pixel)")

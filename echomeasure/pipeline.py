@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,12 +273,18 @@ def iter_input_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 def input_files_as_given(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
     """:func:`iter_input_files`, each file with how a user error names it: a file the user named
     as typed, a file found in a folder the user named by its path inside that folder (``sub/x.dcm``;
-    never a value read from the file)."""
+    never a value read from the file).
+
+    Two files of several folders with the same path inside them (``in1/a.dcm``, ``in2/a.dcm``)
+    are both named with the folder as typed in front (``in1/a.dcm``, ``in2/a.dcm``), so that no two
+    inputs share a name."""
     out: list[tuple[Path, str]] = []
+    typed_folders: list[str] = []  # by entry of ``out``: the folder typed ("" for a file typed)
     for raw in paths:
         p = Path(raw)
         if not p.is_dir():
             out.append((p, os.fspath(raw)))
+            typed_folders.append("")
             continue
         for child in sorted(p.rglob("*")):
             rel = child.relative_to(p)
@@ -285,4 +292,9 @@ def input_files_as_given(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[
                 continue
             if child.is_file() and child.suffix.lower() not in NOT_MEDIA_SUFFIXES and child.name != "DICOMDIR":
                 out.append((child, rel.as_posix()))
-    return out
+                typed_folders.append(os.fspath(raw))
+    counts = Counter(label for _, label in out)
+    return [
+        (path, os.path.join(folder, label) if folder and counts[label] > 1 else label)
+        for (path, label), folder in zip(out, typed_folders, strict=True)
+    ]

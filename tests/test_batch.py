@@ -256,7 +256,7 @@ def test_batch_gives_the_same_store_as_sequential_ingest_and_resumes(ray_session
     assert len(apical) == 1 and {v[4] for v in apical[0]["volumes"]} >= {"single-plane A4C"}
     _assert_same_stores(seq, _store_snapshot(batch_url))
 
-    # Re-run with --resume: the finished files are skipped by content, the broken one is tried again.
+    # Re-run with --resume: the finished files are skipped (same path and bytes), the broken one is tried again.
     assert main(["batch", str(archive), "--db", batch_url, "--resume"]) == 2
     out, err = capsys.readouterr()
     again = {ln["file"]: ln for ln in _lines(out)}

@@ -1,9 +1,10 @@
-"""Batch results as Parquet: one file per study, named by its source key, written atomically.
+"""Batch results as Parquet: one file per input file, named by its source key, written atomically.
 
-``echomeasure batch --out parquet DIR`` writes ``DIR/<source_key>.parquet`` for every file that
-passed the gate (one sealed row, :mod:`echomeasure.batch.sealed`); a file is complete or absent,
-never half-written, so the folder doubles as the resume record.  ``echomeasure ingest
---from-parquet DIR`` later verifies each row's seal with the site secret and stores it.
+``echomeasure batch --out parquet DIR`` writes ``DIR/<source_key>.parquet`` for every input file
+that passed the gate (one sealed row, :mod:`echomeasure.batch.sealed`; the key names the input by
+its path and bytes, so two inputs never share a name); a file is complete or absent, never
+half-written, so the folder doubles as the resume record.  ``echomeasure ingest --from-parquet
+DIR`` later verifies each row's seal with the site secret and stores it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ def write_row(out_dir: Path, row: dict[str, Any]) -> Path:
 
     schema = arrow_schema()
     table = pa.Table.from_pylist([{name: row.get(name) for name in schema.names}], schema=schema)
-    dst = out_dir / f"{row['source_key']}{SUFFIX}"
+    key = str(row.get("source_key") or "")
+    if not key:  # the driver could not read the file its worker read: no name to give the result
+        raise InvalidInputError("the batch driver could not read this file to name its result; the archive must be "
+                                "readable at the same path by the driver and the workers")
+    dst = out_dir / f"{key}{SUFFIX}"
     with atomic.atomic_path(dst, mode=0o600) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return dst

@@ -2,7 +2,7 @@
 
 Flow::
 
-    files (iter_input_files) -> source keys (HMAC of the bytes) -> skip finished (--resume)
+    files (iter_input_files) -> source keys (HMAC of path and bytes) -> skip finished (--resume)
       -> ray.data.from_items(one block per file)
       -> map_batches(PreAnnotator, compute=ActorPoolStrategy(size=N))   # gate + models, per actor
       -> driver: verify seal -> store (one writer) or DIR/<key>.parquet
@@ -287,9 +287,10 @@ def run_batch(
     workers
         Actors in the pool (default: one per CPU).
     out_parquet
-        Write ``<source_key>.parquet`` files here instead of storing.
+        Write ``<source_key>.parquet`` files here instead of storing (one per input file).
     resume
-        Skip files an earlier run finished into the same store / folder (keyed by content).
+        Skip files an earlier run finished into the same store / folder (keyed by path and content,
+        :func:`echomeasure.batch.sealed.source_key`).
     run_models, only, user_cm_per_px
         As for ``ingest``.
     gpus_per_worker

@@ -14,7 +14,7 @@ that the frames still hash to the gate's ``pixel_sha256``.  Only then is the gat
 rebuilt, exactly as the worker held it.
 
 Nothing here identifies a patient: ``file`` is the base file name (shown, never stored) and
-``source_key`` a keyed hash of the original file's bytes (see :func:`source_key`).
+``source_key`` a keyed hash of the original file's path and bytes (see :func:`source_key`).
 """
 
 from __future__ import annotations
@@ -73,15 +73,23 @@ def secret_check(secret: bytes) -> str:
 
 
 def source_key(path: str | os.PathLike[str], secret: bytes) -> str:
-    """Keyed content hash of an original file: HMAC-SHA256(site secret, file bytes).
+    """Keyed name of one input: HMAC-SHA256(site secret, the file's absolute path and its bytes).
 
-    Keys the resume ledger and the Parquet output.  Keyed, so a key reveals nothing about a
-    file to someone without the secret; and a new secret (which gives new pseudonymous UIDs)
-    gives new keys, so nothing is skipped that would come out different.
+    Keys the resume ledger and the Parquet output.  Every input gets its own key: two files of
+    different folders, even with the same name and the same bytes, are two inputs (each gets its
+    result and its line; the store keeps one clip for equal content).  The key does not depend on
+    how the path was typed, on the other inputs or on their order, so an earlier run's key is found
+    again by ``--resume``; a file whose bytes changed gets a new key (it is processed again).
+    Keyed, so a key reveals nothing about a file or its folder to someone without the secret; and
+    a new secret (which gives new pseudonymous UIDs) gives new keys, so nothing is skipped that
+    would come out different.
 
     Raises OSError when the file cannot be read.
     """
-    mac = hmac.new(secret, b"echomeasure-source-file\0", hashlib.sha256)
+    where = os.fsencode(os.path.realpath(path))
+    mac = hmac.new(secret, b"echomeasure-source-file-v2\0", hashlib.sha256)
+    mac.update(len(where).to_bytes(8, "little"))
+    mac.update(where)
     with open(path, "rb") as fh:
         while chunk := fh.read(_READ_CHUNK):
             mac.update(chunk)
