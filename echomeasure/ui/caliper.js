@@ -157,16 +157,29 @@
   // as stale.  So a decision on something whose previous decision is still on its way waits for
   // that answer and goes out on the state the answer returned (sent at once, it was made on the
   // state before: an accept then at once a reject, an undo or a correction was refused).  A
-  // decision is keyed by what it decides ("caliper:<name>", "contour:<id>"); ANY waits for all.
-  // An answer that never comes holds the ones waiting DECISION_WAIT_MS at most; a new clip (or a
-  // new description of it) drops them, and a refusal as stale drops those on what it reloaded.
+  // decision is keyed by its clip and what it decides ("<clip>:caliper:<name>",
+  // "<clip>:contour:<id>", decisionKey); "<clip>:*" waits for all of a clip's.  An answer that
+  // never comes holds the ones waiting DECISION_WAIT_MS at most; a refusal as stale drops those on
+  // what it reloaded.  Opening another clip keeps the decisions waiting to go out: each goes out
+  // for the clip it was made on, on the state the last answer about it returned (answers about a
+  // clip no longer shown are read for that alone, otherThanShownAnswers), and a notice says what
+  // of it was not saved; only actions of the page itself (an undo waiting) go with the clip.  A new
+  // description of the clip shown drops that clip's decisions waiting.
   const DECISION_WAIT_MS = 15000;
-  const ANY = "*";
   let decisionsOnTheirWay = {};  // key -> Date.now() when its decision was sent
-  let decisionsWaiting = [];     // [{keys, run}], in the order they were made
+  let decisionsWaiting = [];     // [{keys, run, carried}], in the order they were made
   let decisionTimer = null;
+  // decision key -> the review id an answer returned for it, for decisions that go out while
+  // another clip is shown (forgotten when its clip is opened again: the clip then says it)
+  let answeredReviewIds = {};
+  function decisionKey(clipId, kind, what) { return clipId + ":" + kind + ":" + what; }
+  function keyOfClip(key) { return key.slice(0, key.indexOf(":")); }
+  function decisionKeyMeets(a, b) {
+    const wide = (w, k) => w.endsWith(":*") && k.startsWith(w.slice(0, -1));
+    return a === b || wide(a, b) || wide(b, a);
+  }
   function decisionKeysMeet(a, b) {
-    return a.includes(ANY) || b.includes(ANY) || a.some((k) => b.includes(k));
+    return a.some((k) => b.some((j) => decisionKeyMeets(k, j)));
   }
   function decisionFree(keys) {
     const now = Date.now();
@@ -175,38 +188,77 @@
     if (onTheirWay.length && decisionKeysMeet(onTheirWay, keys)) return false;
     return !decisionsWaiting.some((w) => decisionKeysMeet(w.keys, keys));
   }
-  function whenDecided(keys, run) {
-    // run() now, or once no decision on keys is on its way or waiting before it
+  function whenDecided(keys, run, carried) {
+    // run() now, or once no decision on keys is on its way or waiting before it; carried: it still
+    // runs once another clip is open (a decision going out for its own clip)
     if (decisionFree(keys)) { run(); return; }
-    decisionsWaiting.push({ keys: keys, run: run });
+    decisionsWaiting.push({ keys: keys, run: run, carried: !!carried });
     armDecisionTimer();
   }
   function sendDecision(keys, send) {
     // send() (it reads the state it is made on when it runs) once the decisions before it on keys are answered
-    whenDecided(keys, () => { const now = Date.now(); for (const k of keys) decisionsOnTheirWay[k] = now; send(); });
+    whenDecided(keys, () => { const now = Date.now(); for (const k of keys) decisionsOnTheirWay[k] = now; send(); }, true);
   }
   function decisionAnswered(key, stale) {
+    // -> how many decisions waiting on it were dropped (refused as stale: made on a state gone)
     delete decisionsOnTheirWay[key];
-    // refused as stale: what waited on it was made on a state the store no longer has
+    const before = decisionsWaiting.length;
     if (stale) decisionsWaiting = decisionsWaiting.filter((w) => !w.keys.includes(key));
+    const dropped = before - decisionsWaiting.length;
     flushDecisions();
+    return dropped;
   }
   function flushDecisions() {
     const waiting = decisionsWaiting;
     decisionsWaiting = [];
-    for (const w of waiting) whenDecided(w.keys, w.run);  // in order: a later one stays behind an earlier one it meets
+    for (const w of waiting) whenDecided(w.keys, w.run, w.carried);  // in order: a later one stays behind an earlier one it meets
     armDecisionTimer();
   }
   function armDecisionTimer() {
     if (decisionTimer !== null || !decisionsWaiting.length) return;
     decisionTimer = setTimeout(() => { decisionTimer = null; flushDecisions(); }, DECISION_WAIT_MS);
   }
-  function dropDecisions() {
-    decisionsOnTheirWay = {}; decisionsWaiting = [];
+  function dropDecisions(clipId) {
+    // a new description of the clip shown: its decisions waiting were made on the one before
+    const ofClip = (k) => keyOfClip(k) === String(clipId);
+    for (const k of Object.keys(decisionsOnTheirWay)) if (ofClip(k)) delete decisionsOnTheirWay[k];
+    decisionsWaiting = decisionsWaiting.filter((w) => !w.keys.some(ofClip));
+  }
+  function leaveClipDecisions(nextId) {
+    // another clip opens: decisions waiting to go out stay (for their own clip), the page's own actions go;
+    // the clip opened says the state of its measurements and contours itself
+    decisionsWaiting = decisionsWaiting.filter((w) => w.carried);
+    for (const k of Object.keys(answeredReviewIds)) if (keyOfClip(k) === String(nextId)) delete answeredReviewIds[k];
+  }
+  function seenOnOtherClip(key, seen) {
+    // the state a decision for a clip no longer shown goes out on: the last answer about it, else the one it was made on
+    return Object.prototype.hasOwnProperty.call(answeredReviewIds, key) ? answeredReviewIds[key] : seen;
   }
   function caliperDecisionsBusy() {
-    const busy = (k) => k.startsWith("caliper:");
+    const busy = (k) => clip !== null && k.startsWith(decisionKey(clip.id, "caliper", ""));
     return Object.keys(decisionsOnTheirWay).some(busy) || decisionsWaiting.some((w) => w.keys.some(busy));
+  }
+  function otherThanShownAnswers(v) {
+    // the answer to a decision about a clip no longer shown: the decisions waiting on it go out (or,
+    // refused as stale, are dropped), and a notice names that clip when something was not saved
+    if (!v || v.clip_id === undefined || v.clip_id === null || v.nonce === answersNonce) return;
+    const answered = v.answered || [], saved = v.contour_reviews || [], reloaded = v.contours_reloaded || [];
+    if (!answered.length && !saved.length && !reloaded.length) return;  // not an answer (e.g. a clip opening)
+    answersNonce = v.nonce;
+    const cid = v.clip_id, stale = v.stale || [];
+    for (const m of v.measurements || []) {
+      if (answered.includes(m.name)) answeredReviewIds[decisionKey(cid, "caliper", m.name)] = m.review_id === undefined ? null : m.review_id;
+    }
+    for (const r of saved) answeredReviewIds[decisionKey(cid, "contour", r.id)] = r.review_id;
+    let dropped = 0;
+    for (const name of answered) dropped += decisionAnswered(decisionKey(cid, "caliper", name), stale.includes(name));
+    for (const r of saved) decisionAnswered(decisionKey(cid, "contour", r.id), false);
+    for (const f of reloaded) dropped += decisionAnswered(decisionKey(cid, "contour", f.id), true);
+    const refused = stale.length || reloaded.length || (v.notice && v.notice.startsWith("Not saved"));
+    if (refused || dropped) {
+      setBanner("Clip " + cid + ": " + (v.notice || "a decision was not saved") +
+        (dropped ? " (" + dropped + " later decision" + (dropped > 1 ? "s" : "") + " on it not saved either)" : ""), 12000);
+    }
   }
 
   function contourColor(structure) { return CONTOUR_COLORS[structure] || "#e6ebf0"; }
@@ -216,10 +268,13 @@
   }
   function sendContourReview(c, payload) {
     // c.id null: a contour the store has not numbered, nothing to wait for
-    const keys = c.id !== null ? ["contour:" + c.id] : [];
-    sendDecision(keys, () => {
-      const now = contourById(c.id);  // made on the state the last answer returned
-      trigger("contour_review", Object.assign({}, payload, { seen_review_id: seenContourReview(now || c) }));
+    const clipId = payload.clip_id;
+    const key = decisionKey(clipId, "contour", c.id);
+    const made = seenContourReview(c);  // the state it was made on
+    sendDecision(c.id !== null ? [key] : [], () => {
+      // made on the state the last answer returned: the page's, or (another clip open now) that answer's
+      const seen = clip && clip.id === clipId ? seenContourReview(contourById(c.id) || c) : seenOnOtherClip(key, made);
+      trigger("contour_review", Object.assign({}, payload, { seen_review_id: seen }));
     });
   }
   function contourById(id) { return ((clip && clip.contours) || []).find((k) => k.id === id) || null; }
@@ -1067,7 +1122,7 @@
   }
   function undo() {
     // a caliper save on its way puts its own entry on the undo stack when answered: wait for it
-    if (caliperDecisionsBusy()) { whenDecided([ANY], undo); return; }
+    if (caliperDecisionsBusy()) { whenDecided([clip.id + ":*"], undo); return; }
     const last = undoStack.pop();
     if (!last) { setBanner("Nothing to undo", 2000); return; }
     if (last.type === "contour") { undoContour(last); return; }
@@ -1133,16 +1188,19 @@
       // the state this decision was made on: refused if the store's latest review is another one
       seen_review_id: m.review_id === undefined ? null : m.review_id };
   }
-  function seenReview(r) {
-    // the state a caliper decision goes out on: its measurement as the page shows it when it is sent
+  function seenReview(r, clipId) {
+    // the state a caliper decision goes out on: its measurement as the page shows it when it is
+    // sent, or (another clip open now) as the last answer about it returned
+    if (!clip || clip.id !== clipId) return seenOnOtherClip(decisionKey(clipId, "caliper", r.name), r.seen_review_id);
     const m = byName(r.name);
     return m && m.review_id !== undefined ? m.review_id : r.seen_review_id;
   }
   function commit(reviews, isUndo) {
     if (!reviews.length || !clip) return;
     const clipId = clip.id;
-    sendDecision(reviews.map((r) => "caliper:" + r.name), () => trigger("commit", {
-      clip_id: clipId, reviews: reviews.map((r) => Object.assign({}, r, { seen_review_id: seenReview(r) })), undo: !!isUndo,
+    sendDecision(reviews.map((r) => decisionKey(clipId, "caliper", r.name)), () => trigger("commit", {
+      clip_id: clipId, reviews: reviews.map((r) => Object.assign({}, r, { seen_review_id: seenReview(r, clipId) })),
+      undo: !!isUndo,
     }));
     for (const r of reviews) spentMs[r.name] = 0;
   }
@@ -1559,7 +1617,7 @@
   function loadClip(next) {
     pause();
     clip = next && next.frames ? next : null;
-    dropDecisions();
+    leaveClipDecisions(clip ? clip.id : null);
     contourStatus = {}; contourEdits = {}; contourReviewIds = {}; editingContour = null; vertexDrag = null; selectedVertex = 0;
     volumes = clip && clip.volumes ? copy(clip.volumes) : null;
     volumeRequest = { busy: false, again: false, seq: volumeRequest.seq + 1 };
@@ -1651,7 +1709,7 @@
     // A clip switch updates two props, one watch call each: act once both name the same clip
     // (also for the first clip of the page, whose value names none before it arrives: acting
     // then would use up a kept draft on a clip without its measurements yet).
-    if (c && c.frames && (!v || v.clip_id !== c.id)) return;
+    if (c && c.frames && (!v || v.clip_id !== c.id)) { otherThanShownAnswers(v); return; }
     const fresh = newId !== lastClipId;
     const reload = fresh || !!(v && v.reload);
     if (reload) stashDraft();           // unsaved work survives switching clips
@@ -1660,7 +1718,7 @@
     lastClipNonce = c ? c.nonce : undefined;
     if (fresh) { loadClip(c); lastClipId = newId; if (clip) { focusViewer(); bringIntoView(); } }
     else if (c && c.frames && described) {  // same clip, new description (e.g. a user calibration, a refused contour review)
-      clip = c; contourStatus = {}; contourEdits = {}; contourReviewIds = {}; vertexDrag = null; dropDecisions();
+      clip = c; contourStatus = {}; contourEdits = {}; contourReviewIds = {}; vertexDrag = null; dropDecisions(c.id);
       volumes = clip.volumes ? copy(clip.volumes) : null;
     }
     applyValue(v, reload);
@@ -1675,11 +1733,13 @@
     // caliper decisions answered (saved, refused or not saved): the ones waiting on them go out,
     // made on the measurements this value carries (applyValue took them in)
     const stale = v.stale || [];
-    for (const name of v.answered || []) decisionAnswered("caliper:" + name, stale.includes(name));
+    for (const name of v.answered || []) decisionAnswered(decisionKey(clip.id, "caliper", name), stale.includes(name));
   }
   function applyContourAnswers(v) {
     // a decision saved: the next one on that contour is made on its new review
-    for (const r of v.contour_reviews || []) { contourReviewIds[r.id] = r.review_id; decisionAnswered("contour:" + r.id, false); }
+    for (const r of v.contour_reviews || []) {
+      contourReviewIds[r.id] = r.review_id; decisionAnswered(decisionKey(clip.id, "contour", r.id), false);
+    }
     // a decision refused as stale: that contour as it stands now, local edits, undo and decisions
     // waiting on it dropped (they were made on the state the store no longer has)
     const reloaded = v.contours_reloaded || [];
@@ -1693,7 +1753,7 @@
     }
     clip = Object.assign({}, clip, { contours: shapes });
     contourChanged();
-    for (const fresh of reloaded) decisionAnswered("contour:" + fresh.id, true);
+    for (const fresh of reloaded) decisionAnswered(decisionKey(clip.id, "contour", fresh.id), true);
   }
   // Every prop: naming the clip prop in quotes here would make gr.HTML treat it as an event name.
   watch(Object.keys(props), () => sync());
