@@ -72,3 +72,18 @@ def test_named_training_families_are_what_the_training_set_is_rendered_in(monkey
         plax_seg_train._training_set(args, 64, plax_seg_train.training_styles(args))
     assert seen == ["classic", "vendor", "rf"] * 2
     assert plax_seg_train.training_styles(plax_seg_train._parser().parse_args([])) == ("classic", "vendor")
+
+
+def test_both_segmentation_trainers_read_the_same_augmentation_options():
+    """plax-seg and apical-seg take --online/--exposure/--bloom-augment from one definition and
+    turn them into the same augmentation (exposure and bloom imply online)."""
+    from echomeasure.training import apical_seg_train
+    from echomeasure.training.augment import segmentation_augment
+
+    for parser in (plax_seg_train._parser(), apical_seg_train._parser()):
+        plain = parser.parse_args([])
+        assert segmentation_augment(plain.online_augment, plain.exposure_augment, plain.bloom_augment) is None
+        args = parser.parse_args(["--bloom-augment"])
+        aug = segmentation_augment(args.online_augment, args.exposure_augment, args.bloom_augment, 192)
+        assert aug is not None and aug.bloom is not None and aug.exposure is None
+        assert aug.bloom_px_per_mm == pytest.approx(192 / 160.0)  # the model px per mm of a 160 mm field

@@ -33,7 +33,12 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.catalog import APICAL_SEG_CLASSES
-from echomeasure.training.augment import SegmentationAugment, augmented_batch, segmentation_augment
+from echomeasure.training.augment import (
+    SegmentationAugment,
+    add_segmentation_augment_options,
+    augmented_batch,
+    segmentation_augment,
+)
 from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
@@ -126,15 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                         "family is refused)")
     p.add_argument("--init-from", metavar="VERSION", help="start from this registered apical-seg version (in --out)")
     p.add_argument("--max-lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--exposure-augment", action="store_true",
-                   help="with the online augmentation also vary overall gain (0.7-2.5x) and the noise floor "
-                        "(ExposureAugment); implies --online-augment")
-    p.add_argument("--bloom-augment", action="store_true",
-                   help="with the online augmentation also re-image frames through a point-spread function and "
-                        "log compression (BloomAugment: tissue blooming into the blood, as at high gain); implies "
-                        "--online-augment")
-    p.add_argument("--online-augment", action="store_true",
-                   help="each batch sees the frames with new geometry, artefacts, display look and grey levels")
+    add_segmentation_augment_options(p, "each batch sees the frames with new geometry, artefacts, display look and grey levels")
     p.add_argument("--evaluate-styles", metavar="FAMILIES",
                    help="no training: evaluate the registered --version (in --out) on --eval-cases held-out cases of "
                         "each style family, e.g. classic,vendor,scatter")

@@ -8,6 +8,7 @@ and slight blur (a lower-frequency probe or a smoothed export).  None of these m
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -402,6 +403,19 @@ def segmentation_augment(online: bool, exposure: bool, bloom: bool = False,
     return SegmentationAugment(exposure=ExposureAugment() if exposure else None,
                                bloom=BloomAugment() if bloom else None,
                                bloom_px_per_mm=input_px / NOMINAL_FIELD_MM)
+
+
+def add_segmentation_augment_options(parser: argparse.ArgumentParser, online_help: str) -> None:
+    """The segmentation trainers' augmentation options (read by :func:`segmentation_augment`);
+    ``online_help``: what ``--online-augment`` does in that trainer."""
+    parser.add_argument("--exposure-augment", action="store_true",
+                        help="with the online augmentation also vary overall gain (0.7-2.5x) and the noise floor "
+                             "(ExposureAugment); implies --online-augment")
+    parser.add_argument("--bloom-augment", action="store_true",
+                        help="with the online augmentation also re-image frames through a point-spread function and "
+                             "log compression (BloomAugment: tissue blooming into the blood, as at high gain); implies "
+                             "--online-augment")
+    parser.add_argument("--online-augment", action="store_true", help=online_help)
 
 
 def augmented_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,

@@ -45,7 +45,12 @@ import numpy as np
 
 from echomeasure import atomic
 from echomeasure.models.segmentation import PLAX_SEG_CLASSES, PLAX_SEG_MODEL, image_box, iou
-from echomeasure.training.augment import SegmentationAugment, augmented_batch, segmentation_augment
+from echomeasure.training.augment import (
+    SegmentationAugment,
+    add_segmentation_augment_options,
+    augmented_batch,
+    segmentation_augment,
+)
 from echomeasure.training.seg_train import dice_ce_loss
 
 log = logging.getLogger(__name__)
@@ -277,15 +282,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-steps", type=int, default=0, help="after the head, train the whole network this many steps")
     p.add_argument("--continue-from", metavar="VERSION",
                    help="start from this registered plax-seg version in --out (more training)")
-    p.add_argument("--exposure-augment", action="store_true",
-                   help="with the online augmentation also vary overall gain (0.7-2.5x) and the noise floor "
-                        "(ExposureAugment); implies --online-augment")
-    p.add_argument("--bloom-augment", action="store_true",
-                   help="with the online augmentation also re-image frames through a point-spread function and "
-                        "log compression (BloomAugment: tissue blooming into the blood, as at high gain); implies "
-                        "--online-augment")
-    p.add_argument("--online-augment", action="store_true",
-                   help="whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
+    add_segmentation_augment_options(
+        p, "whole-network steps see each frame with new geometry, artefacts, display look and grey levels")
     p.add_argument("--styles", metavar="FAMILIES", default=None,
                    help="training families, comma-separated (default classic,vendor; the held-out family is refused); "
                         "the evaluation covers them and the held-out family")
