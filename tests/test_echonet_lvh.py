@@ -247,3 +247,20 @@ def test_a_file_or_an_empty_csv_says_what_it_is(lvh_root, tmp_path, capsys):
     (empty / "MeasurementsList.csv").write_text("")
     rc, _, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(empty), "-q")
     assert rc == 2 and "no EchoNet-LVH header" in err and err.count("HashedFileName") == 1  # listed once
+
+
+@pytest.mark.parametrize("cell", ["", "NaN", "nan"])
+@pytest.mark.parametrize("column", ["Frame", "X1", "CalcValue"])
+def test_a_row_with_a_missing_number_is_skipped_however_the_writer_spelt_it(lvh_root, tmp_path, column, cell):
+    """pandas writes a missing value as an empty cell, other tools as NaN: the row is skipped and
+    counted either way (an empty Frame or X1 refused the whole dataset, 'NaN' in X1 did not)."""
+    root, truth = lvh_root
+    bad = tmp_path / "missing"
+    shutil.copytree(root, bad)
+    row = {"HashedFileName": truth[0].name, "Calc": "IVSd", "CalcValue": 1.0, "Frame": 0, "X1": 1, "X2": 2,
+           "Y1": 3, "Y2": 40, "Frames": 12, "FPS": 30, "Width": 320, "Height": 240, "split": "train"}
+    row[column] = cell
+    rewrite_csv(bad, extra_row=[8, *row.values()])
+    data = lvh.read_lvh(bad)
+    assert data.skipped.get("missing_value") == 1
+    assert sum(len(v.lines) for v in data.videos) == sum(len(v.lines) for v in lvh.read_lvh(root).videos)

@@ -10,7 +10,9 @@ echonet-lvh PATH``)::
 X1, X2, Y1, Y2, Frames, FPS, Width, Height, split`` (note X1, X2 before Y1, Y2).  One row is one
 labelled caliper line: ``Calc`` in {IVSd, LVIDd, LVPWd, LVIDs} (other values, e.g. IVSs, are
 skipped and counted), ``CalcValue`` its length in cm, ``Frame`` 0-based, the endpoints in pixels
-of the original video (X = column, Y = row), ``split`` train / val / test.
+of the original video (X = column, Y = row), ``split`` train / val / test.  A row missing one of
+these numbers (an empty cell, as pandas writes NaN, or ``NaN``) is skipped and counted as
+``missing_value``; a cell that is not a number at all is an error.
 
 Calibration
     The videos carry no pixel spacing.  Each labelled line gives its own scale: ``cm/px =
@@ -149,6 +151,12 @@ class LvhDataset:
 # --------------------------------------------------------------------------- reading
 
 
+def _number(cell: str) -> float:
+    """A numeric cell; an empty cell (how pandas writes a missing value) reads as NaN, like ``NaN``."""
+    cell = cell.strip()
+    return float(cell) if cell else math.nan
+
+
 def _order_by_depth(p1: Point, p2: Point) -> tuple[Point, Point]:
     return (p1, p2) if p1[1] <= p2[1] else (p2, p1)
 
@@ -229,13 +237,15 @@ def read_lvh(root: str | os.PathLike[str]) -> LvhDataset:
             skipped["other_calc"] = skipped.get("other_calc", 0) + 1
             continue
         try:
-            value_cm = float(row[col["CalcValue"]])
-            frame = int(float(row[col["Frame"]]))
-            x1, x2, y1, y2 = (float(row[col[c]]) for c in ("X1", "X2", "Y1", "Y2"))
+            numbers = [_number(row[col[c]]) for c in ("CalcValue", "Frame", "X1", "X2", "Y1", "Y2")]
         except ValueError:
             raise InvalidInputError(
                 f"{csv_path} row {row_no}: CalcValue, Frame, X1, X2, Y1 and Y2 must be numbers"
             ) from None
+        if not all(math.isfinite(v) for v in numbers):  # a missing value, however the writer spelt it
+            skipped["missing_value"] = skipped.get("missing_value", 0) + 1
+            continue
+        value_cm, frame, (x1, x2, y1, y2) = numbers[0], int(numbers[1]), numbers[2:]
         start, end = _order_by_depth((x1, y1), (x2, y2))
         line = LabelledLine(measurement, frame, start, end, value_cm, row_no)
         if not (math.isfinite(value_cm) and value_cm > 0 and line.length_px > 0.5 and frame >= 0):
