@@ -87,6 +87,25 @@ def test_camus_legacy_mhd_release_reads_the_same_way(tmp_path):
     assert s.reported["ef"] == pytest.approx(53.0)  # LVef of the legacy cfg
 
 
+def test_camus_legacy_testing_patients_without_label_maps_are_left_out(tmp_path, caplog, weights, capsys):
+    """The legacy release ships its testing patients without ``_gt`` files: the training split is
+    still read (every patient with labels), a patient missing only some label maps is still refused."""
+    root = tmp_path / "CAMUS"
+    write_camus_legacy(root, training=(1, 2), testing=(3,))
+    for gt in (root / "database" / "testing" / "patient0003").glob("*_gt.*"):
+        gt.unlink()
+    samples = read_camus(root)
+    assert {s.case for s in samples} == {"patient0001", "patient0002"} and len(samples) == 8
+    assert "patient0003" in caplog.text
+    rc, out, err = _run(capsys, "evaluate", "--dataset", "camus", str(root), "--split", "test")
+    assert rc == 2 and out == ""
+    _one_error_line(err, str(root), "no patient of split test has label maps")
+    one = root / "database" / "training" / "patient0002" / "patient0002_4CH_ES_gt.mhd"
+    one.unlink()
+    with pytest.raises(InvalidInputError, match="patient0002_4CH_ES_gt.mhd"):
+        read_camus(root)
+
+
 def test_camus_bad_input_is_one_error_line_naming_the_file(tmp_path, weights, capsys):
     root = tmp_path / "CAMUS"
     write_camus_nifti(root)

@@ -33,6 +33,7 @@ the user in errors are the file names only.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -52,6 +53,7 @@ SPLIT_FILES = {"train": "subgroup_training.txt", "val": "subgroup_validation.txt
 LEGACY_SPLITS = {"train": "training", "test": "testing"}
 REQUIRED_CFG_KEYS = ("ED", "ES", "NbFrame")
 _PATIENT = re.compile(r"^patient\d{4}$")
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- readers
@@ -272,6 +274,13 @@ def _same_geometry(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return all(math.isclose(x, y, rel_tol=1e-3) for x, y in zip(a, b, strict=True))
 
 
+def _has_label_maps(folder: Path) -> bool:
+    """Whether a patient folder holds any ``_gt`` label map (the legacy release ships its testing
+    patients without them; a folder holding some but not all of them is an error when read)."""
+    return any(p.name.startswith(folder.name) and re.search(r"_gt\.(nii(\.gz)?|mhd)$", p.name)
+               for p in folder.iterdir())
+
+
 def read_camus(root: str | os.PathLike[str], split: str | None = None) -> list[SegSample]:
     """ED and ES frames of every patient and view (both releases), optionally one split.
 
@@ -282,7 +291,8 @@ def read_camus(root: str | os.PathLike[str], split: str | None = None) -> list[S
     ------
     InvalidInputError
         No CAMUS layout, an info file without ED/ES/NbFrame, a listed patient or an expected
-        image absent, an unreadable image, label values outside 0-3.
+        image absent, an unreadable image, label values outside 0-3.  A patient folder without
+        any ``_gt`` label map (the legacy release's testing set) is left out with a warning.
     """
     root = Path(root)
     kind, base = _layout(root)
@@ -304,6 +314,14 @@ def read_camus(root: str | os.PathLike[str], split: str | None = None) -> list[S
         ext, reader = ".mhd", read_mhd
     if split is not None:
         patients = [(p, s) for p, s in patients if s == split]
+    unlabelled = [folder for folder, _ in patients if not _has_label_maps(folder)]
+    if unlabelled and len(unlabelled) == len(patients) and split is not None:
+        raise InvalidInputError(f"{root}: no patient of split {split} has label maps (the legacy release "
+                                "withholds the testing set's); evaluate another split")
+    if unlabelled:  # the legacy release withholds its testing set's label maps
+        log.warning("%s: %d CAMUS patient folder(s) without any label map (e.g. %s) left out",
+                    root, len(unlabelled), unlabelled[0].name)
+        patients = [(p, s) for p, s in patients if p not in unlabelled]
     samples: list[SegSample] = []
     for folder, s in patients:
         for code, view in VIEWS.items():
