@@ -189,6 +189,34 @@ def test_echonet_dynamic_masks_and_ed_by_area(tmp_path):
     assert {s.case for s in read_echonet_dynamic(root, "val")} == {"0X2B"}
 
 
+@pytest.mark.parametrize("cell", ["", "NaN"])
+def test_echonet_dynamic_a_missing_ef_leaves_only_the_published_figure_out(tmp_path, cell):
+    """An empty EF cell (pandas' NaN) or NaN refused the whole dataset; the tracing is still usable."""
+    import csv
+
+    root = tmp_path / "EchoNet-Dynamic"
+    write_echonet_dynamic(root)
+    path = root / "FileList.csv"
+    with path.open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    table[0]["EF"] = cell
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    samples = read_echonet_dynamic(root)
+    first = [s for s in samples if s.case == table[0]["FileName"]]
+    assert len(first) == 2 and all("ef" not in s.reported and "edv" in s.reported for s in first)
+    assert all("ef" in s.reported for s in samples if s.case != table[0]["FileName"])
+    table[0]["EF"] = "abc"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    with pytest.raises(InvalidInputError, match="line 2 has an EF/EDV/ESV that is not a number"):
+        read_echonet_dynamic(root)
+
+
 def test_echonet_dynamic_bad_input(tmp_path, weights, capsys):
     root = tmp_path / "EchoNet-Dynamic"
     write_echonet_dynamic(root)

@@ -11,7 +11,9 @@ rounded, and filled with scikit-image's ``draw.polygon`` rule (a pixel is inside
 is, by the even-odd crossing test; :func:`fill_polygon` reimplements it exactly, so
 scikit-image is not needed).  Of the two traced frames, the one with the larger traced area is
 end-diastole (sources disagree on the order).  The videos carry no pixel size, so volumes
-stay in pixels and only EF is compared in ml-free terms.
+stay in pixels and only EF is compared in ml-free terms.  A missing EF / EDV / ESV (an empty
+cell or NaN) leaves that figure out of the comparison with the published values; the tracing is
+still used.
 """
 
 from __future__ import annotations
@@ -183,12 +185,13 @@ def read_echonet_dynamic(root: str | os.PathLike[str], split: str | None = None,
         frames = traced[name]
         if len(frames) != 2 or any(len(r) < 4 for r in frames.values()):
             raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: {name}.avi needs two traced frames of an axis and chords")
-        try:
-            reported = {"ef": float(row["EF"]), "edv": float(row["EDV"]), "esv": float(row["ESV"])}
+        try:  # an empty cell (how pandas writes a missing value) or NaN: no published figure to compare with
+            published = {k: float(row[col] or "nan") for k, col in (("ef", "EF"), ("edv", "EDV"), ("esv", "ESV"))}
         except ValueError:
-            reported = {}
-        if len(reported) != 3 or not all(math.isfinite(v) for v in reported.values()):
-            raise InvalidInputError(f"{root / 'FileList.csv'}: line {i} has an EF/EDV/ESV that is not a number")
+            raise InvalidInputError(f"{root / 'FileList.csv'}: line {i} has an EF/EDV/ESV that is not a number") from None
+        if any(math.isinf(v) for v in published.values()):
+            raise InvalidInputError(f"{root / 'FileList.csv'}: line {i} has an EF/EDV/ESV that is not a finite number")
+        reported = {k: v for k, v in published.items() if math.isfinite(v)}
         images = read_frames(root / "Videos" / f"{name}.avi", set(frames))
         masks = {}
         for f, rows in frames.items():
