@@ -24,6 +24,11 @@ SPATIAL_NONE, SPATIAL_2D, SPATIAL_MMODE, SPATIAL_SPECTRAL, SPATIAL_WAVEFORM, SPA
 # PhysicalUnitsX/YDirection (0018,6024 / 0018,6026)
 UNIT_NONE, UNIT_PERCENT, UNIT_DB, UNIT_CM, UNIT_S, UNIT_HZ = range(6)
 UNIT_CM_S = 7
+# RegionDataType (0018,6014)
+DATA_COLOR_FLOW = 2
+#: ``Clip.extra`` key, True when the DICOM's UltrasoundColorDataPresent (0028,0014) is 1 (absent otherwise).
+COLOR_DATA_PRESENT = "ultrasound_color_data_present"
+ColorFlowDeclaration = Literal["region", "flag"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,21 @@ class Clip:
     def kind(self) -> Literal["2d", "doppler"]:
         """"doppler" when the image carries a spectral region, else "2d"."""
         return "doppler" if any(r.is_spectral for r in self.regions) else "2d"
+
+    @property
+    def declared_color_flow(self) -> ColorFlowDeclaration | None:
+        """How the file's metadata declares colour flow (colour Doppler): ``"region"`` when an
+        ultrasound region's RegionDataType is 2 (colour flow), ``"flag"`` when only
+        UltrasoundColorDataPresent is 1 (:data:`COLOR_DATA_PRESENT` in ``extra``), else None.
+
+        Metadata only: the pixels are never judged (vendor tints of grey B-mode look too much like
+        colour).  Videos and stills carry neither, so they are never declared colour flow.
+        """
+        if any(r.data_type == DATA_COLOR_FLOW for r in self.regions):
+            return "region"
+        if isinstance(self.extra, dict) and self.extra.get(COLOR_DATA_PRESENT) is True:
+            return "flag"
+        return None
 
     @property
     def calibration_source(self) -> CalibrationSource:

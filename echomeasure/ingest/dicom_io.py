@@ -25,7 +25,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from echomeasure.errors import EchomeasureError, InputNotFoundError, InvalidInputError, UnsupportedEncodingError
-from echomeasure.ingest.clip import Clip, Region
+from echomeasure.ingest.clip import COLOR_DATA_PRESENT, Clip, Region
 from echomeasure.ingest.hygiene import silence_pydicom
 
 log = logging.getLogger(__name__)
@@ -587,6 +587,22 @@ def regions_from_dataset(ds: Dataset) -> tuple[Region, ...]:
     return tuple(out)
 
 
+def color_data_extra(ds: Dataset) -> dict[str, bool]:
+    """``{COLOR_DATA_PRESENT: True}`` for :attr:`Clip.extra` when UltrasoundColorDataPresent
+    (0028,0014) is 1 (the file declares colour data), else ``{}``.
+
+    The attribute is kept by de-identification (:mod:`echomeasure.ingest.retention`), so the
+    gate's clip reads it from the de-identified object as the reader's does from the original.
+    """
+    try:
+        value = ds.get("UltrasoundColorDataPresent")
+        present = value is not None and value != "" and int(value) == 1
+    except (TypeError, ValueError):
+        log.info("UltrasoundColorDataPresent is unreadable; read as absent")
+        present = False
+    return {COLOR_DATA_PRESENT: True} if present else {}
+
+
 def frame_time_ms(ds: Dataset) -> float | None:
     """Time between frames in ms from FrameTime, FrameTimeVector, CineRate or RecommendedDisplayFrameRate."""
     try:
@@ -648,5 +664,6 @@ def clip_from_dataset(
         modality=str(ds.get("Modality", "")) or None,
         burned_in_annotation=str(ds.get("BurnedInAnnotation", "")) or None,
         user_cm_per_px=user_cm_per_px,
-        extra={"transfer_syntax": geometry.transfer_syntax, "photometric_interpretation": geometry.photometric},
+        extra={"transfer_syntax": geometry.transfer_syntax, "photometric_interpretation": geometry.photometric,
+               **color_data_extra(ds)},
     )

@@ -656,7 +656,7 @@ def admit_dicom(original: OriginalIdentifiers, data: bytes | memoryview, record:
     The frames are a read-only view of the pixel data inside ``data``: what passed the gate is
     exactly what is handed on, with no second decode and no copy.
     """
-    from echomeasure.ingest.dicom_io import frame_time_ms, regions_from_dataset
+    from echomeasure.ingest.dicom_io import color_data_extra, frame_time_ms, regions_from_dataset
 
     report, ds, span = check_dicom_bytes(original, data, secret=secret)
     if span is None:
@@ -678,6 +678,7 @@ def admit_dicom(original: OriginalIdentifiers, data: bytes | memoryview, record:
         modality=str(ds.get("Modality", "")) or None,
         burned_in_annotation=str(ds.get("BurnedInAnnotation", "")) or None,
         user_cm_per_px=user_cm_per_px,
+        extra=color_data_extra(ds),  # the clip's declared colour flow (Clip.declared_color_flow)
     )
     instance_uid = str(ds.SOPInstanceUID)
     # The study date as it stands in the object that passed the gate (shifted per patient, or

@@ -387,6 +387,8 @@ def _classify_view(clip: Clip, versions: Mapping[str, str], weights_dir: Any, ti
             f"a single still frame: the view classifier judges cines (it sees {title}, confidence "
             f"{decision.confidence:.2f}); the frame is measured as PLAX: check the view"
         )
+    elif clip.kind == "2d" and decision.name == "other" and clip.declared_color_flow is not None:
+        notices.append(_other_view_of_color_flow(clip, decision.confidence))
     elif clip.kind == "2d" and decision.name != "plax":
         notices.append(
             f"this clip looks like {title} ({decision.name}, confidence {decision.confidence:.2f}), not a parasternal "
@@ -399,6 +401,40 @@ def _classify_view(clip: Clip, versions: Mapping[str, str], weights_dir: Any, ti
         two = sorted(decision.probabilities.items(), key=lambda kv: -kv[1])[:2]
         notices.append(f"view uncertain ({', '.join(f'{v} {p:.2f}' for v, p in two)}): check the view and the proposals")
     return decision, notices
+
+
+def color_flow_notice(clip: Clip) -> str | None:
+    """The notice of a 2D clip whose DICOM declares colour flow (:attr:`Clip.declared_color_flow`),
+    else None.
+
+    The 2D models (view, calipers, contours) learnt grey B-mode: on colour pixels their proposals
+    need checking.  A spectral Doppler strip is measured on its spectrum (its colour is in the 2D
+    reference image, which is not measured), so it gets none.  Metadata only, never the pixels.
+    UltrasoundColorDataPresent alone is worded with doubt: pydicom's Philips test image carries it
+    on grey B-mode.
+    """
+    declared = clip.declared_color_flow
+    if declared is None or clip.kind != "2d":
+        return None
+    if declared == "region":
+        return ("colour-flow clip (the DICOM declares a colour-flow region): proposals are made for grey B-mode; "
+                "check them, or measure on the clip without colour")
+    return ("colour data declared (UltrasoundColorDataPresent, but no colour-flow region): if the clip shows colour "
+            "flow, proposals are made for grey B-mode; check them, or measure on the clip without colour")
+
+
+def _other_view_of_color_flow(clip: Clip, confidence: float) -> str:
+    """The view notice of a cine the view classifier calls "other" when its DICOM declares colour
+    flow: the colour the classifier was not trained on is the likely reason (a colour-flow
+    region), or may be (the UltrasoundColorDataPresent flag alone, which a grey B-mode image of
+    pydicom's test files also carries)."""
+    declared = clip.declared_color_flow
+    why = ("colour flow is the likely reason (the DICOM declares a colour-flow region), not that it is no echo"
+           if declared == "region" else
+           "colour flow may be the reason (the DICOM declares colour data), or it is another view or not an echo")
+    return (f"the view classifier does not recognise this clip (other, confidence {confidence:.2f}): {why}; "
+            "no PLAX calipers are proposed; measurements can still be added by hand, or measure on the clip "
+            "without colour")
 
 
 def _view_model_info(decision: Any, weights_dir: Any) -> ModelInfo:
@@ -493,6 +529,9 @@ def propose(
 
     def routed(clip: Clip) -> ClipProposals:
         view, notices = _classify_view(clip, run.versions, weights_dir, run.timings) if check_view else (None, [])
+        color = color_flow_notice(clip)
+        if color is not None:  # first: it explains what the notices after it say of the view and calipers
+            notices.insert(0, color)
         if _routed_away_from_plax(clip, view):
             return _propose_other_view(clip, view, notices, run)
         if clip.kind == "2d":
