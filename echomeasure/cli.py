@@ -550,7 +550,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if _segmentation_dataset(args.dataset):
             from echomeasure.training.seg_datasets import evaluate_dataset
 
-            _print_json(evaluate_dataset(args.dataset[0], args.dataset[1], split=args.split, model=args.model))
+            _print_json(evaluate_dataset(args.dataset[0], args.dataset[1], split=args.split, model=args.model,
+                                         max_cases=args.max_videos))
             return 0
         path = _dataset_arg(args.dataset)
         _print_json(evaluate_lvh(path, split=args.split, model=args.model, max_videos=args.max_videos,
@@ -882,7 +883,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                    help=_HelpFrom(lambda: f"the dataset ({', '.join(_datasets())}) and its folder"))
     s.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default test)")
     s.add_argument("--model", metavar="NAME[:VERSION]", help=_HelpFrom(_evaluate_model_help))
-    s.add_argument("--max-videos", type=int, metavar="N", help="only the first N videos of the split")
+    s.add_argument("--max-videos", type=int, metavar="N",
+                   help="only the first N videos of the split (CAMUS: patients; masks: images)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_evaluate)
 

@@ -406,3 +406,31 @@ def test_a_masks_retrain_is_used_only_with_activate(tmp_path, weights, capsys):
     rc, out, err = _run(capsys, "train", "--dataset", "masks", str(root), "--steps", "1", "--activate")
     assert rc == 0, err
     assert json.loads(out)["active"] and registry.active_version("thigh-seg", weights) == json.loads(out)["version"]
+
+
+@pytest.mark.parametrize("dataset", ["camus", "echonet-dynamic", "masks"])
+def test_evaluate_max_videos_limits_the_cases_of_a_segmentation_dataset(tmp_path, capsys, monkeypatch, dataset):
+    """--max-videos was passed on for EchoNet-LVH only: the segmentation datasets evaluated (and
+    decoded) their whole split.  Now it keeps the first N videos / patients / images."""
+    from echomeasure.training import seg_datasets
+
+    root = tmp_path / "data"
+    if dataset == "camus":
+        write_camus_nifti(root, patients=(1, 2, 3), splits={"training": [1], "validation": [], "testing": [2, 3]})
+    elif dataset == "echonet-dynamic":
+        write_echonet_dynamic(root, videos=(("0X1A", "TRAIN"), ("0X2B", "TEST"), ("0X3C", "TEST")))
+    else:
+        write_mask_folder(root, n=3)
+        (root / "split.txt").write_text("slice_00 test\nslice_01 test\nslice_02 test\n")
+    seen = {}
+
+    def fake_evaluate(samples, name, model, default):
+        seen["cases"] = sorted({s.case for s in samples})
+        return {"dataset": name, "n": len(samples)}
+
+    monkeypatch.setattr(seg_datasets, "evaluate_with_model", fake_evaluate)
+    rc, out, err = _run(capsys, "evaluate", "--dataset", dataset, str(root), "--max-videos", "1")
+    assert rc == 0, err
+    assert len(seen["cases"]) == 1
+    rc, out, err = _run(capsys, "evaluate", "--dataset", dataset, str(root))
+    assert rc == 0 and len(seen["cases"]) > 1

@@ -85,14 +85,28 @@ def train_on_dataset(name: str, path: str | os.PathLike[str], *, steps: int | No
             "active": registry.active_version(e.name, out) == e.version, "metrics": dict(e.metrics)}
 
 
-def evaluate_dataset(name: str, path: str | os.PathLike[str], *, split: str = "test", model: str | None = None) -> dict[str, Any]:
-    """Dice per structure and EF / volume errors of a registered model on one split."""
+def first_cases(samples: list[SegSample], max_cases: int | None) -> list[SegSample]:
+    """The samples of the first ``max_cases`` cases (videos, patients or images) in reading order."""
+    if max_cases is None:
+        return samples
+    keep = set(list(dict.fromkeys(s.case for s in samples))[: max(0, int(max_cases))])
+    return [s for s in samples if s.case in keep]
+
+
+def evaluate_dataset(name: str, path: str | os.PathLike[str], *, split: str = "test", model: str | None = None,
+                     max_cases: int | None = None) -> dict[str, Any]:
+    """Dice per structure and EF / volume errors of a registered model on one split (its first
+    ``max_cases`` videos, patients or images when given)."""
     default = APICAL_SEG
     if name == "masks":
         from echomeasure.training.mask_folder import model_name, read_mask_folder
 
         samples, _, view = read_mask_folder(path, split)
         default = model_name(view)
+    elif name == "echonet-dynamic" and max_cases is not None:  # decode only the videos evaluated
+        from echomeasure.training.echonet_dynamic import read_echonet_dynamic
+
+        samples = read_echonet_dynamic(path, split, max_videos=max(0, int(max_cases)))
     else:
         samples = read_dataset(name, path, split)
-    return evaluate_with_model(samples, name, model, default)
+    return evaluate_with_model(first_cases(samples, max_cases), name, model, default)
