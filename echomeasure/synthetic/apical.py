@@ -49,18 +49,36 @@ import cv2
 import numpy as np
 
 from echomeasure.catalog import single_plane_method
-from echomeasure.ingest.clip import SPATIAL_2D, SPATIAL_WAVEFORM, UNIT_CM, UNIT_NONE, UNIT_S, Region
+from echomeasure.ingest.clip import Region
 from echomeasure.synthetic import anatomy as _anatomy
 from echomeasure.synthetic.anatomy import contraction, mitral_opening
+from echomeasure.synthetic.cine import (
+    CineTiming,
+    banner_height_px,
+    case_rng,
+    compose_frame,
+    draw_ecg_cursor,
+    ecg_box,
+    ecg_cursor_x,
+    frame_indices,
+    frame_noise_rng,
+    render_frames,
+    sample_cycle,
+    sample_dropout_and_tint,
+    sample_speckle_settings,
+    sector_layout,
+    sector_regions,
+    sparse_scatterers_db,
+    static_speckle_and_texture,
+    tgc_depth_gain,
+)
 from echomeasure.synthetic.overlays import draw_banner, draw_ecg, fake_identity, put_text
-from echomeasure.synthetic.plax import IMAGE_SIZES, _frames_and_fps, _sector_layout
 from echomeasure.synthetic.types import SyntheticCine
 from echomeasure.synthetic.ultrasound import (
     ScanConverter,
     SectorGeometry,
     SpeckleSettings,
     complex_field,
-    depth_gain,
     envelope,
     log_compress,
     smooth_field,
@@ -321,7 +339,7 @@ def la_area_length_cm(heart: ApicalHeart, st: ApicalState, view: str) -> tuple[f
 
 
 @dataclass(frozen=True)
-class ApicalParams:
+class ApicalParams(CineTiming):
     """Everything that defines one synthetic apical cine (JSON-able via :func:`dataclasses.asdict`)."""
 
     view: str  # "a4c" | "a2c"
@@ -350,11 +368,6 @@ class ApicalParams:
     seed: int = 0
     noise_seed: int = 0
 
-    @property
-    def frame_time_ms(self) -> float:
-        """Time between frames (ms), rounded as written to DICOM FrameTime."""
-        return round(1000.0 / self.fps, 4)
-
     def phase_of_frame(self, index: np.ndarray | int) -> np.ndarray:
         """Cardiac phase (0 = end-diastole) at frame ``index``."""
         t_s = np.asarray(index, dtype=np.float64) * self.frame_time_ms / 1000.0
@@ -363,6 +376,10 @@ class ApicalParams:
     def state(self, index: int) -> ApicalState:
         """The anatomy at frame ``index``."""
         return apical_state(self.heart, float(self.phase_of_frame(index)), self.systole_fraction)
+
+    def cursor_fraction(self, index: int) -> float:
+        """How far across the ECG strip the cursor of frame ``index`` stands (its index over the frame count)."""
+        return index / max(1, self.n_frames)
 
 
 def sample_apical_heart(rng: np.random.Generator) -> ApicalHeart:
@@ -452,46 +469,29 @@ def sample_apical_params(
         raise ValueError(f"view must be one of {APICAL_VIEWS}, got {view!r}")
     u = rng.uniform
     heart = heart if heart is not None else sample_apical_heart(rng)
-    hr = u(50.0, 120.0)
-    rr = 60.0 / hr
-    sf = float(np.clip(0.33 + 0.0012 * (hr - 70.0) + u(-0.03, 0.03), 0.27, 0.42))
-    nf, fr = _frames_and_fps(rng, rr, n_frames, fps)
-    h, w = image_size if image_size is not None else IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+    cycle = sample_cycle(rng, n_frames, fps, image_size)
     extent = heart.lv_length_cm + heart.apex_wall_cm + heart.la_centre_cm + heart.la_half_length_cm
     apex_depth = u(0.8, 2.2)
     depth = float(np.clip(apex_depth + extent + u(0.8, 3.0), 13.0, 22.0))
     sector = u(70.0, 90.0)
-    geom = _sector_layout(h, w, depth, sector, u(-3.0, 3.0), u(-0.03, 0.03))
-    pose = _sample_pose(rng, heart, view, sf, geom, apex_depth)
-    speckle = SpeckleSettings(
-        gain_db=u(-10.0, 0.0),
-        dynamic_range_db=u(50.0, 65.0),
-        psf_axial_samples=u(0.9, 1.6),
-        psf_lateral_beams=u(0.55, 1.1) / 0.36 * (geom.n_beams - 1) / (sector / 0.36),
-        persistence=u(0.55, 0.85),
-        attenuation_db_per_cm=u(0.6, 1.6),
-        tgc_residual_db=u(1.0, 6.0),
-        noise_level=10 ** (u(-72.0, -62.0) / 20.0),
-        gamma=u(1.1, 1.6),
-    )
+    w = cycle.width_px
+    geom = sector_layout(cycle.height_px, w, depth, sector, u(-3.0, 3.0), u(-0.03, 0.03))
+    pose = _sample_pose(rng, heart, view, cycle.systole_fraction, geom, apex_depth)
+    speckle = sample_speckle_settings(rng, geom, attenuation_db_per_cm=(0.6, 1.6))
     echo = _sample_echo_db(rng)
-    dropout = tuple((u(0.0, 1.0), u(0.1, 0.9), u(0.05, 0.2), u(6.0, 20.0)) for _ in range(int(rng.integers(0, 4))))
-    tint = (1.0, 1.0, 1.0) if rng.random() < 0.6 else (u(0.9, 1.0), u(0.93, 1.0), u(0.85, 1.0))
+    dropout, tint = sample_dropout_and_tint(rng, min_depth_frac=0.1)
     return ApicalParams(
         view=view,
         heart=heart,
-        heart_rate_bpm=hr,
-        systole_fraction=sf,
         phase0=u(0.0, 1.0),
-        n_frames=nf,
-        fps=fr,
-        height_px=h,
-        width_px=w,
+        **dataclasses.asdict(cycle),
         depth_cm=depth,
         sector_deg=geom.sector_deg,
         steer_deg=geom.steer_deg,
         probe_offset_frac=(geom.apex_x_px - w / 2.0) / w,
-        **pose,
+        apex_depth_cm=pose["apex_depth_cm"],
+        tilt_deg=pose["tilt_deg"],
+        lateral_cm=pose["lateral_cm"],
         frequency_mhz=u(1.7, 3.6),
         speckle=speckle,
         echo_db=echo,
@@ -518,7 +518,7 @@ def _pose_fits(heart: ApicalHeart, view: str, systole_fraction: float, geom: Sec
 def sector_geometry(params: ApicalParams) -> SectorGeometry:
     """The sector layout of a case (deterministic from the parameters)."""
     p = params
-    return _sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
+    return sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -713,24 +713,19 @@ class ApicalRenderer:
     def __init__(self, params: ApicalParams, rng: np.random.Generator | None = None) -> None:
         self.p = params
         self.explicit_rng = rng
-        r = rng if rng is not None else np.random.default_rng([params.noise_seed, 0])
+        r = case_rng(params.noise_seed, rng)
         self.geom = sector_geometry(params)
         self.conv = ScanConverter(self.geom)
         g = self.geom
         shape = (g.n_samples, g.n_beams)
-        self.static = complex_field(r, shape)
-        depth_scale = 0.6 / (params.depth_cm / g.n_samples)
-        fine = smooth_field(r, shape, (depth_scale, max(2.0, g.n_beams / 40)))
-        coarse = smooth_field(r, shape, (4 * depth_scale, max(6.0, g.n_beams / 12)))
-        self.texture = (0.55 * fine + 0.85 * coarse).astype(np.float32)
+        self.static, self.texture = static_speckle_and_texture(r, g)
         self.echo_db = np.asarray(params.echo_db, dtype=np.float32)
         self.tex_gain = np.full(N_ECHO, params.texture_db, dtype=np.float32)
         self.tex_gain[list(_BLOOD)] = r.uniform(3.0, 7.0)
         self.tissue_lut = np.ones(N_ECHO, dtype=bool)
         self.tissue_lut[list(_BLOOD)] = False
         z = self.conv.sample_depth_cm
-        tgc = np.interp(z, np.linspace(0, params.depth_cm, 6), r.uniform(-1.0, 1.0, 6)).astype(np.float32)
-        self.depth_gain = depth_gain(z, params.speckle, tgc)[:, None]
+        self.depth_gain = tgc_depth_gain(r, z, params.depth_cm, params.speckle)
         clutter = 10 ** (r.uniform(-40.0, -24.0) / 10.0) * np.exp(-z / 1.2)
         self.clutter = (clutter[:, None] * np.exp(0.5 * smooth_field(r, shape, (3.0, 6.0)))).astype(np.float32)
         bb, ss = np.meshgrid(np.linspace(0, 1, g.n_beams), np.linspace(0, 1, g.n_samples))
@@ -738,46 +733,28 @@ class ApicalRenderer:
         for bfrac, dfrac, size, loss in params.dropout:
             drop += loss * np.exp(-(((bb - bfrac) / size) ** 2 + ((ss - dfrac) / (1.5 * size)) ** 2))
         self.dropout_db = drop.astype(np.float32)
-        bright = r.random(shape, dtype=np.float32) < 0.03
-        self.sparse_db = np.where(bright, r.uniform(3.0, 9.0, shape).astype(np.float32), 0.0).astype(np.float32)
+        self.sparse_db = sparse_scatterers_db(r, shape)
         self.polar_uv = probe_to_heart(params, self.conv.polar_x_cm, self.conv.polar_z_cm)
         self.pixel_uv = probe_to_heart(params, self.conv.inside_x_cm, self.conv.inside_z_cm)
         self.canvas = self._canvas()
 
     def frame_rng(self, index: int) -> np.random.Generator:
         """Noise source of frame ``index``."""
-        if self.explicit_rng is not None:
-            return self.explicit_rng
-        return np.random.default_rng([self.p.noise_seed, 1, int(index)])
+        return frame_noise_rng(self.p.noise_seed, index, self.explicit_rng)
 
     @property
     def banner_px(self) -> int:
         """Height of the burned-in banner."""
-        return int(np.clip(round(0.07 * self.p.height_px), 24, 64))
+        return banner_height_px(self.p.height_px)
 
     @property
     def ecg_box(self) -> tuple[int, int, int, int]:
         """Inclusive pixel box of the ECG strip."""
-        x0, _, x1, y1 = self.geom.bounding_box_px
-        return x0, y1 + 3, x1, self.p.height_px - 3
+        return ecg_box(self.geom)
 
     def regions(self) -> tuple[Region, ...]:
         """2D region (cm, origin at the sector apex) and the ECG region (s)."""
-        g = self.geom
-        x0, y0, x1, y1 = g.bounding_box_px
-        tissue = Region(
-            x0=x0, y0=y0, x1=x1, y1=y1, spatial_format=SPATIAL_2D, data_type=1, units_x=UNIT_CM, units_y=UNIT_CM,
-            delta_x=g.cm_per_px, delta_y=g.cm_per_px, ref_x0=g.apex_x_px - x0, ref_y0=g.apex_y_px - y0,
-            ref_phys_x=0.0, ref_phys_y=0.0, flags=2,
-        )
-        ex0, ey0, ex1, ey1 = self.ecg_box
-        duration_s = self.p.n_frames * self.p.frame_time_ms / 1000.0
-        ecg = Region(
-            x0=ex0, y0=ey0, x1=ex1, y1=ey1, spatial_format=SPATIAL_WAVEFORM, data_type=10, units_x=UNIT_S,
-            units_y=UNIT_NONE, delta_x=duration_s / max(1, ex1 - ex0), delta_y=0.0, ref_x0=0, ref_y0=0,
-            ref_phys_x=0.0, ref_phys_y=0.0,
-        )
-        return tissue, ecg
+        return sector_regions(self.geom, self.ecg_box, self.p.duration_s)
 
     def _canvas(self) -> np.ndarray:
         p, g = self.p, self.geom
@@ -790,7 +767,7 @@ class ApicalRenderer:
         put_text(canvas, f"{p.depth_cm:.0f} cm", (x0 + 4, y0 + int(4.6 * th)), th * 0.8, (170, 170, 170))
         put_text(canvas, f"HR {p.heart_rate_bpm:.0f}", (x1 - int(5 * th), y0 + int(1.6 * th)), th * 0.8, (170, 170, 170))
         ex0, ey0, ex1, ey1 = self.ecg_box
-        t = np.arange(ex1 - ex0 + 1) * (p.n_frames * p.frame_time_ms / 1000.0) / max(1, ex1 - ex0)
+        t = np.arange(ex1 - ex0 + 1) * p.duration_s / max(1, ex1 - ex0)
         draw_ecg(canvas, (ex0, ey0, ex1, ey1), np.mod(p.phase0 + t * p.heart_rate_bpm / 60.0, 1.0), p.systole_fraction)
         return canvas
 
@@ -835,15 +812,8 @@ class ApicalRenderer:
         """(H, W, 3) uint8 RGB frame: banner, sector, annotations, ECG with cursor."""
         p = self.p
         st = st or p.state(index)
-        gray = self.sector_image(st, index)
-        if p.tint == (1.0, 1.0, 1.0):
-            rgb = cv2.merge([gray, gray, gray])
-        else:
-            rgb = cv2.merge([cv2.convertScaleAbs(gray, alpha=float(k)) for k in p.tint])
-        out = cv2.add(self.canvas, rgb)
-        ex0, ey0, ex1, ey1 = self.ecg_box
-        xc = int(round(ex0 + index / max(1, p.n_frames) * (ex1 - ex0)))
-        cv2.line(out, (xc, ey0), (xc, ey1), (230, 230, 90), 1)
+        out = compose_frame(self.canvas, self.sector_image(st, index), p.tint)
+        draw_ecg_cursor(out, self.ecg_box, ecg_cursor_x(self.ecg_box, p.cursor_fraction(index)))
         return out
 
 
@@ -958,20 +928,10 @@ def render_apical(
     ``frames``: None for all, an int for the first that many, or a sequence of frame indices.
     The returned ``keypoints`` array is empty (N, 0, 2): apical views carry contours, not calipers.
     """
-    if frames is None:
-        idx = tuple(range(params.n_frames))
-    elif isinstance(frames, (int, np.integer)):
-        idx = tuple(range(min(int(frames), params.n_frames)))
-    else:
-        idx = tuple(int(i) for i in frames)
+    idx = frame_indices(frames, params.n_frames)
     renderer = ApicalRenderer(params, rng)
-    imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
-    labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
-    for k, i in enumerate(idx):
-        st = params.state(i)
-        imgs[k] = renderer.frame(i, st)
-        if labs is not None:
-            labs[k] = renderer.labels(st)
+    imgs, labs = render_frames(idx, (params.height_px, params.width_px), params.state, renderer.frame,
+                               renderer.labels if labels else None)
     ed, es = apical_ed_es_frames(params)
     return SyntheticCine(
         frames=imgs,

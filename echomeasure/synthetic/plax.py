@@ -17,16 +17,29 @@ import cv2
 import numpy as np
 
 from echomeasure.catalog import CATALOG, KEYPOINTS_2D, LINEAR_ENDPOINTS
-from echomeasure.ingest.clip import (
-    SPATIAL_2D,
-    SPATIAL_WAVEFORM,
-    UNIT_CM,
-    UNIT_NONE,
-    UNIT_S,
-    Region,
-)
+from echomeasure.ingest.clip import Region
 from echomeasure.synthetic import anatomy
 from echomeasure.synthetic.anatomy import HeartGeometry, HeartShape, heart_state
+from echomeasure.synthetic.cine import (
+    CineTiming,
+    banner_height_px,
+    case_rng,
+    compose_frame,
+    draw_ecg_cursor,
+    ecg_box,
+    ecg_cursor_x,
+    frame_indices,
+    frame_noise_rng,
+    render_frames,
+    sample_cycle,
+    sample_dropout_and_tint,
+    sample_speckle_settings,
+    sector_layout,
+    sector_regions,
+    sparse_scatterers_db,
+    static_speckle_and_texture,
+    tgc_depth_gain,
+)
 from echomeasure.synthetic.overlays import FakeIdentity, draw_banner, draw_ecg, fake_identity, put_text
 from echomeasure.synthetic.types import LABEL_CLASSES, SyntheticCine
 from echomeasure.synthetic.ultrasound import (
@@ -34,7 +47,6 @@ from echomeasure.synthetic.ultrasound import (
     SectorGeometry,
     SpeckleSettings,
     complex_field,
-    depth_gain,
     envelope,
     log_compress,
     smooth_field,
@@ -42,7 +54,6 @@ from echomeasure.synthetic.ultrasound import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (600, 800), (434, 636), (768, 1024))
 RANGES_CM: dict[str, tuple[float, float]] = {
     "ivsd": (0.6, 1.8),
     "lvidd": (3.5, 7.0),
@@ -55,7 +66,7 @@ GENERATOR_VERSION = "5"
 
 
 @dataclass(frozen=True)
-class PlaxParams:
+class PlaxParams(CineTiming):
     """Everything that defines one synthetic PLAX cine (JSON-able via :func:`params_to_dict`).
 
     Anatomy is in ``shape`` (cm).  Probe frame: the heart-frame origin (LV cavity centre on the
@@ -98,14 +109,13 @@ class PlaxParams:
     noise_seed: int = 0
 
     @property
-    def frame_time_ms(self) -> float:
-        """Time between frames (ms), rounded as written to DICOM FrameTime."""
-        return round(1000.0 / self.fps, 4)
-
-    @property
     def rr_s(self) -> float:
         """Cardiac cycle length (s)."""
         return 60.0 / self.heart_rate_bpm
+
+    def cursor_fraction(self, index: int) -> float:
+        """How far across the ECG strip the cursor of frame ``index`` stands (its time over the clip's)."""
+        return index * self.frame_time_ms / 1000.0 / self.duration_s
 
     def respiratory_drift_cm(self, index: int) -> tuple[float, float]:
         """In-plane shift (X, Z) of the whole heart by breathing at frame ``index`` (cm)."""
@@ -195,35 +205,6 @@ def _sample_shape(rng: np.random.Generator) -> tuple[HeartShape, float]:
     return shape, ef
 
 
-def _frames_and_fps(rng: np.random.Generator, rr_s: float, n_frames: int | None, fps: float | None) -> tuple[int, float]:
-    """A frame rate and count that cover at least one full cardiac cycle (so ED and ES are in)."""
-    if fps is None:
-        hi = 80.0 if n_frames is None else min(80.0, (n_frames - 1) / (1.05 * rr_s))
-        fps = float(rng.integers(30, int(max(30.0, hi)) + 1))
-    if n_frames is None:
-        need = int(math.ceil(1.05 * rr_s * fps)) + 1
-        n_frames = int(rng.integers(max(30, need), max(30, need, 120) + 1))
-    return n_frames, fps
-
-
-def _sector_layout(
-    height: int, width: int, depth_cm: float, sector_deg: float, steer_deg: float, x_jitter: float
-) -> SectorGeometry:
-    banner = int(np.clip(round(0.07 * height), 24, 64))
-    ecg = int(round(0.1 * height))
-    apex_y = banner + 6
-    depth_px: float = height - ecg - 8 - apex_y
-    half = math.radians(sector_deg / 2.0 + abs(steer_deg))
-    max_half_w = width / 2.0 - 6 - abs(x_jitter) * width
-    depth_px = min(depth_px, max_half_w / math.sin(half))
-    cm_per_px = depth_cm / depth_px
-    apex_x = int(round(width / 2.0 + x_jitter * width))
-    dr = cm_per_px * 0.8
-    n_samples = int(math.ceil(depth_cm / dr)) + 1
-    n_beams = int(math.ceil(sector_deg / 0.36)) + 1
-    return SectorGeometry(height, width, apex_x, apex_y, cm_per_px, depth_cm, sector_deg, steer_deg, n_beams, n_samples)
-
-
 def _place_heart(rng: np.random.Generator, shape) -> tuple[float, float, float, float]:
     """Chest wall (cm), heart centre depth and lateral offset (cm) and an imaging depth (cm) that holds it."""
     u = rng.uniform
@@ -233,34 +214,6 @@ def _place_heart(rng: np.random.Generator, shape) -> tuple[float, float, float, 
     needed = heart_z + shape.lvidd_cm / 2 + shape.lvpwd_cm + 2.0
     depth = float(np.clip(max(u(12.0, 20.0), needed), 12.0, 20.0))
     return chest, heart_z, heart_x, depth
-
-
-def _sample_dropout_and_tint(
-    rng: np.random.Generator,
-) -> tuple[tuple[tuple[float, float, float, float], ...], tuple[float, float, float]]:
-    """Up to three dropout wedges (position, depth, width, dB) and a display tint (mostly neutral)."""
-    u = rng.uniform
-    dropout = tuple(
-        (u(0.0, 1.0), u(0.15, 0.9), u(0.05, 0.2), u(6.0, 20.0)) for _ in range(int(rng.integers(0, 4)))
-    )
-    tint = (1.0, 1.0, 1.0) if rng.random() < 0.6 else (u(0.9, 1.0), u(0.93, 1.0), u(0.85, 1.0))
-    return dropout, tint
-
-
-def _sample_speckle(rng: np.random.Generator, geom: SectorGeometry, sector_deg: float) -> SpeckleSettings:
-    """Scanner settings of one case: gain, dynamic range, point-spread function, noise."""
-    u = rng.uniform
-    return SpeckleSettings(
-        gain_db=u(-10.0, 0.0),
-        dynamic_range_db=u(50.0, 65.0),
-        psf_axial_samples=u(0.9, 1.6),
-        psf_lateral_beams=u(0.55, 1.1) / 0.36 * (geom.n_beams - 1) / (sector_deg / 0.36),
-        persistence=u(0.55, 0.85),
-        attenuation_db_per_cm=u(0.6, 1.8),
-        tgc_residual_db=u(1.0, 6.0),
-        noise_level=10 ** (u(-72.0, -62.0) / 20.0),
-        gamma=u(1.1, 1.6),
-    )
 
 
 def _sample_echo_db(rng: np.random.Generator) -> tuple[float, ...]:
@@ -310,30 +263,21 @@ def sample_plax_params(
     u = rng.uniform
     for _attempt in range(200):
         shape, ef = _sample_shape(rng)
-        hr = u(50.0, 120.0)
-        rr = 60.0 / hr
-        sf = float(np.clip(0.33 + 0.0012 * (hr - 70.0) + u(-0.03, 0.03), 0.27, 0.42))
-        nf, fr = _frames_and_fps(rng, rr, n_frames, fps)
-        h, w = image_size if image_size is not None else IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+        cycle = sample_cycle(rng, n_frames, fps, image_size)
         sector = u(60.0, 90.0)
         steer = u(-4.0, 4.0)
         rotation = u(-15.0, 15.0)
         chest, heart_z, heart_x, depth = _place_heart(rng, shape)
         x_jitter = u(-0.04, 0.04)
-        geom = _sector_layout(h, w, depth, sector, steer, x_jitter)
-        speckle = _sample_speckle(rng, geom, sector)
+        geom = sector_layout(cycle.height_px, cycle.width_px, depth, sector, steer, x_jitter)
+        speckle = sample_speckle_settings(rng, geom, attenuation_db_per_cm=(0.6, 1.8))
         echo = _sample_echo_db(rng)
-        dropout, tint = _sample_dropout_and_tint(rng)
+        dropout, tint = sample_dropout_and_tint(rng, min_depth_frac=0.15)
         params = PlaxParams(
             shape=shape,
             ef_percent=ef,
-            heart_rate_bpm=hr,
-            systole_fraction=sf,
             phase0=u(0.0, 1.0),
-            n_frames=nf,
-            fps=fr,
-            height_px=h,
-            width_px=w,
+            **dataclasses.asdict(cycle),
             depth_cm=depth,
             sector_deg=sector,
             steer_deg=steer,
@@ -366,7 +310,7 @@ def sample_plax_params(
 def sector_geometry(params: PlaxParams) -> SectorGeometry:
     """The sector layout of a case (deterministic from the parameters)."""
     p = params
-    return _sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
+    return sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
 
 
 def _fits(params: PlaxParams, geom: SectorGeometry) -> bool:
@@ -454,20 +398,14 @@ class PlaxRenderer:
 
     def __init__(self, params: PlaxParams, rng: np.random.Generator | None = None) -> None:
         self.p = params
-        # Without an explicit generator, per-case fields come from (noise_seed, 0) and the noise of
-        # frame i from (noise_seed, 1, i): any subset of frames renders exactly as in the full clip.
         self.explicit_rng = rng
-        self.rng = rng if rng is not None else np.random.default_rng([params.noise_seed, 0])
+        self.rng = case_rng(params.noise_seed, rng)
         self.geom = sector_geometry(params)
         self.conv = ScanConverter(self.geom)
         g = self.geom
         shape = (g.n_samples, g.n_beams)
         r = self.rng
-        self.static = complex_field(r, shape)
-        depth_scale = 0.6 / (params.depth_cm / g.n_samples)
-        fine = smooth_field(r, shape, (depth_scale, max(2.0, g.n_beams / 40)))
-        coarse = smooth_field(r, shape, (4 * depth_scale, max(6.0, g.n_beams / 12)))
-        self.texture = (0.55 * fine + 0.85 * coarse).astype(np.float32)
+        self.static, self.texture = static_speckle_and_texture(r, g)
         echo_db = np.asarray(params.echo_db, dtype=np.float32)
         tex_gain = np.full(anatomy.N_ECHO_CLASSES, params.texture_db, dtype=np.float32)
         # blood: smooth haze (slow flow, side lobes), stronger in some cases than others
@@ -478,8 +416,7 @@ class PlaxRenderer:
         self.tissue_lut[blood] = False
         self.tex_gain = tex_gain
         z = self.conv.sample_depth_cm
-        tgc_shape = np.interp(z, np.linspace(0, params.depth_cm, 6), r.uniform(-1.0, 1.0, 6)).astype(np.float32)
-        self.depth_gain = depth_gain(z, params.speckle, tgc_shape)[:, None]
+        self.depth_gain = tgc_depth_gain(r, z, params.depth_cm, params.speckle)
         # near field: haze and reverberation over the first centimetres, static with slow change
         ribs = 1.0 + 0.8 * np.cos(2 * math.pi * z / max(params.chest_wall_cm, 0.5)) ** 8
         clutter = 10 ** (params.clutter_db / 10.0) * np.exp(-z / 1.4) * ribs
@@ -499,12 +436,10 @@ class PlaxRenderer:
             below = np.clip((ss * params.depth_cm - params.chest_wall_cm * 0.6) / 0.5, 0.0, 1.0)
             drop += params.rib_shadow_db * below * (side < params.rib_shadow_width)
         self.dropout_db = drop
-        # sparse strong scatterers (fibres, trabeculae): a few per cent of samples, static
-        bright = r.random(shape, dtype=np.float32) < 0.03
-        self.sparse_db = np.where(bright, r.uniform(3.0, 9.0, shape).astype(np.float32), 0.0).astype(np.float32)
+        self.sparse_db = sparse_scatterers_db(r, shape)
         self._init_tissue_scatterers()
         self.canvas = self._canvas()
-        self.ecg_box = self._ecg_box()
+        self.ecg_box = ecg_box(self.geom)
 
     def _init_tissue_scatterers(self) -> None:
         """A scatterer field fixed to the heart, so myocardial speckle moves with the heart.
@@ -553,31 +488,11 @@ class PlaxRenderer:
     @property
     def banner_px(self) -> int:
         """Height of the burned-in patient banner (rows above every region)."""
-        return int(np.clip(round(0.07 * self.p.height_px), 24, 64))
-
-    def _ecg_box(self) -> tuple[int, int, int, int]:
-        x0, _, x1, y1 = self.geom.bounding_box_px
-        h = self.p.height_px
-        return x0, y1 + 3, x1, h - 3
+        return banner_height_px(self.p.height_px)
 
     def regions(self) -> tuple[Region, ...]:
         """2D region (cm, origin at the sector apex) and the ECG region (s)."""
-        g = self.geom
-        x0, y0, x1, y1 = g.bounding_box_px
-        tissue = Region(
-            x0=x0, y0=y0, x1=x1, y1=y1,
-            spatial_format=SPATIAL_2D, data_type=1, units_x=UNIT_CM, units_y=UNIT_CM,
-            delta_x=g.cm_per_px, delta_y=g.cm_per_px,
-            ref_x0=g.apex_x_px - x0, ref_y0=g.apex_y_px - y0, ref_phys_x=0.0, ref_phys_y=0.0, flags=2,
-        )
-        ex0, ey0, ex1, ey1 = self.ecg_box
-        duration_s = self.p.n_frames * self.p.frame_time_ms / 1000.0
-        ecg = Region(
-            x0=ex0, y0=ey0, x1=ex1, y1=ey1,
-            spatial_format=SPATIAL_WAVEFORM, data_type=10, units_x=UNIT_S, units_y=UNIT_NONE,
-            delta_x=duration_s / max(1, ex1 - ex0), delta_y=0.0, ref_x0=0, ref_y0=0, ref_phys_x=0.0, ref_phys_y=0.0,
-        )
-        return tissue, ecg
+        return sector_regions(self.geom, self.ecg_box, self.p.duration_s)
 
     def identity(self) -> FakeIdentity:
         """The fake identity burned into the banner (from the run seed and case index)."""
@@ -604,8 +519,8 @@ class PlaxRenderer:
             if x0 <= x <= x1 and y0 <= y <= y1:
                 rad = 2 if k % 5 == 0 else 1
                 cv2.circle(canvas, (int(round(x)), int(round(y))), rad, (200, 200, 200), -1, cv2.LINE_AA)
-        ex0, ey0, ex1, ey1 = self._ecg_box()
-        t = np.arange(ex1 - ex0 + 1) * (p.n_frames * p.frame_time_ms / 1000.0) / max(1, ex1 - ex0)
+        ex0, ey0, ex1, ey1 = ecg_box(g)
+        t = np.arange(ex1 - ex0 + 1) * p.duration_s / max(1, ex1 - ex0)
         draw_ecg(canvas, (ex0, ey0, ex1, ey1), np.mod(p.phase0 + t / p.rr_s, 1.0), p.systole_fraction)
         return canvas
 
@@ -637,9 +552,7 @@ class PlaxRenderer:
 
     def frame_rng(self, index: int) -> np.random.Generator:
         """Noise source of frame ``index`` (the explicit generator when one was given)."""
-        if self.explicit_rng is not None:
-            return self.explicit_rng
-        return np.random.default_rng([self.p.noise_seed, 1, int(index)])
+        return frame_noise_rng(self.p.noise_seed, index, self.explicit_rng)
 
     def sector_image(self, geo: HeartGeometry, index: int = 0) -> np.ndarray:
         """(H, W) uint8 grey B-mode image of frame ``index`` (0 outside the sector)."""
@@ -665,18 +578,8 @@ class PlaxRenderer:
         """(H, W, 3) uint8 RGB frame ``index``: banner, sector, annotations, ECG with cursor."""
         p = self.p
         geo = geo or frame_geometry(p, index)
-        gray = self.sector_image(geo, index)
-        # the canvas is black inside the sector and the sector image black outside it
-        if p.tint == (1.0, 1.0, 1.0):
-            rgb = cv2.merge([gray, gray, gray])
-        else:
-            rgb = cv2.merge([cv2.convertScaleAbs(gray, alpha=float(k)) for k in p.tint])
-        out = cv2.add(self.canvas, rgb)
-        ex0, ey0, ex1, ey1 = self.ecg_box
-        t_s = index * p.frame_time_ms / 1000.0
-        duration = p.n_frames * p.frame_time_ms / 1000.0
-        xc = int(round(ex0 + t_s / duration * (ex1 - ex0)))
-        cv2.line(out, (xc, ey0), (xc, ey1), (230, 230, 90), 1)
+        out = compose_frame(self.canvas, self.sector_image(geo, index), p.tint)
+        draw_ecg_cursor(out, self.ecg_box, ecg_cursor_x(self.ecg_box, p.cursor_fraction(index)))
         return out
 
 
@@ -704,20 +607,10 @@ def render_plax(
     -------
     SyntheticCine
     """
-    if frames is None:
-        idx = tuple(range(params.n_frames))
-    elif isinstance(frames, (int, np.integer)):
-        idx = tuple(range(min(int(frames), params.n_frames)))
-    else:
-        idx = tuple(int(i) for i in frames)
+    idx = frame_indices(frames, params.n_frames)
     renderer = PlaxRenderer(params, rng)
-    geos = [frame_geometry(params, i) for i in idx]
-    imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
-    labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
-    for k, (i, geo) in enumerate(zip(idx, geos, strict=True)):
-        imgs[k] = renderer.frame(i, geo)
-        if labs is not None:
-            labs[k] = renderer.labels(geo)
+    imgs, labs = render_frames(idx, (params.height_px, params.width_px), lambda i: frame_geometry(params, i),
+                               renderer.frame, renderer.labels if labels else None)
     kp_all = plax_keypoints(params)
     ed, es = _ed_es_from_keypoints(kp_all)
     regions = renderer.regions()

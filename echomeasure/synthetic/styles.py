@@ -141,7 +141,7 @@ def sample_styled_plax_params(rng: np.random.Generator, style: str = DEFAULT_STY
 
 
 def _restyle_anatomy(base, r: np.random.Generator, style: str, strength: float, fixed_size: bool):
-    from echomeasure.synthetic.plax import IMAGE_SIZES
+    from echomeasure.synthetic.cine import IMAGE_SIZES
 
     u = r.uniform
     shp = base.shape
