@@ -62,6 +62,7 @@ import numpy as np
 
 from echomeasure.errors import InvalidInputError
 from echomeasure.synthetic import anatomy
+from echomeasure.synthetic.cine import draw_ecg_cursor, ecg_cursor_x, frame_indices
 from echomeasure.synthetic.overlays import put_text
 from echomeasure.synthetic.rf import RfLook, RfRenderer, sample_rf_look
 from echomeasure.synthetic.types import SyntheticCine, SyntheticDoppler
@@ -467,15 +468,6 @@ def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 # =========================================================================== PLAX: render
 
 
-def _frame_indices(frames: int | Sequence[int] | None, n_frames: int) -> tuple[int, ...]:
-    """The frame indices asked for: all, the first ``frames``, or the listed ones."""
-    if frames is None:
-        return tuple(range(n_frames))
-    if isinstance(frames, (int, np.integer)):
-        return tuple(range(min(int(frames), n_frames)))
-    return tuple(int(i) for i in frames)
-
-
 # =========================================================================== image formation (PLAX and apical)
 
 
@@ -533,8 +525,7 @@ def family_frame(canvas: np.ndarray, sector_rgb: np.ndarray, mask: np.ndarray, l
     if look.vendor is not None:
         _draw_overlays(out, mask, look.vendor.overlays, np.random.default_rng([noise_seed, 32]))
     if look.ecg != "missing":
-        _, ey0, _, ey1 = ecg_box
-        cv2.line(out, (cursor_x, ey0), (cursor_x, ey1), (230, 230, 90), 1)
+        draw_ecg_cursor(out, ecg_box, cursor_x)
     if look.vendor is not None:
         out = _jpeg(out, look.vendor.jpeg_quality)
     return out
@@ -582,7 +573,7 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
     style = check_style(style)
     if style == "classic":
         return render_plax(params, frames=frames, labels=labels)
-    idx = _frame_indices(frames, params.n_frames)
+    idx = frame_indices(frames, params.n_frames)
     renderer = PlaxRenderer(params)
     g = renderer.geom
     cm = g.cm_per_px
@@ -598,7 +589,6 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
                if look.scatter is not None else None)
     rf = RfRenderer(renderer.conv, look.rf, params.noise_seed, params.chest_wall_cm) if look.rf is not None else None
     canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
-    ex0, _, ex1, _ = renderer.ecg_box
     imgs = np.empty((len(idx), h, w, 3), dtype=np.uint8)
     labs = np.empty((len(idx), h, w), dtype=np.uint8) if labels else None
     for k, i in enumerate(idx):
@@ -607,9 +597,7 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
             rgb = _rf_plax_sector_rgb(renderer, rf, params, geo, i, look)
         else:
             rgb = _styled_sector_rgb(renderer, params, geo, i, scatter, warp, look)
-        t_s = i * params.frame_time_ms / 1000.0
-        duration = params.n_frames * params.frame_time_ms / 1000.0
-        xc = int(round(ex0 + t_s / duration * (ex1 - ex0)))
+        xc = ecg_cursor_x(renderer.ecg_box, params.cursor_fraction(i))
         imgs[k] = family_frame(canvas, rgb, mask, look, params.noise_seed, renderer.ecg_box, xc)
         if labs is not None:
             lab = renderer.labels(geo)
@@ -773,7 +761,7 @@ def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Seque
     style = check_style(style)
     if style == "classic":
         return render_apical(params, frames=frames, labels=labels)
-    idx = _frame_indices(frames, params.n_frames)
+    idx = frame_indices(frames, params.n_frames)
     renderer = ApicalRenderer(params)
     g = renderer.geom
     mask = renderer.conv.sector_mask
@@ -786,7 +774,6 @@ def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Seque
     rf = (RfRenderer(renderer.conv, look.rf, params.noise_seed, min(2.5, 0.7 * params.apex_depth_cm))
           if look.rf is not None else None)
     canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
-    ex0, _, ex1, _ = renderer.ecg_box
     imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
     labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
     for k, i in enumerate(idx):
@@ -798,7 +785,7 @@ def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Seque
         else:
             gray = renderer.sector_image(st, i).astype(np.float32)
         rgb = family_sector_rgb(gray, mask, look, params.noise_seed, i, (g.apex_x_px, g.apex_y_px))
-        xc = int(round(ex0 + i / max(1, params.n_frames) * (ex1 - ex0)))
+        xc = ecg_cursor_x(renderer.ecg_box, params.cursor_fraction(i))
         imgs[k] = family_frame(canvas, rgb, mask, look, params.noise_seed, renderer.ecg_box, xc)
         if labs is not None:
             labs[k] = renderer.labels(st)
