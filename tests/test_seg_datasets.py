@@ -434,3 +434,33 @@ def test_evaluate_max_videos_limits_the_cases_of_a_segmentation_dataset(tmp_path
     assert len(seen["cases"]) == 1
     rc, out, err = _run(capsys, "evaluate", "--dataset", dataset, str(root))
     assert rc == 0 and len(seen["cases"]) > 1
+
+
+def test_echonet_dynamic_frame_numbers_written_as_floats_are_read(tmp_path):
+    """A VolumeTracings.csv re-saved by pandas or a spreadsheet may write Frame as 46.0: it was
+    refused as 'not a number' (EchoNet-LVH's reader took it); 46.5 is still refused."""
+    import csv
+
+    root = tmp_path / "EchoNet-Dynamic"
+    write_echonet_dynamic(root)
+    before = read_echonet_dynamic(root)
+    path = root / "VolumeTracings.csv"
+    with path.open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    for row in table:
+        row["Frame"] = f"{int(row['Frame'])}.0"
+
+    def write(rows):
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write(table)
+    after = read_echonet_dynamic(root)
+    assert [(s.case, s.phase) for s in after] == [(s.case, s.phase) for s in before]
+    assert all((a.labels == b.labels).all() for a, b in zip(after, before, strict=True))
+    table[3]["Frame"] = "1.5"
+    write(table)
+    with pytest.raises(InvalidInputError, match="line 5 has a value that is not a number"):
+        read_echonet_dynamic(root)

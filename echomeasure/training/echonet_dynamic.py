@@ -116,6 +116,15 @@ def _video_name(value: str, where: str) -> str:
     return name
 
 
+def _frame_number(text: str) -> int:
+    """A 0-based frame number: ``46`` or ``46.0`` (as a spreadsheet or pandas re-saves an integer
+    column); ``ValueError`` for anything else (``46.5``, ``nan``, text)."""
+    value = float(text)
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
 def _stem(name: str) -> str:
     return name[:-4] if name.lower().endswith(".avi") else name
 
@@ -162,9 +171,11 @@ def read_echonet_dynamic(root: str | os.PathLike[str], split: str | None = None,
     for i, row in enumerate(tracings, start=2):
         try:
             point = (float(row["X1"]), float(row["Y1"]), float(row["X2"]), float(row["Y2"]))
-            frame = int(row["Frame"])
+            frame = _frame_number(row["Frame"])
         except ValueError:
             raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: line {i} has a value that is not a number") from None
+        if frame < 0:
+            raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: line {i} has a negative Frame")
         if not all(math.isfinite(v) for v in point):
             raise InvalidInputError(f"{root / 'VolumeTracings.csv'}: line {i} has a coordinate that is not a finite number")
         traced[_video_name(row["FileName"], f"{root / 'VolumeTracings.csv'}: line {i}")][frame].append(point)
