@@ -51,37 +51,21 @@ import numpy as np
 from echomeasure.catalog import single_plane_method
 from echomeasure.ingest.clip import Region
 from echomeasure.synthetic import anatomy as _anatomy
+from echomeasure.synthetic import cine
 from echomeasure.synthetic.anatomy import contraction, mitral_opening
-from echomeasure.synthetic.cine import (
-    CineTiming,
-    banner_height_px,
-    case_rng,
-    compose_frame,
-    draw_ecg_cursor,
-    ecg_box,
-    ecg_cursor_x,
-    frame_indices,
-    frame_noise_rng,
-    render_frames,
-    sample_cycle,
-    sample_dropout_and_tint,
-    sample_speckle_settings,
-    sector_layout,
-    sector_regions,
-    sparse_scatterers_db,
-    static_speckle_and_texture,
-    tgc_depth_gain,
-)
-from echomeasure.synthetic.overlays import draw_banner, draw_ecg, fake_identity, put_text
+from echomeasure.synthetic.overlays import draw_ecg, fake_identity
 from echomeasure.synthetic.types import SyntheticCine
 from echomeasure.synthetic.ultrasound import (
     ScanConverter,
     SectorGeometry,
     SpeckleSettings,
     complex_field,
+    electronic_noise,
     envelope,
     log_compress,
+    power_from_db,
     smooth_field,
+    tissue_interfaces,
 )
 
 ApicalView = Literal["a4c", "a2c"]
@@ -339,7 +323,7 @@ def la_area_length_cm(heart: ApicalHeart, st: ApicalState, view: str) -> tuple[f
 
 
 @dataclass(frozen=True)
-class ApicalParams(CineTiming):
+class ApicalParams(cine.CineTiming):
     """Everything that defines one synthetic apical cine (JSON-able via :func:`dataclasses.asdict`)."""
 
     view: str  # "a4c" | "a2c"
@@ -469,17 +453,17 @@ def sample_apical_params(
         raise ValueError(f"view must be one of {APICAL_VIEWS}, got {view!r}")
     u = rng.uniform
     heart = heart if heart is not None else sample_apical_heart(rng)
-    cycle = sample_cycle(rng, n_frames, fps, image_size)
+    cycle = cine.sample_cycle(rng, n_frames, fps, image_size)
     extent = heart.lv_length_cm + heart.apex_wall_cm + heart.la_centre_cm + heart.la_half_length_cm
     apex_depth = u(0.8, 2.2)
     depth = float(np.clip(apex_depth + extent + u(0.8, 3.0), 13.0, 22.0))
     sector = u(70.0, 90.0)
     w = cycle.width_px
-    geom = sector_layout(cycle.height_px, w, depth, sector, u(-3.0, 3.0), u(-0.03, 0.03))
+    geom = cine.sector_layout(cycle.height_px, w, depth, sector, u(-3.0, 3.0), u(-0.03, 0.03))
     pose = _sample_pose(rng, heart, view, cycle.systole_fraction, geom, apex_depth)
-    speckle = sample_speckle_settings(rng, geom, attenuation_db_per_cm=(0.6, 1.6))
+    speckle = cine.sample_speckle_settings(rng, geom, attenuation_db_per_cm=(0.6, 1.6))
     echo = _sample_echo_db(rng)
-    dropout, tint = sample_dropout_and_tint(rng, min_depth_frac=0.1)
+    dropout, tint = cine.sample_dropout_and_tint(rng, min_depth_frac=0.1)
     return ApicalParams(
         view=view,
         heart=heart,
@@ -518,7 +502,7 @@ def _pose_fits(heart: ApicalHeart, view: str, systole_fraction: float, geom: Sec
 def sector_geometry(params: ApicalParams) -> SectorGeometry:
     """The sector layout of a case (deterministic from the parameters)."""
     p = params
-    return sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
+    return cine.sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -713,19 +697,19 @@ class ApicalRenderer:
     def __init__(self, params: ApicalParams, rng: np.random.Generator | None = None) -> None:
         self.p = params
         self.explicit_rng = rng
-        r = case_rng(params.noise_seed, rng)
+        r = cine.case_rng(params.noise_seed, rng)
         self.geom = sector_geometry(params)
         self.conv = ScanConverter(self.geom)
         g = self.geom
         shape = (g.n_samples, g.n_beams)
-        self.static, self.texture = static_speckle_and_texture(r, g)
+        self.static, self.texture = cine.static_speckle_and_texture(r, g)
         self.echo_db = np.asarray(params.echo_db, dtype=np.float32)
         self.tex_gain = np.full(N_ECHO, params.texture_db, dtype=np.float32)
         self.tex_gain[list(_BLOOD)] = r.uniform(3.0, 7.0)
         self.tissue_lut = np.ones(N_ECHO, dtype=bool)
         self.tissue_lut[list(_BLOOD)] = False
         z = self.conv.sample_depth_cm
-        self.depth_gain = tgc_depth_gain(r, z, params.depth_cm, params.speckle)
+        self.depth_gain = cine.tgc_depth_gain(r, z, params.depth_cm, params.speckle)
         clutter = 10 ** (r.uniform(-40.0, -24.0) / 10.0) * np.exp(-z / 1.2)
         self.clutter = (clutter[:, None] * np.exp(0.5 * smooth_field(r, shape, (3.0, 6.0)))).astype(np.float32)
         bb, ss = np.meshgrid(np.linspace(0, 1, g.n_beams), np.linspace(0, 1, g.n_samples))
@@ -733,42 +717,35 @@ class ApicalRenderer:
         for bfrac, dfrac, size, loss in params.dropout:
             drop += loss * np.exp(-(((bb - bfrac) / size) ** 2 + ((ss - dfrac) / (1.5 * size)) ** 2))
         self.dropout_db = drop.astype(np.float32)
-        self.sparse_db = sparse_scatterers_db(r, shape)
+        self.sparse_db = cine.sparse_scatterers_db(r, shape)
         self.polar_uv = probe_to_heart(params, self.conv.polar_x_cm, self.conv.polar_z_cm)
         self.pixel_uv = probe_to_heart(params, self.conv.inside_x_cm, self.conv.inside_z_cm)
         self.canvas = self._canvas()
 
     def frame_rng(self, index: int) -> np.random.Generator:
         """Noise source of frame ``index``."""
-        return frame_noise_rng(self.p.noise_seed, index, self.explicit_rng)
+        return cine.frame_noise_rng(self.p.noise_seed, index, self.explicit_rng)
 
     @property
     def banner_px(self) -> int:
         """Height of the burned-in banner."""
-        return banner_height_px(self.p.height_px)
+        return cine.banner_height_px(self.p.height_px)
 
     @property
     def ecg_box(self) -> tuple[int, int, int, int]:
         """Inclusive pixel box of the ECG strip."""
-        return ecg_box(self.geom)
+        return cine.ecg_box(self.geom)
 
     def regions(self) -> tuple[Region, ...]:
         """2D region (cm, origin at the sector apex) and the ECG region (s)."""
-        return sector_regions(self.geom, self.ecg_box, self.p.duration_s)
+        return cine.sector_regions(self.geom, self.ecg_box, self.p.duration_s)
 
     def _canvas(self) -> np.ndarray:
-        p, g = self.p, self.geom
-        canvas = np.zeros((p.height_px, p.width_px, 3), dtype=np.uint8)
-        draw_banner(canvas, fake_identity(p.seed, p.case_index), self.banner_px)
-        x0, y0, x1, _ = g.bounding_box_px
-        th = max(8.0, 0.022 * p.height_px)
-        put_text(canvas, p.view.upper(), (x0 + 4, y0 + int(1.6 * th)), th, (210, 210, 210))
-        put_text(canvas, f"{p.frequency_mhz:.1f} MHz", (x0 + 4, y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
-        put_text(canvas, f"{p.depth_cm:.0f} cm", (x0 + 4, y0 + int(4.6 * th)), th * 0.8, (170, 170, 170))
-        put_text(canvas, f"HR {p.heart_rate_bpm:.0f}", (x1 - int(5 * th), y0 + int(1.6 * th)), th * 0.8, (170, 170, 170))
-        ex0, ey0, ex1, ey1 = self.ecg_box
-        t = np.arange(ex1 - ex0 + 1) * p.duration_s / max(1, ex1 - ex0)
-        draw_ecg(canvas, (ex0, ey0, ex1, ey1), np.mod(p.phase0 + t * p.heart_rate_bpm / 60.0, 1.0), p.systole_fraction)
+        p = self.p
+        canvas, _ = cine.scan_canvas(self.geom, fake_identity(p.seed, p.case_index), p.view.upper(), p.frequency_mhz,
+                                     p.depth_cm, p.heart_rate_bpm)
+        t = cine.ecg_strip_times_s(self.ecg_box, p.duration_s)
+        draw_ecg(canvas, self.ecg_box, np.mod(p.phase0 + t * p.heart_rate_bpm / 60.0, 1.0), p.systole_fraction)
         return canvas
 
     def _polar_classes(self, st: ApicalState) -> np.ndarray:
@@ -798,22 +775,20 @@ class ApicalRenderer:
         db = self.echo_db[cls] + self.tex_gain[cls] * self.texture - self.dropout_db
         tissue = self.tissue_lut[cls]
         db += self.sparse_db * tissue
-        change = np.zeros(cls.shape, dtype=bool)
-        change[1:] = (cls[1:] != cls[:-1]) & (tissue[1:] | tissue[:-1])
-        db += np.float32(3.0) * change
-        power = np.exp(db * np.float32(math.log(10.0) / 10.0)) + self.clutter
+        db += np.float32(3.0) * tissue_interfaces(cls, tissue)
+        power = power_from_db(db) + self.clutter
         fresh = complex_field(self.frame_rng(index), power.shape)
         static = (np.where(tissue, self.static[0], fresh[1][::-1]), np.where(tissue, self.static[1], fresh[0][:, ::-1]))
         env = envelope(power, fresh, static, p.speckle) * self.depth_gain
-        env = env + p.speckle.noise_level * cv2.magnitude(fresh[0][::-1], fresh[1][:, ::-1])
+        env = env + electronic_noise(fresh, p.speckle)
         return self.conv.to_image(log_compress(env, p.speckle).astype(np.uint8))
 
     def frame(self, index: int, st: ApicalState | None = None) -> np.ndarray:
         """(H, W, 3) uint8 RGB frame: banner, sector, annotations, ECG with cursor."""
         p = self.p
         st = st or p.state(index)
-        out = compose_frame(self.canvas, self.sector_image(st, index), p.tint)
-        draw_ecg_cursor(out, self.ecg_box, ecg_cursor_x(self.ecg_box, p.cursor_fraction(index)))
+        out = cine.compose_frame(self.canvas, self.sector_image(st, index), p.tint)
+        cine.draw_ecg_cursor(out, self.ecg_box, cine.ecg_cursor_x(self.ecg_box, p.cursor_fraction(index)))
         return out
 
 
@@ -928,9 +903,9 @@ def render_apical(
     ``frames``: None for all, an int for the first that many, or a sequence of frame indices.
     The returned ``keypoints`` array is empty (N, 0, 2): apical views carry contours, not calipers.
     """
-    idx = frame_indices(frames, params.n_frames)
+    idx = cine.frame_indices(frames, params.n_frames)
     renderer = ApicalRenderer(params, rng)
-    imgs, labs = render_frames(idx, (params.height_px, params.width_px), params.state, renderer.frame,
+    imgs, labs = cine.render_frames(idx, (params.height_px, params.width_px), params.state, renderer.frame,
                                renderer.labels if labels else None)
     ed, es = apical_ed_es_frames(params)
     return SyntheticCine(

@@ -9,6 +9,8 @@ One case of either view is drawn and rendered through the same steps:
 * **screen layout**: banner on top (:func:`banner_height_px`), the sector below it
   (:func:`sector_layout`), the ECG strip under the sector (:func:`ecg_box`), and the DICOM
   regions of both (:func:`sector_regions`);
+* **canvas** (:func:`scan_canvas`): banner and the scan labels round the sector, and the time
+  axis of the ECG strip (:func:`ecg_strip_times_s`);
 * **per-case fields** on the beam grid (:func:`static_speckle_and_texture`,
   :func:`tgc_depth_gain`, :func:`sparse_scatterers_db`) from the case generator
   (:func:`case_rng`), and the per-frame noise generator (:func:`frame_noise_rng`);
@@ -31,6 +33,7 @@ import cv2
 import numpy as np
 
 from echomeasure.ingest.clip import SPATIAL_2D, SPATIAL_WAVEFORM, UNIT_CM, UNIT_NONE, UNIT_S, Region
+from echomeasure.synthetic.overlays import FakeIdentity, draw_banner, put_text
 from echomeasure.synthetic.ultrasound import SectorGeometry, SpeckleSettings, complex_field, depth_gain, smooth_field
 
 #: (height, width) of the drawn image sizes.
@@ -176,6 +179,28 @@ def sector_regions(geom: SectorGeometry, ecg: tuple[int, int, int, int], duratio
         delta_x=duration_s / max(1, ex1 - ex0), delta_y=0.0, ref_x0=0, ref_y0=0, ref_phys_x=0.0, ref_phys_y=0.0,
     )
     return tissue, ecg_region
+
+
+def scan_canvas(
+    geom: SectorGeometry, identity: FakeIdentity, title: str, frequency_mhz: float, depth_cm: float, heart_rate_bpm: float
+) -> tuple[np.ndarray, float]:
+    """(H, W, 3) background of every frame and its text height: the banner, the view ``title``, probe
+    frequency and depth at the sector's top left, the heart rate at its top right (black elsewhere)."""
+    canvas = np.zeros((geom.height_px, geom.width_px, 3), dtype=np.uint8)
+    draw_banner(canvas, identity, banner_height_px(geom.height_px))
+    x0, y0, x1, _ = geom.bounding_box_px
+    th = max(8.0, 0.022 * geom.height_px)
+    put_text(canvas, title, (x0 + 4, y0 + int(1.6 * th)), th, (210, 210, 210))
+    put_text(canvas, f"{frequency_mhz:.1f} MHz", (x0 + 4, y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
+    put_text(canvas, f"{depth_cm:.0f} cm", (x0 + 4, y0 + int(4.6 * th)), th * 0.8, (170, 170, 170))
+    put_text(canvas, f"HR {heart_rate_bpm:.0f}", (x1 - int(5 * th), y0 + int(1.6 * th)), th * 0.8, (170, 170, 170))
+    return canvas, th
+
+
+def ecg_strip_times_s(ecg: tuple[int, int, int, int], duration_s: float) -> np.ndarray:
+    """Time (s) at every pixel column of the ECG strip: 0 at its left edge, the clip's duration at its right."""
+    ex0, _, ex1, _ = ecg
+    return np.arange(ex1 - ex0 + 1) * duration_s / max(1, ex1 - ex0)
 
 
 # --------------------------------------------------------------------------- per-case fields

@@ -18,38 +18,21 @@ import numpy as np
 
 from echomeasure.catalog import CATALOG, KEYPOINTS_2D, LINEAR_ENDPOINTS
 from echomeasure.ingest.clip import Region
-from echomeasure.synthetic import anatomy
+from echomeasure.synthetic import anatomy, cine
 from echomeasure.synthetic.anatomy import HeartGeometry, HeartShape, heart_state
-from echomeasure.synthetic.cine import (
-    CineTiming,
-    banner_height_px,
-    case_rng,
-    compose_frame,
-    draw_ecg_cursor,
-    ecg_box,
-    ecg_cursor_x,
-    frame_indices,
-    frame_noise_rng,
-    render_frames,
-    sample_cycle,
-    sample_dropout_and_tint,
-    sample_speckle_settings,
-    sector_layout,
-    sector_regions,
-    sparse_scatterers_db,
-    static_speckle_and_texture,
-    tgc_depth_gain,
-)
-from echomeasure.synthetic.overlays import FakeIdentity, draw_banner, draw_ecg, fake_identity, put_text
+from echomeasure.synthetic.overlays import FakeIdentity, draw_ecg, fake_identity, put_text
 from echomeasure.synthetic.types import LABEL_CLASSES, SyntheticCine
 from echomeasure.synthetic.ultrasound import (
     ScanConverter,
     SectorGeometry,
     SpeckleSettings,
     complex_field,
+    electronic_noise,
     envelope,
     log_compress,
+    power_from_db,
     smooth_field,
+    tissue_interfaces,
 )
 
 log = logging.getLogger(__name__)
@@ -66,7 +49,7 @@ GENERATOR_VERSION = "5"
 
 
 @dataclass(frozen=True)
-class PlaxParams(CineTiming):
+class PlaxParams(cine.CineTiming):
     """Everything that defines one synthetic PLAX cine (JSON-able via :func:`params_to_dict`).
 
     Anatomy is in ``shape`` (cm).  Probe frame: the heart-frame origin (LV cavity centre on the
@@ -263,16 +246,16 @@ def sample_plax_params(
     u = rng.uniform
     for _attempt in range(200):
         shape, ef = _sample_shape(rng)
-        cycle = sample_cycle(rng, n_frames, fps, image_size)
+        cycle = cine.sample_cycle(rng, n_frames, fps, image_size)
         sector = u(60.0, 90.0)
         steer = u(-4.0, 4.0)
         rotation = u(-15.0, 15.0)
         chest, heart_z, heart_x, depth = _place_heart(rng, shape)
         x_jitter = u(-0.04, 0.04)
-        geom = sector_layout(cycle.height_px, cycle.width_px, depth, sector, steer, x_jitter)
-        speckle = sample_speckle_settings(rng, geom, attenuation_db_per_cm=(0.6, 1.8))
+        geom = cine.sector_layout(cycle.height_px, cycle.width_px, depth, sector, steer, x_jitter)
+        speckle = cine.sample_speckle_settings(rng, geom, attenuation_db_per_cm=(0.6, 1.8))
         echo = _sample_echo_db(rng)
-        dropout, tint = sample_dropout_and_tint(rng, min_depth_frac=0.15)
+        dropout, tint = cine.sample_dropout_and_tint(rng, min_depth_frac=0.15)
         params = PlaxParams(
             shape=shape,
             ef_percent=ef,
@@ -310,7 +293,7 @@ def sample_plax_params(
 def sector_geometry(params: PlaxParams) -> SectorGeometry:
     """The sector layout of a case (deterministic from the parameters)."""
     p = params
-    return sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
+    return cine.sector_layout(p.height_px, p.width_px, p.depth_cm, p.sector_deg, p.steer_deg, p.probe_offset_frac)
 
 
 def _fits(params: PlaxParams, geom: SectorGeometry) -> bool:
@@ -399,13 +382,13 @@ class PlaxRenderer:
     def __init__(self, params: PlaxParams, rng: np.random.Generator | None = None) -> None:
         self.p = params
         self.explicit_rng = rng
-        self.rng = case_rng(params.noise_seed, rng)
+        self.rng = cine.case_rng(params.noise_seed, rng)
         self.geom = sector_geometry(params)
         self.conv = ScanConverter(self.geom)
         g = self.geom
         shape = (g.n_samples, g.n_beams)
         r = self.rng
-        self.static, self.texture = static_speckle_and_texture(r, g)
+        self.static, self.texture = cine.static_speckle_and_texture(r, g)
         echo_db = np.asarray(params.echo_db, dtype=np.float32)
         tex_gain = np.full(anatomy.N_ECHO_CLASSES, params.texture_db, dtype=np.float32)
         # blood: smooth haze (slow flow, side lobes), stronger in some cases than others
@@ -416,7 +399,7 @@ class PlaxRenderer:
         self.tissue_lut[blood] = False
         self.tex_gain = tex_gain
         z = self.conv.sample_depth_cm
-        self.depth_gain = tgc_depth_gain(r, z, params.depth_cm, params.speckle)
+        self.depth_gain = cine.tgc_depth_gain(r, z, params.depth_cm, params.speckle)
         # near field: haze and reverberation over the first centimetres, static with slow change
         ribs = 1.0 + 0.8 * np.cos(2 * math.pi * z / max(params.chest_wall_cm, 0.5)) ** 8
         clutter = 10 ** (params.clutter_db / 10.0) * np.exp(-z / 1.4) * ribs
@@ -436,10 +419,10 @@ class PlaxRenderer:
             below = np.clip((ss * params.depth_cm - params.chest_wall_cm * 0.6) / 0.5, 0.0, 1.0)
             drop += params.rib_shadow_db * below * (side < params.rib_shadow_width)
         self.dropout_db = drop
-        self.sparse_db = sparse_scatterers_db(r, shape)
+        self.sparse_db = cine.sparse_scatterers_db(r, shape)
         self._init_tissue_scatterers()
+        self.ecg_box = cine.ecg_box(self.geom)
         self.canvas = self._canvas()
-        self.ecg_box = ecg_box(self.geom)
 
     def _init_tissue_scatterers(self) -> None:
         """A scatterer field fixed to the heart, so myocardial speckle moves with the heart.
@@ -488,11 +471,11 @@ class PlaxRenderer:
     @property
     def banner_px(self) -> int:
         """Height of the burned-in patient banner (rows above every region)."""
-        return banner_height_px(self.p.height_px)
+        return cine.banner_height_px(self.p.height_px)
 
     def regions(self) -> tuple[Region, ...]:
         """2D region (cm, origin at the sector apex) and the ECG region (s)."""
-        return sector_regions(self.geom, self.ecg_box, self.p.duration_s)
+        return cine.sector_regions(self.geom, self.ecg_box, self.p.duration_s)
 
     def identity(self) -> FakeIdentity:
         """The fake identity burned into the banner (from the run seed and case index)."""
@@ -500,14 +483,8 @@ class PlaxRenderer:
 
     def _canvas(self) -> np.ndarray:
         p, g = self.p, self.geom
-        canvas = np.zeros((p.height_px, p.width_px, 3), dtype=np.uint8)
-        draw_banner(canvas, self.identity(), self.banner_px)
+        canvas, th = cine.scan_canvas(g, self.identity(), "PLAX", p.frequency_mhz, p.depth_cm, p.heart_rate_bpm)
         x0, y0, x1, y1 = g.bounding_box_px
-        th = max(8.0, 0.022 * p.height_px)
-        put_text(canvas, "PLAX", (x0 + 4, y0 + int(1.6 * th)), th, (210, 210, 210))
-        put_text(canvas, f"{p.frequency_mhz:.1f} MHz", (x0 + 4, y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
-        put_text(canvas, f"{p.depth_cm:.0f} cm", (x0 + 4, y0 + int(4.6 * th)), th * 0.8, (170, 170, 170))
-        put_text(canvas, f"HR {p.heart_rate_bpm:.0f}", (x1 - int(5 * th), y0 + int(1.6 * th)), th * 0.8, (170, 170, 170))
         put_text(canvas, f"G{50 + p.speckle.gain_db:.0f} DR{p.speckle.dynamic_range_db:.0f}",
                  (x1 - int(6.5 * th), y0 + int(3.2 * th)), th * 0.8, (170, 170, 170))
         # depth ticks every cm along the right sector edge, just outside it
@@ -519,9 +496,8 @@ class PlaxRenderer:
             if x0 <= x <= x1 and y0 <= y <= y1:
                 rad = 2 if k % 5 == 0 else 1
                 cv2.circle(canvas, (int(round(x)), int(round(y))), rad, (200, 200, 200), -1, cv2.LINE_AA)
-        ex0, ey0, ex1, ey1 = ecg_box(g)
-        t = np.arange(ex1 - ex0 + 1) * p.duration_s / max(1, ex1 - ex0)
-        draw_ecg(canvas, (ex0, ey0, ex1, ey1), np.mod(p.phase0 + t / p.rr_s, 1.0), p.systole_fraction)
+        t = cine.ecg_strip_times_s(self.ecg_box, p.duration_s)
+        draw_ecg(canvas, self.ecg_box, np.mod(p.phase0 + t / p.rr_s, 1.0), p.systole_fraction)
         return canvas
 
     # ----------------------------------------------------------------- per frame
@@ -552,7 +528,7 @@ class PlaxRenderer:
 
     def frame_rng(self, index: int) -> np.random.Generator:
         """Noise source of frame ``index`` (the explicit generator when one was given)."""
-        return frame_noise_rng(self.p.noise_seed, index, self.explicit_rng)
+        return cine.frame_noise_rng(self.p.noise_seed, index, self.explicit_rng)
 
     def sector_image(self, geo: HeartGeometry, index: int = 0) -> np.ndarray:
         """(H, W) uint8 grey B-mode image of frame ``index`` (0 outside the sector)."""
@@ -561,16 +537,12 @@ class PlaxRenderer:
         db = self.echo_db[cls] + self.tex_gain[cls] * self.texture + self.chest_db * (cls == anatomy.E_BG) - self.dropout_db
         tissue = self.tissue_lut[cls]
         db += self.sparse_db * tissue
-        # specular echo where the beam crosses an interface into or out of tissue: strong for
-        # interfaces facing the beam, rare for interfaces parallel to it (lateral dropout)
-        change = np.zeros(cls.shape, dtype=bool)
-        change[1:] = (cls[1:] != cls[:-1]) & (tissue[1:] | tissue[:-1])
-        db += np.float32(p.specular_db) * change
-        power = np.exp(db * np.float32(math.log(10.0) / 10.0)) + self.clutter
+        # specular echo where the beam crosses an interface into or out of tissue
+        db += np.float32(p.specular_db) * tissue_interfaces(cls, tissue)
+        power = power_from_db(db) + self.clutter
         fresh = complex_field(self.frame_rng(index), power.shape)
         env = envelope(power, fresh, self._scatterers(cls, s, t, fresh), p.speckle) * self.depth_gain
-        noise = p.speckle.noise_level * cv2.magnitude(fresh[0][::-1], fresh[1][:, ::-1])
-        env = env + noise
+        env = env + electronic_noise(fresh, p.speckle)
         polar = log_compress(env, p.speckle).astype(np.uint8)
         return self.conv.to_image(polar)
 
@@ -578,8 +550,8 @@ class PlaxRenderer:
         """(H, W, 3) uint8 RGB frame ``index``: banner, sector, annotations, ECG with cursor."""
         p = self.p
         geo = geo or frame_geometry(p, index)
-        out = compose_frame(self.canvas, self.sector_image(geo, index), p.tint)
-        draw_ecg_cursor(out, self.ecg_box, ecg_cursor_x(self.ecg_box, p.cursor_fraction(index)))
+        out = cine.compose_frame(self.canvas, self.sector_image(geo, index), p.tint)
+        cine.draw_ecg_cursor(out, self.ecg_box, cine.ecg_cursor_x(self.ecg_box, p.cursor_fraction(index)))
         return out
 
 
@@ -607,9 +579,9 @@ def render_plax(
     -------
     SyntheticCine
     """
-    idx = frame_indices(frames, params.n_frames)
+    idx = cine.frame_indices(frames, params.n_frames)
     renderer = PlaxRenderer(params, rng)
-    imgs, labs = render_frames(idx, (params.height_px, params.width_px), lambda i: frame_geometry(params, i),
+    imgs, labs = cine.render_frames(idx, (params.height_px, params.width_px), lambda i: frame_geometry(params, i),
                                renderer.frame, renderer.labels if labels else None)
     kp_all = plax_keypoints(params)
     ed, es = _ed_es_from_keypoints(kp_all)

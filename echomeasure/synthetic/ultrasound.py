@@ -184,6 +184,27 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[
     return (f - float(f.mean())) / std
 
 
+def tissue_interfaces(cls: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Polar samples (depth rows) where the beam crosses an interface into or out of tissue.
+
+    ``cls`` is the class of every sample, ``tissue`` whether it is tissue; the specular echo added
+    there is strong for interfaces facing the beam and rare for those parallel to it (lateral dropout).
+    """
+    change = np.zeros(cls.shape, dtype=bool)
+    change[1:] = (cls[1:] != cls[:-1]) & (tissue[1:] | tissue[:-1])
+    return change
+
+
+def power_from_db(db: np.ndarray) -> np.ndarray:
+    """Backscattered power of an echo level in dB: ``10 ** (db / 10)`` (float32 in, float32 out)."""
+    return np.exp(db * np.float32(math.log(10.0) / 10.0))
+
+
+def electronic_noise(fresh: tuple[np.ndarray, np.ndarray], settings: SpeckleSettings) -> np.ndarray:
+    """Receiver noise amplitude: the frame's fresh field, flipped so it does not follow the speckle."""
+    return settings.noise_level * cv2.magnitude(fresh[0][::-1], fresh[1][:, ::-1])
+
+
 def envelope(
     reflectivity: np.ndarray,
     fresh: tuple[np.ndarray, np.ndarray],
