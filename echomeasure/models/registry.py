@@ -145,26 +145,42 @@ class FlagThresholds:
     flagged_mae_ratio
         Mean error of the flagged quarter over the rest; when it is small the confidence does
         not rank errors and only ``confidence_floor`` flags.
+    by_measurement
+        The same three figures measured on each measurement's proposals alone
+        (``{"la": {"low_confidence_below": ..., ...}}``): a measurement's confidences are read
+        against its own (a caliper whose far end is the model's own point is less confident
+        than one the edge search confirmed, whatever its error); a measurement not listed uses
+        the pooled figures above.
     """
 
     low_confidence_below: float | None = None
     confidence_floor: float | None = None
     flagged_mae_ratio: float | None = None
+    by_measurement: Mapping[str, Mapping[str, float]] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("low_confidence_below", "confidence_floor", "flagged_mae_ratio"):
+        for name in _THRESHOLD_KEYS:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, float(value))
+        if self.by_measurement is not None:
+            object.__setattr__(self, "by_measurement", {
+                str(m): {k: float(v[k]) for k in _THRESHOLD_KEYS if v.get(k) is not None}
+                for m, v in self.by_measurement.items()} or None)
 
-    def to_json(self) -> dict[str, float]:
+    def to_json(self) -> dict[str, Any]:
         """The manifest form (unknown values left out)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out: dict[str, Any] = {k: getattr(self, k) for k in _THRESHOLD_KEYS if getattr(self, k) is not None}
+        if self.by_measurement:
+            out["by_measurement"] = {m: dict(v) for m, v in self.by_measurement.items()}
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FlagThresholds:
         """Build thresholds from their manifest form (other keys are ignored)."""
-        return cls(**{k: d[k] for k in _THRESHOLD_KEYS if d.get(k) is not None})
+        per = d.get("by_measurement")
+        return cls(**{k: d[k] for k in _THRESHOLD_KEYS if d.get(k) is not None},
+                   by_measurement=per if isinstance(per, Mapping) else None)
 
 
 _THRESHOLD_KEYS = ("low_confidence_below", "confidence_floor", "flagged_mae_ratio")

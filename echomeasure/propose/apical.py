@@ -180,8 +180,8 @@ def propose_apical(
         for v in vols:
             if _VOLUME_PHASES[v["name"]] & doubt:
                 v["confidence"] = min(v["confidence"], DOUBTFUL_CONFIDENCE)
-    threshold = flags.entry_threshold(engine.entry)
     for v in vols:
         v["loinc"] = volume_loinc(v["name"], v["method"])
-        v["flagged"] = v["value"] is None or flags.is_flagged(v["confidence"], threshold)
+        v["flagged"] = v["value"] is None or flags.is_flagged(
+            v["confidence"], flags.entry_threshold(engine.entry, measurement=v["name"]))
     return ApicalResult(vols, segmentations, ed, es, model, notices)

@@ -612,9 +612,10 @@ def select_phase_doubts(clip: Clip, es: int | None) -> tuple[frozenset[str], str
 
 
 def _with_flags(proposals: list[Proposal], engine: Engine) -> list[Proposal]:
-    """The proposals with ``flagged`` set by the model version's low-confidence threshold."""
-    threshold = flags.entry_threshold(engine.entry)
-    return [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence, threshold)) for p in proposals]
+    """The proposals with ``flagged`` set by the model version's low-confidence threshold (of each measurement)."""
+    return [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence,
+                                                           flags.entry_threshold(engine.entry, measurement=p.name)))
+            for p in proposals]
 
 
 def _propose_other_view(clip: Clip, view: Any, notices: list[str], run: _Run) -> ClipProposals:

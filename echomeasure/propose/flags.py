@@ -12,6 +12,12 @@ and kept in its registry entry's ``thresholds``
   ``confidence_floor`` (unlike anything seen held-out: wrong view, failed caliper, an
   implausible value or anatomy, which get confidence 0) are flagged;
 * no usable threshold: :data:`LOW_CONFIDENCE_THRESHOLD`.
+
+A version may carry these figures per measurement too (``by_measurement``, measured on that
+measurement's held-out proposals alone): a proposal is then judged against its own
+measurement's figures by the same rule, so a measurement whose confidences run low for every
+case (LA, whose far end the model places alone) is not flagged wholesale; a measurement without
+its own figures uses the pooled ones.
 """
 
 from __future__ import annotations
@@ -28,13 +34,20 @@ THRESHOLD_METRIC = "low_confidence_below"
 FLAG_RATIO_METRIC = "flagged_mae_ratio"
 #: Entry threshold: the held-out 2nd percentile of confidence; below it a proposal is always flagged.
 FLOOR_METRIC = "confidence_floor"
+#: Entry threshold: the same figures per measurement (``{name: {...}}``).
+BY_MEASUREMENT = "by_measurement"
 #: Flag the lowest quarter only for models whose flagged quarter had at least this much more error.
 MIN_FLAGGED_ERROR_RATIO = 1.2
 
 
-def flag_threshold(metrics: Mapping[str, Any] | None, fallback: float = LOW_CONFIDENCE_THRESHOLD) -> float:
-    """The confidence below which a model version's proposals are flagged (see the module docstring)."""
+def flag_threshold(metrics: Mapping[str, Any] | None, fallback: float = LOW_CONFIDENCE_THRESHOLD,
+                   measurement: str | None = None) -> float:
+    """The confidence below which a model version's proposals (of ``measurement``, when given) are
+    flagged (see the module docstring)."""
     metrics = metrics or {}
+    per = metrics.get(BY_MEASUREMENT)
+    if measurement is not None and isinstance(per, Mapping) and isinstance(per.get(measurement), Mapping):
+        return flag_threshold(per[measurement], flag_threshold(metrics, fallback))
 
     def number(key: str, default: float) -> float:
         try:
@@ -63,7 +76,7 @@ def is_flagged(confidence: float | None, threshold: float) -> bool:
     return confidence < threshold or confidence <= 0.0
 
 
-def entry_threshold(entry: Any, fallback: float = LOW_CONFIDENCE_THRESHOLD) -> float:
-    """:func:`flag_threshold` of a registry entry (``entry.thresholds``)."""
+def entry_threshold(entry: Any, fallback: float = LOW_CONFIDENCE_THRESHOLD, measurement: str | None = None) -> float:
+    """:func:`flag_threshold` of a registry entry (``entry.thresholds``), for ``measurement`` when given."""
     thresholds = getattr(entry, "thresholds", None)
-    return flag_threshold(None if thresholds is None else thresholds.to_json(), fallback)
+    return flag_threshold(None if thresholds is None else thresholds.to_json(), fallback, measurement)

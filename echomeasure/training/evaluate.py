@@ -81,6 +81,9 @@ FLAG_QUANTILE = 0.25
 #: ``confidence_floor``: below the 2nd percentile of held-out confidences a proposal is unlike
 #: anything the model was validated on (wrong view, failed caliper); the UI always flags it.
 FLOOR_QUANTILE = 0.02
+#: Fewest held-out proposals of one measurement that its own flag figures are measured on
+#: (:func:`flag_by_measurement`; with fewer, the pooled figures judge it).
+MIN_FLAG_PROPOSALS = 30
 #: Significant figures kept for ``low_confidence_below`` (raw confidences can be ~0.001).
 _THRESHOLD_SIGNIFICANT_FIGURES = 4
 
@@ -110,6 +113,17 @@ class CaseResult:
                    if self.frame_error_ms else {})}
 
 
+_FLAG_FIGURES = ("low_confidence_below", "confidence_floor", "flagged_mae_ratio")
+
+
+def _rounded_figure(name: str, value: Any) -> float:
+    """An evaluation figure as the registry keeps it: small raw confidences (the flag's threshold
+    and floor) to significant figures, the others to 4 decimals."""
+    if name in ("low_confidence_below", "confidence_floor"):
+        return float(f"{float(value):.{_THRESHOLD_SIGNIFICANT_FIGURES}g}")
+    return round(float(value), 4)
+
+
 @dataclass
 class EvaluationReport:
     """Held-out accuracy of one model version.
@@ -132,6 +146,7 @@ class EvaluationReport:
     frame_choice: dict[str, Any] = field(default_factory=dict)
     breakdown: dict[str, Any] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
+    flag_by_measurement: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def to_dict(self, *, cases: bool = False) -> dict:
         """JSON-ready form (per-measurement dicts, overall figures, robustness breakdown).
@@ -152,6 +167,8 @@ class EvaluationReport:
             out["frame_choice"] = self.frame_choice
         if self.breakdown:
             out["breakdown"] = self.breakdown
+        if self.flag_by_measurement:
+            out["flag_by_measurement"] = self.flag_by_measurement
         if cases:
             out["cases"] = [c.to_dict() for c in self.cases]
         return out
@@ -168,13 +185,15 @@ class EvaluationReport:
                 out[f"{name}_mae_m_s"] = d["mae"]
                 out[f"{name}_error_pct"] = d["mape_pct"]
         for k, v in self.overall.items():
-            if v is None:
-                continue
-            if k in ("low_confidence_below", "confidence_floor"):  # small raw confidences: keep significant figures
-                out[k] = float(f"{float(v):.{_THRESHOLD_SIGNIFICANT_FIGURES}g}")
-            else:
-                out[k] = round(float(v), 4)
+            if v is not None:
+                out[k] = _rounded_figure(k, v)
         return out
+
+    def flag_thresholds_by_measurement(self) -> dict[str, dict[str, float]]:
+        """The registry's per-measurement flag figures (``FlagThresholds.by_measurement``), rounded
+        as :meth:`flat_metrics` rounds the pooled ones."""
+        return {name: {k: _rounded_figure(k, v) for k, v in figures.items() if k in _FLAG_FIGURES and v is not None}
+                for name, figures in self.flag_by_measurement.items()}
 
     def table(self, *, breakdown: bool = True) -> str:
         """A plain-text table for logs and the CLI (with the robustness breakdown by default)."""
@@ -422,6 +441,20 @@ def confidence_flag(
         ratio = float(np.mean(e[flagged]) / np.mean(e[~flagged]))
     return {"low_confidence_below": threshold, "flagged_pct": float(np.mean(flagged) * 100.0),
             "flagged_mae_ratio": ratio, "confidence_floor": float(np.quantile(c, FLOOR_QUANTILE))}
+
+
+def flag_by_measurement(confidence: Mapping[str, Sequence[float]], relative_error_pct: Mapping[str, Sequence[float]],
+                        min_proposals: int | None = None) -> dict[str, dict[str, float | None]]:
+    """:func:`confidence_flag` on each measurement's proposals alone (those with at least
+    ``min_proposals``; the others are judged by the pooled figures).
+
+    Confidence scales differ between measurements of one model (a caliper whose far end the model
+    places alone is less confident than one the edge search confirmed), so one pooled quantile
+    can flag most proposals of one measurement whatever their error.
+    """
+    least = MIN_FLAG_PROPOSALS if min_proposals is None else min_proposals
+    return {name: confidence_flag(confidence[name], relative_error_pct[name])
+            for name in confidence if len(confidence[name]) >= least}
 
 
 def gross_miss_summary(measurements: Any) -> dict[str, float | None]:
@@ -692,6 +725,7 @@ def _summarise_plax(report: EvaluationReport, scores: _PlaxScores) -> None:
     all_conf: list[float] = []
     all_err: list[float] = []
     all_rel: list[float] = []
+    rel_by_name: dict[str, list[float]] = {}
     for name in catalog.LINEAR_2D:
         if not scores.pred[name]:
             continue
@@ -702,7 +736,9 @@ def _summarise_plax(report: EvaluationReport, scores: _PlaxScores) -> None:
         all_conf += scores.conf[name]
         err = np.abs(np.asarray(scores.pred[name]) - np.asarray(scores.true[name]))
         all_err += list(err)
-        all_rel += list(err / np.asarray(scores.true[name]) * 100.0)
+        rel_by_name[name] = list(err / np.asarray(scores.true[name]) * 100.0)
+        all_rel += rel_by_name[name]
+    report.flag_by_measurement = flag_by_measurement({n: scores.conf[n] for n in rel_by_name}, rel_by_name)
     maes = [m.mae for m in report.measurements.values()]
     report.overall = {
         "mean_mae_mm": float(np.mean(maes)) if maes else None,
@@ -792,14 +828,16 @@ def evaluate_doppler(
                               case_seeds=list(case_seeds), protocol="strip", cases=cases)
     all_rel: list[float] = []
     all_conf: list[float] = []
+    rel_by_name: dict[str, list[float]] = {}
     for ch in catalog.DOPPLER_CHANNELS:
         if not pred[ch]:
             continue
         report.measurements[ch] = summarise(ch, "m/s", pred[ch], true[ch], conf[ch], flagged=flagged[ch],
                                             missing=missing[ch])
-        rel = np.abs(np.asarray(pred[ch]) - np.asarray(true[ch])) / np.asarray(true[ch]) * 100
-        all_rel += list(rel)
+        rel_by_name[ch] = list(np.abs(np.asarray(pred[ch]) - np.asarray(true[ch])) / np.asarray(true[ch]) * 100)
+        all_rel += rel_by_name[ch]
         all_conf += conf[ch]
+    report.flag_by_measurement = flag_by_measurement({n: conf[n] for n in rel_by_name}, rel_by_name)
     report.overall = {
         "mean_error_pct": float(np.mean(all_rel)) if all_rel else None,
         "median_error_pct": float(np.median(all_rel)) if all_rel else None,

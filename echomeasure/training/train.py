@@ -411,6 +411,7 @@ def _evaluate_and_register(model: torch.nn.Module, entry: registry.WeightsEntry,
         report = evaluate(entry.name, entry.version, weights_dir=scratch_dir, n_cases=plan.eval_cases, small=smoke,
                           progress=progress, style=styles)
         metrics, thresholds = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
+        thresholds = replace(thresholds, by_measurement=report.flag_thresholds_by_measurement() or None)
         entry = replace(entry, metrics=metrics, thresholds=thresholds,
                         extra={**entry.extra, "evaluation": report.to_dict()})
         return registry.publish(entry, scratch_dir / entry.file, weights_dir=weights_dir, activate=activate), report

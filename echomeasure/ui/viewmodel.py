@@ -8,7 +8,8 @@ value, confidence and review status).  The worklist table comes from :func:`work
 Low-confidence flag: raw confidences are model-specific (PLAX ~0.01-0.15), so each model
 version has its own threshold, measured on held-out cases (``low_confidence_below`` in its
 registry entry's ``thresholds``, see :func:`echomeasure.training.evaluate.confidence_flag`).  The view
-functions take a ``thresholds`` lookup ``(model_name, model_version) -> threshold``; the default
+functions take a ``thresholds`` lookup ``(model_name, model_version, measurement) -> threshold`` (a
+version may carry its figures per measurement: :mod:`echomeasure.propose.flags`); the default
 is the fixed :data:`LOW_CONFIDENCE_THRESHOLD` (pure), and the app passes a
 :class:`RegistryThresholds`, the one piece here that reads anything (the weights manifest,
 once per model version).
@@ -30,11 +31,8 @@ log = logging.getLogger(__name__)
 #: Flag threshold when the model's own is unknown (a version the registry does not hold, or one
 #: measured before thresholds were recorded): a proposal below it is flagged and drawn dashed.
 LOW_CONFIDENCE_THRESHOLD = 0.5
-#: Registry metric holding a model version's own threshold.
-THRESHOLD_METRIC = "low_confidence_below"
-
-#: ``(model_name, model_version) -> threshold``: a proposal below it is flagged.
-ThresholdLookup = Callable[[str | None, str | None], float]
+#: ``(model_name, model_version, measurement) -> threshold``: a proposal below it is flagged.
+ThresholdLookup = Callable[[str | None, str | None, str | None], float]
 
 #: Short names as sonographers write them.
 SHORT_NAMES: dict[str, str] = {
@@ -98,28 +96,22 @@ def is_low_confidence(confidence: float | None, threshold: float = LOW_CONFIDENC
     return is_flagged(confidence, threshold)
 
 
-def fixed_threshold(model_name: str | None, model_version: str | None) -> float:
+def fixed_threshold(model_name: str | None, model_version: str | None, measurement: str | None = None) -> float:
     """The default :data:`ThresholdLookup`: :data:`LOW_CONFIDENCE_THRESHOLD` for every model."""
     return LOW_CONFIDENCE_THRESHOLD
 
 
-#: Metric of the registry entry saying how much worse the flagged quarter was held-out.
-FLAG_RATIO_METRIC = "flagged_mae_ratio"
-#: Metric: the held-out 2nd percentile of confidence; below it a proposal is always flagged.
-FLOOR_METRIC = "confidence_floor"
-#: Flag the lowest quarter only for models whose flagged quarter had at least this much more error.
-MIN_FLAGGED_ERROR_RATIO = 1.2
-
-
 class RegistryThresholds:
-    """:data:`ThresholdLookup` from the weights registry: each version's ``low_confidence_below``.
+    """:data:`ThresholdLookup` from the weights registry: each version's flag figures, read by the
+    one rule of :func:`echomeasure.propose.flags.flag_threshold` (per measurement where the version
+    has them).
 
     Read once per ``(name, version)`` and cached (a version's metrics change only when it is
     re-measured; restart the app to pick that up).  Falls back to ``fallback``
     (:data:`LOW_CONFIDENCE_THRESHOLD`) when the registry does not hold the version or its
     thresholds have no usable value (cached: a settled answer), or when the registry cannot be
     read (logged, not cached: the next lookup reads again).  It never raises.  A version whose
-    held-out ``flagged_mae_ratio`` is below :data:`MIN_FLAGGED_ERROR_RATIO` gets its
+    held-out ``flagged_mae_ratio`` is below :data:`echomeasure.propose.flags.MIN_FLAGGED_ERROR_RATIO` gets its
     ``confidence_floor`` instead (0 when unknown): its confidence did not rank errors within the
     validated range, so only proposals below anything seen held-out are flagged.
 
@@ -143,14 +135,17 @@ class RegistryThresholds:
         self.weights_dir = weights_dir
         self.fallback = float(fallback)
         self._list_entries = list_entries
-        self._cache: dict[tuple[str, str], float] = {}
+        self._cache: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def __call__(self, model_name: str | None, model_version: str | None) -> float:
+    def __call__(self, model_name: str | None, model_version: str | None, measurement: str | None = None) -> float:
         if not model_name or not model_version:
             return self.fallback
+        # the one rule shared with `measure` JSON ("flagged"): echomeasure.propose.flags
+        from echomeasure.propose.flags import flag_threshold
+
         key = (model_name, model_version)
         if key in self._cache:
-            return self._cache[key]
+            return flag_threshold(self._cache[key], self.fallback, measurement)
         try:
             reader: Callable[[Any], Iterable[Any]]
             if self._list_entries is not None:
@@ -166,12 +161,8 @@ class RegistryThresholds:
             log.warning("could not read the low-confidence threshold of %s %s from the registry (%s); "
                         "flagging below %g", model_name, model_version, exc, self.fallback)
             return self.fallback
-        # the one rule shared with `measure` JSON ("flagged"): echomeasure.propose.flags
-        from echomeasure.propose.flags import flag_threshold
-
-        threshold = flag_threshold(metrics, self.fallback)
-        self._cache[key] = threshold
-        return threshold
+        self._cache[key] = metrics
+        return flag_threshold(metrics, self.fallback, measurement)
 
 
 def plausible_ranges() -> dict[str, list[Any]]:
@@ -270,7 +261,7 @@ def measurement_entry(st: MeasurementState, thresholds: ThresholdLookup = fixed_
     proposal (default: :data:`LOW_CONFIDENCE_THRESHOLD` for all).
     """
     spec = catalog.get(st.measurement)
-    threshold = thresholds(st.model_name, st.model_version) if st.confidence is not None else None
+    threshold = thresholds(st.model_name, st.model_version, st.measurement) if st.confidence is not None else None
     # The flag asks a human to look: once a human accepted, corrected or re-placed it, it is gone.
     flagged = st.status == "proposed" and threshold is not None and is_low_confidence(st.confidence, threshold)
     points = st.points
