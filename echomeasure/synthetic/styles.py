@@ -62,7 +62,7 @@ import numpy as np
 
 from echomeasure.errors import InvalidInputError
 from echomeasure.synthetic import anatomy
-from echomeasure.synthetic.cine import draw_ecg_cursor, ecg_cursor_x, frame_indices
+from echomeasure.synthetic.cine import draw_ecg_cursor, ecg_cursor_x, frame_indices, render_frames
 from echomeasure.synthetic.overlays import put_text
 from echomeasure.synthetic.rf import RfLook, RfRenderer, sample_rf_look
 from echomeasure.synthetic.types import SyntheticCine, SyntheticDoppler
@@ -531,6 +531,13 @@ def family_frame(canvas: np.ndarray, sector_rgb: np.ndarray, mask: np.ndarray, l
     return out
 
 
+def _family_frame_of(params, i: int, canvas: np.ndarray, sector_rgb: np.ndarray, mask: np.ndarray, look: FamilyLook,
+                     ecg_box: tuple[int, int, int, int]) -> np.ndarray:
+    """Frame ``i`` of a case in the family's display, the ECG cursor where the view's generator puts it."""
+    cursor_x = ecg_cursor_x(ecg_box, params.cursor_fraction(i))
+    return family_frame(canvas, sector_rgb, mask, look, params.noise_seed, ecg_box, cursor_x)
+
+
 def _styled_sector_rgb(renderer, params, geo, i: int, scatter, warp, look: FamilyLook) -> np.ndarray:
     """The sector image of frame ``i`` in the family's look (scatter texture, warp, vendor grey map)."""
     mask = renderer.conv.sector_mask
@@ -589,19 +596,19 @@ def render_styled_plax(params, style: str = DEFAULT_STYLE, frames: int | Sequenc
                if look.scatter is not None else None)
     rf = RfRenderer(renderer.conv, look.rf, params.noise_seed, params.chest_wall_cm) if look.rf is not None else None
     canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
-    imgs = np.empty((len(idx), h, w, 3), dtype=np.uint8)
-    labs = np.empty((len(idx), h, w), dtype=np.uint8) if labels else None
-    for k, i in enumerate(idx):
-        geo = frame_geometry(params, i)
+
+    def frame(i: int, geo) -> np.ndarray:
         if rf is not None:
             rgb = _rf_plax_sector_rgb(renderer, rf, params, geo, i, look)
         else:
             rgb = _styled_sector_rgb(renderer, params, geo, i, scatter, warp, look)
-        xc = ecg_cursor_x(renderer.ecg_box, params.cursor_fraction(i))
-        imgs[k] = family_frame(canvas, rgb, mask, look, params.noise_seed, renderer.ecg_box, xc)
-        if labs is not None:
-            lab = renderer.labels(geo)
-            labs[k] = warp.apply(lab, cv2.INTER_NEAREST) * mask if warp is not None else lab
+        return _family_frame_of(params, i, canvas, rgb, mask, look, renderer.ecg_box)
+
+    def label(geo) -> np.ndarray:
+        lab = renderer.labels(geo)
+        return warp.apply(lab, cv2.INTER_NEAREST) * mask if warp is not None else lab
+
+    imgs, labs = render_frames(idx, (h, w), lambda i: frame_geometry(params, i), frame, label if labels else None)
     truth = plax_truth(params, kp_all, ed, es, renderer)
     truth["style"] = {"family": style, "styles_version": STYLES_VERSION, "ecg": look.ecg}
     if look.rf is not None:
@@ -774,10 +781,8 @@ def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Seque
     rf = (RfRenderer(renderer.conv, look.rf, params.noise_seed, min(2.5, 0.7 * params.apex_depth_cm))
           if look.rf is not None else None)
     canvas, regions = family_canvas(renderer.canvas, renderer.regions(), renderer.ecg_box, look)
-    imgs = np.empty((len(idx), params.height_px, params.width_px, 3), dtype=np.uint8)
-    labs = np.empty((len(idx), params.height_px, params.width_px), dtype=np.uint8) if labels else None
-    for k, i in enumerate(idx):
-        st = params.state(i)
+
+    def frame(i: int, st) -> np.ndarray:
         if rf is not None:
             gray = rf.image(renderer.tissue_classes_polar(st), i)
         elif scatter is not None:
@@ -785,10 +790,10 @@ def render_styled_apical(params, style: str = DEFAULT_STYLE, frames: int | Seque
         else:
             gray = renderer.sector_image(st, i).astype(np.float32)
         rgb = family_sector_rgb(gray, mask, look, params.noise_seed, i, (g.apex_x_px, g.apex_y_px))
-        xc = ecg_cursor_x(renderer.ecg_box, params.cursor_fraction(i))
-        imgs[k] = family_frame(canvas, rgb, mask, look, params.noise_seed, renderer.ecg_box, xc)
-        if labs is not None:
-            labs[k] = renderer.labels(st)
+        return _family_frame_of(params, i, canvas, rgb, mask, look, renderer.ecg_box)
+
+    imgs, labs = render_frames(idx, (params.height_px, params.width_px), params.state, frame,
+                               renderer.labels if labels else None)
     ed, es = apical_ed_es_frames(params)
     truth = apical_truth(params, ed, es, g)
     truth["style"] = {"family": style, "styles_version": STYLES_VERSION, "ecg": look.ecg,
