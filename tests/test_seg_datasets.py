@@ -293,8 +293,14 @@ def test_camus_train_then_evaluate_prints_dice_and_volume_errors(tmp_path, weigh
     assert report["dataset"] == "camus" and report["n"] == 4
     assert set(report["dice"]) == {"lv", "myocardium", "la"}
     assert all(v is None or 0.0 <= v <= 1.0 for v in report["dice"].values())
-    assert set(report["measurements"]) >= {"ef_mae_points", "edv_mae_ml", "esv_mae_ml", "ef_biplane_mae_points"}
-    assert report["measurements"]["pairs"] == 2
+    # the evaluate contract (docs/architecture.md): one object per measurement
+    assert set(report["measurements"]) == {"lvef", "lvedv", "lvesv", "lvef_biplane"}
+    for m in report["measurements"].values():
+        assert {"mae", "median", "gross", "n"} <= set(m)
+    assert report["volumes"]["pairs"] == 2
+    for name in ("lvef", "lvedv", "lvesv"):  # each view's ED/ES pair is compared or counted as failed
+        m = report["measurements"][name]
+        assert m["n"] + m["failed"] == 2 and (m["mae"] is None) == (m["n"] == 0)
 
 
 @pytest.mark.slow
@@ -340,7 +346,7 @@ def test_partial_label_loss_lets_unannotated_classes_stand_for_background():
 def test_evaluation_of_a_perfect_segmentation_has_dice_one_and_no_ef_error(tmp_path, monkeypatch):
     from echomeasure.catalog import APICAL_SEG_CLASSES
     from echomeasure.models import segmentation
-    from echomeasure.training.seg_train import evaluate_samples
+    from echomeasure.training.seg_train import evaluate_samples, flat_seg_metrics
 
     write_camus_nifti(tmp_path / "CAMUS")
     samples = read_camus(tmp_path / "CAMUS")
@@ -354,10 +360,17 @@ def test_evaluation_of_a_perfect_segmentation_has_dice_one_and_no_ef_error(tmp_p
     report = evaluate_samples(None, (64, 64), APICAL_SEG_CLASSES, samples)
     assert report["n"] == 12 and report["dice"] == {"lv": 1.0, "myocardium": 1.0, "la": 1.0}
     m = report["measurements"]
-    assert m["pairs"] == 6 and m["failed_volumes"] == 0
-    assert m["ef_mae_points"] == 0.0 and m["edv_mae_ml"] == 0.0 and m["ef_biplane_mae_points"] == 0.0
+    assert report["volumes"]["pairs"] == 6 and report["volumes"]["failed"] == 0
+    for name in ("lvef", "lvedv", "lvesv", "lvef_biplane"):
+        assert m[name]["mae"] == 0.0 and m[name]["median"] == 0.0 and m[name]["gross"] == 0, name
+    assert m["lvef"]["n"] == 6 and m["lvef_biplane"]["n"] == 3 and m["lvedv"]["unit"] == "ml"
     # the phantom's EF is far from the fabricated cfg EF: the comparison with the published value shows it
-    assert m["ef_mae_points_vs_reported"] > 0 and m["ef_biplane_mae_points_vs_reported"] > 0
+    assert m["lvef"]["vs_reported"]["mae"] > 0 and m["lvef_biplane"]["vs_reported"]["mae"] > 0
+    assert "vs_reported" not in m["lvedv"]
+    # the registered metrics keep their names
+    flat = flat_seg_metrics(report)
+    assert flat["ef_mae_points"] == 0.0 and flat["edv_mae_ml"] == 0.0 and flat["dice_lv"] == 1.0
+    assert flat["ef_mae_points_vs_reported"] == m["lvef"]["vs_reported"]["mae"]
 
 
 def test_two_trainings_finishing_together_each_get_their_own_version(tmp_path, weights, capsys, monkeypatch):

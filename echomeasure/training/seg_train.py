@@ -248,8 +248,7 @@ def train_segmentation(
     metrics: dict[str, float] = {}
     if eval_samples:
         report = evaluate_samples(model, (input_px, input_px), classes, eval_samples)
-        metrics = {f"dice_{k}": v for k, v in report["dice"].items() if v is not None}
-        metrics.update({k: v for k, v in report["measurements"].items() if isinstance(v, float)})
+        metrics = flat_seg_metrics(report)
     file = f"{name}-{version}.pt"
     scratch = Path(tempfile.mkdtemp(prefix="em-seg-"))  # published into out_dir below, never written there directly
     sha = save_weights(model, scratch / file)
@@ -310,8 +309,11 @@ def lv_volume(labels: np.ndarray, cm_per_px: float | None) -> float | None:
     return None if ax is None else volumes.mod_single_plane_ml(ax, cm_per_px or 1.0)
 
 
-def _biplane_errors(axes: dict[str, dict[str, Any]]) -> tuple[list[float], list[float]]:
-    """Biplane EF errors (vs the reference maps, vs the published EF) of cases with both apical views."""
+Pairs = list[tuple[float, float]]
+
+
+def _biplane_pairs(axes: dict[str, dict[str, Any]]) -> tuple[Pairs, Pairs]:
+    """Biplane EF (predicted, reference maps) and (predicted, published) of cases with both apical views."""
     from echomeasure.propose import volumes
 
     vs_ref, vs_reported = [], []
@@ -331,10 +333,44 @@ def _biplane_errors(axes: dict[str, dict[str, Any]]) -> tuple[list[float], list[
         if pred is None:
             continue
         if ref is not None:
-            vs_ref.append(abs(pred - ref))
+            vs_ref.append((pred, ref))
         if "ef" in a4["reported"]:
-            vs_reported.append(abs(pred - a4["reported"]["ef"]))
+            vs_reported.append((pred, a4["reported"]["ef"]))
     return vs_ref, vs_reported
+
+
+#: ``evaluate --dataset`` measurement names (catalogue names; ``lvef_biplane`` by the biplane method)
+#: -> the unit of their errors.
+SEG_MEASUREMENTS = {"lvef": "%", "lvedv": "ml", "lvesv": "ml", "lvef_biplane": "%"}
+#: Registered metric name (``weights list``, the manifest) -> (measurement, comparison).
+_FLAT_METRICS = {"ef_mae_points": ("lvef", None), "ef_mae_points_vs_reported": ("lvef", "vs_reported"),
+                 "edv_mae_ml": ("lvedv", None), "esv_mae_ml": ("lvesv", None),
+                 "ef_biplane_mae_points": ("lvef_biplane", None),
+                 "ef_biplane_mae_points_vs_reported": ("lvef_biplane", "vs_reported")}
+
+
+def _error_summary(name: str, pairs: Pairs) -> dict[str, Any]:
+    """``{"mae", "median", "bias", "gross", "n"}`` of (predicted, reference) pairs in the unit of
+    :data:`SEG_MEASUREMENTS`; a gross miss is :func:`echomeasure.training.metrics.summarise`'s
+    (more than ``GROSS_MISS_PCT`` % of the reference value)."""
+    from echomeasure.training.metrics import summarise
+
+    if not pairs:
+        return {"mae": None, "median": None, "bias": None, "gross": 0, "n": 0}
+    acc = summarise(name, SEG_MEASUREMENTS[name], [p for p, _ in pairs], [t for _, t in pairs])
+    return {"mae": round(acc.mae, 3), "median": round(float(acc.median_abs or 0.0), 3), "bias": round(acc.bias, 3),
+            "gross": int(acc.n_gross or 0), "n": acc.n}
+
+
+def flat_seg_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The manifest form of an :func:`evaluate_samples` report (``dice_lv``, ``ef_mae_points``, ...)."""
+    out = {f"dice_{k}": v for k, v in report["dice"].items() if v is not None}
+    for key, (name, comparison) in _FLAT_METRICS.items():
+        m = report["measurements"].get(name)
+        figure = None if m is None else (m if comparison is None else m.get(comparison) or {}).get("mae")
+        if figure is not None:
+            out[key] = figure
+    return out
 
 
 def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str], samples: Sequence[SegSample],
@@ -343,6 +379,13 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
 
     Volumes and EF are compared with the same method on the reference label maps (and with the
     dataset's published EF where a sample carries one); volumes need a pixel size.
+
+    Returns ``{"n", "dice": {structure: mean}, "measurements": {name: {"mae", "median", "bias",
+    "gross", "n", "failed", "unit"[, "vs_reported": {...}]}}, "volumes": {"pairs", "failed",
+    "method"}}``: every name of :data:`SEG_MEASUREMENTS` when the samples hold an LV ED/ES pair
+    (``n`` 0 and ``mae`` None where nothing could be compared, e.g. volumes without a pixel size;
+    ``failed``: pairs whose predicted volume could not be measured), one object per measurement as
+    the ``evaluate`` contract has it; :func:`flat_seg_metrics` gives the registered metrics.
     """
     from echomeasure.models.segmentation import predict
 
@@ -367,7 +410,7 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
             v[f"ref_{s.phase}"] = lv_volume(s.labels, s.cm_per_px)
             a = axes.setdefault(f"{s.case}/{s.view}", {"cm": s.cm_per_px, "reported": s.reported})
             a[f"pred_{s.phase}"], a[f"ref_{s.phase}"] = _lv_axis(pred), _lv_axis(s.labels)
-    errors: dict[str, list[float]] = {"ef_vs_reference": [], "ef_vs_reported": [], "edv": [], "esv": []}
+    pairs: dict[str, Pairs] = {"ef_vs_reference": [], "ef_vs_reported": [], "edv": [], "esv": []}
     failed = 0
     for v in vols.values():
         if not all(k in v for k in ("pred_ed", "pred_es", "ref_ed", "ref_es")):
@@ -377,30 +420,34 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
             continue
         ef = 100.0 * (v["pred_ed"] - v["pred_es"]) / v["pred_ed"]
         if v["ref_ed"] and v["ref_es"] is not None:
-            errors["ef_vs_reference"].append(abs(ef - 100.0 * (v["ref_ed"] - v["ref_es"]) / v["ref_ed"]))
+            pairs["ef_vs_reference"].append((ef, 100.0 * (v["ref_ed"] - v["ref_es"]) / v["ref_ed"]))
             if v["cm"]:
-                errors["edv"].append(abs(v["pred_ed"] - v["ref_ed"]))
-                errors["esv"].append(abs(v["pred_es"] - v["ref_es"]))
+                pairs["edv"].append((v["pred_ed"], v["ref_ed"]))
+                pairs["esv"].append((v["pred_es"], v["ref_es"]))
         if "ef" in v["reported"]:
-            errors["ef_vs_reported"].append(abs(ef - v["reported"]["ef"]))
+            pairs["ef_vs_reported"].append((ef, v["reported"]["ef"]))
 
-    biplane_vs_ref, biplane_vs_reported = _biplane_errors(axes)
+    biplane_vs_ref, biplane_vs_reported = _biplane_pairs(axes)
 
     def mean(xs: list[float]) -> float | None:
         return round(float(np.mean(xs)), 3) if xs else None
 
+    measurements: dict[str, dict[str, Any]] = {}
+    for name, vs_ref, vs_reported in (("lvef", pairs["ef_vs_reference"], pairs["ef_vs_reported"]),
+                                      ("lvedv", pairs["edv"], []), ("lvesv", pairs["esv"], []),
+                                      ("lvef_biplane", biplane_vs_ref, biplane_vs_reported)):
+        if not (vols or vs_reported):  # no LV end-diastole / end-systole pair in these samples
+            continue
+        measurements[name] = {**_error_summary(name, vs_ref), "failed": failed, "unit": SEG_MEASUREMENTS[name]}
+        if vs_reported:  # against the EF the dataset publishes with the case
+            measurements[name]["vs_reported"] = _error_summary(name, vs_reported)
     return {
         "n": len(samples),
         "dice": {n: mean(v) for n, v in dice_vals.items()},
-        "measurements": {
-            "ef_mae_points": mean(errors["ef_vs_reference"]),
-            "ef_mae_points_vs_reported": mean(errors["ef_vs_reported"]),
-            "edv_mae_ml": mean(errors["edv"]),
-            "esv_mae_ml": mean(errors["esv"]),
-            "ef_biplane_mae_points": mean(biplane_vs_ref),
-            "ef_biplane_mae_points_vs_reported": mean(biplane_vs_reported),
+        "measurements": measurements,
+        "volumes": {
             "pairs": len(vols),
-            "failed_volumes": failed,
+            "failed": failed,
             "method": "method of discs on the predicted and on the reference label maps: single-plane per view, "
                       "biplane where a case has both apical views",
         },
