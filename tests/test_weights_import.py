@@ -292,3 +292,18 @@ def test_a_clip_that_is_not_plax_gets_no_echonet_plax_calipers(tmp_path, monkeyp
     assert result.measurements == []
     assert result.view is not None and result.view["name"] != "plax"
     assert any("not a parasternal long-axis" in n for n in result.notices)
+
+
+def test_checkpoints_in_a_linked_folder_are_found_and_a_link_loop_ends(tmp_path):
+    """A user who links 2D_models/ to the disk holding the 159 MB files got 'no checkpoint found':
+    Path.rglob does not follow folder links."""
+    store = tmp_path / "big disk" / "2D_models"
+    store.mkdir(parents=True)
+    (store / "ivs_weights.ckpt").write_bytes(b"stand-in")
+    src = tmp_path / "EchoNet-Measurements"
+    src.mkdir()
+    (src / "2D_models").symlink_to(store, target_is_directory=True)
+    (src / "loop").symlink_to(src, target_is_directory=True)
+    found = em._find_checkpoint(src, "ivs_weights.ckpt")
+    assert found == src / "2D_models" / "ivs_weights.ckpt"
+    assert em._find_checkpoint(src, "lvid_weights.ckpt") is None

@@ -158,11 +158,27 @@ class ImportReport:
 
 def _find_checkpoint(folder: Path, file_name: str) -> Path | None:
     """The checkpoint in ``folder`` or below (the authors keep them in ``2D_models/`` and
-    ``Doppler_models/``); the shallowest match wins."""
+    ``Doppler_models/``); the shallowest match wins.  Linked folders are followed (a user may link
+    ``2D_models/`` to where the large files live; ``Path.rglob`` does not follow them), each
+    folder once, so a link loop ends."""
     direct = folder / file_name
     if direct.is_file():
         return direct
-    hits = sorted(folder.rglob(file_name), key=lambda p: (len(p.parts), str(p)))
+    hits: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for here, subfolders, files in os.walk(folder, followlinks=True):
+        try:
+            st = os.stat(here)
+        except OSError:
+            subfolders[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            subfolders[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        if file_name in files:
+            hits.append(Path(here) / file_name)
+    hits.sort(key=lambda p: (len(p.parts), str(p)))
     return next((p for p in hits if p.is_file()), None)
 
 
