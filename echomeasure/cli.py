@@ -485,7 +485,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_cases=args.eval_cases, version=args.version, threads=args.threads,
         max_wall_s=None if args.max_minutes is None else args.max_minutes * 60.0, progress=not args.quiet,
         styles=getattr(args, "styles", None), init_from=getattr(args, "init_from", None),
-        exposure=getattr(args, "exposure_augment", False), activate=args.activate,
+        exposure=getattr(args, "exposure_augment", False), bloom=getattr(args, "bloom_augment", False),
+        activate=args.activate,
     )
     e = outcome.entry
     _print_json({"name": e.name, "version": e.version, "file": e.file, "sha256": e.sha256,
@@ -875,6 +876,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--init-from", metavar="VERSION", help="start from this registered version of the same model")
     s.add_argument("--exposure-augment", action="store_true",
                    help="also vary overall gain (0.7-2.5x) and the noise floor while training (synthetic data)")
+    s.add_argument("--bloom-augment", action="store_true",
+                   help="also re-image half of the frames through a point-spread function and log compression "
+                        "(tissue blooming into the blood, as at high gain; the keypoints stay on the interfaces)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
 

@@ -215,3 +215,38 @@ def test_exposure_augmentation_is_recorded_and_never_resumes_a_run_without_it(tm
     with_exposure = default_plan("plax-linear", smoke=True, styles="classic,vendor", exposure=True)
     without = default_plan("plax-linear", smoke=True, styles="classic,vendor")
     assert _plan_hash(with_exposure) != _plan_hash(without)
+
+
+def test_bloom_augmentation_is_recorded_and_never_resumes_a_run_without_it(tmp_path):
+    from echomeasure.training.train import _plan_hash, default_plan
+
+    out = tmp_path / "w"
+    assert main(["train", "--model", "plax-linear", "--smoke", "--out", str(out), "-q", "--threads", "1",
+                 "--styles", "classic,vendor", "--bloom-augment"]) == 0
+    e = registry.get_entry("plax-linear", None, out)
+    assert e.recipe.endswith(" --bloom-augment --smoke")
+    assert e.extra["augmentation"]["bloom"]["psf_axial_mm"] == [0.2, 0.9]
+    assert e.extra["augmentation"]["bloom"]["px_per_mm"] == pytest.approx(128 / 160.0)  # smoke input 128 px
+    with_bloom = default_plan("plax-linear", smoke=True, styles="classic,vendor", bloom=True)
+    without = default_plan("plax-linear", smoke=True, styles="classic,vendor")
+    assert _plan_hash(with_bloom) != _plan_hash(without)
+
+
+def test_bloom_augmentation_brightens_the_blood_beside_a_wall_and_keeps_the_keypoints():
+    """A bright wall beside black blood, re-imaged: the blood next to the wall gets brighter (the
+    bloom), the keypoint targets are untouched."""
+    from echomeasure.training.augment import BloomAugment
+    from echomeasure.training.datasets import HeatmapTrainingSet
+
+    img = np.zeros((1, 96, 96, 3), np.uint8)
+    img[0, 20:80, 10:86] = 30  # sector with dark blood
+    img[0, 50:60, 10:86] = 220  # a wall
+    pts = np.full((1, 8, 2), np.nan, np.float32)
+    pts[0, 0] = (48.0, 50.0)
+    plain = HeatmapTrainingSet(img, pts, 2.0)
+    bloomed = HeatmapTrainingSet(img, pts, 2.0, bloom=BloomAugment(p=1.0, floor_grey=(0.3, 0.3)), bloom_px_per_mm=2.0)
+    x0, _, p0 = plain.sample(0, np.random.default_rng(1))
+    x1, _, p1 = bloomed.sample(0, np.random.default_rng(1))
+    np.testing.assert_array_equal(p0, p1)
+    beside = np.s_[:, 46:49, 20:76]  # 1-4 px into the blood above the wall
+    assert x1[beside].mean() > x0[beside].mean() + 0.05

@@ -42,6 +42,7 @@ from echomeasure.models.preprocess import CropTransform
 from echomeasure.training.augment import (
     AppearanceAugment,
     ArtefactAugment,
+    BloomAugment,
     ExposureAugment,
     GeometryAugment,
     IntensityAugment,
@@ -335,13 +336,17 @@ class HeatmapTrainingSet:
         spectral broadening and grain (Doppler).
     exposure : optional
         Overall gain and noise floor beyond ``augment``'s mild range.
+    bloom : optional
+        Re-imaging through a point-spread function and log compression (tissue blooming into the
+        blood; the keypoints stay), at ``bloom_px_per_mm`` model pixels per millimetre.
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, sigma_px: float,
                  augment: IntensityAugment | None = None, geometry: GeometryAugment | None = None,
                  appearance: AppearanceAugment | None = None,
                  artefact: ArtefactAugment | SpectrumAugment | None = None,
-                 exposure: ExposureAugment | None = None) -> None:
+                 exposure: ExposureAugment | None = None, *, bloom: BloomAugment | None = None,
+                 bloom_px_per_mm: float = 1.0) -> None:
         if targets.ndim == 3:
             targets = targets[:, :, None, :]
         if len(images) != len(targets):
@@ -354,16 +359,20 @@ class HeatmapTrainingSet:
         self.appearance = appearance
         self.artefact = artefact
         self.exposure = exposure
+        self.bloom = bloom
+        self.bloom_px_per_mm = float(bloom_px_per_mm)
 
     @classmethod
     def from_cache(cls, path: Path, sigma_px: float, augment: IntensityAugment | None = None,
                    geometry: GeometryAugment | None = None,
                    appearance: AppearanceAugment | None = None,
                    artefact: ArtefactAugment | SpectrumAugment | None = None,
-                   exposure: ExposureAugment | None = None) -> HeatmapTrainingSet:
+                   exposure: ExposureAugment | None = None, *, bloom: BloomAugment | None = None,
+                   bloom_px_per_mm: float = 1.0) -> HeatmapTrainingSet:
         """Load a set written by :func:`build_cache`."""
         with np.load(path) as z:
-            return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance, artefact, exposure)
+            return cls(z["images"], z["targets"], sigma_px, augment, geometry, appearance, artefact, exposure,
+                       bloom=bloom, bloom_px_per_mm=bloom_px_per_mm)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -383,6 +392,8 @@ class HeatmapTrainingSet:
             img, pts = self.geometry(img, pts, rng)
         if rng is not None and self.artefact is not None:
             img = self.artefact(img, rng)
+        if rng is not None and self.bloom is not None:
+            img = self.bloom(img, rng, self.bloom_px_per_mm)
         if rng is not None and self.exposure is not None:
             img = self.exposure(img, rng)
         if rng is not None and self.appearance is not None:

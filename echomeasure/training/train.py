@@ -37,8 +37,10 @@ from echomeasure.models import registry
 from echomeasure.models.builders import DEFAULT_ARCH, build_model, count_parameters
 from echomeasure.models.decode import DecodeSettings
 from echomeasure.training.augment import (
+    NOMINAL_FIELD_MM,
     AppearanceAugment,
     ArtefactAugment,
+    BloomAugment,
     ExposureAugment,
     GeometryAugment,
     IntensityAugment,
@@ -78,6 +80,8 @@ class ModelPlan:
     init_from: str | None = None
     #: also :class:`~echomeasure.training.augment.ExposureAugment` (``--exposure-augment``)
     exposure: bool = False
+    #: also :class:`~echomeasure.training.augment.BloomAugment` (``--bloom-augment``)
+    bloom: bool = False
 
     @property
     def style_augmented(self) -> bool:
@@ -88,7 +92,7 @@ class ModelPlan:
 def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: bool = False,
                  cases: int | None = None, eval_cases: int | None = None,
                  styles: str | tuple[str, ...] | None = None, init_from: str | None = None,
-                 exposure: bool = False) -> ModelPlan:
+                 exposure: bool = False, bloom: bool = False) -> ModelPlan:
     """The training plan of a registry model.
 
     Parameters
@@ -114,6 +118,10 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
     exposure : bool
         Also vary overall gain and the noise floor (:class:`ExposureAugment`) beyond the mild
         intensity augmentation every recipe has.
+    bloom : bool
+        Also re-image half of the frames through a point-spread function and log compression
+        (:class:`BloomAugment`: tissue echo blooming into the blood, as at high gain or with a
+        broad beam), the keypoints staying on the true interfaces.
 
     Raises
     ------
@@ -149,7 +157,7 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
     return ModelPlan(name=name, mode=mode, channels=tuple(channels), arch=DEFAULT_ARCH, input_size=size,
                      sigma_px=HEATMAP_SIGMA_PX, max_shift_px=MAX_SHIFT_PX, data=data, optim=optim,
                      eval_cases=eval_cases if eval_cases is not None else (2 if smoke else 40),
-                     init_from=init_from, exposure=exposure)
+                     init_from=init_from, exposure=exposure, bloom=bloom)
 
 
 def recipe_command(plan: ModelPlan, smoke: bool) -> str:
@@ -162,6 +170,8 @@ def recipe_command(plan: ModelPlan, smoke: bool) -> str:
         cmd += f" --init-from {plan.init_from}"
     if plan.exposure:
         cmd += " --exposure-augment"
+    if plan.bloom:
+        cmd += " --bloom-augment"
     return cmd + (" --smoke" if smoke else "")
 
 
@@ -194,6 +204,8 @@ def _plan_hash(plan: ModelPlan) -> str:
         d["augment"] = augment
     if plan.exposure:
         d["exposure"] = True
+    if plan.bloom:
+        d["bloom"] = True
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -222,6 +234,7 @@ def train_model(
     styles: str | tuple[str, ...] | None = None,
     init_from: str | None = None,
     exposure: bool = False,
+    bloom: bool = False,
     activate: bool = False,
 ) -> TrainOutcome:
     """Train, evaluate and register one model.
@@ -264,7 +277,7 @@ def train_model(
     if threads:
         torch.set_num_threads(int(threads))
     plan = default_plan(name, steps=steps, seed=seed, smoke=smoke, cases=cases, eval_cases=eval_cases,
-                        styles=styles, init_from=init_from, exposure=exposure)
+                        styles=styles, init_from=init_from, exposure=exposure, bloom=bloom)
     weights_dir = Path(out) if out is not None else config.weights_dir()
     weights_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(name, weights_dir, smoke)
@@ -305,6 +318,7 @@ class _TrainingData:
     appearance: AppearanceAugment | None
     artefact: ArtefactAugment | SpectrumAugment | None
     exposure: ExposureAugment | None
+    bloom: BloomAugment | None
     wall_s: float
 
     def description(self, plan: ModelPlan) -> dict:
@@ -327,10 +341,11 @@ def _training_data(plan: ModelPlan, progress: bool) -> _TrainingData:
         appearance = AppearanceAugment()
         artefact = ArtefactAugment() if plan.mode == "2d" else SpectrumAugment()
     exposure = ExposureAugment() if plan.exposure else None
+    bloom = BloomAugment() if plan.bloom else None
     dataset = HeatmapTrainingSet.from_cache(cache, plan.sigma_px, IntensityAugment(), geometry, appearance, artefact,
-                                            exposure)
+                                            exposure, bloom=bloom, bloom_px_per_mm=plan.input_size[1] / NOMINAL_FIELD_MM)
     log.info("training set: %d images of %s", len(dataset), dataset.input_size)
-    return _TrainingData(dataset, geometry, appearance, artefact, exposure, time.monotonic() - t0)
+    return _TrainingData(dataset, geometry, appearance, artefact, exposure, bloom, time.monotonic() - t0)
 
 
 def _initial_model(plan: ModelPlan, weights_dir: Path) -> torch.nn.Module:
@@ -374,6 +389,8 @@ def _training_record(plan: ModelPlan, data: _TrainingData, result: TrainResult) 
         augmentation["spectrum" if isinstance(data.artefact, SpectrumAugment) else "artefact"] = data.artefact.to_dict()
     if data.exposure:
         augmentation["exposure"] = data.exposure.to_dict()
+    if data.bloom:
+        augmentation["bloom"] = {**data.bloom.to_dict(), "px_per_mm": data.dataset.bloom_px_per_mm}
     return {
         "training_data": data.description(plan),
         "optimiser": {"name": "AdamW", "schedule": "linear warm-up + cosine", **plan.optim.to_dict()},
