@@ -74,7 +74,8 @@ def test_evaluate_prints_the_error_per_measurement(lvh_root, weights, capsys):
     rc, out, err = _run(capsys, "evaluate", "--dataset", "echonet-lvh", str(root), "--split", "test", "-q")
     assert rc == 0, err
     report = json.loads(out)
-    assert {"dataset", "model", "n", "measurements"} <= set(report)
+    assert {"dataset", "model", "n", "measurements", "dice"} <= set(report)  # docs/architecture.md's keys
+    assert report["dice"] == {}  # calipers only: nothing segmented
     assert report["dataset"] == "echonet-lvh" and report["n"] == 1 and report["split"] == "test"
     assert "CalcValue" in report["calibration"]
     entry = registry.get_entry("plax-linear", None, weights)

@@ -452,7 +452,8 @@ def evaluate_lvh(
     dict
         ``{"dataset", "split", "calibration", "model": {name, version, sha256}, "n" (videos),
         "frames", "measurements": {name: {"mae_mm", "median_mm", "bias_mm", "gross", "n",
-        "failed"}}, "skipped"}``; ``gross`` counts errors above 5 mm.
+        "failed"}}, "dice": {} (no segmentation labelled), "skipped"}``; ``gross`` counts errors
+        above 5 mm.
     """
     from tqdm import tqdm
 
@@ -502,6 +503,7 @@ def evaluate_lvh(
         "n": len(videos),
         "frames": n_frames,
         "measurements": _error_summary(errors_mm, failed),
+        "dice": {},  # the evaluate contract's key; EchoNet-LVH labels calipers, no segmentation
         "skipped": dict(dataset.skipped),
     }
 
