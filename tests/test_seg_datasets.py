@@ -477,3 +477,16 @@ def test_echonet_dynamic_frame_numbers_written_as_floats_are_read(tmp_path):
     write(table)
     with pytest.raises(InvalidInputError, match="line 5 has a value that is not a number"):
         read_echonet_dynamic(root)
+
+
+def test_apical_training_without_a_labelled_held_out_split_is_not_activated(tmp_path, weights, capsys):
+    """CAMUS without database_split/ (or the legacy release, whose testing set has no label maps)
+    has nothing to measure a new apical-seg on: --activate made such a version the one segmenting
+    every apical clip, unmeasured (EchoNet-LVH already refused it).  Refused before training."""
+    root = tmp_path / "CAMUS data"
+    write_camus_nifti(root)
+    shutil.rmtree(root / "database_split")
+    rc, out, err = _run(capsys, "train", "--dataset", "camus", str(root), "--steps", "1", "--activate")
+    assert rc == 2 and out == ""
+    _one_error_line(err, str(root), "--activate needs a labelled val or test split")
+    assert list(weights.iterdir()) == []

@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from echomeasure.catalog import APICAL_SEG_CLASSES
-from echomeasure.errors import InvalidInputError, WeightsError
+from echomeasure.errors import InvalidInputError, TrainingError, WeightsError
 from echomeasure.models import registry
 from echomeasure.training.seg_train import SegSample, evaluate_with_model, train_segmentation
+
+log = logging.getLogger(__name__)
 
 SEG_DATASETS = ("camus", "echonet-dynamic", "masks")
 APICAL_SEG = "apical-seg"
@@ -70,6 +73,12 @@ def train_on_dataset(name: str, path: str | os.PathLike[str], *, steps: int | No
         samples = read_dataset(name, path, None)
         train = [s for s in samples if s.split == "train"]
         held = [s for s in samples if s.split == "val"] or [s for s in samples if s.split == "test"]
+        if not held:  # e.g. CAMUS without database_split/, or the legacy release (testing set unlabelled)
+            if activate:  # nothing would measure the version that would then segment every apical clip
+                raise TrainingError(f"{path}: --activate needs a labelled val or test split to measure the new "
+                                    "version on")
+            log.warning("%s: no labelled val or test split: the new %s version is registered unmeasured",
+                        path, APICAL_SEG)
         init = None if from_scratch else _active_apical(out)
         if from_scratch:
             recipe += " --from-scratch"
