@@ -437,7 +437,7 @@ def test_evaluate_max_videos_limits_the_cases_of_a_segmentation_dataset(tmp_path
         (root / "split.txt").write_text("slice_00 test\nslice_01 test\nslice_02 test\n")
     seen = {}
 
-    def fake_evaluate(samples, name, model, default):
+    def fake_evaluate(samples, name, model, default, classes):
         seen["cases"] = sorted({s.case for s in samples})
         return {"dataset": name, "n": len(samples)}
 
@@ -490,3 +490,38 @@ def test_apical_training_without_a_labelled_held_out_split_is_not_activated(tmp_
     assert rc == 2 and out == ""
     _one_error_line(err, str(root), "--activate needs a labelled val or test split")
     assert list(weights.iterdir()) == []
+
+
+@pytest.mark.parametrize("dataset", ["masks", "camus"])
+def test_evaluate_refuses_a_model_segmenting_other_classes(tmp_path, capsys, monkeypatch, dataset):
+    """evaluate --dataset masks FOLDER --model apical-seg scored apical-seg's label 2 (myocardium)
+    against the folder's label 2 (here 'fat') and printed the figures; likewise a custom model on
+    CAMUS.  A model whose classes differ from the dataset's is refused in one line."""
+    from types import SimpleNamespace
+
+    from echomeasure.catalog import APICAL_SEG_CLASSES
+    from echomeasure.models import segmentation
+
+    root = tmp_path / "data"
+    if dataset == "masks":
+        write_mask_folder(root, n=2)
+        (root / "split.txt").write_text("slice_00 test\nslice_01 test\n")
+        own, other = ("background", "muscle", "fat"), tuple(APICAL_SEG_CLASSES)
+    else:
+        write_camus_nifti(root)
+        own, other = tuple(APICAL_SEG_CLASSES), ("background", "muscle", "fat")
+
+    def stand_in(channels):
+        entry = SimpleNamespace(channels=channels, input_size=(64, 64))
+        return SimpleNamespace(model=None, entry=entry, name="m-seg", version="1.0", sha256="0" * 64)
+
+    monkeypatch.setattr(segmentation, "load_segmentation_model", lambda name, version, *a: stand_in(other))
+    rc, out, err = _run(capsys, "evaluate", "--dataset", dataset, str(root), "--model", "m-seg")
+    assert rc == 2 and out == ""
+    _one_error_line(err, "--model m-seg", "other classes")
+    monkeypatch.setattr(segmentation, "load_segmentation_model", lambda name, version, *a: stand_in(own))
+    monkeypatch.setattr(segmentation, "predict",
+                        lambda model, frames, box, size_hw, **_: (np.zeros(frames.shape[:3], np.uint8), None))
+    rc, out, err = _run(capsys, "evaluate", "--dataset", dataset, str(root), "--model", "m-seg")
+    assert rc == 0, err
+    assert set(json.loads(out)["dice"]) == set(own[1:])

@@ -106,11 +106,11 @@ def evaluate_dataset(name: str, path: str | os.PathLike[str], *, split: str = "t
                      max_cases: int | None = None) -> dict[str, Any]:
     """Dice per structure and EF / volume errors of a registered model on one split (its first
     ``max_cases`` videos, patients or images when given)."""
-    default = APICAL_SEG
+    default, classes = APICAL_SEG, APICAL_SEG_CLASSES
     if name == "masks":
         from echomeasure.training.mask_folder import model_name, read_mask_folder
 
-        samples, _, view = read_mask_folder(path, split)
+        samples, classes, view = read_mask_folder(path, split)
         default = model_name(view)
     elif name == "echonet-dynamic" and max_cases is not None:  # decode only the videos evaluated
         from echomeasure.training.echonet_dynamic import read_echonet_dynamic
@@ -118,4 +118,4 @@ def evaluate_dataset(name: str, path: str | os.PathLike[str], *, split: str = "t
         samples = read_echonet_dynamic(path, split, max_videos=max(0, int(max_cases)))
     else:
         samples = read_dataset(name, path, split)
-    return evaluate_with_model(first_cases(samples, max_cases), name, model, default)
+    return evaluate_with_model(first_cases(samples, max_cases), name, model, default, classes)

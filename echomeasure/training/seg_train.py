@@ -455,14 +455,19 @@ def evaluate_samples(model: Any, size_hw: tuple[int, int], classes: Sequence[str
 
 
 def evaluate_with_model(samples: Sequence[SegSample], dataset: str, model_spec: str | None,
-                        default_model: str) -> dict[str, Any]:
-    """``echomeasure evaluate --dataset``: the registered model (``NAME[:VERSION]``) on the samples."""
+                        default_model: str, classes: Sequence[str]) -> dict[str, Any]:
+    """``echomeasure evaluate --dataset``: the registered model (``NAME[:VERSION]``) on the samples,
+    whose label values are ``classes``; a model segmenting other classes (or in another order) is
+    refused, since its label values would be scored against other structures."""
     from echomeasure.models.segmentation import load_segmentation_model
 
     if not samples:
         raise InvalidInputError("no labelled frames in the chosen split")
     name, _, version = (model_spec or default_model).partition(":")
     loaded = load_segmentation_model(name, version or None)
+    if tuple(loaded.entry.channels) != tuple(classes):
+        raise InvalidInputError(f"--model {name}: it segments other classes than the {dataset} labels "
+                                "(classes and their label values must be the same)")
     report = evaluate_samples(loaded.model, loaded.entry.input_size, loaded.entry.channels, samples)
     return {"dataset": dataset, "model": {"name": loaded.name, "version": loaded.version, "sha256": loaded.sha256},
             **report}
