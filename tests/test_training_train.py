@@ -203,33 +203,23 @@ def test_spectral_broadening_keeps_the_envelope_edge_where_it_was():
     assert grainy[60:].max() == 0  # no signal where there was none
 
 
-def test_exposure_augmentation_is_recorded_and_never_resumes_a_run_without_it(tmp_path):
+@pytest.mark.parametrize(("option", "key", "recorded"), [
+    ("exposure", "exposure", {"gain": [0.7, 2.5]}),
+    ("bloom", "bloom", {"psf_axial_mm": [0.2, 0.9], "px_per_mm": 128 / 160.0}),  # smoke input 128 px, 160 mm field
+])
+def test_an_optional_augmentation_is_recorded_and_never_resumes_a_run_without_it(tmp_path, option, key, recorded):
     from echomeasure.training.train import _plan_hash, default_plan
 
     out = tmp_path / "w"
     assert main(["train", "--model", "plax-linear", "--smoke", "--out", str(out), "-q", "--threads", "1",
-                 "--styles", "classic,vendor", "--exposure-augment"]) == 0
+                 "--styles", "classic,vendor", f"--{option}-augment"]) == 0
     e = registry.get_entry("plax-linear", None, out)
-    assert e.recipe.endswith(" --exposure-augment --smoke")
-    assert e.extra["augmentation"]["exposure"]["gain"] == [0.7, 2.5]
-    with_exposure = default_plan("plax-linear", smoke=True, styles="classic,vendor", exposure=True)
+    assert e.recipe.endswith(f" --{option}-augment --smoke")
+    for name, value in recorded.items():
+        assert e.extra["augmentation"][key][name] == pytest.approx(value)
+    with_it = default_plan("plax-linear", smoke=True, styles="classic,vendor", **{option: True})
     without = default_plan("plax-linear", smoke=True, styles="classic,vendor")
-    assert _plan_hash(with_exposure) != _plan_hash(without)
-
-
-def test_bloom_augmentation_is_recorded_and_never_resumes_a_run_without_it(tmp_path):
-    from echomeasure.training.train import _plan_hash, default_plan
-
-    out = tmp_path / "w"
-    assert main(["train", "--model", "plax-linear", "--smoke", "--out", str(out), "-q", "--threads", "1",
-                 "--styles", "classic,vendor", "--bloom-augment"]) == 0
-    e = registry.get_entry("plax-linear", None, out)
-    assert e.recipe.endswith(" --bloom-augment --smoke")
-    assert e.extra["augmentation"]["bloom"]["psf_axial_mm"] == [0.2, 0.9]
-    assert e.extra["augmentation"]["bloom"]["px_per_mm"] == pytest.approx(128 / 160.0)  # smoke input 128 px
-    with_bloom = default_plan("plax-linear", smoke=True, styles="classic,vendor", bloom=True)
-    without = default_plan("plax-linear", smoke=True, styles="classic,vendor")
-    assert _plan_hash(with_bloom) != _plan_hash(without)
+    assert _plan_hash(with_it) != _plan_hash(without)
 
 
 def test_bloom_augmentation_brightens_the_blood_beside_a_wall_and_keeps_the_keypoints():
