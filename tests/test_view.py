@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from echomeasure import catalog
 from echomeasure.catalog import VIEWS
 from echomeasure.cli import main
-from echomeasure.models.registry import WeightsEntry, register, save_weights
+from echomeasure.models.registry import FlagThresholds, WeightsEntry, register, save_weights
 from echomeasure.models.view import (
     INPUT_PX,
     VIEW_ARCH,
@@ -241,11 +242,18 @@ def test_a_real_apical_cine_the_classifier_calls_plax_with_doubt_gets_no_plax_ca
     assert not any("PLAX segmentation disagrees" in n for n in doc["notices"])  # no notices about dropped calipers
 
 
-def _proposal(name, value, flagged):
+def _proposal(name, value, confidence, flagged=None):
     from echomeasure.propose.types import Proposal
 
-    return Proposal(name=name, frame=0, points=((0.0, 0.0), (1.0, 1.0)), value=value, unit="cm", confidence=0.0,
-                    flagged=flagged)
+    return Proposal(name=name, frame=0, points=((0.0, 0.0), (1.0, 1.0)), value=value, unit="cm", confidence=confidence,
+                    flagged=confidence < 0.3 if flagged is None else flagged)
+
+
+#: a keypoint model flagging below 0.3 pooled; LA's own confidences do not rank its errors, so a
+#: LA caliper is flagged only below its floor (0.02)
+_ENTRY = SimpleNamespace(thresholds=FlagThresholds(
+    low_confidence_below=0.3, confidence_floor=0.01, flagged_mae_ratio=1.5,
+    by_measurement={"la": {"low_confidence_below": 0.14, "confidence_floor": 0.02, "flagged_mae_ratio": 0.9}}))
 
 
 def test_plax_calipers_are_dropped_only_when_the_view_is_in_doubt_and_none_is_credible():
@@ -256,17 +264,31 @@ def test_plax_calipers_are_dropped_only_when_the_view_is_in_doubt_and_none_is_cr
         probs[VIEWS.index(name)] = p
         return decide(probs)
 
-    all_flagged = [_proposal(n, v, True) for n, v in (("ivsd", 1.0), ("lvidd", 5.0), ("lvpwd", 1.0), ("la", 3.5))]
-    one_credible = [*all_flagged[:3], _proposal("la", 3.5, False)]
-    implausible = [_proposal(n, v, False) for n, v in (("ivsd", 6.3), ("lvidd", 13.5), ("lvpwd", 1.0))]
-    assert _doubtful_plax_notice(view("plax", PLAX_SURE_CONFIDENCE + 0.05), all_flagged) is None  # the view is sure
-    assert _doubtful_plax_notice(None, all_flagged) is None  # no view classifier
-    assert _doubtful_plax_notice(view("plax", 0.63), one_credible) is None
-    notice = _doubtful_plax_notice(view("plax", 0.63), all_flagged)
+    all_flagged = [_proposal(n, v, 0.1) for n, v in (("ivsd", 1.0), ("lvidd", 5.0), ("lvpwd", 1.0))]
+    all_flagged.append(_proposal("la", 3.5, 0.1, flagged=False))  # not flagged by LA's own figures, yet not credible
+    one_credible = [*all_flagged[:3], _proposal("la", 3.5, 0.5)]
+    implausible = [_proposal(n, v, 0.5) for n, v in (("ivsd", 6.3), ("lvidd", 13.5), ("lvpwd", 1.0))]
+    sure = view("plax", PLAX_SURE_CONFIDENCE + 0.05)
+    assert _doubtful_plax_notice(sure, all_flagged, _ENTRY) is None  # the view is sure
+    assert _doubtful_plax_notice(None, all_flagged, _ENTRY) is None  # no view classifier
+    assert _doubtful_plax_notice(view("plax", 0.63), one_credible, _ENTRY) is None
+    notice = _doubtful_plax_notice(view("plax", 0.63), all_flagged, _ENTRY)
     assert notice is not None and "unsure of PLAX (plax 0.63" in notice and "none of the 4 PLAX calipers" in notice
-    notice = _doubtful_plax_notice(view("plax", 0.7), implausible)  # most implausible, none flagged
+    notice = _doubtful_plax_notice(view("plax", 0.7), implausible, _ENTRY)  # most implausible, none flagged
     assert notice is not None and "2 anatomically implausible" in notice
-    assert _doubtful_plax_notice(view("plax", 0.63), all_flagged[:2]) is None  # too few to judge (--only)
+    assert _doubtful_plax_notice(view("plax", 0.63), all_flagged[:2], _ENTRY) is None  # too few to judge (--only)
+
+
+def test_no_caliper_is_credible_by_the_pooled_threshold_whatever_a_measurement_s_own_figures_say():
+    """The clip-level "no credible caliper" (view doubt, mirrored-display probe) reads the pooled
+    threshold: LA flagged only below its own floor must not make a non-PLAX clip look credible."""
+    from echomeasure.propose import flags
+
+    la = _proposal("la", 3.5, 0.1)
+    assert not flags.is_flagged(la.confidence, flags.entry_threshold(_ENTRY, measurement="la"))
+    assert flags.none_credible([_proposal("ivsd", 1.0, 0.05), la], _ENTRY)
+    assert not flags.none_credible([_proposal("ivsd", 1.0, 0.05), _proposal("la", 3.5, 0.35)], _ENTRY)
+    assert flags.none_credible([_proposal("ivsd", None, 0.9)], _ENTRY)  # nothing valued
 
 
 @needs_view_model

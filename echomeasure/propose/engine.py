@@ -586,17 +586,18 @@ def _routed_away_from_plax(clip: Clip, view: Any) -> bool:
 PLAX_SURE_CONFIDENCE = 0.8
 
 
-def _doubtful_plax_notice(view: Any, proposals: list[Proposal]) -> str | None:
+def _doubtful_plax_notice(view: Any, proposals: list[Proposal], entry: Any) -> str | None:
     """A notice when the view classifier is unsure of PLAX (below :data:`PLAX_SURE_CONFIDENCE`) and no
-    PLAX caliper is credible (every one flagged, or most anatomically implausible): two independent
-    opinions that the cine is not PLAX.  None keeps the calipers."""
+    PLAX caliper is credible (every one below the keypoint model ``entry``'s pooled threshold,
+    :func:`echomeasure.propose.flags.none_credible`, or most anatomically implausible): two
+    independent opinions that the cine is not PLAX.  None keeps the calipers."""
     if view is None or (view.name == "plax" and view.confidence >= PLAX_SURE_CONFIDENCE):
         return None
     valued = [p for p in proposals if p.value is not None]
     if len(valued) < 3:
         return None
     implausible = sum(not catalog.is_plausible(p.name, p.value, p.unit) for p in valued)
-    if not (all(p.flagged for p in valued) or 2 * implausible > len(valued)):
+    if not (flags.none_credible(valued, entry) or 2 * implausible > len(valued)):
         return None
     two = ", ".join(f"{v} {p:.2f}" for v, p in sorted(view.probabilities.items(), key=lambda kv: -kv[1])[:2])
     return (f"the view classifier is unsure of PLAX ({two}) and none of the {len(valued)} PLAX calipers is credible "
@@ -666,7 +667,7 @@ def _propose_plax_with(
     proposals, segmentations, seg_model = seg_crosscheck.plax_crosscheck(clip, proposals, ed, es, run.versions, run.weights_dir,
                                                               run.timings, notices, per_frame=run.per_frame)
     measured = _with_flags(proposals, engine)
-    doubt = _doubtful_plax_notice(view, measured) if _view_judges(clip) else None
+    doubt = _doubtful_plax_notice(view, measured, engine.entry) if _view_judges(clip) else None
     if doubt is not None:
         log.info("view %s (%.2f) and no credible PLAX caliper: none proposed", view.name, view.confidence)
         return ClipProposals(kind=clip.kind, calibration=clip.calibration_source,

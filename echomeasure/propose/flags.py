@@ -23,7 +23,7 @@ its own figures uses the pooled ones.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: Flag threshold when the model's own is unknown.
@@ -80,3 +80,17 @@ def entry_threshold(entry: Any, fallback: float = LOW_CONFIDENCE_THRESHOLD, meas
     """:func:`flag_threshold` of a registry entry (``entry.thresholds``), for ``measurement`` when given."""
     thresholds = getattr(entry, "thresholds", None)
     return flag_threshold(None if thresholds is None else thresholds.to_json(), fallback, measurement)
+
+
+def none_credible(proposals: Iterable[Any], entry: Any) -> bool:
+    """True when no proposal with a value is credible: each below the version's pooled threshold
+    (:func:`entry_threshold` without a measurement), or none has a value.
+
+    The clip-level judgements (a cine the view classifier doubts is not taken as PLAX; a PLAX
+    display is probed for a left-right mirror) ask whether the model recognised anything in the
+    clip; they read this, not ``flagged``: a measurement whose own confidences do not rank its
+    errors is flagged only below its floor, which says nothing about whether the clip is a PLAX.
+    """
+    threshold = entry_threshold(entry)
+    valued = [p for p in proposals if p.value is not None]
+    return not valued or all(is_flagged(p.confidence, threshold) for p in valued)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from echomeasure.ingest.clip import Clip, Region
+from echomeasure.propose import flags
 from echomeasure.propose.types import ClipProposals, Point
 
 #: The reference pixel lies within this fraction of the region's height from its top (apex up) or
@@ -177,7 +178,7 @@ def propose_upright(clip: Clip, run: Callable[[Clip], ClipProposals]) -> ClipPro
 
 # --------------------------------------------------------------------------- PLAX mirrored left-right
 
-#: A PLAX clip none of whose calipers is credible (every one flagged, or none proposed) is probed
+#: A PLAX clip none of whose calipers is credible (:func:`echomeasure.propose.flags.none_credible`) is probed
 #: for a mirrored display (the scanner's left-right invert: apex on the right, aorta on the left):
 #: it is taken as mirrored when the keypoint model's median confidence on :data:`MIRROR_PROBE_FRAMES`
 #: frames shown mirrored reaches :data:`MIRROR_MIN_CONFIDENCE` and beats the frames as shown by
@@ -215,18 +216,13 @@ def plax_mirrored(clip: Clip, engine: Any, *, depth_zoom: bool = True) -> bool:
     return turned >= MIRROR_MIN_CONFIDENCE and turned - as_shown >= MIRROR_MARGIN
 
 
-def _no_credible_caliper(result: ClipProposals) -> bool:
-    valued = [p for p in result.measurements if p.value is not None]
-    return not valued or all(p.flagged for p in valued)
-
-
 def propose_plax_facing(clip: Clip, engine: Any, run: Callable[[Clip], ClipProposals], *,
                         depth_zoom: bool = True) -> ClipProposals:
     """``run(clip)``; when none of its calipers is credible and the clip is a mirrored PLAX display
     (:func:`plax_mirrored`), ``run`` on the clip mirrored left to right instead, results mapped back.
     A clip with credible calipers costs nothing more."""
     result = run(clip)
-    if not _no_credible_caliper(result) or not plax_mirrored(clip, engine, depth_zoom=depth_zoom):
+    if not flags.none_credible(result.measurements, engine.entry) or not plax_mirrored(clip, engine, depth_zoom=depth_zoom):
         return result
     right = float(clip.width - 1)
     return _mapped_back(run(mirrored(clip)), lambda x, y: (right - x, y), MIRROR_NOTICE)
