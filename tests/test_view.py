@@ -279,6 +279,23 @@ def test_plax_calipers_are_dropped_only_when_the_view_is_in_doubt_and_none_is_cr
     assert _doubtful_plax_notice(view("plax", 0.63), all_flagged[:2], _ENTRY) is None  # too few to judge (--only)
 
 
+def test_the_doubtful_plax_notice_says_which_reason_held_and_never_all_flagged_when_some_were_not():
+    """The notice said "(all flagged, N anatomically implausible)" whichever reason dropped the
+    calipers: false for most implausible but none low, and for a LA caliper its own figures did
+    not flag (below the pooled threshold only)."""
+    from echomeasure.propose.engine import _doubtful_plax_notice
+
+    doubt = decide(np.array([0.63 if v == "plax" else 0.37 / (len(VIEWS) - 1) for v in VIEWS]))
+    implausible = [_proposal(n, v, 0.5) for n, v in (("ivsd", 6.3), ("lvidd", 13.5), ("lvpwd", 1.0))]
+    notice = _doubtful_plax_notice(doubt, implausible, _ENTRY)
+    assert notice is not None and "(2 anatomically implausible)" in notice and "flagged" not in notice
+    low = [_proposal(n, v, 0.1) for n, v in (("ivsd", 1.0), ("lvidd", 5.0), ("lvpwd", 1.0))]
+    low.append(_proposal("la", 3.5, 0.1, flagged=False))
+    notice = _doubtful_plax_notice(doubt, low, _ENTRY)
+    assert notice is not None and "all flagged" not in notice
+    assert "(all below the model's low-confidence threshold, 0 anatomically implausible)" in notice
+
+
 def test_no_caliper_is_credible_by_the_pooled_threshold_whatever_a_measurement_s_own_figures_say():
     """The clip-level "no credible caliper" (view doubt, mirrored-display probe) reads the pooled
     threshold: LA flagged only below its own floor must not make a non-PLAX clip look credible."""

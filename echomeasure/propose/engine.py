@@ -597,11 +597,15 @@ def _doubtful_plax_notice(view: Any, proposals: list[Proposal], entry: Any) -> s
     if len(valued) < 3:
         return None
     implausible = sum(not catalog.is_plausible(p.name, p.value, p.unit) for p in valued)
-    if not (flags.none_credible(valued, entry) or 2 * implausible > len(valued)):
+    low = flags.none_credible(valued, entry)
+    if not (low or 2 * implausible > len(valued)):
         return None
     two = ", ".join(f"{v} {p:.2f}" for v, p in sorted(view.probabilities.items(), key=lambda kv: -kv[1])[:2])
+    # say which of the two held: "all flagged" was false where most were implausible but few low,
+    # and where a measurement judged by its own figures was not flagged though below the pooled threshold
+    why = "all below the model's low-confidence threshold, " if low else ""
     return (f"the view classifier is unsure of PLAX ({two}) and none of the {len(valued)} PLAX calipers is credible "
-            f"(all flagged, {implausible} anatomically implausible): this is probably not a parasternal long-axis view, "
+            f"({why}{implausible} anatomically implausible): this is probably not a parasternal long-axis view, "
             "so no PLAX calipers are proposed; measurements can still be added by hand")
 
 
