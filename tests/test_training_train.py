@@ -155,6 +155,15 @@ def test_training_on_the_heldout_style_is_refused(tmp_path, capsys):
     assert not (tmp_path / "manifest.json").exists()
 
 
+def test_bloom_augmentation_of_a_doppler_model_is_refused_in_one_line(tmp_path, capsys):
+    """--bloom-augment is a B-mode point-spread function (tissue blooming into the blood): on
+    doppler-peaks it re-imaged the spectral strips and was recorded as if it meant something."""
+    assert main(["train", "--model", "doppler-peaks", "--smoke", "--bloom-augment", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --bloom-augment") and "doppler-peaks" in err[0]
+    assert not (tmp_path / "manifest.json").exists()
+
+
 def test_geometry_augment_moves_keypoints_with_the_pixels():
     from echomeasure.training.augment import GeometryAugment
 

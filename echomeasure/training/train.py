@@ -126,7 +126,7 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
     Raises
     ------
     TrainingError
-        Unknown model name.
+        Unknown model name; ``bloom`` for a Doppler model.
     """
     from echomeasure.errors import InvalidInputError
     from echomeasure.synthetic.styles import parse_training_styles
@@ -148,6 +148,9 @@ def default_plan(name: str, *, steps: int | None = None, seed: int = 0, smoke: b
         default_steps = 900
     else:
         raise TrainingError(f"unknown model {name!r}; train 'plax-linear' or 'doppler-peaks'")
+    if bloom and mode != "2d":  # a point-spread function of a B-mode scan: a spectral strip has no tissue nor blood
+        raise TrainingError(f"--bloom-augment re-images B-mode frames (tissue blooming into the blood); "
+                            f"it does not apply to {name}")
     n_steps = steps if steps is not None else (12 if smoke else default_steps)
     if n_steps < 1:
         raise TrainingError("--steps must be at least 1")
