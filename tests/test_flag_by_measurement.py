@@ -132,10 +132,49 @@ def test_calibrate_flag_refuses_in_one_line(tmp_path, capsys):
     weights.mkdir()
     copy_active_model("plax-linear", weights)
     before = (weights / "manifest.json").read_bytes()
-    for argv in (["--cases", "3"], ["--version", "no-such", "--cases", "10"], ["--styles", "scatter", "--cases", "10"]):
+    for argv in (["--cases", "3"], ["--version", "no-such", "--cases", "10"], ["--styles", "scatter", "--cases", "10"],
+                 # 10 cases in one family: too few proposals per measurement for their own figures (30)
+                 ["--styles", "classic", "--cases", "10"]):
         with pytest.raises(SystemExit) as exc:
             calibrate_flag.main([*argv, "--out", str(weights), "-q"])
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err
     assert (weights / "manifest.json").read_bytes() == before
+
+
+def test_only_finite_proposals_count_towards_a_measurement_s_own_figures():
+    conf = {"la": [0.1] * 25 + [float("nan")] * 10}
+    err = {"la": [1.0] * 35}
+    assert evaluate.flag_by_measurement(conf, err, min_proposals=30) == {}
+    assert set(evaluate.flag_by_measurement(conf, err, min_proposals=25)) == {"la"}
+
+
+def test_a_manifest_with_malformed_per_measurement_figures_still_reads():
+    t = FlagThresholds.from_json({**POOLED, "by_measurement": {"la": 0.3, "lvidd": PER["lvidd"]}})
+    assert t.by_measurement == {"lvidd": PER["lvidd"]}
+    assert FlagThresholds.from_json({**POOLED, "by_measurement": {"la": "x"}}).by_measurement is None
+
+
+def test_a_fine_tuned_child_keeps_its_parent_s_per_measurement_figures():
+    """A fine-tune's few synthetic hold-out cases cannot measure each measurement's figures: the
+    child's pooled figures are its own, its per-measurement ones the parent's."""
+    from echomeasure.training.finetune import _measured
+
+    parent = _entry(FlagThresholds(**POOLED, by_measurement=PER))
+    after = {"synthetic_holdout": {"mean_mae_mm": 0.5, "low_confidence_below": 0.25, "confidence_floor": 0.01,
+                                   "flagged_mae_ratio": 1.3}, "reviews_holdout": {}}
+    _, thresholds = _measured(after, parent)
+    assert thresholds.low_confidence_below == pytest.approx(0.25)
+    assert thresholds.by_measurement == PER
+
+
+def test_a_doubted_proposal_is_flagged_whatever_its_measurement_s_own_floor():
+    """The pipeline doubts a proposal for reasons outside the model (a phase that may lie outside the
+    cine, an envelope-only Doppler value) by capping its confidence at DOUBTFUL_CONFIDENCE; LA,
+    judged only below its own floor (0.05 here, 0.021 for 2.1), must still be flagged then."""
+    metrics = {**POOLED, "by_measurement": {"la": {**PER["la"], "confidence_floor": 0.02}}}
+    la_threshold = flags.flag_threshold(metrics, measurement="la")
+    assert la_threshold == pytest.approx(0.02)
+    assert flags.is_flagged(flags.DOUBTFUL_CONFIDENCE, la_threshold)
+    assert not flags.is_flagged(flags.DOUBTFUL_CONFIDENCE + 0.01, la_threshold)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -147,10 +148,11 @@ def test_finetune_config_is_frozen_with_defaults_and_named_errors():
 def test_child_metrics_are_keyed_by_protocol_with_the_flag_thresholds_apart():
     from echomeasure.training.finetune import _measured
 
+    parent = SimpleNamespace(thresholds=registry.FlagThresholds())
     metrics, thresholds = _measured({
         "synthetic_holdout": {"mean_mae_mm": 0.5, "low_confidence_below": 0.2, "confidence_floor": 0.01},
         "reviews_holdout": {"endpoint_mae_mm": 1.0, "value_mae_mm": None},
-    })
+    }, parent)
     assert metrics == {"own-style": {"mean_mae_mm": 0.5}, "review-holdout": {"endpoint_mae_mm": 1.0}}
     assert (thresholds.low_confidence_below, thresholds.confidence_floor) == (0.2, 0.01)
 

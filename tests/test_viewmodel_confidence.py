@@ -154,10 +154,13 @@ def test_a_model_whose_confidence_did_not_rank_errors_flags_nothing(tmp_path):
     _register(folder, "plax-linear", "3.0", {"low_confidence_below": 0.3, "flagged_mae_ratio": 0.85})
     _register(folder, "plax-linear", "3.1", {"low_confidence_below": 0.3, "flagged_mae_ratio": 2.1})
     thresholds = viewmodel.RegistryThresholds(folder)
-    useless = viewmodel.measurement_entry(_state(confidence=0.01, model=("plax-linear", "3.0")), thresholds)
-    useful = viewmodel.measurement_entry(_state(confidence=0.01, model=("plax-linear", "3.1")), thresholds)
+    # 0.08: below the threshold, above the doubt level (flags.DOUBTFUL_CONFIDENCE, always flagged)
+    useless = viewmodel.measurement_entry(_state(confidence=0.08, model=("plax-linear", "3.0")), thresholds)
+    useful = viewmodel.measurement_entry(_state(confidence=0.08, model=("plax-linear", "3.1")), thresholds)
     assert useless["low_confidence"] is False and useless["low_confidence_below"] == 0.0
     assert useful["low_confidence"] is True
+    doubted = viewmodel.measurement_entry(_state(confidence=0.05, model=("plax-linear", "3.0")), thresholds)
+    assert doubted["low_confidence"] is True
 
 
 def test_below_the_held_out_floor_is_flagged_even_where_confidence_does_not_rank_errors(tmp_path):

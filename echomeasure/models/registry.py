@@ -163,10 +163,10 @@ class FlagThresholds:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, float(value))
-        if self.by_measurement is not None:
+        if self.by_measurement is not None:  # a measurement without a mapping of figures has none
             object.__setattr__(self, "by_measurement", {
                 str(m): {k: float(v[k]) for k in _THRESHOLD_KEYS if v.get(k) is not None}
-                for m, v in self.by_measurement.items()} or None)
+                for m, v in self.by_measurement.items() if isinstance(v, Mapping)} or None)
 
     def to_json(self) -> dict[str, Any]:
         """The manifest form (unknown values left out)."""

@@ -25,6 +25,7 @@ import numpy as np
 from echomeasure import catalog
 from echomeasure.errors import MeasurementError
 from echomeasure.ingest.clip import UNIT_S, Clip
+from echomeasure.propose import flags
 from echomeasure.propose.types import Point, Proposal
 from echomeasure.propose.values import physical_value, plausibility
 
@@ -37,10 +38,10 @@ log = logging.getLogger(__name__)
 MIN_BEAT_INTERVAL_S = 0.30
 #: Single-wave Doppler channels read from the envelope alone when named and the model finds no beat.
 ENVELOPE_ONLY_CHANNELS: tuple[str, ...] = ("av_vmax", "tr_vmax", "lvot_vmax")
-#: Confidence of a proposal the reviewer must check whatever the model thought (below every
-#: version's flag threshold, so it is always flagged): a value read from the envelope alone, a jet
-#: whose flow (AV or TR) nothing but the model decided, a peak cut off by the velocity scale.
-DOUBTFUL_CONFIDENCE = 0.05
+#: Confidence of a proposal the reviewer must check whatever the model thought (always flagged:
+#: :data:`echomeasure.propose.flags.DOUBTFUL_CONFIDENCE`): a value read from the envelope alone, a
+#: jet whose flow (AV or TR) nothing but the model decided, a peak cut off by the velocity scale.
+DOUBTFUL_CONFIDENCE = flags.DOUBTFUL_CONFIDENCE
 #: Confidence of a value read from the envelope alone.
 ENVELOPE_ONLY_CONFIDENCE = DOUBTFUL_CONFIDENCE
 #: A beat's peak this close (rows) to the far edge of its side of the strip is cut off by the scale.

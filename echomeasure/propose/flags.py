@@ -34,6 +34,11 @@ THRESHOLD_METRIC = "low_confidence_below"
 FLAG_RATIO_METRIC = "flagged_mae_ratio"
 #: Entry threshold: the held-out 2nd percentile of confidence; below it a proposal is always flagged.
 FLOOR_METRIC = "confidence_floor"
+#: Confidence of a proposal the reviewer must check whatever the model thought (a value read from
+#: a Doppler envelope alone, a phase whose frame may lie outside the cine, ...): a proposal at or
+#: below it is always flagged, whatever its version's or its measurement's threshold (a measurement
+#: judged only below its own floor, e.g. LA at 0.021, would otherwise let it through).
+DOUBTFUL_CONFIDENCE = 0.05
 #: Entry threshold: the same figures per measurement (``{name: {...}}``).
 BY_MEASUREMENT = "by_measurement"
 #: Flag the lowest quarter only for models whose flagged quarter had at least this much more error.
@@ -69,11 +74,12 @@ def flag_threshold(metrics: Mapping[str, Any] | None, fallback: float = LOW_CONF
 def is_flagged(confidence: float | None, threshold: float) -> bool:
     """True for a proposal the reviewer should look at closely (confidence below ``threshold``).
 
-    A confidence of exactly 0 (implausible value or anatomy) is always flagged.
+    A confidence of 0 (implausible value or anatomy) or up to :data:`DOUBTFUL_CONFIDENCE` (doubted
+    for a reason outside the model) is always flagged.
     """
     if confidence is None:
         return False
-    return confidence < threshold or confidence <= 0.0
+    return confidence < threshold or confidence <= DOUBTFUL_CONFIDENCE
 
 
 def entry_threshold(entry: Any, fallback: float = LOW_CONFIDENCE_THRESHOLD, measurement: str | None = None) -> float:

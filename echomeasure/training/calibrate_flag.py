@@ -35,22 +35,33 @@ def calibrate(name: str, version: str | None, *, n_cases: int, styles: Sequence[
     """Measure and record a version's flag figures; returns ``(old, new)`` thresholds (manifest form)."""
     from echomeasure.models import registry
     from echomeasure.synthetic.styles import parse_training_styles
-    from echomeasure.training.evaluate import evaluate
+    from echomeasure.training import evaluate as evaluation
 
     entry = registry.get_entry(name, version, weights_dir)
     if entry.mode != "2d":
         raise ValueError(f"{name} is not a PLAX caliper model: only plax-linear versions are calibrated here")
     trained_on = (entry.extra.get("training_data") or {}).get("styles") or ["classic"]
     families = parse_training_styles(",".join(styles)) if styles else tuple(trained_on)
-    report = evaluate(name, entry.version, weights_dir=weights_dir, n_cases=n_cases, progress=progress,
+    if n_cases * len(families) < evaluation.MIN_FLAG_PROPOSALS:
+        raise ValueError(f"{n_cases} cases in {len(families)} famil{'y' if len(families) == 1 else 'ies'} give fewer than "
+                         f"the {evaluation.MIN_FLAG_PROPOSALS} proposals per measurement its own figures need: "
+                         "give more --cases or --styles")
+    report = evaluation.evaluate(name, entry.version, weights_dir=weights_dir, n_cases=n_cases, progress=progress,
                       style=families)
     _, pooled = registry.metrics_from_flat(report.flat_metrics(), registry.OWN_STYLE)
-    thresholds = replace(pooled, by_measurement=report.flag_thresholds_by_measurement() or None)
+    per_measurement = report.flag_thresholds_by_measurement()
+    if not per_measurement:
+        raise ValueError("no measurement had enough held-out proposals to measure its own figures; nothing recorded")
+    thresholds = replace(pooled, by_measurement=per_measurement)
     record = (f"python -m echomeasure.training.calibrate_flag --model {name} --version {entry.version} "
               f"--cases {n_cases} --styles {','.join(families)}: held-out cases of every training family "
               f"({', '.join(families)}; {n_cases} each, pooled), pooled and per measurement, through propose "
               "with the weights folder's other models")
-    registry.update_entry(replace(entry, thresholds=thresholds, extra={**entry.extra, "flag_calibration": record}),
+    # the entry as it stands now (minutes of evaluation later), unless its weights changed meanwhile
+    current = registry.get_entry(name, entry.version, weights_dir)
+    if current.sha256 != entry.sha256:
+        raise ValueError(f"{name} {entry.version} changed while it was evaluated; nothing recorded")
+    registry.update_entry(replace(current, thresholds=thresholds, extra={**current.extra, "flag_calibration": record}),
                           weights_dir=weights_dir)
     return entry.thresholds.to_json(), thresholds.to_json()
 

@@ -453,8 +453,13 @@ def flag_by_measurement(confidence: Mapping[str, Sequence[float]], relative_erro
     can flag most proposals of one measurement whatever their error.
     """
     least = MIN_FLAG_PROPOSALS if min_proposals is None else min_proposals
+
+    def usable(name: str) -> int:  # the proposals confidence_flag keeps
+        c, e = np.asarray(confidence[name], dtype=float), np.asarray(relative_error_pct[name], dtype=float)
+        return int(np.sum(np.isfinite(c) & np.isfinite(e)))
+
     return {name: confidence_flag(confidence[name], relative_error_pct[name])
-            for name in confidence if len(confidence[name]) >= least}
+            for name in confidence if usable(name) >= least}
 
 
 def gross_miss_summary(measurements: Any) -> dict[str, float | None]:

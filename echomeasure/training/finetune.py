@@ -805,9 +805,15 @@ def _finetune_record(parent: registry.WeightsEntry, run: _ReviewTraining, cfg: F
     }
 
 
-def _measured(after: dict) -> tuple[dict[str, dict[str, float]], registry.FlagThresholds]:
-    """The child's reported metrics by protocol and its flag thresholds, from its hold-out figures."""
+def _measured(after: dict, parent: registry.WeightsEntry) -> tuple[dict[str, dict[str, float]], registry.FlagThresholds]:
+    """The child's reported metrics by protocol and its flag thresholds, from its hold-out figures.
+
+    The pooled flag figures are the child's own; its few synthetic hold-out cases are too few to
+    measure a measurement's own figures (:data:`echomeasure.training.evaluate.MIN_FLAG_PROPOSALS`),
+    so the parent's are kept (a fine-tune does not change which measurements' confidences run low:
+    the LA's far end stays the model's own point); ``calibrate_flag`` re-measures them."""
     metrics, thresholds = registry.metrics_from_flat(after["synthetic_holdout"], registry.OWN_STYLE)
+    thresholds = replace(thresholds, by_measurement=parent.thresholds.by_measurement)
     reviews = {k: v for k, v in after["reviews_holdout"].items() if v is not None}
     if reviews:
         metrics[registry.REVIEW_HOLDOUT] = reviews
@@ -831,7 +837,7 @@ def _finetune(store: Any, parent: registry.WeightsEntry, wdir: Path, cfg: Finetu
         activated = _should_activate(cfg.activate, before, after)
         record = _finetune_record(parent, run, cfg, result, offsets, before, after, activated)
         extra = {k: v for k, v in entry.extra.items() if k != "evaluation"}
-        metrics, thresholds = _measured(after)
+        metrics, thresholds = _measured(after, parent)
         entry = publish_child(replace(entry, metrics=metrics, thresholds=thresholds,
                                       extra={**extra, "finetune": record}),
                               weight_file, parent, wdir, activate=activated)
