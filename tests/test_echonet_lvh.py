@@ -16,6 +16,7 @@ import pytest
 from echonet_fixtures import copy_shipped_plax_linear, rewrite_csv, write_echonet_lvh
 
 from echomeasure.cli import main
+from echomeasure.errors import InvalidInputError
 from echomeasure.models import registry
 from echomeasure.training import echonet_lvh as lvh
 
@@ -265,3 +266,25 @@ def test_a_row_with_a_missing_number_is_skipped_however_the_writer_spelt_it(lvh_
     data = lvh.read_lvh(bad)
     assert data.skipped.get("missing_value") == 1
     assert sum(len(v.lines) for v in data.videos) == sum(len(v.lines) for v in lvh.read_lvh(root).videos)
+
+
+def test_a_fractional_frame_is_refused_in_one_line_naming_the_row(lvh_root, tmp_path):
+    """Frame 2.5 was truncated to frame 2 without a word (EchoNet-Dynamic's reader refuses it); 2.0,
+    as a spreadsheet re-saves an integer column, is frame 2."""
+    root, truth = lvh_root
+    row = {"HashedFileName": truth[0].name, "Calc": "IVSd", "CalcValue": 1.0, "Frame": 2.5, "X1": 1, "X2": 2,
+           "Y1": 3, "Y2": 40, "Frames": 12, "FPS": 30, "Width": 320, "Height": 240, "split": "train"}
+    bad = tmp_path / "fractional"
+    shutil.copytree(root, bad)
+    rewrite_csv(bad, extra_row=[8, *row.values()])
+    with pytest.raises(InvalidInputError) as exc:
+        lvh.read_lvh(bad)
+    message = str(exc.value)
+    assert "Frame must be a whole frame number" in message and "2.5" not in message and "\n" not in message
+    whole = tmp_path / "whole"
+    shutil.copytree(root, whole)
+    rewrite_csv(whole, extra_row=[8, *{**row, "Frame": "2.0"}.values()])
+    def at_frame_2(folder):
+        return sum(ln.frame == 2 for v in lvh.read_lvh(folder).videos for ln in v.lines)
+
+    assert at_frame_2(whole) == at_frame_2(root) + 1

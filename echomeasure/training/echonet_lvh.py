@@ -245,6 +245,8 @@ def read_lvh(root: str | os.PathLike[str]) -> LvhDataset:
         if not all(math.isfinite(v) for v in numbers):  # a missing value, however the writer spelt it
             skipped["missing_value"] = skipped.get("missing_value", 0) + 1
             continue
+        if not numbers[1].is_integer():  # 46.0 (a re-saved integer column) is frame 46; 46.5 is no frame
+            raise InvalidInputError(f"{csv_path} row {row_no}: Frame must be a whole frame number")
         value_cm, frame, (x1, x2, y1, y2) = numbers[0], int(numbers[1]), numbers[2:]
         start, end = _order_by_depth((x1, y1), (x2, y2))
         line = LabelledLine(measurement, frame, start, end, value_cm, row_no)
