@@ -277,7 +277,8 @@ def input_files_as_given(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[
 
     Two files of several folders with the same path inside them (``in1/a.dcm``, ``in2/a.dcm``)
     are both named with the folder as typed in front (``in1/a.dcm``, ``in2/a.dcm``), so that no two
-    inputs share a name."""
+    inputs share a name.  A file reached more than once (overlapping inputs: ``in in/x/a.dcm``, a
+    folder given twice, a link to a file given too) is taken once, where it is first reached."""
     out: list[tuple[Path, str]] = []
     typed_folders: list[str] = []  # by entry of ``out``: the folder typed ("" for a file typed)
     for raw in paths:
@@ -293,6 +294,16 @@ def input_files_as_given(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[
             if child.is_file() and child.suffix.lower() not in NOT_MEDIA_SUFFIXES and child.name != "DICOMDIR":
                 out.append((child, rel.as_posix()))
                 typed_folders.append(os.fspath(raw))
+    seen: set[str] = set()
+    kept: list[tuple[Path, str]] = []
+    kept_folders: list[str] = []
+    for (path, label), folder in zip(out, typed_folders, strict=True):
+        key = os.path.realpath(path) if path.exists() else os.fspath(path)
+        if key not in seen:
+            seen.add(key)
+            kept.append((path, label))
+            kept_folders.append(folder)
+    out, typed_folders = kept, kept_folders
     counts = Counter(label for _, label in out)
     return [
         (path, os.path.join(folder, label) if folder and counts[label] > 1 else label)

@@ -115,3 +115,18 @@ def test_each_input_of_several_folders_gets_its_own_resume_record_in_the_store(t
 
     summary, lines, _ = _batch([str(two_folders / "in2"), str(two_folders / "in1")], db=url)  # in another order
     assert (summary.ok, summary.failed, summary.skipped) == (0, 2, 6)
+
+
+def test_a_file_reached_through_overlapping_inputs_is_one_input(tmp_path, monkeypatch):
+    """`batch in in/x/a.dcm in` reached in/x/a.dcm three times: three Parquet writes of one key and
+    a summary counting it thrice.  Each file is now one input, where it is first reached."""
+    from echomeasure.pipeline import input_files_as_given
+
+    root = tmp_path / "in"
+    (root / "x").mkdir(parents=True)
+    (root / "x" / "a.dcm").write_bytes(b"a")
+    (root / "b.dcm").write_bytes(b"b")
+    (tmp_path / "link.dcm").symlink_to(root / "b.dcm")
+    monkeypatch.chdir(tmp_path)
+    files = input_files_as_given(["in", "in/x/a.dcm", "in", "link.dcm", "missing.dcm", "missing.dcm"])
+    assert [label for _, label in files] == ["b.dcm", "x/a.dcm", "missing.dcm"]
