@@ -281,29 +281,26 @@ def input_files_as_given(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[
     folder given twice, a link to a file given too) is taken once, where it is first reached."""
     out: list[tuple[Path, str]] = []
     typed_folders: list[str] = []  # by entry of ``out``: the folder typed ("" for a file typed)
+    seen: set[str] = set()
+
+    def add(path: Path, label: str, folder: str) -> None:
+        key = os.path.realpath(path) if path.exists() else os.fspath(path)
+        if key not in seen:
+            seen.add(key)
+            out.append((path, label))
+            typed_folders.append(folder)
+
     for raw in paths:
         p = Path(raw)
         if not p.is_dir():
-            out.append((p, os.fspath(raw)))
-            typed_folders.append("")
+            add(p, os.fspath(raw), "")
             continue
         for child in sorted(p.rglob("*")):
             rel = child.relative_to(p)
             if any(part.startswith(".") for part in rel.parts):
                 continue
             if child.is_file() and child.suffix.lower() not in NOT_MEDIA_SUFFIXES and child.name != "DICOMDIR":
-                out.append((child, rel.as_posix()))
-                typed_folders.append(os.fspath(raw))
-    seen: set[str] = set()
-    kept: list[tuple[Path, str]] = []
-    kept_folders: list[str] = []
-    for (path, label), folder in zip(out, typed_folders, strict=True):
-        key = os.path.realpath(path) if path.exists() else os.fspath(path)
-        if key not in seen:
-            seen.add(key)
-            kept.append((path, label))
-            kept_folders.append(folder)
-    out, typed_folders = kept, kept_folders
+                add(child, rel.as_posix(), os.fspath(raw))
     counts = Counter(label for _, label in out)
     return [
         (path, os.path.join(folder, label) if folder and counts[label] > 1 else label)

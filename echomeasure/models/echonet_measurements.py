@@ -695,8 +695,8 @@ def _with_flags(proposals: list, entries: Iterable[registry.WeightsEntry]) -> li
     from echomeasure.propose import flags
 
     by_name = {e.name: e for e in entries}
-    return [dataclasses.replace(p, flagged=flags.is_flagged(
-        p.confidence, flags.entry_threshold(by_name.get(p.model.name), measurement=p.name))) for p in proposals]
+    return [dataclasses.replace(p, flagged=flags.entry_flags(by_name.get(p.model.name), p.name, p.confidence))
+            for p in proposals]
 
 
 def propose_echonet(

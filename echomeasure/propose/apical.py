@@ -182,6 +182,5 @@ def propose_apical(
                 v["confidence"] = min(v["confidence"], DOUBTFUL_CONFIDENCE)
     for v in vols:
         v["loinc"] = volume_loinc(v["name"], v["method"])
-        v["flagged"] = v["value"] is None or flags.is_flagged(
-            v["confidence"], flags.entry_threshold(engine.entry, measurement=v["name"]))
+        v["flagged"] = v["value"] is None or flags.entry_flags(engine.entry, v["name"], v["confidence"])
     return ApicalResult(vols, segmentations, ed, es, model, notices)

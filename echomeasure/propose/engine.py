@@ -618,9 +618,7 @@ def select_phase_doubts(clip: Clip, es: int | None) -> tuple[frozenset[str], str
 
 def _with_flags(proposals: list[Proposal], engine: Engine) -> list[Proposal]:
     """The proposals with ``flagged`` set by the model version's low-confidence threshold (of each measurement)."""
-    return [dataclasses.replace(p, flagged=flags.is_flagged(p.confidence,
-                                                           flags.entry_threshold(engine.entry, measurement=p.name)))
-            for p in proposals]
+    return [dataclasses.replace(p, flagged=flags.entry_flags(engine.entry, p.name, p.confidence)) for p in proposals]
 
 
 def _propose_other_view(clip: Clip, view: Any, notices: list[str], run: _Run) -> ClipProposals:

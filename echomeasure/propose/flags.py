@@ -88,6 +88,13 @@ def entry_threshold(entry: Any, fallback: float = LOW_CONFIDENCE_THRESHOLD, meas
     return flag_threshold(None if thresholds is None else thresholds.to_json(), fallback, measurement)
 
 
+def entry_flags(entry: Any, measurement: str, confidence: float | None) -> bool:
+    """True when a proposal of ``measurement`` with ``confidence`` is flagged by the registry
+    entry's figures (that measurement's own where the entry has them): what ``measure`` JSON's
+    ``"flagged"`` says."""
+    return is_flagged(confidence, entry_threshold(entry, measurement=measurement))
+
+
 def none_credible(proposals: Iterable[Any], entry: Any) -> bool:
     """True when no proposal with a value is credible: each below the version's pooled threshold
     (:func:`entry_threshold` without a measurement), or none has a value.

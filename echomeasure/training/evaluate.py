@@ -113,9 +113,6 @@ class CaseResult:
                    if self.frame_error_ms else {})}
 
 
-_FLAG_FIGURES = ("low_confidence_below", "confidence_floor", "flagged_mae_ratio")
-
-
 def _rounded_figure(name: str, value: Any) -> float:
     """An evaluation figure as the registry keeps it: small raw confidences (the flag's threshold
     and floor) to significant figures, the others to 4 decimals."""
@@ -190,9 +187,9 @@ class EvaluationReport:
         return out
 
     def flag_thresholds_by_measurement(self) -> dict[str, dict[str, float]]:
-        """The registry's per-measurement flag figures (``FlagThresholds.by_measurement``), rounded
-        as :meth:`flat_metrics` rounds the pooled ones."""
-        return {name: {k: _rounded_figure(k, v) for k, v in figures.items() if k in _FLAG_FIGURES and v is not None}
+        """The per-measurement flag figures for ``FlagThresholds.by_measurement`` (which keeps the
+        flag's three), rounded as :meth:`flat_metrics` rounds the pooled ones."""
+        return {name: {k: _rounded_figure(k, v) for k, v in figures.items() if v is not None}
                 for name, figures in self.flag_by_measurement.items()}
 
     def table(self, *, breakdown: bool = True) -> str:
